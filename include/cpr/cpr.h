@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libcpr: checkpoint/restart and live update for virtual machine monitors.
+ * The umbrella header: include this one.
+ */
+#ifndef CPR_CPR_H
+#define CPR_CPR_H
+
+#include <cpr/common.h>
+#include <cpr/error.h>
+#include <cpr/ctx.h>
+#include <cpr/mode.h>
+#include <cpr/params.h>
+#include <cpr/channel.h>
+#include <cpr/blocker.h>
+#include <cpr/notify.h>
+
+#endif /* CPR_CPR_H */

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Migration parameters and capabilities, addressed by their QMP names so that a VMM's
+ * monitor can pass user input straight through (migrate-set-parameters,
+ * migrate_set_capability).
+ *
+ * Parameters:
+ *   mode               cpr_mode name, default "normal"
+ *   downtime-limit     milliseconds, default 300
+ *   max-bandwidth      bytes per second, 0 = unlimited (default)
+ *   cpr-exec-command   the command line cpr-exec runs, words separated by spaces
+ * Capabilities:
+ *   x-ignore-shared    do not write RAM blocks that are shared (memfd or share=on), default off
+ *
+ * Unknown names are errors (-ENOENT) that name the parameter. Values are validated (-EINVAL
+ * naming the parameter and value). Setting a parameter while a migration is under way fails
+ * with -EBUSY.
+ *
+ * Thread safety: any thread; the context serialises access.
+ */
+#ifndef CPR_PARAMS_H
+#define CPR_PARAMS_H
+
+#include <cpr/common.h>
+#include <cpr/mode.h>
+
+CPR_BEGIN_DECLS
+
+/* Sets a parameter from its string form ("cpr-reboot", "300", "0", "/usr/bin/vmm -incoming ..."). */
+CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr_error **errp);
+
+/* Reads a parameter as a string; on success *out is a new string to release with cpr_free(). */
+CPR_API int cpr_param_get(cpr_ctx *ctx, const char *name, char **out, cpr_error **errp);
+
+/*
+ * Calls fn for every parameter name known to this library, in a stable order, until fn
+ * returns non-zero (which is then returned). Lets a monitor print query-migrate-parameters.
+ */
+typedef int (*cpr_name_fn)(const char *name, void *opaque);
+CPR_API int cpr_param_foreach(cpr_name_fn fn, void *opaque);
+
+/* Sets a capability on (non-zero) or off. */
+CPR_API int cpr_cap_set(cpr_ctx *ctx, const char *name, int on, cpr_error **errp);
+
+/* Returns 1 or 0 for a known capability, or a negative errno (-ENOENT for an unknown name). */
+CPR_API int cpr_cap_get(cpr_ctx *ctx, const char *name, cpr_error **errp);
+
+/* Calls fn for every capability name, as cpr_param_foreach() does. */
+CPR_API int cpr_cap_foreach(cpr_name_fn fn, void *opaque);
+
+/* Typed shorthands for the `mode` parameter. cpr_get_mode returns CPR_MODE_NORMAL for NULL. */
+CPR_API int cpr_set_mode(cpr_ctx *ctx, cpr_mode mode, cpr_error **errp);
+CPR_API cpr_mode cpr_get_mode(cpr_ctx *ctx);
+
+CPR_END_DECLS
+
+#endif /* CPR_PARAMS_H */

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* Private: migration parameters as the context stores them. */
+#ifndef CPR_INTERNAL_PARAMS_H
+#define CPR_INTERNAL_PARAMS_H
+
+#include <stdint.h>
+
+#include <cpr/mode.h>
+
+#define CPR_DEFAULT_DOWNTIME_LIMIT_MS 300
+
+struct cpr_params {
+    cpr_mode mode;
+    uint64_t downtime_limit_ms;
+    uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+    char *cpr_exec_command; /* NULL when unset */
+    int x_ignore_shared;
+};
+
+void cpr_params_init(struct cpr_params *p);
+void cpr_params_clear(struct cpr_params *p);
+
+/* A consistent copy of the context's parameters, taken under its lock; clear it after use. */
+struct cpr_ctx;
+void cpr_params_snapshot(struct cpr_ctx *ctx, struct cpr_params *out);
+
+#endif
