@@ -40,6 +40,8 @@
 #include <cpr/common.h>
 #include <cpr/error.h>
 
+#include "guest_abi.h" /* ports (VMM_PORT_*) and mailbox offsets shared with the guest */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -52,11 +54,6 @@ extern "C" {
 #define VMM_DEFAULT_RATE_PPS 1000u
 /* Added per word in a data page (a golden-ratio constant, so neighbouring words differ). */
 #define VMM_PAGE_STRIDE 0x9E3779B97F4A7C15ull
-
-/* I/O ports the guest writes from CPL 3 (32-bit OUT). */
-#define VMM_PORT_HEARTBEAT 0xe0 /* low 32 bits of the vCPU's heartbeat, every ~5 ms */
-#define VMM_PORT_CORRUPT   0xe4 /* low 32 bits of the vCPU's corruption count, right after */
-#define VMM_PORT_WARMUP    0xe8 /* the warm-up stub of an incoming machine */
 
 #define VMM_MAILBOX_MAGIC 0x584f424c49414d56ull /* "VMAILBOX" */
 #define VMM_MAILBOX_VERSION 1u
@@ -293,7 +290,8 @@ int vmm_machine_get_stats(const vmm_machine *m, vmm_guest_stats *st);
 
 /*
  * Host-side check of every data page against the generation the mailbox cursors imply; only
- * meaningful while the guest is stopped. Returns the number of bad pages; *first_bad (if not
+ * meaningful while the guest is stopped. The page at each rewrite cursor is skipped (the guest
+ * may have stopped in the middle of rewriting it). Returns the number of bad pages; *first_bad (if not
  * NULL) gets the first bad pfn or UINT64_MAX.
  */
 int64_t vmm_guest_verify_ram(const void *ram, uint64_t ram_size, uint64_t *first_bad);
