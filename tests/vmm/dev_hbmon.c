@@ -33,8 +33,10 @@ static int hbmon_pre_save(void *opaque, cpr_error **errp)
 {
     dev_hbmon *d = opaque;
     vmm *v = d->v;
-    vmm_hb_handoff h;
-    vmm_hb_sampler_handoff_get(v->sampler, &h);
+    vmm_hb_handoff h = {0};
+    vmm_hb_sampler *s = vmm_sampler(v);
+    if (s)
+        vmm_hb_sampler_handoff_get(s, &h);
     d->nvcpus = h.nvcpus;
     memcpy(d->heartbeat, h.heartbeat, sizeof(d->heartbeat));
     memcpy(d->changed_ns, h.changed_ns, sizeof(d->changed_ns));
@@ -60,8 +62,11 @@ static int hbmon_post_load(void *opaque, int version, cpr_error **errp)
     vmm_hb_handoff h = {.version = 1, .nvcpus = d->nvcpus};
     memcpy(h.heartbeat, d->heartbeat, sizeof(h.heartbeat));
     memcpy(h.changed_ns, d->changed_ns, sizeof(h.changed_ns));
-    vmm_hb_sampler_handoff_set(v->sampler, &h);
-    v->pause_handoff = 1;
+    vmm_hb_sampler *s = vmm_sampler(v);
+    if (s) {
+        vmm_hb_sampler_handoff_set(s, &h);
+        v->pause_handoff = 1;
+    }
     return 0;
 }
 

@@ -180,8 +180,16 @@ static int cmd_query_params(vmm *v, json_object *args, json_object **ret, mon_er
 
 static void print_params(json_object *ret, GString *out)
 {
-    json_object_object_foreach(ret, key, val)
-        g_string_append_printf(out, "%s: %s\n", key, json_object_get_string(val));
+    json_object_object_foreach(ret, key, val) {
+        g_string_append_printf(out, "%s:", key);
+        if (json_object_is_type(val, json_type_array)) {
+            for (size_t i = 0; i < json_object_array_length(val); i++)
+                g_string_append_printf(out, " %s", json_object_get_string(json_object_array_get_idx(val, i)));
+        } else {
+            g_string_append_printf(out, " %s", json_object_get_string(val));
+        }
+        g_string_append_c(out, '\n');
+    }
 }
 
 static int cmd_set_caps(vmm *v, json_object *args, json_object **ret, mon_error *err)

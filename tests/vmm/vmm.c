@@ -92,6 +92,28 @@ static void post_event(vmm *v, const char *name)
     vmm_call_main(v, event_on_main, e);
 }
 
+/* The sampler reads the guest's mailbox, so it starts once there is one: after boot, or once
+ * the RAM holds the incoming guest. Caller holds v->lock. */
+static vmm_hb_sampler *sampler_locked(vmm *v)
+{
+    if (!v->sampler) {
+        cpr_error *cerr = NULL;
+        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0) {
+            g_printerr("cpr-vmm: heartbeat sampler: %s\n", cpr_error_message(cerr));
+            cpr_error_free(cerr);
+        }
+    }
+    return v->sampler;
+}
+
+vmm_hb_sampler *vmm_sampler(vmm *v)
+{
+    g_mutex_lock(&v->lock);
+    vmm_hb_sampler *s = sampler_locked(v);
+    g_mutex_unlock(&v->lock);
+    return s;
+}
+
 /* ---- run control ---------------------------------------------------------------------- */
 
 int vmm_vm_running(vmm *v)
@@ -120,6 +142,8 @@ int vmm_machine_unpause(vmm *v, cpr_error **cerr)
     if (v->machine && !v->booted) {
         r = vmm_machine_boot(v->machine, cerr);
         v->booted = r == 0;
+        if (r == 0)
+            sampler_locked(v);
     } else if (v->machine) {
         r = vmm_machine_resume(v->machine, cerr);
     }
@@ -258,8 +282,10 @@ static int create_machine(vmm *v, char **err)
     mc.ram_size = v->ram_size;
     if (v->cfg->dirty_rate_given)
         mc.rate_pps = v->cfg->dirty_rate;
-    if (v->cfg->incoming->len)
+    if (v->cfg->incoming->len) {
         mc.flags |= VMM_MACHINE_INCOMING;
+        v->booted = 1; /* the guest comes in: never boot it here */
+    }
     cpr_error *cerr = NULL;
     if (vmm_machine_new(&v->machine, &mc, &cerr) < 0) {
         *err = g_strdup_printf("machine: %s", cpr_error_message(cerr));
@@ -270,13 +296,9 @@ static int create_machine(vmm *v, char **err)
     fprintf(stderr, "cpr-vmm: %s backend%s%s, %u vCPU(s), %llu MiB RAM\n",
             vmm_machine_backend_name(v->machine), note && *note ? ": " : "", note ? note : "",
             vmm_machine_nvcpus(v->machine), (unsigned long long)(v->ram_size >> 20));
-    if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0) {
-        *err = g_strdup_printf("heartbeat sampler: %s", cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
-    }
     return 0;
 }
+
 
 static gboolean on_signal(gpointer p)
 {

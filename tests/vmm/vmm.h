@@ -16,6 +16,7 @@
 #include <cpr/fd.h>
 #include <cpr/migrate.h>
 #include <cpr/ram.h>
+#include <cpr/vmstate.h>
 
 #include "cmdline.h"
 #include "machine/machine.h"
@@ -53,7 +54,7 @@ struct vmm {
     GMainLoop *loop;
     vmm_runstate state;
     vmm_machine *machine;
-    int booted;            /* the guest was booted here (else it came in by migration) */
+    int booted;            /* the guest exists: booted here, or coming in by migration */
     vmm_hb_sampler *sampler;
     cpr_ram_block *ram_block;
     void *ram;             /* host mapping of guest RAM, owned by ram_block */
@@ -89,6 +90,8 @@ int vmm_machine_pause(vmm *v, cpr_error **cerr);
 int vmm_machine_unpause(vmm *v, cpr_error **cerr);
 /* What query-status reports: the migration's run state when it has one, else the VM's. */
 vmm_runstate vmm_runstate_get(vmm *v);
+/* The heartbeat sampler, started on first use (NULL while RAM holds no guest); any thread. */
+vmm_hb_sampler *vmm_sampler(vmm *v);
 /* After an incoming switchover: measures the guest pause from heartbeats, in the background. */
 void vmm_measure_pause(vmm *v);
 /* Ends the main loop; the process exits with `code`. */
