@@ -41,7 +41,7 @@ static int cpu_pre_save(void *opaque, cpr_error **errp)
     return 0;
 }
 
-static int cpu_post_load(void *opaque, int version, cpr_error **errp)
+static int cpu_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     cpu_slot *c = opaque;
     cpr_error *cerr = NULL;
@@ -59,7 +59,7 @@ static int vm_pre_save(void *opaque, cpr_error **errp)
     return 0;
 }
 
-static int vm_post_load(void *opaque, int version, cpr_error **errp)
+static int vm_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     dev_cpu *d = opaque;
     cpr_error *cerr = NULL;
@@ -68,35 +68,23 @@ static int vm_post_load(void *opaque, int version, cpr_error **errp)
     return 0;
 }
 
-static const cpr_vmstate_field cpu_fields[] = {
-    CPR_VMSTATE_BUFFER(cpu_slot, st, 1),
-    CPR_VMSTATE_END,
-};
-
-static const cpr_vmstate_desc cpu_desc = {
-    .size = sizeof(cpr_vmstate_desc),
-    .name = "cpu",
-    .version = VMM_VCPU_STATE_VERSION,
-    .min_version = 1,
-    .pre_save = cpu_pre_save,
-    .post_load = cpu_post_load,
-    .fields = cpu_fields,
-};
-
-static const cpr_vmstate_field vm_fields[] = {
-    CPR_VMSTATE_BUFFER(dev_cpu, vm, 1),
-    CPR_VMSTATE_END,
-};
-
-static const cpr_vmstate_desc vm_desc = {
-    .size = sizeof(cpr_vmstate_desc),
-    .name = "vm",
-    .version = VMM_VM_STATE_VERSION,
-    .min_version = 1,
-    .pre_save = vm_pre_save,
-    .post_load = vm_post_load,
-    .fields = vm_fields,
-};
+/* A section whose one field is a whole state struct, as the machine core captures it. */
+static int state_desc(const char *name, uint32_t version, size_t struct_size, size_t offset, size_t size,
+                      cpr_hook_fn pre_save, cpr_post_load_fn post_load, cpr_desc **out, cpr_error **cerr)
+{
+    cpr_desc *d = NULL;
+    int r = cpr_desc_new(name, version, 1, struct_size, &d, cerr);
+    if (r == 0)
+        r = cpr_desc_add(d, "state", CPR_TYPE_BYTES, offset, size, cerr);
+    if (r == 0)
+        r = cpr_desc_set_hooks(d, pre_save, NULL, NULL, post_load, cerr);
+    if (r < 0) {
+        cpr_desc_unref(d);
+        return r;
+    }
+    *out = d;
+    return 0;
+}
 
 int dev_cpu_init(vmm *v, char **err)
 {
@@ -106,20 +94,23 @@ int dev_cpu_init(vmm *v, char **err)
     d->cpus = g_new0(cpu_slot, d->ncpus);
     v->devs->cpu = d;
     cpr_error *cerr = NULL;
+    cpr_desc *vm_desc = NULL, *cpu_desc = NULL;
     /* The VM first: its load checks that both sides agree on backend, vCPUs and RAM size. */
-    if (cpr_vmstate_register(v->ctx, &vm_desc, 0, d, &cerr) < 0)
-        goto fail;
-    for (uint32_t i = 0; i < d->ncpus; i++) {
+    int r = state_desc("vm", VMM_VM_STATE_VERSION, sizeof(dev_cpu), CPR_MEMBER(dev_cpu, vm), vm_pre_save,
+                       vm_post_load, &vm_desc, &cerr);
+    if (r == 0)
+        r = cpr_savevm_register(v->ctx, NULL, 0, vm_desc, d, 0, NULL, &cerr);
+    if (r == 0)
+        r = state_desc("cpu", VMM_VCPU_STATE_VERSION, sizeof(cpu_slot), CPR_MEMBER(cpu_slot, st), cpu_pre_save,
+                       cpu_post_load, &cpu_desc, &cerr);
+    for (uint32_t i = 0; r == 0 && i < d->ncpus; i++) {
         d->cpus[i].v = v;
         d->cpus[i].index = i;
-        if (cpr_vmstate_register(v->ctx, &cpu_desc, i, &d->cpus[i], &cerr) < 0)
-            goto fail;
+        r = cpr_savevm_register(v->ctx, NULL, i, cpu_desc, &d->cpus[i], 0, NULL, &cerr);
     }
-    return 0;
-fail:
-    *err = g_strdup_printf("cpu: %s", cpr_error_message(cerr));
-    cpr_error_free(cerr);
-    return -1;
+    cpr_desc_unref(vm_desc);
+    cpr_desc_unref(cpu_desc);
+    return r < 0 ? vmm_fail_cpr(err, "cpu", cerr) : 0;
 }
 
 void dev_cpu_fini(vmm *v)

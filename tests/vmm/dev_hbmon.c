@@ -26,7 +26,6 @@ struct dev_hbmon {
     /* subsection history */
     uint64_t last_pause_ns;
     uint32_t switchovers;
-    int loaded_version;
 };
 
 static int hbmon_pre_save(void *opaque, cpr_error **errp)
@@ -47,7 +46,7 @@ static int hbmon_pre_save(void *opaque, cpr_error **errp)
     return 0;
 }
 
-static int hbmon_post_load(void *opaque, int version, cpr_error **errp)
+static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     dev_hbmon *d = opaque;
     vmm *v = d->v;
@@ -70,45 +69,42 @@ static int hbmon_post_load(void *opaque, int version, cpr_error **errp)
     return 0;
 }
 
-static int history_needed(void *opaque)
+static int history_needed(const void *obj)
 {
-    return ((dev_hbmon *)opaque)->switchovers > 0;
+    return ((const dev_hbmon *)obj)->switchovers > 0;
 }
 
-static const cpr_vmstate_field history_fields[] = {
-    CPR_VMSTATE_UINT64(dev_hbmon, last_pause_ns, 1),
-    CPR_VMSTATE_UINT32(dev_hbmon, switchovers, 1),
-    CPR_VMSTATE_END,
-};
-
-static const cpr_vmstate_desc history_desc = {
-    .size = sizeof(cpr_vmstate_desc),
-    .name = "hbmon/history",
-    .version = 1,
-    .min_version = 1,
-    .needed = history_needed,
-    .fields = history_fields,
-};
-
-static const cpr_vmstate_desc *const hbmon_subsections[] = {&history_desc, NULL};
-
-static const cpr_vmstate_field hbmon_fields[] = {
-    CPR_VMSTATE_UINT32(dev_hbmon, nvcpus, 1),
-    CPR_VMSTATE_UINT64_ARRAY(dev_hbmon, heartbeat, VMM_MAX_VCPUS, 1),
-    CPR_VMSTATE_UINT64_ARRAY(dev_hbmon, changed_ns, VMM_MAX_VCPUS, 2),
-    CPR_VMSTATE_END,
-};
-
-static const cpr_vmstate_desc hbmon_desc = {
-    .size = sizeof(cpr_vmstate_desc),
-    .name = "hbmon",
-    .version = 2,
-    .min_version = 1,
-    .pre_save = hbmon_pre_save,
-    .post_load = hbmon_post_load,
-    .fields = hbmon_fields,
-    .subsections = hbmon_subsections,
-};
+/* Builds the descriptions: "hbmon" version 2 with its "hbmon/history" subsection. */
+static int hbmon_desc(cpr_desc **out, cpr_error **cerr)
+{
+    cpr_desc *d = NULL, *hist = NULL;
+    int r = cpr_desc_new("hbmon", 2, 1, sizeof(dev_hbmon), &d, cerr);
+    if (r == 0)
+        r = cpr_desc_add(d, "nvcpus", CPR_TYPE_U32, CPR_MEMBER(dev_hbmon, nvcpus), cerr);
+    if (r == 0)
+        r = cpr_desc_add(d, "heartbeat", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, heartbeat), cerr);
+    if (r == 0)
+        r = cpr_desc_add(d, "changed_ns", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, changed_ns), cerr);
+    if (r == 0)
+        r = cpr_desc_field_since(d, "changed_ns", 2, cerr);
+    if (r == 0)
+        r = cpr_desc_set_hooks(d, hbmon_pre_save, NULL, NULL, hbmon_post_load, cerr);
+    if (r == 0)
+        r = cpr_desc_new("hbmon/history", 1, 1, sizeof(dev_hbmon), &hist, cerr);
+    if (r == 0)
+        r = cpr_desc_add(hist, "last_pause_ns", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, last_pause_ns), cerr);
+    if (r == 0)
+        r = cpr_desc_add(hist, "switchovers", CPR_TYPE_U32, CPR_MEMBER(dev_hbmon, switchovers), cerr);
+    if (r == 0)
+        r = cpr_desc_add_subsection(d, hist, history_needed, 0, cerr);
+    cpr_desc_unref(hist);
+    if (r < 0) {
+        cpr_desc_unref(d);
+        return r;
+    }
+    *out = d;
+    return 0;
+}
 
 int dev_hbmon_init(vmm *v, char **err)
 {
@@ -116,12 +112,12 @@ int dev_hbmon_init(vmm *v, char **err)
     d->v = v;
     v->devs->hbmon = d;
     cpr_error *cerr = NULL;
-    if (cpr_vmstate_register(v->ctx, &hbmon_desc, 0, d, &cerr) < 0) {
-        *err = g_strdup_printf("hbmon: %s", cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
-    }
-    return 0;
+    cpr_desc *desc = NULL;
+    int r = hbmon_desc(&desc, &cerr);
+    if (r == 0)
+        r = cpr_savevm_register(v->ctx, NULL, 0, desc, d, 0, NULL, &cerr);
+    cpr_desc_unref(desc);
+    return r < 0 ? vmm_fail_cpr(err, "hbmon", cerr) : 0;
 }
 
 void dev_hbmon_fini(vmm *v)

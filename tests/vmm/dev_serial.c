@@ -60,19 +60,6 @@ static gboolean serial_tick(gpointer p)
     return G_SOURCE_CONTINUE;
 }
 
-static const cpr_vmstate_field serial_fields[] = {
-    CPR_VMSTATE_UINT64(dev_serial, lines, 1),
-    CPR_VMSTATE_END,
-};
-
-static const cpr_vmstate_desc serial_desc = {
-    .size = sizeof(cpr_vmstate_desc),
-    .name = "serial",
-    .version = 1,
-    .min_version = 1,
-    .fields = serial_fields,
-};
-
 int dev_serial_init(vmm *v, char **err)
 {
     dev_serial *s = g_new0(dev_serial, 1);
@@ -98,11 +85,15 @@ int dev_serial_init(vmm *v, char **err)
         s->named = 1;
         break;
     }
-    if (cpr_vmstate_register(v->ctx, &serial_desc, 0, s, &cerr) < 0) {
-        *err = g_strdup_printf("serial: %s", cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
+    /* Section "serial", version 1: the line counter. */
+    cpr_desc *d = NULL;
+    if (cpr_desc_new("serial", 1, 1, sizeof(*s), &d, &cerr) < 0 ||
+        cpr_desc_add(d, "lines", CPR_TYPE_U64, CPR_MEMBER(dev_serial, lines), &cerr) < 0 ||
+        cpr_savevm_register(v->ctx, NULL, 0, d, s, 0, NULL, &cerr) < 0) {
+        cpr_desc_unref(d);
+        return vmm_fail_cpr(err, "serial", cerr);
     }
+    cpr_desc_unref(d);
     if (s->fd >= 0)
         s->timer = g_timeout_add(SERIAL_PERIOD_MS, serial_tick, s);
     return 0;

@@ -60,6 +60,44 @@ static int hook_flush(cpr_ctx *ctx, void *opaque)
     return vmm_devices_flush(opaque);
 }
 
+/* Dirty logging for precopy: KVM's log (or the software backend's) merged into the RAM
+ * block's bitmap, which libcpr's RAM section walks. */
+static int hook_dirty_log_start(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    cpr_error *cerr = NULL;
+    int r = vmm_machine_dirty_log_start(v->machine, &cerr);
+    if (r < 0) {
+        g_printerr("cpr-vmm: dirty log: %s\n", cpr_error_message(cerr));
+        cpr_error_free(cerr);
+    }
+    return r;
+}
+
+static int hook_dirty_log_sync(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    uint64_t npages = v->ram_size / VMM_PAGE_SIZE;
+    size_t nwords = (size_t)((npages + 63) / 64);
+    g_autofree uint64_t *bitmap = g_new0(uint64_t, nwords);
+    cpr_error *cerr = NULL;
+    int r = vmm_machine_dirty_log_sync(v->machine, bitmap, nwords, &cerr);
+    if (r >= 0)
+        r = cpr_ram_dirty_merge(v->ram_block, 0, bitmap, npages, &cerr);
+    if (r < 0) {
+        g_printerr("cpr-vmm: dirty log sync: %s\n", cpr_error_message(cerr));
+        cpr_error_free(cerr);
+        return r;
+    }
+    return 0;
+}
+
+static int hook_dirty_log_stop(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    return vmm_machine_dirty_log_stop(v->machine, NULL);
+}
+
 /* ---- status: job thread, then main loop ----------------------------------------------- */
 
 typedef struct status_call {
@@ -114,6 +152,9 @@ int vmm_mig_init(vmm *v, char **err)
         .start = hook_start,
         .is_running = hook_is_running,
         .flush = hook_flush,
+        .dirty_log_start = hook_dirty_log_start,
+        .dirty_log_sync = hook_dirty_log_sync,
+        .dirty_log_stop = hook_dirty_log_stop,
     };
     cpr_error *cerr = NULL;
     if (cpr_migrate_set_vm_ops(v->ctx, &ops, v, &cerr) < 0 ||

@@ -62,6 +62,13 @@ void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque)
     g_idle_add_full(G_PRIORITY_HIGH, main_call_run, c, g_free);
 }
 
+int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr)
+{
+    *err = g_strdup_printf("%s: %s", what, cpr_error_message(cerr));
+    cpr_error_free(cerr);
+    return -1;
+}
+
 /* ---- events --------------------------------------------------------------------------- */
 
 void vmm_event(vmm *v, const char *name, json_object *data)

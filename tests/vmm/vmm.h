@@ -16,6 +16,7 @@
 #include <cpr/fd.h>
 #include <cpr/migrate.h>
 #include <cpr/ram.h>
+#include <cpr/savevm.h>
 #include <cpr/vmstate.h>
 
 #include "cmdline.h"
@@ -101,6 +102,9 @@ void vmm_quit(vmm *v, int code);
 void vmm_event(vmm *v, const char *name, json_object *data);
 
 void vmm_guest_report_get(vmm *v, vmm_guest_report *out);
+
+/* Sets *err to "WHAT: MESSAGE" from a libcpr error, frees it and returns -1. */
+int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr);
 
 /* Runs fn(opaque) on the main loop's thread (now, when called from it). */
 void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque);
