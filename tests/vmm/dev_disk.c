@@ -42,18 +42,12 @@ int dev_disk_init(vmm *v, char **err)
         g_ptr_array_add(v->devs->disks, d);
         cpr_error *cerr = NULL;
         d->fd = cpr_fd_open(v->ctx, d->path, O_RDWR | O_CREAT, 0644, DISK_FD_NAME, d->index, &cerr);
-        if (d->fd < 0) {
-            *err = g_strdup_printf("-drive file=%s: %s", d->path, cpr_error_message(cerr));
-            cpr_error_free(cerr);
-            return -1;
-        }
+        if (d->fd < 0)
+            return vmm_fail_cpr(err, "-drive", cerr);
         g_autofree char *reason = g_strdup_printf("local disk %s (drive %d) is not on shared storage",
                                                   d->path, d->index);
-        if (cpr_blocker_add(v->ctx, CPR_MODES_NORMAL_ONLY, reason, &d->blocker, &cerr) < 0) {
-            *err = g_strdup_printf("-drive file=%s: %s", d->path, cpr_error_message(cerr));
-            cpr_error_free(cerr);
-            return -1;
-        }
+        if (cpr_blocker_add(v->ctx, CPR_MODES_NORMAL_ONLY, reason, &d->blocker, &cerr) < 0)
+            return vmm_fail_cpr(err, "-drive", cerr);
     }
     return 0;
 }

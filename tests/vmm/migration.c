@@ -28,8 +28,7 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
     cpr_error *cerr = NULL;
     int r = vmm_machine_pause(v, &cerr);
     if (r < 0) {
-        g_printerr("cpr-vmm: stop: %s\n", cpr_error_message(cerr));
-        cpr_error_free(cerr);
+        vmm_log_cpr("stop", cerr);
     }
     return r;
 }
@@ -41,8 +40,7 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
     int incoming = v->mig->in_active;
     int r = vmm_machine_unpause(v, &cerr);
     if (r < 0) {
-        g_printerr("cpr-vmm: start: %s\n", cpr_error_message(cerr));
-        cpr_error_free(cerr);
+        vmm_log_cpr("start", cerr);
         return r;
     }
     if (incoming)
@@ -68,8 +66,7 @@ static int hook_dirty_log_start(cpr_ctx *ctx, void *opaque)
     cpr_error *cerr = NULL;
     int r = vmm_machine_dirty_log_start(v->machine, &cerr);
     if (r < 0) {
-        g_printerr("cpr-vmm: dirty log: %s\n", cpr_error_message(cerr));
-        cpr_error_free(cerr);
+        vmm_log_cpr("dirty log", cerr);
     }
     return r;
 }
@@ -85,8 +82,7 @@ static int hook_dirty_log_sync(cpr_ctx *ctx, void *opaque)
     if (r >= 0)
         r = cpr_ram_dirty_merge(v->ram_block, 0, bitmap, npages, &cerr);
     if (r < 0) {
-        g_printerr("cpr-vmm: dirty log sync: %s\n", cpr_error_message(cerr));
-        cpr_error_free(cerr);
+        vmm_log_cpr("dirty log sync", cerr);
         return r;
     }
     return 0;
@@ -159,9 +155,7 @@ int vmm_mig_init(vmm *v, char **err)
     cpr_error *cerr = NULL;
     if (cpr_migrate_set_vm_ops(v->ctx, &ops, v, &cerr) < 0 ||
         cpr_migrate_set_status_cb(v->ctx, on_status, v, &cerr) < 0) {
-        *err = g_strdup(cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
+        return vmm_fail_cpr(err, "libcpr", cerr);
     }
     return 0;
 }
@@ -219,9 +213,7 @@ int vmm_mig_incoming_early(vmm *v, char **err)
     /* cpr-transfer: the cpr channel brings RAM and device fds, before anything is created.
      * cpr-exec: the state the old image left. Otherwise nothing happens here. */
     if (cpr_incoming_cpr_load(v->ctx, m->incoming, &cerr) < 0) {
-        *err = g_strdup_printf("cpr state: %s", cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
+        return vmm_fail_cpr(err, "cpr state", cerr);
     }
     return 0;
 }
@@ -252,21 +244,12 @@ int vmm_mig_incoming_late(vmm *v, char **err)
     else
         r = start_incoming(v, m->incoming, &cerr);
     if (r < 0) {
-        *err = g_strdup_printf("-incoming: %s", cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
+        return vmm_fail_cpr(err, "-incoming", cerr);
     }
     return 0;
 }
 
 /* ---- commands ------------------------------------------------------------------------- */
-
-static int fail_cpr(mon_error *err, cpr_error *cerr)
-{
-    mon_fail(err, "GenericError", "%s", cpr_error_message(cerr));
-    cpr_error_free(cerr);
-    return -1;
-}
 
 /* Reads "uri" or "channels" from QMP arguments into a channel list. */
 static int args_channels(json_object *args, cpr_channels **out, mon_error *err)
@@ -280,13 +263,13 @@ static int args_channels(json_object *args, cpr_channels **out, mon_error *err)
         if (!json_object_is_type(uri, json_type_string))
             return mon_fail(err, "GenericError", "Invalid parameter type for 'uri', expected: string");
         if (cpr_channels_from_uri(json_object_get_string(uri), out, &cerr) < 0)
-            return fail_cpr(err, cerr);
+            return mon_fail_cpr(err, cerr);
         return 0;
     }
     if (chans) {
         const char *js = json_object_to_json_string_ext(chans, JSON_C_TO_STRING_PLAIN);
         if (cpr_channels_parse_json(js, out, &cerr) < 0)
-            return fail_cpr(err, cerr);
+            return mon_fail_cpr(err, cerr);
         return 0;
     }
     return mon_fail(err, "GenericError", "One of 'uri' or 'channels' is required");
@@ -306,7 +289,7 @@ int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err)
     cpr_channels_free(ch);
     if (r < 0) {
         m->out_active = 0;
-        return fail_cpr(err, cerr);
+        return mon_fail_cpr(err, cerr);
     }
     return 0;
 }
@@ -330,14 +313,14 @@ int vmm_mig_incoming(vmm *v, json_object *args, mon_error *err)
     cpr_error *cerr = NULL;
     int r = start_incoming(v, ch, &cerr);
     cpr_channels_free(ch);
-    return r < 0 ? fail_cpr(err, cerr) : 0;
+    return r < 0 ? mon_fail_cpr(err, cerr) : 0;
 }
 
 int vmm_mig_cancel(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
     if (cpr_migrate_cancel(v->ctx, &cerr) < 0)
-        return fail_cpr(err, cerr);
+        return mon_fail_cpr(err, cerr);
     return 0;
 }
 

@@ -29,8 +29,7 @@ void mon_error_clear(mon_error *err)
     err->cls = NULL;
 }
 
-/* Turns a libcpr error into a QMP GenericError. */
-static int fail_cpr(mon_error *err, cpr_error *cerr)
+int mon_fail_cpr(mon_error *err, cpr_error *cerr)
 {
     mon_fail(err, "GenericError", "%s", cpr_error_message(cerr));
     cpr_error_free(cerr);
@@ -138,7 +137,7 @@ static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_erro
         }
         cpr_error *cerr = NULL;
         if (cpr_param_set(v->ctx, key, s, &cerr) < 0)
-            return fail_cpr(err, cerr);
+            return mon_fail_cpr(err, cerr);
     }
     return 0;
 }
@@ -207,14 +206,14 @@ static int cmd_set_caps(vmm *v, json_object *args, json_object **ret, mon_error 
                             "capabilities[%zu]: want {\"capability\": NAME, \"state\": BOOL}", i);
         cpr_error *cerr = NULL;
         if (cpr_cap_get(v->ctx, json_object_get_string(name), &cerr) < 0)
-            return fail_cpr(err, cerr);
+            return mon_fail_cpr(err, cerr);
     }
     for (size_t i = 0; i < json_object_array_length(list); i++) {
         json_object *e = json_object_array_get_idx(list, i);
         cpr_error *cerr = NULL;
         if (cpr_cap_set(v->ctx, json_object_get_string(json_object_object_get(e, "capability")),
                         json_object_get_boolean(json_object_object_get(e, "state")), &cerr) < 0)
-            return fail_cpr(err, cerr);
+            return mon_fail_cpr(err, cerr);
     }
     return 0;
 }

@@ -12,6 +12,8 @@
 #include <glib.h>
 #include <json-c/json.h>
 
+#include <cpr/error.h>
+
 typedef struct vmm vmm;
 
 /* A QMP error: class as QMP spells it ("GenericError", "CommandNotFound", ...) and a message. */
@@ -23,6 +25,8 @@ typedef struct mon_error {
 /* Fills *err (when its desc is still NULL) and returns -1, for `return mon_fail(...)`. */
 int mon_fail(mon_error *err, const char *cls, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void mon_error_clear(mon_error *err);
+/* Turns a libcpr error into a QMP GenericError (freeing it) and returns -1. */
+int mon_fail_cpr(mon_error *err, cpr_error *cerr);
 
 /*
  * A command handler. args is never NULL (an empty object when none were given). On success it

@@ -69,6 +69,12 @@ int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr)
     return -1;
 }
 
+void vmm_log_cpr(const char *what, cpr_error *cerr)
+{
+    g_printerr("cpr-vmm: %s: %s\n", what, cpr_error_message(cerr));
+    cpr_error_free(cerr);
+}
+
 /* ---- events --------------------------------------------------------------------------- */
 
 void vmm_event(vmm *v, const char *name, json_object *data)
@@ -106,8 +112,7 @@ static vmm_hb_sampler *sampler_locked(vmm *v)
     if (!v->sampler) {
         cpr_error *cerr = NULL;
         if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0) {
-            g_printerr("cpr-vmm: heartbeat sampler: %s\n", cpr_error_message(cerr));
-            cpr_error_free(cerr);
+            vmm_log_cpr("heartbeat sampler", cerr);
         }
     }
     return v->sampler;
@@ -162,18 +167,11 @@ int vmm_machine_unpause(vmm *v, cpr_error **cerr)
     return r;
 }
 
-static int fail_cpr(mon_error *err, cpr_error *cerr)
-{
-    mon_fail(err, "GenericError", "%s", cpr_error_message(cerr));
-    cpr_error_free(cerr);
-    return -1;
-}
-
 int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err)
 {
     cpr_error *cerr = NULL;
     if (vmm_machine_pause(v, &cerr) < 0)
-        return fail_cpr(err, cerr);
+        return mon_fail_cpr(err, cerr);
     return 0;
 }
 
@@ -181,7 +179,7 @@ int vmm_vm_start(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
     if (vmm_machine_unpause(v, &cerr) < 0)
-        return fail_cpr(err, cerr);
+        return mon_fail_cpr(err, cerr);
     return 0;
 }
 
@@ -269,9 +267,7 @@ static int create_ram(vmm *v, char **err)
         r = cpr_ram_block_new(v->ctx, md ? md->id : "pc.ram", v->cfg->ram_size, 4096, flags, &blk,
                               &cerr);
     if (r < 0) {
-        *err = g_strdup_printf("guest RAM: %s", cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
+        return vmm_fail_cpr(err, "guest RAM", cerr);
     }
     v->ram_block = blk;
     v->ram = cpr_ram_block_host(blk);
@@ -295,9 +291,7 @@ static int create_machine(vmm *v, char **err)
     }
     cpr_error *cerr = NULL;
     if (vmm_machine_new(&v->machine, &mc, &cerr) < 0) {
-        *err = g_strdup_printf("machine: %s", cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
+        return vmm_fail_cpr(err, "machine", cerr);
     }
     const char *note = vmm_machine_backend_note(v->machine);
     fprintf(stderr, "cpr-vmm: %s backend%s%s, %u vCPU(s), %llu MiB RAM\n",
@@ -317,9 +311,7 @@ static int run(vmm *v, char **err)
 {
     cpr_error *cerr = NULL;
     if (cpr_ctx_new(&v->ctx, 0, &cerr) < 0) {
-        *err = g_strdup(cpr_error_message(cerr));
-        cpr_error_free(cerr);
-        return -1;
+        return vmm_fail_cpr(err, "libcpr", cerr);
     }
     if (vmm_mig_init(v, err) < 0 || vmm_mig_incoming_early(v, err) < 0)
         return -1;
@@ -343,9 +335,7 @@ static int run(vmm *v, char **err)
             return -1;
     } else if (!v->cfg->start_paused) {
         if (vmm_machine_unpause(v, &cerr) < 0) {
-            *err = g_strdup_printf("boot: %s", cpr_error_message(cerr));
-            cpr_error_free(cerr);
-            return -1;
+            return vmm_fail_cpr(err, "boot", cerr);
         }
     }
     g_main_loop_run(v->loop);

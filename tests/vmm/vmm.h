@@ -105,6 +105,8 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out);
 
 /* Sets *err to "WHAT: MESSAGE" from a libcpr error, frees it and returns -1. */
 int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr);
+/* Prints "cpr-vmm: WHAT: MESSAGE" to stderr and frees the error. */
+void vmm_log_cpr(const char *what, cpr_error *cerr);
 
 /* Runs fn(opaque) on the main loop's thread (now, when called from it). */
 void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque);
