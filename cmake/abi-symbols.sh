@@ -79,6 +79,11 @@ newest_node() {
     tail -n1 <<<"$mapped_nodes"
 }
 
+# only_in A B: the lines of A ("SYMBOL WHERE") whose symbol is not the first word of a line of B.
+only_in() {
+    awk 'NR == FNR { if (NF) seen[$1] = 1; next } NF && !($1 in seen)' <(printf '%s\n' "$2") <(printf '%s\n' "$1")
+}
+
 check_map() {
     local d m rc=0 node
     d=$(declared) || exit 2
@@ -92,24 +97,19 @@ check_map() {
     fi
     # declared but not mapped: the symbol would be hidden (local: *)
     while read -r sym hdr; do
-        [[ -n $sym ]] || continue
-        if ! grep -q "^$sym " <<<"$m"; then
-            echo "$sym is declared CPR_API in $hdr but missing from cmake/libcpr.map:" \
-                 "add the line '    $sym;' under 'global:' in node $node (the newest, unreleased node;" \
-                 "a released node never changes), or run: cmake/abi-symbols.sh fix-map"
-            rc=1
-        fi
-    done <<<"$d"
+        echo "$sym is declared CPR_API in $hdr but missing from cmake/libcpr.map:" \
+             "add the line '    $sym;' under 'global:' in node $node (the newest, unreleased node;" \
+             "a released node never changes), or run: cmake/abi-symbols.sh fix-map"
+        rc=1
+    done < <(only_in "$d" "$m")
     # mapped but not declared
     while read -r sym n; do
-        [[ -n $sym && $sym != WILDCARD ]] || continue
-        if ! grep -q "^$sym " <<<"$d"; then
-            echo "$sym is listed in cmake/libcpr.map (node $n) but no include/cpr/*.h declares it CPR_API:" \
-                 "declare it, or, if node $n was never released, delete its line there" \
-                 "(removing a released symbol breaks the ABI: see docs/abi.md)"
-            rc=1
-        fi
-    done <<<"$m"
+        [[ $sym != WILDCARD ]] || continue
+        echo "$sym is listed in cmake/libcpr.map (node $n) but no include/cpr/*.h declares it CPR_API:" \
+             "declare it, or, if node $n was never released, delete its line there" \
+             "(removing a released symbol breaks the ABI: see docs/abi.md)"
+        rc=1
+    done < <(only_in "$m" "$d")
     if [[ $rc -eq 0 ]]; then
         echo "cmake/libcpr.map lists exactly the $(wc -l <<<"$d") CPR_API symbols of include/cpr/*.h"
     fi
@@ -121,7 +121,7 @@ fix_map() {
     d=$(declared) || exit 2
     m=$(mapped) || exit 2
     node=$(newest_node)
-    missing=$(comm -23 <(cut -d' ' -f1 <<<"$d" | sort) <(cut -d' ' -f1 <<<"$m" | sort) | grep -v '^$' || true)
+    missing=$(only_in "$d" "$m" | cut -d' ' -f1)
     if [[ -z $missing ]]; then
         echo "cmake/libcpr.map: nothing to add"
         return 0
