@@ -39,7 +39,7 @@ case $mode in
 --update)
     command -v abidw >/dev/null || { echo "abi-check: abidw not found: apt-get install abigail-tools"; exit 77; }
     mkdir -p "$(dirname "$baseline")"
-    abidw --headers-dir "$headers" --drop-private-types --no-corpus-path \
+    abidw --headers-dir "$headers" --drop-private-types --no-corpus-path --no-comp-dir-path --short-locs \
         --out-file "$baseline.tmp" "$lib" || { rm -f "$baseline.tmp"; echo "abi-check: abidw failed"; exit 1; }
     mv "$baseline.tmp" "$baseline"
     echo "abi-check: wrote ${baseline#$here/} from $lib"

@@ -64,7 +64,9 @@ while read -r name hdr; do
     [[ -n $name ]] || continue
     if ! grep -q "^$name " <<<"$exports"; then
         missing=$((missing + 1))
-        if [[ $allow_undefined == --allow-undefined ]]; then
+        if ! grep -q "^$name " <<<"$mapped"; then
+            bad "$name is declared CPR_API in $hdr but not exported: cmake/libcpr.map does not list it (add it, see abi.map)"
+        elif [[ $allow_undefined == --allow-undefined ]]; then
             echo "warning: $name is declared CPR_API in $hdr but not defined in $(basename "$lib")"
         else
             bad "$name is declared CPR_API in $hdr but not defined in $(basename "$lib"): implement it in lib/"
