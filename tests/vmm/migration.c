@@ -37,14 +37,13 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
 {
     vmm *v = opaque;
     cpr_error *cerr = NULL;
-    int incoming = v->mig->in_active;
     int r = vmm_machine_unpause(v, &cerr);
     if (r < 0) {
         vmm_log_cpr("start", cerr);
         return r;
     }
-    if (incoming)
-        vmm_measure_pause(v);
+    /* After an incoming load that carried the old VMM's heartbeat times: measure the pause. */
+    vmm_measure_pause(v);
     return 0;
 }
 
