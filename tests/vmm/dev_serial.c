@@ -25,19 +25,6 @@ struct dev_serial {
     uint64_t lines; /* lines printed so far, by this VMM and the ones before it */
 };
 
-static void write_all(int fd, const char *s, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
 static gboolean serial_tick(gpointer p)
 {
     dev_serial *s = p;
@@ -52,7 +39,7 @@ static gboolean serial_tick(gpointer p)
             int n = snprintf(line, sizeof(line), "serial line %llu: heartbeat %llu corruptions %llu\n",
                              (unsigned long long)s->lines, (unsigned long long)st.heartbeat,
                              (unsigned long long)st.corruptions);
-            write_all(s->fd, line, (size_t)n);
+            vmm_write_all(s->fd, line, (size_t)n);
             s->lines++;
         }
     }

@@ -27,25 +27,12 @@ struct qmp_server {
     GList *clients; /* qmp_client * */
 };
 
-/* Writes all of buf; a client that cannot take it is dropped by its read side later. */
-static void send_all(int fd, const char *buf, size_t len)
-{
-    while (len) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        buf += n;
-        len -= (size_t)n;
-    }
-}
-
 static void send_json(qmp_client *c, json_object *o)
 {
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-    send_all(c->fd, s, strlen(s));
-    send_all(c->fd, "\r\n", 2);
+    /* A client that cannot take it is dropped by its read side later. */
+    vmm_write_all(c->fd, s, strlen(s));
+    vmm_write_all(c->fd, "\r\n", 2);
 }
 
 static void client_free(qmp_client *c)

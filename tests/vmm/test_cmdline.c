@@ -16,6 +16,17 @@ static int parse(vmm_config *cfg, char **err, const char **args)
     return vmm_cmdline_parse(argc, (char **)args, cfg, &exit_now, err);
 }
 
+/* Asserts that args fail to parse with an error that contains needle. */
+static void expect_error(const char **args, const char *needle)
+{
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, args), -1);
+    ck_assert_msg(strstr(err, needle), "error '%s' lacks '%s'", err, needle);
+    g_free(err);
+    vmm_config_clear(&cfg);
+}
+
 START_TEST(test_seed_cpr_reboot_command_line_parses)
 {
     const char *a[] = {"cpr-vmm", "-monitor", "stdio", "-m", "1G", "-object",
@@ -59,36 +70,21 @@ END_TEST
 START_TEST(test_unknown_option_is_named)
 {
     const char *a[] = {"cpr-vmm", "-m", "64M", "-frobnicate", "x", NULL};
-    vmm_config cfg;
-    char *err;
-    ck_assert_int_eq(parse(&cfg, &err, a), -1);
-    ck_assert_msg(strstr(err, "-frobnicate"), "error '%s' names the option", err);
-    g_free(err);
-    vmm_config_clear(&cfg);
+    expect_error(a, "-frobnicate");
 }
 END_TEST
 
 START_TEST(test_unknown_object_property_is_named)
 {
     const char *a[] = {"cpr-vmm", "-object", "memory-backend-memfd,id=r,size=1G,colour=blue", NULL};
-    vmm_config cfg;
-    char *err;
-    ck_assert_int_eq(parse(&cfg, &err, a), -1);
-    ck_assert_msg(strstr(err, "colour"), "error '%s' names the property", err);
-    g_free(err);
-    vmm_config_clear(&cfg);
+    expect_error(a, "colour");
 }
 END_TEST
 
 START_TEST(test_missing_memory_backend_is_refused)
 {
     const char *a[] = {"cpr-vmm", "-machine", "memory-backend=nope", NULL};
-    vmm_config cfg;
-    char *err;
-    ck_assert_int_eq(parse(&cfg, &err, a), -1);
-    ck_assert_msg(strstr(err, "nope"), "error '%s' names the id", err);
-    g_free(err);
-    vmm_config_clear(&cfg);
+    expect_error(a, "nope");
 }
 END_TEST
 
@@ -96,23 +92,14 @@ START_TEST(test_ram_size_must_match_backend)
 {
     const char *a[] = {"cpr-vmm", "-m", "2G", "-object", "memory-backend-memfd,id=r,size=1G,share=on",
                        "-machine", "memory-backend=r", NULL};
-    vmm_config cfg;
-    char *err;
-    ck_assert_int_eq(parse(&cfg, &err, a), -1);
-    g_free(err);
-    vmm_config_clear(&cfg);
+    expect_error(a, "differs");
 }
 END_TEST
 
 START_TEST(test_option_without_argument_is_refused)
 {
     const char *a[] = {"cpr-vmm", "-incoming", NULL};
-    vmm_config cfg;
-    char *err;
-    ck_assert_int_eq(parse(&cfg, &err, a), -1);
-    ck_assert_msg(strstr(err, "-incoming"), "error '%s' names the option", err);
-    g_free(err);
-    vmm_config_clear(&cfg);
+    expect_error(a, "-incoming");
 }
 END_TEST
 

@@ -75,6 +75,20 @@ void vmm_log_cpr(const char *what, cpr_error *cerr)
     cpr_error_free(cerr);
 }
 
+int vmm_write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* ---- events --------------------------------------------------------------------------- */
 
 void vmm_event(vmm *v, const char *name, json_object *data)

@@ -108,6 +108,9 @@ int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr);
 /* Prints "cpr-vmm: WHAT: MESSAGE" to stderr and frees the error. */
 void vmm_log_cpr(const char *what, cpr_error *cerr);
 
+/* Writes all of buf to fd (SIGPIPE is ignored: a closed peer is -EPIPE). 0 or -errno. */
+int vmm_write_all(int fd, const char *buf, size_t len);
+
 /* Runs fn(opaque) on the main loop's thread (now, when called from it). */
 void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque);
 
