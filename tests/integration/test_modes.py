@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
-usage: test_modes.py CPR_VMM_BINARY MODE   (MODE: cpr-reboot cpr-transfer cpr-exec live snapshot)
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -54,6 +54,11 @@ def wait_booted(vm, timeout=60):
                       timeout, f"{vm.name}: boot fill done")
 
 
+def wait_serial(path, n=2):
+    """Until the console has n lines, so that its numbering spans the switchover."""
+    wait_until(lambda: os.path.exists(path) and len(serial_lines(path)) >= n, 15, f"{n} serial lines")
+
+
 def check_after_switchover(new, hb_old, serial_path):
     """The guest goes on where it was, re-verifies all its RAM clean, the console continues."""
     g0 = new.guest()
@@ -74,6 +79,9 @@ def check_after_switchover(new, hb_old, serial_path):
           f"serial lines 0..{nums[-1]} continuous in {os.path.basename(serial_path)}")
     hbs = [h for _, h, _ in lines]
     check(hbs == sorted(hbs), "serial heartbeats never go back")
+    check(any(h <= hb_old for h in hbs) and any(h > hb_old for h in hbs),
+          "the console has lines from before and after the switchover")
+    log(f"guest after the switchover: {new.guest()}")
     return g2
 
 
@@ -99,6 +107,7 @@ def test_cpr_reboot(binary, wd):
         old = Vmm(binary, wd, "old", args, hmp=True)
         wait_booted(old)
         wait_heartbeat(old)
+        wait_serial(serial)
         check(old.hmp("info status") == "VM status: running\n", "old: info status -> running")
         check(old.hmp("migrate_set_capability x-ignore-shared on") == "", "migrate_set_capability accepted")
         check(old.hmp("migrate_set_parameter mode cpr-reboot") == "", "migrate_set_parameter accepted")
@@ -140,7 +149,7 @@ def test_cpr_transfer(binary, wd):
     wait_heartbeat(old)
     # The new VMM is told the original path. Renaming the file under the old VMM shows which
     # file the new one writes to: the preserved fd keeps writing here, a reopen would not.
-    wait_until(lambda: serial_lines(serial), 10, "old VMM's first serial line")
+    wait_serial(serial)
     os.rename(serial, moved)
     old_inodes = memfd_inodes(old.pid)
     check(len(old_inodes) >= 1, f"old VMM maps memfd(s) {sorted(old_inodes)}")
@@ -180,7 +189,7 @@ def test_cpr_exec(binary, wd):
     vm = Vmm(binary, wd, "vm", args)
     wait_booted(vm)
     wait_heartbeat(vm)
-    wait_until(lambda: serial_lines(serial), 10, "first serial line")
+    wait_serial(serial)
     os.rename(serial, moved)
     pid = vm.pid
     inodes = memfd_inodes(pid)
@@ -217,6 +226,7 @@ def test_live(binary, wd):
     old = Vmm(binary, wd, "old", args)
     wait_booted(old)
     wait_heartbeat(old)
+    wait_serial(serial)
     sock = os.path.join(wd, "mig.sock")
     new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{sock}"])
     wait_until(lambda: os.path.exists(sock), 30, "new VMM listens")
@@ -245,6 +255,7 @@ def test_snapshot(binary, wd):
     old = Vmm(binary, wd, "old", args)
     g = wait_booted(old)
     wait_heartbeat(old)
+    wait_serial(serial)
     old.qmp("migrate", uri=f"file:{snap}")
     info = old.wait_migration()
     check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
@@ -262,7 +273,44 @@ def test_snapshot(binary, wd):
     new.kill()
 
 
+# ---- the checks can fail: a page damaged while the VMM is down shows as a corruption ------------
+
+def test_corruption_detected(binary, wd):
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else wd
+    ram = os.path.join(shm, f"cpr-vmm-test-{os.getpid()}.ram")
+    args = base_args(wd, "corrupt", [
+        "-object", f"memory-backend-file,id=ram0,size={RAM_MB}M,mem-path={ram},share=on",
+        "-machine", "memory-backend=ram0"])
+    try:
+        old = Vmm(binary, wd, "old", args)
+        wait_booted(old)
+        old.qmp("migrate-set-capabilities", capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        old.qmp("migrate-set-parameters", mode="cpr-reboot")
+        old.qmp("migrate", uri="file:vm.state")
+        check(old.wait_migration()["status"] == "completed", "saved")
+        old.qmp("quit")
+        old.wait_exit()
+        # Flip one word in the middle of a data page, as a lost write would.
+        with open(ram, "r+b") as f:
+            f.seek(4096 * 1000 + 8 * 17)
+            word = f.read(8)
+            f.seek(4096 * 1000 + 8 * 17)
+            f.write(bytes(b ^ 0xFF for b in word))
+        new = Vmm(binary, wd, "new", args + ["-incoming", "defer"])
+        new.qmp("migrate-set-capabilities", capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        new.qmp("migrate-set-parameters", mode="cpr-reboot")
+        new.qmp("migrate-incoming", uri="file:vm.state")
+        new.wait_status("running")
+        g = wait_until(lambda: (g := new.guest())["corruptions"] > 0 and g, 60, "the guest reports the damage")
+        check(g["corruptions"] > 0, f"damaged page counted: {g['corruptions']} corruption(s)")
+        new.kill()
+    finally:
+        if os.path.exists(ram):
+            os.unlink(ram)
+
+
 TESTS = {
+    "corruption": test_corruption_detected,
     "cpr-reboot": test_cpr_reboot,
     "cpr-transfer": test_cpr_transfer,
     "cpr-exec": test_cpr_exec,
