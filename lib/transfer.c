@@ -15,6 +15,7 @@
 #include "internal/ctx.h"
 #include "internal/error.h"
 #include "internal/scm.h"
+#include "internal/transfer.h"
 
 /*
  * On the wire: a 24-byte preamble, "CPRCHAN1" u32 nfds u32 flags u64 state_len (little-endian),
@@ -109,6 +110,23 @@ CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts
     return fd;
 }
 
+int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, const cpr_io_wait *w,
+                            cpr_error **errp)
+{
+    g_autoptr(GByteArray) buf = g_byte_array_new();
+    g_byte_array_set_size(buf, PREAMBLE_LEN);
+    int ret = cpr_state_encode(st, buf, errp);
+    if (ret < 0)
+        return ret;
+    uint32_t nfds = GUINT32_TO_LE(fds->len), flags = 0;
+    uint64_t state_len = GUINT64_TO_LE(buf->len - PREAMBLE_LEN);
+    memcpy(buf->data, chan_magic, 8);
+    memcpy(buf->data + 8, &nfds, 4);
+    memcpy(buf->data + 12, &flags, 4);
+    memcpy(buf->data + 16, &state_len, 8);
+    return cpr_scm_send(sock, buf->data, buf->len, (const int *)(void *)fds->data, fds->len, w, errp);
+}
+
 CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts, cpr_error **errp)
 {
     if (!ctx || sock < 0)
@@ -122,19 +140,8 @@ CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o
     ret = cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &st, fds, errp);
     if (ret < 0)
         return ret;
-    g_autoptr(GByteArray) buf = g_byte_array_new();
-    g_byte_array_set_size(buf, PREAMBLE_LEN);
-    ret = cpr_state_encode(st, buf, errp);
-    if (ret < 0)
-        return ret;
-    uint32_t nfds = GUINT32_TO_LE(fds->len), flags = 0;
-    uint64_t state_len = GUINT64_TO_LE(buf->len - PREAMBLE_LEN);
-    memcpy(buf->data, chan_magic, 8);
-    memcpy(buf->data + 8, &nfds, 4);
-    memcpy(buf->data + 12, &flags, 4);
-    memcpy(buf->data + 16, &state_len, 8);
     cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
-    ret = cpr_scm_send(sock, buf->data, buf->len, (const int *)(void *)fds->data, fds->len, &w, errp);
+    ret = cpr_transfer_send_state(sock, st, fds, &w, errp);
     if (ret < 0)
         return ret;
     if (shutdown(sock, SHUT_WR) < 0)

@@ -21,5 +21,6 @@
 #include <cpr/ram.h>
 #include <cpr/transfer.h>
 #include <cpr/exec.h>
+#include <cpr/migrate.h>
 
 #endif /* CPR_CPR_H */

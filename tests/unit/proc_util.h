@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers for the suites that run real processes: fd counting and the cpr_peer helper. */
+#ifndef CPR_PROC_UTIL_H
+#define CPR_PROC_UTIL_H
+
+#include <dirent.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+/* Number of open fds in this process (the directory stream's own fd not counted). */
+static inline int proc_fd_count(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n - 1;
+}
+
+/* A fresh directory for sockets and files; remove it with proc_rmtree(). */
+static inline char *proc_tmpdir(void)
+{
+    char *dir = g_strdup("/tmp/cpr-test-XXXXXX");
+    return g_mkdtemp(dir);
+}
+
+static inline void proc_rmtree(const char *dir)
+{
+    char *cmd = g_strdup_printf("rm -rf '%s'", dir);
+    int rc = system(cmd);
+    (void)rc;
+    g_free(cmd);
+}
+
+/* Waits for pid and returns its exit status, or 128 + signal. */
+static inline int proc_wait(pid_t pid)
+{
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        ;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+#endif
