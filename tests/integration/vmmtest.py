@@ -39,18 +39,20 @@ class Qmp:
     def __init__(self, path, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.buf = b""
+            self.events = []
             try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.connect(path)
+                greeting = self._read(timeout)
                 break
-            except OSError:
+            except (OSError, EOFError):
+                # Not listening yet, or (right after a cpr-exec) a connection the kernel
+                # reset before the new image took over the socket path: try again.
                 self.sock.close()
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"QMP socket {path} did not come up in {timeout} s")
                 time.sleep(0.02)
-        self.buf = b""
-        self.events = []
-        greeting = self._read()
         if "QMP" not in greeting:
             raise RuntimeError(f"bad QMP greeting: {greeting}")
         self.cmd("qmp_capabilities")
@@ -125,6 +127,16 @@ class Vmm:
         if self._qmp is None:
             self._qmp = Qmp(self.qmp_path)
         return self._qmp.cmd(name, **args)
+
+    def wait_qmp_closed(self, timeout=60.0):
+        """Waits until the VMM closes this QMP connection (events before that are kept)."""
+        try:
+            while True:
+                msg = self._qmp._read(timeout)
+                if "event" in msg:
+                    self._qmp.events.append(msg)
+        except EOFError:
+            return
 
     def reconnect(self):
         """After cpr-exec the process image is new: so is its QMP server."""
