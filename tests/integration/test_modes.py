@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmmtest import Vmm, memfd_inodes, serial_lines  # noqa: E402
+from vmmtest import Vmm, memfd_inodes, sanitizer_reports, serial_lines, shutdown_all  # noqa: E402
 
 RAM_MB = 64
 SKIP = 77
@@ -132,7 +132,7 @@ def test_cpr_reboot(binary, wd):
         log("new transcript:\n" + new.transcript())
         check_after_switchover(new, hb_old, serial)
         new.hmp("info guest")
-        new.kill()
+        new.shutdown()
     finally:
         if os.path.exists(ram):
             os.unlink(ram)
@@ -176,8 +176,8 @@ def test_cpr_transfer(binary, wd):
           "the new VMM wrote to the preserved fd, not to a reopened file")
     pause = wait_until(lambda: new.guest()["last-pause-ms"], 10, "pause measured")
     log(f"guest-visible pause across cpr-transfer: {pause:.3f} ms ({new.guest()['backend']})")
-    old.kill()
-    new.kill()
+    old.shutdown()
+    new.shutdown()
 
 
 # ---- 3. cpr-exec ----------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_cpr_exec(binary, wd):
     check(not os.path.exists(serial) or not serial_lines(serial), "the console went on in the preserved fd")
     pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
     log(f"guest-visible pause across cpr-exec: {pause:.3f} ms")
-    vm.kill()
+    vm.shutdown()
 
 
 # ---- 4. normal live migration over a UNIX socket, guest dirtying memory -----------------------
@@ -243,8 +243,8 @@ def test_live(binary, wd):
     hb_old = old.guest()["heartbeat"]
     new.wait_status("running")
     check_after_switchover(new, hb_old, serial)
-    old.kill()
-    new.kill()
+    old.shutdown()
+    new.shutdown()
 
 
 # ---- 5. snapshot to a file, restore into a new VMM --------------------------------------------
@@ -271,7 +271,7 @@ def test_snapshot(binary, wd):
     new.qmp("migrate-incoming", uri=f"file:{snap}")
     new.wait_status("running")
     check_after_switchover(new, hb_old, serial)
-    new.kill()
+    new.shutdown()
 
 
 # ---- the checks can fail: a page damaged while the VMM is down shows as a corruption ------------
@@ -304,7 +304,7 @@ def test_corruption_detected(binary, wd):
         new.wait_status("running")
         g = wait_until(lambda: (g := new.guest())["corruptions"] > 0 and g, 60, "the guest reports the damage")
         check(g["corruptions"] > 0, f"damaged page counted: {g['corruptions']} corruption(s)")
-        new.kill()
+        new.shutdown()
     finally:
         if os.path.exists(ram):
             os.unlink(ram)
@@ -332,6 +332,9 @@ def main():
     ok = False
     try:
         TESTS[sys.argv[2]](binary, wd)
+        shutdown_all()
+        bad = sanitizer_reports(wd)
+        check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
         ok = True
     finally:
         if ok and not os.environ.get("CPR_KEEP_TMP"):

@@ -208,6 +208,22 @@ class Vmm:
             self.proc.kill()
             raise
 
+    def shutdown(self, timeout=10.0):
+        """Quits through QMP so that the process exits normally (sanitizers report then); kills
+        it when that does not work."""
+        if self.proc.poll() is None:
+            try:
+                if self._qmp is None:
+                    self._qmp = Qmp(self.qmp_path, timeout=2.0)
+                self._qmp.cmd("quit", timeout=timeout)
+            except Exception:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -217,6 +233,26 @@ class Vmm:
             self._qmp = None
         if not self.log.closed:
             self.log.close()
+
+
+def shutdown_all():
+    """Quits every VMM started here, politely."""
+    for vm in _ALL:
+        vm.shutdown()
+
+
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+
+
+def sanitizer_reports(workdir):
+    """Names of the logs in workdir in which a sanitizer reported something."""
+    bad = []
+    for name in sorted(os.listdir(workdir)):
+        if name.endswith(".log"):
+            with open(os.path.join(workdir, name), errors="replace") as f:
+                if SANITIZER_RE.search(f.read()):
+                    bad.append(name)
+    return bad
 
 
 def memfd_inodes(pid):
