@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmmtest import Vmm, memfd_inodes, sanitizer_reports, serial_lines, shutdown_all  # noqa: E402
+from vmmtest import QmpError, Vmm, memfd_inodes, sanitizer_reports, serial_lines, shutdown_all  # noqa: E402
 
 RAM_MB = 64
 SKIP = 77
@@ -102,12 +102,20 @@ def test_cpr_reboot(binary, wd):
     serial = os.path.join(wd, "serial.log")
     args = base_args(wd, "reboot", [
         "-object", f"memory-backend-file,id=ram0,size={RAM_MB}M,mem-path={ram},share=on",
-        "-machine", "memory-backend=ram0"])
+        "-machine", "memory-backend=ram0", "-drive", f"file={os.path.join(wd, 'disk.img')}"])
     try:
         old = Vmm(binary, wd, "old", args, hmp=True)
         wait_booted(old)
         wait_heartbeat(old)
         wait_serial(serial)
+        # The local disk blocks normal migration (seed 001: relaxed for cpr-reboot only).
+        try:
+            old.qmp("migrate", uri=f"file:{os.path.join(wd, 'normal.state')}")
+            blocked = ""
+        except QmpError as e:
+            blocked = e.desc
+        check("local disk" in blocked, f"normal mode refused: {blocked}")
+        check(old.status() == "running", "the refused migration left the guest running")
         check(old.hmp("info status") == "VM status: running\n", "old: info status -> running")
         check(old.hmp("migrate_set_capability x-ignore-shared on") == "", "migrate_set_capability accepted")
         check(old.hmp("migrate_set_parameter mode cpr-reboot") == "", "migrate_set_parameter accepted")
@@ -253,12 +261,17 @@ def test_snapshot(binary, wd):
     serial = os.path.join(wd, "serial.log")
     snap = os.path.join(wd, "snap.state")
     args = base_args(wd, "snap")
-    old = Vmm(binary, wd, "old", args)
+    old = Vmm(binary, wd, "old", args, hmp=True)
     g = wait_booted(old)
     wait_heartbeat(old)
     wait_serial(serial)
-    old.qmp("migrate", uri=f"file:{snap}")
-    info = old.wait_migration()
+    # HMP migrate without -d holds the monitor until the migration ended (seed 004): the next
+    # command already sees the final state, without polling.
+    check(old.hmp(f"migrate file:{snap}") == "", "HMP migrate (blocking) returned")
+    check(old.hmp("info status") == "VM status: paused (postmigrate)\n",
+          "right after the blocking migrate: paused (postmigrate)")
+    check(old.hmp("info migrate").startswith("Migration status: completed\n"), "info migrate: completed")
+    info = old.qmp("query-migrate")
     check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
     check(old.status() == "postmigrate", "old VMM in postmigrate")
     hb_old = old.guest()["heartbeat"]
