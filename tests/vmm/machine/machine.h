@@ -315,15 +315,18 @@ typedef struct vmm_hb_handoff {
 } vmm_hb_handoff;
 
 /*
- * Starts a thread that polls every vCPU's heartbeat in `ram` every `interval_us` (0: 10 us) and
- * keeps, per vCPU, the time of the last change and the largest gap between changes since the
- * last vmm_hb_sampler_reset() / _handoff_set(). The RAM must stay mapped until _free().
+ * Starts a thread that polls every vCPU's heartbeat in `ram` and keeps, per vCPU, the time of the
+ * last change and the largest gap between changes since the last vmm_hb_sampler_reset() /
+ * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset or a
+ * handoff_set until every vCPU's heartbeat moved, or until handoff_get -- and every 1 ms
+ * otherwise, so it does not steal the vCPUs' CPU between switchovers. The RAM must stay mapped
+ * until _free().
  */
 int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp);
 void vmm_hb_sampler_free(vmm_hb_sampler *s);
 
-/* Forgets the gaps seen so far (call before a switchover starts). */
+/* Forgets the gaps seen so far and arms fine polling (call right before stopping the guest). */
 void vmm_hb_sampler_reset(vmm_hb_sampler *s);
 
 /* Largest gap (ns) between two heartbeat changes of any vCPU since the reset. */
@@ -337,14 +340,14 @@ int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *
 
 /*
  * Old process, guest stopped: fills *h with the last heartbeat changes seen (the sampler polls
- * once more first). New process, before resuming: vmm_hb_sampler_handoff_set() resets the
+ * once more first) and disarms (it no longer needs to poll finely). New process, before resuming: vmm_hb_sampler_handoff_set() resets the
  * sampler and makes the first change it sees count from the old process's times.
  */
 void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h);
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h);
 
-/* Number of polls that came more than 200 us late (the sampler itself was descheduled): a gap
- * measured across one is an upper bound. */
+/* Number of armed polls that came more than 200 us after the previous one (the sampler itself
+ * was descheduled): a gap measured across one is an upper bound. */
 uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s);
 
 /* CLOCK_MONOTONIC in ns. */
