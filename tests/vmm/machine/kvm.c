@@ -364,8 +364,12 @@ static int handle_exit(struct vmm_vcpu *v, struct kvm_vcpu *kv)
         if (run->io.direction == KVM_EXIT_IO_OUT &&
             (run->io.port == VMM_PORT_HEARTBEAT || run->io.port == VMM_PORT_CORRUPT ||
              run->io.port == VMM_PORT_WARMUP)) {
+            uint32_t val;
+            memcpy(&val, (uint8_t *)run + run->io.data_offset, sizeof(val));
             if (run->io.port == VMM_PORT_HEARTBEAT)
                 __atomic_fetch_add(&v->io_reports, 1, __ATOMIC_RELAXED);
+            else if (run->io.port == VMM_PORT_CORRUPT)
+                __atomic_store_n(&v->io_corruptions, val, __ATOMIC_RELAXED);
             return 0;
         }
         return vcpu_fail(v, "unexpected I/O to port 0x%x (direction %u)", run->io.port,

@@ -276,7 +276,8 @@ typedef struct vmm_guest_stats {
     uint64_t corruptions;
     uint64_t rewrites;
     uint64_t bad_pfn;         /* a page found corrupt, plus one; 0 when none */
-    uint64_t io_reports;      /* OUT reports seen by this machine (KVM) */
+    uint64_t io_reports;      /* heartbeat reports (OUT) seen by this machine (KVM only) */
+    uint64_t io_corruptions;  /* sum of the corruption counts last reported through the port */
 } vmm_guest_stats;
 
 /*
@@ -285,7 +286,8 @@ typedef struct vmm_guest_stats {
  */
 int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st);
 
-/* As vmm_guest_read_stats on the machine's RAM, plus io_reports. */
+/* As vmm_guest_read_stats on the machine's RAM, plus what the guest reported through its port
+ * (io_reports, io_corruptions; zero on the software backend, which has no port). */
 int vmm_machine_get_stats(const vmm_machine *m, vmm_guest_stats *st);
 
 /*

@@ -15,7 +15,8 @@ struct vmm_vcpu {
     int parked;          /* under m->lock */
     int dead;            /* under m->lock; err says why */
     char err[256];
-    uint64_t io_reports; /* atomic */
+    uint64_t io_reports; /* atomic: heartbeat reports through the port */
+    uint32_t io_corruptions; /* atomic: the last corruption count reported */
     void *be;            /* backend's per-vCPU data */
 };
 
@@ -59,6 +60,7 @@ struct vmm_machine {
     int booted;
     int dirty_on;
     uint32_t nparked;
+    uint32_t nstarted;      /* vCPU threads running (all of them once vmm_machine_new succeeded) */
     uint32_t msrs_skipped;
     void *be;
     struct vmm_vcpu vcpus[VMM_MAX_VCPUS];
