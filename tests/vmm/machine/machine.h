@@ -307,7 +307,9 @@ typedef struct vmm_hb_sampler vmm_hb_sampler;
 
 /*
  * What one process hands to the next so the pause can be measured across processes: for each
- * vCPU the heartbeat value last seen and the CLOCK_MONOTONIC time (ns) it was first seen at.
+ * vCPU the heartbeat value last seen and a CLOCK_MONOTONIC time (ns) before which it had not
+ * changed yet (the poll before the one that first saw it), so the pause measured from it is an
+ * upper bound, off by at most a poll interval.
  */
 typedef struct vmm_hb_handoff {
     uint32_t version;         /* 1 */

@@ -30,7 +30,8 @@ struct vmm_hb_sampler {
     int armed;                 /* poll every interval_us until every vCPU moved */
     /* under lock */
     uint64_t last_hb[VMM_MAX_VCPUS];
-    uint64_t changed_ns[VMM_MAX_VCPUS];
+    uint64_t changed_ns[VMM_MAX_VCPUS]; /* first poll that saw last_hb */
+    uint64_t before_ns[VMM_MAX_VCPUS];  /* the poll before it, which still saw the old value */
     int seen[VMM_MAX_VCPUS];   /* last_hb holds a real sighting (gaps may be measured) */
     int moved[VMM_MAX_VCPUS];  /* changed since the reset / handoff */
     uint64_t max_gap_ns;
@@ -50,6 +51,7 @@ static int all_moved_locked(const vmm_hb_sampler *s)
 static void poll_locked(vmm_hb_sampler *s)
 {
     uint64_t now = vmm_now_ns();
+    uint64_t prev = s->last_poll_ns ? s->last_poll_ns : now;
     if (s->armed && s->last_poll_ns && now - s->last_poll_ns > LATE_POLL_NS)
         s->late_polls++;
     s->last_poll_ns = now;
@@ -66,6 +68,7 @@ static void poll_locked(vmm_hb_sampler *s)
         s->seen[i] = 1;
         s->last_hb[i] = hb;
         s->changed_ns[i] = now;
+        s->before_ns[i] = prev;
     }
     if (s->armed && all_moved_locked(s)) {
         s->armed = 0;
@@ -94,7 +97,6 @@ static void arm_locked(vmm_hb_sampler *s)
     s->max_gap_ns = 0;
     memset(s->moved, 0, sizeof(s->moved));
     s->armed = 1;
-    s->last_poll_ns = 0; /* the idle interval before this is not lateness */
     pthread_cond_broadcast(&s->cond);
 }
 
@@ -144,6 +146,8 @@ void vmm_hb_sampler_free(vmm_hb_sampler *s)
 void vmm_hb_sampler_reset(vmm_hb_sampler *s)
 {
     pthread_mutex_lock(&s->lock);
+    /* A poll now bounds the last change before a stop that follows from below. */
+    poll_locked(s);
     arm_locked(s);
     pthread_mutex_unlock(&s->lock);
 }
@@ -179,9 +183,11 @@ void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
     memset(h, 0, sizeof(*h));
     h->version = 1;
     h->nvcpus = s->nvcpus;
+    /* The last change happened after before_ns and by changed_ns: hand the earlier bound over,
+     * so the pause the next process measures is an upper bound (error: one poll interval). */
     for (uint32_t i = 0; i < s->nvcpus; i++) {
         h->heartbeat[i] = s->last_hb[i];
-        h->changed_ns[i] = s->changed_ns[i];
+        h->changed_ns[i] = s->before_ns[i];
     }
     pthread_mutex_unlock(&s->lock);
 }
