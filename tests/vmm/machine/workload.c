@@ -133,7 +133,8 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
     c->last_time = now;
     if (delta > cap)
         delta = cap;
-    c->credit += delta * LD(c->rate_pps);
+    uint64_t rate = LD(c->rate_pps), credit = c->credit + delta * rate;
+    c->credit = credit > cap * rate ? cap * rate : credit; /* as guest.S: no banked bursts */
     if (npages == 0)
         return;
     uint64_t price = ticks_per_ms * 1000;

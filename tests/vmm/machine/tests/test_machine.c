@@ -208,7 +208,11 @@ START_TEST(test_stale_generation_counts_as_corruption)
     vmm_guest_stats st;
     boot(&b, 4 * MiB, 1, 200000);
     ck_assert(mtest_wait(b.ram, b.size, rewrote_all, NULL, 30000, &st));
+    /* Rate 0 takes effect at the guest's next loop iteration: wait for two heartbeats. */
     vmm_machine_set_rate(b.m, 0);
+    uint64_t hb = stats(&b).heartbeat;
+    while (stats(&b).heartbeat < hb + 2)
+        sleep_ms(1);
     stop(b.m);
     ck_assert_int_eq(vmm_guest_verify_ram(b.ram, b.size, NULL), 0);
     /* The page after the rewrite cursor holds generation rw_gen - 1 >= 2: put back the one
