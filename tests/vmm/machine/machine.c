@@ -252,6 +252,11 @@ int vmm_machine_stop(vmm_machine *m, cpr_error **errp)
 
 int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
 {
+    char why[200];
+    if (!m->booted)
+        return cpr_error_set(errp, -EINVAL, "machine: nothing to resume: boot it or restore a state");
+    if (vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, why, sizeof(why)) < 0)
+        return cpr_error_set(errp, -EINVAL, "machine: cannot resume: %s", why);
     pthread_mutex_lock(&m->lock);
     int rc = dead_vcpu_error(m, errp);
     if (rc == 0) {

@@ -79,6 +79,9 @@ struct vmm_mailbox *vmm_mailbox(void *ram);
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
                       uint64_t ticks_per_ms);
 void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps);
+/* 0 when `ram` holds a mailbox the guest can run from (bounds the software guest's writes);
+ * else -EINVAL with the reason in `why`. */
+int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char *why, size_t len);
 /*
  * One iteration of the guest loop of guest.S for vCPU slot `c`, at time `now` (ticks). When
  * `dirty` is not NULL, pages written are marked in it (one bit per page, atomically).

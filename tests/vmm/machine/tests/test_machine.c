@@ -36,6 +36,11 @@ static int corrupted(const vmm_guest_stats *st, const void *arg)
     return st->corruptions > 0;
 }
 
+static int heartbeat_past(const vmm_guest_stats *st, const void *arg)
+{
+    return st->heartbeat > *(const uint64_t *)arg;
+}
+
 static int rewrote_all(const vmm_guest_stats *st, const void *arg)
 {
     return st->rewrites > st->pages_total + 8;
@@ -140,9 +145,10 @@ START_TEST(test_stopped_guest_heartbeat_stands_still_until_resume)
     ck_assert_uint_eq(stats(&b).heartbeat, hb);
     stop(b.m); /* idempotent */
     resume(b.m);
-    sleep_ms(30);
-    ck_assert_uint_gt(stats(&b).heartbeat, hb);
-    ck_assert_uint_eq(stats(&b).corruptions, 0);
+    ck_assert_int_eq(vmm_machine_running(b.m), 1);
+    vmm_guest_stats st;
+    ck_assert(mtest_wait(b.ram, b.size, heartbeat_past, &hb, 5000, &st));
+    ck_assert_uint_eq(st.corruptions, 0);
     unboot(&b);
 }
 END_TEST
@@ -260,6 +266,41 @@ START_TEST(test_state_calls_refuse_a_running_machine)
 }
 END_TEST
 
+START_TEST(test_resume_refuses_a_machine_without_a_guest)
+{
+    struct booted b;
+    boot(&b, 16 * MiB, 1, 0);
+    vmm_machine_config cfg;
+    vmm_machine_config_init(&cfg);
+    cfg.accel = TEST_ACCEL;
+    cfg.flags = VMM_MACHINE_INCOMING;
+    cfg.ram = b.ram;
+    cfg.ram_size = b.size;
+    vmm_machine *in = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_machine_new(&in, &cfg, &err), 0);
+    ck_assert_int_eq(vmm_machine_resume(in, &err), -EINVAL);
+    ck_assert(strstr(cpr_error_message(err), "nothing to resume") != NULL);
+    cpr_error_free(err);
+    err = NULL;
+    vmm_machine_free(in);
+
+    stop(b.m);
+    struct vmm_mailbox *mb = b.ram;
+    mb->cpu[0].npages = b.size; /* a share past the end of RAM */
+    ck_assert_int_eq(vmm_machine_resume(b.m, &err), -EINVAL);
+    ck_assert_msg(strstr(cpr_error_message(err), "slot 0 is inconsistent") != NULL, "%s",
+                  cpr_error_message(err));
+    cpr_error_free(err);
+    err = NULL;
+    mb->hdr.magic = 0;
+    ck_assert_int_eq(vmm_machine_resume(b.m, &err), -EINVAL);
+    ck_assert(strstr(cpr_error_message(err), "no guest mailbox") != NULL);
+    cpr_error_free(err);
+    unboot(&b);
+}
+END_TEST
+
 /* Stops `old`, captures everything into one handoff message. */
 static struct mtest_handoff *capture(vmm_machine *old, vmm_hb_sampler *s, size_t *len)
 {
@@ -369,8 +410,9 @@ START_TEST(test_restore_in_new_process_over_inherited_memfd)
     check_result(&r);
     /* The old machine stays stopped, yet the heartbeat in our mapping goes on: the child runs it. */
     uint64_t hb = stats(&a).heartbeat;
-    sleep_ms(20);
-    ck_assert_uint_gt(stats(&a).heartbeat, hb);
+    vmm_guest_stats st;
+    ck_assert_msg(mtest_wait(a.ram, a.size, heartbeat_past, &hb, 5000, &st),
+                  "heartbeat stuck at %llu", (unsigned long long)hb);
     ck_assert_int_eq(vmm_machine_running(a.m), 0);
 
     ck_assert_int_eq(send(sv[0], "q", 1, 0), 1);
@@ -447,6 +489,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_zeroed_page_counts_as_corruption);
     tcase_add_test(tc, test_stale_generation_counts_as_corruption);
     tcase_add_test(tc, test_state_calls_refuse_a_running_machine);
+    tcase_add_test(tc, test_resume_refuses_a_machine_without_a_guest);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
     tcase_add_test(tc, test_restore_in_new_process_over_inherited_memfd);
     tcase_add_test(tc, test_dirty_log_reports_exactly_the_pages_the_guest_wrote);
