@@ -26,7 +26,8 @@
  * Errors: functions return 0 or a non-negative count on success and a negative errno on failure,
  * with a cpr_error (include/cpr/error.h) naming the vCPU, ioctl or field at fault.
  * Thread safety: a machine is driven from one thread at a time (the VMM's main loop); its vCPU
- * threads are internal. Stats readers (vmm_machine_get_stats, the heartbeat sampler) may run in
+ * threads are internal. The KVM backend installs a no-op handler for SIGRTMIN + 3 (process-wide)
+ * and unblocks that signal in its vCPU threads: it kicks them out of KVM_RUN. Stats readers (vmm_machine_get_stats, the heartbeat sampler) may run in
  * any thread at any time.
  */
 #ifndef CPR_VMM_MACHINE_H
