@@ -84,7 +84,7 @@ static void stop_locked(vmm_machine *m)
             if (m->vcpus[i].started)
                 m->ops->vcpu_kick(&m->vcpus[i]);
     }
-    while (m->nparked < m->cfg.nvcpus)
+    while (m->nparked < m->nstarted)
         pthread_cond_wait(&m->parked_cond, &m->lock);
 }
 
@@ -119,6 +119,9 @@ static int start_threads(vmm_machine *m, cpr_error **errp)
         if (rc)
             return cpr_error_set_errno(errp, -rc, "vCPU %u: cannot start its thread", i);
         v->started = 1;
+        pthread_mutex_lock(&m->lock);
+        m->nstarted++;
+        pthread_mutex_unlock(&m->lock);
     }
     pthread_mutex_lock(&m->lock);
     stop_locked(m); /* waits for every prologue (warm-up) */
@@ -249,6 +252,11 @@ int vmm_machine_stop(vmm_machine *m, cpr_error **errp)
 
 int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
 {
+    char why[200];
+    if (!m->booted)
+        return cpr_error_set(errp, -EINVAL, "machine: nothing to resume: boot it or restore a state");
+    if (vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, why, sizeof(why)) < 0)
+        return cpr_error_set(errp, -EINVAL, "machine: cannot resume: %s", why);
     pthread_mutex_lock(&m->lock);
     int rc = dead_vcpu_error(m, errp);
     if (rc == 0) {
@@ -381,9 +389,11 @@ int vmm_machine_get_stats(const vmm_machine *m, vmm_guest_stats *st)
     int rc = vmm_guest_read_stats(m->cfg.ram, m->cfg.ram_size, st);
     if (rc < 0)
         return rc;
-    st->io_reports = 0;
-    for (uint32_t i = 0; i < m->cfg.nvcpus; i++)
+    st->io_reports = st->io_corruptions = 0;
+    for (uint32_t i = 0; i < m->cfg.nvcpus; i++) {
         st->io_reports += __atomic_load_n(&m->vcpus[i].io_reports, __ATOMIC_RELAXED);
+        st->io_corruptions += __atomic_load_n(&m->vcpus[i].io_corruptions, __ATOMIC_RELAXED);
+    }
     return 0;
 }
 

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "machine_int.h"
@@ -133,7 +134,8 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
     c->last_time = now;
     if (delta > cap)
         delta = cap;
-    c->credit += delta * LD(c->rate_pps);
+    uint64_t rate = LD(c->rate_pps), credit = c->credit + delta * rate;
+    c->credit = credit > cap * rate ? cap * rate : credit; /* as guest.S: no banked bursts */
     if (npages == 0)
         return;
     uint64_t price = ticks_per_ms * 1000;
@@ -166,6 +168,37 @@ static int mailbox_valid(const void *ram, uint64_t ram_size)
     return ram && ram_size >= 2 * VMM_PAGE_SIZE && LD(mb->hdr.magic) == VMM_MAILBOX_MAGIC &&
            LD(mb->hdr.nvcpus) >= 1 && LD(mb->hdr.nvcpus) <= VMM_MAX_VCPUS &&
            LD(mb->hdr.ram_pages) == ram_size / VMM_PAGE_SIZE;
+}
+
+int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char *why, size_t len)
+{
+    const struct vmm_mailbox *mb = mailbox_const(ram);
+    uint64_t pages = ram_size / VMM_PAGE_SIZE;
+    if (LD(mb->hdr.magic) != VMM_MAILBOX_MAGIC || LD(mb->hdr.version) != VMM_MAILBOX_VERSION) {
+        snprintf(why, len, "no guest mailbox in page 0 (magic 0x%llx version %llu)",
+                 (unsigned long long)LD(mb->hdr.magic), (unsigned long long)LD(mb->hdr.version));
+        return -EINVAL;
+    }
+    if (LD(mb->hdr.nvcpus) != nvcpus || LD(mb->hdr.ram_pages) != pages || !LD(mb->hdr.ticks_per_ms)) {
+        snprintf(why, len, "guest mailbox is for %llu vCPUs and %llu pages, machine has %u and %llu",
+                 (unsigned long long)LD(mb->hdr.nvcpus), (unsigned long long)LD(mb->hdr.ram_pages),
+                 nvcpus, (unsigned long long)pages);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < nvcpus; i++) {
+        const struct vmm_guest_cpu *c = &mb->cpu[i];
+        uint64_t first = LD(c->first_pfn), n = LD(c->npages);
+        if (first < 1 || first > pages || n > pages - first || LD(c->fill_idx) > n ||
+            LD(c->rw_idx) >= (n ? n : 1) || LD(c->vf_idx) >= (n ? n : 1) || LD(c->rw_gen) < 2) {
+            snprintf(why, len, "guest mailbox slot %u is inconsistent (pages %llu+%llu, cursors "
+                     "%llu/%llu/%llu, generation %llu)", i, (unsigned long long)first,
+                     (unsigned long long)n, (unsigned long long)LD(c->fill_idx),
+                     (unsigned long long)LD(c->rw_idx), (unsigned long long)LD(c->vf_idx),
+                     (unsigned long long)LD(c->rw_gen));
+            return -EINVAL;
+        }
+    }
+    return 0;
 }
 
 int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st)
