@@ -206,6 +206,7 @@ int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
         ret = finish_stream(&r, &mc, errp);
     if (r.dirty_logging)
         hook(job, mig->ops.dirty_log_stop, "dirty_log_stop", NULL);
+    stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
     cpr_stream_free(r.s);

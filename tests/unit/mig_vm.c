@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -112,6 +113,8 @@ static int dev_post_load(void *obj, uint32_t version, cpr_error **errp)
 {
     struct mig_vm *vm = (struct mig_vm *)((char *)obj - offsetof(struct mig_vm, dev));
     vm->post_loads++;
+    if (vm->die_in_post_load)
+        raise(SIGKILL);
     return 0;
 }
 

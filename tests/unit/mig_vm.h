@@ -37,6 +37,7 @@ struct mig_vm {
     struct vm_dev dev;
     int post_loads, stops, starts, flushes;
     int fail_flush;       /* flush hook returns this when negative */
+    int die_in_post_load; /* post_load kills the process (a destination that dies before run) */
     GString *log;         /* "status:setup status:active notify:setup ..." */
     GMutex log_lock;
     cpr_section *dev_sec;
