@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -525,6 +526,93 @@ START_TEST(test_cpr_transfer_in_process_keeps_ram_in_place)
 }
 END_TEST
 
+
+START_TEST(test_exec_and_fd_transports_carry_a_snapshot)
+{
+    struct mig_vm *src = running_vm();
+    g_autofree char *p = path("snap");
+    g_autofree char *out = g_strdup_printf("exec:cat > %s", p);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, out, 0, NULL), 0);
+    cpr_migration_info si = query(src->ctx);
+    ck_assert_uint_eq(si.transferred, file_size(p));
+    g_autofree char *digest = mig_vm_ram_digest(src);
+
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    g_autofree char *in = g_strdup_printf("exec:cat %s", p);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, in, CPR_INCOMING_PAUSED, NULL), 0);
+    g_autofree char *d1 = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(d1, digest);
+    mig_vm_free(dst);
+
+    /* fd: over a socketpair — the fds stay the caller's; the ack runs over it too. */
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    mig_vm_start(src);
+    dst = mig_vm_new(RAM, NULL, 0);
+    g_autofree char *fin = g_strdup_printf("fd:%d", sv[1]);
+    g_autofree char *fout = g_strdup_printf("fd:%d", sv[0]);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, fin, CPR_INCOMING_DETACH | CPR_INCOMING_PAUSED, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, fout, 0, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), 0);
+    g_autofree char *a = mig_vm_ram_digest(src);
+    g_autofree char *b = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(a, b);
+    ck_assert_uint_eq(query(src->ctx).transferred, query(dst->ctx).transferred);
+    ck_assert_int_eq(fcntl(sv[0], F_GETFD), FD_CLOEXEC);
+    close(sv[0]);
+    close(sv[1]);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+struct hold_dst {
+    struct mig_vm *vm;
+    cpr_channels *channels;
+    int mode;
+};
+
+static gpointer load_cpr_state_only(gpointer p)
+{
+    struct hold_dst *t = p;
+    t->mode = cpr_incoming_cpr_load(t->vm->ctx, t->channels, NULL);
+    return NULL;
+}
+
+START_TEST(test_cancel_while_waiting_for_the_hangup)
+{
+    struct mig_vm *src = running_vm();
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
+    ck_assert_ptr_nonnull(dst);
+    g_autofree char *json = g_strdup_printf(
+        "[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/main.sock\"}},"
+        " {\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/cpr.sock\"}}]",
+        dir, dir);
+    cpr_channels *ch;
+    ck_assert_int_eq(cpr_channels_parse_json(json, &ch, NULL), 0);
+    struct hold_dst t = { .vm = dst, .channels = ch };
+    GThread *th = g_thread_new("new-vmm", load_cpr_state_only, &t);
+    g_autofree char *cpr_sock = path("cpr.sock");
+    for (int n = 0; n < 5000 && access(cpr_sock, F_OK) != 0; n++)
+        g_usleep(1000);
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_channels(src->ctx, ch, CPR_MIGRATE_DETACH, NULL), 0);
+    g_thread_join(th); /* the new process holds the state and never hangs up */
+    ck_assert_int_eq(t.mode, CPR_MODE_CPR_TRANSFER);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_ACTIVE));
+    g_usleep(20 * 1000);
+    ck_assert_int_eq(cpr_migrate_cancel(src->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(src->ctx, NULL), -ECANCELED);
+    ck_assert_int_eq(src->stops, 0);
+    ck_assert(mig_vm_running(src));
+    ck_assert_int_eq(cpr_migrate_runstate(src->ctx), CPR_RUNSTATE_RUNNING);
+    cpr_channels_free(ch);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
 static Suite *migrate_suite(void)
 {
     Suite *s = suite_create("migrate");
@@ -548,6 +636,8 @@ static Suite *migrate_suite(void)
     tcase_add_test(tc, test_cpr_reboot_with_ignore_shared_writes_no_ram);
     tcase_add_test(tc, test_cpr_reboot_without_ignore_shared_writes_ram);
     tcase_add_test(tc, test_cpr_transfer_in_process_keeps_ram_in_place);
+    tcase_add_test(tc, test_exec_and_fd_transports_carry_a_snapshot);
+    tcase_add_test(tc, test_cancel_while_waiting_for_the_hangup);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -355,6 +355,28 @@ START_TEST(test_cpr_exec_failure_resumes_the_old_image)
 }
 END_TEST
 
+
+START_TEST(test_source_dies_mid_stream_destination_loads_nothing)
+{
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    struct peer d = spawn("dst", main_, "ramsize=16777216", NULL);
+    g_autofree char *sock = g_strdup_printf("%s/main.sock", dir);
+    for (int i = 0; i < 5000 && access(sock, F_OK) != 0; i++)
+        g_usleep(1000);
+    struct peer s = spawn("src", main_, "bw=2000000", "ramsize=16777216", NULL);
+    g_usleep(300 * 1000);
+    kill(s.pid, SIGKILL);
+    ck_assert_int_eq(finish(&s), 128 + SIGKILL);
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    ck_assert_int_lt(num(dr, "result"), 0);
+    ck_assert_str_eq(get(dr, "status"), "failed");
+    ck_assert_str_eq(get(dr, "runstate"), "inmigrate"); /* never started */
+    ck_assert_int_eq(num(dr, "post_loads"), 0);          /* no post_load on a partial stream */
+    ck_assert_int_gt(num(dr, "transferred"), 0);
+    ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
 static Suite *migrate_proc_suite(void)
 {
     Suite *s = suite_create("migrate_proc");
@@ -368,6 +390,7 @@ static Suite *migrate_proc_suite(void)
     tcase_add_test(tc, test_destination_dies_after_load_before_run);
     tcase_add_test(tc, test_destination_dies_during_precopy);
     tcase_add_test(tc, test_destination_dies_at_switchover);
+    tcase_add_test(tc, test_source_dies_mid_stream_destination_loads_nothing);
     tcase_add_test(tc, test_cpr_exec_replaces_the_process_and_runs_on);
     tcase_add_test(tc, test_cpr_exec_failure_resumes_the_old_image);
     suite_add_tcase(s, tc);
