@@ -46,14 +46,20 @@ static char *uri(const char *scheme, const char *name)
     return g_strdup_printf("%s:%s/%s", scheme, dir, name);
 }
 
-static struct mig_vm *running_vm(void)
+/* A VM with RAM filled and its guest running: RAM in a memfd, or in the file ram_path. */
+static struct mig_vm *running_vm_on(const char *ram_path)
 {
-    struct mig_vm *vm = mig_vm_new(RAM, NULL, 0);
+    struct mig_vm *vm = mig_vm_new(RAM, ram_path, 0);
     ck_assert_ptr_nonnull(vm);
     mig_vm_fill(vm);
     mig_vm_start(vm);
     mig_vm_log_clear(vm);
     return vm;
+}
+
+static struct mig_vm *running_vm(void)
+{
+    return running_vm_on(NULL);
 }
 
 static cpr_migration_info query(cpr_ctx *ctx)
@@ -406,10 +412,7 @@ END_TEST
 START_TEST(test_cpr_reboot_with_ignore_shared_writes_no_ram)
 {
     g_autofree char *ram = path("ram");
-    struct mig_vm *src = mig_vm_new(RAM, ram, 0);
-    ck_assert_ptr_nonnull(src);
-    mig_vm_fill(src);
-    mig_vm_start(src);
+    struct mig_vm *src = running_vm_on(ram);
     ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
     ck_assert_int_eq(cpr_cap_set(src->ctx, "x-ignore-shared", 1, NULL), 0);
     g_autofree char *u = uri("file", "vm.state");
@@ -446,10 +449,7 @@ END_TEST
 START_TEST(test_cpr_reboot_without_ignore_shared_writes_ram)
 {
     g_autofree char *ram = path("ram");
-    struct mig_vm *src = mig_vm_new(RAM, ram, 0);
-    ck_assert_ptr_nonnull(src);
-    mig_vm_fill(src);
-    mig_vm_start(src);
+    struct mig_vm *src = running_vm_on(ram);
     ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
     g_autofree char *u = uri("file", "vm.state");
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
@@ -460,6 +460,28 @@ START_TEST(test_cpr_reboot_without_ignore_shared_writes_ram)
     mig_vm_free(src);
 }
 END_TEST
+
+/* main and cpr channels on UNIX sockets in the test directory, as cpr-transfer wants them. */
+static cpr_channels *transfer_channels(void)
+{
+    g_autofree char *json = g_strdup_printf(
+        "[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/main.sock\"}},"
+        " {\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/cpr.sock\"}}]",
+        dir, dir);
+    cpr_channels *ch;
+    ck_assert_int_eq(cpr_channels_parse_json(json, &ch, NULL), 0);
+    return ch;
+}
+
+/* Runs fn(arg) as the new VMM's start-up, and returns once it listens on its cpr socket. */
+static GThread *start_new_vmm(GThreadFunc fn, void *arg)
+{
+    GThread *th = g_thread_new("new-vmm", fn, arg);
+    g_autofree char *cpr_sock = path("cpr.sock");
+    for (int n = 0; n < 5000 && access(cpr_sock, F_OK) != 0; n++)
+        g_usleep(1000);
+    return th;
+}
 
 struct transfer_dst {
     struct mig_vm *vm;
@@ -486,17 +508,9 @@ START_TEST(test_cpr_transfer_in_process_keeps_ram_in_place)
     struct mig_vm *src = running_vm();
     struct mig_vm *dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
     ck_assert_ptr_nonnull(dst);
-    g_autofree char *json = g_strdup_printf(
-        "[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/main.sock\"}},"
-        " {\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/cpr.sock\"}}]",
-        dir, dir);
-    cpr_channels *ch;
-    ck_assert_int_eq(cpr_channels_parse_json(json, &ch, NULL), 0);
+    cpr_channels *ch = transfer_channels();
     struct transfer_dst t = { .vm = dst, .channels = ch };
-    GThread *th = g_thread_new("new-vmm", transfer_destination, &t);
-    g_autofree char *cpr_sock = path("cpr.sock");
-    for (int n = 0; n < 5000 && access(cpr_sock, F_OK) != 0; n++)
-        g_usleep(1000);
+    GThread *th = start_new_vmm(transfer_destination, &t);
     ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
     ck_assert_int_eq(cpr_migrate_channels(src->ctx, ch, 0, NULL), 0);
     g_thread_join(th);
@@ -585,17 +599,9 @@ START_TEST(test_cancel_while_waiting_for_the_hangup)
     struct mig_vm *src = running_vm();
     struct mig_vm *dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
     ck_assert_ptr_nonnull(dst);
-    g_autofree char *json = g_strdup_printf(
-        "[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/main.sock\"}},"
-        " {\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/cpr.sock\"}}]",
-        dir, dir);
-    cpr_channels *ch;
-    ck_assert_int_eq(cpr_channels_parse_json(json, &ch, NULL), 0);
+    cpr_channels *ch = transfer_channels();
     struct hold_dst t = { .vm = dst, .channels = ch };
-    GThread *th = g_thread_new("new-vmm", load_cpr_state_only, &t);
-    g_autofree char *cpr_sock = path("cpr.sock");
-    for (int n = 0; n < 5000 && access(cpr_sock, F_OK) != 0; n++)
-        g_usleep(1000);
+    GThread *th = start_new_vmm(load_cpr_state_only, &t);
     ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
     ck_assert_int_eq(cpr_migrate_channels(src->ctx, ch, CPR_MIGRATE_DETACH, NULL), 0);
     g_thread_join(th); /* the new process holds the state and never hangs up */

@@ -141,6 +141,14 @@ static char *arg(const char *key, const char *fmt, ...)
     return g_strdup_printf("%s=%s", key, v);
 }
 
+/* Waits until the peer created `name` in the test directory (its listening socket). */
+static void wait_path(const char *name)
+{
+    g_autofree char *p = g_strdup_printf("%s/%s", dir, name);
+    for (int i = 0; i < 5000 && access(p, F_OK) != 0; i++)
+        g_usleep(1000);
+}
+
 /* The source's report says it failed and its guest runs on with nothing leaked. */
 static void assert_source_survived(GHashTable *s)
 {
@@ -157,9 +165,7 @@ START_TEST(test_normal_live_migration_between_processes)
 {
     g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
     struct peer d = spawn("dst", main_, "ramsize=33554432", NULL);
-    g_autofree char *sock = g_strdup_printf("%s/main.sock", dir);
-    for (int i = 0; i < 5000 && access(sock, F_OK) != 0; i++)
-        g_usleep(1000);
+    wait_path("main.sock");
     struct peer s = spawn("src", main_, "rate=64", "ramsize=33554432", NULL);
     g_autoptr(GHashTable) sr = expect(&s, "result");
     g_autoptr(GHashTable) dr = expect(&d, "result");
@@ -215,9 +221,7 @@ END_TEST
 static struct peer transfer_dst(const char *main_, const char *cpr, const char *die)
 {
     struct peer d = spawn("dst", main_, cpr, die, NULL);
-    g_autofree char *sock = g_strdup(strchr(cpr, '=') + 1);
-    for (int i = 0; i < 5000 && access(sock, F_OK) != 0; i++)
-        g_usleep(1000);
+    wait_path("cpr.sock");
     return d;
 }
 
@@ -283,16 +287,21 @@ START_TEST(test_destination_dies_after_load_before_run)
 }
 END_TEST
 
-START_TEST(test_destination_dies_during_precopy)
+/* A normal migration over a UNIX socket that is still in precopy 300 ms in: 2 MB/s for 16 MiB
+ * of RAM gives seconds to kill one side in. */
+static void slow_pair(struct peer *d, struct peer *s)
 {
     g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
-    struct peer d = spawn("dst", main_, "ramsize=16777216", NULL);
-    g_autofree char *sock = g_strdup_printf("%s/main.sock", dir);
-    for (int i = 0; i < 5000 && access(sock, F_OK) != 0; i++)
-        g_usleep(1000);
-    /* 2 MB/s for 16 MiB of RAM: seconds of precopy, plenty of time to die in. */
-    struct peer s = spawn("src", main_, "bw=2000000", "ramsize=16777216", NULL);
+    *d = spawn("dst", main_, "ramsize=16777216", NULL);
+    wait_path("main.sock");
+    *s = spawn("src", main_, "bw=2000000", "ramsize=16777216", NULL);
     g_usleep(300 * 1000);
+}
+
+START_TEST(test_destination_dies_during_precopy)
+{
+    struct peer d, s;
+    slow_pair(&d, &s);
     kill(d.pid, SIGKILL);
     g_autoptr(GHashTable) sr = expect(&s, "result");
     assert_source_survived(sr);
@@ -306,9 +315,7 @@ START_TEST(test_destination_dies_at_switchover)
 {
     g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
     struct peer d = spawn("dst", main_, NULL);
-    g_autofree char *sock = g_strdup_printf("%s/main.sock", dir);
-    for (int i = 0; i < 5000 && access(sock, F_OK) != 0; i++)
-        g_usleep(1000);
+    wait_path("main.sock");
     struct peer s = spawn("src", main_, "pre-switchover=1", NULL);
     g_autoptr(GHashTable) pre = expect(&s, "pre-switchover");
     kill(d.pid, SIGKILL);
@@ -358,13 +365,8 @@ END_TEST
 
 START_TEST(test_source_dies_mid_stream_destination_loads_nothing)
 {
-    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
-    struct peer d = spawn("dst", main_, "ramsize=16777216", NULL);
-    g_autofree char *sock = g_strdup_printf("%s/main.sock", dir);
-    for (int i = 0; i < 5000 && access(sock, F_OK) != 0; i++)
-        g_usleep(1000);
-    struct peer s = spawn("src", main_, "bw=2000000", "ramsize=16777216", NULL);
-    g_usleep(300 * 1000);
+    struct peer d, s;
+    slow_pair(&d, &s);
     kill(s.pid, SIGKILL);
     ck_assert_int_eq(finish(&s), 128 + SIGKILL);
     g_autoptr(GHashTable) dr = expect(&d, "result");
