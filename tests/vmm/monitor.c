@@ -102,10 +102,18 @@ static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_err
     return 0;
 }
 
+static void append_value(GString *out, json_object *val);
+
 static void print_guest(json_object *ret, GString *out)
 {
-    json_object_object_foreach(ret, key, val)
-        g_string_append_printf(out, "%s: %s\n", key, val ? json_object_get_string(val) : "none");
+    json_object_object_foreach(ret, key, val) {
+        g_string_append_printf(out, "%s: ", key);
+        if (val)
+            append_value(out, val);
+        else
+            g_string_append(out, "none");
+        g_string_append_c(out, '\n');
+    }
 }
 
 /* ---- migration parameters and capabilities ------------------------------------------- */
