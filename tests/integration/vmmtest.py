@@ -93,7 +93,7 @@ class Vmm:
         self.workdir = workdir
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
         self.args = list(args)
-        argv = [binary] + self.args + ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        argv = [os.path.abspath(binary)] + self.args + ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         if hmp:
             argv += ["-monitor", "stdio"]
         self.argv = argv

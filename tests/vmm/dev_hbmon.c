@@ -36,6 +36,8 @@ static int hbmon_pre_save(void *opaque, cpr_error **errp)
     vmm_hb_sampler *s = vmm_sampler(v);
     if (s)
         vmm_hb_sampler_handoff_get(s, &h);
+    vmm_trace("hbmon saved: vCPU 0 heartbeat %llu last changed at %.3f ms", (unsigned long long)h.heartbeat[0],
+              (double)h.changed_ns[0] / 1e6);
     d->nvcpus = h.nvcpus;
     memcpy(d->heartbeat, h.heartbeat, sizeof(d->heartbeat));
     memcpy(d->changed_ns, h.changed_ns, sizeof(d->changed_ns));
@@ -62,6 +64,7 @@ static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
     memcpy(h.heartbeat, d->heartbeat, sizeof(h.heartbeat));
     memcpy(h.changed_ns, d->changed_ns, sizeof(h.changed_ns));
     vmm_hb_sampler *s = vmm_sampler(v);
+    vmm_trace("hbmon loaded (version %u)", version);
     if (s) {
         vmm_hb_sampler_handoff_set(s, &h);
         v->pause_handoff = 1;

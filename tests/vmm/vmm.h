@@ -105,6 +105,8 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out);
 
 /* Sets *err to "WHAT: MESSAGE" from a libcpr error, frees it and returns -1. */
 int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr);
+/* With CPR_VMM_TRACE set in the environment: a line on stderr stamped with CLOCK_MONOTONIC. */
+void vmm_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "cpr-vmm: WHAT: MESSAGE" to stderr and frees the error. */
 void vmm_log_cpr(const char *what, cpr_error *cerr);
 
