@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
-usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -323,7 +323,64 @@ def test_corruption_detected(binary, wd):
             os.unlink(ram)
 
 
+# ---- the monitors themselves: QMP protocol, errors, events; HMP errors ---------------------------
+
+def test_monitors(binary, wd):
+    import socket
+    vm = Vmm(binary, wd, "vm", base_args(wd, "monitors"), hmp=True)
+    wait_booted(vm)
+    # Raw QMP: greeting, commands refused before negotiation, ids echoed.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(vm.qmp_path)
+    f = s.makefile("rwb", buffering=0)
+
+    def send(obj):
+        f.write(json.dumps(obj).encode() + b"\n")
+        return json.loads(f.readline())
+
+    greeting = json.loads(f.readline())
+    check("QMP" in greeting and "version" in greeting["QMP"], f"greeting {greeting}")
+    r = send({"execute": "query-status", "id": 1})
+    check(r["error"]["class"] == "CommandNotFound" and r["id"] == 1, f"refused before negotiation: {r}")
+    r = send({"execute": "qmp_capabilities", "id": "neg"})
+    check(r == {"return": {}, "id": "neg"}, "qmp_capabilities")
+    r = send({"execute": "no-such-command"})
+    check(r["error"]["class"] == "CommandNotFound", f"unknown command: {r['error']['desc']}")
+    r = send({"execute": "migrate-set-parameters", "arguments": {"mode": "cpr-rebot"}})
+    check(r["error"]["class"] == "GenericError" and "cpr-rebot" in r["error"]["desc"],
+          f"bad value named: {r['error']['desc']}")
+    r = send({"execute": "migrate-set-capabilities",
+              "arguments": {"capabilities": [{"capability": "x-no-such-cap", "state": True}]}})
+    check("error" in r and "x-no-such-cap" in r["error"]["desc"], f"bad capability named: {r['error']['desc']}")
+    r = send({"execute": "migrate", "arguments": {}})
+    check("error" in r and "uri" in r["error"]["desc"], f"migrate without address: {r['error']['desc']}")
+    r = send({"execute": "migrate-incoming", "arguments": {"uri": "file:x"}})
+    check("error" in r and "-incoming" in r["error"]["desc"], f"migrate-incoming needs -incoming: {r['error']['desc']}")
+    # Events with timestamps: STOP, RESUME, MIGRATION.
+    check(send({"execute": "stop"}) == {"return": {}}, "stop")
+    ev = json.loads(f.readline())
+    check(ev["event"] == "STOP" and {"seconds", "microseconds"} <= set(ev["timestamp"]), f"STOP event {ev}")
+    send({"execute": "cont"})
+    ev = json.loads(f.readline())
+    check(ev["event"] == "RESUME", "RESUME event")
+    send({"execute": "migrate", "arguments": {"uri": f"file:{os.path.join(wd, 'snap.state')}"}})
+    seen = []
+    while "completed" not in seen:
+        ev = json.loads(f.readline())
+        if ev.get("event") == "MIGRATION":
+            seen.append(ev["data"]["status"])
+    check(seen[0] == "setup" and seen[-1] == "completed", f"MIGRATION events {seen}")
+    s.close()
+    # HMP: errors are printed, the monitor goes on.
+    check(vm.hmp("frobnicate").startswith("unknown command"), "HMP: unknown command")
+    check(vm.hmp("migrate_set_parameter mode nope").startswith("Error: "), "HMP: error printed")
+    check("info status" in vm.hmp("help"), "HMP: help lists commands")
+    check(vm.hmp("info status") == "VM status: paused (postmigrate)\n", "HMP after a QMP migrate: postmigrate")
+    vm.shutdown()
+
+
 TESTS = {
+    "monitors": test_monitors,
     "corruption": test_corruption_detected,
     "cpr-reboot": test_cpr_reboot,
     "cpr-transfer": test_cpr_transfer,
