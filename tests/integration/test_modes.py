@@ -148,19 +148,33 @@ def test_cpr_reboot(binary, wd):
 
 # ---- 2. cpr-transfer, seeds 002/003 ---------------------------------------------------------
 
-def test_cpr_transfer(binary, wd):
+def start_preserving(binary, wd, name, label):
+    """Starts a VMM for a mode that preserves fds, and moves its console file away.
+
+    The next VMM is told the original path: with the fd preserved it keeps writing to the moved
+    file, a reopen would create a new one. Returns (vm, args, serial, moved, memfd inodes)."""
     serial = os.path.join(wd, "serial.log")
     moved = os.path.join(wd, "serial-moved.log")
-    args = base_args(wd, "transfer", ["-machine", "aux-ram-share=on"])
-    old = Vmm(binary, wd, "old", args)
-    wait_booted(old)
-    wait_heartbeat(old)
-    # The new VMM is told the original path. Renaming the file under the old VMM shows which
-    # file the new one writes to: the preserved fd keeps writing here, a reopen would not.
+    args = base_args(wd, label, ["-machine", "aux-ram-share=on"])
+    vm = Vmm(binary, wd, name, args)
+    wait_booted(vm)
+    wait_heartbeat(vm)
     wait_serial(serial)
     os.rename(serial, moved)
-    old_inodes = memfd_inodes(old.pid)
-    check(len(old_inodes) >= 1, f"old VMM maps memfd(s) {sorted(old_inodes)}")
+    inodes = memfd_inodes(vm.pid)
+    check(len(inodes) >= 1, f"{name} VMM maps memfd(s) {sorted(inodes)}")
+    return vm, args, serial, moved, inodes
+
+
+def check_preserved_console(vm, serial, mode):
+    check(not os.path.exists(serial) or not serial_lines(serial),
+          "the console went on in the preserved fd, not in a reopened file")
+    pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
+    log(f"guest-visible pause across {mode}: {pause:.3f} ms ({vm.guest()['backend']})")
+
+
+def test_cpr_transfer(binary, wd):
+    old, args, serial, moved, old_inodes = start_preserving(binary, wd, "old", "transfer")
 
     main_sock, cpr_sock = os.path.join(wd, "main.sock"), os.path.join(wd, "cpr.sock")
     new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{main_sock}",
@@ -180,10 +194,7 @@ def test_cpr_transfer(binary, wd):
     check(info.get("ram", {}).get("transferred", 0) < RAM_MB * 1024 * 1024 // 64,
           f"main channel carried {ram.get('transferred')} bytes for {RAM_MB} MiB of RAM")
     check_after_switchover(new, hb_old, moved)
-    check(not os.path.exists(serial) or not serial_lines(serial),
-          "the new VMM wrote to the preserved fd, not to a reopened file")
-    pause = wait_until(lambda: new.guest()["last-pause-ms"], 10, "pause measured")
-    log(f"guest-visible pause across cpr-transfer: {pause:.3f} ms ({new.guest()['backend']})")
+    check_preserved_console(new, serial, "cpr-transfer")
     old.shutdown()
     new.shutdown()
 
@@ -191,17 +202,9 @@ def test_cpr_transfer(binary, wd):
 # ---- 3. cpr-exec ----------------------------------------------------------------------------
 
 def test_cpr_exec(binary, wd):
-    serial = os.path.join(wd, "serial.log")
-    moved = os.path.join(wd, "serial-moved.log")
     state = os.path.join(wd, "vm.state")
-    args = base_args(wd, "exec", ["-machine", "aux-ram-share=on"])
-    vm = Vmm(binary, wd, "vm", args)
-    wait_booted(vm)
-    wait_heartbeat(vm)
-    wait_serial(serial)
-    os.rename(serial, moved)
+    vm, _, serial, moved, inodes = start_preserving(binary, wd, "vm", "exec")
     pid = vm.pid
-    inodes = memfd_inodes(pid)
     # The new image: the same command line plus -incoming for the main channel.
     vm.qmp("migrate-set-parameters", mode="cpr-exec", **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
     try:
@@ -220,9 +223,7 @@ def test_cpr_exec(binary, wd):
     # The heartbeat before the exec is the last one the console printed.
     hb_old = serial_lines(moved)[-1][1]
     check_after_switchover(vm, hb_old, moved)
-    check(not os.path.exists(serial) or not serial_lines(serial), "the console went on in the preserved fd")
-    pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
-    log(f"guest-visible pause across cpr-exec: {pause:.3f} ms")
+    check_preserved_console(vm, serial, "cpr-exec")
     vm.shutdown()
 
 
