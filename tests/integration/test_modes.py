@@ -81,12 +81,20 @@ def check_after_switchover(new, hb_old, serial_path):
     check(hbs == sorted(hbs), "serial heartbeats never go back")
     check(any(h <= hb_old for h in hbs) and any(h > hb_old for h in hbs),
           "the console has lines from before and after the switchover")
-    log(f"guest after the switchover: {new.guest()}")
+    g3 = new.guest()
+    log(f"guest after the switchover: {g3}")
+    if ACCEL:
+        check(g3["backend"] == ACCEL, f"ran on the {ACCEL} backend")
     return g2
 
 
+# -accel for every VMM, from the environment (CPR_VMM_ACCEL=soft runs the software backend).
+ACCEL = os.environ.get("CPR_VMM_ACCEL")
+
+
 def base_args(wd, name, extra=()):
-    return ["-name", name, "-m", f"{RAM_MB}M", "-smp", "1", "-nodefaults", "-display", "none",
+    accel = ["-accel", ACCEL] if ACCEL else []
+    return accel + ["-name", name, "-m", f"{RAM_MB}M", "-smp", "1", "-nodefaults", "-display", "none",
             "-serial", f"file:{os.path.join(wd, 'serial.log')}"] + list(extra)
 
 
