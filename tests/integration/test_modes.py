@@ -90,11 +90,13 @@ def check_after_switchover(new, hb_old, serial_path):
 
 # -accel for every VMM, from the environment (CPR_VMM_ACCEL=soft runs the software backend).
 ACCEL = os.environ.get("CPR_VMM_ACCEL")
+# vCPUs per VMM (CPR_VMM_SMP, default 1).
+SMP = os.environ.get("CPR_VMM_SMP", "1")
 
 
 def base_args(wd, name, extra=()):
     accel = ["-accel", ACCEL] if ACCEL else []
-    return accel + ["-name", name, "-m", f"{RAM_MB}M", "-smp", "1", "-nodefaults", "-display", "none",
+    return accel + ["-name", name, "-m", f"{RAM_MB}M", "-smp", SMP, "-nodefaults", "-display", "none",
             "-serial", f"file:{os.path.join(wd, 'serial.log')}"] + list(extra)
 
 
