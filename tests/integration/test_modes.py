@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
-usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -390,7 +390,42 @@ def test_monitors(binary, wd):
     vm.shutdown()
 
 
+# ---- section versions between VMMs of different versions ---------------------------------------
+
+def test_versions(binary, wd):
+    """hbmon is version 2 (changed_ns added, a subsection); -x-hbmon-version 1 plays an older VMM."""
+    serial = os.path.join(wd, "serial.log")
+    snap = os.path.join(wd, "snap.state")
+    args = base_args(wd, "versions")
+    # An older VMM's stream loads into this one: the field it lacks keeps its value, and
+    # without the old VMM's heartbeat times there is no pause to report.
+    old = Vmm(binary, wd, "old-v1", args + ["-x-hbmon-version", "1"])
+    wait_booted(old)
+    wait_serial(serial)
+    old.qmp("migrate", uri=f"file:{snap}")
+    check(old.wait_migration()["status"] == "completed", "version-1 VMM saved")
+    hb_old = old.guest()["heartbeat"]
+    old.shutdown()
+    new = Vmm(binary, wd, "new-v2", args + ["-incoming", "defer"])
+    new.qmp("migrate-incoming", uri=f"file:{snap}")
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    check(new.guest()["last-pause-ms"] is None, "a version-1 stream carries no heartbeat times: no pause reported")
+    new.qmp("migrate", uri=f"file:{snap}")
+    check(new.wait_migration()["status"] == "completed", "version-2 VMM saved")
+    new.shutdown()
+    # This VMM's stream is refused by the older one, naming the section and the versions.
+    older = Vmm(binary, wd, "older", args + ["-incoming", "defer", "-x-hbmon-version", "1"])
+    older.qmp("migrate-incoming", uri=f"file:{snap}")
+    info = older.wait_migration()
+    desc = info.get("error-desc", "")
+    check(info["status"] == "failed" and "hbmon" in desc, f"version 2 refused by a version-1 VMM: {desc}")
+    check(older.status() == "inmigrate", "the refusing VMM did not start a guest")
+    older.shutdown()
+
+
 TESTS = {
+    "versions": test_versions,
     "monitors": test_monitors,
     "corruption": test_corruption_detected,
     "cpr-reboot": test_cpr_reboot,
