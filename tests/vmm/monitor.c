@@ -60,7 +60,7 @@ static void print_status(json_object *ret, GString *out)
 
 static int cmd_stop(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
-    return vmm_vm_stop(v, VMM_RS_PAUSED, err);
+    return vmm_vm_stop(v, err);
 }
 
 static int cmd_cont(vmm *v, json_object *args, json_object **ret, mon_error *err)

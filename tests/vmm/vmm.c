@@ -31,9 +31,7 @@ static const char *const runstate_names[] = {
     [VMM_RS_INMIGRATE] = "inmigrate",
     [VMM_RS_POSTMIGRATE] = "postmigrate",
     [VMM_RS_FINISH_MIGRATE] = "finish-migrate",
-    [VMM_RS_RESTORE_VM] = "restore-vm",
     [VMM_RS_SHUTDOWN] = "shutdown",
-    [VMM_RS_INTERNAL_ERROR] = "internal-error",
 };
 
 const char *vmm_runstate_name(vmm_runstate rs)
@@ -190,15 +188,15 @@ int vmm_machine_unpause(vmm *v, cpr_error **cerr)
     } else if (v->machine) {
         r = vmm_machine_resume(v->machine, cerr);
     }
-    if (r == 0 && v->state == VMM_RS_PRELAUNCH)
-        v->state = VMM_RS_RUNNING;
+    if (r == 0)
+        v->prelaunch = 0;
     g_mutex_unlock(&v->lock);
     if (r == 0 && !was)
         post_event(v, "RESUME");
     return r;
 }
 
-int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err)
+int vmm_vm_stop(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
     if (vmm_machine_pause(v, &cerr) < 0)
@@ -226,7 +224,7 @@ vmm_runstate vmm_runstate_get(vmm *v)
     }
     if (vmm_vm_running(v))
         return VMM_RS_RUNNING;
-    return v->state == VMM_RS_PRELAUNCH ? VMM_RS_PRELAUNCH : VMM_RS_PAUSED;
+    return v->prelaunch ? VMM_RS_PRELAUNCH : VMM_RS_PAUSED;
 }
 
 void vmm_quit(vmm *v, int code)
@@ -393,7 +391,7 @@ int main(int argc, char **argv)
     vmm v = {0};
     v.cfg = &cfg;
     v.last_pause_ms = -1;
-    v.state = cfg.start_paused ? VMM_RS_PRELAUNCH : VMM_RS_RUNNING;
+    v.prelaunch = cfg.start_paused;
     g_mutex_init(&v.lock);
     v.loop = g_main_loop_new(NULL, FALSE);
     guint sigint = g_unix_signal_add(SIGINT, on_signal, &v);
