@@ -526,7 +526,7 @@ static int kvm_get_vcpu(vmm_machine *m, uint32_t cpu, vmm_vcpu_state *st, cpr_er
     }
     st->valid |= VMM_VCPU_HAS_REGS | VMM_VCPU_HAS_SREGS | VMM_VCPU_HAS_EVENTS;
     if (k->has_xsave) {
-        VCPU_IOCTL(kv, KVM_GET_XSAVE, &st->xsave, "KVM_GET_XSAVE");
+        VCPU_IOCTL(kv, KVM_GET_XSAVE, st->xsave, "KVM_GET_XSAVE");
         st->valid |= VMM_VCPU_HAS_XSAVE;
     } else {
         VCPU_IOCTL(kv, KVM_GET_FPU, &st->fpu, "KVM_GET_FPU");
@@ -592,7 +592,7 @@ static int kvm_set_vcpu(vmm_machine *m, uint32_t cpu, const vmm_vcpu_state *st, 
     if (by_ioctl & VMM_VCPU_HAS_REGS)
         VCPU_IOCTL(kv, KVM_SET_REGS, &s->regs, "KVM_SET_REGS");
     if (st->valid & VMM_VCPU_HAS_XSAVE)
-        VCPU_IOCTL(kv, KVM_SET_XSAVE, &s->xsave, "KVM_SET_XSAVE");
+        VCPU_IOCTL(kv, KVM_SET_XSAVE, s->xsave, "KVM_SET_XSAVE");
     if (st->valid & VMM_VCPU_HAS_FPU)
         VCPU_IOCTL(kv, KVM_SET_FPU, &s->fpu, "KVM_SET_FPU");
     if (st->valid & VMM_VCPU_HAS_XCRS)

@@ -203,7 +203,7 @@ typedef struct vmm_vcpu_state {
     struct kvm_regs regs;
     struct kvm_sregs sregs;
     struct kvm_fpu fpu;
-    struct kvm_xsave xsave;  /* 4096-byte legacy XSAVE area */
+    uint32_t xsave[1024];    /* struct kvm_xsave: the 4096-byte XSAVE area (KVM_GET_XSAVE) */
     struct kvm_xcrs xcrs;
     struct kvm_vcpu_events events;
     struct kvm_debugregs debugregs;

@@ -31,6 +31,7 @@ _Static_assert(offsetof(struct vmm_guest_cpu, bad_pfn) == SLOT_BAD_PFN, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, rewrites) == SLOT_REWRITES, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, rate_pps) == SLOT_RATE, "abi");
 _Static_assert(VMM_PAGE_STRIDE == VMM_PAGE_STRIDE_ASM, "abi");
+_Static_assert(sizeof(((vmm_vcpu_state *)0)->xsave) == sizeof(struct kvm_xsave), "KVM_GET_XSAVE size");
 
 /* The guest and the host share these words; relaxed atomics keep the compiler honest. */
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
