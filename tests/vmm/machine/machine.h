@@ -324,8 +324,9 @@ typedef struct vmm_hb_handoff {
  * last change and the largest gap between changes since the last vmm_hb_sampler_reset() /
  * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset or a
  * handoff_set until every vCPU's heartbeat moved, or until handoff_get -- and every 1 ms
- * otherwise, so it does not steal the vCPUs' CPU between switchovers. The RAM must stay mapped
- * until _free().
+ * otherwise, so it does not steal the vCPUs' CPU between switchovers. The guest's mailbox may arrive in
+ * RAM later (a migration target): the sampler starts watching once it is there. The RAM must
+ * stay mapped until _free(). Errors: -EINVAL without RAM, -ENOMEM, a thread error.
  */
 int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp);

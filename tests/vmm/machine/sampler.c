@@ -21,7 +21,8 @@
 
 struct vmm_hb_sampler {
     const struct vmm_mailbox *mb;
-    uint32_t nvcpus;
+    uint64_t ram_size;
+    uint32_t nvcpus;           /* 0 until the mailbox is in RAM */
     uint32_t interval_us;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -41,15 +42,26 @@ struct vmm_hb_sampler {
 
 static int all_moved_locked(const vmm_hb_sampler *s)
 {
+    if (s->nvcpus == 0)
+        return 0;
     for (uint32_t i = 0; i < s->nvcpus; i++)
         if (!s->moved[i])
             return 0;
     return 1;
 }
 
+/* The guest's vCPU count, once its mailbox is in RAM (on a migration target, RAM arrives late). */
+static uint32_t mailbox_nvcpus(const vmm_hb_sampler *s)
+{
+    vmm_guest_stats st = { .size = sizeof(st) };
+    return vmm_guest_read_stats(s->mb, s->ram_size, &st) == 0 ? st.nvcpus : 0;
+}
+
 /* One poll. Under s->lock. */
 static void poll_locked(vmm_hb_sampler *s)
 {
+    if (s->nvcpus == 0 && (s->nvcpus = mailbox_nvcpus(s)) == 0)
+        return;
     uint64_t now = vmm_now_ns();
     uint64_t prev = s->last_poll_ns ? s->last_poll_ns : now;
     if (s->armed && s->last_poll_ns && now - s->last_poll_ns > LATE_POLL_NS)
@@ -103,14 +115,15 @@ static void arm_locked(vmm_hb_sampler *s)
 int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp)
 {
-    vmm_guest_stats st = { .size = sizeof(st) };
-    if (vmm_guest_read_stats(ram, ram_size, &st) < 0)
-        return cpr_error_set(errp, -EINVAL, "heartbeat sampler: no guest mailbox in RAM at %p", ram);
+    if (!ram || ram_size < 2 * VMM_PAGE_SIZE)
+        return cpr_error_set(errp, -EINVAL, "heartbeat sampler: no RAM (%p, %llu bytes)", ram,
+                             (unsigned long long)ram_size);
     vmm_hb_sampler *s = calloc(1, sizeof(*s));
     if (!s)
         return cpr_error_set(errp, -ENOMEM, "heartbeat sampler: out of memory");
     s->mb = ram;
-    s->nvcpus = st.nvcpus;
+    s->ram_size = ram_size;
+    s->nvcpus = mailbox_nvcpus(s);
     s->interval_us = interval_us ? interval_us : 10;
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_t ca;
@@ -196,6 +209,8 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
 {
     pthread_mutex_lock(&s->lock);
     arm_locked(s);
+    if (s->nvcpus == 0)
+        s->nvcpus = mailbox_nvcpus(s);
     for (uint32_t i = 0; i < s->nvcpus && i < h->nvcpus && h->version == 1; i++) {
         s->last_hb[i] = h->heartbeat[i];
         s->changed_ns[i] = h->changed_ns[i];
