@@ -279,6 +279,9 @@ typedef struct vmm_guest_stats {
     uint64_t bad_pfn;         /* a page found corrupt, plus one; 0 when none */
     uint64_t io_reports;      /* heartbeat reports (OUT) seen by this machine (KVM only) */
     uint64_t io_corruptions;  /* sum of the corruption counts last reported through the port */
+    uint64_t verify_passes;   /* full verification passes every vCPU has completed (the least);
+                               * after a switchover, wait for two more to know all RAM was
+                               * re-verified since */
 } vmm_guest_stats;
 
 /*

@@ -219,6 +219,10 @@ int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st
         s.rewrites += LD(c->rewrites);
         if (LD(c->bad_pfn))
             s.bad_pfn = LD(c->bad_pfn);
+        /* Verification sweeps each share cyclically from index 0 after the fill. */
+        uint64_t share = LD(c->npages), passes = share ? LD(c->pages_verified) / share : UINT64_MAX;
+        if (i == 0 || passes < s.verify_passes)
+            s.verify_passes = passes;
     }
     *st = s;
     return 0;

@@ -109,6 +109,7 @@ static void check_boot(uint32_t nvcpus)
     ck_assert_uint_eq(a.pages_total, 64 * MiB / 4096 - 1);
     vmm_guest_stats st;
     ck_assert(mtest_wait_full_verify(b.ram, b.size, 30000, &st));
+    ck_assert_uint_ge(st.verify_passes, 1);
     ck_assert_uint_gt(st.heartbeat, a.heartbeat);
     ck_assert_uint_eq(st.pages_filled, st.pages_total);
     ck_assert_uint_eq(st.corruptions, 0);
