@@ -165,12 +165,18 @@ void vmm_hb_sampler_reset(vmm_hb_sampler *s)
     pthread_mutex_unlock(&s->lock);
 }
 
-uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s)
+/* Reads one counter of the sampler under its lock. */
+static uint64_t read_locked(vmm_hb_sampler *s, const uint64_t *field)
 {
     pthread_mutex_lock(&s->lock);
-    uint64_t gap = s->max_gap_ns;
+    uint64_t v = *field;
     pthread_mutex_unlock(&s->lock);
-    return gap;
+    return v;
+}
+
+uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s)
+{
+    return read_locked(s, &s->max_gap_ns);
 }
 
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns)
@@ -221,8 +227,5 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
 
 uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s)
 {
-    pthread_mutex_lock(&s->lock);
-    uint64_t n = s->late_polls;
-    pthread_mutex_unlock(&s->lock);
-    return n;
+    return read_locked(s, &s->late_polls);
 }
