@@ -424,8 +424,12 @@ static int kvm_vcpu_run(struct vmm_vcpu *v)
     }
 }
 
-/* Every vCPU thread takes kicks. An incoming vCPU also runs the warm-up stub once at CPL 3, outside the pause, then completes the
- * exit so its state can be replaced by the one that arrives. */
+/*
+ * Every vCPU thread takes kicks and has KVM store its registers in kvm_run at each exit. An
+ * incoming vCPU also runs the warm-up stub once at CPL 3 -- the first KVM_RUN is slow, and this
+ * one happens before the pause -- and completes the exit, so the state that arrives replaces a
+ * CPL-3 state (kvm_pvm must not see the privilege level change through SET_SREGS).
+ */
 static int kvm_vcpu_prologue(struct vmm_vcpu *v)
 {
     vmm_machine *m = v->m;

@@ -27,8 +27,8 @@
  * with a cpr_error (include/cpr/error.h) naming the vCPU, ioctl or field at fault.
  * Thread safety: a machine is driven from one thread at a time (the VMM's main loop); its vCPU
  * threads are internal. The KVM backend installs a no-op handler for SIGRTMIN + 3 (process-wide)
- * and unblocks that signal in its vCPU threads: it kicks them out of KVM_RUN. Stats readers (vmm_machine_get_stats, the heartbeat sampler) may run in
- * any thread at any time.
+ * and unblocks that signal in its vCPU threads: it kicks them out of KVM_RUN. Stats readers
+ * (vmm_machine_get_stats, the heartbeat sampler) may run in any thread at any time.
  */
 #ifndef CPR_VMM_MACHINE_H
 #define CPR_VMM_MACHINE_H
@@ -349,8 +349,9 @@ int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *
 
 /*
  * Old process, guest stopped: fills *h with the last heartbeat changes seen (the sampler polls
- * once more first) and disarms (it no longer needs to poll finely). New process, before resuming: vmm_hb_sampler_handoff_set() resets the
- * sampler and makes the first change it sees count from the old process's times.
+ * once more first) and disarms (it no longer needs to poll finely). New process, before
+ * resuming: vmm_hb_sampler_handoff_set() resets the sampler and makes the first change it sees
+ * count from the old process's times.
  */
 void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h);
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h);
