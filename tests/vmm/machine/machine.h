@@ -325,9 +325,12 @@ typedef struct vmm_hb_handoff {
 /*
  * Starts a thread that polls every vCPU's heartbeat in `ram` and keeps, per vCPU, the time of the
  * last change and the largest gap between changes since the last vmm_hb_sampler_reset() /
- * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset or a
- * handoff_set until every vCPU's heartbeat moved, or until handoff_get -- and every 1 ms
- * otherwise, so it does not steal the vCPUs' CPU between switchovers. The guest's mailbox may arrive in
+ * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset, handoff_get
+ * or handoff_set until every vCPU's heartbeat moved again (at most 5 s) -- and every 1 ms
+ * otherwise, so it does not steal the vCPUs' CPU between switchovers.
+ * A pause is measured as: reset() right before the stop, handoff_get() right after it, then
+ * either here (the guest resumes in this process) or in the next process with handoff_set() before
+ * its resume: wait_pause() returns the largest gap once every vCPU moved again. The guest's mailbox may arrive in
  * RAM later (a migration target): the sampler starts watching once it is there. The RAM must
  * stay mapped until _free(). Errors: -EINVAL without RAM, -ENOMEM, a thread error.
  */
@@ -342,16 +345,17 @@ void vmm_hb_sampler_reset(vmm_hb_sampler *s);
 uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s);
 
 /*
- * Waits until every vCPU's heartbeat changed since the reset/handoff (the guest runs again) or
- * `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the largest gap: the pause.
+ * Waits until every vCPU's heartbeat changed since the last handoff_get/handoff_set (the guest
+ * runs again) or `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the largest gap
+ * since the reset: the pause.
  */
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns);
 
 /*
- * Old process, guest stopped: fills *h with the last heartbeat changes seen (the sampler polls
- * once more first) and disarms (it no longer needs to poll finely). New process, before
- * resuming: vmm_hb_sampler_handoff_set() resets the sampler and makes the first change it sees
- * count from the old process's times.
+ * Old process, right after the guest stopped: fills *h with the last heartbeat changes seen (the
+ * sampler polls once more first); the next change of each vCPU, in this process or another, ends
+ * the pause. New process, before resuming: vmm_hb_sampler_handoff_set() resets the sampler and
+ * makes the first change it sees count from the old process's times.
  */
 void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h);
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h);

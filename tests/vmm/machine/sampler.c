@@ -15,6 +15,9 @@
 #include "machine_int.h"
 
 #define LATE_POLL_NS 200000ull
+/* Armed polling ends when the guest moves again, or after this long (a source whose guest now
+ * runs elsewhere on other RAM never sees it move). */
+#define ARMED_MAX_NS 5000000000ull
 /* Between switchovers the sampler only keeps an eye on the guest: polling every 10 us on a
  * 2-core host steals the CPU the vCPUs need (it stretched pauses from 0.4 to several ms). */
 #define IDLE_INTERVAL_US 1000u
@@ -29,6 +32,7 @@ struct vmm_hb_sampler {
     pthread_cond_t cond;       /* wakes the poller (armed, quit) and wait_pause (all moved) */
     int quit;
     int armed;                 /* poll every interval_us until every vCPU moved */
+    uint64_t armed_ns;         /* when it was armed */
     /* under lock */
     uint64_t last_hb[VMM_MAX_VCPUS];
     uint64_t changed_ns[VMM_MAX_VCPUS]; /* first poll that saw last_hb */
@@ -85,6 +89,8 @@ static void poll_locked(vmm_hb_sampler *s)
     if (s->armed && all_moved_locked(s)) {
         s->armed = 0;
         pthread_cond_broadcast(&s->cond);
+    } else if (s->armed && now - s->armed_ns > ARMED_MAX_NS) {
+        s->armed = 0;
     }
 }
 
@@ -109,6 +115,7 @@ static void arm_locked(vmm_hb_sampler *s)
     s->max_gap_ns = 0;
     memset(s->moved, 0, sizeof(s->moved));
     s->armed = 1;
+    s->armed_ns = vmm_now_ns();
     pthread_cond_broadcast(&s->cond);
 }
 
@@ -198,7 +205,10 @@ void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
 {
     pthread_mutex_lock(&s->lock);
     poll_locked(s);
-    s->armed = 0; /* this side's part is done: back to idle polling */
+    /* The guest is stopped: the next move of each vCPU ends the pause, seen from here too. */
+    memset(s->moved, 0, sizeof(s->moved));
+    s->armed = 1;
+    s->armed_ns = vmm_now_ns();
     memset(h, 0, sizeof(*h));
     h->version = 1;
     h->nvcpus = s->nvcpus;

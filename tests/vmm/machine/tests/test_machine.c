@@ -323,6 +323,10 @@ START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
     sleep_ms(5);
     vmm_hb_sampler_reset(s);
     stop(m);
+    vmm_hb_handoff h;
+    vmm_hb_sampler_handoff_get(s, &h); /* the guest is stopped: its next move ends the pause */
+    ck_assert_uint_eq(h.nvcpus, 1);
+    ck_assert_uint_gt(h.heartbeat[0], 0);
     sleep_ms(3);
     resume(m);
     ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
