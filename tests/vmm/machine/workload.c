@@ -31,6 +31,10 @@ _Static_assert(offsetof(struct vmm_guest_cpu, rewrites) == SLOT_REWRITES, "abi")
 _Static_assert(offsetof(struct vmm_guest_cpu, rate_pps) == SLOT_RATE, "abi");
 _Static_assert(VMM_PAGE_STRIDE == VMM_PAGE_STRIDE_ASM, "abi");
 _Static_assert(sizeof(((vmm_vcpu_state *)0)->xsave) == sizeof(struct kvm_xsave), "KVM_GET_XSAVE size");
+/* States cross processes and versions: a layout change must bump its version (and this). */
+_Static_assert(sizeof(vmm_vcpu_state) == 8152 && VMM_VCPU_STATE_VERSION == 1, "vCPU state layout");
+_Static_assert(sizeof(vmm_vm_state) == 80 && VMM_VM_STATE_VERSION == 1, "VM state layout");
+_Static_assert(sizeof(vmm_hb_handoff) == 264, "heartbeat handoff layout (version 1)");
 
 /* The guest and the host share these words; relaxed atomics keep the compiler honest. */
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
