@@ -235,7 +235,7 @@ int vmm_machine_get_vcpu_state(vmm_machine *m, uint32_t cpu, vmm_vcpu_state *st,
 
 /*
  * Restores vCPU `cpu` from *st (stopped machine). Refuses (-EINVAL) a newer version, another
- * backend or size; MSRs KVM refuses are skipped and counted (vmm_machine_msrs_skipped()).
+ * backend or size, another vCPU's state; MSRs KVM refuses are skipped and counted (vmm_machine_msrs_skipped()).
  */
 int vmm_machine_set_vcpu_state(vmm_machine *m, uint32_t cpu, const vmm_vcpu_state *st,
                                cpr_error **errp);

@@ -255,6 +255,12 @@ START_TEST(test_state_calls_refuse_a_running_machine)
     cpr_error_free(err);
     err = NULL;
     st->version = VMM_VCPU_STATE_VERSION;
+    st->cpu = 1;
+    ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), -EINVAL);
+    ck_assert(strstr(cpr_error_message(err), "state of vCPU 1") != NULL);
+    cpr_error_free(err);
+    err = NULL;
+    st->cpu = 0;
     st->backend = TEST_ACCEL == VMM_ACCEL_KVM ? VMM_ACCEL_SOFT : VMM_ACCEL_KVM;
     ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), -EINVAL);
     ck_assert(strstr(cpr_error_message(err), "backend") != NULL);
