@@ -140,9 +140,8 @@ static vmm_hb_sampler *sampler_locked(vmm *v)
 {
     if (!v->sampler) {
         cpr_error *cerr = NULL;
-        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0) {
+        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0)
             vmm_log_cpr("heartbeat sampler", cerr);
-        }
     }
     return v->sampler;
 }
@@ -351,6 +350,11 @@ static int run(vmm *v, char **err)
         return -1;
     /* Every preserved fd a device wanted is claimed by now; the rest are of no use. */
     cpr_fd_close_unclaimed(v->ctx);
+    /* RAM that came with the guest in it (cpr-transfer, cpr-exec, cpr-reboot): start the
+     * sampler now rather than on the switchover's path. */
+    vmm_guest_stats st = {.size = sizeof(st)};
+    if (v->cfg->incoming->len && vmm_guest_read_stats(v->ram, v->ram_size, &st) == 0)
+        vmm_sampler(v);
 
     if (v->cfg->qmp_path) {
         v->qmp = qmp_server_new(v, v->cfg->qmp_path, err);
