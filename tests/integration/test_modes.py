@@ -388,6 +388,20 @@ def test_monitors(binary, wd):
     check("info status" in vm.hmp("help"), "HMP: help lists commands")
     check(vm.hmp("info status") == "VM status: paused (postmigrate)\n", "HMP after a QMP migrate: postmigrate")
     vm.shutdown()
+    # Private RAM (share=off) cannot stay in place: the cpr modes that need that are blocked.
+    priv = Vmm(binary, wd, "private", base_args(wd, "private", [
+        "-object", f"memory-backend-memfd,id=ram0,size={RAM_MB}M,share=off", "-machine", "memory-backend=ram0"]))
+    wait_booted(priv)
+    priv.qmp("migrate-set-parameters", mode="cpr-transfer")
+    try:
+        priv.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
+                                      unix_channel("cpr", os.path.join(wd, "c.sock"))])
+        why = ""
+    except QmpError as e:
+        why = e.desc
+    check("share=on" in why, f"private RAM blocks cpr-transfer: {why}")
+    check(priv.status() == "running", "the guest kept running")
+    priv.shutdown()
 
 
 # ---- section versions between VMMs of different versions ---------------------------------------
