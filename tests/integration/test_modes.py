@@ -195,6 +195,12 @@ def test_cpr_transfer(binary, wd):
     info = old.wait_migration()
     check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
     check(old.status() == "postmigrate", "old VMM in postmigrate")
+    try:
+        old.qmp("cont")
+        refused = ""
+    except QmpError as e:
+        refused = e.desc
+    check("new VMM" in refused and old.status() == "postmigrate", f"old VMM refuses cont: {refused}")
     hb_old = old.guest()["heartbeat"]
     new.wait_status("running")
     new_inodes = memfd_inodes(new.pid)
