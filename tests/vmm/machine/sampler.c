@@ -205,10 +205,11 @@ void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
 {
     pthread_mutex_lock(&s->lock);
     poll_locked(s);
-    /* The guest is stopped: the next move of each vCPU ends the pause, seen from here too. */
+    /* The guest is stopped: the next move of each vCPU ends the pause. Whoever resumes it arms
+     * a sampler with handoff_set(); this one goes back to idle polling so as not to compete for
+     * the CPU with the process that restores and resumes the guest. */
     memset(s->moved, 0, sizeof(s->moved));
-    s->armed = 1;
-    s->armed_ns = vmm_now_ns();
+    s->armed = 0;
     memset(h, 0, sizeof(*h));
     h->version = 1;
     h->nvcpus = s->nvcpus;

@@ -334,6 +334,7 @@ START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
     ck_assert_uint_eq(h.nvcpus, 1);
     ck_assert_uint_gt(h.heartbeat[0], 0);
     sleep_ms(3);
+    vmm_hb_sampler_handoff_set(s, &h); /* resumed here: this sampler measures the pause */
     resume(m);
     ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
     ck_assert_uint_ge(gap, 3000000); /* the 3 ms stop, at least */
