@@ -104,6 +104,7 @@ static void *sampler_thread(void *arg)
 {
     vmm_hb_sampler *s = arg;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* sleep 10 us, not the default 50 us slack */
+    pthread_setname_np(pthread_self(), "hb-sampler");
     pthread_mutex_lock(&s->lock);
     while (!s->quit) {
         poll_locked(s);
