@@ -5,8 +5,11 @@
  * a second machine (same process, and a new process over the inherited memfd), dirty logging.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +154,57 @@ START_TEST(test_stopped_guest_heartbeat_stands_still_until_resume)
     ck_assert(mtest_wait(b.ram, b.size, heartbeat_past, &hb, 5000, &st));
     ck_assert_uint_eq(st.corruptions, 0);
     unboot(&b);
+}
+END_TEST
+
+START_TEST(test_stop_works_when_the_vmm_blocks_all_signals)
+{
+    /* A VMM may block every signal in its threads (signalfd); vCPU threads inherit the mask. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    struct booted b;
+    boot(&b, 16 * MiB, 2, VMM_DEFAULT_RATE_PPS);
+    if (TEST_ACCEL == VMM_ACCEL_KVM) {
+        /* Every thread but this one is a vCPU thread: each must take the kick signal. */
+        int kick = SIGRTMIN + 3, checked = 0;
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.' || atoi(e->d_name) == (int)gettid())
+                continue;
+            char path[300], line[256];
+            snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+            FILE *f = fopen(path, "r");
+            unsigned long long blocked = ~0ull;
+            while (f && fgets(line, sizeof(line), f))
+                sscanf(line, "SigBlk: %llx", &blocked);
+            if (f)
+                fclose(f);
+            snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+            f = fopen(path, "r");
+            if (!f || !fgets(line, sizeof(line), f) || strncmp(line, "vcpu", 4) != 0) {
+                if (f)
+                    fclose(f);
+                continue; /* not ours (check's timer thread) */
+            }
+            fclose(f);
+            ck_assert_msg(!(blocked & (1ull << (kick - 1))), "vCPU thread %s blocks the kick signal",
+                          e->d_name);
+            checked++;
+        }
+        closedir(d);
+        ck_assert_int_eq(checked, 2);
+    }
+    for (int i = 0; i < 3; i++) {
+        stop(b.m);
+        uint64_t hb = stats(&b).heartbeat;
+        vmm_guest_stats st;
+        resume(b.m);
+        ck_assert(mtest_wait(b.ram, b.size, heartbeat_past, &hb, 5000, &st));
+    }
+    unboot(&b);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 END_TEST
 
@@ -334,6 +388,7 @@ START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
     ck_assert_uint_eq(h.nvcpus, 1);
     ck_assert_uint_gt(h.heartbeat[0], 0);
     sleep_ms(3);
+    vmm_hb_sampler_handoff_set(s, &h); /* resumed here: this sampler measures the pause */
     resume(m);
     ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
     ck_assert_uint_ge(gap, 3000000); /* the 3 ms stop, at least */
@@ -528,6 +583,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_guest_fills_and_verifies_every_page_without_corruption);
     tcase_add_test(tc, test_smp_guest_shares_pages_between_vcpus);
     tcase_add_test(tc, test_stopped_guest_heartbeat_stands_still_until_resume);
+    tcase_add_test(tc, test_stop_works_when_the_vmm_blocks_all_signals);
     tcase_add_test(tc, test_flipped_word_counts_as_corruption);
     tcase_add_test(tc, test_zeroed_page_counts_as_corruption);
     tcase_add_test(tc, test_stale_generation_counts_as_corruption);
