@@ -478,8 +478,7 @@ static GThread *start_new_vmm(GThreadFunc fn, void *arg)
 {
     GThread *th = g_thread_new("new-vmm", fn, arg);
     g_autofree char *cpr_sock = path("cpr.sock");
-    for (int n = 0; n < 5000 && access(cpr_sock, F_OK) != 0; n++)
-        g_usleep(1000);
+    ck_assert(mig_wait_listening(cpr_sock));
     return th;
 }
 
