@@ -24,6 +24,7 @@
 #define WRITE_BUF_SIZE (2u << 20)
 #define FLUSH_THRESHOLD (1u << 20)
 #define READ_BUF_SIZE (1u << 20)
+#define COPY_SLICE (64u << 10)
 
 static const uint64_t default_limits[4] = {
     [CPR_STREAM_LIMIT_RECORD] = 256ull << 20,
@@ -380,10 +381,15 @@ CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cp
     ret = reserve(s, len, errp);
     if (ret < 0)
         return ret;
+    /* Copy and checksum in slices small enough that the checksum reads the copy from cache. */
     uint8_t *dst = s->buf + s->len;
-    memcpy(dst, data, len);
-    /* Checksum the copy while it is still in cache. */
-    s->rec_crc = cpr_crc32c(s->rec_crc, dst, len);
+    const uint8_t *src = data;
+    for (size_t done = 0; done < len;) {
+        size_t n = len - done < COPY_SLICE ? len - done : COPY_SLICE;
+        memcpy(dst + done, src + done, n);
+        s->rec_crc = cpr_crc32c(s->rec_crc, dst + done, n);
+        done += n;
+    }
     s->len += len;
     s->offset += len;
     s->rec_len += len;
