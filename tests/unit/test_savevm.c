@@ -161,6 +161,16 @@ static int load_machine(struct machine *m, const void *data, size_t len, cpr_err
     return ret;
 }
 
+/* Saves ctx into a new memory sink; *data stays valid until the returned stream is freed. */
+static cpr_stream *save_ctx(cpr_ctx *ctx, const void **data, size_t *len)
+{
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(ctx, w, NULL), 0);
+    ck_assert_int_eq(cpr_stream_mem_data(w, data, len, NULL), 0);
+    return w;
+}
+
 START_TEST(test_progressive_sections_interleave_and_instances_load)
 {
     size_t len;
@@ -234,12 +244,9 @@ START_TEST(test_optional_sections_are_skipped_with_a_warning)
     ck_assert_int_eq(cpr_savevm_register(m.ctx, NULL, 0, d, &extra, CPR_SECTION_OPTIONAL, NULL, NULL), 0);
     ck_assert_int_eq(cpr_savevm_register_live(m.ctx, "opt-live", 0, 1, 1, &live_ops, &opt, CPR_SECTION_OPTIONAL, NULL, NULL), 0);
     cpr_desc_unref(d);
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
-    const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    const void *data;
+    cpr_stream *w = save_ctx(m.ctx, &data, &len);
 
     struct machine n;
     machine_init(&n, NULL);
@@ -266,12 +273,9 @@ START_TEST(test_machine_and_identity_mismatch_are_refused)
     machine_init(&m, NULL);
     ck_assert_int_eq(cpr_savevm_set_machine(m.ctx, "pc smp=2", NULL), 0);
     ck_assert_int_eq(cpr_savevm_set_identity(m.ctx, "ram", ram_identity, "[{\"name\":\"pc.ram\",\"size\":4096}]", NULL), 0);
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
-    const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    const void *data;
+    cpr_stream *w = save_ctx(m.ctx, &data, &len);
 
     machine_init(&n, NULL);
     ck_assert_int_eq(cpr_savevm_set_machine(n.ctx, "pc smp=4", NULL), 0);
