@@ -176,6 +176,12 @@ CPR_API int cpr_savevm_register_live(cpr_ctx *ctx, const char *name, uint32_t in
     if (min_version < 1 || min_version > version)
         return cpr_error_set(errp, -EINVAL, "section '%s': versions must satisfy 1 <= min_version (%u) <= version (%u)",
                              name, min_version, version);
+    /* A newer caller's members that this library does not know must be unused (NULL). */
+    for (size_t off = sizeof(cpr_live_ops); off < ops->size; off++)
+        if (((const uint8_t *)ops)[off])
+            return cpr_error_set(errp, -EINVAL,
+                                 "section '%s': cpr_live_ops has a member at offset %zu this library does not know",
+                                 name, off);
     struct cpr_section *sec = g_new0(struct cpr_section, 1);
     /* Copy what the caller's struct has; later members stay NULL. */
     memcpy(&sec->ops, ops, MIN((size_t)ops->size, sizeof(cpr_live_ops)));

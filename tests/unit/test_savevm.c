@@ -206,6 +206,16 @@ START_TEST(test_registry_finds_by_name_and_instance_and_refuses_duplicates)
     cpr_live_ops bad = live_ops;
     bad.load = NULL;
     ck_assert_cpr_fails(cpr_savevm_register_live(m.ctx, "x", 0, 1, 1, &bad, NULL, 0, NULL, errp_), -EINVAL, "required");
+    /* A newer caller's ops with a member this library does not know. */
+    struct {
+        cpr_live_ops ops;
+        void *future;
+    } newer = { live_ops, (void *)1 };
+    newer.ops.size = sizeof(newer);
+    ck_assert_cpr_fails(cpr_savevm_register_live(m.ctx, "y", 0, 1, 1, &newer.ops, NULL, 0, NULL, errp_), -EINVAL,
+                        "does not know");
+    newer.future = NULL;
+    ck_assert_int_eq(cpr_savevm_register_live(m.ctx, "y", 0, 1, 1, &newer.ops, NULL, 0, NULL, NULL), 0);
     cpr_savevm_unregister(m.ctx, cpr_savevm_find(m.ctx, "cpu", 1));
     ck_assert_ptr_null(cpr_savevm_find(m.ctx, "cpu", 1));
     cpr_ctx_free(m.ctx);
