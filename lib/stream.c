@@ -457,7 +457,9 @@ int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
             s->cap = cap;
             s->view = NULL;
         }
-        ssize_t r = read(s->fd, s->buf + s->rlen, s->cap - s->rlen);
+        /* Exactly what is missing: the reader never consumes bytes past the record it needs,
+         * so whatever follows the end record on the fd stays there for its owner. */
+        ssize_t r = read(s->fd, s->buf + s->rlen, MIN(n, s->cap) - s->rlen);
         if (r < 0) {
             if (errno == EINTR)
                 continue;

@@ -159,6 +159,75 @@ START_TEST(test_every_corrupt_byte_and_every_truncation_fails_cleanly)
 }
 END_TEST
 
+START_TEST(test_fd_reader_stops_right_after_the_end_record)
+{
+    const void *data;
+    size_t len;
+    cpr_stream *w = small_stream(&data, &len);
+    int fds[2];
+    ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+    ck_assert_int_eq(write(fds[1], data, len), (ssize_t)len);
+    ck_assert_int_eq(write(fds[1], "after", 5), 5);
+    close(fds[1]);
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fds[0], 0, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    struct cpr_rec r;
+    int ret;
+    while ((ret = cpr_rec_next(s, &r, NULL)) > 0)
+        ;
+    ck_assert_int_eq(ret, 0);
+    cpr_stream_free(s);
+    char tail[8] = { 0 };
+    ck_assert_int_eq(read(fds[0], tail, sizeof(tail)), 5);
+    ck_assert_str_eq(tail, "after");
+    close(fds[0]);
+    cpr_stream_free(w);
+}
+END_TEST
+
+START_TEST(test_fd_reader_grows_for_records_larger_than_its_buffer)
+{
+    char path[] = "/tmp/cpr-big-XXXXXX";
+    int fd = mkostemp(path, O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    size_t n = (3u << 20) + 123;
+    g_autofree uint8_t *big = g_malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (uint8_t)(i * 7);
+    cpr_stream *w, *s;
+    ck_assert_int_eq(cpr_stream_new_fd_writer(fd, 0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
+    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, "{}", 2, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_FULL, "big", (uint32_t)i, 1, NULL, NULL), 0);
+        ck_assert_int_eq(cpr_stream_put_bytes(w, big, n - (size_t)i * 1000, NULL), 0);
+        ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
+    }
+    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
+    cpr_stream_free(w);
+    lseek(fd, 0, SEEK_SET);
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    struct cpr_rec r;
+    int got = 0, ret;
+    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
+        if (r.type != CPR_REC_FULL)
+            continue;
+        const void *p;
+        size_t len = n - r.instance * 1000;
+        ck_assert_uint_eq(cpr_stream_remaining(s), len);
+        ck_assert_int_eq(cpr_stream_get_ptr(s, &p, len, NULL), 0);
+        ck_assert_int_eq(memcmp(p, big, len), 0);
+        got++;
+    }
+    ck_assert_int_eq(ret, 0);
+    ck_assert_int_eq(got, 3);
+    cpr_stream_free(s);
+}
+END_TEST
+
 START_TEST(test_checksum_error_names_record_and_offset)
 {
     const void *data;
@@ -445,6 +514,8 @@ static Suite *stream_suite(void)
     tcase_add_test(tc, test_records_round_trip_through_memory);
     tcase_add_test(tc, test_every_corrupt_byte_and_every_truncation_fails_cleanly);
     tcase_add_test(tc, test_checksum_error_names_record_and_offset);
+    tcase_add_test(tc, test_fd_reader_stops_right_after_the_end_record);
+    tcase_add_test(tc, test_fd_reader_grows_for_records_larger_than_its_buffer);
     tcase_add_test(tc, test_huge_claimed_record_allocates_nothing_and_fails);
     tcase_add_test(tc, test_lying_length_below_limit_grows_buffer_only_with_data);
     tcase_add_test(tc, test_unknown_major_version_is_refused);
