@@ -52,11 +52,11 @@ static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     dev_hbmon *d = opaque;
     vmm *v = d->v;
+    /* The history goes on with this guest; last-pause-ms reports only what this VMM measures
+     * of the switchover that brought the guest here. */
     g_mutex_lock(&v->lock);
     v->pause_history.last_pause_ns = d->last_pause_ns;
     v->pause_history.switchovers = d->switchovers;
-    if (d->switchovers)
-        v->last_pause_ms = (double)d->last_pause_ns / 1e6;
     g_mutex_unlock(&v->lock);
     if (version < 2 || d->nvcpus > VMM_MAX_VCPUS)
         return 0; /* no times: nothing to measure from */
@@ -64,7 +64,8 @@ static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
     memcpy(h.heartbeat, d->heartbeat, sizeof(h.heartbeat));
     memcpy(h.changed_ns, d->changed_ns, sizeof(h.changed_ns));
     vmm_hb_sampler *s = vmm_sampler(v);
-    vmm_trace("hbmon loaded (version %u)", version);
+    vmm_trace("hbmon loaded (version %u): %u earlier switchover(s), the last paused the guest %.3f ms", version,
+              d->switchovers, (double)d->last_pause_ns / 1e6);
     if (s) {
         vmm_hb_sampler_handoff_set(s, &h);
         v->pause_handoff = 1;
