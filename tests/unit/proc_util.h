@@ -47,3 +47,47 @@ static inline int proc_wait(pid_t pid)
 }
 
 #endif
+
+/*
+ * Makes at least `want` free 2 MiB huge pages available, raising /proc/sys/vm/nr_hugepages
+ * when it can. Returns the number of free ones (0: none, the caller skips) and stores the
+ * previous setting in *old for proc_hugepages_restore() (-1 when nothing was changed).
+ */
+static inline long proc_hugepages_reserve(long want, long *old)
+{
+    *old = -1;
+    const char *nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+    const char *fr = "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
+    long total = 0, free_pages = 0;
+    FILE *f = fopen(nr, "r");
+    if (!f)
+        return 0;
+    if (fscanf(f, "%ld", &total) != 1)
+        total = 0;
+    fclose(f);
+    if ((f = fopen(fr, "r"))) {
+        if (fscanf(f, "%ld", &free_pages) != 1)
+            free_pages = 0;
+        fclose(f);
+    }
+    if (free_pages < want && (f = fopen(nr, "w"))) {
+        fprintf(f, "%ld", total + want - free_pages);
+        if (fclose(f) == 0)
+            *old = total;
+        if ((f = fopen(fr, "r"))) {
+            if (fscanf(f, "%ld", &free_pages) != 1)
+                free_pages = 0;
+            fclose(f);
+        }
+    }
+    return free_pages;
+}
+
+static inline void proc_hugepages_restore(long old)
+{
+    FILE *f;
+    if (old >= 0 && (f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "w"))) {
+        fprintf(f, "%ld", old);
+        fclose(f);
+    }
+}
