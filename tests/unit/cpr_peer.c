@@ -115,6 +115,8 @@ static int do_exec_adopt(uint64_t ram_bytes)
     cpr_error *err = NULL;
     if (cpr_ctx_new(&ctx, 0, &err) < 0)
         return fail("ctx", err);
+    const char *env = getenv(CPR_EXEC_STATE_ENV);
+    int state_fd = env ? atoi(env) : -1;
     int ret = cpr_exec_state_adopt(ctx, &err);
     if (ret < 0)
         return fail("adopt", err);
@@ -124,6 +126,7 @@ static int do_exec_adopt(uint64_t ram_bytes)
     FILE *out = fdopen(rfd, "w");
     fprintf(out, "adopted %d mode %s env %s\n", ret, cpr_mode_name(cpr_get_mode(ctx)),
             getenv(CPR_EXEC_STATE_ENV) ? "set" : "unset");
+    fprintf(out, "statefd %s\n", fcntl(state_fd, F_GETFD) < 0 ? "closed" : "open");
     cpr_fd_foreach(ctx, report_fd, out);
     cpr_ram_block *b;
     if (cpr_ram_block_new(ctx, "ram", ram_bytes, 4096, CPR_RAM_REATTACH_ONLY, &b, &err) < 0) {
