@@ -12,6 +12,7 @@
 #include <cpr/mode.h>
 #include <cpr/params.h>
 #include <cpr/channel.h>
+#include <cpr/stream.h>
 #include <cpr/blocker.h>
 #include <cpr/notify.h>
 #include <cpr/fd.h>
