@@ -113,7 +113,7 @@ static int check_entry(const cpr_state_entry *e, int fd, cpr_error **errp)
 {
     const char *what = e->kind == CPR_STATE_RAM ? "ram block" : "fd";
     struct stat sb;
-    if (fcntl(fd, F_GETFD) < 0 || fstat(fd, &sb) < 0)
+    if (fstat(fd, &sb) < 0)
         return cpr_error_set_errno(errp, -errno, "cpr state: %s '%s' id %d: fd %d is not usable",
                                    what, e->name, e->id, fd);
     uint32_t type = sb.st_mode & S_IFMT;
@@ -369,9 +369,21 @@ static int decode_entry(cursor *c, uint32_t kind, cpr_state_entry *e, cpr_error 
     return ret;
 }
 
+static guint key_hash(gconstpointer p)
+{
+    const cpr_state_entry *e = p;
+    return g_str_hash(e->name) ^ ((guint)e->id * 0x9e3779b1u) ^ e->kind;
+}
+
+static gboolean key_equal(gconstpointer a, gconstpointer b)
+{
+    const cpr_state_entry *x = a, *y = b;
+    return x->kind == y->kind && x->id == y->id && !strcmp(x->name, y->name);
+}
+
 /* Per-entry rules that do not depend on the fds. */
 static int check_decoded(const cpr_state_entry *e, size_t nslots, int by_number, uint8_t *slot_used,
-                         GHashTable *keys, cpr_error **errp)
+                         cpr_error **errp)
 {
     const char *what = e->kind == CPR_STATE_RAM ? "ram block" : "fd";
     if (e->kind == CPR_STATE_RAM && (!e->page_size || !e->size || e->size % e->page_size))
@@ -384,9 +396,19 @@ static int check_decoded(const cpr_state_entry *e, size_t nslots, int by_number,
     if (!by_number && slot_used[e->slot]++)
         return cpr_error_set(errp, -EPROTO, "cpr state: %s '%s' id %d reuses fd %d of another entry",
                              what, e->name, e->id, e->slot);
-    char *key = g_strdup_printf("%u:%d:%s", e->kind, e->id, e->name);
-    if (!g_hash_table_add(keys, key))
-        return cpr_error_set(errp, -EPROTO, "cpr state: %s '%s' id %d is listed twice", what, e->name, e->id);
+    return 0;
+}
+
+/* No (kind, name, id) twice. Runs once the array is complete, so entries can be their own keys. */
+static int check_unique(const cpr_state *st, cpr_error **errp)
+{
+    g_autoptr(GHashTable) keys = g_hash_table_new(key_hash, key_equal);
+    for (guint i = 0; i < st->entries->len; i++) {
+        const cpr_state_entry *e = &g_array_index(st->entries, cpr_state_entry, i);
+        if (!g_hash_table_add(keys, (gpointer)e))
+            return cpr_error_set(errp, -EPROTO, "cpr state: %s '%s' id %d is listed twice",
+                                 e->kind == CPR_STATE_RAM ? "ram block" : "fd", e->name, e->id);
+    }
     return 0;
 }
 
@@ -396,7 +418,6 @@ typedef struct decode_ctx {
     size_t nslots;
     int by_number;
     uint8_t *slot_used;
-    GHashTable *keys;
 } decode_ctx;
 
 static int decode_table(decode_ctx *d, const struct cpr_rec_blob *blob, cpr_error **errp)
@@ -423,7 +444,7 @@ static int decode_table(decode_ctx *d, const struct cpr_rec_blob *blob, cpr_erro
         ret = decode_entry(&c, kind, &e, errp);
         g_array_append_val(d->st->entries, e);
         if (!ret)
-            ret = check_decoded(&e, d->nslots, d->by_number, d->slot_used, d->keys, errp);
+            ret = check_decoded(&e, d->nslots, d->by_number, d->slot_used, errp);
         if (ret < 0) {
             cpr_error_prefix(errp, "section %s entry %u at byte %zu", blob->name, i, at);
             return ret;
@@ -472,10 +493,11 @@ int cpr_state_decode(const void *buf, size_t len, uint32_t max_entries, size_t n
         return ret;
     g_autoptr(cpr_state) st = cpr_state_new(mode);
     g_autofree uint8_t *slot_used = g_new0(uint8_t, nslots + 1);
-    g_autoptr(GHashTable) keys = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    decode_ctx d = { st, max_entries, nslots, by_number, slot_used, keys };
+    decode_ctx d = { st, max_entries, nslots, by_number, slot_used };
     for (guint i = 0; i < blobs->len && !ret; i++)
         ret = decode_table(&d, blobs->pdata[i], errp);
+    if (!ret)
+        ret = check_unique(st, errp);
     if (ret < 0)
         return ret;
     *out = g_steal_pointer(&st);

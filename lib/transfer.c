@@ -42,13 +42,19 @@ CPR_API void cpr_transfer_opts_init(cpr_transfer_opts *opts)
 static int opts_get(const cpr_transfer_opts *in, cpr_transfer_opts *o, cpr_error **errp)
 {
     cpr_transfer_opts_init(o);
-    if (!in)
-        return 0;
-    if (in->size < offsetof(cpr_transfer_opts, max_state_bytes) + sizeof(uint64_t) ||
-        in->size > sizeof(*o))
-        return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: size %u is not one this library knows",
-                             in->size);
-    memcpy(o, in, in->size);
+    if (in && in->size < sizeof(*o))
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: size %u is smaller than %zu",
+                             in->size, sizeof(*o));
+    if (in) {
+        /* A newer caller's struct is fine as long as the fields we do not know are zero. */
+        for (size_t i = sizeof(*o); i < in->size; i++) {
+            if (((const uint8_t *)in)[i])
+                return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: byte %zu is set, but this "
+                                     "library knows only %zu bytes", i, sizeof(*o));
+        }
+        memcpy(o, in, sizeof(*o));
+        o->size = sizeof(*o);
+    }
     if (o->flags || o->reserved0 || o->reserved1)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: unknown flags or reserved fields set");
     if (!o->max_fds)

@@ -110,7 +110,8 @@ static void pass_fds(long n)
     g_autofree char *hello = peer_line(&p);
     cpr_transfer_opts o = opts_timeout(60000);
     cpr_error *err = NULL;
-    int sock = cpr_transfer_incoming(ctx, sock_path, &o, &err);
+    /* NULL options mean the defaults; try them once. */
+    int sock = cpr_transfer_incoming(ctx, sock_path, n == 1 ? NULL : &o, &err);
     ck_assert_msg(sock >= 0, "incoming: %s", cpr_error_message(err));
     ck_assert_int_eq(access(sock_path, F_OK), -1); /* the socket file is gone once used */
     ck_assert_uint_eq(cpr_fd_count(ctx), (size_t)n);
