@@ -13,6 +13,9 @@
 #include <cpr/params.h>
 #include <cpr/channel.h>
 #include <cpr/stream.h>
+#include <cpr/vmstate.h>
+#include <cpr/savevm.h>
+#include <cpr/transport.h>
 #include <cpr/blocker.h>
 #include <cpr/notify.h>
 #include <cpr/fd.h>

@@ -1,0 +1,130 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# package.consumer: installs the build to a temporary prefix, builds examples/consumer
+# against that installed copy (pkg-config + Makefile, find_package + CMake, and the static
+# archive both ways when the build installs it), runs each and checks what it prints.
+#
+# Usage: tests/package/consumer.sh BUILD_DIR SRC_DIR WORK_DIR CC [EXTRA_CFLAGS] [STATIC=ON|OFF]
+set -uo pipefail
+
+build=$1 src=$2 work=$3 cc=$4 extra=${5:-} static=${6:-OFF}
+prefix=$work/prefix
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+step() { echo "== $*"; }
+
+rm -rf "$work" && mkdir -p "$work" || exit 1
+
+step "cmake --install $build --prefix $prefix"
+cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; echo "FAIL: install"; exit 1; }
+
+# What the install must contain.
+pc=$(find "$prefix" -name libcpr.pc | head -n1)
+cfg=$(find "$prefix" -name libcprConfig.cmake | head -n1)
+so=$(find "$prefix" -name 'libcpr.so.1' | head -n1)
+[[ -n $pc ]] || bad "libcpr.pc not installed"
+[[ -n $cfg ]] || bad "libcprConfig.cmake not installed"
+[[ -n $(find "$prefix" -name libcprConfigVersion.cmake) ]] || bad "libcprConfigVersion.cmake not installed"
+[[ -n $so ]] || bad "libcpr.so.1 not installed"
+[[ -f $prefix/include/cpr/cpr.h ]] || bad "include/cpr/cpr.h not installed"
+for h in "$src"/include/cpr/*.h; do
+    [[ -f $prefix/include/cpr/$(basename "$h") ]] || bad "include/cpr/$(basename "$h") not installed"
+done
+[[ -n $(find "$prefix" -path '*/include/*' -name '*.h' ! -path '*/include/cpr/*') ]] &&
+    bad "headers installed outside include/cpr/: $(find "$prefix" -path '*/include/*' -name '*.h' ! -path '*/include/cpr/*')"
+if [[ $static == ON ]]; then
+    [[ -n $(find "$prefix" -name libcpr.a) ]] || bad "CPR_BUILD_STATIC=ON but libcpr.a not installed"
+else
+    [[ -z $(find "$prefix" -name libcpr.a) ]] || bad "libcpr.a installed without CPR_BUILD_STATIC"
+fi
+[[ $fail -eq 0 ]] || exit 1
+libdir=$(dirname "$so")
+
+export PKG_CONFIG_PATH=$(dirname "$pc")
+export CMAKE_PREFIX_PATH=$prefix
+export LD_LIBRARY_PATH=$libdir
+
+step "pkg-config libcpr: $(pkg-config --modversion libcpr) $(pkg-config --cflags --libs libcpr)"
+[[ $(pkg-config --variable=includedir libcpr) -ef $prefix/include ]] ||
+    bad "libcpr.pc's includedir is not the install prefix's include/"
+grep -q '^glib-2.0' <<<"$(pkg-config --print-requires-private libcpr)" || bad "libcpr.pc: glib-2.0 not in Requires.private"
+grep -q '^json-c' <<<"$(pkg-config --print-requires-private libcpr)" || bad "libcpr.pc: json-c not in Requires.private"
+[[ -z $(pkg-config --print-requires libcpr) ]] || bad "libcpr.pc: public Requires should be empty"
+
+# run_consumer LABEL BINARY SHARED(yes|no): runs it and checks its output and its linkage.
+run_consumer() {
+    local label=$1 bin=$2 shared=$3 out
+    if [[ $shared == yes ]]; then
+        grep -q 'NEEDED.*\[libcpr\.so\.1\]' <<<"$(readelf -d "$bin")" || bad "$label: not linked against libcpr.so.1"
+        grep -q "libcpr\.so\.1 => $libdir/" <<<"$(ldd "$bin")" || bad "$label: does not load the installed libcpr.so.1: $(ldd "$bin" | grep libcpr)"
+    else
+        grep -q 'NEEDED.*libcpr' <<<"$(readelf -d "$bin")" && bad "$label: static build still needs libcpr.so"
+    fi
+    out=$("$bin" 2>&1)
+    local rc=$?
+    echo "$out" | sed "s/^/    [$label] /"
+    [[ $rc -eq 0 ]] || bad "$label: exit status $rc"
+    grep -qx 'consumer: ok' <<<"$out" || bad "$label: did not print 'consumer: ok'"
+    grep -q '^normal: refused (-1): migration in mode normal is blocked: disk d0 is on local storage$' <<<"$out" ||
+        bad "$label: the blocker's reason is not in the error message"
+    grep -q '^cpr-rebot: refused (-22): .*cpr-rebot' <<<"$out" ||
+        bad "$label: the error for a bad mode name does not name it"
+}
+
+step "pkg-config + Makefile"
+cp -r "$src/examples/consumer" "$work/make" && rm -rf "$work/make/build"
+if make -C "$work/make" CC="$cc" CFLAGS="-O1 -g $extra" LDFLAGS="$extra" >"$work/make.log" 2>&1; then
+    run_consumer pkg-config "$work/make/consumer" yes
+else
+    cat "$work/make.log"; bad "the pkg-config consumer does not build"
+fi
+
+# cmake_consumer LABEL [cmake args]: configure, build, check that the installed package was used.
+cmake_consumer() {
+    local label=$1; shift
+    local dir=$work/$label
+    if cmake -S "$src/examples/consumer" -B "$dir" -DCMAKE_C_COMPILER="$cc" \
+            -DCMAKE_C_FLAGS="$extra" -DCMAKE_EXE_LINKER_FLAGS="$extra" "$@" >"$dir.log" 2>&1 &&
+       cmake --build "$dir" >>"$dir.log" 2>&1; then
+        grep -q "libcpr 1\.[0-9.]* from $prefix/" "$dir.log" ||
+            bad "$label: find_package did not use the installed copy: $(grep 'libcpr .* from' "$dir.log")"
+        return 0
+    fi
+    cat "$dir.log"; bad "$label: the find_package consumer does not build"
+    return 1
+}
+
+step "find_package(libcpr CONFIG) + CMake"
+cmake_consumer cmake && run_consumer find_package "$work/cmake/consumer" yes
+
+step "find_package(libcpr 99) must be refused (version file)"
+mkdir -p "$work/v99" && cat >"$work/v99/CMakeLists.txt" <<'V99'
+cmake_minimum_required(VERSION 3.16)
+project(v99 LANGUAGES C)
+find_package(libcpr 99 CONFIG QUIET)
+if(libcpr_FOUND)
+  message(FATAL_ERROR "libcpr ${libcpr_VERSION} accepted for a request of 99")
+endif()
+V99
+cmake -S "$work/v99" -B "$work/v99/build" >"$work/v99.log" 2>&1 || { cat "$work/v99.log"; bad "libcpr 99 was accepted"; }
+
+if [[ $static == ON ]]; then
+    step "static: pkg-config --static + Makefile"
+    cp -r "$src/examples/consumer" "$work/make-static"
+    if make -C "$work/make-static" STATIC=1 CC="$cc" CFLAGS="-O1 -g $extra" LDFLAGS="$extra" >"$work/make-static.log" 2>&1; then
+        run_consumer pkg-config-static "$work/make-static/consumer" no
+    else
+        cat "$work/make-static.log"; bad "the static pkg-config consumer does not build"
+    fi
+    step "static: find_package(libcpr CONFIG COMPONENTS static) + CMake"
+    cmake_consumer cmake-static -DCONSUMER_STATIC=ON && run_consumer find_package-static "$work/cmake-static/consumer" no
+else
+    echo "== static consumers not built: this build has CPR_BUILD_STATIC=OFF"
+fi
+
+if [[ $fail -eq 0 ]]; then
+    echo "ok: the installed libcpr builds and runs its consumers"
+    rm -rf "$work"
+fi
+exit $fail
