@@ -7,21 +7,7 @@
 #include "proc_util.h"
 #include "testutil.h"
 
-static cpr_ctx *ctx;
-static int fds_before;
-
-static void setup(void)
-{
-    fds_before = proc_fd_count();
-    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
-}
-
-static void teardown(void)
-{
-    cpr_ctx_free(ctx);
-    int after = proc_fd_count();
-    ck_assert_msg(after == fds_before, "fd leak: %d open before, %d after", fds_before, after);
-}
+PROC_CTX_FIXTURE()
 
 static int open_null(void)
 {

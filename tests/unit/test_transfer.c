@@ -31,18 +31,15 @@ static void setup(void)
     dir = proc_tmpdir();
     ck_assert_ptr_nonnull(dir);
     sock_path = g_build_filename(dir, "cpr.sock", NULL);
-    fds_before = proc_fd_count();
-    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    proc_fixture_setup(&ctx, &fds_before);
 }
 
 static void teardown(void)
 {
-    cpr_ctx_free(ctx);
-    int after = proc_fd_count();
     proc_rmtree(dir);
     g_free(dir);
     g_free(sock_path);
-    ck_assert_msg(after == fds_before, "fd leak: %d open before, %d after", fds_before, after);
+    proc_fixture_teardown(ctx, fds_before);
 }
 
 static cpr_transfer_opts opts_timeout(int64_t ms)
@@ -425,47 +422,40 @@ static void assert_old_side_intact(void)
     close(saved_null);
 }
 
-START_TEST(test_outgoing_fails_when_peer_hangs_up_without_confirming)
+/* Runs the outgoing side against a fake new VMM and checks the error and that nothing was lost. */
+static void outgoing_fails(int hang_up, const cpr_transfer_opts *o, int code, const char *needle)
 {
     save_some_fds();
     int lfd = cpr_transfer_listen(sock_path, NULL);
-    pid_t pid = fake_incoming(lfd, 1);
-    cpr_transfer_opts o = opts_timeout(10000);
-    ck_assert_cpr_fails(cpr_transfer_outgoing(ctx, sock_path, &o, errp_), -ECONNRESET,
-                        "hung up without confirming");
-    ck_assert_int_eq(proc_wait(pid), 0);
+    pid_t pid = fake_incoming(lfd, hang_up);
+    ck_assert_cpr_fails(cpr_transfer_outgoing(ctx, sock_path, o, errp_), code, needle);
+    if (!hang_up)
+        kill(pid, SIGKILL);
+    proc_wait(pid);
     close(lfd);
     assert_old_side_intact();
+}
+
+START_TEST(test_outgoing_fails_when_peer_hangs_up_without_confirming)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    outgoing_fails(1, &o, -ECONNRESET, "hung up without confirming");
 }
 END_TEST
 
 START_TEST(test_outgoing_times_out_waiting_for_hangup)
 {
-    save_some_fds();
-    int lfd = cpr_transfer_listen(sock_path, NULL);
-    pid_t pid = fake_incoming(lfd, 0);
     cpr_transfer_opts o = opts_timeout(200);
-    ck_assert_cpr_fails(cpr_transfer_outgoing(ctx, sock_path, &o, errp_), -ETIMEDOUT, "timed out");
-    kill(pid, SIGKILL);
-    proc_wait(pid);
-    close(lfd);
-    assert_old_side_intact();
+    outgoing_fails(0, &o, -ETIMEDOUT, "timed out");
 }
 END_TEST
 
 START_TEST(test_outgoing_is_cancelled_by_cancel_fd)
 {
-    save_some_fds();
-    int lfd = cpr_transfer_listen(sock_path, NULL);
-    pid_t pid = fake_incoming(lfd, 0);
     cpr_transfer_opts o = opts_timeout(-1);
     o.cancel_fd = eventfd(1, EFD_CLOEXEC); /* already signalled: cancel at the first wait */
-    ck_assert_cpr_fails(cpr_transfer_outgoing(ctx, sock_path, &o, errp_), -ECANCELED, "cancelled");
+    outgoing_fails(0, &o, -ECANCELED, "cancelled");
     close(o.cancel_fd);
-    kill(pid, SIGKILL);
-    proc_wait(pid);
-    close(lfd);
-    assert_old_side_intact();
 }
 END_TEST
 
