@@ -3,7 +3,7 @@
  * The other process in the fd and cpr channel tests: a small old VMM (send) or a small new
  * image started by cpr-exec (exec-adopt). It talks to the test on stdin and stdout.
  *
- *   cpr_peer send SOCKET NFDS RAM_BYTES
+ *   cpr_peer send SOCKET NFDS RAM_BYTES [PAGE_SIZE]
  *     saves NFDS fds of /dev/null as ("dev", i) and, when RAM_BYTES > 0, a memfd RAM block
  *     "pc.ram" with a pattern in some pages; prints "inode INO host PTR"; runs the outgoing cpr
  *     channel; prints "sent" or "error CODE MESSAGE". With RAM, then reads one line: "verify
@@ -45,7 +45,7 @@ static int fail(const char *what, cpr_error *err)
     return 2;
 }
 
-static int do_send(const char *path, long nfds, uint64_t ram_bytes)
+static int do_send(const char *path, long nfds, uint64_t ram_bytes, uint64_t page_size)
 {
     cpr_error *err = NULL;
     if (cpr_ctx_new(&ctx, 0, &err) < 0)
@@ -59,13 +59,13 @@ static int do_send(const char *path, long nfds, uint64_t ram_bytes)
     cpr_ram_block *b = NULL;
     ino_t ino = 0;
     if (ram_bytes) {
-        if (cpr_ram_block_new(ctx, "pc.ram", ram_bytes, 4096, 0, &b, &err) < 0)
+        if (cpr_ram_block_new(ctx, "pc.ram", ram_bytes, page_size, 0, &b, &err) < 0)
             return fail("ram", err);
         uint8_t *host = cpr_ram_block_host(b);
         /* Sparse: a pattern at every GiB and at the last page, not a full fill. */
         for (uint64_t off = 0; off < ram_bytes; off += 1ull << 30)
             memcpy(host + off, &(uint64_t){ pattern(off) }, 8);
-        uint64_t last = ram_bytes - 4096;
+        uint64_t last = ram_bytes - page_size;
         memcpy(host + last, &(uint64_t){ pattern(last) }, 8);
         struct stat sb;
         fstat(cpr_ram_block_fd(b), &sb);
@@ -151,10 +151,11 @@ static int do_exec_adopt(uint64_t ram_bytes)
 
 int main(int argc, char **argv)
 {
-    if (argc == 5 && !strcmp(argv[1], "send"))
-        return do_send(argv[2], strtol(argv[3], NULL, 0), strtoull(argv[4], NULL, 0));
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "send"))
+        return do_send(argv[2], strtol(argv[3], NULL, 0), strtoull(argv[4], NULL, 0),
+                       argc == 6 ? strtoull(argv[5], NULL, 0) : 4096);
     if (argc == 3 && !strcmp(argv[1], "exec-adopt"))
         return do_exec_adopt(strtoull(argv[2], NULL, 0));
-    fprintf(stderr, "usage: cpr_peer send SOCKET NFDS RAM_BYTES | exec-adopt RAM_BYTES\n");
+    fprintf(stderr, "usage: cpr_peer send SOCKET NFDS RAM_BYTES [PAGE_SIZE] | exec-adopt RAM_BYTES\n");
     return 1;
 }
