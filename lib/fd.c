@@ -120,7 +120,9 @@ static int record(cpr_ctx *ctx, const char *name, int id, int fd, int owned, int
     fd_entry *e = lookup(r, name, id);
     ret = 0;
     if (e && e->fd == fd && !owned) {
-        /* Same fd again: nothing changes (QEMU re-saves on every realize). */
+        /* Same fd again: nothing changes (QEMU re-saves on every realize), except that a caller
+         * saving a received fd says it holds it now. */
+        e->owned = 0;
     } else if (e && !replace) {
         ret = cpr_error_set(errp, -EEXIST, "fd '%s' id %d is already saved as fd %d, cannot save fd %d",
                             name, id, e->fd, fd);

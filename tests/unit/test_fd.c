@@ -145,6 +145,18 @@ START_TEST(test_received_fds_are_owned_until_claimed)
 }
 END_TEST
 
+START_TEST(test_saving_a_received_fd_claims_it)
+{
+    int a = open_null();
+    ck_assert_int_eq(cpr_fd_install_received(ctx, "x", 0, a, NULL), 0);
+    ck_assert_int_eq(cpr_fd_save(ctx, "x", 0, a, NULL), 0);
+    ck_assert_int_eq(cpr_fd_close_unclaimed(ctx), 0);
+    ck_assert_int_ge(fcntl(a, F_GETFD), 0);
+    cpr_fd_delete(ctx, "x", 0);
+    close(a);
+}
+END_TEST
+
 START_TEST(test_ctx_free_closes_unclaimed_received_fds)
 {
     cpr_ctx *other;
@@ -167,6 +179,7 @@ static Suite *fd_suite(void)
     tcase_add_test(tc, test_foreach_walks_in_save_order_and_stops);
     tcase_add_test(tc, test_open_opens_and_records_when_nothing_preserved);
     tcase_add_test(tc, test_received_fds_are_owned_until_claimed);
+    tcase_add_test(tc, test_saving_a_received_fd_claims_it);
     tcase_add_test(tc, test_ctx_free_closes_unclaimed_received_fds);
     suite_add_tcase(s, tc);
     return s;
