@@ -8,7 +8,6 @@
  * fuzz_load_make_seed() is the replay driver's seed hook (driver.c): here it writes a valid
  * cpr state whose three entries match those fds.
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -19,17 +18,7 @@
 
 #include "fuzz.h"
 #include "internal/cpr_state.h"
-
-static int fd_count(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    for (struct dirent *e; d && (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
-}
+#include "proc_util.h"
 
 /* The fds that "arrived" with the state: slot 0 memfd, 1 /dev/null, 2 a pipe's read end. */
 static GArray *arrived_fds(int *pipe_w)
@@ -50,7 +39,7 @@ static GArray *arrived_fds(int *pipe_w)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int before = fd_count(), pipe_w;
+    int before = proc_fd_count(), pipe_w;
     cpr_ctx *ctx;
     if (cpr_ctx_new(&ctx, 0, NULL) < 0)
         abort();
@@ -65,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_array_free(fds, TRUE);
     cpr_ctx_free(ctx);
     close(pipe_w);
-    if (fd_count() != before)
+    if (proc_fd_count() != before)
         abort(); /* a leaked or doubly closed fd */
     return 0;
 }

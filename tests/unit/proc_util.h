@@ -8,10 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <check.h>
 #include <glib.h>
-
-#include <cpr/cpr.h>
 
 /* Number of open fds in this process (the directory stream's own fd not counted). */
 static inline int proc_fd_count(void)
@@ -24,31 +21,6 @@ static inline int proc_fd_count(void)
         closedir(d);
     return n - 1;
 }
-
-/*
- * The fixture of the suites that pass fds around: a context, and a check that the test left
- * as many fds open as it found (failing tests included: checked fixtures run in the test's
- * process). Call from the suite's setup and teardown.
- */
-static inline void proc_fixture_setup(cpr_ctx **ctx, int *fds_before)
-{
-    *fds_before = proc_fd_count();
-    ck_assert_int_eq(cpr_ctx_new(ctx, 0, NULL), 0);
-}
-
-static inline void proc_fixture_teardown(cpr_ctx *ctx, int fds_before)
-{
-    cpr_ctx_free(ctx);
-    int after = proc_fd_count();
-    ck_assert_msg(after == fds_before, "fd leak: %d open before, %d after", fds_before, after);
-}
-
-/* Defines `ctx`, `fds_before`, setup() and teardown() on the fixture above. */
-#define PROC_CTX_FIXTURE()                                                                   \
-    static cpr_ctx *ctx;                                                                     \
-    static int fds_before;                                                                   \
-    static void setup(void) { proc_fixture_setup(&ctx, &fds_before); }                      \
-    static void teardown(void) { proc_fixture_teardown(ctx, fds_before); }
 
 /* A fresh directory for sockets and files; remove it with proc_rmtree(). */
 static inline char *proc_tmpdir(void)

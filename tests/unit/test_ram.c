@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 #include "internal/ram.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 #define MiB (1ull << 20)

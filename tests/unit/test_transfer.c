@@ -18,7 +18,7 @@
 #include "internal/cpr_state.h"
 #include "internal/scm.h"
 #include "internal/transfer.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 static char *dir;
