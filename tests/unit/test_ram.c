@@ -139,10 +139,10 @@ END_TEST
 
 START_TEST(test_hugepage_block_uses_2mib_pages)
 {
-    long old;
-    long free_pages = proc_hugepages_reserve(4, &old);
+    long added;
+    long free_pages = proc_hugepages_reserve(4, &added);
     if (free_pages < 4) {
-        proc_hugepages_restore(old);
+        proc_hugepages_restore(added);
         fprintf(stderr, "SKIP test_hugepage_block_uses_2mib_pages: no free 2 MiB huge pages "
                         "(/proc/sys/vm/nr_hugepages is 0 and cannot be raised)\n");
         return;
@@ -159,7 +159,7 @@ START_TEST(test_hugepage_block_uses_2mib_pages)
     ck_assert_cpr_fails(cpr_ram_block_new(ctx, "huge2", (uint64_t)(free_pages + 64) * 2 * MiB, 2 * MiB,
                                           0, &big, errp_), -ENOMEM, "nr_hugepages");
     cpr_ram_block_free(b);
-    proc_hugepages_restore(old);
+    proc_hugepages_restore(added);
 }
 END_TEST
 

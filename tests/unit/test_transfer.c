@@ -184,9 +184,9 @@ END_TEST
 START_TEST(test_transfer_shares_hugepage_memfd)
 {
     const uint64_t huge = 2ull << 20;
-    long old;
-    if (proc_hugepages_reserve(4, &old) < 4) {
-        proc_hugepages_restore(old);
+    long added;
+    if (proc_hugepages_reserve(4, &added) < 4) {
+        proc_hugepages_restore(added);
         fprintf(stderr, "SKIP test_transfer_shares_hugepage_memfd: no free 2 MiB huge pages "
                         "(/proc/sys/vm/nr_hugepages is 0 and cannot be raised)\n");
         return;
@@ -215,7 +215,7 @@ START_TEST(test_transfer_shares_hugepage_memfd)
     ck_assert_str_eq(sent, "sent");
     ck_assert_int_eq(peer_end(&p), 0);
     cpr_ram_block_free(b);
-    proc_hugepages_restore(old);
+    proc_hugepages_restore(added);
 }
 END_TEST
 
