@@ -207,6 +207,21 @@ int cpr_rec_write(cpr_stream *s, unsigned int type, const void *data, size_t len
     return cpr_rec_end(s, errp);
 }
 
+int cpr_rec_write_section(cpr_stream *s, unsigned int type, const char *name, uint32_t instance, uint32_t version,
+                          unsigned int flags, cpr_rec_body_fn body, void *arg, uint32_t *section_id,
+                          cpr_error **errp)
+{
+    int ret = cpr_rec_begin_section(s, type, name, instance, version, section_id, errp);
+    if (ret < 0)
+        return ret;
+    cpr_rec_set_flags(s, flags);
+    if ((ret = body(s, arg, errp)) < 0) {
+        cpr_rec_abort(s);
+        return ret;
+    }
+    return cpr_rec_end(s, errp);
+}
+
 int cpr_rec_write_eos(cpr_stream *s, cpr_error **errp)
 {
     if (!s || !cpr_stream_is_writer(s))
@@ -457,6 +472,12 @@ void cpr_rec_blob_free(struct cpr_rec_blob *b)
     g_free(b);
 }
 
+static int put_blob(cpr_stream *s, void *arg, cpr_error **errp)
+{
+    const struct cpr_rec_blob *b = arg;
+    return cpr_stream_put_bytes(s, b->data, b->len, errp);
+}
+
 int cpr_rec_write_blobs(cpr_stream *s, const char *config_json, const struct cpr_rec_blob *blobs, size_t n,
                         cpr_error **errp)
 {
@@ -465,17 +486,9 @@ int cpr_rec_write_blobs(cpr_stream *s, const char *config_json, const struct cpr
     int ret = cpr_rec_write_stream_header(s, errp);
     if (ret >= 0)
         ret = cpr_rec_write(s, CPR_REC_CONFIG, config_json, strlen(config_json), errp);
-    for (size_t i = 0; ret >= 0 && i < n; i++) {
-        ret = cpr_rec_begin_section(s, CPR_REC_FULL, blobs[i].name, blobs[i].instance, blobs[i].version, NULL, errp);
-        if (ret < 0)
-            break;
-        ret = cpr_stream_put_bytes(s, blobs[i].data, blobs[i].len, errp);
-        if (ret < 0) {
-            cpr_rec_abort(s);
-            break;
-        }
-        ret = cpr_rec_end(s, errp);
-    }
+    for (size_t i = 0; ret >= 0 && i < n; i++)
+        ret = cpr_rec_write_section(s, CPR_REC_FULL, blobs[i].name, blobs[i].instance, blobs[i].version, 0, put_blob,
+                                    (void *)&blobs[i], NULL, errp);
     if (ret >= 0)
         ret = cpr_rec_write_eos(s, errp);
     return ret < 0 ? ret : 0;

@@ -24,6 +24,7 @@
 #define WRITE_BUF_SIZE (2u << 20)
 #define FLUSH_THRESHOLD (1u << 20)
 #define READ_BUF_SIZE (1u << 20)
+#define COPY_SLICE (64u << 10)
 
 static const uint64_t default_limits[4] = {
     [CPR_STREAM_LIMIT_RECORD] = 256ull << 20,
@@ -46,7 +47,9 @@ static cpr_stream *stream_alloc(enum cpr_stream_kind kind, int fd, unsigned int 
     return s;
 }
 
-static int check_fd_args(const char *fn, int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
+/* Both fd constructors: argument checks, then a stream with a buffer of `cap` bytes. */
+static int fd_stream_new(const char *fn, enum cpr_stream_kind kind, size_t cap, int fd, unsigned int flags,
+                         cpr_stream **out, cpr_error **errp)
 {
     if (!out)
         return cpr_error_set(errp, -EINVAL, "%s: out is NULL", fn);
@@ -54,33 +57,25 @@ static int check_fd_args(const char *fn, int fd, unsigned int flags, cpr_stream 
         return cpr_error_set(errp, -EINVAL, "%s: unknown flags 0x%x", fn, flags);
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return cpr_error_set(errp, -EBADF, "%s: fd %d is not open", fn, fd);
+    cpr_stream *s = stream_alloc(kind, fd, flags);
+    s->cap = cap;
+    s->buf = g_malloc(cap);
+    if (kind == CPR_SINK_FD)
+        s->segs = g_array_new(FALSE, FALSE, sizeof(struct cpr_seg));
+    else
+        s->rbuf = s->buf;
+    *out = s;
     return 0;
 }
 
 CPR_API int cpr_stream_new_fd_writer(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
 {
-    int ret = check_fd_args("cpr_stream_new_fd_writer", fd, flags, out, errp);
-    if (ret < 0)
-        return ret;
-    cpr_stream *s = stream_alloc(CPR_SINK_FD, fd, flags);
-    s->cap = WRITE_BUF_SIZE;
-    s->buf = g_malloc(s->cap);
-    s->segs = g_array_new(FALSE, FALSE, sizeof(struct cpr_seg));
-    *out = s;
-    return 0;
+    return fd_stream_new("cpr_stream_new_fd_writer", CPR_SINK_FD, WRITE_BUF_SIZE, fd, flags, out, errp);
 }
 
 CPR_API int cpr_stream_new_fd_reader(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
 {
-    int ret = check_fd_args("cpr_stream_new_fd_reader", fd, flags, out, errp);
-    if (ret < 0)
-        return ret;
-    cpr_stream *s = stream_alloc(CPR_SRC_FD, fd, flags);
-    s->cap = READ_BUF_SIZE;
-    s->buf = g_malloc(s->cap);
-    s->rbuf = s->buf;
-    *out = s;
-    return 0;
+    return fd_stream_new("cpr_stream_new_fd_reader", CPR_SRC_FD, READ_BUF_SIZE, fd, flags, out, errp);
 }
 
 CPR_API int cpr_stream_new_mem_sink(size_t capacity_hint, cpr_stream **out, cpr_error **errp)
@@ -380,10 +375,15 @@ CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cp
     ret = reserve(s, len, errp);
     if (ret < 0)
         return ret;
+    /* Copy and checksum in slices small enough that the checksum reads the copy from cache. */
     uint8_t *dst = s->buf + s->len;
-    memcpy(dst, data, len);
-    /* Checksum the copy while it is still in cache. */
-    s->rec_crc = cpr_crc32c(s->rec_crc, dst, len);
+    const uint8_t *src = data;
+    for (size_t done = 0; done < len;) {
+        size_t n = len - done < COPY_SLICE ? len - done : COPY_SLICE;
+        memcpy(dst + done, src + done, n);
+        s->rec_crc = cpr_crc32c(s->rec_crc, dst + done, n);
+        done += n;
+    }
     s->len += len;
     s->offset += len;
     s->rec_len += len;
@@ -457,7 +457,9 @@ int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
             s->cap = cap;
             s->view = NULL;
         }
-        ssize_t r = read(s->fd, s->buf + s->rlen, s->cap - s->rlen);
+        /* Exactly what is missing: the reader never consumes bytes past the record it needs,
+         * so whatever follows the end record on the fd stays there for its owner. */
+        ssize_t r = read(s->fd, s->buf + s->rlen, MIN(n, s->cap) - s->rlen);
         if (r < 0) {
             if (errno == EINTR)
                 continue;

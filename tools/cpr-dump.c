@@ -27,6 +27,7 @@
 
 #include <cpr/error.h>
 
+#include "internal/bytes.h"
 #include "internal/record.h"
 #include "internal/stream.h"
 
@@ -63,13 +64,6 @@ static int take(struct cur *c, uint64_t n, const uint8_t **out, const char *name
     return 0;
 }
 
-static uint64_t le(const uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 static json_object *hex(const uint8_t *p, uint64_t n)
 {
@@ -116,7 +110,7 @@ static json_object *decode_scalar(struct cur *c, const char *type, uint64_t size
     const uint8_t *p = NULL;
     if (take(c, size, &p, name) < 0)
         return NULL;
-    uint64_t v = le(p, size);
+    uint64_t v = cpr_le_get(p, size);
     if (strcmp(type, "bool") == 0) {
         if (v > 1) {
             fail(c, "field '%s': bool is neither 0 nor 1", name);
@@ -193,7 +187,7 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
     if (strcmp(type, "string") == 0) {
         if (take(c, 4, &p, name) < 0)
             return -1;
-        uint32_t len = (uint32_t)le(p, 4);
+        uint32_t len = (uint32_t)cpr_le_get(p, 4);
         if (len == UINT32_MAX) {
             json_object_object_add(out, name, NULL);
             return 0;
@@ -206,7 +200,7 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
     if (strcmp(type, "custom") == 0) {
         if (take(c, 8, &p, name) < 0)
             return -1;
-        uint64_t len = le(p, 8);
+        uint64_t len = cpr_le_get(p, 8);
         if (take(c, len, &p, name) < 0)
             return -1;
         json_object *o = json_object_new_object();
@@ -274,7 +268,7 @@ static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int d
             return fail(c, "bad subsection marker 0x%02x", *p);
         if (take(c, 4, &p, "(subsection)") < 0)
             return -1;
-        uint64_t nlen = le(p, 4);
+        uint64_t nlen = cpr_le_get(p, 4);
         if (take(c, nlen, &p, "(subsection)") < 0)
             return -1;
         char *name = strndup((const char *)p, nlen);
@@ -283,8 +277,8 @@ static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int d
             free(name);
             return -1;
         }
-        uint32_t sv = (uint32_t)le(h, 4);
-        uint64_t blen = le(h + 4, 8);
+        uint32_t sv = (uint32_t)cpr_le_get(h, 4);
+        uint64_t blen = cpr_le_get(h + 4, 8);
         json_object *sd = find_by_name(subs, name);
         json_object *so = json_object_new_object();
         json_object_object_add(so, "version", json_object_new_uint64(sv));

@@ -46,8 +46,6 @@ static inline int proc_wait(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-#endif
-
 #define PROC_NR_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
 #define PROC_FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
 

@@ -55,6 +55,20 @@ static void load_from_listener(cpr_listener *l)
     cpr_ctx_free(ctx);
 }
 
+/* A child process saves to uri while this one accepts on l and loads. */
+static void save_in_child_load_here(const char *uri, cpr_listener *l)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        save_to(uri);
+        _exit(0);
+    }
+    load_from_listener(l);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void load_from(const char *uri)
 {
     cpr_addr *addr;
@@ -131,15 +145,7 @@ START_TEST(test_unix_listener_accepts_a_writer_in_another_process)
     ck_assert_int_eq(cpr_addr_parse_uri(uri, &addr, NULL), 0);
     ck_assert_int_eq(cpr_listener_new(addr, CPR_LISTEN_SAME_UID, &l, NULL), 0);
     ck_assert_int_ge(cpr_listener_fd(l), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        save_to(uri);
-        _exit(0);
-    }
-    load_from_listener(l);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    save_in_child_load_here(uri, l);
     cpr_listener_free(l);
     ck_assert_int_eq(access(cpr_addr_path(addr), F_OK), -1); /* socket file removed */
     cpr_addr_free(addr);
@@ -188,15 +194,7 @@ START_TEST(test_tcp_port_zero_listens_and_accepts)
     int port = cpr_listener_port(l);
     ck_assert_int_gt(port, 0);
     g_autofree char *uri = g_strdup_printf("tcp:127.0.0.1:%d", port);
-    pid_t pid = fork();
-    if (pid == 0) {
-        save_to(uri);
-        _exit(0);
-    }
-    load_from_listener(l);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    save_in_child_load_here(uri, l);
     cpr_listener_free(l);
     cpr_addr_free(addr);
 }
