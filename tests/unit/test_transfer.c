@@ -510,6 +510,15 @@ START_TEST(test_connect_names_missing_socket)
     cpr_transfer_opts_init(&o);
     o.reserved0 = 1;
     ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &o, errp_), -EINVAL, "reserved");
+    /* Options from a newer header: accepted while the fields we do not know are zero. */
+    struct { cpr_transfer_opts o; uint64_t newer; } big = { .newer = 0 };
+    cpr_transfer_opts_init(&big.o);
+    big.o.size = sizeof(big);
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &big.o, errp_), -ENOENT, sock_path);
+    big.newer = 1;
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &big.o, errp_), -EINVAL, "is set");
+    big.o.size = 8;
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &big.o, errp_), -EINVAL, "smaller");
 }
 END_TEST
 
