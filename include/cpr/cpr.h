@@ -18,5 +18,9 @@
 #include <cpr/transport.h>
 #include <cpr/blocker.h>
 #include <cpr/notify.h>
+#include <cpr/fd.h>
+#include <cpr/ram.h>
+#include <cpr/transfer.h>
+#include <cpr/exec.h>
 
 #endif /* CPR_CPR_H */
