@@ -362,6 +362,32 @@ START_TEST(test_resume_refuses_a_machine_without_a_guest)
 }
 END_TEST
 
+START_TEST(test_a_faulting_guest_is_reported_not_hidden)
+{
+    if (TEST_ACCEL != VMM_ACCEL_KVM)
+        return; /* the software guest cannot fault */
+    struct booted b;
+    boot(&b, 16 * MiB, 1, 0);
+    stop(b.m);
+    vmm_vcpu_state *st = calloc(1, sizeof(*st));
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_machine_get_vcpu_state(b.m, 0, st, &err), 0);
+    st->regs.rip = 0x8000000000000ull; /* non-canonical: #GP, no IDT, triple fault */
+    ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), 0);
+    resume(b.m);
+    sleep_ms(20);
+    ck_assert_int_eq(vmm_machine_stop(b.m, &err), -EIO);
+    ck_assert_msg(strstr(cpr_error_message(err), "vCPU 0") != NULL, "%s", cpr_error_message(err));
+    printf("faulting guest: %s\n", cpr_error_message(err));
+    cpr_error_free(err);
+    err = NULL;
+    ck_assert_int_eq(vmm_machine_resume(b.m, &err), -EIO);
+    cpr_error_free(err);
+    free(st);
+    unboot(&b);
+}
+END_TEST
+
 START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
 {
     int fd;
@@ -590,6 +616,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_state_calls_refuse_a_running_machine);
     tcase_add_test(tc, test_resume_refuses_a_machine_without_a_guest);
     tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
+    tcase_add_test(tc, test_a_faulting_guest_is_reported_not_hidden);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
     tcase_add_test(tc, test_restore_in_new_process_over_inherited_memfd);
     tcase_add_test(tc, test_dirty_log_reports_exactly_the_pages_the_guest_wrote);
