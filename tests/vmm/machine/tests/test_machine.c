@@ -498,6 +498,32 @@ static const char *child_path(void)
     return mtest_child_path();
 }
 
+START_TEST(test_old_machine_resumes_after_a_failed_handoff)
+{
+    /* The switchover failed after the capture: the old side resumes its own guest. */
+    struct booted a;
+    boot(&a, 32 * MiB, 2, VMM_DEFAULT_RATE_PPS);
+    vmm_hb_sampler *s = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_hb_sampler_new(&s, a.ram, a.size, mtest_sampler_us(), &err), 0);
+    size_t len;
+    struct mtest_handoff *h = capture(a.m, s, &len);
+    sleep_ms(2);
+    vmm_hb_sampler_handoff_set(s, &h->hb);
+    resume(a.m);
+    uint64_t gap = 0;
+    ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
+    ck_assert_uint_ge(gap, 2000000);
+    vmm_guest_stats st;
+    ck_assert(mtest_wait_full_verify(a.ram, a.size, 30000, &st));
+    ck_assert_uint_eq(st.corruptions, 0);
+    ck_assert_uint_gt(st.heartbeat, h->hb.heartbeat[0] + h->hb.heartbeat[1]);
+    vmm_hb_sampler_free(s);
+    free(h);
+    unboot(&a);
+}
+END_TEST
+
 START_TEST(test_restore_in_new_process_over_inherited_memfd)
 {
     struct booted a;
@@ -618,6 +644,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
     tcase_add_test(tc, test_a_faulting_guest_is_reported_not_hidden);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
+    tcase_add_test(tc, test_old_machine_resumes_after_a_failed_handoff);
     tcase_add_test(tc, test_restore_in_new_process_over_inherited_memfd);
     tcase_add_test(tc, test_dirty_log_reports_exactly_the_pages_the_guest_wrote);
     suite_add_tcase(s, tc);
