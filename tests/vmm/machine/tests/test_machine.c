@@ -52,6 +52,11 @@ static int heartbeat_past(const vmm_guest_stats *st, const void *arg)
     return st->heartbeat > *(const uint64_t *)arg;
 }
 
+static int rewrote_past(const vmm_guest_stats *st, const void *arg)
+{
+    return st->rewrites >= *(const uint64_t *)arg;
+}
+
 static int rewrote_all(const vmm_guest_stats *st, const void *arg)
 {
     return st->rewrites > st->pages_total + 8;
@@ -459,7 +464,9 @@ static vmm_guest_stats migrate_by_copy(int lose_a_page)
     ck_assert_int_eq(vmm_machine_dirty_log_start(a.m, &err), 0);
     ck_assert_int_ge(vmm_machine_dirty_log_sync(a.m, bm, nwords, &err), 0);
     memcpy(ram2, a.ram, a.size); /* the first pass, racing the guest */
-    sleep_ms(50);
+    /* Let the guest rewrite pages after the copy (their copies are then stale). */
+    uint64_t want = stats(&a).rewrites + 20;
+    ck_assert(mtest_wait(a.ram, a.size, rewrote_past, &want, 10000, &st));
     stop(a.m);
     memset(bm, 0, nwords * 8);
     ck_assert_int_gt(vmm_machine_dirty_log_sync(a.m, bm, nwords, &err), 1);
