@@ -25,9 +25,12 @@
  * cpr_incoming_defer() or cpr_incoming_start(); the library loads the stream and starts the
  * guest unless CPR_INCOMING_PAUSED was given.
  *
- * Threads: the VM hooks, the status callback and the sections' hooks run on the job's thread.
- * Every function here may be called from any thread except from inside those callbacks,
- * where only cpr_migrate_query*() and cpr_migrate_runstate() are allowed.
+ * Threads: the VM hooks, the status callback and the sections' hooks run on the job's thread
+ * (the status callback's first "setup", and a refused start's notifiers, on the caller's).
+ * is_running is also called by cpr_migrate_runstate() and the queries, from their caller's
+ * thread: it must be cheap and thread-safe. Every function here may be called from any thread
+ * except from inside those callbacks, where only cpr_migrate_query*() and
+ * cpr_migrate_runstate() are allowed.
  */
 #ifndef CPR_MIGRATE_H
 #define CPR_MIGRATE_H
