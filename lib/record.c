@@ -406,7 +406,8 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
         if (get_le16(h + 10) != 0 || (r.flags & ~CPR_REC_FLAGS_KNOWN))
             return cpr_error_set(errp, -EBADMSG, REC_FMT ": reserved header bits set (flags 0x%02x, reserved 0x%04x)",
                                  REC_ARGS(&r), r.flags, get_le16(h + 10));
-        if (r.len > s->limit[CPR_STREAM_LIMIT_RECORD])
+        if (r.len > s->limit[CPR_STREAM_LIMIT_RECORD] ||
+            r.len > SIZE_MAX - CPR_RECORD_HEADER_SIZE - CPR_RECORD_TRAILER_SIZE)
             return cpr_error_set(errp, -EMSGSIZE, REC_FMT ": payload of %" U64 " bytes exceeds the record limit of %" U64,
                                  REC_ARGS(&r), (guint64)r.len, (guint64)s->limit[CPR_STREAM_LIMIT_RECORD]);
         size_t total = CPR_RECORD_HEADER_SIZE + (size_t)r.len + CPR_RECORD_TRAILER_SIZE;

@@ -403,7 +403,8 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error
     int all_done = 1;
     for (guint i = 0; i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
-        if (!sec->active || sec->done)
+        /* Done sections are asked again: after a dirty-log sync they may have more. */
+        if (!sec->active)
             continue;
         int ret = cpr_rec_begin_part(s, CPR_REC_PART, sec->section_id, errp);
         if (ret < 0)

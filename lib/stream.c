@@ -225,6 +225,8 @@ static int reserve(cpr_stream *s, size_t more, cpr_error **errp)
 {
     if (s->error)
         return cpr_error_set(errp, s->error, "stream: an earlier write failed");
+    if (more > SIZE_MAX / 2 - s->len)
+        return writer_error(s, -ENOMEM, errp, "stream: write buffer would exceed the address space");
     if (s->len + more <= s->cap)
         return 0;
     if (s->kind == CPR_SINK_MEMBUF)

@@ -46,4 +46,53 @@ static inline int proc_wait(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+#define PROC_NR_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+#define PROC_FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+
+static inline long proc_read_long(const char *path)
+{
+    long v = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+static inline int proc_write_long(const char *path, long v)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%ld", v);
+    return fclose(f);
+}
+
+/*
+ * Makes at least `want` free 2 MiB huge pages available, raising /proc/sys/vm/nr_hugepages
+ * when it can. Returns the number of free ones (below want: the caller skips) and stores in
+ * *added how many it added, for proc_hugepages_restore(). Suites running in parallel each
+ * take back only what they added.
+ */
+static inline long proc_hugepages_reserve(long want, long *added)
+{
+    *added = 0;
+    long free_pages = proc_read_long(PROC_FREE_HUGE);
+    if (free_pages < want) {
+        long nr = proc_read_long(PROC_NR_HUGE);
+        if (proc_write_long(PROC_NR_HUGE, nr + want - free_pages) == 0)
+            *added = proc_read_long(PROC_NR_HUGE) - nr;
+        free_pages = proc_read_long(PROC_FREE_HUGE);
+    }
+    return free_pages;
+}
+
+static inline void proc_hugepages_restore(long added)
+{
+    if (added > 0)
+        proc_write_long(PROC_NR_HUGE, proc_read_long(PROC_NR_HUGE) - added);
+}
+
 #endif

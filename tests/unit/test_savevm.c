@@ -191,6 +191,43 @@ START_TEST(test_progressive_sections_interleave_and_instances_load)
 }
 END_TEST
 
+START_TEST(test_iterate_asks_done_sections_again)
+{
+    struct machine m;
+    machine_init(&m, NULL);
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_begin(m.ctx, w, CPR_MODE_NORMAL, NULL), 0);
+    uint64_t pending = 99;
+    int ret;
+    while ((ret = cpr_savevm_iterate(m.ctx, w, &pending, NULL)) == 0)
+        ;
+    ck_assert_int_eq(ret, 1);
+    ck_assert_uint_eq(pending, 0);
+    uint64_t before = cpr_stream_offset(w);
+    /* Nothing new: no record at all. */
+    ck_assert_int_eq(cpr_savevm_iterate(m.ctx, w, NULL, NULL), 1);
+    ck_assert_uint_eq(cpr_stream_offset(w), before);
+    /* The guest dirtied more RAM: the done section sends it on the next call. */
+    m.ram.total += 2;
+    ck_assert_int_eq(cpr_savevm_iterate(m.ctx, w, &pending, NULL), 1);
+    ck_assert_uint_gt(cpr_stream_offset(w), before);
+    ck_assert_int_eq(cpr_savevm_complete(m.ctx, w, NULL), 0);
+    cpr_savevm_finish(m.ctx);
+    ck_assert_int_eq(m.ram.cleanups, 1);
+    const void *data;
+    size_t len;
+    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    struct machine n;
+    machine_init(&n, NULL);
+    ck_assert_int_eq(load_machine(&n, data, len, NULL), 0);
+    ck_assert_int_eq(n.ram.got, 12);
+    cpr_stream_free(w);
+    cpr_ctx_free(m.ctx);
+    cpr_ctx_free(n.ctx);
+}
+END_TEST
+
 START_TEST(test_registry_finds_by_name_and_instance_and_refuses_duplicates)
 {
     struct machine m;
@@ -478,6 +515,7 @@ static Suite *savevm_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_progressive_sections_interleave_and_instances_load);
+    tcase_add_test(tc, test_iterate_asks_done_sections_again);
     tcase_add_test(tc, test_registry_finds_by_name_and_instance_and_refuses_duplicates);
     tcase_add_test(tc, test_unknown_section_is_an_error_naming_it);
     tcase_add_test(tc, test_optional_sections_are_skipped_with_a_warning);

@@ -296,6 +296,13 @@ START_TEST(test_huge_claimed_record_allocates_nothing_and_fails)
     cpr_stream_free(s);
     /* From memory too. */
     ck_assert_cpr_fails(read_all(buf, n, NULL, errp_), -EMSGSIZE, "exceeds the record limit");
+    /* Even with the limit lifted, a length whose frame size wraps around is refused. */
+    forge_header(buf + 16, UINT64_MAX - 8, CPR_REC_CONFIG, 0);
+    ck_assert_int_eq(cpr_stream_new_mem_source(buf, n, &s, NULL), 0);
+    ck_assert_int_eq(cpr_stream_set_limit(s, CPR_STREAM_LIMIT_RECORD, UINT64_MAX, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    ck_assert_cpr_fails(cpr_rec_next(s, &r, errp_), -EMSGSIZE, "exceeds the record limit");
+    cpr_stream_free(s);
 }
 END_TEST
 
