@@ -119,8 +119,10 @@ CPR_API const char *cpr_runstate_name(int runstate);
 CPR_API cpr_runstate cpr_migrate_runstate(cpr_ctx *ctx);
 
 /*
- * Called on every status change (QMP's MIGRATION event), on the thread that made it. Replaces
- * an earlier callback; fn NULL removes it.
+ * Called on every status change (QMP's MIGRATION event), on the thread that made it, in the
+ * order the changes were made (a cancel's "cancelling" always before "cancelled"). It may
+ * call the query functions and cpr_migrate_cancel(), and must not wait for another thread
+ * that calls into this API. Replaces an earlier callback; fn NULL removes it.
  */
 typedef void (*cpr_migration_status_fn)(cpr_ctx *ctx, int status, void *opaque);
 CPR_API int cpr_migrate_set_status_cb(cpr_ctx *ctx, cpr_migration_status_fn fn, void *opaque,
