@@ -11,6 +11,7 @@
 #include <cpr/exec.h>
 #include <cpr/fd.h>
 #include <cpr/params.h>
+#include <cpr/ram.h>
 #include <cpr/stream.h>
 #include <cpr/transfer.h>
 
@@ -18,7 +19,6 @@
 #include "internal/main_channel.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
-#include "internal/ram.h"
 #include "internal/savevm.h"
 
 static void close_boxed_fd(void *p)
@@ -108,7 +108,7 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
     if (box) {
         /* Devices exist by now (QEMU's order): preserved fds nobody claimed are not needed. */
         cpr_fd_close_unclaimed(job->ctx);
-        cpr_ram_incoming_close(job->ctx);
+        cpr_ram_close_unattached(job->ctx);
         int sock = *box;
         g_free(box);
         /* Main listens: tell the old process it may stop its guest and connect. */
