@@ -228,6 +228,8 @@ START_TEST(test_snapshot_to_file_restores_into_a_new_vm)
     ck_assert_ptr_nonnull(dst);
     ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
     ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_INMIGRATE);
+    g_autofree char *elsewhere = uri("file", "other");
+    ck_assert_cpr_fails(cpr_migrate_uri(dst->ctx, elsewhere, 0, errp_), -EBUSY, "inmigrate");
     ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, NULL), 0);
     ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_PAUSED);
     ck_assert_int_eq(query(dst->ctx).transferred, file_size(p));
