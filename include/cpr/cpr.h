@@ -12,7 +12,12 @@
 #include <cpr/mode.h>
 #include <cpr/params.h>
 #include <cpr/channel.h>
+#include <cpr/stream.h>
 #include <cpr/blocker.h>
 #include <cpr/notify.h>
+#include <cpr/fd.h>
+#include <cpr/ram.h>
+#include <cpr/transfer.h>
+#include <cpr/exec.h>
 
 #endif /* CPR_CPR_H */

@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/* The named fd registry: (name, id) -> fd, kept in save order, with a hash for lookup. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "internal/ctx.h"
+#include "internal/error.h"
+#include "internal/fd.h"
+
+typedef struct fd_entry {
+    char *name; /* (name, id) is the hash key: the entry is its own key */
+    int id;
+    int fd;
+    int owned; /* received and not yet claimed: the registry closes it */
+} fd_entry;
+
+typedef struct fd_registry {
+    GRecMutex lock;
+    GPtrArray *order;    /* fd_entry *, save order */
+    GHashTable *by_key;  /* fd_entry * (as key) -> fd_entry * */
+} fd_registry;
+
+static void entry_free(fd_entry *e)
+{
+    if (e->owned)
+        close(e->fd);
+    g_free(e->name);
+    g_free(e);
+}
+
+static void registry_free(void *p)
+{
+    fd_registry *r = p;
+    g_hash_table_destroy(r->by_key);
+    for (guint i = 0; i < r->order->len; i++)
+        entry_free(r->order->pdata[i]);
+    g_ptr_array_free(r->order, TRUE);
+    g_rec_mutex_clear(&r->lock);
+    g_free(r);
+}
+
+static guint entry_hash(gconstpointer p)
+{
+    const fd_entry *e = p;
+    return g_str_hash(e->name) ^ ((guint)e->id * 0x9e3779b1u);
+}
+
+static gboolean entry_equal(gconstpointer a, gconstpointer b)
+{
+    const fd_entry *x = a, *y = b;
+    return x->id == y->id && !strcmp(x->name, y->name);
+}
+
+static fd_registry *registry_get(cpr_ctx *ctx)
+{
+    fd_registry *r = cpr_ctx_slot_get(ctx, CPR_SLOT_FDS);
+    if (!r) {
+        r = g_new0(fd_registry, 1);
+        g_rec_mutex_init(&r->lock);
+        r->order = g_ptr_array_new();
+        r->by_key = g_hash_table_new(entry_hash, entry_equal);
+        cpr_ctx_slot_set(ctx, CPR_SLOT_FDS, r, registry_free);
+    }
+    return r;
+}
+
+int cpr_name_check(const char *name, size_t len, const char *what, cpr_error **errp)
+{
+    if (!name || !len)
+        return cpr_error_set(errp, -EINVAL, "%s name is empty", what);
+    if (len > CPR_FD_NAME_MAX)
+        return cpr_error_set(errp, -ENAMETOOLONG, "%s name '%.32s...' is %zu bytes, longer than %d",
+                             what, name, len, CPR_FD_NAME_MAX);
+    if (memchr(name, '\0', len))
+        return cpr_error_set(errp, -EINVAL, "%s name contains a NUL byte", what);
+    return 0;
+}
+
+static fd_entry *lookup(fd_registry *r, const char *name, int id)
+{
+    fd_entry key = { .name = (char *)name, .id = id };
+    return g_hash_table_lookup(r->by_key, &key);
+}
+
+static void remove_entry(fd_registry *r, fd_entry *e)
+{
+    g_hash_table_remove(r->by_key, e);
+    g_ptr_array_remove(r->order, e);
+    entry_free(e);
+}
+
+static void add_entry(fd_registry *r, const char *name, int id, int fd, int owned)
+{
+    fd_entry *e = g_new0(fd_entry, 1);
+    e->name = g_strdup(name);
+    e->id = id;
+    e->fd = fd;
+    e->owned = owned;
+    g_ptr_array_add(r->order, e);
+    g_hash_table_insert(r->by_key, e, e);
+}
+
+/* Common to save, resave and install: `replace` says what a taken key means. */
+static int record(cpr_ctx *ctx, const char *name, int id, int fd, int owned, int replace,
+                  const char *fn, cpr_error **errp)
+{
+    if (!ctx || !name)
+        return cpr_error_set(errp, -EINVAL, "%s: ctx or name is NULL", fn);
+    int ret = cpr_name_check(name, strlen(name), "fd", errp);
+    if (ret < 0)
+        return ret;
+    if (fd < 0)
+        return cpr_error_set(errp, -EINVAL, "%s: fd '%s' id %d: invalid fd %d", fn, name, id, fd);
+    fd_registry *r = registry_get(ctx);
+    g_rec_mutex_lock(&r->lock);
+    fd_entry *e = lookup(r, name, id);
+    ret = 0;
+    if (e && e->fd == fd && !owned) {
+        /* Same fd again: nothing changes (QEMU re-saves on every realize). */
+    } else if (e && !replace) {
+        ret = cpr_error_set(errp, -EEXIST, "fd '%s' id %d is already saved as fd %d, cannot save fd %d",
+                            name, id, e->fd, fd);
+    } else {
+        if (e)
+            remove_entry(r, e);
+        add_entry(r, name, id, fd, owned);
+    }
+    g_rec_mutex_unlock(&r->lock);
+    return ret;
+}
+
+CPR_API int cpr_fd_save(cpr_ctx *ctx, const char *name, int id, int fd, cpr_error **errp)
+{
+    return record(ctx, name, id, fd, 0, 0, "cpr_fd_save", errp);
+}
+
+CPR_API int cpr_fd_resave(cpr_ctx *ctx, const char *name, int id, int fd, cpr_error **errp)
+{
+    return record(ctx, name, id, fd, 0, 1, "cpr_fd_resave", errp);
+}
+
+int cpr_fd_install_received(cpr_ctx *ctx, const char *name, int id, int fd, cpr_error **errp)
+{
+    return record(ctx, name, id, fd, 1, 0, "cpr state", errp);
+}
+
+CPR_API int cpr_fd_find(cpr_ctx *ctx, const char *name, int id)
+{
+    if (!ctx || !name)
+        return -EINVAL;
+    fd_registry *r = registry_get(ctx);
+    g_rec_mutex_lock(&r->lock);
+    fd_entry *e = lookup(r, name, id);
+    int fd = -ENOENT;
+    if (e) {
+        e->owned = 0; /* claimed: the caller owns it now */
+        fd = e->fd;
+    }
+    g_rec_mutex_unlock(&r->lock);
+    return fd;
+}
+
+CPR_API int cpr_fd_delete(cpr_ctx *ctx, const char *name, int id)
+{
+    if (!ctx || !name)
+        return -EINVAL;
+    fd_registry *r = registry_get(ctx);
+    g_rec_mutex_lock(&r->lock);
+    fd_entry *e = lookup(r, name, id);
+    if (e)
+        remove_entry(r, e);
+    g_rec_mutex_unlock(&r->lock);
+    return e ? 0 : -ENOENT;
+}
+
+CPR_API int cpr_fd_open(cpr_ctx *ctx, const char *path, int flags, unsigned int mode,
+                        const char *name, int id, cpr_error **errp)
+{
+    if (!ctx || !path || !name)
+        return cpr_error_set(errp, -EINVAL, "cpr_fd_open: ctx, path or name is NULL");
+    int fd = cpr_fd_find(ctx, name, id);
+    if (fd >= 0)
+        return fd;
+    fd = open(path, flags | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0)
+        return cpr_error_set_errno(errp, -errno, "fd '%s' id %d: cannot open %s", name, id, path);
+    int ret = cpr_fd_save(ctx, name, id, fd, errp);
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+CPR_API int cpr_fd_close_unclaimed(cpr_ctx *ctx)
+{
+    if (!ctx)
+        return 0;
+    fd_registry *r = registry_get(ctx);
+    int closed = 0;
+    g_rec_mutex_lock(&r->lock);
+    /* Compact in place: removing one by one would be quadratic with 10,000 fds. */
+    guint kept = 0;
+    for (guint i = 0; i < r->order->len; i++) {
+        fd_entry *e = r->order->pdata[i];
+        if (e->owned) {
+            g_hash_table_remove(r->by_key, e);
+            entry_free(e);
+            closed++;
+        } else {
+            r->order->pdata[kept++] = e;
+        }
+    }
+    g_ptr_array_set_size(r->order, kept);
+    g_rec_mutex_unlock(&r->lock);
+    return closed;
+}
+
+CPR_API int cpr_fd_foreach(cpr_ctx *ctx, cpr_fd_fn fn, void *opaque)
+{
+    if (!ctx || !fn)
+        return -EINVAL;
+    fd_registry *r = registry_get(ctx);
+    int ret = 0;
+    g_rec_mutex_lock(&r->lock);
+    for (guint i = 0; i < r->order->len && !ret; i++) {
+        fd_entry *e = r->order->pdata[i];
+        ret = fn(e->name, e->id, e->fd, opaque);
+    }
+    g_rec_mutex_unlock(&r->lock);
+    return ret;
+}
+
+CPR_API size_t cpr_fd_count(cpr_ctx *ctx)
+{
+    if (!ctx)
+        return 0;
+    fd_registry *r = registry_get(ctx);
+    g_rec_mutex_lock(&r->lock);
+    size_t n = r->order->len;
+    g_rec_mutex_unlock(&r->lock);
+    return n;
+}
+
+int cpr_fd_exists(cpr_ctx *ctx, const char *name, int id)
+{
+    fd_registry *r = registry_get(ctx);
+    g_rec_mutex_lock(&r->lock);
+    int found = lookup(r, name, id) != NULL;
+    g_rec_mutex_unlock(&r->lock);
+    return found;
+}

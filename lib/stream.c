@@ -1,0 +1,483 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Buffered streams over fds and memory. Writers stage output in one buffer plus a list of
+ * segments (buffer runs and zero-copy caller memory) that go out with writev(2); readers keep
+ * one buffer that grows only as data arrives, so a lying length cannot make us allocate.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "internal/crc32c.h"
+#include "internal/error.h"
+#include "internal/stream.h"
+
+#define WRITE_BUF_SIZE (2u << 20)
+#define FLUSH_THRESHOLD (1u << 20)
+#define READ_BUF_SIZE (1u << 20)
+
+static const uint64_t default_limits[4] = {
+    [CPR_STREAM_LIMIT_RECORD] = 256ull << 20,
+    [CPR_STREAM_LIMIT_STRING] = 1ull << 20,
+    [CPR_STREAM_LIMIT_ALLOC] = 64ull << 20,
+};
+
+static cpr_stream *stream_alloc(enum cpr_stream_kind kind, int fd, unsigned int flags)
+{
+    cpr_stream *s = g_new0(cpr_stream, 1);
+    s->kind = kind;
+    s->fd = fd;
+    s->flags = flags;
+    memcpy(s->limit, default_limits, sizeof(s->limit));
+    return s;
+}
+
+static int check_fd_args(const char *fn, int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
+{
+    if (!out)
+        return cpr_error_set(errp, -EINVAL, "%s: out is NULL", fn);
+    if (flags & ~CPR_STREAM_OWN_FD)
+        return cpr_error_set(errp, -EINVAL, "%s: unknown flags 0x%x", fn, flags);
+    if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+        return cpr_error_set(errp, -EBADF, "%s: fd %d is not open", fn, fd);
+    return 0;
+}
+
+CPR_API int cpr_stream_new_fd_writer(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
+{
+    int ret = check_fd_args("cpr_stream_new_fd_writer", fd, flags, out, errp);
+    if (ret < 0)
+        return ret;
+    cpr_stream *s = stream_alloc(CPR_SINK_FD, fd, flags);
+    s->cap = WRITE_BUF_SIZE;
+    s->buf = g_malloc(s->cap);
+    s->segs = g_array_new(FALSE, FALSE, sizeof(struct cpr_seg));
+    *out = s;
+    return 0;
+}
+
+CPR_API int cpr_stream_new_fd_reader(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
+{
+    int ret = check_fd_args("cpr_stream_new_fd_reader", fd, flags, out, errp);
+    if (ret < 0)
+        return ret;
+    cpr_stream *s = stream_alloc(CPR_SRC_FD, fd, flags);
+    s->cap = READ_BUF_SIZE;
+    s->buf = g_malloc(s->cap);
+    s->rbuf = s->buf;
+    *out = s;
+    return 0;
+}
+
+CPR_API int cpr_stream_new_mem_sink(size_t capacity_hint, cpr_stream **out, cpr_error **errp)
+{
+    if (!out)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_new_mem_sink: out is NULL");
+    cpr_stream *s = stream_alloc(CPR_SINK_MEM, -1, 0);
+    s->cap = capacity_hint ? capacity_hint : 64 * 1024;
+    s->buf = g_try_malloc(s->cap);
+    if (!s->buf) {
+        g_free(s);
+        return cpr_error_set(errp, -ENOMEM, "cpr_stream_new_mem_sink: cannot allocate %zu bytes", capacity_hint);
+    }
+    *out = s;
+    return 0;
+}
+
+CPR_API int cpr_stream_new_mem_sink_buf(void *buf, size_t capacity, cpr_stream **out, cpr_error **errp)
+{
+    if (!out || (!buf && capacity))
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_new_mem_sink_buf: %s is NULL", out ? "buf" : "out");
+    cpr_stream *s = stream_alloc(CPR_SINK_MEMBUF, -1, 0);
+    s->buf = buf;
+    s->cap = capacity;
+    *out = s;
+    return 0;
+}
+
+CPR_API int cpr_stream_new_mem_source(const void *data, size_t len, cpr_stream **out, cpr_error **errp)
+{
+    if (!out || (!data && len))
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_new_mem_source: %s is NULL", out ? "data" : "out");
+    cpr_stream *s = stream_alloc(CPR_SRC_MEM, -1, 0);
+    s->rbuf = data;
+    s->rlen = len;
+    s->eof = 1;
+    *out = s;
+    return 0;
+}
+
+CPR_API int cpr_stream_mem_data(cpr_stream *s, const void **data, size_t *len, cpr_error **errp)
+{
+    if (!s || !data || !len)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_mem_data: NULL argument");
+    if (s->kind != CPR_SINK_MEM && s->kind != CPR_SINK_MEMBUF)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_mem_data: not a memory sink");
+    *data = s->buf;
+    *len = s->committed;
+    return 0;
+}
+
+CPR_API int cpr_stream_mem_steal(cpr_stream *s, void **data, size_t *len, cpr_error **errp)
+{
+    if (!s || !data || !len)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_mem_steal: NULL argument");
+    if (s->kind != CPR_SINK_MEM)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_mem_steal: not a library-allocated memory sink");
+    if (s->in_record)
+        return cpr_error_set(errp, -EBUSY, "cpr_stream_mem_steal: a record is still open");
+    *data = s->buf;
+    *len = s->committed;
+    s->buf = NULL;
+    s->cap = s->len = s->committed = 0;
+    return 0;
+}
+
+CPR_API void cpr_stream_free(cpr_stream *s)
+{
+    if (!s)
+        return;
+    if ((s->flags & CPR_STREAM_OWN_FD) && s->fd >= 0)
+        close(s->fd);
+    if (s->kind != CPR_SINK_MEMBUF)
+        g_free(s->buf);
+    if (s->segs)
+        g_array_free(s->segs, TRUE);
+    if (s->open_ids)
+        g_hash_table_destroy(s->open_ids);
+    if (s->used_ids)
+        g_hash_table_destroy(s->used_ids);
+    g_free(s->cur_name);
+    g_free(s);
+}
+
+CPR_API int cpr_stream_set_limit(cpr_stream *s, cpr_stream_limit limit, uint64_t value, cpr_error **errp)
+{
+    if (!s)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_set_limit: stream is NULL");
+    if (limit < CPR_STREAM_LIMIT_RECORD || limit > CPR_STREAM_LIMIT_ALLOC)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_set_limit: unknown limit %d", (int)limit);
+    if (value == 0)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_set_limit: limit %d must be at least 1", (int)limit);
+    s->limit[limit] = value;
+    return 0;
+}
+
+CPR_API uint64_t cpr_stream_get_limit(const cpr_stream *s, cpr_stream_limit limit)
+{
+    if (!s || limit < CPR_STREAM_LIMIT_RECORD || limit > CPR_STREAM_LIMIT_ALLOC)
+        return 0;
+    return s->limit[limit];
+}
+
+CPR_API uint64_t cpr_stream_offset(const cpr_stream *s)
+{
+    if (!s)
+        return 0;
+    return cpr_stream_is_writer(s) ? s->offset : s->offset + s->rpos;
+}
+
+/* ---- writer ---- */
+
+static int writer_error(cpr_stream *s, int code, cpr_error **errp, const char *what)
+{
+    if (!s->error)
+        s->error = code;
+    return cpr_error_set(errp, code, "%s", what);
+}
+
+/* Makes room for `more` bytes in buf. Memory sinks grow (or report ENOSPC). */
+static int reserve(cpr_stream *s, size_t more, cpr_error **errp)
+{
+    if (s->error)
+        return cpr_error_set(errp, s->error, "stream: an earlier write failed");
+    if (s->len + more <= s->cap)
+        return 0;
+    if (s->kind == CPR_SINK_MEMBUF)
+        return writer_error(s, -ENOSPC, errp, "stream: memory sink is full");
+    if (s->kind == CPR_SINK_FD && !s->in_record) {
+        int ret = cpr_stream_maybe_flush(s, 1, errp);
+        if (ret < 0)
+            return ret;
+        if (more <= s->cap)
+            return 0;
+    }
+    size_t cap = s->cap ? s->cap : 4096;
+    while (cap < s->len + more)
+        cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
+    uint8_t *nbuf = g_try_realloc(s->buf, cap);
+    if (!nbuf)
+        return writer_error(s, -ENOMEM, errp, "stream: cannot grow the write buffer");
+    s->buf = nbuf;
+    s->cap = cap;
+    return 0;
+}
+
+int cpr_stream_append(cpr_stream *s, const void *data, size_t len, cpr_error **errp)
+{
+    int ret = reserve(s, len, errp);
+    if (ret < 0)
+        return ret;
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    s->offset += len;
+    return 0;
+}
+
+static int write_all_iov(cpr_stream *s, struct iovec *iov, int cnt, cpr_error **errp)
+{
+    while (cnt > 0) {
+        ssize_t n = writev(s->fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                struct pollfd p = { .fd = s->fd, .events = POLLOUT };
+                poll(&p, 1, -1);
+                continue;
+            }
+            int code = -errno;
+            if (!s->error)
+                s->error = code;
+            return cpr_error_set_errno(errp, code, "stream: write to fd %d failed", s->fd);
+        }
+        while (cnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + n;
+            iov->iov_len -= n;
+        }
+    }
+    return 0;
+}
+
+int cpr_stream_maybe_flush(cpr_stream *s, int force, cpr_error **errp)
+{
+    if (s->kind != CPR_SINK_FD) {
+        if (!s->in_record)
+            s->committed = s->len;
+        return 0;
+    }
+    if (s->error)
+        return cpr_error_set(errp, s->error, "stream: an earlier write to fd %d failed", s->fd);
+    if (s->in_record || (!force && !s->has_refs && s->len < FLUSH_THRESHOLD))
+        return 0;
+    guint nseg = s->segs->len;
+    g_autofree struct iovec *iov = g_new(struct iovec, nseg + 1);
+    int cnt = 0;
+    for (guint i = 0; i < nseg; i++) {
+        struct cpr_seg *g = &g_array_index(s->segs, struct cpr_seg, i);
+        iov[cnt].iov_base = (void *)(g->ext ? g->ext : s->buf + g->off);
+        iov[cnt++].iov_len = g->len;
+    }
+    if (s->len > s->run_start) {
+        iov[cnt].iov_base = s->buf + s->run_start;
+        iov[cnt++].iov_len = s->len - s->run_start;
+    }
+    int ret = write_all_iov(s, iov, cnt, errp);
+    g_array_set_size(s->segs, 0);
+    s->len = s->run_start = 0;
+    s->has_refs = 0;
+    return ret;
+}
+
+CPR_API int cpr_stream_flush(cpr_stream *s, cpr_error **errp)
+{
+    if (!s || !cpr_stream_is_writer(s))
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_flush: not a writer");
+    if (s->in_record)
+        return cpr_error_set(errp, -EBUSY, "cpr_stream_flush: a record is still open");
+    return cpr_stream_maybe_flush(s, 1, errp);
+}
+
+static int payload_check(cpr_stream *s, size_t len, cpr_error **errp)
+{
+    if (!cpr_stream_is_writer(s) || !s->in_record)
+        return cpr_error_set(errp, -EINVAL, "stream: put outside a record");
+    if (s->rec_len + len > s->limit[CPR_STREAM_LIMIT_RECORD] || s->rec_len + len < s->rec_len)
+        return cpr_error_set(errp, -EMSGSIZE,
+                             "stream: record at offset %" G_GUINT64_FORMAT " would exceed the record limit of %" G_GUINT64_FORMAT " bytes",
+                             (guint64)(s->offset - s->rec_len - 16), (guint64)s->limit[CPR_STREAM_LIMIT_RECORD]);
+    return 0;
+}
+
+CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cpr_error **errp)
+{
+    if (!s || (!data && len))
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_put_bytes: NULL argument");
+    int ret = payload_check(s, len, errp);
+    if (ret < 0)
+        return ret;
+    ret = reserve(s, len, errp);
+    if (ret < 0)
+        return ret;
+    uint8_t *dst = s->buf + s->len;
+    memcpy(dst, data, len);
+    /* Checksum the copy while it is still in cache. */
+    s->rec_crc = cpr_crc32c(s->rec_crc, dst, len);
+    s->len += len;
+    s->offset += len;
+    s->rec_len += len;
+    return 0;
+}
+
+CPR_API int cpr_stream_put_ref(cpr_stream *s, const void *data, size_t len, cpr_error **errp)
+{
+    if (!s || (!data && len))
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_put_ref: NULL argument");
+    /* Small pieces, and memory sinks (where a copy is the write), go through the buffer. */
+    if (s->kind != CPR_SINK_FD || len < 2048)
+        return cpr_stream_put_bytes(s, data, len, errp);
+    int ret = payload_check(s, len, errp);
+    if (ret < 0)
+        return ret;
+    if (s->error)
+        return cpr_error_set(errp, s->error, "stream: an earlier write failed");
+    if (s->len > s->run_start) {
+        struct cpr_seg run = { NULL, s->run_start, s->len - s->run_start };
+        g_array_append_val(s->segs, run);
+        s->run_start = s->len;
+    }
+    struct cpr_seg ref = { data, 0, len };
+    g_array_append_val(s->segs, ref);
+    s->has_refs = 1;
+    s->rec_crc = cpr_crc32c(s->rec_crc, data, len);
+    s->offset += len;
+    s->rec_len += len;
+    return 0;
+}
+
+#define DEFINE_PUT(bits)                                                                  \
+    CPR_API int cpr_stream_put_u##bits(cpr_stream *s, uint##bits##_t v, cpr_error **errp) \
+    {                                                                                     \
+        uint##bits##_t le = GUINT##bits##_TO_LE(v);                                       \
+        return cpr_stream_put_bytes(s, &le, sizeof(le), errp);                            \
+    }
+#define GUINT8_TO_LE(v) (v)
+#define GUINT8_FROM_LE(v) (v)
+DEFINE_PUT(8)
+DEFINE_PUT(16)
+DEFINE_PUT(32)
+DEFINE_PUT(64)
+
+/* ---- reader ---- */
+
+int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
+{
+    if (s->rlen - s->rpos >= n)
+        return 0;
+    if (s->kind != CPR_SRC_FD || s->eof)
+        return -ENODATA;
+    /* Move the unread tail to the front; the view into the old record dies here. */
+    if (s->rpos) {
+        memmove(s->buf, s->buf + s->rpos, s->rlen - s->rpos);
+        s->offset += s->rpos;
+        s->rlen -= s->rpos;
+        s->rpos = 0;
+        s->view = NULL;
+    }
+    while (s->rlen < n) {
+        if (s->rlen == s->cap) {
+            /* Grow only once the data filled what we have: allocation follows arrival. */
+            size_t cap = s->cap * 2 < n ? s->cap * 2 : n;
+            uint8_t *nbuf = g_try_realloc(s->buf, cap);
+            if (!nbuf)
+                return cpr_error_set(errp, -ENOMEM, "stream: cannot grow the read buffer to %zu bytes", cap);
+            s->buf = nbuf;
+            s->rbuf = nbuf;
+            s->cap = cap;
+            s->view = NULL;
+        }
+        ssize_t r = read(s->fd, s->buf + s->rlen, s->cap - s->rlen);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                struct pollfd p = { .fd = s->fd, .events = POLLIN };
+                poll(&p, 1, -1);
+                continue;
+            }
+            return cpr_error_set_errno(errp, -errno, "stream: read from fd %d at offset %" G_GUINT64_FORMAT " failed",
+                                       s->fd, (guint64)(s->offset + s->rlen));
+        }
+        if (r == 0) {
+            s->eof = 1;
+            return -ENODATA;
+        }
+        s->rlen += r;
+    }
+    return 0;
+}
+
+void cpr_stream_consume(cpr_stream *s, size_t n)
+{
+    s->rpos += n;
+}
+
+static int view_take(cpr_stream *s, size_t len, const void **p, cpr_error **errp)
+{
+    if (!s || !s->view)
+        return cpr_error_set(errp, -EINVAL, "stream: get outside a record");
+    if (s->view_len - s->view_pos < len)
+        return cpr_error_set(errp, -EBADMSG,
+                             "record at offset %" G_GUINT64_FORMAT ": payload ends after %" G_GUINT64_FORMAT
+                             " bytes, %zu more wanted at payload offset %" G_GUINT64_FORMAT,
+                             (guint64)s->view_offset, (guint64)s->view_len, len, (guint64)s->view_pos);
+    *p = s->view + s->view_pos;
+    s->view_pos += len;
+    return 0;
+}
+
+CPR_API int cpr_stream_get_bytes(cpr_stream *s, void *dst, size_t len, cpr_error **errp)
+{
+    const void *p = NULL;
+    if (!dst && len)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_get_bytes: dst is NULL");
+    int ret = view_take(s, len, &p, errp);
+    if (ret < 0)
+        return ret;
+    if (len)
+        memcpy(dst, p, len);
+    return 0;
+}
+
+CPR_API int cpr_stream_get_ptr(cpr_stream *s, const void **ptr, size_t len, cpr_error **errp)
+{
+    const void *p = NULL;
+    if (!ptr)
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_get_ptr: ptr is NULL");
+    int ret = view_take(s, len, &p, errp);
+    if (ret < 0)
+        return ret;
+    *ptr = p;
+    return 0;
+}
+
+#define DEFINE_GET(bits)                                                                    \
+    CPR_API int cpr_stream_get_u##bits(cpr_stream *s, uint##bits##_t *v, cpr_error **errp) \
+    {                                                                                       \
+        uint##bits##_t le;                                                                  \
+        if (!v)                                                                             \
+            return cpr_error_set(errp, -EINVAL, "cpr_stream_get_u" #bits ": v is NULL");    \
+        int ret = cpr_stream_get_bytes(s, &le, sizeof(le), errp);                           \
+        if (ret < 0)                                                                        \
+            return ret;                                                                     \
+        *v = GUINT##bits##_FROM_LE(le);                                                     \
+        return 0;                                                                           \
+    }
+DEFINE_GET(8)
+DEFINE_GET(16)
+DEFINE_GET(32)
+DEFINE_GET(64)
+
+CPR_API uint64_t cpr_stream_remaining(const cpr_stream *s)
+{
+    return s && s->view ? s->view_len - s->view_pos : 0;
+}

@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT */
+/* The cpr channel of cpr-transfer: listen, accept, send and receive the cpr state. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cpr/transfer.h>
+
+#include "internal/cpr_state.h"
+#include "internal/ctx.h"
+#include "internal/error.h"
+#include "internal/scm.h"
+#include "internal/transfer.h"
+
+/*
+ * On the wire: a 24-byte preamble, "CPRCHAN1" u32 nfds u32 flags u64 state_len (little-endian),
+ * then state_len bytes of encoded cpr state; the fds ride on the first bytes. The new VMM
+ * answers with 'K' (ready) or 'E' and its error message, then hangs up.
+ */
+static const char chan_magic[8] = { 'C', 'P', 'R', 'C', 'H', 'A', 'N', '1' };
+#define PREAMBLE_LEN 24
+#define REPLY_OK 'K'
+#define REPLY_ERROR 'E'
+
+CPR_API void cpr_transfer_opts_init(cpr_transfer_opts *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof(*opts));
+    opts->size = sizeof(*opts);
+    opts->timeout_ms = -1;
+    opts->cancel_fd = -1;
+    opts->peer_uid = -1;
+}
+
+/* Copies the caller's options over the defaults, refusing what this version cannot honour. */
+static int opts_get(const cpr_transfer_opts *in, cpr_transfer_opts *o, cpr_error **errp)
+{
+    cpr_transfer_opts_init(o);
+    if (in && in->size < sizeof(*o))
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: size %u is smaller than %zu",
+                             in->size, sizeof(*o));
+    if (in) {
+        /* A newer caller's struct is fine as long as the fields we do not know are zero. */
+        for (size_t i = sizeof(*o); i < in->size; i++) {
+            if (((const uint8_t *)in)[i])
+                return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: byte %zu is set, but this "
+                                     "library knows only %zu bytes", i, sizeof(*o));
+        }
+        memcpy(o, in, sizeof(*o));
+        o->size = sizeof(*o);
+    }
+    if (o->flags || o->reserved0 || o->reserved1)
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: unknown flags or reserved fields set");
+    if (!o->max_fds)
+        o->max_fds = CPR_STATE_MAX_ENTRIES_DEFAULT;
+    if (!o->max_state_bytes)
+        o->max_state_bytes = CPR_STATE_MAX_BYTES_DEFAULT;
+    return 0;
+}
+
+static int make_addr(const char *path, struct sockaddr_un *sa, cpr_error **errp)
+{
+    if (!path || !*path)
+        return cpr_error_set(errp, -EINVAL, "cpr channel: socket path is empty");
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa->sun_path))
+        return cpr_error_set(errp, -ENAMETOOLONG, "cpr channel: socket path %s is longer than %zu bytes",
+                             path, sizeof(sa->sun_path) - 1);
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts, cpr_error **errp)
+{
+    cpr_transfer_opts o;
+    struct sockaddr_un sa;
+    int ret = opts_get(opts, &o, errp);
+    if (!ret)
+        ret = make_addr(path, &sa, errp);
+    if (ret < 0)
+        return ret;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return cpr_error_set_errno(errp, -errno, "cpr channel %s: socket", path);
+    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
+    while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN) {
+            ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot connect to %s", path);
+            break;
+        }
+        /* The listener's backlog is full: a UNIX socket has no way to wait for room. */
+        struct pollfd p = { .fd = o.cancel_fd, .events = POLLIN };
+        if (poll(&p, o.cancel_fd >= 0, 10) > 0) {
+            ret = cpr_error_set(errp, -ECANCELED, "cpr channel %s: connect cancelled", path);
+            break;
+        }
+        if (w.deadline_us >= 0 && g_get_monotonic_time() > w.deadline_us) {
+            ret = cpr_error_set(errp, -ETIMEDOUT, "cpr channel %s: connect timed out", path);
+            break;
+        }
+    }
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, const cpr_io_wait *w,
+                            cpr_error **errp)
+{
+    g_autoptr(GByteArray) buf = g_byte_array_new();
+    g_byte_array_set_size(buf, PREAMBLE_LEN);
+    int ret = cpr_state_encode(st, buf, errp);
+    if (ret < 0)
+        return ret;
+    uint32_t nfds = GUINT32_TO_LE(fds->len), flags = 0;
+    uint64_t state_len = GUINT64_TO_LE(buf->len - PREAMBLE_LEN);
+    memcpy(buf->data, chan_magic, 8);
+    memcpy(buf->data + 8, &nfds, 4);
+    memcpy(buf->data + 12, &flags, 4);
+    memcpy(buf->data + 16, &state_len, 8);
+    return cpr_scm_send(sock, buf->data, buf->len, (const int *)(void *)fds->data, fds->len, w, errp);
+}
+
+CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts, cpr_error **errp)
+{
+    if (!ctx || sock < 0)
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_send: ctx is NULL or sock is invalid");
+    cpr_transfer_opts o;
+    int ret = opts_get(opts, &o, errp);
+    if (ret < 0)
+        return ret;
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(cpr_state) st = NULL;
+    ret = cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &st, fds, errp);
+    if (ret < 0)
+        return ret;
+    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
+    ret = cpr_transfer_send_state(sock, st, fds, &w, errp);
+    if (ret < 0)
+        return ret;
+    if (shutdown(sock, SHUT_WR) < 0)
+        return cpr_error_set_errno(errp, -errno, "cpr channel: shutdown after sending the cpr state");
+    return 0;
+}
+
+CPR_API int cpr_transfer_wait_hangup(int sock, const cpr_transfer_opts *opts, cpr_error **errp)
+{
+    cpr_transfer_opts o;
+    int ret = opts_get(opts, &o, errp);
+    if (ret < 0)
+        return ret;
+    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
+    char reply[1024];
+    size_t got = 0;
+    for (;;) {
+        ret = cpr_io_wait_fd(&w, sock, POLLIN, "cpr channel: waiting for the new process to hang up", errp);
+        if (ret < 0)
+            return ret;
+        ssize_t n = recv(sock, reply + got, sizeof(reply) - 1 - got, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0 && errno != ECONNRESET)
+            return cpr_error_set_errno(errp, -errno, "cpr channel: waiting for the hang-up");
+        if (n <= 0)
+            break; /* hung up (a reset is a hang-up with our data unread) */
+        got += (size_t)n;
+        if (got == sizeof(reply) - 1)
+            break;
+    }
+    reply[got] = '\0';
+    if (got >= 1 && reply[0] == REPLY_OK)
+        return 0;
+    if (got >= 1 && reply[0] == REPLY_ERROR)
+        return cpr_error_set(errp, -EPROTO, "cpr channel: the new process refused the cpr state: %s",
+                             reply + 1);
+    return cpr_error_set(errp, -ECONNRESET, "cpr channel: the new process hung up without "
+                         "confirming the cpr state (it failed or exited)");
+}
+
+CPR_API int cpr_transfer_outgoing(cpr_ctx *ctx, const char *path, const cpr_transfer_opts *opts,
+                                  cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_outgoing: ctx is NULL");
+    int sock = cpr_transfer_connect(path, opts, errp);
+    if (sock < 0)
+        return sock;
+    int ret = cpr_transfer_send(ctx, sock, opts, errp);
+    if (!ret)
+        ret = cpr_transfer_wait_hangup(sock, opts, errp);
+    close(sock);
+    return ret;
+}
+
+CPR_API int cpr_transfer_listen(const char *path, cpr_error **errp)
+{
+    struct sockaddr_un sa;
+    int ret = make_addr(path, &sa, errp);
+    if (ret < 0)
+        return ret;
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode))
+            return cpr_error_set(errp, -EEXIST, "cpr channel: %s exists and is not a socket", path);
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return cpr_error_set_errno(errp, -errno, "cpr channel %s: socket", path);
+    /* A socket inode's mode before bind becomes the file's mode: no window where others may connect. */
+    if (fchmod(fd, 0600) < 0)
+        ret = cpr_error_set_errno(errp, -errno, "cpr channel %s: fchmod", path);
+    else if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot bind %s", path);
+    else if (listen(fd, 4) < 0)
+        ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot listen on %s", path);
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+CPR_API int cpr_transfer_accept(int listen_fd, const cpr_transfer_opts *opts, cpr_error **errp)
+{
+    cpr_transfer_opts o;
+    int ret = opts_get(opts, &o, errp);
+    if (ret < 0)
+        return ret;
+    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
+    int fd;
+    for (;;) {
+        ret = cpr_io_wait_fd(&w, listen_fd, POLLIN, "cpr channel: waiting for the old process", errp);
+        if (ret < 0)
+            return ret;
+        fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0)
+            break;
+        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+            return cpr_error_set_errno(errp, -errno, "cpr channel: accept");
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    uid_t want = o.peer_uid < 0 ? geteuid() : (uid_t)o.peer_uid;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot read the peer's credentials");
+    else if (cred.uid != want)
+        ret = cpr_error_set(errp, -EPERM, "cpr channel: refused peer pid %d uid %u: only uid %u may connect",
+                            (int)cred.pid, (unsigned)cred.uid, (unsigned)want);
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+/* Tells the old VMM why we refuse; best effort, it may be gone. */
+static void send_refusal(int sock, cpr_error **errp)
+{
+    if (!errp || !*errp)
+        return;
+    g_autofree char *msg = g_strdup_printf("%c%s", REPLY_ERROR, cpr_error_message(*errp));
+    ssize_t n = send(sock, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+}
+
+static int receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o, cpr_error **errp)
+{
+    cpr_io_wait w = cpr_io_wait_make(o->timeout_ms, o->cancel_fd);
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    uint8_t pre[PREAMBLE_LEN];
+    int ret = cpr_scm_recv(sock, pre, sizeof(pre), fds, o->max_fds, &w, errp);
+    if (ret < 0)
+        return ret;
+    uint32_t nfds, flags;
+    uint64_t state_len;
+    memcpy(&nfds, pre + 8, 4);
+    memcpy(&flags, pre + 12, 4);
+    memcpy(&state_len, pre + 16, 8);
+    nfds = GUINT32_FROM_LE(nfds);
+    state_len = GUINT64_FROM_LE(state_len);
+    if (memcmp(pre, chan_magic, sizeof(chan_magic)) || GUINT32_FROM_LE(flags))
+        ret = cpr_error_set(errp, -EPROTO, "cpr channel: the peer does not speak the cpr channel protocol");
+    else if (nfds > o->max_fds)
+        ret = cpr_error_set(errp, -E2BIG, "cpr channel: the peer announces %u fds, the limit is %u",
+                            nfds, o->max_fds);
+    else if (state_len > o->max_state_bytes)
+        ret = cpr_error_set(errp, -E2BIG, "cpr channel: the peer announces %" G_GUINT64_FORMAT
+                            " bytes of cpr state, the limit is %" G_GUINT64_FORMAT,
+                            state_len, o->max_state_bytes);
+    if (ret < 0) {
+        cpr_scm_close_fds(fds);
+        return ret;
+    }
+    g_autofree uint8_t *buf = g_malloc(state_len ? state_len : 1);
+    ret = cpr_scm_recv(sock, buf, state_len, fds, nfds, &w, errp);
+    if (ret < 0)
+        return ret;
+    if (fds->len != nfds) {
+        ret = cpr_error_set(errp, -EPROTO, "cpr channel: the peer announced %u fds, %u arrived",
+                            nfds, fds->len);
+        cpr_scm_close_fds(fds);
+        return ret;
+    }
+    g_autoptr(cpr_state) st = NULL;
+    ret = cpr_state_decode(buf, state_len, o->max_fds, fds->len, 0, &st, errp);
+    if (!ret && st->mode != CPR_MODE_CPR_TRANSFER)
+        ret = cpr_error_set(errp, -EPROTO, "cpr channel: the cpr state is for mode %s, not cpr-transfer",
+                            cpr_mode_name(st->mode));
+    if (ret < 0) {
+        cpr_scm_close_fds(fds);
+        return ret;
+    }
+    return cpr_state_install(ctx, st, fds, errp);
+}
+
+CPR_API int cpr_transfer_receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts,
+                                 cpr_error **errp)
+{
+    if (!ctx || sock < 0)
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_receive: ctx is NULL or sock is invalid");
+    cpr_transfer_opts o;
+    int ret = opts_get(opts, &o, errp);
+    if (ret < 0)
+        return ret;
+    cpr_error *err = NULL;
+    ret = receive(ctx, sock, &o, &err);
+    if (ret < 0)
+        send_refusal(sock, &err);
+    cpr_error_propagate(errp, err);
+    return ret;
+}
+
+CPR_API int cpr_transfer_incoming(cpr_ctx *ctx, const char *path, const cpr_transfer_opts *opts,
+                                  cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_incoming: ctx is NULL");
+    int lfd = cpr_transfer_listen(path, errp);
+    if (lfd < 0)
+        return lfd;
+    int sock = cpr_transfer_accept(lfd, opts, errp);
+    /* One peer only: the socket file goes as soon as it has connected (or on failure). */
+    unlink(path);
+    close(lfd);
+    if (sock < 0)
+        return sock;
+    int ret = cpr_transfer_receive(ctx, sock, opts, errp);
+    if (ret < 0) {
+        close(sock);
+        return ret;
+    }
+    return sock;
+}
+
+CPR_API int cpr_transfer_finish(int sock, cpr_error **errp)
+{
+    if (sock < 0)
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_finish: invalid socket");
+    char ok = REPLY_OK;
+    int ret = 0;
+    if (send(sock, &ok, 1, MSG_NOSIGNAL) != 1)
+        ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot confirm to the old process");
+    close(sock);
+    return ret;
+}

@@ -1,0 +1,508 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The cpr channel between real processes: fds and memfds passed with SCM_RIGHTS, the
+ * handshake, and every refusal. Every test checks that /proc/self/fd counts the same fds
+ * before and after it, failing ones included.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "internal/cpr_state.h"
+#include "internal/scm.h"
+#include "internal/transfer.h"
+#include "proc_util.h"
+#include "testutil.h"
+
+static char *dir;
+static char *sock_path;
+static int fds_before;
+static cpr_ctx *ctx;
+
+static void setup(void)
+{
+    dir = proc_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+    sock_path = g_build_filename(dir, "cpr.sock", NULL);
+    fds_before = proc_fd_count();
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+}
+
+static void teardown(void)
+{
+    cpr_ctx_free(ctx);
+    int after = proc_fd_count();
+    proc_rmtree(dir);
+    g_free(dir);
+    g_free(sock_path);
+    ck_assert_msg(after == fds_before, "fd leak: %d open before, %d after", fds_before, after);
+}
+
+static cpr_transfer_opts opts_timeout(int64_t ms)
+{
+    cpr_transfer_opts o;
+    cpr_transfer_opts_init(&o);
+    o.timeout_ms = ms;
+    return o;
+}
+
+/* ---- the cpr_peer helper as the old VMM ---- */
+
+typedef struct peer {
+    GPid pid;
+    FILE *in;  /* its stdin */
+    FILE *out; /* its stdout */
+} peer;
+
+static peer peer_send(long nfds, uint64_t ram_bytes)
+{
+    g_autofree char *n = g_strdup_printf("%ld", nfds);
+    g_autofree char *r = g_strdup_printf("%" PRIu64, ram_bytes);
+    const char *argv[] = { CPR_PEER_PATH, "send", sock_path, n, r, NULL };
+    peer p = { 0 };
+    int in, out;
+    GError *gerr = NULL;
+    ck_assert_msg(g_spawn_async_with_pipes(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL,
+                                           NULL, &p.pid, &in, &out, NULL, &gerr),
+                  "spawn: %s", gerr ? gerr->message : "");
+    p.in = fdopen(in, "w");
+    p.out = fdopen(out, "r");
+    return p;
+}
+
+static char *peer_line(peer *p)
+{
+    char buf[512];
+    ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), p->out));
+    return g_strdup(g_strchomp(buf));
+}
+
+static int peer_end(peer *p)
+{
+    fclose(p->in);
+    fclose(p->out);
+    return proc_wait(p->pid);
+}
+
+static int count_dev(const char *name, int id, int fd, void *opaque)
+{
+    struct stat sb, null_sb;
+    stat("/dev/null", &null_sb);
+    ck_assert_int_eq(fstat(fd, &sb), 0);
+    ck_assert(S_ISCHR(sb.st_mode) && sb.st_rdev == null_sb.st_rdev);
+    ck_assert_int_ne(fcntl(fd, F_GETFD) & FD_CLOEXEC, 0);
+    ck_assert_str_eq(name, "dev");
+    (*(int *)opaque)++;
+    return 0;
+}
+
+/* The helper saves n fds and sends them; we receive, check, confirm. */
+static void pass_fds(long n)
+{
+    peer p = peer_send(n, 0);
+    g_autofree char *hello = peer_line(&p);
+    cpr_transfer_opts o = opts_timeout(60000);
+    cpr_error *err = NULL;
+    /* NULL options mean the defaults; try them once. */
+    int sock = cpr_transfer_incoming(ctx, sock_path, n == 1 ? NULL : &o, &err);
+    ck_assert_msg(sock >= 0, "incoming: %s", cpr_error_message(err));
+    ck_assert_int_eq(access(sock_path, F_OK), -1); /* the socket file is gone once used */
+    ck_assert_uint_eq(cpr_fd_count(ctx), (size_t)n);
+    /* n received fds, the cpr socket and the two pipes to the peer, nothing else. */
+    ck_assert_int_eq(proc_fd_count(), fds_before + 3 + (int)n);
+    int seen = 0;
+    ck_assert_int_eq(cpr_fd_foreach(ctx, count_dev, &seen), 0);
+    ck_assert_int_eq(seen, n);
+    ck_assert_int_eq(cpr_get_mode(ctx), CPR_MODE_CPR_TRANSFER);
+    ck_assert_int_eq(cpr_transfer_finish(sock, NULL), 0);
+    g_autofree char *sent = peer_line(&p);
+    ck_assert_str_eq(sent, "sent");
+    ck_assert_int_eq(peer_end(&p), 0);
+}
+
+START_TEST(test_transfer_passes_1_fd) { pass_fds(1); }
+END_TEST
+START_TEST(test_transfer_passes_253_fds_in_one_batch) { pass_fds(253); }
+END_TEST
+START_TEST(test_transfer_passes_254_fds_in_two_batches) { pass_fds(254); }
+END_TEST
+START_TEST(test_transfer_passes_10000_fds) { pass_fds(10000); }
+END_TEST
+
+START_TEST(test_transfer_shares_multi_gib_memfd_without_copy)
+{
+    const uint64_t size = 3ull << 30;
+    peer p = peer_send(0, size);
+    g_autofree char *hello = peer_line(&p);
+    unsigned long ino;
+    void *their_host;
+    ck_assert_int_eq(sscanf(hello, "inode %lu host %p", &ino, &their_host), 2);
+    cpr_transfer_opts o = opts_timeout(60000);
+    cpr_error *err = NULL;
+    int sock = cpr_transfer_incoming(ctx, sock_path, &o, &err);
+    ck_assert_msg(sock >= 0, "incoming: %s", cpr_error_message(err));
+
+    cpr_ram_block *b;
+    ck_assert_int_eq(cpr_ram_block_new(ctx, "pc.ram", size, 4096, CPR_RAM_REATTACH_ONLY, &b, &err), 0);
+    ck_assert_int_eq(cpr_ram_block_reattached(b), 1);
+    struct stat sb;
+    ck_assert_int_eq(fstat(cpr_ram_block_fd(b), &sb), 0);
+    ck_assert_uint_eq(sb.st_ino, ino); /* the same memfd, not a copy */
+    ck_assert_ptr_ne(cpr_ram_block_host(b), their_host);
+    const uint8_t *host = cpr_ram_block_host(b);
+    for (uint64_t off = 0; off <= size; off += 1ull << 30) {
+        uint64_t at = off < size ? off : size - 4096;
+        uint64_t v, want = at * 0x9e3779b97f4a7c15ull ^ 0x5a5a5a5a5a5a5a5aull;
+        memcpy(&v, host + at, 8);
+        ck_assert_uint_eq(v, want);
+    }
+    ck_assert_int_eq(cpr_transfer_finish(sock, NULL), 0);
+    g_autofree char *sent = peer_line(&p);
+    ck_assert_str_eq(sent, "sent");
+
+    /* And the other way: what we write, the old process reads in its own mapping. */
+    uint64_t mark = 0xc0ffee00d15ea5eull;
+    memcpy((uint8_t *)cpr_ram_block_host(b) + 4096, &mark, 8);
+    fprintf(p.in, "verify %" PRIx64 "\n", mark);
+    fflush(p.in);
+    g_autofree char *seen = peer_line(&p);
+    ck_assert_str_eq(seen, "seen c0ffee00d15ea5e");
+    ck_assert_int_eq(peer_end(&p), 0);
+}
+END_TEST
+
+START_TEST(test_listen_creates_socket_mode_0600)
+{
+    mode_t old = umask(0);
+    int lfd = cpr_transfer_listen(sock_path, NULL);
+    umask(old);
+    ck_assert_int_ge(lfd, 0);
+    struct stat sb;
+    ck_assert_int_eq(stat(sock_path, &sb), 0);
+    ck_assert(S_ISSOCK(sb.st_mode));
+    ck_assert_uint_eq(sb.st_mode & 07777, 0600);
+    close(lfd);
+    /* A stale socket is replaced; any other file is not. */
+    lfd = cpr_transfer_listen(sock_path, NULL);
+    ck_assert_int_ge(lfd, 0);
+    close(lfd);
+    unlink(sock_path);
+    close(open(sock_path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    ck_assert_cpr_fails(cpr_transfer_listen(sock_path, errp_), -EEXIST, "is not a socket");
+}
+END_TEST
+
+START_TEST(test_accept_refuses_peer_with_other_uid)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "SKIP test_accept_refuses_peer_with_other_uid: needs root to setuid()\n");
+        return;
+    }
+    struct passwd *pw = getpwnam("nobody");
+    uid_t nobody = pw ? pw->pw_uid : 65534;
+    gid_t nogroup = pw ? pw->pw_gid : 65534;
+    ck_assert_int_eq(chmod(dir, 0755), 0);
+    int lfd = cpr_transfer_listen(sock_path, NULL);
+    ck_assert_int_ge(lfd, 0);
+    int to_child[2], to_parent[2];
+    ck_assert_int_eq(pipe2(to_child, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(to_parent, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setgid(nogroup) < 0 || setuid(nobody) < 0)
+            _exit(9);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        strcpy(sa.sun_path, sock_path);
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        /* Mode 0600: another uid cannot even connect. */
+        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != EACCES)
+            _exit(10);
+        char c = 'a';
+        if (write(to_parent[1], &c, 1) != 1 || read(to_child[0], &c, 1) != 1)
+            _exit(11);
+        /* The test opened the mode up: now SO_PEERCRED must stop us. */
+        if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+            _exit(12);
+        _exit(read(s, &c, 1) == 0 ? 0 : 13); /* refused: closed without a word */
+    }
+    char c;
+    ck_assert_int_eq(read(to_parent[0], &c, 1), 1);
+    ck_assert_int_eq(chmod(sock_path, 0666), 0);
+    ck_assert_int_eq(write(to_child[1], &c, 1), 1);
+    cpr_transfer_opts o = opts_timeout(10000);
+    g_autofree char *needle = g_strdup_printf("uid %u: only uid 0 may connect", (unsigned)nobody);
+    ck_assert_cpr_fails(cpr_transfer_accept(lfd, &o, errp_), -EPERM, needle);
+    ck_assert_int_eq(proc_wait(pid), 0);
+    close(lfd);
+    close(to_child[0]);
+    close(to_child[1]);
+    close(to_parent[0]);
+    close(to_parent[1]);
+}
+END_TEST
+
+/* ---- crafted old VMMs, forked, for the refusals ---- */
+
+/* Runs `send` in a child that connects to sock_path; returns its pid. The child exits with
+ * 0 when its state was accepted, 1 when refused (-EPROTO), 2 for a hang-up, 3 otherwise. */
+static pid_t crafted_sender(void (*build)(cpr_state *st, GArray *fds))
+{
+    pid_t pid = fork();
+    if (pid)
+        return pid;
+    int s = cpr_transfer_connect(sock_path, NULL, NULL);
+    if (s < 0)
+        _exit(4);
+    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    build(st, fds);
+    cpr_io_wait w = cpr_io_wait_make(10000, -1);
+    if (cpr_transfer_send_state(s, st, fds, &w, NULL) < 0)
+        _exit(5);
+    shutdown(s, SHUT_WR);
+    cpr_transfer_opts o = opts_timeout(10000);
+    int ret = cpr_transfer_wait_hangup(s, &o, NULL);
+    _exit(ret == 0 ? 0 : ret == -EPROTO ? 1 : ret == -ECONNRESET ? 2 : 3);
+}
+
+static void add(cpr_state *st, GArray *fds, uint32_t kind, const char *name, uint32_t type,
+                uint64_t size, int fd)
+{
+    cpr_state_entry e = { .kind = kind, .name = g_strdup(name), .type = type, .size = size,
+                          .page_size = size ? 4096 : 0, .slot = (int32_t)fds->len };
+    g_array_append_val(st->entries, e);
+    g_array_append_val(fds, fd);
+}
+
+static void build_pipe_as_file(cpr_state *st, GArray *fds)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        _exit(6);
+    add(st, fds, CPR_STATE_FD, "disk0", S_IFREG, 0, p[0]);
+}
+
+static void build_small_ram(cpr_state *st, GArray *fds)
+{
+    int m = memfd_create("small", MFD_CLOEXEC);
+    if (m < 0 || ftruncate(m, 4096) < 0)
+        _exit(6);
+    add(st, fds, CPR_STATE_RAM, "pc.ram", S_IFREG, 1ull << 30, m);
+}
+
+static void build_extra_fd(cpr_state *st, GArray *fds)
+{
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    add(st, fds, CPR_STATE_FD, "a", S_IFCHR, 0, null);
+    add(st, fds, CPR_STATE_FD, "b", S_IFCHR, 0, null);
+    int extra = dup(null);
+    g_array_append_val(fds, extra); /* sent, but no entry names it */
+}
+
+static void build_long_name(cpr_state *st, GArray *fds)
+{
+    char name[CPR_FD_NAME_MAX + 2];
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    add(st, fds, CPR_STATE_FD, name, S_IFCHR, 0, open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
+
+/* Listens, lets the crafted sender in, and returns the result of receiving its state. */
+static int receive_crafted(void (*build)(cpr_state *, GArray *), const cpr_transfer_opts *o,
+                           int code, const char *needle, int sender_exit)
+{
+    int lfd = cpr_transfer_listen(sock_path, NULL);
+    ck_assert_int_ge(lfd, 0);
+    pid_t pid = crafted_sender(build);
+    int sock = cpr_transfer_accept(lfd, o, NULL);
+    ck_assert_int_ge(sock, 0);
+    int before = proc_fd_count();
+    cpr_error *err = NULL;
+    int ret = cpr_transfer_receive(ctx, sock, o, &err);
+    ck_assert_int_eq(ret, code);
+    if (code < 0) {
+        ck_assert_ptr_nonnull(strstr(cpr_error_message(err), needle));
+        /* Every fd that arrived was closed, and nothing was installed. */
+        ck_assert_int_eq(proc_fd_count(), before);
+        ck_assert_uint_eq(cpr_fd_count(ctx), 0);
+        close(sock);
+    } else {
+        cpr_transfer_finish(sock, NULL);
+    }
+    cpr_error_free(err);
+    ck_assert_int_eq(proc_wait(pid), sender_exit);
+    close(lfd);
+    return ret;
+}
+
+START_TEST(test_receive_refuses_fd_of_wrong_type)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_pipe_as_file, &o, -EPROTO, "fd 'disk0' id 0: expected a regular file", 1);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_ram_fd_smaller_than_table)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_small_ram, &o, -EPROTO, "ram block 'pc.ram': fd", 1);
+    ck_assert_ptr_null(cpr_ram_block_find(ctx, "pc.ram"));
+}
+END_TEST
+
+START_TEST(test_receive_closes_fd_without_table_entry)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    int before = proc_fd_count();
+    receive_crafted(build_extra_fd, &o, 0, NULL, 0);
+    /* Two named fds installed; the third, unnamed, closed on arrival. */
+    ck_assert_uint_eq(cpr_fd_count(ctx), 2);
+    ck_assert_int_eq(proc_fd_count(), before + 2);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_name_over_limit)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_long_name, &o, -ENAMETOOLONG, "longer than 255", 1);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_more_fds_than_limit)
+{
+    peer p = peer_send(11, 0);
+    g_autofree char *hello = peer_line(&p);
+    cpr_transfer_opts o = opts_timeout(60000);
+    o.max_fds = 10;
+    ck_assert_cpr_fails(cpr_transfer_incoming(ctx, sock_path, &o, errp_), -EPROTO, "the limit is 10");
+    ck_assert_uint_eq(cpr_fd_count(ctx), 0);
+    g_autofree char *res = peer_line(&p);
+    ck_assert_msg(g_str_has_prefix(res, "error -71 transfer: cpr channel: the new process refused"),
+                  "peer said: %s", res);
+    ck_assert_int_eq(peer_end(&p), 2);
+}
+END_TEST
+
+/* ---- the outgoing side against a new VMM that misbehaves ---- */
+
+/* A forked new VMM: accepts, reads everything, then hangs up (close_early) or waits to be killed. */
+static pid_t fake_incoming(int lfd, int hang_up)
+{
+    pid_t pid = fork();
+    if (pid)
+        return pid;
+    int s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    char buf[4096];
+    while (read(s, buf, sizeof(buf)) > 0)
+        ;
+    if (hang_up)
+        _exit(0);
+    pause();
+    _exit(0);
+}
+
+static int saved_null;
+
+static void save_some_fds(void)
+{
+    saved_null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(cpr_fd_save(ctx, "serial", 0, saved_null, NULL), 0);
+}
+
+/* After a failed outgoing transfer the old VMM still has everything. */
+static void assert_old_side_intact(void)
+{
+    ck_assert_int_eq(cpr_fd_find(ctx, "serial", 0), saved_null);
+    ck_assert_int_ge(fcntl(saved_null, F_GETFD), 0);
+    cpr_fd_delete(ctx, "serial", 0);
+    close(saved_null);
+}
+
+START_TEST(test_outgoing_fails_when_peer_hangs_up_without_confirming)
+{
+    save_some_fds();
+    int lfd = cpr_transfer_listen(sock_path, NULL);
+    pid_t pid = fake_incoming(lfd, 1);
+    cpr_transfer_opts o = opts_timeout(10000);
+    ck_assert_cpr_fails(cpr_transfer_outgoing(ctx, sock_path, &o, errp_), -ECONNRESET,
+                        "hung up without confirming");
+    ck_assert_int_eq(proc_wait(pid), 0);
+    close(lfd);
+    assert_old_side_intact();
+}
+END_TEST
+
+START_TEST(test_outgoing_times_out_waiting_for_hangup)
+{
+    save_some_fds();
+    int lfd = cpr_transfer_listen(sock_path, NULL);
+    pid_t pid = fake_incoming(lfd, 0);
+    cpr_transfer_opts o = opts_timeout(200);
+    ck_assert_cpr_fails(cpr_transfer_outgoing(ctx, sock_path, &o, errp_), -ETIMEDOUT, "timed out");
+    kill(pid, SIGKILL);
+    proc_wait(pid);
+    close(lfd);
+    assert_old_side_intact();
+}
+END_TEST
+
+START_TEST(test_outgoing_is_cancelled_by_cancel_fd)
+{
+    save_some_fds();
+    int lfd = cpr_transfer_listen(sock_path, NULL);
+    pid_t pid = fake_incoming(lfd, 0);
+    cpr_transfer_opts o = opts_timeout(-1);
+    o.cancel_fd = eventfd(1, EFD_CLOEXEC); /* already signalled: cancel at the first wait */
+    ck_assert_cpr_fails(cpr_transfer_outgoing(ctx, sock_path, &o, errp_), -ECANCELED, "cancelled");
+    close(o.cancel_fd);
+    kill(pid, SIGKILL);
+    proc_wait(pid);
+    close(lfd);
+    assert_old_side_intact();
+}
+END_TEST
+
+START_TEST(test_connect_names_missing_socket)
+{
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, NULL, errp_), -ENOENT, sock_path);
+    cpr_transfer_opts o;
+    cpr_transfer_opts_init(&o);
+    o.reserved0 = 1;
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &o, errp_), -EINVAL, "reserved");
+}
+END_TEST
+
+static Suite *transfer_suite(void)
+{
+    Suite *s = suite_create("transfer");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_transfer_passes_1_fd);
+    tcase_add_test(tc, test_transfer_passes_253_fds_in_one_batch);
+    tcase_add_test(tc, test_transfer_passes_254_fds_in_two_batches);
+    tcase_add_test(tc, test_transfer_passes_10000_fds);
+    tcase_add_test(tc, test_transfer_shares_multi_gib_memfd_without_copy);
+    tcase_add_test(tc, test_listen_creates_socket_mode_0600);
+    tcase_add_test(tc, test_accept_refuses_peer_with_other_uid);
+    tcase_add_test(tc, test_receive_refuses_fd_of_wrong_type);
+    tcase_add_test(tc, test_receive_refuses_ram_fd_smaller_than_table);
+    tcase_add_test(tc, test_receive_closes_fd_without_table_entry);
+    tcase_add_test(tc, test_receive_refuses_name_over_limit);
+    tcase_add_test(tc, test_receive_refuses_more_fds_than_limit);
+    tcase_add_test(tc, test_outgoing_fails_when_peer_hangs_up_without_confirming);
+    tcase_add_test(tc, test_outgoing_times_out_waiting_for_hangup);
+    tcase_add_test(tc, test_outgoing_is_cancelled_by_cancel_fd);
+    tcase_add_test(tc, test_connect_names_missing_socket);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(transfer_suite)
