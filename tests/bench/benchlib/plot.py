@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: MIT
+"""--plot: guest pause against RAM size per mode and implementation (log scale), and a
+throughput panel. matplotlib comes from Debian's python3-matplotlib, installed when missing."""
+import sys
+
+from .host import apt_install, log
+
+DEBIAN_DIST = "/usr/lib/python3/dist-packages"
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        if not apt_install("python3-matplotlib"):
+            return None
+        if DEBIAN_DIST not in sys.path:
+            sys.path.append(DEBIAN_DIST)  # when this interpreter is not Debian's own
+        import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _series(rows, fig, key):
+    """{label: [(GiB, median, min, max)]} from the rows that have `fig`."""
+    out = {}
+    for r in rows:
+        if f"median_{fig}" not in r or not r.get("ram_bytes"):
+            continue
+        out.setdefault(key(r), []).append((r["ram_bytes"] / (1 << 30), r[f"median_{fig}"],
+                                           r[f"min_{fig}"], r[f"max_{fig}"]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _draw(ax, series):
+    for label, pts in sorted(series.items()):
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
+        style = "-o" if label.startswith("libcpr") else "--s"
+        ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
+
+
+def write(rows, path, machine, title_extra=""):
+    plt = _matplotlib()
+    if plt is None:
+        log("no matplotlib: plot not written")
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
+    pause_rows = [r for r in rows if r.get("bench") in ("cpr-transfer", "cpr-exec", "restart", "live-migration")]
+    _draw(ax1, _series(pause_rows, "pause_ms",
+                       lambda r: f"{r['impl']} {r['bench'] if r['bench'] != 'restart' else r['mode']}"
+                                 f" ({r.get('variant', '')})"))
+    ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("guest RAM (GiB)")
+    ax1.set_ylabel("guest-visible pause (ms, median, bars min..max)")
+    ax1.set_title("Guest pause")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=7)
+
+    tp = _series([r for r in rows if r.get("bench") in ("snapshot", "restore")], "gbps",
+                 lambda r: f"{r['impl']} {r['bench']} {r.get('variant', '')}")
+    refs = _series([r for r in rows if r.get("bench") == "snapshot" and r.get("impl") == "libcpr"],
+                   "write_gbps", lambda r: f"write(2) {r.get('variant', '').split(':')[-1]}")
+    mc = _series([r for r in rows if r.get("bench") == "snapshot" and r.get("impl") == "libcpr"
+                  and r.get("variant") == "file:shm"], "memcpy_gbps", lambda r: "memcpy")
+    _draw(ax2, tp)
+    for label, pts in list(refs.items()) + list(mc.items()):
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], ":", color="gray" if "write" in label else "black",
+                 marker="x", label=label)
+    ax2.set_xscale("log", base=2)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("guest RAM (GiB)")
+    ax2.set_ylabel("GB/s (RAM bytes / time, median)")
+    ax2.set_title("Snapshot and restore throughput")
+    ax2.grid(True, which="both", alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.suptitle(f"libcpr vs QEMU - {machine.get('cores')} cores, "
+                 f"{machine.get('mem_bytes', 0) / (1 << 30):.0f} GiB, kernel {machine.get('kernel')}, "
+                 f"{machine.get('kvm')} {title_extra}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    log(f"plot written to {path}")
+    return True
