@@ -98,7 +98,7 @@ static const struct param_def {
     { "cpr-exec-command", "a command line", set_exec_command, get_exec_command },
 };
 
-static const char *const caps[] = { "x-ignore-shared" };
+static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover" };
 
 static const struct param_def *find_param(const char *name)
 {
@@ -112,6 +112,8 @@ static int *cap_field(struct cpr_params *p, const char *name)
 {
     if (name && strcmp(name, caps[0]) == 0)
         return &p->x_ignore_shared;
+    if (name && strcmp(name, caps[1]) == 0)
+        return &p->pause_before_switchover;
     return NULL;
 }
 

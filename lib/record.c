@@ -126,6 +126,12 @@ int cpr_rec_begin_section(cpr_stream *s, unsigned int type, const char *name, ui
     return 0;
 }
 
+void cpr_rec_set_flags(cpr_stream *s, unsigned int flags)
+{
+    if (s && s->in_record)
+        s->buf[s->rec_hdr + 9] |= (uint8_t)flags;
+}
+
 int cpr_rec_begin_part(cpr_stream *s, unsigned int type, uint32_t section_id, cpr_error **errp)
 {
     if (type != CPR_REC_PART && type != CPR_REC_END)
@@ -375,7 +381,7 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
         r.len = get_le64(h);
         r.type = h[8];
         r.flags = h[9];
-        if (get_le16(h + 10) != 0 || (r.flags & ~CPR_REC_FLAG_SKIPPABLE))
+        if (get_le16(h + 10) != 0 || (r.flags & ~CPR_REC_FLAGS_KNOWN))
             return cpr_error_set(errp, -EBADMSG, REC_FMT ": reserved header bits set (flags 0x%02x, reserved 0x%04x)",
                                  REC_ARGS(&r), r.flags, get_le16(h + 10));
         if (r.len > s->limit[CPR_STREAM_LIMIT_RECORD])

@@ -313,7 +313,7 @@ CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cp
     if (!s || (!data && len))
         return cpr_error_set(errp, -EINVAL, "cpr_stream_put_bytes: NULL argument");
     int ret = payload_check(s, len, errp);
-    if (ret < 0)
+    if (ret < 0 || len == 0)
         return ret;
     ret = reserve(s, len, errp);
     if (ret < 0)

@@ -13,11 +13,14 @@
 #include <cpr/params.h>
 #include <cpr/channel.h>
 #include <cpr/stream.h>
+#include <cpr/vmstate.h>
+#include <cpr/savevm.h>
 #include <cpr/blocker.h>
 #include <cpr/notify.h>
 #include <cpr/fd.h>
 #include <cpr/ram.h>
 #include <cpr/transfer.h>
 #include <cpr/exec.h>
+#include <cpr/migrate.h>
 
 #endif /* CPR_CPR_H */

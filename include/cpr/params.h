@@ -11,6 +11,8 @@
  *   cpr-exec-command   the command line cpr-exec runs, words separated by spaces
  * Capabilities:
  *   x-ignore-shared    do not write RAM blocks that are shared (memfd or share=on), default off
+ *   pause-before-switchover  after stopping the guest, wait in status pre-switchover until
+ *                      cpr_migrate_continue() (QMP migrate-continue), default off
  *
  * Unknown names are errors (-ENOENT) that name the parameter. Values are validated (-EINVAL
  * naming the parameter and value). Setting a parameter while a migration is under way fails

@@ -15,6 +15,7 @@ struct cpr_params {
     uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
     char *cpr_exec_command; /* NULL when unset */
     int x_ignore_shared;
+    int pause_before_switchover; /* stop in pre-switchover until cpr_migrate_continue() */
 };
 
 void cpr_params_init(struct cpr_params *p);

@@ -41,6 +41,9 @@ enum cpr_rec_type {
 
 /* Record flag: a reader that does not know the record's type skips it instead of failing. */
 #define CPR_REC_FLAG_SKIPPABLE 0x01u
+/* Record flag on full and start records: a loader without such a section may skip it. */
+#define CPR_REC_FLAG_OPTIONAL 0x02u
+#define CPR_REC_FLAGS_KNOWN (CPR_REC_FLAG_SKIPPABLE | CPR_REC_FLAG_OPTIONAL)
 
 /* A short name for a record type ("config", "full", ...), "unknown" otherwise. */
 const char *cpr_rec_type_name(unsigned int type);
@@ -53,6 +56,8 @@ int cpr_rec_begin(cpr_stream *s, unsigned int type, unsigned int flags, cpr_erro
  * stream-local id that part and end records of the section refer to. */
 int cpr_rec_begin_section(cpr_stream *s, unsigned int type, const char *name, uint32_t instance,
                           uint32_t version, uint32_t *section_id, cpr_error **errp);
+/* Sets flags on the open record (e.g. CPR_REC_FLAG_OPTIONAL after cpr_rec_begin_section()). */
+void cpr_rec_set_flags(cpr_stream *s, unsigned int flags);
 /* Opens a part or end record of progressive section section_id. */
 int cpr_rec_begin_part(cpr_stream *s, unsigned int type, uint32_t section_id, cpr_error **errp);
 /* Closes the open record: fills in its header and checksum, writes it out when due. */

@@ -117,7 +117,7 @@ START_TEST(test_foreach_lists_names)
     ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;cpr-exec-command;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);
-    ck_assert_str_eq(s->str, "x-ignore-shared;");
+    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;");
     g_string_free(s, TRUE);
 }
 END_TEST

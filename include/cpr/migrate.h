@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration engine: what a VMM calls to migrate, snapshot or live-update its guest.
+ *
+ * One context runs at most one migration job at a time, outgoing or incoming. A job runs on a
+ * library thread; the blocking calls start it and wait for it, the detached ones
+ * (CPR_MIGRATE_DETACH, CPR_INCOMING_DETACH) return at once and report through the status
+ * callback, cpr_migrate_query() and cpr_migrate_wait().
+ *
+ * Outgoing, per mode (the `mode` parameter, see cpr/params.h):
+ *   normal        precopy: RAM is sent while the guest runs, pass after pass driven by the
+ *                 dirty bitmaps, until what remains fits downtime-limit at the measured
+ *                 bandwidth; then stop, flush, the rest, postmigrate. To a file: a snapshot.
+ *   cpr-reboot    stop, save to a file (RAM skipped when x-ignore-shared and the block is
+ *                 shared), postmigrate. Restart with the same configuration plus incoming.
+ *   cpr-transfer  cpr state (fds, RAM blocks) over the cpr channel while the guest runs; wait
+ *                 for the new process to hang up; stop, device state on main, postmigrate.
+ *   cpr-exec      stop, device state to the main channel (a file), cpr state into a memfd,
+ *                 exec cpr-exec-command. The new image adopts the fds, loads and runs.
+ * Status moves none -> setup -> active -> [pre-switchover] -> device -> completed, or to
+ * failed / cancelling -> cancelled. On failed and cancelled the guest runs again if it ran
+ * before. docs/migration.md states each mode's point of no return.
+ *
+ * Incoming: cpr_incoming_cpr_load() early at start-up (before devices exist), then
+ * cpr_incoming_defer() or cpr_incoming_start(); the library loads the stream and starts the
+ * guest unless CPR_INCOMING_PAUSED was given.
+ *
+ * Threads: the VM hooks, the status callback and the sections' hooks run on the job's thread.
+ * Every function here may be called from any thread except from inside those callbacks,
+ * where only cpr_migrate_query*() and cpr_migrate_runstate() are allowed.
+ */
+#ifndef CPR_MIGRATE_H
+#define CPR_MIGRATE_H
+
+#include <cpr/common.h>
+#include <cpr/channel.h>
+#include <cpr/mode.h>
+
+CPR_BEGIN_DECLS
+
+/* ---- VM hooks ---------------------------------------------------------------------------- */
+
+/*
+ * What the library asks of the VMM. Each hook receives the opaque given with the ops and
+ * returns 0 or a negative errno (is_running: 1 running, 0 not). NULL hooks are skipped
+ * (is_running NULL reads as "not running"). The VMM fills `size` with sizeof(cpr_vm_ops) so
+ * that the struct can grow: the library reads only the members that fit in `size`.
+ */
+typedef struct cpr_vm_ops {
+    uint32_t size;
+    uint32_t reserved; /* 0 */
+    /* Pause the vCPUs (the guest stops executing). Called before device state is saved. */
+    int (*stop)(cpr_ctx *ctx, void *opaque);
+    /* Resume the vCPUs: after a failed outgoing migration, and after an incoming load. */
+    int (*start)(cpr_ctx *ctx, void *opaque);
+    /* Whether the vCPUs run now. */
+    int (*is_running)(cpr_ctx *ctx, void *opaque);
+    /* Flush block devices and other buffered I/O after stop, before completion (seed 004).
+     * A failure fails the migration (and the guest resumes). */
+    int (*flush)(cpr_ctx *ctx, void *opaque);
+    /* Dirty logging for normal-mode precopy (KVM_MEM_LOG_DIRTY_PAGES). start before the first
+     * pass over RAM; sync before each later pass and once after stop, merging what the VMM
+     * logged into the blocks' bitmaps (cpr_ram_dirty_merge); stop when precopy ends, whatever
+     * the outcome. A VMM that marks pages dirty in software as it writes needs none of them. */
+    int (*dirty_log_start)(cpr_ctx *ctx, void *opaque);
+    int (*dirty_log_sync)(cpr_ctx *ctx, void *opaque);
+    int (*dirty_log_stop)(cpr_ctx *ctx, void *opaque);
+} cpr_vm_ops;
+
+/*
+ * Installs the VM hooks; the library copies `ops`. Replaces earlier hooks. opaque is passed
+ * back to each hook. Errors: -EINVAL for NULL ctx/ops or a size smaller than the four hooks'
+ * first version; -EBUSY while a job runs.
+ */
+CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
+                                   cpr_error **errp);
+
+/* ---- status and run state ---------------------------------------------------------------- */
+
+/* Migration status, with QEMU's MigrationStatus names. Values are stable. */
+typedef enum cpr_migration_status {
+    CPR_MIGRATION_NONE = 0,
+    CPR_MIGRATION_SETUP = 1,
+    CPR_MIGRATION_ACTIVE = 2,
+    CPR_MIGRATION_DEVICE = 3,
+    CPR_MIGRATION_COMPLETED = 4,
+    CPR_MIGRATION_FAILED = 5,
+    CPR_MIGRATION_CANCELLING = 6,
+    CPR_MIGRATION_CANCELLED = 7,
+    CPR_MIGRATION_PRE_SWITCHOVER = 8,
+} cpr_migration_status;
+
+/* "none", "setup", "active", "device", "completed", "failed", "cancelling", "cancelled",
+ * "pre-switchover"; NULL when out of range. A static string. */
+CPR_API const char *cpr_migration_status_name(int status);
+
+/* The run state a VMM reports (query-status, `info status`), with QEMU's RunState names. */
+typedef enum cpr_runstate {
+    CPR_RUNSTATE_RUNNING = 0,
+    CPR_RUNSTATE_PAUSED = 1,
+    CPR_RUNSTATE_INMIGRATE = 2,
+    CPR_RUNSTATE_POSTMIGRATE = 3,
+    CPR_RUNSTATE_FINISH_MIGRATE = 4,
+} cpr_runstate;
+
+/* "running", "paused", "inmigrate", "postmigrate", "finish-migrate"; NULL when out of range. */
+CPR_API const char *cpr_runstate_name(int runstate);
+
+/*
+ * The run state to report. inmigrate from cpr_incoming_defer()/cpr_incoming_start() until a
+ * load has finished (and stays so after a failed load); finish-migrate while the library has
+ * the guest stopped to complete a migration; postmigrate after a completed outgoing
+ * migration, until the VMM starts the guest again; otherwise running or paused according to
+ * the is_running hook. NULL ctx: paused.
+ */
+CPR_API cpr_runstate cpr_migrate_runstate(cpr_ctx *ctx);
+
+/*
+ * Called on every status change (QMP's MIGRATION event), on the thread that made it. Replaces
+ * an earlier callback; fn NULL removes it.
+ */
+typedef void (*cpr_migration_status_fn)(cpr_ctx *ctx, int status, void *opaque);
+CPR_API int cpr_migrate_set_status_cb(cpr_ctx *ctx, cpr_migration_status_fn fn, void *opaque,
+                                      cpr_error **errp);
+
+/* ---- outgoing ---------------------------------------------------------------------------- */
+
+/* Flags for cpr_migrate_uri() and cpr_migrate_channels(). */
+#define CPR_MIGRATE_DETACH 0x1u /* return once the job has started (HMP `migrate -d`) */
+
+/*
+ * Migrates to `channels` (a main channel, plus a cpr channel for cpr-transfer) in the mode
+ * of the `mode` parameter. The list is copied. Checks, before anything starts, and returned
+ * from this call with nothing changed: the channels against the mode
+ * (cpr_channels_check_mode), the blockers of the mode (-EPERM listing every reason), a job
+ * already running (-EBUSY), a SETUP notifier's veto.
+ * Without CPR_MIGRATE_DETACH the call returns when the job ends: 0 when completed, otherwise
+ * the failure (-ECANCELED when cancelled) with its error. With it, 0 once the job runs.
+ * cpr-exec does not return on success: the process image is replaced.
+ */
+CPR_API int cpr_migrate_channels(cpr_ctx *ctx, const cpr_channels *channels, unsigned int flags,
+                                 cpr_error **errp);
+
+/* As cpr_migrate_channels() with one main channel parsed from a URI ("unix:/p", "file:/p"). */
+CPR_API int cpr_migrate_uri(cpr_ctx *ctx, const char *uri, unsigned int flags, cpr_error **errp);
+
+/*
+ * Cancels the running job (QMP migrate_cancel): status cancelling, then cancelled once the
+ * job has undone what it did (the guest runs again if it ran before). Blocking transfers are
+ * interrupted. Past a mode's point of no return the job completes instead. Returns 0, also
+ * when no job runs (as QEMU does).
+ */
+CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp);
+
+/*
+ * Resumes a job paused in pre-switchover (capability pause-before-switchover), as QMP
+ * migrate-continue. -EINVAL when the job is not in that status.
+ */
+CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp);
+
+/*
+ * Waits for the current or last job (outgoing or incoming) to end and returns its result: 0
+ * completed, -ECANCELED cancelled, otherwise the failure with a copy of its error. Returns 0 at
+ * once when no job was ever started.
+ */
+CPR_API int cpr_migrate_wait(cpr_ctx *ctx, cpr_error **errp);
+
+/* ---- incoming ---------------------------------------------------------------------------- */
+
+/*
+ * The early step of a new process, called before it creates devices or opens monitors.
+ * When `channels` has a cpr channel (cpr-transfer), listens on it, accepts the old process,
+ * and receives its cpr state: the named fds and RAM blocks become available through cpr/fd.h
+ * and cpr/ram.h. The channel stays open: the old process waits for its hang-up, which
+ * cpr_incoming_start() gives once the main channel listens. When the process was started by
+ * cpr-exec, adopts the state the old image left instead (channels may be NULL).
+ * Returns the mode the process was started for: CPR_MODE_CPR_TRANSFER or CPR_MODE_CPR_EXEC
+ * when cpr state was loaded (and sets the `mode` parameter to it), otherwise the `mode`
+ * parameter unchanged. Errors: the channel's, or a corrupt cpr state (-EBADMSG).
+ */
+CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cpr_error **errp);
+
+/*
+ * `-incoming defer`: the run state becomes inmigrate and the process waits for
+ * cpr_incoming_start(). -EBUSY when a job runs.
+ */
+CPR_API int cpr_incoming_defer(cpr_ctx *ctx, cpr_error **errp);
+
+/* Flags for cpr_incoming_start(). */
+#define CPR_INCOMING_DETACH 0x1u /* return once listening; load on a library thread */
+#define CPR_INCOMING_PAUSED 0x2u /* after the load, leave the guest paused (QEMU -S) */
+
+/*
+ * Starts the incoming side on the main channel of `channels` (a cpr channel in it is ignored:
+ * it is read by cpr_incoming_cpr_load()). Socket channels are listened on before this call
+ * returns, and the cpr channel, if one was read, is then hung up so that the old process
+ * proceeds. The stream is loaded in full, sections' post_load run only once the whole stream
+ * checked out, then the guest starts (unless CPR_INCOMING_PAUSED) and status is completed.
+ * On failure status is failed, the run state stays inmigrate and the guest is not started.
+ * Without CPR_INCOMING_DETACH returns when the job ends, as cpr_migrate_wait() does.
+ * Errors: -EBUSY when a job runs; the channel's errors.
+ */
+CPR_API int cpr_incoming_start(cpr_ctx *ctx, const cpr_channels *channels, unsigned int flags,
+                               cpr_error **errp);
+
+/* As cpr_incoming_start() with a main channel parsed from a URI. */
+CPR_API int cpr_incoming_start_uri(cpr_ctx *ctx, const char *uri, unsigned int flags,
+                                   cpr_error **errp);
+
+/* ---- query ------------------------------------------------------------------------------- */
+
+/*
+ * Statistics of the current or last job. The caller sets `size` to sizeof(cpr_migration_info);
+ * the library fills what fits and leaves the rest. Times are in milliseconds, -1 when not
+ * known (yet). Byte counts are of the main channel as the stream counted them.
+ */
+typedef struct cpr_migration_info {
+    uint32_t size;
+    int32_t status;           /* cpr_migration_status */
+    int32_t runstate;         /* cpr_runstate */
+    int32_t mode;             /* cpr_mode of the job */
+    int32_t incoming;         /* 1 for an incoming job */
+    int32_t reserved;
+    int64_t total_time_ms;    /* from start to end (or to now while running) */
+    int64_t setup_time_ms;    /* from start to active */
+    int64_t downtime_ms;      /* guest stopped by the library until the job ended */
+    int64_t expected_downtime_ms;
+    uint64_t transferred;     /* bytes written (outgoing) or read (incoming) on main */
+    uint64_t remaining;       /* RAM bytes still dirty */
+    uint64_t total;           /* RAM bytes that migrate */
+    uint64_t duplicate;       /* zero pages, sent without data */
+    uint64_t normal;          /* pages sent with data */
+    uint64_t normal_bytes;
+    uint64_t page_size;
+    uint64_t dirty_pages_rate; /* pages dirtied per second, last pass */
+    uint64_t dirty_sync_count; /* passes over the dirty bitmaps */
+    uint64_t bandwidth;       /* bytes per second measured, last pass */
+    uint64_t precopy_bytes;   /* bytes sent while the guest ran */
+    uint64_t downtime_bytes;  /* bytes sent while it was stopped */
+    uint64_t cpr_fds;         /* fds sent (or received) as cpr state */
+} cpr_migration_info;
+
+/* Fills *info (see above). -EINVAL when info is NULL or info->size is 0. */
+CPR_API int cpr_migrate_query(cpr_ctx *ctx, cpr_migration_info *info, cpr_error **errp);
+
+/* The failure of the current or last job, a new string for cpr_free(), or NULL when none. */
+CPR_API char *cpr_migrate_error_desc(cpr_ctx *ctx);
+
+/*
+ * query-migrate as QMP returns it: {"status": ..., "total-time": ..., "setup-time": ...,
+ * "downtime": ..., "expected-downtime": ..., "ram": {"transferred", "remaining", "total",
+ * "duplicate", "normal", "normal-bytes", "page-size", "mbps", "dirty-pages-rate",
+ * "dirty-sync-count", "precopy-bytes", "downtime-bytes"}, "error-desc": ...,
+ * "blocked-reasons": [...]}; members that do not apply are left out ("{}" before any job).
+ * On success *out is a new string for cpr_free().
+ */
+CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp);
+
+CPR_END_DECLS
+
+#endif /* CPR_MIGRATE_H */

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* Private: the migration engine's state on the context (CPR_SLOT_MIGRATION). */
+#ifndef CPR_INTERNAL_MIG_STATE_H
+#define CPR_INTERNAL_MIG_STATE_H
+
+#include <glib.h>
+
+#include <cpr/migrate.h>
+
+struct cpr_job;
+
+struct cpr_mig {
+    cpr_ctx *ctx;
+    /* Guards everything below; never held across a hook, a callback or I/O. */
+    GMutex lock;
+    GCond cond; /* job end, continue, cancel */
+
+    cpr_vm_ops ops;
+    void *vm_opaque;
+    cpr_migration_status_fn status_fn;
+    void *status_opaque;
+
+    int job_running;       /* claimed by a job that has not finished */
+    struct cpr_job *job;   /* current or last job, freed once its thread is joined */
+    GThread *thread;
+    int result;            /* of the last finished job */
+    cpr_error *error;      /* of the last failed job */
+    int cancel_requested;
+    int continue_requested;
+    int past_no_return;
+    int cancel_efd;        /* eventfd, readable after a cancel */
+    GArray *watched;       /* int fds that cancel shuts down */
+    int runstate_override; /* cpr_runstate, or -1 for "ask is_running" */
+
+    cpr_migration_info info;
+    int64_t start_us, active_us, end_us; /* g_get_monotonic_time(); 0 = not yet */
+
+    struct cpr_mig_ram *ram; /* the RAM section, registered on first use */
+
+    /* Incoming cpr state read early (cpr_incoming_cpr_load), kept until the hang-up. */
+    void *cpr_in;
+    void (*cpr_in_free)(void *cpr_in);
+};
+
+/* The context's engine state, made on first use (owner thread). */
+struct cpr_mig *cpr_mig_get(cpr_ctx *ctx);
+
+/* Clears the statistics for a new job. Caller holds mig->lock (or owns mig alone). */
+void cpr_mig_stats_reset(struct cpr_mig *mig, cpr_mode mode, int incoming);
+
+#endif

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private: the save and load passes the migration engine drives.
+ *
+ * Save, in order (the engine stops the guest between iterate and complete):
+ *     cpr_savevm_begin(ctx, s, mode)        header, config, schema, start records (setup)
+ *     cpr_savevm_iterate(ctx, s, &pending)  one part per unfinished progressive section,
+ *                                           interleaved; repeat while the guest runs
+ *     cpr_savevm_complete(ctx, s)           end records (complete), full sections, end record
+ *     cpr_savevm_finish(ctx)                cleanup callbacks; always, after begin, even on error
+ * Load: cpr_savevm_load_stream() reads a whole stream and dispatches its records.
+ */
+#ifndef CPR_INTERNAL_SAVEVM_H
+#define CPR_INTERNAL_SAVEVM_H
+
+#include <cpr/mode.h>
+#include <cpr/savevm.h>
+
+int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **errp);
+/* Returns 1 when every progressive section reported done, 0 when some have more, <0 on error.
+ * *pending (may be NULL) receives the sum of the sections' pending bytes. */
+int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error **errp);
+int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
+void cpr_savevm_finish(cpr_ctx *ctx);
+/* Sum of pending() of the active progressive sections, before or during a save. */
+uint64_t cpr_savevm_pending(cpr_ctx *ctx);
+
+/*
+ * Loads a whole stream. When config_json is not NULL it receives the stream's config record
+ * (g_free) on success, so the engine can read the producer's mode.
+ */
+int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_error **errp);
+
+/*
+ * An identity contribution: fn returns a JSON text (g_free; NULL for none) that is written
+ * under config "identity"/key and compared on load with what fn returns there. The RAM module
+ * registers "ram" with its block layout. Replaces an earlier hook of the same key; fn NULL
+ * removes it.
+ */
+typedef char *(*cpr_identity_fn)(cpr_ctx *ctx, void *opaque);
+int cpr_savevm_set_identity(cpr_ctx *ctx, const char *key, cpr_identity_fn fn, void *opaque, cpr_error **errp);
+
+#endif

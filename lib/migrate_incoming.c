@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The incoming side: the early cpr state (cpr channel or cpr-exec), then the main channel:
+ * listen, hang up the cpr channel, accept, load the whole stream, acknowledge, run.
+ */
+#include <errno.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include <cpr/exec.h>
+#include <cpr/fd.h>
+#include <cpr/params.h>
+#include <cpr/stream.h>
+#include <cpr/transfer.h>
+
+#include "internal/error.h"
+#include "internal/main_channel.h"
+#include "internal/mig_ram.h"
+#include "internal/mig_state.h"
+#include "internal/ram.h"
+#include "internal/savevm.h"
+
+static void close_boxed_fd(void *p)
+{
+    int *fd = p;
+    if (fd && *fd >= 0)
+        close(*fd);
+    g_free(fd);
+}
+
+CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_incoming_cpr_load: ctx is NULL");
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int busy = mig->job_running || mig->cpr_in;
+    g_mutex_unlock(&mig->lock);
+    if (busy)
+        return cpr_error_set(errp, -EBUSY, "cpr state was already loaded, or a migration job runs");
+    const cpr_addr *cpr = channels ? cpr_channels_get(channels, CPR_CHANNEL_CPR) : NULL;
+    if (cpr && cpr_addr_transport(cpr) != CPR_TRANSPORT_UNIX) {
+        g_autofree char *uri = cpr_addr_to_uri(cpr);
+        return cpr_error_set(errp, -EINVAL, "the cpr channel must be a UNIX socket, not %s", uri);
+    }
+
+    int ret = cpr_exec_state_adopt(ctx, errp);
+    if (ret < 0)
+        return ret;
+    if (ret == 1) {
+        g_mutex_lock(&mig->lock);
+        mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
+        g_mutex_unlock(&mig->lock);
+        return CPR_MODE_CPR_EXEC;
+    }
+    if (!cpr)
+        return (int)cpr_get_mode(ctx);
+
+    cpr_transfer_opts o;
+    cpr_transfer_opts_init(&o);
+    int sock = cpr_transfer_incoming(ctx, cpr_addr_path(cpr), &o, errp);
+    if (sock < 0)
+        return sock;
+    /* Kept open: the old process waits for the hang-up, given once main listens. */
+    int *box = g_new(int, 1);
+    *box = sock;
+    g_mutex_lock(&mig->lock);
+    mig->cpr_in = box;
+    mig->cpr_in_free = close_boxed_fd;
+    mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
+    g_mutex_unlock(&mig->lock);
+    return CPR_MODE_CPR_TRANSFER;
+}
+
+struct in_state {
+    cpr_job *job;
+    struct cpr_main_chan mc;
+};
+
+static void in_state_free(void *p)
+{
+    struct in_state *in = p;
+    cpr_main_chan_close(in->job, &in->mc);
+    g_free(in);
+}
+
+int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
+{
+    struct cpr_mig *mig = job->mig;
+    int ret = cpr_mig_ram_register(job->ctx, &mig->ram, errp);
+    if (ret < 0)
+        return ret;
+    struct in_state *in = g_new0(struct in_state, 1);
+    in->job = job;
+    cpr_main_chan_init(&in->mc);
+    job->priv = in;
+    job->priv_free = in_state_free;
+    ret = cpr_main_chan_listen(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &in->mc, errp);
+    if (ret < 0)
+        return ret;
+
+    g_mutex_lock(&mig->lock);
+    int *box = mig->cpr_in;
+    mig->cpr_in = NULL;
+    mig->cpr_in_free = NULL;
+    g_mutex_unlock(&mig->lock);
+    if (box) {
+        /* Devices exist by now (QEMU's order): preserved fds nobody claimed are not needed. */
+        cpr_fd_close_unclaimed(job->ctx);
+        cpr_ram_incoming_close(job->ctx);
+        int sock = *box;
+        g_free(box);
+        /* Main listens: tell the old process it may stop its guest and connect. */
+        ret = cpr_transfer_finish(sock, errp);
+        if (ret < 0)
+            cpr_error_prefix(errp, "cpr channel");
+    }
+    return ret;
+}
+
+int cpr_migrate_in(cpr_job *job, cpr_error **errp)
+{
+    struct in_state *in = job->priv;
+    int ret = cpr_main_chan_accept(job, &in->mc, errp);
+    if (ret < 0)
+        return ret;
+    if ((ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp)) < 0)
+        return ret;
+    cpr_stream *s;
+    if ((ret = cpr_stream_new_fd_reader(in->mc.fd, 0, &s, errp)) < 0)
+        return ret;
+    /* post_load and load_done run only once the whole stream checked out (savevm). */
+    ret = cpr_savevm_load_stream(job->ctx, s, NULL, errp);
+    cpr_migration_info *i = cpr_job_stats_lock(job);
+    i->transferred = cpr_stream_offset(s);
+    cpr_job_stats_unlock(job);
+    cpr_stream_free(s);
+    if (ret < 0)
+        return ret;
+    /* Until the source has this byte it may still resume: so not a step before it. */
+    if (in->mc.is_socket && (ret = cpr_main_chan_send_ack(&in->mc, errp)) < 0) {
+        cpr_error_prefix(errp, "the source went away before the switchover");
+        return ret;
+    }
+    cpr_main_chan_close(job, &in->mc);
+    cpr_job_set_runstate(job, -1);
+    if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
+        return ret;
+    return 0;
+}

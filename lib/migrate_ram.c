@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The RAM section as the engine registers it with savevm: the glue between the savevm
+ * progressive-section callbacks and lib/ram_section.c, plus what the engine needs to run
+ * passes (a pass ends inside iterate; the engine then syncs and decides to go on or stop).
+ */
+#include <errno.h>
+
+#include <glib.h>
+
+#include <cpr/savevm.h>
+
+#include "internal/error.h"
+#include "internal/mig_ram.h"
+
+struct cpr_mig_ram {
+    cpr_ctx *ctx;
+    cpr_section *section;
+    cpr_ram_save *save;
+    cpr_ram_load *load;
+    int stopped;  /* guest stopped: a finished pass is the last */
+    int pass_end; /* the live pass ran out; the engine syncs before the next iterate */
+};
+
+static int ram_is_active(void *opaque)
+{
+    struct cpr_mig_ram *r = opaque;
+    return r->save && cpr_ram_save_sent_blocks(r->save) > 0;
+}
+
+static int ram_setup(cpr_stream *s, void *opaque, cpr_error **errp)
+{
+    struct cpr_mig_ram *r = opaque;
+    return cpr_ram_save_setup(r->save, s, errp);
+}
+
+static int ram_iterate(cpr_stream *s, uint64_t *pending, void *opaque, cpr_error **errp)
+{
+    struct cpr_mig_ram *r = opaque;
+    if (r->pass_end) {
+        /* Between passes: nothing until the engine has synced. */
+        *pending = 0;
+        return 0;
+    }
+    int ret = cpr_ram_save_iterate(r->save, s, CPR_MIG_RAM_PART_BYTES, r->stopped, errp);
+    if (ret < 0)
+        return ret;
+    *pending = cpr_ram_save_pending(r->save);
+    if (ret == 1 && !r->stopped) {
+        /* savevm never iterates a section that said "done" again: while the guest runs, a
+         * finished pass only means "sync, then more". */
+        r->pass_end = 1;
+        return 0;
+    }
+    return ret;
+}
+
+static int ram_complete(cpr_stream *s, void *opaque, cpr_error **errp)
+{
+    struct cpr_mig_ram *r = opaque;
+    /* The engine drains every pass before completing; whatever is left still goes here. */
+    int ret;
+    while ((ret = cpr_ram_save_iterate(r->save, s, UINT64_MAX, 1, errp)) == 0) {
+    }
+    return ret < 0 ? ret : 0;
+}
+
+static int ram_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cpr_error **errp)
+{
+    struct cpr_mig_ram *r = opaque;
+    if (phase == CPR_LIVE_START) {
+        cpr_ram_load_free(r->load);
+        cpr_ram_load_new(r->ctx, &r->load);
+        return cpr_ram_load_setup(r->load, s, errp);
+    }
+    if (!r->load)
+        return cpr_error_set(errp, -EBADMSG, "ram section: a part before its start record");
+    return cpr_ram_load_pages(r->load, s, errp);
+}
+
+static int ram_load_done(uint32_t version, void *opaque, cpr_error **errp)
+{
+    struct cpr_mig_ram *r = opaque;
+    cpr_ram_load_free(r->load);
+    r->load = NULL;
+    return 0;
+}
+
+static void ram_cleanup(void *opaque)
+{
+    struct cpr_mig_ram *r = opaque;
+    cpr_ram_save_free(r->save);
+    r->save = NULL;
+}
+
+int cpr_mig_ram_register(cpr_ctx *ctx, struct cpr_mig_ram **slot, cpr_error **errp)
+{
+    if (*slot)
+        return 0;
+    static const cpr_live_ops ops = {
+        .size = sizeof(cpr_live_ops),
+        .is_active = ram_is_active,
+        .setup = ram_setup,
+        .iterate = ram_iterate,
+        .complete = ram_complete,
+        .load = ram_load,
+        .load_done = ram_load_done,
+        .cleanup = ram_cleanup,
+    };
+    struct cpr_mig_ram *r = g_new0(struct cpr_mig_ram, 1);
+    r->ctx = ctx;
+    int ret = cpr_savevm_register_live(ctx, CPR_RAM_SECTION_NAME, 0, CPR_RAM_SECTION_VERSION,
+                                       CPR_RAM_SECTION_VERSION, &ops, r, 0, &r->section, errp);
+    if (ret < 0) {
+        cpr_error_prefix(errp, "registering the RAM section");
+        g_free(r);
+        return ret;
+    }
+    *slot = r;
+    return 0;
+}
+
+void cpr_mig_ram_free(struct cpr_mig_ram *r)
+{
+    if (!r)
+        return;
+    /* The section goes with the context's savevm state; only ours is freed here. */
+    cpr_ram_save_free(r->save);
+    cpr_ram_load_free(r->load);
+    g_free(r);
+}
+
+void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared)
+{
+    cpr_ram_save_free(r->save);
+    cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save);
+    r->stopped = 0;
+    r->pass_end = 0;
+}
+
+int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r)
+{
+    return r->pass_end;
+}
+
+int64_t cpr_mig_ram_sync(struct cpr_mig_ram *r, int stopped, cpr_error **errp)
+{
+    if (!r->save)
+        return 0;
+    r->stopped = stopped;
+    r->pass_end = 0;
+    return cpr_ram_save_sync(r->save, errp);
+}
+
+void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out)
+{
+    if (r->save)
+        cpr_ram_save_stats(r->save, out);
+    else
+        *out = (struct cpr_ram_stats){ 0 };
+}

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The outgoing main channel, shared by every mode: open, savevm begin, precopy passes while
+ * the guest runs (normal mode), switchover, the rest, end record, and the destination's
+ * acknowledgement on sockets.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include <cpr/stream.h>
+
+#include "internal/error.h"
+#include "internal/main_channel.h"
+#include "internal/mig_ram.h"
+#include "internal/mig_state.h"
+#include "internal/savevm.h"
+
+/* A guest that dirties memory faster than the link carries it never converges: after this many
+ * passes the engine switches over anyway, with whatever downtime that costs. */
+#define CPR_PRECOPY_MAX_PASSES 64
+
+struct save_run {
+    cpr_job *job;
+    struct cpr_mig_ram *ram;
+    cpr_stream *s;
+    int64_t throttle_start_us; /* bandwidth limit window */
+    uint64_t throttle_start_bytes;
+    int64_t pass_start_us;
+    uint64_t pass_start_bytes;
+    uint64_t bandwidth; /* bytes/s of the last pass */
+    int dirty_logging;
+};
+
+static int hook(cpr_job *job, int (*fn)(cpr_ctx *, void *), const char *what, cpr_error **errp)
+{
+    if (!fn)
+        return 0;
+    int r = fn(job->ctx, job->mig->vm_opaque);
+    return r < 0 ? cpr_error_set_errno(errp, r, "the VMM's %s hook failed", what) : 0;
+}
+
+/* Copies what the stream and the RAM section counted into the query statistics. */
+static void stats_update(struct save_run *r)
+{
+    struct cpr_ram_stats rs;
+    cpr_mig_ram_stats(r->ram, &rs);
+    uint64_t sent = cpr_stream_offset(r->s);
+    cpr_migration_info *i = cpr_job_stats_lock(r->job);
+    i->transferred = sent;
+    if (r->job->vm_stopped)
+        i->downtime_bytes = sent - i->precopy_bytes;
+    else
+        i->precopy_bytes = sent;
+    i->remaining = rs.remaining;
+    i->total = rs.total;
+    i->duplicate = rs.zero_pages;
+    i->normal = rs.data_pages;
+    i->normal_bytes = rs.data_pages * CPR_RAM_DIRTY_PAGE_SIZE;
+    i->page_size = CPR_RAM_DIRTY_PAGE_SIZE;
+    i->dirty_sync_count = rs.passes;
+    i->bandwidth = r->bandwidth;
+    if (r->bandwidth)
+        i->expected_downtime_ms = (int64_t)(rs.remaining * 1000 / r->bandwidth);
+    cpr_job_stats_unlock(r->job);
+}
+
+/* Sleeps as long as max-bandwidth requires; a cancel cuts the sleep short. */
+static void throttle(struct save_run *r)
+{
+    uint64_t limit = r->job->params.max_bandwidth;
+    if (!limit)
+        return;
+    uint64_t sent = cpr_stream_offset(r->s) - r->throttle_start_bytes;
+    int64_t due_us = (int64_t)(sent * G_USEC_PER_SEC / limit);
+    int64_t ahead_us = due_us - (g_get_monotonic_time() - r->throttle_start_us);
+    if (ahead_us <= 1000)
+        return;
+    struct pollfd p = { .fd = cpr_job_cancel_fd(r->job), .events = POLLIN };
+    poll(&p, 1, (int)MIN(ahead_us / 1000, 1000));
+}
+
+/* The end of a live pass: measure it, start the next, and say whether to switch over now. */
+static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
+{
+    int64_t now = g_get_monotonic_time();
+    uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
+    int64_t dt = MAX(now - r->pass_start_us, 1);
+    r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
+    int ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp);
+    if (ret < 0)
+        return ret;
+    int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
+    if (pages < 0)
+        return (int)pages;
+    uint64_t pending = (uint64_t)pages * CPR_RAM_DIRTY_PAGE_SIZE;
+    uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
+    struct cpr_ram_stats rs;
+    cpr_mig_ram_stats(r->ram, &rs);
+    cpr_migration_info *i = cpr_job_stats_lock(r->job);
+    i->dirty_pages_rate = (uint64_t)pages * G_USEC_PER_SEC / (uint64_t)dt;
+    cpr_job_stats_unlock(r->job);
+    *converged = pending <= threshold || rs.passes >= CPR_PRECOPY_MAX_PASSES;
+    r->pass_start_us = now;
+    r->pass_start_bytes = cpr_stream_offset(r->s);
+    return 0;
+}
+
+static int precopy(struct save_run *r, cpr_error **errp)
+{
+    int ret = hook(r->job, r->job->mig->ops.dirty_log_start, "dirty_log_start", errp);
+    if (ret < 0)
+        return ret;
+    r->dirty_logging = 1;
+    r->pass_start_us = r->throttle_start_us = g_get_monotonic_time();
+    r->pass_start_bytes = r->throttle_start_bytes = cpr_stream_offset(r->s);
+    for (;;) {
+        if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
+            return ret;
+        ret = cpr_savevm_iterate(r->job->ctx, r->s, NULL, errp);
+        if (ret < 0)
+            return ret;
+        stats_update(r);
+        throttle(r);
+        int converged = ret == 1; /* every section done: nothing to chase */
+        if (!converged && cpr_mig_ram_pass_ended(r->ram)) {
+            if ((ret = pass_end(r, &converged, errp)) < 0)
+                return ret;
+            stats_update(r);
+        }
+        if (converged)
+            return 0;
+    }
+}
+
+/* After the stop: the last dirty pages and every progressive section's remainder, in parts. */
+static int drain(struct save_run *r, int live, cpr_error **errp)
+{
+    int ret;
+    if (live && (ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp)) < 0)
+        return ret;
+    int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
+    if (pages < 0)
+        return (int)pages;
+    while ((ret = cpr_savevm_iterate(r->job->ctx, r->s, NULL, errp)) == 0)
+        stats_update(r);
+    return ret < 0 ? ret : 0;
+}
+
+static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error **errp)
+{
+    /* From the final records on, a cancel could leave the destination with a complete
+     * stream while this side resumes: it is no longer honoured. */
+    int ret = cpr_job_point_of_no_return(r->job, errp);
+    if (ret == 0)
+        ret = cpr_savevm_complete(r->job->ctx, r->s, errp);
+    if (ret == 0)
+        ret = cpr_stream_flush(r->s, errp);
+    stats_update(r);
+    if (ret < 0)
+        return ret;
+    struct stat st;
+    /* cpr-reboot's file must survive the host's reboot. */
+    if (r->job->mode == CPR_MODE_CPR_REBOOT && fstat(mc->fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        fdatasync(mc->fd) < 0)
+        return cpr_error_set_errno(errp, -errno, "main channel: fdatasync");
+    if (mc->is_socket)
+        return cpr_main_chan_wait_ack(r->job, mc, errp);
+    return 0;
+}
+
+int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
+{
+    struct cpr_mig *mig = job->mig;
+    struct save_run r = { .job = job, .ram = mig->ram };
+    struct cpr_main_chan mc;
+    int ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
+    if (ret < 0)
+        return ret;
+    ret = cpr_stream_new_fd_writer(mc.fd, 0, &r.s, errp);
+    if (ret < 0) {
+        cpr_main_chan_close(job, &mc);
+        return ret;
+    }
+    cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
+    ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
+    int begun = ret != -EBUSY;
+    if (ret == 0)
+        ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
+    if (ret == 0 && live)
+        ret = precopy(&r, errp);
+    if (ret == 0)
+        ret = cpr_job_switchover(job, errp);
+    if (ret == 0)
+        ret = drain(&r, live, errp);
+    if (ret == 0)
+        ret = finish_stream(&r, &mc, errp);
+    if (r.dirty_logging)
+        hook(job, mig->ops.dirty_log_stop, "dirty_log_stop", NULL);
+    if (begun)
+        cpr_savevm_finish(job->ctx);
+    cpr_stream_free(r.s);
+    cpr_main_chan_close(job, &mc);
+    return ret;
+}
+
+int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp)
+{
+    return cpr_migrate_save_main(job, 1, errp);
+}
+
+int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp)
+{
+    /* cpr-reboot stops the guest first: the file holds one consistent image. */
+    return cpr_migrate_save_main(job, 0, errp);
+}

@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
+
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
+
+Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
+corruption after re-verifying all its RAM, that the serial console's numbered lines continue
+without a gap or a repeat, and that the old VMM ends in postmigrate; in the cpr modes that no
+RAM page crossed the main channel, and in cpr-transfer that the new process maps the same memfd.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vmmtest import Vmm, memfd_inodes, serial_lines  # noqa: E402
+
+RAM_MB = 64
+SKIP = 77
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    log(f"ok: {what}")
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s: {what}")
+
+
+def wait_heartbeat(vm, above=0, timeout=30):
+    return wait_until(lambda: (g := vm.guest())["heartbeat"] > above and g, timeout,
+                      f"{vm.name}: heartbeat above {above}")
+
+
+def wait_booted(vm, timeout=60):
+    """Until the guest filled every page at boot (so there is a full pattern to verify)."""
+    return wait_until(lambda: (g := vm.guest())["pages-total"] and g["pages-filled"] >= g["pages-total"] and g,
+                      timeout, f"{vm.name}: boot fill done")
+
+
+def wait_serial(path, n=2):
+    """Until the console has n lines, so that its numbering spans the switchover."""
+    wait_until(lambda: os.path.exists(path) and len(serial_lines(path)) >= n, 15, f"{n} serial lines")
+
+
+def check_after_switchover(new, hb_old, serial_path):
+    """The guest goes on where it was, re-verifies all its RAM clean, the console continues."""
+    g0 = new.guest()
+    check(g0["heartbeat"] >= hb_old, f"new heartbeat {g0['heartbeat']} starts at or above the old {hb_old}")
+    g1 = wait_heartbeat(new, g0["heartbeat"])
+    check(g1["heartbeat"] > hb_old, f"heartbeat goes on ({hb_old} -> {g1['heartbeat']})")
+    total = g0["pages-total"]
+    g2 = wait_until(lambda: (g := new.guest())["pages-verified"] - g0["pages-verified"] >= total and g,
+                    120, f"guest re-verified all {total} pages")
+    check(g2["corruptions"] == 0,
+          f"zero corruptions after {g2['pages-verified'] - g0['pages-verified']} verifications of {total} pages")
+    # Serial: at least two lines written after the switchover, numbering without gap or repeat.
+    wait_until(lambda: sum(1 for s in serial_lines(serial_path) if s[1] > hb_old) >= 2, 10,
+               "serial lines after the switchover")
+    lines = serial_lines(serial_path)
+    nums = [n for n, _, _ in lines]
+    check(nums == list(range(nums[0], nums[0] + len(nums))) and nums[0] == 0,
+          f"serial lines 0..{nums[-1]} continuous in {os.path.basename(serial_path)}")
+    hbs = [h for _, h, _ in lines]
+    check(hbs == sorted(hbs), "serial heartbeats never go back")
+    check(any(h <= hb_old for h in hbs) and any(h > hb_old for h in hbs),
+          "the console has lines from before and after the switchover")
+    log(f"guest after the switchover: {new.guest()}")
+    return g2
+
+
+def base_args(wd, name, extra=()):
+    return ["-name", name, "-m", f"{RAM_MB}M", "-smp", "1", "-nodefaults", "-display", "none",
+            "-serial", f"file:{os.path.join(wd, 'serial.log')}"] + list(extra)
+
+
+def unix_channel(kind, path):
+    return {"channel-type": kind, "addr": {"transport": "socket", "type": "unix", "path": path}}
+
+
+# ---- 1. cpr-reboot, the transcript of seeds 000/001 ------------------------------------------
+
+def test_cpr_reboot(binary, wd):
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else wd
+    ram = os.path.join(shm, f"cpr-vmm-test-{os.getpid()}.ram")
+    serial = os.path.join(wd, "serial.log")
+    args = base_args(wd, "reboot", [
+        "-object", f"memory-backend-file,id=ram0,size={RAM_MB}M,mem-path={ram},share=on",
+        "-machine", "memory-backend=ram0"])
+    try:
+        old = Vmm(binary, wd, "old", args, hmp=True)
+        wait_booted(old)
+        wait_heartbeat(old)
+        wait_serial(serial)
+        check(old.hmp("info status") == "VM status: running\n", "old: info status -> running")
+        check(old.hmp("migrate_set_capability x-ignore-shared on") == "", "migrate_set_capability accepted")
+        check(old.hmp("migrate_set_parameter mode cpr-reboot") == "", "migrate_set_parameter accepted")
+        check(old.hmp("migrate -d file:vm.state") == "", "migrate -d accepted")
+        info = old.wait_migration()
+        check(info["status"] == "completed", f"old: migration completed ({info})")
+        check(old.hmp("info status") == "VM status: paused (postmigrate)\n", "old: info status -> paused (postmigrate)")
+        hb_old = old.guest()["heartbeat"]
+        size = os.path.getsize(os.path.join(wd, "vm.state"))
+        check(size < RAM_MB * 1024 * 1024 // 64, f"vm.state is {size} bytes: no RAM in it (RAM {RAM_MB} MiB)")
+        old.proc.stdin.write(b"quit\n")
+        old.proc.stdin.flush()
+        check(old.wait_exit() == 0, "old VMM quit")
+        log("old transcript:\n" + old.transcript())
+
+        new = Vmm(binary, wd, "new", args + ["-incoming", "defer"], hmp=True)
+        check(new.hmp("info status") == "VM status: paused (inmigrate)\n", "new: info status -> paused (inmigrate)")
+        check(new.hmp("migrate_set_capability x-ignore-shared on") == "", "new: migrate_set_capability")
+        check(new.hmp("migrate_set_parameter mode cpr-reboot") == "", "new: migrate_set_parameter")
+        check(new.hmp("migrate_incoming file:vm.state") == "", "new: migrate_incoming file:vm.state")
+        check(new.hmp("info status") == "VM status: running\n", "new: info status -> running")
+        log("new transcript:\n" + new.transcript())
+        check_after_switchover(new, hb_old, serial)
+        new.hmp("info guest")
+        new.kill()
+    finally:
+        if os.path.exists(ram):
+            os.unlink(ram)
+
+
+# ---- 2. cpr-transfer, seeds 002/003 ---------------------------------------------------------
+
+def test_cpr_transfer(binary, wd):
+    serial = os.path.join(wd, "serial.log")
+    moved = os.path.join(wd, "serial-moved.log")
+    args = base_args(wd, "transfer", ["-machine", "aux-ram-share=on"])
+    old = Vmm(binary, wd, "old", args)
+    wait_booted(old)
+    wait_heartbeat(old)
+    # The new VMM is told the original path. Renaming the file under the old VMM shows which
+    # file the new one writes to: the preserved fd keeps writing here, a reopen would not.
+    wait_serial(serial)
+    os.rename(serial, moved)
+    old_inodes = memfd_inodes(old.pid)
+    check(len(old_inodes) >= 1, f"old VMM maps memfd(s) {sorted(old_inodes)}")
+
+    main_sock, cpr_sock = os.path.join(wd, "main.sock"), os.path.join(wd, "cpr.sock")
+    new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{main_sock}",
+                                          "-incoming", json.dumps(unix_channel("cpr", cpr_sock))])
+    wait_until(lambda: os.path.exists(cpr_sock), 30, "new VMM listens on the cpr channel")
+    old.qmp("migrate-set-parameters", mode="cpr-transfer")
+    old.qmp("migrate", channels=[unix_channel("main", main_sock), unix_channel("cpr", cpr_sock)])
+    info = old.wait_migration()
+    check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
+    check(old.status() == "postmigrate", "old VMM in postmigrate")
+    hb_old = old.guest()["heartbeat"]
+    new.wait_status("running")
+    new_inodes = memfd_inodes(new.pid)
+    check(old_inodes <= new_inodes, f"new VMM maps the same memfd inode(s) {sorted(old_inodes)}")
+    ram = info.get("ram", {})
+    check(ram.get("normal", 0) == 0, "no RAM page crossed the main channel")
+    check(info.get("ram", {}).get("transferred", 0) < RAM_MB * 1024 * 1024 // 64,
+          f"main channel carried {ram.get('transferred')} bytes for {RAM_MB} MiB of RAM")
+    check_after_switchover(new, hb_old, moved)
+    check(not serial_lines(serial), "the new VMM wrote to the preserved fd, not a reopened file")
+    pause = wait_until(lambda: new.guest()["last-pause-ms"], 10, "pause measured")
+    log(f"guest-visible pause across cpr-transfer: {pause:.3f} ms ({new.guest()['backend']})")
+    old.kill()
+    new.kill()
+
+
+# ---- 3. cpr-exec ----------------------------------------------------------------------------
+
+def test_cpr_exec(binary, wd):
+    serial = os.path.join(wd, "serial.log")
+    moved = os.path.join(wd, "serial-moved.log")
+    state = os.path.join(wd, "vm.state")
+    args = base_args(wd, "exec", ["-machine", "aux-ram-share=on"])
+    vm = Vmm(binary, wd, "vm", args)
+    wait_booted(vm)
+    wait_heartbeat(vm)
+    wait_serial(serial)
+    os.rename(serial, moved)
+    pid = vm.pid
+    inodes = memfd_inodes(pid)
+    # The new image: the same command line plus -incoming for the main channel.
+    vm.qmp("migrate-set-parameters", mode="cpr-exec", **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
+    try:
+        vm.qmp("migrate", uri=f"file:{state}")
+    except (EOFError, ConnectionError):
+        pass  # the image was replaced before the reply: fine
+    hb_old = None
+    vm.reconnect()
+    # The process is the same; its image and monitors are new.
+    vm.wait_status("running")
+    check(vm.pid == pid and vm.proc.poll() is None, "same process after exec")
+    new_inodes = memfd_inodes(pid)
+    check(inodes <= new_inodes, f"the new image maps the same memfd inode(s) {sorted(inodes)}")
+    size = os.path.getsize(state)
+    check(size < RAM_MB * 1024 * 1024 // 64, f"main channel file is {size} bytes: no RAM in it")
+    # The heartbeat before the exec is the last one the console printed.
+    hb_old = serial_lines(moved)[-1][1]
+    check_after_switchover(vm, hb_old, moved)
+    check(not serial_lines(serial) if os.path.exists(serial) else True, "console went on in the preserved fd")
+    pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
+    log(f"guest-visible pause across cpr-exec: {pause:.3f} ms")
+    vm.kill()
+
+
+# ---- 4. normal live migration over a UNIX socket, guest dirtying memory -----------------------
+
+def test_live(binary, wd):
+    serial = os.path.join(wd, "serial.log")
+    rate = 2000
+    args = base_args(wd, "live", ["-guest-dirty-rate", str(rate)])
+    old = Vmm(binary, wd, "old", args)
+    wait_booted(old)
+    wait_heartbeat(old)
+    wait_serial(serial)
+    sock = os.path.join(wd, "mig.sock")
+    new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{sock}"])
+    wait_until(lambda: os.path.exists(sock), 30, "new VMM listens")
+    check(new.status() == "inmigrate", "new VMM in inmigrate")
+    old.qmp("migrate", uri=f"unix:{sock}")
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
+    check(old.status() == "postmigrate", "old VMM in postmigrate")
+    ram = info.get("ram", {})
+    log(f"live migration at {rate} pages/s: total {info.get('total-time')} ms, downtime {info.get('downtime')} ms, "
+        f"{ram.get('transferred')} bytes, {ram.get('dirty-sync-count')} syncs")
+    check(ram.get("transferred", 0) >= RAM_MB * 1024 * 1024 // 2, "RAM crossed the main channel")
+    hb_old = old.guest()["heartbeat"]
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    old.kill()
+    new.kill()
+
+
+# ---- 5. snapshot to a file, restore into a new VMM --------------------------------------------
+
+def test_snapshot(binary, wd):
+    serial = os.path.join(wd, "serial.log")
+    snap = os.path.join(wd, "snap.state")
+    args = base_args(wd, "snap")
+    old = Vmm(binary, wd, "old", args)
+    g = wait_booted(old)
+    wait_heartbeat(old)
+    wait_serial(serial)
+    old.qmp("migrate", uri=f"file:{snap}")
+    info = old.wait_migration()
+    check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
+    check(old.status() == "postmigrate", "old VMM in postmigrate")
+    hb_old = old.guest()["heartbeat"]
+    size = os.path.getsize(snap)
+    check(size >= g["pages-total"] * 4096, f"snapshot holds the RAM ({size} bytes)")
+    old.qmp("quit")
+    old.wait_exit()
+    new = Vmm(binary, wd, "new", args + ["-incoming", "defer"])
+    check(new.status() == "inmigrate", "new VMM waits in inmigrate")
+    new.qmp("migrate-incoming", uri=f"file:{snap}")
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    new.kill()
+
+
+# ---- the checks can fail: a page damaged while the VMM is down shows as a corruption ------------
+
+def test_corruption_detected(binary, wd):
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else wd
+    ram = os.path.join(shm, f"cpr-vmm-test-{os.getpid()}.ram")
+    args = base_args(wd, "corrupt", [
+        "-object", f"memory-backend-file,id=ram0,size={RAM_MB}M,mem-path={ram},share=on",
+        "-machine", "memory-backend=ram0"])
+    try:
+        old = Vmm(binary, wd, "old", args)
+        wait_booted(old)
+        old.qmp("migrate-set-capabilities", capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        old.qmp("migrate-set-parameters", mode="cpr-reboot")
+        old.qmp("migrate", uri="file:vm.state")
+        check(old.wait_migration()["status"] == "completed", "saved")
+        old.qmp("quit")
+        old.wait_exit()
+        # Flip one word in the middle of a data page, as a lost write would.
+        with open(ram, "r+b") as f:
+            f.seek(4096 * 1000 + 8 * 17)
+            word = f.read(8)
+            f.seek(4096 * 1000 + 8 * 17)
+            f.write(bytes(b ^ 0xFF for b in word))
+        new = Vmm(binary, wd, "new", args + ["-incoming", "defer"])
+        new.qmp("migrate-set-capabilities", capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        new.qmp("migrate-set-parameters", mode="cpr-reboot")
+        new.qmp("migrate-incoming", uri="file:vm.state")
+        new.wait_status("running")
+        g = wait_until(lambda: (g := new.guest())["corruptions"] > 0 and g, 60, "the guest reports the damage")
+        check(g["corruptions"] > 0, f"damaged page counted: {g['corruptions']} corruption(s)")
+        new.kill()
+    finally:
+        if os.path.exists(ram):
+            os.unlink(ram)
+
+
+TESTS = {
+    "corruption": test_corruption_detected,
+    "cpr-reboot": test_cpr_reboot,
+    "cpr-transfer": test_cpr_transfer,
+    "cpr-exec": test_cpr_exec,
+    "live": test_live,
+    "snapshot": test_snapshot,
+}
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in TESTS:
+        print(__doc__)
+        return 2
+    binary = os.path.abspath(sys.argv[1])
+    if not os.access(binary, os.X_OK):
+        print(f"{binary}: not an executable")
+        return 1
+    wd = tempfile.mkdtemp(prefix=f"cpr-vmm-{sys.argv[2]}-")
+    ok = False
+    try:
+        TESTS[sys.argv[2]](binary, wd)
+        ok = True
+    finally:
+        if ok and not os.environ.get("CPR_KEEP_TMP"):
+            shutil.rmtree(wd, ignore_errors=True)
+        else:
+            log(f"work directory kept: {wd}")
+            for f in sorted(os.listdir(wd)):
+                if f.endswith(".log"):
+                    with open(os.path.join(wd, f), errors="replace") as fh:
+                        log(f"--- {f} (tail)\n" + "".join(fh.readlines()[-30:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: MIT */
+/* The section registry, progressive sections interleaved, and strict loading: unknown and
+ * optional sections, identity checks, and no post_load on any damaged stream. */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "internal/error.h"
+#include "internal/record.h"
+#include "internal/savevm.h"
+#include "internal/stream.h"
+#include "testutil.h"
+
+struct regs {
+    uint32_t pc;
+    uint64_t acc;
+};
+
+static int post_loads;
+static int regs_post_load(void *obj, uint32_t version, cpr_error **errp)
+{
+    post_loads++;
+    return 0;
+}
+
+static cpr_desc *regs_desc(void)
+{
+    cpr_desc *d;
+    ck_assert_int_eq(cpr_desc_new("cpu", 1, 1, sizeof(struct regs), &d, NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(d, "pc", CPR_TYPE_U32, CPR_MEMBER(struct regs, pc), NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(d, "acc", CPR_TYPE_U64, CPR_MEMBER(struct regs, acc), NULL), 0);
+    ck_assert_int_eq(cpr_desc_set_hooks(d, NULL, NULL, NULL, regs_post_load, NULL), 0);
+    return d;
+}
+
+/* A progressive section that sends `total` numbered chunks, `per_part` per iterate call,
+ * and on load checks that they arrive in order. */
+struct live {
+    const char *tag;
+    int total, per_part, sent;
+    int got, started, ended, done_calls, cleanups;
+    GString *log; /* shared: records the interleaving */
+};
+
+static int live_setup(cpr_stream *s, void *opaque, cpr_error **errp)
+{
+    struct live *l = opaque;
+    l->sent = 0;
+    return cpr_stream_put_u32(s, (uint32_t)l->total, errp);
+}
+
+static int live_iterate(cpr_stream *s, uint64_t *pending, void *opaque, cpr_error **errp)
+{
+    struct live *l = opaque;
+    for (int i = 0; i < l->per_part && l->sent < l->total; i++) {
+        int ret = cpr_stream_put_u32(s, (uint32_t)l->sent++, errp);
+        if (ret < 0)
+            return ret;
+    }
+    *pending = (uint64_t)(l->total - l->sent) * 4;
+    return l->sent == l->total;
+}
+
+static int live_complete(cpr_stream *s, void *opaque, cpr_error **errp)
+{
+    return cpr_stream_put_u32(s, 0xE0Du, errp);
+}
+
+static int live_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cpr_error **errp)
+{
+    struct live *l = opaque;
+    uint32_t v;
+    int ret;
+    if (l->log)
+        g_string_append_printf(l->log, "%s%d ", l->tag, phase);
+    if (phase == CPR_LIVE_START) {
+        l->started++;
+        return cpr_stream_get_u32(s, &v, errp);
+    }
+    if (phase == CPR_LIVE_END) {
+        l->ended++;
+        if ((ret = cpr_stream_get_u32(s, &v, errp)) < 0)
+            return ret;
+        return v == 0xE0D ? 0 : -EBADMSG;
+    }
+    while (cpr_stream_remaining(s)) {
+        if ((ret = cpr_stream_get_u32(s, &v, errp)) < 0)
+            return ret;
+        if (v != (uint32_t)l->got++)
+            return cpr_error_set(errp, -EBADMSG, "chunk %u out of order", v);
+    }
+    return 0;
+}
+
+static int live_done(uint32_t version, void *opaque, cpr_error **errp)
+{
+    ((struct live *)opaque)->done_calls++;
+    return 0;
+}
+
+static void live_cleanup(void *opaque)
+{
+    ((struct live *)opaque)->cleanups++;
+}
+
+static const cpr_live_ops live_ops = {
+    .size = sizeof(cpr_live_ops),
+    .setup = live_setup,
+    .iterate = live_iterate,
+    .complete = live_complete,
+    .load = live_load,
+    .load_done = live_done,
+    .cleanup = live_cleanup,
+};
+
+struct machine {
+    cpr_ctx *ctx;
+    struct regs cpu0, cpu1;
+    struct live ram, vram;
+};
+
+static void machine_init(struct machine *m, GString *log)
+{
+    memset(m, 0, sizeof(*m));
+    ck_assert_int_eq(cpr_ctx_new(&m->ctx, 0, NULL), 0);
+    cpr_desc *d = regs_desc();
+    ck_assert_int_eq(cpr_savevm_register(m->ctx, NULL, 0, d, &m->cpu0, 0, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_register(m->ctx, NULL, 1, d, &m->cpu1, 0, NULL, NULL), 0);
+    cpr_desc_unref(d);
+    m->ram = (struct live){ .tag = "R", .total = 10, .per_part = 3, .log = log };
+    m->vram = (struct live){ .tag = "V", .total = 4, .per_part = 1, .log = log };
+    ck_assert_int_eq(cpr_savevm_register_live(m->ctx, "ram", 0, 1, 1, &live_ops, &m->ram, 0, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_register_live(m->ctx, "vram", 0, 1, 1, &live_ops, &m->vram, 0, NULL, NULL), 0);
+}
+
+/* Saves a machine into memory; returns the bytes (g_free). */
+static uint8_t *save_machine(size_t *len)
+{
+    struct machine m;
+    machine_init(&m, NULL);
+    m.cpu0 = (struct regs){ 0x1000, 1 };
+    m.cpu1 = (struct regs){ 0x2000, 2 };
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
+    ck_assert_int_eq(m.ram.cleanups, 1);
+    void *data;
+    ck_assert_int_eq(cpr_stream_mem_steal(w, &data, len, NULL), 0);
+    cpr_stream_free(w);
+    cpr_ctx_free(m.ctx);
+    return data;
+}
+
+static int load_machine(struct machine *m, const void *data, size_t len, cpr_error **errp)
+{
+    cpr_stream *r;
+    ck_assert_int_eq(cpr_stream_new_mem_source(data, len, &r, NULL), 0);
+    int ret = cpr_savevm_load(m->ctx, r, errp);
+    cpr_stream_free(r);
+    return ret;
+}
+
+START_TEST(test_progressive_sections_interleave_and_instances_load)
+{
+    size_t len;
+    g_autofree uint8_t *data = save_machine(&len);
+    g_autoptr(GString) log = g_string_new("");
+    struct machine m;
+    machine_init(&m, log);
+    post_loads = 0;
+    ck_assert_int_eq(load_machine(&m, data, len, NULL), 0);
+    ck_assert_str_eq(log->str, "R0 V0 R1 V1 R1 V1 R1 V1 R1 V1 R2 V2 ");
+    ck_assert_int_eq(m.ram.got, 10);
+    ck_assert_int_eq(m.vram.got, 4);
+    ck_assert_int_eq(m.ram.done_calls, 1);
+    ck_assert_uint_eq(m.cpu0.pc, 0x1000);
+    ck_assert_uint_eq(m.cpu1.acc, 2);
+    ck_assert_int_eq(post_loads, 2);
+    cpr_ctx_free(m.ctx);
+}
+END_TEST
+
+START_TEST(test_registry_finds_by_name_and_instance_and_refuses_duplicates)
+{
+    struct machine m;
+    machine_init(&m, NULL);
+    ck_assert_ptr_nonnull(cpr_savevm_find(m.ctx, "cpu", 1));
+    ck_assert_ptr_null(cpr_savevm_find(m.ctx, "cpu", 2));
+    cpr_desc *d = regs_desc();
+    ck_assert_cpr_fails(cpr_savevm_register(m.ctx, NULL, 1, d, &m.cpu1, 0, NULL, errp_), -EEXIST,
+                        "section 'cpu' instance 1 is already registered");
+    ck_assert_cpr_fails(cpr_savevm_register(m.ctx, NULL, 5, d, &m.cpu1, 0, NULL, errp_), -EINVAL,
+                        "another description");
+    cpr_desc_unref(d);
+    cpr_live_ops bad = live_ops;
+    bad.load = NULL;
+    ck_assert_cpr_fails(cpr_savevm_register_live(m.ctx, "x", 0, 1, 1, &bad, NULL, 0, NULL, errp_), -EINVAL, "required");
+    cpr_savevm_unregister(m.ctx, cpr_savevm_find(m.ctx, "cpu", 1));
+    ck_assert_ptr_null(cpr_savevm_find(m.ctx, "cpu", 1));
+    cpr_ctx_free(m.ctx);
+}
+END_TEST
+
+START_TEST(test_unknown_section_is_an_error_naming_it)
+{
+    size_t len;
+    g_autofree uint8_t *data = save_machine(&len);
+    struct machine m;
+    machine_init(&m, NULL);
+    cpr_savevm_unregister(m.ctx, cpr_savevm_find(m.ctx, "cpu", 1));
+    post_loads = 0;
+    ck_assert_cpr_fails(load_machine(&m, data, len, errp_), -ENOENT, "unknown section 'cpu' instance 1");
+    ck_assert_int_eq(post_loads, 0);
+    ck_assert_int_eq(m.ram.done_calls, 0);
+    cpr_ctx_free(m.ctx);
+}
+END_TEST
+
+static void collect_warning(const char *message, void *opaque)
+{
+    g_string_append_printf(opaque, "%s\n", message);
+}
+
+START_TEST(test_optional_sections_are_skipped_with_a_warning)
+{
+    struct machine m;
+    machine_init(&m, NULL);
+    struct regs extra = { 9, 9 };
+    struct live opt = { .tag = "O", .total = 3, .per_part = 2 };
+    cpr_desc *d;
+    ck_assert_int_eq(cpr_desc_new("gpu", 1, 1, sizeof(struct regs), &d, NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(d, "pc", CPR_TYPE_U32, CPR_MEMBER(struct regs, pc), NULL), 0);
+    ck_assert_int_eq(cpr_savevm_register(m.ctx, NULL, 0, d, &extra, CPR_SECTION_OPTIONAL, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_register_live(m.ctx, "opt-live", 0, 1, 1, &live_ops, &opt, CPR_SECTION_OPTIONAL, NULL, NULL), 0);
+    cpr_desc_unref(d);
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
+    const void *data;
+    size_t len;
+    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+
+    struct machine n;
+    machine_init(&n, NULL);
+    g_autoptr(GString) warnings = g_string_new("");
+    ck_assert_int_eq(cpr_savevm_set_warning_handler(n.ctx, collect_warning, warnings, NULL), 0);
+    ck_assert_int_eq(load_machine(&n, data, len, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(warnings->str, "skipping optional section 'gpu' instance 0"));
+    ck_assert_ptr_nonnull(strstr(warnings->str, "skipping optional section 'opt-live' instance 0"));
+    ck_assert_int_eq(n.ram.got, 10);
+    cpr_stream_free(w);
+    cpr_ctx_free(m.ctx);
+    cpr_ctx_free(n.ctx);
+}
+END_TEST
+
+static char *ram_identity(cpr_ctx *ctx, void *opaque)
+{
+    return g_strdup(opaque);
+}
+
+START_TEST(test_machine_and_identity_mismatch_are_refused)
+{
+    struct machine m, n;
+    machine_init(&m, NULL);
+    ck_assert_int_eq(cpr_savevm_set_machine(m.ctx, "pc smp=2", NULL), 0);
+    ck_assert_int_eq(cpr_savevm_set_identity(m.ctx, "ram", ram_identity, "[{\"name\":\"pc.ram\",\"size\":4096}]", NULL), 0);
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
+    const void *data;
+    size_t len;
+    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+
+    machine_init(&n, NULL);
+    ck_assert_int_eq(cpr_savevm_set_machine(n.ctx, "pc smp=4", NULL), 0);
+    ck_assert_cpr_fails(load_machine(&n, data, len, errp_), -EINVAL,
+                        "machine identity mismatch: stream has 'pc smp=2', this machine is 'pc smp=4'");
+    ck_assert_int_eq(cpr_savevm_set_machine(n.ctx, "pc smp=2", NULL), 0);
+    ck_assert_int_eq(cpr_savevm_set_identity(n.ctx, "ram", ram_identity, "[{\"size\":8192,\"name\":\"pc.ram\"}]", NULL), 0);
+    ck_assert_cpr_fails(load_machine(&n, data, len, errp_), -EINVAL, "identity 'ram' mismatch");
+    /* Same JSON value, other key order: equal. */
+    ck_assert_int_eq(cpr_savevm_set_identity(n.ctx, "ram", ram_identity, "[{\"size\":4096,\"name\":\"pc.ram\"}]", NULL), 0);
+    ck_assert_int_eq(load_machine(&n, data, len, NULL), 0);
+    cpr_stream_free(w);
+    cpr_ctx_free(m.ctx);
+    cpr_ctx_free(n.ctx);
+}
+END_TEST
+
+START_TEST(test_damaged_streams_fail_cleanly_and_never_run_post_load)
+{
+    size_t len;
+    g_autofree uint8_t *data = save_machine(&len);
+    g_autofree uint8_t *copy = g_memdup2(data, len);
+    struct machine m;
+    machine_init(&m, NULL);
+    for (size_t i = 0; i < len; i++) {
+        copy[i] ^= 0x10;
+        post_loads = 0;
+        m.ram.done_calls = 0;
+        m.ram.got = m.vram.got = 0;
+        cpr_error *err = NULL;
+        int ret = load_machine(&m, copy, len, &err);
+        ck_assert_msg(ret < 0, "flipped byte %zu was accepted", i);
+        ck_assert_ptr_nonnull(err);
+        cpr_error_free(err);
+        ck_assert_int_eq(post_loads, 0);
+        ck_assert_int_eq(m.ram.done_calls, 0);
+        copy[i] ^= 0x10;
+    }
+    for (size_t cut = 0; cut < len; cut++) {
+        post_loads = 0;
+        m.ram.got = m.vram.got = 0;
+        cpr_error *err = NULL;
+        ck_assert_int_eq(load_machine(&m, data, cut, &err), -EBADMSG);
+        ck_assert_ptr_nonnull(strstr(cpr_error_message(err), "truncated"));
+        cpr_error_free(err);
+        ck_assert_int_eq(post_loads, 0);
+        ck_assert_int_eq(m.ram.done_calls, 0);
+    }
+    m.ram.got = m.vram.got = 0;
+    ck_assert_int_eq(load_machine(&m, data, len, NULL), 0);
+    ck_assert_int_eq(post_loads, 2);
+    cpr_ctx_free(m.ctx);
+}
+END_TEST
+
+START_TEST(test_save_and_load_through_a_file_fd)
+{
+    struct machine m, n;
+    machine_init(&m, NULL);
+    m.cpu0.pc = 77;
+    char path[] = "/tmp/cpr-savevm-XXXXXX";
+    int fd = mkostemp(path, O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert_int_eq(cpr_savevm_save_to_fd(m.ctx, fd, NULL), 0);
+    ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+    machine_init(&n, NULL);
+    ck_assert_int_eq(cpr_savevm_load_from_fd(n.ctx, fd, NULL), 0);
+    ck_assert_uint_eq(n.cpu0.pc, 77);
+    ck_assert_int_eq(n.ram.got, 10);
+    close(fd);
+    cpr_ctx_free(m.ctx);
+    cpr_ctx_free(n.ctx);
+}
+END_TEST
+
+START_TEST(test_failed_save_reports_section_and_cleans_up)
+{
+    struct machine m;
+    machine_init(&m, NULL);
+    size_t full;
+    g_free(save_machine(&full));
+    /* Room for everything but the last records: the progressive sections ran by then. */
+    g_autofree uint8_t *tiny = g_malloc(full - 40);
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink_buf(tiny, full - 40, &w, NULL), 0);
+    cpr_error *err = NULL;
+    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, &err), -ENOSPC);
+    ck_assert_ptr_nonnull(err);
+    cpr_error_free(err);
+    ck_assert_int_eq(m.ram.cleanups, 1);
+    /* The context is usable again. */
+    cpr_stream_free(w);
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
+    cpr_stream_free(w);
+    cpr_ctx_free(m.ctx);
+}
+END_TEST
+
+static Suite *savevm_suite(void)
+{
+    Suite *s = suite_create("savevm");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_progressive_sections_interleave_and_instances_load);
+    tcase_add_test(tc, test_registry_finds_by_name_and_instance_and_refuses_duplicates);
+    tcase_add_test(tc, test_unknown_section_is_an_error_naming_it);
+    tcase_add_test(tc, test_optional_sections_are_skipped_with_a_warning);
+    tcase_add_test(tc, test_machine_and_identity_mismatch_are_refused);
+    tcase_add_test(tc, test_damaged_streams_fail_cleanly_and_never_run_post_load);
+    tcase_add_test(tc, test_save_and_load_through_a_file_fd);
+    tcase_add_test(tc, test_failed_save_reports_section_and_cleans_up);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(savevm_suite)

@@ -1,0 +1,531 @@
+/* SPDX-License-Identifier: MIT */
+/* Command-line parsing in QEMU's spelling: -opt VALUE with VALUE a comma-separated key=value list. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmdline.h"
+
+static const char usage[] =
+    "usage: cpr-vmm [options]\n"
+    "  -m SIZE                      guest RAM (bare number: MiB), default 128M\n"
+    "  -smp N                       number of vCPUs, default 1\n"
+    "  -object memory-backend-memfd,id=ID,size=SIZE[,share=on]\n"
+    "  -object memory-backend-file,id=ID,size=SIZE,mem-path=PATH[,share=on]\n"
+    "  -machine [memory-backend=ID][,aux-ram-share=on]\n"
+    "  -accel kvm|soft              default: kvm when /dev/kvm works, else soft\n"
+    "  -monitor stdio               HMP on stdin/stdout\n"
+    "  -qmp unix:PATH,server=on,wait=off\n"
+    "  -incoming defer|URI|JSON     repeatable: a main and a cpr channel\n"
+    "  -serial file:PATH|stdio|null\n"
+    "  -drive file=PATH             a local disk (blocks normal migration only)\n"
+    "  -name NAME  -S  -nodefaults  -display none\n"
+    "  -guest-dirty-rate PAGES_PER_S   pages the guest rewrites per second (default 0)\n";
+
+/* One key=value pair of an option argument. */
+typedef struct kv {
+    char *key;
+    char *val;
+} kv;
+
+/*
+ * Splits "a,b=c,d=e" into pairs. The first element may lack '=' and then gets key
+ * `implied` (QEMU's implied option name); later ones must have '='. ",," is a literal comma.
+ */
+static GArray *split_kv(const char *arg, const char *implied)
+{
+    GArray *out = g_array_new(FALSE, TRUE, sizeof(kv));
+    GString *cur = g_string_new(NULL);
+    size_t n = strlen(arg);
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && arg[i] == ',' && arg[i + 1] == ',') {
+            g_string_append_c(cur, ',');
+            i++;
+            continue;
+        }
+        if (i < n && arg[i] != ',') {
+            g_string_append_c(cur, arg[i]);
+            continue;
+        }
+        char *eq = strchr(cur->str, '=');
+        kv e;
+        if (eq) {
+            e.key = g_strndup(cur->str, (size_t)(eq - cur->str));
+            e.val = g_strdup(eq + 1);
+        } else if (out->len == 0 && implied) {
+            e.key = g_strdup(implied);
+            e.val = g_strdup(cur->str);
+        } else if (cur->len) {
+            /* QEMU's shorthand: "server" means server=on, "nowait" wait=off. */
+            if (g_str_has_prefix(cur->str, "no")) {
+                e.key = g_strdup(cur->str + 2);
+                e.val = g_strdup("off");
+            } else {
+                e.key = g_strdup(cur->str);
+                e.val = g_strdup("on");
+            }
+        } else {
+            g_string_truncate(cur, 0);
+            continue;
+        }
+        g_array_append_val(out, e);
+        g_string_truncate(cur, 0);
+    }
+    g_string_free(cur, TRUE);
+    return out;
+}
+
+static void free_kv(GArray *a)
+{
+    for (guint i = 0; i < a->len; i++) {
+        g_free(g_array_index(a, kv, i).key);
+        g_free(g_array_index(a, kv, i).val);
+    }
+    g_array_free(a, TRUE);
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {
+        *out = 1;
+        return 0;
+    }
+    if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false")) {
+        *out = 0;
+        return 0;
+    }
+    return -1;
+}
+
+int vmm_parse_size(const char *s, uint64_t unit, uint64_t *out)
+{
+    if (!s || !g_ascii_isdigit(*s))
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || v < 0)
+        return -EINVAL;
+    uint64_t mul = unit;
+    switch (g_ascii_toupper(*end)) {
+    case 0: break;
+    case 'B': mul = 1; break;
+    case 'K': mul = 1ull << 10; break;
+    case 'M': mul = 1ull << 20; break;
+    case 'G': mul = 1ull << 30; break;
+    case 'T': mul = 1ull << 40; break;
+    default: return -EINVAL;
+    }
+    if (*end && end[1] && !(g_ascii_toupper(end[1]) == 'B' && !end[2]) &&
+        !(g_ascii_toupper(end[1]) == 'I' && g_ascii_toupper(end[2]) == 'B' && !end[3]))
+        return -EINVAL;
+    double bytes = v * (double)mul;
+    if (bytes >= 18446744073709551616.0)
+        return -ERANGE;
+    *out = (uint64_t)bytes;
+    return 0;
+}
+
+static void memdev_free(gpointer p)
+{
+    vmm_memdev *m = p;
+    g_free(m->id);
+    g_free(m->mem_path);
+    g_free(m);
+}
+
+#define FAIL(...)                                  \
+    do {                                           \
+        *err = g_strdup_printf(__VA_ARGS__);       \
+        goto out;                                  \
+    } while (0)
+
+static int opt_object(vmm_config *cfg, const char *arg, char **err)
+{
+    int ret = -1;
+    GArray *a = split_kv(arg, "qom-type");
+    vmm_memdev *m = g_new0(vmm_memdev, 1);
+    const char *type = a->len ? g_array_index(a, kv, 0).val : "";
+    if (!strcmp(type, "memory-backend-file"))
+        m->is_file = 1;
+    else if (strcmp(type, "memory-backend-memfd"))
+        FAIL("-object %s: unsupported object type '%s' (memory-backend-memfd or memory-backend-file)",
+             arg, type);
+    for (guint i = 1; i < a->len; i++) {
+        kv *e = &g_array_index(a, kv, i);
+        if (!strcmp(e->key, "id")) {
+            g_free(m->id);
+            m->id = g_strdup(e->val);
+        } else if (!strcmp(e->key, "size")) {
+            if (vmm_parse_size(e->val, 1, &m->size) < 0 || !m->size)
+                FAIL("-object %s: invalid size '%s'", arg, e->val);
+        } else if (!strcmp(e->key, "share")) {
+            if (parse_bool(e->val, &m->share) < 0)
+                FAIL("-object %s: share wants on or off, not '%s'", arg, e->val);
+        } else if (!strcmp(e->key, "mem-path") && m->is_file) {
+            g_free(m->mem_path);
+            m->mem_path = g_strdup(e->val);
+        } else if (!strcmp(e->key, "prealloc") || !strcmp(e->key, "hugetlb") ||
+                   !strcmp(e->key, "seal")) {
+            /* accepted and ignored: they do not change what the guest sees */
+        } else {
+            FAIL("-object %s: unknown property '%s' for %s", arg, e->key, type);
+        }
+    }
+    if (!m->id)
+        FAIL("-object %s: parameter 'id' is missing", arg);
+    if (!m->size)
+        FAIL("-object %s: parameter 'size' is missing", arg);
+    if (m->is_file && !m->mem_path)
+        FAIL("-object %s: parameter 'mem-path' is missing", arg);
+    for (guint i = 0; i < cfg->memdevs->len; i++)
+        if (!strcmp(((vmm_memdev *)cfg->memdevs->pdata[i])->id, m->id))
+            FAIL("-object %s: duplicate id '%s'", arg, m->id);
+    g_ptr_array_add(cfg->memdevs, m);
+    m = NULL;
+    ret = 0;
+out:
+    if (m)
+        memdev_free(m);
+    free_kv(a);
+    return ret;
+}
+
+static int opt_machine(vmm_config *cfg, const char *arg, char **err)
+{
+    int ret = -1;
+    GArray *a = split_kv(arg, "type");
+    for (guint i = 0; i < a->len; i++) {
+        kv *e = &g_array_index(a, kv, i);
+        if (!strcmp(e->key, "memory-backend")) {
+            g_free(cfg->machine_memdev);
+            cfg->machine_memdev = g_strdup(e->val);
+        } else if (!strcmp(e->key, "aux-ram-share")) {
+            if (parse_bool(e->val, &cfg->aux_ram_share) < 0)
+                FAIL("-machine %s: aux-ram-share wants on or off, not '%s'", arg, e->val);
+        } else if (!strcmp(e->key, "type") || !strcmp(e->key, "accel")) {
+            if (!strcmp(e->key, "accel")) {
+                if (!strcmp(e->val, "kvm"))
+                    cfg->accel = CFG_ACCEL_KVM;
+                else if (!strcmp(e->val, "soft") || !strcmp(e->val, "tcg"))
+                    cfg->accel = CFG_ACCEL_SOFT;
+                else
+                    FAIL("-machine %s: unknown accelerator '%s'", arg, e->val);
+            }
+            /* any machine type name is accepted: there is one machine */
+        } else {
+            FAIL("-machine %s: unknown property '%s'", arg, e->key);
+        }
+    }
+    ret = 0;
+out:
+    free_kv(a);
+    return ret;
+}
+
+static int opt_qmp(vmm_config *cfg, const char *arg, char **err)
+{
+    int ret = -1;
+    GArray *a = split_kv(arg, "path");
+    const char *path = a->len ? g_array_index(a, kv, 0).val : "";
+    if (!g_str_has_prefix(path, "unix:") || !path[5])
+        FAIL("-qmp %s: only unix:PATH,server=on,wait=off is supported", arg);
+    for (guint i = 1; i < a->len; i++) {
+        kv *e = &g_array_index(a, kv, i);
+        int b;
+        if (parse_bool(e->val, &b) < 0)
+            FAIL("-qmp %s: %s wants on or off, not '%s'", arg, e->key, e->val);
+        if (!strcmp(e->key, "server")) {
+            if (!b)
+                FAIL("-qmp %s: only server=on is supported", arg);
+        } else if (!strcmp(e->key, "wait")) {
+            if (b)
+                FAIL("-qmp %s: only wait=off is supported", arg);
+        } else {
+            FAIL("-qmp %s: unknown property '%s'", arg, e->key);
+        }
+    }
+    g_free(cfg->qmp_path);
+    cfg->qmp_path = g_strdup(path + 5);
+    ret = 0;
+out:
+    free_kv(a);
+    return ret;
+}
+
+static int opt_drive(vmm_config *cfg, const char *arg, char **err)
+{
+    int ret = -1;
+    char *file = NULL;
+    GArray *a = split_kv(arg, "file");
+    for (guint i = 0; i < a->len; i++) {
+        kv *e = &g_array_index(a, kv, i);
+        if (!strcmp(e->key, "file")) {
+            g_free(file);
+            file = g_strdup(e->val);
+        } else if (strcmp(e->key, "if") && strcmp(e->key, "format") && strcmp(e->key, "id") &&
+                   strcmp(e->key, "cache") && strcmp(e->key, "media")) {
+            FAIL("-drive %s: unknown property '%s'", arg, e->key);
+        }
+    }
+    if (!file || !*file)
+        FAIL("-drive %s: parameter 'file' is missing", arg);
+    g_ptr_array_add(cfg->drives, file);
+    file = NULL;
+    ret = 0;
+out:
+    g_free(file);
+    free_kv(a);
+    return ret;
+}
+
+static int opt_serial(vmm_config *cfg, const char *arg, char **err)
+{
+    if (!strcmp(arg, "stdio")) {
+        cfg->serial = VMM_SERIAL_STDIO;
+    } else if (!strcmp(arg, "null") || !strcmp(arg, "none")) {
+        cfg->serial = VMM_SERIAL_NONE;
+    } else if (g_str_has_prefix(arg, "file:") && arg[5]) {
+        cfg->serial = VMM_SERIAL_FILE;
+        g_free(cfg->serial_path);
+        cfg->serial_path = g_strdup(arg + 5);
+    } else {
+        *err = g_strdup_printf("-serial %s: only file:PATH, stdio and null are supported", arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_m(vmm_config *cfg, const char *arg, char **err)
+{
+    const char *v = g_str_has_prefix(arg, "size=") ? arg + 5 : arg;
+    if (vmm_parse_size(v, 1ull << 20, &cfg->ram_size) < 0 || cfg->ram_size < (1ull << 20)) {
+        *err = g_strdup_printf("-m %s: invalid RAM size (at least 1M)", arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_smp(vmm_config *cfg, const char *arg, char **err)
+{
+    const char *v = g_str_has_prefix(arg, "cpus=") ? arg + 5 : arg;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if ((*end && *end != ',') || n < 1 || n > 64) {
+        *err = g_strdup_printf("-smp %s: invalid number of CPUs (1..64)", arg);
+        return -1;
+    }
+    cfg->smp = (int)n;
+    return 0;
+}
+
+static int opt_accel(vmm_config *cfg, const char *arg, char **err)
+{
+    const char *v = g_str_has_prefix(arg, "accel=") ? arg + 6 : arg;
+    if (!strcmp(v, "kvm"))
+        cfg->accel = CFG_ACCEL_KVM;
+    else if (!strcmp(v, "soft") || !strcmp(v, "tcg"))
+        cfg->accel = CFG_ACCEL_SOFT;
+    else {
+        *err = g_strdup_printf("-accel %s: unknown accelerator (kvm or soft)", arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_dirty_rate(vmm_config *cfg, const char *arg, char **err)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (errno || *end || !g_ascii_isdigit(*arg)) {
+        *err = g_strdup_printf("-guest-dirty-rate %s: want a number of pages per second", arg);
+        return -1;
+    }
+    cfg->dirty_rate = v;
+    cfg->dirty_rate_given = 1;
+    return 0;
+}
+
+static int opt_incoming(vmm_config *cfg, const char *arg, char **err)
+{
+    if (!*arg) {
+        *err = g_strdup("-incoming: empty argument");
+        return -1;
+    }
+    g_ptr_array_add(cfg->incoming, g_strdup(arg));
+    return 0;
+}
+
+static int opt_monitor(vmm_config *cfg, const char *arg, char **err)
+{
+    if (strcmp(arg, "stdio") && strcmp(arg, "none")) {
+        *err = g_strdup_printf("-monitor %s: only stdio and none are supported", arg);
+        return -1;
+    }
+    cfg->monitor_stdio = !strcmp(arg, "stdio");
+    return 0;
+}
+
+static int opt_display(vmm_config *cfg, const char *arg, char **err)
+{
+    if (strcmp(arg, "none")) {
+        *err = g_strdup_printf("-display %s: only none is supported (there is no display)", arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_name(vmm_config *cfg, const char *arg, char **err)
+{
+    const char *v = g_str_has_prefix(arg, "guest=") ? arg + 6 : arg;
+    g_free(cfg->name);
+    cfg->name = g_strdup(v);
+    return 0;
+}
+
+typedef int (*opt_fn)(vmm_config *cfg, const char *arg, char **err);
+
+static const struct option_def {
+    const char *name;
+    opt_fn fn; /* NULL: a flag without argument */
+} options[] = {
+    {"m", opt_m},
+    {"smp", opt_smp},
+    {"object", opt_object},
+    {"machine", opt_machine},
+    {"M", opt_machine},
+    {"accel", opt_accel},
+    {"monitor", opt_monitor},
+    {"qmp", opt_qmp},
+    {"incoming", opt_incoming},
+    {"serial", opt_serial},
+    {"drive", opt_drive},
+    {"display", opt_display},
+    {"name", opt_name},
+    {"guest-dirty-rate", opt_dirty_rate},
+    {"nodefaults", NULL},
+    {"S", NULL},
+    {"enable-kvm", NULL},
+    {"nographic", NULL},
+    {"help", NULL},
+    {"h", NULL},
+    {"version", NULL},
+};
+
+int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, char **err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->smp = 1;
+    cfg->memdevs = g_ptr_array_new_with_free_func(memdev_free);
+    cfg->incoming = g_ptr_array_new_with_free_func(g_free);
+    cfg->drives = g_ptr_array_new_with_free_func(g_free);
+    cfg->serial = VMM_SERIAL_STDIO;
+    cfg->argv = g_new0(char *, (size_t)argc + 1);
+    for (int i = 0; i < argc; i++)
+        cfg->argv[i] = g_strdup(argv[i]);
+    *exit_now = 0;
+    int serial_given = 0, nodefaults = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || !a[1]) {
+            *err = g_strdup_printf("unexpected argument '%s' (options start with '-'; try -help)", a);
+            return -1;
+        }
+        const char *name = a + 1 + (a[1] == '-');
+        const struct option_def *d = NULL;
+        for (size_t k = 0; k < G_N_ELEMENTS(options); k++)
+            if (!strcmp(options[k].name, name))
+                d = &options[k];
+        if (!d) {
+            *err = g_strdup_printf("unknown option '%s' (try -help)", a);
+            return -1;
+        }
+        if (!d->fn) {
+            if (!strcmp(name, "nodefaults"))
+                nodefaults = 1;
+            else if (!strcmp(name, "S"))
+                cfg->start_paused = 1;
+            else if (!strcmp(name, "enable-kvm"))
+                cfg->accel = CFG_ACCEL_KVM;
+            else if (!strcmp(name, "help") || !strcmp(name, "h")) {
+                fputs(usage, stdout);
+                *exit_now = 1;
+                return 0;
+            } else if (!strcmp(name, "version")) {
+                printf("cpr-vmm, the libcpr reference VMM\n");
+                *exit_now = 1;
+                return 0;
+            }
+            continue;
+        }
+        if (i + 1 >= argc) {
+            *err = g_strdup_printf("option '%s' requires an argument", a);
+            return -1;
+        }
+        if (!strcmp(name, "serial"))
+            serial_given = 1;
+        if (d->fn(cfg, argv[++i], err) < 0)
+            return -1;
+    }
+    /* As QEMU: without -serial, a -nodefaults machine has no console; otherwise stdio, unless
+     * the monitor already owns stdio. */
+    if (!serial_given)
+        cfg->serial = (nodefaults || cfg->monitor_stdio) ? VMM_SERIAL_NONE : VMM_SERIAL_STDIO;
+    if (cfg->serial == VMM_SERIAL_STDIO && cfg->monitor_stdio) {
+        *err = g_strdup("-serial stdio and -monitor stdio cannot share stdio");
+        return -1;
+    }
+    if (cfg->machine_memdev) {
+        const vmm_memdev *m = vmm_config_ram_memdev(cfg);
+        if (!m) {
+            *err = g_strdup_printf("-machine memory-backend=%s: no -object with that id",
+                                   cfg->machine_memdev);
+            return -1;
+        }
+        if (cfg->ram_size && cfg->ram_size != m->size) {
+            *err = g_strdup_printf("-m size (%llu) differs from memory-backend '%s' size (%llu)",
+                                   (unsigned long long)cfg->ram_size, m->id,
+                                   (unsigned long long)m->size);
+            return -1;
+        }
+        cfg->ram_size = m->size;
+    } else if (!cfg->ram_size) {
+        cfg->ram_size = 128ull << 20;
+    }
+    if (cfg->incoming->len > 2) {
+        *err = g_strdup("-incoming given more than twice (one main and one cpr channel)");
+        return -1;
+    }
+    return 0;
+}
+
+const vmm_memdev *vmm_config_ram_memdev(const vmm_config *cfg)
+{
+    if (!cfg->machine_memdev)
+        return NULL;
+    for (guint i = 0; i < cfg->memdevs->len; i++) {
+        const vmm_memdev *m = cfg->memdevs->pdata[i];
+        if (!strcmp(m->id, cfg->machine_memdev))
+            return m;
+    }
+    return NULL;
+}
+
+void vmm_config_clear(vmm_config *cfg)
+{
+    g_strfreev(cfg->argv);
+    g_free(cfg->name);
+    if (cfg->memdevs)
+        g_ptr_array_free(cfg->memdevs, TRUE);
+    g_free(cfg->machine_memdev);
+    g_free(cfg->qmp_path);
+    if (cfg->incoming)
+        g_ptr_array_free(cfg->incoming, TRUE);
+    g_free(cfg->serial_path);
+    if (cfg->drives)
+        g_ptr_array_free(cfg->drives, TRUE);
+    memset(cfg, 0, sizeof(*cfg));
+}

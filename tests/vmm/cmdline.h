@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cpr-vmm's command line, in QEMU's spelling so that the seeds' command lines work verbatim.
+ * Parsing only: nothing here opens a file or a socket.
+ */
+#ifndef VMM_CMDLINE_H
+#define VMM_CMDLINE_H
+
+#include <stdint.h>
+
+#include <glib.h>
+
+/* A -object memory-backend-memfd / memory-backend-file. */
+typedef struct vmm_memdev {
+    char *id;
+    int is_file;      /* memory-backend-file (mem-path) rather than memory-backend-memfd */
+    char *mem_path;   /* file backends only */
+    uint64_t size;
+    int share;
+} vmm_memdev;
+
+typedef enum vmm_serial_kind {
+    VMM_SERIAL_NONE,  /* -serial null, or -nodefaults without -serial */
+    VMM_SERIAL_STDIO,
+    VMM_SERIAL_FILE,
+} vmm_serial_kind;
+
+/* -accel values; numerically the machine core's VMM_ACCEL_AUTO/KVM/SOFT. */
+enum {
+    CFG_ACCEL_AUTO = 0, /* kvm when /dev/kvm works, otherwise soft */
+    CFG_ACCEL_KVM = 1,
+    CFG_ACCEL_SOFT = 2,
+};
+
+typedef struct vmm_config {
+    char **argv;             /* the whole command line, for cpr-exec and restart hints */
+    char *name;              /* -name */
+    uint64_t ram_size;       /* -m, bytes; 0 = take the backend's size */
+    int smp;                 /* -smp */
+    GPtrArray *memdevs;      /* vmm_memdev * */
+    char *machine_memdev;    /* -machine memory-backend=ID */
+    int aux_ram_share;       /* -machine aux-ram-share=on */
+    int monitor_stdio;       /* -monitor stdio */
+    char *qmp_path;          /* -qmp unix:PATH,server=on,wait=off */
+    GPtrArray *incoming;     /* char *: each -incoming argument (defer, URI or JSON channel) */
+    vmm_serial_kind serial;
+    char *serial_path;       /* -serial file:PATH */
+    uint32_t accel;          /* CFG_ACCEL_* */
+    int start_paused;        /* -S */
+    uint64_t dirty_rate;     /* -guest-dirty-rate PAGES_PER_S */
+    int dirty_rate_given;
+    GPtrArray *drives;       /* char *: -drive file=PATH paths */
+} vmm_config;
+
+/*
+ * Parses argv into *cfg. Returns 0, or -1 with a message in *err (g_free it) that names the
+ * option at fault. `-help` and `-version` set *exit_now and print to stdout.
+ */
+int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, char **err);
+void vmm_config_clear(vmm_config *cfg);
+
+/* Parses a size with an optional K/M/G/T suffix; bare numbers are in `unit` bytes. */
+int vmm_parse_size(const char *s, uint64_t unit, uint64_t *out);
+
+/* The memdev the machine's RAM lives in, or NULL when RAM is the default anonymous memfd. */
+const vmm_memdev *vmm_config_ram_memdev(const vmm_config *cfg);
+
+#endif

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guest. Position-independent 64-bit code copied into the system slot; it runs entirely at
+ * CPL 3 (kvm_pvm runs ring 3 natively and emulates ring 0), keeps all its state in its mailbox
+ * slot (%rbx) so a switchover needs nothing but RAM and registers, and uses no stack.
+ * The host assembles it into the library as data: these bytes never execute on the host.
+ */
+#include "guest_abi.h"
+
+    .section .rodata.vmm_guest, "a"
+    .balign 64
+    .globl vmm_guest_code_start, vmm_guest_code_end
+    .globl vmm_guest_entry_boot, vmm_guest_entry_warmup
+    .code64
+
+/* Writes data page %rdi (pfn) with generation %rsi. Clobbers rax, rcx, rdi. */
+.macro WRITE_PAGE
+    mov %rdi, %rax
+    shl $32, %rax
+    or %rsi, %rax
+    shl $12, %rdi
+    mov $512, %ecx
+91:
+    mov %rax, (%rdi)
+    add %r15, %rax
+    add $8, %rdi
+    dec %ecx
+    jnz 91b
+.endm
+
+/* Checks data page %rdi (pfn) against generation %rsi: %eax = 0 when good. Clobbers rcx, rdx, rdi. */
+.macro VERIFY_PAGE
+    mov %rdi, %rdx
+    shl $32, %rdx
+    or %rsi, %rdx
+    shl $12, %rdi
+    mov $512, %ecx
+    xor %eax, %eax
+92:
+    cmp %rdx, (%rdi)
+    jne 93f
+    add %r15, %rdx
+    add $8, %rdi
+    dec %ecx
+    jnz 92b
+    jmp 94f
+93:
+    mov $1, %eax
+94:
+.endm
+
+vmm_guest_code_start:
+
+/* An incoming machine runs this once per vCPU before the state arrives, to pay the first
+ * KVM_RUN at CPL 3 outside the pause without touching RAM. */
+vmm_guest_entry_warmup:
+    out %al, $VMM_PORT_WARMUP
+    jmp vmm_guest_entry_warmup
+
+/* %rdi = this vCPU's mailbox slot. */
+vmm_guest_entry_boot:
+    mov %rdi, %rbx
+    movabs $VMM_PAGE_STRIDE_ASM, %r15
+
+fill:
+    mov SLOT_FILL_IDX(%rbx), %rax
+    cmp SLOT_NPAGES(%rbx), %rax
+    jae main_loop
+    mov SLOT_FIRST_PFN(%rbx), %rdi
+    add %rax, %rdi
+    mov $1, %esi
+    WRITE_PAGE
+    incq SLOT_FILL_IDX(%rbx)
+    incq SLOT_FILLED(%rbx)
+    incq SLOT_HEARTBEAT(%rbx)
+    jmp fill
+
+main_loop:
+    incq SLOT_HEARTBEAT(%rbx)
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, %r8                       /* r8 = now */
+    mov %rax, %r9
+    sub SLOT_LAST_TIME(%rbx), %r9       /* r9 = ticks since the last iteration */
+    mov %r8, SLOT_LAST_TIME(%rbx)
+    mov MB_TICKS_PER_MS, %r10           /* r10 = ticks per ms */
+    imul $VMM_CREDIT_CAP_MS, %r10, %r11
+    cmp %r11, %r9
+    jbe 1f
+    mov %r11, %r9                       /* a pause (or a new TSC) earns no burst */
+1:
+    mov SLOT_RATE(%rbx), %rax
+    imul %r9, %rax
+    add %rax, SLOT_CREDIT(%rbx)
+    imul $1000, %r10, %r12              /* r12 = ticks per second: the price of one page */
+    cmpq $0, SLOT_NPAGES(%rbx)
+    je report
+
+rewrite:
+    mov SLOT_CREDIT(%rbx), %rax
+    cmp %r12, %rax
+    jb verify
+    sub %r12, %rax
+    mov %rax, SLOT_CREDIT(%rbx)
+    mov SLOT_FIRST_PFN(%rbx), %rdi
+    add SLOT_RW_IDX(%rbx), %rdi
+    mov SLOT_RW_GEN(%rbx), %rsi
+    WRITE_PAGE
+    incq SLOT_REWRITES(%rbx)
+    mov SLOT_RW_IDX(%rbx), %rax
+    inc %rax
+    cmp SLOT_NPAGES(%rbx), %rax
+    jb 2f
+    xor %eax, %eax
+    incq SLOT_RW_GEN(%rbx)
+2:
+    mov %rax, SLOT_RW_IDX(%rbx)
+    jmp rewrite
+
+verify:
+    mov SLOT_VF_IDX(%rbx), %rax
+    mov SLOT_RW_GEN(%rbx), %rsi
+    cmp SLOT_RW_IDX(%rbx), %rax
+    jb 3f                               /* rewritten in this pass already */
+    dec %rsi
+3:
+    mov SLOT_FIRST_PFN(%rbx), %rdi
+    add %rax, %rdi
+    mov %rdi, %r13                      /* r13 = pfn */
+    VERIFY_PAGE
+    incq SLOT_VERIFIED(%rbx)
+    test %eax, %eax
+    jz 4f
+    incq SLOT_CORRUPT(%rbx)
+    inc %r13
+    mov %r13, SLOT_BAD_PFN(%rbx)
+4:
+    mov SLOT_VF_IDX(%rbx), %rax
+    inc %rax
+    cmp SLOT_NPAGES(%rbx), %rax
+    jb 5f
+    xor %eax, %eax
+5:
+    mov %rax, SLOT_VF_IDX(%rbx)
+
+report:
+    mov %r8, %rax
+    sub SLOT_LAST_REPORT(%rbx), %rax
+    imul $VMM_REPORT_MS, %r10, %rcx
+    cmp %rcx, %rax
+    jb main_loop
+    mov %r8, SLOT_LAST_REPORT(%rbx)
+    mov SLOT_HEARTBEAT(%rbx), %rax
+    out %eax, $VMM_PORT_HEARTBEAT
+    mov SLOT_CORRUPT(%rbx), %rax
+    out %eax, $VMM_PORT_CORRUPT
+    jmp main_loop
+
+vmm_guest_code_end:
+
+    .section .note.GNU-stack, "", @progbits

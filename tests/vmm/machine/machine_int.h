@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/* Private to the machine core: the machine object, its vCPU threads and the backend interface. */
+#ifndef CPR_VMM_MACHINE_INT_H
+#define CPR_VMM_MACHINE_INT_H
+
+#include <pthread.h>
+
+#include "machine.h"
+
+struct vmm_vcpu {
+    vmm_machine *m;
+    uint32_t index;
+    pthread_t thread;
+    int started;
+    int parked;          /* under m->lock */
+    int dead;            /* under m->lock; err says why */
+    char err[256];
+    uint64_t io_reports; /* atomic */
+    void *be;            /* backend's per-vCPU data */
+};
+
+/* What a backend provides. Functions marked "stopped" run only while every vCPU is parked. */
+struct vmm_backend_ops {
+    uint32_t id;
+    const char *name;
+    /* Sets up m->be and the vCPUs' be (before the threads start). */
+    int (*init)(vmm_machine *m, cpr_error **errp);
+    void (*fini)(vmm_machine *m);
+    /* In the vCPU thread, before it first parks (KVM: the warm-up of an incoming machine). */
+    int (*vcpu_prologue)(struct vmm_vcpu *v);
+    /* In the vCPU thread: runs until a stop is requested (0) or the vCPU dies (<0, v->err). */
+    int (*vcpu_run)(struct vmm_vcpu *v);
+    /* Under m->lock: make vcpu_run return soon / allow it to run again. */
+    void (*vcpu_kick)(struct vmm_vcpu *v);
+    void (*vcpu_unkick)(struct vmm_vcpu *v);
+    /* Stopped: set the boot registers (the mailbox is written already). */
+    int (*boot)(vmm_machine *m, cpr_error **errp);
+    int (*get_vcpu)(vmm_machine *m, uint32_t cpu, vmm_vcpu_state *st, cpr_error **errp);
+    int (*set_vcpu)(vmm_machine *m, uint32_t cpu, const vmm_vcpu_state *st, cpr_error **errp);
+    int (*get_vm)(vmm_machine *m, vmm_vm_state *st, cpr_error **errp);
+    int (*set_vm)(vmm_machine *m, const vmm_vm_state *st, cpr_error **errp);
+    int (*dirty_log)(vmm_machine *m, int on, cpr_error **errp);
+    int (*dirty_sync)(vmm_machine *m, uint64_t *bitmap, size_t nwords, cpr_error **errp);
+};
+
+extern const struct vmm_backend_ops vmm_kvm_ops;
+extern const struct vmm_backend_ops vmm_soft_ops;
+
+struct vmm_machine {
+    vmm_machine_config cfg;
+    const struct vmm_backend_ops *ops;
+    char note[256];
+    uint64_t ticks_per_ms;  /* the guest's time source, set by the backend's init */
+    pthread_mutex_t lock;
+    pthread_cond_t run_cond;
+    pthread_cond_t parked_cond;
+    int stop_req;           /* under lock, read atomically by vcpu_run */
+    int quit;
+    int booted;
+    int dirty_on;
+    uint32_t nparked;
+    uint32_t msrs_skipped;
+    void *be;
+    struct vmm_vcpu vcpus[VMM_MAX_VCPUS];
+};
+
+/* 1 when a stop was requested: vcpu_run polls it. */
+static inline int vmm_stop_requested(vmm_machine *m)
+{
+    return __atomic_load_n(&m->stop_req, __ATOMIC_ACQUIRE);
+}
+
+/* ---- workload.c: the guest's page format and its software twin ---- */
+
+struct vmm_mailbox *vmm_mailbox(void *ram);
+/* Writes a fresh mailbox: header, each vCPU's share of the data pages, rate. */
+void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
+                      uint64_t ticks_per_ms);
+void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps);
+/*
+ * One iteration of the guest loop of guest.S for vCPU slot `c`, at time `now` (ticks). When
+ * `dirty` is not NULL, pages written are marked in it (one bit per page, atomically).
+ */
+void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, uint64_t now,
+                    uint64_t *dirty);
+
+/* ORs `src` into `dst` (nwords words) and returns how many bits were new. */
+int vmm_bitmap_merge(uint64_t *dst, const uint64_t *src, size_t nwords);
+
+#endif /* CPR_VMM_MACHINE_INT_H */

@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The machine core on one backend (TEST_ACCEL: built once for KVM, once for software): the guest
+ * boots and verifies its RAM, corruption is caught, stop/resume, state capture and restore into
+ * a second machine (same process, and a new process over the inherited memfd), dirty logging.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mtest.h"
+
+#define MiB (1ull << 20)
+
+struct booted {
+    vmm_machine *m;
+    void *ram;
+    uint64_t size;
+    int fd;
+};
+
+static int filled(const vmm_guest_stats *st, const void *arg)
+{
+    return st->pages_filled == st->pages_total && st->pages_verified > 0;
+}
+
+static int corrupted(const vmm_guest_stats *st, const void *arg)
+{
+    return st->corruptions > 0;
+}
+
+static int rewrote_all(const vmm_guest_stats *st, const void *arg)
+{
+    return st->rewrites > st->pages_total + 8;
+}
+
+static void boot(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate)
+{
+    vmm_machine_config cfg;
+    vmm_machine_config_init(&cfg);
+    cfg.accel = TEST_ACCEL;
+    cfg.nvcpus = nvcpus;
+    cfg.rate_pps = rate;
+    b->size = cfg.ram_size = size;
+    b->ram = cfg.ram = mtest_ram_new(size, &b->fd);
+    cpr_error *err = NULL;
+    int rc = vmm_machine_new(&b->m, &cfg, &err);
+    ck_assert_msg(rc == 0, "new: %s", err ? cpr_error_message(err) : "?");
+    ck_assert_uint_eq(vmm_machine_backend(b->m), TEST_ACCEL);
+    rc = vmm_machine_boot(b->m, &err);
+    ck_assert_msg(rc == 0, "boot: %s", err ? cpr_error_message(err) : "?");
+    vmm_guest_stats st;
+    ck_assert_msg(mtest_wait(b->ram, size, filled, NULL, 30000, &st),
+                  "guest did not fill its RAM: %llu of %llu pages", (unsigned long long)st.pages_filled,
+                  (unsigned long long)st.pages_total);
+}
+
+static void unboot(struct booted *b)
+{
+    vmm_machine_free(b->m);
+    munmap(b->ram, b->size);
+    close(b->fd);
+}
+
+static vmm_guest_stats stats(struct booted *b)
+{
+    vmm_guest_stats st = { .size = sizeof(st) };
+    ck_assert_int_eq(vmm_machine_get_stats(b->m, &st), 0);
+    return st;
+}
+
+static void stop(vmm_machine *m)
+{
+    cpr_error *err = NULL;
+    int rc = vmm_machine_stop(m, &err);
+    ck_assert_msg(rc == 0, "stop: %s", err ? cpr_error_message(err) : "?");
+}
+
+static void resume(vmm_machine *m)
+{
+    cpr_error *err = NULL;
+    int rc = vmm_machine_resume(m, &err);
+    ck_assert_msg(rc == 0, "resume: %s", err ? cpr_error_message(err) : "?");
+}
+
+static void sleep_ms(unsigned ms)
+{
+    usleep(ms * 1000);
+}
+
+static void check_boot(uint32_t nvcpus)
+{
+    struct booted b;
+    boot(&b, 64 * MiB, nvcpus, VMM_DEFAULT_RATE_PPS);
+    vmm_guest_stats a = stats(&b);
+    ck_assert_uint_eq(a.nvcpus, nvcpus);
+    ck_assert_uint_eq(a.pages_total, 64 * MiB / 4096 - 1);
+    vmm_guest_stats st;
+    ck_assert(mtest_wait_full_verify(b.ram, b.size, 30000, &st));
+    ck_assert_uint_gt(st.heartbeat, a.heartbeat);
+    ck_assert_uint_eq(st.pages_filled, st.pages_total);
+    ck_assert_uint_eq(st.corruptions, 0);
+    stop(b.m);
+    uint64_t first_bad;
+    ck_assert_int_eq(vmm_guest_verify_ram(b.ram, b.size, &first_bad), 0);
+    printf("%s, %u vCPU(s): %llu pages filled, %llu verified, %llu rewritten, %llu I/O reports\n",
+           vmm_machine_backend_name(b.m), nvcpus, (unsigned long long)st.pages_filled,
+           (unsigned long long)st.pages_verified, (unsigned long long)st.rewrites,
+           (unsigned long long)stats(&b).io_reports);
+    unboot(&b);
+}
+
+START_TEST(test_guest_fills_and_verifies_every_page_without_corruption)
+{
+    check_boot(1);
+}
+END_TEST
+
+START_TEST(test_smp_guest_shares_pages_between_vcpus)
+{
+    check_boot(3);
+}
+END_TEST
+
+START_TEST(test_stopped_guest_heartbeat_stands_still_until_resume)
+{
+    struct booted b;
+    boot(&b, 16 * MiB, 2, VMM_DEFAULT_RATE_PPS);
+    stop(b.m);
+    ck_assert_int_eq(vmm_machine_running(b.m), 0);
+    uint64_t hb = stats(&b).heartbeat;
+    sleep_ms(30);
+    ck_assert_uint_eq(stats(&b).heartbeat, hb);
+    stop(b.m); /* idempotent */
+    resume(b.m);
+    sleep_ms(30);
+    ck_assert_uint_gt(stats(&b).heartbeat, hb);
+    ck_assert_uint_eq(stats(&b).corruptions, 0);
+    unboot(&b);
+}
+END_TEST
+
+/* Damages data page `pfn` with the guest stopped and rewrites off, and expects the guest to see it. */
+static void expect_caught(struct booted *b, uint64_t pfn)
+{
+    vmm_guest_stats st;
+    ck_assert_int_eq(vmm_guest_verify_ram(b->ram, b->size, NULL), 1);
+    resume(b->m);
+    ck_assert_msg(mtest_wait(b->ram, b->size, corrupted, NULL, 10000, &st), "corruption not caught");
+    ck_assert_uint_eq(st.bad_pfn, pfn + 1);
+}
+
+START_TEST(test_flipped_word_counts_as_corruption)
+{
+    struct booted b;
+    boot(&b, 16 * MiB, 1, 0);
+    stop(b.m);
+    uint64_t pfn = 100;
+    ((uint64_t *)((char *)b.ram + pfn * 4096))[37] ^= 1ull << 20;
+    expect_caught(&b, pfn);
+    unboot(&b);
+}
+END_TEST
+
+START_TEST(test_zeroed_page_counts_as_corruption)
+{
+    struct booted b;
+    boot(&b, 16 * MiB, 2, 0);
+    stop(b.m);
+    uint64_t pfn = b.size / 4096 - 1; /* the last page: the second vCPU's share */
+    memset((char *)b.ram + pfn * 4096, 0, 4096);
+    expect_caught(&b, pfn);
+    unboot(&b);
+}
+END_TEST
+
+START_TEST(test_stale_generation_counts_as_corruption)
+{
+    struct booted b;
+    vmm_guest_stats st;
+    boot(&b, 4 * MiB, 1, 200000);
+    ck_assert(mtest_wait(b.ram, b.size, rewrote_all, NULL, 30000, &st));
+    vmm_machine_set_rate(b.m, 0);
+    stop(b.m);
+    ck_assert_int_eq(vmm_guest_verify_ram(b.ram, b.size, NULL), 0);
+    /* The page after the rewrite cursor holds generation rw_gen - 1 >= 2: put back the one
+     * before it, self-consistent but old, as a migration that lost a dirty page would. */
+    const struct vmm_mailbox *mb = b.ram;
+    uint64_t idx = (mb->cpu[0].rw_idx + 1) % mb->cpu[0].npages, pfn = mb->cpu[0].first_pfn + idx;
+    ck_assert_uint_ge(mb->cpu[0].rw_gen - 1, 2);
+    vmm_guest_write_page(b.ram, pfn, mb->cpu[0].rw_gen - 2);
+    expect_caught(&b, pfn);
+    unboot(&b);
+}
+END_TEST
+
+START_TEST(test_state_calls_refuse_a_running_machine)
+{
+    struct booted b;
+    boot(&b, 16 * MiB, 1, 0);
+    vmm_vcpu_state *st = calloc(1, sizeof(*st));
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_machine_get_vcpu_state(b.m, 0, st, &err), -EBUSY);
+    ck_assert(strstr(cpr_error_message(err), "running") != NULL);
+    cpr_error_free(err);
+    err = NULL;
+    stop(b.m);
+    ck_assert_int_eq(vmm_machine_get_vcpu_state(b.m, 1, st, &err), -EINVAL);
+    cpr_error_free(err);
+    err = NULL;
+    ck_assert_int_eq(vmm_machine_get_vcpu_state(b.m, 0, st, &err), 0);
+    ck_assert_uint_eq(st->backend, TEST_ACCEL);
+    st->version = VMM_VCPU_STATE_VERSION + 1;
+    ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), -EINVAL);
+    ck_assert(strstr(cpr_error_message(err), "version") != NULL);
+    cpr_error_free(err);
+    err = NULL;
+    st->version = VMM_VCPU_STATE_VERSION;
+    st->backend = TEST_ACCEL == VMM_ACCEL_KVM ? VMM_ACCEL_SOFT : VMM_ACCEL_KVM;
+    ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), -EINVAL);
+    ck_assert(strstr(cpr_error_message(err), "backend") != NULL);
+    cpr_error_free(err);
+    err = NULL;
+    ck_assert_int_eq(vmm_machine_boot(b.m, &err), -EBUSY);
+    cpr_error_free(err);
+    free(st);
+    unboot(&b);
+}
+END_TEST
+
+/* Stops `old`, captures everything into one handoff message. */
+static struct mtest_handoff *capture(vmm_machine *old, vmm_hb_sampler *s, size_t *len)
+{
+    uint32_t n = vmm_machine_nvcpus(old);
+    *len = sizeof(struct mtest_handoff) + n * sizeof(vmm_vcpu_state);
+    struct mtest_handoff *h = calloc(1, *len);
+    cpr_error *err = NULL;
+    vmm_hb_sampler_reset(s);
+    h->stop_begin_ns = vmm_now_ns();
+    stop(old);
+    vmm_hb_sampler_handoff_get(s, &h->hb);
+    int rc = vmm_machine_get_vm_state(old, &h->vm, &err);
+    for (uint32_t i = 0; rc == 0 && i < n; i++)
+        rc = vmm_machine_get_vcpu_state(old, i, &h->vcpu[i], &err);
+    ck_assert_msg(rc == 0, "capture: %s", err ? cpr_error_message(err) : "?");
+    return h;
+}
+
+static void report(const char *where, const struct mtest_result *r, uint64_t old_side_gap)
+{
+    printf("switchover (%s, %s): guest pause %.3f ms (old side's sampler %.3f ms), stop..running "
+           "%.3f ms, restore %.3f ms; heartbeat %llu -> %llu, %llu pages verified after, "
+           "%llu corruptions\n",
+           where, r->backend, r->pause_ns / 1e6, old_side_gap / 1e6, r->host_ns / 1e6,
+           r->restore_ns / 1e6, (unsigned long long)r->hb_before,
+           (unsigned long long)r->after.heartbeat, (unsigned long long)r->after.pages_verified,
+           (unsigned long long)r->after.corruptions);
+}
+
+static void check_result(const struct mtest_result *r)
+{
+    ck_assert_msg(r->rc == 0, "new side: %s", r->msg);
+    ck_assert_uint_gt(r->after.heartbeat, r->hb_before);
+    ck_assert_uint_eq(r->after.pages_filled, r->after.pages_total);
+    ck_assert_uint_eq(r->after.corruptions, 0);
+    ck_assert_uint_gt(r->pause_ns, 0);
+}
+
+START_TEST(test_restore_into_second_machine_continues_guest)
+{
+    struct booted a;
+    boot(&a, 64 * MiB, 2, VMM_DEFAULT_RATE_PPS);
+    /* The new machine maps the same memfd at another address, as a new process would. */
+    void *ram2 = mtest_ram_map(a.fd, a.size);
+    ck_assert_ptr_ne(ram2, a.ram);
+    vmm_machine_config cfg;
+    vmm_machine_config_init(&cfg);
+    cfg.accel = TEST_ACCEL;
+    cfg.nvcpus = 2;
+    cfg.flags = VMM_MACHINE_INCOMING;
+    cfg.ram = ram2;
+    cfg.ram_size = a.size;
+    vmm_machine *b = NULL;
+    vmm_hb_sampler *sa = NULL, *sb = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_machine_new(&b, &cfg, &err), 0);
+    ck_assert_int_eq(vmm_hb_sampler_new(&sa, a.ram, a.size, 10, &err), 0);
+    ck_assert_int_eq(vmm_hb_sampler_new(&sb, ram2, a.size, 10, &err), 0);
+    sleep_ms(20);
+
+    size_t len;
+    struct mtest_handoff *h = capture(a.m, sa, &len);
+    struct mtest_result r = { 0 };
+    snprintf(r.backend, sizeof(r.backend), "%s", vmm_machine_backend_name(b));
+    uint64_t t0 = vmm_now_ns();
+    vmm_hb_sampler_handoff_set(sb, &h->hb);
+    int rc = vmm_machine_set_vm_state(b, &h->vm, &err);
+    for (uint32_t i = 0; rc == 0 && i < 2; i++)
+        rc = vmm_machine_set_vcpu_state(b, i, &h->vcpu[i], &err);
+    ck_assert_msg(rc == 0, "restore: %s", err ? cpr_error_message(err) : "?");
+    r.restore_ns = vmm_now_ns() - t0;
+    resume(b);
+    r.host_ns = vmm_now_ns() - h->stop_begin_ns;
+    r.hb_before = h->hb.heartbeat[0] + h->hb.heartbeat[1];
+    ck_assert_int_eq(vmm_hb_sampler_wait_pause(sb, 5000, &r.pause_ns), 0);
+    ck_assert(mtest_wait_full_verify(ram2, a.size, 30000, &r.after));
+    report("same process", &r, vmm_hb_sampler_max_gap_ns(sa));
+    check_result(&r);
+
+    vmm_hb_sampler_free(sa);
+    vmm_hb_sampler_free(sb);
+    vmm_machine_free(b);
+    munmap(ram2, a.size);
+    free(h);
+    unboot(&a);
+}
+END_TEST
+
+static const char *child_path(void)
+{
+    const char *p = getenv("VMM_MACHINE_CHILD");
+    return p ? p : "./vmm_machine_child";
+}
+
+START_TEST(test_restore_in_new_process_over_inherited_memfd)
+{
+    struct booted a;
+    boot(&a, 64 * MiB, 1, VMM_DEFAULT_RATE_PPS);
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+    fcntl(sv[0], F_SETFD, FD_CLOEXEC);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char fd[16], size[32], sock[16], accel[8];
+        snprintf(fd, sizeof(fd), "%d", a.fd);
+        snprintf(size, sizeof(size), "%llu", (unsigned long long)a.size);
+        snprintf(sock, sizeof(sock), "%d", sv[1]);
+        snprintf(accel, sizeof(accel), "%u", (unsigned)TEST_ACCEL);
+        execl(child_path(), child_path(), fd, size, sock, accel, (char *)NULL);
+        _exit(127);
+    }
+    close(sv[1]);
+    vmm_hb_sampler *sa = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_hb_sampler_new(&sa, a.ram, a.size, 10, &err), 0);
+    char ready = 0;
+    ck_assert_int_eq(recv(sv[0], &ready, 1, 0), 1);
+    ck_assert_msg(ready == 'r', "child could not prepare its machine");
+    sleep_ms(20);
+
+    size_t len;
+    struct mtest_handoff *h = capture(a.m, sa, &len);
+    ck_assert_int_eq(send(sv[0], h, len, 0), (ssize_t)len);
+    struct mtest_result r;
+    ck_assert_int_eq(recv(sv[0], &r, sizeof(r), 0), (ssize_t)sizeof(r));
+    report("new process", &r, vmm_hb_sampler_max_gap_ns(sa));
+    check_result(&r);
+    /* The old machine stays stopped, yet the heartbeat in our mapping goes on: the child runs it. */
+    uint64_t hb = stats(&a).heartbeat;
+    sleep_ms(20);
+    ck_assert_uint_gt(stats(&a).heartbeat, hb);
+    ck_assert_int_eq(vmm_machine_running(a.m), 0);
+
+    ck_assert_int_eq(send(sv[0], "q", 1, 0), 1);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    vmm_hb_sampler_free(sa);
+    close(sv[0]);
+    free(h);
+    unboot(&a);
+}
+END_TEST
+
+static int bit(const uint64_t *bm, uint64_t pfn)
+{
+    return (bm[pfn / 64] >> (pfn % 64)) & 1;
+}
+
+START_TEST(test_dirty_log_reports_exactly_the_pages_the_guest_wrote)
+{
+    struct booted b;
+    boot(&b, 32 * MiB, 2, 4000);
+    uint64_t pages = b.size / 4096, nwords = (pages + 63) / 64;
+    uint64_t *bm = calloc(nwords, 8);
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_machine_dirty_log_sync(b.m, bm, nwords, &err), -ENOENT);
+    cpr_error_free(err);
+    err = NULL;
+    ck_assert_int_eq(vmm_machine_dirty_log_start(b.m, &err), 0);
+    stop(b.m);
+    ck_assert_int_ge(vmm_machine_dirty_log_sync(b.m, bm, nwords, &err), 0);
+    const struct vmm_mailbox *mb = b.ram;
+    uint64_t from[2] = { mb->cpu[0].rewrites, mb->cpu[1].rewrites };
+    memset(bm, 0, nwords * 8);
+    resume(b.m);
+    sleep_ms(150);
+    stop(b.m);
+    int n = vmm_machine_dirty_log_sync(b.m, bm, nwords, &err);
+    ck_assert_msg(n > 0, "sync: %d", n);
+    /* Expected: the mailbox, and in each share the pages rewritten since `from`. */
+    uint64_t expect = 1;
+    ck_assert(bit(bm, 0));
+    for (uint32_t c = 0; c < 2; c++) {
+        const struct vmm_guest_cpu *cpu = &mb->cpu[c];
+        uint64_t done = cpu->rewrites - from[c];
+        ck_assert_uint_gt(done, 0);
+        ck_assert_uint_lt(done, cpu->npages);
+        for (uint64_t k = 0; k < done; k++) {
+            uint64_t idx = (cpu->rw_idx + cpu->npages - 1 - k) % cpu->npages;
+            ck_assert_msg(bit(bm, cpu->first_pfn + idx), "rewritten page %llu not logged",
+                          (unsigned long long)(cpu->first_pfn + idx));
+        }
+        expect += done;
+    }
+    ck_assert_int_eq(n, (int)expect);
+    printf("%s dirty log: %d pages dirty in 150 ms at 4000 pages/s\n", vmm_machine_backend_name(b.m), n);
+    ck_assert_int_eq(vmm_machine_dirty_log_stop(b.m, &err), 0);
+    free(bm);
+    unboot(&b);
+}
+END_TEST
+
+static Suite *machine_suite(void)
+{
+    Suite *s = suite_create("vmm_machine");
+    TCase *tc = tcase_create("machine");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_guest_fills_and_verifies_every_page_without_corruption);
+    tcase_add_test(tc, test_smp_guest_shares_pages_between_vcpus);
+    tcase_add_test(tc, test_stopped_guest_heartbeat_stands_still_until_resume);
+    tcase_add_test(tc, test_flipped_word_counts_as_corruption);
+    tcase_add_test(tc, test_zeroed_page_counts_as_corruption);
+    tcase_add_test(tc, test_stale_generation_counts_as_corruption);
+    tcase_add_test(tc, test_state_calls_refuse_a_running_machine);
+    tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
+    tcase_add_test(tc, test_restore_in_new_process_over_inherited_memfd);
+    tcase_add_test(tc, test_dirty_log_reports_exactly_the_pages_the_guest_wrote);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    if (TEST_ACCEL == VMM_ACCEL_KVM) {
+        int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+            printf("SKIP: /dev/kvm: %s; the KVM machine tests need it (the software backend "
+                   "tests still run)\n", strerror(errno));
+            return 77;
+        }
+        close(fd);
+    }
+    SRunner *sr = srunner_create(machine_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guest's page format and mailbox, seen from the host: mailbox setup, statistics, host-side
+ * verification, and the software twin of guest.S's loop (the software backend runs it).
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "machine_int.h"
+
+_Static_assert(sizeof(struct vmm_guest_cpu) == MB_SLOT_SIZE, "slot size is ABI with guest.S");
+_Static_assert(sizeof(struct vmm_mailbox_header) == MB_SLOT0, "header size is ABI with guest.S");
+_Static_assert(sizeof(struct vmm_mailbox) <= VMM_PAGE_SIZE, "the mailbox is one page");
+_Static_assert(offsetof(struct vmm_mailbox_header, ticks_per_ms) == MB_TICKS_PER_MS, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, heartbeat) == SLOT_HEARTBEAT, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, pages_filled) == SLOT_FILLED, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, pages_verified) == SLOT_VERIFIED, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, corruptions) == SLOT_CORRUPT, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, first_pfn) == SLOT_FIRST_PFN, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, npages) == SLOT_NPAGES, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, fill_idx) == SLOT_FILL_IDX, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, rw_idx) == SLOT_RW_IDX, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, rw_gen) == SLOT_RW_GEN, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, vf_idx) == SLOT_VF_IDX, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, last_time) == SLOT_LAST_TIME, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, credit) == SLOT_CREDIT, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, last_report) == SLOT_LAST_REPORT, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, bad_pfn) == SLOT_BAD_PFN, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, rewrites) == SLOT_REWRITES, "abi");
+_Static_assert(offsetof(struct vmm_guest_cpu, rate_pps) == SLOT_RATE, "abi");
+_Static_assert(VMM_PAGE_STRIDE == VMM_PAGE_STRIDE_ASM, "abi");
+
+/* The guest and the host share these words; relaxed atomics keep the compiler honest. */
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define ST(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+struct vmm_mailbox *vmm_mailbox(void *ram)
+{
+    return ram;
+}
+
+static const struct vmm_mailbox *mailbox_const(const void *ram)
+{
+    return ram;
+}
+
+static uint64_t *page_words(void *ram, uint64_t pfn)
+{
+    return (uint64_t *)((uint8_t *)ram + pfn * VMM_PAGE_SIZE);
+}
+
+void vmm_guest_write_page(void *ram, uint64_t pfn, uint64_t gen)
+{
+    uint64_t *w = page_words(ram, pfn);
+    uint64_t v = pfn << 32 | gen;
+    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; i++, v += VMM_PAGE_STRIDE)
+        w[i] = v;
+}
+
+static int page_ok(const void *ram, uint64_t pfn, uint64_t gen)
+{
+    const uint64_t *w = page_words((void *)ram, pfn);
+    uint64_t v = pfn << 32 | gen;
+    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; i++, v += VMM_PAGE_STRIDE)
+        if (w[i] != v)
+            return 0;
+    return 1;
+}
+
+/* The generation page `idx` of a share must hold, given the slot's rewrite cursors. */
+static uint64_t expected_gen(uint64_t idx, uint64_t rw_idx, uint64_t rw_gen)
+{
+    return idx < rw_idx ? rw_gen : rw_gen - 1;
+}
+
+void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps)
+{
+    struct vmm_mailbox *mb = vmm_mailbox(ram);
+    for (uint32_t i = 0; i < nvcpus; i++)
+        ST(mb->cpu[i].rate_pps, rate_pps / nvcpus + (i == 0 ? rate_pps % nvcpus : 0));
+}
+
+void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
+                      uint64_t ticks_per_ms)
+{
+    struct vmm_mailbox *mb = vmm_mailbox(ram);
+    uint64_t pages = ram_size / VMM_PAGE_SIZE;
+    uint64_t data = pages - 1, first = 1;
+
+    memset(ram, 0, VMM_PAGE_SIZE);
+    mb->hdr.magic = VMM_MAILBOX_MAGIC;
+    mb->hdr.version = VMM_MAILBOX_VERSION;
+    mb->hdr.nvcpus = nvcpus;
+    mb->hdr.ticks_per_ms = ticks_per_ms;
+    mb->hdr.ram_pages = pages;
+    for (uint32_t i = 0; i < nvcpus; i++) {
+        struct vmm_guest_cpu *c = &mb->cpu[i];
+        c->first_pfn = first;
+        c->npages = data / nvcpus + (i < data % nvcpus ? 1 : 0);
+        c->rw_gen = 2;
+        first += c->npages;
+    }
+    vmm_mailbox_set_rate(ram, nvcpus, rate_pps);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static void mark_dirty(uint64_t *dirty, uint64_t pfn)
+{
+    uint64_t bit = 1ull << (pfn % 64);
+    if (dirty && !(LD(dirty[pfn / 64]) & bit))
+        __atomic_fetch_or(&dirty[pfn / 64], bit, __ATOMIC_RELAXED);
+}
+
+void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, uint64_t now,
+                    uint64_t *dirty)
+{
+    uint64_t npages = c->npages;
+
+    mark_dirty(dirty, 0);
+    if (c->fill_idx < npages) {
+        uint64_t pfn = c->first_pfn + c->fill_idx;
+        vmm_guest_write_page(ram, pfn, 1);
+        mark_dirty(dirty, pfn);
+        ST(c->fill_idx, c->fill_idx + 1);
+        ST(c->pages_filled, c->pages_filled + 1);
+        ST(c->heartbeat, c->heartbeat + 1);
+        return;
+    }
+    ST(c->heartbeat, c->heartbeat + 1);
+
+    uint64_t delta = now - c->last_time, cap = VMM_CREDIT_CAP_MS * ticks_per_ms;
+    c->last_time = now;
+    if (delta > cap)
+        delta = cap;
+    c->credit += delta * LD(c->rate_pps);
+    if (npages == 0)
+        return;
+    uint64_t price = ticks_per_ms * 1000;
+    while (c->credit >= price) {
+        c->credit -= price;
+        uint64_t pfn = c->first_pfn + c->rw_idx;
+        vmm_guest_write_page(ram, pfn, c->rw_gen);
+        mark_dirty(dirty, pfn);
+        ST(c->rewrites, c->rewrites + 1);
+        if (c->rw_idx + 1 < npages) {
+            ST(c->rw_idx, c->rw_idx + 1);
+        } else {
+            ST(c->rw_idx, 0);
+            ST(c->rw_gen, c->rw_gen + 1);
+        }
+    }
+
+    uint64_t idx = c->vf_idx, pfn = c->first_pfn + idx;
+    if (!page_ok(ram, pfn, expected_gen(idx, c->rw_idx, c->rw_gen))) {
+        ST(c->corruptions, c->corruptions + 1);
+        ST(c->bad_pfn, pfn + 1);
+    }
+    ST(c->pages_verified, c->pages_verified + 1);
+    ST(c->vf_idx, idx + 1 < npages ? idx + 1 : 0);
+}
+
+static int mailbox_valid(const void *ram, uint64_t ram_size)
+{
+    const struct vmm_mailbox *mb = mailbox_const(ram);
+    return ram && ram_size >= 2 * VMM_PAGE_SIZE && LD(mb->hdr.magic) == VMM_MAILBOX_MAGIC &&
+           LD(mb->hdr.nvcpus) >= 1 && LD(mb->hdr.nvcpus) <= VMM_MAX_VCPUS &&
+           LD(mb->hdr.ram_pages) == ram_size / VMM_PAGE_SIZE;
+}
+
+int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st)
+{
+    if (!st || st->size < sizeof(*st) || !mailbox_valid(ram, ram_size))
+        return -EINVAL;
+    const struct vmm_mailbox *mb = mailbox_const(ram);
+    uint32_t n = (uint32_t)LD(mb->hdr.nvcpus);
+    vmm_guest_stats s = { .size = sizeof(s), .nvcpus = n };
+    s.pages_total = ram_size / VMM_PAGE_SIZE - 1;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct vmm_guest_cpu *c = &mb->cpu[i];
+        s.heartbeat += LD(c->heartbeat);
+        s.pages_filled += LD(c->pages_filled);
+        s.pages_verified += LD(c->pages_verified);
+        s.corruptions += LD(c->corruptions);
+        s.rewrites += LD(c->rewrites);
+        if (LD(c->bad_pfn))
+            s.bad_pfn = LD(c->bad_pfn);
+    }
+    *st = s;
+    return 0;
+}
+
+int64_t vmm_guest_verify_ram(const void *ram, uint64_t ram_size, uint64_t *first_bad)
+{
+    if (!mailbox_valid(ram, ram_size))
+        return -EINVAL;
+    const struct vmm_mailbox *mb = mailbox_const(ram);
+    int64_t bad = 0;
+    uint64_t first = UINT64_MAX;
+    for (uint32_t i = 0; i < LD(mb->hdr.nvcpus); i++) {
+        const struct vmm_guest_cpu *c = &mb->cpu[i];
+        uint64_t rw_idx = LD(c->rw_idx), rw_gen = LD(c->rw_gen);
+        /* Only pages the boot fill reached are defined; the page at rw_idx may be mid-rewrite. */
+        for (uint64_t idx = 0; idx < LD(c->fill_idx); idx++) {
+            if (idx == rw_idx)
+                continue;
+            if (!page_ok(ram, c->first_pfn + idx, expected_gen(idx, rw_idx, rw_gen))) {
+                if (first == UINT64_MAX)
+                    first = c->first_pfn + idx;
+                bad++;
+            }
+        }
+    }
+    if (first_bad)
+        *first_bad = first;
+    return bad;
+}

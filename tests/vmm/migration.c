@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Migration glue: the VM hooks libcpr calls on its job thread, the status callback that turns
+ * into QMP MIGRATION events and resumes a waiting HMP, and the monitor commands.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "devices.h"
+#include "hmp.h"
+#include "migration.h"
+
+struct vmm_mig {
+    cpr_channels *incoming; /* -incoming, main and cpr merged; NULL without -incoming */
+    int defer;              /* -incoming defer */
+    int out_active;         /* an outgoing job has not reached a final status */
+    int in_active;          /* an incoming job has not reached a final status */
+    int incoming_started;   /* migrate-incoming (or a non-deferred -incoming) ran */
+    char *last_error;
+    int last_status;
+};
+
+/* ---- VM hooks: job thread ------------------------------------------------------------- */
+
+static int hook_stop(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    cpr_error *cerr = NULL;
+    int r = vmm_machine_pause(v, &cerr);
+    if (r < 0) {
+        vmm_log_cpr("stop", cerr);
+    }
+    return r;
+}
+
+static int hook_start(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    cpr_error *cerr = NULL;
+    int r = vmm_machine_unpause(v, &cerr);
+    if (r < 0) {
+        vmm_log_cpr("start", cerr);
+        return r;
+    }
+    /* After an incoming load that carried the old VMM's heartbeat times: measure the pause. */
+    vmm_measure_pause(v);
+    return 0;
+}
+
+static int hook_is_running(cpr_ctx *ctx, void *opaque)
+{
+    return vmm_vm_running(opaque);
+}
+
+static int hook_flush(cpr_ctx *ctx, void *opaque)
+{
+    return vmm_devices_flush(opaque);
+}
+
+/* Dirty logging for precopy: KVM's log (or the software backend's) merged into the RAM
+ * block's bitmap, which libcpr's RAM section walks. */
+static int hook_dirty_log_start(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    cpr_error *cerr = NULL;
+    int r = vmm_machine_dirty_log_start(v->machine, &cerr);
+    if (r < 0) {
+        vmm_log_cpr("dirty log", cerr);
+    }
+    return r;
+}
+
+static int hook_dirty_log_sync(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    uint64_t npages = v->ram_size / VMM_PAGE_SIZE;
+    size_t nwords = (size_t)((npages + 63) / 64);
+    g_autofree uint64_t *bitmap = g_new0(uint64_t, nwords);
+    cpr_error *cerr = NULL;
+    int r = vmm_machine_dirty_log_sync(v->machine, bitmap, nwords, &cerr);
+    if (r >= 0)
+        r = cpr_ram_dirty_merge(v->ram_block, 0, bitmap, npages, &cerr);
+    if (r < 0) {
+        vmm_log_cpr("dirty log sync", cerr);
+        return r;
+    }
+    return 0;
+}
+
+static int hook_dirty_log_stop(cpr_ctx *ctx, void *opaque)
+{
+    vmm *v = opaque;
+    return vmm_machine_dirty_log_stop(v->machine, NULL);
+}
+
+/* ---- status: job thread, then main loop ----------------------------------------------- */
+
+typedef struct status_call {
+    vmm *v;
+    int status;
+} status_call;
+
+static int status_final(int st)
+{
+    return st == CPR_MIGRATION_COMPLETED || st == CPR_MIGRATION_FAILED ||
+           st == CPR_MIGRATION_CANCELLED;
+}
+
+static void status_on_main(void *p)
+{
+    status_call *c = p;
+    vmm *v = c->v;
+    vmm_mig *m = v->mig;
+    if (status_final(c->status)) {
+        /* One job at a time per context: whichever side was active has ended. */
+        m->in_active = 0;
+        m->out_active = 0;
+        g_free(m->last_error);
+        m->last_error = c->status == CPR_MIGRATION_COMPLETED ? NULL : cpr_migrate_error_desc(v->ctx);
+        if (c->status == CPR_MIGRATION_CANCELLED && !m->last_error)
+            m->last_error = g_strdup("migration was cancelled");
+    }
+    m->last_status = c->status;
+    json_object *data = json_object_new_object();
+    json_object_object_add(data, "status", json_object_new_string(cpr_migration_status_name(c->status)));
+    vmm_event(v, "MIGRATION", data);
+    hmp_migration_changed(v->hmp);
+    g_free(c);
+}
+
+static void on_status(cpr_ctx *ctx, int status, void *opaque)
+{
+    status_call *c = g_new(status_call, 1);
+    c->v = opaque;
+    c->status = status;
+    vmm_call_main(c->v, status_on_main, c);
+}
+
+/* ---- set-up --------------------------------------------------------------------------- */
+
+int vmm_mig_init(vmm *v, char **err)
+{
+    v->mig = g_new0(vmm_mig, 1);
+    cpr_vm_ops ops = {
+        .size = sizeof(ops),
+        .stop = hook_stop,
+        .start = hook_start,
+        .is_running = hook_is_running,
+        .flush = hook_flush,
+        .dirty_log_start = hook_dirty_log_start,
+        .dirty_log_sync = hook_dirty_log_sync,
+        .dirty_log_stop = hook_dirty_log_stop,
+    };
+    cpr_error *cerr = NULL;
+    if (cpr_migrate_set_vm_ops(v->ctx, &ops, v, &cerr) < 0 ||
+        cpr_migrate_set_status_cb(v->ctx, on_status, v, &cerr) < 0) {
+        return vmm_fail_cpr(err, "libcpr", cerr);
+    }
+    return 0;
+}
+
+void vmm_mig_fini(vmm *v)
+{
+    if (!v->mig)
+        return;
+    /* A job still running holds hooks into this VMM: end it before the machine goes. */
+    if (v->ctx) {
+        cpr_migrate_cancel(v->ctx, NULL);
+        cpr_migrate_wait(v->ctx, NULL);
+        cpr_migrate_set_status_cb(v->ctx, NULL, NULL, NULL);
+    }
+    cpr_channels_free(v->mig->incoming);
+    g_free(v->mig->last_error);
+    g_free(v->mig);
+    v->mig = NULL;
+}
+
+/* Parses one -incoming argument (a URI or a JSON channel) into a channel list. */
+static int parse_channel_arg(const char *arg, cpr_channels **out, cpr_error **cerr)
+{
+    if (arg[0] == '{' || arg[0] == '[')
+        return cpr_channels_parse_json(arg, out, cerr);
+    return cpr_channels_from_uri(arg, out, cerr);
+}
+
+int vmm_mig_incoming_early(vmm *v, char **err)
+{
+    vmm_mig *m = v->mig;
+    GPtrArray *inc = v->cfg->incoming;
+    if (!inc->len)
+        return 0;
+    cpr_error *cerr = NULL;
+    for (guint i = 0; i < inc->len; i++) {
+        const char *arg = inc->pdata[i];
+        if (!strcmp(arg, "defer")) {
+            m->defer = 1;
+            continue;
+        }
+        cpr_channels *ch = NULL;
+        if (parse_channel_arg(arg, &ch, &cerr) < 0 ||
+            (m->incoming && cpr_channels_merge(m->incoming, ch, &cerr) < 0)) {
+            *err = g_strdup_printf("-incoming %s: %s", arg, cpr_error_message(cerr));
+            cpr_error_free(cerr);
+            cpr_channels_free(ch);
+            return -1;
+        }
+        if (!m->incoming)
+            m->incoming = ch;
+        else
+            cpr_channels_free(ch);
+    }
+    /* cpr-transfer: the cpr channel brings RAM and device fds, before anything is created.
+     * cpr-exec: the state the old image left. Otherwise nothing happens here. */
+    if (cpr_incoming_cpr_load(v->ctx, m->incoming, &cerr) < 0) {
+        return vmm_fail_cpr(err, "cpr state", cerr);
+    }
+    return 0;
+}
+
+static int start_incoming(vmm *v, const cpr_channels *ch, cpr_error **cerr)
+{
+    vmm_mig *m = v->mig;
+    unsigned int flags = CPR_INCOMING_DETACH | (v->cfg->start_paused ? CPR_INCOMING_PAUSED : 0);
+    m->in_active = 1;
+    m->incoming_started = 1;
+    g_free(m->last_error);
+    m->last_error = NULL;
+    int r = cpr_incoming_start(v->ctx, ch, flags, cerr);
+    if (r < 0) {
+        m->in_active = 0;
+        m->incoming_started = 0;
+    }
+    return r;
+}
+
+int vmm_mig_incoming_late(vmm *v, char **err)
+{
+    vmm_mig *m = v->mig;
+    cpr_error *cerr = NULL;
+    int r;
+    if (m->defer || !m->incoming || !cpr_channels_get(m->incoming, CPR_CHANNEL_MAIN))
+        r = cpr_incoming_defer(v->ctx, &cerr);
+    else
+        r = start_incoming(v, m->incoming, &cerr);
+    if (r < 0) {
+        return vmm_fail_cpr(err, "-incoming", cerr);
+    }
+    return 0;
+}
+
+/* ---- commands ------------------------------------------------------------------------- */
+
+/* Reads "uri" or "channels" from QMP arguments into a channel list. */
+static int args_channels(json_object *args, cpr_channels **out, mon_error *err)
+{
+    json_object *uri = json_object_object_get(args, "uri");
+    json_object *chans = json_object_object_get(args, "channels");
+    cpr_error *cerr = NULL;
+    if (uri && chans)
+        return mon_fail(err, "GenericError", "'uri' and 'channels' are mutually exclusive");
+    if (uri) {
+        if (!json_object_is_type(uri, json_type_string))
+            return mon_fail(err, "GenericError", "Invalid parameter type for 'uri', expected: string");
+        if (cpr_channels_from_uri(json_object_get_string(uri), out, &cerr) < 0)
+            return mon_fail_cpr(err, cerr);
+        return 0;
+    }
+    if (chans) {
+        const char *js = json_object_to_json_string_ext(chans, JSON_C_TO_STRING_PLAIN);
+        if (cpr_channels_parse_json(js, out, &cerr) < 0)
+            return mon_fail_cpr(err, cerr);
+        return 0;
+    }
+    return mon_fail(err, "GenericError", "One of 'uri' or 'channels' is required");
+}
+
+int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err)
+{
+    vmm_mig *m = v->mig;
+    cpr_channels *ch = NULL;
+    if (args_channels(args, &ch, err) < 0)
+        return -1;
+    cpr_error *cerr = NULL;
+    m->out_active = 1;
+    g_free(m->last_error);
+    m->last_error = NULL;
+    int r = cpr_migrate_channels(v->ctx, ch, CPR_MIGRATE_DETACH, &cerr);
+    cpr_channels_free(ch);
+    if (r < 0) {
+        m->out_active = 0;
+        return mon_fail_cpr(err, cerr);
+    }
+    return 0;
+}
+
+int vmm_mig_incoming(vmm *v, json_object *args, mon_error *err)
+{
+    vmm_mig *m = v->mig;
+    if (!v->cfg->incoming->len)
+        return mon_fail(err, "GenericError",
+                        "'-incoming' was not specified on the command line");
+    if (m->incoming_started)
+        return mon_fail(err, "GenericError", "The incoming migration has already been started");
+    cpr_channels *ch = NULL;
+    if (args_channels(args, &ch, err) < 0)
+        return -1;
+    if (cpr_channels_get(ch, CPR_CHANNEL_CPR)) {
+        cpr_channels_free(ch);
+        return mon_fail(err, "GenericError",
+                        "a cpr channel can only be given to -incoming on the command line");
+    }
+    cpr_error *cerr = NULL;
+    int r = start_incoming(v, ch, &cerr);
+    cpr_channels_free(ch);
+    return r < 0 ? mon_fail_cpr(err, cerr) : 0;
+}
+
+int vmm_mig_cancel(vmm *v, mon_error *err)
+{
+    cpr_error *cerr = NULL;
+    if (cpr_migrate_cancel(v->ctx, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    return 0;
+}
+
+json_object *vmm_mig_query(vmm *v)
+{
+    char *s = NULL;
+    json_object *o = NULL;
+    if (cpr_migrate_query_json(v->ctx, &s, NULL) == 0)
+        o = json_tokener_parse(s);
+    cpr_free(s);
+    return o ? o : json_object_new_object();
+}
+
+int vmm_mig_out_active(vmm *v)
+{
+    return v->mig->out_active;
+}
+
+int vmm_mig_in_active(vmm *v)
+{
+    return v->mig->in_active;
+}
+
+const char *vmm_mig_last_error(vmm *v)
+{
+    return v->mig->last_error;
+}

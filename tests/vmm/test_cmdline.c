@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* cpr-vmm's command line: QEMU's spellings from the seeds parse, mistakes are named. */
+#include <string.h>
+
+#include "cmdline.h"
+#include "testutil.h"
+
+/* Parses a NULL-terminated argument list; returns the parse result, *err on failure. */
+static int parse(vmm_config *cfg, char **err, const char **args)
+{
+    int argc = 0;
+    while (args[argc])
+        argc++;
+    int exit_now = 0;
+    *err = NULL;
+    return vmm_cmdline_parse(argc, (char **)args, cfg, &exit_now, err);
+}
+
+/* Asserts that args fail to parse with an error that contains needle. */
+static void expect_error(const char **args, const char *needle)
+{
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, args), -1);
+    ck_assert_msg(strstr(err, needle), "error '%s' lacks '%s'", err, needle);
+    g_free(err);
+    vmm_config_clear(&cfg);
+}
+
+START_TEST(test_seed_cpr_reboot_command_line_parses)
+{
+    const char *a[] = {"cpr-vmm", "-monitor", "stdio", "-m", "1G", "-object",
+                       "memory-backend-file,id=ram0,size=1G,mem-path=/dev/shm/vm.ram,share=on",
+                       "-machine", "memory-backend=ram0", "-incoming", "defer", NULL};
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, a), 0);
+    ck_assert_uint_eq(cfg.ram_size, 1ull << 30);
+    const vmm_memdev *m = vmm_config_ram_memdev(&cfg);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(m->is_file, 1);
+    ck_assert_int_eq(m->share, 1);
+    ck_assert_str_eq(m->mem_path, "/dev/shm/vm.ram");
+    ck_assert_int_eq(cfg.monitor_stdio, 1);
+    ck_assert_int_eq(cfg.serial, VMM_SERIAL_NONE); /* the monitor owns stdio */
+    ck_assert_uint_eq(cfg.incoming->len, 1);
+    ck_assert_str_eq(cfg.incoming->pdata[0], "defer");
+    vmm_config_clear(&cfg);
+}
+END_TEST
+
+START_TEST(test_seed_cpr_transfer_command_line_parses)
+{
+    const char *a[] = {"cpr-vmm", "-m", "512", "-machine", "aux-ram-share=on", "-nodefaults",
+                       "-qmp", "unix:/tmp/q.sock,server,nowait", "-incoming", "unix:/tmp/main.sock",
+                       "-incoming", "{\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"/tmp/cpr.sock\"}}",
+                       NULL};
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, a), 0);
+    ck_assert_uint_eq(cfg.ram_size, 512ull << 20); /* bare -m is MiB */
+    ck_assert_int_eq(cfg.aux_ram_share, 1);
+    ck_assert_str_eq(cfg.qmp_path, "/tmp/q.sock");
+    ck_assert_uint_eq(cfg.incoming->len, 2);
+    ck_assert_ptr_null(vmm_config_ram_memdev(&cfg));
+    vmm_config_clear(&cfg);
+}
+END_TEST
+
+START_TEST(test_unknown_option_is_named)
+{
+    const char *a[] = {"cpr-vmm", "-m", "64M", "-frobnicate", "x", NULL};
+    expect_error(a, "-frobnicate");
+}
+END_TEST
+
+START_TEST(test_unknown_object_property_is_named)
+{
+    const char *a[] = {"cpr-vmm", "-object", "memory-backend-memfd,id=r,size=1G,colour=blue", NULL};
+    expect_error(a, "colour");
+}
+END_TEST
+
+START_TEST(test_missing_memory_backend_is_refused)
+{
+    const char *a[] = {"cpr-vmm", "-machine", "memory-backend=nope", NULL};
+    expect_error(a, "nope");
+}
+END_TEST
+
+START_TEST(test_ram_size_must_match_backend)
+{
+    const char *a[] = {"cpr-vmm", "-m", "2G", "-object", "memory-backend-memfd,id=r,size=1G,share=on",
+                       "-machine", "memory-backend=r", NULL};
+    expect_error(a, "differs");
+}
+END_TEST
+
+START_TEST(test_option_without_argument_is_refused)
+{
+    const char *a[] = {"cpr-vmm", "-incoming", NULL};
+    expect_error(a, "-incoming");
+}
+END_TEST
+
+START_TEST(test_sizes_parse_with_suffixes)
+{
+    uint64_t v;
+    ck_assert_int_eq(vmm_parse_size("4096", 1, &v), 0);
+    ck_assert_uint_eq(v, 4096);
+    ck_assert_int_eq(vmm_parse_size("2M", 1, &v), 0);
+    ck_assert_uint_eq(v, 2u << 20);
+    ck_assert_int_eq(vmm_parse_size("1.5G", 1, &v), 0);
+    ck_assert_uint_eq(v, 3ull << 29);
+    ck_assert_int_eq(vmm_parse_size("8GiB", 1, &v), 0);
+    ck_assert_uint_eq(v, 8ull << 30);
+    ck_assert_int_lt(vmm_parse_size("12Q", 1, &v), 0);
+    ck_assert_int_lt(vmm_parse_size("-1", 1, &v), 0);
+    ck_assert_int_lt(vmm_parse_size("", 1, &v), 0);
+}
+END_TEST
+
+START_TEST(test_serial_and_drive_forms)
+{
+    const char *a[] = {"cpr-vmm", "-serial", "file:/tmp/console.log", "-drive", "file=/tmp/d.img,if=virtio",
+                       "-drive", "/tmp/e.img", "-accel", "soft", "-guest-dirty-rate", "500", NULL};
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, a), 0);
+    ck_assert_int_eq(cfg.serial, VMM_SERIAL_FILE);
+    ck_assert_str_eq(cfg.serial_path, "/tmp/console.log");
+    ck_assert_uint_eq(cfg.drives->len, 2);
+    ck_assert_str_eq(cfg.drives->pdata[1], "/tmp/e.img");
+    ck_assert_uint_eq(cfg.accel, CFG_ACCEL_SOFT);
+    ck_assert_uint_eq(cfg.dirty_rate, 500);
+    ck_assert_int_eq(cfg.dirty_rate_given, 1);
+    vmm_config_clear(&cfg);
+}
+END_TEST
+
+static Suite *cmdline_suite(void)
+{
+    Suite *s = suite_create("vmm_cmdline");
+    TCase *tc = tcase_create("cmdline");
+    tcase_add_test(tc, test_seed_cpr_reboot_command_line_parses);
+    tcase_add_test(tc, test_seed_cpr_transfer_command_line_parses);
+    tcase_add_test(tc, test_unknown_option_is_named);
+    tcase_add_test(tc, test_unknown_object_property_is_named);
+    tcase_add_test(tc, test_missing_memory_backend_is_refused);
+    tcase_add_test(tc, test_ram_size_must_match_backend);
+    tcase_add_test(tc, test_option_without_argument_is_refused);
+    tcase_add_test(tc, test_sizes_parse_with_suffixes);
+    tcase_add_test(tc, test_serial_and_drive_forms);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(cmdline_suite)

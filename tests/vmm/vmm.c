@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cpr-vmm: the reference VMM. It wires the machine core (tests/vmm/machine) to libcpr: guest
+ * RAM is a libcpr RAM block, devices and vCPUs are sections, the VM hooks stop and start the
+ * machine, and the monitors (QMP, HMP) drive migrations through one command table.
+ *
+ * Start-up order follows QEMU's: parse the command line, read a cpr channel (cpr-transfer) or
+ * the state a cpr-exec left, create RAM (re-attached when preserved), the machine and the
+ * devices, then open the monitors, then start the incoming migration or boot the guest.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+
+#include "devices.h"
+#include "hmp.h"
+#include "migration.h"
+#include "qmp.h"
+#include "vmm.h"
+
+static const char *const runstate_names[] = {
+    [VMM_RS_PRELAUNCH] = "prelaunch",
+    [VMM_RS_RUNNING] = "running",
+    [VMM_RS_PAUSED] = "paused",
+    [VMM_RS_INMIGRATE] = "inmigrate",
+    [VMM_RS_POSTMIGRATE] = "postmigrate",
+    [VMM_RS_FINISH_MIGRATE] = "finish-migrate",
+    [VMM_RS_RESTORE_VM] = "restore-vm",
+    [VMM_RS_SHUTDOWN] = "shutdown",
+    [VMM_RS_INTERNAL_ERROR] = "internal-error",
+};
+
+const char *vmm_runstate_name(vmm_runstate rs)
+{
+    return (unsigned)rs < G_N_ELEMENTS(runstate_names) ? runstate_names[rs] : "unknown";
+}
+
+/* ---- calls onto the main loop ---------------------------------------------------------- */
+
+typedef struct main_call {
+    void (*fn)(void *opaque);
+    void *opaque;
+} main_call;
+
+static gboolean main_call_run(gpointer p)
+{
+    main_call *c = p;
+    c->fn(c->opaque);
+    return G_SOURCE_REMOVE;
+}
+
+void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque)
+{
+    main_call *c = g_new(main_call, 1);
+    c->fn = fn;
+    c->opaque = opaque;
+    g_idle_add_full(G_PRIORITY_HIGH, main_call_run, c, g_free);
+}
+
+int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr)
+{
+    *err = g_strdup_printf("%s: %s", what, cpr_error_message(cerr));
+    cpr_error_free(cerr);
+    return -1;
+}
+
+void vmm_log_cpr(const char *what, cpr_error *cerr)
+{
+    g_printerr("cpr-vmm: %s: %s\n", what, cpr_error_message(cerr));
+    cpr_error_free(cerr);
+}
+
+int vmm_write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* ---- events --------------------------------------------------------------------------- */
+
+void vmm_event(vmm *v, const char *name, json_object *data)
+{
+    qmp_server_event(v->qmp, name, data);
+    json_object_put(data);
+}
+
+typedef struct event_call {
+    vmm *v;
+    char *name;
+} event_call;
+
+static void event_on_main(void *p)
+{
+    event_call *e = p;
+    vmm_event(e->v, e->name, NULL);
+    g_free(e->name);
+    g_free(e);
+}
+
+/* STOP and RESUME may come from the migration thread: send them from the main loop. */
+static void post_event(vmm *v, const char *name)
+{
+    event_call *e = g_new(event_call, 1);
+    e->v = v;
+    e->name = g_strdup(name);
+    vmm_call_main(v, event_on_main, e);
+}
+
+/* The sampler reads the guest's mailbox, so it starts once there is one: after boot, or once
+ * the RAM holds the incoming guest. Caller holds v->lock. */
+static vmm_hb_sampler *sampler_locked(vmm *v)
+{
+    if (!v->sampler) {
+        cpr_error *cerr = NULL;
+        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0) {
+            vmm_log_cpr("heartbeat sampler", cerr);
+        }
+    }
+    return v->sampler;
+}
+
+vmm_hb_sampler *vmm_sampler(vmm *v)
+{
+    g_mutex_lock(&v->lock);
+    vmm_hb_sampler *s = sampler_locked(v);
+    g_mutex_unlock(&v->lock);
+    return s;
+}
+
+/* ---- run control ---------------------------------------------------------------------- */
+
+int vmm_vm_running(vmm *v)
+{
+    return v->machine && vmm_machine_running(v->machine);
+}
+
+/* Stops the vCPUs; any thread. Returns 0 or a negative errno with *cerr. */
+int vmm_machine_pause(vmm *v, cpr_error **cerr)
+{
+    g_mutex_lock(&v->lock);
+    int was = vmm_vm_running(v);
+    int r = v->machine ? vmm_machine_stop(v->machine, cerr) : 0;
+    g_mutex_unlock(&v->lock);
+    if (r == 0 && was)
+        post_event(v, "STOP");
+    return r;
+}
+
+/* Lets the vCPUs run; any thread. */
+int vmm_machine_unpause(vmm *v, cpr_error **cerr)
+{
+    g_mutex_lock(&v->lock);
+    int was = vmm_vm_running(v);
+    int r = 0;
+    if (v->machine && !v->booted) {
+        r = vmm_machine_boot(v->machine, cerr);
+        v->booted = r == 0;
+        if (r == 0)
+            sampler_locked(v);
+    } else if (v->machine) {
+        r = vmm_machine_resume(v->machine, cerr);
+    }
+    if (r == 0 && v->state == VMM_RS_PRELAUNCH)
+        v->state = VMM_RS_RUNNING;
+    g_mutex_unlock(&v->lock);
+    if (r == 0 && !was)
+        post_event(v, "RESUME");
+    return r;
+}
+
+int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err)
+{
+    cpr_error *cerr = NULL;
+    if (vmm_machine_pause(v, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    return 0;
+}
+
+int vmm_vm_start(vmm *v, mon_error *err)
+{
+    cpr_error *cerr = NULL;
+    if (vmm_machine_unpause(v, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    return 0;
+}
+
+vmm_runstate vmm_runstate_get(vmm *v)
+{
+    if (v->quitting)
+        return VMM_RS_SHUTDOWN;
+    switch (cpr_migrate_runstate(v->ctx)) {
+    case CPR_RUNSTATE_INMIGRATE: return VMM_RS_INMIGRATE;
+    case CPR_RUNSTATE_POSTMIGRATE: return VMM_RS_POSTMIGRATE;
+    case CPR_RUNSTATE_FINISH_MIGRATE: return VMM_RS_FINISH_MIGRATE;
+    default: break;
+    }
+    if (vmm_vm_running(v))
+        return VMM_RS_RUNNING;
+    return v->state == VMM_RS_PRELAUNCH ? VMM_RS_PRELAUNCH : VMM_RS_PAUSED;
+}
+
+void vmm_quit(vmm *v, int code)
+{
+    v->exit_code = code;
+    v->quitting = 1;
+    g_main_loop_quit(v->loop);
+}
+
+/* ---- guest figures -------------------------------------------------------------------- */
+
+void vmm_guest_report_get(vmm *v, vmm_guest_report *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->stats.size = sizeof(out->stats);
+    if (v->machine) {
+        if (vmm_machine_get_stats(v->machine, &out->stats) < 0) {
+            memset(&out->stats, 0, sizeof(out->stats));
+            out->stats.size = sizeof(out->stats);
+        }
+        out->backend = vmm_machine_backend_name(v->machine);
+    } else {
+        out->backend = "none";
+    }
+    g_mutex_lock(&v->lock);
+    out->last_pause_ms = v->last_pause_ms;
+    g_mutex_unlock(&v->lock);
+}
+
+/* Runs on its own thread after an incoming switchover: waits for every vCPU's heartbeat to
+ * move and records the largest gap, counted from the old VMM's last sighting. */
+static gpointer pause_measure_thread(gpointer p)
+{
+    vmm *v = p;
+    uint64_t gap = 0;
+    if (vmm_hb_sampler_wait_pause(v->sampler, 10000, &gap) == 0) {
+        g_mutex_lock(&v->lock);
+        v->last_pause_ms = (double)gap / 1e6;
+        v->pause_history.last_pause_ns = gap;
+        v->pause_history.switchovers++;
+        g_mutex_unlock(&v->lock);
+    }
+    return NULL;
+}
+
+void vmm_measure_pause(vmm *v)
+{
+    if (!v->sampler || !v->pause_handoff)
+        return;
+    v->pause_handoff = 0;
+    if (v->pause_thread)
+        g_thread_join(v->pause_thread);
+    v->pause_thread = g_thread_new("pause-measure", pause_measure_thread, v);
+}
+
+/* ---- start-up ------------------------------------------------------------------------- */
+
+static int create_ram(vmm *v, char **err)
+{
+    const vmm_memdev *md = vmm_config_ram_memdev(v->cfg);
+    cpr_error *cerr = NULL;
+    cpr_ram_block *blk = NULL;
+    int r;
+    /* Prefault on the incoming side: pay the page-table cost before the switchover. */
+    uint32_t flags = v->cfg->incoming->len ? CPR_RAM_PREFAULT : 0;
+    if (md && md->is_file)
+        r = cpr_ram_block_new_file(v->ctx, md->id, md->mem_path, md->size, flags, &blk, &cerr);
+    else
+        r = cpr_ram_block_new(v->ctx, md ? md->id : "pc.ram", v->cfg->ram_size, 4096, flags, &blk,
+                              &cerr);
+    if (r < 0) {
+        return vmm_fail_cpr(err, "guest RAM", cerr);
+    }
+    v->ram_block = blk;
+    v->ram = cpr_ram_block_host(blk);
+    v->ram_size = cpr_ram_block_size(blk);
+    return 0;
+}
+
+static int create_machine(vmm *v, char **err)
+{
+    vmm_machine_config mc;
+    vmm_machine_config_init(&mc);
+    mc.accel = v->cfg->accel;
+    mc.nvcpus = (uint32_t)v->cfg->smp;
+    mc.ram = v->ram;
+    mc.ram_size = v->ram_size;
+    if (v->cfg->dirty_rate_given)
+        mc.rate_pps = v->cfg->dirty_rate;
+    if (v->cfg->incoming->len) {
+        mc.flags |= VMM_MACHINE_INCOMING;
+        v->booted = 1; /* the guest comes in: never boot it here */
+    }
+    cpr_error *cerr = NULL;
+    if (vmm_machine_new(&v->machine, &mc, &cerr) < 0) {
+        return vmm_fail_cpr(err, "machine", cerr);
+    }
+    const char *note = vmm_machine_backend_note(v->machine);
+    fprintf(stderr, "cpr-vmm: %s backend%s%s, %u vCPU(s), %llu MiB RAM\n",
+            vmm_machine_backend_name(v->machine), note && *note ? ": " : "", note ? note : "",
+            vmm_machine_nvcpus(v->machine), (unsigned long long)(v->ram_size >> 20));
+    return 0;
+}
+
+
+static gboolean on_signal(gpointer p)
+{
+    vmm_quit(p, 0);
+    return G_SOURCE_CONTINUE;
+}
+
+static int run(vmm *v, char **err)
+{
+    cpr_error *cerr = NULL;
+    if (cpr_ctx_new(&v->ctx, 0, &cerr) < 0) {
+        return vmm_fail_cpr(err, "libcpr", cerr);
+    }
+    if (vmm_mig_init(v, err) < 0 || vmm_mig_incoming_early(v, err) < 0)
+        return -1;
+    if (create_ram(v, err) < 0 || create_machine(v, err) < 0)
+        return -1;
+    if (vmm_devices_init(v, err) < 0)
+        return -1;
+    /* Every preserved fd a device wanted is claimed by now; the rest are of no use. */
+    cpr_fd_close_unclaimed(v->ctx);
+
+    if (v->cfg->qmp_path) {
+        v->qmp = qmp_server_new(v, v->cfg->qmp_path, err);
+        if (!v->qmp)
+            return -1;
+    }
+    if (v->cfg->monitor_stdio)
+        v->hmp = hmp_new(v);
+
+    if (v->cfg->incoming->len) {
+        if (vmm_mig_incoming_late(v, err) < 0)
+            return -1;
+    } else if (!v->cfg->start_paused) {
+        if (vmm_machine_unpause(v, &cerr) < 0) {
+            return vmm_fail_cpr(err, "boot", cerr);
+        }
+    }
+    g_main_loop_run(v->loop);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    vmm_config cfg;
+    int exit_now = 0;
+    char *err = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    if (vmm_cmdline_parse(argc, argv, &cfg, &exit_now, &err) < 0) {
+        fprintf(stderr, "cpr-vmm: %s\n", err);
+        g_free(err);
+        vmm_config_clear(&cfg);
+        return 1;
+    }
+    if (exit_now) {
+        vmm_config_clear(&cfg);
+        return 0;
+    }
+    vmm v = {0};
+    v.cfg = &cfg;
+    v.last_pause_ms = -1;
+    v.state = cfg.start_paused ? VMM_RS_PRELAUNCH : VMM_RS_RUNNING;
+    g_mutex_init(&v.lock);
+    v.loop = g_main_loop_new(NULL, FALSE);
+    guint sigint = g_unix_signal_add(SIGINT, on_signal, &v);
+    guint sigterm = g_unix_signal_add(SIGTERM, on_signal, &v);
+
+    int r = run(&v, &err);
+    if (r < 0) {
+        fprintf(stderr, "cpr-vmm: %s\n", err);
+        g_free(err);
+        v.exit_code = 1;
+    }
+
+    /* Tear down in reverse: monitors, then whatever may still call into the machine. */
+    hmp_free(v.hmp);
+    qmp_server_free(v.qmp);
+    vmm_mig_fini(&v);
+    if (v.pause_thread)
+        g_thread_join(v.pause_thread);
+    vmm_devices_fini(&v);
+    vmm_hb_sampler_free(v.sampler);
+    vmm_machine_free(v.machine);
+    cpr_ctx_free(v.ctx);
+    g_source_remove(sigint);
+    g_source_remove(sigterm);
+    g_main_loop_unref(v.loop);
+    g_mutex_clear(&v.lock);
+    vmm_config_clear(&cfg);
+    fflush(stdout);
+    return v.exit_code;
+}

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cpr-vmm: the VMM's state and the operations monitors call. One vmm per process; it lives on
+ * the main loop's thread, and anything that happens on another thread (a migration thread, a
+ * vCPU) reaches it through vmm_call_main().
+ */
+#ifndef VMM_VMM_H
+#define VMM_VMM_H
+
+#include <stdint.h>
+
+#include <glib.h>
+#include <json-c/json.h>
+
+#include <cpr/cpr.h>
+#include <cpr/fd.h>
+#include <cpr/migrate.h>
+#include <cpr/ram.h>
+#include <cpr/savevm.h>
+#include <cpr/vmstate.h>
+
+#include "cmdline.h"
+#include "machine/machine.h"
+#include "monitor.h"
+
+/* QEMU's RunState names, the subset this VMM goes through. */
+typedef enum vmm_runstate {
+    VMM_RS_PRELAUNCH,
+    VMM_RS_RUNNING,
+    VMM_RS_PAUSED,
+    VMM_RS_INMIGRATE,
+    VMM_RS_POSTMIGRATE,
+    VMM_RS_FINISH_MIGRATE,
+    VMM_RS_RESTORE_VM,
+    VMM_RS_SHUTDOWN,
+    VMM_RS_INTERNAL_ERROR,
+} vmm_runstate;
+
+const char *vmm_runstate_name(vmm_runstate rs);
+
+/* Guest pauses measured across switchovers, carried from VMM to VMM in the hbmon device. */
+typedef struct vmm_pause_history {
+    uint64_t last_pause_ns;
+    uint32_t switchovers;
+} vmm_pause_history;
+
+typedef struct vmm_devices vmm_devices;   /* devices.c */
+typedef struct vmm_mig vmm_mig;           /* migration.c */
+typedef struct qmp_server qmp_server;     /* qmp.c */
+typedef struct hmp_monitor hmp_monitor;   /* hmp.c */
+
+struct vmm {
+    vmm_config *cfg;
+    cpr_ctx *ctx;
+    GMainLoop *loop;
+    vmm_runstate state;
+    vmm_machine *machine;
+    int booted;            /* the guest exists: booted here, or coming in by migration */
+    vmm_hb_sampler *sampler;
+    cpr_ram_block *ram_block;
+    void *ram;             /* host mapping of guest RAM, owned by ram_block */
+    uint64_t ram_size;
+    GMutex lock;           /* machine run control and pause figures: the migration thread
+                            * uses them too */
+    double last_pause_ms;  /* -1 until a switchover was measured */
+    vmm_pause_history pause_history;
+    int pause_handoff;     /* the stream carried the old VMM's heartbeat times */
+    GThread *pause_thread;
+    vmm_devices *devs;
+    vmm_mig *mig;
+    qmp_server *qmp;
+    hmp_monitor *hmp;
+    int exit_code;
+    int quitting;
+};
+
+/* Guest statistics as query-guest reports them. */
+typedef struct vmm_guest_report {
+    vmm_guest_stats stats;
+    const char *backend;       /* "kvm" or "soft" */
+    double last_pause_ms;      /* -1 when no switchover was measured */
+} vmm_guest_report;
+
+/* Run control from the monitors; they emit STOP and RESUME. */
+int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err);
+int vmm_vm_start(vmm *v, mon_error *err);
+int vmm_vm_running(vmm *v);
+/* The same from any thread (the migration hooks), with libcpr errors. The first unpause of a
+ * fresh machine boots it. */
+int vmm_machine_pause(vmm *v, cpr_error **cerr);
+int vmm_machine_unpause(vmm *v, cpr_error **cerr);
+/* What query-status reports: the migration's run state when it has one, else the VM's. */
+vmm_runstate vmm_runstate_get(vmm *v);
+/* The heartbeat sampler, started on first use (NULL while RAM holds no guest); any thread. */
+vmm_hb_sampler *vmm_sampler(vmm *v);
+/* After an incoming switchover: measures the guest pause from heartbeats, in the background. */
+void vmm_measure_pause(vmm *v);
+/* Ends the main loop; the process exits with `code`. */
+void vmm_quit(vmm *v, int code);
+
+/* Sends a QMP event to every negotiated QMP client. Takes ownership of data (may be NULL). */
+void vmm_event(vmm *v, const char *name, json_object *data);
+
+void vmm_guest_report_get(vmm *v, vmm_guest_report *out);
+
+/* Sets *err to "WHAT: MESSAGE" from a libcpr error, frees it and returns -1. */
+int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr);
+/* Prints "cpr-vmm: WHAT: MESSAGE" to stderr and frees the error. */
+void vmm_log_cpr(const char *what, cpr_error *cerr);
+
+/* Writes all of buf to fd (SIGPIPE is ignored: a closed peer is -EPIPE). 0 or -errno. */
+int vmm_write_all(int fd, const char *buf, size_t len);
+
+/* Runs fn(opaque) on the main loop's thread (now, when called from it). */
+void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque);
+
+#endif
