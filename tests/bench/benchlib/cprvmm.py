@@ -161,17 +161,23 @@ def cpr_exec(L, size):
         L.ready(vm)
         vm.cmd("migrate-set-parameters", mode="cpr-exec",
                **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
+        since = len(vm.qmp.events)
         t0 = time.time()
         try:
             vm.cmd("migrate", uri=f"file:{state}")
+            # The old image answers, stops the guest and execs: its monitor goes away.
+            vm.qmp.wait_event("NO-SUCH-EVENT", timeout=job_timeout(size))
         except (EOFError, ConnectionError, OSError):
-            pass  # the image was replaced before the reply
+            pass
         _reconnect_new_image(vm, job_timeout(size))
         vm.wait_status("running", timeout=job_timeout(size))
         t1 = time.time()
         pause = L.guest_pause_ms(vm)
         L.verify(vm)
-        return {"pause_ms": pause, "total_ms": (t1 - t0) * 1e3,
+        stop = vm.qmp.find_event("STOP", since=since)
+        resume = vm.qmp.find_event("RESUME", since=since)
+        blackout = (event_time(resume) - event_time(stop)) * 1e3 if (stop and resume) else None
+        return {"pause_ms": pause, "blackout_ms": blackout, "total_ms": (t1 - t0) * 1e3,
                 "file_bytes": os.path.getsize(state)}
     finally:
         vm.quit()

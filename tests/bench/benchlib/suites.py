@@ -245,7 +245,7 @@ def live_suite(ctx, size):
 
 def cpr_suite(ctx, size):
     for mode, fn, figs in (("cpr-transfer", cprvmm.cpr_transfer, ("pause_ms", "blackout_ms", "total_ms", "bytes")),
-                           ("cpr-exec", cprvmm.cpr_exec, ("pause_ms", "total_ms", "file_bytes"))):
+                           ("cpr-exec", cprvmm.cpr_exec, ("pause_ms", "blackout_ms", "total_ms", "file_bytes"))):
         extra = {"variant": "memfd", "pause_source": "guest heartbeat"}
         if "libcpr" in ctx.absent:
             ctx.report.skipped(mode, "libcpr", mode, size, ctx.absent["libcpr"], extra)
