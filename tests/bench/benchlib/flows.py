@@ -66,8 +66,10 @@ def snapshot(L, size, ram_path, path, via="file", name="snap"):
             os.close(fd)
         info = vm.cmd("query-migrate")
         nbytes = os.path.getsize(path)
+        ram = info.get("ram", {})
         return {"total_ms": (t1 - t0) * 1e3, "gbps": size / (t1 - t0) / 1e9,
-                "file_bytes": nbytes, "downtime_ms": info.get("downtime")}
+                "file_bytes": nbytes, "downtime_ms": info.get("downtime"),
+                "passes": ram.get("dirty-sync-count"), "bytes": ram.get("transferred")}
     finally:
         vm.quit()
 

@@ -15,6 +15,11 @@ def summarize(name, values):
             f"max_{name}": r(max(vals))}
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 class Report:
     """Collects and prints rows; keeps them for the targets and the plot."""
 
@@ -34,6 +39,7 @@ class Report:
         row.update(extra or {})
         for name, values in series.items():
             row.update(summarize(name, values))
+        row["loadavg_1m"] = loadavg()  # the machine is shared: say how busy it was
         self.emit(row)
         return row
 

@@ -76,7 +76,7 @@ def _skip_all(ctx, bench, mode, size, variants, impls, reason_for):
 # ---- snapshot to a file and restore -------------------------------------------------------
 
 SNAP_FIGS = ("total_ms", "gbps", "ratio_write", "ratio_memcpy", "write_gbps", "memcpy_gbps",
-             "file_bytes", "downtime_ms")
+             "file_bytes", "downtime_ms", "passes", "bytes")
 
 
 def snapshot_suite(ctx, size):
