@@ -52,7 +52,8 @@ struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
     mig->ctx = ctx;
     g_mutex_init(&mig->lock);
     g_cond_init(&mig->cond);
-    mig->cancel_efd = -1;
+    /* Made with the state, so that a job's fd count before and after is the same. */
+    mig->cancel_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     mig->runstate_override = -1;
     mig->watched = g_array_new(FALSE, FALSE, sizeof(int));
     cpr_mig_stats_reset(mig, CPR_MODE_NORMAL, 0);

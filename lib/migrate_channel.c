@@ -144,7 +144,10 @@ static int fd_dup(struct cpr_main_chan *c, const cpr_addr *a, cpr_error **errp)
     return 0;
 }
 
-int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
+/* Opens the address: outgoing connects or opens for writing; incoming listens on sockets and
+ * opens the rest for reading. */
+static int chan_open(cpr_job *job, const cpr_addr *a, int outgoing, struct cpr_main_chan *c,
+                     cpr_error **errp)
 {
     cpr_main_chan_init(c);
     int ret = 0;
@@ -152,23 +155,20 @@ int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan 
     switch (cpr_addr_transport(a)) {
     case CPR_TRANSPORT_UNIX:
         transfer_opts(job, &o);
-        ret = cpr_transfer_connect(cpr_addr_path(a), &o, errp);
-        if (ret >= 0)
-            c->fd = ret;
+        ret = outgoing ? cpr_transfer_connect(cpr_addr_path(a), &o, errp)
+                       : cpr_transfer_listen(cpr_addr_path(a), errp);
         break;
     case CPR_TRANSPORT_TCP:
-        ret = tcp_open(a, 0, errp);
-        if (ret >= 0)
-            c->fd = ret;
+        ret = tcp_open(a, !outgoing, errp);
         break;
     case CPR_TRANSPORT_FILE:
-        ret = file_open(c, a, 1, errp);
+        ret = file_open(c, a, outgoing, errp);
         break;
     case CPR_TRANSPORT_FD:
         ret = fd_dup(c, a, errp);
         break;
     case CPR_TRANSPORT_EXEC:
-        ret = exec_open(c, cpr_addr_command(a), 1, errp);
+        ret = exec_open(c, cpr_addr_command(a), outgoing, errp);
         break;
     default:
         ret = cpr_error_set(errp, -EINVAL, "main channel: unknown transport %d", (int)cpr_addr_transport(a));
@@ -177,46 +177,26 @@ int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan 
         cpr_error_prefix(errp, "main channel");
         return ret;
     }
-    c->is_socket = is_socket(c->fd);
+    int sock = cpr_addr_transport(a) == CPR_TRANSPORT_UNIX || cpr_addr_transport(a) == CPR_TRANSPORT_TCP;
+    if (sock && outgoing)
+        c->fd = ret;
+    else if (sock)
+        c->listen_fd = ret;
+    if (c->fd >= 0)
+        c->is_socket = is_socket(c->fd);
     if (c->is_socket)
         cpr_job_watch_fd(job, c->fd);
     return 0;
 }
 
+int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
+{
+    return chan_open(job, a, 1, c, errp);
+}
+
 int cpr_main_chan_listen(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
 {
-    cpr_main_chan_init(c);
-    int ret = 0;
-    switch (cpr_addr_transport(a)) {
-    case CPR_TRANSPORT_UNIX:
-        ret = cpr_transfer_listen(cpr_addr_path(a), errp);
-        if (ret >= 0)
-            c->listen_fd = ret;
-        break;
-    case CPR_TRANSPORT_TCP:
-        ret = tcp_open(a, 1, errp);
-        if (ret >= 0)
-            c->listen_fd = ret;
-        break;
-    case CPR_TRANSPORT_FILE:
-        ret = file_open(c, a, 0, errp);
-        break;
-    case CPR_TRANSPORT_FD:
-        ret = fd_dup(c, a, errp);
-        break;
-    case CPR_TRANSPORT_EXEC:
-        ret = exec_open(c, cpr_addr_command(a), 0, errp);
-        break;
-    default:
-        ret = cpr_error_set(errp, -EINVAL, "main channel: unknown transport %d", (int)cpr_addr_transport(a));
-    }
-    if (ret < 0) {
-        cpr_error_prefix(errp, "main channel");
-        return ret;
-    }
-    if (c->fd >= 0)
-        c->is_socket = is_socket(c->fd);
-    return 0;
+    return chan_open(job, a, 0, c, errp);
 }
 
 int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)

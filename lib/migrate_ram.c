@@ -20,6 +20,7 @@ struct cpr_mig_ram {
     cpr_ram_load *load;
     int stopped;  /* guest stopped: a finished pass is the last */
     int pass_end; /* the live pass ran out; the engine syncs before the next iterate */
+    uint64_t part_bytes;
 };
 
 static int ram_is_active(void *opaque)
@@ -42,7 +43,7 @@ static int ram_iterate(cpr_stream *s, uint64_t *pending, void *opaque, cpr_error
         *pending = 0;
         return 0;
     }
-    int ret = cpr_ram_save_iterate(r->save, s, CPR_MIG_RAM_PART_BYTES, r->stopped, errp);
+    int ret = cpr_ram_save_iterate(r->save, s, r->part_bytes, r->stopped, errp);
     if (ret < 0)
         return ret;
     *pending = cpr_ram_save_pending(r->save);
@@ -136,6 +137,12 @@ void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared
     cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save);
     r->stopped = 0;
     r->pass_end = 0;
+    r->part_bytes = CPR_MIG_RAM_PART_BYTES;
+}
+
+void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes)
+{
+    r->part_bytes = bytes;
 }
 
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r)

@@ -115,6 +115,11 @@ static int precopy(struct save_run *r, cpr_error **errp)
     if (ret < 0)
         return ret;
     r->dirty_logging = 1;
+    /* Under a bandwidth limit, parts of about 50 ms of it, so that throttling is smooth and a
+     * cancel is not stuck behind a large part. */
+    uint64_t limit = r->job->params.max_bandwidth;
+    if (limit)
+        cpr_mig_ram_set_part_bytes(r->ram, CLAMP(limit / 20, 64u << 10, CPR_MIG_RAM_PART_BYTES));
     r->pass_start_us = r->throttle_start_us = g_get_monotonic_time();
     r->pass_start_bytes = r->throttle_start_bytes = cpr_stream_offset(r->s);
     for (;;) {
@@ -145,6 +150,7 @@ static int drain(struct save_run *r, int live, cpr_error **errp)
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
         return (int)pages;
+    cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
     while ((ret = cpr_savevm_iterate(r->job->ctx, r->s, NULL, errp)) == 0)
         stats_update(r);
     return ret < 0 ? ret : 0;
@@ -200,6 +206,7 @@ int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
         ret = finish_stream(&r, &mc, errp);
     if (r.dirty_logging)
         hook(job, mig->ops.dirty_log_stop, "dirty_log_stop", NULL);
+    stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
     cpr_stream_free(r.s);

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
-usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmmtest import Vmm, memfd_inodes, serial_lines  # noqa: E402
+from vmmtest import QmpError, Vmm, memfd_inodes, sanitizer_reports, serial_lines, shutdown_all  # noqa: E402
 
 RAM_MB = 64
 SKIP = 77
@@ -81,12 +81,22 @@ def check_after_switchover(new, hb_old, serial_path):
     check(hbs == sorted(hbs), "serial heartbeats never go back")
     check(any(h <= hb_old for h in hbs) and any(h > hb_old for h in hbs),
           "the console has lines from before and after the switchover")
-    log(f"guest after the switchover: {new.guest()}")
+    g3 = new.guest()
+    log(f"guest after the switchover: {g3}")
+    if ACCEL:
+        check(g3["backend"] == ACCEL, f"ran on the {ACCEL} backend")
     return g2
 
 
+# -accel for every VMM, from the environment (CPR_VMM_ACCEL=soft runs the software backend).
+ACCEL = os.environ.get("CPR_VMM_ACCEL")
+# vCPUs per VMM (CPR_VMM_SMP, default 1).
+SMP = os.environ.get("CPR_VMM_SMP", "1")
+
+
 def base_args(wd, name, extra=()):
-    return ["-name", name, "-m", f"{RAM_MB}M", "-smp", "1", "-nodefaults", "-display", "none",
+    accel = ["-accel", ACCEL] if ACCEL else []
+    return accel + ["-name", name, "-m", f"{RAM_MB}M", "-smp", SMP, "-nodefaults", "-display", "none",
             "-serial", f"file:{os.path.join(wd, 'serial.log')}"] + list(extra)
 
 
@@ -102,12 +112,20 @@ def test_cpr_reboot(binary, wd):
     serial = os.path.join(wd, "serial.log")
     args = base_args(wd, "reboot", [
         "-object", f"memory-backend-file,id=ram0,size={RAM_MB}M,mem-path={ram},share=on",
-        "-machine", "memory-backend=ram0"])
+        "-machine", "memory-backend=ram0", "-drive", f"file={os.path.join(wd, 'disk.img')}"])
     try:
         old = Vmm(binary, wd, "old", args, hmp=True)
         wait_booted(old)
         wait_heartbeat(old)
         wait_serial(serial)
+        # The local disk blocks normal migration (seed 001: relaxed for cpr-reboot only).
+        try:
+            old.qmp("migrate", uri=f"file:{os.path.join(wd, 'normal.state')}")
+            blocked = ""
+        except QmpError as e:
+            blocked = e.desc
+        check("local disk" in blocked, f"normal mode refused: {blocked}")
+        check(old.status() == "running", "the refused migration left the guest running")
         check(old.hmp("info status") == "VM status: running\n", "old: info status -> running")
         check(old.hmp("migrate_set_capability x-ignore-shared on") == "", "migrate_set_capability accepted")
         check(old.hmp("migrate_set_parameter mode cpr-reboot") == "", "migrate_set_parameter accepted")
@@ -132,7 +150,7 @@ def test_cpr_reboot(binary, wd):
         log("new transcript:\n" + new.transcript())
         check_after_switchover(new, hb_old, serial)
         new.hmp("info guest")
-        new.kill()
+        new.shutdown()
     finally:
         if os.path.exists(ram):
             os.unlink(ram)
@@ -140,19 +158,33 @@ def test_cpr_reboot(binary, wd):
 
 # ---- 2. cpr-transfer, seeds 002/003 ---------------------------------------------------------
 
-def test_cpr_transfer(binary, wd):
+def start_preserving(binary, wd, name, label):
+    """Starts a VMM for a mode that preserves fds, and moves its console file away.
+
+    The next VMM is told the original path: with the fd preserved it keeps writing to the moved
+    file, a reopen would create a new one. Returns (vm, args, serial, moved, memfd inodes)."""
     serial = os.path.join(wd, "serial.log")
     moved = os.path.join(wd, "serial-moved.log")
-    args = base_args(wd, "transfer", ["-machine", "aux-ram-share=on"])
-    old = Vmm(binary, wd, "old", args)
-    wait_booted(old)
-    wait_heartbeat(old)
-    # The new VMM is told the original path. Renaming the file under the old VMM shows which
-    # file the new one writes to: the preserved fd keeps writing here, a reopen would not.
+    args = base_args(wd, label, ["-machine", "aux-ram-share=on"])
+    vm = Vmm(binary, wd, name, args)
+    wait_booted(vm)
+    wait_heartbeat(vm)
     wait_serial(serial)
     os.rename(serial, moved)
-    old_inodes = memfd_inodes(old.pid)
-    check(len(old_inodes) >= 1, f"old VMM maps memfd(s) {sorted(old_inodes)}")
+    inodes = memfd_inodes(vm.pid)
+    check(len(inodes) >= 1, f"{name} VMM maps memfd(s) {sorted(inodes)}")
+    return vm, args, serial, moved, inodes
+
+
+def check_preserved_console(vm, serial, mode):
+    check(not os.path.exists(serial) or not serial_lines(serial),
+          "the console went on in the preserved fd, not in a reopened file")
+    pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
+    log(f"guest-visible pause across {mode}: {pause:.3f} ms ({vm.guest()['backend']})")
+
+
+def test_cpr_transfer(binary, wd):
+    old, args, serial, moved, old_inodes = start_preserving(binary, wd, "old", "transfer")
 
     main_sock, cpr_sock = os.path.join(wd, "main.sock"), os.path.join(wd, "cpr.sock")
     new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{main_sock}",
@@ -172,34 +204,24 @@ def test_cpr_transfer(binary, wd):
     check(info.get("ram", {}).get("transferred", 0) < RAM_MB * 1024 * 1024 // 64,
           f"main channel carried {ram.get('transferred')} bytes for {RAM_MB} MiB of RAM")
     check_after_switchover(new, hb_old, moved)
-    check(not serial_lines(serial), "the new VMM wrote to the preserved fd, not a reopened file")
-    pause = wait_until(lambda: new.guest()["last-pause-ms"], 10, "pause measured")
-    log(f"guest-visible pause across cpr-transfer: {pause:.3f} ms ({new.guest()['backend']})")
-    old.kill()
-    new.kill()
+    check_preserved_console(new, serial, "cpr-transfer")
+    old.shutdown()
+    new.shutdown()
 
 
 # ---- 3. cpr-exec ----------------------------------------------------------------------------
 
 def test_cpr_exec(binary, wd):
-    serial = os.path.join(wd, "serial.log")
-    moved = os.path.join(wd, "serial-moved.log")
     state = os.path.join(wd, "vm.state")
-    args = base_args(wd, "exec", ["-machine", "aux-ram-share=on"])
-    vm = Vmm(binary, wd, "vm", args)
-    wait_booted(vm)
-    wait_heartbeat(vm)
-    wait_serial(serial)
-    os.rename(serial, moved)
+    vm, _, serial, moved, inodes = start_preserving(binary, wd, "vm", "exec")
     pid = vm.pid
-    inodes = memfd_inodes(pid)
     # The new image: the same command line plus -incoming for the main channel.
     vm.qmp("migrate-set-parameters", mode="cpr-exec", **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
     try:
         vm.qmp("migrate", uri=f"file:{state}")
+        vm.wait_qmp_closed()  # exec closes the old image's monitor connections
     except (EOFError, ConnectionError):
         pass  # the image was replaced before the reply: fine
-    hb_old = None
     vm.reconnect()
     # The process is the same; its image and monitors are new.
     vm.wait_status("running")
@@ -211,10 +233,8 @@ def test_cpr_exec(binary, wd):
     # The heartbeat before the exec is the last one the console printed.
     hb_old = serial_lines(moved)[-1][1]
     check_after_switchover(vm, hb_old, moved)
-    check(not serial_lines(serial) if os.path.exists(serial) else True, "console went on in the preserved fd")
-    pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
-    log(f"guest-visible pause across cpr-exec: {pause:.3f} ms")
-    vm.kill()
+    check_preserved_console(vm, serial, "cpr-exec")
+    vm.shutdown()
 
 
 # ---- 4. normal live migration over a UNIX socket, guest dirtying memory -----------------------
@@ -242,8 +262,8 @@ def test_live(binary, wd):
     hb_old = old.guest()["heartbeat"]
     new.wait_status("running")
     check_after_switchover(new, hb_old, serial)
-    old.kill()
-    new.kill()
+    old.shutdown()
+    new.shutdown()
 
 
 # ---- 5. snapshot to a file, restore into a new VMM --------------------------------------------
@@ -252,12 +272,17 @@ def test_snapshot(binary, wd):
     serial = os.path.join(wd, "serial.log")
     snap = os.path.join(wd, "snap.state")
     args = base_args(wd, "snap")
-    old = Vmm(binary, wd, "old", args)
+    old = Vmm(binary, wd, "old", args, hmp=True)
     g = wait_booted(old)
     wait_heartbeat(old)
     wait_serial(serial)
-    old.qmp("migrate", uri=f"file:{snap}")
-    info = old.wait_migration()
+    # HMP migrate without -d holds the monitor until the migration ended (seed 004): the next
+    # command already sees the final state, without polling.
+    check(old.hmp(f"migrate file:{snap}") == "", "HMP migrate (blocking) returned")
+    check(old.hmp("info status") == "VM status: paused (postmigrate)\n",
+          "right after the blocking migrate: paused (postmigrate)")
+    check(old.hmp("info migrate").startswith("Migration status: completed\n"), "info migrate: completed")
+    info = old.qmp("query-migrate")
     check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
     check(old.status() == "postmigrate", "old VMM in postmigrate")
     hb_old = old.guest()["heartbeat"]
@@ -270,7 +295,7 @@ def test_snapshot(binary, wd):
     new.qmp("migrate-incoming", uri=f"file:{snap}")
     new.wait_status("running")
     check_after_switchover(new, hb_old, serial)
-    new.kill()
+    new.shutdown()
 
 
 # ---- the checks can fail: a page damaged while the VMM is down shows as a corruption ------------
@@ -303,13 +328,105 @@ def test_corruption_detected(binary, wd):
         new.wait_status("running")
         g = wait_until(lambda: (g := new.guest())["corruptions"] > 0 and g, 60, "the guest reports the damage")
         check(g["corruptions"] > 0, f"damaged page counted: {g['corruptions']} corruption(s)")
-        new.kill()
+        new.shutdown()
     finally:
         if os.path.exists(ram):
             os.unlink(ram)
 
 
+# ---- the monitors themselves: QMP protocol, errors, events; HMP errors ---------------------------
+
+def test_monitors(binary, wd):
+    import socket
+    vm = Vmm(binary, wd, "vm", base_args(wd, "monitors"), hmp=True)
+    wait_booted(vm)
+    # Raw QMP: greeting, commands refused before negotiation, ids echoed.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(vm.qmp_path)
+    f = s.makefile("rwb", buffering=0)
+
+    def send(obj):
+        f.write(json.dumps(obj).encode() + b"\n")
+        return json.loads(f.readline())
+
+    greeting = json.loads(f.readline())
+    check("QMP" in greeting and "version" in greeting["QMP"], f"greeting {greeting}")
+    r = send({"execute": "query-status", "id": 1})
+    check(r["error"]["class"] == "CommandNotFound" and r["id"] == 1, f"refused before negotiation: {r}")
+    r = send({"execute": "qmp_capabilities", "id": "neg"})
+    check(r == {"return": {}, "id": "neg"}, "qmp_capabilities")
+    r = send({"execute": "no-such-command"})
+    check(r["error"]["class"] == "CommandNotFound", f"unknown command: {r['error']['desc']}")
+    r = send({"execute": "migrate-set-parameters", "arguments": {"mode": "cpr-rebot"}})
+    check(r["error"]["class"] == "GenericError" and "cpr-rebot" in r["error"]["desc"],
+          f"bad value named: {r['error']['desc']}")
+    r = send({"execute": "migrate-set-capabilities",
+              "arguments": {"capabilities": [{"capability": "x-no-such-cap", "state": True}]}})
+    check("error" in r and "x-no-such-cap" in r["error"]["desc"], f"bad capability named: {r['error']['desc']}")
+    r = send({"execute": "migrate", "arguments": {}})
+    check("error" in r and "uri" in r["error"]["desc"], f"migrate without address: {r['error']['desc']}")
+    r = send({"execute": "migrate-incoming", "arguments": {"uri": "file:x"}})
+    check("error" in r and "-incoming" in r["error"]["desc"], f"migrate-incoming needs -incoming: {r['error']['desc']}")
+    # Events with timestamps: STOP, RESUME, MIGRATION.
+    check(send({"execute": "stop"}) == {"return": {}}, "stop")
+    ev = json.loads(f.readline())
+    check(ev["event"] == "STOP" and {"seconds", "microseconds"} <= set(ev["timestamp"]), f"STOP event {ev}")
+    send({"execute": "cont"})
+    ev = json.loads(f.readline())
+    check(ev["event"] == "RESUME", "RESUME event")
+    send({"execute": "migrate", "arguments": {"uri": f"file:{os.path.join(wd, 'snap.state')}"}})
+    seen = []
+    while "completed" not in seen:
+        ev = json.loads(f.readline())
+        if ev.get("event") == "MIGRATION":
+            seen.append(ev["data"]["status"])
+    check(seen[0] == "setup" and seen[-1] == "completed", f"MIGRATION events {seen}")
+    s.close()
+    # HMP: errors are printed, the monitor goes on.
+    check(vm.hmp("frobnicate").startswith("unknown command"), "HMP: unknown command")
+    check(vm.hmp("migrate_set_parameter mode nope").startswith("Error: "), "HMP: error printed")
+    check("info status" in vm.hmp("help"), "HMP: help lists commands")
+    check(vm.hmp("info status") == "VM status: paused (postmigrate)\n", "HMP after a QMP migrate: postmigrate")
+    vm.shutdown()
+
+
+# ---- section versions between VMMs of different versions ---------------------------------------
+
+def test_versions(binary, wd):
+    """hbmon is version 2 (changed_ns added, a subsection); -x-hbmon-version 1 plays an older VMM."""
+    serial = os.path.join(wd, "serial.log")
+    snap = os.path.join(wd, "snap.state")
+    args = base_args(wd, "versions")
+    # An older VMM's stream loads into this one: the field it lacks keeps its value, and
+    # without the old VMM's heartbeat times there is no pause to report.
+    old = Vmm(binary, wd, "old-v1", args + ["-x-hbmon-version", "1"])
+    wait_booted(old)
+    wait_serial(serial)
+    old.qmp("migrate", uri=f"file:{snap}")
+    check(old.wait_migration()["status"] == "completed", "version-1 VMM saved")
+    hb_old = old.guest()["heartbeat"]
+    old.shutdown()
+    new = Vmm(binary, wd, "new-v2", args + ["-incoming", "defer"])
+    new.qmp("migrate-incoming", uri=f"file:{snap}")
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    check(new.guest()["last-pause-ms"] is None, "a version-1 stream carries no heartbeat times: no pause reported")
+    new.qmp("migrate", uri=f"file:{snap}")
+    check(new.wait_migration()["status"] == "completed", "version-2 VMM saved")
+    new.shutdown()
+    # This VMM's stream is refused by the older one, naming the section and the versions.
+    older = Vmm(binary, wd, "older", args + ["-incoming", "defer", "-x-hbmon-version", "1"])
+    older.qmp("migrate-incoming", uri=f"file:{snap}")
+    info = older.wait_migration()
+    desc = info.get("error-desc", "")
+    check(info["status"] == "failed" and "hbmon" in desc, f"version 2 refused by a version-1 VMM: {desc}")
+    check(older.status() == "inmigrate", "the refusing VMM did not start a guest")
+    older.shutdown()
+
+
 TESTS = {
+    "versions": test_versions,
+    "monitors": test_monitors,
     "corruption": test_corruption_detected,
     "cpr-reboot": test_cpr_reboot,
     "cpr-transfer": test_cpr_transfer,
@@ -331,6 +448,9 @@ def main():
     ok = False
     try:
         TESTS[sys.argv[2]](binary, wd)
+        shutdown_all()
+        bad = sanitizer_reports(wd)
+        check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
         ok = True
     finally:
         if ok and not os.environ.get("CPR_KEEP_TMP"):

@@ -39,18 +39,20 @@ class Qmp:
     def __init__(self, path, timeout=30.0):
         deadline = time.monotonic() + timeout
         while True:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.buf = b""
+            self.events = []
             try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.connect(path)
+                greeting = self._read(timeout)
                 break
-            except OSError:
+            except (OSError, EOFError):
+                # Not listening yet, or (right after a cpr-exec) a connection the kernel
+                # reset before the new image took over the socket path: try again.
                 self.sock.close()
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"QMP socket {path} did not come up in {timeout} s")
                 time.sleep(0.02)
-        self.buf = b""
-        self.events = []
-        greeting = self._read()
         if "QMP" not in greeting:
             raise RuntimeError(f"bad QMP greeting: {greeting}")
         self.cmd("qmp_capabilities")
@@ -91,7 +93,7 @@ class Vmm:
         self.workdir = workdir
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
         self.args = list(args)
-        argv = [binary] + self.args + ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
+        argv = [os.path.abspath(binary)] + self.args + ["-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         if hmp:
             argv += ["-monitor", "stdio"]
         self.argv = argv
@@ -125,6 +127,16 @@ class Vmm:
         if self._qmp is None:
             self._qmp = Qmp(self.qmp_path)
         return self._qmp.cmd(name, **args)
+
+    def wait_qmp_closed(self, timeout=60.0):
+        """Waits until the VMM closes this QMP connection (events before that are kept)."""
+        try:
+            while True:
+                msg = self._qmp._read(timeout)
+                if "event" in msg:
+                    self._qmp.events.append(msg)
+        except EOFError:
+            return
 
     def reconnect(self):
         """After cpr-exec the process image is new: so is its QMP server."""
@@ -196,6 +208,22 @@ class Vmm:
             self.proc.kill()
             raise
 
+    def shutdown(self, timeout=10.0):
+        """Quits through QMP so that the process exits normally (sanitizers report then); kills
+        it when that does not work."""
+        if self.proc.poll() is None:
+            try:
+                if self._qmp is None:
+                    self._qmp = Qmp(self.qmp_path, timeout=2.0)
+                self._qmp.cmd("quit", timeout=timeout)
+            except Exception:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -205,6 +233,26 @@ class Vmm:
             self._qmp = None
         if not self.log.closed:
             self.log.close()
+
+
+def shutdown_all():
+    """Quits every VMM started here, politely."""
+    for vm in _ALL:
+        vm.shutdown()
+
+
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+
+
+def sanitizer_reports(workdir):
+    """Names of the logs in workdir in which a sanitizer reported something."""
+    bad = []
+    for name in sorted(os.listdir(workdir)):
+        if name.endswith(".log"):
+            with open(os.path.join(workdir, name), errors="replace") as f:
+                if SANITIZER_RE.search(f.read()):
+                    bad.append(name)
+    return bad
 
 
 def memfd_inodes(pid):

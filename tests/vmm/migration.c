@@ -26,7 +26,9 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
 {
     vmm *v = opaque;
     cpr_error *cerr = NULL;
+    vmm_trace("stop hook");
     int r = vmm_machine_pause(v, &cerr);
+    vmm_trace("vCPUs stopped");
     if (r < 0) {
         vmm_log_cpr("stop", cerr);
     }
@@ -37,7 +39,9 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
 {
     vmm *v = opaque;
     cpr_error *cerr = NULL;
+    vmm_trace("start hook");
     int r = vmm_machine_unpause(v, &cerr);
+    vmm_trace("vCPUs resumed");
     if (r < 0) {
         vmm_log_cpr("start", cerr);
         return r;
@@ -130,6 +134,7 @@ static void status_on_main(void *p)
 
 static void on_status(cpr_ctx *ctx, int status, void *opaque)
 {
+    vmm_trace("migration status %s", cpr_migration_status_name(status));
     status_call *c = g_new(status_call, 1);
     c->v = opaque;
     c->status = status;

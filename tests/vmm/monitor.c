@@ -60,7 +60,7 @@ static void print_status(json_object *ret, GString *out)
 
 static int cmd_stop(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
-    return vmm_vm_stop(v, VMM_RS_PAUSED, err);
+    return vmm_vm_stop(v, err);
 }
 
 static int cmd_cont(vmm *v, json_object *args, json_object **ret, mon_error *err)
@@ -102,10 +102,18 @@ static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_err
     return 0;
 }
 
+static void append_value(GString *out, json_object *val);
+
 static void print_guest(json_object *ret, GString *out)
 {
-    json_object_object_foreach(ret, key, val)
-        g_string_append_printf(out, "%s: %s\n", key, val ? json_object_get_string(val) : "none");
+    json_object_object_foreach(ret, key, val) {
+        g_string_append_printf(out, "%s: ", key);
+        if (val)
+            append_value(out, val);
+        else
+            g_string_append(out, "none");
+        g_string_append_c(out, '\n');
+    }
 }
 
 /* ---- migration parameters and capabilities ------------------------------------------- */
@@ -269,6 +277,15 @@ static int cmd_query_migrate(vmm *v, json_object *args, json_object **ret, mon_e
     return 0;
 }
 
+/* One value for a person: doubles rounded, the rest as JSON prints them. */
+static void append_value(GString *out, json_object *val)
+{
+    if (json_object_is_type(val, json_type_double))
+        g_string_append_printf(out, "%.2f", json_object_get_double(val));
+    else
+        g_string_append(out, json_object_get_string(val));
+}
+
 /* Prints query-migrate the way HMP's `info migrate` does: status first, then the figures. */
 static void print_migrate(json_object *ret, GString *out)
 {
@@ -279,11 +296,15 @@ static void print_migrate(json_object *ret, GString *out)
         if (!strcmp(key, "status"))
             continue;
         if (json_object_is_type(val, json_type_object)) {
-            json_object_object_foreach(val, k2, v2)
-                g_string_append_printf(out, "%s %s: %s\n", key, k2, json_object_get_string(v2));
+            json_object_object_foreach(val, k2, v2) {
+                g_string_append_printf(out, "%s %s: ", key, k2);
+                append_value(out, v2);
+                g_string_append_c(out, '\n');
+            }
         } else {
-            const char *unit = (strstr(key, "time") || strstr(key, "downtime")) ? " ms" : "";
-            g_string_append_printf(out, "%s: %s%s\n", key, json_object_get_string(val), unit);
+            g_string_append_printf(out, "%s: ", key);
+            append_value(out, val);
+            g_string_append(out, strstr(key, "time") ? " ms\n" : "\n");
         }
     }
 }

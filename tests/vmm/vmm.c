@@ -9,6 +9,7 @@
  * devices, then open the monitors, then start the incoming migration or boot the guest.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,7 @@ static const char *const runstate_names[] = {
     [VMM_RS_INMIGRATE] = "inmigrate",
     [VMM_RS_POSTMIGRATE] = "postmigrate",
     [VMM_RS_FINISH_MIGRATE] = "finish-migrate",
-    [VMM_RS_RESTORE_VM] = "restore-vm",
     [VMM_RS_SHUTDOWN] = "shutdown",
-    [VMM_RS_INTERNAL_ERROR] = "internal-error",
 };
 
 const char *vmm_runstate_name(vmm_runstate rs)
@@ -67,6 +66,22 @@ int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr)
     *err = g_strdup_printf("%s: %s", what, cpr_error_message(cerr));
     cpr_error_free(cerr);
     return -1;
+}
+
+void vmm_trace(const char *fmt, ...)
+{
+    static int on = -1;
+    if (on < 0)
+        on = getenv("CPR_VMM_TRACE") != NULL;
+    if (!on)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    /* CLOCK_MONOTONIC is one clock for every process on the host: traces of the old and the
+     * new VMM line up. */
+    g_printerr("cpr-vmm[%d] %.3f ms: %s\n", (int)getpid(), (double)vmm_now_ns() / 1e6, msg);
 }
 
 void vmm_log_cpr(const char *what, cpr_error *cerr)
@@ -125,9 +140,8 @@ static vmm_hb_sampler *sampler_locked(vmm *v)
 {
     if (!v->sampler) {
         cpr_error *cerr = NULL;
-        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0) {
+        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0)
             vmm_log_cpr("heartbeat sampler", cerr);
-        }
     }
     return v->sampler;
 }
@@ -173,15 +187,15 @@ int vmm_machine_unpause(vmm *v, cpr_error **cerr)
     } else if (v->machine) {
         r = vmm_machine_resume(v->machine, cerr);
     }
-    if (r == 0 && v->state == VMM_RS_PRELAUNCH)
-        v->state = VMM_RS_RUNNING;
+    if (r == 0)
+        v->prelaunch = 0;
     g_mutex_unlock(&v->lock);
     if (r == 0 && !was)
         post_event(v, "RESUME");
     return r;
 }
 
-int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err)
+int vmm_vm_stop(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
     if (vmm_machine_pause(v, &cerr) < 0)
@@ -209,7 +223,7 @@ vmm_runstate vmm_runstate_get(vmm *v)
     }
     if (vmm_vm_running(v))
         return VMM_RS_RUNNING;
-    return v->state == VMM_RS_PRELAUNCH ? VMM_RS_PRELAUNCH : VMM_RS_PAUSED;
+    return v->prelaunch ? VMM_RS_PRELAUNCH : VMM_RS_PAUSED;
 }
 
 void vmm_quit(vmm *v, int code)
@@ -248,6 +262,7 @@ static gpointer pause_measure_thread(gpointer p)
     if (vmm_hb_sampler_wait_pause(v->sampler, 10000, &gap) == 0) {
         g_mutex_lock(&v->lock);
         v->last_pause_ms = (double)gap / 1e6;
+        vmm_trace("guest pause measured: %.3f ms", v->last_pause_ms);
         v->pause_history.last_pause_ns = gap;
         v->pause_history.switchovers++;
         g_mutex_unlock(&v->lock);
@@ -335,6 +350,11 @@ static int run(vmm *v, char **err)
         return -1;
     /* Every preserved fd a device wanted is claimed by now; the rest are of no use. */
     cpr_fd_close_unclaimed(v->ctx);
+    /* RAM that came with the guest in it (cpr-transfer, cpr-exec, cpr-reboot): start the
+     * sampler now rather than on the switchover's path. */
+    vmm_guest_stats st = {.size = sizeof(st)};
+    if (v->cfg->incoming->len && vmm_guest_read_stats(v->ram, v->ram_size, &st) == 0)
+        vmm_sampler(v);
 
     if (v->cfg->qmp_path) {
         v->qmp = qmp_server_new(v, v->cfg->qmp_path, err);
@@ -375,7 +395,7 @@ int main(int argc, char **argv)
     vmm v = {0};
     v.cfg = &cfg;
     v.last_pause_ms = -1;
-    v.state = cfg.start_paused ? VMM_RS_PRELAUNCH : VMM_RS_RUNNING;
+    v.prelaunch = cfg.start_paused;
     g_mutex_init(&v.lock);
     v.loop = g_main_loop_new(NULL, FALSE);
     guint sigint = g_unix_signal_add(SIGINT, on_signal, &v);

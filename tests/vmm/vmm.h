@@ -31,9 +31,7 @@ typedef enum vmm_runstate {
     VMM_RS_INMIGRATE,
     VMM_RS_POSTMIGRATE,
     VMM_RS_FINISH_MIGRATE,
-    VMM_RS_RESTORE_VM,
     VMM_RS_SHUTDOWN,
-    VMM_RS_INTERNAL_ERROR,
 } vmm_runstate;
 
 const char *vmm_runstate_name(vmm_runstate rs);
@@ -53,7 +51,7 @@ struct vmm {
     vmm_config *cfg;
     cpr_ctx *ctx;
     GMainLoop *loop;
-    vmm_runstate state;
+    int prelaunch;         /* -S: not started yet (QEMU's prelaunch) */
     vmm_machine *machine;
     int booted;            /* the guest exists: booted here, or coming in by migration */
     vmm_hb_sampler *sampler;
@@ -82,7 +80,7 @@ typedef struct vmm_guest_report {
 } vmm_guest_report;
 
 /* Run control from the monitors; they emit STOP and RESUME. */
-int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err);
+int vmm_vm_stop(vmm *v, mon_error *err);
 int vmm_vm_start(vmm *v, mon_error *err);
 int vmm_vm_running(vmm *v);
 /* The same from any thread (the migration hooks), with libcpr errors. The first unpause of a
@@ -105,6 +103,8 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out);
 
 /* Sets *err to "WHAT: MESSAGE" from a libcpr error, frees it and returns -1. */
 int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr);
+/* With CPR_VMM_TRACE set in the environment: a line on stderr stamped with CLOCK_MONOTONIC. */
+void vmm_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "cpr-vmm: WHAT: MESSAGE" to stderr and frees the error. */
 void vmm_log_cpr(const char *what, cpr_error *cerr);
 

@@ -91,8 +91,14 @@ main_loop:
     mov %r11, %r9                       /* a pause (or a new TSC) earns no burst */
 1:
     mov SLOT_RATE(%rbx), %rax
+    imul %rax, %r11                     /* r11 = the most credit one may hold: cap x rate */
     imul %r9, %rax
-    add %rax, SLOT_CREDIT(%rbx)
+    add SLOT_CREDIT(%rbx), %rax
+    cmp %r11, %rax
+    jbe 6f
+    mov %r11, %rax                      /* no banked bursts, and a new rate applies at once */
+6:
+    mov %rax, SLOT_CREDIT(%rbx)
     imul $1000, %r10, %r12              /* r12 = ticks per second: the price of one page */
     cmpq $0, SLOT_NPAGES(%rbx)
     je report

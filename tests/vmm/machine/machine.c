@@ -15,6 +15,9 @@
 #include "internal/error.h"
 #include "machine_int.h"
 
+/* How long vCPU threads spin for the resume once a state was set (see vcpu_thread). */
+#define SPIN_BEFORE_RESUME_NS 2000000ull
+
 void vmm_machine_config_init(vmm_machine_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -46,6 +49,16 @@ static void *vcpu_thread(void *arg)
                 v->parked = 1;
                 m->nparked++;
                 pthread_cond_broadcast(&m->parked_cond);
+            }
+            if (!v->dead && vmm_now_ns() < m->spin_until_ns) {
+                /* A resume is imminent (the state was just set): spin rather than sleep, so
+                 * the vCPU does not wait for a futex wake-up and a core at the resume. */
+                uint64_t until = m->spin_until_ns;
+                pthread_mutex_unlock(&m->lock);
+                while (vmm_stop_requested(m) && vmm_now_ns() < until)
+                    __builtin_ia32_pause();
+                pthread_mutex_lock(&m->lock);
+                continue;
             }
             pthread_cond_wait(&m->run_cond, &m->lock);
         }
@@ -84,7 +97,7 @@ static void stop_locked(vmm_machine *m)
             if (m->vcpus[i].started)
                 m->ops->vcpu_kick(&m->vcpus[i]);
     }
-    while (m->nparked < m->cfg.nvcpus)
+    while (m->nparked < m->nstarted)
         pthread_cond_wait(&m->parked_cond, &m->lock);
 }
 
@@ -119,6 +132,9 @@ static int start_threads(vmm_machine *m, cpr_error **errp)
         if (rc)
             return cpr_error_set_errno(errp, -rc, "vCPU %u: cannot start its thread", i);
         v->started = 1;
+        pthread_mutex_lock(&m->lock);
+        m->nstarted++;
+        pthread_mutex_unlock(&m->lock);
     }
     pthread_mutex_lock(&m->lock);
     stop_locked(m); /* waits for every prologue (warm-up) */
@@ -249,6 +265,11 @@ int vmm_machine_stop(vmm_machine *m, cpr_error **errp)
 
 int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
 {
+    char why[200];
+    if (!m->booted)
+        return cpr_error_set(errp, -EINVAL, "machine: nothing to resume: boot it or restore a state");
+    if (vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, why, sizeof(why)) < 0)
+        return cpr_error_set(errp, -EINVAL, "machine: cannot resume: %s", why);
     pthread_mutex_lock(&m->lock);
     int rc = dead_vcpu_error(m, errp);
     if (rc == 0) {
@@ -303,9 +324,16 @@ int vmm_machine_set_vcpu_state(vmm_machine *m, uint32_t cpu, const vmm_vcpu_stat
     if (st->backend != m->ops->id)
         return cpr_error_set(errp, -EINVAL, "vCPU %u state: saved by backend %u, this machine is %s",
                              cpu, st->backend, m->ops->name);
+    if (st->cpu != cpu)
+        return cpr_error_set(errp, -EINVAL, "vCPU %u state: it is the state of vCPU %u", cpu, st->cpu);
     rc = m->ops->set_vcpu(m, cpu, st, errp);
-    if (rc == 0)
+    if (rc == 0) {
         m->booted = 1;
+        pthread_mutex_lock(&m->lock);
+        m->spin_until_ns = vmm_now_ns() + SPIN_BEFORE_RESUME_NS;
+        pthread_cond_broadcast(&m->run_cond);
+        pthread_mutex_unlock(&m->lock);
+    }
     return rc;
 }
 
@@ -381,9 +409,11 @@ int vmm_machine_get_stats(const vmm_machine *m, vmm_guest_stats *st)
     int rc = vmm_guest_read_stats(m->cfg.ram, m->cfg.ram_size, st);
     if (rc < 0)
         return rc;
-    st->io_reports = 0;
-    for (uint32_t i = 0; i < m->cfg.nvcpus; i++)
+    st->io_reports = st->io_corruptions = 0;
+    for (uint32_t i = 0; i < m->cfg.nvcpus; i++) {
         st->io_reports += __atomic_load_n(&m->vcpus[i].io_reports, __ATOMIC_RELAXED);
+        st->io_corruptions += __atomic_load_n(&m->vcpus[i].io_corruptions, __ATOMIC_RELAXED);
+    }
     return 0;
 }
 

@@ -26,8 +26,9 @@
  * Errors: functions return 0 or a non-negative count on success and a negative errno on failure,
  * with a cpr_error (include/cpr/error.h) naming the vCPU, ioctl or field at fault.
  * Thread safety: a machine is driven from one thread at a time (the VMM's main loop); its vCPU
- * threads are internal. Stats readers (vmm_machine_get_stats, the heartbeat sampler) may run in
- * any thread at any time.
+ * threads are internal. The KVM backend installs a no-op handler for SIGRTMIN + 3 (process-wide)
+ * and unblocks that signal in its vCPU threads: it kicks them out of KVM_RUN. Stats readers
+ * (vmm_machine_get_stats, the heartbeat sampler) may run in any thread at any time.
  */
 #ifndef CPR_VMM_MACHINE_H
 #define CPR_VMM_MACHINE_H
@@ -202,7 +203,7 @@ typedef struct vmm_vcpu_state {
     struct kvm_regs regs;
     struct kvm_sregs sregs;
     struct kvm_fpu fpu;
-    struct kvm_xsave xsave;  /* 4096-byte legacy XSAVE area */
+    uint32_t xsave[1024];    /* struct kvm_xsave: the 4096-byte XSAVE area (KVM_GET_XSAVE) */
     struct kvm_xcrs xcrs;
     struct kvm_vcpu_events events;
     struct kvm_debugregs debugregs;
@@ -234,7 +235,7 @@ int vmm_machine_get_vcpu_state(vmm_machine *m, uint32_t cpu, vmm_vcpu_state *st,
 
 /*
  * Restores vCPU `cpu` from *st (stopped machine). Refuses (-EINVAL) a newer version, another
- * backend or size; MSRs KVM refuses are skipped and counted (vmm_machine_msrs_skipped()).
+ * backend or size, another vCPU's state; MSRs KVM refuses are skipped and counted (vmm_machine_msrs_skipped()).
  */
 int vmm_machine_set_vcpu_state(vmm_machine *m, uint32_t cpu, const vmm_vcpu_state *st,
                                cpr_error **errp);
@@ -276,7 +277,11 @@ typedef struct vmm_guest_stats {
     uint64_t corruptions;
     uint64_t rewrites;
     uint64_t bad_pfn;         /* a page found corrupt, plus one; 0 when none */
-    uint64_t io_reports;      /* OUT reports seen by this machine (KVM) */
+    uint64_t io_reports;      /* heartbeat reports (OUT) seen by this machine (KVM only) */
+    uint64_t io_corruptions;  /* sum of the corruption counts last reported through the port */
+    uint64_t verify_passes;   /* full verification passes every vCPU has completed (the least);
+                               * after a switchover, wait for two more to know all RAM was
+                               * re-verified since */
 } vmm_guest_stats;
 
 /*
@@ -285,7 +290,8 @@ typedef struct vmm_guest_stats {
  */
 int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st);
 
-/* As vmm_guest_read_stats on the machine's RAM, plus io_reports. */
+/* As vmm_guest_read_stats on the machine's RAM, plus what the guest reported through its port
+ * (io_reports, io_corruptions; zero on the software backend, which has no port). */
 int vmm_machine_get_stats(const vmm_machine *m, vmm_guest_stats *st);
 
 /*
@@ -305,7 +311,9 @@ typedef struct vmm_hb_sampler vmm_hb_sampler;
 
 /*
  * What one process hands to the next so the pause can be measured across processes: for each
- * vCPU the heartbeat value last seen and the CLOCK_MONOTONIC time (ns) it was first seen at.
+ * vCPU the heartbeat value last seen and a CLOCK_MONOTONIC time (ns) before which it had not
+ * changed yet (the poll before the one that first saw it), so the pause measured from it is an
+ * upper bound, off by at most a poll interval.
  */
 typedef struct vmm_hb_handoff {
     uint32_t version;         /* 1 */
@@ -315,36 +323,45 @@ typedef struct vmm_hb_handoff {
 } vmm_hb_handoff;
 
 /*
- * Starts a thread that polls every vCPU's heartbeat in `ram` every `interval_us` (0: 10 us) and
- * keeps, per vCPU, the time of the last change and the largest gap between changes since the
- * last vmm_hb_sampler_reset() / _handoff_set(). The RAM must stay mapped until _free().
+ * Starts a thread that polls every vCPU's heartbeat in `ram` and keeps, per vCPU, the time of the
+ * last change and the largest gap between changes since the last vmm_hb_sampler_reset() /
+ * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset, handoff_get
+ * or handoff_set until every vCPU's heartbeat moved again (at most 5 s) -- and every 1 ms
+ * otherwise, so it does not steal the vCPUs' CPU between switchovers.
+ * A pause is measured as: reset() right before the stop, handoff_get() right after it, then
+ * either here (the guest resumes in this process) or in the next process with handoff_set() before
+ * its resume: wait_pause() returns the largest gap once every vCPU moved again. The guest's mailbox may arrive in
+ * RAM later (a migration target): the sampler starts watching once it is there. The RAM must
+ * stay mapped until _free(). Errors: -EINVAL without RAM, -ENOMEM, a thread error.
  */
 int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp);
 void vmm_hb_sampler_free(vmm_hb_sampler *s);
 
-/* Forgets the gaps seen so far (call before a switchover starts). */
+/* Forgets the gaps seen so far and arms fine polling (call right before stopping the guest). */
 void vmm_hb_sampler_reset(vmm_hb_sampler *s);
 
 /* Largest gap (ns) between two heartbeat changes of any vCPU since the reset. */
 uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s);
 
 /*
- * Waits until every vCPU's heartbeat changed since the reset/handoff (the guest runs again) or
- * `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the largest gap: the pause.
+ * Waits until every vCPU's heartbeat changed since the last handoff_get/handoff_set (the guest
+ * runs again) or `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the largest gap
+ * since the reset: the pause.
  */
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns);
 
 /*
- * Old process, guest stopped: fills *h with the last heartbeat changes seen (the sampler polls
- * once more first). New process, before resuming: vmm_hb_sampler_handoff_set() resets the
- * sampler and makes the first change it sees count from the old process's times.
+ * Old process, right after the guest stopped: fills *h with the last heartbeat changes seen (the
+ * sampler polls once more first); the next change of each vCPU, in this process or another, ends
+ * the pause. New process, before resuming: vmm_hb_sampler_handoff_set() resets the sampler and
+ * makes the first change it sees count from the old process's times.
  */
 void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h);
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h);
 
-/* Number of polls that came more than 200 us late (the sampler itself was descheduled): a gap
- * measured across one is an upper bound. */
+/* Number of armed polls that came more than 200 us after the previous one (the sampler itself
+ * was descheduled): a gap measured across one is an upper bound. */
 uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s);
 
 /* CLOCK_MONOTONIC in ns. */

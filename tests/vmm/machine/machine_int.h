@@ -15,7 +15,8 @@ struct vmm_vcpu {
     int parked;          /* under m->lock */
     int dead;            /* under m->lock; err says why */
     char err[256];
-    uint64_t io_reports; /* atomic */
+    uint64_t io_reports; /* atomic: heartbeat reports through the port */
+    uint32_t io_corruptions; /* atomic: the last corruption count reported */
     void *be;            /* backend's per-vCPU data */
 };
 
@@ -59,6 +60,8 @@ struct vmm_machine {
     int booted;
     int dirty_on;
     uint32_t nparked;
+    uint64_t spin_until_ns; /* under lock: parked vCPUs spin (resume imminent) until then */
+    uint32_t nstarted;      /* vCPU threads running (all of them once vmm_machine_new succeeded) */
     uint32_t msrs_skipped;
     void *be;
     struct vmm_vcpu vcpus[VMM_MAX_VCPUS];
@@ -77,6 +80,9 @@ struct vmm_mailbox *vmm_mailbox(void *ram);
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
                       uint64_t ticks_per_ms);
 void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps);
+/* 0 when `ram` holds a mailbox the guest can run from (bounds the software guest's writes);
+ * else -EINVAL with the reason in `why`. */
+int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char *why, size_t len);
 /*
  * One iteration of the guest loop of guest.S for vCPU slot `c`, at time `now` (ticks). When
  * `dirty` is not NULL, pages written are marked in it (one bit per page, atomically).

@@ -5,7 +5,7 @@
  */
 #include <errno.h>
 #include <stddef.h>
-#include <string.h>
+#include <stdio.h>
 
 #include "machine_int.h"
 
@@ -30,6 +30,11 @@ _Static_assert(offsetof(struct vmm_guest_cpu, bad_pfn) == SLOT_BAD_PFN, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, rewrites) == SLOT_REWRITES, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, rate_pps) == SLOT_RATE, "abi");
 _Static_assert(VMM_PAGE_STRIDE == VMM_PAGE_STRIDE_ASM, "abi");
+_Static_assert(sizeof(((vmm_vcpu_state *)0)->xsave) == sizeof(struct kvm_xsave), "KVM_GET_XSAVE size");
+/* States cross processes and versions: a layout change must bump its version (and this). */
+_Static_assert(sizeof(vmm_vcpu_state) == 8152 && VMM_VCPU_STATE_VERSION == 1, "vCPU state layout");
+_Static_assert(sizeof(vmm_vm_state) == 80 && VMM_VM_STATE_VERSION == 1, "VM state layout");
+_Static_assert(sizeof(vmm_hb_handoff) == 264, "heartbeat handoff layout (version 1)");
 
 /* The guest and the host share these words; relaxed atomics keep the compiler honest. */
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -88,21 +93,24 @@ void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t ra
     uint64_t pages = ram_size / VMM_PAGE_SIZE;
     uint64_t data = pages - 1, first = 1;
 
-    memset(ram, 0, VMM_PAGE_SIZE);
-    mb->hdr.magic = VMM_MAILBOX_MAGIC;
-    mb->hdr.version = VMM_MAILBOX_VERSION;
-    mb->hdr.nvcpus = nvcpus;
-    mb->hdr.ticks_per_ms = ticks_per_ms;
-    mb->hdr.ram_pages = pages;
+    /* Samplers may be watching this page already: word stores, and the magic last. */
+    uint64_t *w = ram;
+    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; i++)
+        ST(w[i], 0);
+    ST(mb->hdr.version, VMM_MAILBOX_VERSION);
+    ST(mb->hdr.nvcpus, nvcpus);
+    ST(mb->hdr.ticks_per_ms, ticks_per_ms);
+    ST(mb->hdr.ram_pages, pages);
     for (uint32_t i = 0; i < nvcpus; i++) {
         struct vmm_guest_cpu *c = &mb->cpu[i];
-        c->first_pfn = first;
-        c->npages = data / nvcpus + (i < data % nvcpus ? 1 : 0);
-        c->rw_gen = 2;
-        first += c->npages;
+        uint64_t n = data / nvcpus + (i < data % nvcpus ? 1 : 0);
+        ST(c->first_pfn, first);
+        ST(c->npages, n);
+        ST(c->rw_gen, 2);
+        first += n;
     }
     vmm_mailbox_set_rate(ram, nvcpus, rate_pps);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(&mb->hdr.magic, VMM_MAILBOX_MAGIC, __ATOMIC_RELEASE);
 }
 
 static void mark_dirty(uint64_t *dirty, uint64_t pfn)
@@ -133,7 +141,8 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
     c->last_time = now;
     if (delta > cap)
         delta = cap;
-    c->credit += delta * LD(c->rate_pps);
+    uint64_t rate = LD(c->rate_pps), credit = c->credit + delta * rate;
+    c->credit = credit > cap * rate ? cap * rate : credit; /* as guest.S: no banked bursts */
     if (npages == 0)
         return;
     uint64_t price = ticks_per_ms * 1000;
@@ -163,9 +172,41 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
 static int mailbox_valid(const void *ram, uint64_t ram_size)
 {
     const struct vmm_mailbox *mb = mailbox_const(ram);
-    return ram && ram_size >= 2 * VMM_PAGE_SIZE && LD(mb->hdr.magic) == VMM_MAILBOX_MAGIC &&
+    return ram && ram_size >= 2 * VMM_PAGE_SIZE &&
+           __atomic_load_n(&mb->hdr.magic, __ATOMIC_ACQUIRE) == VMM_MAILBOX_MAGIC &&
            LD(mb->hdr.nvcpus) >= 1 && LD(mb->hdr.nvcpus) <= VMM_MAX_VCPUS &&
            LD(mb->hdr.ram_pages) == ram_size / VMM_PAGE_SIZE;
+}
+
+int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char *why, size_t len)
+{
+    const struct vmm_mailbox *mb = mailbox_const(ram);
+    uint64_t pages = ram_size / VMM_PAGE_SIZE;
+    if (LD(mb->hdr.magic) != VMM_MAILBOX_MAGIC || LD(mb->hdr.version) != VMM_MAILBOX_VERSION) {
+        snprintf(why, len, "no guest mailbox in page 0 (magic 0x%llx version %llu)",
+                 (unsigned long long)LD(mb->hdr.magic), (unsigned long long)LD(mb->hdr.version));
+        return -EINVAL;
+    }
+    if (LD(mb->hdr.nvcpus) != nvcpus || LD(mb->hdr.ram_pages) != pages || !LD(mb->hdr.ticks_per_ms)) {
+        snprintf(why, len, "guest mailbox is for %llu vCPUs and %llu pages, machine has %u and %llu",
+                 (unsigned long long)LD(mb->hdr.nvcpus), (unsigned long long)LD(mb->hdr.ram_pages),
+                 nvcpus, (unsigned long long)pages);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < nvcpus; i++) {
+        const struct vmm_guest_cpu *c = &mb->cpu[i];
+        uint64_t first = LD(c->first_pfn), n = LD(c->npages);
+        if (first < 1 || first > pages || n > pages - first || LD(c->fill_idx) > n ||
+            LD(c->rw_idx) >= (n ? n : 1) || LD(c->vf_idx) >= (n ? n : 1) || LD(c->rw_gen) < 2) {
+            snprintf(why, len, "guest mailbox slot %u is inconsistent (pages %llu+%llu, cursors "
+                     "%llu/%llu/%llu, generation %llu)", i, (unsigned long long)first,
+                     (unsigned long long)n, (unsigned long long)LD(c->fill_idx),
+                     (unsigned long long)LD(c->rw_idx), (unsigned long long)LD(c->vf_idx),
+                     (unsigned long long)LD(c->rw_gen));
+            return -EINVAL;
+        }
+    }
+    return 0;
 }
 
 int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st)
@@ -185,6 +226,10 @@ int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st
         s.rewrites += LD(c->rewrites);
         if (LD(c->bad_pfn))
             s.bad_pfn = LD(c->bad_pfn);
+        /* Verification sweeps each share cyclically from index 0 after the fill. */
+        uint64_t share = LD(c->npages), passes = share ? LD(c->pages_verified) / share : UINT64_MAX;
+        if (i == 0 || passes < s.verify_passes)
+            s.verify_passes = passes;
     }
     *st = s;
     return 0;

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The "new process" of a cpr-transfer style switchover, for the machine tests:
- *   vmm_machine_child RAM_FD RAM_SIZE SOCK_FD ACCEL
- * maps the inherited RAM memfd (at its own address), creates an INCOMING machine (warmed up),
- * says "ready" on the SOCK_SEQPACKET socket, receives one struct mtest_handoff, restores, resumes,
- * waits for the guest to have re-verified all its pages and answers with a struct mtest_result.
- * It keeps the guest running until the socket says "q" or closes.
+ * The "new process" of a cpr-transfer style switchover, for the machine tests and the pause
+ * probe:  vmm_machine_child RAM_FD RAM_SIZE SOCK_FD ACCEL
+ * Maps the inherited RAM memfd (at its own address), creates an INCOMING machine (warmed up),
+ * says "r" (or "e") on the SOCK_SEQPACKET socket, receives one struct mtest_handoff, restores,
+ * resumes, waits for the guest to have re-verified all its pages and answers with a struct
+ * mtest_result. Then, on "b", it hands the guest back (stops it and sends a handoff); on "q" or
+ * when the socket closes, it exits.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,49 +17,44 @@
 
 #include "mtest.h"
 
-static int fail(struct mtest_result *r, int rc, const char *what, cpr_error *err)
+static char wait_command(int sock)
 {
-    r->rc = rc < 0 ? rc : -EIO;
-    snprintf(r->msg, sizeof(r->msg), "%s: %s", what, err ? cpr_error_message(err) : strerror(-rc));
-    cpr_error_free(err);
-    return r->rc;
+    char c = 'q';
+    while (recv(sock, &c, 1, 0) < 0 && errno == EINTR)
+        ;
+    return c;
 }
 
-static int switchover(vmm_machine *m, vmm_hb_sampler *s, int sock, const void *ram,
-                      uint64_t size, struct mtest_result *r)
+static int receive_and_restore(vmm_machine *m, vmm_hb_sampler *s, int sock, const void *ram,
+                               struct mtest_result *r)
 {
-    cpr_error *err = NULL;
-    uint32_t n = vmm_machine_nvcpus(m);
-    size_t len = sizeof(struct mtest_handoff) + n * sizeof(vmm_vcpu_state);
+    size_t len = sizeof(struct mtest_handoff) + vmm_machine_nvcpus(m) * sizeof(vmm_vcpu_state);
     struct mtest_handoff *h = calloc(1, len);
     if (!h)
-        return fail(r, -ENOMEM, "handoff buffer", NULL);
+        return -ENOMEM;
     ssize_t got = recv(sock, h, len, 0);
+    int rc = got == (ssize_t)len ? mtest_restore(m, s, ram, h, r) : -EPROTO;
     if (got != (ssize_t)len) {
-        free(h);
-        return fail(r, got < 0 ? -errno : -EPROTO, "receiving the handoff", NULL);
+        r->rc = rc;
+        snprintf(r->msg, sizeof(r->msg), "handoff of %zd bytes, expected %zu", got, len);
     }
-    uint64_t t0 = vmm_now_ns();
-    vmm_hb_sampler_handoff_set(s, &h->hb);
-    int rc = vmm_machine_set_vm_state(m, &h->vm, &err);
-    for (uint32_t i = 0; rc == 0 && i < n; i++)
-        rc = vmm_machine_set_vcpu_state(m, i, &h->vcpu[i], &err);
-    uint64_t t1 = vmm_now_ns();
-    if (rc == 0)
-        rc = vmm_machine_resume(m, &err);
-    uint64_t t2 = vmm_now_ns();
-    r->restore_ns = t1 - t0;
-    r->host_ns = t2 - h->stop_begin_ns;
-    for (uint32_t i = 0; i < h->hb.nvcpus; i++)
-        r->hb_before += h->hb.heartbeat[i];
     free(h);
-    if (rc < 0)
-        return fail(r, rc, "restore", err);
-    if ((rc = vmm_hb_sampler_wait_pause(s, 5000, &r->pause_ns)) < 0)
-        return fail(r, rc, "waiting for the heartbeat after resume", NULL);
-    if (!mtest_wait_full_verify(ram, size, 60000, &r->after))
-        return fail(r, -ETIMEDOUT, "waiting for a full verification pass", NULL);
-    return 0;
+    return rc;
+}
+
+static int hand_back(vmm_machine *m, vmm_hb_sampler *s, int sock)
+{
+    size_t len;
+    cpr_error *err = NULL;
+    struct mtest_handoff *h = mtest_capture(m, s, &len, &err);
+    if (!h) {
+        fprintf(stderr, "vmm_machine_child: capture: %s\n", err ? cpr_error_message(err) : "?");
+        cpr_error_free(err);
+        return -EIO;
+    }
+    int rc = send(sock, h, len, 0) == (ssize_t)len ? 0 : -EIO;
+    free(h);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -84,22 +80,21 @@ int main(int argc, char **argv)
     vmm_hb_sampler *s = NULL;
     cpr_error *err = NULL;
     int rc = vmm_machine_new(&m, &cfg, &err);
+    if (rc == 0)
+        rc = vmm_hb_sampler_new(&s, ram, size, mtest_sampler_us(), &err);
     if (rc < 0)
-        fail(&r, rc, "creating the incoming machine", err);
-    else if ((rc = vmm_hb_sampler_new(&s, ram, size, 10, &err)) < 0)
-        fail(&r, rc, "starting the sampler", err);
-    if (send(sock, rc < 0 ? "e" : "r", 1, 0) != 1)
+        fprintf(stderr, "vmm_machine_child: %s\n", cpr_error_message(err));
+    cpr_error_free(err);
+    if (send(sock, rc < 0 ? "e" : "r", 1, 0) != 1 || rc < 0)
         return 1;
-    if (rc == 0) {
-        snprintf(r.backend, sizeof(r.backend), "%s", vmm_machine_backend_name(m));
-        switchover(m, s, sock, ram, size, &r);
-    }
+    rc = receive_and_restore(m, s, sock, ram, &r);
     if (send(sock, &r, sizeof(r), 0) != (ssize_t)sizeof(r))
         return 1;
-    char q;
-    while (recv(sock, &q, 1, 0) < 0 && errno == EINTR)
-        ;
+    if (rc == 0 && wait_command(sock) == 'b') {
+        rc = hand_back(m, s, sock);
+        wait_command(sock);
+    }
     vmm_hb_sampler_free(s);
     vmm_machine_free(m);
-    return r.rc < 0 ? 1 : 0;
+    return rc < 0 ? 1 : 0;
 }

@@ -1,0 +1,651 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The migration engine in one process: two contexts (source and destination VMs, each with a
+ * guest thread and a memfd or file RAM block) over real files and UNIX sockets. The state
+ * machine, notifier order, statistics against the bytes that really moved, and the failures
+ * that leave the source guest running. Two-process tests are in tests/integration.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal/error.h"
+#include "mig_vm.h"
+#include "proc_util.h"
+#include "testutil.h"
+
+#define RAM (8u << 20)
+
+static char *dir;
+static int fds_before;
+
+static void setup(void)
+{
+    dir = proc_tmpdir();
+    fds_before = proc_fd_count();
+}
+
+static void teardown(void)
+{
+    ck_assert_int_eq(proc_fd_count(), fds_before);
+    proc_rmtree(dir);
+    g_free(dir);
+}
+
+static char *path(const char *name)
+{
+    return g_strdup_printf("%s/%s", dir, name);
+}
+
+static char *uri(const char *scheme, const char *name)
+{
+    return g_strdup_printf("%s:%s/%s", scheme, dir, name);
+}
+
+/* A VM with RAM filled and its guest running: RAM in a memfd, or in the file ram_path. */
+static struct mig_vm *running_vm_on(const char *ram_path)
+{
+    struct mig_vm *vm = mig_vm_new(RAM, ram_path, 0);
+    ck_assert_ptr_nonnull(vm);
+    mig_vm_fill(vm);
+    mig_vm_start(vm);
+    mig_vm_log_clear(vm);
+    return vm;
+}
+
+static struct mig_vm *running_vm(void)
+{
+    return running_vm_on(NULL);
+}
+
+static cpr_migration_info query(cpr_ctx *ctx)
+{
+    cpr_migration_info i = { .size = sizeof(i) };
+    ck_assert_int_eq(cpr_migrate_query(ctx, &i, NULL), 0);
+    return i;
+}
+
+/* Asserts that the words of `order` appear in `log` in that order (others may be between). */
+static void assert_in_order(const char *log, const char *order)
+{
+    g_auto(GStrv) want = g_strsplit(order, " ", -1);
+    const char *at = log;
+    for (char **w = want; *w; w++) {
+        const char *hit = strstr(at, *w);
+        ck_assert_msg(hit, "'%s' missing (in order) from log: %s", *w, log);
+        at = hit + strlen(*w);
+    }
+}
+
+static uint64_t file_size(const char *p)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    return (uint64_t)st.st_size;
+}
+
+static int wait_status(cpr_ctx *ctx, int status)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (query(ctx).status == status)
+            return 1;
+        g_usleep(1000);
+    }
+    return 0;
+}
+
+START_TEST(test_status_and_runstate_names_are_qemus)
+{
+    ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_NONE), "none");
+    ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_DEVICE), "device");
+    ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_PRE_SWITCHOVER), "pre-switchover");
+    ck_assert_ptr_null(cpr_migration_status_name(99));
+    ck_assert_str_eq(cpr_runstate_name(CPR_RUNSTATE_POSTMIGRATE), "postmigrate");
+    ck_assert_str_eq(cpr_runstate_name(CPR_RUNSTATE_FINISH_MIGRATE), "finish-migrate");
+    ck_assert_ptr_null(cpr_runstate_name(-1));
+}
+END_TEST
+
+START_TEST(test_query_json_is_empty_before_a_job_and_lists_blockers)
+{
+    struct mig_vm *vm = running_vm();
+    char *json;
+    ck_assert_int_eq(cpr_migrate_query_json(vm->ctx, &json, NULL), 0);
+    ck_assert_str_eq(json, "{}");
+    cpr_free(json);
+    cpr_blocker *b;
+    ck_assert_int_eq(cpr_blocker_add(vm->ctx, CPR_MODES_NORMAL_ONLY, "local disk d0", &b, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_query_json(vm->ctx, &json, NULL), 0);
+    ck_assert_str_eq(json, "{\"blocked-reasons\":[\"local disk d0\"]}");
+    cpr_free(json);
+    /* The reasons are those of the mode the next migration would use. */
+    ck_assert_int_eq(cpr_set_mode(vm->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_query_json(vm->ctx, &json, NULL), 0);
+    ck_assert_str_eq(json, "{}");
+    cpr_free(json);
+    ck_assert_int_eq(cpr_migrate_runstate(vm->ctx), CPR_RUNSTATE_RUNNING);
+    mig_vm_free(vm);
+}
+END_TEST
+
+START_TEST(test_blocked_migration_changes_nothing_and_normal_only_blocker_spares_cpr_reboot)
+{
+    struct mig_vm *vm = running_vm();
+    cpr_blocker *b;
+    ck_assert_int_eq(cpr_blocker_add(vm->ctx, CPR_MODES_NORMAL_ONLY, "local disk d0", &b, NULL), 0);
+    g_autofree char *u = uri("file", "vm.state");
+    ck_assert_cpr_fails(cpr_migrate_uri(vm->ctx, u, 0, errp_), -EPERM, "local disk d0");
+    ck_assert_int_eq(query(vm->ctx).status, CPR_MIGRATION_NONE);
+    g_autofree char *log = mig_vm_log(vm);
+    ck_assert_str_eq(log, ""); /* refused before it began: no notifier, no status change */
+    ck_assert(mig_vm_running(vm));
+
+    ck_assert_int_eq(cpr_set_mode(vm->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_uri(vm->ctx, u, 0, NULL), 0);
+    ck_assert_int_eq(query(vm->ctx).status, CPR_MIGRATION_COMPLETED);
+    ck_assert_int_eq(cpr_migrate_runstate(vm->ctx), CPR_RUNSTATE_POSTMIGRATE);
+    mig_vm_free(vm);
+}
+END_TEST
+
+START_TEST(test_channel_rules_are_checked_before_anything_starts)
+{
+    struct mig_vm *vm = running_vm();
+    ck_assert_int_eq(cpr_set_mode(vm->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    g_autofree char *u = uri("unix", "main.sock");
+    ck_assert_cpr_fails(cpr_migrate_uri(vm->ctx, u, 0, errp_), -EINVAL, "cpr-reboot");
+    ck_assert_int_eq(query(vm->ctx).status, CPR_MIGRATION_NONE);
+    ck_assert_int_eq(cpr_set_mode(vm->ctx, CPR_MODE_CPR_EXEC, NULL), 0);
+    g_autofree char *f = uri("file", "vm.state");
+    ck_assert_cpr_fails(cpr_migrate_uri(vm->ctx, f, 0, errp_), -EINVAL, "cpr-exec");
+    ck_assert(mig_vm_running(vm));
+    mig_vm_free(vm);
+}
+END_TEST
+
+START_TEST(test_vm_ops_need_their_size)
+{
+    cpr_ctx *ctx;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    cpr_vm_ops ops = { .size = 8 };
+    ck_assert_cpr_fails(cpr_migrate_set_vm_ops(ctx, &ops, NULL, errp_), -EINVAL, "size");
+    ck_assert_cpr_fails(cpr_migrate_continue(ctx, errp_), -EINVAL, "not pre-switchover");
+    ck_assert_int_eq(cpr_migrate_cancel(ctx, NULL), 0); /* nothing to cancel: fine, as QEMU */
+    ck_assert_int_eq(cpr_migrate_wait(ctx, NULL), 0);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_snapshot_to_file_restores_into_a_new_vm)
+{
+    struct mig_vm *src = running_vm();
+    g_autofree char *u = uri("file", "snap");
+    g_autofree char *p = path("snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    cpr_migration_info i = query(src->ctx);
+    ck_assert_int_eq(i.status, CPR_MIGRATION_COMPLETED);
+    ck_assert_int_eq(i.runstate, CPR_RUNSTATE_POSTMIGRATE);
+    ck_assert(!mig_vm_running(src));
+    g_autofree char *log = mig_vm_log(src);
+    assert_in_order(log, "notify:setup status:setup status:active vm:stop status:device vm:flush "
+                         "status:completed notify:done");
+    ck_assert_ptr_null(strstr(log, "notify:failed"));
+    /* Every byte the stream counted is in the file, and nothing else. */
+    ck_assert_uint_eq(i.transferred, file_size(p));
+    ck_assert_uint_eq(i.total, RAM);
+    ck_assert_uint_gt(i.duplicate, 0);                  /* the untouched half: no data */
+    ck_assert_uint_ge(i.normal, RAM / 2 / 4096);       /* the written half, at least once */
+    /* Zero pages cost no page data: beyond the pages sent with data, only framing. */
+    ck_assert_uint_eq(i.normal_bytes, i.normal * 4096);
+    ck_assert_uint_lt(i.transferred, i.normal_bytes + 64 * 1024);
+    ck_assert_int_ge(i.downtime_ms, 0);
+    ck_assert_int_ge(i.total_time_ms, i.downtime_ms);
+    char *json;
+    ck_assert_int_eq(cpr_migrate_query_json(src->ctx, &json, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(json, "\"status\":\"completed\""));
+    ck_assert_ptr_nonnull(strstr(json, "\"downtime\":"));
+    ck_assert_ptr_nonnull(strstr(json, "\"normal-bytes\":"));
+    cpr_free(json);
+
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_INMIGRATE);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_PAUSED);
+    ck_assert_int_eq(query(dst->ctx).transferred, file_size(p));
+    g_autofree char *a = mig_vm_ram_digest(src);
+    g_autofree char *b = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(a, b);
+    ck_assert_uint_eq(mig_vm_corrupt_pages(dst), 0);
+    ck_assert_int_eq(dst->post_loads, 1);
+    ck_assert_uint_eq(dst->dev.heartbeat, src->dev.heartbeat);
+    mig_vm_start(dst);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_RUNNING);
+    /* The source's `cont` after a completed migration leaves postmigrate. */
+    mig_vm_start(src);
+    ck_assert_int_eq(cpr_migrate_runstate(src->ctx), CPR_RUNSTATE_RUNNING);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_live_migration_over_unix_socket_converges_and_matches)
+{
+    struct mig_vm *src = running_vm();
+    src->rate = 32; /* keep pages dirty while it runs */
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    g_autofree char *u = uri("unix", "main.sock");
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_DETACH | CPR_INCOMING_PAUSED, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_INMIGRATE);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), 0);
+    cpr_migration_info si = query(src->ctx), di = query(dst->ctx);
+    ck_assert_int_eq(si.status, CPR_MIGRATION_COMPLETED);
+    ck_assert_int_eq(di.status, CPR_MIGRATION_COMPLETED);
+    ck_assert_int_eq(si.runstate, CPR_RUNSTATE_POSTMIGRATE);
+    ck_assert_int_eq(di.runstate, CPR_RUNSTATE_PAUSED);
+    /* What one side wrote is what the other read. */
+    ck_assert_uint_eq(si.transferred, di.transferred);
+    ck_assert_uint_eq(si.transferred, si.precopy_bytes + si.downtime_bytes);
+    ck_assert_uint_ge(si.dirty_sync_count, 2); /* the first pass and the one after the stop */
+    g_autofree char *a = mig_vm_ram_digest(src);
+    g_autofree char *b = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(a, b);
+    ck_assert_uint_eq(mig_vm_corrupt_pages(dst), 0);
+    ck_assert_uint_eq(dst->dev.heartbeat, src->dev.heartbeat);
+    ck_assert_int_eq(src->stops, 1);
+    ck_assert_int_eq(src->starts, 1); /* the test's own start only: never resumed */
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_disk_full_fails_and_the_guest_runs_again)
+{
+    struct mig_vm *src = running_vm();
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, "file:/dev/full", 0, errp_), -ENOSPC, "No space");
+    cpr_migration_info i = query(src->ctx);
+    ck_assert_int_eq(i.status, CPR_MIGRATION_FAILED);
+    ck_assert_int_eq(i.runstate, CPR_RUNSTATE_RUNNING);
+    ck_assert(mig_vm_running(src));
+    g_autofree char *log = mig_vm_log(src);
+    assert_in_order(log, "notify:setup status:setup vm:stop vm:start status:failed notify:failed");
+    ck_assert_ptr_null(strstr(log, "notify:done"));
+    g_autofree char *desc = cpr_migrate_error_desc(src->ctx);
+    ck_assert_ptr_nonnull(strstr(desc, "No space"));
+    char *json;
+    ck_assert_int_eq(cpr_migrate_query_json(src->ctx, &json, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(json, "\"status\":\"failed\""));
+    ck_assert_ptr_nonnull(strstr(json, "\"error-desc\":"));
+    cpr_free(json);
+    /* A failed migration may be retried. */
+    g_autofree char *u = uri("file", "retry");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_refused_connection_fails_without_stopping_the_guest)
+{
+    struct mig_vm *src = running_vm();
+    g_autofree char *u = uri("unix", "nobody.sock");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -ENOENT, "nobody.sock");
+    ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_FAILED);
+    ck_assert(mig_vm_running(src));
+    ck_assert_int_eq(src->stops, 0);
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, "tcp:127.0.0.1:1", 0, errp_), -ECONNREFUSED, "tcp:127.0.0.1:1");
+    ck_assert(mig_vm_running(src));
+    g_autofree char *log = mig_vm_log(src);
+    assert_in_order(log, "notify:setup status:failed notify:failed notify:setup status:failed notify:failed");
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_flush_failure_fails_and_resumes)
+{
+    struct mig_vm *src = running_vm();
+    src->fail_flush = -EIO;
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -EIO, "flush");
+    ck_assert(mig_vm_running(src));
+    ck_assert_int_eq(cpr_migrate_runstate(src->ctx), CPR_RUNSTATE_RUNNING);
+    mig_vm_free(src);
+}
+END_TEST
+
+static int veto(cpr_ctx *ctx, cpr_event event, cpr_mode mode, cpr_error **errp, void *opaque)
+{
+    if (event != CPR_EVENT_SETUP)
+        return 0;
+    return cpr_error_set(errp, -EPERM, "device d0 refuses to migrate");
+}
+
+START_TEST(test_setup_veto_stops_the_migration)
+{
+    struct mig_vm *src = running_vm();
+    cpr_notifier *n;
+    ck_assert_int_eq(cpr_notifier_add(src->ctx, CPR_MODES_ALL, veto, NULL, &n, NULL), 0);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -EPERM, "device d0 refuses");
+    ck_assert(mig_vm_running(src));
+    ck_assert_int_eq(src->stops, 0);
+    g_autofree char *log = mig_vm_log(src);
+    assert_in_order(log, "notify:setup notify:failed");
+    ck_assert_int_ne(query(src->ctx).status, CPR_MIGRATION_COMPLETED);
+    cpr_notifier_del(src->ctx, n);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_cancel_in_pre_switchover_resumes_and_destination_loads_nothing)
+{
+    struct mig_vm *src = running_vm();
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "pause-before-switchover", 1, NULL), 0);
+    g_autofree char *u = uri("unix", "main.sock");
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_DETACH, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_PRE_SWITCHOVER));
+    ck_assert_int_eq(cpr_migrate_runstate(src->ctx), CPR_RUNSTATE_FINISH_MIGRATE);
+    ck_assert(!mig_vm_running(src));
+    ck_assert_cpr_fails(cpr_param_set(src->ctx, "downtime-limit", "10", errp_), -EBUSY, "under way");
+    ck_assert_int_eq(cpr_migrate_cancel(src->ctx, NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_wait(src->ctx, errp_), -ECANCELED, "cancel");
+    ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_CANCELLED);
+    ck_assert(mig_vm_running(src));
+    ck_assert_int_eq(cpr_migrate_runstate(src->ctx), CPR_RUNSTATE_RUNNING);
+    g_autofree char *log = mig_vm_log(src);
+    assert_in_order(log, "status:pre-switchover status:cancelling vm:start status:cancelled notify:failed");
+    ck_assert_int_lt(cpr_migrate_wait(dst->ctx, NULL), 0);
+    ck_assert_int_eq(query(dst->ctx).status, CPR_MIGRATION_FAILED);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_INMIGRATE);
+    ck_assert(!mig_vm_running(dst));
+    ck_assert_int_eq(dst->post_loads, 0);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_continue_from_pre_switchover_completes)
+{
+    struct mig_vm *src = running_vm();
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "pause-before-switchover", 1, NULL), 0);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_PRE_SWITCHOVER));
+    ck_assert_int_eq(cpr_migrate_continue(src->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(src->ctx, NULL), 0);
+    g_autofree char *log = mig_vm_log(src);
+    assert_in_order(log, "vm:stop status:pre-switchover status:device vm:flush status:completed");
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_cancel_while_active_never_stops_the_guest)
+{
+    struct mig_vm *src = running_vm();
+    /* 1 MB/s for 4 MiB of data: the precopy is still running when the cancel comes. */
+    ck_assert_int_eq(cpr_param_set(src->ctx, "max-bandwidth", "1000000", NULL), 0);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_ACTIVE));
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -EBUSY, "already running");
+    ck_assert_int_eq(cpr_migrate_cancel(src->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(src->ctx, NULL), -ECANCELED);
+    ck_assert_int_eq(src->stops, 0);
+    ck_assert(mig_vm_running(src));
+    cpr_migration_info i = query(src->ctx);
+    ck_assert_int_eq(i.status, CPR_MIGRATION_CANCELLED);
+    ck_assert_uint_lt(i.transferred, RAM / 2); /* it really was throttled */
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_cpr_reboot_with_ignore_shared_writes_no_ram)
+{
+    g_autofree char *ram = path("ram");
+    struct mig_vm *src = running_vm_on(ram);
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "x-ignore-shared", 1, NULL), 0);
+    g_autofree char *u = uri("file", "vm.state");
+    g_autofree char *p = path("vm.state");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    cpr_migration_info i = query(src->ctx);
+    ck_assert_int_eq(i.runstate, CPR_RUNSTATE_POSTMIGRATE);
+    ck_assert_uint_eq(i.normal, 0);
+    ck_assert_uint_eq(i.total, 0);
+    ck_assert_uint_lt(file_size(p), 64 * 1024); /* device state only */
+    ck_assert_uint_eq(i.transferred, file_size(p));
+    g_autofree char *digest = mig_vm_ram_digest(src);
+    uint64_t heartbeat = src->dev.heartbeat;
+    mig_vm_free(src); /* quit */
+
+    struct mig_vm *dst = mig_vm_new(RAM, ram, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_set_mode(dst->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    ck_assert_int_eq(cpr_cap_set(dst->ctx, "x-ignore-shared", 1, NULL), 0);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, NULL), 0);
+    ck_assert_uint_eq(dst->dev.heartbeat, heartbeat);
+    g_autofree char *after = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(after, digest);
+    mig_vm_start(dst);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_RUNNING);
+    /* RAM came from the file, not the stream. */
+    ck_assert_uint_eq(mig_vm_corrupt_pages(dst), 0);
+    ck_assert_int_eq(dst->post_loads, 1);
+    mig_vm_free(dst);
+}
+END_TEST
+
+START_TEST(test_cpr_reboot_without_ignore_shared_writes_ram)
+{
+    g_autofree char *ram = path("ram");
+    struct mig_vm *src = running_vm_on(ram);
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    g_autofree char *u = uri("file", "vm.state");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    cpr_migration_info i = query(src->ctx);
+    ck_assert_uint_eq(i.total, RAM);
+    ck_assert_uint_eq(i.normal, RAM / 2 / 4096); /* the guest was stopped first: one pass */
+    ck_assert_uint_eq(i.dirty_sync_count, 2);
+    mig_vm_free(src);
+}
+END_TEST
+
+/* main and cpr channels on UNIX sockets in the test directory, as cpr-transfer wants them. */
+static cpr_channels *transfer_channels(void)
+{
+    g_autofree char *json = g_strdup_printf(
+        "[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/main.sock\"}},"
+        " {\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/cpr.sock\"}}]",
+        dir, dir);
+    cpr_channels *ch;
+    ck_assert_int_eq(cpr_channels_parse_json(json, &ch, NULL), 0);
+    return ch;
+}
+
+/* Runs fn(arg) as the new VMM's start-up, and returns once it listens on its cpr socket. */
+static GThread *start_new_vmm(GThreadFunc fn, void *arg)
+{
+    GThread *th = g_thread_new("new-vmm", fn, arg);
+    g_autofree char *cpr_sock = path("cpr.sock");
+    for (int n = 0; n < 5000 && access(cpr_sock, F_OK) != 0; n++)
+        g_usleep(1000);
+    return th;
+}
+
+struct transfer_dst {
+    struct mig_vm *vm;
+    cpr_channels *channels;
+    int mode;
+    int ret;
+};
+
+static gpointer transfer_destination(gpointer p)
+{
+    struct transfer_dst *t = p;
+    /* A new VMM: cpr state first, then its RAM and devices, then main. */
+    t->mode = cpr_incoming_cpr_load(t->vm->ctx, t->channels, NULL);
+    if (t->mode < 0 || mig_vm_add_ram(t->vm, RAM, NULL) < 0) {
+        t->ret = -1;
+        return NULL;
+    }
+    t->ret = cpr_incoming_start(t->vm->ctx, t->channels, CPR_INCOMING_DETACH | CPR_INCOMING_PAUSED, NULL);
+    return NULL;
+}
+
+START_TEST(test_cpr_transfer_in_process_keeps_ram_in_place)
+{
+    struct mig_vm *src = running_vm();
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
+    ck_assert_ptr_nonnull(dst);
+    cpr_channels *ch = transfer_channels();
+    struct transfer_dst t = { .vm = dst, .channels = ch };
+    GThread *th = start_new_vmm(transfer_destination, &t);
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_channels(src->ctx, ch, 0, NULL), 0);
+    g_thread_join(th);
+    ck_assert_int_eq(t.mode, CPR_MODE_CPR_TRANSFER);
+    ck_assert_int_eq(t.ret, 0);
+    ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), 0);
+    ck_assert(cpr_ram_block_reattached(dst->ram));
+    cpr_migration_info si = query(src->ctx);
+    ck_assert_int_eq(si.status, CPR_MIGRATION_COMPLETED);
+    ck_assert_int_eq(si.runstate, CPR_RUNSTATE_POSTMIGRATE);
+    ck_assert_uint_eq(si.normal, 0);            /* RAM never copied */
+    ck_assert_uint_lt(si.transferred, 64 * 1024);
+    ck_assert_uint_ge(si.cpr_fds, 1);
+    ck_assert_uint_eq(si.transferred, query(dst->ctx).transferred);
+    struct stat a, b;
+    ck_assert_int_eq(fstat(cpr_ram_block_fd(src->ram), &a), 0);
+    ck_assert_int_eq(fstat(cpr_ram_block_fd(dst->ram), &b), 0);
+    ck_assert_uint_eq(a.st_ino, b.st_ino);
+    ck_assert_uint_eq(dst->dev.heartbeat, src->dev.heartbeat);
+    ck_assert_uint_eq(mig_vm_corrupt_pages(dst), 0);
+    g_autofree char *log = mig_vm_log(src);
+    assert_in_order(log, "notify:setup status:setup status:active vm:stop status:device vm:flush "
+                         "status:completed notify:done");
+    cpr_channels_free(ch);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+
+START_TEST(test_exec_and_fd_transports_carry_a_snapshot)
+{
+    struct mig_vm *src = running_vm();
+    g_autofree char *p = path("snap");
+    g_autofree char *out = g_strdup_printf("exec:cat > %s", p);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, out, 0, NULL), 0);
+    cpr_migration_info si = query(src->ctx);
+    ck_assert_uint_eq(si.transferred, file_size(p));
+    g_autofree char *digest = mig_vm_ram_digest(src);
+
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    g_autofree char *in = g_strdup_printf("exec:cat %s", p);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, in, CPR_INCOMING_PAUSED, NULL), 0);
+    g_autofree char *d1 = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(d1, digest);
+    mig_vm_free(dst);
+
+    /* fd: over a socketpair — the fds stay the caller's; the ack runs over it too. */
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    mig_vm_start(src);
+    dst = mig_vm_new(RAM, NULL, 0);
+    g_autofree char *fin = g_strdup_printf("fd:%d", sv[1]);
+    g_autofree char *fout = g_strdup_printf("fd:%d", sv[0]);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, fin, CPR_INCOMING_DETACH | CPR_INCOMING_PAUSED, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, fout, 0, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), 0);
+    g_autofree char *a = mig_vm_ram_digest(src);
+    g_autofree char *b = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(a, b);
+    ck_assert_uint_eq(query(src->ctx).transferred, query(dst->ctx).transferred);
+    ck_assert_int_eq(fcntl(sv[0], F_GETFD), FD_CLOEXEC);
+    close(sv[0]);
+    close(sv[1]);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+struct hold_dst {
+    struct mig_vm *vm;
+    cpr_channels *channels;
+    int mode;
+};
+
+static gpointer load_cpr_state_only(gpointer p)
+{
+    struct hold_dst *t = p;
+    t->mode = cpr_incoming_cpr_load(t->vm->ctx, t->channels, NULL);
+    return NULL;
+}
+
+START_TEST(test_cancel_while_waiting_for_the_hangup)
+{
+    struct mig_vm *src = running_vm();
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
+    ck_assert_ptr_nonnull(dst);
+    cpr_channels *ch = transfer_channels();
+    struct hold_dst t = { .vm = dst, .channels = ch };
+    GThread *th = start_new_vmm(load_cpr_state_only, &t);
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_channels(src->ctx, ch, CPR_MIGRATE_DETACH, NULL), 0);
+    g_thread_join(th); /* the new process holds the state and never hangs up */
+    ck_assert_int_eq(t.mode, CPR_MODE_CPR_TRANSFER);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_ACTIVE));
+    g_usleep(20 * 1000);
+    ck_assert_int_eq(cpr_migrate_cancel(src->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(src->ctx, NULL), -ECANCELED);
+    ck_assert_int_eq(src->stops, 0);
+    ck_assert(mig_vm_running(src));
+    ck_assert_int_eq(cpr_migrate_runstate(src->ctx), CPR_RUNSTATE_RUNNING);
+    cpr_channels_free(ch);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+static Suite *migrate_suite(void)
+{
+    Suite *s = suite_create("migrate");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_status_and_runstate_names_are_qemus);
+    tcase_add_test(tc, test_query_json_is_empty_before_a_job_and_lists_blockers);
+    tcase_add_test(tc, test_blocked_migration_changes_nothing_and_normal_only_blocker_spares_cpr_reboot);
+    tcase_add_test(tc, test_channel_rules_are_checked_before_anything_starts);
+    tcase_add_test(tc, test_vm_ops_need_their_size);
+    tcase_add_test(tc, test_snapshot_to_file_restores_into_a_new_vm);
+    tcase_add_test(tc, test_live_migration_over_unix_socket_converges_and_matches);
+    tcase_add_test(tc, test_disk_full_fails_and_the_guest_runs_again);
+    tcase_add_test(tc, test_refused_connection_fails_without_stopping_the_guest);
+    tcase_add_test(tc, test_flush_failure_fails_and_resumes);
+    tcase_add_test(tc, test_setup_veto_stops_the_migration);
+    tcase_add_test(tc, test_cancel_in_pre_switchover_resumes_and_destination_loads_nothing);
+    tcase_add_test(tc, test_continue_from_pre_switchover_completes);
+    tcase_add_test(tc, test_cancel_while_active_never_stops_the_guest);
+    tcase_add_test(tc, test_cpr_reboot_with_ignore_shared_writes_no_ram);
+    tcase_add_test(tc, test_cpr_reboot_without_ignore_shared_writes_ram);
+    tcase_add_test(tc, test_cpr_transfer_in_process_keeps_ram_in_place);
+    tcase_add_test(tc, test_exec_and_fd_transports_carry_a_snapshot);
+    tcase_add_test(tc, test_cancel_while_waiting_for_the_hangup);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(migrate_suite)
