@@ -4,19 +4,32 @@ throughput panel. matplotlib comes from Debian's python3-matplotlib, installed w
 import sys
 
 from .host import apt_install, log
+from .stats import triplets
 
 DEBIAN_DIST = "/usr/lib/python3/dist-packages"
 
 
-def _matplotlib():
+def _import_matplotlib():
     try:
         import matplotlib
+        return matplotlib
     except ImportError:
-        if not apt_install("python3-matplotlib"):
-            return None
-        if DEBIAN_DIST not in sys.path:
-            sys.path.append(DEBIAN_DIST)  # when this interpreter is not Debian's own
+        pass
+    if DEBIAN_DIST not in sys.path:
+        sys.path.append(DEBIAN_DIST)  # when this interpreter is not Debian's own
+    try:
         import matplotlib
+        return matplotlib
+    except ImportError:
+        return None
+
+
+def _matplotlib():
+    matplotlib = _import_matplotlib()
+    if matplotlib is None and apt_install("python3-matplotlib"):
+        matplotlib = _import_matplotlib()
+    if matplotlib is None:
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -26,10 +39,10 @@ def _series(rows, fig, key):
     """{label: [(GiB, median, min, max)]} from the rows that have `fig`."""
     out = {}
     for r in rows:
-        if f"median_{fig}" not in r or not r.get("ram_bytes"):
+        t = triplets(r).get(fig)
+        if t is None or not r.get("ram_bytes"):
             continue
-        out.setdefault(key(r), []).append((r["ram_bytes"] / (1 << 30), r[f"median_{fig}"],
-                                           r[f"min_{fig}"], r[f"max_{fig}"]))
+        out.setdefault(key(r), []).append((r["ram_bytes"] / (1 << 30), t[1], t[0], t[2]))
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -47,10 +60,10 @@ def write(rows, path, machine, title_extra=""):
     if plt is None:
         log("no matplotlib: plot not written")
         return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 9))
     pause_rows = [r for r in rows if r.get("bench") in ("cpr-transfer", "cpr-exec", "restart", "live-migration")]
     _draw(ax1, _series(pause_rows, "pause_ms",
-                       lambda r: f"{r['impl']} {r['bench'] if r['bench'] != 'restart' else r['mode']}"
+                       lambda r: f"{r['impl']} {r['mode'] if r['bench'] == 'restart' and r['impl'] == 'libcpr' else r['bench']}"
                                  f" ({r.get('variant', '')})"))
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("log")
@@ -58,7 +71,7 @@ def write(rows, path, machine, title_extra=""):
     ax1.set_ylabel("guest-visible pause (ms, median, bars min..max)")
     ax1.set_title("Guest pause")
     ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
 
     tp = _series([r for r in rows if r.get("bench") in ("snapshot", "restore")], "gbps",
                  lambda r: f"{r['impl']} {r['bench']} {r.get('variant', '')}")
@@ -66,6 +79,8 @@ def write(rows, path, machine, title_extra=""):
                    "write_gbps", lambda r: f"write(2) {r.get('variant', '').split(':')[-1]}")
     mc = _series([r for r in rows if r.get("bench") == "snapshot" and r.get("impl") == "libcpr"
                   and r.get("variant") == "file:shm"], "memcpy_gbps", lambda r: "memcpy")
+    tp.update(_series([r for r in rows if r.get("bench") == "savevm"], "gbps",
+                      lambda r: f"libcpr savevm {r.get('mode')} (bench_savevm)"))
     _draw(ax2, tp)
     for label, pts in list(refs.items()) + list(mc.items()):
         ax2.plot([p[0] for p in pts], [p[1] for p in pts], ":", color="gray" if "write" in label else "black",
@@ -76,7 +91,7 @@ def write(rows, path, machine, title_extra=""):
     ax2.set_ylabel("GB/s (RAM bytes / time, median)")
     ax2.set_title("Snapshot and restore throughput")
     ax2.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     fig.suptitle(f"libcpr vs QEMU - {machine.get('cores')} cores, "
                  f"{machine.get('mem_bytes', 0) / (1 << 30):.0f} GiB, kernel {machine.get('kernel')}, "
                  f"{machine.get('kvm')} {title_extra}", fontsize=10)

@@ -15,6 +15,25 @@ def summarize(name, values):
             f"max_{name}": r(max(vals))}
 
 
+def triplets(row):
+    """{figure: (min, median, max)} from a row in any of the spellings the benches use:
+    min_total_ms (this script, bench_fd: min_ms) or gbps_min (bench_savevm)."""
+    out = {}
+    for k, v in row.items():
+        for stat in ("median",):
+            if k.startswith(stat + "_"):
+                fig = k[len(stat) + 1:]
+                lo, hi = row.get(f"min_{fig}"), row.get(f"max_{fig}")
+            elif k.endswith("_" + stat):
+                fig = k[:-len(stat) - 1]
+                lo, hi = row.get(f"{fig}_min"), row.get(f"{fig}_max")
+            else:
+                continue
+            if isinstance(v, (int, float)) and lo is not None and hi is not None:
+                out[fig] = (lo, v, hi)
+    return out
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])

@@ -2,6 +2,8 @@
 """Markdown tables from the JSON lines of a run (for RESULTS.md and the README)."""
 import json
 
+from .stats import triplets
+
 FIGS = ("pause_ms", "blackout_ms", "total_ms", "save_ms", "quit_ms", "start_ms", "load_ms", "downtime_ms", "gbps",
         "ratio_write", "ratio_memcpy", "write_gbps", "passes", "bytes", "file_bytes", "ms")
 
@@ -12,10 +14,17 @@ def _fmt(v):
     return str(v)
 
 
-def _triplet(row, fig):
-    if f"median_{fig}" not in row:
-        return None
-    return "/".join(_fmt(row[f"{k}_{fig}"]) for k in ("min", "median", "max"))
+def _figures(row):
+    t = triplets(row)
+    order = [f for f in FIGS if f in t] + sorted(f for f in t if f not in FIGS)
+    return "; ".join(f"{f} " + "/".join(_fmt(x) for x in t[f]) for f in order)
+
+
+def _variant(r):
+    if "variant" in r:
+        return str(r["variant"])
+    parts = [f"{k} {r[k]}" for k in ("fds", "page_size", "prefault") if k in r]
+    return ", ".join(parts)
 
 
 def render(lines):
@@ -33,10 +42,10 @@ def render(lines):
         if "skipped" in r:
             figs = f"skipped: {r['skipped']}"
         else:
-            figs = "; ".join(f"{f} {t}" for f in FIGS if (t := _triplet(r, f)))
+            figs = _figures(r)
             if r.get("failed_runs"):
                 figs += f"; {r['failed_runs']} failed run(s): {r.get('error', '')}"
-        variant = r.get("variant") or r.get("page") or r.get("fds") or ""
+        variant = _variant(r)
         out.append(f"| {r['bench']} | {r['impl']} | {r['mode']} | {variant} | {ram} | {r['runs']} | {figs} |")
     out += ["", "| target | value | limit | pass |", "|---|---|---|---|"]
     for t in targets:
