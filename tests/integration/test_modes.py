@@ -195,6 +195,12 @@ def test_cpr_transfer(binary, wd):
     info = old.wait_migration()
     check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
     check(old.status() == "postmigrate", "old VMM in postmigrate")
+    try:
+        old.qmp("cont")
+        refused = ""
+    except QmpError as e:
+        refused = e.desc
+    check("new VMM" in refused and old.status() == "postmigrate", f"old VMM refuses cont: {refused}")
     hb_old = old.guest()["heartbeat"]
     new.wait_status("running")
     new_inodes = memfd_inodes(new.pid)
@@ -388,6 +394,20 @@ def test_monitors(binary, wd):
     check("info status" in vm.hmp("help"), "HMP: help lists commands")
     check(vm.hmp("info status") == "VM status: paused (postmigrate)\n", "HMP after a QMP migrate: postmigrate")
     vm.shutdown()
+    # Private RAM (share=off) cannot stay in place: the cpr modes that need that are blocked.
+    priv = Vmm(binary, wd, "private", base_args(wd, "private", [
+        "-object", f"memory-backend-memfd,id=ram0,size={RAM_MB}M,share=off", "-machine", "memory-backend=ram0"]))
+    wait_booted(priv)
+    priv.qmp("migrate-set-parameters", mode="cpr-transfer")
+    try:
+        priv.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
+                                      unix_channel("cpr", os.path.join(wd, "c.sock"))])
+        why = ""
+    except QmpError as e:
+        why = e.desc
+    check("share=on" in why, f"private RAM blocks cpr-transfer: {why}")
+    check(priv.status() == "running", "the guest kept running")
+    priv.shutdown()
 
 
 # ---- section versions between VMMs of different versions ---------------------------------------

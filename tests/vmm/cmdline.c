@@ -153,6 +153,8 @@ static int opt_object(vmm_config *cfg, const char *arg, char **err)
     else if (strcmp(type, "memory-backend-memfd"))
         FAIL("-object %s: unsupported object type '%s' (memory-backend-memfd or memory-backend-file)",
              arg, type);
+    /* QEMU's defaults: a memfd is shared unless told otherwise, a file is not. */
+    m->share = !m->is_file;
     for (guint i = 1; i < a->len; i++) {
         kv *e = &g_array_index(a, kv, i);
         if (!strcmp(e->key, "id")) {
@@ -180,6 +182,8 @@ static int opt_object(vmm_config *cfg, const char *arg, char **err)
         FAIL("-object %s: parameter 'size' is missing", arg);
     if (m->is_file && !m->mem_path)
         FAIL("-object %s: parameter 'mem-path' is missing", arg);
+    if (m->is_file && !m->share)
+        FAIL("-object %s: a private file mapping is not supported: add share=on", arg);
     for (guint i = 0; i < cfg->memdevs->len; i++)
         if (!strcmp(((vmm_memdev *)cfg->memdevs->pdata[i])->id, m->id))
             FAIL("-object %s: duplicate id '%s'", arg, m->id);

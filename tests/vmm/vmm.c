@@ -290,6 +290,10 @@ static int create_ram(vmm *v, char **err)
     int r;
     /* Prefault on the incoming side: pay the page-table cost before the switchover. */
     uint32_t flags = v->cfg->incoming->len ? CPR_RAM_PREFAULT : 0;
+    /* share=off: private memory, which only normal migration can carry (libcpr blocks the
+     * cpr modes for it). */
+    if (md && !md->share)
+        flags |= CPR_RAM_PRIVATE;
     if (md && md->is_file)
         r = cpr_ram_block_new_file(v->ctx, md->id, md->mem_path, md->size, flags, &blk, &cerr);
     else
@@ -301,6 +305,14 @@ static int create_ram(vmm *v, char **err)
     v->ram_block = blk;
     v->ram = cpr_ram_block_host(blk);
     v->ram_size = cpr_ram_block_size(blk);
+    /* As QEMU: RAM another process cannot map blocks the modes that keep RAM in place. */
+    if (!cpr_ram_block_shared(blk)) {
+        g_autofree char *why = g_strdup_printf("memory-backend '%s' is private (share=off): cpr-transfer "
+                                               "and cpr-exec need share=on", cpr_ram_block_name(blk));
+        if (cpr_blocker_add(v->ctx, CPR_MODE_BIT(CPR_MODE_CPR_TRANSFER) | CPR_MODE_BIT(CPR_MODE_CPR_EXEC), why,
+                            &v->ram_blocker, &cerr) < 0)
+            return vmm_fail_cpr(err, "guest RAM", cerr);
+    }
     return 0;
 }
 

@@ -56,6 +56,7 @@ struct vmm {
     int booted;            /* the guest exists: booted here, or coming in by migration */
     vmm_hb_sampler *sampler;
     cpr_ram_block *ram_block;
+    cpr_blocker *ram_blocker; /* private RAM blocks the modes that keep RAM in place */
     void *ram;             /* host mapping of guest RAM, owned by ram_block */
     uint64_t ram_size;
     GMutex lock;           /* machine run control and pause figures: the migration thread
