@@ -55,6 +55,17 @@ def _draw(ax, series):
         ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
 
 
+def _finish(ax, title, ylabel, ncol):
+    """Both panels: log-log against RAM size, legend below."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("guest RAM (GiB)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=ncol)
+
+
 def write(rows, path, machine, title_extra=""):
     plt = _matplotlib()
     if plt is None:
@@ -65,13 +76,7 @@ def write(rows, path, machine, title_extra=""):
     _draw(ax1, _series(pause_rows, "pause_ms",
                        lambda r: f"{r['impl']} {r['mode'] if r['bench'] == 'restart' and r['impl'] == 'libcpr' else r['bench']}"
                                  f" ({r.get('variant', '')})"))
-    ax1.set_xscale("log", base=2)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("guest RAM (GiB)")
-    ax1.set_ylabel("guest-visible pause (ms, median, bars min..max)")
-    ax1.set_title("Guest pause")
-    ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    _finish(ax1, "Guest pause", "guest-visible pause (ms, median, bars min..max)", 2)
 
     tp = _series([r for r in rows if r.get("bench") in ("snapshot", "restore")], "gbps",
                  lambda r: f"{r['impl']} {r['bench']} {r.get('variant', '')}")
@@ -85,13 +90,7 @@ def write(rows, path, machine, title_extra=""):
     for label, pts in list(refs.items()) + list(mc.items()):
         ax2.plot([p[0] for p in pts], [p[1] for p in pts], ":", color="gray" if "write" in label else "black",
                  marker="x", label=label)
-    ax2.set_xscale("log", base=2)
-    ax2.set_yscale("log")
-    ax2.set_xlabel("guest RAM (GiB)")
-    ax2.set_ylabel("GB/s (RAM bytes / time, median)")
-    ax2.set_title("Snapshot and restore throughput")
-    ax2.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
+    _finish(ax2, "Snapshot and restore throughput", "GB/s (RAM bytes / time, median)", 3)
     fig.suptitle(f"libcpr vs QEMU - {machine.get('cores')} cores, "
                  f"{machine.get('mem_bytes', 0) / (1 << 30):.0f} GiB, kernel {machine.get('kernel')}, "
                  f"{machine.get('kvm')} {title_extra}", fontsize=10)

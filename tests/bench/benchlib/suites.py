@@ -67,10 +67,23 @@ def _emit(ctx, bench, impl, mode, size, results, errors, extra, figures):
     return ctx.report.figures(bench, impl, mode, size, ok, extra, **series)
 
 
-def _skip_all(ctx, bench, mode, size, variants, impls, reason_for):
-    for impl in impls:
-        for v in variants:
-            ctx.report.skipped(bench, impl, mode, size, reason_for(impl), {"variant": v})
+class RamFiles:
+    """Guest RAM for the suite: one file on /dev/shm, pre-filled with non-zero data, used in turn
+    by every implementation (one VMM at a time runs on it; cpr-vmm's guest refills it at boot),
+    removed when the suite ends. One file, not one per implementation, so that a 16 GiB guest
+    fits beside its snapshot or its migration target."""
+
+    def __init__(self, ctx, size):
+        path = ctx.shm("guest.ram")
+        host.prefill(path, size)
+        self.path = path
+        self.paths = {impl: path for impl in ctx.launchers}
+
+    def __enter__(self):
+        return self.paths
+
+    def __exit__(self, *exc):
+        unlink(self.path)
 
 
 # ---- snapshot to a file and restore -------------------------------------------------------
@@ -79,58 +92,58 @@ SNAP_FIGS = ("total_ms", "gbps", "ratio_write", "ratio_memcpy", "write_gbps", "m
              "file_bytes", "downtime_ms", "passes", "bytes")
 
 
+def _snapshot_runs(ctx, size, ram, names, res, errs, restores, rerrs):
+    """The runs of the snapshot suite. In each run and for each kind of file: the write(2) and
+    memcpy references, then every implementation's snapshot and its restore."""
+    if not ram:
+        return
+    src = host.Mapped(next(iter(ram.values())), size)
+    try:
+        for run in range(ctx.runs):
+            for kind in ("shm", "disk"):
+                target = ctx.shm if kind == "shm" else ctx.disk
+                if kind == "disk":
+                    os.sync()
+                wpath = target("write.ref")
+                wgbps = size / host.write_file(src, wpath) / 1e9
+                unlink(wpath)
+                mgbps = ctx.memcpy.measure(src)
+                for n in names:
+                    impl, via, k = n
+                    if k != kind or impl not in ctx.launchers:
+                        continue
+                    L = ctx.launchers[impl]
+                    spath = target(f"{impl}-{via}.snap")
+                    log(f"snapshot {impl} {via}:{kind} {size >> 20} MiB run {run + 1}")
+                    r = _attempt(lambda: flows.snapshot(L, size, ram[impl], spath, via), errs[n])
+                    if r:
+                        r.update(write_gbps=wgbps, memcpy_gbps=mgbps, ratio_write=r["gbps"] / wgbps,
+                                 ratio_memcpy=r["gbps"] / mgbps)
+                        log(f"  {r['total_ms']:.0f} ms, {r['gbps']:.2f} GB/s, write(2) {wgbps:.2f} GB/s")
+                        restores[n].append(_attempt(lambda: flows.restore(L, size, ram[impl], spath), rerrs[n]))
+                    res[n].append(r)
+                    unlink(spath)
+    finally:
+        src.close()
+
+
 def snapshot_suite(ctx, size):
     variants = {"libcpr": ["file"], "qemu": ["exec", "fd"]}
     kinds = ("shm", "disk")
     names = [(impl, via, kind) for kind in kinds for impl in ("libcpr", "qemu")
              for via in variants[impl]]
-    if not fits(3 * size):
+    if not fits(2 * size):
         for impl, via, kind in names:
             ctx.report.skipped("snapshot", impl, "normal", size,
-                               "not enough memory for RAM, snapshot file and write(2) copy",
+                               "not enough memory for RAM and its snapshot file on /dev/shm",
                                {"variant": f"{via}:{kind}"})
         return
     res = {n: [] for n in names}
     errs = {n: [] for n in names}
     restores = {n: [] for n in names}
     rerrs = {n: [] for n in names}
-    ram = {impl: ctx.shm(f"{impl}.ram") for impl in ctx.launchers}
-    for impl, path in ram.items():
-        host.prefill(path, size)
-    src = host.Mapped(next(iter(ram.values())), size) if ram else None
-    try:
-        for run in range(ctx.runs):
-            for kind in kinds:
-                target = ctx.shm if kind == "shm" else ctx.disk
-                if src is None:
-                    break
-                if kind == "disk":
-                    os.sync()
-                wpath = target("write.ref")
-                wsec = host.write_file(src, wpath)
-                unlink(wpath)
-                mgbps = ctx.memcpy.measure(src)
-                wgbps = size / wsec / 1e9
-                for impl, via, k in names:
-                    if k != kind or impl not in ctx.launchers:
-                        continue
-                    L = ctx.launchers[impl]
-                    spath = target(f"{impl}-{via}.snap")
-                    log(f"snapshot {impl} {via}:{kind} {size >> 20} MiB run {run + 1}")
-                    r = _attempt(lambda: flows.snapshot(L, size, ram[impl], spath, via), errs[(impl, via, k)])
-                    if r:
-                        r.update(write_gbps=wgbps, memcpy_gbps=mgbps, ratio_write=r["gbps"] / wgbps,
-                                 ratio_memcpy=r["gbps"] / mgbps)
-                        log(f"  {r['total_ms']:.0f} ms, {r['gbps']:.2f} GB/s, write(2) {wgbps:.2f} GB/s")
-                        restores[(impl, via, k)].append(
-                            _attempt(lambda: flows.restore(L, size, ram[impl], spath), rerrs[(impl, via, k)]))
-                    res[(impl, via, k)].append(r)
-                    unlink(spath)
-    finally:
-        if src:
-            src.close()
-        for path in ram.values():
-            unlink(path)
+    with RamFiles(ctx, size) as ram:
+        _snapshot_runs(ctx, size, ram, names, res, errs, restores, rerrs)
     for n in names:
         impl, via, kind = n
         extra = {"variant": f"{via}:{kind}", "target_dir": ctx.shm_dir if kind == "shm" else ctx.disk_dir}
@@ -159,10 +172,7 @@ def restart_suite(ctx, size):
         return
     out = {p: [] for p in plan}
     errs = {p: [] for p in plan}
-    ram = {impl: ctx.shm(f"{impl}.ram") for impl in ctx.launchers}
-    for impl, path in ram.items():
-        host.prefill(path, size)
-    try:
+    with RamFiles(ctx, size) as ram:
         for run in range(ctx.runs):
             for p in plan:
                 impl, mode, variant, pre = p
@@ -178,9 +188,6 @@ def restart_suite(ctx, size):
                     log(f"  pause {r['pause_ms']:.1f} ms, blackout {r['blackout_ms']:.1f} ms")
                 out[p].append(r)
                 unlink(state)
-    finally:
-        for path in ram.values():
-            unlink(path)
     for p in plan:
         impl, mode, variant, _ = p
         extra = {"variant": variant,
@@ -207,10 +214,7 @@ def live_suite(ctx, size):
         return
     out = {p: [] for p in plan}
     errs = {p: [] for p in plan}
-    ram = {impl: ctx.shm(f"{impl}.ram") for impl in ctx.launchers}
-    for impl, path in ram.items():
-        host.prefill(path, size)
-    try:
+    with RamFiles(ctx, size) as ram:
         for run in range(ctx.runs):
             for p in plan:
                 impl, rate = p
@@ -225,9 +229,6 @@ def live_suite(ctx, size):
                 if r:
                     log(f"  total {r['total_ms']:.0f} ms, pause {r['pause_ms']} ms, passes {r['passes']}")
                 out[p].append(r)
-    finally:
-        for path in ram.values():
-            unlink(path)
     for p in plan:
         impl, rate = p
         extra = {"variant": "idle" if not rate else "dirty", "dirty_rate_pages_per_s": rate,
