@@ -71,11 +71,13 @@ def write(rows, path, machine, title_extra=""):
     if plt is None:
         log("no matplotlib: plot not written")
         return False
+    plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plt.get_cmap("tab20").colors)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 9))
     pause_rows = [r for r in rows if r.get("bench") in ("cpr-transfer", "cpr-exec", "restart", "live-migration")]
     _draw(ax1, _series(pause_rows, "pause_ms",
                        lambda r: f"{r['impl']} {r['mode'] if r['bench'] == 'restart' and r['impl'] == 'libcpr' else r['bench']}"
                                  f" ({r.get('variant', '')})"))
+    ax1.axhline(1.0, color="red", linestyle=":", linewidth=1, label="cpr-transfer/cpr-exec target 1 ms")
     _finish(ax1, "Guest pause", "guest-visible pause (ms, median, bars min..max)", 2)
 
     tp = _series([r for r in rows if r.get("bench") in ("snapshot", "restore")], "gbps",
