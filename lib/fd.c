@@ -10,6 +10,7 @@
 #include "internal/ctx.h"
 #include "internal/error.h"
 #include "internal/fd.h"
+#include "internal/slot.h"
 
 typedef struct fd_entry {
     char *name; /* (name, id) is the hash key: the entry is its own key */
@@ -55,17 +56,18 @@ static gboolean entry_equal(gconstpointer a, gconstpointer b)
     return x->id == y->id && !strcmp(x->name, y->name);
 }
 
+static void *registry_new(void)
+{
+    fd_registry *r = g_new0(fd_registry, 1);
+    g_rec_mutex_init(&r->lock);
+    r->order = g_ptr_array_new();
+    r->by_key = g_hash_table_new(entry_hash, entry_equal);
+    return r;
+}
+
 static fd_registry *registry_get(cpr_ctx *ctx)
 {
-    fd_registry *r = cpr_ctx_slot_get(ctx, CPR_SLOT_FDS);
-    if (!r) {
-        r = g_new0(fd_registry, 1);
-        g_rec_mutex_init(&r->lock);
-        r->order = g_ptr_array_new();
-        r->by_key = g_hash_table_new(entry_hash, entry_equal);
-        cpr_ctx_slot_set(ctx, CPR_SLOT_FDS, r, registry_free);
-    }
-    return r;
+    return cpr_ctx_slot_get_or_create(ctx, CPR_SLOT_FDS, registry_new, registry_free);
 }
 
 int cpr_name_check(const char *name, size_t len, const char *what, cpr_error **errp)
@@ -120,7 +122,9 @@ static int record(cpr_ctx *ctx, const char *name, int id, int fd, int owned, int
     fd_entry *e = lookup(r, name, id);
     ret = 0;
     if (e && e->fd == fd && !owned) {
-        /* Same fd again: nothing changes (QEMU re-saves on every realize). */
+        /* Same fd again: nothing changes (QEMU re-saves on every realize), except that a caller
+         * saving a received fd says it holds it now. */
+        e->owned = 0;
     } else if (e && !replace) {
         ret = cpr_error_set(errp, -EEXIST, "fd '%s' id %d is already saved as fd %d, cannot save fd %d",
                             name, id, e->fd, fd);

@@ -8,8 +8,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal/crc32c.h"
@@ -19,6 +24,7 @@
 #define WRITE_BUF_SIZE (2u << 20)
 #define FLUSH_THRESHOLD (1u << 20)
 #define READ_BUF_SIZE (1u << 20)
+#define COPY_SLICE (64u << 10)
 
 static const uint64_t default_limits[4] = {
     [CPR_STREAM_LIMIT_RECORD] = 256ull << 20,
@@ -32,11 +38,18 @@ static cpr_stream *stream_alloc(enum cpr_stream_kind kind, int fd, unsigned int 
     s->kind = kind;
     s->fd = fd;
     s->flags = flags;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        s->is_socket = S_ISSOCK(st.st_mode);
+        s->is_pipe = S_ISFIFO(st.st_mode);
+    }
     memcpy(s->limit, default_limits, sizeof(s->limit));
     return s;
 }
 
-static int check_fd_args(const char *fn, int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
+/* Both fd constructors: argument checks, then a stream with a buffer of `cap` bytes. */
+static int fd_stream_new(const char *fn, enum cpr_stream_kind kind, size_t cap, int fd, unsigned int flags,
+                         cpr_stream **out, cpr_error **errp)
 {
     if (!out)
         return cpr_error_set(errp, -EINVAL, "%s: out is NULL", fn);
@@ -44,33 +57,25 @@ static int check_fd_args(const char *fn, int fd, unsigned int flags, cpr_stream 
         return cpr_error_set(errp, -EINVAL, "%s: unknown flags 0x%x", fn, flags);
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return cpr_error_set(errp, -EBADF, "%s: fd %d is not open", fn, fd);
+    cpr_stream *s = stream_alloc(kind, fd, flags);
+    s->cap = cap;
+    s->buf = g_malloc(cap);
+    if (kind == CPR_SINK_FD)
+        s->segs = g_array_new(FALSE, FALSE, sizeof(struct cpr_seg));
+    else
+        s->rbuf = s->buf;
+    *out = s;
     return 0;
 }
 
 CPR_API int cpr_stream_new_fd_writer(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
 {
-    int ret = check_fd_args("cpr_stream_new_fd_writer", fd, flags, out, errp);
-    if (ret < 0)
-        return ret;
-    cpr_stream *s = stream_alloc(CPR_SINK_FD, fd, flags);
-    s->cap = WRITE_BUF_SIZE;
-    s->buf = g_malloc(s->cap);
-    s->segs = g_array_new(FALSE, FALSE, sizeof(struct cpr_seg));
-    *out = s;
-    return 0;
+    return fd_stream_new("cpr_stream_new_fd_writer", CPR_SINK_FD, WRITE_BUF_SIZE, fd, flags, out, errp);
 }
 
 CPR_API int cpr_stream_new_fd_reader(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
 {
-    int ret = check_fd_args("cpr_stream_new_fd_reader", fd, flags, out, errp);
-    if (ret < 0)
-        return ret;
-    cpr_stream *s = stream_alloc(CPR_SRC_FD, fd, flags);
-    s->cap = READ_BUF_SIZE;
-    s->buf = g_malloc(s->cap);
-    s->rbuf = s->buf;
-    *out = s;
-    return 0;
+    return fd_stream_new("cpr_stream_new_fd_reader", CPR_SRC_FD, READ_BUF_SIZE, fd, flags, out, errp);
 }
 
 CPR_API int cpr_stream_new_mem_sink(size_t capacity_hint, cpr_stream **out, cpr_error **errp)
@@ -137,12 +142,37 @@ CPR_API int cpr_stream_mem_steal(cpr_stream *s, void **data, size_t *len, cpr_er
     return 0;
 }
 
+int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp)
+{
+    if ((s->flags & CPR_STREAM_OWN_FD) && s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (!s->child)
+        return 0;
+    int status, ret = 0;
+    pid_t pid = (pid_t)s->child;
+    s->child = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return cpr_error_set_errno(errp, -errno, "waiting for command '%s'", s->command);
+    }
+    /* A reader may stop at the end record before the command finished: only a writer's
+     * command must succeed. */
+    if (!cpr_stream_is_writer(s))
+        return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        ret = cpr_error_set(errp, -EIO, "command '%s' exited with status %d", s->command, WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        ret = cpr_error_set(errp, -EIO, "command '%s' was killed by signal %d", s->command, WTERMSIG(status));
+    return ret;
+}
+
 CPR_API void cpr_stream_free(cpr_stream *s)
 {
     if (!s)
         return;
-    if ((s->flags & CPR_STREAM_OWN_FD) && s->fd >= 0)
-        close(s->fd);
+    cpr_stream_reap_child(s, NULL);
+    g_free(s->command);
     if (s->kind != CPR_SINK_MEMBUF)
         g_free(s->buf);
     if (s->segs)
@@ -195,6 +225,8 @@ static int reserve(cpr_stream *s, size_t more, cpr_error **errp)
 {
     if (s->error)
         return cpr_error_set(errp, s->error, "stream: an earlier write failed");
+    if (more > SIZE_MAX / 2 - s->len)
+        return writer_error(s, -ENOMEM, errp, "stream: write buffer would exceed the address space");
     if (s->len + more <= s->cap)
         return 0;
     if (s->kind == CPR_SINK_MEMBUF)
@@ -228,10 +260,37 @@ int cpr_stream_append(cpr_stream *s, const void *data, size_t len, cpr_error **e
     return 0;
 }
 
+/* writev that never raises SIGPIPE: sockets say so per call, pipes get it blocked and any
+ * SIGPIPE this write caused consumed before it is unblocked. */
+static ssize_t quiet_writev(cpr_stream *s, struct iovec *iov, int cnt)
+{
+    if (s->is_socket) {
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
+        return sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+    }
+    if (!s->is_pipe)
+        return writev(s->fd, iov, cnt);
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t n = writev(s->fd, iov, cnt);
+    int saved = errno;
+    if (n < 0 && errno == EPIPE && !was_pending) {
+        struct timespec zero = { 0, 0 };
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return n;
+}
+
 static int write_all_iov(cpr_stream *s, struct iovec *iov, int cnt, cpr_error **errp)
 {
     while (cnt > 0) {
-        ssize_t n = writev(s->fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
+        ssize_t n = quiet_writev(s, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -318,10 +377,15 @@ CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cp
     ret = reserve(s, len, errp);
     if (ret < 0)
         return ret;
+    /* Copy and checksum in slices small enough that the checksum reads the copy from cache. */
     uint8_t *dst = s->buf + s->len;
-    memcpy(dst, data, len);
-    /* Checksum the copy while it is still in cache. */
-    s->rec_crc = cpr_crc32c(s->rec_crc, dst, len);
+    const uint8_t *src = data;
+    for (size_t done = 0; done < len;) {
+        size_t n = len - done < COPY_SLICE ? len - done : COPY_SLICE;
+        memcpy(dst + done, src + done, n);
+        s->rec_crc = cpr_crc32c(s->rec_crc, dst + done, n);
+        done += n;
+    }
     s->len += len;
     s->offset += len;
     s->rec_len += len;
@@ -395,7 +459,9 @@ int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
             s->cap = cap;
             s->view = NULL;
         }
-        ssize_t r = read(s->fd, s->buf + s->rlen, s->cap - s->rlen);
+        /* Exactly what is missing: the reader never consumes bytes past the record it needs,
+         * so whatever follows the end record on the fd stays there for its owner. */
+        ssize_t r = read(s->fd, s->buf + s->rlen, MIN(n, s->cap) - s->rlen);
         if (r < 0) {
             if (errno == EINTR)
                 continue;

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
-usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions chain cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -213,6 +213,39 @@ def test_cpr_transfer(binary, wd):
     check_preserved_console(new, serial, "cpr-transfer")
     old.shutdown()
     new.shutdown()
+
+
+# ---- cpr-transfer again and again: old -> new -> newer -> ... --------------------------------
+
+def test_chain(binary, wd, hops=3):
+    """From the second hop on, hbmon carries its history subsection (a pause was measured)."""
+    cur, args, serial, moved, inodes = start_preserving(binary, wd, "vmm0", "chain")
+    traced = dict(os.environ, CPR_VMM_TRACE="1")
+    for hop in range(1, hops + 1):
+        main_sock = os.path.join(wd, f"main{hop}.sock")
+        cpr_sock = os.path.join(wd, f"cpr{hop}.sock")
+        nxt = Vmm(binary, wd, f"vmm{hop}", args + ["-incoming", f"unix:{main_sock}",
+                                                   "-incoming", json.dumps(unix_channel("cpr", cpr_sock))],
+                  env=traced)
+        wait_until(lambda: os.path.exists(cpr_sock), 30, f"hop {hop}: new VMM listens")
+        cur.qmp("migrate-set-parameters", mode="cpr-transfer")
+        cur.qmp("migrate", channels=[unix_channel("main", main_sock), unix_channel("cpr", cpr_sock)])
+        info = cur.wait_migration()
+        check(info["status"] == "completed", f"hop {hop}: completed ({info.get('error-desc', '')})")
+        hb = cur.guest()["heartbeat"]
+        nxt.wait_status("running")
+        check(inodes <= memfd_inodes(nxt.pid), f"hop {hop}: the same memfd")
+        pause = wait_until(lambda: nxt.guest()["last-pause-ms"], 10, f"hop {hop}: pause measured")
+        log(f"hop {hop}: guest-visible pause {pause:.3f} ms")
+        with open(nxt.log_path) as f:
+            history = f"{hop - 1} earlier switchover(s)"
+            check(history in f.read(), f"hop {hop}: the history subsection came along: {history}")
+        wait_heartbeat(nxt, hb)
+        cur.shutdown()
+        cur = nxt
+    check_after_switchover(cur, hb, moved)
+    check_preserved_console(cur, serial, f"{hops} cpr-transfers")
+    cur.shutdown()
 
 
 # ---- 3. cpr-exec ----------------------------------------------------------------------------
@@ -445,6 +478,7 @@ def test_versions(binary, wd):
 
 
 TESTS = {
+    "chain": test_chain,
     "versions": test_versions,
     "monitors": test_monitors,
     "corruption": test_corruption_detected,

@@ -81,23 +81,22 @@ START_TEST(test_state_refuses_slots_beyond_the_fds_that_arrived)
 }
 END_TEST
 
-START_TEST(test_state_refuses_duplicates)
+/* Two fd entries (name, id, slot) each: decoding them with 2 fds must fail with needle. */
+static void two_fds_refused(const char *n1, int slot1, const char *n2, int slot2, const char *needle)
 {
     g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
-    add(st, CPR_STATE_FD, "tap", 0, 0, 0);
-    add(st, CPR_STATE_FD, "tap", 0, 0, 1);
+    add(st, CPR_STATE_FD, n1, 0, 0, slot1);
+    add(st, CPR_STATE_FD, n2, 0, 0, slot2);
     g_autoptr(GByteArray) b = g_byte_array_new();
     ck_assert_int_eq(cpr_state_encode(st, b, NULL), 0);
     cpr_state *out = NULL;
-    ck_assert_cpr_fails(cpr_state_decode(b->data, b->len, 100, 2, 0, &out, errp_), -EPROTO,
-                        "fd 'tap' id 0 is listed twice");
-    g_autoptr(cpr_state) st2 = cpr_state_new(CPR_MODE_CPR_TRANSFER);
-    add(st2, CPR_STATE_FD, "a", 0, 0, 0);
-    add(st2, CPR_STATE_FD, "b", 0, 0, 0);
-    g_byte_array_set_size(b, 0);
-    ck_assert_int_eq(cpr_state_encode(st2, b, NULL), 0);
-    ck_assert_cpr_fails(cpr_state_decode(b->data, b->len, 100, 2, 0, &out, errp_), -EPROTO,
-                        "reuses fd 0");
+    ck_assert_cpr_fails(cpr_state_decode(b->data, b->len, 100, 2, 0, &out, errp_), -EPROTO, needle);
+}
+
+START_TEST(test_state_refuses_duplicates)
+{
+    two_fds_refused("tap", 0, "tap", 1, "fd 'tap' id 0 is listed twice");
+    two_fds_refused("a", 0, "b", 0, "reuses fd 0");
 }
 END_TEST
 

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "internal/cpr_state.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 static cpr_ctx *ctx;
@@ -17,15 +17,12 @@ static int fds_before;
 static void setup(void)
 {
     unsetenv(CPR_EXEC_STATE_ENV);
-    fds_before = proc_fd_count();
-    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    proc_fixture_setup(&ctx, &fds_before);
 }
 
 static void teardown(void)
 {
-    cpr_ctx_free(ctx);
-    int after = proc_fd_count();
-    ck_assert_msg(after == fds_before, "fd leak: %d open before, %d after", fds_before, after);
+    proc_fixture_teardown(ctx, fds_before);
 }
 
 START_TEST(test_exec_preserves_fds_and_ram_in_new_image)

@@ -4,24 +4,10 @@
 #include <fcntl.h>
 
 #include "internal/fd.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
-static cpr_ctx *ctx;
-static int fds_before;
-
-static void setup(void)
-{
-    fds_before = proc_fd_count();
-    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
-}
-
-static void teardown(void)
-{
-    cpr_ctx_free(ctx);
-    int after = proc_fd_count();
-    ck_assert_msg(after == fds_before, "fd leak: %d open before, %d after", fds_before, after);
-}
+PROC_CTX_FIXTURE()
 
 static int open_null(void)
 {
@@ -159,6 +145,18 @@ START_TEST(test_received_fds_are_owned_until_claimed)
 }
 END_TEST
 
+START_TEST(test_saving_a_received_fd_claims_it)
+{
+    int a = open_null();
+    ck_assert_int_eq(cpr_fd_install_received(ctx, "x", 0, a, NULL), 0);
+    ck_assert_int_eq(cpr_fd_save(ctx, "x", 0, a, NULL), 0);
+    ck_assert_int_eq(cpr_fd_close_unclaimed(ctx), 0);
+    ck_assert_int_ge(fcntl(a, F_GETFD), 0);
+    cpr_fd_delete(ctx, "x", 0);
+    close(a);
+}
+END_TEST
+
 START_TEST(test_ctx_free_closes_unclaimed_received_fds)
 {
     cpr_ctx *other;
@@ -181,6 +179,7 @@ static Suite *fd_suite(void)
     tcase_add_test(tc, test_foreach_walks_in_save_order_and_stops);
     tcase_add_test(tc, test_open_opens_and_records_when_nothing_preserved);
     tcase_add_test(tc, test_received_fds_are_owned_until_claimed);
+    tcase_add_test(tc, test_saving_a_received_fd_claims_it);
     tcase_add_test(tc, test_ctx_free_closes_unclaimed_received_fds);
     suite_add_tcase(s, tc);
     return s;

@@ -7,7 +7,7 @@
 #include <sys/socket.h>
 
 #include "internal/scm.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 static int fds_before;
@@ -93,35 +93,30 @@ START_TEST(test_send_refuses_too_few_bytes_for_batches)
 }
 END_TEST
 
-START_TEST(test_recv_refuses_more_fds_than_allowed_and_closes_them)
+/* A sender of nfds fds and len bytes; a receiver that wants want bytes and allows max_fds. */
+static void recv_fails(size_t nfds, size_t len, size_t want, size_t max_fds, int code, const char *needle)
 {
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    pid_t pid = fork_sender(sv[1], sv[0], 300, 100);
+    pid_t pid = fork_sender(sv[1], sv[0], nfds, len);
     close(sv[1]);
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
-    uint8_t buf[100];
-    ck_assert_cpr_fails(cpr_scm_recv(sv[0], buf, sizeof(buf), fds, 100, NULL, errp_), -EPROTO,
-                        "the limit is 100");
+    g_autofree uint8_t *buf = g_malloc(want);
+    ck_assert_cpr_fails(cpr_scm_recv(sv[0], buf, want, fds, max_fds, NULL, errp_), code, needle);
     ck_assert_uint_eq(fds->len, 0);
     proc_wait(pid);
     close(sv[0]);
+}
+
+START_TEST(test_recv_refuses_more_fds_than_allowed_and_closes_them)
+{
+    recv_fails(300, 100, 100, 100, -EPROTO, "the limit is 100");
 }
 END_TEST
 
 START_TEST(test_recv_reports_early_close)
 {
-    int sv[2];
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    pid_t pid = fork_sender(sv[1], sv[0], 5, 10);
-    close(sv[1]);
-    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
-    uint8_t buf[20];
-    ck_assert_cpr_fails(cpr_scm_recv(sv[0], buf, sizeof(buf), fds, 100, NULL, errp_), -ECONNRESET,
-                        "peer closed at byte 10 of 20");
-    ck_assert_uint_eq(fds->len, 0);
-    ck_assert_int_eq(proc_wait(pid), 0);
-    close(sv[0]);
+    recv_fails(5, 10, 20, 100, -ECONNRESET, "peer closed at byte 10 of 20");
 }
 END_TEST
 

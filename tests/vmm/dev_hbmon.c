@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "devices.h"
+#include "pause.h"
 
 struct dev_hbmon {
     vmm *v;
@@ -32,10 +33,8 @@ static int hbmon_pre_save(void *opaque, cpr_error **errp)
 {
     dev_hbmon *d = opaque;
     vmm *v = d->v;
-    vmm_hb_handoff h = {0};
-    vmm_hb_sampler *s = vmm_sampler(v);
-    if (s)
-        vmm_hb_sampler_handoff_get(s, &h);
+    vmm_hb_handoff h;
+    vmm_pause_stopped(v, &h);
     vmm_trace("hbmon saved: vCPU 0 heartbeat %llu last changed at %.3f ms", (unsigned long long)h.heartbeat[0],
               (double)h.changed_ns[0] / 1e6);
     d->nvcpus = h.nvcpus;
@@ -52,23 +51,20 @@ static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     dev_hbmon *d = opaque;
     vmm *v = d->v;
+    /* The history goes on with this guest; last-pause-ms reports only what this VMM measures
+     * of the switchover that brought the guest here. */
     g_mutex_lock(&v->lock);
     v->pause_history.last_pause_ns = d->last_pause_ns;
     v->pause_history.switchovers = d->switchovers;
-    if (d->switchovers)
-        v->last_pause_ms = (double)d->last_pause_ns / 1e6;
     g_mutex_unlock(&v->lock);
     if (version < 2 || d->nvcpus > VMM_MAX_VCPUS)
         return 0; /* no times: nothing to measure from */
     vmm_hb_handoff h = {.version = 1, .nvcpus = d->nvcpus};
     memcpy(h.heartbeat, d->heartbeat, sizeof(h.heartbeat));
     memcpy(h.changed_ns, d->changed_ns, sizeof(h.changed_ns));
-    vmm_hb_sampler *s = vmm_sampler(v);
-    vmm_trace("hbmon loaded (version %u)", version);
-    if (s) {
-        vmm_hb_sampler_handoff_set(s, &h);
-        v->pause_handoff = 1;
-    }
+    vmm_trace("hbmon loaded (version %u): %u earlier switchover(s), the last paused the guest %.3f ms", version,
+              d->switchovers, (double)d->last_pause_ns / 1e6);
+    vmm_pause_incoming(v, &h);
     return 0;
 }
 

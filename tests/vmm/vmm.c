@@ -21,6 +21,7 @@
 #include "devices.h"
 #include "hmp.h"
 #include "migration.h"
+#include "pause.h"
 #include "qmp.h"
 #include "vmm.h"
 
@@ -134,26 +135,6 @@ static void post_event(vmm *v, const char *name)
     vmm_call_main(v, event_on_main, e);
 }
 
-/* The sampler reads the guest's mailbox, so it starts once there is one: after boot, or once
- * the RAM holds the incoming guest. Caller holds v->lock. */
-static vmm_hb_sampler *sampler_locked(vmm *v)
-{
-    if (!v->sampler) {
-        cpr_error *cerr = NULL;
-        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0)
-            vmm_log_cpr("heartbeat sampler", cerr);
-    }
-    return v->sampler;
-}
-
-vmm_hb_sampler *vmm_sampler(vmm *v)
-{
-    g_mutex_lock(&v->lock);
-    vmm_hb_sampler *s = sampler_locked(v);
-    g_mutex_unlock(&v->lock);
-    return s;
-}
-
 /* ---- run control ---------------------------------------------------------------------- */
 
 int vmm_vm_running(vmm *v)
@@ -182,8 +163,6 @@ int vmm_machine_unpause(vmm *v, cpr_error **cerr)
     if (v->machine && !v->booted) {
         r = vmm_machine_boot(v->machine, cerr);
         v->booted = r == 0;
-        if (r == 0)
-            sampler_locked(v);
     } else if (v->machine) {
         r = vmm_machine_resume(v->machine, cerr);
     }
@@ -251,33 +230,6 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out)
     g_mutex_lock(&v->lock);
     out->last_pause_ms = v->last_pause_ms;
     g_mutex_unlock(&v->lock);
-}
-
-/* Runs on its own thread after an incoming switchover: waits for every vCPU's heartbeat to
- * move and records the largest gap, counted from the old VMM's last sighting. */
-static gpointer pause_measure_thread(gpointer p)
-{
-    vmm *v = p;
-    uint64_t gap = 0;
-    if (vmm_hb_sampler_wait_pause(v->sampler, 10000, &gap) == 0) {
-        g_mutex_lock(&v->lock);
-        v->last_pause_ms = (double)gap / 1e6;
-        vmm_trace("guest pause measured: %.3f ms", v->last_pause_ms);
-        v->pause_history.last_pause_ns = gap;
-        v->pause_history.switchovers++;
-        g_mutex_unlock(&v->lock);
-    }
-    return NULL;
-}
-
-void vmm_measure_pause(vmm *v)
-{
-    if (!v->sampler || !v->pause_handoff)
-        return;
-    v->pause_handoff = 0;
-    if (v->pause_thread)
-        g_thread_join(v->pause_thread);
-    v->pause_thread = g_thread_new("pause-measure", pause_measure_thread, v);
 }
 
 /* ---- start-up ------------------------------------------------------------------------- */
@@ -356,17 +308,12 @@ static int run(vmm *v, char **err)
     }
     if (vmm_mig_init(v, err) < 0 || vmm_mig_incoming_early(v, err) < 0)
         return -1;
-    if (create_ram(v, err) < 0 || create_machine(v, err) < 0)
+    if (create_ram(v, err) < 0 || create_machine(v, err) < 0 || vmm_pause_init(v, err) < 0)
         return -1;
     if (vmm_devices_init(v, err) < 0)
         return -1;
     /* Every preserved fd a device wanted is claimed by now; the rest are of no use. */
     cpr_fd_close_unclaimed(v->ctx);
-    /* RAM that came with the guest in it (cpr-transfer, cpr-exec, cpr-reboot): start the
-     * sampler now rather than on the switchover's path. */
-    vmm_guest_stats st = {.size = sizeof(st)};
-    if (v->cfg->incoming->len && vmm_guest_read_stats(v->ram, v->ram_size, &st) == 0)
-        vmm_sampler(v);
 
     if (v->cfg->qmp_path) {
         v->qmp = qmp_server_new(v, v->cfg->qmp_path, err);
@@ -406,7 +353,6 @@ int main(int argc, char **argv)
     }
     vmm v = {0};
     v.cfg = &cfg;
-    v.last_pause_ms = -1;
     v.prelaunch = cfg.start_paused;
     g_mutex_init(&v.lock);
     v.loop = g_main_loop_new(NULL, FALSE);
@@ -424,10 +370,8 @@ int main(int argc, char **argv)
     hmp_free(v.hmp);
     qmp_server_free(v.qmp);
     vmm_mig_fini(&v);
-    if (v.pause_thread)
-        g_thread_join(v.pause_thread);
+    vmm_pause_fini(&v);
     vmm_devices_fini(&v);
-    vmm_hb_sampler_free(v.sampler);
     vmm_machine_free(v.machine);
     cpr_ctx_free(v.ctx);
     g_source_remove(sigint);

@@ -61,9 +61,12 @@ struct vmm {
     uint64_t ram_size;
     GMutex lock;           /* machine run control and pause figures: the migration thread
                             * uses them too */
+    /* pause.c: the guest-visible pause; under lock */
     double last_pause_ms;  /* -1 until a switchover was measured */
     vmm_pause_history pause_history;
-    int pause_handoff;     /* the stream carried the old VMM's heartbeat times */
+    int pause_armed;       /* a handoff was set: measure at the next resume */
+    vmm_hb_handoff own_handoff; /* taken at our stop, for a resume here if the migration fails */
+    int have_own_handoff;
     GThread *pause_thread;
     vmm_devices *devs;
     vmm_mig *mig;
@@ -90,10 +93,7 @@ int vmm_machine_pause(vmm *v, cpr_error **cerr);
 int vmm_machine_unpause(vmm *v, cpr_error **cerr);
 /* What query-status reports: the migration's run state when it has one, else the VM's. */
 vmm_runstate vmm_runstate_get(vmm *v);
-/* The heartbeat sampler, started on first use (NULL while RAM holds no guest); any thread. */
-vmm_hb_sampler *vmm_sampler(vmm *v);
-/* After an incoming switchover: measures the guest pause from heartbeats, in the background. */
-void vmm_measure_pause(vmm *v);
+
 /* Ends the main loop; the process exits with `code`. */
 void vmm_quit(vmm *v, int code);
 

@@ -38,6 +38,9 @@ static void *vcpu_thread(void *arg)
 {
     struct vmm_vcpu *v = arg;
     vmm_machine *m = v->m;
+    char name[16];
+    snprintf(name, sizeof(name), "vcpu%u", v->index);
+    pthread_setname_np(pthread_self(), name); /* shows in top -H, gdb and /proc */
     int rc = m->ops->vcpu_prologue ? m->ops->vcpu_prologue(v) : 0;
 
     pthread_mutex_lock(&m->lock);

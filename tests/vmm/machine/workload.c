@@ -120,16 +120,31 @@ static void mark_dirty(uint64_t *dirty, uint64_t pfn)
         __atomic_fetch_or(&dirty[pfn / 64], bit, __ATOMIC_RELAXED);
 }
 
+/*
+ * Marks a data page the guest has just written. The bitmap pointer is read after the write by a
+ * locked read-modify-write (a full barrier), and logging starts with an exchange (another one):
+ * so either this sees logging on, or the host's copy of the page, made after it turned logging
+ * on, sees the write. Reading the pointer before the write left a window where a page copied by
+ * the first pass was then written unlogged (a precopy test caught it).
+ */
+static void mark_written(uint64_t **dirty, uint64_t pfn)
+{
+    if (dirty)
+        mark_dirty(__atomic_fetch_add(dirty, 0, __ATOMIC_SEQ_CST), pfn);
+}
+
 void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, uint64_t now,
-                    uint64_t *dirty)
+                    uint64_t **dirty)
 {
     uint64_t npages = c->npages;
 
-    mark_dirty(dirty, 0);
+    /* The mailbox is written in every step: each marks it, so the last one before a stop does. */
+    if (dirty)
+        mark_dirty(__atomic_load_n(dirty, __ATOMIC_ACQUIRE), 0);
     if (c->fill_idx < npages) {
         uint64_t pfn = c->first_pfn + c->fill_idx;
         vmm_guest_write_page(ram, pfn, 1);
-        mark_dirty(dirty, pfn);
+        mark_written(dirty, pfn);
         ST(c->fill_idx, c->fill_idx + 1);
         ST(c->pages_filled, c->pages_filled + 1);
         ST(c->heartbeat, c->heartbeat + 1);
@@ -150,7 +165,7 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
         c->credit -= price;
         uint64_t pfn = c->first_pfn + c->rw_idx;
         vmm_guest_write_page(ram, pfn, c->rw_gen);
-        mark_dirty(dirty, pfn);
+        mark_written(dirty, pfn);
         ST(c->rewrites, c->rewrites + 1);
         if (c->rw_idx + 1 < npages) {
             ST(c->rw_idx, c->rw_idx + 1);
