@@ -86,8 +86,9 @@ def write(rows, path, machine, title_extra=""):
                    "write_gbps", lambda r: f"write(2) {r.get('variant', '').split(':')[-1]}")
     mc = _series([r for r in rows if r.get("bench") == "snapshot" and r.get("impl") == "libcpr"
                   and r.get("variant") == "file:shm"], "memcpy_gbps", lambda r: "memcpy")
-    tp.update(_series([r for r in rows if r.get("bench") == "savevm"], "gbps",
-                      lambda r: f"libcpr savevm {r.get('mode')} (bench_savevm)"))
+    for r in (r for r in rows if r.get("bench") == "savevm"):
+        for name in (f for f in triplets(r) if f.endswith("gbps") and f != "memcpy_gbps"):
+            tp.update(_series([r], name, lambda r: f"libcpr savevm {r.get('mode')} (bench_savevm)"))
     _draw(ax2, tp)
     for label, pts in list(refs.items()) + list(mc.items()):
         ax2.plot([p[0] for p in pts], [p[1] for p in pts], ":", color="gray" if "write" in label else "black",
