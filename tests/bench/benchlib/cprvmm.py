@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: MIT
+"""libcpr's side: the reference VMM cpr-vmm (tests/vmm) on KVM, driven like QEMU over QMP.
+
+Its guest fills every page of RAM with a pattern at boot, then keeps a heartbeat and, when asked,
+rewrites pages at a set rate; `query-guest` reports last-pause-ms, the largest gap between
+heartbeats across the last switchover, measured on the host's clock: the guest-visible pause.
+"""
+import json
+import os
+import time
+
+from .flows import job_timeout, wait_job
+from .qmp import event_time
+from .vmproc import VmProcess
+
+
+class CprVmmLauncher:
+    impl = "libcpr"
+
+    def __init__(self, binary, workdir, downtime_ms, accel="kvm"):
+        self.binary = binary
+        self.workdir = workdir
+        self.downtime_ms = downtime_ms
+        self.accel = accel
+        self.n = 0
+
+    def argv(self, name, size, ram_path, dirty_rate, qmp):
+        mib = size >> 20
+        if ram_path:
+            mem = f"memory-backend-file,id=ram0,size={mib}M,mem-path={ram_path},share=on"
+        else:
+            mem = f"memory-backend-memfd,id=ram0,size={mib}M,share=on"
+        return [self.binary, "-name", name, "-accel", self.accel, "-m", f"{mib}M", "-smp", "1",
+                "-object", mem, "-machine", "memory-backend=ram0", "-nodefaults",
+                "-display", "none", "-guest-dirty-rate", str(dirty_rate),
+                "-qmp", f"unix:{qmp},server=on,wait=off"]
+
+    def start(self, name, size, ram_path=None, extra=(), dirty_rate=0, connect=True):
+        self.n += 1
+        qmp = os.path.join(self.workdir, f"vmm-{name}-{self.n}.qmp")
+        argv = self.argv(name, size, ram_path, dirty_rate, qmp) + list(extra)
+        vm = VmProcess(argv, self.workdir, f"vmm-{name}-{self.n}", qmp)
+        if connect:
+            self.connect(vm)
+        return vm
+
+    def connect(self, vm, timeout=120.0):
+        try:
+            vm.connect(timeout)
+            vm.cmd("migrate-set-parameters", **{"downtime-limit": self.downtime_ms,
+                                                "max-bandwidth": 0})
+        except Exception:
+            tail = vm.log_tail()
+            vm.kill()
+            raise RuntimeError(f"cpr-vmm did not start: {tail.strip()}")
+
+    def ready(self, vm, timeout=300.0):
+        """Until the guest has filled all its RAM and its heartbeat runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            g = vm.cmd("query-guest")
+            if g["pages-total"] and g["pages-filled"] >= g["pages-total"] and g["heartbeat"] > 0:
+                return g
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{vm.name}: guest not booted: {g}")
+            time.sleep(0.05)
+
+    def verify(self, vm):
+        vm.wait_status("running", timeout=60)
+        g = vm.cmd("query-guest")
+        if g["corruptions"]:
+            raise RuntimeError(f"{vm.name}: guest reports {g['corruptions']} corruptions")
+
+    def save_uri(self, path, via):
+        return f"file:{path}"
+
+    def load_uri(self, path):
+        return f"file:{path}"
+
+    def restart_params(self, vm):
+        vm.cmd("migrate-set-capabilities",
+               capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        vm.cmd("migrate-set-parameters", mode="cpr-reboot")
+
+    def guest_pause_ms(self, vm, timeout=10.0):
+        """last-pause-ms once the VMM has measured it (a heartbeat after the resume)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            p = vm.cmd("query-guest").get("last-pause-ms")
+            if p:
+                return p
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.005)
+
+    def backend(self, vm):
+        return vm.cmd("query-guest").get("backend")
+
+
+def _unix(kind, path):
+    return {"channel-type": kind, "addr": {"transport": "socket", "type": "unix", "path": path}}
+
+
+def cpr_transfer(L, size):
+    """Old VMM on a memfd; new VMM started with main and cpr channels; migrate with both."""
+    main_sock = os.path.join(L.workdir, "main.sock")
+    cpr_sock = os.path.join(L.workdir, "cpr.sock")
+    for p in (main_sock, cpr_sock):
+        if os.path.exists(p):
+            os.unlink(p)
+    old = L.start("old", size)
+    new = None
+    try:
+        L.ready(old)
+        new = L.start("new", size, connect=False, extra=[
+            "-incoming", f"unix:{main_sock}", "-incoming", json.dumps(_unix("cpr", cpr_sock))])
+        deadline = time.monotonic() + 60
+        while not os.path.exists(cpr_sock):
+            if not new.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"new VMM does not listen on the cpr channel: {new.log_tail()}")
+            time.sleep(0.002)
+        old.cmd("migrate-set-parameters", mode="cpr-transfer")
+        since = len(old.qmp.events)
+        t0 = time.time()
+        old.cmd("migrate", channels=[_unix("main", main_sock), _unix("cpr", cpr_sock)])
+        t1 = event_time(wait_job(old, since, size, "cpr-transfer"))
+        info = old.cmd("query-migrate")
+        stop = old.qmp.find_event("STOP", since=since)
+        L.connect(new)
+        new.wait_status("running", timeout=job_timeout(size))
+        pause = L.guest_pause_ms(new)
+        L.verify(new)
+        resume = new.qmp.find_event("RESUME")
+        blackout = (event_time(resume) - event_time(stop)) * 1e3 if (stop and resume) else None
+        return {"pause_ms": pause, "blackout_ms": blackout, "total_ms": (t1 - t0) * 1e3,
+                "bytes": info.get("ram", {}).get("transferred")}
+    finally:
+        old.quit()
+        if new is not None:
+            new.quit()
+
+
+def _reconnect_new_image(vm, timeout):
+    """The old image may still hold its QMP socket for a moment: retry until the new one
+    greets."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return vm.reconnect(timeout=max(deadline - time.monotonic(), 0.1))
+        except (EOFError, ConnectionError, OSError):
+            if time.monotonic() > deadline or not vm.alive():
+                raise
+            time.sleep(0.005)
+
+
+def cpr_exec(L, size):
+    """One process: stop, state to a file, exec the same command line plus -incoming file:."""
+    state = os.path.join(L.workdir, "exec.state")
+    vm = L.start("exec", size)
+    try:
+        L.ready(vm)
+        vm.cmd("migrate-set-parameters", mode="cpr-exec",
+               **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
+        since = len(vm.qmp.events)
+        t0 = time.time()
+        try:
+            vm.cmd("migrate", uri=f"file:{state}")
+            # The old image answers, stops the guest and execs: its monitor goes away.
+            vm.qmp.wait_event("NO-SUCH-EVENT", timeout=job_timeout(size))
+        except (EOFError, ConnectionError, OSError):
+            pass
+        _reconnect_new_image(vm, job_timeout(size))
+        vm.wait_status("running", timeout=job_timeout(size))
+        t1 = time.time()
+        pause = L.guest_pause_ms(vm)
+        L.verify(vm)
+        stop = vm.qmp.find_event("STOP", since=since)
+        resume = vm.qmp.find_event("RESUME", since=since)
+        blackout = (event_time(resume) - event_time(stop)) * 1e3 if (stop and resume) else None
+        return {"pause_ms": pause, "blackout_ms": blackout, "total_ms": (t1 - t0) * 1e3,
+                "file_bytes": os.path.getsize(state)}
+    finally:
+        vm.quit()

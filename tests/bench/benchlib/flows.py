@@ -1,0 +1,160 @@
+# SPDX-License-Identifier: MIT
+"""One run of each measurement, driven over QMP, the same for QEMU and cpr-vmm.
+
+A launcher (qemu.QemuLauncher, cprvmm.CprVmmLauncher) knows its implementation's command line
+and its spelling of URIs; these functions only use QMP commands both implementations have.
+Times come from the hosts' wall clock: the command is issued at time.time(), events carry their
+own timestamps, so a pause between two processes is RESUME(new) - STOP(old).
+"""
+import os
+import time
+
+from .host import unlink
+from .qmp import event_time
+
+# A migration job of this many bytes gets at least this long (s), plus 20 s per GiB.
+BASE_TIMEOUT = 60.0
+
+
+def job_timeout(nbytes):
+    return BASE_TIMEOUT + 20.0 * nbytes / (1 << 30)
+
+
+def set_caps(vm, *caps):
+    vm.cmd("migrate-set-capabilities",
+           capabilities=[{"capability": c, "state": True} for c in caps])
+
+
+def wait_job(vm, since, nbytes, what):
+    status, ev = vm.qmp.wait_migration(job_timeout(nbytes), since)
+    if status != "completed":
+        info = vm.cmd("query-migrate")
+        raise RuntimeError(f"{vm.name}: {what} {status}: {info.get('error-desc', '')}")
+    return ev
+
+
+def stop_time(vm, since):
+    ev = vm.qmp.find_event("STOP", since=since)
+    return event_time(ev) if ev else None
+
+
+def resume_time(vm, since=0, timeout=60.0):
+    return event_time(vm.qmp.wait_event("RESUME", timeout=timeout, since=since))
+
+
+def snapshot(L, size, ram_path, path, via="file", name="snap"):
+    """Snapshot of a running guest to `path`: live precopy into a file, as `migrate` does.
+    Returns total_ms, gbps (RAM bytes over total time) and the file's size."""
+    vm = L.start(name, size, ram_path=ram_path)
+    try:
+        L.ready(vm)
+        unlink(path)
+        if not path.startswith("/dev/shm"):
+            os.sync()  # write-back of earlier runs must not land in this one
+        fd = None
+        if via == "fd":
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            vm.qmp.cmd("getfd", fdname="snapfd", fds=[fd])
+            uri = "fd:snapfd"
+        else:
+            uri = L.save_uri(path, via)
+        since = len(vm.qmp.events)
+        t0 = time.time()
+        vm.cmd("migrate", uri=uri)
+        t1 = event_time(wait_job(vm, since, size, "snapshot"))
+        if fd is not None:
+            os.close(fd)
+        info = vm.cmd("query-migrate")
+        nbytes = os.path.getsize(path)
+        ram = info.get("ram", {})
+        return {"total_ms": (t1 - t0) * 1e3, "gbps": size / (t1 - t0) / 1e9,
+                "file_bytes": nbytes, "downtime_ms": info.get("downtime"),
+                "passes": ram.get("dirty-sync-count"), "bytes": ram.get("transferred")}
+    finally:
+        vm.quit()
+
+
+def restore(L, size, ram_path, path, name="restore"):
+    """A new VMM loads a snapshot file and runs: time from migrate-incoming to RESUME."""
+    vm = L.start(name, size, ram_path=ram_path, extra=["-incoming", "defer"])
+    try:
+        nbytes = os.path.getsize(path)
+        t0 = time.time()
+        vm.cmd("migrate-incoming", uri=L.load_uri(path))
+        t1 = resume_time(vm, timeout=job_timeout(nbytes))
+        L.verify(vm)
+        return {"total_ms": (t1 - t0) * 1e3, "gbps": nbytes / (t1 - t0) / 1e9}
+    finally:
+        vm.quit()
+
+
+def restart(L, size, ram_path, path, prestart=False):
+    """cpr-reboot without the kernel reboot (QEMU 7.2: x-ignore-shared): save the device state
+    with RAM left in its shared file, quit, start a new VMM on the same file, load, run.
+    blackout_ms is STOP in the old VMM to RESUME in the new one; pause_ms is the guest's own
+    measure where the VMM has one."""
+    old = L.start("old", size, ram_path=ram_path)
+    new = None
+    try:
+        L.ready(old)
+        L.restart_params(old)
+        if prestart:
+            new = L.start("new", size, ram_path=ram_path, extra=["-incoming", "defer"])
+            L.restart_params(new)
+        since = len(old.qmp.events)
+        t0 = time.time()
+        old.cmd("migrate", uri=L.save_uri(path, "file"))
+        t1 = event_time(wait_job(old, since, size, "save"))
+        t_stop = stop_time(old, since)
+        old.quit()
+        t_quit = time.time()
+        if new is None:
+            new = L.start("new", size, ram_path=ram_path, extra=["-incoming", "defer"])
+            L.restart_params(new)
+        t_new = time.time()
+        new.cmd("migrate-incoming", uri=L.load_uri(path))
+        t_run = resume_time(new, timeout=job_timeout(0))
+        L.verify(new)
+        return {"save_ms": (t1 - t0) * 1e3, "blackout_ms": (t_run - t_stop) * 1e3,
+                "pause_ms": L.guest_pause_ms(new), "quit_ms": (t_quit - t1) * 1e3,
+                "start_ms": (t_new - t_quit) * 1e3, "load_ms": (t_run - t_new) * 1e3,
+                "file_bytes": os.path.getsize(path)}
+    finally:
+        old.quit()
+        if new is not None:
+            new.quit()
+
+
+def live(L, size, src_ram, dst_ram, sock, dirty_rate=0):
+    """Normal live migration over a UNIX socket into a new VMM with fresh RAM."""
+    src = L.start("src", size, ram_path=src_ram, dirty_rate=dirty_rate)
+    dst = None
+    try:
+        L.ready(src)
+        unlink(sock)
+        unlink(dst_ram)
+        dst = L.start("dst", size, ram_path=dst_ram, extra=["-incoming", f"unix:{sock}"],
+                      dirty_rate=dirty_rate)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            if time.monotonic() > deadline:
+                raise TimeoutError("destination does not listen")
+            time.sleep(0.002)
+        since = len(src.qmp.events)
+        t0 = time.time()
+        src.cmd("migrate", uri=f"unix:{sock}")
+        t1 = event_time(wait_job(src, since, 2 * size, "live migration"))
+        info = src.cmd("query-migrate")
+        t_stop = stop_time(src, since)
+        t_run = resume_time(dst)
+        L.verify(dst)
+        ram = info.get("ram", {})
+        return {"total_ms": (t1 - t0) * 1e3, "downtime_ms": info.get("downtime"),
+                "blackout_ms": (t_run - t_stop) * 1e3 if t_stop else None,
+                "pause_ms": L.guest_pause_ms(dst),
+                "passes": ram.get("dirty-sync-count"), "bytes": ram.get("transferred")}
+    finally:
+        src.quit()
+        if dst is not None:
+            dst.quit()
+        unlink(dst_ram)

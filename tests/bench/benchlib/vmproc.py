@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: MIT
+"""One VMM process (QEMU or cpr-vmm) with its QMP connection; killed at exit whatever happens."""
+import atexit
+import os
+import subprocess
+import time
+
+from .qmp import Qmp
+
+_LIVE = []
+
+
+@atexit.register
+def _kill_all():
+    for p in list(_LIVE):
+        p.kill()
+
+
+class VmProcess:
+    def __init__(self, argv, workdir, name, qmp_path, env=None):
+        self.name = name
+        self.argv = list(argv)
+        self.qmp_path = qmp_path
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, cwd=workdir, stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=self._log, env=env)
+        _LIVE.append(self)
+        self.qmp = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def connect(self, timeout=30.0):
+        self.qmp = Qmp(self.qmp_path, timeout, alive=self.alive)
+        return self.qmp
+
+    def reconnect(self, timeout=30.0):
+        """After cpr-exec the image, and so its QMP server, is new; events seen so far stay."""
+        old = self.qmp.events if self.qmp else []
+        if self.qmp:
+            self.qmp.close()
+        self.qmp = Qmp(self.qmp_path, timeout, alive=self.alive)
+        self.qmp.events[:0] = old
+        return self.qmp
+
+    def cmd(self, name, **args):
+        return self.qmp.cmd(name, **args)
+
+    def status(self):
+        return self.qmp.cmd("query-status")["status"]
+
+    def wait_status(self, want, timeout=60.0, interval=0.002):
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if st == want:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: status {st}, wanted {want}")
+            time.sleep(interval)
+
+    def quit(self, timeout=30.0):
+        if self.alive() and self.qmp:
+            self.qmp.send_only("quit")
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.qmp:
+            self.qmp.close()
+            self.qmp = None
+        if not self._log.closed:
+            self._log.close()
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+    def log_tail(self, lines=20):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""

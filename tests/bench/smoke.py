@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""ctest bench.run_smoke: tests/bench/run on 64 MiB guests, one run, and its output contract.
+
+usage: smoke.py RUN_SCRIPT BUILD_DIR
+Exits 77 (skipped) when cpr-vmm is not built. Fails when a line is not JSON, a row lacks a
+contract key, a figure is not ordered min <= median <= max, a target line lacks its value or a
+boolean pass, or a libcpr figure failed in every run.
+"""
+import json
+import os
+import subprocess
+import sys
+
+SKIP = 77
+ROW_KEYS = ("bench", "impl", "mode", "ram_bytes", "runs")
+
+
+def check_row(row, errors):
+    missing = [k for k in ROW_KEYS if k not in row]
+    if missing:
+        errors.append(f"row without {missing}: {row}")
+        return
+    if row["impl"] not in ("libcpr", "qemu"):
+        errors.append(f"impl {row['impl']!r} is neither libcpr nor qemu: {row}")
+    if "skipped" in row:
+        if row["impl"] == "libcpr" and row["skipped"].startswith("every run failed"):
+            errors.append(f"{row['bench']} ({row.get('variant')}) failed: {row['skipped']}")
+        return
+    figs = [k[len("median_"):] for k in row if k.startswith("median_")]
+    if not figs:
+        errors.append(f"measured row without a min/median/max figure: {row}")
+    for f in figs:
+        lo, mid, hi = row.get(f"min_{f}"), row[f"median_{f}"], row.get(f"max_{f}")
+        if lo is None or hi is None or not lo <= mid <= hi:
+            errors.append(f"{row['bench']} {f}: min/median/max {lo}/{mid}/{hi}")
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    run, build = sys.argv[1], sys.argv[2]
+    if not os.access(os.path.join(build, "tests/vmm/cpr-vmm"), os.X_OK):
+        print(f"skipped: cpr-vmm is not built in {build}/tests/vmm")
+        return SKIP
+    argv = [sys.executable, run, "--sizes", "64M", "--runs", "1", "--no-warm",
+            "--only", "cpr,restart,snapshot,live", "--build-dir", build]
+    print("running:", " ".join(argv), flush=True)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=110)
+    sys.stderr.write(r.stderr[-4000:])
+    errors, rows, targets = [], 0, 0
+    if r.returncode != 0:
+        errors.append(f"run exited {r.returncode}")
+    for line in r.stdout.splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            errors.append(f"not a JSON line: {line[:200]}")
+            continue
+        if "target" in obj:
+            targets += 1
+            if "value" not in obj or not isinstance(obj.get("pass"), bool):
+                errors.append(f"target line without value or boolean pass: {obj}")
+        else:
+            rows += 1
+            if targets:
+                errors.append(f"figure row after a target line: {obj}")
+            check_row(obj, errors)
+    measured = sum(1 for l in r.stdout.splitlines() if '"median_' in l and '"libcpr"' in l)
+    print(f"{rows} rows ({measured} measured libcpr rows), {targets} targets")
+    if measured == 0:
+        errors.append("no libcpr figure was measured")
+    if targets == 0:
+        errors.append("no target line")
+    for e in errors:
+        print("FAIL:", e)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
