@@ -220,9 +220,10 @@ int vmm_mig_incoming_early(vmm *v, char **err)
     }
     /* cpr-transfer: the cpr channel brings RAM and device fds, before anything is created.
      * cpr-exec: the state the old image left. Otherwise nothing happens here. */
-    if (cpr_incoming_cpr_load(v->ctx, m->incoming, &cerr) < 0) {
+    int mode = cpr_incoming_cpr_load(v->ctx, m->incoming, &cerr);
+    if (mode < 0)
         return vmm_fail_cpr(err, "cpr state", cerr);
-    }
+    v->incoming_mode = (cpr_mode)mode;
     return 0;
 }
 

@@ -54,6 +54,7 @@ struct vmm {
     int prelaunch;         /* -S: not started yet (QEMU's prelaunch) */
     vmm_machine *machine;
     int booted;            /* the guest exists: booted here, or coming in by migration */
+    cpr_mode incoming_mode; /* what cpr_incoming_cpr_load() found: cpr-transfer, cpr-exec or the parameter */
     vmm_hb_sampler *sampler;
     cpr_ram_block *ram_block;
     cpr_blocker *ram_blocker; /* private RAM blocks the modes that keep RAM in place */
