@@ -11,6 +11,7 @@
 
 #include "internal/channel.h"
 #include "internal/error.h"
+#include "internal/parse.h"
 
 #define CHANNEL_TYPES 2
 
@@ -40,24 +41,10 @@ CPR_API void cpr_addr_free(cpr_addr *addr)
     g_free(addr);
 }
 
-/* Whole decimal number within [0, max]; no sign, blanks or trailing text. */
-static int parse_number(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !g_ascii_isdigit(*s))
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
 static int set_port(cpr_addr *a, const char *port, const char *what, cpr_error **errp)
 {
     uint64_t v;
-    if (parse_number(port, 65535, &v) < 0)
+    if (cpr_parse_u64(port, 65535, &v) < 0)
         return cpr_error_set(errp, -EINVAL, "%s: port '%s' is not a number from 0 to 65535", what, port);
     a->port = (int)v;
     return 0;
@@ -66,7 +53,7 @@ static int set_port(cpr_addr *a, const char *port, const char *what, cpr_error *
 static int set_fd(cpr_addr *a, const char *fd, const char *what, cpr_error **errp)
 {
     uint64_t v;
-    if (parse_number(fd, INT_MAX, &v) < 0)
+    if (cpr_parse_u64(fd, INT_MAX, &v) < 0)
         return cpr_error_set(errp, -EINVAL, "%s: '%s' is not a file descriptor number", what, fd);
     a->fd = (int)v;
     return 0;
@@ -96,7 +83,7 @@ static int parse_file(cpr_addr *a, const char *rest, const char *uri, cpr_error 
     if (!g_str_has_prefix(opt, "offset="))
         return cpr_error_set(errp, -EINVAL, "migration URI '%s': unknown file option '%s' (expected offset=N)",
                              uri, opt);
-    if (parse_number(opt + 7, INT64_MAX, &a->offset) < 0)
+    if (cpr_parse_u64(opt + 7, INT64_MAX, &a->offset) < 0)
         return cpr_error_set(errp, -EINVAL, "migration URI '%s': offset '%s' is not a byte count", uri, opt + 7);
     return 0;
 }

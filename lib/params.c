@@ -11,6 +11,7 @@
 
 #include "internal/ctx.h"
 #include "internal/error.h"
+#include "internal/parse.h"
 
 void cpr_params_init(struct cpr_params *p)
 {
@@ -33,20 +34,6 @@ void cpr_params_snapshot(cpr_ctx *ctx, struct cpr_params *out)
     g_mutex_unlock(&ctx->lock);
 }
 
-/* Parses a whole decimal number, refusing signs, blanks, trailing text and overflow. */
-static int parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !g_ascii_isdigit(*s))
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
 typedef int (*param_set_fn)(struct cpr_params *p, const char *value);
 typedef char *(*param_get_fn)(const struct cpr_params *p);
 
@@ -61,7 +48,7 @@ static char *get_mode(const struct cpr_params *p)
 static int set_downtime(struct cpr_params *p, const char *v)
 {
     /* QEMU caps downtime-limit at 2000 s. */
-    return parse_u64(v, 2000000, &p->downtime_limit_ms);
+    return cpr_parse_u64(v, 2000000, &p->downtime_limit_ms);
 }
 static char *get_downtime(const struct cpr_params *p)
 {
@@ -69,7 +56,7 @@ static char *get_downtime(const struct cpr_params *p)
 }
 static int set_bandwidth(struct cpr_params *p, const char *v)
 {
-    return parse_u64(v, INT64_MAX, &p->max_bandwidth);
+    return cpr_parse_u64(v, INT64_MAX, &p->max_bandwidth);
 }
 static char *get_bandwidth(const struct cpr_params *p)
 {
