@@ -8,8 +8,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal/crc32c.h"
@@ -19,6 +24,7 @@
 #define WRITE_BUF_SIZE (2u << 20)
 #define FLUSH_THRESHOLD (1u << 20)
 #define READ_BUF_SIZE (1u << 20)
+#define COPY_SLICE (64u << 10)
 
 static const uint64_t default_limits[4] = {
     [CPR_STREAM_LIMIT_RECORD] = 256ull << 20,
@@ -32,6 +38,11 @@ static cpr_stream *stream_alloc(enum cpr_stream_kind kind, int fd, unsigned int 
     s->kind = kind;
     s->fd = fd;
     s->flags = flags;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        s->is_socket = S_ISSOCK(st.st_mode);
+        s->is_pipe = S_ISFIFO(st.st_mode);
+    }
     memcpy(s->limit, default_limits, sizeof(s->limit));
     return s;
 }
@@ -137,12 +148,37 @@ CPR_API int cpr_stream_mem_steal(cpr_stream *s, void **data, size_t *len, cpr_er
     return 0;
 }
 
+int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp)
+{
+    if ((s->flags & CPR_STREAM_OWN_FD) && s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (!s->child)
+        return 0;
+    int status, ret = 0;
+    pid_t pid = (pid_t)s->child;
+    s->child = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return cpr_error_set_errno(errp, -errno, "waiting for command '%s'", s->command);
+    }
+    /* A reader may stop at the end record before the command finished: only a writer's
+     * command must succeed. */
+    if (!cpr_stream_is_writer(s))
+        return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        ret = cpr_error_set(errp, -EIO, "command '%s' exited with status %d", s->command, WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        ret = cpr_error_set(errp, -EIO, "command '%s' was killed by signal %d", s->command, WTERMSIG(status));
+    return ret;
+}
+
 CPR_API void cpr_stream_free(cpr_stream *s)
 {
     if (!s)
         return;
-    if ((s->flags & CPR_STREAM_OWN_FD) && s->fd >= 0)
-        close(s->fd);
+    cpr_stream_reap_child(s, NULL);
+    g_free(s->command);
     if (s->kind != CPR_SINK_MEMBUF)
         g_free(s->buf);
     if (s->segs)
@@ -228,10 +264,37 @@ int cpr_stream_append(cpr_stream *s, const void *data, size_t len, cpr_error **e
     return 0;
 }
 
+/* writev that never raises SIGPIPE: sockets say so per call, pipes get it blocked and any
+ * SIGPIPE this write caused consumed before it is unblocked. */
+static ssize_t quiet_writev(cpr_stream *s, struct iovec *iov, int cnt)
+{
+    if (s->is_socket) {
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
+        return sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+    }
+    if (!s->is_pipe)
+        return writev(s->fd, iov, cnt);
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    ssize_t n = writev(s->fd, iov, cnt);
+    int saved = errno;
+    if (n < 0 && errno == EPIPE && !was_pending) {
+        struct timespec zero = { 0, 0 };
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return n;
+}
+
 static int write_all_iov(cpr_stream *s, struct iovec *iov, int cnt, cpr_error **errp)
 {
     while (cnt > 0) {
-        ssize_t n = writev(s->fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
+        ssize_t n = quiet_writev(s, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -318,10 +381,15 @@ CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cp
     ret = reserve(s, len, errp);
     if (ret < 0)
         return ret;
+    /* Copy and checksum in slices small enough that the checksum reads the copy from cache. */
     uint8_t *dst = s->buf + s->len;
-    memcpy(dst, data, len);
-    /* Checksum the copy while it is still in cache. */
-    s->rec_crc = cpr_crc32c(s->rec_crc, dst, len);
+    const uint8_t *src = data;
+    for (size_t done = 0; done < len;) {
+        size_t n = len - done < COPY_SLICE ? len - done : COPY_SLICE;
+        memcpy(dst + done, src + done, n);
+        s->rec_crc = cpr_crc32c(s->rec_crc, dst + done, n);
+        done += n;
+    }
     s->len += len;
     s->offset += len;
     s->rec_len += len;

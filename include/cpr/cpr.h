@@ -15,6 +15,7 @@
 #include <cpr/stream.h>
 #include <cpr/vmstate.h>
 #include <cpr/savevm.h>
+#include <cpr/transport.h>
 #include <cpr/blocker.h>
 #include <cpr/notify.h>
 #include <cpr/fd.h>

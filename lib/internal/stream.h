@@ -27,6 +27,10 @@ struct cpr_stream {
     enum cpr_stream_kind kind;
     int fd;
     unsigned int flags;
+    int is_socket;       /* writes use sendmsg(MSG_NOSIGNAL) */
+    int is_pipe;         /* writes block SIGPIPE */
+    int child;           /* pid of an exec: command to wait for, 0 for none */
+    char *command;       /* that command, for messages */
     uint64_t limit[4]; /* indexed by cpr_stream_limit */
     /* Writer: bytes accepted so far. Reader: offset of rbuf[rpos]. */
     uint64_t offset;
@@ -67,6 +71,9 @@ struct cpr_stream {
     uint64_t view_len, view_pos;
     uint64_t view_offset; /* stream offset of the record's header */
 };
+
+/* Reaps an exec: child (closing the fd first); returns 0 or -ECHILD-like error with *errp. */
+int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp);
 
 static inline int cpr_stream_is_writer(const cpr_stream *s)
 {
