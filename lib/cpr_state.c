@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <json.h>
+
 #include <cpr/params.h>
 
 #include "internal/cpr_state.h"
@@ -13,6 +15,7 @@
 #include "internal/error.h"
 #include "internal/fd.h"
 #include "internal/ram.h"
+#include "internal/record.h"
 
 static void entry_clear(void *p)
 {
@@ -110,7 +113,7 @@ static int check_entry(const cpr_state_entry *e, int fd, cpr_error **errp)
 {
     const char *what = e->kind == CPR_STATE_RAM ? "ram block" : "fd";
     struct stat sb;
-    if (fcntl(fd, F_GETFD) < 0 || fstat(fd, &sb) < 0)
+    if (fstat(fd, &sb) < 0)
         return cpr_error_set_errno(errp, -errno, "cpr state: %s '%s' id %d: fd %d is not usable",
                                    what, e->name, e->id, fd);
     uint32_t type = sb.st_mode & S_IFMT;
@@ -227,11 +230,18 @@ int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_error 
 }
 
 /*
- * Encoding. Interim layout until the stream format lands (all little-endian):
- *   "CPRSTAT1" u32 mode u32 count, then per entry:
- *   u32 kind u32 type i32 id i32 slot u64 size u64 page_size u32 name_len name[name_len]
+ * Encoding: a complete stream of docs/format.md (header, config record, full sections, end
+ * record), so every byte is checksummed and truncation is always detected. The config record
+ * names the mode; two sections carry the tables (all integers little-endian):
+ *   "cpr-fds" v1: u32 count, then per fd:    u32 name_len, name, i32 id, u32 type, i32 slot
+ *   "cpr-ram" v1: u32 count, then per block: u32 name_len, name, u64 size, u64 page_size,
+ *                 u32 type, i32 slot
+ * type is the S_IFMT of the fd when saved; slot indexes the fds sent with the state
+ * (cpr-transfer) or is the fd number itself (cpr-exec).
  */
-static const char state_magic[8] = { 'C', 'P', 'R', 'S', 'T', 'A', 'T', '1' };
+#define SECTION_FDS "cpr-fds"
+#define SECTION_RAM "cpr-ram"
+#define SECTION_VERSION 1
 
 static void put32(GByteArray *b, uint32_t v)
 {
@@ -245,27 +255,63 @@ static void put64(GByteArray *b, uint64_t v)
     g_byte_array_append(b, (const guint8 *)&v, 8);
 }
 
-int cpr_state_encode(const cpr_state *st, GByteArray *out, cpr_error **errp)
+/* One table's body: the entries of one kind. */
+static GByteArray *encode_table(const cpr_state *st, uint32_t kind)
 {
-    g_byte_array_append(out, (const guint8 *)state_magic, sizeof(state_magic));
-    put32(out, (uint32_t)st->mode);
-    put32(out, st->entries->len);
+    GByteArray *b = g_byte_array_new();
+    uint32_t count = 0;
+    put32(b, 0);
     for (guint i = 0; i < st->entries->len; i++) {
         const cpr_state_entry *e = &g_array_index(st->entries, cpr_state_entry, i);
+        if (e->kind != kind)
+            continue;
         size_t len = strlen(e->name);
-        put32(out, e->kind);
-        put32(out, e->type);
-        put32(out, (uint32_t)e->id);
-        put32(out, (uint32_t)e->slot);
-        put64(out, e->size);
-        put64(out, e->page_size);
-        put32(out, (uint32_t)len);
-        g_byte_array_append(out, (const guint8 *)e->name, (guint)len);
+        put32(b, (uint32_t)len);
+        g_byte_array_append(b, (const guint8 *)e->name, (guint)len);
+        if (kind == CPR_STATE_FD) {
+            put32(b, (uint32_t)e->id);
+        } else {
+            put64(b, e->size);
+            put64(b, e->page_size);
+        }
+        put32(b, e->type);
+        put32(b, (uint32_t)e->slot);
+        count++;
     }
-    return 0;
+    count = GUINT32_TO_LE(count);
+    memcpy(b->data, &count, 4);
+    return b;
+}
+
+int cpr_state_encode(const cpr_state *st, GByteArray *out, cpr_error **errp)
+{
+    g_autoptr(GByteArray) fds = encode_table(st, CPR_STATE_FD);
+    g_autoptr(GByteArray) ram = encode_table(st, CPR_STATE_RAM);
+    struct cpr_rec_blob blobs[2] = {
+        { .name = (char *)SECTION_FDS, .version = SECTION_VERSION, .data = fds->data, .len = fds->len },
+        { .name = (char *)SECTION_RAM, .version = SECTION_VERSION, .data = ram->data, .len = ram->len },
+    };
+    g_autofree char *config = g_strdup_printf("{\"producer\":\"libcpr %d.%d.%d\",\"mode\":\"%s\"}",
+                                              CPR_VERSION_MAJOR, CPR_VERSION_MINOR, CPR_VERSION_PATCH,
+                                              cpr_mode_name(st->mode));
+    cpr_stream *s = NULL;
+    int ret = cpr_stream_new_mem_sink(fds->len + ram->len + 256, &s, errp);
+    if (!ret)
+        ret = cpr_rec_write_blobs(s, config, blobs, 2, errp);
+    const void *data;
+    size_t len;
+    if (!ret)
+        ret = cpr_stream_mem_data(s, &data, &len, errp);
+    if (!ret)
+        g_byte_array_append(out, data, (guint)len);
+    cpr_stream_free(s);
+    if (ret < 0)
+        cpr_error_prefix(errp, "cpr state");
+    return ret;
 }
 
 typedef struct cursor {
+    const char *section;
     const uint8_t *p;
     size_t len, off;
 } cursor;
@@ -273,7 +319,8 @@ typedef struct cursor {
 static int take(cursor *c, void *dst, size_t n, cpr_error **errp)
 {
     if (c->len - c->off < n)
-        return cpr_error_set(errp, -EBADMSG, "cpr state: truncated at byte %zu of %zu", c->off, c->len);
+        return cpr_error_set(errp, -EBADMSG, "cpr state: section %s truncated at byte %zu of %zu",
+                             c->section, c->off, c->len);
     memcpy(dst, c->p + c->off, n);
     c->off += n;
     return 0;
@@ -293,93 +340,166 @@ static int take64(cursor *c, uint64_t *v, cpr_error **errp)
     return ret;
 }
 
-static int decode_entry(cursor *c, cpr_state_entry *e, cpr_error **errp)
+static int decode_entry(cursor *c, uint32_t kind, cpr_state_entry *e, cpr_error **errp)
 {
     uint32_t id = 0, slot = 0, name_len = 0;
-    int ret = take32(c, &e->kind, errp);
-    if (!ret) ret = take32(c, &e->type, errp);
-    if (!ret) ret = take32(c, &id, errp);
-    if (!ret) ret = take32(c, &slot, errp);
-    if (!ret) ret = take64(c, &e->size, errp);
-    if (!ret) ret = take64(c, &e->page_size, errp);
-    if (!ret) ret = take32(c, &name_len, errp);
+    int ret = take32(c, &name_len, errp);
     if (ret < 0)
         return ret;
     size_t at = c->off;
     if (name_len > c->len - c->off)
-        return cpr_error_set(errp, -EBADMSG, "cpr state: name of %u bytes at byte %zu runs past the end",
-                             name_len, at);
+        return cpr_error_set(errp, -EBADMSG, "cpr state: section %s: a name of %u bytes at byte %zu "
+                             "runs past the end", c->section, name_len, at);
     ret = cpr_name_check((const char *)c->p + at, name_len, "cpr state entry", errp);
-    if (ret < 0) {
-        cpr_error_prefix(errp, "at byte %zu", at);
+    if (ret < 0)
         return ret;
-    }
+    e->kind = kind;
     e->name = g_strndup((const char *)c->p + at, name_len);
     c->off += name_len;
+    if (kind == CPR_STATE_FD)
+        ret = take32(c, &id, errp);
+    else if (!(ret = take64(c, &e->size, errp)))
+        ret = take64(c, &e->page_size, errp);
+    if (!ret)
+        ret = take32(c, &e->type, errp);
+    if (!ret)
+        ret = take32(c, &slot, errp);
     e->id = (int32_t)id;
     e->slot = (int32_t)slot;
-    return 0;
+    return ret;
+}
+
+static guint key_hash(gconstpointer p)
+{
+    const cpr_state_entry *e = p;
+    return g_str_hash(e->name) ^ ((guint)e->id * 0x9e3779b1u) ^ e->kind;
+}
+
+static gboolean key_equal(gconstpointer a, gconstpointer b)
+{
+    const cpr_state_entry *x = a, *y = b;
+    return x->kind == y->kind && x->id == y->id && !strcmp(x->name, y->name);
 }
 
 /* Per-entry rules that do not depend on the fds. */
 static int check_decoded(const cpr_state_entry *e, size_t nslots, int by_number, uint8_t *slot_used,
-                         GHashTable *keys, cpr_error **errp)
+                         cpr_error **errp)
 {
-    if (e->kind != CPR_STATE_FD && e->kind != CPR_STATE_RAM)
-        return cpr_error_set(errp, -EBADMSG, "cpr state: entry '%s' has unknown kind %u", e->name, e->kind);
+    const char *what = e->kind == CPR_STATE_RAM ? "ram block" : "fd";
     if (e->kind == CPR_STATE_RAM && (!e->page_size || !e->size || e->size % e->page_size))
         return cpr_error_set(errp, -EBADMSG, "cpr state: ram block '%s': size %" G_GUINT64_FORMAT
                              " is not a non-zero multiple of page size %" G_GUINT64_FORMAT,
                              e->name, e->size, e->page_size);
     if (e->slot < 0 || (!by_number && (size_t)e->slot >= nslots))
         return cpr_error_set(errp, -EPROTO, "cpr state: %s '%s' refers to fd %d, but %zu fds arrived",
-                             e->kind == CPR_STATE_RAM ? "ram block" : "fd", e->name, e->slot, nslots);
+                             what, e->name, e->slot, nslots);
     if (!by_number && slot_used[e->slot]++)
-        return cpr_error_set(errp, -EPROTO, "cpr state: fd '%s' id %d reuses fd %d of another entry",
-                             e->name, e->id, e->slot);
-    char *key = g_strdup_printf("%u:%d:%s", e->kind, e->id, e->name);
-    if (!g_hash_table_add(keys, key))
-        return cpr_error_set(errp, -EPROTO, "cpr state: %s '%s' id %d is listed twice",
-                             e->kind == CPR_STATE_RAM ? "ram block" : "fd", e->name, e->id);
+        return cpr_error_set(errp, -EPROTO, "cpr state: %s '%s' id %d reuses fd %d of another entry",
+                             what, e->name, e->id, e->slot);
     return 0;
+}
+
+/* No (kind, name, id) twice. Runs once the array is complete, so entries can be their own keys. */
+static int check_unique(const cpr_state *st, cpr_error **errp)
+{
+    g_autoptr(GHashTable) keys = g_hash_table_new(key_hash, key_equal);
+    for (guint i = 0; i < st->entries->len; i++) {
+        const cpr_state_entry *e = &g_array_index(st->entries, cpr_state_entry, i);
+        if (!g_hash_table_add(keys, (gpointer)e))
+            return cpr_error_set(errp, -EPROTO, "cpr state: %s '%s' id %d is listed twice",
+                                 e->kind == CPR_STATE_RAM ? "ram block" : "fd", e->name, e->id);
+    }
+    return 0;
+}
+
+typedef struct decode_ctx {
+    cpr_state *st;
+    uint32_t max_entries;
+    size_t nslots;
+    int by_number;
+    uint8_t *slot_used;
+} decode_ctx;
+
+static int decode_table(decode_ctx *d, const struct cpr_rec_blob *blob, cpr_error **errp)
+{
+    uint32_t kind = !strcmp(blob->name, SECTION_FDS) ? CPR_STATE_FD
+                    : !strcmp(blob->name, SECTION_RAM) ? CPR_STATE_RAM : 0;
+    if (!kind)
+        return cpr_error_set(errp, -EBADMSG, "cpr state: unknown section '%s'", blob->name);
+    if (blob->version != SECTION_VERSION || blob->instance != 0)
+        return cpr_error_set(errp, -EBADMSG, "cpr state: section %s instance %u version %u, "
+                             "this library reads instance 0 version %d",
+                             blob->name, blob->instance, blob->version, SECTION_VERSION);
+    cursor c = { blob->name, blob->data, blob->len, 0 };
+    uint32_t count = 0;
+    int ret = take32(&c, &count, errp);
+    if (ret < 0)
+        return ret;
+    if (count > d->max_entries - d->st->entries->len)
+        return cpr_error_set(errp, -E2BIG, "cpr state: section %s lists %u entries, the limit is %u",
+                             blob->name, count, d->max_entries);
+    for (uint32_t i = 0; i < count; i++) {
+        cpr_state_entry e = { 0 };
+        size_t at = c.off;
+        ret = decode_entry(&c, kind, &e, errp);
+        g_array_append_val(d->st->entries, e);
+        if (!ret)
+            ret = check_decoded(&e, d->nslots, d->by_number, d->slot_used, errp);
+        if (ret < 0) {
+            cpr_error_prefix(errp, "section %s entry %u at byte %zu", blob->name, i, at);
+            return ret;
+        }
+    }
+    if (c.off != c.len)
+        return cpr_error_set(errp, -EBADMSG, "cpr state: section %s has %zu bytes of trailing data",
+                             blob->name, c.len - c.off);
+    return 0;
+}
+
+/* The mode from the config record. */
+static int decode_config(const char *json, cpr_mode *mode, cpr_error **errp)
+{
+    json_object *root = json_tokener_parse(json);
+    json_object *m = NULL;
+    int ret = 0;
+    if (!root || !json_object_object_get_ex(root, "mode", &m) || !json_object_is_type(m, json_type_string))
+        ret = cpr_error_set(errp, -EBADMSG, "cpr state: the config record has no mode");
+    else
+        ret = cpr_mode_from_name(json_object_get_string(m), mode, errp);
+    json_object_put(root);
+    if (!ret && *mode != CPR_MODE_CPR_TRANSFER && *mode != CPR_MODE_CPR_EXEC)
+        ret = cpr_error_set(errp, -EBADMSG, "cpr state: mode %s is not cpr-transfer or cpr-exec",
+                            cpr_mode_name(*mode));
+    return ret;
 }
 
 int cpr_state_decode(const void *buf, size_t len, uint32_t max_entries, size_t nslots,
                      int by_number, cpr_state **out, cpr_error **errp)
 {
-    cursor c = { buf, len, 0 };
-    char magic[sizeof(state_magic)];
-    uint32_t mode = 0, count = 0;
-    int ret = take(&c, magic, sizeof(magic), errp);
-    if (!ret && memcmp(magic, state_magic, sizeof(magic)))
-        ret = cpr_error_set(errp, -EBADMSG, "cpr state: bad magic at byte 0");
-    if (!ret) ret = take32(&c, &mode, errp);
-    if (!ret) ret = take32(&c, &count, errp);
+    cpr_stream *s = NULL;
+    g_autofree char *config = NULL;
+    g_autoptr(GPtrArray) blobs = NULL;
+    int ret = cpr_stream_new_mem_source(buf, len, &s, errp);
+    if (!ret)
+        ret = cpr_rec_read_blobs(s, &config, &blobs, errp);
+    cpr_stream_free(s);
+    if (ret < 0) {
+        cpr_error_prefix(errp, "cpr state");
+        return ret;
+    }
+    cpr_mode mode = CPR_MODE_NORMAL;
+    ret = decode_config(config, &mode, errp);
     if (ret < 0)
         return ret;
-    if (mode != CPR_MODE_CPR_TRANSFER && mode != CPR_MODE_CPR_EXEC)
-        return cpr_error_set(errp, -EBADMSG, "cpr state: mode %u is not cpr-transfer or cpr-exec", mode);
-    if (count > max_entries)
-        return cpr_error_set(errp, -E2BIG, "cpr state: %u entries, the limit is %u", count, max_entries);
-    g_autoptr(cpr_state) st = cpr_state_new((cpr_mode)mode);
+    g_autoptr(cpr_state) st = cpr_state_new(mode);
     g_autofree uint8_t *slot_used = g_new0(uint8_t, nslots + 1);
-    g_autoptr(GHashTable) keys = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    for (uint32_t i = 0; i < count; i++) {
-        cpr_state_entry e = { 0 };
-        size_t at = c.off;
-        ret = decode_entry(&c, &e, errp);
-        if (!ret)
-            g_array_append_val(st->entries, e);
-        if (!ret)
-            ret = check_decoded(&e, nslots, by_number, slot_used, keys, errp);
-        if (ret < 0) {
-            cpr_error_prefix(errp, "entry %u at byte %zu", i, at);
-            return ret;
-        }
-    }
-    if (c.off != len)
-        return cpr_error_set(errp, -EBADMSG, "cpr state: %zu bytes of trailing data at byte %zu",
-                             len - c.off, c.off);
+    decode_ctx d = { st, max_entries, nslots, by_number, slot_used };
+    for (guint i = 0; i < blobs->len && !ret; i++)
+        ret = decode_table(&d, blobs->pdata[i], errp);
+    if (!ret)
+        ret = check_unique(st, errp);
+    if (ret < 0)
+        return ret;
     *out = g_steal_pointer(&st);
     return 0;
 }

@@ -12,8 +12,7 @@
 #include "internal/fd.h"
 
 typedef struct fd_entry {
-    char *key; /* "id:name", the hash key */
-    const char *name; /* points into key */
+    char *name; /* (name, id) is the hash key: the entry is its own key */
     int id;
     int fd;
     int owned; /* received and not yet claimed: the registry closes it */
@@ -22,14 +21,14 @@ typedef struct fd_entry {
 typedef struct fd_registry {
     GRecMutex lock;
     GPtrArray *order;    /* fd_entry *, save order */
-    GHashTable *by_key;  /* key -> fd_entry * */
+    GHashTable *by_key;  /* fd_entry * (as key) -> fd_entry * */
 } fd_registry;
 
 static void entry_free(fd_entry *e)
 {
     if (e->owned)
         close(e->fd);
-    g_free(e->key);
+    g_free(e->name);
     g_free(e);
 }
 
@@ -44,6 +43,18 @@ static void registry_free(void *p)
     g_free(r);
 }
 
+static guint entry_hash(gconstpointer p)
+{
+    const fd_entry *e = p;
+    return g_str_hash(e->name) ^ ((guint)e->id * 0x9e3779b1u);
+}
+
+static gboolean entry_equal(gconstpointer a, gconstpointer b)
+{
+    const fd_entry *x = a, *y = b;
+    return x->id == y->id && !strcmp(x->name, y->name);
+}
+
 static fd_registry *registry_get(cpr_ctx *ctx)
 {
     fd_registry *r = cpr_ctx_slot_get(ctx, CPR_SLOT_FDS);
@@ -51,7 +62,7 @@ static fd_registry *registry_get(cpr_ctx *ctx)
         r = g_new0(fd_registry, 1);
         g_rec_mutex_init(&r->lock);
         r->order = g_ptr_array_new();
-        r->by_key = g_hash_table_new(g_str_hash, g_str_equal);
+        r->by_key = g_hash_table_new(entry_hash, entry_equal);
         cpr_ctx_slot_set(ctx, CPR_SLOT_FDS, r, registry_free);
     }
     return r;
@@ -69,20 +80,15 @@ int cpr_name_check(const char *name, size_t len, const char *what, cpr_error **e
     return 0;
 }
 
-static char *make_key(const char *name, int id)
-{
-    return g_strdup_printf("%d:%s", id, name);
-}
-
 static fd_entry *lookup(fd_registry *r, const char *name, int id)
 {
-    g_autofree char *key = make_key(name, id);
-    return g_hash_table_lookup(r->by_key, key);
+    fd_entry key = { .name = (char *)name, .id = id };
+    return g_hash_table_lookup(r->by_key, &key);
 }
 
 static void remove_entry(fd_registry *r, fd_entry *e)
 {
-    g_hash_table_remove(r->by_key, e->key);
+    g_hash_table_remove(r->by_key, e);
     g_ptr_array_remove(r->order, e);
     entry_free(e);
 }
@@ -90,13 +96,12 @@ static void remove_entry(fd_registry *r, fd_entry *e)
 static void add_entry(fd_registry *r, const char *name, int id, int fd, int owned)
 {
     fd_entry *e = g_new0(fd_entry, 1);
-    e->key = make_key(name, id);
-    e->name = strchr(e->key, ':') + 1;
+    e->name = g_strdup(name);
     e->id = id;
     e->fd = fd;
     e->owned = owned;
     g_ptr_array_add(r->order, e);
-    g_hash_table_insert(r->by_key, e->key, e);
+    g_hash_table_insert(r->by_key, e, e);
 }
 
 /* Common to save, resave and install: `replace` says what a taken key means. */
@@ -115,7 +120,9 @@ static int record(cpr_ctx *ctx, const char *name, int id, int fd, int owned, int
     fd_entry *e = lookup(r, name, id);
     ret = 0;
     if (e && e->fd == fd && !owned) {
-        /* Same fd again: nothing changes (QEMU re-saves on every realize). */
+        /* Same fd again: nothing changes (QEMU re-saves on every realize), except that a caller
+         * saving a received fd says it holds it now. */
+        e->owned = 0;
     } else if (e && !replace) {
         ret = cpr_error_set(errp, -EEXIST, "fd '%s' id %d is already saved as fd %d, cannot save fd %d",
                             name, id, e->fd, fd);
@@ -203,7 +210,7 @@ CPR_API int cpr_fd_close_unclaimed(cpr_ctx *ctx)
     for (guint i = 0; i < r->order->len; i++) {
         fd_entry *e = r->order->pdata[i];
         if (e->owned) {
-            g_hash_table_remove(r->by_key, e->key);
+            g_hash_table_remove(r->by_key, e);
             entry_free(e);
             closed++;
         } else {

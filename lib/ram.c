@@ -386,6 +386,11 @@ int cpr_ram_incoming_close(cpr_ctx *ctx)
     return n;
 }
 
+CPR_API int cpr_ram_close_unattached(cpr_ctx *ctx)
+{
+    return ctx ? cpr_ram_incoming_close(ctx) : 0;
+}
+
 CPR_API const char *cpr_ram_block_name(const cpr_ram_block *b)
 {
     return b ? b->name : NULL;

@@ -38,23 +38,32 @@ CPR_API void cpr_transfer_opts_init(cpr_transfer_opts *opts)
     opts->peer_uid = -1;
 }
 
-/* Copies the caller's options over the defaults, refusing what this version cannot honour. */
-static int opts_get(const cpr_transfer_opts *in, cpr_transfer_opts *o, cpr_error **errp)
+/* Copies the caller's options over the defaults, refusing what this version cannot honour;
+ * *w (when not NULL) is the wait the options ask for, starting now. */
+static int opts_get(const cpr_transfer_opts *in, cpr_transfer_opts *o, cpr_io_wait *w, cpr_error **errp)
 {
     cpr_transfer_opts_init(o);
-    if (!in)
-        return 0;
-    if (in->size < offsetof(cpr_transfer_opts, max_state_bytes) + sizeof(uint64_t) ||
-        in->size > sizeof(*o))
-        return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: size %u is not one this library knows",
-                             in->size);
-    memcpy(o, in, in->size);
+    if (in && in->size < sizeof(*o))
+        return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: size %u is smaller than %zu",
+                             in->size, sizeof(*o));
+    if (in) {
+        /* A newer caller's struct is fine as long as the fields we do not know are zero. */
+        for (size_t i = sizeof(*o); i < in->size; i++) {
+            if (((const uint8_t *)in)[i])
+                return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: byte %zu is set, but this "
+                                     "library knows only %zu bytes", i, sizeof(*o));
+        }
+        memcpy(o, in, sizeof(*o));
+        o->size = sizeof(*o);
+    }
     if (o->flags || o->reserved0 || o->reserved1)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: unknown flags or reserved fields set");
     if (!o->max_fds)
         o->max_fds = CPR_STATE_MAX_ENTRIES_DEFAULT;
     if (!o->max_state_bytes)
         o->max_state_bytes = CPR_STATE_MAX_BYTES_DEFAULT;
+    if (w)
+        *w = cpr_io_wait_make(o->timeout_ms, o->cancel_fd);
     return 0;
 }
 
@@ -75,7 +84,8 @@ CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts
 {
     cpr_transfer_opts o;
     struct sockaddr_un sa;
-    int ret = opts_get(opts, &o, errp);
+    cpr_io_wait w;
+    int ret = opts_get(opts, &o, &w, errp);
     if (!ret)
         ret = make_addr(path, &sa, errp);
     if (ret < 0)
@@ -83,7 +93,6 @@ CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return cpr_error_set_errno(errp, -errno, "cpr channel %s: socket", path);
-    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
     while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         if (errno == EINTR)
             continue;
@@ -132,7 +141,8 @@ CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o
     if (!ctx || sock < 0)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_send: ctx is NULL or sock is invalid");
     cpr_transfer_opts o;
-    int ret = opts_get(opts, &o, errp);
+    cpr_io_wait w;
+    int ret = opts_get(opts, &o, &w, errp);
     if (ret < 0)
         return ret;
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
@@ -140,7 +150,6 @@ CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o
     ret = cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &st, fds, errp);
     if (ret < 0)
         return ret;
-    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
     ret = cpr_transfer_send_state(sock, st, fds, &w, errp);
     if (ret < 0)
         return ret;
@@ -152,10 +161,10 @@ CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o
 CPR_API int cpr_transfer_wait_hangup(int sock, const cpr_transfer_opts *opts, cpr_error **errp)
 {
     cpr_transfer_opts o;
-    int ret = opts_get(opts, &o, errp);
+    cpr_io_wait w;
+    int ret = opts_get(opts, &o, &w, errp);
     if (ret < 0)
         return ret;
-    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
     char reply[1024];
     size_t got = 0;
     for (;;) {
@@ -230,10 +239,10 @@ CPR_API int cpr_transfer_listen(const char *path, cpr_error **errp)
 CPR_API int cpr_transfer_accept(int listen_fd, const cpr_transfer_opts *opts, cpr_error **errp)
 {
     cpr_transfer_opts o;
-    int ret = opts_get(opts, &o, errp);
+    cpr_io_wait w;
+    int ret = opts_get(opts, &o, &w, errp);
     if (ret < 0)
         return ret;
-    cpr_io_wait w = cpr_io_wait_make(o.timeout_ms, o.cancel_fd);
     int fd;
     for (;;) {
         ret = cpr_io_wait_fd(&w, listen_fd, POLLIN, "cpr channel: waiting for the old process", errp);
@@ -271,12 +280,12 @@ static void send_refusal(int sock, cpr_error **errp)
     (void)n;
 }
 
-static int receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o, cpr_error **errp)
+static int receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o, const cpr_io_wait *w,
+                   cpr_error **errp)
 {
-    cpr_io_wait w = cpr_io_wait_make(o->timeout_ms, o->cancel_fd);
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
     uint8_t pre[PREAMBLE_LEN];
-    int ret = cpr_scm_recv(sock, pre, sizeof(pre), fds, o->max_fds, &w, errp);
+    int ret = cpr_scm_recv(sock, pre, sizeof(pre), fds, o->max_fds, w, errp);
     if (ret < 0)
         return ret;
     uint32_t nfds, flags;
@@ -300,7 +309,7 @@ static int receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o, cpr_error
         return ret;
     }
     g_autofree uint8_t *buf = g_malloc(state_len ? state_len : 1);
-    ret = cpr_scm_recv(sock, buf, state_len, fds, nfds, &w, errp);
+    ret = cpr_scm_recv(sock, buf, state_len, fds, nfds, w, errp);
     if (ret < 0)
         return ret;
     if (fds->len != nfds) {
@@ -327,11 +336,12 @@ CPR_API int cpr_transfer_receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts
     if (!ctx || sock < 0)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_receive: ctx is NULL or sock is invalid");
     cpr_transfer_opts o;
-    int ret = opts_get(opts, &o, errp);
+    cpr_io_wait w;
+    int ret = opts_get(opts, &o, &w, errp);
     if (ret < 0)
         return ret;
     cpr_error *err = NULL;
-    ret = receive(ctx, sock, &o, &err);
+    ret = receive(ctx, sock, &o, &w, &err);
     if (ret < 0)
         send_refusal(sock, &err);
     cpr_error_propagate(errp, err);

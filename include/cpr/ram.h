@@ -74,6 +74,13 @@ CPR_API int cpr_ram_block_new_file(cpr_ctx *ctx, const char *name, const char *p
                                    uint64_t size, uint32_t flags, cpr_ram_block **out,
                                    cpr_error **errp);
 
+/*
+ * On the incoming side: closes the preserved fds of blocks in the received cpr state that no
+ * cpr_ram_block_new*() re-attached (a block the new configuration no longer has). Call it
+ * once the VMM has created its RAM. Returns how many were closed. cpr_ctx_free() does it too.
+ */
+CPR_API int cpr_ram_close_unattached(cpr_ctx *ctx);
+
 /* Unmaps the block, closes its fd and removes it from the context. NULL is accepted. */
 CPR_API void cpr_ram_block_free(cpr_ram_block *block);
 

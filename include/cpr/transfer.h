@@ -31,7 +31,9 @@ CPR_BEGIN_DECLS
 
 /* Options of the cpr channel. Initialise with cpr_transfer_opts_init(), then set fields. */
 typedef struct cpr_transfer_opts {
-    uint32_t size;            /* sizeof(cpr_transfer_opts), set by cpr_transfer_opts_init() */
+    uint32_t size;            /* sizeof(cpr_transfer_opts), set by cpr_transfer_opts_init(); a
+                               * larger struct from a newer header is accepted when its extra
+                               * bytes are zero */
     uint32_t flags;           /* must be 0 */
     int64_t timeout_ms;       /* per call; < 0 waits forever (the default) */
     int32_t cancel_fd;        /* readable fd aborts the call with -ECANCELED; -1 (default): none */

@@ -3,7 +3,7 @@
  * The other process in the fd and cpr channel tests: a small old VMM (send) or a small new
  * image started by cpr-exec (exec-adopt). It talks to the test on stdin and stdout.
  *
- *   cpr_peer send SOCKET NFDS RAM_BYTES
+ *   cpr_peer send SOCKET NFDS RAM_BYTES [PAGE_SIZE]
  *     saves NFDS fds of /dev/null as ("dev", i) and, when RAM_BYTES > 0, a memfd RAM block
  *     "pc.ram" with a pattern in some pages; prints "inode INO host PTR"; runs the outgoing cpr
  *     channel; prints "sent" or "error CODE MESSAGE". With RAM, then reads one line: "verify
@@ -29,21 +29,28 @@ static uint64_t pattern(uint64_t off)
     return off * 0x9e3779b97f4a7c15ull ^ 0x5a5a5a5a5a5a5a5aull;
 }
 
+/* The helper's state, released on every exit path so that LeakSanitizer keeps exit codes. */
+static cpr_ctx *ctx;
+static int *fds;
+
 static int fail(const char *what, cpr_error *err)
 {
+    cpr_ctx_free(ctx);
+    ctx = NULL;
+    free(fds);
+    fds = NULL;
     printf("error %d %s: %s\n", cpr_error_code(err), what, cpr_error_message(err));
     fflush(stdout);
     cpr_error_free(err);
     return 2;
 }
 
-static int do_send(const char *path, long nfds, uint64_t ram_bytes)
+static int do_send(const char *path, long nfds, uint64_t ram_bytes, uint64_t page_size)
 {
-    cpr_ctx *ctx;
     cpr_error *err = NULL;
     if (cpr_ctx_new(&ctx, 0, &err) < 0)
         return fail("ctx", err);
-    int *fds = calloc((size_t)nfds + 1, sizeof(int));
+    fds = calloc((size_t)nfds + 1, sizeof(int));
     for (long i = 0; i < nfds; i++) {
         fds[i] = i ? fcntl(fds[0], F_DUPFD_CLOEXEC, 0) : open("/dev/null", O_RDWR | O_CLOEXEC);
         if (fds[i] < 0 || cpr_fd_save(ctx, "dev", (int)i, fds[i], &err) < 0)
@@ -52,13 +59,13 @@ static int do_send(const char *path, long nfds, uint64_t ram_bytes)
     cpr_ram_block *b = NULL;
     ino_t ino = 0;
     if (ram_bytes) {
-        if (cpr_ram_block_new(ctx, "pc.ram", ram_bytes, 4096, 0, &b, &err) < 0)
+        if (cpr_ram_block_new(ctx, "pc.ram", ram_bytes, page_size, 0, &b, &err) < 0)
             return fail("ram", err);
         uint8_t *host = cpr_ram_block_host(b);
         /* Sparse: a pattern at every GiB and at the last page, not a full fill. */
         for (uint64_t off = 0; off < ram_bytes; off += 1ull << 30)
             memcpy(host + off, &(uint64_t){ pattern(off) }, 8);
-        uint64_t last = ram_bytes - 4096;
+        uint64_t last = ram_bytes - page_size;
         memcpy(host + last, &(uint64_t){ pattern(last) }, 8);
         struct stat sb;
         fstat(cpr_ram_block_fd(b), &sb);
@@ -111,10 +118,11 @@ static int report_fd(const char *name, int id, int fd, void *opaque)
 
 static int do_exec_adopt(uint64_t ram_bytes)
 {
-    cpr_ctx *ctx;
     cpr_error *err = NULL;
     if (cpr_ctx_new(&ctx, 0, &err) < 0)
         return fail("ctx", err);
+    const char *env = getenv(CPR_EXEC_STATE_ENV);
+    int state_fd = env ? atoi(env) : -1;
     int ret = cpr_exec_state_adopt(ctx, &err);
     if (ret < 0)
         return fail("adopt", err);
@@ -124,6 +132,7 @@ static int do_exec_adopt(uint64_t ram_bytes)
     FILE *out = fdopen(rfd, "w");
     fprintf(out, "adopted %d mode %s env %s\n", ret, cpr_mode_name(cpr_get_mode(ctx)),
             getenv(CPR_EXEC_STATE_ENV) ? "set" : "unset");
+    fprintf(out, "statefd %s\n", fcntl(state_fd, F_GETFD) < 0 ? "closed" : "open");
     cpr_fd_foreach(ctx, report_fd, out);
     cpr_ram_block *b;
     if (cpr_ram_block_new(ctx, "ram", ram_bytes, 4096, CPR_RAM_REATTACH_ONLY, &b, &err) < 0) {
@@ -142,10 +151,11 @@ static int do_exec_adopt(uint64_t ram_bytes)
 
 int main(int argc, char **argv)
 {
-    if (argc == 5 && !strcmp(argv[1], "send"))
-        return do_send(argv[2], strtol(argv[3], NULL, 0), strtoull(argv[4], NULL, 0));
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "send"))
+        return do_send(argv[2], strtol(argv[3], NULL, 0), strtoull(argv[4], NULL, 0),
+                       argc == 6 ? strtoull(argv[5], NULL, 0) : 4096);
     if (argc == 3 && !strcmp(argv[1], "exec-adopt"))
         return do_exec_adopt(strtoull(argv[2], NULL, 0));
-    fprintf(stderr, "usage: cpr_peer send SOCKET NFDS RAM_BYTES | exec-adopt RAM_BYTES\n");
+    fprintf(stderr, "usage: cpr_peer send SOCKET NFDS RAM_BYTES [PAGE_SIZE] | exec-adopt RAM_BYTES\n");
     return 1;
 }

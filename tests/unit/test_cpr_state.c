@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/* The cpr state's encoding: round trip, corruption and truncation, limits, table rules. */
+#include <errno.h>
+#include <sys/stat.h>
+
+#include "internal/cpr_state.h"
+#include "testutil.h"
+
+static void add(cpr_state *st, uint32_t kind, const char *name, int id, uint64_t size, int slot)
+{
+    cpr_state_entry e = { .kind = kind, .name = g_strdup(name), .id = id,
+                          .type = kind == CPR_STATE_RAM ? S_IFREG : S_IFCHR, .size = size,
+                          .page_size = size ? 4096 : 0, .slot = slot };
+    g_array_append_val(st->entries, e);
+}
+
+static GByteArray *sample(cpr_mode mode)
+{
+    g_autoptr(cpr_state) st = cpr_state_new(mode);
+    add(st, CPR_STATE_FD, "tap", 0, 0, 0);
+    add(st, CPR_STATE_FD, "tap", 1, 0, 1);
+    add(st, CPR_STATE_RAM, "pc.ram", 0, 1ull << 32, 2);
+    GByteArray *b = g_byte_array_new();
+    ck_assert_int_eq(cpr_state_encode(st, b, NULL), 0);
+    return b;
+}
+
+START_TEST(test_state_round_trips)
+{
+    g_autoptr(GByteArray) b = sample(CPR_MODE_CPR_TRANSFER);
+    g_autoptr(cpr_state) st = NULL;
+    ck_assert_int_eq(cpr_state_decode(b->data, b->len, 100, 3, 0, &st, NULL), 0);
+    ck_assert_int_eq(st->mode, CPR_MODE_CPR_TRANSFER);
+    ck_assert_uint_eq(st->entries->len, 3);
+    cpr_state_entry *e = &g_array_index(st->entries, cpr_state_entry, 1);
+    ck_assert_str_eq(e->name, "tap");
+    ck_assert_int_eq(e->id, 1);
+    ck_assert_int_eq(e->slot, 1);
+    ck_assert_uint_eq(e->type, S_IFCHR);
+    e = &g_array_index(st->entries, cpr_state_entry, 2);
+    ck_assert_uint_eq(e->kind, CPR_STATE_RAM);
+    ck_assert_uint_eq(e->size, 1ull << 32);
+    ck_assert_uint_eq(e->page_size, 4096);
+}
+END_TEST
+
+START_TEST(test_state_refuses_every_corrupted_byte_and_truncation)
+{
+    g_autoptr(GByteArray) b = sample(CPR_MODE_CPR_EXEC);
+    g_autofree uint8_t *copy = g_memdup2(b->data, b->len);
+    for (guint i = 0; i < b->len; i++) {
+        copy[i] ^= 0x41;
+        cpr_state *st = NULL;
+        cpr_error *err = NULL;
+        ck_assert_msg(cpr_state_decode(copy, b->len, 100, 0, 1, &st, &err) < 0, "byte %u", i);
+        ck_assert_ptr_null(st);
+        cpr_error_free(err);
+        copy[i] ^= 0x41;
+    }
+    for (guint len = 0; len < b->len; len++) {
+        cpr_state *st = NULL;
+        ck_assert_msg(cpr_state_decode(b->data, len, 100, 0, 1, &st, NULL) < 0, "length %u", len);
+    }
+}
+END_TEST
+
+START_TEST(test_state_enforces_entry_limit)
+{
+    g_autoptr(GByteArray) b = sample(CPR_MODE_CPR_TRANSFER);
+    cpr_state *st = NULL;
+    ck_assert_cpr_fails(cpr_state_decode(b->data, b->len, 2, 3, 0, &st, errp_), -E2BIG, "the limit is 2");
+}
+END_TEST
+
+START_TEST(test_state_refuses_slots_beyond_the_fds_that_arrived)
+{
+    g_autoptr(GByteArray) b = sample(CPR_MODE_CPR_TRANSFER);
+    cpr_state *st = NULL;
+    ck_assert_cpr_fails(cpr_state_decode(b->data, b->len, 100, 2, 0, &st, errp_), -EPROTO,
+                        "ram block 'pc.ram' refers to fd 2, but 2 fds arrived");
+}
+END_TEST
+
+/* Two fd entries (name, id, slot) each: decoding them with 2 fds must fail with needle. */
+static void two_fds_refused(const char *n1, int slot1, const char *n2, int slot2, const char *needle)
+{
+    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
+    add(st, CPR_STATE_FD, n1, 0, 0, slot1);
+    add(st, CPR_STATE_FD, n2, 0, 0, slot2);
+    g_autoptr(GByteArray) b = g_byte_array_new();
+    ck_assert_int_eq(cpr_state_encode(st, b, NULL), 0);
+    cpr_state *out = NULL;
+    ck_assert_cpr_fails(cpr_state_decode(b->data, b->len, 100, 2, 0, &out, errp_), -EPROTO, needle);
+}
+
+START_TEST(test_state_refuses_duplicates)
+{
+    two_fds_refused("tap", 0, "tap", 1, "fd 'tap' id 0 is listed twice");
+    two_fds_refused("a", 0, "b", 0, "reuses fd 0");
+}
+END_TEST
+
+START_TEST(test_state_refuses_modes_without_fds)
+{
+    g_autoptr(GByteArray) b = sample(CPR_MODE_CPR_REBOOT);
+    cpr_state *st = NULL;
+    ck_assert_cpr_fails(cpr_state_decode(b->data, b->len, 100, 3, 0, &st, errp_), -EBADMSG,
+                        "mode cpr-reboot is not cpr-transfer or cpr-exec");
+}
+END_TEST
+
+static Suite *cpr_state_suite(void)
+{
+    Suite *s = suite_create("cpr_state");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_state_round_trips);
+    tcase_add_test(tc, test_state_refuses_every_corrupted_byte_and_truncation);
+    tcase_add_test(tc, test_state_enforces_entry_limit);
+    tcase_add_test(tc, test_state_refuses_slots_beyond_the_fds_that_arrived);
+    tcase_add_test(tc, test_state_refuses_duplicates);
+    tcase_add_test(tc, test_state_refuses_modes_without_fds);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(cpr_state_suite)

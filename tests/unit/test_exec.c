@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/* cpr-exec: fds and RAM preserved across a real exec, flags restored when exec fails. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "internal/cpr_state.h"
+#include "proc_util.h"
+#include "testutil.h"
+
+static cpr_ctx *ctx;
+static int fds_before;
+
+static void setup(void)
+{
+    unsetenv(CPR_EXEC_STATE_ENV);
+    proc_fixture_setup(&ctx, &fds_before);
+}
+
+static void teardown(void)
+{
+    proc_fixture_teardown(ctx, fds_before);
+}
+
+START_TEST(test_exec_preserves_fds_and_ram_in_new_image)
+{
+    int report[2];
+    ck_assert_int_eq(pipe2(report, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(report[0]);
+        cpr_ram_block *b;
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (cpr_fd_save(ctx, "report", 0, report[1], NULL) < 0 || cpr_fd_save(ctx, "dev", 1, null, NULL) < 0 ||
+            cpr_ram_block_new(ctx, "ram", 8 << 20, 4096, 0, &b, NULL) < 0)
+            _exit(98);
+        memcpy(cpr_ram_block_host(b), &(uint64_t){ 0x1234abcdull }, 8);
+        const char *argv[] = { CPR_PEER_PATH, "exec-adopt", "8388608", NULL };
+        cpr_exec(ctx, argv, NULL);
+        _exit(99);
+    }
+    close(report[1]);
+    GString *got = g_string_new(NULL);
+    char buf[512];
+    ssize_t n;
+    while ((n = read(report[0], buf, sizeof(buf))) > 0)
+        g_string_append_len(got, buf, n);
+    close(report[0]);
+    ck_assert_int_eq(proc_wait(pid), 0);
+    ck_assert_str_eq(got->str, "adopted 1 mode cpr-exec env unset\n"
+                               "statefd closed\n"
+                               "fd report 0 type 010000 cloexec 1\n"
+                               "fd dev 1 type 020000 cloexec 1\n"
+                               "ram reattached 1 value 1234abcd\n");
+    g_string_free(got, TRUE);
+}
+END_TEST
+
+static int cloexec(int fd)
+{
+    return (fcntl(fd, F_GETFD) & FD_CLOEXEC) ? 1 : 0;
+}
+
+START_TEST(test_exec_failure_restores_cloexec_flags)
+{
+    int a = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int b = open("/dev/null", O_RDONLY); /* a VMM may have an fd without close-on-exec */
+    ck_assert_int_eq(cpr_fd_save(ctx, "a", 0, a, NULL), 0);
+    ck_assert_int_eq(cpr_fd_save(ctx, "b", 0, b, NULL), 0);
+    ck_assert_int_eq(cpr_fd_save(ctx, "a-again", 0, a, NULL), 0);
+    cpr_ram_block *r;
+    ck_assert_int_eq(cpr_ram_block_new(ctx, "ram", 1 << 20, 4096, 0, &r, NULL), 0);
+    int before = proc_fd_count();
+    const char *argv[] = { "/nonexistent/cpr-vmm", "-incoming", "defer", NULL };
+    ck_assert_cpr_fails(cpr_exec(ctx, argv, errp_), -ENOENT, "cannot execute /nonexistent/cpr-vmm");
+    ck_assert_int_eq(cloexec(a), 1);
+    ck_assert_int_eq(cloexec(b), 0);
+    ck_assert_int_eq(cloexec(cpr_ram_block_fd(r)), 1);
+    ck_assert_int_eq(proc_fd_count(), before); /* the state memfd is gone */
+    ck_assert_ptr_null(getenv(CPR_EXEC_STATE_ENV));
+    ck_assert_cpr_fails(cpr_exec_command(ctx, "'unterminated", errp_), -EINVAL, "cannot parse");
+    ck_assert_cpr_fails(cpr_exec_command(ctx, "/nonexistent/vmm -m 1G", errp_), -ENOENT, "/nonexistent/vmm");
+    const char *empty[] = { NULL };
+    ck_assert_cpr_fails(cpr_exec(ctx, empty, errp_), -EINVAL, "no command");
+    cpr_fd_delete(ctx, "a", 0);
+    cpr_fd_delete(ctx, "a-again", 0);
+    cpr_fd_delete(ctx, "b", 0);
+    close(a);
+    close(b);
+}
+END_TEST
+
+START_TEST(test_adopt_without_variable_does_nothing)
+{
+    ck_assert_int_eq(cpr_exec_state_adopt(ctx, NULL), 0);
+    ck_assert_uint_eq(cpr_fd_count(ctx), 0);
+}
+END_TEST
+
+START_TEST(test_adopt_refuses_malformed_variable)
+{
+    setenv(CPR_EXEC_STATE_ENV, "12abc", 1);
+    ck_assert_cpr_fails(cpr_exec_state_adopt(ctx, errp_), -EINVAL, "'12abc' is not an fd number");
+    ck_assert_ptr_null(getenv(CPR_EXEC_STATE_ENV));
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    g_autofree char *v = g_strdup_printf("%d", fd);
+    setenv(CPR_EXEC_STATE_ENV, v, 1);
+    ck_assert_cpr_fails(cpr_exec_state_adopt(ctx, errp_), -EPROTO, "is not a cpr state memfd");
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1);
+}
+END_TEST
+
+/* Leaves a cpr-exec state in a memfd listing `fd` as a regular file, as cpr_exec() would. */
+static void plant_state(int fd, uint32_t type)
+{
+    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_EXEC);
+    cpr_state_entry e = { .kind = CPR_STATE_FD, .name = g_strdup("disk"), .type = type, .slot = fd };
+    g_array_append_val(st->entries, e);
+    g_autoptr(GByteArray) buf = g_byte_array_new();
+    ck_assert_int_eq(cpr_state_encode(st, buf, NULL), 0);
+    int m = memfd_create("state", MFD_CLOEXEC);
+    ck_assert_int_eq(write(m, buf->data, buf->len), (ssize_t)buf->len);
+    g_autofree char *v = g_strdup_printf("%d", m);
+    setenv(CPR_EXEC_STATE_ENV, v, 1);
+}
+
+START_TEST(test_adopt_refuses_fd_of_wrong_type_and_closes_it)
+{
+    int p[2];
+    ck_assert_int_eq(pipe2(p, 0), 0);
+    plant_state(p[0], S_IFREG);
+    ck_assert_cpr_fails(cpr_exec_state_adopt(ctx, errp_), -EPROTO, "expected a regular file");
+    ck_assert_int_eq(fcntl(p[0], F_GETFD), -1);
+    ck_assert_uint_eq(cpr_fd_count(ctx), 0);
+    close(p[1]);
+}
+END_TEST
+
+START_TEST(test_adopt_installs_fd_and_sets_cloexec)
+{
+    int p[2];
+    ck_assert_int_eq(pipe2(p, 0), 0);
+    plant_state(p[0], S_IFIFO);
+    ck_assert_int_eq(cpr_exec_state_adopt(ctx, NULL), 1);
+    ck_assert_int_eq(cpr_get_mode(ctx), CPR_MODE_CPR_EXEC);
+    ck_assert_int_eq(cloexec(p[0]), 1);
+    ck_assert_int_eq(cpr_fd_find(ctx, "disk", 0), p[0]);
+    cpr_fd_delete(ctx, "disk", 0);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+static Suite *exec_suite(void)
+{
+    Suite *s = suite_create("exec");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_exec_preserves_fds_and_ram_in_new_image);
+    tcase_add_test(tc, test_exec_failure_restores_cloexec_flags);
+    tcase_add_test(tc, test_adopt_without_variable_does_nothing);
+    tcase_add_test(tc, test_adopt_refuses_malformed_variable);
+    tcase_add_test(tc, test_adopt_refuses_fd_of_wrong_type_and_closes_it);
+    tcase_add_test(tc, test_adopt_installs_fd_and_sets_cloexec);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(exec_suite)
