@@ -424,8 +424,12 @@ static int kvm_vcpu_run(struct vmm_vcpu *v)
     }
 }
 
-/* Every vCPU thread takes kicks. An incoming vCPU also runs the warm-up stub once at CPL 3, outside the pause, then completes the
- * exit so its state can be replaced by the one that arrives. */
+/*
+ * Every vCPU thread takes kicks and has KVM store its registers in kvm_run at each exit. An
+ * incoming vCPU also runs the warm-up stub once at CPL 3 -- the first KVM_RUN is slow, and this
+ * one happens before the pause -- and completes the exit, so the state that arrives replaces a
+ * CPL-3 state (kvm_pvm must not see the privilege level change through SET_SREGS).
+ */
 static int kvm_vcpu_prologue(struct vmm_vcpu *v)
 {
     vmm_machine *m = v->m;
@@ -526,7 +530,7 @@ static int kvm_get_vcpu(vmm_machine *m, uint32_t cpu, vmm_vcpu_state *st, cpr_er
     }
     st->valid |= VMM_VCPU_HAS_REGS | VMM_VCPU_HAS_SREGS | VMM_VCPU_HAS_EVENTS;
     if (k->has_xsave) {
-        VCPU_IOCTL(kv, KVM_GET_XSAVE, &st->xsave, "KVM_GET_XSAVE");
+        VCPU_IOCTL(kv, KVM_GET_XSAVE, st->xsave, "KVM_GET_XSAVE");
         st->valid |= VMM_VCPU_HAS_XSAVE;
     } else {
         VCPU_IOCTL(kv, KVM_GET_FPU, &st->fpu, "KVM_GET_FPU");
@@ -592,7 +596,7 @@ static int kvm_set_vcpu(vmm_machine *m, uint32_t cpu, const vmm_vcpu_state *st, 
     if (by_ioctl & VMM_VCPU_HAS_REGS)
         VCPU_IOCTL(kv, KVM_SET_REGS, &s->regs, "KVM_SET_REGS");
     if (st->valid & VMM_VCPU_HAS_XSAVE)
-        VCPU_IOCTL(kv, KVM_SET_XSAVE, &s->xsave, "KVM_SET_XSAVE");
+        VCPU_IOCTL(kv, KVM_SET_XSAVE, s->xsave, "KVM_SET_XSAVE");
     if (st->valid & VMM_VCPU_HAS_FPU)
         VCPU_IOCTL(kv, KVM_SET_FPU, &s->fpu, "KVM_SET_FPU");
     if (st->valid & VMM_VCPU_HAS_XCRS)

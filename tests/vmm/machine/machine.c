@@ -15,6 +15,9 @@
 #include "internal/error.h"
 #include "machine_int.h"
 
+/* How long vCPU threads spin for the resume once a state was set (see vcpu_thread). */
+#define SPIN_BEFORE_RESUME_NS 2000000ull
+
 void vmm_machine_config_init(vmm_machine_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -46,6 +49,16 @@ static void *vcpu_thread(void *arg)
                 v->parked = 1;
                 m->nparked++;
                 pthread_cond_broadcast(&m->parked_cond);
+            }
+            if (!v->dead && vmm_now_ns() < m->spin_until_ns) {
+                /* A resume is imminent (the state was just set): spin rather than sleep, so
+                 * the vCPU does not wait for a futex wake-up and a core at the resume. */
+                uint64_t until = m->spin_until_ns;
+                pthread_mutex_unlock(&m->lock);
+                while (vmm_stop_requested(m) && vmm_now_ns() < until)
+                    __builtin_ia32_pause();
+                pthread_mutex_lock(&m->lock);
+                continue;
             }
             pthread_cond_wait(&m->run_cond, &m->lock);
         }
@@ -312,8 +325,13 @@ int vmm_machine_set_vcpu_state(vmm_machine *m, uint32_t cpu, const vmm_vcpu_stat
         return cpr_error_set(errp, -EINVAL, "vCPU %u state: saved by backend %u, this machine is %s",
                              cpu, st->backend, m->ops->name);
     rc = m->ops->set_vcpu(m, cpu, st, errp);
-    if (rc == 0)
+    if (rc == 0) {
         m->booted = 1;
+        pthread_mutex_lock(&m->lock);
+        m->spin_until_ns = vmm_now_ns() + SPIN_BEFORE_RESUME_NS;
+        pthread_cond_broadcast(&m->run_cond);
+        pthread_mutex_unlock(&m->lock);
+    }
     return rc;
 }
 

@@ -27,8 +27,8 @@
  * with a cpr_error (include/cpr/error.h) naming the vCPU, ioctl or field at fault.
  * Thread safety: a machine is driven from one thread at a time (the VMM's main loop); its vCPU
  * threads are internal. The KVM backend installs a no-op handler for SIGRTMIN + 3 (process-wide)
- * and unblocks that signal in its vCPU threads: it kicks them out of KVM_RUN. Stats readers (vmm_machine_get_stats, the heartbeat sampler) may run in
- * any thread at any time.
+ * and unblocks that signal in its vCPU threads: it kicks them out of KVM_RUN. Stats readers
+ * (vmm_machine_get_stats, the heartbeat sampler) may run in any thread at any time.
  */
 #ifndef CPR_VMM_MACHINE_H
 #define CPR_VMM_MACHINE_H
@@ -203,7 +203,7 @@ typedef struct vmm_vcpu_state {
     struct kvm_regs regs;
     struct kvm_sregs sregs;
     struct kvm_fpu fpu;
-    struct kvm_xsave xsave;  /* 4096-byte legacy XSAVE area */
+    uint32_t xsave[1024];    /* struct kvm_xsave: the 4096-byte XSAVE area (KVM_GET_XSAVE) */
     struct kvm_xcrs xcrs;
     struct kvm_vcpu_events events;
     struct kvm_debugregs debugregs;
@@ -279,6 +279,9 @@ typedef struct vmm_guest_stats {
     uint64_t bad_pfn;         /* a page found corrupt, plus one; 0 when none */
     uint64_t io_reports;      /* heartbeat reports (OUT) seen by this machine (KVM only) */
     uint64_t io_corruptions;  /* sum of the corruption counts last reported through the port */
+    uint64_t verify_passes;   /* full verification passes every vCPU has completed (the least);
+                               * after a switchover, wait for two more to know all RAM was
+                               * re-verified since */
 } vmm_guest_stats;
 
 /*
@@ -322,10 +325,14 @@ typedef struct vmm_hb_handoff {
 /*
  * Starts a thread that polls every vCPU's heartbeat in `ram` and keeps, per vCPU, the time of the
  * last change and the largest gap between changes since the last vmm_hb_sampler_reset() /
- * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset or a
- * handoff_set until every vCPU's heartbeat moved, or until handoff_get -- and every 1 ms
- * otherwise, so it does not steal the vCPUs' CPU between switchovers. The RAM must stay mapped
- * until _free().
+ * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset, handoff_get
+ * or handoff_set until every vCPU's heartbeat moved again (at most 5 s) -- and every 1 ms
+ * otherwise, so it does not steal the vCPUs' CPU between switchovers.
+ * A pause is measured as: reset() right before the stop, handoff_get() right after it, then
+ * either here (the guest resumes in this process) or in the next process with handoff_set() before
+ * its resume: wait_pause() returns the largest gap once every vCPU moved again. The guest's mailbox may arrive in
+ * RAM later (a migration target): the sampler starts watching once it is there. The RAM must
+ * stay mapped until _free(). Errors: -EINVAL without RAM, -ENOMEM, a thread error.
  */
 int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp);
@@ -338,15 +345,17 @@ void vmm_hb_sampler_reset(vmm_hb_sampler *s);
 uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s);
 
 /*
- * Waits until every vCPU's heartbeat changed since the reset/handoff (the guest runs again) or
- * `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the largest gap: the pause.
+ * Waits until every vCPU's heartbeat changed since the last handoff_get/handoff_set (the guest
+ * runs again) or `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the largest gap
+ * since the reset: the pause.
  */
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns);
 
 /*
- * Old process, guest stopped: fills *h with the last heartbeat changes seen (the sampler polls
- * once more first) and disarms (it no longer needs to poll finely). New process, before resuming: vmm_hb_sampler_handoff_set() resets the
- * sampler and makes the first change it sees count from the old process's times.
+ * Old process, right after the guest stopped: fills *h with the last heartbeat changes seen (the
+ * sampler polls once more first); the next change of each vCPU, in this process or another, ends
+ * the pause. New process, before resuming: vmm_hb_sampler_handoff_set() resets the sampler and
+ * makes the first change it sees count from the old process's times.
  */
 void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h);
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h);

@@ -15,19 +15,24 @@
 #include "machine_int.h"
 
 #define LATE_POLL_NS 200000ull
+/* Armed polling ends when the guest moves again, or after this long (a source whose guest now
+ * runs elsewhere on other RAM never sees it move). */
+#define ARMED_MAX_NS 5000000000ull
 /* Between switchovers the sampler only keeps an eye on the guest: polling every 10 us on a
  * 2-core host steals the CPU the vCPUs need (it stretched pauses from 0.4 to several ms). */
 #define IDLE_INTERVAL_US 1000u
 
 struct vmm_hb_sampler {
     const struct vmm_mailbox *mb;
-    uint32_t nvcpus;
+    uint64_t ram_size;
+    uint32_t nvcpus;           /* 0 until the mailbox is in RAM */
     uint32_t interval_us;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;       /* wakes the poller (armed, quit) and wait_pause (all moved) */
     int quit;
     int armed;                 /* poll every interval_us until every vCPU moved */
+    uint64_t armed_ns;         /* when it was armed */
     /* under lock */
     uint64_t last_hb[VMM_MAX_VCPUS];
     uint64_t changed_ns[VMM_MAX_VCPUS]; /* first poll that saw last_hb */
@@ -41,15 +46,26 @@ struct vmm_hb_sampler {
 
 static int all_moved_locked(const vmm_hb_sampler *s)
 {
+    if (s->nvcpus == 0)
+        return 0;
     for (uint32_t i = 0; i < s->nvcpus; i++)
         if (!s->moved[i])
             return 0;
     return 1;
 }
 
+/* The guest's vCPU count, once its mailbox is in RAM (on a migration target, RAM arrives late). */
+static uint32_t mailbox_nvcpus(const vmm_hb_sampler *s)
+{
+    vmm_guest_stats st = { .size = sizeof(st) };
+    return vmm_guest_read_stats(s->mb, s->ram_size, &st) == 0 ? st.nvcpus : 0;
+}
+
 /* One poll. Under s->lock. */
 static void poll_locked(vmm_hb_sampler *s)
 {
+    if (s->nvcpus == 0 && (s->nvcpus = mailbox_nvcpus(s)) == 0)
+        return;
     uint64_t now = vmm_now_ns();
     uint64_t prev = s->last_poll_ns ? s->last_poll_ns : now;
     if (s->armed && s->last_poll_ns && now - s->last_poll_ns > LATE_POLL_NS)
@@ -73,6 +89,8 @@ static void poll_locked(vmm_hb_sampler *s)
     if (s->armed && all_moved_locked(s)) {
         s->armed = 0;
         pthread_cond_broadcast(&s->cond);
+    } else if (s->armed && now - s->armed_ns > ARMED_MAX_NS) {
+        s->armed = 0;
     }
 }
 
@@ -97,20 +115,22 @@ static void arm_locked(vmm_hb_sampler *s)
     s->max_gap_ns = 0;
     memset(s->moved, 0, sizeof(s->moved));
     s->armed = 1;
+    s->armed_ns = vmm_now_ns();
     pthread_cond_broadcast(&s->cond);
 }
 
 int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp)
 {
-    vmm_guest_stats st = { .size = sizeof(st) };
-    if (vmm_guest_read_stats(ram, ram_size, &st) < 0)
-        return cpr_error_set(errp, -EINVAL, "heartbeat sampler: no guest mailbox in RAM at %p", ram);
+    if (!ram || ram_size < 2 * VMM_PAGE_SIZE)
+        return cpr_error_set(errp, -EINVAL, "heartbeat sampler: no RAM (%p, %llu bytes)", ram,
+                             (unsigned long long)ram_size);
     vmm_hb_sampler *s = calloc(1, sizeof(*s));
     if (!s)
         return cpr_error_set(errp, -ENOMEM, "heartbeat sampler: out of memory");
     s->mb = ram;
-    s->nvcpus = st.nvcpus;
+    s->ram_size = ram_size;
+    s->nvcpus = mailbox_nvcpus(s);
     s->interval_us = interval_us ? interval_us : 10;
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_t ca;
@@ -152,12 +172,18 @@ void vmm_hb_sampler_reset(vmm_hb_sampler *s)
     pthread_mutex_unlock(&s->lock);
 }
 
-uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s)
+/* Reads one counter of the sampler under its lock. */
+static uint64_t read_locked(vmm_hb_sampler *s, const uint64_t *field)
 {
     pthread_mutex_lock(&s->lock);
-    uint64_t gap = s->max_gap_ns;
+    uint64_t v = *field;
     pthread_mutex_unlock(&s->lock);
-    return gap;
+    return v;
+}
+
+uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s)
+{
+    return read_locked(s, &s->max_gap_ns);
 }
 
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns)
@@ -179,7 +205,10 @@ void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
 {
     pthread_mutex_lock(&s->lock);
     poll_locked(s);
-    s->armed = 0; /* this side's part is done: back to idle polling */
+    /* The guest is stopped: the next move of each vCPU ends the pause, seen from here too. */
+    memset(s->moved, 0, sizeof(s->moved));
+    s->armed = 1;
+    s->armed_ns = vmm_now_ns();
     memset(h, 0, sizeof(*h));
     h->version = 1;
     h->nvcpus = s->nvcpus;
@@ -196,6 +225,8 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
 {
     pthread_mutex_lock(&s->lock);
     arm_locked(s);
+    if (s->nvcpus == 0)
+        s->nvcpus = mailbox_nvcpus(s);
     for (uint32_t i = 0; i < s->nvcpus && i < h->nvcpus && h->version == 1; i++) {
         s->last_hb[i] = h->heartbeat[i];
         s->changed_ns[i] = h->changed_ns[i];
@@ -206,8 +237,5 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
 
 uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s)
 {
-    pthread_mutex_lock(&s->lock);
-    uint64_t n = s->late_polls;
-    pthread_mutex_unlock(&s->lock);
-    return n;
+    return read_locked(s, &s->late_polls);
 }

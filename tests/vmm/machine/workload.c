@@ -31,6 +31,7 @@ _Static_assert(offsetof(struct vmm_guest_cpu, bad_pfn) == SLOT_BAD_PFN, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, rewrites) == SLOT_REWRITES, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, rate_pps) == SLOT_RATE, "abi");
 _Static_assert(VMM_PAGE_STRIDE == VMM_PAGE_STRIDE_ASM, "abi");
+_Static_assert(sizeof(((vmm_vcpu_state *)0)->xsave) == sizeof(struct kvm_xsave), "KVM_GET_XSAVE size");
 
 /* The guest and the host share these words; relaxed atomics keep the compiler honest. */
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -218,6 +219,10 @@ int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st
         s.rewrites += LD(c->rewrites);
         if (LD(c->bad_pfn))
             s.bad_pfn = LD(c->bad_pfn);
+        /* Verification sweeps each share cyclically from index 0 after the fill. */
+        uint64_t share = LD(c->npages), passes = share ? LD(c->pages_verified) / share : UINT64_MAX;
+        if (i == 0 || passes < s.verify_passes)
+            s.verify_passes = passes;
     }
     *st = s;
     return 0;

@@ -62,8 +62,9 @@ struct mtest_handoff *mtest_capture(vmm_machine *m, vmm_hb_sampler *s, size_t *l
                                     cpr_error **errp);
 
 /*
- * New side (`ram`: its mapping of guest RAM): applies `h` (sampler handoff, VM and vCPU state), resumes `m`, then waits for the
- * heartbeat to move (r->pause_ns) and for a full verification pass (r->after). Fills every
+ * New side (`ram`: its mapping of guest RAM): applies `h` (sampler handoff, VM and vCPU
+ * state), resumes `m`, then waits for the heartbeat to move (r->pause_ns) and for a full
+ * verification pass (r->after). Fills every
  * field of *r; on failure r->rc and r->msg say what failed.
  */
 int mtest_restore(vmm_machine *m, vmm_hb_sampler *s, const void *ram,

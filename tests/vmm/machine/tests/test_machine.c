@@ -109,6 +109,7 @@ static void check_boot(uint32_t nvcpus)
     ck_assert_uint_eq(a.pages_total, 64 * MiB / 4096 - 1);
     vmm_guest_stats st;
     ck_assert(mtest_wait_full_verify(b.ram, b.size, 30000, &st));
+    ck_assert_uint_ge(st.verify_passes, 1);
     ck_assert_uint_gt(st.heartbeat, a.heartbeat);
     ck_assert_uint_eq(st.pages_filled, st.pages_total);
     ck_assert_uint_eq(st.corruptions, 0);
@@ -301,6 +302,42 @@ START_TEST(test_resume_refuses_a_machine_without_a_guest)
 }
 END_TEST
 
+START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
+{
+    int fd;
+    uint64_t size = 16 * MiB, gap = 0;
+    void *ram = mtest_ram_new(size, &fd);
+    vmm_hb_sampler *s = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_hb_sampler_new(&s, ram, size, 10, &err), 0);
+    ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 30, &gap), -ETIMEDOUT);
+
+    vmm_machine_config cfg;
+    vmm_machine_config_init(&cfg);
+    cfg.accel = TEST_ACCEL;
+    cfg.ram = ram;
+    cfg.ram_size = size;
+    vmm_machine *m = NULL;
+    ck_assert_int_eq(vmm_machine_new(&m, &cfg, &err), 0);
+    ck_assert_int_eq(vmm_machine_boot(m, &err), 0);
+    sleep_ms(5);
+    vmm_hb_sampler_reset(s);
+    stop(m);
+    vmm_hb_handoff h;
+    vmm_hb_sampler_handoff_get(s, &h); /* the guest is stopped: its next move ends the pause */
+    ck_assert_uint_eq(h.nvcpus, 1);
+    ck_assert_uint_gt(h.heartbeat[0], 0);
+    sleep_ms(3);
+    resume(m);
+    ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
+    ck_assert_uint_ge(gap, 3000000); /* the 3 ms stop, at least */
+    vmm_hb_sampler_free(s);
+    vmm_machine_free(m);
+    munmap(ram, size);
+    close(fd);
+}
+END_TEST
+
 /* Stops `old`, captures everything into one handoff message. */
 static struct mtest_handoff *capture(vmm_machine *old, vmm_hb_sampler *s, size_t *len)
 {
@@ -490,6 +527,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_stale_generation_counts_as_corruption);
     tcase_add_test(tc, test_state_calls_refuse_a_running_machine);
     tcase_add_test(tc, test_resume_refuses_a_machine_without_a_guest);
+    tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
     tcase_add_test(tc, test_restore_in_new_process_over_inherited_memfd);
     tcase_add_test(tc, test_dirty_log_reports_exactly_the_pages_the_guest_wrote);
