@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "devices.h"
+#include "fault.h"
 
 struct dev_hbmon {
     vmm *v;
@@ -30,6 +31,7 @@ struct dev_hbmon {
 
 static int hbmon_pre_save(void *opaque, cpr_error **errp)
 {
+    vmm_fault(VMM_FAULT_SAVE_DEVICE);
     dev_hbmon *d = opaque;
     vmm *v = d->v;
     vmm_hb_handoff h = {0};
@@ -48,8 +50,17 @@ static int hbmon_pre_save(void *opaque, cpr_error **errp)
     return 0;
 }
 
+/* Fault points for the reliability tests: hbmon sits between the vCPUs' and the serial
+ * console's sections, so here is "in the middle of device state". */
+static int hbmon_pre_load(void *opaque, cpr_error **errp)
+{
+    vmm_fault(VMM_FAULT_DEVICE_LOAD);
+    return 0;
+}
+
 static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
+    vmm_fault(VMM_FAULT_LOADED);
     dev_hbmon *d = opaque;
     vmm *v = d->v;
     g_mutex_lock(&v->lock);
@@ -91,7 +102,7 @@ static int hbmon_desc(cpr_desc **out, cpr_error **cerr)
     if (r == 0)
         r = cpr_desc_field_since(d, "changed_ns", 2, cerr);
     if (r == 0)
-        r = cpr_desc_set_hooks(d, hbmon_pre_save, NULL, NULL, hbmon_post_load, cerr);
+        r = cpr_desc_set_hooks(d, hbmon_pre_save, NULL, hbmon_pre_load, hbmon_post_load, cerr);
     if (r == 0)
         r = cpr_desc_new("hbmon/history", 1, 1, sizeof(dev_hbmon), &hist, cerr);
     if (r == 0)
