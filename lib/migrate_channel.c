@@ -20,6 +20,7 @@
 #include <cpr/transfer.h>
 
 #include "internal/error.h"
+#include "internal/transfer.h"
 #include "internal/main_channel.h"
 #include "internal/scm.h"
 
@@ -155,8 +156,8 @@ static int chan_open(cpr_job *job, const cpr_addr *a, int outgoing, struct cpr_m
     switch (cpr_addr_transport(a)) {
     case CPR_TRANSPORT_UNIX:
         transfer_opts(job, &o);
-        ret = outgoing ? cpr_transfer_connect(cpr_addr_path(a), &o, errp)
-                       : cpr_transfer_listen(cpr_addr_path(a), errp);
+        ret = outgoing ? cpr_unix_connect("unix socket", cpr_addr_path(a), &o, errp)
+                       : cpr_unix_listen("unix socket", cpr_addr_path(a), errp);
         break;
     case CPR_TRANSPORT_TCP:
         ret = tcp_open(a, !outgoing, errp);
