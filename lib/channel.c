@@ -101,6 +101,18 @@ static int parse_file(cpr_addr *a, const char *rest, const char *uri, cpr_error 
     return 0;
 }
 
+/* A host name or address: brackets only ever delimit an IPv6 address in a URI, so a host with
+ * one in it could not be written back as a URI that reads the same (found by fuzzing). */
+static int check_host(const char *host, const char *where, cpr_error **errp)
+{
+    if (!*host)
+        return cpr_error_set(errp, -EINVAL, "%s: tcp needs a host", where);
+    if (strpbrk(host, "[]"))
+        return cpr_error_set(errp, -EINVAL, "%s: host '%s' has a bracket (write an IPv6 address as [ADDR])",
+                             where, host);
+    return 0;
+}
+
 /* tcp:HOST:PORT, where HOST may be [IPv6]. */
 static int parse_tcp(cpr_addr *a, const char *rest, const char *uri, cpr_error **errp)
 {
@@ -117,9 +129,9 @@ static int parse_tcp(cpr_addr *a, const char *rest, const char *uri, cpr_error *
             return cpr_error_set(errp, -EINVAL, "migration URI '%s': expected tcp:HOST:PORT", uri);
         a->host = g_strndup(rest, colon - rest);
     }
-    if (!*a->host)
-        return cpr_error_set(errp, -EINVAL, "migration URI '%s': tcp needs a host", uri);
-    return set_port(a, colon + 1, uri, errp);
+    g_autofree char *where = g_strdup_printf("migration URI '%s'", uri);
+    int ret = check_host(a->host, where, errp);
+    return ret < 0 ? ret : set_port(a, colon + 1, uri, errp);
 }
 
 CPR_API int cpr_addr_parse_uri(const char *uri, cpr_addr **out, cpr_error **errp)
@@ -289,6 +301,8 @@ static int parse_socket_addr(json_object *obj, cpr_addr **out, const char *where
             return -EINVAL;
         if (!*host)
             return cpr_error_set(errp, -EINVAL, "%s: 'host' is empty", where);
+        if ((ret = check_host(host, where, errp)) < 0)
+            return ret;
         a = addr_new(CPR_TRANSPORT_TCP);
         a->host = g_strdup(host);
         if ((ret = set_port(a, port, where, errp)) < 0) {

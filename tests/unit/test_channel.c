@@ -82,6 +82,9 @@ START_TEST(test_uri_refusals_name_the_fault)
     ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:host:65536", &a, errp_), -EINVAL, "port '65536'");
     ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:host", &a, errp_), -EINVAL, "tcp:HOST:PORT");
     ck_assert_cpr_fails(cpr_addr_parse_uri("tcp::80", &a, errp_), -EINVAL, "needs a host");
+    /* Brackets only around an IPv6 address: otherwise the URI could not be printed back. */
+    ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:K::1]:0", &a, errp_), -EINVAL, "has a bracket");
+    ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:a[b:0", &a, errp_), -EINVAL, "has a bracket");
     ck_assert_cpr_fails(cpr_addr_parse_uri("fd:x3", &a, errp_), -EINVAL, "'x3'");
     ck_assert_cpr_fails(cpr_addr_parse_uri("unix:", &a, errp_), -EINVAL, "socket path");
     ck_assert_cpr_fails(cpr_addr_parse_uri("exec:", &a, errp_), -EINVAL, "needs a command");
