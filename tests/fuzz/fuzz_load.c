@@ -6,7 +6,7 @@
  * on everything but valid streams.
  *
  * Built with clang -fsanitize=fuzzer when CPR_FUZZ=ON; replayed over the seed corpus by
- * driver.c under ctest with any compiler. fuzz_load_make_seed() writes a valid stream.
+ * driver.c under ctest with any compiler. fuzz_make_seed() writes a valid stream.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -163,7 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     return 0;
 }
 
-int fuzz_load_make_seed(void **data, size_t *len)
+int fuzz_make_seed(void **data, size_t *len)
 {
     struct machine m;
     machine_init(&m);
