@@ -79,7 +79,21 @@ static int set_exec(cpr_addr *a, char **argv, const char *what, cpr_error **errp
         return cpr_error_set(errp, -EINVAL, "%s: exec needs a command", what);
     }
     a->argv = argv;
-    a->command = g_strjoinv(" ", argv);
+    /* The command goes to /bin/sh -c: each word quoted where the shell would split or
+     * expand it, so the command runs exactly the argv given (found by fuzzing: a JSON arg
+     * "cat > f" became three words and a redirection). */
+    GString *cmd = g_string_new(NULL);
+    for (char **w = argv; *w; w++) {
+        if (w != argv)
+            g_string_append_c(cmd, ' ');
+        if (**w && strspn(*w, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./=:,@%+-") == strlen(*w)) {
+            g_string_append(cmd, *w);
+        } else {
+            g_autofree char *q = g_shell_quote(*w);
+            g_string_append(cmd, q);
+        }
+    }
+    a->command = g_string_free(cmd, FALSE);
     return 0;
 }
 
@@ -335,6 +349,11 @@ static int parse_file_addr(json_object *obj, cpr_addr **out, const char *where, 
         return -EINVAL;
     if (!*filename)
         return cpr_error_set(errp, -EINVAL, "%s: 'filename' is empty", where);
+    /* As in a file: URI, where a comma starts an option: a path with one could not be
+     * written back as a URI that reads the same (found by fuzzing). */
+    if (strchr(filename, ','))
+        return cpr_error_set(errp, -EINVAL, "%s: 'filename' %s has a comma, which is not supported", where,
+                             filename);
     uint64_t offset = 0;
     json_object *v;
     if (json_object_object_get_ex(obj, "offset", &v)) {

@@ -125,6 +125,16 @@ START_TEST(test_channel_addr_forms)
     ck_assert_str_eq(cpr_addr_command(cpr_channels_get(l, CPR_CHANNEL_MAIN)), "cat -");
     cpr_channels_free(l);
 
+    /* Each arg stays one word for the shell that runs the command (it once became three). */
+    l = channels("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"exec\",\"args\":[\"sh\",\"-c\",\"cat > /tmp/x\"]}}]");
+    ck_assert_str_eq(cpr_addr_command(cpr_channels_get(l, CPR_CHANNEL_MAIN)), "sh -c 'cat > /tmp/x'");
+    cpr_channels_free(l);
+    cpr_error *err = NULL;
+    ck_assert_int_eq(cpr_channels_parse_json("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"file\","
+                                             "\"filename\":\"a,b\"}}]", &l, &err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(err), "has a comma"));
+    cpr_error_free(err);
+
     l = channels("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"fd\",\"str\":\"9\"}}]");
     ck_assert_int_eq(cpr_addr_fd(cpr_channels_get(l, CPR_CHANNEL_MAIN)), 9);
     cpr_channels_free(l);
