@@ -12,21 +12,25 @@
 void __tsan_acquire(void *addr);
 void __tsan_release(void *addr);
 
-#define REAL(name, type) \
-    static type real_##name; \
-    if (!real_##name) \
-        real_##name = (type)dlsym(RTLD_NEXT, #name)
+/* The real function, looked up once; threads may race to it, so atomically. */
+#define REAL(name) \
+    static __typeof__(name) *cache_##name; \
+    __typeof__(name) *real_##name = __atomic_load_n(&cache_##name, __ATOMIC_ACQUIRE); \
+    if (!real_##name) { \
+        real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name); \
+        __atomic_store_n(&cache_##name, real_##name, __ATOMIC_RELEASE); \
+    }
 
 void g_mutex_lock(GMutex *m)
 {
-    REAL(g_mutex_lock, void (*)(GMutex *));
+    REAL(g_mutex_lock);
     real_g_mutex_lock(m);
     __tsan_acquire(m);
 }
 
 gboolean g_mutex_trylock(GMutex *m)
 {
-    REAL(g_mutex_trylock, gboolean (*)(GMutex *));
+    REAL(g_mutex_trylock);
     gboolean ok = real_g_mutex_trylock(m);
     if (ok)
         __tsan_acquire(m);
@@ -35,28 +39,28 @@ gboolean g_mutex_trylock(GMutex *m)
 
 void g_mutex_unlock(GMutex *m)
 {
-    REAL(g_mutex_unlock, void (*)(GMutex *));
+    REAL(g_mutex_unlock);
     __tsan_release(m);
     real_g_mutex_unlock(m);
 }
 
 void g_rec_mutex_lock(GRecMutex *m)
 {
-    REAL(g_rec_mutex_lock, void (*)(GRecMutex *));
+    REAL(g_rec_mutex_lock);
     real_g_rec_mutex_lock(m);
     __tsan_acquire(m);
 }
 
 void g_rec_mutex_unlock(GRecMutex *m)
 {
-    REAL(g_rec_mutex_unlock, void (*)(GRecMutex *));
+    REAL(g_rec_mutex_unlock);
     __tsan_release(m);
     real_g_rec_mutex_unlock(m);
 }
 
 void g_cond_wait(GCond *c, GMutex *m)
 {
-    REAL(g_cond_wait, void (*)(GCond *, GMutex *));
+    REAL(g_cond_wait);
     __tsan_release(m);
     real_g_cond_wait(c, m);
     __tsan_acquire(m);
@@ -64,7 +68,7 @@ void g_cond_wait(GCond *c, GMutex *m)
 
 gboolean g_cond_wait_until(GCond *c, GMutex *m, gint64 end_time)
 {
-    REAL(g_cond_wait_until, gboolean (*)(GCond *, GMutex *, gint64));
+    REAL(g_cond_wait_until);
     __tsan_release(m);
     gboolean r = real_g_cond_wait_until(c, m, end_time);
     __tsan_acquire(m);
