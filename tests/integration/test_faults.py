@@ -130,6 +130,18 @@ def refused(vm):
     return f"{not_running(vm)} ({err})"
 
 
+def thawed_after_ack(old, new):
+    """New frozen past the acknowledgement: the old VMM completed and must not resume; the new
+    one, thawed, runs the guest on."""
+    info = old.wait_migration()
+    check(info["status"] == "completed", "old: completed (the new VMM acknowledged)")
+    check(old.status() == "postmigrate", "old stays in postmigrate while the new VMM is frozen")
+    new.proc.send_signal(signal.SIGCONT)
+    new.wait_status("running")
+    check_after_switchover(new, old.guest()["heartbeat"], os.path.join(WD, "serial.log"))
+    return "old postmigrate; new thawed and runs, guest intact"
+
+
 def boot(name, args, **kw):
     vm = Vmm(BINARY, WD, name, args, **kw)
     wait_booted(vm)
@@ -203,14 +215,7 @@ def case_transfer_new_fault(phase, action, expect):
             fault_hit(new, phase)
             wait_frozen(new)
             if phase == "start":
-                # Past the acknowledgement: the old VMM completed and must not resume.
-                info = old.wait_migration()
-                check(info["status"] == "completed", "old: completed (the new VMM acknowledged)")
-                check(old.status() == "postmigrate", "old stays in postmigrate while the new VMM is frozen")
-                new.proc.send_signal(signal.SIGCONT)
-                new.wait_status("running")
-                check_after_switchover(new, old.guest()["heartbeat"], os.path.join(WD, "serial.log"))
-                return "old postmigrate; new thawed and runs, guest intact"
+                return thawed_after_ack(old, new)
             info = old.qmp("query-migrate")
             check(info["status"] not in ("completed", "failed"), f"old waits while the new VMM is frozen ({info['status']})")
             sigkill(new)
@@ -290,13 +295,7 @@ def case_live_new_fault(phase, action):
         if action == "stop":
             wait_frozen(new)
             if phase == "start":
-                info = old.wait_migration()
-                check(info["status"] == "completed", "old: completed (the new VMM acknowledged)")
-                check(old.status() == "postmigrate", "old stays in postmigrate while the new VMM is frozen")
-                new.proc.send_signal(signal.SIGCONT)
-                new.wait_status("running")
-                check_after_switchover(new, old.guest()["heartbeat"], os.path.join(WD, "serial.log"))
-                return "old postmigrate; new thawed and runs, guest intact"
+                return thawed_after_ack(old, new)
             time.sleep(0.3)
             info = old.qmp("query-migrate")
             check(info["status"] not in ("completed", "failed"), f"old waits for the acknowledgement ({info['status']})")
