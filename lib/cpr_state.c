@@ -10,6 +10,7 @@
 
 #include <cpr/params.h>
 
+#include "internal/bytes.h"
 #include "internal/cpr_state.h"
 #include "internal/ctx.h"
 #include "internal/error.h"
@@ -316,28 +317,28 @@ typedef struct cursor {
     size_t len, off;
 } cursor;
 
-static int take(cursor *c, void *dst, size_t n, cpr_error **errp)
+/* The next n-byte little-endian integer, or -EBADMSG naming the section and offset. */
+static int take_le(cursor *c, size_t n, uint64_t *v, cpr_error **errp)
 {
     if (c->len - c->off < n)
         return cpr_error_set(errp, -EBADMSG, "cpr state: section %s truncated at byte %zu of %zu",
                              c->section, c->off, c->len);
-    memcpy(dst, c->p + c->off, n);
+    *v = cpr_le_get(c->p + c->off, n);
     c->off += n;
     return 0;
 }
 
 static int take32(cursor *c, uint32_t *v, cpr_error **errp)
 {
-    int ret = take(c, v, 4, errp);
-    *v = GUINT32_FROM_LE(*v);
+    uint64_t w = 0;
+    int ret = take_le(c, 4, &w, errp);
+    *v = (uint32_t)w;
     return ret;
 }
 
 static int take64(cursor *c, uint64_t *v, cpr_error **errp)
 {
-    int ret = take(c, v, 8, errp);
-    *v = GUINT64_FROM_LE(*v);
-    return ret;
+    return take_le(c, 8, v, errp);
 }
 
 static int decode_entry(cursor *c, uint32_t kind, cpr_state_entry *e, cpr_error **errp)

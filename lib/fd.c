@@ -10,6 +10,7 @@
 #include "internal/ctx.h"
 #include "internal/error.h"
 #include "internal/fd.h"
+#include "internal/slot.h"
 
 typedef struct fd_entry {
     char *name; /* (name, id) is the hash key: the entry is its own key */
@@ -55,17 +56,18 @@ static gboolean entry_equal(gconstpointer a, gconstpointer b)
     return x->id == y->id && !strcmp(x->name, y->name);
 }
 
+static void *registry_new(void)
+{
+    fd_registry *r = g_new0(fd_registry, 1);
+    g_rec_mutex_init(&r->lock);
+    r->order = g_ptr_array_new();
+    r->by_key = g_hash_table_new(entry_hash, entry_equal);
+    return r;
+}
+
 static fd_registry *registry_get(cpr_ctx *ctx)
 {
-    fd_registry *r = cpr_ctx_slot_get(ctx, CPR_SLOT_FDS);
-    if (!r) {
-        r = g_new0(fd_registry, 1);
-        g_rec_mutex_init(&r->lock);
-        r->order = g_ptr_array_new();
-        r->by_key = g_hash_table_new(entry_hash, entry_equal);
-        cpr_ctx_slot_set(ctx, CPR_SLOT_FDS, r, registry_free);
-    }
-    return r;
+    return cpr_ctx_slot_get_or_create(ctx, CPR_SLOT_FDS, registry_new, registry_free);
 }
 
 int cpr_name_check(const char *name, size_t len, const char *what, cpr_error **errp)

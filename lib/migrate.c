@@ -30,6 +30,7 @@ static void mig_free(void *p)
     cpr_mig_ram_free(mig->ram);
     g_mutex_clear(&mig->lock);
     g_cond_clear(&mig->cond);
+    g_rec_mutex_clear(&mig->status_lock);
     g_free(mig);
 }
 
@@ -52,6 +53,7 @@ struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
     mig->ctx = ctx;
     g_mutex_init(&mig->lock);
     g_cond_init(&mig->cond);
+    g_rec_mutex_init(&mig->status_lock);
     /* Made with the state, so that a job's fd count before and after is the same. */
     mig->cancel_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     mig->runstate_override = -1;
@@ -195,9 +197,11 @@ static void status_changed(struct cpr_mig *mig, int status)
 int cpr_job_set_status(cpr_job *job, cpr_migration_status status, cpr_error **errp)
 {
     struct cpr_mig *mig = job->mig;
+    g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     if (mig->cancel_requested) {
         g_mutex_unlock(&mig->lock);
+        g_rec_mutex_unlock(&mig->status_lock);
         return cpr_error_set(errp, -ECANCELED, "migration cancelled");
     }
     int changed = mig->info.status != (int32_t)status;
@@ -207,6 +211,7 @@ int cpr_job_set_status(cpr_job *job, cpr_migration_status status, cpr_error **er
     g_mutex_unlock(&mig->lock);
     if (changed)
         status_changed(mig, status);
+    g_rec_mutex_unlock(&mig->status_lock);
     return 0;
 }
 
@@ -422,6 +427,7 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     uint64_t drain;
     while (read(mig->cancel_efd, &drain, sizeof(drain)) > 0) {
     }
+    g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     mig->job = job;
     mig->cancel_requested = 0;
@@ -436,6 +442,7 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     mig->start_us = g_get_monotonic_time();
     g_mutex_unlock(&mig->lock);
     status_changed(mig, CPR_MIGRATION_SETUP);
+    g_rec_mutex_unlock(&mig->status_lock);
     return 0;
 }
 
@@ -443,6 +450,8 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
 static void job_finish(cpr_job *job, int ret, cpr_error *err)
 {
     struct cpr_mig *mig = job->mig;
+    /* Taken first: a cancel's "cancelling" is told before the guest restarts. */
+    g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     int cancelled = mig->cancel_requested;
     g_mutex_unlock(&mig->lock);
@@ -484,6 +493,7 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
     g_array_set_size(mig->watched, 0);
     g_mutex_unlock(&mig->lock);
     status_changed(mig, status);
+    g_rec_mutex_unlock(&mig->status_lock);
 
     if (!job->incoming)
         cpr_gate_leave(job->ctx, ret == 0);
@@ -561,6 +571,7 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_migrate_cancel: ctx is NULL");
     struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     int st = mig->info.status;
     int can = mig->job_running && mig->job && !mig->past_no_return && !mig->cancel_requested &&
@@ -581,6 +592,7 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     g_mutex_unlock(&mig->lock);
     if (can)
         status_changed(mig, CPR_MIGRATION_CANCELLING);
+    g_rec_mutex_unlock(&mig->status_lock);
     return 0;
 }
 

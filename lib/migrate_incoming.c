@@ -11,6 +11,7 @@
 #include <cpr/exec.h>
 #include <cpr/fd.h>
 #include <cpr/params.h>
+#include <cpr/ram.h>
 #include <cpr/stream.h>
 #include <cpr/transfer.h>
 
@@ -18,7 +19,6 @@
 #include "internal/main_channel.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
-#include "internal/ram.h"
 #include "internal/savevm.h"
 
 static void close_boxed_fd(void *p)
@@ -81,7 +81,7 @@ struct in_state {
 static void in_state_free(void *p)
 {
     struct in_state *in = p;
-    cpr_main_chan_close(in->job, &in->mc);
+    cpr_main_chan_close(in->job, &in->mc, NULL);
     g_free(in);
 }
 
@@ -108,7 +108,7 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
     if (box) {
         /* Devices exist by now (QEMU's order): preserved fds nobody claimed are not needed. */
         cpr_fd_close_unclaimed(job->ctx);
-        cpr_ram_incoming_close(job->ctx);
+        cpr_ram_close_unattached(job->ctx);
         int sock = *box;
         g_free(box);
         /* Main listens: tell the old process it may stop its guest and connect. */
@@ -127,15 +127,11 @@ int cpr_migrate_in(cpr_job *job, cpr_error **errp)
         return ret;
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp)) < 0)
         return ret;
-    cpr_stream *s;
-    if ((ret = cpr_stream_new_fd_reader(in->mc.fd, 0, &s, errp)) < 0)
-        return ret;
     /* post_load and load_done run only once the whole stream checked out (savevm). */
-    ret = cpr_savevm_load_stream(job->ctx, s, NULL, errp);
+    ret = cpr_savevm_load_stream(job->ctx, in->mc.s, NULL, errp);
     cpr_migration_info *i = cpr_job_stats_lock(job);
-    i->transferred = cpr_stream_offset(s);
+    i->transferred = cpr_stream_offset(in->mc.s);
     cpr_job_stats_unlock(job);
-    cpr_stream_free(s);
     if (ret < 0)
         return ret;
     /* Until the source has this byte it may still resume: so not a step before it. */
@@ -143,7 +139,7 @@ int cpr_migrate_in(cpr_job *job, cpr_error **errp)
         cpr_error_prefix(errp, "the source went away before the switchover");
         return ret;
     }
-    cpr_main_chan_close(job, &in->mc);
+    cpr_main_chan_close(job, &in->mc, NULL);
     cpr_job_set_runstate(job, -1);
     if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
         return ret;

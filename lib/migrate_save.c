@@ -186,11 +186,7 @@ int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
     int ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
     if (ret < 0)
         return ret;
-    ret = cpr_stream_new_fd_writer(mc.fd, 0, &r.s, errp);
-    if (ret < 0) {
-        cpr_main_chan_close(job, &mc);
-        return ret;
-    }
+    r.s = mc.s;
     cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
     int begun = ret != -EBUSY;
@@ -209,9 +205,9 @@ int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
-    cpr_stream_free(r.s);
-    cpr_main_chan_close(job, &mc);
-    return ret;
+    /* An exec: command that fails after taking the whole stream still fails the job. */
+    int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);
+    return ret < 0 ? ret : closed;
 }
 
 int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp)

@@ -14,6 +14,7 @@
 #include "internal/error.h"
 #include "internal/fd.h"
 #include "internal/ram.h"
+#include "internal/slot.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -77,17 +78,18 @@ static void table_free(void *p)
     g_free(t);
 }
 
+static void *table_new(void)
+{
+    ram_table *t = g_new0(ram_table, 1);
+    g_mutex_init(&t->lock);
+    t->blocks = g_ptr_array_new();
+    t->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, pending_free);
+    return t;
+}
+
 static ram_table *table_get(cpr_ctx *ctx)
 {
-    ram_table *t = cpr_ctx_slot_get(ctx, CPR_SLOT_RAM);
-    if (!t) {
-        t = g_new0(ram_table, 1);
-        g_mutex_init(&t->lock);
-        t->blocks = g_ptr_array_new();
-        t->pending = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, pending_free);
-        cpr_ctx_slot_set(ctx, CPR_SLOT_RAM, t, table_free);
-    }
-    return t;
+    return cpr_ctx_slot_get_or_create(ctx, CPR_SLOT_RAM, table_new, table_free);
 }
 
 static cpr_ram_block *find_locked(ram_table *t, const char *name)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <glib.h>
 
@@ -187,6 +188,26 @@ static void bit_clear(uint64_t *map, uint64_t i)
     map[i / 64] &= ~(UINT64_C(1) << (i % 64));
 }
 
+/*
+ * How many pages from `page` on (at most max) lie in a hole of the block's memfd or file:
+ * memory never written, which reads as zero. Knowing it from lseek(SEEK_DATA) avoids touching
+ * those pages, which on shared memory would allocate them. 0 when the page holds data or the
+ * backing cannot tell (private memory, hugetlbfs).
+ */
+static uint64_t hole_pages(const cpr_ram_block *b, uint64_t page, uint64_t max)
+{
+    int fd = cpr_ram_block_fd(b);
+    if (fd < 0)
+        return 0;
+    off_t off = (off_t)(page * PAGE);
+    off_t data = lseek(fd, off, SEEK_DATA);
+    if (data < 0 && errno == ENXIO)
+        data = (off_t)cpr_ram_block_size(b); /* no data after off: a hole to the end */
+    if (data <= off)
+        return 0;
+    return MIN(max, (uint64_t)(data - off) / PAGE);
+}
+
 /* The next dirty page at or after `from` in b, or b->pages. */
 static uint64_t next_dirty(const struct ram_blk *b, uint64_t from)
 {
@@ -223,10 +244,12 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
             continue;
         }
         const uint8_t *host = cpr_ram_block_host(b->block);
-        int zero = page_is_zero(host + p * PAGE);
+        /* The first pass meets most never-written memory: find it without reading it. */
+        uint64_t holes = rs->st.passes == 1 ? hole_pages(b->block, p, RUN_MAX) : 0;
+        int zero = holes > 0 || page_is_zero(host + p * PAGE);
         uint32_t n = 0;
         while (n < RUN_MAX && p + n < b->pages && bit_test(b->bmap, p + n) &&
-               (n == 0 || page_is_zero(host + (p + n) * PAGE) == zero)) {
+               (n == 0 || n < holes || (!holes && page_is_zero(host + (p + n) * PAGE) == zero))) {
             bit_clear(b->bmap, p + n);
             n++;
         }
@@ -361,7 +384,10 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
         uint64_t len = MIN((uint64_t)n * PAGE, cpr_ram_block_size(cur) - off);
         uint8_t *dst = (uint8_t *)cpr_ram_block_host(cur) + off;
         if (kind == CPR_RAM_ENT_ZERO) {
-            /* Reading before writing keeps untouched destination pages unallocated. */
+            /* Holes read as zero already; elsewhere reading before writing keeps pages that
+             * are zero from being dirtied. */
+            if (hole_pages(cur, first, n) == n)
+                continue;
             for (uint64_t o = 0; o < len; o += PAGE) {
                 size_t l = (size_t)MIN((uint64_t)PAGE, len - o);
                 if (l < PAGE || !page_is_zero(dst + o))

@@ -207,6 +207,21 @@ int cpr_rec_write(cpr_stream *s, unsigned int type, const void *data, size_t len
     return cpr_rec_end(s, errp);
 }
 
+int cpr_rec_write_section(cpr_stream *s, unsigned int type, const char *name, uint32_t instance, uint32_t version,
+                          unsigned int flags, cpr_rec_body_fn body, void *arg, uint32_t *section_id,
+                          cpr_error **errp)
+{
+    int ret = cpr_rec_begin_section(s, type, name, instance, version, section_id, errp);
+    if (ret < 0)
+        return ret;
+    cpr_rec_set_flags(s, flags);
+    if ((ret = body(s, arg, errp)) < 0) {
+        cpr_rec_abort(s);
+        return ret;
+    }
+    return cpr_rec_end(s, errp);
+}
+
 int cpr_rec_write_eos(cpr_stream *s, cpr_error **errp)
 {
     if (!s || !cpr_stream_is_writer(s))
@@ -391,7 +406,8 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
         if (get_le16(h + 10) != 0 || (r.flags & ~CPR_REC_FLAGS_KNOWN))
             return cpr_error_set(errp, -EBADMSG, REC_FMT ": reserved header bits set (flags 0x%02x, reserved 0x%04x)",
                                  REC_ARGS(&r), r.flags, get_le16(h + 10));
-        if (r.len > s->limit[CPR_STREAM_LIMIT_RECORD])
+        if (r.len > s->limit[CPR_STREAM_LIMIT_RECORD] ||
+            r.len > SIZE_MAX - CPR_RECORD_HEADER_SIZE - CPR_RECORD_TRAILER_SIZE)
             return cpr_error_set(errp, -EMSGSIZE, REC_FMT ": payload of %" U64 " bytes exceeds the record limit of %" U64,
                                  REC_ARGS(&r), (guint64)r.len, (guint64)s->limit[CPR_STREAM_LIMIT_RECORD]);
         size_t total = CPR_RECORD_HEADER_SIZE + (size_t)r.len + CPR_RECORD_TRAILER_SIZE;
@@ -457,6 +473,12 @@ void cpr_rec_blob_free(struct cpr_rec_blob *b)
     g_free(b);
 }
 
+static int put_blob(cpr_stream *s, void *arg, cpr_error **errp)
+{
+    const struct cpr_rec_blob *b = arg;
+    return cpr_stream_put_bytes(s, b->data, b->len, errp);
+}
+
 int cpr_rec_write_blobs(cpr_stream *s, const char *config_json, const struct cpr_rec_blob *blobs, size_t n,
                         cpr_error **errp)
 {
@@ -465,17 +487,9 @@ int cpr_rec_write_blobs(cpr_stream *s, const char *config_json, const struct cpr
     int ret = cpr_rec_write_stream_header(s, errp);
     if (ret >= 0)
         ret = cpr_rec_write(s, CPR_REC_CONFIG, config_json, strlen(config_json), errp);
-    for (size_t i = 0; ret >= 0 && i < n; i++) {
-        ret = cpr_rec_begin_section(s, CPR_REC_FULL, blobs[i].name, blobs[i].instance, blobs[i].version, NULL, errp);
-        if (ret < 0)
-            break;
-        ret = cpr_stream_put_bytes(s, blobs[i].data, blobs[i].len, errp);
-        if (ret < 0) {
-            cpr_rec_abort(s);
-            break;
-        }
-        ret = cpr_rec_end(s, errp);
-    }
+    for (size_t i = 0; ret >= 0 && i < n; i++)
+        ret = cpr_rec_write_section(s, CPR_REC_FULL, blobs[i].name, blobs[i].instance, blobs[i].version, 0, put_blob,
+                                    (void *)&blobs[i], NULL, errp);
     if (ret >= 0)
         ret = cpr_rec_write_eos(s, errp);
     return ret < 0 ? ret : 0;

@@ -176,6 +176,12 @@ CPR_API int cpr_savevm_register_live(cpr_ctx *ctx, const char *name, uint32_t in
     if (min_version < 1 || min_version > version)
         return cpr_error_set(errp, -EINVAL, "section '%s': versions must satisfy 1 <= min_version (%u) <= version (%u)",
                              name, min_version, version);
+    /* A newer caller's members that this library does not know must be unused (NULL). */
+    for (size_t off = sizeof(cpr_live_ops); off < ops->size; off++)
+        if (((const uint8_t *)ops)[off])
+            return cpr_error_set(errp, -EINVAL,
+                                 "section '%s': cpr_live_ops has a member at offset %zu this library does not know",
+                                 name, off);
     struct cpr_section *sec = g_new0(struct cpr_section, 1);
     /* Copy what the caller's struct has; later members stay NULL. */
     memcpy(&sec->ops, ops, MIN((size_t)ops->size, sizeof(cpr_live_ops)));
@@ -341,6 +347,27 @@ static int finish_record(cpr_stream *s, struct cpr_section *sec, const char *wha
     return cpr_rec_end(s, errp);
 }
 
+static unsigned int rec_flags(const struct cpr_section *sec)
+{
+    return sec->flags & CPR_SECTION_OPTIONAL ? CPR_REC_FLAG_OPTIONAL : 0;
+}
+
+static int put_live_setup(cpr_stream *s, void *arg, cpr_error **errp)
+{
+    struct cpr_section *sec = arg;
+    int ret = sec->ops.setup(s, sec->opaque, errp);
+    if (ret < 0)
+        cpr_error_prefix(errp, "section '%s' instance %u: setup", sec->name, sec->instance);
+    return ret;
+}
+
+static int put_described(cpr_stream *s, void *arg, cpr_error **errp)
+{
+    struct cpr_section *sec = arg;
+    g_autofree char *where = g_strdup_printf("section '%s' instance %u", sec->name, sec->instance);
+    return cpr_vmstate_save(s, sec->desc, sec->obj, where, errp);
+}
+
 int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **errp)
 {
     if (!ctx || !s)
@@ -362,13 +389,9 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
         sec->pending = 0;
         if (!sec->live || (sec->ops.is_active && !sec->ops.is_active(sec->opaque)))
             continue;
-        ret = cpr_rec_begin_section(s, CPR_REC_START, sec->name, sec->instance, sec->version, &sec->section_id, errp);
-        if (ret < 0)
-            break;
-        if (sec->flags & CPR_SECTION_OPTIONAL)
-            cpr_rec_set_flags(s, CPR_REC_FLAG_OPTIONAL);
-        sec->active = 1;
-        ret = finish_record(s, sec, "setup", sec->ops.setup(s, sec->opaque, errp), errp);
+        sec->active = 1; /* cleanup() runs even when setup() fails */
+        ret = cpr_rec_write_section(s, CPR_REC_START, sec->name, sec->instance, sec->version, rec_flags(sec),
+                                    put_live_setup, sec, &sec->section_id, errp);
     }
     return ret < 0 ? ret : 0;
 }
@@ -380,7 +403,8 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error
     int all_done = 1;
     for (guint i = 0; i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
-        if (!sec->active || sec->done)
+        /* Done sections are asked again: after a dirty-log sync they may have more. */
+        if (!sec->active)
             continue;
         int ret = cpr_rec_begin_part(s, CPR_REC_PART, sec->section_id, errp);
         if (ret < 0)
@@ -434,20 +458,9 @@ int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
     }
     for (guint i = 0; ret >= 0 && i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
-        if (sec->live)
-            continue;
-        ret = cpr_rec_begin_section(s, CPR_REC_FULL, sec->name, sec->instance, sec->version, NULL, errp);
-        if (ret < 0)
-            break;
-        if (sec->flags & CPR_SECTION_OPTIONAL)
-            cpr_rec_set_flags(s, CPR_REC_FLAG_OPTIONAL);
-        g_autofree char *where = g_strdup_printf("section '%s' instance %u", sec->name, sec->instance);
-        ret = cpr_vmstate_save(s, sec->desc, sec->obj, where, errp);
-        if (ret < 0) {
-            cpr_rec_abort(s);
-            break;
-        }
-        ret = cpr_rec_end(s, errp);
+        if (!sec->live)
+            ret = cpr_rec_write_section(s, CPR_REC_FULL, sec->name, sec->instance, sec->version, rec_flags(sec),
+                                        put_described, sec, NULL, errp);
     }
     if (ret >= 0)
         ret = cpr_rec_write_eos(s, errp);

@@ -47,7 +47,9 @@ static cpr_stream *stream_alloc(enum cpr_stream_kind kind, int fd, unsigned int 
     return s;
 }
 
-static int check_fd_args(const char *fn, int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
+/* Both fd constructors: argument checks, then a stream with a buffer of `cap` bytes. */
+static int fd_stream_new(const char *fn, enum cpr_stream_kind kind, size_t cap, int fd, unsigned int flags,
+                         cpr_stream **out, cpr_error **errp)
 {
     if (!out)
         return cpr_error_set(errp, -EINVAL, "%s: out is NULL", fn);
@@ -55,33 +57,25 @@ static int check_fd_args(const char *fn, int fd, unsigned int flags, cpr_stream 
         return cpr_error_set(errp, -EINVAL, "%s: unknown flags 0x%x", fn, flags);
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return cpr_error_set(errp, -EBADF, "%s: fd %d is not open", fn, fd);
+    cpr_stream *s = stream_alloc(kind, fd, flags);
+    s->cap = cap;
+    s->buf = g_malloc(cap);
+    if (kind == CPR_SINK_FD)
+        s->segs = g_array_new(FALSE, FALSE, sizeof(struct cpr_seg));
+    else
+        s->rbuf = s->buf;
+    *out = s;
     return 0;
 }
 
 CPR_API int cpr_stream_new_fd_writer(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
 {
-    int ret = check_fd_args("cpr_stream_new_fd_writer", fd, flags, out, errp);
-    if (ret < 0)
-        return ret;
-    cpr_stream *s = stream_alloc(CPR_SINK_FD, fd, flags);
-    s->cap = WRITE_BUF_SIZE;
-    s->buf = g_malloc(s->cap);
-    s->segs = g_array_new(FALSE, FALSE, sizeof(struct cpr_seg));
-    *out = s;
-    return 0;
+    return fd_stream_new("cpr_stream_new_fd_writer", CPR_SINK_FD, WRITE_BUF_SIZE, fd, flags, out, errp);
 }
 
 CPR_API int cpr_stream_new_fd_reader(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp)
 {
-    int ret = check_fd_args("cpr_stream_new_fd_reader", fd, flags, out, errp);
-    if (ret < 0)
-        return ret;
-    cpr_stream *s = stream_alloc(CPR_SRC_FD, fd, flags);
-    s->cap = READ_BUF_SIZE;
-    s->buf = g_malloc(s->cap);
-    s->rbuf = s->buf;
-    *out = s;
-    return 0;
+    return fd_stream_new("cpr_stream_new_fd_reader", CPR_SRC_FD, READ_BUF_SIZE, fd, flags, out, errp);
 }
 
 CPR_API int cpr_stream_new_mem_sink(size_t capacity_hint, cpr_stream **out, cpr_error **errp)
@@ -231,6 +225,8 @@ static int reserve(cpr_stream *s, size_t more, cpr_error **errp)
 {
     if (s->error)
         return cpr_error_set(errp, s->error, "stream: an earlier write failed");
+    if (more > SIZE_MAX / 2 - s->len)
+        return writer_error(s, -ENOMEM, errp, "stream: write buffer would exceed the address space");
     if (s->len + more <= s->cap)
         return 0;
     if (s->kind == CPR_SINK_MEMBUF)
@@ -463,7 +459,9 @@ int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
             s->cap = cap;
             s->view = NULL;
         }
-        ssize_t r = read(s->fd, s->buf + s->rlen, s->cap - s->rlen);
+        /* Exactly what is missing: the reader never consumes bytes past the record it needs,
+         * so whatever follows the end record on the fd stays there for its owner. */
+        ssize_t r = read(s->fd, s->buf + s->rlen, MIN(n, s->cap) - s->rlen);
         if (r < 0) {
             if (errno == EINTR)
                 continue;

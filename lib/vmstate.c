@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal/bytes.h"
 #include "internal/error.h"
 #include "internal/stream.h"
 #include "internal/vmstate.h"
@@ -196,30 +197,16 @@ static int field_reject(struct cpr_field *f, int code, cpr_error **errp, const c
     return ret;
 }
 
-CPR_API int cpr_desc_add(cpr_desc *d, const char *name, cpr_type type, size_t offset, size_t size, cpr_error **errp)
+/* An integer or bool member: as many elements as fit its size exactly. Frees f on error. */
+static int set_int_elements(const cpr_desc *d, struct cpr_field *f, cpr_type type, cpr_error **errp)
 {
-    int ret = 0;
-    struct cpr_field *f = field_prepare(d, name, offset, size, &ret, errp);
-    if (!f)
-        return ret;
     f->type = type;
-    if (is_int_type(type)) {
-        f->kind = FK_SCALAR;
-        f->elem = type_info[type].size;
-        if (size % f->elem)
-            return field_reject(f, -EINVAL, errp, d, "member size is not a multiple of the type's size");
-        f->count = size / f->elem;
-    } else if (type == CPR_TYPE_BYTES) {
-        f->kind = FK_BYTES;
-        f->elem = 1;
-    } else if (type == CPR_TYPE_STRING) {
-        f->kind = FK_STRING;
-        if (size != sizeof(char *))
-            return field_reject(f, -EINVAL, errp, d, "a string member must be a char *");
-    } else {
-        return field_reject(f, -EINVAL, errp, d, "unknown type");
-    }
-    return field_append(d, f);
+    f->kind = FK_SCALAR;
+    f->elem = type_info[type].size;
+    if (f->size % f->elem)
+        return field_reject(f, -EINVAL, errp, d, "member size is not a multiple of the type's size");
+    f->count = f->size / f->elem;
+    return 0;
 }
 
 static int resolve_count_field(cpr_desc *d, struct cpr_field *f, const char *count_field, cpr_error **errp)
@@ -238,30 +225,48 @@ static int resolve_count_field(cpr_desc *d, struct cpr_field *f, const char *cou
     return 0;
 }
 
-CPR_API int cpr_desc_add_varray(cpr_desc *d, const char *name, cpr_type type, size_t offset, size_t size,
-                                const char *count_field, cpr_error **errp)
+/* Fixed fields (count_field NULL) and variable arrays of integers, bools and bytes. */
+static int add_typed(cpr_desc *d, const char *name, cpr_type type, size_t offset, size_t size,
+                     const char *count_field, cpr_error **errp)
 {
     int ret = 0;
     struct cpr_field *f = field_prepare(d, name, offset, size, &ret, errp);
     if (!f)
         return ret;
-    f->type = type;
     if (is_int_type(type)) {
-        f->kind = FK_SCALAR;
-        f->elem = type_info[type].size;
-        if (size % f->elem)
-            return field_reject(f, -EINVAL, errp, d, "member size is not a multiple of the type's size");
-        f->count = size / f->elem;
+        if ((ret = set_int_elements(d, f, type, errp)) < 0)
+            return ret;
     } else if (type == CPR_TYPE_BYTES) {
-        f->kind = FK_VBYTES;
+        f->type = type;
+        f->kind = count_field ? FK_VBYTES : FK_BYTES;
         f->elem = 1;
-        f->count = size;
+        if (count_field)
+            f->count = size;
+    } else if (type == CPR_TYPE_STRING && !count_field) {
+        f->type = type;
+        f->kind = FK_STRING;
+        if (size != sizeof(char *))
+            return field_reject(f, -EINVAL, errp, d, "a string member must be a char *");
     } else {
-        return field_reject(f, -EINVAL, errp, d, "variable arrays hold integers, bools or bytes");
+        return field_reject(f, -EINVAL, errp, d,
+                            count_field ? "variable arrays hold integers, bools or bytes" : "unknown type");
     }
-    if ((ret = resolve_count_field(d, f, count_field, errp)) < 0)
+    if (count_field && (ret = resolve_count_field(d, f, count_field, errp)) < 0)
         return ret;
     return field_append(d, f);
+}
+
+CPR_API int cpr_desc_add(cpr_desc *d, const char *name, cpr_type type, size_t offset, size_t size, cpr_error **errp)
+{
+    return add_typed(d, name, type, offset, size, NULL, errp);
+}
+
+CPR_API int cpr_desc_add_varray(cpr_desc *d, const char *name, cpr_type type, size_t offset, size_t size,
+                                const char *count_field, cpr_error **errp)
+{
+    if (!count_field)
+        return cpr_error_set(errp, -EINVAL, "cpr_desc_add_varray: field '%s' needs a count field", name ? name : "");
+    return add_typed(d, name, type, offset, size, count_field, errp);
 }
 
 static int add_struct(cpr_desc *d, const char *name, cpr_desc *sub, size_t offset, size_t size,
@@ -592,13 +597,6 @@ static int take(struct load_ctx *lc, const void **p, uint64_t len, const char *w
     return 0;
 }
 
-static uint64_t le_value(const uint8_t *p, size_t size)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < size; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 static int load_scalars(struct load_ctx *lc, const struct cpr_field *f, uint8_t *m, uint64_t n, const char *where)
 {
@@ -607,7 +605,7 @@ static int load_scalars(struct load_ctx *lc, const struct cpr_field *f, uint8_t 
     if (ret < 0)
         return ret;
     for (uint64_t i = 0; i < n; i++, p += f->elem) {
-        uint64_t v = le_value(p, f->elem);
+        uint64_t v = cpr_le_get(p, f->elem);
         if (f->type == CPR_TYPE_BOOL && v > 1)
             return cpr_error_set(lc->errp, -EBADMSG, "%s field '%s': bool value %" U64 " is neither 0 nor 1", where,
                                  f->name, (guint64)v);
@@ -625,7 +623,7 @@ static int load_scalars(struct load_ctx *lc, const struct cpr_field *f, uint8_t 
     } else {
         p -= n * f->elem;
         for (uint64_t i = 0; i < n; i++)
-            store_member(m + i * f->elem, f->elem, le_value(p + i * f->elem, f->elem));
+            store_member(m + i * f->elem, f->elem, cpr_le_get(p + i * f->elem, f->elem));
     }
     return 0;
 }
@@ -636,7 +634,7 @@ static int load_string(struct load_ctx *lc, const struct cpr_field *f, uint8_t *
     int ret = take(lc, (const void **)&p, 4, where, f->name);
     if (ret < 0)
         return ret;
-    uint32_t len = (uint32_t)le_value(p, 4);
+    uint32_t len = (uint32_t)cpr_le_get(p, 4);
     char *str = NULL;
     if (len != UINT32_MAX) {
         if (len > lc->s->limit[CPR_STREAM_LIMIT_STRING] || len >= lc->s->limit[CPR_STREAM_LIMIT_ALLOC])
@@ -725,7 +723,7 @@ static int load_field(struct load_ctx *lc, const cpr_desc *d, const struct cpr_f
     case FK_CUSTOM: {
         if ((ret = take(lc, &p, 8, where, f->name)) < 0)
             return ret;
-        struct custom_arg a = { f, m, le_value(p, 8), where };
+        struct custom_arg a = { f, m, cpr_le_get(p, 8), where };
         return load_bounded(lc, a.len, where, f->name, custom_get, &a);
     }
     }
@@ -760,7 +758,7 @@ static int load_subsections(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj
             return cpr_error_set(lc->errp, -EBADMSG, "%s: bad subsection marker 0x%02x", where, *p);
         if ((ret = take(lc, (const void **)&p, 4, where, "(subsection name)")) < 0)
             return ret;
-        uint32_t nlen = (uint32_t)le_value(p, 4);
+        uint32_t nlen = (uint32_t)cpr_le_get(p, 4);
         if (nlen > lc->s->limit[CPR_STREAM_LIMIT_STRING])
             return cpr_error_set(lc->errp, -EMSGSIZE, "%s: subsection name of %u bytes exceeds the string limit", where,
                                  nlen);
@@ -769,8 +767,8 @@ static int load_subsections(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj
         g_autofree char *name = g_strndup((const char *)p, nlen);
         if ((ret = take(lc, (const void **)&p, 12, where, "(subsection header)")) < 0)
             return ret;
-        uint32_t version = (uint32_t)le_value(p, 4);
-        uint64_t blen = le_value(p + 4, 8);
+        uint32_t version = (uint32_t)cpr_le_get(p, 4);
+        uint64_t blen = cpr_le_get(p + 4, 8);
         guint i;
         for (i = 0; i < nsub; i++)
             if (strcmp(g_array_index(d->subsections, struct cpr_subsection, i).desc->name, name) == 0)

@@ -25,9 +25,12 @@
  * cpr_incoming_defer() or cpr_incoming_start(); the library loads the stream and starts the
  * guest unless CPR_INCOMING_PAUSED was given.
  *
- * Threads: the VM hooks, the status callback and the sections' hooks run on the job's thread.
- * Every function here may be called from any thread except from inside those callbacks,
- * where only cpr_migrate_query*() and cpr_migrate_runstate() are allowed.
+ * Threads: the VM hooks, the status callback and the sections' hooks run on the job's thread
+ * (the status callback's first "setup", and a refused start's notifiers, on the caller's).
+ * is_running is also called by cpr_migrate_runstate() and the queries, from their caller's
+ * thread: it must be cheap and thread-safe. Every function here may be called from any thread
+ * except from inside those callbacks, where only cpr_migrate_query*() and
+ * cpr_migrate_runstate() are allowed.
  */
 #ifndef CPR_MIGRATE_H
 #define CPR_MIGRATE_H
@@ -116,8 +119,10 @@ CPR_API const char *cpr_runstate_name(int runstate);
 CPR_API cpr_runstate cpr_migrate_runstate(cpr_ctx *ctx);
 
 /*
- * Called on every status change (QMP's MIGRATION event), on the thread that made it. Replaces
- * an earlier callback; fn NULL removes it.
+ * Called on every status change (QMP's MIGRATION event), on the thread that made it, in the
+ * order the changes were made (a cancel's "cancelling" always before "cancelled"). It may
+ * call the query functions and cpr_migrate_cancel(), and must not wait for another thread
+ * that calls into this API. Replaces an earlier callback; fn NULL removes it.
  */
 typedef void (*cpr_migration_status_fn)(cpr_ctx *ctx, int status, void *opaque);
 CPR_API int cpr_migrate_set_status_cb(cpr_ctx *ctx, cpr_migration_status_fn fn, void *opaque,

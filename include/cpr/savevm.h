@@ -49,9 +49,11 @@ CPR_API int cpr_savevm_register(cpr_ctx *ctx, const char *name, uint32_t instanc
 #define CPR_LIVE_END 2   /* the end record: body written by complete() */
 
 /*
- * Callbacks of a progressive section. Set `size` to sizeof(cpr_live_ops); members the caller's
- * header did not have read as NULL, so the struct can grow at its end. opaque is the pointer
- * given at registration. Each write callback writes its record's body with cpr_stream_put_*().
+ * Callbacks of a progressive section. Set `size` to sizeof(cpr_live_ops) and zero what you do
+ * not use. Members past an older caller's `size` read as NULL; a newer caller's members past
+ * what this library knows must be NULL (else -EINVAL), so the struct grows at its end only.
+ * opaque is the pointer given at registration. Each write callback writes its record's body
+ * with cpr_stream_put_*().
  */
 typedef struct cpr_live_ops {
     uint32_t size;

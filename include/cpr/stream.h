@@ -33,7 +33,11 @@ typedef struct cpr_stream cpr_stream;
  */
 CPR_API int cpr_stream_new_fd_writer(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp);
 
-/* Creates a reader from `fd`; as cpr_stream_new_fd_writer(). */
+/*
+ * Creates a reader from `fd`; as cpr_stream_new_fd_writer(). The reader reads only the bytes
+ * of the records it returns: after the end record the fd is positioned right behind it, so a
+ * protocol may continue on the same fd.
+ */
 CPR_API int cpr_stream_new_fd_reader(int fd, unsigned int flags, cpr_stream **out, cpr_error **errp);
 
 /*

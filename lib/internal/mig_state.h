@@ -14,6 +14,10 @@ struct cpr_mig {
     /* Guards everything below; never held across a hook, a callback or I/O. */
     GMutex lock;
     GCond cond; /* job end, continue, cancel */
+    /* Held (before lock) from a status change until its callback returned, so that every
+     * thread's changes reach the callback in the order they were made. Recursive: the
+     * callback may call cpr_migrate_cancel(). */
+    GRecMutex status_lock;
 
     cpr_vm_ops ops;
     void *vm_opaque;

@@ -64,6 +64,14 @@ int cpr_rec_begin_part(cpr_stream *s, unsigned int type, uint32_t section_id, cp
 int cpr_rec_end(cpr_stream *s, cpr_error **errp);
 /* Drops the open record as if it had never been begun (a callback failed midway). */
 void cpr_rec_abort(cpr_stream *s);
+/*
+ * Writes a whole full or start record: the section header, then the body written by
+ * body(s, arg, errp); the record is dropped if body fails. flags: CPR_REC_FLAG_OPTIONAL or 0.
+ */
+typedef int (*cpr_rec_body_fn)(cpr_stream *s, void *arg, cpr_error **errp);
+int cpr_rec_write_section(cpr_stream *s, unsigned int type, const char *name, uint32_t instance, uint32_t version,
+                          unsigned int flags, cpr_rec_body_fn body, void *arg, uint32_t *section_id,
+                          cpr_error **errp);
 /* Writes a record whose whole payload is `data` (config, schema). */
 int cpr_rec_write(cpr_stream *s, unsigned int type, const void *data, size_t len, cpr_error **errp);
 /* Writes the end record with the counts, then flushes the stream. */

@@ -17,8 +17,10 @@
 #include <cpr/savevm.h>
 
 int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **errp);
-/* Returns 1 when every progressive section reported done, 0 when some have more, <0 on error.
- * *pending (may be NULL) receives the sum of the sections' pending bytes. */
+/* Calls iterate() of every active progressive section once, a section that was done before
+ * included (a dirty-log sync may have given it more); a call that writes nothing leaves no
+ * record. Returns 1 when every section reported done in this call, 0 when some have more,
+ * <0 on error. *pending (may be NULL) receives the sum of the sections' pending bytes. */
 int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error **errp);
 int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
 void cpr_savevm_finish(cpr_ctx *ctx);

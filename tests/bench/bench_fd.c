@@ -28,6 +28,7 @@
 #include <cpr/cpr.h>
 
 #include "internal/ram.h"
+#include "proc_util.h"
 
 #define GiB (1ull << 30)
 
@@ -190,42 +191,12 @@ static double reattach_once(int fd, uint64_t size, uint64_t page_size, enum pref
     return ms;
 }
 
-static long read_long(const char *path)
-{
-    long v = -1;
-    FILE *f = fopen(path, "r");
-    if (f) {
-        if (fscanf(f, "%ld", &v) != 1)
-            v = -1;
-        fclose(f);
-    }
-    return v;
-}
-
-static int write_long(const char *path, long v)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "%ld", v);
-    return fclose(f);
-}
-
-#define NR_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
-#define FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
-
 static void bench_reattach(uint64_t size, uint64_t page_size, int runs)
 {
-    long old_nr = -1;
+    long added = 0;
     const char *skip = NULL;
-    if (page_size != 4096) {
-        long need = (long)(size / page_size), free_now = read_long(FREE_HUGE);
-        if (free_now < need) {
-            old_nr = read_long(NR_HUGE);
-            if (old_nr < 0 || write_long(NR_HUGE, old_nr + need - free_now) < 0 || read_long(FREE_HUGE) < need)
-                skip = "not enough 2 MiB huge pages (/proc/sys/vm/nr_hugepages cannot be raised)";
-        }
-    }
+    if (page_size != 4096 && proc_hugepages_reserve((long)(size / page_size), &added) < (long)(size / page_size))
+        skip = "not enough 2 MiB huge pages (/proc/sys/vm/nr_hugepages cannot be raised)";
     int fd = skip ? -1 : filled_memfd(size, page_size);
     if (!skip && fd < 0)
         skip = "cannot create and fill the memfd";
@@ -253,8 +224,7 @@ static void bench_reattach(uint64_t size, uint64_t page_size, int runs)
     }
     if (fd >= 0)
         close(fd);
-    if (old_nr >= 0)
-        write_long(NR_HUGE, old_nr);
+    proc_hugepages_restore(added);
 }
 
 int main(int argc, char **argv)

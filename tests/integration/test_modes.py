@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
-usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions chain cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -81,12 +81,22 @@ def check_after_switchover(new, hb_old, serial_path):
     check(hbs == sorted(hbs), "serial heartbeats never go back")
     check(any(h <= hb_old for h in hbs) and any(h > hb_old for h in hbs),
           "the console has lines from before and after the switchover")
-    log(f"guest after the switchover: {new.guest()}")
+    g3 = new.guest()
+    log(f"guest after the switchover: {g3}")
+    if ACCEL:
+        check(g3["backend"] == ACCEL, f"ran on the {ACCEL} backend")
     return g2
 
 
+# -accel for every VMM, from the environment (CPR_VMM_ACCEL=soft runs the software backend).
+ACCEL = os.environ.get("CPR_VMM_ACCEL")
+# vCPUs per VMM (CPR_VMM_SMP, default 1).
+SMP = os.environ.get("CPR_VMM_SMP", "1")
+
+
 def base_args(wd, name, extra=()):
-    return ["-name", name, "-m", f"{RAM_MB}M", "-smp", "1", "-nodefaults", "-display", "none",
+    accel = ["-accel", ACCEL] if ACCEL else []
+    return accel + ["-name", name, "-m", f"{RAM_MB}M", "-smp", SMP, "-nodefaults", "-display", "none",
             "-serial", f"file:{os.path.join(wd, 'serial.log')}"] + list(extra)
 
 
@@ -148,19 +158,33 @@ def test_cpr_reboot(binary, wd):
 
 # ---- 2. cpr-transfer, seeds 002/003 ---------------------------------------------------------
 
-def test_cpr_transfer(binary, wd):
+def start_preserving(binary, wd, name, label):
+    """Starts a VMM for a mode that preserves fds, and moves its console file away.
+
+    The next VMM is told the original path: with the fd preserved it keeps writing to the moved
+    file, a reopen would create a new one. Returns (vm, args, serial, moved, memfd inodes)."""
     serial = os.path.join(wd, "serial.log")
     moved = os.path.join(wd, "serial-moved.log")
-    args = base_args(wd, "transfer", ["-machine", "aux-ram-share=on"])
-    old = Vmm(binary, wd, "old", args)
-    wait_booted(old)
-    wait_heartbeat(old)
-    # The new VMM is told the original path. Renaming the file under the old VMM shows which
-    # file the new one writes to: the preserved fd keeps writing here, a reopen would not.
+    args = base_args(wd, label, ["-machine", "aux-ram-share=on"])
+    vm = Vmm(binary, wd, name, args)
+    wait_booted(vm)
+    wait_heartbeat(vm)
     wait_serial(serial)
     os.rename(serial, moved)
-    old_inodes = memfd_inodes(old.pid)
-    check(len(old_inodes) >= 1, f"old VMM maps memfd(s) {sorted(old_inodes)}")
+    inodes = memfd_inodes(vm.pid)
+    check(len(inodes) >= 1, f"{name} VMM maps memfd(s) {sorted(inodes)}")
+    return vm, args, serial, moved, inodes
+
+
+def check_preserved_console(vm, serial, mode):
+    check(not os.path.exists(serial) or not serial_lines(serial),
+          "the console went on in the preserved fd, not in a reopened file")
+    pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
+    log(f"guest-visible pause across {mode}: {pause:.3f} ms ({vm.guest()['backend']})")
+
+
+def test_cpr_transfer(binary, wd):
+    old, args, serial, moved, old_inodes = start_preserving(binary, wd, "old", "transfer")
 
     main_sock, cpr_sock = os.path.join(wd, "main.sock"), os.path.join(wd, "cpr.sock")
     new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{main_sock}",
@@ -171,6 +195,12 @@ def test_cpr_transfer(binary, wd):
     info = old.wait_migration()
     check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
     check(old.status() == "postmigrate", "old VMM in postmigrate")
+    try:
+        old.qmp("cont")
+        refused = ""
+    except QmpError as e:
+        refused = e.desc
+    check("new VMM" in refused and old.status() == "postmigrate", f"old VMM refuses cont: {refused}")
     hb_old = old.guest()["heartbeat"]
     new.wait_status("running")
     new_inodes = memfd_inodes(new.pid)
@@ -180,28 +210,50 @@ def test_cpr_transfer(binary, wd):
     check(info.get("ram", {}).get("transferred", 0) < RAM_MB * 1024 * 1024 // 64,
           f"main channel carried {ram.get('transferred')} bytes for {RAM_MB} MiB of RAM")
     check_after_switchover(new, hb_old, moved)
-    check(not os.path.exists(serial) or not serial_lines(serial),
-          "the new VMM wrote to the preserved fd, not to a reopened file")
-    pause = wait_until(lambda: new.guest()["last-pause-ms"], 10, "pause measured")
-    log(f"guest-visible pause across cpr-transfer: {pause:.3f} ms ({new.guest()['backend']})")
+    check_preserved_console(new, serial, "cpr-transfer")
     old.shutdown()
     new.shutdown()
+
+
+# ---- cpr-transfer again and again: old -> new -> newer -> ... --------------------------------
+
+def test_chain(binary, wd, hops=3):
+    """From the second hop on, hbmon carries its history subsection (a pause was measured)."""
+    cur, args, serial, moved, inodes = start_preserving(binary, wd, "vmm0", "chain")
+    traced = dict(os.environ, CPR_VMM_TRACE="1")
+    for hop in range(1, hops + 1):
+        main_sock = os.path.join(wd, f"main{hop}.sock")
+        cpr_sock = os.path.join(wd, f"cpr{hop}.sock")
+        nxt = Vmm(binary, wd, f"vmm{hop}", args + ["-incoming", f"unix:{main_sock}",
+                                                   "-incoming", json.dumps(unix_channel("cpr", cpr_sock))],
+                  env=traced)
+        wait_until(lambda: os.path.exists(cpr_sock), 30, f"hop {hop}: new VMM listens")
+        cur.qmp("migrate-set-parameters", mode="cpr-transfer")
+        cur.qmp("migrate", channels=[unix_channel("main", main_sock), unix_channel("cpr", cpr_sock)])
+        info = cur.wait_migration()
+        check(info["status"] == "completed", f"hop {hop}: completed ({info.get('error-desc', '')})")
+        hb = cur.guest()["heartbeat"]
+        nxt.wait_status("running")
+        check(inodes <= memfd_inodes(nxt.pid), f"hop {hop}: the same memfd")
+        pause = wait_until(lambda: nxt.guest()["last-pause-ms"], 10, f"hop {hop}: pause measured")
+        log(f"hop {hop}: guest-visible pause {pause:.3f} ms")
+        with open(nxt.log_path) as f:
+            history = f"{hop - 1} earlier switchover(s)"
+            check(history in f.read(), f"hop {hop}: the history subsection came along: {history}")
+        wait_heartbeat(nxt, hb)
+        cur.shutdown()
+        cur = nxt
+    check_after_switchover(cur, hb, moved)
+    check_preserved_console(cur, serial, f"{hops} cpr-transfers")
+    cur.shutdown()
 
 
 # ---- 3. cpr-exec ----------------------------------------------------------------------------
 
 def test_cpr_exec(binary, wd):
-    serial = os.path.join(wd, "serial.log")
-    moved = os.path.join(wd, "serial-moved.log")
     state = os.path.join(wd, "vm.state")
-    args = base_args(wd, "exec", ["-machine", "aux-ram-share=on"])
-    vm = Vmm(binary, wd, "vm", args)
-    wait_booted(vm)
-    wait_heartbeat(vm)
-    wait_serial(serial)
-    os.rename(serial, moved)
+    vm, _, serial, moved, inodes = start_preserving(binary, wd, "vm", "exec")
     pid = vm.pid
-    inodes = memfd_inodes(pid)
     # The new image: the same command line plus -incoming for the main channel.
     vm.qmp("migrate-set-parameters", mode="cpr-exec", **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
     try:
@@ -220,9 +272,7 @@ def test_cpr_exec(binary, wd):
     # The heartbeat before the exec is the last one the console printed.
     hb_old = serial_lines(moved)[-1][1]
     check_after_switchover(vm, hb_old, moved)
-    check(not os.path.exists(serial) or not serial_lines(serial), "the console went on in the preserved fd")
-    pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
-    log(f"guest-visible pause across cpr-exec: {pause:.3f} ms")
+    check_preserved_console(vm, serial, "cpr-exec")
     vm.shutdown()
 
 
@@ -323,7 +373,114 @@ def test_corruption_detected(binary, wd):
             os.unlink(ram)
 
 
+# ---- the monitors themselves: QMP protocol, errors, events; HMP errors ---------------------------
+
+def test_monitors(binary, wd):
+    import socket
+    vm = Vmm(binary, wd, "vm", base_args(wd, "monitors"), hmp=True)
+    wait_booted(vm)
+    # Raw QMP: greeting, commands refused before negotiation, ids echoed.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(vm.qmp_path)
+    f = s.makefile("rwb", buffering=0)
+
+    def send(obj):
+        f.write(json.dumps(obj).encode() + b"\n")
+        return json.loads(f.readline())
+
+    greeting = json.loads(f.readline())
+    check("QMP" in greeting and "version" in greeting["QMP"], f"greeting {greeting}")
+    r = send({"execute": "query-status", "id": 1})
+    check(r["error"]["class"] == "CommandNotFound" and r["id"] == 1, f"refused before negotiation: {r}")
+    r = send({"execute": "qmp_capabilities", "id": "neg"})
+    check(r == {"return": {}, "id": "neg"}, "qmp_capabilities")
+    r = send({"execute": "no-such-command"})
+    check(r["error"]["class"] == "CommandNotFound", f"unknown command: {r['error']['desc']}")
+    r = send({"execute": "migrate-set-parameters", "arguments": {"mode": "cpr-rebot"}})
+    check(r["error"]["class"] == "GenericError" and "cpr-rebot" in r["error"]["desc"],
+          f"bad value named: {r['error']['desc']}")
+    r = send({"execute": "migrate-set-capabilities",
+              "arguments": {"capabilities": [{"capability": "x-no-such-cap", "state": True}]}})
+    check("error" in r and "x-no-such-cap" in r["error"]["desc"], f"bad capability named: {r['error']['desc']}")
+    r = send({"execute": "migrate", "arguments": {}})
+    check("error" in r and "uri" in r["error"]["desc"], f"migrate without address: {r['error']['desc']}")
+    r = send({"execute": "migrate-incoming", "arguments": {"uri": "file:x"}})
+    check("error" in r and "-incoming" in r["error"]["desc"], f"migrate-incoming needs -incoming: {r['error']['desc']}")
+    # Events with timestamps: STOP, RESUME, MIGRATION.
+    check(send({"execute": "stop"}) == {"return": {}}, "stop")
+    ev = json.loads(f.readline())
+    check(ev["event"] == "STOP" and {"seconds", "microseconds"} <= set(ev["timestamp"]), f"STOP event {ev}")
+    send({"execute": "cont"})
+    ev = json.loads(f.readline())
+    check(ev["event"] == "RESUME", "RESUME event")
+    send({"execute": "migrate", "arguments": {"uri": f"file:{os.path.join(wd, 'snap.state')}"}})
+    seen = []
+    while "completed" not in seen:
+        ev = json.loads(f.readline())
+        if ev.get("event") == "MIGRATION":
+            seen.append(ev["data"]["status"])
+    check(seen[0] == "setup" and seen[-1] == "completed", f"MIGRATION events {seen}")
+    s.close()
+    # HMP: errors are printed, the monitor goes on.
+    check(vm.hmp("frobnicate").startswith("unknown command"), "HMP: unknown command")
+    check(vm.hmp("migrate_set_parameter mode nope").startswith("Error: "), "HMP: error printed")
+    check("info status" in vm.hmp("help"), "HMP: help lists commands")
+    check(vm.hmp("info status") == "VM status: paused (postmigrate)\n", "HMP after a QMP migrate: postmigrate")
+    vm.shutdown()
+    # Private RAM (share=off) cannot stay in place: the cpr modes that need that are blocked.
+    priv = Vmm(binary, wd, "private", base_args(wd, "private", [
+        "-object", f"memory-backend-memfd,id=ram0,size={RAM_MB}M,share=off", "-machine", "memory-backend=ram0"]))
+    wait_booted(priv)
+    priv.qmp("migrate-set-parameters", mode="cpr-transfer")
+    try:
+        priv.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
+                                      unix_channel("cpr", os.path.join(wd, "c.sock"))])
+        why = ""
+    except QmpError as e:
+        why = e.desc
+    check("share=on" in why, f"private RAM blocks cpr-transfer: {why}")
+    check(priv.status() == "running", "the guest kept running")
+    priv.shutdown()
+
+
+# ---- section versions between VMMs of different versions ---------------------------------------
+
+def test_versions(binary, wd):
+    """hbmon is version 2 (changed_ns added, a subsection); -x-hbmon-version 1 plays an older VMM."""
+    serial = os.path.join(wd, "serial.log")
+    snap = os.path.join(wd, "snap.state")
+    args = base_args(wd, "versions")
+    # An older VMM's stream loads into this one: the field it lacks keeps its value, and
+    # without the old VMM's heartbeat times there is no pause to report.
+    old = Vmm(binary, wd, "old-v1", args + ["-x-hbmon-version", "1"])
+    wait_booted(old)
+    wait_serial(serial)
+    old.qmp("migrate", uri=f"file:{snap}")
+    check(old.wait_migration()["status"] == "completed", "version-1 VMM saved")
+    hb_old = old.guest()["heartbeat"]
+    old.shutdown()
+    new = Vmm(binary, wd, "new-v2", args + ["-incoming", "defer"])
+    new.qmp("migrate-incoming", uri=f"file:{snap}")
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    check(new.guest()["last-pause-ms"] is None, "a version-1 stream carries no heartbeat times: no pause reported")
+    new.qmp("migrate", uri=f"file:{snap}")
+    check(new.wait_migration()["status"] == "completed", "version-2 VMM saved")
+    new.shutdown()
+    # This VMM's stream is refused by the older one, naming the section and the versions.
+    older = Vmm(binary, wd, "older", args + ["-incoming", "defer", "-x-hbmon-version", "1"])
+    older.qmp("migrate-incoming", uri=f"file:{snap}")
+    info = older.wait_migration()
+    desc = info.get("error-desc", "")
+    check(info["status"] == "failed" and "hbmon" in desc, f"version 2 refused by a version-1 VMM: {desc}")
+    check(older.status() == "inmigrate", "the refusing VMM did not start a guest")
+    older.shutdown()
+
+
 TESTS = {
+    "chain": test_chain,
+    "versions": test_versions,
+    "monitors": test_monitors,
     "corruption": test_corruption_detected,
     "cpr-reboot": test_cpr_reboot,
     "cpr-transfer": test_cpr_transfer,

@@ -95,10 +95,11 @@ static void report(struct mig_vm *vm, int ret, const char *extra)
     g_strdelimit(log, " ", ',');
     if (err)
         g_strdelimit(err, " =", '_');
-    printf("result=%d status=%s runstate=%s transferred=%llu normal=%llu duplicate=%llu passes=%llu "
+    printf("result=%d total_ms=%lld downtime_ms=%lld setup_ms=%lld status=%s runstate=%s transferred=%llu normal=%llu duplicate=%llu passes=%llu "
            "cpr_fds=%llu digest=%s heartbeat=%llu corrupt=%llu post_loads=%d ino=%llu "
            "reattached=%d %s log=%s error=%s\n",
-           ret, cpr_migration_status_name(i.status), cpr_runstate_name(i.runstate),
+           ret, (long long)i.total_time_ms, (long long)i.downtime_ms, (long long)i.setup_time_ms,
+           cpr_migration_status_name(i.status), cpr_runstate_name(i.runstate),
            (unsigned long long)i.transferred, (unsigned long long)i.normal,
            (unsigned long long)i.duplicate, (unsigned long long)i.dirty_sync_count,
            (unsigned long long)i.cpr_fds, digest, (unsigned long long)vm->dev.heartbeat,

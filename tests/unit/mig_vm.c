@@ -269,3 +269,31 @@ void mig_vm_start(struct mig_vm *vm)
 {
     hook_start(vm->ctx, vm);
 }
+
+/* /proc/net/unix lists "Num RefCount Protocol Flags Type St Inode Path"; flag 0x10000 is a
+ * listening socket. */
+static int listening_now(const char *path)
+{
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents("/proc/net/unix", &text, NULL, NULL))
+        return 0;
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        unsigned long flags;
+        char p[256] = "";
+        if (sscanf(*l, "%*s %*s %*s %lx %*s %*s %*s %255s", &flags, p) == 2 &&
+            (flags & 0x10000) && strcmp(p, path) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int mig_wait_listening(const char *path)
+{
+    for (int i = 0; i < 10000; i++) {
+        if (listening_now(path))
+            return 1;
+        g_usleep(1000);
+    }
+    return 0;
+}

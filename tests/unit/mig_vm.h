@@ -71,4 +71,8 @@ int mig_vm_running(struct mig_vm *vm);
 /* Starts the guest as the VMM's `cont` would (the start hook). */
 void mig_vm_start(struct mig_vm *vm);
 
+/* Waits (up to 10 s) until a UNIX socket at `path` listens: the file exists from bind() on,
+ * but a connect before listen() is refused. Returns 1 when it does. */
+int mig_wait_listening(const char *path);
+
 #endif

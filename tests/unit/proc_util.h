@@ -8,10 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <check.h>
 #include <glib.h>
-
-#include <cpr/cpr.h>
 
 /* Number of open fds in this process (the directory stream's own fd not counted). */
 static inline int proc_fd_count(void)
@@ -24,31 +21,6 @@ static inline int proc_fd_count(void)
         closedir(d);
     return n - 1;
 }
-
-/*
- * The fixture of the suites that pass fds around: a context, and a check that the test left
- * as many fds open as it found (failing tests included: checked fixtures run in the test's
- * process). Call from the suite's setup and teardown.
- */
-static inline void proc_fixture_setup(cpr_ctx **ctx, int *fds_before)
-{
-    *fds_before = proc_fd_count();
-    ck_assert_int_eq(cpr_ctx_new(ctx, 0, NULL), 0);
-}
-
-static inline void proc_fixture_teardown(cpr_ctx *ctx, int fds_before)
-{
-    cpr_ctx_free(ctx);
-    int after = proc_fd_count();
-    ck_assert_msg(after == fds_before, "fd leak: %d open before, %d after", fds_before, after);
-}
-
-/* Defines `ctx`, `fds_before`, setup() and teardown() on the fixture above. */
-#define PROC_CTX_FIXTURE()                                                                   \
-    static cpr_ctx *ctx;                                                                     \
-    static int fds_before;                                                                   \
-    static void setup(void) { proc_fixture_setup(&ctx, &fds_before); }                      \
-    static void teardown(void) { proc_fixture_teardown(ctx, fds_before); }
 
 /* A fresh directory for sockets and files; remove it with proc_rmtree(). */
 static inline char *proc_tmpdir(void)
@@ -74,48 +46,53 @@ static inline int proc_wait(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-#endif
+#define PROC_NR_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+#define PROC_FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+
+static inline long proc_read_long(const char *path)
+{
+    long v = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+static inline int proc_write_long(const char *path, long v)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%ld", v);
+    return fclose(f);
+}
 
 /*
  * Makes at least `want` free 2 MiB huge pages available, raising /proc/sys/vm/nr_hugepages
- * when it can. Returns the number of free ones (0: none, the caller skips) and stores the
- * previous setting in *old for proc_hugepages_restore() (-1 when nothing was changed).
+ * when it can. Returns the number of free ones (below want: the caller skips) and stores in
+ * *added how many it added, for proc_hugepages_restore(). Suites running in parallel each
+ * take back only what they added.
  */
-static inline long proc_hugepages_reserve(long want, long *old)
+static inline long proc_hugepages_reserve(long want, long *added)
 {
-    *old = -1;
-    const char *nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
-    const char *fr = "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
-    long total = 0, free_pages = 0;
-    FILE *f = fopen(nr, "r");
-    if (!f)
-        return 0;
-    if (fscanf(f, "%ld", &total) != 1)
-        total = 0;
-    fclose(f);
-    if ((f = fopen(fr, "r"))) {
-        if (fscanf(f, "%ld", &free_pages) != 1)
-            free_pages = 0;
-        fclose(f);
-    }
-    if (free_pages < want && (f = fopen(nr, "w"))) {
-        fprintf(f, "%ld", total + want - free_pages);
-        if (fclose(f) == 0)
-            *old = total;
-        if ((f = fopen(fr, "r"))) {
-            if (fscanf(f, "%ld", &free_pages) != 1)
-                free_pages = 0;
-            fclose(f);
-        }
+    *added = 0;
+    long free_pages = proc_read_long(PROC_FREE_HUGE);
+    if (free_pages < want) {
+        long nr = proc_read_long(PROC_NR_HUGE);
+        if (proc_write_long(PROC_NR_HUGE, nr + want - free_pages) == 0)
+            *added = proc_read_long(PROC_NR_HUGE) - nr;
+        free_pages = proc_read_long(PROC_FREE_HUGE);
     }
     return free_pages;
 }
 
-static inline void proc_hugepages_restore(long old)
+static inline void proc_hugepages_restore(long added)
 {
-    FILE *f;
-    if (old >= 0 && (f = fopen("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "w"))) {
-        fprintf(f, "%ld", old);
-        fclose(f);
-    }
+    if (added > 0)
+        proc_write_long(PROC_NR_HUGE, proc_read_long(PROC_NR_HUGE) - added);
 }
+
+#endif

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "internal/cpr_state.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 static cpr_ctx *ctx;

@@ -4,7 +4,7 @@
 #include <fcntl.h>
 
 #include "internal/fd.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 PROC_CTX_FIXTURE()

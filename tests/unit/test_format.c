@@ -79,12 +79,75 @@ START_TEST(test_reader_decodes_the_golden_vector)
 }
 END_TEST
 
+struct uart {
+    uint8_t lcr;
+    uint32_t n;
+    uint16_t regs[4];
+    char *name;
+    uint32_t level;
+};
+
+static int always(const void *obj)
+{
+    return 1;
+}
+
+START_TEST(test_described_body_matches_the_documented_example)
+{
+    static const uint8_t body[] = {
+        0x03, 0x02, 0x00, 0x00, 0x00, 0x11, 0x11, 0x22, 0x22, 0x05, 0x00, 0x00, 0x00, 0x74, 0x74, 0x79, 0x53,
+        0x30, 0x01, 0x08, 0x00, 0x00, 0x00, 0x75, 0x61, 0x72, 0x74, 0x2f, 0x69, 0x72, 0x71, 0x01, 0x00, 0x00,
+        0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+    };
+    cpr_ctx *ctx;
+    cpr_desc *d, *sub;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    ck_assert_int_eq(cpr_desc_new("uart", 2, 1, sizeof(struct uart), &d, NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(d, "lcr", CPR_TYPE_U8, CPR_MEMBER(struct uart, lcr), NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(d, "n", CPR_TYPE_U32, CPR_MEMBER(struct uart, n), NULL), 0);
+    ck_assert_int_eq(cpr_desc_add_varray(d, "regs", CPR_TYPE_U16, CPR_MEMBER(struct uart, regs), "n", NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(d, "name", CPR_TYPE_STRING, CPR_MEMBER(struct uart, name), NULL), 0);
+    ck_assert_int_eq(cpr_desc_field_since(d, "name", 2, NULL), 0);
+    ck_assert_int_eq(cpr_desc_new("uart/irq", 1, 1, sizeof(struct uart), &sub, NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(sub, "level", CPR_TYPE_U32, CPR_MEMBER(struct uart, level), NULL), 0);
+    ck_assert_int_eq(cpr_desc_add_subsection(d, sub, always, 0, NULL), 0);
+    struct uart u = { 0x03, 2, { 0x1111, 0x2222 }, "ttyS0", 1 };
+    ck_assert_int_eq(cpr_savevm_register(ctx, NULL, 0, d, &u, 0, NULL, NULL), 0);
+    cpr_stream *w, *r;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(ctx, w, NULL), 0);
+    const void *data;
+    size_t len;
+    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    ck_assert_int_eq(cpr_stream_new_mem_source(data, len, &r, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(r, NULL, NULL), 0);
+    struct cpr_rec rec;
+    int found = 0;
+    while (cpr_rec_next(r, &rec, NULL) > 0) {
+        if (rec.type != CPR_REC_FULL)
+            continue;
+        const void *p;
+        ck_assert_uint_eq(cpr_stream_remaining(r), sizeof(body));
+        ck_assert_int_eq(cpr_stream_get_ptr(r, &p, sizeof(body), NULL), 0);
+        ck_assert_int_eq(memcmp(p, body, sizeof(body)), 0);
+        found = 1;
+    }
+    ck_assert(found);
+    cpr_stream_free(r);
+    cpr_stream_free(w);
+    cpr_desc_unref(sub);
+    cpr_desc_unref(d);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *format_suite(void)
 {
     Suite *s = suite_create("format");
     TCase *tc = tcase_create("golden");
     tcase_add_test(tc, test_writer_produces_the_golden_vector);
     tcase_add_test(tc, test_reader_decodes_the_golden_vector);
+    tcase_add_test(tc, test_described_body_matches_the_documented_example);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -180,12 +180,23 @@ START_TEST(test_vm_ops_need_their_size)
 }
 END_TEST
 
+/* Bytes of memory allocated to a RAM block's memfd. */
+static uint64_t ram_allocated(const struct mig_vm *vm)
+{
+    struct stat st;
+    ck_assert_int_eq(fstat(cpr_ram_block_fd(vm->ram), &st), 0);
+    return (uint64_t)st.st_blocks * 512;
+}
+
 START_TEST(test_snapshot_to_file_restores_into_a_new_vm)
 {
     struct mig_vm *src = running_vm();
     g_autofree char *u = uri("file", "snap");
     g_autofree char *p = path("snap");
+    uint64_t allocated = ram_allocated(src);
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    /* Never-written memory was sent as zero pages without being read, so not allocated. */
+    ck_assert_uint_eq(ram_allocated(src), allocated);
     cpr_migration_info i = query(src->ctx);
     ck_assert_int_eq(i.status, CPR_MIGRATION_COMPLETED);
     ck_assert_int_eq(i.runstate, CPR_RUNSTATE_POSTMIGRATE);
@@ -218,6 +229,7 @@ START_TEST(test_snapshot_to_file_restores_into_a_new_vm)
     ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, NULL), 0);
     ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_PAUSED);
     ck_assert_int_eq(query(dst->ctx).transferred, file_size(p));
+    ck_assert_uint_le(ram_allocated(dst), allocated); /* zero pages were not written either */
     g_autofree char *a = mig_vm_ram_digest(src);
     g_autofree char *b = mig_vm_ram_digest(dst);
     ck_assert_str_eq(a, b);
@@ -484,8 +496,7 @@ static GThread *start_new_vmm(GThreadFunc fn, void *arg)
 {
     GThread *th = g_thread_new("new-vmm", fn, arg);
     g_autofree char *cpr_sock = path("cpr.sock");
-    for (int n = 0; n < 5000 && access(cpr_sock, F_OK) != 0; n++)
-        g_usleep(1000);
+    ck_assert(mig_wait_listening(cpr_sock));
     return th;
 }
 

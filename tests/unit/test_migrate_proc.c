@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mig_vm.h"
 #include "proc_util.h"
 #include "testutil.h"
 
@@ -145,8 +146,7 @@ static char *arg(const char *key, const char *fmt, ...)
 static void wait_path(const char *name)
 {
     g_autofree char *p = g_strdup_printf("%s/%s", dir, name);
-    for (int i = 0; i < 5000 && access(p, F_OK) != 0; i++)
-        g_usleep(1000);
+    ck_assert(mig_wait_listening(p));
 }
 
 /* The source's report says it failed and its guest runs on with nothing leaked. */

@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 #include "internal/ram.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 #define MiB (1ull << 20)
@@ -123,6 +123,24 @@ START_TEST(test_reattach_checks_size_and_page_size)
 }
 END_TEST
 
+START_TEST(test_file_block_reattaches_preserved_fd_without_opening_path)
+{
+    /* cpr-transfer of a memory-backend-file: the preserved fd wins, the path is not opened. */
+    g_autofree char *path = g_strdup_printf("/dev/shm/cpr-test-ram-%d", (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, 1 * MiB), 0);
+    ck_assert_int_eq(pwrite(fd, "preserved", 9, 4096), 9);
+    unlink(path);
+    ck_assert_int_eq(cpr_ram_incoming_add(ctx, "mem0", 1 * MiB, 4096, fd, NULL), 0);
+    cpr_ram_block *b;
+    ck_assert_int_eq(cpr_ram_block_new_file(ctx, "mem0", path, 1 * MiB, 0, &b, NULL), 0);
+    ck_assert_int_eq(cpr_ram_block_reattached(b), 1);
+    ck_assert_int_eq(access(path, F_OK), -1);
+    ck_assert_str_eq((char *)cpr_ram_block_host(b) + 4096, "preserved");
+}
+END_TEST
+
 START_TEST(test_reattach_refuses_other_page_size)
 {
     int fd = received_memfd(4 * MiB);
@@ -139,10 +157,10 @@ END_TEST
 
 START_TEST(test_hugepage_block_uses_2mib_pages)
 {
-    long old;
-    long free_pages = proc_hugepages_reserve(4, &old);
+    long added;
+    long free_pages = proc_hugepages_reserve(4, &added);
     if (free_pages < 4) {
-        proc_hugepages_restore(old);
+        proc_hugepages_restore(added);
         fprintf(stderr, "SKIP test_hugepage_block_uses_2mib_pages: no free 2 MiB huge pages "
                         "(/proc/sys/vm/nr_hugepages is 0 and cannot be raised)\n");
         return;
@@ -159,7 +177,7 @@ START_TEST(test_hugepage_block_uses_2mib_pages)
     ck_assert_cpr_fails(cpr_ram_block_new(ctx, "huge2", (uint64_t)(free_pages + 64) * 2 * MiB, 2 * MiB,
                                           0, &big, errp_), -ENOMEM, "nr_hugepages");
     cpr_ram_block_free(b);
-    proc_hugepages_restore(old);
+    proc_hugepages_restore(added);
 }
 END_TEST
 
@@ -268,6 +286,7 @@ static Suite *ram_suite(void)
     tcase_add_test(tc, test_private_block_has_no_fd);
     tcase_add_test(tc, test_file_block_keeps_contents_across_processes);
     tcase_add_test(tc, test_reattach_checks_size_and_page_size);
+    tcase_add_test(tc, test_file_block_reattaches_preserved_fd_without_opening_path);
     tcase_add_test(tc, test_reattach_refuses_other_page_size);
     tcase_add_test(tc, test_hugepage_block_uses_2mib_pages);
     tcase_add_test(tc, test_dirty_set_marks_every_touched_page);

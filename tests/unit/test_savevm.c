@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "internal/crc32c.h"
 #include "internal/error.h"
 #include "internal/record.h"
 #include "internal/savevm.h"
@@ -160,6 +161,16 @@ static int load_machine(struct machine *m, const void *data, size_t len, cpr_err
     return ret;
 }
 
+/* Saves ctx into a new memory sink; *data stays valid until the returned stream is freed. */
+static cpr_stream *save_ctx(cpr_ctx *ctx, const void **data, size_t *len)
+{
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(ctx, w, NULL), 0);
+    ck_assert_int_eq(cpr_stream_mem_data(w, data, len, NULL), 0);
+    return w;
+}
+
 START_TEST(test_progressive_sections_interleave_and_instances_load)
 {
     size_t len;
@@ -180,6 +191,43 @@ START_TEST(test_progressive_sections_interleave_and_instances_load)
 }
 END_TEST
 
+START_TEST(test_iterate_asks_done_sections_again)
+{
+    struct machine m;
+    machine_init(&m, NULL);
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_begin(m.ctx, w, CPR_MODE_NORMAL, NULL), 0);
+    uint64_t pending = 99;
+    int ret;
+    while ((ret = cpr_savevm_iterate(m.ctx, w, &pending, NULL)) == 0)
+        ;
+    ck_assert_int_eq(ret, 1);
+    ck_assert_uint_eq(pending, 0);
+    uint64_t before = cpr_stream_offset(w);
+    /* Nothing new: no record at all. */
+    ck_assert_int_eq(cpr_savevm_iterate(m.ctx, w, NULL, NULL), 1);
+    ck_assert_uint_eq(cpr_stream_offset(w), before);
+    /* The guest dirtied more RAM: the done section sends it on the next call. */
+    m.ram.total += 2;
+    ck_assert_int_eq(cpr_savevm_iterate(m.ctx, w, &pending, NULL), 1);
+    ck_assert_uint_gt(cpr_stream_offset(w), before);
+    ck_assert_int_eq(cpr_savevm_complete(m.ctx, w, NULL), 0);
+    cpr_savevm_finish(m.ctx);
+    ck_assert_int_eq(m.ram.cleanups, 1);
+    const void *data;
+    size_t len;
+    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    struct machine n;
+    machine_init(&n, NULL);
+    ck_assert_int_eq(load_machine(&n, data, len, NULL), 0);
+    ck_assert_int_eq(n.ram.got, 12);
+    cpr_stream_free(w);
+    cpr_ctx_free(m.ctx);
+    cpr_ctx_free(n.ctx);
+}
+END_TEST
+
 START_TEST(test_registry_finds_by_name_and_instance_and_refuses_duplicates)
 {
     struct machine m;
@@ -195,6 +243,16 @@ START_TEST(test_registry_finds_by_name_and_instance_and_refuses_duplicates)
     cpr_live_ops bad = live_ops;
     bad.load = NULL;
     ck_assert_cpr_fails(cpr_savevm_register_live(m.ctx, "x", 0, 1, 1, &bad, NULL, 0, NULL, errp_), -EINVAL, "required");
+    /* A newer caller's ops with a member this library does not know. */
+    struct {
+        cpr_live_ops ops;
+        void *future;
+    } newer = { live_ops, (void *)1 };
+    newer.ops.size = sizeof(newer);
+    ck_assert_cpr_fails(cpr_savevm_register_live(m.ctx, "y", 0, 1, 1, &newer.ops, NULL, 0, NULL, errp_), -EINVAL,
+                        "does not know");
+    newer.future = NULL;
+    ck_assert_int_eq(cpr_savevm_register_live(m.ctx, "y", 0, 1, 1, &newer.ops, NULL, 0, NULL, NULL), 0);
     cpr_savevm_unregister(m.ctx, cpr_savevm_find(m.ctx, "cpu", 1));
     ck_assert_ptr_null(cpr_savevm_find(m.ctx, "cpu", 1));
     cpr_ctx_free(m.ctx);
@@ -233,12 +291,9 @@ START_TEST(test_optional_sections_are_skipped_with_a_warning)
     ck_assert_int_eq(cpr_savevm_register(m.ctx, NULL, 0, d, &extra, CPR_SECTION_OPTIONAL, NULL, NULL), 0);
     ck_assert_int_eq(cpr_savevm_register_live(m.ctx, "opt-live", 0, 1, 1, &live_ops, &opt, CPR_SECTION_OPTIONAL, NULL, NULL), 0);
     cpr_desc_unref(d);
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
-    const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    const void *data;
+    cpr_stream *w = save_ctx(m.ctx, &data, &len);
 
     struct machine n;
     machine_init(&n, NULL);
@@ -265,12 +320,9 @@ START_TEST(test_machine_and_identity_mismatch_are_refused)
     machine_init(&m, NULL);
     ck_assert_int_eq(cpr_savevm_set_machine(m.ctx, "pc smp=2", NULL), 0);
     ck_assert_int_eq(cpr_savevm_set_identity(m.ctx, "ram", ram_identity, "[{\"name\":\"pc.ram\",\"size\":4096}]", NULL), 0);
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    ck_assert_int_eq(cpr_savevm_save(m.ctx, w, NULL), 0);
-    const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    const void *data;
+    cpr_stream *w = save_ctx(m.ctx, &data, &len);
 
     machine_init(&n, NULL);
     ck_assert_int_eq(cpr_savevm_set_machine(n.ctx, "pc smp=4", NULL), 0);
@@ -371,12 +423,99 @@ START_TEST(test_failed_save_reports_section_and_cleans_up)
 }
 END_TEST
 
+/* Patches the u64 at `at` and recomputes the frame checksums, as a hostile writer would. */
+static void forge_u64(uint8_t *data, size_t len, size_t at, uint64_t v)
+{
+    uint64_t le = GUINT64_TO_LE(v);
+    memcpy(data + at, &le, 8);
+    (void)len;
+}
+
+static void reseal(uint8_t *data, size_t len)
+{
+    size_t off = CPR_STREAM_HEADER_SIZE;
+    while (off + CPR_RECORD_HEADER_SIZE <= len) {
+        uint32_t c = GUINT32_TO_LE(cpr_crc32c(0, data + off, 12));
+        memcpy(data + off + 12, &c, 4);
+        uint64_t plen;
+        memcpy(&plen, data + off, 8);
+        plen = GUINT64_FROM_LE(plen);
+        if (plen > len || off + CPR_RECORD_HEADER_SIZE + plen + 4 > len)
+            return;
+        c = GUINT32_TO_LE(cpr_crc32c(0, data + off + 16, plen));
+        memcpy(data + off + 16 + plen, &c, 4);
+        off += CPR_RECORD_HEADER_SIZE + plen + 4;
+    }
+}
+
+START_TEST(test_huge_claimed_section_allocates_nothing_and_fails_cleanly)
+{
+    size_t len;
+    g_autofree uint8_t *data = save_machine(&len);
+    struct machine m;
+    machine_init(&m, NULL);
+    /* Record #1 (the schema) starts after the config record; claim 2^63 payload bytes. */
+    uint64_t cfg_len;
+    memcpy(&cfg_len, data + CPR_STREAM_HEADER_SIZE, 8);
+    size_t rec1 = CPR_STREAM_HEADER_SIZE + CPR_RECORD_HEADER_SIZE + GUINT64_FROM_LE(cfg_len) + 4;
+    g_autofree uint8_t *copy = g_memdup2(data, len);
+    forge_u64(copy, len, rec1, 1ull << 63);
+    reseal(copy, len);
+    post_loads = 0;
+    ck_assert_cpr_fails(load_machine(&m, copy, len, errp_), -EMSGSIZE,
+                        "payload of 9223372036854775808 bytes exceeds the record limit");
+    ck_assert_int_eq(post_loads, 0);
+    cpr_ctx_free(m.ctx);
+}
+END_TEST
+
+struct named {
+    char *s;
+};
+
+START_TEST(test_huge_string_length_is_refused_before_allocation)
+{
+    cpr_ctx *a, *b;
+    cpr_desc *d;
+    struct named src = { "x" }, dst = { NULL };
+    ck_assert_int_eq(cpr_ctx_new(&a, 0, NULL), 0);
+    ck_assert_int_eq(cpr_ctx_new(&b, 0, NULL), 0);
+    ck_assert_int_eq(cpr_desc_new("named", 1, 1, sizeof(struct named), &d, NULL), 0);
+    ck_assert_int_eq(cpr_desc_add(d, "s", CPR_TYPE_STRING, CPR_MEMBER(struct named, s), NULL), 0);
+    ck_assert_int_eq(cpr_savevm_register(a, NULL, 0, d, &src, 0, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_register(b, NULL, 0, d, &dst, 0, NULL, NULL), 0);
+    cpr_stream *w, *r;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(a, w, NULL), 0);
+    void *raw;
+    size_t len;
+    ck_assert_int_eq(cpr_stream_mem_steal(w, &raw, &len, NULL), 0);
+    uint8_t *data = raw;
+    /* The body is the string (u32 1, "x") then the empty subsection list, right before the
+     * full record's trailer, which sits before the 44-byte end record. */
+    size_t body_end = len - 44 - 4;
+    uint32_t huge = GUINT32_TO_LE(0xFFFFFFF0u);
+    memcpy(data + body_end - 6, &huge, 4);
+    reseal(data, len);
+    ck_assert_int_eq(cpr_stream_new_mem_source(data, len, &r, NULL), 0);
+    ck_assert_cpr_fails(cpr_savevm_load(b, r, errp_), -EMSGSIZE, "field 's': string of 4294967280 bytes");
+    ck_assert_ptr_null(dst.s);
+    cpr_stream_free(r);
+    cpr_stream_free(w);
+    cpr_free(raw);
+    cpr_desc_unref(d);
+    cpr_ctx_free(a);
+    cpr_ctx_free(b);
+}
+END_TEST
+
 static Suite *savevm_suite(void)
 {
     Suite *s = suite_create("savevm");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_progressive_sections_interleave_and_instances_load);
+    tcase_add_test(tc, test_iterate_asks_done_sections_again);
     tcase_add_test(tc, test_registry_finds_by_name_and_instance_and_refuses_duplicates);
     tcase_add_test(tc, test_unknown_section_is_an_error_naming_it);
     tcase_add_test(tc, test_optional_sections_are_skipped_with_a_warning);
@@ -384,6 +523,8 @@ static Suite *savevm_suite(void)
     tcase_add_test(tc, test_damaged_streams_fail_cleanly_and_never_run_post_load);
     tcase_add_test(tc, test_save_and_load_through_a_file_fd);
     tcase_add_test(tc, test_failed_save_reports_section_and_cleans_up);
+    tcase_add_test(tc, test_huge_claimed_section_allocates_nothing_and_fails_cleanly);
+    tcase_add_test(tc, test_huge_string_length_is_refused_before_allocation);
     suite_add_tcase(s, tc);
     return s;
 }

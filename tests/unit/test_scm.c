@@ -7,7 +7,7 @@
 #include <sys/socket.h>
 
 #include "internal/scm.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 static int fds_before;

@@ -57,6 +57,16 @@ static void write_small(cpr_stream *s)
     ck_assert_int_eq(cpr_rec_write_eos(s, NULL), 0);
 }
 
+/* The small stream in a new memory sink; *data lives as long as the returned stream. */
+static cpr_stream *small_stream(const void **data, size_t *len)
+{
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    write_small(w);
+    ck_assert_int_eq(cpr_stream_mem_data(w, data, len, NULL), 0);
+    return w;
+}
+
 /* Reads a whole stream; returns 0 or the first error (message in *errp). */
 static int read_all(const void *data, size_t len, int *nrec, cpr_error **errp)
 {
@@ -121,12 +131,9 @@ END_TEST
 
 START_TEST(test_every_corrupt_byte_and_every_truncation_fails_cleanly)
 {
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    write_small(w);
     const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    cpr_stream *w = small_stream(&data, &len);
     ck_assert_int_eq(read_all(data, len, NULL, NULL), 0);
     g_autofree uint8_t *copy = g_memdup2(data, len);
     for (size_t i = 0; i < len; i++) {
@@ -152,14 +159,80 @@ START_TEST(test_every_corrupt_byte_and_every_truncation_fails_cleanly)
 }
 END_TEST
 
-START_TEST(test_checksum_error_names_record_and_offset)
+START_TEST(test_fd_reader_stops_right_after_the_end_record)
 {
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    write_small(w);
     const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
+    cpr_stream *w = small_stream(&data, &len);
+    int fds[2];
+    ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+    ck_assert_int_eq(write(fds[1], data, len), (ssize_t)len);
+    ck_assert_int_eq(write(fds[1], "after", 5), 5);
+    close(fds[1]);
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fds[0], 0, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    struct cpr_rec r;
+    int ret;
+    while ((ret = cpr_rec_next(s, &r, NULL)) > 0)
+        ;
+    ck_assert_int_eq(ret, 0);
+    cpr_stream_free(s);
+    char tail[8] = { 0 };
+    ck_assert_int_eq(read(fds[0], tail, sizeof(tail)), 5);
+    ck_assert_str_eq(tail, "after");
+    close(fds[0]);
+    cpr_stream_free(w);
+}
+END_TEST
+
+START_TEST(test_fd_reader_grows_for_records_larger_than_its_buffer)
+{
+    char path[] = "/tmp/cpr-big-XXXXXX";
+    int fd = mkostemp(path, O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    size_t n = (3u << 20) + 123;
+    g_autofree uint8_t *big = g_malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (uint8_t)(i * 7);
+    cpr_stream *w, *s;
+    ck_assert_int_eq(cpr_stream_new_fd_writer(fd, 0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
+    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, "{}", 2, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_FULL, "big", (uint32_t)i, 1, NULL, NULL), 0);
+        ck_assert_int_eq(cpr_stream_put_bytes(w, big, n - (size_t)i * 1000, NULL), 0);
+        ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
+    }
+    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
+    cpr_stream_free(w);
+    lseek(fd, 0, SEEK_SET);
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    struct cpr_rec r;
+    int got = 0, ret;
+    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
+        if (r.type != CPR_REC_FULL)
+            continue;
+        const void *p;
+        size_t len = n - r.instance * 1000;
+        ck_assert_uint_eq(cpr_stream_remaining(s), len);
+        ck_assert_int_eq(cpr_stream_get_ptr(s, &p, len, NULL), 0);
+        ck_assert_int_eq(memcmp(p, big, len), 0);
+        got++;
+    }
+    ck_assert_int_eq(ret, 0);
+    ck_assert_int_eq(got, 3);
+    cpr_stream_free(s);
+}
+END_TEST
+
+START_TEST(test_checksum_error_names_record_and_offset)
+{
+    const void *data;
+    size_t len;
+    cpr_stream *w = small_stream(&data, &len);
     g_autofree uint8_t *copy = g_memdup2(data, len);
     /* config: header at 16, payload "{}" at 32; record #1 (start) header at 16+16+2+4 = 38. */
     copy[38 + 16 + 17] ^= 0x40; /* inside the 'ram' start record's payload */
@@ -195,23 +268,40 @@ static size_t forge_header(uint8_t *p, uint64_t len, uint8_t type, uint8_t flags
     return 16;
 }
 
-START_TEST(test_huge_claimed_record_allocates_nothing_and_fails)
+/* A stream header and one config record header claiming `claim` bytes, read from a pipe:
+ * returns the reader positioned after the stream header. */
+static cpr_stream *pipe_with_claim(uint64_t claim, uint8_t *buf, size_t *n)
 {
-    uint8_t buf[64];
     forge_stream_header(buf);
-    size_t n = 16 + forge_header(buf + 16, 1ull << 63, CPR_REC_CONFIG, 0);
-    ck_assert_cpr_fails(read_all(buf, n, NULL, errp_), -EMSGSIZE, "exceeds the record limit");
-    /* Over a pipe too: the reader must refuse before reading or allocating. */
+    *n = 16 + forge_header(buf + 16, claim, CPR_REC_CONFIG, 0);
     int fds[2];
     ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
-    ck_assert_int_eq(write(fds[1], buf, n), (ssize_t)n);
+    ck_assert_int_eq(write(fds[1], buf, *n), (ssize_t)*n);
     close(fds[1]);
     cpr_stream *s;
     ck_assert_int_eq(cpr_stream_new_fd_reader(fds[0], CPR_STREAM_OWN_FD, &s, NULL), 0);
     ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    return s;
+}
+
+START_TEST(test_huge_claimed_record_allocates_nothing_and_fails)
+{
+    uint8_t buf[64];
+    size_t n;
     struct cpr_rec r;
+    /* Over a pipe: the reader must refuse before reading or allocating. */
+    cpr_stream *s = pipe_with_claim(1ull << 63, buf, &n);
     ck_assert_cpr_fails(cpr_rec_next(s, &r, errp_), -EMSGSIZE, "payload of 9223372036854775808 bytes");
     ck_assert_uint_le(s->cap, 1u << 20);
+    cpr_stream_free(s);
+    /* From memory too. */
+    ck_assert_cpr_fails(read_all(buf, n, NULL, errp_), -EMSGSIZE, "exceeds the record limit");
+    /* Even with the limit lifted, a length whose frame size wraps around is refused. */
+    forge_header(buf + 16, UINT64_MAX - 8, CPR_REC_CONFIG, 0);
+    ck_assert_int_eq(cpr_stream_new_mem_source(buf, n, &s, NULL), 0);
+    ck_assert_int_eq(cpr_stream_set_limit(s, CPR_STREAM_LIMIT_RECORD, UINT64_MAX, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    ck_assert_cpr_fails(cpr_rec_next(s, &r, errp_), -EMSGSIZE, "exceeds the record limit");
     cpr_stream_free(s);
 }
 END_TEST
@@ -219,16 +309,9 @@ END_TEST
 START_TEST(test_lying_length_below_limit_grows_buffer_only_with_data)
 {
     uint8_t buf[64];
-    forge_stream_header(buf);
-    size_t n = 16 + forge_header(buf + 16, 200u << 20, CPR_REC_CONFIG, 0);
-    int fds[2];
-    ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
-    ck_assert_int_eq(write(fds[1], buf, n), (ssize_t)n);
-    close(fds[1]);
-    cpr_stream *s;
-    ck_assert_int_eq(cpr_stream_new_fd_reader(fds[0], CPR_STREAM_OWN_FD, &s, NULL), 0);
-    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    size_t n;
     struct cpr_rec r;
+    cpr_stream *s = pipe_with_claim(200u << 20, buf, &n);
     ck_assert_cpr_fails(cpr_rec_next(s, &r, errp_), -EBADMSG, "truncated");
     ck_assert_uint_le(s->cap, 1u << 20);
     cpr_stream_free(s);
@@ -438,6 +521,8 @@ static Suite *stream_suite(void)
     tcase_add_test(tc, test_records_round_trip_through_memory);
     tcase_add_test(tc, test_every_corrupt_byte_and_every_truncation_fails_cleanly);
     tcase_add_test(tc, test_checksum_error_names_record_and_offset);
+    tcase_add_test(tc, test_fd_reader_stops_right_after_the_end_record);
+    tcase_add_test(tc, test_fd_reader_grows_for_records_larger_than_its_buffer);
     tcase_add_test(tc, test_huge_claimed_record_allocates_nothing_and_fails);
     tcase_add_test(tc, test_lying_length_below_limit_grows_buffer_only_with_data);
     tcase_add_test(tc, test_unknown_major_version_is_refused);

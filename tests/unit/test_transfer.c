@@ -18,7 +18,7 @@
 #include "internal/cpr_state.h"
 #include "internal/scm.h"
 #include "internal/transfer.h"
-#include "proc_util.h"
+#include "fd_fixture.h"
 #include "testutil.h"
 
 static char *dir;
@@ -184,9 +184,9 @@ END_TEST
 START_TEST(test_transfer_shares_hugepage_memfd)
 {
     const uint64_t huge = 2ull << 20;
-    long old;
-    if (proc_hugepages_reserve(4, &old) < 4) {
-        proc_hugepages_restore(old);
+    long added;
+    if (proc_hugepages_reserve(4, &added) < 4) {
+        proc_hugepages_restore(added);
         fprintf(stderr, "SKIP test_transfer_shares_hugepage_memfd: no free 2 MiB huge pages "
                         "(/proc/sys/vm/nr_hugepages is 0 and cannot be raised)\n");
         return;
@@ -215,7 +215,7 @@ START_TEST(test_transfer_shares_hugepage_memfd)
     ck_assert_str_eq(sent, "sent");
     ck_assert_int_eq(peer_end(&p), 0);
     cpr_ram_block_free(b);
-    proc_hugepages_restore(old);
+    proc_hugepages_restore(added);
 }
 END_TEST
 
@@ -510,6 +510,15 @@ START_TEST(test_connect_names_missing_socket)
     cpr_transfer_opts_init(&o);
     o.reserved0 = 1;
     ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &o, errp_), -EINVAL, "reserved");
+    /* Options from a newer header: accepted while the fields we do not know are zero. */
+    struct { cpr_transfer_opts o; uint64_t newer; } big = { .newer = 0 };
+    cpr_transfer_opts_init(&big.o);
+    big.o.size = sizeof(big);
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &big.o, errp_), -ENOENT, sock_path);
+    big.newer = 1;
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &big.o, errp_), -EINVAL, "is set");
+    big.o.size = 8;
+    ck_assert_cpr_fails(cpr_transfer_connect(sock_path, &big.o, errp_), -EINVAL, "smaller");
 }
 END_TEST
 

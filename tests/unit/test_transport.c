@@ -15,37 +15,55 @@ struct blob {
     uint64_t b;
 };
 
+/* No check macros here: the "save" role runs this outside any test. Returns 0 or -1. */
 static cpr_ctx *make_ctx(struct blob *obj)
 {
     cpr_ctx *ctx;
     cpr_desc *d;
-    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
-    ck_assert_int_eq(cpr_desc_new("blob", 1, 1, sizeof(*obj), &d, NULL), 0);
-    ck_assert_int_eq(cpr_desc_add(d, "a", CPR_TYPE_U32, CPR_MEMBER(struct blob, a), NULL), 0);
-    ck_assert_int_eq(cpr_desc_add(d, "b", CPR_TYPE_U64, CPR_MEMBER(struct blob, b), NULL), 0);
-    ck_assert_int_eq(cpr_savevm_register(ctx, NULL, 0, d, obj, 0, NULL, NULL), 0);
+    if (cpr_ctx_new(&ctx, 0, NULL) < 0)
+        return NULL;
+    if (cpr_desc_new("blob", 1, 1, sizeof(*obj), &d, NULL) < 0) {
+        cpr_ctx_free(ctx);
+        return NULL;
+    }
+    int ok = cpr_desc_add(d, "a", CPR_TYPE_U32, CPR_MEMBER(struct blob, a), NULL) == 0 &&
+             cpr_desc_add(d, "b", CPR_TYPE_U64, CPR_MEMBER(struct blob, b), NULL) == 0 &&
+             cpr_savevm_register(ctx, NULL, 0, d, obj, 0, NULL, NULL) == 0;
     cpr_desc_unref(d);
+    if (!ok) {
+        cpr_ctx_free(ctx);
+        return NULL;
+    }
     return ctx;
+}
+
+static int do_save(const char *uri)
+{
+    struct blob src = { 0xabcd, 0x1122334455667788ull };
+    cpr_ctx *ctx = make_ctx(&src);
+    cpr_addr *addr = NULL;
+    cpr_stream *w;
+    int ret = ctx ? cpr_addr_parse_uri(uri, &addr, NULL) : -1;
+    if (ret == 0 && (ret = cpr_transport_open_output(addr, &w, NULL)) == 0) {
+        ret = cpr_savevm_save(ctx, w, NULL);
+        int r2 = cpr_stream_close(w, NULL);
+        ret = ret < 0 ? ret : r2;
+    }
+    cpr_addr_free(addr);
+    cpr_ctx_free(ctx);
+    return ret < 0 ? -1 : 0;
 }
 
 static void save_to(const char *uri)
 {
-    struct blob src = { 0xabcd, 0x1122334455667788ull };
-    cpr_ctx *ctx = make_ctx(&src);
-    cpr_addr *addr;
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_addr_parse_uri(uri, &addr, NULL), 0);
-    ck_assert_int_eq(cpr_transport_open_output(addr, &w, NULL), 0);
-    ck_assert_int_eq(cpr_savevm_save(ctx, w, NULL), 0);
-    ck_assert_int_eq(cpr_stream_close(w, NULL), 0);
-    cpr_addr_free(addr);
-    cpr_ctx_free(ctx);
+    ck_assert_int_eq(do_save(uri), 0);
 }
 
 static void load_from_listener(cpr_listener *l)
 {
     struct blob dst = { 0, 0 };
     cpr_ctx *ctx = make_ctx(&dst);
+    ck_assert_ptr_nonnull(ctx);
     cpr_stream *r;
     ck_assert_int_eq(cpr_listener_accept(l, 10000, &r, NULL), 0);
     ck_assert_int_eq(cpr_savevm_load(ctx, r, NULL), 0);
@@ -53,6 +71,47 @@ static void load_from_listener(cpr_listener *l)
     ck_assert_uint_eq(dst.a, 0xabcd);
     ck_assert_uint_eq(dst.b, 0x1122334455667788ull);
     cpr_ctx_free(ctx);
+}
+
+/* The other side runs as a fresh process (this program re-executed with a role), so it owns
+ * only what it allocates itself: clean under Valgrind and sanitizers. */
+static const char *self_path;
+
+static pid_t spawn_self(const char *role, const char *uri)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(self_path, self_path, role, uri, (char *)NULL);
+        _exit(127);
+    }
+    ck_assert_int_gt(pid, 0);
+    return pid;
+}
+
+/* Role "connect-as-nobody": connect as uid 65534 and expect the listener to hang up. */
+static int connect_as_nobody(const char *uri)
+{
+    cpr_addr *addr;
+    int fd = -1, ret = 1;
+    if (cpr_addr_parse_uri(uri, &addr, NULL) < 0)
+        return 1;
+    if (setuid(65534) == 0 && cpr_transport_connect(addr, &fd, NULL) == 0) {
+        char c;
+        ret = read(fd, &c, 1) == 0 ? 0 : 2; /* refused: the listener closed us */
+        close(fd);
+    }
+    cpr_addr_free(addr);
+    return ret;
+}
+
+/* A child process saves to uri while this one accepts on l and loads. */
+static void save_in_child_load_here(const char *uri, cpr_listener *l)
+{
+    pid_t pid = spawn_self("save", uri);
+    load_from_listener(l);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 static void load_from(const char *uri)
@@ -103,6 +162,7 @@ START_TEST(test_exec_command_failure_is_reported)
 {
     struct blob src = { 1, 2 };
     cpr_ctx *ctx = make_ctx(&src);
+    ck_assert_ptr_nonnull(ctx);
     cpr_addr *addr;
     cpr_stream *w;
     ck_assert_int_eq(cpr_addr_parse_uri("exec:cat >/dev/null; exit 3", &addr, NULL), 0);
@@ -131,15 +191,7 @@ START_TEST(test_unix_listener_accepts_a_writer_in_another_process)
     ck_assert_int_eq(cpr_addr_parse_uri(uri, &addr, NULL), 0);
     ck_assert_int_eq(cpr_listener_new(addr, CPR_LISTEN_SAME_UID, &l, NULL), 0);
     ck_assert_int_ge(cpr_listener_fd(l), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        save_to(uri);
-        _exit(0);
-    }
-    load_from_listener(l);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    save_in_child_load_here(uri, l);
     cpr_listener_free(l);
     ck_assert_int_eq(access(cpr_addr_path(addr), F_OK), -1); /* socket file removed */
     cpr_addr_free(addr);
@@ -160,14 +212,7 @@ START_TEST(test_unix_listener_refuses_a_peer_of_another_uid)
     ck_assert_int_eq(cpr_addr_parse_uri(uri, &addr, NULL), 0);
     ck_assert_int_eq(cpr_listener_new(addr, CPR_LISTEN_SAME_UID, &l, NULL), 0);
     chmod(cpr_addr_path(addr), 0777);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd;
-        if (setuid(65534) < 0 || cpr_transport_connect(addr, &fd, NULL) < 0)
-            _exit(1);
-        char c;
-        _exit(read(fd, &c, 1) == 0 ? 0 : 2); /* refused: the listener closed us */
-    }
+    pid_t pid = spawn_self("connect-as-nobody", uri);
     int fd = -1;
     ck_assert_cpr_fails(cpr_listener_accept_fd(l, 10000, &fd, errp_), -EPERM, "refused a peer of uid 65534");
     int status;
@@ -188,15 +233,7 @@ START_TEST(test_tcp_port_zero_listens_and_accepts)
     int port = cpr_listener_port(l);
     ck_assert_int_gt(port, 0);
     g_autofree char *uri = g_strdup_printf("tcp:127.0.0.1:%d", port);
-    pid_t pid = fork();
-    if (pid == 0) {
-        save_to(uri);
-        _exit(0);
-    }
-    load_from_listener(l);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    save_in_child_load_here(uri, l);
     cpr_listener_free(l);
     cpr_addr_free(addr);
 }
@@ -253,4 +290,16 @@ static Suite *transport_suite(void)
     return s;
 }
 
-CPR_TEST_MAIN(transport_suite)
+int main(int argc, char **argv)
+{
+    self_path = argv[0];
+    if (argc == 3 && strcmp(argv[1], "save") == 0)
+        return do_save(argv[2]) == 0 ? 0 : 1;
+    if (argc == 3 && strcmp(argv[1], "connect-as-nobody") == 0)
+        return connect_as_nobody(argv[2]);
+    SRunner *sr = srunner_create(transport_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

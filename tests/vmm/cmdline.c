@@ -21,7 +21,8 @@ static const char usage[] =
     "  -serial file:PATH|stdio|null\n"
     "  -drive file=PATH             a local disk (blocks normal migration only)\n"
     "  -name NAME  -S  -nodefaults  -display none\n"
-    "  -guest-dirty-rate PAGES_PER_S   pages the guest rewrites per second (default 0)\n";
+    "  -guest-dirty-rate PAGES_PER_S   pages the guest rewrites per second (machine default)\n"
+    "  -x-hbmon-version 1|2         write the hbmon section as that version (tests)\n";
 
 /* One key=value pair of an option argument. */
 typedef struct kv {
@@ -152,6 +153,8 @@ static int opt_object(vmm_config *cfg, const char *arg, char **err)
     else if (strcmp(type, "memory-backend-memfd"))
         FAIL("-object %s: unsupported object type '%s' (memory-backend-memfd or memory-backend-file)",
              arg, type);
+    /* QEMU's defaults: a memfd is shared unless told otherwise, a file is not. */
+    m->share = !m->is_file;
     for (guint i = 1; i < a->len; i++) {
         kv *e = &g_array_index(a, kv, i);
         if (!strcmp(e->key, "id")) {
@@ -179,6 +182,8 @@ static int opt_object(vmm_config *cfg, const char *arg, char **err)
         FAIL("-object %s: parameter 'size' is missing", arg);
     if (m->is_file && !m->mem_path)
         FAIL("-object %s: parameter 'mem-path' is missing", arg);
+    if (m->is_file && !m->share)
+        FAIL("-object %s: a private file mapping is not supported: add share=on", arg);
     for (guint i = 0; i < cfg->memdevs->len; i++)
         if (!strcmp(((vmm_memdev *)cfg->memdevs->pdata[i])->id, m->id))
             FAIL("-object %s: duplicate id '%s'", arg, m->id);
@@ -348,6 +353,16 @@ static int opt_dirty_rate(vmm_config *cfg, const char *arg, char **err)
     return 0;
 }
 
+static int opt_hbmon_version(vmm_config *cfg, const char *arg, char **err)
+{
+    if (strcmp(arg, "1") && strcmp(arg, "2")) {
+        *err = g_strdup_printf("-x-hbmon-version %s: 1 or 2", arg);
+        return -1;
+    }
+    cfg->hbmon_version = (uint32_t)(arg[0] - '0');
+    return 0;
+}
+
 static int opt_incoming(vmm_config *cfg, const char *arg, char **err)
 {
     if (!*arg) {
@@ -405,6 +420,7 @@ static const struct option_def {
     {"display", opt_display},
     {"name", opt_name},
     {"guest-dirty-rate", opt_dirty_rate},
+    {"x-hbmon-version", opt_hbmon_version},
     {"nodefaults", NULL},
     {"S", NULL},
     {"enable-kvm", NULL},
@@ -418,6 +434,7 @@ int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, cha
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->smp = 1;
+    cfg->hbmon_version = 2;
     cfg->memdevs = g_ptr_array_new_with_free_func(memdev_free);
     cfg->incoming = g_ptr_array_new_with_free_func(g_free);
     cfg->drives = g_ptr_array_new_with_free_func(g_free);

@@ -50,6 +50,7 @@ typedef struct vmm_config {
     uint64_t dirty_rate;     /* -guest-dirty-rate PAGES_PER_S */
     int dirty_rate_given;
     GPtrArray *drives;       /* char *: -drive file=PATH paths */
+    uint32_t hbmon_version;  /* -x-hbmon-version: the hbmon section version written (2) */
 } vmm_config;
 
 /*

@@ -16,6 +16,7 @@
 
 #include "devices.h"
 #include "fault.h"
+#include "pause.h"
 
 struct dev_hbmon {
     vmm *v;
@@ -34,10 +35,8 @@ static int hbmon_pre_save(void *opaque, cpr_error **errp)
     vmm_fault(VMM_FAULT_SAVE_DEVICE);
     dev_hbmon *d = opaque;
     vmm *v = d->v;
-    vmm_hb_handoff h = {0};
-    vmm_hb_sampler *s = vmm_sampler(v);
-    if (s)
-        vmm_hb_sampler_handoff_get(s, &h);
+    vmm_hb_handoff h;
+    vmm_pause_stopped(v, &h);
     vmm_trace("hbmon saved: vCPU 0 heartbeat %llu last changed at %.3f ms", (unsigned long long)h.heartbeat[0],
               (double)h.changed_ns[0] / 1e6);
     d->nvcpus = h.nvcpus;
@@ -63,23 +62,20 @@ static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
     vmm_fault(VMM_FAULT_LOADED);
     dev_hbmon *d = opaque;
     vmm *v = d->v;
+    /* The history goes on with this guest; last-pause-ms reports only what this VMM measures
+     * of the switchover that brought the guest here. */
     g_mutex_lock(&v->lock);
     v->pause_history.last_pause_ns = d->last_pause_ns;
     v->pause_history.switchovers = d->switchovers;
-    if (d->switchovers)
-        v->last_pause_ms = (double)d->last_pause_ns / 1e6;
     g_mutex_unlock(&v->lock);
     if (version < 2 || d->nvcpus > VMM_MAX_VCPUS)
         return 0; /* no times: nothing to measure from */
     vmm_hb_handoff h = {.version = 1, .nvcpus = d->nvcpus};
     memcpy(h.heartbeat, d->heartbeat, sizeof(h.heartbeat));
     memcpy(h.changed_ns, d->changed_ns, sizeof(h.changed_ns));
-    vmm_hb_sampler *s = vmm_sampler(v);
-    vmm_trace("hbmon loaded (version %u)", version);
-    if (s) {
-        vmm_hb_sampler_handoff_set(s, &h);
-        v->pause_handoff = 1;
-    }
+    vmm_trace("hbmon loaded (version %u): %u earlier switchover(s), the last paused the guest %.3f ms", version,
+              d->switchovers, (double)d->last_pause_ns / 1e6);
+    vmm_pause_incoming(v, &h);
     return 0;
 }
 
@@ -88,21 +84,26 @@ static int history_needed(const void *obj)
     return ((const dev_hbmon *)obj)->switchovers > 0;
 }
 
-/* Builds the descriptions: "hbmon" version 2 with its "hbmon/history" subsection. */
-static int hbmon_desc(cpr_desc **out, cpr_error **cerr)
+/*
+ * Builds the description as a VMM of `version` has it: version 1 is what an older cpr-vmm
+ * wrote (-x-hbmon-version 1 plays that VMM in the tests); version 2 adds changed_ns and the
+ * "hbmon/history" subsection.
+ */
+static int hbmon_desc(uint32_t version, cpr_desc **out, cpr_error **cerr)
 {
     cpr_desc *d = NULL, *hist = NULL;
-    int r = cpr_desc_new("hbmon", 2, 1, sizeof(dev_hbmon), &d, cerr);
+    int r = cpr_desc_new("hbmon", version, 1, sizeof(dev_hbmon), &d, cerr);
     if (r == 0)
         r = cpr_desc_add(d, "nvcpus", CPR_TYPE_U32, CPR_MEMBER(dev_hbmon, nvcpus), cerr);
     if (r == 0)
         r = cpr_desc_add(d, "heartbeat", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, heartbeat), cerr);
     if (r == 0)
-        r = cpr_desc_add(d, "changed_ns", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, changed_ns), cerr);
+        r = cpr_desc_set_hooks(d, hbmon_pre_save, NULL, hbmon_pre_load, hbmon_post_load, cerr);
+    if (r < 0 || version < 2)
+        goto out;
+    r = cpr_desc_add(d, "changed_ns", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, changed_ns), cerr);
     if (r == 0)
         r = cpr_desc_field_since(d, "changed_ns", 2, cerr);
-    if (r == 0)
-        r = cpr_desc_set_hooks(d, hbmon_pre_save, NULL, hbmon_pre_load, hbmon_post_load, cerr);
     if (r == 0)
         r = cpr_desc_new("hbmon/history", 1, 1, sizeof(dev_hbmon), &hist, cerr);
     if (r == 0)
@@ -111,6 +112,7 @@ static int hbmon_desc(cpr_desc **out, cpr_error **cerr)
         r = cpr_desc_add(hist, "switchovers", CPR_TYPE_U32, CPR_MEMBER(dev_hbmon, switchovers), cerr);
     if (r == 0)
         r = cpr_desc_add_subsection(d, hist, history_needed, 0, cerr);
+out:
     cpr_desc_unref(hist);
     if (r < 0) {
         cpr_desc_unref(d);
@@ -127,7 +129,7 @@ int dev_hbmon_init(vmm *v, char **err)
     v->devs->hbmon = d;
     cpr_error *cerr = NULL;
     cpr_desc *desc = NULL;
-    int r = hbmon_desc(&desc, &cerr);
+    int r = hbmon_desc(v->cfg->hbmon_version, &desc, &cerr);
     if (r == 0)
         r = cpr_savevm_register(v->ctx, NULL, 0, desc, d, 0, NULL, &cerr);
     cpr_desc_unref(desc);

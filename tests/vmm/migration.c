@@ -10,6 +10,7 @@
 #include "fault.h"
 #include "hmp.h"
 #include "migration.h"
+#include "pause.h"
 
 struct vmm_mig {
     cpr_channels *incoming; /* -incoming, main and cpr merged; NULL without -incoming */
@@ -29,6 +30,7 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
     cpr_error *cerr = NULL;
     vmm_fault(VMM_FAULT_SAVE_STOP);
     vmm_trace("stop hook");
+    vmm_pause_arm(v);
     int r = vmm_machine_pause(v, &cerr);
     vmm_trace("vCPUs stopped");
     if (r < 0) {
@@ -44,14 +46,14 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
     if (v->cfg->incoming->len)
         vmm_fault(VMM_FAULT_START);
     vmm_trace("start hook");
+    vmm_pause_before_resume(v);
     int r = vmm_machine_unpause(v, &cerr);
     vmm_trace("vCPUs resumed");
     if (r < 0) {
         vmm_log_cpr("start", cerr);
         return r;
     }
-    /* After an incoming load that carried the old VMM's heartbeat times: measure the pause. */
-    vmm_measure_pause(v);
+    vmm_pause_resumed(v);
     return 0;
 }
 
@@ -120,6 +122,8 @@ static void status_on_main(void *p)
     vmm *v = c->v;
     vmm_mig *m = v->mig;
     if (status_final(c->status)) {
+        if (c->status == CPR_MIGRATION_COMPLETED && m->out_active)
+            vmm_pause_completed(v);
         /* One job at a time per context: whichever side was active has ended. */
         m->in_active = 0;
         m->out_active = 0;

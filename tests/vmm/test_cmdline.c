@@ -103,6 +103,24 @@ START_TEST(test_option_without_argument_is_refused)
 }
 END_TEST
 
+START_TEST(test_private_file_backend_is_refused)
+{
+    const char *a[] = {"cpr-vmm", "-object", "memory-backend-file,id=r,size=1G,mem-path=/dev/shm/x", NULL};
+    expect_error(a, "share=on");
+}
+END_TEST
+
+START_TEST(test_memfd_backend_is_shared_by_default)
+{
+    const char *a[] = {"cpr-vmm", "-object", "memory-backend-memfd,id=r,size=64M", "-machine", "memory-backend=r", NULL};
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, a), 0);
+    ck_assert_int_eq(vmm_config_ram_memdev(&cfg)->share, 1);
+    vmm_config_clear(&cfg);
+}
+END_TEST
+
 START_TEST(test_sizes_parse_with_suffixes)
 {
     uint64_t v;
@@ -149,6 +167,8 @@ static Suite *cmdline_suite(void)
     tcase_add_test(tc, test_missing_memory_backend_is_refused);
     tcase_add_test(tc, test_ram_size_must_match_backend);
     tcase_add_test(tc, test_option_without_argument_is_refused);
+    tcase_add_test(tc, test_private_file_backend_is_refused);
+    tcase_add_test(tc, test_memfd_backend_is_shared_by_default);
     tcase_add_test(tc, test_sizes_parse_with_suffixes);
     tcase_add_test(tc, test_serial_and_drive_forms);
     suite_add_tcase(s, tc);

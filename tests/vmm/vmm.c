@@ -21,6 +21,7 @@
 #include "devices.h"
 #include "hmp.h"
 #include "migration.h"
+#include "pause.h"
 #include "qmp.h"
 #include "vmm.h"
 
@@ -31,9 +32,7 @@ static const char *const runstate_names[] = {
     [VMM_RS_INMIGRATE] = "inmigrate",
     [VMM_RS_POSTMIGRATE] = "postmigrate",
     [VMM_RS_FINISH_MIGRATE] = "finish-migrate",
-    [VMM_RS_RESTORE_VM] = "restore-vm",
     [VMM_RS_SHUTDOWN] = "shutdown",
-    [VMM_RS_INTERNAL_ERROR] = "internal-error",
 };
 
 const char *vmm_runstate_name(vmm_runstate rs)
@@ -136,27 +135,6 @@ static void post_event(vmm *v, const char *name)
     vmm_call_main(v, event_on_main, e);
 }
 
-/* The sampler reads the guest's mailbox, so it starts once there is one: after boot, or once
- * the RAM holds the incoming guest. Caller holds v->lock. */
-static vmm_hb_sampler *sampler_locked(vmm *v)
-{
-    if (!v->sampler) {
-        cpr_error *cerr = NULL;
-        if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0) {
-            vmm_log_cpr("heartbeat sampler", cerr);
-        }
-    }
-    return v->sampler;
-}
-
-vmm_hb_sampler *vmm_sampler(vmm *v)
-{
-    g_mutex_lock(&v->lock);
-    vmm_hb_sampler *s = sampler_locked(v);
-    g_mutex_unlock(&v->lock);
-    return s;
-}
-
 /* ---- run control ---------------------------------------------------------------------- */
 
 int vmm_vm_running(vmm *v)
@@ -185,20 +163,18 @@ int vmm_machine_unpause(vmm *v, cpr_error **cerr)
     if (v->machine && !v->booted) {
         r = vmm_machine_boot(v->machine, cerr);
         v->booted = r == 0;
-        if (r == 0)
-            sampler_locked(v);
     } else if (v->machine) {
         r = vmm_machine_resume(v->machine, cerr);
     }
-    if (r == 0 && v->state == VMM_RS_PRELAUNCH)
-        v->state = VMM_RS_RUNNING;
+    if (r == 0)
+        v->prelaunch = 0;
     g_mutex_unlock(&v->lock);
     if (r == 0 && !was)
         post_event(v, "RESUME");
     return r;
 }
 
-int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err)
+int vmm_vm_stop(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
     if (vmm_machine_pause(v, &cerr) < 0)
@@ -226,7 +202,7 @@ vmm_runstate vmm_runstate_get(vmm *v)
     }
     if (vmm_vm_running(v))
         return VMM_RS_RUNNING;
-    return v->state == VMM_RS_PRELAUNCH ? VMM_RS_PRELAUNCH : VMM_RS_PAUSED;
+    return v->prelaunch ? VMM_RS_PRELAUNCH : VMM_RS_PAUSED;
 }
 
 void vmm_quit(vmm *v, int code)
@@ -256,33 +232,6 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out)
     g_mutex_unlock(&v->lock);
 }
 
-/* Runs on its own thread after an incoming switchover: waits for every vCPU's heartbeat to
- * move and records the largest gap, counted from the old VMM's last sighting. */
-static gpointer pause_measure_thread(gpointer p)
-{
-    vmm *v = p;
-    uint64_t gap = 0;
-    if (vmm_hb_sampler_wait_pause(v->sampler, 10000, &gap) == 0) {
-        g_mutex_lock(&v->lock);
-        v->last_pause_ms = (double)gap / 1e6;
-        vmm_trace("guest pause measured: %.3f ms", v->last_pause_ms);
-        v->pause_history.last_pause_ns = gap;
-        v->pause_history.switchovers++;
-        g_mutex_unlock(&v->lock);
-    }
-    return NULL;
-}
-
-void vmm_measure_pause(vmm *v)
-{
-    if (!v->sampler || !v->pause_handoff)
-        return;
-    v->pause_handoff = 0;
-    if (v->pause_thread)
-        g_thread_join(v->pause_thread);
-    v->pause_thread = g_thread_new("pause-measure", pause_measure_thread, v);
-}
-
 /* ---- start-up ------------------------------------------------------------------------- */
 
 static int create_ram(vmm *v, char **err)
@@ -293,6 +242,10 @@ static int create_ram(vmm *v, char **err)
     int r;
     /* Prefault on the incoming side: pay the page-table cost before the switchover. */
     uint32_t flags = v->cfg->incoming->len ? CPR_RAM_PREFAULT : 0;
+    /* share=off: private memory, which only normal migration can carry (libcpr blocks the
+     * cpr modes for it). */
+    if (md && !md->share)
+        flags |= CPR_RAM_PRIVATE;
     if (md && md->is_file)
         r = cpr_ram_block_new_file(v->ctx, md->id, md->mem_path, md->size, flags, &blk, &cerr);
     else
@@ -304,6 +257,14 @@ static int create_ram(vmm *v, char **err)
     v->ram_block = blk;
     v->ram = cpr_ram_block_host(blk);
     v->ram_size = cpr_ram_block_size(blk);
+    /* As QEMU: RAM another process cannot map blocks the modes that keep RAM in place. */
+    if (!cpr_ram_block_shared(blk)) {
+        g_autofree char *why = g_strdup_printf("memory-backend '%s' is private (share=off): cpr-transfer "
+                                               "and cpr-exec need share=on", cpr_ram_block_name(blk));
+        if (cpr_blocker_add(v->ctx, CPR_MODE_BIT(CPR_MODE_CPR_TRANSFER) | CPR_MODE_BIT(CPR_MODE_CPR_EXEC), why,
+                            &v->ram_blocker, &cerr) < 0)
+            return vmm_fail_cpr(err, "guest RAM", cerr);
+    }
     return 0;
 }
 
@@ -347,7 +308,7 @@ static int run(vmm *v, char **err)
     }
     if (vmm_mig_init(v, err) < 0 || vmm_mig_incoming_early(v, err) < 0)
         return -1;
-    if (create_ram(v, err) < 0 || create_machine(v, err) < 0)
+    if (create_ram(v, err) < 0 || create_machine(v, err) < 0 || vmm_pause_init(v, err) < 0)
         return -1;
     if (vmm_devices_init(v, err) < 0)
         return -1;
@@ -392,8 +353,7 @@ int main(int argc, char **argv)
     }
     vmm v = {0};
     v.cfg = &cfg;
-    v.last_pause_ms = -1;
-    v.state = cfg.start_paused ? VMM_RS_PRELAUNCH : VMM_RS_RUNNING;
+    v.prelaunch = cfg.start_paused;
     g_mutex_init(&v.lock);
     v.loop = g_main_loop_new(NULL, FALSE);
     guint sigint = g_unix_signal_add(SIGINT, on_signal, &v);
@@ -410,10 +370,8 @@ int main(int argc, char **argv)
     hmp_free(v.hmp);
     qmp_server_free(v.qmp);
     vmm_mig_fini(&v);
-    if (v.pause_thread)
-        g_thread_join(v.pause_thread);
+    vmm_pause_fini(&v);
     vmm_devices_fini(&v);
-    vmm_hb_sampler_free(v.sampler);
     vmm_machine_free(v.machine);
     cpr_ctx_free(v.ctx);
     g_source_remove(sigint);

@@ -31,9 +31,7 @@ typedef enum vmm_runstate {
     VMM_RS_INMIGRATE,
     VMM_RS_POSTMIGRATE,
     VMM_RS_FINISH_MIGRATE,
-    VMM_RS_RESTORE_VM,
     VMM_RS_SHUTDOWN,
-    VMM_RS_INTERNAL_ERROR,
 } vmm_runstate;
 
 const char *vmm_runstate_name(vmm_runstate rs);
@@ -53,18 +51,22 @@ struct vmm {
     vmm_config *cfg;
     cpr_ctx *ctx;
     GMainLoop *loop;
-    vmm_runstate state;
+    int prelaunch;         /* -S: not started yet (QEMU's prelaunch) */
     vmm_machine *machine;
     int booted;            /* the guest exists: booted here, or coming in by migration */
     vmm_hb_sampler *sampler;
     cpr_ram_block *ram_block;
+    cpr_blocker *ram_blocker; /* private RAM blocks the modes that keep RAM in place */
     void *ram;             /* host mapping of guest RAM, owned by ram_block */
     uint64_t ram_size;
     GMutex lock;           /* machine run control and pause figures: the migration thread
                             * uses them too */
+    /* pause.c: the guest-visible pause; under lock */
     double last_pause_ms;  /* -1 until a switchover was measured */
     vmm_pause_history pause_history;
-    int pause_handoff;     /* the stream carried the old VMM's heartbeat times */
+    int pause_armed;       /* a handoff was set: measure at the next resume */
+    vmm_hb_handoff own_handoff; /* taken at our stop, for a resume here if the migration fails */
+    int have_own_handoff;
     GThread *pause_thread;
     vmm_devices *devs;
     vmm_mig *mig;
@@ -82,7 +84,7 @@ typedef struct vmm_guest_report {
 } vmm_guest_report;
 
 /* Run control from the monitors; they emit STOP and RESUME. */
-int vmm_vm_stop(vmm *v, vmm_runstate reason, mon_error *err);
+int vmm_vm_stop(vmm *v, mon_error *err);
 int vmm_vm_start(vmm *v, mon_error *err);
 int vmm_vm_running(vmm *v);
 /* The same from any thread (the migration hooks), with libcpr errors. The first unpause of a
@@ -91,10 +93,7 @@ int vmm_machine_pause(vmm *v, cpr_error **cerr);
 int vmm_machine_unpause(vmm *v, cpr_error **cerr);
 /* What query-status reports: the migration's run state when it has one, else the VM's. */
 vmm_runstate vmm_runstate_get(vmm *v);
-/* The heartbeat sampler, started on first use (NULL while RAM holds no guest); any thread. */
-vmm_hb_sampler *vmm_sampler(vmm *v);
-/* After an incoming switchover: measures the guest pause from heartbeats, in the background. */
-void vmm_measure_pause(vmm *v);
+
 /* Ends the main loop; the process exits with `code`. */
 void vmm_quit(vmm *v, int code);
 

@@ -571,11 +571,18 @@ static void set_synced(struct kvm *k, struct kvm_vcpu *kv, const vmm_vcpu_state 
     const uint32_t all = VMM_VCPU_HAS_REGS | VMM_VCPU_HAS_SREGS | VMM_VCPU_HAS_EVENTS;
     if (!k->sync_mask || (st->valid & all) != all)
         return;
+    /* Special registers equal to the vCPU's own (the warmed-up vCPU of an incoming machine has
+     * the guest's CR0/CR3/CR4/EFER and segments already) are not set again: setting them makes
+     * KVM reset its MMU context, and without EPT the guest then refaults its working set. */
+    uint32_t dirty = KVM_SYNC_X86_REGS | KVM_SYNC_X86_EVENTS;
+    if (!kv->sync_fresh || memcmp(&kv->run->s.regs.sregs, &st->sregs, sizeof(st->sregs)) != 0) {
+        kv->run->s.regs.sregs = st->sregs;
+        dirty |= KVM_SYNC_X86_SREGS;
+    }
     kv->run->s.regs.regs = st->regs;
-    kv->run->s.regs.sregs = st->sregs;
     kv->run->s.regs.events = st->events;
     kv->run->s.regs.events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
-    kv->run->kvm_dirty_regs = k->sync_mask;
+    kv->run->kvm_dirty_regs = dirty;
     kv->sync_fresh = 1;
 }
 
@@ -589,6 +596,8 @@ static int kvm_set_vcpu(vmm_machine *m, uint32_t cpu, const vmm_vcpu_state *st, 
 
     if (k->sync_mask && (st->valid & synced) == synced) {
         by_ioctl &= ~synced;
+        if (kv->run->kvm_dirty_regs)
+            kv->sync_fresh = 0; /* a state set before and not run yet: s.regs is not the vCPU's */
     } else {
         kv->run->kvm_dirty_regs = 0;
         kv->sync_fresh = 0;

@@ -38,6 +38,9 @@ static void *vcpu_thread(void *arg)
 {
     struct vmm_vcpu *v = arg;
     vmm_machine *m = v->m;
+    char name[16];
+    snprintf(name, sizeof(name), "vcpu%u", v->index);
+    pthread_setname_np(pthread_self(), name); /* shows in top -H, gdb and /proc */
     int rc = m->ops->vcpu_prologue ? m->ops->vcpu_prologue(v) : 0;
 
     pthread_mutex_lock(&m->lock);
@@ -324,6 +327,8 @@ int vmm_machine_set_vcpu_state(vmm_machine *m, uint32_t cpu, const vmm_vcpu_stat
     if (st->backend != m->ops->id)
         return cpr_error_set(errp, -EINVAL, "vCPU %u state: saved by backend %u, this machine is %s",
                              cpu, st->backend, m->ops->name);
+    if (st->cpu != cpu)
+        return cpr_error_set(errp, -EINVAL, "vCPU %u state: it is the state of vCPU %u", cpu, st->cpu);
     rc = m->ops->set_vcpu(m, cpu, st, errp);
     if (rc == 0) {
         m->booted = 1;

@@ -84,11 +84,12 @@ void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps);
  * else -EINVAL with the reason in `why`. */
 int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char *why, size_t len);
 /*
- * One iteration of the guest loop of guest.S for vCPU slot `c`, at time `now` (ticks). When
- * `dirty` is not NULL, pages written are marked in it (one bit per page, atomically).
+ * One iteration of the guest loop of guest.S for vCPU slot `c`, at time `now` (ticks). `dirty`
+ * (may be NULL) points to the dirty bitmap pointer, NULL while logging is off: pages written are
+ * marked in the bitmap it holds at the time of the write (one bit per page, atomically).
  */
 void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, uint64_t now,
-                    uint64_t *dirty);
+                    uint64_t **dirty);
 
 /* ORs `src` into `dst` (nwords words) and returns how many bits were new. */
 int vmm_bitmap_merge(uint64_t *dst, const uint64_t *src, size_t nwords);

@@ -18,6 +18,12 @@
 /* Armed polling ends when the guest moves again, or after this long (a source whose guest now
  * runs elsewhere on other RAM never sees it move). */
 #define ARMED_MAX_NS 5000000000ull
+
+enum {
+    ARM_IDLE,   /* poll every IDLE_INTERVAL_US */
+    ARM_STOP,   /* reset .. handoff_get: pin the last change before the stop */
+    ARM_RESUME, /* handoff_set .. every vCPU moved: pin the first change after the resume */
+};
 /* Between switchovers the sampler only keeps an eye on the guest: polling every 10 us on a
  * 2-core host steals the CPU the vCPUs need (it stretched pauses from 0.4 to several ms). */
 #define IDLE_INTERVAL_US 1000u
@@ -31,7 +37,7 @@ struct vmm_hb_sampler {
     pthread_mutex_t lock;
     pthread_cond_t cond;       /* wakes the poller (armed, quit) and wait_pause (all moved) */
     int quit;
-    int armed;                 /* poll every interval_us until every vCPU moved */
+    int armed;                 /* ARM_*: poll every interval_us */
     uint64_t armed_ns;         /* when it was armed */
     /* under lock */
     uint64_t last_hb[VMM_MAX_VCPUS];
@@ -86,11 +92,11 @@ static void poll_locked(vmm_hb_sampler *s)
         s->changed_ns[i] = now;
         s->before_ns[i] = prev;
     }
-    if (s->armed && all_moved_locked(s)) {
-        s->armed = 0;
+    if (s->armed == ARM_RESUME && all_moved_locked(s)) {
+        s->armed = ARM_IDLE;
         pthread_cond_broadcast(&s->cond);
-    } else if (s->armed && now - s->armed_ns > ARMED_MAX_NS) {
-        s->armed = 0;
+    } else if (s->armed != ARM_IDLE && now - s->armed_ns > ARMED_MAX_NS) {
+        s->armed = ARM_IDLE;
     }
 }
 
@@ -98,6 +104,7 @@ static void *sampler_thread(void *arg)
 {
     vmm_hb_sampler *s = arg;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* sleep 10 us, not the default 50 us slack */
+    pthread_setname_np(pthread_self(), "hb-sampler");
     pthread_mutex_lock(&s->lock);
     while (!s->quit) {
         poll_locked(s);
@@ -109,12 +116,12 @@ static void *sampler_thread(void *arg)
     return NULL;
 }
 
-/* Under s->lock: forget the gaps and poll finely until every vCPU moved again. */
-static void arm_locked(vmm_hb_sampler *s)
+/* Under s->lock: forget the gaps and poll finely (ARM_STOP or ARM_RESUME). */
+static void arm_locked(vmm_hb_sampler *s, int mode)
 {
     s->max_gap_ns = 0;
     memset(s->moved, 0, sizeof(s->moved));
-    s->armed = 1;
+    s->armed = mode;
     s->armed_ns = vmm_now_ns();
     pthread_cond_broadcast(&s->cond);
 }
@@ -168,7 +175,7 @@ void vmm_hb_sampler_reset(vmm_hb_sampler *s)
     pthread_mutex_lock(&s->lock);
     /* A poll now bounds the last change before a stop that follows from below. */
     poll_locked(s);
-    arm_locked(s);
+    arm_locked(s, ARM_STOP);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -205,10 +212,11 @@ void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
 {
     pthread_mutex_lock(&s->lock);
     poll_locked(s);
-    /* The guest is stopped: the next move of each vCPU ends the pause, seen from here too. */
+    /* The guest is stopped: the next move of each vCPU ends the pause. Whoever resumes it arms
+     * a sampler with handoff_set(); this one goes back to idle polling so as not to compete for
+     * the CPU with the process that restores and resumes the guest. */
     memset(s->moved, 0, sizeof(s->moved));
-    s->armed = 1;
-    s->armed_ns = vmm_now_ns();
+    s->armed = ARM_IDLE;
     memset(h, 0, sizeof(*h));
     h->version = 1;
     h->nvcpus = s->nvcpus;
@@ -224,7 +232,7 @@ void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
 {
     pthread_mutex_lock(&s->lock);
-    arm_locked(s);
+    arm_locked(s, ARM_RESUME);
     if (s->nvcpus == 0)
         s->nvcpus = mailbox_nvcpus(s);
     for (uint32_t i = 0; i < s->nvcpus && i < h->nvcpus && h->version == 1; i++) {

@@ -47,8 +47,7 @@ static int soft_vcpu_run(struct vmm_vcpu *v)
     struct soft *s = m->be;
     struct vmm_guest_cpu *c = &vmm_mailbox(m->cfg.ram)->cpu[v->index];
     while (!vmm_stop_requested(m))
-        vmm_guest_step(m->cfg.ram, c, m->ticks_per_ms, vmm_now_ns(),
-                       __atomic_load_n(&s->active, __ATOMIC_ACQUIRE));
+        vmm_guest_step(m->cfg.ram, c, m->ticks_per_ms, vmm_now_ns(), &s->active);
     return 0;
 }
 
@@ -89,7 +88,8 @@ static int soft_dirty_log(vmm_machine *m, int on, cpr_error **errp)
     if (on)
         for (size_t i = 0; i < s->nwords; i++)
             __atomic_store_n(&s->dirty[i], 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->active, on ? s->dirty : NULL, __ATOMIC_RELEASE);
+    /* An exchange, a full barrier: pages the host copies after this see every unlogged write. */
+    (void)__atomic_exchange_n(&s->active, on ? s->dirty : NULL, __ATOMIC_SEQ_CST);
     return 0;
 }
 

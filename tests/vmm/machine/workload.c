@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "machine_int.h"
 
@@ -32,6 +31,10 @@ _Static_assert(offsetof(struct vmm_guest_cpu, rewrites) == SLOT_REWRITES, "abi")
 _Static_assert(offsetof(struct vmm_guest_cpu, rate_pps) == SLOT_RATE, "abi");
 _Static_assert(VMM_PAGE_STRIDE == VMM_PAGE_STRIDE_ASM, "abi");
 _Static_assert(sizeof(((vmm_vcpu_state *)0)->xsave) == sizeof(struct kvm_xsave), "KVM_GET_XSAVE size");
+/* States cross processes and versions: a layout change must bump its version (and this). */
+_Static_assert(sizeof(vmm_vcpu_state) == 8152 && VMM_VCPU_STATE_VERSION == 1, "vCPU state layout");
+_Static_assert(sizeof(vmm_vm_state) == 80 && VMM_VM_STATE_VERSION == 1, "VM state layout");
+_Static_assert(sizeof(vmm_hb_handoff) == 264, "heartbeat handoff layout (version 1)");
 
 /* The guest and the host share these words; relaxed atomics keep the compiler honest. */
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -90,21 +93,24 @@ void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t ra
     uint64_t pages = ram_size / VMM_PAGE_SIZE;
     uint64_t data = pages - 1, first = 1;
 
-    memset(ram, 0, VMM_PAGE_SIZE);
-    mb->hdr.magic = VMM_MAILBOX_MAGIC;
-    mb->hdr.version = VMM_MAILBOX_VERSION;
-    mb->hdr.nvcpus = nvcpus;
-    mb->hdr.ticks_per_ms = ticks_per_ms;
-    mb->hdr.ram_pages = pages;
+    /* Samplers may be watching this page already: word stores, and the magic last. */
+    uint64_t *w = ram;
+    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; i++)
+        ST(w[i], 0);
+    ST(mb->hdr.version, VMM_MAILBOX_VERSION);
+    ST(mb->hdr.nvcpus, nvcpus);
+    ST(mb->hdr.ticks_per_ms, ticks_per_ms);
+    ST(mb->hdr.ram_pages, pages);
     for (uint32_t i = 0; i < nvcpus; i++) {
         struct vmm_guest_cpu *c = &mb->cpu[i];
-        c->first_pfn = first;
-        c->npages = data / nvcpus + (i < data % nvcpus ? 1 : 0);
-        c->rw_gen = 2;
-        first += c->npages;
+        uint64_t n = data / nvcpus + (i < data % nvcpus ? 1 : 0);
+        ST(c->first_pfn, first);
+        ST(c->npages, n);
+        ST(c->rw_gen, 2);
+        first += n;
     }
     vmm_mailbox_set_rate(ram, nvcpus, rate_pps);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(&mb->hdr.magic, VMM_MAILBOX_MAGIC, __ATOMIC_RELEASE);
 }
 
 static void mark_dirty(uint64_t *dirty, uint64_t pfn)
@@ -114,16 +120,31 @@ static void mark_dirty(uint64_t *dirty, uint64_t pfn)
         __atomic_fetch_or(&dirty[pfn / 64], bit, __ATOMIC_RELAXED);
 }
 
+/*
+ * Marks a data page the guest has just written. The bitmap pointer is read after the write by a
+ * locked read-modify-write (a full barrier), and logging starts with an exchange (another one):
+ * so either this sees logging on, or the host's copy of the page, made after it turned logging
+ * on, sees the write. Reading the pointer before the write left a window where a page copied by
+ * the first pass was then written unlogged (a precopy test caught it).
+ */
+static void mark_written(uint64_t **dirty, uint64_t pfn)
+{
+    if (dirty)
+        mark_dirty(__atomic_fetch_add(dirty, 0, __ATOMIC_SEQ_CST), pfn);
+}
+
 void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, uint64_t now,
-                    uint64_t *dirty)
+                    uint64_t **dirty)
 {
     uint64_t npages = c->npages;
 
-    mark_dirty(dirty, 0);
+    /* The mailbox is written in every step: each marks it, so the last one before a stop does. */
+    if (dirty)
+        mark_dirty(__atomic_load_n(dirty, __ATOMIC_ACQUIRE), 0);
     if (c->fill_idx < npages) {
         uint64_t pfn = c->first_pfn + c->fill_idx;
         vmm_guest_write_page(ram, pfn, 1);
-        mark_dirty(dirty, pfn);
+        mark_written(dirty, pfn);
         ST(c->fill_idx, c->fill_idx + 1);
         ST(c->pages_filled, c->pages_filled + 1);
         ST(c->heartbeat, c->heartbeat + 1);
@@ -144,7 +165,7 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
         c->credit -= price;
         uint64_t pfn = c->first_pfn + c->rw_idx;
         vmm_guest_write_page(ram, pfn, c->rw_gen);
-        mark_dirty(dirty, pfn);
+        mark_written(dirty, pfn);
         ST(c->rewrites, c->rewrites + 1);
         if (c->rw_idx + 1 < npages) {
             ST(c->rw_idx, c->rw_idx + 1);
@@ -166,7 +187,8 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
 static int mailbox_valid(const void *ram, uint64_t ram_size)
 {
     const struct vmm_mailbox *mb = mailbox_const(ram);
-    return ram && ram_size >= 2 * VMM_PAGE_SIZE && LD(mb->hdr.magic) == VMM_MAILBOX_MAGIC &&
+    return ram && ram_size >= 2 * VMM_PAGE_SIZE &&
+           __atomic_load_n(&mb->hdr.magic, __ATOMIC_ACQUIRE) == VMM_MAILBOX_MAGIC &&
            LD(mb->hdr.nvcpus) >= 1 && LD(mb->hdr.nvcpus) <= VMM_MAX_VCPUS &&
            LD(mb->hdr.ram_pages) == ram_size / VMM_PAGE_SIZE;
 }

@@ -95,6 +95,10 @@ int main(int argc, char **argv)
     vmm_machine *m;
     vmm_hb_sampler *s;
     cpr_error *err = NULL;
+    if (o.accel == VMM_ACCEL_KVM && access("/dev/kvm", R_OK | W_OK) != 0) {
+        printf("SKIP: no usable /dev/kvm (use -a soft)\n");
+        return 77;
+    }
     if (vmm_machine_new(&m, &cfg, &err) < 0 || vmm_machine_boot(m, &err) < 0)
         die("machine", err);
     vmm_guest_stats st;

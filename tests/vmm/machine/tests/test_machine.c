@@ -5,8 +5,11 @@
  * a second machine (same process, and a new process over the inherited memfd), dirty logging.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,14 @@ static int filled(const vmm_guest_stats *st, const void *arg)
     return st->pages_filled == st->pages_total && st->pages_verified > 0;
 }
 
+static uint64_t count_bits(const uint64_t *bm, uint64_t nwords)
+{
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < nwords; i++)
+        n += (uint64_t)__builtin_popcountll(bm[i]);
+    return n;
+}
+
 static int corrupted(const vmm_guest_stats *st, const void *arg)
 {
     return st->corruptions > 0;
@@ -39,6 +50,11 @@ static int corrupted(const vmm_guest_stats *st, const void *arg)
 static int heartbeat_past(const vmm_guest_stats *st, const void *arg)
 {
     return st->heartbeat > *(const uint64_t *)arg;
+}
+
+static int rewrote_past(const vmm_guest_stats *st, const void *arg)
+{
+    return st->rewrites >= *(const uint64_t *)arg;
 }
 
 static int rewrote_all(const vmm_guest_stats *st, const void *arg)
@@ -154,6 +170,57 @@ START_TEST(test_stopped_guest_heartbeat_stands_still_until_resume)
 }
 END_TEST
 
+START_TEST(test_stop_works_when_the_vmm_blocks_all_signals)
+{
+    /* A VMM may block every signal in its threads (signalfd); vCPU threads inherit the mask. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    struct booted b;
+    boot(&b, 16 * MiB, 2, VMM_DEFAULT_RATE_PPS);
+    if (TEST_ACCEL == VMM_ACCEL_KVM) {
+        /* Every thread but this one is a vCPU thread: each must take the kick signal. */
+        int kick = SIGRTMIN + 3, checked = 0;
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.' || atoi(e->d_name) == (int)gettid())
+                continue;
+            char path[300], line[256];
+            snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+            FILE *f = fopen(path, "r");
+            unsigned long long blocked = ~0ull;
+            while (f && fgets(line, sizeof(line), f))
+                sscanf(line, "SigBlk: %llx", &blocked);
+            if (f)
+                fclose(f);
+            snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+            f = fopen(path, "r");
+            if (!f || !fgets(line, sizeof(line), f) || strncmp(line, "vcpu", 4) != 0) {
+                if (f)
+                    fclose(f);
+                continue; /* not ours (check's timer thread) */
+            }
+            fclose(f);
+            ck_assert_msg(!(blocked & (1ull << (kick - 1))), "vCPU thread %s blocks the kick signal",
+                          e->d_name);
+            checked++;
+        }
+        closedir(d);
+        ck_assert_int_eq(checked, 2);
+    }
+    for (int i = 0; i < 3; i++) {
+        stop(b.m);
+        uint64_t hb = stats(&b).heartbeat;
+        vmm_guest_stats st;
+        resume(b.m);
+        ck_assert(mtest_wait(b.ram, b.size, heartbeat_past, &hb, 5000, &st));
+    }
+    unboot(&b);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+END_TEST
+
 /* Damages data page `pfn` with the guest stopped and rewrites off, and expects the guest to see it. */
 static int reported_through_port(const vmm_guest_stats *st, const void *arg)
 {
@@ -255,6 +322,12 @@ START_TEST(test_state_calls_refuse_a_running_machine)
     cpr_error_free(err);
     err = NULL;
     st->version = VMM_VCPU_STATE_VERSION;
+    st->cpu = 1;
+    ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), -EINVAL);
+    ck_assert(strstr(cpr_error_message(err), "state of vCPU 1") != NULL);
+    cpr_error_free(err);
+    err = NULL;
+    st->cpu = 0;
     st->backend = TEST_ACCEL == VMM_ACCEL_KVM ? VMM_ACCEL_SOFT : VMM_ACCEL_KVM;
     ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), -EINVAL);
     ck_assert(strstr(cpr_error_message(err), "backend") != NULL);
@@ -302,6 +375,32 @@ START_TEST(test_resume_refuses_a_machine_without_a_guest)
 }
 END_TEST
 
+START_TEST(test_a_faulting_guest_is_reported_not_hidden)
+{
+    if (TEST_ACCEL != VMM_ACCEL_KVM)
+        return; /* the software guest cannot fault */
+    struct booted b;
+    boot(&b, 16 * MiB, 1, 0);
+    stop(b.m);
+    vmm_vcpu_state *st = calloc(1, sizeof(*st));
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_machine_get_vcpu_state(b.m, 0, st, &err), 0);
+    st->regs.rip = 0x8000000000000ull; /* non-canonical: #GP, no IDT, triple fault */
+    ck_assert_int_eq(vmm_machine_set_vcpu_state(b.m, 0, st, &err), 0);
+    resume(b.m);
+    sleep_ms(20);
+    ck_assert_int_eq(vmm_machine_stop(b.m, &err), -EIO);
+    ck_assert_msg(strstr(cpr_error_message(err), "vCPU 0") != NULL, "%s", cpr_error_message(err));
+    printf("faulting guest: %s\n", cpr_error_message(err));
+    cpr_error_free(err);
+    err = NULL;
+    ck_assert_int_eq(vmm_machine_resume(b.m, &err), -EIO);
+    cpr_error_free(err);
+    free(st);
+    unboot(&b);
+}
+END_TEST
+
 START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
 {
     int fd;
@@ -328,6 +427,7 @@ START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
     ck_assert_uint_eq(h.nvcpus, 1);
     ck_assert_uint_gt(h.heartbeat[0], 0);
     sleep_ms(3);
+    vmm_hb_sampler_handoff_set(s, &h); /* resumed here: this sampler measures the pause */
     resume(m);
     ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
     ck_assert_uint_ge(gap, 3000000); /* the 3 ms stop, at least */
@@ -335,6 +435,96 @@ START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
     vmm_machine_free(m);
     munmap(ram, size);
     close(fd);
+}
+END_TEST
+
+static int bit(const uint64_t *bm, uint64_t pfn)
+{
+    return (bm[pfn / 64] >> (pfn % 64)) & 1;
+}
+
+/*
+ * A precopy migration in miniature: copy all RAM while the guest runs with dirty logging on, stop,
+ * copy the pages logged dirty -- all but one whose copy is stale when `lose_a_page` -- restore
+ * into a machine over the copy and resume it there. Returns the stats after a full verification
+ * pass.
+ */
+static vmm_guest_stats migrate_by_copy(int lose_a_page)
+{
+    struct booted a;
+    boot(&a, 16 * MiB, 1, 20000);
+    vmm_guest_stats st;
+    ck_assert(mtest_wait(a.ram, a.size, rewrote_all, NULL, 30000, &st));
+    uint64_t pages = a.size / 4096, nwords = (pages + 63) / 64;
+    uint64_t *bm = calloc(nwords, 8);
+    cpr_error *err = NULL;
+    int fd2;
+    void *ram2 = mtest_ram_new(a.size, &fd2);
+
+    ck_assert_int_eq(vmm_machine_dirty_log_start(a.m, &err), 0);
+    ck_assert_int_ge(vmm_machine_dirty_log_sync(a.m, bm, nwords, &err), 0);
+    memcpy(ram2, a.ram, a.size); /* the first pass, racing the guest */
+    /* Let the guest rewrite pages after the copy (their copies are then stale). */
+    uint64_t want = stats(&a).rewrites + 20;
+    ck_assert(mtest_wait(a.ram, a.size, rewrote_past, &want, 10000, &st));
+    stop(a.m);
+    memset(bm, 0, nwords * 8);
+    ck_assert_int_gt(vmm_machine_dirty_log_sync(a.m, bm, nwords, &err), 1);
+    uint64_t lost = 0;
+    for (uint64_t pfn = 0; pfn < pages; pfn++) {
+        if (!bit(bm, pfn))
+            continue;
+        const char *src = (char *)a.ram + pfn * 4096, *dst = (char *)ram2 + pfn * 4096;
+        if (lose_a_page && pfn != 0 && !lost && memcmp(src, dst, 4096) != 0) {
+            lost = pfn; /* this dirty page keeps its first-pass (stale) content */
+            continue;
+        }
+        memcpy((char *)dst, src, 4096);
+    }
+    ck_assert(!lose_a_page || lost != 0);
+
+    vmm_machine_config cfg;
+    vmm_machine_config_init(&cfg);
+    cfg.accel = TEST_ACCEL;
+    cfg.flags = VMM_MACHINE_INCOMING;
+    cfg.ram = ram2;
+    cfg.ram_size = a.size;
+    vmm_machine *b = NULL;
+    vmm_vm_state vm;
+    vmm_vcpu_state *vs = calloc(1, sizeof(*vs));
+    ck_assert_int_eq(vmm_machine_new(&b, &cfg, &err), 0);
+    ck_assert_int_eq(vmm_machine_get_vm_state(a.m, &vm, &err), 0);
+    ck_assert_int_eq(vmm_machine_get_vcpu_state(a.m, 0, vs, &err), 0);
+    ck_assert_int_eq(vmm_machine_set_vm_state(b, &vm, &err), 0);
+    ck_assert_int_eq(vmm_machine_set_vcpu_state(b, 0, vs, &err), 0);
+    resume(b);
+    ck_assert(mtest_wait_full_verify(ram2, a.size, 30000, &st));
+    if (lose_a_page)
+        ck_assert_msg(mtest_wait(ram2, a.size, corrupted, NULL, 5000, &st),
+                      "lost dirty page %llu went unnoticed", (unsigned long long)lost);
+    printf("%s migration by copy%s: %llu dirty pages in the last pass, %llu corruptions after\n",
+           vmm_machine_backend_name(b), lose_a_page ? " losing one dirty page" : "",
+           (unsigned long long)count_bits(bm, nwords), (unsigned long long)st.corruptions);
+    vmm_machine_free(b);
+    munmap(ram2, a.size);
+    close(fd2);
+    free(vs);
+    free(bm);
+    unboot(&a);
+    return st;
+}
+
+START_TEST(test_precopy_with_the_dirty_log_keeps_the_guest_intact)
+{
+    vmm_guest_stats st = migrate_by_copy(0);
+    ck_assert_uint_eq(st.corruptions, 0);
+}
+END_TEST
+
+START_TEST(test_precopy_that_loses_a_dirty_page_is_caught_by_the_guest)
+{
+    vmm_guest_stats st = migrate_by_copy(1);
+    ck_assert_uint_gt(st.corruptions, 0);
 }
 END_TEST
 
@@ -411,6 +601,32 @@ static const char *child_path(void)
     return mtest_child_path();
 }
 
+START_TEST(test_old_machine_resumes_after_a_failed_handoff)
+{
+    /* The switchover failed after the capture: the old side resumes its own guest. */
+    struct booted a;
+    boot(&a, 32 * MiB, 2, VMM_DEFAULT_RATE_PPS);
+    vmm_hb_sampler *s = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_hb_sampler_new(&s, a.ram, a.size, mtest_sampler_us(), &err), 0);
+    size_t len;
+    struct mtest_handoff *h = capture(a.m, s, &len);
+    sleep_ms(2);
+    vmm_hb_sampler_handoff_set(s, &h->hb);
+    resume(a.m);
+    uint64_t gap = 0;
+    ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
+    ck_assert_uint_ge(gap, 2000000);
+    vmm_guest_stats st;
+    ck_assert(mtest_wait_full_verify(a.ram, a.size, 30000, &st));
+    ck_assert_uint_eq(st.corruptions, 0);
+    ck_assert_uint_gt(st.heartbeat, h->hb.heartbeat[0] + h->hb.heartbeat[1]);
+    vmm_hb_sampler_free(s);
+    free(h);
+    unboot(&a);
+}
+END_TEST
+
 START_TEST(test_restore_in_new_process_over_inherited_memfd)
 {
     struct booted a;
@@ -463,10 +679,6 @@ START_TEST(test_restore_in_new_process_over_inherited_memfd)
 }
 END_TEST
 
-static int bit(const uint64_t *bm, uint64_t pfn)
-{
-    return (bm[pfn / 64] >> (pfn % 64)) & 1;
-}
 
 START_TEST(test_dirty_log_reports_exactly_the_pages_the_guest_wrote)
 {
@@ -522,15 +734,20 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_guest_fills_and_verifies_every_page_without_corruption);
     tcase_add_test(tc, test_smp_guest_shares_pages_between_vcpus);
     tcase_add_test(tc, test_stopped_guest_heartbeat_stands_still_until_resume);
+    tcase_add_test(tc, test_stop_works_when_the_vmm_blocks_all_signals);
     tcase_add_test(tc, test_flipped_word_counts_as_corruption);
     tcase_add_test(tc, test_zeroed_page_counts_as_corruption);
     tcase_add_test(tc, test_stale_generation_counts_as_corruption);
     tcase_add_test(tc, test_state_calls_refuse_a_running_machine);
     tcase_add_test(tc, test_resume_refuses_a_machine_without_a_guest);
     tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
+    tcase_add_test(tc, test_a_faulting_guest_is_reported_not_hidden);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
+    tcase_add_test(tc, test_old_machine_resumes_after_a_failed_handoff);
     tcase_add_test(tc, test_restore_in_new_process_over_inherited_memfd);
     tcase_add_test(tc, test_dirty_log_reports_exactly_the_pages_the_guest_wrote);
+    tcase_add_test(tc, test_precopy_with_the_dirty_log_keeps_the_guest_intact);
+    tcase_add_test(tc, test_precopy_that_loses_a_dirty_page_is_caught_by_the_guest);
     suite_add_tcase(s, tc);
     return s;
 }

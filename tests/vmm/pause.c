@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guest-visible pause of a switchover, measured from the guest's heartbeats on the host's
+ * clock with the machine core's sampler:
+ *   old VMM   arm right before the stop; right after it, take the handoff (each vCPU's last
+ *             heartbeat and when it was seen), which travels in section hbmon;
+ *   resuming  the new VMM (or the old one, when the migration failed) sets that handoff right
+ *             before it resumes the guest, then waits for every heartbeat to move: the largest
+ *             gap is the pause, reported as query-guest's last-pause-ms.
+ */
+#include "pause.h"
+
+int vmm_pause_init(vmm *v, char **err)
+{
+    cpr_error *cerr = NULL;
+    v->last_pause_ms = -1;
+    /* The sampler starts watching once the guest's mailbox is in RAM (after boot, or once an
+     * incoming migration brought it). */
+    if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0)
+        return vmm_fail_cpr(err, "heartbeat sampler", cerr);
+    return 0;
+}
+
+void vmm_pause_fini(vmm *v)
+{
+    if (v->pause_thread)
+        g_thread_join(v->pause_thread);
+    v->pause_thread = NULL;
+    vmm_hb_sampler_free(v->sampler);
+    v->sampler = NULL;
+}
+
+void vmm_pause_arm(vmm *v)
+{
+    if (v->sampler)
+        vmm_hb_sampler_reset(v->sampler);
+}
+
+void vmm_pause_stopped(vmm *v, vmm_hb_handoff *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!v->sampler)
+        return;
+    vmm_hb_sampler_handoff_get(v->sampler, out);
+    g_mutex_lock(&v->lock);
+    v->own_handoff = *out;
+    v->have_own_handoff = 1;
+    g_mutex_unlock(&v->lock);
+}
+
+void vmm_pause_incoming(vmm *v, const vmm_hb_handoff *h)
+{
+    if (!v->sampler)
+        return;
+    vmm_hb_sampler_handoff_set(v->sampler, h);
+    g_mutex_lock(&v->lock);
+    v->pause_armed = 1;
+    g_mutex_unlock(&v->lock);
+}
+
+void vmm_pause_before_resume(vmm *v)
+{
+    g_mutex_lock(&v->lock);
+    int own = !v->pause_armed && v->have_own_handoff;
+    vmm_hb_handoff h = v->own_handoff;
+    v->have_own_handoff = 0;
+    if (own)
+        v->pause_armed = 1;
+    g_mutex_unlock(&v->lock);
+    /* The migration failed and the guest resumes here: the pause counts from our own stop. */
+    if (own && v->sampler)
+        vmm_hb_sampler_handoff_set(v->sampler, &h);
+}
+
+void vmm_pause_completed(vmm *v)
+{
+    g_mutex_lock(&v->lock);
+    v->have_own_handoff = 0;
+    g_mutex_unlock(&v->lock);
+}
+
+/* Waits for every vCPU's heartbeat to move and records the largest gap. */
+static gpointer measure_thread(gpointer p)
+{
+    vmm *v = p;
+    uint64_t gap = 0;
+    if (vmm_hb_sampler_wait_pause(v->sampler, 10000, &gap) == 0) {
+        g_mutex_lock(&v->lock);
+        v->last_pause_ms = (double)gap / 1e6;
+        v->pause_history.last_pause_ns = gap;
+        v->pause_history.switchovers++;
+        g_mutex_unlock(&v->lock);
+        vmm_trace("guest pause measured: %.3f ms", (double)gap / 1e6);
+    }
+    return NULL;
+}
+
+void vmm_pause_resumed(vmm *v)
+{
+    g_mutex_lock(&v->lock);
+    int armed = v->pause_armed;
+    v->pause_armed = 0;
+    g_mutex_unlock(&v->lock);
+    if (!armed || !v->sampler)
+        return;
+    if (v->pause_thread)
+        g_thread_join(v->pause_thread);
+    v->pause_thread = g_thread_new("pause-measure", measure_thread, v);
+}
