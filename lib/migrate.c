@@ -609,6 +609,14 @@ CPR_API int cpr_migrate_channels(cpr_ctx *ctx, const cpr_channels *channels, uns
     int ret = job_claim(mig, errp);
     if (ret < 0)
         return ret;
+    g_mutex_lock(&mig->lock);
+    int inmigrate = mig->runstate_override == CPR_RUNSTATE_INMIGRATE;
+    g_mutex_unlock(&mig->lock);
+    if (inmigrate) {
+        /* Its state is not loaded yet (or failed to load): there is nothing to send. */
+        job_release(mig);
+        return cpr_error_set(errp, -EBUSY, "the VM waits for an incoming migration (run state inmigrate)");
+    }
     cpr_job *job = job_new(mig, 0, flags);
     ret = cpr_channels_check_mode(channels, job->mode, job->params.cpr_exec_command, errp);
     if (ret == 0)

@@ -138,7 +138,7 @@ CPR_API int cpr_migrate_set_status_cb(cpr_ctx *ctx, cpr_migration_status_fn fn, 
  * of the `mode` parameter. The list is copied. Checks, before anything starts, and returned
  * from this call with nothing changed: the channels against the mode
  * (cpr_channels_check_mode), the blockers of the mode (-EPERM listing every reason), a job
- * already running (-EBUSY), a SETUP notifier's veto.
+ * already running or a VM in inmigrate (-EBUSY), a SETUP notifier's veto.
  * Without CPR_MIGRATE_DETACH the call returns when the job ends: 0 when completed, otherwise
  * the failure (-ECANCELED when cancelled) with its error. With it, 0 once the job runs.
  * cpr-exec does not return on success: the process image is replaced.

@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -226,6 +228,8 @@ START_TEST(test_snapshot_to_file_restores_into_a_new_vm)
     ck_assert_ptr_nonnull(dst);
     ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
     ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_INMIGRATE);
+    g_autofree char *elsewhere = uri("file", "other");
+    ck_assert_cpr_fails(cpr_migrate_uri(dst->ctx, elsewhere, 0, errp_), -EBUSY, "inmigrate");
     ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, NULL), 0);
     ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_PAUSED);
     ck_assert_int_eq(query(dst->ctx).transferred, file_size(p));
@@ -636,6 +640,54 @@ START_TEST(test_cancel_while_waiting_for_the_hangup)
 }
 END_TEST
 
+/* A tcp port nobody listens on right now. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sa);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+START_TEST(test_live_migration_over_tcp)
+{
+    struct mig_vm *src = running_vm();
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    g_autofree char *u = g_strdup_printf("tcp:127.0.0.1:%d", free_port());
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_DETACH | CPR_INCOMING_PAUSED, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), 0);
+    ck_assert_uint_eq(query(src->ctx).transferred, query(dst->ctx).transferred);
+    g_autofree char *a = mig_vm_ram_digest(src);
+    g_autofree char *b = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(a, b);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_cancel_an_incoming_job_that_waits)
+{
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    g_autofree char *u = uri("unix", "main.sock");
+    g_autofree char *sock = path("main.sock");
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_DETACH, NULL), 0);
+    ck_assert_int_eq(access(sock, F_OK), 0); /* listening when the call returns */
+    ck_assert_int_eq(cpr_migrate_cancel(dst->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), -ECANCELED);
+    ck_assert_int_eq(query(dst->ctx).status, CPR_MIGRATION_CANCELLED);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_INMIGRATE);
+    ck_assert(!mig_vm_running(dst));
+    ck_assert_int_ne(access(sock, F_OK), 0); /* the listener is gone with its socket file */
+    mig_vm_free(dst);
+}
+END_TEST
+
 static Suite *migrate_suite(void)
 {
     Suite *s = suite_create("migrate");
@@ -661,6 +713,8 @@ static Suite *migrate_suite(void)
     tcase_add_test(tc, test_cpr_transfer_in_process_keeps_ram_in_place);
     tcase_add_test(tc, test_exec_and_fd_transports_carry_a_snapshot);
     tcase_add_test(tc, test_cancel_while_waiting_for_the_hangup);
+    tcase_add_test(tc, test_live_migration_over_tcp);
+    tcase_add_test(tc, test_cancel_an_incoming_job_that_waits);
     suite_add_tcase(s, tc);
     return s;
 }

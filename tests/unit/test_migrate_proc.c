@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,9 +24,12 @@
 
 struct peer {
     pid_t pid;
-    FILE *out; /* its stdout */
-    int in;    /* its stdin */
+    int out; /* its stdout */
+    int in;  /* its stdin */
 };
+
+/* A peer that prints nothing for this long is stuck: the test fails instead of hanging. */
+#define PEER_SILENCE_MS 30000
 
 static char *dir;
 
@@ -66,7 +70,7 @@ static struct peer spawn(const char *role, ...)
     g_ptr_array_free(argv, TRUE);
     close(out[1]);
     close(in[0]);
-    struct peer p = { .pid = pid, .out = fdopen(out[0], "r"), .in = in[1] };
+    struct peer p = { .pid = pid, .out = out[0], .in = in[1] };
     return p;
 }
 
@@ -74,9 +78,27 @@ static struct peer spawn(const char *role, ...)
 static GHashTable *next_line(struct peer *p)
 {
     char buf[8192];
-    if (!fgets(buf, sizeof(buf), p->out))
-        return NULL;
-    g_strchomp(buf);
+    size_t len = 0;
+    /* Byte by byte, so that nothing is buffered past the line and every wait is bounded. */
+    for (;;) {
+        struct pollfd pfd = { .fd = p->out, .events = POLLIN };
+        int rc = poll(&pfd, 1, PEER_SILENCE_MS);
+        if (rc == 0) {
+            kill(p->pid, SIGKILL);
+            ck_abort_msg("peer %d printed nothing for %d ms", (int)p->pid, PEER_SILENCE_MS);
+        }
+        char c;
+        ssize_t n = read(p->out, &c, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return NULL;
+        if (c == '\n')
+            break;
+        if (len < sizeof(buf) - 1)
+            buf[len++] = c;
+    }
+    buf[len] = '\0';
     GHashTable *kv = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_auto(GStrv) words = g_strsplit(buf, " ", -1);
     for (char **w = words; *w; w++) {
@@ -104,7 +126,7 @@ static GHashTable *expect(struct peer *p, const char *key)
 
 static int finish(struct peer *p)
 {
-    fclose(p->out);
+    close(p->out);
     close(p->in);
     return proc_wait(p->pid);
 }
