@@ -332,9 +332,9 @@ typedef struct vmm_hb_handoff {
 /*
  * Starts a thread that polls every vCPU's heartbeat in `ram` and keeps, per vCPU, the time of the
  * last change and the largest gap between changes since the last vmm_hb_sampler_reset() /
- * _handoff_set(). It polls every `interval_us` (0: 10 us) while armed -- from a reset to the
- * handoff_get, and from a handoff_set until every vCPU's heartbeat moved again (at most 5 s) --
- * and every 1 ms otherwise, so it does not steal the vCPUs' CPU between switchovers.
+ * _handoff_set(). It polls every `interval_us` (0: 10 us) from a handoff_set until every vCPU's
+ * heartbeat moved again (at most 5 s), and every 1 ms otherwise, so it does not steal the vCPUs'
+ * CPU between switchovers (nor during a stop, which it slowed from ~50 us to milliseconds).
  * A pause is measured as: reset() right before the stop, handoff_get() right after it; then the
  * side that resumes the guest -- the next process, or this one if the migration failed -- calls
  * handoff_set() with that handoff right before its resume, and wait_pause() returns the pause
@@ -346,7 +346,8 @@ int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp);
 void vmm_hb_sampler_free(vmm_hb_sampler *s);
 
-/* Forgets the gaps seen so far and arms fine polling (call right before stopping the guest). */
+/* Polls once and forgets the gaps seen so far: call right before stopping the guest (that poll
+ * bounds the last heartbeat change before the stop from below). */
 void vmm_hb_sampler_reset(vmm_hb_sampler *s);
 
 /* Largest gap (ns) between two heartbeat changes of any vCPU since the reset. */

@@ -21,7 +21,6 @@
 
 enum {
     ARM_IDLE,   /* poll every IDLE_INTERVAL_US */
-    ARM_STOP,   /* reset .. handoff_get: pin the last change before the stop */
     ARM_RESUME, /* handoff_set .. every vCPU moved: pin the first change after the resume */
 };
 /* Between switchovers the sampler only keeps an eye on the guest: polling every 10 us on a
@@ -116,7 +115,7 @@ static void *sampler_thread(void *arg)
     return NULL;
 }
 
-/* Under s->lock: forget the gaps and poll finely (ARM_STOP or ARM_RESUME). */
+/* Under s->lock: forget the gaps; with ARM_RESUME, poll finely. */
 static void arm_locked(vmm_hb_sampler *s, int mode)
 {
     s->max_gap_ns = 0;
@@ -174,8 +173,11 @@ void vmm_hb_sampler_reset(vmm_hb_sampler *s)
 {
     pthread_mutex_lock(&s->lock);
     /* A poll now bounds the last change before a stop that follows from below. */
+    /* No fine polling during the stop: a poller waking every 10 us next to the running vCPU made
+     * kvm_pvm switch the vCPU out and in each time, and stops took milliseconds instead of
+     * ~50 us. This poll, right before the stop, bounds the last change from below well enough. */
     poll_locked(s);
-    arm_locked(s, ARM_STOP);
+    arm_locked(s, ARM_IDLE);
     pthread_mutex_unlock(&s->lock);
 }
 
