@@ -314,7 +314,7 @@ START_TEST(test_refused_connection_fails_without_stopping_the_guest)
     g_autofree char *u = uri("unix", "nobody.sock");
     ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -ENOENT, "nobody.sock");
     /* The main channel's error names the main channel, not the cpr channel (it once did). */
-    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -ENOENT, "main channel: unix socket: cannot connect");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -ENOENT, "main channel: cannot connect to unix:");
     cpr_error *err = NULL;
     ck_assert_int_lt(cpr_migrate_uri(src->ctx, u, 0, &err), 0);
     ck_assert_ptr_null(strstr(cpr_error_message(err), "cpr channel"));
