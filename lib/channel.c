@@ -66,7 +66,21 @@ static int set_exec(cpr_addr *a, char **argv, const char *what, cpr_error **errp
         return cpr_error_set(errp, -EINVAL, "%s: exec needs a command", what);
     }
     a->argv = argv;
-    a->command = g_strjoinv(" ", argv);
+    /* The command goes to /bin/sh -c: each word quoted where the shell would split or
+     * expand it, so the command runs exactly the argv given (found by fuzzing: a JSON arg
+     * "cat > f" became three words and a redirection). */
+    GString *cmd = g_string_new(NULL);
+    for (char **w = argv; *w; w++) {
+        if (w != argv)
+            g_string_append_c(cmd, ' ');
+        if (**w && strspn(*w, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./=:,@%+-") == strlen(*w)) {
+            g_string_append(cmd, *w);
+        } else {
+            g_autofree char *q = g_shell_quote(*w);
+            g_string_append(cmd, q);
+        }
+    }
+    a->command = g_string_free(cmd, FALSE);
     return 0;
 }
 
@@ -88,6 +102,18 @@ static int parse_file(cpr_addr *a, const char *rest, const char *uri, cpr_error 
     return 0;
 }
 
+/* A host name or address: brackets only ever delimit an IPv6 address in a URI, so a host with
+ * one in it could not be written back as a URI that reads the same (found by fuzzing). */
+static int check_host(const char *host, const char *where, cpr_error **errp)
+{
+    if (!*host)
+        return cpr_error_set(errp, -EINVAL, "%s: tcp needs a host", where);
+    if (strpbrk(host, "[]"))
+        return cpr_error_set(errp, -EINVAL, "%s: host '%s' has a bracket (write an IPv6 address as [ADDR])",
+                             where, host);
+    return 0;
+}
+
 /* tcp:HOST:PORT, where HOST may be [IPv6]. */
 static int parse_tcp(cpr_addr *a, const char *rest, const char *uri, cpr_error **errp)
 {
@@ -104,9 +130,9 @@ static int parse_tcp(cpr_addr *a, const char *rest, const char *uri, cpr_error *
             return cpr_error_set(errp, -EINVAL, "migration URI '%s': expected tcp:HOST:PORT", uri);
         a->host = g_strndup(rest, colon - rest);
     }
-    if (!*a->host)
-        return cpr_error_set(errp, -EINVAL, "migration URI '%s': tcp needs a host", uri);
-    return set_port(a, colon + 1, uri, errp);
+    g_autofree char *where = g_strdup_printf("migration URI '%s'", uri);
+    int ret = check_host(a->host, where, errp);
+    return ret < 0 ? ret : set_port(a, colon + 1, uri, errp);
 }
 
 CPR_API int cpr_addr_parse_uri(const char *uri, cpr_addr **out, cpr_error **errp)
@@ -276,6 +302,8 @@ static int parse_socket_addr(json_object *obj, cpr_addr **out, const char *where
             return -EINVAL;
         if (!*host)
             return cpr_error_set(errp, -EINVAL, "%s: 'host' is empty", where);
+        if ((ret = check_host(host, where, errp)) < 0)
+            return ret;
         a = addr_new(CPR_TRANSPORT_TCP);
         a->host = g_strdup(host);
         if ((ret = set_port(a, port, where, errp)) < 0) {
@@ -308,6 +336,11 @@ static int parse_file_addr(json_object *obj, cpr_addr **out, const char *where, 
         return -EINVAL;
     if (!*filename)
         return cpr_error_set(errp, -EINVAL, "%s: 'filename' is empty", where);
+    /* As in a file: URI, where a comma starts an option: a path with one could not be
+     * written back as a URI that reads the same (found by fuzzing). */
+    if (strchr(filename, ','))
+        return cpr_error_set(errp, -EINVAL, "%s: 'filename' %s has a comma, which is not supported", where,
+                             filename);
     uint64_t offset = 0;
     json_object *v;
     if (json_object_object_get_ex(obj, "offset", &v)) {

@@ -67,47 +67,49 @@ static int opts_get(const cpr_transfer_opts *in, cpr_transfer_opts *o, cpr_io_wa
     return 0;
 }
 
-static int make_addr(const char *path, struct sockaddr_un *sa, cpr_error **errp)
+static int make_addr(const char *what, const char *path, struct sockaddr_un *sa, cpr_error **errp)
 {
     if (!path || !*path)
-        return cpr_error_set(errp, -EINVAL, "cpr channel: socket path is empty");
+        return cpr_error_set(errp, -EINVAL, "%s: socket path is empty", what);
     memset(sa, 0, sizeof(*sa));
     sa->sun_family = AF_UNIX;
     if (strlen(path) >= sizeof(sa->sun_path))
-        return cpr_error_set(errp, -ENAMETOOLONG, "cpr channel: socket path %s is longer than %zu bytes",
-                             path, sizeof(sa->sun_path) - 1);
+        return cpr_error_set(errp, -ENAMETOOLONG, "%s: socket path %s is longer than %zu bytes",
+                             what, path, sizeof(sa->sun_path) - 1);
     strcpy(sa->sun_path, path);
     return 0;
 }
 
-CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts, cpr_error **errp)
+/* Connects to the UNIX socket at path; what names the channel in every message (the main
+ * channel's unix: transport uses this too, and must not be called the cpr channel). */
+int cpr_unix_connect(const char *what, const char *path, const cpr_transfer_opts *opts, cpr_error **errp)
 {
     cpr_transfer_opts o;
     struct sockaddr_un sa;
     cpr_io_wait w;
     int ret = opts_get(opts, &o, &w, errp);
     if (!ret)
-        ret = make_addr(path, &sa, errp);
+        ret = make_addr(what, path, &sa, errp);
     if (ret < 0)
         return ret;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
-        return cpr_error_set_errno(errp, -errno, "cpr channel %s: socket", path);
+        return cpr_error_set_errno(errp, -errno, "%s %s: socket", what, path);
     while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN) {
-            ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot connect to %s", path);
+            ret = cpr_error_set_errno(errp, -errno, "%s: cannot connect to %s", what, path);
             break;
         }
         /* The listener's backlog is full: a UNIX socket has no way to wait for room. */
         struct pollfd p = { .fd = o.cancel_fd, .events = POLLIN };
         if (poll(&p, o.cancel_fd >= 0, 10) > 0) {
-            ret = cpr_error_set(errp, -ECANCELED, "cpr channel %s: connect cancelled", path);
+            ret = cpr_error_set(errp, -ECANCELED, "%s %s: connect cancelled", what, path);
             break;
         }
         if (w.deadline_us >= 0 && g_get_monotonic_time() > w.deadline_us) {
-            ret = cpr_error_set(errp, -ETIMEDOUT, "cpr channel %s: connect timed out", path);
+            ret = cpr_error_set(errp, -ETIMEDOUT, "%s %s: connect timed out", what, path);
             break;
         }
     }
@@ -117,6 +119,11 @@ CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts
     }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return fd;
+}
+
+CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts, cpr_error **errp)
+{
+    return cpr_unix_connect("cpr channel", path, opts, errp);
 }
 
 int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, const cpr_io_wait *w,
@@ -207,33 +214,39 @@ CPR_API int cpr_transfer_outgoing(cpr_ctx *ctx, const char *path, const cpr_tran
     return ret;
 }
 
-CPR_API int cpr_transfer_listen(const char *path, cpr_error **errp)
+/* Listens on a new UNIX socket at path, mode 0600; what names the channel in messages. */
+int cpr_unix_listen(const char *what, const char *path, cpr_error **errp)
 {
     struct sockaddr_un sa;
-    int ret = make_addr(path, &sa, errp);
+    int ret = make_addr(what, path, &sa, errp);
     if (ret < 0)
         return ret;
     struct stat sb;
     if (lstat(path, &sb) == 0) {
         if (!S_ISSOCK(sb.st_mode))
-            return cpr_error_set(errp, -EEXIST, "cpr channel: %s exists and is not a socket", path);
+            return cpr_error_set(errp, -EEXIST, "%s: %s exists and is not a socket", what, path);
         unlink(path);
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return cpr_error_set_errno(errp, -errno, "cpr channel %s: socket", path);
+        return cpr_error_set_errno(errp, -errno, "%s %s: socket", what, path);
     /* A socket inode's mode before bind becomes the file's mode: no window where others may connect. */
     if (fchmod(fd, 0600) < 0)
-        ret = cpr_error_set_errno(errp, -errno, "cpr channel %s: fchmod", path);
+        ret = cpr_error_set_errno(errp, -errno, "%s %s: fchmod", what, path);
     else if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot bind %s", path);
+        ret = cpr_error_set_errno(errp, -errno, "%s: cannot bind %s", what, path);
     else if (listen(fd, 4) < 0)
-        ret = cpr_error_set_errno(errp, -errno, "cpr channel: cannot listen on %s", path);
+        ret = cpr_error_set_errno(errp, -errno, "%s: cannot listen on %s", what, path);
     if (ret < 0) {
         close(fd);
         return ret;
     }
     return fd;
+}
+
+CPR_API int cpr_transfer_listen(const char *path, cpr_error **errp)
+{
+    return cpr_unix_listen("cpr channel", path, errp);
 }
 
 CPR_API int cpr_transfer_accept(int listen_fd, const cpr_transfer_opts *opts, cpr_error **errp)

@@ -5,11 +5,18 @@
 
 #include <glib.h>
 
+#include <cpr/transfer.h>
+
 #include "internal/cpr_state.h"
 #include "internal/scm.h"
 
 /* Sends st with fds (slot i = fds[i]) on sock, framed as the cpr channel frames it. */
 int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, const cpr_io_wait *w,
                             cpr_error **errp);
+
+/* cpr_transfer_connect and cpr_transfer_listen with the channel's name for messages ("cpr
+ * channel", or the main channel's "unix socket"): one UNIX socket path for both channels. */
+int cpr_unix_connect(const char *what, const char *path, const cpr_transfer_opts *opts, cpr_error **errp);
+int cpr_unix_listen(const char *what, const char *path, cpr_error **errp);
 
 #endif

@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--make-seed") == 0) {
         void *data;
         size_t len;
-        if (fuzz_load_make_seed(&data, &len) < 0)
+        if (!fuzz_load_make_seed || fuzz_load_make_seed(&data, &len) < 0)
             return 1;
         FILE *f = fopen(argv[2], "wb");
         int ok = f && fwrite(data, 1, len, f) == len;

@@ -82,6 +82,9 @@ START_TEST(test_uri_refusals_name_the_fault)
     ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:host:65536", &a, errp_), -EINVAL, "port '65536'");
     ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:host", &a, errp_), -EINVAL, "tcp:HOST:PORT");
     ck_assert_cpr_fails(cpr_addr_parse_uri("tcp::80", &a, errp_), -EINVAL, "needs a host");
+    /* Brackets only around an IPv6 address: otherwise the URI could not be printed back. */
+    ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:K::1]:0", &a, errp_), -EINVAL, "has a bracket");
+    ck_assert_cpr_fails(cpr_addr_parse_uri("tcp:a[b:0", &a, errp_), -EINVAL, "has a bracket");
     ck_assert_cpr_fails(cpr_addr_parse_uri("fd:x3", &a, errp_), -EINVAL, "'x3'");
     ck_assert_cpr_fails(cpr_addr_parse_uri("unix:", &a, errp_), -EINVAL, "socket path");
     ck_assert_cpr_fails(cpr_addr_parse_uri("exec:", &a, errp_), -EINVAL, "needs a command");
@@ -121,6 +124,16 @@ START_TEST(test_channel_addr_forms)
     l = channels("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"exec\",\"args\":[\"cat\",\"-\"]}}]");
     ck_assert_str_eq(cpr_addr_command(cpr_channels_get(l, CPR_CHANNEL_MAIN)), "cat -");
     cpr_channels_free(l);
+
+    /* Each arg stays one word for the shell that runs the command (it once became three). */
+    l = channels("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"exec\",\"args\":[\"sh\",\"-c\",\"cat > /tmp/x\"]}}]");
+    ck_assert_str_eq(cpr_addr_command(cpr_channels_get(l, CPR_CHANNEL_MAIN)), "sh -c 'cat > /tmp/x'");
+    cpr_channels_free(l);
+    cpr_error *err = NULL;
+    ck_assert_int_eq(cpr_channels_parse_json("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"file\","
+                                             "\"filename\":\"a,b\"}}]", &l, &err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(err), "has a comma"));
+    cpr_error_free(err);
 
     l = channels("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"fd\",\"str\":\"9\"}}]");
     ck_assert_int_eq(cpr_addr_fd(cpr_channels_get(l, CPR_CHANNEL_MAIN)), 9);

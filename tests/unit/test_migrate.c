@@ -313,6 +313,12 @@ START_TEST(test_refused_connection_fails_without_stopping_the_guest)
     struct mig_vm *src = running_vm();
     g_autofree char *u = uri("unix", "nobody.sock");
     ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -ENOENT, "nobody.sock");
+    /* The main channel's error names the main channel, not the cpr channel (it once did). */
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -ENOENT, "main channel: cannot connect to unix:");
+    cpr_error *err = NULL;
+    ck_assert_int_lt(cpr_migrate_uri(src->ctx, u, 0, &err), 0);
+    ck_assert_ptr_null(strstr(cpr_error_message(err), "cpr channel"));
+    cpr_error_free(err);
     ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_FAILED);
     ck_assert(mig_vm_running(src));
     ck_assert_int_eq(src->stops, 0);

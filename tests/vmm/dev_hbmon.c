@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "devices.h"
+#include "fault.h"
 #include "pause.h"
 
 struct dev_hbmon {
@@ -31,6 +32,7 @@ struct dev_hbmon {
 
 static int hbmon_pre_save(void *opaque, cpr_error **errp)
 {
+    vmm_fault(VMM_FAULT_SAVE_DEVICE);
     dev_hbmon *d = opaque;
     vmm *v = d->v;
     vmm_hb_handoff h;
@@ -47,8 +49,17 @@ static int hbmon_pre_save(void *opaque, cpr_error **errp)
     return 0;
 }
 
+/* Fault points for the reliability tests: hbmon sits between the vCPUs' and the serial
+ * console's sections, so here is "in the middle of device state". */
+static int hbmon_pre_load(void *opaque, cpr_error **errp)
+{
+    vmm_fault(VMM_FAULT_DEVICE_LOAD);
+    return 0;
+}
+
 static int hbmon_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
+    vmm_fault(VMM_FAULT_LOADED);
     dev_hbmon *d = opaque;
     vmm *v = d->v;
     /* The history goes on with this guest; last-pause-ms reports only what this VMM measures
@@ -87,7 +98,7 @@ static int hbmon_desc(uint32_t version, cpr_desc **out, cpr_error **cerr)
     if (r == 0)
         r = cpr_desc_add(d, "heartbeat", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, heartbeat), cerr);
     if (r == 0)
-        r = cpr_desc_set_hooks(d, hbmon_pre_save, NULL, NULL, hbmon_post_load, cerr);
+        r = cpr_desc_set_hooks(d, hbmon_pre_save, NULL, hbmon_pre_load, hbmon_post_load, cerr);
     if (r < 0 || version < 2)
         goto out;
     r = cpr_desc_add(d, "changed_ns", CPR_TYPE_U64, CPR_MEMBER(dev_hbmon, changed_ns), cerr);

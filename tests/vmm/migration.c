@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "devices.h"
+#include "fault.h"
 #include "hmp.h"
 #include "migration.h"
 #include "pause.h"
@@ -27,6 +28,7 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
 {
     vmm *v = opaque;
     cpr_error *cerr = NULL;
+    vmm_fault(VMM_FAULT_SAVE_STOP);
     vmm_trace("stop hook");
     vmm_pause_arm(v);
     int r = vmm_machine_pause(v, &cerr);
@@ -41,6 +43,8 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
 {
     vmm *v = opaque;
     cpr_error *cerr = NULL;
+    if (v->cfg->incoming->len)
+        vmm_fault(VMM_FAULT_START);
     vmm_trace("start hook");
     vmm_pause_before_resume(v);
     int r = vmm_machine_unpause(v, &cerr);
@@ -220,10 +224,12 @@ int vmm_mig_incoming_early(vmm *v, char **err)
     }
     /* cpr-transfer: the cpr channel brings RAM and device fds, before anything is created.
      * cpr-exec: the state the old image left. Otherwise nothing happens here. */
+    vmm_fault(VMM_FAULT_CPR_READ);
     int mode = cpr_incoming_cpr_load(v->ctx, m->incoming, &cerr);
     if (mode < 0)
         return vmm_fail_cpr(err, "cpr state", cerr);
     v->incoming_mode = (cpr_mode)mode;
+    vmm_fault(VMM_FAULT_CPR_LOADED);
     return 0;
 }
 

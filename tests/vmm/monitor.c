@@ -136,12 +136,15 @@ static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_erro
     json_object_object_foreach(args, key, val) {
         g_autofree char *s = NULL;
         if (json_object_is_type(val, json_type_array)) {
-            /* cpr-exec-command: a list of words, which libcpr keeps space-separated. */
+            /* cpr-exec-command: a list of words; libcpr keeps a shell-style command line
+             * (g_shell_parse_argv), so each word is quoted: a word with a space in it (a JSON
+             * -incoming channel, a sh -c script) must stay one word. */
             GString *g = g_string_new(NULL);
             for (size_t i = 0; i < json_object_array_length(val); i++) {
+                g_autofree char *q = g_shell_quote(json_object_get_string(json_object_array_get_idx(val, i)));
                 if (i)
                     g_string_append_c(g, ' ');
-                g_string_append(g, json_object_get_string(json_object_array_get_idx(val, i)));
+                g_string_append(g, q);
             }
             s = g_string_free(g, FALSE);
         } else if (json_object_is_type(val, json_type_string) ||
@@ -173,9 +176,9 @@ static int add_param(const char *name, void *opaque)
         val = json_object_new_int64(strtoll(s, NULL, 10));
     } else if (!strcmp(name, "cpr-exec-command")) {
         val = json_object_new_array();
-        g_auto(GStrv) words = g_strsplit(s, " ", -1);
-        for (int i = 0; words[i]; i++)
-            if (*words[i])
+        g_auto(GStrv) words = NULL;
+        if (*s && g_shell_parse_argv(s, NULL, &words, NULL))
+            for (int i = 0; words[i]; i++)
                 json_object_array_add(val, json_object_new_string(words[i]));
     } else {
         val = json_object_new_string(s);

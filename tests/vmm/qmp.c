@@ -9,14 +9,14 @@
 #include <glib-unix.h>
 
 #include "qmp.h"
+#include "qmp_parse.h"
 
 typedef struct qmp_client {
     qmp_server *srv;
     int fd;
     guint watch;
     int negotiated;
-    int partial; /* the tokener holds the start of an object */
-    json_tokener *tok;
+    qmp_reader *reader;
 } qmp_client;
 
 struct qmp_server {
@@ -40,7 +40,7 @@ static void client_free(qmp_client *c)
     if (c->watch)
         g_source_remove(c->watch);
     close(c->fd);
-    json_tokener_free(c->tok);
+    qmp_reader_free(c->reader);
     c->srv->clients = g_list_remove(c->srv->clients, c);
     g_free(c);
 }
@@ -55,22 +55,18 @@ static json_object *error_obj(const char *cls, const char *desc)
     return r;
 }
 
-static void handle_request(qmp_client *c, json_object *req)
+static void handle_request(json_object *value, void *opaque)
 {
+    qmp_client *c = opaque;
     json_object *resp = NULL;
-    json_object *id = NULL;
-    if (!json_object_is_type(req, json_type_object)) {
-        resp = error_obj("GenericError", "QMP input must be a JSON object");
+    qmp_request req;
+    const char *desc;
+    if (qmp_request_parse(value, &req, &desc) < 0) {
+        resp = error_obj("GenericError", desc);
         goto send;
     }
-    id = json_object_object_get(req, "id");
-    json_object *exec = json_object_object_get(req, "execute");
-    if (!json_object_is_type(exec, json_type_string)) {
-        resp = error_obj("GenericError", "QMP input lacks member 'execute'");
-        goto send;
-    }
-    const char *name = json_object_get_string(exec);
-    json_object *args = json_object_object_get(req, "arguments");
+    const char *name = req.name;
+    json_object *args = req.args;
     if (!c->negotiated) {
         if (strcmp(name, "qmp_capabilities")) {
             resp = error_obj("CommandNotFound",
@@ -102,8 +98,8 @@ static void handle_request(qmp_client *c, json_object *req)
         json_object_object_add(resp, "return", ret ? ret : json_object_new_object());
     }
 send:
-    if (id)
-        json_object_object_add(resp, "id", json_object_get(id));
+    if (req.id)
+        json_object_object_add(resp, "id", json_object_get(req.id));
     send_json(c, resp);
     json_object_put(resp);
 }
@@ -120,33 +116,12 @@ static gboolean client_readable(gint fd, GIOCondition cond, gpointer opaque)
         client_free(c);
         return G_SOURCE_REMOVE;
     }
-    /* Feed the tokener; it may hold several objects or half of one. */
-    size_t off = 0;
-    while (off < (size_t)n) {
-        /* Skip whitespace between objects, which the tokener would otherwise count as input. */
-        while (!c->partial && off < (size_t)n && g_ascii_isspace(buf[off]))
-            off++;
-        if (off >= (size_t)n)
-            break;
-        json_object *o = json_tokener_parse_ex(c->tok, buf + off, (int)((size_t)n - off));
-        enum json_tokener_error jerr = json_tokener_get_error(c->tok);
-        if (jerr == json_tokener_continue) {
-            c->partial = 1;
-            break;
-        }
-        c->partial = 0;
-        size_t used = json_tokener_get_parse_end(c->tok);
-        json_tokener_reset(c->tok);
-        if (jerr != json_tokener_success) {
-            json_object *resp = error_obj("GenericError", "JSON parse error");
-            send_json(c, resp);
-            json_object_put(resp);
-            break; /* drop the rest of this read: the stream is out of step */
-        }
-        off += used ? used : (size_t)n - off;
-        /* The command may quit the VMM or free this client; keep it alive for the call. */
-        handle_request(c, o);
-        json_object_put(o);
+    /* The reader may hold several requests or half of one. A command may quit the VMM, but
+     * the client stays until its read side sees the end: it outlives handle_request. */
+    if (qmp_reader_feed(c->reader, buf, (size_t)n, handle_request, c) < 0) {
+        json_object *resp = error_obj("GenericError", "JSON parse error");
+        send_json(c, resp);
+        json_object_put(resp);
     }
     return G_SOURCE_CONTINUE;
 }
@@ -160,7 +135,7 @@ static gboolean server_accept(gint fd, GIOCondition cond, gpointer opaque)
     qmp_client *c = g_new0(qmp_client, 1);
     c->srv = s;
     c->fd = cfd;
-    c->tok = json_tokener_new();
+    c->reader = qmp_reader_new();
     s->clients = g_list_append(s->clients, c);
     json_object *greet = json_tokener_parse(
         "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 0, \"major\": 1},"
