@@ -301,16 +301,21 @@ static pid_t crafted_sender(void (*build)(cpr_state *st, GArray *fds))
     int s = cpr_transfer_connect(sock_path, NULL, NULL);
     if (s < 0)
         _exit(4);
-    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
-    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    /* Freed by hand before _exit(), which runs no cleanup: valgrind checks this child too. */
+    cpr_state *st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
+    GArray *fds = g_array_new(FALSE, FALSE, sizeof(int));
     build(st, fds);
     cpr_io_wait w = cpr_io_wait_make(10000, -1);
-    if (cpr_transfer_send_state(s, st, fds, &w, NULL) < 0)
-        _exit(5);
-    shutdown(s, SHUT_WR);
-    cpr_transfer_opts o = opts_timeout(10000);
-    int ret = cpr_transfer_wait_hangup(s, &o, NULL);
-    _exit(ret == 0 ? 0 : ret == -EPROTO ? 1 : ret == -ECONNRESET ? 2 : 3);
+    int status = 5;
+    if (cpr_transfer_send_state(s, st, fds, &w, NULL) == 0) {
+        shutdown(s, SHUT_WR);
+        cpr_transfer_opts o = opts_timeout(10000);
+        int ret = cpr_transfer_wait_hangup(s, &o, NULL);
+        status = ret == 0 ? 0 : ret == -EPROTO ? 1 : ret == -ECONNRESET ? 2 : 3;
+    }
+    cpr_state_free(st);
+    g_array_free(fds, TRUE);
+    _exit(status);
 }
 
 static void add(cpr_state *st, GArray *fds, uint32_t kind, const char *name, uint32_t type,
