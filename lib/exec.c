@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <cpr/exec.h>
+#include <cpr/teardown.h>
 
 #include "internal/cpr_state.h"
 #include "internal/ctx.h"
 #include "internal/error.h"
+#include "internal/teardown.h"
 
 extern char **environ;
 
@@ -78,8 +80,14 @@ CPR_API int cpr_exec(cpr_ctx *ctx, const char *const *argv, cpr_error **errp)
             fcntl(fd, F_SETFD, old[i] & ~FD_CLOEXEC);
     }
     g_auto(GStrv) envp = exec_env(mfd);
+    /* The exec would otherwise unmap all of guest RAM before the new image starts, inside the
+     * guest's pause; without a helper (none could start) it still works, only slower. */
+    int held = cpr_teardown_held(ctx);
+    int deferred = !held && cpr_teardown_defer(ctx, 0, NULL) == 0;
     execvpe(argv[0], (char *const *)argv, envp);
     ret = cpr_error_set_errno(errp, -errno, "cpr-exec: cannot execute %s", argv[0]);
+    if (deferred)
+        cpr_teardown_cancel(ctx);
     for (guint i = fds->len; i-- > 0;) {
         if (old[i] >= 0)
             fcntl(g_array_index(fds, int, i), F_SETFD, old[i]);

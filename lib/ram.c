@@ -15,6 +15,7 @@
 #include "internal/fd.h"
 #include "internal/ram.h"
 #include "internal/slot.h"
+#include "internal/teardown.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -58,7 +59,9 @@ static void pending_free(void *p)
 
 static void block_release(cpr_ram_block *b)
 {
-    if (b->host)
+    /* With a teardown helper holding the address space, the exec or exit that follows unmaps
+     * the block in the helper; an munmap here would pay that cost inside the guest's pause. */
+    if (b->host && !cpr_teardown_held(b->ctx))
         munmap(b->host, b->size);
     if (b->fd >= 0)
         close(b->fd);

@@ -22,6 +22,7 @@
 #include <cpr/ram.h>
 #include <cpr/transfer.h>
 #include <cpr/exec.h>
+#include <cpr/teardown.h>
 #include <cpr/migrate.h>
 
 #endif /* CPR_CPR_H */

@@ -12,6 +12,7 @@
 
 /* One slot per module that keeps state on the context; freed in reverse order. */
 typedef enum cpr_ctx_slot {
+    CPR_SLOT_TEARDOWN, /* first, so freed last: RAM blocks freed before it ask for it */
     CPR_SLOT_SAVEVM,
     CPR_SLOT_FDS,
     CPR_SLOT_RAM,
