@@ -90,7 +90,7 @@ static gpointer measure_thread(gpointer p)
         v->pause_history.last_pause_ns = gap;
         v->pause_history.switchovers++;
         g_mutex_unlock(&v->lock);
-        vmm_trace("guest pause measured: %.3f ms", (double)gap / 1e6);
+        vmm_trace("guest pause measured: %.3f ms (late polls %llu)", (double)gap / 1e6, (unsigned long long)vmm_hb_sampler_late_polls(v->sampler));
     }
     return NULL;
 }
