@@ -11,6 +11,7 @@
 
 #include "internal/error.h"
 #include "internal/ram_section.h"
+#include "internal/stream.h"
 
 #define PAGE CPR_RAM_DIRTY_PAGE_SIZE
 /* Pages per entry: bounds one entry to 1 MiB of data and keeps runs cheap to find. */
@@ -269,9 +270,10 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
             rs->st.zero_pages += n;
             continue;
         }
-        /* A running guest may change a page between checksum and write: copy it then. */
+        /* A running guest may change a page between checksum and write: such pages are
+         * copied and checksummed in one pass right before their write. */
         ret = stable ? cpr_stream_put_ref(s, host + p * PAGE, (size_t)n * PAGE, errp)
-                     : cpr_stream_put_bytes(s, host + p * PAGE, (size_t)n * PAGE, errp);
+                     : cpr_stream_put_volatile(s, host + p * PAGE, (size_t)n * PAGE, errp);
         if (ret < 0)
             return ret;
         rs->st.data_pages += n;

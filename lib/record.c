@@ -101,6 +101,7 @@ int cpr_rec_begin(cpr_stream *s, unsigned int type, unsigned int flags, cpr_erro
     s->rec_seg_mark = s->segs ? s->segs->len : 0;
     s->rec_run_mark = s->run_start;
     s->rec_refs_mark = s->has_refs;
+    s->rec_deferred = 0;
     s->in_record = 1;
     return 0;
 }
@@ -166,8 +167,17 @@ int cpr_rec_end(cpr_stream *s, cpr_error **errp)
     unsigned int type = h[8];
     uint8_t trailer[CPR_RECORD_TRAILER_SIZE];
     put_le32(trailer, s->rec_crc);
-    s->in_record = 0;
-    int ret = cpr_stream_append(s, trailer, sizeof(trailer), errp);
+    int ret;
+    if (s->rec_deferred) {
+        /* The flush that follows computes the checksum and stores it here: appended while
+         * the record is still open, so that no flush comes between. */
+        s->defer_trailer = s->len;
+        ret = cpr_stream_append(s, trailer, sizeof(trailer), errp);
+        s->in_record = 0;
+    } else {
+        s->in_record = 0;
+        ret = cpr_stream_append(s, trailer, sizeof(trailer), errp);
+    }
     if (ret < 0)
         return ret;
     if (type == CPR_REC_FULL || type == CPR_REC_START)
@@ -187,6 +197,7 @@ void cpr_rec_abort(cpr_stream *s)
         g_array_set_size(s->segs, s->rec_seg_mark);
     s->run_start = s->rec_run_mark;
     s->has_refs = s->rec_refs_mark;
+    s->rec_deferred = 0;
     s->in_record = 0;
     /* An abort is not a write failure: a sink that ran out of room may still take a smaller
      * record, and memory sinks report ENOSPC again if not. */

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -24,7 +25,10 @@
 #define WRITE_BUF_SIZE (2u << 20)
 #define FLUSH_THRESHOLD (1u << 20)
 #define READ_BUF_SIZE (1u << 20)
-#define COPY_SLICE (64u << 10)
+/* Referenced memory is checksummed (volatile memory copied and checksummed) in slices of this
+ * size, each right before it is written: small enough that writev(2) finds it in L2. */
+#define WRITE_SLICE (256u << 10)
+#define BATCH_IOV 64
 
 static const uint64_t default_limits[4] = {
     [CPR_STREAM_LIMIT_RECORD] = 256ull << 20,
@@ -39,9 +43,12 @@ static cpr_stream *stream_alloc(enum cpr_stream_kind kind, int fd, unsigned int 
     s->fd = fd;
     s->flags = flags;
     struct stat st;
+    s->file_pos = -1;
     if (fd >= 0 && fstat(fd, &st) == 0) {
         s->is_socket = S_ISSOCK(st.st_mode);
         s->is_pipe = S_ISFIFO(st.st_mode);
+        if (S_ISREG(st.st_mode) && kind == CPR_SINK_FD)
+            s->file_pos = lseek(fd, 0, SEEK_CUR);
     }
     memcpy(s->limit, default_limits, sizeof(s->limit));
     return s;
@@ -177,6 +184,7 @@ CPR_API void cpr_stream_free(cpr_stream *s)
         g_free(s->buf);
     if (s->segs)
         g_array_free(s->segs, TRUE);
+    free(s->bounce);
     if (s->open_ids)
         g_hash_table_destroy(s->open_ids);
     if (s->used_ids)
@@ -304,6 +312,7 @@ static int write_all_iov(cpr_stream *s, struct iovec *iov, int cnt, cpr_error **
                 s->error = code;
             return cpr_error_set_errno(errp, code, "stream: write to fd %d failed", s->fd);
         }
+        s->written += (uint64_t)n;
         while (cnt > 0 && (size_t)n >= iov->iov_len) {
             n -= iov->iov_len;
             iov++;
@@ -317,6 +326,81 @@ static int write_all_iov(cpr_stream *s, struct iovec *iov, int cnt, cpr_error **
     return 0;
 }
 
+/* Output gathered for one writev(2): a few segments, at most about a slice of bulk data. */
+struct batch {
+    struct iovec iov[BATCH_IOV];
+    int cnt;
+    size_t bytes;
+};
+
+static int batch_write(cpr_stream *s, struct batch *b, cpr_error **errp)
+{
+    int ret = b->cnt ? write_all_iov(s, b->iov, b->cnt, errp) : 0;
+    b->cnt = 0;
+    b->bytes = 0;
+    return ret;
+}
+
+static int batch_add(cpr_stream *s, struct batch *b, const void *base, size_t len, cpr_error **errp)
+{
+    if (b->cnt == BATCH_IOV) {
+        int ret = batch_write(s, b, errp);
+        if (ret < 0)
+            return ret;
+    }
+    b->iov[b->cnt].iov_base = (void *)base;
+    b->iov[b->cnt++].iov_len = len;
+    b->bytes += len;
+    return 0;
+}
+
+/* Where in the file, modulo 64, the next byte added to the batch lands; 0 when unknown. */
+static size_t dest_phase(const cpr_stream *s, const struct batch *b)
+{
+    return s->file_pos < 0 ? 0 : (size_t)(((uint64_t)s->file_pos + s->written + b->bytes) & 63);
+}
+
+/* Writes one segment; `crc` is extended over it when it belongs to the deferred checksum. */
+static int write_seg(cpr_stream *s, struct batch *b, const struct cpr_seg *g, int in_crc, uint32_t *crc,
+                     cpr_error **errp)
+{
+    int ret = 0;
+    if (g->kind == CPR_SEG_BUF) {
+        const uint8_t *base = s->buf + g->off;
+        if (in_crc)
+            *crc = cpr_crc32c(*crc, base, g->len);
+        return batch_add(s, b, base, g->len, errp);
+    }
+    /* Unchanging memory goes out in place unless it is misaligned with its place in a file. */
+    int copy = g->kind == CPR_SEG_VOL ||
+               (s->file_pos >= 0 && (((uintptr_t)g->ext - dest_phase(s, b)) & 63) != 0);
+    if (copy && !s->bounce && posix_memalign((void **)&s->bounce, 4096, WRITE_SLICE + 64) != 0) {
+        s->bounce = NULL;
+        if (g->kind == CPR_SEG_VOL)
+            return writer_error(s, -ENOMEM, errp, "stream: cannot allocate the bounce buffer");
+        copy = 0;
+    }
+    for (size_t done = 0; ret == 0 && done < g->len;) {
+        size_t n = MIN(g->len - done, (size_t)WRITE_SLICE);
+        const uint8_t *src = g->ext + done;
+        if (copy) {
+            /* The bounce is reused by the next slice: this one goes out now. */
+            if ((ret = batch_write(s, b, errp)) < 0)
+                break;
+            uint8_t *dst = s->bounce + dest_phase(s, b);
+            *crc = cpr_crc32c_copy(*crc, dst, src, n);
+            if ((ret = batch_add(s, b, dst, n, errp)) == 0)
+                ret = batch_write(s, b, errp);
+        } else {
+            *crc = cpr_crc32c(*crc, src, n);
+            if ((ret = batch_add(s, b, src, n, errp)) == 0 && b->bytes >= WRITE_SLICE)
+                ret = batch_write(s, b, errp);
+        }
+        done += n;
+    }
+    return ret;
+}
+
 int cpr_stream_maybe_flush(cpr_stream *s, int force, cpr_error **errp)
 {
     if (s->kind != CPR_SINK_FD) {
@@ -328,22 +412,30 @@ int cpr_stream_maybe_flush(cpr_stream *s, int force, cpr_error **errp)
         return cpr_error_set(errp, s->error, "stream: an earlier write to fd %d failed", s->fd);
     if (s->in_record || (!force && !s->has_refs && s->len < FLUSH_THRESHOLD))
         return 0;
+    /* Only the last record can have a deferred checksum: a record with references is written
+     * when it ends. Its segments from defer_seg on, and the tail of buf up to its trailer, are
+     * its payload. */
+    int deferred = s->rec_deferred;
+    uint32_t crc = s->rec_crc;
+    struct batch b = { .cnt = 0 };
+    int ret = 0;
     guint nseg = s->segs->len;
-    g_autofree struct iovec *iov = g_new(struct iovec, nseg + 1);
-    int cnt = 0;
-    for (guint i = 0; i < nseg; i++) {
-        struct cpr_seg *g = &g_array_index(s->segs, struct cpr_seg, i);
-        iov[cnt].iov_base = (void *)(g->ext ? g->ext : s->buf + g->off);
-        iov[cnt++].iov_len = g->len;
+    for (guint i = 0; ret == 0 && i < nseg; i++)
+        ret = write_seg(s, &b, &g_array_index(s->segs, struct cpr_seg, i), deferred && i >= s->defer_seg, &crc, errp);
+    if (ret == 0 && s->len > s->run_start) {
+        if (deferred) {
+            crc = cpr_crc32c(crc, s->buf + s->run_start, s->defer_trailer - s->run_start);
+            uint32_t le = GUINT32_TO_LE(crc);
+            memcpy(s->buf + s->defer_trailer, &le, sizeof(le));
+        }
+        ret = batch_add(s, &b, s->buf + s->run_start, s->len - s->run_start, errp);
     }
-    if (s->len > s->run_start) {
-        iov[cnt].iov_base = s->buf + s->run_start;
-        iov[cnt++].iov_len = s->len - s->run_start;
-    }
-    int ret = write_all_iov(s, iov, cnt, errp);
+    if (ret == 0)
+        ret = batch_write(s, &b, errp);
     g_array_set_size(s->segs, 0);
     s->len = s->run_start = 0;
     s->has_refs = 0;
+    s->rec_deferred = 0;
     return ret;
 }
 
@@ -377,16 +469,39 @@ CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cp
     ret = reserve(s, len, errp);
     if (ret < 0)
         return ret;
-    /* Copy and checksum in slices small enough that the checksum reads the copy from cache. */
-    uint8_t *dst = s->buf + s->len;
-    const uint8_t *src = data;
-    for (size_t done = 0; done < len;) {
-        size_t n = len - done < COPY_SLICE ? len - done : COPY_SLICE;
-        memcpy(dst + done, src + done, n);
-        s->rec_crc = cpr_crc32c(s->rec_crc, dst + done, n);
-        done += n;
-    }
+    /* Copied and checksummed in one pass; a record whose checksum is deferred checksums
+     * these bytes when it is written. */
+    if (s->rec_deferred)
+        memcpy(s->buf + s->len, data, len);
+    else
+        s->rec_crc = cpr_crc32c_copy(s->rec_crc, s->buf + s->len, data, len);
     s->len += len;
+    s->offset += len;
+    s->rec_len += len;
+    return 0;
+}
+
+/* Adds caller memory as a segment whose checksum is taken when the record is written. */
+static int put_deferred(cpr_stream *s, const void *data, size_t len, enum cpr_seg_kind kind, cpr_error **errp)
+{
+    int ret = payload_check(s, len, errp);
+    if (ret < 0)
+        return ret;
+    if (s->error)
+        return cpr_error_set(errp, s->error, "stream: an earlier write failed");
+    if (s->len > s->run_start) {
+        struct cpr_seg run = { NULL, s->run_start, s->len - s->run_start, CPR_SEG_BUF };
+        g_array_append_val(s->segs, run);
+        s->run_start = s->len;
+    }
+    if (!s->rec_deferred) {
+        /* rec_crc covers the payload so far; the rest is checksummed at the write. */
+        s->rec_deferred = 1;
+        s->defer_seg = s->segs->len;
+    }
+    struct cpr_seg ref = { data, 0, len, kind };
+    g_array_append_val(s->segs, ref);
+    s->has_refs = 1;
     s->offset += len;
     s->rec_len += len;
     return 0;
@@ -399,23 +514,16 @@ CPR_API int cpr_stream_put_ref(cpr_stream *s, const void *data, size_t len, cpr_
     /* Small pieces, and memory sinks (where a copy is the write), go through the buffer. */
     if (s->kind != CPR_SINK_FD || len < 2048)
         return cpr_stream_put_bytes(s, data, len, errp);
-    int ret = payload_check(s, len, errp);
-    if (ret < 0)
-        return ret;
-    if (s->error)
-        return cpr_error_set(errp, s->error, "stream: an earlier write failed");
-    if (s->len > s->run_start) {
-        struct cpr_seg run = { NULL, s->run_start, s->len - s->run_start };
-        g_array_append_val(s->segs, run);
-        s->run_start = s->len;
-    }
-    struct cpr_seg ref = { data, 0, len };
-    g_array_append_val(s->segs, ref);
-    s->has_refs = 1;
-    s->rec_crc = cpr_crc32c(s->rec_crc, data, len);
-    s->offset += len;
-    s->rec_len += len;
-    return 0;
+    return put_deferred(s, data, len, CPR_SEG_REF, errp);
+}
+
+int cpr_stream_put_volatile(cpr_stream *s, const void *data, size_t len, cpr_error **errp)
+{
+    if (!s || (!data && len))
+        return cpr_error_set(errp, -EINVAL, "cpr_stream_put_volatile: NULL argument");
+    if (s->kind != CPR_SINK_FD || len < 2048)
+        return cpr_stream_put_bytes(s, data, len, errp);
+    return put_deferred(s, data, len, CPR_SEG_VOL, errp);
 }
 
 #define DEFINE_PUT(bits)                                                                  \

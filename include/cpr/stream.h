@@ -116,9 +116,9 @@ CPR_API int cpr_stream_put_u64(cpr_stream *s, uint64_t v, cpr_error **errp);
 /* Copies len bytes into the stream's buffer. */
 CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cpr_error **errp);
 /*
- * Zero-copy append: the writer checksums `data` now and passes the same memory to writev(2)
- * when the record ends. The memory must stay valid AND unchanged until the current record
- * ends; memory a running guest may write must go through cpr_stream_put_bytes() instead
+ * Zero-copy append: when the record ends, the writer checksums `data` and passes the same
+ * memory to writev(2), slice by slice. The memory must stay valid AND unchanged until the
+ * current record ends; memory a running guest may write must go through cpr_stream_put_bytes() instead
  * (a change in between would make the record's checksum fail on load).
  */
 CPR_API int cpr_stream_put_ref(cpr_stream *s, const void *data, size_t len, cpr_error **errp);

@@ -18,6 +18,13 @@ uint32_t cpr_crc32c(uint32_t crc, const void *buf, size_t len);
 /* The portable table implementation, exposed so tests can compare it with the fast one. */
 uint32_t cpr_crc32c_sw(uint32_t crc, const void *buf, size_t len);
 
+/*
+ * Copies len bytes from src to dst and extends `crc` over them, in one pass. The checksum is
+ * that of the bytes dst received, even if src changes meanwhile (memory a running guest
+ * writes): each byte is read from src once. src and dst must not overlap.
+ */
+uint32_t cpr_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
+
 /* 1 when cpr_crc32c() uses the hardware instruction. */
 int cpr_crc32c_hw_available(void);
 

@@ -16,11 +16,26 @@ enum cpr_stream_kind {
     CPR_SRC_MEM,
 };
 
-/* A piece of pending output: either bytes in buf (ext == NULL) or caller memory (ext). */
+/* What a pending segment of output is. */
+enum cpr_seg_kind {
+    CPR_SEG_BUF, /* bytes in buf, at off */
+    CPR_SEG_REF, /* caller memory that stays unchanged until the record ends (put_ref) */
+    CPR_SEG_VOL, /* caller memory that may change at any time (put_volatile) */
+};
+
+/*
+ * A piece of pending output. The checksum of REF and VOL memory is computed when the record
+ * is written, slice by slice, each slice right before writev(2) takes it (VOL slices copied
+ * into the bounce buffer in the same pass), so that the write finds the data in cache. In a
+ * regular file the bounce copy also puts each slice at the same offset modulo 64 as its place
+ * in the file: the kernel's copy into the page cache is about 1.5x slower when source and
+ * destination disagree there, as page data in the stream (after 13-byte entry headers) does.
+ */
 struct cpr_seg {
     const uint8_t *ext;
     size_t off;
     size_t len;
+    enum cpr_seg_kind kind;
 };
 
 struct cpr_stream {
@@ -49,6 +64,15 @@ struct cpr_stream {
     guint rec_seg_mark;  /* segs, run_start and has_refs when the record began (abort) */
     size_t rec_run_mark;
     int rec_refs_mark;
+    /* The open (or last, until flushed) record has REF or VOL segments: its checksum is
+     * finished at flush time, from rec_crc (its payload before segment defer_seg) over the
+     * segments from defer_seg on, and stored in the trailer at buf + defer_trailer. */
+    int rec_deferred;
+    guint defer_seg;
+    size_t defer_trailer;
+    uint8_t *bounce;     /* fd sinks: where slices are copied before their write */
+    int64_t file_pos;    /* regular files: fd position of the stream's first byte, else -1 */
+    uint64_t written;    /* bytes written to the fd */
     int error;           /* sticky write error (negative errno) */
 
     /* Framing state (lib/record.c), both directions. */
@@ -82,6 +106,15 @@ static inline int cpr_stream_is_writer(const cpr_stream *s)
 
 /* Writer: appends bytes to buf without checksumming them (framing, stream header). */
 int cpr_stream_append(cpr_stream *s, const void *data, size_t len, cpr_error **errp);
+/*
+ * Writer: like cpr_stream_put_ref(), for memory that may change while it is written (a
+ * running guest's RAM): when the record is written, each slice is copied into a small bounce
+ * buffer and checksummed in the same pass, then written from there, so the checksum always
+ * matches the bytes written. The memory must stay valid (mapped) until the record ends.
+ * Memory sinks and small pieces copy at once (cpr_stream_put_bytes()).
+ */
+int cpr_stream_put_volatile(cpr_stream *s, const void *data, size_t len, cpr_error **errp);
+
 /* Writer: flushes when buffered output passed the threshold (or `force`). */
 int cpr_stream_maybe_flush(cpr_stream *s, int force, cpr_error **errp);
 
