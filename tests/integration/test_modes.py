@@ -17,7 +17,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmmtest import QmpError, Vmm, memfd_inodes, sanitizer_reports, serial_lines, shutdown_all  # noqa: E402
+from vmmtest import (QmpError, Vmm, memfd_inodes, sanitizer_reports, scaled, serial_lines,  # noqa: E402
+                     shutdown_all, valgrind_reports, VALGRIND)
 
 RAM_MB = 64
 SKIP = 77
@@ -34,6 +35,7 @@ def check(cond, what):
 
 
 def wait_until(pred, timeout, what):
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
@@ -505,6 +507,10 @@ def main():
         shutdown_all()
         bad = sanitizer_reports(wd)
         check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
+        if VALGRIND:
+            bad = valgrind_reports(wd)
+            check(not bad, "valgrind: no memory error, no leak, no fd left open in any VMM" +
+                  "".join(f"\n  {b}" for b in bad))
         ok = True
     finally:
         if ok and not os.environ.get("CPR_KEEP_TMP"):

@@ -14,6 +14,22 @@ import time
 
 PROMPT = "(qemu) "
 
+# CPR_VMM_VALGRIND=1 (tests/run-memcheck sets it) runs every VMM under valgrind memcheck, its
+# report appended to NAME.vg.log in the work directory (a cpr-exec'd image appends to the same
+# file: the log fd survives the exec); valgrind_reports() reads them. Every timeout here and in
+# the tests stretches by TIMEOUT_SCALE (CPR_VMM_TIMEOUT_SCALE, default 5 under valgrind).
+VALGRIND = os.environ.get("CPR_VMM_VALGRIND", "") not in ("", "0")
+TIMEOUT_SCALE = float(os.environ.get("CPR_VMM_TIMEOUT_SCALE", "5" if VALGRIND else "1"))
+VALGRIND_ERROR_EXIT = 97
+VALGRIND_ARGS = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
+                 "--show-leak-kinds=definite,indirect", f"--error-exitcode={VALGRIND_ERROR_EXIT}",
+                 "--track-fds=yes", "--trace-children=yes", "--child-silent-after-fork=yes"]
+
+
+def scaled(seconds):
+    """A timeout, stretched when the VMMs run under valgrind."""
+    return seconds * TIMEOUT_SCALE
+
 # Every VMM started here, killed at exit whatever happened.
 _ALL = []
 
@@ -37,7 +53,7 @@ class Qmp:
     """A QMP client: connects (retrying while the VMM starts), negotiates, sends commands."""
 
     def __init__(self, path, timeout=30.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.buf = b""
@@ -51,14 +67,14 @@ class Qmp:
                 # reset before the new image took over the socket path: try again.
                 self.sock.close()
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"QMP socket {path} did not come up in {timeout} s")
+                    raise TimeoutError(f"QMP socket {path} did not come up in {scaled(timeout)} s")
                 time.sleep(0.02)
         if "QMP" not in greeting:
             raise RuntimeError(f"bad QMP greeting: {greeting}")
         self.cmd("qmp_capabilities")
 
     def _read(self, timeout=60.0):
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(scaled(timeout))
         while b"\n" not in self.buf:
             chunk = self.sock.recv(65536)
             if not chunk:
@@ -102,8 +118,18 @@ class Vmm:
         self.out = ""
         self.out_lock = threading.Condition()
         self.hmp_pos = 0
-        self.proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.PIPE if hmp else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE if hmp else self.log, stderr=self.log, env=env)
+        run, pass_fds = argv, ()
+        if VALGRIND:
+            vg_fd = os.open(os.path.join(workdir, f"{name}.vg.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            run, pass_fds = VALGRIND_ARGS + [f"--log-fd={vg_fd}"] + argv, (vg_fd,)
+            env = dict(os.environ if env is None else env, G_SLICE="always-malloc")
+        try:
+            self.proc = subprocess.Popen(run, cwd=workdir, stdin=subprocess.PIPE if hmp else subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE if hmp else self.log, stderr=self.log, env=env,
+                                         pass_fds=pass_fds)
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         _ALL.append(self)
         self._qmp = None
         if hmp:
@@ -163,7 +189,7 @@ class Vmm:
             return self.out[echo_end:end]
 
     def _wait_for(self, pred, timeout):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while not pred():
             left = deadline - time.monotonic()
             if left <= 0 or (self.proc.poll() is not None and not pred()):
@@ -181,7 +207,7 @@ class Vmm:
         return self.qmp("query-guest")
 
     def wait_status(self, want, timeout=60.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             st = self.status()
             if st == want:
@@ -192,7 +218,7 @@ class Vmm:
 
     def wait_migration(self, timeout=120.0):
         """Waits for query-migrate to reach a final status; returns the query-migrate reply."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             info = self.qmp("query-migrate")
             if info.get("status") in ("completed", "failed", "cancelled"):
@@ -203,7 +229,7 @@ class Vmm:
 
     def wait_exit(self, timeout=30.0):
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
@@ -219,7 +245,7 @@ class Vmm:
             except Exception:
                 pass
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(scaled(timeout))
             except subprocess.TimeoutExpired:
                 pass
         self.kill()
@@ -252,6 +278,48 @@ def sanitizer_reports(workdir):
             with open(os.path.join(workdir, name), errors="replace") as f:
                 if SANITIZER_RE.search(f.read()):
                     bad.append(name)
+    return bad
+
+
+# fds that glib opens once per process and never closes (the default main context's and the
+# worker thread's wakeup eventfds): not leaks of ours.
+_GLIB_SINGLETON_FDS = ("g_main_context_default", "g_unix_signal_add", "g_child_watch_source_new",
+                       "g_get_worker_context")
+
+
+def _valgrind_fd_leaks(text):
+    """The fds a process left open at exit (valgrind --track-fds), from its last summary."""
+    at = text.rfind("FILE DESCRIPTORS:")
+    if at < 0:
+        return []
+    leaks = []
+    # Blocks: "Open file descriptor N: ..." / "Open AF_UNIX socket N: ..." then its stack.
+    for block in re.split(r"==\d+== (?=Open )", text[at:])[1:]:
+        head = block.split("\n", 1)[0]
+        if "<inherited from parent>" in block or any(f in block for f in _GLIB_SINGLETON_FDS):
+            continue
+        leaks.append(head.strip())
+    return leaks
+
+
+def valgrind_reports(workdir):
+    """What valgrind found in each VMM of workdir (CPR_VMM_VALGRIND): a list of problems, one
+    per log: memory errors or definite/indirect leaks, fds left open at exit, or no summary at
+    all (the process was killed, so its exit was never checked)."""
+    bad = []
+    for name in sorted(os.listdir(workdir)):
+        if not name.endswith(".vg.log"):
+            continue
+        with open(os.path.join(workdir, name), errors="replace") as f:
+            text = f.read()
+        sums = [int(n) for n in re.findall(r"ERROR SUMMARY: (\d+) errors", text)]
+        if not sums:
+            bad.append(f"{name}: no valgrind summary (the VMM did not exit by itself)")
+        elif any(sums):
+            bad.append(f"{name}: {max(sums)} memcheck error(s) or leak(s)")
+        leaks = _valgrind_fd_leaks(text)
+        if leaks:
+            bad.append(f"{name}: {len(leaks)} fd(s) open at exit: {'; '.join(leaks)}")
     return bad
 
 

@@ -102,7 +102,8 @@ static void report(struct mig_vm *vm, int ret, const char *extra)
            cpr_migration_status_name(i.status), cpr_runstate_name(i.runstate),
            (unsigned long long)i.transferred, (unsigned long long)i.normal,
            (unsigned long long)i.duplicate, (unsigned long long)i.dirty_sync_count,
-           (unsigned long long)i.cpr_fds, digest, (unsigned long long)vm->dev.heartbeat,
+           (unsigned long long)i.cpr_fds, digest,
+           (unsigned long long)__atomic_load_n(&vm->dev.heartbeat, __ATOMIC_RELAXED),
            (unsigned long long)(vm->ram ? mig_vm_corrupt_pages(vm) : 0), vm->post_loads,
            (unsigned long long)ino_of(vm->ram), vm->ram ? cpr_ram_block_reattached(vm->ram) : 0,
            extra, log, err ? err : "-");
@@ -114,7 +115,7 @@ static int run_src(void)
     struct mig_vm *vm = mig_vm_new(opt_u64("ramsize", 8u << 20), opt("ram"), 0);
     if (!vm)
         return 2;
-    vm->rate = opt_u64("rate", 4);
+    mig_vm_set_rate(vm, opt_u64("rate", 4));
     mig_vm_fill(vm);
     mig_vm_start(vm);
     mig_vm_log_clear(vm);

@@ -28,7 +28,7 @@ struct mig_vm {
     uint8_t *host;
     uint64_t pages;
     uint64_t dirty_span;  /* the guest writes pages [0, dirty_span): the rest stays zero */
-    uint64_t rate;        /* pages written per tick */
+    uint64_t rate;        /* pages written per tick (under lock: mig_vm_set_rate()) */
     GThread *thread;
     GMutex lock;
     GCond cond;
@@ -68,6 +68,8 @@ char *mig_vm_log(struct mig_vm *vm);
 void mig_vm_log_clear(struct mig_vm *vm);
 /* Whether the guest thread is executing (the hooks' view). */
 int mig_vm_running(struct mig_vm *vm);
+/* Sets how many pages the guest writes per tick (it may be running). */
+void mig_vm_set_rate(struct mig_vm *vm, uint64_t pages_per_tick);
 /* Starts the guest as the VMM's `cont` would (the start hook). */
 void mig_vm_start(struct mig_vm *vm);
 

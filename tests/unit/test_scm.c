@@ -3,8 +3,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "internal/scm.h"
 #include "fd_fixture.h"
@@ -34,10 +44,14 @@ static pid_t fork_sender(int sock, int other, size_t nfds, size_t len)
     fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (size_t i = 1; i < nfds; i++)
         fds[i] = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
-    g_autofree uint8_t *buf = g_malloc(len);
+    uint8_t *buf = g_malloc(len);
     for (size_t i = 0; i < len; i++)
         buf[i] = (uint8_t)i;
-    _exit(cpr_scm_send(sock, buf, len, fds, nfds, NULL, NULL) < 0 ? 1 : 0);
+    int ret = cpr_scm_send(sock, buf, len, fds, nfds, NULL, NULL);
+    /* Freed before _exit: under valgrind the child's leaks would be its exit status. */
+    g_free(buf);
+    g_free(fds);
+    _exit(ret < 0 ? 1 : 0);
 }
 
 /* Receives in reads of `chunk` bytes, as a reader that is handed a batch piecemeal would. */
@@ -53,8 +67,13 @@ static void recv_in_chunks(size_t nfds, size_t len, size_t chunk)
         size_t n = MIN(chunk, len - off);
         ck_assert_int_eq(cpr_scm_recv(sv[0], buf + off, n, fds, nfds, NULL, NULL), 0);
     }
-    for (size_t i = 0; i < len; i++)
-        ck_assert_uint_eq(buf[i], (uint8_t)i);
+    /* Every byte checked, with one assertion: each check assertion is a write(2) to its
+     * log, 8 million of them for the large payload (minutes under valgrind). */
+    size_t bad = 0;
+    while (bad < len && buf[bad] == (uint8_t)bad)
+        bad++;
+    ck_assert_msg(bad == len, "byte %zu of %zu is 0x%02x, want 0x%02x", bad, len,
+                  bad < len ? buf[bad] : 0, (uint8_t)bad);
     ck_assert_uint_eq(fds->len, nfds);
     for (guint i = 0; i < fds->len; i++)
         ck_assert_int_ne(fcntl(g_array_index(fds, int, i), F_GETFD) & FD_CLOEXEC, 0);
@@ -124,6 +143,14 @@ START_TEST(test_recv_treats_ctrunc_as_error_and_closes_what_arrived)
 {
     /* In a child whose fd limit leaves room for only some of a batch: the kernel installs what
      * fits and sets MSG_CTRUNC. The child reports its fd count before and after. */
+    if (RUNNING_ON_VALGRIND) {
+        /* valgrind keeps its own fds at the top of the fd range and dies (vgPlain_safe_fd
+         * assertion) in a process whose kernel limit is below them; its setrlimit is emulated
+         * and never reaches the kernel. The plain and ASan runs cover this case. */
+        fprintf(stderr, "SKIP test_recv_treats_ctrunc_as_error_and_closes_what_arrived: "
+                        "valgrind cannot run a process with a low fd limit\n");
+        return;
+    }
     int sv[2], res[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     ck_assert_int_eq(pipe2(res, O_CLOEXEC), 0);
@@ -137,13 +164,15 @@ START_TEST(test_recv_treats_ctrunc_as_error_and_closes_what_arrived)
         struct rlimit rl = { .rlim_cur = lim, .rlim_max = lim };
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
             _exit(20);
-        g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+        GArray *fds = g_array_new(FALSE, FALSE, sizeof(int));
         uint8_t buf[100];
         cpr_error *err = NULL;
         int ret = cpr_scm_recv(sv[0], buf, sizeof(buf), fds, 1000, NULL, &err);
         int after = proc_fd_count();
         int ok = ret == -EPROTO && strstr(cpr_error_message(err), "MSG_CTRUNC") && fds->len == 0 &&
                  after == before;
+        g_array_free(fds, TRUE);
+        cpr_error_free(err);
         _exit(ok ? 0 : 21);
     }
     close(sv[1]);
