@@ -34,6 +34,18 @@
 #ifndef RUNNING_ON_VALGRIND
 # define RUNNING_ON_VALGRIND 0
 #endif
+/* ThreadSanitizer keeps its per-thread state in TLS, which the helper (a clone without a TLS
+ * of its own) would share with the calling thread: its reports would then be false. */
+#if defined(__SANITIZE_THREAD__)
+# define CPR_TSAN 1
+#elif defined(__has_feature)
+# if __has_feature(thread_sanitizer)
+#  define CPR_TSAN 1
+# endif
+#endif
+#ifndef CPR_TSAN
+# define CPR_TSAN 0
+#endif
 
 #include <cpr/teardown.h>
 
@@ -181,6 +193,9 @@ CPR_API int cpr_teardown_defer(cpr_ctx *ctx, uint32_t flags, cpr_error **errp)
     if (RUNNING_ON_VALGRIND)
         return cpr_error_set(errp, -ENOSYS, "deferred teardown: not under valgrind, which cannot "
                              "run a process that shares memory without being a thread");
+    if (CPR_TSAN)
+        return cpr_error_set(errp, -ENOSYS, "deferred teardown: not in a ThreadSanitizer build, "
+                             "whose per-thread state the helper would share");
 
     int rel[2], rdy[2];
     if (pipe2(rel, O_CLOEXEC) < 0)

@@ -43,8 +43,8 @@ CPR_BEGIN_DECLS
  * cpr_teardown_cancel(): the helper then exits without unmapping anything.
  * A second call while a helper is held returns 0 and does nothing. Since: 1.1.
  * Errors: -EINVAL (NULL ctx, unknown flags), or the errno of pipe2/clone/mmap when no helper
- * could be started (-EAGAIN, -ENOMEM, -ENOSYS, -EINVAL under tools such as valgrind that do
- * not run such processes); the process is then unchanged and a following exec or exit tears
+ * could be started (-EAGAIN, -ENOMEM, -EINVAL), or -ENOSYS under valgrind and in ThreadSanitizer
+ * builds, which cannot run such a helper; the process is then unchanged and a following exec or exit tears
  * down the usual way.
  * Thread safety: other threads may run, but must not exec, fork or close fds they did not
  * open meanwhile; not to be called concurrently with itself or cpr_teardown_cancel().
