@@ -158,7 +158,6 @@ START_TEST(test_transfer_shares_multi_gib_memfd_without_copy)
     struct stat sb;
     ck_assert_int_eq(fstat(cpr_ram_block_fd(b), &sb), 0);
     ck_assert_uint_eq(sb.st_ino, ino); /* the same memfd, not a copy */
-    ck_assert_ptr_ne(cpr_ram_block_host(b), their_host);
     const uint8_t *host = cpr_ram_block_host(b);
     for (uint64_t off = 0; off <= size; off += 1ull << 30) {
         uint64_t at = off < size ? off : size - 4096;
