@@ -182,7 +182,12 @@ def check_preserved_console(vm, serial, mode):
     check(not os.path.exists(serial) or not serial_lines(serial),
           "the console went on in the preserved fd, not in a reopened file")
     pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
-    log(f"guest-visible pause across {mode}: {pause:.3f} ms ({vm.guest()['backend']})")
+    g = vm.guest()
+    check(g["last-pause-by"] == "guest", f"the guest measured the pause itself ({g['last-pause-by']})")
+    check(pause <= g["last-pause-seen-ms"] + 0.05,
+          f"the guest's pause {pause:.3f} ms is within the host-seen bound {g['last-pause-seen-ms']:.3f} ms")
+    log(f"guest-visible pause across {mode}: {pause:.3f} ms by the guest, host-seen "
+        f"{g['last-pause-seen-ms']:.3f} ms ({g['backend']})")
 
 
 def test_cpr_transfer(binary, wd):

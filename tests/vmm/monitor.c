@@ -105,6 +105,10 @@ static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_err
     json_object_object_add(o, "backend", json_object_new_string(r.backend));
     json_object_object_add(o, "last-pause-ms",
                            r.last_pause_ms < 0 ? NULL : json_object_new_double(r.last_pause_ms));
+    json_object_object_add(o, "last-pause-seen-ms",
+                           r.last_pause_ms < 0 ? NULL : json_object_new_double(r.last_pause_seen_ms));
+    json_object_object_add(o, "last-pause-by",
+                           r.last_pause_ms < 0 ? NULL : json_object_new_string(r.last_pause_by));
     *ret = o;
     return 0;
 }

@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The guest-visible pause of a switchover, measured from the guest's heartbeats on the host's
- * clock with the machine core's sampler:
+ * The guest-visible pause of a switchover, measured by the guest itself: each vCPU's loop keeps
+ * its largest gap between two iterations on its own clock (the TSC), and the machine core's
+ * sampler reads it once the heartbeat moved after the resume:
  *   old VMM   arm right before the stop; right after it, take the handoff (each vCPU's last
  *             heartbeat and when it was seen), which travels in section hbmon;
  *   resuming  the new VMM (or the old one, when the migration failed) sets that handoff right
- *             before it resumes the guest, then waits for every heartbeat to move: the largest
- *             gap is the pause, reported as query-guest's last-pause-ms.
+ *             before it resumes the guest (that zeroes the guest's records), then waits for every
+ *             heartbeat to move: the guest's largest gap is the pause, query-guest's
+ *             last-pause-ms. Where the guest's clock does not check out as the host's, the
+ *             sampler's own host-seen bound stands in (last-pause-by says which);
+ *             last-pause-seen-ms is that bound in any case.
  */
 #include "pause.h"
 
@@ -14,6 +18,8 @@ int vmm_pause_init(vmm *v, char **err)
 {
     cpr_error *cerr = NULL;
     v->last_pause_ms = -1;
+    v->last_pause_seen_ms = -1;
+    v->last_pause_by = "host";
     /* The sampler starts watching once the guest's mailbox is in RAM (after boot, or once an
      * incoming migration brought it). */
     if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0)
@@ -83,14 +89,20 @@ void vmm_pause_completed(vmm *v)
 static gpointer measure_thread(gpointer p)
 {
     vmm *v = p;
-    uint64_t gap = 0;
+    uint64_t gap = 0, guest = 0, seen = 0;
     if (vmm_hb_sampler_wait_pause(v->sampler, 10000, &gap) == 0) {
+        int by_guest = vmm_hb_sampler_last_pause(v->sampler, &guest, &seen) == 1;
         g_mutex_lock(&v->lock);
         v->last_pause_ms = (double)gap / 1e6;
+        v->last_pause_seen_ms = (double)seen / 1e6;
+        v->last_pause_by = by_guest ? "guest" : "host";
         v->pause_history.last_pause_ns = gap;
         v->pause_history.switchovers++;
         g_mutex_unlock(&v->lock);
-        vmm_trace("guest pause measured: %.3f ms (late polls %llu)", (double)gap / 1e6, (unsigned long long)vmm_hb_sampler_late_polls(v->sampler));
+        vmm_trace("guest pause measured: %.3f ms by the %s (the guest's clock %.3f ms, host-seen "
+                  "%.3f ms, late polls %llu)", (double)gap / 1e6, by_guest ? "guest" : "host",
+                  (double)guest / 1e6, (double)seen / 1e6,
+                  (unsigned long long)vmm_hb_sampler_late_polls(v->sampler));
     }
     return NULL;
 }

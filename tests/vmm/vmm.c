@@ -229,6 +229,8 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out)
     }
     g_mutex_lock(&v->lock);
     out->last_pause_ms = v->last_pause_ms;
+    out->last_pause_seen_ms = v->last_pause_seen_ms;
+    out->last_pause_by = v->last_pause_by;
     g_mutex_unlock(&v->lock);
 }
 

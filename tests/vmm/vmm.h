@@ -64,6 +64,8 @@ struct vmm {
                             * uses them too */
     /* pause.c: the guest-visible pause; under lock */
     double last_pause_ms;  /* -1 until a switchover was measured */
+    double last_pause_seen_ms; /* the heartbeat sampler's upper bound for it */
+    const char *last_pause_by; /* "guest" (its own clock) or "host" (the sampler's bound) */
     vmm_pause_history pause_history;
     int pause_armed;       /* a handoff was set: measure at the next resume */
     vmm_hb_handoff own_handoff; /* taken at our stop, for a resume here if the migration fails */
@@ -82,6 +84,8 @@ typedef struct vmm_guest_report {
     vmm_guest_stats stats;
     const char *backend;       /* "kvm" or "soft" */
     double last_pause_ms;      /* -1 when no switchover was measured */
+    double last_pause_seen_ms; /* the host-seen upper bound of it */
+    const char *last_pause_by; /* who measured last_pause_ms: "guest" or "host" */
 } vmm_guest_report;
 
 /* Run control from the monitors; they emit STOP and RESUME. */

@@ -49,6 +49,33 @@
 94:
 .endm
 
+/* One tick of the guest's clock, at the top of every iteration (fill and main loop):
+ * %r8 = now (TSC), %r9 = ticks since the previous tick (0 for the first one), and the pause
+ * record (struct vmm_guest_gap) keeps the largest such gap since the host zeroed it. Written
+ * before the heartbeat moves, so a host that sees the move sees the record (x86 keeps the
+ * order of stores). Clobbers rax, rcx, rdx. */
+.macro TICK
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, %r8
+    xor %r9d, %r9d
+    cmpq $0, SLOT_LAST_TIME(%rbx)
+    je 81f
+    mov %rax, %r9
+    sub SLOT_LAST_TIME(%rbx), %r9
+81:
+    mov %r8, SLOT_LAST_TIME(%rbx)
+    lea -MB_SLOT0(%rbx), %rcx
+    shr $3, %rcx
+    add $MB_GAP0, %rcx
+    cmp GAP_MAX(%rcx), %r9
+    jbe 82f
+    mov %r9, GAP_MAX(%rcx)
+    mov %r8, GAP_END(%rcx)
+82:
+.endm
+
 vmm_guest_code_start:
 
 /* An incoming machine runs this once per vCPU before the state arrives, to pay the first
@@ -63,6 +90,7 @@ vmm_guest_entry_boot:
     movabs $VMM_PAGE_STRIDE_ASM, %r15
 
 fill:
+    TICK
     mov SLOT_FILL_IDX(%rbx), %rax
     cmp SLOT_NPAGES(%rbx), %rax
     jae main_loop
@@ -76,14 +104,8 @@ fill:
     jmp fill
 
 main_loop:
+    TICK                                /* r8 = now, r9 = ticks since the last iteration */
     incq SLOT_HEARTBEAT(%rbx)
-    rdtsc
-    shl $32, %rdx
-    or %rdx, %rax
-    mov %rax, %r8                       /* r8 = now */
-    mov %rax, %r9
-    sub SLOT_LAST_TIME(%rbx), %r9       /* r9 = ticks since the last iteration */
-    mov %r8, SLOT_LAST_TIME(%rbx)
     mov MB_TICKS_PER_MS, %r10           /* r10 = ticks per ms */
     imul $VMM_CREDIT_CAP_MS, %r10, %r11
     cmp %r11, %r9

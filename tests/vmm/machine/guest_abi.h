@@ -21,6 +21,11 @@
 #define MB_TICKS_PER_MS 24
 #define MB_SLOT0 256
 #define MB_SLOT_SIZE 128
+/* The guest's own pause record (struct vmm_guest_gap), 16 bytes per vCPU after the slots: the
+ * record of the vCPU whose slot is at S is at ((S - MB_SLOT0) >> 3) + MB_GAP0. */
+#define MB_GAP0 2304
+#define GAP_MAX 0
+#define GAP_END 8
 
 /* Offsets in a vCPU slot (struct vmm_guest_cpu). */
 #define SLOT_HEARTBEAT   0

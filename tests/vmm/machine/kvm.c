@@ -209,6 +209,7 @@ static int create_vcpu(vmm_machine *m, uint32_t i, cpr_error **errp)
     if (i == 0) {
         int khz = ioctl(kv->fd, KVM_GET_TSC_KHZ, 0);
         m->ticks_per_ms = khz > 0 ? (uint64_t)khz : calibrate_tsc_khz();
+        m->clock = VMM_CLOCK_TSC;
     }
     return 0;
 }

@@ -249,7 +249,8 @@ int vmm_machine_boot(vmm_machine *m, cpr_error **errp)
         return cpr_error_set(errp, -EBUSY, "machine: an incoming machine is not booted, it resumes");
     if (m->booted)
         return cpr_error_set(errp, -EBUSY, "machine: already booted");
-    vmm_mailbox_init(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, m->cfg.rate_pps, m->ticks_per_ms);
+    vmm_mailbox_init(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, m->cfg.rate_pps, m->ticks_per_ms,
+                     m->clock);
     int rc = m->ops->boot(m, errp);
     if (rc < 0)
         return rc;

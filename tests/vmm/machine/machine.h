@@ -57,7 +57,10 @@ extern "C" {
 #define VMM_PAGE_STRIDE 0x9E3779B97F4A7C15ull
 
 #define VMM_MAILBOX_MAGIC 0x584f424c49414d56ull /* "VMAILBOX" */
-#define VMM_MAILBOX_VERSION 1u
+#define VMM_MAILBOX_VERSION 2u /* 2: the guest's own pause record (gap[]) */
+/* The guest's time source (header `clock`): the TSC, or CLOCK_MONOTONIC ns (software). */
+#define VMM_CLOCK_TSC 1u
+#define VMM_CLOCK_MONOTONIC 2u
 
 /* Per-vCPU slot: 128 bytes at mailbox offset 256 + 128 * cpu. Offsets are ABI with guest.S. */
 struct vmm_guest_cpu {
@@ -85,12 +88,25 @@ struct vmm_mailbox_header {
     uint64_t nvcpus;
     uint64_t ticks_per_ms;   /* time source rate: the TSC in kHz on KVM, 1e6 (ns) in software */
     uint64_t ram_pages;      /* pages of RAM, mailbox included */
-    uint64_t reserved[27];
+    uint64_t clock;          /* VMM_CLOCK_*: what ticks_per_ms counts */
+    uint64_t reserved[26];
+};
+
+/*
+ * The guest's own measure of a pause: each loop iteration reads its time source, and when the
+ * time since the previous iteration is the largest since the host last zeroed this record, keeps
+ * it (written before the heartbeat moves, so a host that sees the move sees the record). The host
+ * zeroes it right before a resume: the first iteration after the resume then records the pause.
+ */
+struct vmm_guest_gap {
+    uint64_t max_gap;        /* 0: the largest gap between two iterations, in clock ticks */
+    uint64_t gap_end;        /* 8: the clock reading that ended it */
 };
 
 struct vmm_mailbox {
-    struct vmm_mailbox_header hdr;          /* 256 bytes */
+    struct vmm_mailbox_header hdr;           /* 256 bytes */
     struct vmm_guest_cpu cpu[VMM_MAX_VCPUS]; /* 2048 bytes */
+    struct vmm_guest_gap gap[VMM_MAX_VCPUS]; /* 256 bytes, at MB_GAP0 */
 };
 
 /* ---- configuration ---- */
@@ -342,7 +358,7 @@ typedef struct vmm_hb_handoff {
  * RAM later (a migration target): the sampler starts watching once it is there. The RAM must
  * stay mapped until _free(). Errors: -EINVAL without RAM, -ENOMEM, a thread error.
  */
-int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
+int vmm_hb_sampler_new(vmm_hb_sampler **out, void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp);
 void vmm_hb_sampler_free(vmm_hb_sampler *s);
 
@@ -355,8 +371,10 @@ uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s);
 
 /*
  * Waits until every vCPU's heartbeat changed since the last handoff_get/handoff_set (the guest
- * runs again) or `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the largest gap
- * since the reset: the pause.
+ * runs again) or `timeout_ms` passed (-ETIMEDOUT), then returns 0 with *gap_ns = the pause: after
+ * a handoff_set, the guest's own measure (the largest of the vCPUs' pause records, struct
+ * vmm_guest_gap) when every vCPU's clock checked out as this host's; otherwise, and without a
+ * handoff_set, the largest gap between heartbeat changes the sampler saw (an upper bound).
  */
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns);
 
@@ -367,7 +385,15 @@ int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *
  * first change it sees count from the times in *h.
  */
 void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h);
+/* Also zeroes the guest's pause records: call it with the guest stopped, its RAM in place. */
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h);
+
+/*
+ * The last pause, once every vCPU moved after a handoff_set: *guest_ns the guest's own measure
+ * (0 when its clock did not check out), *seen_ns the sampler's host-seen upper bound. Returns 1
+ * when the guest's measure is the pause, 0 when the host-seen one is, -EAGAIN before the moves.
+ */
+int vmm_hb_sampler_last_pause(vmm_hb_sampler *s, uint64_t *guest_ns, uint64_t *seen_ns);
 
 /* Number of armed polls that came more than 200 us after the previous one (the sampler itself
  * was descheduled): a gap measured across one is an upper bound. */

@@ -52,6 +52,7 @@ struct vmm_machine {
     const struct vmm_backend_ops *ops;
     char note[256];
     uint64_t ticks_per_ms;  /* the guest's time source, set by the backend's init */
+    uint64_t clock;         /* VMM_CLOCK_*: which time source, set by the backend's init */
     pthread_mutex_t lock;
     pthread_cond_t run_cond;
     pthread_cond_t parked_cond;
@@ -78,7 +79,7 @@ static inline int vmm_stop_requested(vmm_machine *m)
 struct vmm_mailbox *vmm_mailbox(void *ram);
 /* Writes a fresh mailbox: header, each vCPU's share of the data pages, rate. */
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
-                      uint64_t ticks_per_ms);
+                      uint64_t ticks_per_ms, uint64_t clock);
 void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps);
 /* 0 when `ram` holds a mailbox the guest can run from (bounds the software guest's writes);
  * else -EINVAL with the reason in `why`. */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
+#include <x86intrin.h>
 
 #include "internal/error.h"
 #include "machine_int.h"
@@ -28,7 +29,7 @@ enum {
 #define IDLE_INTERVAL_US 1000u
 
 struct vmm_hb_sampler {
-    const struct vmm_mailbox *mb;
+    struct vmm_mailbox *mb;
     uint64_t ram_size;
     uint32_t nvcpus;           /* 0 until the mailbox is in RAM */
     uint32_t interval_us;
@@ -46,8 +47,48 @@ struct vmm_hb_sampler {
     int moved[VMM_MAX_VCPUS];  /* changed since the reset / handoff */
     uint64_t max_gap_ns;
     uint64_t last_poll_ns;
+    uint64_t last_poll_clk;    /* the guest's time source read at that poll (0: unknown) */
     uint64_t late_polls;
+    /* The guest's own measure of the pause being armed for: its pause record (struct
+     * vmm_guest_gap) read when each vCPU first moved, and whether its clock checked out as the
+     * one this host reads (the record ended between that poll and the one before). */
+    uint64_t guest_gap_ns[VMM_MAX_VCPUS];
+    int guest_ok[VMM_MAX_VCPUS];
 };
+
+/* How far a pause record's end may lie outside the two polls around it (reading order). */
+#define CLOCK_SLACK_NS 20000ull
+
+/* This host's reading of the guest's time source, or 0 when it is not one this host reads. */
+static uint64_t guest_clock_now(const vmm_hb_sampler *s)
+{
+    switch (__atomic_load_n(&s->mb->hdr.clock, __ATOMIC_RELAXED)) {
+    case VMM_CLOCK_TSC:
+        _mm_lfence(); /* not earlier than the loads before it */
+        return __rdtsc();
+    case VMM_CLOCK_MONOTONIC:
+        return vmm_now_ns();
+    default:
+        return 0;
+    }
+}
+
+/* Under s->lock, when vCPU i first moved after a handoff_set (`seen_ns` after the last change
+ * the handoff or a poll saw): keeps the guest's own record. */
+static void take_guest_gap(vmm_hb_sampler *s, uint32_t i, uint64_t clk, uint64_t seen_ns)
+{
+    uint64_t tpm = __atomic_load_n(&s->mb->hdr.ticks_per_ms, __ATOMIC_RELAXED);
+    uint64_t gap = __atomic_load_n(&s->mb->gap[i].max_gap, __ATOMIC_RELAXED);
+    uint64_t end = __atomic_load_n(&s->mb->gap[i].gap_end, __ATOMIC_RELAXED);
+    uint64_t slack = tpm * CLOCK_SLACK_NS / 1000000;
+    s->guest_gap_ns[i] = tpm ? (uint64_t)((double)gap * 1e6 / (double)tpm) : 0;
+    /* The record must have ended between this poll and the one before (the guest's clock is
+     * this host's), and not be longer than the host-seen bound (a clock that jumped, as across a
+     * host reboot, is not). */
+    s->guest_ok[i] = tpm && clk && s->last_poll_clk && gap && end <= clk + slack &&
+                     end + slack >= s->last_poll_clk &&
+                     s->guest_gap_ns[i] <= seen_ns + CLOCK_SLACK_NS;
+}
 
 static int all_moved_locked(const vmm_hb_sampler *s)
 {
@@ -73,17 +114,20 @@ static void poll_locked(vmm_hb_sampler *s)
         return;
     uint64_t now = vmm_now_ns();
     uint64_t prev = s->last_poll_ns ? s->last_poll_ns : now;
+    uint64_t clk = 0;
     if (s->armed && s->last_poll_ns && now - s->last_poll_ns > LATE_POLL_NS)
         s->late_polls++;
     s->last_poll_ns = now;
     for (uint32_t i = 0; i < s->nvcpus; i++) {
-        uint64_t hb = __atomic_load_n(&s->mb->cpu[i].heartbeat, __ATOMIC_RELAXED);
+        uint64_t hb = __atomic_load_n(&s->mb->cpu[i].heartbeat, __ATOMIC_ACQUIRE);
         if (s->seen[i] && hb == s->last_hb[i])
             continue;
         if (s->seen[i]) {
             uint64_t gap = now - s->changed_ns[i];
             if (gap > s->max_gap_ns)
                 s->max_gap_ns = gap;
+            if (s->armed == ARM_RESUME && !s->moved[i])
+                take_guest_gap(s, i, clk ? clk : (clk = guest_clock_now(s)), gap);
             s->moved[i] = 1;
         }
         s->seen[i] = 1;
@@ -91,6 +135,7 @@ static void poll_locked(vmm_hb_sampler *s)
         s->changed_ns[i] = now;
         s->before_ns[i] = prev;
     }
+    s->last_poll_clk = clk ? clk : guest_clock_now(s);
     if (s->armed == ARM_RESUME && all_moved_locked(s)) {
         s->armed = ARM_IDLE;
         pthread_cond_broadcast(&s->cond);
@@ -120,12 +165,13 @@ static void arm_locked(vmm_hb_sampler *s, int mode)
 {
     s->max_gap_ns = 0;
     memset(s->moved, 0, sizeof(s->moved));
+    memset(s->guest_ok, 0, sizeof(s->guest_ok));
     s->armed = mode;
     s->armed_ns = vmm_now_ns();
     pthread_cond_broadcast(&s->cond);
 }
 
-int vmm_hb_sampler_new(vmm_hb_sampler **out, const void *ram, uint64_t ram_size,
+int vmm_hb_sampler_new(vmm_hb_sampler **out, void *ram, uint64_t ram_size,
                        uint32_t interval_us, cpr_error **errp)
 {
     if (!ram || ram_size < 2 * VMM_PAGE_SIZE)
@@ -195,6 +241,38 @@ uint64_t vmm_hb_sampler_max_gap_ns(vmm_hb_sampler *s)
     return read_locked(s, &s->max_gap_ns);
 }
 
+/* Under s->lock, every vCPU moved: the guest's own figure if its clock checked out on every
+ * vCPU, else the host-seen upper bound. */
+static uint64_t pause_locked(const vmm_hb_sampler *s, int *guest)
+{
+    uint64_t g = 0;
+    for (uint32_t i = 0; i < s->nvcpus; i++) {
+        if (!s->guest_ok[i]) {
+            if (guest)
+                *guest = 0;
+            return s->max_gap_ns;
+        }
+        if (s->guest_gap_ns[i] > g)
+            g = s->guest_gap_ns[i];
+    }
+    if (guest)
+        *guest = 1;
+    return g;
+}
+
+int vmm_hb_sampler_last_pause(vmm_hb_sampler *s, uint64_t *guest_ns, uint64_t *seen_ns)
+{
+    pthread_mutex_lock(&s->lock);
+    int guest = 0, moved = all_moved_locked(s);
+    uint64_t g = moved ? pause_locked(s, &guest) : 0;
+    if (guest_ns)
+        *guest_ns = guest ? g : 0;
+    if (seen_ns)
+        *seen_ns = moved ? s->max_gap_ns : 0;
+    pthread_mutex_unlock(&s->lock);
+    return moved ? guest : -EAGAIN;
+}
+
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns)
 {
     uint64_t deadline = vmm_now_ns() + (uint64_t)timeout_ms * 1000000;
@@ -205,7 +283,7 @@ int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *
         rc = pthread_cond_timedwait(&s->cond, &s->lock, &ts);
     int moved = all_moved_locked(s);
     if (moved)
-        *gap_ns = s->max_gap_ns;
+        *gap_ns = pause_locked(s, NULL);
     pthread_mutex_unlock(&s->lock);
     return moved ? 0 : -ETIMEDOUT;
 }
@@ -237,6 +315,13 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
     arm_locked(s, ARM_RESUME);
     if (s->nvcpus == 0)
         s->nvcpus = mailbox_nvcpus(s);
+    /* The guest is stopped: its first iteration after the resume records the pause. */
+    for (uint32_t i = 0; i < s->nvcpus; i++) {
+        __atomic_store_n(&s->mb->gap[i].max_gap, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->mb->gap[i].gap_end, 0, __ATOMIC_RELAXED);
+    }
+    /* ...after now: the earliest a record may end (the first poll may come after the resume). */
+    s->last_poll_clk = guest_clock_now(s);
     for (uint32_t i = 0; i < s->nvcpus && i < h->nvcpus && h->version == 1; i++) {
         s->last_hb[i] = h->heartbeat[i];
         s->changed_ns[i] = h->changed_ns[i];

@@ -29,6 +29,7 @@ static int soft_init(vmm_machine *m, cpr_error **errp)
     }
     m->be = s;
     m->ticks_per_ms = 1000000;
+    m->clock = VMM_CLOCK_MONOTONIC;
     return 0;
 }
 

@@ -14,6 +14,10 @@ _Static_assert(sizeof(struct vmm_mailbox_header) == MB_SLOT0, "header size is AB
 _Static_assert(sizeof(struct vmm_mailbox) <= VMM_PAGE_SIZE, "the mailbox is one page");
 _Static_assert(offsetof(struct vmm_mailbox_header, ticks_per_ms) == MB_TICKS_PER_MS, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, heartbeat) == SLOT_HEARTBEAT, "abi");
+_Static_assert(offsetof(struct vmm_mailbox, gap) == MB_GAP0, "abi");
+_Static_assert(sizeof(struct vmm_guest_gap) == MB_SLOT_SIZE / 8, "abi: gap address = slot >> 3");
+_Static_assert(offsetof(struct vmm_guest_gap, max_gap) == GAP_MAX, "abi");
+_Static_assert(offsetof(struct vmm_guest_gap, gap_end) == GAP_END, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, pages_filled) == SLOT_FILLED, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, pages_verified) == SLOT_VERIFIED, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, corruptions) == SLOT_CORRUPT, "abi");
@@ -87,7 +91,7 @@ void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps)
 }
 
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
-                      uint64_t ticks_per_ms)
+                      uint64_t ticks_per_ms, uint64_t clock)
 {
     struct vmm_mailbox *mb = vmm_mailbox(ram);
     uint64_t pages = ram_size / VMM_PAGE_SIZE;
@@ -100,6 +104,7 @@ void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t ra
     ST(mb->hdr.version, VMM_MAILBOX_VERSION);
     ST(mb->hdr.nvcpus, nvcpus);
     ST(mb->hdr.ticks_per_ms, ticks_per_ms);
+    ST(mb->hdr.clock, clock);
     ST(mb->hdr.ram_pages, pages);
     for (uint32_t i = 0; i < nvcpus; i++) {
         struct vmm_guest_cpu *c = &mb->cpu[i];
@@ -141,19 +146,28 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
     /* The mailbox is written in every step: each marks it, so the last one before a stop does. */
     if (dirty)
         mark_dirty(__atomic_load_n(dirty, __ATOMIC_ACQUIRE), 0);
+    /* As guest.S's TICK: the clock and the pause record first, then the heartbeat moves (the
+     * release keeps that order for a host that sees the move). */
+    uint64_t delta = c->last_time ? now - c->last_time : 0;
+    c->last_time = now;
+    struct vmm_guest_gap *g = &vmm_mailbox(ram)->gap[c - vmm_mailbox(ram)->cpu];
+    if (delta > LD(g->max_gap)) {
+        ST(g->max_gap, delta);
+        ST(g->gap_end, now);
+    }
     if (c->fill_idx < npages) {
         uint64_t pfn = c->first_pfn + c->fill_idx;
         vmm_guest_write_page(ram, pfn, 1);
         mark_written(dirty, pfn);
         ST(c->fill_idx, c->fill_idx + 1);
         ST(c->pages_filled, c->pages_filled + 1);
-        ST(c->heartbeat, c->heartbeat + 1);
+        __atomic_store_n(&c->heartbeat, c->heartbeat + 1, __ATOMIC_RELEASE);
         return;
     }
-    ST(c->heartbeat, c->heartbeat + 1);
+    __atomic_store_n(&c->heartbeat, c->heartbeat + 1, __ATOMIC_RELEASE);
 
-    uint64_t delta = now - c->last_time, cap = VMM_CREDIT_CAP_MS * ticks_per_ms;
-    c->last_time = now;
+    uint64_t cap = VMM_CREDIT_CAP_MS * ticks_per_ms;
+
     if (delta > cap)
         delta = cap;
     uint64_t rate = LD(c->rate_pps), credit = c->credit + delta * rate;

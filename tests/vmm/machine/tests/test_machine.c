@@ -431,6 +431,11 @@ START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
     resume(m);
     ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
     ck_assert_uint_ge(gap, 3000000); /* the 3 ms stop, at least */
+    /* Measured by the guest on its own clock, within the sampler's host-seen bound. */
+    uint64_t guest = 0, seen = 0;
+    ck_assert_int_eq(vmm_hb_sampler_last_pause(s, &guest, &seen), 1);
+    ck_assert_uint_eq(guest, gap);
+    ck_assert_uint_le(guest, seen + 50000);
     vmm_hb_sampler_free(s);
     vmm_machine_free(m);
     munmap(ram, size);
