@@ -22,7 +22,9 @@ int vmm_pause_init(vmm *v, char **err)
     v->last_pause_by = "host";
     /* The sampler starts watching once the guest's mailbox is in RAM (after boot, or once an
      * incoming migration brought it). */
-    if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 0, &cerr) < 0)
+    /* Armed polls every 200 us, not 10: the guest measures the pause itself, and finer polling
+     * only takes CPU from the vCPUs and the restore on a small host. */
+    if (vmm_hb_sampler_new(&v->sampler, v->ram, v->ram_size, 200, &cerr) < 0)
         return vmm_fail_cpr(err, "heartbeat sampler", cerr);
     return 0;
 }

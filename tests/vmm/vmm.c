@@ -308,12 +308,13 @@ static gboolean on_signal(gpointer p)
 static int run(vmm *v, char **err)
 {
     cpr_error *cerr = NULL;
+    vmm_trace("image started");
     if (cpr_ctx_new(&v->ctx, 0, &cerr) < 0) {
         return vmm_fail_cpr(err, "libcpr", cerr);
     }
     if (vmm_mig_init(v, err) < 0 || vmm_mig_incoming_early(v, err) < 0)
         return -1;
-    vmm_trace("image started");
+    vmm_trace("cpr state loaded");
     if (create_ram(v, err) < 0)
         return -1;
     vmm_trace("guest RAM mapped");
