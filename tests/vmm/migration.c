@@ -18,11 +18,26 @@ struct vmm_mig {
     int out_active;         /* an outgoing job has not reached a final status */
     int in_active;          /* an incoming job has not reached a final status */
     int incoming_started;   /* migrate-incoming (or a non-deferred -incoming) ran */
+    int holding;            /* the main loop is held for the switchover (vmm_main_hold) */
     char *last_error;
     int last_status;
 };
 
 /* ---- VM hooks: job thread ------------------------------------------------------------- */
+
+/* From the stop (outgoing) or the connection (incoming) to the end of the job, the main loop
+ * waits: its wake-ups, and the monitor client's, would take CPU from the switchover. Job thread. */
+static void hold_main(vmm *v)
+{
+    if (!__atomic_exchange_n(&v->mig->holding, 1, __ATOMIC_ACQ_REL))
+        vmm_main_hold(v);
+}
+
+static void release_main(vmm *v)
+{
+    if (__atomic_exchange_n(&v->mig->holding, 0, __ATOMIC_ACQ_REL))
+        vmm_main_release(v);
+}
 
 static int hook_stop(cpr_ctx *ctx, void *opaque)
 {
@@ -30,6 +45,7 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
     cpr_error *cerr = NULL;
     vmm_fault(VMM_FAULT_SAVE_STOP);
     vmm_trace("stop hook");
+    hold_main(v);
     vmm_pause_arm(v);
     int r = vmm_machine_pause(v, &cerr);
     vmm_trace("vCPUs stopped");
@@ -108,6 +124,7 @@ static int hook_dirty_log_stop(cpr_ctx *ctx, void *opaque)
 typedef struct status_call {
     vmm *v;
     int status;
+    gint64 when; /* g_get_real_time() of the change */
 } status_call;
 
 static int status_final(int st)
@@ -135,7 +152,7 @@ static void status_on_main(void *p)
     m->last_status = c->status;
     json_object *data = json_object_new_object();
     json_object_object_add(data, "status", json_object_new_string(cpr_migration_status_name(c->status)));
-    vmm_event(v, "MIGRATION", data);
+    vmm_event_at(v, "MIGRATION", data, c->when);
     hmp_migration_changed(v->hmp);
     g_free(c);
 }
@@ -143,10 +160,16 @@ static void status_on_main(void *p)
 static void on_status(cpr_ctx *ctx, int status, void *opaque)
 {
     vmm_trace("migration status %s", cpr_migration_status_name(status));
+    vmm *v = opaque;
+    if (status == CPR_MIGRATION_ACTIVE && v->mig->in_active)
+        hold_main(v);
     status_call *c = g_new(status_call, 1);
-    c->v = opaque;
+    c->v = v;
     c->status = status;
-    vmm_call_main(c->v, status_on_main, c);
+    c->when = g_get_real_time();
+    vmm_call_main(v, status_on_main, c);
+    if (status_final(status))
+        release_main(v);
 }
 
 /* ---- set-up --------------------------------------------------------------------------- */

@@ -188,9 +188,13 @@ void qmp_server_free(qmp_server *s)
 
 void qmp_server_event(qmp_server *s, const char *name, json_object *data)
 {
+    qmp_server_event_at(s, name, data, g_get_real_time());
+}
+
+void qmp_server_event_at(qmp_server *s, const char *name, json_object *data, int64_t now)
+{
     if (!s)
         return;
-    gint64 now = g_get_real_time();
     json_object *ts = json_object_new_object();
     json_object_object_add(ts, "seconds", json_object_new_int64(now / G_USEC_PER_SEC));
     json_object_object_add(ts, "microseconds", json_object_new_int64(now % G_USEC_PER_SEC));

@@ -13,5 +13,7 @@ void qmp_server_free(qmp_server *s);
 
 /* Sends {"event": name, "data": data, "timestamp": ...} to negotiated clients; borrows data. */
 void qmp_server_event(qmp_server *s, const char *name, json_object *data);
+/* The same, stamped with `when` (g_get_real_time() microseconds) instead of now. */
+void qmp_server_event_at(qmp_server *s, const char *name, json_object *data, int64_t when);
 
 #endif

@@ -59,7 +59,35 @@ void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque)
     main_call *c = g_new(main_call, 1);
     c->fn = fn;
     c->opaque = opaque;
-    g_idle_add_full(G_PRIORITY_HIGH, main_call_run, c, g_free);
+    g_mutex_lock(&v->lock);
+    int hold = v->main_hold;
+    if (hold)
+        g_ptr_array_add(v->held_calls, c);
+    g_mutex_unlock(&v->lock);
+    if (!hold)
+        g_idle_add_full(G_PRIORITY_HIGH, main_call_run, c, g_free);
+}
+
+void vmm_main_hold(vmm *v)
+{
+    g_mutex_lock(&v->lock);
+    if (!v->held_calls)
+        v->held_calls = g_ptr_array_new();
+    v->main_hold++;
+    g_mutex_unlock(&v->lock);
+}
+
+void vmm_main_release(vmm *v)
+{
+    g_mutex_lock(&v->lock);
+    g_autoptr(GPtrArray) calls = NULL;
+    if (v->main_hold > 0 && --v->main_hold == 0 && v->held_calls->len) {
+        calls = v->held_calls;
+        v->held_calls = g_ptr_array_new();
+    }
+    g_mutex_unlock(&v->lock);
+    for (guint i = 0; calls && i < calls->len; i++)
+        g_idle_add_full(G_PRIORITY_HIGH, main_call_run, calls->pdata[i], g_free);
 }
 
 int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr)
@@ -107,21 +135,27 @@ int vmm_write_all(int fd, const char *buf, size_t len)
 
 /* ---- events --------------------------------------------------------------------------- */
 
+void vmm_event_at(vmm *v, const char *name, json_object *data, int64_t when)
+{
+    qmp_server_event_at(v->qmp, name, data, when);
+    json_object_put(data);
+}
+
 void vmm_event(vmm *v, const char *name, json_object *data)
 {
-    qmp_server_event(v->qmp, name, data);
-    json_object_put(data);
+    vmm_event_at(v, name, data, g_get_real_time());
 }
 
 typedef struct event_call {
     vmm *v;
     char *name;
+    gint64 when; /* g_get_real_time() when it happened */
 } event_call;
 
 static void event_on_main(void *p)
 {
     event_call *e = p;
-    vmm_event(e->v, e->name, NULL);
+    vmm_event_at(e->v, e->name, NULL, e->when);
     g_free(e->name);
     g_free(e);
 }
@@ -132,6 +166,7 @@ static void post_event(vmm *v, const char *name)
     event_call *e = g_new(event_call, 1);
     e->v = v;
     e->name = g_strdup(name);
+    e->when = g_get_real_time();
     vmm_call_main(v, event_on_main, e);
 }
 
@@ -393,6 +428,10 @@ int main(int argc, char **argv)
     hmp_free(v.hmp);
     qmp_server_free(v.qmp);
     vmm_mig_fini(&v);
+    while (v.main_hold)
+        vmm_main_release(&v); /* onto the (ended) loop, as calls that came late anyway */
+    if (v.held_calls)
+        g_ptr_array_free(v.held_calls, TRUE);
     vmm_pause_fini(&v);
     vmm_devices_fini(&v);
     vmm_machine_free(v.machine);

@@ -71,6 +71,8 @@ struct vmm {
     vmm_hb_handoff own_handoff; /* taken at our stop, for a resume here if the migration fails */
     int have_own_handoff;
     GThread *pause_thread;
+    int main_hold;         /* vmm_main_hold() depth; under lock */
+    GPtrArray *held_calls; /* main_call *, queued while held; under lock */
     vmm_devices *devs;
     vmm_mig *mig;
     qmp_server *qmp;
@@ -104,6 +106,8 @@ void vmm_quit(vmm *v, int code);
 
 /* Sends a QMP event to every negotiated QMP client. Takes ownership of data (may be NULL). */
 void vmm_event(vmm *v, const char *name, json_object *data);
+/* The same, stamped with `when` (g_get_real_time() microseconds): when it happened. */
+void vmm_event_at(vmm *v, const char *name, json_object *data, int64_t when);
 
 void vmm_guest_report_get(vmm *v, vmm_guest_report *out);
 
@@ -117,7 +121,14 @@ void vmm_log_cpr(const char *what, cpr_error *cerr);
 /* Writes all of buf to fd (SIGPIPE is ignored: a closed peer is -EPIPE). 0 or -errno. */
 int vmm_write_all(int fd, const char *buf, size_t len);
 
-/* Runs fn(opaque) on the main loop's thread (now, when called from it). */
+/* Runs fn(opaque) on the main loop's thread, soon (from it too: it never runs fn inline). */
 void vmm_call_main(vmm *v, void (*fn)(void *opaque), void *opaque);
+/*
+ * Holds calls to the main loop back, queued in order, until as many releases: during a
+ * switchover a woken main loop (and the monitor client it writes to) takes the CPU the stop, the
+ * restore and the resumed vCPUs need on a small host. Any thread; they nest.
+ */
+void vmm_main_hold(vmm *v);
+void vmm_main_release(vmm *v);
 
 #endif
