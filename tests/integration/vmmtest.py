@@ -16,7 +16,7 @@ import time
 # QmpError is imported for the tests, which catch it.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 from benchlib.qmp import Qmp, QmpError  # noqa: E402,F401
-from benchlib.vmproc import end_process, wait_quietly  # noqa: E402
+from benchlib.vmproc import end_process, wait_for_status, wait_quietly  # noqa: E402
 
 PROMPT = "(qemu) "
 
@@ -148,14 +148,7 @@ class Vmm:
         return self.qmp("query-guest")
 
     def wait_status(self, want, timeout=60.0):
-        deadline = time.monotonic() + scaled(timeout)
-        while True:
-            st = self.status()
-            if st == want:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: status {st}, wanted {want}")
-            time.sleep(0.02)
+        wait_for_status(self.name, self.status, want, scaled(timeout), 0.02)
 
     def wait_migration(self, timeout=120.0):
         """Waits for query-migrate to reach a final status; returns the query-migrate reply."""

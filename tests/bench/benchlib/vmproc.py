@@ -24,6 +24,19 @@ def wait_quietly(proc, timeout):
         pass
 
 
+def wait_for_status(name, status, want, timeout, interval):
+    """Polls status() every interval s until it returns want; TimeoutError after timeout s.
+    Shared with tests/integration/vmmtest.py."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status()
+        if st == want:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: status {st}, wanted {want}")
+        time.sleep(interval)
+
+
 def end_process(proc, qmp, log):
     """Kills proc unless it has exited, and reaps it; closes its QMP client (when there is one)
     and its log file. Shared with tests/integration/vmmtest.py."""
@@ -75,14 +88,7 @@ class VmProcess:
         return self.qmp.cmd("query-status")["status"]
 
     def wait_status(self, want, timeout=60.0, interval=0.002):
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status()
-            if st == want:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: status {st}, wanted {want}")
-            time.sleep(interval)
+        wait_for_status(self.name, self.status, want, timeout, interval)
 
     def quit(self, timeout=30.0):
         if self.alive() and self.qmp:
