@@ -27,6 +27,7 @@
 
 #include <cpr/cpr.h>
 
+#include "benchutil.h"
 #include "internal/ram.h"
 #include "proc_util.h"
 
@@ -39,16 +40,10 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Sorts v and prints "min_K", "median_K", "max_K" members. */
 static void print_stats(const char *unit, double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    qsort(v, (size_t)n, sizeof(*v), bench_cmp_double);
     printf("\"min_%s\":%.3f,\"median_%s\":%.3f,\"max_%s\":%.3f", unit, v[0], unit, v[n / 2], unit, v[n - 1]);
 }
 

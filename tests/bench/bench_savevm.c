@@ -21,6 +21,7 @@
 
 #include <cpr/cpr.h>
 
+#include "benchutil.h"
 #include "internal/crc32c.h"
 
 /* Bytes of RAM per part record: small enough that writev(2) finds the pages the checksum
@@ -96,26 +97,13 @@ static const cpr_live_ops ram_ops = {
     .load = ram_load,
 };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 struct stat3 {
     double min, median, max;
 };
 
 static struct stat3 summarize(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof(double), cmp);
+    qsort(v, (size_t)n, sizeof(double), bench_cmp_double);
     return (struct stat3){ v[0], v[n / 2], v[n - 1] };
 }
 
@@ -148,22 +136,9 @@ static void print_line(const char *mode, uint64_t bytes, int runs, const char *f
     fflush(stdout);
 }
 
-static uint64_t parse_size(const char *s)
-{
-    char *end;
-    double v = strtod(s, &end);
-    switch (*end) {
-    case 'G': case 'g': v *= 1024.0 * 1024 * 1024; break;
-    case 'M': case 'm': v *= 1024.0 * 1024; break;
-    case 'K': case 'k': v *= 1024.0; break;
-    default: break;
-    }
-    return (uint64_t)v / PAGE * PAGE;
-}
-
 int main(int argc, char **argv)
 {
-    uint64_t size = argc > 1 ? parse_size(argv[1]) : 4ull << 30;
+    uint64_t size = argc > 1 ? bench_parse_size(argv[1]) / PAGE * PAGE : 4ull << 30;
     int runs = argc > 2 ? atoi(argv[2]) : 3;
     if (size < PAGE || runs < 1) {
         fprintf(stderr, "usage: bench_savevm [RAM_BYTES[K|M|G]] [RUNS]\n");
@@ -188,21 +163,21 @@ int main(int argc, char **argv)
            *load_g = calloc((size_t)runs, sizeof(double)), *crc_g = calloc((size_t)runs, sizeof(double));
     size_t stream_len = 0;
     for (int i = 0; i < runs; i++) {
-        double t = now();
+        double t = bench_now();
         memcpy(sink, ram.base, size);
-        memcpy_g[i] = size / (now() - t) / 1e9;
-        t = now();
+        memcpy_g[i] = size / (bench_now() - t) / 1e9;
+        t = bench_now();
         volatile uint32_t c = cpr_crc32c(0, ram.base, size);
         (void)c;
-        crc_g[i] = size / (now() - t) / 1e9;
+        crc_g[i] = size / (bench_now() - t) / 1e9;
 
         cpr_stream *w;
         if (cpr_stream_new_mem_sink_buf(sink, cap, &w, &err) < 0)
             die("sink", err);
-        t = now();
+        t = bench_now();
         if (cpr_savevm_save(ctx, w, &err) < 0)
             die("save to memory", err);
-        save_g[i] = size / (now() - t) / 1e9;
+        save_g[i] = size / (bench_now() - t) / 1e9;
         const void *data;
         cpr_stream_mem_data(w, &data, &stream_len, NULL);
         cpr_stream_free(w);
@@ -210,10 +185,10 @@ int main(int argc, char **argv)
         cpr_stream *r;
         cpr_stream_new_mem_source(sink, stream_len, &r, NULL);
         ram.loaded = 0;
-        t = now();
+        t = bench_now();
         if (cpr_savevm_load(ctx, r, &err) < 0)
             die("load from memory", err);
-        load_g[i] = size / (now() - t) / 1e9;
+        load_g[i] = size / (bench_now() - t) / 1e9;
         cpr_stream_free(r);
         if (ram.loaded != size) {
             fprintf(stderr, "bench_savevm: loaded %llu of %llu bytes\n", (unsigned long long)ram.loaded,
@@ -246,28 +221,28 @@ int main(int argc, char **argv)
             /* Run 0 only creates the file's pages; it is not counted. */
             if (lseek(fd, 0, SEEK_SET) < 0)
                 return 1;
-            double t = now();
+            double t = bench_now();
             if (cpr_savevm_save_to_fd(ctx, fd, &err) < 0)
                 die("save to /dev/shm", err);
-            double dt = now() - t;
+            double dt = bench_now() - t;
             if (lseek(fd, 0, SEEK_SET) < 0)
                 return 1;
             ram.loaded = 0;
-            t = now();
+            t = bench_now();
             if (cpr_savevm_load_from_fd(ctx, fd, &err) < 0)
                 die("load from /dev/shm", err);
-            double dl = now() - t;
+            double dl = bench_now() - t;
             /* The plain write(2) of the same bytes to the same file, for comparison. */
             if (lseek(fd, 0, SEEK_SET) < 0)
                 return 1;
-            t = now();
+            t = bench_now();
             for (uint64_t off = 0; off < size;) {
                 ssize_t n = write(fd, ram.base + off, size - off < (64u << 20) ? size - off : (64u << 20));
                 if (n <= 0)
                     return 1;
                 off += (uint64_t)n;
             }
-            double dw = now() - t;
+            double dw = bench_now() - t;
             if (i > 0) {
                 save_g[i - 1] = size / dt / 1e9;
                 load_g[i - 1] = size / dl / 1e9;

@@ -24,6 +24,8 @@
 
 #include <cpr/cpr.h>
 
+#include "benchutil.h"
+
 static int vm_running = 1;
 
 static int vm_stop(cpr_ctx *ctx, void *opaque)
@@ -43,31 +45,6 @@ static int vm_is_running(cpr_ctx *ctx, void *opaque)
     return vm_running;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t parse_size(const char *s)
-{
-    char *end;
-    double v = strtod(s, &end);
-    switch (*end) {
-    case 'K': case 'k': return (uint64_t)(v * 1024);
-    case 'M': case 'm': return (uint64_t)(v * 1024 * 1024);
-    case 'G': case 'g': return (uint64_t)(v * 1024 * 1024 * 1024);
-    default: return (uint64_t)v;
-    }
-}
-
 static void die(const char *what, cpr_error *err)
 {
     fprintf(stderr, "bench_snapshot: %s: %s\n", what, err ? cpr_error_message(err) : strerror(errno));
@@ -76,13 +53,13 @@ static void die(const char *what, cpr_error *err)
 
 static void print_fig(const char *name, double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof(double), cmp);
+    qsort(v, (size_t)n, sizeof(double), bench_cmp_double);
     printf(", \"min_%s\": %.3f, \"median_%s\": %.3f, \"max_%s\": %.3f", name, v[0], name, v[n / 2], name, v[n - 1]);
 }
 
 int main(int argc, char **argv)
 {
-    uint64_t size = argc > 1 ? parse_size(argv[1]) : (1ull << 30);
+    uint64_t size = argc > 1 ? bench_parse_size(argv[1]) : (1ull << 30);
     int runs = argc > 2 ? atoi(argv[2]) : 5;
     const char *dir = argc > 3 ? argv[3] : "/dev/shm";
     if (size == 0 || size % 4096 || runs < 1) {
@@ -109,7 +86,7 @@ int main(int argc, char **argv)
     double *wg = calloc((size_t)runs, sizeof(double)), *sg = calloc((size_t)runs, sizeof(double));
     double *ratio = calloc((size_t)runs, sizeof(double));
     for (int r = 0; r < runs; r++) {
-        double t = now();
+        double t = bench_now();
         int fd = open(wpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0)
             die(wpath, NULL);
@@ -121,13 +98,13 @@ int main(int argc, char **argv)
             off += (uint64_t)k;
         }
         close(fd);
-        double dw = now() - t;
+        double dw = bench_now() - t;
         unlink(wpath);
         vm_running = 1;
-        t = now();
+        t = bench_now();
         if (cpr_migrate_uri(ctx, uri, 0, &err) < 0)
             die("snapshot", err);
-        double ds = now() - t;
+        double ds = bench_now() - t;
         unlink(spath);
         wg[r] = size / dw / 1e9;
         sg[r] = size / ds / 1e9;

@@ -1,16 +1,22 @@
 # SPDX-License-Identifier: MIT
 """Drives cpr-vmm processes through their monitors (QMP on a UNIX socket, HMP on stdio).
 
-Standard library only. Used by the integration tests and by tests/vmm/demo.
+Standard library only. Used by the integration tests, tests/vmm/demo and tests/bench/soak; its QMP
+client is tests/bench/benchlib/qmp.py.
 """
 import atexit
-import json
 import os
 import re
-import socket
 import subprocess
+import sys
 import threading
 import time
+
+# The QMP client, and how a VMM process is ended, are the benchmarks' (tests/bench/benchlib).
+# QmpError is imported for the tests, which catch it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from benchlib.qmp import Qmp, QmpError  # noqa: E402,F401
+from benchlib.vmproc import end_process, wait_for_status, wait_quietly  # noqa: E402
 
 PROMPT = "(qemu) "
 
@@ -40,65 +46,6 @@ def _kill_all():
 
 
 atexit.register(_kill_all)
-
-
-class QmpError(Exception):
-    def __init__(self, cls, desc):
-        super().__init__(f"{cls}: {desc}")
-        self.cls = cls
-        self.desc = desc
-
-
-class Qmp:
-    """A QMP client: connects (retrying while the VMM starts), negotiates, sends commands."""
-
-    def __init__(self, path, timeout=30.0):
-        deadline = time.monotonic() + scaled(timeout)
-        while True:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.buf = b""
-            self.events = []
-            try:
-                self.sock.connect(path)
-                greeting = self._read(timeout)
-                break
-            except (OSError, EOFError):
-                # Not listening yet, or (right after a cpr-exec) a connection the kernel
-                # reset before the new image took over the socket path: try again.
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"QMP socket {path} did not come up in {scaled(timeout)} s")
-                time.sleep(0.02)
-        if "QMP" not in greeting:
-            raise RuntimeError(f"bad QMP greeting: {greeting}")
-        self.cmd("qmp_capabilities")
-
-    def _read(self, timeout=60.0):
-        self.sock.settimeout(scaled(timeout))
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("QMP connection closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, timeout=60.0, **args):
-        req = {"execute": name}
-        if args:
-            req["arguments"] = args
-        self.sock.sendall(json.dumps(req).encode() + b"\n")
-        while True:
-            msg = self._read(timeout)
-            if "event" in msg:
-                self.events.append(msg)
-                continue
-            if "error" in msg:
-                raise QmpError(msg["error"]["class"], msg["error"]["desc"])
-            return msg["return"]
-
-    def close(self):
-        self.sock.close()
 
 
 class Vmm:
@@ -151,18 +98,12 @@ class Vmm:
 
     def qmp(self, name, **args):
         if self._qmp is None:
-            self._qmp = Qmp(self.qmp_path)
+            self._qmp = Qmp(self.qmp_path, timeout_scale=TIMEOUT_SCALE)
         return self._qmp.cmd(name, **args)
 
     def wait_qmp_closed(self, timeout=60.0):
         """Waits until the VMM closes this QMP connection (events before that are kept)."""
-        try:
-            while True:
-                msg = self._qmp._read(timeout)
-                if "event" in msg:
-                    self._qmp.events.append(msg)
-        except EOFError:
-            return
+        self._qmp.wait_closed(timeout)
 
     def reconnect(self):
         """After cpr-exec the process image is new: so is its QMP server."""
@@ -207,14 +148,7 @@ class Vmm:
         return self.qmp("query-guest")
 
     def wait_status(self, want, timeout=60.0):
-        deadline = time.monotonic() + scaled(timeout)
-        while True:
-            st = self.status()
-            if st == want:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: status {st}, wanted {want}")
-            time.sleep(0.02)
+        wait_for_status(self.name, self.status, want, scaled(timeout), 0.02)
 
     def wait_migration(self, timeout=120.0):
         """Waits for query-migrate to reach a final status; returns the query-migrate reply."""
@@ -240,25 +174,16 @@ class Vmm:
         if self.proc.poll() is None:
             try:
                 if self._qmp is None:
-                    self._qmp = Qmp(self.qmp_path, timeout=2.0)
+                    self._qmp = Qmp(self.qmp_path, timeout=2.0, timeout_scale=TIMEOUT_SCALE)
                 self._qmp.cmd("quit", timeout=timeout)
             except Exception:
                 pass
-            try:
-                self.proc.wait(scaled(timeout))
-            except subprocess.TimeoutExpired:
-                pass
+            wait_quietly(self.proc, scaled(timeout))
         self.kill()
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self._qmp:
-            self._qmp.close()
-            self._qmp = None
-        if not self.log.closed:
-            self.log.close()
+        end_process(self.proc, self._qmp, self.log)
+        self._qmp = None
 
 
 def shutdown_all():

@@ -8,6 +8,7 @@
 #include "internal/crc32c.h"
 #include "internal/record.h"
 #include "internal/stream.h"
+#include "stream_util.h"
 #include "testutil.h"
 
 START_TEST(test_crc32c_matches_known_vectors)
@@ -52,9 +53,7 @@ static void write_small(cpr_stream *s)
     ck_assert_int_eq(cpr_rec_begin_part(s, CPR_REC_PART, id, NULL), 0);
     ck_assert_int_eq(cpr_stream_put_u64(s, 42, NULL), 0);
     ck_assert_int_eq(cpr_rec_end(s, NULL), 0);
-    ck_assert_int_eq(cpr_rec_begin_part(s, CPR_REC_END, id, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(s, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_eos(s, NULL), 0);
+    write_ram_end(s, id);
 }
 
 /* The small stream in a new memory sink; *data lives as long as the returned stream. */
@@ -188,10 +187,7 @@ END_TEST
 
 START_TEST(test_fd_reader_grows_for_records_larger_than_its_buffer)
 {
-    char path[] = "/tmp/cpr-big-XXXXXX";
-    int fd = mkostemp(path, O_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    unlink(path);
+    int fd = tmpfile_fd();
     size_t n = (3u << 20) + 123;
     g_autofree uint8_t *big = g_malloc(n);
     for (size_t i = 0; i < n; i++)
@@ -369,10 +365,7 @@ START_TEST(test_unended_progressive_section_is_an_error)
 {
     cpr_stream *w;
     ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, "{}", 2, NULL), 0);
-    ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_START, "ram", 0, 1, NULL, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
+    write_ram_start(w);
     ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
     const void *data;
     size_t len;
@@ -384,21 +377,14 @@ END_TEST
 
 START_TEST(test_zero_copy_refs_reach_the_fd_intact)
 {
-    char path[] = "/tmp/cpr-stream-XXXXXX";
-    int fd = mkostemp(path, O_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    unlink(path);
+    int fd = tmpfile_fd();
     size_t n = 64 * 4096;
     g_autofree uint8_t *pages = g_malloc(n);
     for (size_t i = 0; i < n; i++)
         pages[i] = (uint8_t)(i ^ (i >> 12));
     cpr_stream *w;
     ck_assert_int_eq(cpr_stream_new_fd_writer(fd, 0, &w, NULL), 0);
-    uint32_t id;
-    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, "{}", 2, NULL), 0);
-    ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_START, "ram", 0, 1, &id, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
+    uint32_t id = write_ram_start(w);
     for (int part = 0; part < 4; part++) {
         ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_PART, id, NULL), 0);
         for (size_t p = 0; p < 16; p++) {
@@ -411,9 +397,7 @@ START_TEST(test_zero_copy_refs_reach_the_fd_intact)
     ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_PART, id, NULL), 0);
     ck_assert_int_eq(cpr_stream_put_ref(w, pages, 4096, NULL), 0);
     cpr_rec_abort(w);
-    ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_END, id, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
+    write_ram_end(w, id);
     uint64_t written = cpr_stream_offset(w);
     cpr_stream_free(w);
     ck_assert_int_eq(lseek(fd, 0, SEEK_END), (off_t)written);

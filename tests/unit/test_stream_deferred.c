@@ -14,6 +14,7 @@
 #include "internal/crc32c.h"
 #include "internal/record.h"
 #include "internal/stream.h"
+#include "stream_util.h"
 #include "testutil.h"
 
 START_TEST(test_crc32c_copy_equals_copy_then_table_crc)
@@ -41,11 +42,7 @@ END_TEST
  * and misaligned with the file, volatile memory, an aborted record between. */
 static void write_mixed(cpr_stream *w, const uint8_t *pages, size_t npages)
 {
-    uint32_t id;
-    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, "{}", 2, NULL), 0);
-    ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_START, "ram", 0, 1, &id, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
+    uint32_t id = write_ram_start(w);
     size_t p = 0;
     for (int part = 0; p < npages; part++) {
         ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_PART, id, NULL), 0);
@@ -76,9 +73,7 @@ static void write_mixed(cpr_stream *w, const uint8_t *pages, size_t npages)
             cpr_rec_abort(w);
         }
     }
-    ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_END, id, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
+    write_ram_end(w, id);
 }
 
 /* Reads the stream back from fd and checks every page against `pages`. */
@@ -117,15 +112,6 @@ static void check_mixed(int fd, const uint8_t *pages, size_t npages)
     ck_assert_int_eq(ret, 0);
     ck_assert_uint_eq(got, npages);
     cpr_stream_free(s);
-}
-
-static int tmpfile_fd(void)
-{
-    char path[] = "/tmp/cpr-deferred-XXXXXX";
-    int fd = mkostemp(path, O_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    unlink(path);
-    return fd;
 }
 
 START_TEST(test_deferred_checksums_give_the_bytes_a_memory_sink_gives)
@@ -195,20 +181,14 @@ START_TEST(test_volatile_memory_rewritten_during_the_write_still_checks)
     ck_assert_int_eq(lseek(fd, 5, SEEK_SET), 5);
     cpr_stream *w;
     ck_assert_int_eq(cpr_stream_new_fd_writer(fd, 0, &w, NULL), 0);
-    uint32_t id;
-    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, "{}", 2, NULL), 0);
-    ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_START, "ram", 0, 1, &id, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
+    uint32_t id = write_ram_start(w);
     for (int rep = 0; rep < 4; rep++) {
         ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_PART, id, NULL), 0);
         ck_assert_int_eq(cpr_stream_put_u8(w, 1, NULL), 0);
         ck_assert_int_eq(cpr_stream_put_volatile(w, words, npages * 4096, NULL), 0);
         ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
     }
-    ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_END, id, NULL), 0);
-    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
+    write_ram_end(w, id);
     cpr_stream_free(w);
     sc.stop = 1;
     pthread_join(th, NULL);

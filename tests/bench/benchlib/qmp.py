@@ -4,6 +4,9 @@
 Pauses are measured between events of two processes (STOP in the old one, RESUME in the new
 one), so events must not be lost while a command is in flight: every line read is either the
 reply being waited for or an event appended to self.events.
+
+Also the integration tests' client (tests/integration/vmmtest.py), which stretches its
+timeouts with timeout_scale when the VMMs run under valgrind.
 """
 import json
 import socket
@@ -26,29 +29,35 @@ def event_time(ev):
 
 
 class Qmp:
-    def __init__(self, path, timeout=30.0, alive=None):
+    def __init__(self, path, timeout=30.0, alive=None, timeout_scale=1.0):
         """Connects to a QMP server on a UNIX socket, retrying while it starts.
 
         alive: a callable that says whether the server's process still runs, so that a process
         that died at start-up is reported at once instead of after the timeout.
+        timeout_scale: every timeout this client is given, here and in its methods, is
+        multiplied by it.
         """
+        self.timeout_scale = timeout_scale
+        timeout *= timeout_scale
         deadline = time.monotonic() + timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self.sock = sock
+            self.buf = b""
+            self.events = []
             try:
                 sock.connect(path)
+                greeting = self._read(timeout)
                 break
-            except OSError:
+            except (OSError, EOFError):
+                # Not listening yet, or (right after a cpr-exec) a connection the kernel
+                # reset before the new image took over the socket path: try again.
                 sock.close()
                 if alive is not None and not alive():
                     raise RuntimeError(f"QMP server for {path} exited before it listened")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"QMP socket {path} did not come up in {timeout} s")
                 time.sleep(0.005)
-        self.sock = sock
-        self.buf = b""
-        self.events = []
-        greeting = self._read(timeout)
         if "QMP" not in greeting:
             raise RuntimeError(f"bad QMP greeting from {path}: {greeting}")
         self.cmd("qmp_capabilities")
@@ -79,7 +88,7 @@ class Qmp:
         if args:
             req["arguments"] = args
         self._send(req, fds)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.timeout_scale
         while True:
             msg = self._read(deadline - time.monotonic())
             if "event" in msg:
@@ -107,14 +116,14 @@ class Qmp:
 
     def wait_event(self, name, pred=None, timeout=60.0, since=0):
         """Returns the first event `name` (matching pred) at index >= since, reading as needed."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.timeout_scale
         while True:
             ev = self.find_event(name, pred, since)
             if ev is not None:
                 return ev
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no {name} event in {timeout} s")
+                raise TimeoutError(f"no {name} event in {timeout * self.timeout_scale} s")
             try:
                 msg = self._read(min(left, 1.0))
             except socket.timeout:
@@ -127,6 +136,17 @@ class Qmp:
         final = ("completed", "failed", "cancelled")
         ev = self.wait_event("MIGRATION", lambda e: e["data"].get("status") in final, timeout, since)
         return ev["data"]["status"], ev
+
+    def wait_closed(self, timeout=60.0):
+        """Reads until the server closes the connection, keeping the events; each read may
+        wait timeout s (socket.timeout when one waits longer)."""
+        try:
+            while True:
+                msg = self._read(timeout * self.timeout_scale)
+                if "event" in msg:
+                    self.events.append(msg)
+        except EOFError:
+            return
 
     def close(self):
         try:

@@ -16,6 +16,39 @@ def _kill_all():
         p.kill()
 
 
+def wait_quietly(proc, timeout):
+    """Waits up to timeout s for proc to exit (a VMM asked to quit); the caller kills it after."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def wait_for_status(name, status, want, timeout, interval):
+    """Polls status() every interval s until it returns want; TimeoutError after timeout s.
+    Shared with tests/integration/vmmtest.py."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status()
+        if st == want:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: status {st}, wanted {want}")
+        time.sleep(interval)
+
+
+def end_process(proc, qmp, log):
+    """Kills proc unless it has exited, and reaps it; closes its QMP client (when there is one)
+    and its log file. Shared with tests/integration/vmmtest.py."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if qmp:
+        qmp.close()
+    if not log.closed:
+        log.close()
+
+
 class VmProcess:
     def __init__(self, argv, workdir, name, qmp_path, env=None):
         self.name = name
@@ -55,33 +88,17 @@ class VmProcess:
         return self.qmp.cmd("query-status")["status"]
 
     def wait_status(self, want, timeout=60.0, interval=0.002):
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.status()
-            if st == want:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: status {st}, wanted {want}")
-            time.sleep(interval)
+        wait_for_status(self.name, self.status, want, timeout, interval)
 
     def quit(self, timeout=30.0):
         if self.alive() and self.qmp:
             self.qmp.send_only("quit")
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+            wait_quietly(self.proc, timeout)
         self.kill()
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.qmp:
-            self.qmp.close()
-            self.qmp = None
-        if not self._log.closed:
-            self._log.close()
+        end_process(self.proc, self.qmp, self._log)
+        self.qmp = None
         if self in _LIVE:
             _LIVE.remove(self)
 
