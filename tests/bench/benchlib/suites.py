@@ -7,6 +7,7 @@ A run that fails is counted and named in its row; a figure nobody measured is a 
 with the reason, never a number.
 """
 import os
+import time
 import traceback
 
 from . import cprvmm, flows, host
@@ -39,9 +40,15 @@ class Ctx:
         return os.path.join(self.disk_dir, f"cpr-bench-{os.getpid()}-{name}")
 
 
-def fits(nbytes):
-    """Whether nbytes more of memory are there, with 1 GiB to spare."""
-    return host.meminfo("MemAvailable") >= nbytes + GIB
+def fits(nbytes, wait=60.0):
+    """Whether nbytes more of memory are there, with 1 GiB to spare. Waits up to `wait` s for
+    them: a VMM that just quit gives its RAM back later (its teardown runs after the exit)."""
+    deadline = time.monotonic() + wait
+    while host.meminfo("MemAvailable") < nbytes + GIB:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _attempt(fn, errors):
