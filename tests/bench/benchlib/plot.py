@@ -63,6 +63,10 @@ def _finish(ax, title, ylabel, ncol):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
+    if not ax.get_legend_handles_labels()[1]:
+        ax.text(0.5, 0.5, "not measured in this run", ha="center", va="center",
+                transform=ax.transAxes, color="gray")
+        return
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=ncol)
 
 
