@@ -47,7 +47,8 @@ struct vmm_hb_sampler {
     int moved[VMM_MAX_VCPUS];  /* changed since the reset / handoff */
     uint64_t max_gap_ns;
     uint64_t last_poll_ns;
-    uint64_t last_poll_clk;    /* the guest's time source read at that poll (0: unknown) */
+    uint64_t last_poll_clk;    /* the guest's time source read as that poll began, before its
+                                  heartbeat loads (0: unknown) */
     uint64_t late_polls;
     /* The guest's own measure of the pause being armed for: its pause record (struct
      * vmm_guest_gap) read when each vCPU first moved, and whether its clock checked out as the
@@ -63,9 +64,12 @@ struct vmm_hb_sampler {
 static uint64_t guest_clock_now(const vmm_hb_sampler *s)
 {
     switch (__atomic_load_n(&s->mb->hdr.clock, __ATOMIC_RELAXED)) {
-    case VMM_CLOCK_TSC:
+    case VMM_CLOCK_TSC: {
         _mm_lfence(); /* not earlier than the loads before it */
-        return __rdtsc();
+        uint64_t t = __rdtsc();
+        _mm_lfence(); /* nor later than the loads after it */
+        return t;
+    }
     case VMM_CLOCK_MONOTONIC:
         return vmm_now_ns();
     default:
@@ -115,6 +119,9 @@ static void poll_locked(vmm_hb_sampler *s)
     uint64_t now = vmm_now_ns();
     uint64_t prev = s->last_poll_ns ? s->last_poll_ns : now;
     uint64_t clk = 0;
+    /* The lower bound for a record that ends after this poll: read before the heartbeats (read
+     * after them, a preemption in between put it past an end that this poll did not see). */
+    uint64_t start_clk = guest_clock_now(s);
     if (s->armed && s->last_poll_ns && now - s->last_poll_ns > LATE_POLL_NS)
         s->late_polls++;
     s->last_poll_ns = now;
@@ -135,7 +142,7 @@ static void poll_locked(vmm_hb_sampler *s)
         s->changed_ns[i] = now;
         s->before_ns[i] = prev;
     }
-    s->last_poll_clk = clk ? clk : guest_clock_now(s);
+    s->last_poll_clk = start_clk;
     if (s->armed == ARM_RESUME && all_moved_locked(s)) {
         s->armed = ARM_IDLE;
         pthread_cond_broadcast(&s->cond);
