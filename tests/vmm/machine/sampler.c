@@ -118,7 +118,7 @@ static void poll_locked(vmm_hb_sampler *s)
         return;
     uint64_t now = vmm_now_ns();
     uint64_t prev = s->last_poll_ns ? s->last_poll_ns : now;
-    uint64_t clk = 0;
+    uint64_t clk = 0, seen_at = now;
     /* The lower bound for a record that ends after this poll: read before the heartbeats (read
      * after them, a preemption in between put it past an end that this poll did not see). */
     uint64_t start_clk = guest_clock_now(s);
@@ -130,11 +130,17 @@ static void poll_locked(vmm_hb_sampler *s)
         if (s->seen[i] && hb == s->last_hb[i])
             continue;
         if (s->seen[i]) {
-            uint64_t gap = now - s->changed_ns[i];
+            /* Bounds of this move read after the load that saw it: `now` came before, and a
+             * preemption in between would put the move after it and refuse a good record. */
+            if (!clk) {
+                clk = guest_clock_now(s);
+                seen_at = vmm_now_ns();
+            }
+            uint64_t gap = seen_at - s->changed_ns[i];
             if (gap > s->max_gap_ns)
                 s->max_gap_ns = gap;
             if (s->armed == ARM_RESUME && !s->moved[i])
-                take_guest_gap(s, i, clk ? clk : (clk = guest_clock_now(s)), gap);
+                take_guest_gap(s, i, clk, gap);
             s->moved[i] = 1;
         }
         s->seen[i] = 1;

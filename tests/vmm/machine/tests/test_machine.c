@@ -431,11 +431,24 @@ START_TEST(test_sampler_starts_watching_when_the_guest_arrives)
     resume(m);
     ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &gap), 0);
     ck_assert_uint_ge(gap, 3000000); /* the 3 ms stop, at least */
-    /* Measured by the guest on its own clock, within the sampler's host-seen bound. */
+    /* Measured by the guest on its own clock, within the sampler's host-seen bound. A refusal
+     * happens on a loaded machine: when the vCPU thread is preempted between its clock read and
+     * its heartbeat store, the guest's record is longer than the gap the host saw at that move,
+     * and the sampler falls back to its own bound, as documented; then that bound is reported. */
     uint64_t guest = 0, seen = 0;
-    ck_assert_int_eq(vmm_hb_sampler_last_pause(s, &guest, &seen), 1);
-    ck_assert_uint_eq(guest, gap);
-    ck_assert_uint_le(guest, seen + 50000);
+    int by_guest = vmm_hb_sampler_last_pause(s, &guest, &seen);
+    if (by_guest == 0) {
+        const struct vmm_mailbox *mb = ram;
+        printf("sampler: the guest's record (%lu ticks) refused, host-seen bound %lu ns used\n",
+               (unsigned long)mb->gap[0].max_gap, (unsigned long)seen);
+        ck_assert_uint_gt(mb->gap[0].max_gap, 0); /* the guest did record the pause */
+        ck_assert_uint_eq(guest, 0);
+        ck_assert_uint_eq(gap, seen);
+    } else {
+        ck_assert_int_eq(by_guest, 1);
+        ck_assert_uint_eq(guest, gap);
+        ck_assert_uint_le(guest, seen + 50000);
+    }
     vmm_hb_sampler_free(s);
     vmm_machine_free(m);
     munmap(ram, size);
