@@ -40,14 +40,22 @@ class Ctx:
         return os.path.join(self.disk_dir, f"cpr-bench-{os.getpid()}-{name}")
 
 
-def fits(nbytes, wait=60.0):
-    """Whether nbytes more of memory are there, with 1 GiB to spare. Waits up to `wait` s for
-    them: a VMM that just quit gives its RAM back later (its teardown runs after the exit)."""
-    deadline = time.monotonic() + wait
-    while host.meminfo("MemAvailable") < nbytes + GIB:
-        if time.monotonic() > deadline:
+def fits(nbytes, settle=3.0):
+    """Whether nbytes more of memory are there, with 1 GiB to spare. A VMM that just quit gives
+    its RAM back later (its teardown runs after the exit): wait while MemAvailable still grows,
+    and give up once it stood still for `settle` s."""
+    want = nbytes + GIB
+    if host.meminfo("MemTotal") < want:
+        return False
+    avail, still_since = host.meminfo("MemAvailable"), time.monotonic()
+    while avail < want:
+        if time.monotonic() - still_since > settle:
             return False
         time.sleep(0.5)
+        now = host.meminfo("MemAvailable")
+        if now > avail:
+            still_since = time.monotonic()
+        avail = now
     return True
 
 

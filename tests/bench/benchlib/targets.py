@@ -32,23 +32,22 @@ def _sizes_with_memory(report, sizes, **match):
 
 def _flat_pause(report, mode, all_sizes):
     """cpr-transfer/cpr-exec: median pause <= 1 ms at every size; largest/1 GiB <= 1.3."""
+    every = f"{mode} guest pause median <= 1 ms at every RAM size"
+    flat = f"{mode} pause at the largest RAM size <= 1.3x the pause at the smallest"
     sizes, short = _sizes_with_memory(report, all_sizes, bench=mode, impl="libcpr")
     extra = {"sizes_without_memory": short} if short else {}
     if not sizes:
-        return [_row(f"{mode} guest pause median <= 1 ms at every RAM size", None, 1.0, False,
-                     all_sizes, **extra),
-                _row(f"{mode} pause at the largest RAM size <= 1.3x the pause at the smallest",
-                     None, 1.3, False, all_sizes, **extra)]
+        return [_row(every, None, 1.0, False, all_sizes, **extra),
+                _row(flat, None, 1.3, False, all_sizes, **extra)]
     med = {s: _median(report, "pause_ms", bench=mode, impl="libcpr", ram_bytes=s) for s in sizes}
     have = {s: v for s, v in med.items() if v is not None}
     worst = max(have.values()) if have and len(have) == len(sizes) else None
-    out = [_row(f"{mode} guest pause median <= 1 ms at every RAM size", worst, 1.0,
+    out = [_row(every, worst, 1.0,
                 worst is not None and worst <= 1.0, sizes,
                 per_size_ms={str(s): v for s, v in med.items()}, **extra)]
     lo, hi = min(sizes), max(sizes)
     ratio = have[hi] / have[lo] if lo in have and hi in have and have[lo] else None
-    out.append(_row(f"{mode} pause at the largest RAM size <= 1.3x the pause at the smallest",
-                    ratio, 1.3, ratio is not None and ratio <= 1.3, [lo, hi], **extra))
+    out.append(_row(flat, ratio, 1.3, ratio is not None and ratio <= 1.3, [lo, hi], **extra))
     return out
 
 

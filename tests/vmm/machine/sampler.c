@@ -119,6 +119,7 @@ static void poll_locked(vmm_hb_sampler *s)
     uint64_t now = vmm_now_ns();
     uint64_t prev = s->last_poll_ns ? s->last_poll_ns : now;
     uint64_t clk = 0, seen_at = now;
+    int bounds_read = 0;
     /* The lower bound for a record that ends after this poll: read before the heartbeats (read
      * after them, a preemption in between put it past an end that this poll did not see). */
     uint64_t start_clk = guest_clock_now(s);
@@ -132,9 +133,10 @@ static void poll_locked(vmm_hb_sampler *s)
         if (s->seen[i]) {
             /* Bounds of this move read after the load that saw it: `now` came before, and a
              * preemption in between would put the move after it and refuse a good record. */
-            if (!clk) {
+            if (!bounds_read) {
                 clk = guest_clock_now(s);
                 seen_at = vmm_now_ns();
+                bounds_read = 1;
             }
             uint64_t gap = seen_at - s->changed_ns[i];
             if (gap > s->max_gap_ns)
