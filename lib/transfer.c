@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -80,8 +81,7 @@ static int make_addr(const char *what, const char *path, struct sockaddr_un *sa,
     return 0;
 }
 
-/* Connects to the UNIX socket at path; what names the channel in every message (the main
- * channel's unix: transport uses this too, and must not be called the cpr channel). */
+/* Connects to the UNIX socket at path; what names the channel in every message. */
 int cpr_unix_connect(const char *what, const char *path, const cpr_transfer_opts *opts, cpr_error **errp)
 {
     cpr_transfer_opts o;
@@ -214,30 +214,45 @@ CPR_API int cpr_transfer_outgoing(cpr_ctx *ctx, const char *path, const cpr_tran
     return ret;
 }
 
-/* Listens on a new UNIX socket at path, mode 0600; what names the channel in messages. */
-int cpr_unix_listen(const char *what, const char *path, cpr_error **errp)
+/*
+ * Listens on a new UNIX socket at path; what names the channel in messages. With private, the
+ * socket's mode is 0600 (the cpr channel); else it is what the umask gives (the main channel,
+ * whose peers cpr_listener_new() may restrict by uid instead).
+ *
+ * The path appears only once the socket listens: it is bound under a temporary name beside it
+ * and renamed into place, so a peer that waits for the file to exist never meets ECONNREFUSED
+ * in the window between bind and listen. A stale socket at path is replaced.
+ */
+int cpr_unix_listen(const char *what, const char *path, int private, cpr_error **errp)
 {
     struct sockaddr_un sa;
     int ret = make_addr(what, path, &sa, errp);
     if (ret < 0)
         return ret;
     struct stat sb;
-    if (lstat(path, &sb) == 0) {
-        if (!S_ISSOCK(sb.st_mode))
-            return cpr_error_set(errp, -EEXIST, "%s: %s exists and is not a socket", what, path);
-        unlink(path);
-    }
+    if (lstat(path, &sb) == 0 && !S_ISSOCK(sb.st_mode))
+        return cpr_error_set(errp, -EEXIST, "%s: %s exists and is not a socket", what, path);
+    /* The temporary name, when it fits; else bind in place (the old window, nothing worse). */
+    struct sockaddr_un tmp = sa;
+    int n = snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.%ld~", path, (long)getpid());
+    int renamed = n > 0 && (size_t)n < sizeof(tmp.sun_path);
+    const struct sockaddr_un *at = renamed ? &tmp : &sa;
+    unlink(at->sun_path); /* a stale socket (checked above) or our own leftover */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return cpr_error_set_errno(errp, -errno, "%s %s: socket", what, path);
     /* A socket inode's mode before bind becomes the file's mode: no window where others may connect. */
-    if (fchmod(fd, 0600) < 0)
+    if (private && fchmod(fd, 0600) < 0)
         ret = cpr_error_set_errno(errp, -errno, "%s %s: fchmod", what, path);
-    else if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        ret = cpr_error_set_errno(errp, -errno, "%s: cannot bind %s", what, path);
-    else if (listen(fd, 4) < 0)
+    else if (bind(fd, (const struct sockaddr *)at, sizeof(*at)) < 0)
+        ret = cpr_error_set_errno(errp, -errno, "%s: cannot bind %s", what, at->sun_path);
+    else if (listen(fd, 8) < 0)
         ret = cpr_error_set_errno(errp, -errno, "%s: cannot listen on %s", what, path);
+    else if (renamed && rename(tmp.sun_path, path) < 0)
+        ret = cpr_error_set_errno(errp, -errno, "%s: cannot rename %s to %s", what, tmp.sun_path, path);
     if (ret < 0) {
+        if (renamed)
+            unlink(tmp.sun_path);
         close(fd);
         return ret;
     }
@@ -246,7 +261,7 @@ int cpr_unix_listen(const char *what, const char *path, cpr_error **errp)
 
 CPR_API int cpr_transfer_listen(const char *path, cpr_error **errp)
 {
-    return cpr_unix_listen("cpr channel", path, errp);
+    return cpr_unix_listen("cpr channel", path, 1, errp);
 }
 
 CPR_API int cpr_transfer_accept(int listen_fd, const cpr_transfer_opts *opts, cpr_error **errp)

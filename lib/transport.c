@@ -18,6 +18,7 @@
 
 #include "internal/error.h"
 #include "internal/stream.h"
+#include "internal/transfer.h"
 
 extern char **environ;
 
@@ -216,24 +217,13 @@ CPR_API int cpr_listener_new(const cpr_addr *addr, unsigned int flags, cpr_liste
     case CPR_TRANSPORT_EXEC:
         l->command = g_strdup(cpr_addr_command(addr));
         break;
-    case CPR_TRANSPORT_UNIX: {
-        struct sockaddr_un sa;
-        int ret = unix_sockaddr(cpr_addr_path(addr), &sa, errp);
-        if (ret < 0)
-            return ret;
-        struct stat st;
-        if (lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(sa.sun_path); /* a stale socket from an earlier run */
-        s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(s, 8) < 0) {
-            int code = -errno;
-            if (s >= 0)
-                close(s);
-            return cpr_error_set_errno(errp, code, "cannot listen on unix:%s", sa.sun_path);
-        }
-        l->path = g_strdup(sa.sun_path);
+    case CPR_TRANSPORT_UNIX:
+        /* The path appears once it listens (cpr_unix_listen): a peer may wait for the file. */
+        s = cpr_unix_listen("unix socket", cpr_addr_path(addr), 0, errp);
+        if (s < 0)
+            return s;
+        l->path = g_strdup(cpr_addr_path(addr));
         break;
-    }
     case CPR_TRANSPORT_TCP: {
         struct addrinfo *res;
         int ret = tcp_resolve(addr, 1, &res, errp), code = -EADDRNOTAVAIL;

@@ -82,8 +82,10 @@ CPR_API int cpr_transfer_outgoing(cpr_ctx *ctx, const char *path, const cpr_tran
 
 /*
  * Creates a listening UNIX socket at path with mode 0600 (set before bind, so there is no
- * window with a wider mode). A stale socket at path is replaced; any other file is an error
- * (-EEXIST). Returns the listening fd (O_CLOEXEC), owned by the caller.
+ * window with a wider mode). The path appears only once the socket listens (it is bound under
+ * a temporary name beside it and renamed into place), so a peer may wait for the file and then
+ * connect. A stale socket at path is replaced; any other file is an error (-EEXIST). Returns
+ * the listening fd (O_CLOEXEC), owned by the caller.
  */
 CPR_API int cpr_transfer_listen(const char *path, cpr_error **errp);
 

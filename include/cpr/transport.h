@@ -47,8 +47,10 @@ CPR_API int cpr_transport_connect(const cpr_addr *addr, int *fd, cpr_error **err
 #define CPR_LISTEN_SAME_UID 0x1u /* accept refuses (closes) a unix peer of another uid */
 
 /*
- * Starts listening on addr (unix: an existing socket file at PATH is replaced; tcp: port 0
- * picks a free port, see cpr_listener_port()). *out owns the listener.
+ * Starts listening on addr (unix: PATH appears only once the socket listens, so a peer may
+ * wait for the file and then connect; an existing socket file at PATH is replaced, any other
+ * file is -EEXIST; tcp: port 0 picks a free port, see cpr_listener_port()). *out owns the
+ * listener.
  * Errors: bind/listen errors naming the address; -EINVAL for bad flags.
  */
 CPR_API int cpr_listener_new(const cpr_addr *addr, unsigned int flags, cpr_listener **out, cpr_error **errp);

@@ -15,8 +15,9 @@ int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, co
                             cpr_error **errp);
 
 /* cpr_transfer_connect and cpr_transfer_listen with the channel's name for messages ("cpr
- * channel", or the main channel's "unix socket"): one UNIX socket path for both channels. */
+ * channel", or the main channel's "unix socket"); the main channel's unix: listener is
+ * cpr_unix_listen too, so both publish their path only once they listen. */
 int cpr_unix_connect(const char *what, const char *path, const cpr_transfer_opts *opts, cpr_error **errp);
-int cpr_unix_listen(const char *what, const char *path, cpr_error **errp);
+int cpr_unix_listen(const char *what, const char *path, int private, cpr_error **errp);
 
 #endif

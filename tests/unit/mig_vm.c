@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -298,22 +299,12 @@ void mig_vm_start(struct mig_vm *vm)
     hook_start(vm->ctx, vm);
 }
 
-/* /proc/net/unix lists "Num RefCount Protocol Flags Type St Inode Path"; flag 0x10000 is a
- * listening socket. */
+/* libcpr's unix listeners publish their path only once they listen (cpr_unix_listen renames
+ * it into place): a socket file at path means a listener there. */
 static int listening_now(const char *path)
 {
-    g_autofree char *text = NULL;
-    if (!g_file_get_contents("/proc/net/unix", &text, NULL, NULL))
-        return 0;
-    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
-    for (char **l = lines; *l; l++) {
-        unsigned long flags;
-        char p[256] = "";
-        if (sscanf(*l, "%*s %*s %*s %lx %*s %*s %*s %255s", &flags, p) == 2 &&
-            (flags & 0x10000) && strcmp(p, path) == 0)
-            return 1;
-    }
-    return 0;
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 int mig_wait_listening(const char *path)

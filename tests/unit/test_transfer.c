@@ -239,6 +239,82 @@ START_TEST(test_listen_creates_socket_mode_0600)
 }
 END_TEST
 
+/* A peer that waits for the socket file and connects at once, as scripts do. */
+struct eager_peer {
+    const char *path;
+    int stop;
+    int connected, refused;
+    int gone; /* how many published paths the peer saw go away again */
+};
+
+static gpointer eager_connect(gpointer p)
+{
+    struct eager_peer *e = p;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    g_strlcpy(sa.sun_path, e->path, sizeof(sa.sun_path));
+    while (!__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE)) {
+        struct stat st;
+        if (lstat(e->path, &st) < 0)
+            continue;
+        int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int rc = connect(s, (struct sockaddr *)&sa, sizeof(sa));
+        int err = errno;
+        close(s);
+        if (rc == 0)
+            __atomic_add_fetch(&e->connected, 1, __ATOMIC_RELEASE);
+        else if (err == ECONNREFUSED)
+            __atomic_add_fetch(&e->refused, 1, __ATOMIC_RELEASE);
+        /* The main thread unlinks this one before it listens again. */
+        while (lstat(e->path, &st) == 0 && !__atomic_load_n(&e->stop, __ATOMIC_ACQUIRE))
+            ;
+        __atomic_add_fetch(&e->gone, 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+START_TEST(test_listen_publishes_the_path_only_once_listening)
+{
+    struct eager_peer e = { .path = sock_path };
+    GThread *th = g_thread_new("eager", eager_connect, &e);
+    for (int i = 0; i < 300; i++) {
+        int lfd = cpr_transfer_listen(sock_path, NULL);
+        ck_assert_int_ge(lfd, 0);
+        while (__atomic_load_n(&e.connected, __ATOMIC_ACQUIRE) + __atomic_load_n(&e.refused, __ATOMIC_ACQUIRE) <= i)
+            g_usleep(10);
+        unlink(sock_path);
+        close(lfd);
+        while (__atomic_load_n(&e.gone, __ATOMIC_ACQUIRE) <= i)
+            g_usleep(10);
+    }
+    __atomic_store_n(&e.stop, 1, __ATOMIC_RELEASE);
+    g_thread_join(th);
+    ck_assert_int_eq(e.refused, 0);
+    ck_assert_int_eq(e.connected, 300);
+    /* Nothing but the published socket is left in the directory. */
+    int lfd = cpr_transfer_listen(sock_path, NULL);
+    ck_assert_int_ge(lfd, 0);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    int n = 0;
+    for (const char *name; (name = g_dir_read_name(d)); n++)
+        ck_assert_str_eq(name, "cpr.sock");
+    ck_assert_int_eq(n, 1);
+    close(lfd);
+    /* A path too long for the temporary name beside it is bound in place, and still works. */
+    struct sockaddr_un sa;
+    size_t room = sizeof(sa.sun_path) - 1 - strlen(dir) - 1;
+    g_autofree char *name = g_strnfill(room, 'x');
+    g_autofree char *long_path = g_build_filename(dir, name, NULL);
+    ck_assert_uint_eq(strlen(long_path), sizeof(sa.sun_path) - 1);
+    lfd = cpr_transfer_listen(long_path, NULL);
+    ck_assert_int_ge(lfd, 0);
+    int c = cpr_transfer_connect(long_path, NULL, NULL);
+    ck_assert_int_ge(c, 0);
+    close(c);
+    close(lfd);
+    unlink(long_path);
+}
+END_TEST
+
 START_TEST(test_accept_refuses_peer_with_other_uid)
 {
     if (geteuid() != 0) {
@@ -532,6 +608,7 @@ static Suite *transfer_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_listen_publishes_the_path_only_once_listening);
     tcase_add_test(tc, test_transfer_passes_1_fd);
     tcase_add_test(tc, test_transfer_passes_253_fds_in_one_batch);
     tcase_add_test(tc, test_transfer_passes_254_fds_in_two_batches);
