@@ -22,7 +22,9 @@ static const char usage[] =
     "  -drive file=PATH             a local disk (blocks normal migration only)\n"
     "  -name NAME  -S  -nodefaults  -display none\n"
     "  -guest-dirty-rate PAGES_PER_S   pages the guest rewrites per second (machine default)\n"
-    "  -x-hbmon-version 1|2         write the hbmon section as that version (tests)\n";
+    "  -x-hbmon-version 1|2         write the hbmon section as that version (tests)\n"
+    "  -x-affinity vcpus=CPUS[,emulator=CPUS]   host CPUs for the vCPU threads and for all other\n"
+    "                               threads; CPUS is N or N-M, a key may repeat (vcpus=1,vcpus=3)\n";
 
 /* One key=value pair of an option argument. */
 typedef struct kv {
@@ -363,6 +365,50 @@ static int opt_hbmon_version(vmm_config *cfg, const char *arg, char **err)
     return 0;
 }
 
+/* "N" or "N-M" into bits of *mask (CPUs 0..63). */
+static int parse_cpu_range(const char *v, uint64_t *mask)
+{
+    char *end;
+    errno = 0;
+    unsigned long a = strtoul(v, &end, 10), b = a;
+    if (errno || end == v || !g_ascii_isdigit(*v))
+        return -1;
+    if (*end == '-') {
+        const char *w = end + 1;
+        b = strtoul(w, &end, 10);
+        if (errno || end == w || !g_ascii_isdigit(*w))
+            return -1;
+    }
+    if (*end || a > b || b > 63)
+        return -1;
+    for (unsigned long c = a; c <= b; c++)
+        *mask |= 1ull << c;
+    return 0;
+}
+
+static int opt_affinity(vmm_config *cfg, const char *arg, char **err)
+{
+    int ret = -1;
+    uint64_t vcpus = 0, emulator = 0;
+    GArray *a = split_kv(arg, "vcpus");
+    for (guint i = 0; i < a->len; i++) {
+        kv *e = &g_array_index(a, kv, i);
+        uint64_t *m = !strcmp(e->key, "vcpus") ? &vcpus : !strcmp(e->key, "emulator") ? &emulator : NULL;
+        if (!m)
+            FAIL("-x-affinity %s: unknown property '%s' (vcpus or emulator)", arg, e->key);
+        if (parse_cpu_range(e->val, m) < 0)
+            FAIL("-x-affinity %s: %s wants a host CPU N or a range N-M (0..63), not '%s'", arg, e->key, e->val);
+    }
+    if (!vcpus)
+        FAIL("-x-affinity %s: parameter 'vcpus' is missing", arg);
+    cfg->vcpu_cpus = vcpus;
+    cfg->emulator_cpus = emulator;
+    ret = 0;
+out:
+    free_kv(a);
+    return ret;
+}
+
 static int opt_incoming(vmm_config *cfg, const char *arg, char **err)
 {
     if (!*arg) {
@@ -421,6 +467,7 @@ static const struct option_def {
     {"name", opt_name},
     {"guest-dirty-rate", opt_dirty_rate},
     {"x-hbmon-version", opt_hbmon_version},
+    {"x-affinity", opt_affinity},
     {"nodefaults", NULL},
     {"S", NULL},
     {"enable-kvm", NULL},

@@ -51,6 +51,8 @@ typedef struct vmm_config {
     int dirty_rate_given;
     GPtrArray *drives;       /* char *: -drive file=PATH paths */
     uint32_t hbmon_version;  /* -x-hbmon-version: the hbmon section version written (2) */
+    uint64_t vcpu_cpus;      /* -x-affinity vcpus=: host CPUs (bit n = CPU n) for vCPU threads; 0 = any */
+    uint64_t emulator_cpus;  /* -x-affinity emulator=: the same for every other thread */
 } vmm_config;
 
 /*

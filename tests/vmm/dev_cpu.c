@@ -45,8 +45,10 @@ static int cpu_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     cpu_slot *c = opaque;
     cpr_error *cerr = NULL;
+    vmm_trace("cpu post_load");
     if (vmm_machine_set_vcpu_state(c->v->machine, c->index, &c->st, &cerr) < 0)
         return set_cerr(errp, cerr);
+    vmm_trace("cpu post_load done");
     return 0;
 }
 
@@ -63,8 +65,10 @@ static int vm_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     dev_cpu *d = opaque;
     cpr_error *cerr = NULL;
+    vmm_trace("vm post_load");
     if (vmm_machine_set_vm_state(d->v->machine, &d->vm, &cerr) < 0)
         return set_cerr(errp, cerr);
+    vmm_trace("vm post_load done");
     return 0;
 }
 

@@ -105,6 +105,10 @@ static gpointer measure_thread(gpointer p)
                   "%.3f ms, late polls %llu)", (double)gap / 1e6, by_guest ? "guest" : "host",
                   (double)guest / 1e6, (double)seen / 1e6,
                   (unsigned long long)vmm_hb_sampler_late_polls(v->sampler));
+        uint64_t from, to;
+        if (vmm_hb_sampler_last_window(v->sampler, &from, &to) == 0)
+            vmm_trace("guest pause: its last iteration before at %.3f ms, its first after at %.3f ms",
+                      (double)from / 1e6, (double)to / 1e6);
     }
     return NULL;
 }

@@ -156,6 +156,26 @@ START_TEST(test_serial_and_drive_forms)
 }
 END_TEST
 
+START_TEST(test_affinity_lists_and_mistakes)
+{
+    const char *a[] = {"cpr-vmm", "-x-affinity", "vcpus=1,vcpus=4-5,emulator=0", NULL};
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, a), 0);
+    ck_assert_uint_eq(cfg.vcpu_cpus, 0x32);
+    ck_assert_uint_eq(cfg.emulator_cpus, 0x1);
+    vmm_config_clear(&cfg);
+    const char *bad_key[] = {"cpr-vmm", "-x-affinity", "vcpus=1,io=0", NULL};
+    expect_error(bad_key, "unknown property 'io'");
+    const char *bad_range[] = {"cpr-vmm", "-x-affinity", "vcpus=3-1", NULL};
+    expect_error(bad_range, "not '3-1'");
+    const char *too_big[] = {"cpr-vmm", "-x-affinity", "vcpus=64", NULL};
+    expect_error(too_big, "not '64'");
+    const char *no_vcpus[] = {"cpr-vmm", "-x-affinity", "emulator=0", NULL};
+    expect_error(no_vcpus, "'vcpus' is missing");
+}
+END_TEST
+
 static Suite *cmdline_suite(void)
 {
     Suite *s = suite_create("vmm_cmdline");
@@ -171,6 +191,7 @@ static Suite *cmdline_suite(void)
     tcase_add_test(tc, test_memfd_backend_is_shared_by_default);
     tcase_add_test(tc, test_sizes_parse_with_suffixes);
     tcase_add_test(tc, test_serial_and_drive_forms);
+    tcase_add_test(tc, test_affinity_lists_and_mistakes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -7,6 +7,7 @@
  * once all of them have parked, so the state read afterwards is the state they will resume from.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,21 +154,51 @@ static int check_config(const vmm_machine_config *cfg, cpr_error **errp)
     return 0;
 }
 
+/* The vCPU threads' attributes: pinned to cfg.vcpu_cpus from their first instruction on. */
+static int vcpu_thread_attr(vmm_machine *m, pthread_attr_t *attr, cpr_error **errp)
+{
+    pthread_attr_init(attr);
+    if (!m->cfg.vcpu_cpus)
+        return 0;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c = 0; c < 64; c++)
+        if (m->cfg.vcpu_cpus >> c & 1)
+            CPU_SET(c, &set);
+    int rc = pthread_attr_setaffinity_np(attr, sizeof(set), &set);
+    if (rc) {
+        pthread_attr_destroy(attr);
+        return cpr_error_set_errno(errp, -rc, "vCPU affinity 0x%llx", (unsigned long long)m->cfg.vcpu_cpus);
+    }
+    return 0;
+}
+
 static int start_threads(vmm_machine *m, cpr_error **errp)
 {
+    pthread_attr_t attr;
+    int rc = vcpu_thread_attr(m, &attr, errp);
+    if (rc < 0)
+        return rc;
     for (uint32_t i = 0; i < m->cfg.nvcpus; i++) {
         struct vmm_vcpu *v = &m->vcpus[i];
-        int rc = pthread_create(&v->thread, NULL, vcpu_thread, v);
-        if (rc)
+        rc = pthread_create(&v->thread, &attr, vcpu_thread, v);
+        if (rc) {
+            pthread_attr_destroy(&attr);
+            if (rc == EINVAL && m->cfg.vcpu_cpus)
+                return cpr_error_set_errno(errp, -rc, "vCPU %u: cannot start its thread on host CPUs 0x%llx "
+                                           "(none of them online or allowed?)", i,
+                                           (unsigned long long)m->cfg.vcpu_cpus);
             return cpr_error_set_errno(errp, -rc, "vCPU %u: cannot start its thread", i);
+        }
         v->started = 1;
         pthread_mutex_lock(&m->lock);
         m->nstarted++;
         pthread_mutex_unlock(&m->lock);
     }
+    pthread_attr_destroy(&attr);
     pthread_mutex_lock(&m->lock);
     stop_locked(m); /* waits for every prologue (warm-up) */
-    int rc = dead_vcpu_error(m, errp);
+    rc = dead_vcpu_error(m, errp);
     pthread_mutex_unlock(&m->lock);
     return rc;
 }

@@ -130,6 +130,7 @@ typedef struct vmm_machine_config {
     void *ram;           /* host mapping of guest RAM (MAP_SHARED), page aligned; not owned */
     uint64_t ram_size;   /* multiple of 2 MiB, at least 2 MiB */
     uint64_t rate_pps;   /* guest rewrite rate over all vCPUs, pages/s; 0 = no rewrites */
+    uint64_t vcpu_cpus;  /* host CPUs the vCPU threads run on (bit n = CPU n); 0 = wherever */
 } vmm_machine_config;
 
 /* Fills *cfg with defaults: AUTO, 1 vCPU, no flags, VMM_DEFAULT_RATE_PPS; ram left NULL/0. */
@@ -394,6 +395,11 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h);
  * when the guest's measure is the pause, 0 when the host-seen one is, -EAGAIN before the moves.
  */
 int vmm_hb_sampler_last_pause(vmm_hb_sampler *s, uint64_t *guest_ns, uint64_t *seen_ns);
+
+/* Where the guest's own measure of the last pause lies on CLOCK_MONOTONIC (its longest vCPU
+ * gap: *start_ns its last iteration before, *end_ns its first after), for traces; -EAGAIN when
+ * the guest's measure is not the pause. */
+int vmm_hb_sampler_last_window(vmm_hb_sampler *s, uint64_t *start_ns, uint64_t *end_ns);
 
 /* Number of armed polls that came more than 200 us after the previous one (the sampler itself
  * was descheduled): a gap measured across one is an upper bound. */

@@ -55,6 +55,9 @@ struct vmm_hb_sampler {
      * one this host reads (the record ended between that poll and the one before). */
     uint64_t guest_gap_ns[VMM_MAX_VCPUS];
     int guest_ok[VMM_MAX_VCPUS];
+    /* ...and when that record ended, on CLOCK_MONOTONIC (for traces: where the pause lies
+     * against the two processes' steps). */
+    uint64_t guest_end_ns[VMM_MAX_VCPUS];
 };
 
 /* How far a pause record's end may lie outside the two polls around it (reading order). */
@@ -79,13 +82,15 @@ static uint64_t guest_clock_now(const vmm_hb_sampler *s)
 
 /* Under s->lock, when vCPU i first moved after a handoff_set (`seen_ns` after the last change
  * the handoff or a poll saw): keeps the guest's own record. */
-static void take_guest_gap(vmm_hb_sampler *s, uint32_t i, uint64_t clk, uint64_t seen_ns)
+static void take_guest_gap(vmm_hb_sampler *s, uint32_t i, uint64_t clk, uint64_t seen_at,
+                           uint64_t seen_ns)
 {
     uint64_t tpm = __atomic_load_n(&s->mb->hdr.ticks_per_ms, __ATOMIC_RELAXED);
     uint64_t gap = __atomic_load_n(&s->mb->gap[i].max_gap, __ATOMIC_RELAXED);
     uint64_t end = __atomic_load_n(&s->mb->gap[i].gap_end, __ATOMIC_RELAXED);
     uint64_t slack = tpm * CLOCK_SLACK_NS / 1000000;
     s->guest_gap_ns[i] = tpm ? (uint64_t)((double)gap * 1e6 / (double)tpm) : 0;
+    s->guest_end_ns[i] = tpm && end <= clk ? seen_at - (uint64_t)((double)(clk - end) * 1e6 / (double)tpm) : 0;
     /* The record must have ended between this poll and the one before (the guest's clock is
      * this host's), and not be longer than the host-seen bound (a clock that jumped, as across a
      * host reboot, is not). */
@@ -142,7 +147,7 @@ static void poll_locked(vmm_hb_sampler *s)
             if (gap > s->max_gap_ns)
                 s->max_gap_ns = gap;
             if (s->armed == ARM_RESUME && !s->moved[i])
-                take_guest_gap(s, i, clk, gap);
+                take_guest_gap(s, i, clk, seen_at, gap);
             s->moved[i] = 1;
         }
         s->seen[i] = 1;
@@ -286,6 +291,23 @@ int vmm_hb_sampler_last_pause(vmm_hb_sampler *s, uint64_t *guest_ns, uint64_t *s
         *seen_ns = moved ? s->max_gap_ns : 0;
     pthread_mutex_unlock(&s->lock);
     return moved ? guest : -EAGAIN;
+}
+
+int vmm_hb_sampler_last_window(vmm_hb_sampler *s, uint64_t *start_ns, uint64_t *end_ns)
+{
+    pthread_mutex_lock(&s->lock);
+    int guest = 0, moved = all_moved_locked(s);
+    if (moved)
+        pause_locked(s, &guest);
+    uint32_t worst = 0;
+    for (uint32_t i = 1; guest && i < s->nvcpus; i++)
+        if (s->guest_gap_ns[i] > s->guest_gap_ns[worst])
+            worst = i;
+    uint64_t end = guest ? s->guest_end_ns[worst] : 0;
+    *end_ns = end;
+    *start_ns = end ? end - s->guest_gap_ns[worst] : 0;
+    pthread_mutex_unlock(&s->lock);
+    return end ? 0 : -EAGAIN;
 }
 
 int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *gap_ns)
