@@ -395,10 +395,7 @@ static int set_emulator_affinity(const vmm_config *cfg)
     if (!cfg->emulator_cpus)
         return 0;
     cpu_set_t set;
-    CPU_ZERO(&set);
-    for (int c = 0; c < 64; c++)
-        if (cfg->emulator_cpus >> c & 1)
-            CPU_SET(c, &set);
+    vmm_cpu_mask_to_set(cfg->emulator_cpus, &set);
     if (sched_setaffinity(0, sizeof(set), &set) < 0) {
         fprintf(stderr, "cpr-vmm: -x-affinity emulator=: cannot run on host CPUs 0x%llx: %s\n",
                 (unsigned long long)cfg->emulator_cpus, g_strerror(errno));

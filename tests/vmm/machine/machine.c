@@ -154,6 +154,14 @@ static int check_config(const vmm_machine_config *cfg, cpr_error **errp)
     return 0;
 }
 
+void vmm_cpu_mask_to_set(uint64_t mask, cpu_set_t *set)
+{
+    CPU_ZERO(set);
+    for (int c = 0; c < 64; c++)
+        if (mask >> c & 1)
+            CPU_SET(c, set);
+}
+
 /* The vCPU threads' attributes: pinned to cfg.vcpu_cpus from their first instruction on. */
 static int vcpu_thread_attr(vmm_machine *m, pthread_attr_t *attr, cpr_error **errp)
 {
@@ -161,10 +169,7 @@ static int vcpu_thread_attr(vmm_machine *m, pthread_attr_t *attr, cpr_error **er
     if (!m->cfg.vcpu_cpus)
         return 0;
     cpu_set_t set;
-    CPU_ZERO(&set);
-    for (int c = 0; c < 64; c++)
-        if (m->cfg.vcpu_cpus >> c & 1)
-            CPU_SET(c, &set);
+    vmm_cpu_mask_to_set(m->cfg.vcpu_cpus, &set);
     int rc = pthread_attr_setaffinity_np(attr, sizeof(set), &set);
     if (rc) {
         pthread_attr_destroy(attr);

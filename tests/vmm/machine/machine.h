@@ -33,6 +33,7 @@
 #ifndef CPR_VMM_MACHINE_H
 #define CPR_VMM_MACHINE_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -132,6 +133,9 @@ typedef struct vmm_machine_config {
     uint64_t rate_pps;   /* guest rewrite rate over all vCPUs, pages/s; 0 = no rewrites */
     uint64_t vcpu_cpus;  /* host CPUs the vCPU threads run on (bit n = CPU n); 0 = wherever */
 } vmm_machine_config;
+
+/* A host CPU mask as the config spells it (bit n = CPU n) into a cpu_set_t. */
+void vmm_cpu_mask_to_set(uint64_t mask, cpu_set_t *set);
 
 /* Fills *cfg with defaults: AUTO, 1 vCPU, no flags, VMM_DEFAULT_RATE_PPS; ram left NULL/0. */
 void vmm_machine_config_init(vmm_machine_config *cfg);
