@@ -27,7 +27,7 @@ PROMPT = "(qemu) "
 VALGRIND = os.environ.get("CPR_VMM_VALGRIND", "") not in ("", "0")
 TIMEOUT_SCALE = float(os.environ.get("CPR_VMM_TIMEOUT_SCALE", "5" if VALGRIND else "1"))
 VALGRIND_ERROR_EXIT = 97
-VALGRIND_ARGS = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
+VALGRIND_ARGS = ["valgrind", "--fair-sched=yes", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
                  "--show-leak-kinds=definite,indirect", f"--error-exitcode={VALGRIND_ERROR_EXIT}",
                  "--track-fds=yes", "--trace-children=yes", "--child-silent-after-fork=yes"]
 
