@@ -45,6 +45,7 @@ class Report:
     def __init__(self, out=sys.stdout):
         self.out = out
         self.rows = []
+        self.accel = {}  # impl -> the accelerator its VMMs ran on, stamped on its measured rows
 
     def emit(self, row):
         self.rows.append(row)
@@ -56,6 +57,8 @@ class Report:
         row = {"bench": bench, "impl": impl, "mode": mode, "ram_bytes": ram_bytes,
                "runs": len(runs) if isinstance(runs, list) else runs}
         row.update(extra or {})
+        if impl in self.accel:
+            row["accel"] = self.accel[impl]
         for name, values in series.items():
             row.update(summarize(name, values))
         row["loadavg_1m"] = loadavg()  # the machine is shared: say how busy it was
