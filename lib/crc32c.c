@@ -61,6 +61,7 @@ static inline uint32_t advance_block(uint32_t crc)
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
+#include <smmintrin.h>
 
 /*
  * The hardware prefetcher does not follow the three streams across 4 KiB pages (measured on
@@ -117,18 +118,39 @@ __attribute__((target("sse4.2"))) static uint32_t hw_update(uint32_t crc, const 
 }
 
 /*
- * The same three chains while copying: each 8-byte word is loaded once into a register, fed to
- * the checksum and stored from that register, so that what dst receives is exactly what was
- * checksummed even when another thread writes src meanwhile (a running guest's RAM). The
- * empty asm keeps the compiler from reloading a word from src instead of keeping it.
+ * The same three chains while copying, 16 bytes at a time from an 8-aligned source: each
+ * piece is loaded once into a vector register, its two halves are fed to the checksum and the
+ * register is stored, so what dst receives is exactly what was checksummed even when another
+ * thread writes src meanwhile (a running guest's RAM), and no aligned 8-byte word of src is
+ * torn. The empty asm pins the value in its register, so the compiler cannot load the piece
+ * from src a second time.
+ *
+ * Measured here (1 GiB in 1 MiB calls, dst at any phase): 8-byte loads and stores ran at
+ * 6.6-7.6 GB/s; 16-byte pieces at 9.5-11 GB/s with ordinary stores and 14-16 GB/s with
+ * non-temporal 8-byte stores (memcpy: 13-16 GB/s). Non-temporal stores bypass the cache: right
+ * for a copy that is not read again soon, wrong for a bounce buffer that write(2) reads next.
  */
-#define LOAD_ONCE(v, ptr)              \
-    do {                               \
-        memcpy(&(v), (ptr), 8);        \
-        __asm__("" : "+r"(v));         \
-    } while (0)
+#define PIN(v) __asm__("" : "+x"(v))
 
-__attribute__((target("sse4.2"))) static uint32_t hw_copy(uint32_t crc, uint8_t *d, const uint8_t *p, size_t len)
+__attribute__((target("sse4.2"), always_inline)) static inline uint64_t
+copy16(uint64_t c, uint8_t *d, const uint8_t *p, int nt)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+    PIN(v);
+    long long lo = _mm_cvtsi128_si64(v), hi = _mm_extract_epi64(v, 1);
+    if (nt) {
+        /* movnti has no alignment rule, unlike the 16-byte movntdq. */
+        _mm_stream_si64((long long *)(void *)d, lo);
+        _mm_stream_si64((long long *)(void *)(d + 8), hi);
+    } else {
+        _mm_storeu_si128((__m128i *)(void *)d, v);
+    }
+    c = _mm_crc32_u64(c, (uint64_t)lo);
+    return _mm_crc32_u64(c, (uint64_t)hi);
+}
+
+__attribute__((target("sse4.2"), always_inline)) static inline uint32_t
+hw_copy(uint32_t crc, uint8_t *d, const uint8_t *p, size_t len, int nt)
 {
     uint64_t c0 = crc;
     while (len && ((uintptr_t)p & 7)) {
@@ -143,17 +165,10 @@ __attribute__((target("sse4.2"))) static uint32_t hw_copy(uint32_t crc, uint8_t 
         uint8_t *d1 = d + BLOCK, *d2 = d + 2 * BLOCK;
         for (size_t j = 0; j < BLOCK; j += 64) {
             PREFETCH_AHEAD(p, p1, p2, j);
-            for (size_t i = j; i < j + 64; i += 8) {
-                uint64_t a, b, c;
-                LOAD_ONCE(a, p + i);
-                LOAD_ONCE(b, p1 + i);
-                LOAD_ONCE(c, p2 + i);
-                c0 = _mm_crc32_u64(c0, a);
-                c1 = _mm_crc32_u64(c1, b);
-                c2 = _mm_crc32_u64(c2, c);
-                memcpy(d + i, &a, 8);
-                memcpy(d1 + i, &b, 8);
-                memcpy(d2 + i, &c, 8);
+            for (size_t i = j; i < j + 64; i += 16) {
+                c0 = copy16(c0, d + i, p + i, nt);
+                c1 = copy16(c1, d1 + i, p1 + i, nt);
+                c2 = copy16(c2, d2 + i, p2 + i, nt);
             }
         }
         c0 = advance_block((uint32_t)c0) ^ c1;
@@ -162,15 +177,10 @@ __attribute__((target("sse4.2"))) static uint32_t hw_copy(uint32_t crc, uint8_t 
         d += 3 * BLOCK;
         len -= 3 * BLOCK;
     }
-    while (len >= 8) {
-        uint64_t a;
-        LOAD_ONCE(a, p);
-        c0 = _mm_crc32_u64(c0, a);
-        memcpy(d, &a, 8);
-        p += 8;
-        d += 8;
-        len -= 8;
-    }
+    for (; len >= 16; p += 16, d += 16, len -= 16)
+        c0 = copy16(c0, d, p, nt);
+    if (nt)
+        _mm_sfence(); /* order the streamed stores before whatever publishes dst */
     while (len--) {
         uint8_t v = *(const volatile uint8_t *)p++;
         *d++ = v;
@@ -234,17 +244,40 @@ uint32_t cpr_crc32c(uint32_t crc, const void *buf, size_t len)
     return ~sw_update(~crc, buf, len);
 }
 
-uint32_t cpr_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len)
+/* Two instances of hw_copy, each with its kind of store compiled in. */
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t hw_copy_cached(uint32_t crc, uint8_t *d, const uint8_t *p, size_t len)
+{
+    return hw_copy(crc, d, p, len, 0);
+}
+
+__attribute__((target("sse4.2"))) static uint32_t hw_copy_stream(uint32_t crc, uint8_t *d, const uint8_t *p, size_t len)
+{
+    return hw_copy(crc, d, p, len, 1);
+}
+#endif
+
+static uint32_t copy_crc(uint32_t crc, void *dst, const void *src, size_t len, int nt)
 {
     ensure_tables();
 #if defined(__x86_64__)
     if (tables.hw)
-        return ~hw_copy(~crc, dst, src, len);
+        return ~(nt ? hw_copy_stream : hw_copy_cached)(~crc, dst, src, len);
 #endif
     /* Copied first, then checksummed from the copy: the same guarantee without the
      * instruction. */
     memcpy(dst, src, len);
     return ~sw_update(~crc, dst, len);
+}
+
+uint32_t cpr_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len)
+{
+    return copy_crc(crc, dst, src, len, 0);
+}
+
+uint32_t cpr_crc32c_copy_stream(uint32_t crc, void *dst, const void *src, size_t len)
+{
+    return copy_crc(crc, dst, src, len, 1);
 }
 
 int cpr_crc32c_hw_available(void)

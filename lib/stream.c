@@ -29,6 +29,8 @@
  * size, each right before it is written: small enough that writev(2) finds it in L2. */
 #define WRITE_SLICE (256u << 10)
 #define BATCH_IOV 64
+/* A memory sink's copies from this size on go past the cache: nothing reads them back soon. */
+#define STREAM_COPY_MIN (64u << 10)
 
 static const uint64_t default_limits[4] = {
     [CPR_STREAM_LIMIT_RECORD] = 256ull << 20,
@@ -473,6 +475,8 @@ CPR_API int cpr_stream_put_bytes(cpr_stream *s, const void *data, size_t len, cp
      * these bytes when it is written. */
     if (s->rec_deferred)
         memcpy(s->buf + s->len, data, len);
+    else if (s->kind != CPR_SINK_FD && len >= STREAM_COPY_MIN)
+        s->rec_crc = cpr_crc32c_copy_stream(s->rec_crc, s->buf + s->len, data, len);
     else
         s->rec_crc = cpr_crc32c_copy(s->rec_crc, s->buf + s->len, data, len);
     s->len += len;

@@ -25,6 +25,13 @@ uint32_t cpr_crc32c_sw(uint32_t crc, const void *buf, size_t len);
  */
 uint32_t cpr_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
 
+/*
+ * cpr_crc32c_copy for a large copy that is not read again soon (a memory sink): dst is
+ * written with non-temporal stores, past the cache, at about memcpy's speed. Same checksum,
+ * same guarantee.
+ */
+uint32_t cpr_crc32c_copy_stream(uint32_t crc, void *dst, const void *src, size_t len);
+
 /* 1 when cpr_crc32c() uses the hardware instruction. */
 int cpr_crc32c_hw_available(void);
 

@@ -22,17 +22,21 @@ START_TEST(test_crc32c_copy_equals_copy_then_table_crc)
 {
     size_t n = 5 * 4096 + 333;
     g_autofree uint8_t *src = g_malloc(n + 8);
-    g_autofree uint8_t *dst = g_malloc(n + 8);
+    g_autofree uint8_t *dst = g_malloc(n + 24);
     for (size_t i = 0; i < n + 8; i++)
         src[i] = (uint8_t)(i * 151 + (i >> 9));
     for (size_t so = 0; so < 8; so++) {
-        for (size_t d = 0; d < 8; d += 3) {
+        for (size_t d = 0; d < 20; d += 3) { /* seven phases against 16-byte stores */
             for (size_t len = 0; len < n; len += (len < 80 ? 1 : 1231)) {
-                memset(dst, 0xee, n + 8);
-                uint32_t c = cpr_crc32c_copy(7, dst + d, src + so, len);
-                ck_assert_uint_eq(c, cpr_crc32c_sw(7, src + so, len));
-                ck_assert_int_eq(memcmp(dst + d, src + so, len), 0);
-                ck_assert_uint_eq(dst[d + len], 0xee);
+                for (int stream = 0; stream < 2; stream++) {
+                    memset(dst, 0xee, n + 24);
+                    uint32_t c = (stream ? cpr_crc32c_copy_stream : cpr_crc32c_copy)(7, dst + d, src + so, len);
+                    ck_assert_uint_eq(c, cpr_crc32c_sw(7, src + so, len));
+                    ck_assert_int_eq(memcmp(dst + d, src + so, len), 0);
+                    ck_assert_uint_eq(dst[d + len], 0xee);
+                    if (d)
+                        ck_assert_uint_eq(dst[d - 1], 0xee);
+                }
             }
         }
     }
