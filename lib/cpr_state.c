@@ -47,15 +47,19 @@ typedef struct collect_ctx {
     cpr_error **errp;
 } collect_ctx;
 
-static int add_entry(collect_ctx *c, uint32_t kind, const char *name, int id, int fd,
+/* type: the fd's st_mode & S_IFMT when already known, else -1 (looked up here). */
+static int add_entry(collect_ctx *c, uint32_t kind, const char *name, int id, int fd, int type,
                      uint64_t size, uint64_t page_size)
 {
     struct stat sb;
-    if (fstat(fd, &sb) < 0)
-        return cpr_error_set_errno(c->errp, -errno, "cpr state: %s '%s' id %d: fd %d",
-                                   kind == CPR_STATE_RAM ? "ram block" : "fd", name, id, fd);
+    if (type < 0) {
+        if (fstat(fd, &sb) < 0)
+            return cpr_error_set_errno(c->errp, -errno, "cpr state: %s '%s' id %d: fd %d",
+                                       kind == CPR_STATE_RAM ? "ram block" : "fd", name, id, fd);
+        type = (int)(sb.st_mode & S_IFMT);
+    }
     cpr_state_entry e = {
-        .kind = kind, .name = g_strdup(name), .id = id, .type = sb.st_mode & S_IFMT,
+        .kind = kind, .name = g_strdup(name), .id = id, .type = (uint32_t)type,
         .size = size, .page_size = page_size,
         .slot = c->by_number ? fd : (int32_t)c->fds->len,
     };
@@ -64,16 +68,16 @@ static int add_entry(collect_ctx *c, uint32_t kind, const char *name, int id, in
     return 0;
 }
 
-static int collect_fd(const char *name, int id, int fd, void *opaque)
+static int collect_fd(const char *name, int id, int fd, int type, void *opaque)
 {
-    return add_entry(opaque, CPR_STATE_FD, name, id, fd, 0, 0);
+    return add_entry(opaque, CPR_STATE_FD, name, id, fd, type, 0, 0);
 }
 
 static int collect_ram(cpr_ram_block *b, void *opaque)
 {
     if (!cpr_ram_block_shared(b))
         return 0;
-    return add_entry(opaque, CPR_STATE_RAM, cpr_ram_block_name(b), 0, cpr_ram_block_fd(b),
+    return add_entry(opaque, CPR_STATE_RAM, cpr_ram_block_name(b), 0, cpr_ram_block_fd(b), -1,
                      cpr_ram_block_size(b), cpr_ram_block_page_size(b));
 }
 
@@ -83,7 +87,7 @@ int cpr_state_collect(cpr_ctx *ctx, cpr_mode mode, int by_number, cpr_state **ou
     g_autoptr(cpr_state) st = cpr_state_new(mode);
     guint fds_len = fds->len;
     collect_ctx c = { st, fds, by_number, errp };
-    int ret = cpr_fd_foreach(ctx, collect_fd, &c);
+    int ret = cpr_fd_foreach_typed(ctx, collect_fd, &c);
     if (!ret)
         ret = cpr_ram_block_foreach(ctx, collect_ram, &c);
     if (ret < 0) {
@@ -211,7 +215,7 @@ int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_error 
         const cpr_state_entry *e = &g_array_index(st->entries, cpr_state_entry, i);
         /* Checked above, so these do not fail; if one did, its fd must still be closed. */
         int r = e->kind == CPR_STATE_FD
-                    ? cpr_fd_install_received(ctx, e->name, e->id, fd_of[i], NULL)
+                    ? cpr_fd_install_received(ctx, e->name, e->id, fd_of[i], (int)e->type, NULL)
                     : cpr_ram_incoming_add(ctx, e->name, e->size, e->page_size, fd_of[i], NULL);
         if (r < 0)
             close(fd_of[i]);

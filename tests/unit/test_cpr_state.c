@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The cpr state's encoding: round trip, corruption and truncation, limits, table rules. */
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cpr/fd.h>
 
 #include "internal/cpr_state.h"
 #include "testutil.h"
@@ -109,6 +113,72 @@ START_TEST(test_state_refuses_modes_without_fds)
 }
 END_TEST
 
+/* The type each entry carries is the one its fd had when the VMM saved it: sending costs no
+ * fstat per fd. An fd number reused behind the registry's back is then caught by the
+ * receiver's check instead of passing another file under the saved name. */
+START_TEST(test_collect_sends_the_type_each_fd_had_when_saved)
+{
+    cpr_ctx *ctx, *peer;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    ck_assert_int_eq(cpr_ctx_new(&peer, 0, NULL), 0);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC), p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    ck_assert_int_eq(cpr_fd_save(ctx, "dev", 0, null, NULL), 0);
+    ck_assert_int_eq(cpr_fd_save(ctx, "pipe", 0, p[0], NULL), 0);
+
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(cpr_state) st = NULL;
+    ck_assert_int_eq(cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &st, fds, NULL), 0);
+    ck_assert_uint_eq(g_array_index(st->entries, cpr_state_entry, 0).type, S_IFCHR);
+    ck_assert_uint_eq(g_array_index(st->entries, cpr_state_entry, 1).type, S_IFIFO);
+
+    /* The VMM reuses the saved number for a pipe without resaving it. */
+    ck_assert_int_eq(dup3(p[1], null, O_CLOEXEC), null);
+    g_autoptr(cpr_state) stale = NULL;
+    g_array_set_size(fds, 0);
+    ck_assert_int_eq(cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &stale, fds, NULL), 0);
+    ck_assert_uint_eq(g_array_index(stale->entries, cpr_state_entry, 0).type, S_IFCHR);
+    g_autoptr(GArray) arrived = g_array_new(FALSE, FALSE, sizeof(int));
+    for (guint i = 0; i < fds->len; i++) {
+        int d = fcntl(g_array_index(fds, int, i), F_DUPFD_CLOEXEC, 0);
+        g_array_append_val(arrived, d);
+    }
+    ck_assert_cpr_fails(cpr_state_install(peer, stale, arrived, errp_), -EPROTO,
+                        "fd 'dev' id 0: expected a character device");
+    ck_assert_uint_eq(cpr_fd_count(peer), 0);
+
+    /* Resaving takes the type again. */
+    ck_assert_int_eq(cpr_fd_resave(ctx, "dev", 0, null, NULL), 0);
+    g_autoptr(cpr_state) fresh = NULL;
+    g_array_set_size(fds, 0);
+    ck_assert_int_eq(cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &fresh, fds, NULL), 0);
+    ck_assert_uint_eq(g_array_index(fresh->entries, cpr_state_entry, 1).type, S_IFIFO);
+    cpr_ctx_free(peer);
+    cpr_ctx_free(ctx);
+    close(null);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+/* Saving an fd that is not open is accepted, as it always was; the send names it. */
+START_TEST(test_collect_names_an_fd_that_was_not_open_when_saved)
+{
+    cpr_ctx *ctx;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    int gone = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    close(gone);
+    ck_assert_int_eq(cpr_fd_save(ctx, "gone", 3, gone, NULL), 0);
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    cpr_state *st = NULL;
+    g_autofree char *needle = g_strdup_printf("fd 'gone' id 3: fd %d", gone);
+    ck_assert_cpr_fails(cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &st, fds, errp_), -EBADF, needle);
+    ck_assert_ptr_null(st);
+    ck_assert_uint_eq(fds->len, 0);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *cpr_state_suite(void)
 {
     Suite *s = suite_create("cpr_state");
@@ -119,6 +189,8 @@ static Suite *cpr_state_suite(void)
     tcase_add_test(tc, test_state_refuses_slots_beyond_the_fds_that_arrived);
     tcase_add_test(tc, test_state_refuses_duplicates);
     tcase_add_test(tc, test_state_refuses_modes_without_fds);
+    tcase_add_test(tc, test_collect_sends_the_type_each_fd_had_when_saved);
+    tcase_add_test(tc, test_collect_names_an_fd_that_was_not_open_when_saved);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -125,10 +125,10 @@ END_TEST
 START_TEST(test_received_fds_are_owned_until_claimed)
 {
     int a = open_null(), b = open_null(), c = open_null();
-    ck_assert_int_eq(cpr_fd_install_received(ctx, "claimed", 0, a, NULL), 0);
-    ck_assert_int_eq(cpr_fd_install_received(ctx, "unclaimed", 0, b, NULL), 0);
-    ck_assert_int_eq(cpr_fd_install_received(ctx, "deleted", 0, c, NULL), 0);
-    ck_assert_cpr_fails(cpr_fd_install_received(ctx, "claimed", 0, a, errp_), -EEXIST, "'claimed'");
+    ck_assert_int_eq(cpr_fd_install_received(ctx, "claimed", 0, a, S_IFCHR, NULL), 0);
+    ck_assert_int_eq(cpr_fd_install_received(ctx, "unclaimed", 0, b, S_IFCHR, NULL), 0);
+    ck_assert_int_eq(cpr_fd_install_received(ctx, "deleted", 0, c, S_IFCHR, NULL), 0);
+    ck_assert_cpr_fails(cpr_fd_install_received(ctx, "claimed", 0, a, S_IFCHR, errp_), -EEXIST, "'claimed'");
     /* open() of a preserved fd returns it without touching the path. */
     ck_assert_int_eq(cpr_fd_open(ctx, "/nonexistent", O_RDONLY, 0, "claimed", 0, NULL), a);
     /* Deleting an unclaimed received fd closes it: nobody else has it. */
@@ -148,7 +148,7 @@ END_TEST
 START_TEST(test_saving_a_received_fd_claims_it)
 {
     int a = open_null();
-    ck_assert_int_eq(cpr_fd_install_received(ctx, "x", 0, a, NULL), 0);
+    ck_assert_int_eq(cpr_fd_install_received(ctx, "x", 0, a, S_IFCHR, NULL), 0);
     ck_assert_int_eq(cpr_fd_save(ctx, "x", 0, a, NULL), 0);
     ck_assert_int_eq(cpr_fd_close_unclaimed(ctx), 0);
     ck_assert_int_ge(fcntl(a, F_GETFD), 0);
@@ -162,7 +162,7 @@ START_TEST(test_ctx_free_closes_unclaimed_received_fds)
     cpr_ctx *other;
     ck_assert_int_eq(cpr_ctx_new(&other, 0, NULL), 0);
     int a = open_null();
-    ck_assert_int_eq(cpr_fd_install_received(other, "x", 0, a, NULL), 0);
+    ck_assert_int_eq(cpr_fd_install_received(other, "x", 0, a, S_IFCHR, NULL), 0);
     cpr_ctx_free(other);
     ck_assert_int_eq(fcntl(a, F_GETFD), -1);
 }
