@@ -14,6 +14,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from vmmtest import kvm_usable  # noqa: E402
+
 SKIP = 77
 ROW_KEYS = ("bench", "impl", "mode", "ram_bytes", "runs")
 
@@ -36,14 +39,6 @@ def check_row(row, errors):
         lo, mid, hi = row.get(f"min_{f}"), row[f"median_{f}"], row.get(f"max_{f}")
         if lo is None or hi is None or not lo <= mid <= hi:
             errors.append(f"{row['bench']} {f}: min/median/max {lo}/{mid}/{hi}")
-
-
-def kvm_usable():
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-        return True
-    except OSError:
-        return False
 
 
 def main():

@@ -32,6 +32,15 @@ VALGRIND_ARGS = ["valgrind", "--fair-sched=yes", "--leak-check=full", "--errors-
                  "--track-fds=yes", "--trace-children=yes", "--child-silent-after-fork=yes"]
 
 
+def kvm_usable():
+    """Whether /dev/kvm opens: a machine whose kernel is itself a kvm-pvm guest has none."""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
 def scaled(seconds):
     """A timeout, stretched when the VMMs run under valgrind."""
     return seconds * TIMEOUT_SCALE
