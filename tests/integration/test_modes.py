@@ -183,10 +183,20 @@ def check_preserved_console(vm, serial, mode):
           "the console went on in the preserved fd, not in a reopened file")
     pause = wait_until(lambda: vm.guest()["last-pause-ms"], 10, "pause measured")
     g = vm.guest()
-    check(g["last-pause-by"] == "guest", f"the guest measured the pause itself ({g['last-pause-by']})")
-    check(pause <= g["last-pause-seen-ms"] + 0.05,
-          f"the guest's pause {pause:.3f} ms is within the host-seen bound {g['last-pause-seen-ms']:.3f} ms")
-    log(f"guest-visible pause across {mode}: {pause:.3f} ms by the guest, host-seen "
+    if g["last-pause-by"] == "host" and g["backend"] == "soft":
+        # The sampler's documented fallback (tests/vmm/pause.c): a vCPU thread preempted between
+        # the guest's clock read and its heartbeat store leaves a record longer than the gap the
+        # host saw, and the host-seen bound stands in. The software backend interprets that
+        # window instruction by instruction, so on a loaded machine it happens there; on KVM the
+        # window is a few native instructions and the guest's figure is required.
+        check(abs(pause - g["last-pause-seen-ms"]) < 1e-6,
+              f"the host-seen bound {g['last-pause-seen-ms']:.3f} ms stands in for the guest's "
+              f"refused record ({pause:.3f} ms reported)")
+    else:
+        check(g["last-pause-by"] == "guest", f"the guest measured the pause itself ({g['last-pause-by']})")
+        check(pause <= g["last-pause-seen-ms"] + 0.05,
+              f"the guest's pause {pause:.3f} ms is within the host-seen bound {g['last-pause-seen-ms']:.3f} ms")
+    log(f"guest-visible pause across {mode}: {pause:.3f} ms by the {g['last-pause-by']}, host-seen "
         f"{g['last-pause-seen-ms']:.3f} ms ({g['backend']})")
 
 
