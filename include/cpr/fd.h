@@ -32,14 +32,16 @@ CPR_BEGIN_DECLS
 #define CPR_FD_NAME_MAX 255
 
 /*
- * Records fd under (name, id). Saving the same fd again under the same key is a no-op. The
- * fd's file type is noted now (one fstat), so that sending the cpr state later costs no system
- * call per fd: saving promises that the number names this file until it is deleted or resaved.
- * A number reused for a file of another type without a resave is refused by the receiving
- * process, naming the entry. An fd that is not open is accepted here and reported when the
- * state is sent. Errors: -EINVAL (NULL ctx or name, empty name, fd < 0); -ENAMETOOLONG (name longer than
+ * Records fd under (name, id). Saving the same fd again under the same key is a no-op.
+ * Errors: -EINVAL (NULL ctx or name, empty name, fd < 0); -ENAMETOOLONG (name longer than
  * CPR_FD_NAME_MAX); -EEXIST when (name, id) already holds a different fd (the message names
  * the key and both fds; the registry is unchanged).
+ *
+ * The fd's file type is noted now (one fstat), so that sending the cpr state later costs no
+ * system call per fd: saving promises that the number names this file until it is deleted or
+ * resaved. A number reused for a file of another type without a resave is refused by the
+ * receiving process, naming the entry. An fd that is not open is accepted here and reported
+ * when the state is sent.
  */
 CPR_API int cpr_fd_save(cpr_ctx *ctx, const char *name, int id, int fd, cpr_error **errp);
 
