@@ -14,8 +14,7 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from vmmtest import kvm_usable  # noqa: E402
+from benchlib.host import kvm_usable
 
 SKIP = 77
 ROW_KEYS = ("bench", "impl", "mode", "ram_bytes", "runs")

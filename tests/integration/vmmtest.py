@@ -17,6 +17,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 from benchlib.qmp import Qmp, QmpError  # noqa: E402,F401
 from benchlib.vmproc import end_process, wait_for_status, wait_quietly  # noqa: E402
+from benchlib.host import kvm_usable  # noqa: E402,F401  (the demo's and the tests')
 
 PROMPT = "(qemu) "
 
@@ -27,18 +28,13 @@ PROMPT = "(qemu) "
 VALGRIND = os.environ.get("CPR_VMM_VALGRIND", "") not in ("", "0")
 TIMEOUT_SCALE = float(os.environ.get("CPR_VMM_TIMEOUT_SCALE", "5" if VALGRIND else "1"))
 VALGRIND_ERROR_EXIT = 97
-VALGRIND_ARGS = ["valgrind", "--fair-sched=yes", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
+# memcheck as every memcheck run here uses it (tests/run-memcheck's unit suites too): leaks that
+# are definite or indirect fail, open fds at exit are listed, and --fair-sched=yes hands the lock
+# round in turn, so a spinning thread (a vCPU, a test's eager peer) cannot starve another.
+VALGRIND_BASE = ["valgrind", "--fair-sched=yes", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
                  "--show-leak-kinds=definite,indirect", f"--error-exitcode={VALGRIND_ERROR_EXIT}",
-                 "--track-fds=yes", "--trace-children=yes", "--child-silent-after-fork=yes"]
-
-
-def kvm_usable():
-    """Whether /dev/kvm opens: a machine whose kernel is itself a kvm-pvm guest has none."""
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-        return True
-    except OSError:
-        return False
+                 "--track-fds=yes", "--child-silent-after-fork=yes"]
+VALGRIND_ARGS = VALGRIND_BASE + ["--trace-children=yes"]
 
 
 def scaled(seconds):

@@ -35,6 +35,16 @@ def meminfo(key):
     raise KeyError(key)
 
 
+def kvm_usable():
+    """Whether /dev/kvm opens: a machine whose kernel is itself a kvm-pvm guest has the module
+    loaded but no /dev/kvm."""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
 def machine():
     model = ""
     with open("/proc/cpuinfo") as f:
@@ -48,7 +58,8 @@ def machine():
         "mem_bytes": meminfo("MemTotal"),
         "kernel": platform.release(),
         "cpu": model,
-        "kvm": kvm[0] if kvm else ("present" if os.path.exists("/dev/kvm") else "absent"),
+        "kvm": (kvm[0] if kvm else "present") if kvm_usable() else
+               (f"absent ({kvm[0]} loaded, no usable /dev/kvm)" if kvm else "absent"),
         "python": platform.python_version(),
     }
 
