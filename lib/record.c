@@ -480,14 +480,15 @@ void cpr_rec_blob_free(struct cpr_rec_blob *b)
     if (!b)
         return;
     g_free(b->name);
-    g_free(b->data);
+    if (!b->borrowed)
+        g_free(b->data);
     g_free(b);
 }
 
 static int put_blob(cpr_stream *s, void *arg, cpr_error **errp)
 {
     const struct cpr_rec_blob *b = arg;
-    return cpr_stream_put_bytes(s, b->data, b->len, errp);
+    return b->body ? b->body(s, b->body_arg, errp) : cpr_stream_put_bytes(s, b->data, b->len, errp);
 }
 
 int cpr_rec_write_blobs(cpr_stream *s, const char *config_json, const struct cpr_rec_blob *blobs, size_t n,
@@ -532,7 +533,9 @@ int cpr_rec_read_blobs(cpr_stream *s, char **config_json, GPtrArray **blobs, cpr
         b->instance = r.instance;
         b->version = r.version;
         b->len = len;
-        b->data = g_memdup2(s->view + s->view_pos, len);
+        /* A memory source's records are read in place: the body stays where the caller has it. */
+        b->borrowed = s->kind == CPR_SRC_MEM;
+        b->data = b->borrowed ? (uint8_t *)(s->view + s->view_pos) : g_memdup2(s->view + s->view_pos, len);
         g_ptr_array_add(list, b);
     }
     if (ret < 0)

@@ -104,7 +104,8 @@ CPR_API int cpr_transfer_accept(int listen_fd, const cpr_transfer_opts *opts, cp
  * claimed, see cpr/fd.h), the RAM blocks in its RAM table (re-attached by
  * cpr_ram_block_new*()) and sets the mode parameter to cpr-transfer. Fds that arrive without
  * a table entry are closed. On failure every received fd is closed, ctx is unchanged, and the
- * error is also sent to the old VMM; the socket stays open (close it).
+ * error is also sent to the old VMM; the socket stays open (close it). With 2,048 fds or more,
+ * a short-lived second thread shares the per-fd type check (one fstat each).
  * Errors: -EPROTO (bad or inconsistent state, wrong fd type or size, too many fds),
  * -EBADMSG (corrupt state), -ENAMETOOLONG, -E2BIG (over the limits), -EEXIST (a name already
  * registered here), -ECONNRESET (the old VMM went away), -ETIMEDOUT, -ECANCELED.

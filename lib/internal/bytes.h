@@ -15,4 +15,12 @@ static inline uint64_t cpr_le_get(const uint8_t *p, size_t n)
     return v;
 }
 
+/* Stores v as an n-byte (n <= 8) little-endian unsigned integer at p; returns n. */
+static inline size_t cpr_le_put(uint8_t *p, uint64_t v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return n;
+}
+
 #endif

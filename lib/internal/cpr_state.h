@@ -19,26 +19,31 @@ enum cpr_state_kind {
 };
 
 typedef struct cpr_state_entry {
-    uint32_t kind;
-    char *name;
-    int32_t id;         /* the fd's id; 0 for RAM */
-    uint32_t type;      /* S_IFMT bits of the fd when it was saved */
+    const char *name;   /* kept in the state's names */
     uint64_t size;      /* RAM: block size */
     uint64_t page_size; /* RAM: page size */
+    uint32_t kind;
+    int32_t id;         /* the fd's id; 0 for RAM */
+    uint32_t type;      /* S_IFMT bits of the fd when it was saved */
     int32_t slot;       /* index into the fds sent with the state; for cpr-exec, the fd number */
 } cpr_state_entry;
 
 typedef struct cpr_state {
     cpr_mode mode;
-    GArray *entries; /* cpr_state_entry */
+    GArray *entries;     /* cpr_state_entry */
+    GStringChunk *names; /* the entries' names, in blocks: no allocation per entry */
 } cpr_state;
 
 /* Default bounds a receiver puts on what a peer may send. */
 #define CPR_STATE_MAX_ENTRIES_DEFAULT 65536u
 #define CPR_STATE_MAX_BYTES_DEFAULT (64u << 20)
 
-cpr_state *cpr_state_new(cpr_mode mode);
+/* reserve: the number of entries expected, so the table is allocated once (0 if unknown). */
+cpr_state *cpr_state_new(cpr_mode mode, guint reserve);
 void cpr_state_free(cpr_state *st);
+
+/* Appends a copy of e, its name (len bytes, no NUL needed) copied into the state's names. */
+void cpr_state_add(cpr_state *st, const cpr_state_entry *e, size_t name_len);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(cpr_state, cpr_state_free)
 
 /*

@@ -112,12 +112,17 @@ struct cpr_rec_blob {
     uint32_t version;
     uint8_t *data;
     size_t len;
+    int borrowed; /* data points into a memory source's bytes: not freed with the blob */
+    /* Writing only: when set, writes the body in place of data (no buffer built first). */
+    cpr_rec_body_fn body;
+    void *body_arg;
 };
 void cpr_rec_blob_free(struct cpr_rec_blob *b);
 
 /*
  * Writes a complete stream (header, config record holding config_json, one full-section
- * record per blob, end record) and flushes it. data of each blob is written as is.
+ * record per blob, end record) and flushes it. data of each blob is written as is, or its body
+ * function is called.
  */
 int cpr_rec_write_blobs(cpr_stream *s, const char *config_json, const struct cpr_rec_blob *blobs,
                         size_t n, cpr_error **errp);
@@ -125,7 +130,9 @@ int cpr_rec_write_blobs(cpr_stream *s, const char *config_json, const struct cpr
  * Reads a complete stream written by cpr_rec_write_blobs() (or any stream with only full
  * sections). On success *config_json (g_free) and *blobs (g_ptr_array_unref; elements are
  * struct cpr_rec_blob, freed with the array) are set. Progressive sections and a schema are
- * refused with -EBADMSG: blob streams do not carry them.
+ * refused with -EBADMSG: blob streams do not carry them. From a memory source the blobs' data
+ * points into the source's bytes (no copy), which must outlive the blobs; from an fd, each
+ * blob has its own copy.
  */
 int cpr_rec_read_blobs(cpr_stream *s, char **config_json, GPtrArray **blobs, cpr_error **errp);
 

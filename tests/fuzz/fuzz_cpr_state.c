@@ -10,6 +10,7 @@
  */
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -61,14 +62,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 int fuzz_load_make_seed(void **data, size_t *len)
 {
-    cpr_state *st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
+    cpr_state *st = cpr_state_new(CPR_MODE_CPR_TRANSFER, 0);
     cpr_state_entry e[3] = {
-        { .kind = CPR_STATE_RAM, .name = g_strdup("pc.ram"), .type = S_IFREG, .size = 8192,
+        { .kind = CPR_STATE_RAM, .name = "pc.ram", .type = S_IFREG, .size = 8192,
           .page_size = 4096, .slot = 0 },
-        { .kind = CPR_STATE_FD, .name = g_strdup("serial"), .type = S_IFCHR, .slot = 1 },
-        { .kind = CPR_STATE_FD, .name = g_strdup("vhost"), .id = 3, .type = S_IFIFO, .slot = 2 },
+        { .kind = CPR_STATE_FD, .name = "serial", .type = S_IFCHR, .slot = 1 },
+        { .kind = CPR_STATE_FD, .name = "vhost", .id = 3, .type = S_IFIFO, .slot = 2 },
     };
-    g_array_append_vals(st->entries, e, 3);
+    for (int i = 0; i < 3; i++)
+        cpr_state_add(st, &e[i], strlen(e[i].name));
     GByteArray *b = g_byte_array_new();
     int ret = cpr_state_encode(st, b, NULL);
     cpr_state_free(st);

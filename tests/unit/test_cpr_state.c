@@ -2,6 +2,7 @@
 /* The cpr state's encoding: round trip, corruption and truncation, limits, table rules. */
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,15 +13,15 @@
 
 static void add(cpr_state *st, uint32_t kind, const char *name, int id, uint64_t size, int slot)
 {
-    cpr_state_entry e = { .kind = kind, .name = g_strdup(name), .id = id,
+    cpr_state_entry e = { .kind = kind, .name = name, .id = id,
                           .type = kind == CPR_STATE_RAM ? S_IFREG : S_IFCHR, .size = size,
                           .page_size = size ? 4096 : 0, .slot = slot };
-    g_array_append_val(st->entries, e);
+    cpr_state_add(st, &e, strlen(name));
 }
 
 static GByteArray *sample(cpr_mode mode)
 {
-    g_autoptr(cpr_state) st = cpr_state_new(mode);
+    g_autoptr(cpr_state) st = cpr_state_new(mode, 0);
     add(st, CPR_STATE_FD, "tap", 0, 0, 0);
     add(st, CPR_STATE_FD, "tap", 1, 0, 1);
     add(st, CPR_STATE_RAM, "pc.ram", 0, 1ull << 32, 2);
@@ -88,7 +89,7 @@ END_TEST
 /* Two fd entries (name, id, slot) each: decoding them with 2 fds must fail with needle. */
 static void two_fds_refused(const char *n1, int slot1, const char *n2, int slot2, const char *needle)
 {
-    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
+    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_TRANSFER, 0);
     add(st, CPR_STATE_FD, n1, 0, 0, slot1);
     add(st, CPR_STATE_FD, n2, 0, 0, slot2);
     g_autoptr(GByteArray) b = g_byte_array_new();

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -116,9 +117,9 @@ END_TEST
 /* Leaves a cpr-exec state in a memfd listing `fd` as a regular file, as cpr_exec() would. */
 static void plant_state(int fd, uint32_t type)
 {
-    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_EXEC);
-    cpr_state_entry e = { .kind = CPR_STATE_FD, .name = g_strdup("disk"), .type = type, .slot = fd };
-    g_array_append_val(st->entries, e);
+    g_autoptr(cpr_state) st = cpr_state_new(CPR_MODE_CPR_EXEC, 0);
+    cpr_state_entry e = { .kind = CPR_STATE_FD, .name = "disk", .type = type, .slot = fd };
+    cpr_state_add(st, &e, strlen(e.name));
     g_autoptr(GByteArray) buf = g_byte_array_new();
     ck_assert_int_eq(cpr_state_encode(st, buf, NULL), 0);
     int m = memfd_create("state", MFD_CLOEXEC);

@@ -427,6 +427,46 @@ START_TEST(test_zero_copy_refs_reach_the_fd_intact)
 }
 END_TEST
 
+static int put_abc(cpr_stream *s, void *arg, cpr_error **errp)
+{
+    return cpr_stream_put_bytes(s, arg, 3, errp);
+}
+
+/* A body function writes the same bytes as data; from memory the blobs are read in place. */
+START_TEST(test_blobs_from_memory_are_read_in_place)
+{
+    struct cpr_rec_blob by_data = { .name = "t", .version = 1, .data = (uint8_t *)"abc", .len = 3 };
+    struct cpr_rec_blob by_body = { .name = "t", .version = 1, .body = put_abc, .body_arg = "abc" };
+    const void *bytes[2];
+    size_t len[2];
+    cpr_stream *w[2];
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w[i], NULL), 0);
+        ck_assert_int_eq(cpr_rec_write_blobs(w[i], "{}", i ? &by_body : &by_data, 1, NULL), 0);
+        ck_assert_int_eq(cpr_stream_mem_data(w[i], &bytes[i], &len[i], NULL), 0);
+    }
+    ck_assert_uint_eq(len[0], len[1]);
+    ck_assert_int_eq(memcmp(bytes[0], bytes[1], len[0]), 0);
+
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_mem_source(bytes[1], len[1], &s, NULL), 0);
+    char *config;
+    GPtrArray *out;
+    ck_assert_int_eq(cpr_rec_read_blobs(s, &config, &out, NULL), 0);
+    ck_assert_uint_eq(out->len, 1);
+    struct cpr_rec_blob *b = out->pdata[0];
+    ck_assert_int_eq(b->borrowed, 1);
+    ck_assert((const uint8_t *)b->data > (const uint8_t *)bytes[1] &&
+              (const uint8_t *)b->data + 3 <= (const uint8_t *)bytes[1] + len[1]);
+    ck_assert_int_eq(memcmp(b->data, "abc", 3), 0);
+    g_free(config);
+    g_ptr_array_unref(out); /* frees the blob, not the source's bytes */
+    cpr_stream_free(s);
+    for (int i = 0; i < 2; i++)
+        cpr_stream_free(w[i]);
+}
+END_TEST
+
 START_TEST(test_blobs_round_trip_through_a_pipe)
 {
     int fds[2];
@@ -514,6 +554,7 @@ static Suite *stream_suite(void)
     tcase_add_test(tc, test_unended_progressive_section_is_an_error);
     tcase_add_test(tc, test_zero_copy_refs_reach_the_fd_intact);
     tcase_add_test(tc, test_blobs_round_trip_through_a_pipe);
+    tcase_add_test(tc, test_blobs_from_memory_are_read_in_place);
     tcase_add_test(tc, test_writer_limits_and_full_sink);
     tcase_add_test(tc, test_write_error_is_reported_with_fd);
     suite_add_tcase(s, tc);

@@ -10,6 +10,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -382,7 +383,7 @@ static pid_t crafted_sender(void (*build)(cpr_state *st, GArray *fds))
     if (s < 0)
         _exit(4);
     /* Freed by hand before _exit(), which runs no cleanup: valgrind checks this child too. */
-    cpr_state *st = cpr_state_new(CPR_MODE_CPR_TRANSFER);
+    cpr_state *st = cpr_state_new(CPR_MODE_CPR_TRANSFER, 0);
     GArray *fds = g_array_new(FALSE, FALSE, sizeof(int));
     build(st, fds);
     cpr_io_wait w = cpr_io_wait_make(10000, -1);
@@ -401,9 +402,9 @@ static pid_t crafted_sender(void (*build)(cpr_state *st, GArray *fds))
 static void add(cpr_state *st, GArray *fds, uint32_t kind, const char *name, uint32_t type,
                 uint64_t size, int fd)
 {
-    cpr_state_entry e = { .kind = kind, .name = g_strdup(name), .type = type, .size = size,
+    cpr_state_entry e = { .kind = kind, .name = name, .type = type, .size = size,
                           .page_size = size ? 4096 : 0, .slot = (int32_t)fds->len };
-    g_array_append_val(st->entries, e);
+    cpr_state_add(st, &e, strlen(name));
     g_array_append_val(fds, fd);
 }
 
@@ -413,6 +414,23 @@ static void build_pipe_as_file(cpr_state *st, GArray *fds)
     if (pipe2(p, O_CLOEXEC) < 0)
         _exit(6);
     add(st, fds, CPR_STATE_FD, "disk0", S_IFREG, 0, p[0]);
+}
+
+/* Enough fds for the receiver to check their types on two threads; the last is a pipe that
+ * the table calls a character device. */
+#define MANY_FDS 3000
+static void build_many_last_wrong(cpr_state *st, GArray *fds)
+{
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC), p[2];
+    if (null < 0 || pipe2(p, O_CLOEXEC) < 0)
+        _exit(6);
+    for (int i = 0; i < MANY_FDS; i++) {
+        cpr_state_entry e = { .kind = CPR_STATE_FD, .name = "dev", .id = i, .type = S_IFCHR,
+                              .slot = (int32_t)fds->len };
+        cpr_state_add(st, &e, 3);
+        int fd = i == MANY_FDS - 1 ? p[0] : null;
+        g_array_append_val(fds, fd);
+    }
 }
 
 static void build_small_ram(cpr_state *st, GArray *fds)
@@ -472,6 +490,14 @@ START_TEST(test_receive_refuses_fd_of_wrong_type)
 {
     cpr_transfer_opts o = opts_timeout(10000);
     receive_crafted(build_pipe_as_file, &o, -EPROTO, "fd 'disk0' id 0: expected a regular file", 1);
+}
+END_TEST
+
+START_TEST(test_receive_checks_every_fd_of_a_large_table)
+{
+    cpr_transfer_opts o = opts_timeout(30000);
+    g_autofree char *needle = g_strdup_printf("fd 'dev' id %d: expected a character device", MANY_FDS - 1);
+    receive_crafted(build_many_last_wrong, &o, -EPROTO, needle, 1);
 }
 END_TEST
 
@@ -624,6 +650,7 @@ static Suite *transfer_suite(void)
     tcase_add_test(tc, test_accept_refuses_peer_with_other_uid);
     tcase_add_test(tc, test_receive_refuses_fd_of_wrong_type);
     tcase_add_test(tc, test_receive_refuses_ram_fd_smaller_than_table);
+    tcase_add_test(tc, test_receive_checks_every_fd_of_a_large_table);
     tcase_add_test(tc, test_receive_closes_fd_without_table_entry);
     tcase_add_test(tc, test_receive_refuses_name_over_limit);
     tcase_add_test(tc, test_receive_refuses_more_fds_than_limit);
