@@ -7,7 +7,7 @@ Exits 77 (skipped) when cpr-vmm is not built. Without a usable /dev/kvm (a machi
 kernel is itself a kvm-pvm guest has none) it says so and checks the contract on cpr-vmm's
 software backend, whose rows carry "accel": "soft". Fails when a line is not JSON, a row lacks a
 contract key, a figure is not ordered min <= median <= max, a target line lacks its value or a
-boolean pass, or a libcpr figure failed in every run.
+boolean pass (or, on the software backend, its "accel"), or a libcpr figure failed in every run.
 """
 import json
 import os
@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 from benchlib.host import kvm_usable
+from benchlib.targets import C_TARGETS
 
 SKIP = 77
 ROW_KEYS = ("bench", "impl", "mode", "ram_bytes", "runs")
@@ -70,6 +71,10 @@ def main():
             targets += 1
             if "value" not in obj or not isinstance(obj.get("pass"), bool):
                 errors.append(f"target line without value or boolean pass: {obj}")
+            # A VMM target from software-backend rows must say so; from KVM rows it says nothing.
+            want = {"libcpr": "soft"} if accel == "soft" and obj["target"] not in C_TARGETS else None
+            if obj.get("accel") != want:
+                errors.append(f"target line on {accel} says accel {obj.get('accel')!r}: {obj}")
         else:
             rows += 1
             if targets:

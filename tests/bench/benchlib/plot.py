@@ -70,6 +70,11 @@ def _finish(ax, title, ylabel, ncol):
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=ncol)
 
 
+def _impl(r):
+    """The implementation, with its accelerator when it was not KVM (e.g. "libcpr [soft]")."""
+    return r["impl"] + (f" [{r['accel']}]" if r.get("accel", "kvm") != "kvm" else "")
+
+
 def write(rows, path, machine, title_extra=""):
     plt = _matplotlib()
     if plt is None:
@@ -79,13 +84,13 @@ def write(rows, path, machine, title_extra=""):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 9))
     pause_rows = [r for r in rows if r.get("bench") in ("cpr-transfer", "cpr-exec", "restart", "live-migration")]
     _draw(ax1, _series(pause_rows, "pause_ms",
-                       lambda r: f"{r['impl']} {r['mode'] if r['bench'] == 'restart' and r['impl'] == 'libcpr' else r['bench']}"
+                       lambda r: f"{_impl(r)} {r['mode'] if r['bench'] == 'restart' and r['impl'] == 'libcpr' else r['bench']}"
                                  f" ({r.get('variant', '')})"))
     ax1.axhline(1.0, color="red", linestyle=":", linewidth=1, label="cpr-transfer/cpr-exec target 1 ms")
     _finish(ax1, "Guest pause", "guest-visible pause (ms, median, bars min..max)", 2)
 
     tp = _series([r for r in rows if r.get("bench") in ("snapshot", "restore")], "gbps",
-                 lambda r: f"{r['impl']} {r['bench']} {r.get('variant', '')}")
+                 lambda r: f"{_impl(r)} {r['bench']} {r.get('variant', '')}")
     refs = _series([r for r in rows if r.get("bench") == "snapshot" and r.get("impl") == "libcpr"],
                    "write_gbps", lambda r: f"write(2) {r.get('variant', '').split(':')[-1]}")
     mc = _series([r for r in rows if r.get("bench") == "snapshot" and r.get("impl") == "libcpr"

@@ -17,10 +17,11 @@ MAX_BANDWIDTH = 100 << 30  # bytes/s
 class QemuLauncher:
     impl = "qemu"
 
-    def __init__(self, binary, workdir, downtime_ms):
+    def __init__(self, binary, workdir, downtime_ms, accel="kvm"):
         self.binary = binary
         self.workdir = workdir
         self.downtime_ms = downtime_ms
+        self.accel = accel  # "kvm", or "tcg" beside cpr-vmm's software backend
         self.n = 0
 
     def version(self):
@@ -31,9 +32,9 @@ class QemuLauncher:
         self.n += 1
         qmp = os.path.join(self.workdir, f"qemu-{name}-{self.n}.qmp")
         mib = size >> 20
-        argv = [self.binary, "-accel", "kvm",
-                # kvm_pvm refuses MSR 0x10a (IA32_ARCH_CAPABILITIES) and 7.2 asserts on it.
-                "-cpu", "host,-arch-capabilities", "-smp", "1", "-m", f"{mib}M",
+        # kvm_pvm refuses MSR 0x10a (IA32_ARCH_CAPABILITIES) and 7.2 asserts on it.
+        cpu = "host,-arch-capabilities" if self.accel == "kvm" else "qemu64"
+        argv = [self.binary, "-accel", self.accel, "-cpu", cpu, "-smp", "1", "-m", f"{mib}M",
                 "-object", f"memory-backend-file,id=ram0,size={mib}M,mem-path={ram_path},share=on",
                 "-machine", "pc,memory-backend=ram0", "-nodefaults", "-display", "none",
                 "-qmp", f"unix:{qmp},server=on,wait=off"] + list(extra)

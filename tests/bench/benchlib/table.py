@@ -46,9 +46,14 @@ def render(lines):
             if r.get("failed_runs"):
                 figs += f"; {r['failed_runs']} failed run(s): {r.get('error', '')}"
         variant = _variant(r)
-        out.append(f"| {r['bench']} | {r['impl']} | {r['mode']} | {variant} | {ram} | {r['runs']} | {figs} |")
+        # Figures measured without KVM say so next to the implementation.
+        impl = r["impl"] + (f" ({r['accel']})" if r.get("accel", "kvm") != "kvm" else "")
+        out.append(f"| {r['bench']} | {impl} | {r['mode']} | {variant} | {ram} | {r['runs']} | {figs} |")
     out += ["", "| target | value | limit | pass |", "|---|---|---|---|"]
     for t in targets:
         val = _fmt(t["value"]) if t.get("value") is not None else f"- ({t.get('skipped', '')})"
-        out.append(f"| {t['target']} | {val} | {t.get('limit', '')} | {'yes' if t['pass'] else 'no'} |")
+        name = t["target"]
+        if t.get("accel"):
+            name += " (" + ", ".join(f"{k} {v}" for k, v in sorted(t["accel"].items())) + ")"
+        out.append(f"| {name} | {val} | {t.get('limit', '')} | {'yes' if t['pass'] else 'no'} |")
     return "\n".join(out) + "\n"
