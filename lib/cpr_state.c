@@ -326,8 +326,12 @@ static int put_table(cpr_stream *s, void *arg, cpr_error **errp)
         const cpr_state_entry *e = &es[i];
         if (e->kind != t->kind)
             continue;
-        uint8_t rec[4 + CPR_FD_NAME_MAX + 4 * 4 + 8 * 2];
-        size_t len = strlen(e->name), at = cpr_le_put(rec, len, 4);
+        /* Names the library saved fit the stack; a longer one (a hand-built state, which the
+         * receiver refuses) gets a buffer of its own. */
+        uint8_t small[4 + CPR_FD_NAME_MAX + 4 * 2 + 8 * 2];
+        size_t len = strlen(e->name);
+        uint8_t *rec = len <= CPR_FD_NAME_MAX ? small : g_malloc(sizeof(small) + len);
+        size_t at = cpr_le_put(rec, len, 4);
         memcpy(rec + at, e->name, len);
         at += len;
         if (t->kind == CPR_STATE_FD) {
@@ -339,6 +343,8 @@ static int put_table(cpr_stream *s, void *arg, cpr_error **errp)
         at += cpr_le_put(rec + at, e->type, 4);
         at += cpr_le_put(rec + at, (uint32_t)e->slot, 4);
         ret = cpr_stream_put_bytes(s, rec, at, errp);
+        if (rec != small)
+            g_free(rec);
     }
     return ret;
 }
