@@ -133,21 +133,23 @@ static const char *type_name(uint32_t type)
 /*
  * The file type of every fd (st_mode & S_IFMT), or -errno. A system call costs about 1 us on
  * this kind of host, so 10,000 fds take 12 ms of fstat; from TYPES_THREADED_MIN fds on, a
- * second thread takes chunks too and the check takes half the time where a core is free.
+ * second thread starts on them at once (overlapping whatever the caller does until it
+ * finishes the scan, such as decoding the state) and the caller's thread joins in at the end.
  */
 #define TYPES_CHUNK 256
 #define TYPES_THREADED_MIN 2048
 
-typedef struct type_scan {
+struct cpr_fd_scan {
     const int *fd;
     int *type;
     guint n;
     gint next; /* atomic: first index of the next chunk to take */
-} type_scan;
+    GThread *helper;
+};
 
 static gpointer scan_types(gpointer p)
 {
-    type_scan *t = p;
+    cpr_fd_scan *t = p;
     for (;;) {
         guint from = (guint)g_atomic_int_add(&t->next, TYPES_CHUNK);
         if (from >= t->n)
@@ -159,13 +161,25 @@ static gpointer scan_types(gpointer p)
     }
 }
 
-static void fd_types(const int *fd, int *type, guint n)
+cpr_fd_scan *cpr_fd_scan_start(const int *fd, guint n)
 {
-    type_scan t = { fd, type, n, 0 };
-    GThread *helper = n >= TYPES_THREADED_MIN ? g_thread_try_new("cpr-fd-types", scan_types, &t, NULL) : NULL;
-    scan_types(&t);
-    if (helper)
-        g_thread_join(helper);
+    cpr_fd_scan *t = g_new0(cpr_fd_scan, 1);
+    t->fd = fd;
+    t->type = g_new(int, n ? n : 1);
+    t->n = n;
+    if (n >= TYPES_THREADED_MIN)
+        t->helper = g_thread_try_new("cpr-fd-types", scan_types, t, NULL);
+    return t;
+}
+
+int *cpr_fd_scan_finish(cpr_fd_scan *t)
+{
+    scan_types(t);
+    if (t->helper)
+        g_thread_join(t->helper);
+    int *type = t->type;
+    g_free(t);
+    return type;
 }
 
 /* Checks one received fd, whose file type (or -errno) is type, against its entry. */
@@ -245,7 +259,8 @@ static int own_numbers(const cpr_state *st, int *fd_of, cpr_error **errp)
     return 0;
 }
 
-int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_error **errp)
+int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_fd_scan *scan,
+                      cpr_error **errp)
 {
     guint n = st->entries->len;
     g_autofree int *fd_of = g_new(int, n ? n : 1);
@@ -253,12 +268,13 @@ int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_error 
         const cpr_state_entry *e = &g_array_index(st->entries, cpr_state_entry, i);
         fd_of[i] = fds ? g_array_index(fds, int, e->slot) : e->slot;
     }
-    g_autofree int *type = g_new(int, n ? n : 1);
-    fd_types(fd_of, type, n);
+    /* The types by slot when the caller scanned the fds that arrived; else by entry. */
+    g_autofree int *slot_type = scan ? cpr_fd_scan_finish(scan) : NULL;
+    g_autofree int *entry_type = slot_type ? NULL : cpr_fd_scan_finish(cpr_fd_scan_start(fd_of, n));
     int ret = 0;
     for (guint i = 0; i < n && !ret; i++) {
         const cpr_state_entry *e = &g_array_index(st->entries, cpr_state_entry, i);
-        ret = check_entry(e, fd_of[i], type[i], errp);
+        ret = check_entry(e, fd_of[i], slot_type ? slot_type[e->slot] : entry_type[i], errp);
         if (!ret)
             ret = check_conflict(ctx, e, errp);
     }

@@ -160,6 +160,6 @@ CPR_API int cpr_exec_state_adopt(cpr_ctx *ctx, cpr_error **errp)
         ret = cpr_error_set(errp, -EPROTO, "cpr-exec: the cpr state is for mode %s, not cpr-exec",
                             cpr_mode_name(st->mode));
     if (!ret)
-        ret = cpr_state_install(ctx, st, NULL, errp);
+        ret = cpr_state_install(ctx, st, NULL, NULL, errp);
     return ret < 0 ? ret : 1;
 }

@@ -346,16 +346,19 @@ static int receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o, const cpr
         cpr_scm_close_fds(fds);
         return ret;
     }
+    /* The fds' types are looked up while the state is decoded (they are checked against it). */
+    cpr_fd_scan *scan = cpr_fd_scan_start((const int *)(void *)fds->data, fds->len);
     g_autoptr(cpr_state) st = NULL;
     ret = cpr_state_decode(buf, state_len, o->max_fds, fds->len, 0, &st, errp);
     if (!ret && st->mode != CPR_MODE_CPR_TRANSFER)
         ret = cpr_error_set(errp, -EPROTO, "cpr channel: the cpr state is for mode %s, not cpr-transfer",
                             cpr_mode_name(st->mode));
     if (ret < 0) {
+        g_free(cpr_fd_scan_finish(scan)); /* before the fds it reads are closed */
         cpr_scm_close_fds(fds);
         return ret;
     }
-    return cpr_state_install(ctx, st, fds, errp);
+    return cpr_state_install(ctx, st, fds, scan, errp);
 }
 
 CPR_API int cpr_transfer_receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts,

@@ -66,13 +66,25 @@ int cpr_state_decode(const void *buf, size_t len, uint32_t max_entries, size_t n
                      int by_number, cpr_state **out, cpr_error **errp);
 
 /*
+ * Finding the file type of each of n fds (st_mode & S_IFMT, or -errno where fstat fails),
+ * begun before it is needed: from 2,048 fds on, a second thread starts on them at once.
+ * fd must stay valid, and its fds open, until cpr_fd_scan_finish(), which waits for the scan
+ * (the calling thread helps), frees it and returns the types (g_free).
+ */
+typedef struct cpr_fd_scan cpr_fd_scan;
+cpr_fd_scan *cpr_fd_scan_start(const int *fd, guint n);
+int *cpr_fd_scan_finish(cpr_fd_scan *scan);
+
+/*
  * Checks every entry's fd (fstat type; for RAM, a regular file at least as large as the block,
  * with the same page size) and, when all pass, installs them: fds into the named fd registry,
  * RAM blocks into the table to be re-attached, and the mode on the context.
  * fds: what arrived with the state (slot = index), or NULL with by_number (slot = fd number).
+ * scan: a scan of fds' array started by the caller (finished and freed here), or NULL.
  * Consumes every fd in all cases: on success the context owns the installed ones and the
  * unreferenced ones are closed; on failure all are closed and the context is unchanged.
  */
-int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_error **errp);
+int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_fd_scan *scan,
+                      cpr_error **errp);
 
 #endif

@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     GArray *fds = arrived_fds(&pipe_w);
     cpr_state *st = NULL;
     if (cpr_state_decode(data, size, 64, fds->len, 0, &st, NULL) == 0)
-        cpr_state_install(ctx, st, fds, NULL); /* consumes every fd, success or not */
+        cpr_state_install(ctx, st, fds, NULL, NULL); /* consumes every fd, success or not */
     else
         for (guint i = 0; i < fds->len; i++)
             close(g_array_index(fds, int, i));

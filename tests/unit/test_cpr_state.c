@@ -144,7 +144,7 @@ START_TEST(test_collect_sends_the_type_each_fd_had_when_saved)
         int d = fcntl(g_array_index(fds, int, i), F_DUPFD_CLOEXEC, 0);
         g_array_append_val(arrived, d);
     }
-    ck_assert_cpr_fails(cpr_state_install(peer, stale, arrived, errp_), -EPROTO,
+    ck_assert_cpr_fails(cpr_state_install(peer, stale, arrived, NULL, errp_), -EPROTO,
                         "fd 'dev' id 0: expected a character device");
     ck_assert_uint_eq(cpr_fd_count(peer), 0);
 
