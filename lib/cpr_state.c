@@ -42,6 +42,14 @@ void cpr_state_free(cpr_state *st)
     g_free(st);
 }
 
+/* Room for `more` elements in one allocation, the length unchanged (GArray never shrinks). */
+static void reserve(GArray *a, guint more)
+{
+    guint len = a->len;
+    g_array_set_size(a, len + more);
+    g_array_set_size(a, len);
+}
+
 void cpr_state_add(cpr_state *st, const cpr_state_entry *e, size_t name_len)
 {
     cpr_state_entry copy = *e;
@@ -61,17 +69,13 @@ typedef struct collect_ctx {
     cpr_error **errp;
 } collect_ctx;
 
-/* type: the fd's st_mode & S_IFMT when already known, else -1 (looked up here). */
+/* type: the fd's st_mode & S_IFMT when already known, else negative (looked up here). */
 static int add_entry(collect_ctx *c, uint32_t kind, const char *name, int id, int fd, int type,
                      uint64_t size, uint64_t page_size)
 {
-    struct stat sb;
-    if (type < 0) {
-        if (fstat(fd, &sb) < 0)
-            return cpr_error_set_errno(c->errp, -errno, "cpr state: %s '%s' id %d: fd %d",
-                                       kind == CPR_STATE_RAM ? "ram block" : "fd", name, id, fd);
-        type = (int)(sb.st_mode & S_IFMT);
-    }
+    if (type < 0 && (type = cpr_fd_type(fd)) < 0)
+        return cpr_error_set_errno(c->errp, type, "cpr state: %s '%s' id %d: fd %d",
+                                   kind == CPR_STATE_RAM ? "ram block" : "fd", name, id, fd);
     cpr_state_entry e = {
         .kind = kind, .name = name, .id = id, .type = (uint32_t)type,
         .size = size, .page_size = page_size,
@@ -101,8 +105,7 @@ int cpr_state_collect(cpr_ctx *ctx, cpr_mode mode, int by_number, cpr_state **ou
     guint expect = (guint)cpr_fd_count(ctx) + 8; /* and a few RAM blocks */
     g_autoptr(cpr_state) st = cpr_state_new(mode, expect);
     guint fds_len = fds->len;
-    g_array_set_size(fds, fds_len + expect); /* one allocation, then back to the real length */
-    g_array_set_size(fds, fds_len);
+    reserve(fds, expect);
     collect_ctx c = { st, fds, by_number, errp };
     int ret = cpr_fd_foreach_typed(ctx, collect_fd, &c);
     if (!ret)
@@ -130,58 +133,6 @@ static const char *type_name(uint32_t type)
     }
 }
 
-/*
- * The file type of every fd (st_mode & S_IFMT), or -errno. A system call costs about 1 us on
- * this kind of host, so 10,000 fds take 12 ms of fstat; from TYPES_THREADED_MIN fds on, a
- * second thread starts on them at once (overlapping whatever the caller does until it
- * finishes the scan, such as decoding the state) and the caller's thread joins in at the end.
- */
-#define TYPES_CHUNK 256
-#define TYPES_THREADED_MIN 2048
-
-struct cpr_fd_scan {
-    const int *fd;
-    int *type;
-    guint n;
-    gint next; /* atomic: first index of the next chunk to take */
-    GThread *helper;
-};
-
-static gpointer scan_types(gpointer p)
-{
-    cpr_fd_scan *t = p;
-    for (;;) {
-        guint from = (guint)g_atomic_int_add(&t->next, TYPES_CHUNK);
-        if (from >= t->n)
-            return NULL;
-        for (guint i = from; i < t->n && i < from + TYPES_CHUNK; i++) {
-            struct stat sb;
-            t->type[i] = fstat(t->fd[i], &sb) < 0 ? -errno : (int)(sb.st_mode & S_IFMT);
-        }
-    }
-}
-
-cpr_fd_scan *cpr_fd_scan_start(const int *fd, guint n)
-{
-    cpr_fd_scan *t = g_new0(cpr_fd_scan, 1);
-    t->fd = fd;
-    t->type = g_new(int, n ? n : 1);
-    t->n = n;
-    if (n >= TYPES_THREADED_MIN)
-        t->helper = g_thread_try_new("cpr-fd-types", scan_types, t, NULL);
-    return t;
-}
-
-int *cpr_fd_scan_finish(cpr_fd_scan *t)
-{
-    scan_types(t);
-    if (t->helper)
-        g_thread_join(t->helper);
-    int *type = t->type;
-    g_free(t);
-    return type;
-}
-
 /* Checks one received fd, whose file type (or -errno) is type, against its entry. */
 static int check_entry(const cpr_state_entry *e, int fd, int type, cpr_error **errp)
 {
@@ -194,13 +145,13 @@ static int check_entry(const cpr_state_entry *e, int fd, int type, cpr_error **e
                              what, e->name, e->id, type_name(e->type), fd, type_name((uint32_t)type));
     if (e->kind != CPR_STATE_RAM)
         return 0;
-    struct stat sb;
-    if (fstat(fd, &sb) < 0)
-        return cpr_error_set_errno(errp, -errno, "cpr state: ram block '%s': fd %d is not usable",
-                                   e->name, fd);
     if ((uint32_t)type != S_IFREG)
         return cpr_error_set(errp, -EPROTO, "cpr state: ram block '%s': fd %d is a %s, not a memfd or file",
                              e->name, fd, type_name((uint32_t)type));
+    struct stat sb; /* a RAM block's size too: one more fstat, for a few fds */
+    if (fstat(fd, &sb) < 0)
+        return cpr_error_set_errno(errp, -errno, "cpr state: ram block '%s': fd %d is not usable",
+                                   e->name, fd);
     if ((uint64_t)sb.st_size < e->size)
         return cpr_error_set(errp, -EPROTO, "cpr state: ram block '%s': fd %d holds %lld bytes, "
                              "the table says %" G_GUINT64_FORMAT, e->name, fd,
@@ -376,11 +327,9 @@ int cpr_state_encode(const cpr_state *st, GByteArray *out, cpr_error **errp)
                                               CPR_VERSION_MAJOR, CPR_VERSION_MINOR, CPR_VERSION_PATCH,
                                               cpr_mode_name(st->mode));
     cpr_stream *s = NULL;
-    /* An entry takes its name and 16 to 28 bytes; the framing stays under 1 KiB. */
-    size_t guess = 1024;
-    for (guint i = 0; i < st->entries->len; i++)
-        guess += 32 + strlen(g_array_index(st->entries, cpr_state_entry, i).name);
-    int ret = cpr_stream_new_mem_sink(guess, &s, errp);
+    /* An entry takes its name and 16 to 28 bytes, the framing under 1 KiB; the sink grows if
+     * the names are longer than this guess. */
+    int ret = cpr_stream_new_mem_sink(1024 + (size_t)st->entries->len * 48, &s, errp);
     if (!ret)
         ret = cpr_rec_write_blobs(s, config, blobs, 2, errp);
     const void *data;
@@ -536,11 +485,8 @@ static int decode_table(decode_ctx *d, const struct cpr_rec_blob *blob, cpr_erro
         return cpr_error_set(errp, -E2BIG, "cpr state: section %s lists %u entries, the limit is %u",
                              blob->name, count, d->max_entries);
     GArray *entries = d->st->entries;
-    if (count <= c.len / 4) { /* a count the section can hold: size the table once */
-        guint len = entries->len;
-        g_array_set_size(entries, len + count);
-        g_array_set_size(entries, len);
-    }
+    if (count <= c.len / 4) /* a count the section can hold: size the table once */
+        reserve(entries, count);
     for (uint32_t i = 0; i < count; i++) {
         cpr_state_entry e = { 0 };
         uint32_t name_len = 0;

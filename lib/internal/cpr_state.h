@@ -13,6 +13,8 @@
 
 #include <cpr/mode.h>
 
+#include "internal/fd.h"
+
 enum cpr_state_kind {
     CPR_STATE_FD = 1,  /* a named fd (cpr/fd.h) */
     CPR_STATE_RAM = 2, /* a RAM block's memfd or file (cpr/ram.h) */
@@ -64,16 +66,6 @@ int cpr_state_encode(const cpr_state *st, GByteArray *out, cpr_error **errp);
  */
 int cpr_state_decode(const void *buf, size_t len, uint32_t max_entries, size_t nslots,
                      int by_number, cpr_state **out, cpr_error **errp);
-
-/*
- * Finding the file type of each of n fds (st_mode & S_IFMT, or -errno where fstat fails),
- * begun before it is needed: from 2,048 fds on, a second thread starts on them at once.
- * fd must stay valid, and its fds open, until cpr_fd_scan_finish(), which waits for the scan
- * (the calling thread helps), frees it and returns the types (g_free).
- */
-typedef struct cpr_fd_scan cpr_fd_scan;
-cpr_fd_scan *cpr_fd_scan_start(const int *fd, guint n);
-int *cpr_fd_scan_finish(cpr_fd_scan *scan);
 
 /*
  * Checks every entry's fd (fstat type; for RAM, a regular file at least as large as the block,
