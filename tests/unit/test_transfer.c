@@ -372,9 +372,32 @@ END_TEST
 
 /* ---- crafted old VMMs, forked, for the refusals ---- */
 
-/* Runs `send` in a child that connects to sock_path; returns its pid. The child exits with
- * 0 when its state was accepted, 1 when refused (-EPROTO), 2 for a hang-up, 3 otherwise. */
-static pid_t crafted_sender(void (*build)(cpr_state *st, GArray *fds))
+/* Changes what a crafted sender puts on the wire: its preamble (24 bytes, as docs/cpr-channel.md
+ * gives it), the fds it attaches, or how many bytes it sends. */
+typedef void (*tamper_fn)(uint8_t *pre, GArray *fds, size_t *len);
+
+/* The channel written by hand from the documented layout, so that `tamper` can lie in it. */
+static int send_by_hand(int s, const cpr_state *st, GArray *fds, tamper_fn tamper, const cpr_io_wait *w)
+{
+    g_autoptr(GByteArray) buf = g_byte_array_new();
+    g_byte_array_set_size(buf, 24);
+    if (cpr_state_encode(st, buf, NULL) < 0)
+        return -1;
+    uint32_t nfds = GUINT32_TO_LE(fds->len), flags = 0;
+    uint64_t state_len = GUINT64_TO_LE(buf->len - 24);
+    memcpy(buf->data, "CPRCHAN1", 8);
+    memcpy(buf->data + 8, &nfds, 4);
+    memcpy(buf->data + 12, &flags, 4);
+    memcpy(buf->data + 16, &state_len, 8);
+    size_t len = buf->len;
+    tamper(buf->data, fds, &len);
+    return cpr_scm_send(s, buf->data, len, (const int *)(void *)fds->data, fds->len, w, NULL);
+}
+
+/* Runs `build` in a child that connects to sock_path and sends the state it built (through
+ * `tamper` when not NULL); returns its pid. The child exits with 0 when its state was
+ * accepted, 1 when refused (-EPROTO), 2 for a hang-up, 3 otherwise. */
+static pid_t crafted_sender(void (*build)(cpr_state *st, GArray *fds), tamper_fn tamper)
 {
     pid_t pid = fork();
     if (pid)
@@ -388,7 +411,8 @@ static pid_t crafted_sender(void (*build)(cpr_state *st, GArray *fds))
     build(st, fds);
     cpr_io_wait w = cpr_io_wait_make(10000, -1);
     int status = 5;
-    if (cpr_transfer_send_state(s, st, fds, &w, NULL) == 0) {
+    int sent = tamper ? send_by_hand(s, st, fds, tamper, &w) : cpr_transfer_send_state(s, st, fds, &w, NULL);
+    if (sent == 0) {
         shutdown(s, SHUT_WR);
         cpr_transfer_opts o = opts_timeout(10000);
         int ret = cpr_transfer_wait_hangup(s, &o, NULL);
@@ -459,12 +483,12 @@ static void build_long_name(cpr_state *st, GArray *fds)
 }
 
 /* Listens, lets the crafted sender in, and returns the result of receiving its state. */
-static int receive_crafted(void (*build)(cpr_state *, GArray *), const cpr_transfer_opts *o,
-                           int code, const char *needle, int sender_exit)
+static int receive_crafted(void (*build)(cpr_state *, GArray *), tamper_fn tamper,
+                           const cpr_transfer_opts *o, int code, const char *needle, int sender_exit)
 {
     int lfd = cpr_transfer_listen(sock_path, NULL);
     ck_assert_int_ge(lfd, 0);
-    pid_t pid = crafted_sender(build);
+    pid_t pid = crafted_sender(build, tamper);
     int sock = cpr_transfer_accept(lfd, o, NULL);
     ck_assert_int_ge(sock, 0);
     int before = proc_fd_count();
@@ -489,7 +513,7 @@ static int receive_crafted(void (*build)(cpr_state *, GArray *), const cpr_trans
 START_TEST(test_receive_refuses_fd_of_wrong_type)
 {
     cpr_transfer_opts o = opts_timeout(10000);
-    receive_crafted(build_pipe_as_file, &o, -EPROTO, "fd 'disk0' id 0: expected a regular file", 1);
+    receive_crafted(build_pipe_as_file, NULL, &o, -EPROTO, "fd 'disk0' id 0: expected a regular file", 1);
 }
 END_TEST
 
@@ -497,14 +521,14 @@ START_TEST(test_receive_checks_every_fd_of_a_large_table)
 {
     cpr_transfer_opts o = opts_timeout(30000);
     g_autofree char *needle = g_strdup_printf("fd 'dev' id %d: expected a character device", MANY_FDS - 1);
-    receive_crafted(build_many_last_wrong, &o, -EPROTO, needle, 1);
+    receive_crafted(build_many_last_wrong, NULL, &o, -EPROTO, needle, 1);
 }
 END_TEST
 
 START_TEST(test_receive_refuses_ram_fd_smaller_than_table)
 {
     cpr_transfer_opts o = opts_timeout(10000);
-    receive_crafted(build_small_ram, &o, -EPROTO, "ram block 'pc.ram': fd", 1);
+    receive_crafted(build_small_ram, NULL, &o, -EPROTO, "ram block 'pc.ram': fd", 1);
     ck_assert_ptr_null(cpr_ram_block_find(ctx, "pc.ram"));
 }
 END_TEST
@@ -513,7 +537,7 @@ START_TEST(test_receive_closes_fd_without_table_entry)
 {
     cpr_transfer_opts o = opts_timeout(10000);
     int before = proc_fd_count();
-    receive_crafted(build_extra_fd, &o, 0, NULL, 0);
+    receive_crafted(build_extra_fd, NULL, &o, 0, NULL, 0);
     /* Two named fds installed; the third, unnamed, closed on arrival. */
     ck_assert_uint_eq(cpr_fd_count(ctx), 2);
     ck_assert_int_eq(proc_fd_count(), before + 2);
@@ -523,7 +547,80 @@ END_TEST
 START_TEST(test_receive_refuses_name_over_limit)
 {
     cpr_transfer_opts o = opts_timeout(10000);
-    receive_crafted(build_long_name, &o, -ENAMETOOLONG, "longer than 255", 1);
+    receive_crafted(build_long_name, NULL, &o, -ENAMETOOLONG, "longer than 255", 1);
+}
+END_TEST
+
+/* ---- crafted old VMMs that lie in the preamble or cut the state short ---- */
+
+static void build_one_fd(cpr_state *st, GArray *fds)
+{
+    add(st, fds, CPR_STATE_FD, "serial", S_IFCHR, 0, open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
+
+static void build_exec_state(cpr_state *st, GArray *fds)
+{
+    st->mode = CPR_MODE_CPR_EXEC;
+    build_one_fd(st, fds);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    v = GUINT32_TO_LE(v);
+    memcpy(p, &v, 4);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return GUINT32_FROM_LE(v);
+}
+
+static void tamper_magic(uint8_t *pre, GArray *fds, size_t *len) { pre[7] = '2'; }
+static void tamper_flags(uint8_t *pre, GArray *fds, size_t *len) { put_le32(pre + 12, 1); }
+static void tamper_two_fds_more(uint8_t *pre, GArray *fds, size_t *len) { put_le32(pre + 8, get_le32(pre + 8) + 2); }
+static void tamper_twenty_fds(uint8_t *pre, GArray *fds, size_t *len) { put_le32(pre + 8, 20); }
+static void tamper_cut_state(uint8_t *pre, GArray *fds, size_t *len) { *len = 24 + 4; }
+
+START_TEST(test_receive_refuses_a_peer_of_another_protocol)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_one_fd, tamper_magic, &o, -EPROTO, "does not speak the cpr channel protocol", 1);
+    /* Flags this version does not know are refused the same way. */
+    receive_crafted(build_one_fd, tamper_flags, &o, -EPROTO, "does not speak the cpr channel protocol", 1);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_fewer_fds_than_announced)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_one_fd, tamper_two_fds_more, &o, -EPROTO, "the peer announced 3 fds, 1 arrived", 1);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_an_announcement_over_the_limits)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    o.max_fds = 10;
+    receive_crafted(build_one_fd, tamper_twenty_fds, &o, -E2BIG, "the peer announces 20 fds, the limit is 10", 1);
+    o = opts_timeout(10000);
+    o.max_state_bytes = 16;
+    receive_crafted(build_one_fd, NULL, &o, -E2BIG, "bytes of cpr state, the limit is 16", 1);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_a_state_cut_short)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_one_fd, tamper_cut_state, &o, -ECONNRESET, "peer closed at byte 4 of", 1);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_the_state_of_another_mode)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_exec_state, NULL, &o, -EPROTO, "the cpr state is for mode cpr-exec, not cpr-transfer", 1);
 }
 END_TEST
 
@@ -654,6 +751,11 @@ static Suite *transfer_suite(void)
     tcase_add_test(tc, test_receive_closes_fd_without_table_entry);
     tcase_add_test(tc, test_receive_refuses_name_over_limit);
     tcase_add_test(tc, test_receive_refuses_more_fds_than_limit);
+    tcase_add_test(tc, test_receive_refuses_a_peer_of_another_protocol);
+    tcase_add_test(tc, test_receive_refuses_fewer_fds_than_announced);
+    tcase_add_test(tc, test_receive_refuses_an_announcement_over_the_limits);
+    tcase_add_test(tc, test_receive_refuses_a_state_cut_short);
+    tcase_add_test(tc, test_receive_refuses_the_state_of_another_mode);
     tcase_add_test(tc, test_outgoing_fails_when_peer_hangs_up_without_confirming);
     tcase_add_test(tc, test_outgoing_times_out_waiting_for_hangup);
     tcase_add_test(tc, test_outgoing_is_cancelled_by_cancel_fd);
