@@ -492,14 +492,17 @@ static int receive_crafted(void (*build)(cpr_state *, GArray *), tamper_fn tampe
     int sock = cpr_transfer_accept(lfd, o, NULL);
     ck_assert_int_ge(sock, 0);
     int before = proc_fd_count();
+    size_t had = cpr_fd_count(ctx), had_ram = cpr_ram_block_count(ctx);
     cpr_error *err = NULL;
     int ret = cpr_transfer_receive(ctx, sock, o, &err);
     ck_assert_int_eq(ret, code);
     if (code < 0) {
-        ck_assert_ptr_nonnull(strstr(cpr_error_message(err), needle));
+        ck_assert_msg(strstr(cpr_error_message(err), needle), "'%s' does not say '%s'",
+                      cpr_error_message(err), needle);
         /* Every fd that arrived was closed, and nothing was installed. */
         ck_assert_int_eq(proc_fd_count(), before);
-        ck_assert_uint_eq(cpr_fd_count(ctx), 0);
+        ck_assert_uint_eq(cpr_fd_count(ctx), had);
+        ck_assert_uint_eq(cpr_ram_block_count(ctx), had_ram);
         close(sock);
     } else {
         cpr_transfer_finish(sock, NULL);
@@ -621,6 +624,54 @@ START_TEST(test_receive_refuses_the_state_of_another_mode)
 {
     cpr_transfer_opts o = opts_timeout(10000);
     receive_crafted(build_exec_state, NULL, &o, -EPROTO, "the cpr state is for mode cpr-exec, not cpr-transfer", 1);
+}
+END_TEST
+
+/* A 4 KiB-page memfd of `size` bytes, announced with `page_size`-byte pages. */
+static void add_ram(cpr_state *st, GArray *fds, uint64_t size, uint64_t page_size)
+{
+    int m = memfd_create("ram", MFD_CLOEXEC);
+    if (m < 0 || ftruncate(m, (off_t)size) < 0)
+        _exit(6);
+    cpr_state_entry e = { .kind = CPR_STATE_RAM, .name = "pc.ram", .type = S_IFREG, .size = size,
+                          .page_size = page_size, .slot = (int32_t)fds->len };
+    cpr_state_add(st, &e, 6);
+    g_array_append_val(fds, m);
+}
+
+static void build_ram_of_other_page_size(cpr_state *st, GArray *fds) { add_ram(st, fds, 2u << 20, 2u << 20); }
+static void build_ram_of_partial_page(cpr_state *st, GArray *fds) { add_ram(st, fds, 8192, 2u << 20); }
+
+static void build_socket_as_ram(cpr_state *st, GArray *fds)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        _exit(6);
+    add(st, fds, CPR_STATE_RAM, "pc.ram", S_IFSOCK, 4096, sv[0]);
+}
+
+START_TEST(test_receive_refuses_ram_that_is_not_a_file_or_has_other_pages)
+{
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_socket_as_ram, NULL, &o, -EPROTO, "is a socket, not a memfd or file", 1);
+    receive_crafted(build_ram_of_other_page_size, NULL, &o, -EPROTO,
+                    "has 4096-byte pages, the table says 2097152", 1);
+    receive_crafted(build_ram_of_partial_page, NULL, &o, -EBADMSG,
+                    "size 8192 is not a non-zero multiple of page size 2097152", 1);
+}
+END_TEST
+
+START_TEST(test_receive_refuses_an_fd_already_saved_here)
+{
+    int mine = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(cpr_fd_save(ctx, "serial", 0, mine, NULL), 0);
+    cpr_transfer_opts o = opts_timeout(10000);
+    receive_crafted(build_one_fd, NULL, &o, -EEXIST, "fd 'serial' id 0 is already saved here", 1);
+    /* Ours is untouched. */
+    ck_assert_int_eq(cpr_fd_find(ctx, "serial", 0), mine);
+    ck_assert_int_ge(fcntl(mine, F_GETFD), 0);
+    cpr_fd_delete(ctx, "serial", 0);
+    close(mine);
 }
 END_TEST
 
@@ -756,6 +807,8 @@ static Suite *transfer_suite(void)
     tcase_add_test(tc, test_receive_refuses_an_announcement_over_the_limits);
     tcase_add_test(tc, test_receive_refuses_a_state_cut_short);
     tcase_add_test(tc, test_receive_refuses_the_state_of_another_mode);
+    tcase_add_test(tc, test_receive_refuses_ram_that_is_not_a_file_or_has_other_pages);
+    tcase_add_test(tc, test_receive_refuses_an_fd_already_saved_here);
     tcase_add_test(tc, test_outgoing_fails_when_peer_hangs_up_without_confirming);
     tcase_add_test(tc, test_outgoing_times_out_waiting_for_hangup);
     tcase_add_test(tc, test_outgoing_is_cancelled_by_cancel_fd);
