@@ -3,6 +3,7 @@
  * limits, and a clean error for every corruption and truncation of a small stream. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "internal/crc32c.h"
@@ -375,6 +376,34 @@ START_TEST(test_unended_progressive_section_is_an_error)
 }
 END_TEST
 
+/* Reads a stream of PART records of (u64 index, 4 KiB page) from fd, which it closes; checks
+ * each page against pages[index]; returns how many it read. */
+static size_t read_pages(int fd, const uint8_t *pages)
+{
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    struct cpr_rec r;
+    size_t got = 0;
+    int ret;
+    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
+        if (r.type != CPR_REC_PART)
+            continue;
+        while (cpr_stream_remaining(s)) {
+            uint64_t idx;
+            const void *pg;
+            ck_assert_int_eq(cpr_stream_get_u64(s, &idx, NULL), 0);
+            ck_assert_uint_eq(idx, got);
+            ck_assert_int_eq(cpr_stream_get_ptr(s, &pg, 4096, NULL), 0);
+            ck_assert_int_eq(memcmp(pg, pages + idx * 4096, 4096), 0);
+            got++;
+        }
+    }
+    ck_assert_int_eq(ret, 0);
+    cpr_stream_free(s);
+    return got;
+}
+
 START_TEST(test_zero_copy_refs_reach_the_fd_intact)
 {
     int fd = tmpfile_fd();
@@ -403,27 +432,54 @@ START_TEST(test_zero_copy_refs_reach_the_fd_intact)
     ck_assert_int_eq(lseek(fd, 0, SEEK_END), (off_t)written);
     lseek(fd, 0, SEEK_SET);
 
-    cpr_stream *s;
-    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
-    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
-    struct cpr_rec r;
-    size_t got = 0;
-    int ret;
-    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
-        if (r.type != CPR_REC_PART)
-            continue;
-        while (cpr_stream_remaining(s)) {
-            uint64_t idx;
-            const void *pg;
-            ck_assert_int_eq(cpr_stream_get_u64(s, &idx, NULL), 0);
-            ck_assert_int_eq(cpr_stream_get_ptr(s, &pg, 4096, NULL), 0);
-            ck_assert_int_eq(memcmp(pg, pages + idx * 4096, 4096), 0);
-            got++;
+    ck_assert_uint_eq(read_pages(fd, pages), 64);
+}
+END_TEST
+
+/* A non-blocking pipe whose reader starts late: the writer's writev returns short counts
+ * and EAGAIN, the reader meets EAGAIN too, and every byte still arrives once, in order. */
+#define SLOW_PAGES 1024
+struct slow_writer {
+    int fd;
+    const uint8_t *pages;
+};
+
+static void *write_pages_nonblocking(void *arg)
+{
+    struct slow_writer *a = arg;
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_fd_writer(a->fd, CPR_STREAM_OWN_FD, &w, NULL), 0);
+    uint32_t id = write_ram_start(w);
+    for (int part = 0; part < SLOW_PAGES / 64; part++) {
+        ck_assert_int_eq(cpr_rec_begin_part(w, CPR_REC_PART, id, NULL), 0);
+        for (size_t p = part * 64; p < (size_t)(part + 1) * 64; p++) {
+            ck_assert_int_eq(cpr_stream_put_u64(w, p, NULL), 0);
+            /* Stable pages go out in place, volatile ones through the bounce buffer. */
+            int r = p % 3 ? cpr_stream_put_ref(w, a->pages + p * 4096, 4096, NULL)
+                          : cpr_stream_put_volatile(w, a->pages + p * 4096, 4096, NULL);
+            ck_assert_int_eq(r, 0);
         }
+        ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
     }
-    ck_assert_int_eq(ret, 0);
-    ck_assert_uint_eq(got, 64);
-    cpr_stream_free(s);
+    write_ram_end(w, id);
+    cpr_stream_free(w);
+    return NULL;
+}
+
+START_TEST(test_nonblocking_pipe_carries_every_byte_through_short_writes)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+    g_autofree uint8_t *pages = g_malloc((size_t)SLOW_PAGES * 4096);
+    for (size_t i = 0; i < (size_t)SLOW_PAGES * 4096; i++)
+        pages[i] = (uint8_t)(i ^ (i >> 12) ^ (i >> 20));
+    struct slow_writer a = { fds[1], pages };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, write_pages_nonblocking, &a), 0);
+    /* Let the writer fill the pipe first: its next writev is short or fails with EAGAIN. */
+    usleep(20000);
+    ck_assert_uint_eq(read_pages(fds[0], pages), SLOW_PAGES);
+    pthread_join(t, NULL);
 }
 END_TEST
 
@@ -553,6 +609,7 @@ static Suite *stream_suite(void)
     tcase_add_test(tc, test_unknown_record_type_skipped_only_when_skippable);
     tcase_add_test(tc, test_unended_progressive_section_is_an_error);
     tcase_add_test(tc, test_zero_copy_refs_reach_the_fd_intact);
+    tcase_add_test(tc, test_nonblocking_pipe_carries_every_byte_through_short_writes);
     tcase_add_test(tc, test_blobs_round_trip_through_a_pipe);
     tcase_add_test(tc, test_blobs_from_memory_are_read_in_place);
     tcase_add_test(tc, test_writer_limits_and_full_sink);
