@@ -340,6 +340,57 @@ START_TEST(test_machine_and_identity_mismatch_are_refused)
 }
 END_TEST
 
+/* The config record of a stream ctx saves, as a string. */
+static char *saved_config(cpr_ctx *ctx)
+{
+    size_t len;
+    const void *data;
+    cpr_stream *w = save_ctx(ctx, &data, &len), *r;
+    ck_assert_int_eq(cpr_stream_new_mem_source(data, len, &r, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(r, NULL, NULL), 0);
+    struct cpr_rec rec;
+    ck_assert_int_eq(cpr_rec_next(r, &rec, NULL), 1);
+    ck_assert_uint_eq(rec.type, CPR_REC_CONFIG);
+    char *config = g_strndup((const char *)rec.payload, rec.len);
+    cpr_stream_free(r);
+    cpr_stream_free(w);
+    return config;
+}
+
+START_TEST(test_producer_names_the_writer_and_null_restores_the_default)
+{
+    cpr_ctx *ctx;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_set_producer(ctx, "my-vmm 2.0 \"rc1\"", NULL), 0);
+    g_autofree char *mine = saved_config(ctx);
+    ck_assert_msg(strstr(mine, "\"producer\":\"my-vmm 2.0 \\\"rc1\\\"\""), "config: %s", mine);
+    ck_assert_int_eq(cpr_savevm_set_producer(ctx, NULL, NULL), 0);
+    g_autofree char *dflt = saved_config(ctx);
+    ck_assert_msg(strstr(dflt, "\"producer\":\"libcpr "), "config: %s", dflt);
+    ck_assert_cpr_fails(cpr_savevm_set_producer(NULL, "x", errp_), -EINVAL, "ctx is NULL");
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_an_identity_hook_set_to_null_is_no_longer_checked)
+{
+    struct machine m, n;
+    machine_init(&m, NULL);
+    ck_assert_int_eq(cpr_savevm_set_identity(m.ctx, "ram", ram_identity, "[1]", NULL), 0);
+    size_t len;
+    const void *data;
+    cpr_stream *w = save_ctx(m.ctx, &data, &len);
+    machine_init(&n, NULL);
+    ck_assert_int_eq(cpr_savevm_set_identity(n.ctx, "ram", ram_identity, "[2]", NULL), 0);
+    ck_assert_cpr_fails(load_machine(&n, data, len, errp_), -EINVAL, "identity 'ram' mismatch");
+    ck_assert_int_eq(cpr_savevm_set_identity(n.ctx, "ram", NULL, NULL, NULL), 0);
+    ck_assert_int_eq(load_machine(&n, data, len, NULL), 0);
+    cpr_stream_free(w);
+    cpr_ctx_free(m.ctx);
+    cpr_ctx_free(n.ctx);
+}
+END_TEST
+
 START_TEST(test_damaged_streams_fail_cleanly_and_never_run_post_load)
 {
     size_t len;
@@ -520,6 +571,8 @@ static Suite *savevm_suite(void)
     tcase_add_test(tc, test_unknown_section_is_an_error_naming_it);
     tcase_add_test(tc, test_optional_sections_are_skipped_with_a_warning);
     tcase_add_test(tc, test_machine_and_identity_mismatch_are_refused);
+    tcase_add_test(tc, test_producer_names_the_writer_and_null_restores_the_default);
+    tcase_add_test(tc, test_an_identity_hook_set_to_null_is_no_longer_checked);
     tcase_add_test(tc, test_damaged_streams_fail_cleanly_and_never_run_post_load);
     tcase_add_test(tc, test_save_and_load_through_a_file_fd);
     tcase_add_test(tc, test_failed_save_reports_section_and_cleans_up);
