@@ -145,6 +145,11 @@ void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes)
     r->part_bytes = bytes;
 }
 
+const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r)
+{
+    return r->section;
+}
+
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r)
 {
     return r->pass_end;

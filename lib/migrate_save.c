@@ -22,6 +22,9 @@
 /* A guest that dirties memory faster than the link carries it never converges: after this many
  * passes the engine switches over anyway, with whatever downtime that costs. */
 #define CPR_PRECOPY_MAX_PASSES 64
+/* Once RAM's pass has run out, the next sync waits for the VMM's own progressive sections to
+ * come within the downtime limit too, but no longer than this, so passes keep counting. */
+#define CPR_PASS_WAIT_US (1000 * 1000)
 
 struct save_run {
     cpr_job *job;
@@ -43,19 +46,26 @@ static int hook(cpr_job *job, int (*fn)(cpr_ctx *, void *), const char *what, cp
     return r < 0 ? cpr_error_set_errno(errp, r, "the VMM's %s hook failed", what) : 0;
 }
 
-/* Copies what the stream and the RAM section counted into the query statistics. */
+/* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
+static uint64_t others_pending(const struct save_run *r)
+{
+    return cpr_savevm_pending(r->job->ctx, cpr_mig_ram_section(r->ram));
+}
+
+/* Copies what the stream and the sections counted into the query statistics. */
 static void stats_update(struct save_run *r)
 {
     struct cpr_ram_stats rs;
     cpr_mig_ram_stats(r->ram, &rs);
     uint64_t sent = cpr_stream_offset(r->s);
+    uint64_t others = others_pending(r);
     cpr_migration_info *i = cpr_job_stats_lock(r->job);
     i->transferred = sent;
     if (r->job->vm_stopped)
         i->downtime_bytes = sent - i->precopy_bytes;
     else
         i->precopy_bytes = sent;
-    i->remaining = rs.remaining;
+    i->remaining = rs.remaining; /* RAM's, as QEMU's query shows it */
     i->total = rs.total;
     i->duplicate = rs.zero_pages;
     i->normal = rs.data_pages;
@@ -64,7 +74,7 @@ static void stats_update(struct save_run *r)
     i->dirty_sync_count = rs.passes;
     i->bandwidth = r->bandwidth;
     if (r->bandwidth)
-        i->expected_downtime_ms = (int64_t)(rs.remaining * 1000 / r->bandwidth);
+        i->expected_downtime_ms = (int64_t)((rs.remaining + others) * 1000 / r->bandwidth);
     cpr_job_stats_unlock(r->job);
 }
 
@@ -83,12 +93,31 @@ static void throttle(struct save_run *r)
     poll(&p, 1, (int)MIN(ahead_us / 1000, 1000));
 }
 
-/* The end of a live pass: measure it, start the next, and say whether to switch over now. */
+/* Bytes the link carries within the downtime limit, at this pass's bandwidth so far (the
+ * last pass's before any byte of this one). */
+static uint64_t downtime_budget(const struct save_run *r, int64_t now)
+{
+    uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
+    int64_t dt = now - r->pass_start_us;
+    uint64_t bw = bytes && dt > 0 ? bytes * G_USEC_PER_SEC / (uint64_t)dt : r->bandwidth;
+    return bw * r->job->params.downtime_limit_ms / 1000;
+}
+
+/* RAM's pass ran out: end it (sync) now, or let the other sections send first? */
+static int pass_may_end(const struct save_run *r)
+{
+    int64_t now = g_get_monotonic_time();
+    return others_pending(r) <= downtime_budget(r, now) || now - r->pass_start_us >= CPR_PASS_WAIT_US;
+}
+
+/* The end of a live pass: measure it, start the next, and say whether to switch over now:
+ * when what RAM and every other progressive section have left fits in the downtime limit. */
 static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
 {
     int64_t now = g_get_monotonic_time();
     uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
     int64_t dt = MAX(now - r->pass_start_us, 1);
+    uint64_t threshold = downtime_budget(r, now);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     int ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp);
     if (ret < 0)
@@ -96,8 +125,7 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
     if (pages < 0)
         return (int)pages;
-    uint64_t pending = (uint64_t)pages * CPR_RAM_DIRTY_PAGE_SIZE;
-    uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
+    uint64_t pending = (uint64_t)pages * CPR_RAM_DIRTY_PAGE_SIZE + others_pending(r);
     struct cpr_ram_stats rs;
     cpr_mig_ram_stats(r->ram, &rs);
     cpr_migration_info *i = cpr_job_stats_lock(r->job);
@@ -131,7 +159,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
         stats_update(r);
         throttle(r);
         int converged = ret == 1; /* every section done: nothing to chase */
-        if (!converged && cpr_mig_ram_pass_ended(r->ram)) {
+        if (!converged && cpr_mig_ram_pass_ended(r->ram) && pass_may_end(r)) {
             if ((ret = pass_end(r, &converged, errp)) < 0)
                 return ret;
             stats_update(r);

@@ -390,6 +390,8 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
         if (!sec->live || (sec->ops.is_active && !sec->ops.is_active(sec->opaque)))
             continue;
         sec->active = 1; /* cleanup() runs even when setup() fails */
+        /* Until its first iterate() says, the section's own estimate (or nothing). */
+        sec->pending = sec->ops.pending ? sec->ops.pending(sec->opaque) : 0;
         ret = cpr_rec_write_section(s, CPR_REC_START, sec->name, sec->instance, sec->version, rec_flags(sec),
                                     put_live_setup, sec, &sec->section_id, errp);
     }
@@ -428,18 +430,14 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error
     return all_done;
 }
 
-uint64_t cpr_savevm_pending(cpr_ctx *ctx)
+uint64_t cpr_savevm_pending(cpr_ctx *ctx, const cpr_section *skip)
 {
     struct savevm_state *st = state_of(ctx);
     uint64_t sum = 0;
     for (guint i = 0; i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
-        if (!sec->live)
-            continue;
-        if (sec->active)
+        if (sec->active && sec != skip)
             sum += sec->pending;
-        else if (sec->ops.pending && (!sec->ops.is_active || sec->ops.is_active(sec->opaque)))
-            sum += sec->ops.pending(sec->opaque);
     }
     return sum;
 }

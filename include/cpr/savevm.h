@@ -63,7 +63,9 @@ typedef struct cpr_live_ops {
     /* Save start, guest running: writes the start record's body. */
     int (*setup)(cpr_stream *s, void *opaque, cpr_error **errp);
     /* One part, guest running: writes a part body (keep it to a few MiB), stores the bytes
-     * still to send in *pending, returns 1 when nothing is left for now, 0 when more is. */
+     * still to send in *pending, returns 1 when nothing is left for now, 0 when more is. A live
+     * migration switches over only once RAM's and every section's *pending fit its downtime
+     * limit (or after its last pass): what is left then goes with the guest stopped. */
     int (*iterate)(cpr_stream *s, uint64_t *pending, void *opaque, cpr_error **errp);
     /* Guest stopped: writes the end record's body (everything left). */
     int (*complete)(cpr_stream *s, void *opaque, cpr_error **errp);
@@ -73,7 +75,8 @@ typedef struct cpr_live_ops {
     int (*load_done)(uint32_t version, void *opaque, cpr_error **errp);
     /* After a save ended, successfully or not. */
     void (*cleanup)(void *opaque);
-    /* Optional: bytes left to send, for the migration engine's estimate before setup. */
+    /* Optional: bytes left to send, for the migration engine's estimate before setup. Asked
+     * once, right before setup(); the engine uses it until the first iterate() reports. */
     uint64_t (*pending)(void *opaque);
 } cpr_live_ops;
 

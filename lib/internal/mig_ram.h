@@ -4,6 +4,7 @@
 #define CPR_INTERNAL_MIG_RAM_H
 
 #include <cpr/mode.h>
+#include <cpr/savevm.h>
 
 #include "internal/ram_section.h"
 
@@ -32,5 +33,8 @@ int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r);
 int64_t cpr_mig_ram_sync(struct cpr_mig_ram *r, int stopped, cpr_error **errp);
 
 void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out);
+
+/* The "ram" section itself, so the engine can tell it from the VMM's progressive sections. */
+const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r);
 
 #endif

@@ -24,8 +24,9 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
 int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error **errp);
 int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
 void cpr_savevm_finish(cpr_ctx *ctx);
-/* Sum of pending() of the active progressive sections, before or during a save. */
-uint64_t cpr_savevm_pending(cpr_ctx *ctx);
+/* Bytes the active progressive sections other than `skip` (may be NULL) have left, as their
+ * last iterate() reported (before the first, their pending() estimate, or 0). */
+uint64_t cpr_savevm_pending(cpr_ctx *ctx, const cpr_section *skip);
 
 /*
  * Loads a whole stream. When config_json is not NULL it receives the stream's config record
