@@ -46,12 +46,14 @@ int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp)
         cpr_error_prefix(errp, "cpr channel");
         return ret;
     }
-    return cpr_migrate_save_main(job, 0, errp);
+    /* RAM stays in place; the VMM's own progressive sections go while the guest runs (with
+     * none, the guest stops at once). */
+    return cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
 }
 
 int cpr_migrate_out_exec(cpr_job *job, cpr_error **errp)
 {
-    int ret = cpr_migrate_save_main(job, 0, errp);
+    int ret = cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
     if (ret < 0)
         return ret;
     count_cpr_fds(job);

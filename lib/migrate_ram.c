@@ -150,6 +150,11 @@ const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r)
     return r->section;
 }
 
+int cpr_mig_ram_active(const struct cpr_mig_ram *r)
+{
+    return ram_is_active((void *)r);
+}
+
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r)
 {
     return r->pass_end;

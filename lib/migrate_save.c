@@ -25,6 +25,9 @@
 /* Once RAM's pass has run out, the next sync waits for the VMM's own progressive sections to
  * come within the downtime limit too, but no longer than this, so passes keep counting. */
 #define CPR_PASS_WAIT_US (1000 * 1000)
+/* With no RAM to send (every block stays in place: the cpr modes, x-ignore-shared), nothing
+ * counts passes: the other sections get this long to fit the downtime limit. */
+#define CPR_PRECOPY_NO_RAM_MAX_US (CPR_PRECOPY_MAX_PASSES * CPR_PASS_WAIT_US)
 
 struct save_run {
     cpr_job *job;
@@ -137,12 +140,23 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     return 0;
 }
 
+/* Once each round, with no RAM to send: whether the other sections fit the limit now. */
+static int others_converged(const struct save_run *r)
+{
+    int64_t now = g_get_monotonic_time();
+    return others_pending(r) <= downtime_budget(r, now) || now - r->pass_start_us >= CPR_PRECOPY_NO_RAM_MAX_US;
+}
+
 static int precopy(struct save_run *r, cpr_error **errp)
 {
-    int ret = hook(r->job, r->job->mig->ops.dirty_log_start, "dirty_log_start", errp);
-    if (ret < 0)
-        return ret;
-    r->dirty_logging = 1;
+    /* Dirty logging only when RAM pages are sent: it costs the guest (write protection). */
+    int ram = cpr_mig_ram_active(r->ram), ret;
+    if (ram) {
+        ret = hook(r->job, r->job->mig->ops.dirty_log_start, "dirty_log_start", errp);
+        if (ret < 0)
+            return ret;
+        r->dirty_logging = 1;
+    }
     /* Under a bandwidth limit, parts of about 50 ms of it, so that throttling is smooth and a
      * cancel is not stuck behind a large part. */
     uint64_t limit = r->job->params.max_bandwidth;
@@ -159,7 +173,9 @@ static int precopy(struct save_run *r, cpr_error **errp)
         stats_update(r);
         throttle(r);
         int converged = ret == 1; /* every section done: nothing to chase */
-        if (!converged && cpr_mig_ram_pass_ended(r->ram) && pass_may_end(r)) {
+        if (!converged && !ram)
+            converged = others_converged(r);
+        if (!converged && ram && cpr_mig_ram_pass_ended(r->ram) && pass_may_end(r)) {
             if ((ret = pass_end(r, &converged, errp)) < 0)
                 return ret;
             stats_update(r);
@@ -170,10 +186,10 @@ static int precopy(struct save_run *r, cpr_error **errp)
 }
 
 /* After the stop: the last dirty pages and every progressive section's remainder, in parts. */
-static int drain(struct save_run *r, int live, cpr_error **errp)
+static int drain(struct save_run *r, cpr_error **errp)
 {
     int ret;
-    if (live && (ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp)) < 0)
+    if (r->dirty_logging && (ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp)) < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
@@ -206,7 +222,7 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
     return 0;
 }
 
-int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
+int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp)
 {
     struct cpr_mig *mig = job->mig;
     struct save_run r = { .job = job, .ram = mig->ram };
@@ -220,12 +236,14 @@ int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
     int begun = ret != -EBUSY;
     if (ret == 0)
         ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
-    if (ret == 0 && live)
+    if (live == CPR_SAVE_LIVE_UNLESS_RAM && cpr_mig_ram_active(r.ram))
+        live = CPR_SAVE_STOP_FIRST;
+    if (ret == 0 && live != CPR_SAVE_STOP_FIRST)
         ret = precopy(&r, errp);
     if (ret == 0)
         ret = cpr_job_switchover(job, errp);
     if (ret == 0)
-        ret = drain(&r, live, errp);
+        ret = drain(&r, errp);
     if (ret == 0)
         ret = finish_stream(&r, &mc, errp);
     if (r.dirty_logging)
@@ -240,11 +258,10 @@ int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp)
 
 int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp)
 {
-    return cpr_migrate_save_main(job, 1, errp);
+    return cpr_migrate_save_main(job, CPR_SAVE_LIVE, errp);
 }
 
 int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp)
 {
-    /* cpr-reboot stops the guest first: the file holds one consistent image. */
-    return cpr_migrate_save_main(job, 0, errp);
+    return cpr_migrate_save_main(job, CPR_SAVE_STOP_FIRST, errp);
 }

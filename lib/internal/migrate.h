@@ -78,11 +78,19 @@ void cpr_job_set_runstate(cpr_job *job, int runstate);
 
 /* ---- drivers ---- */
 
+/* When the outgoing save stops the guest. */
+enum cpr_save_live {
+    CPR_SAVE_STOP_FIRST,   /* at once (cpr-reboot: the file holds one consistent image) */
+    CPR_SAVE_LIVE,         /* after precopy of every progressive section (normal mode) */
+    /* after precopy of the VMM's progressive sections when all RAM stays in place; when some
+     * RAM block must be sent, at once, as before (no dirty logging in the cpr modes) */
+    CPR_SAVE_LIVE_UNLESS_RAM,
+};
+
 /* Outgoing main channel: opens it, saves every section, ends the stream and, on a socket,
- * waits for the peer's acknowledgement of its load. `live` iterates progressive sections
- * while the guest runs before the switchover (normal mode); otherwise the guest is stopped
- * first (cpr modes). On success the job is past its point of no return. */
-int cpr_migrate_save_main(cpr_job *job, int live, cpr_error **errp);
+ * waits for the peer's acknowledgement of its load. On success the job is past its point of
+ * no return. */
+int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp);
 
 int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp);
 int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp);

@@ -361,30 +361,42 @@ static const cpr_live_ops blk_ops = { .size = sizeof(cpr_live_ops), .setup = blk
                                       .iterate = blk_iterate, .complete = blk_complete,
                                       .load = blk_load, .pending = blk_pending };
 
+/* Registers "blk" on both sides; 64 MB/s and a 10 ms limit on the source leave about 640 KB
+ * for the stop, far less than the section holds. */
+static void blk_pair(struct mig_vm *src, struct mig_vm *dst, struct blk *out, struct blk *in)
+{
+    *out = (struct blk){ .vm = src };
+    *in = (struct blk){ .vm = dst };
+    ck_assert_int_eq(cpr_savevm_register_live(src->ctx, "blk", 0, 1, 1, &blk_ops, out, 0, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_register_live(dst->ctx, "blk", 0, 1, 1, &blk_ops, in, 0, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_param_set(src->ctx, "max-bandwidth", "64000000", NULL), 0);
+    ck_assert_int_eq(cpr_param_set(src->ctx, "downtime-limit", "10", NULL), 0);
+}
+
+/* Everything arrived intact, and most of it while the guest ran. */
+static void blk_check(const struct blk *out, const struct blk *in)
+{
+    ck_assert_uint_eq(out->sent, BLK_BYTES);
+    ck_assert_uint_eq(in->loaded, BLK_BYTES);
+    ck_assert_int_eq(in->bad, 0);
+    ck_assert_msg(out->sent_stopped <= (1u << 20), "%" PRIu64 " of the section's bytes were sent with the guest stopped",
+                  out->sent_stopped);
+}
+
 START_TEST(test_live_migration_converges_every_progressive_section_not_only_ram)
 {
     struct mig_vm *src = running_vm();
     mig_vm_set_rate(src, 0); /* RAM: one pass and nothing more to send */
-    struct blk out = { .vm = src }, in = { 0 };
-    ck_assert_int_eq(cpr_savevm_register_live(src->ctx, "blk", 0, 1, 1, &blk_ops, &out, 0, NULL, NULL), 0);
-    /* 64 MB/s and 10 ms: about 640 KB may be left for the stop, far less than the disk. */
-    ck_assert_int_eq(cpr_param_set(src->ctx, "max-bandwidth", "64000000", NULL), 0);
-    ck_assert_int_eq(cpr_param_set(src->ctx, "downtime-limit", "10", NULL), 0);
     struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
     ck_assert_ptr_nonnull(dst);
-    in.vm = dst;
-    ck_assert_int_eq(cpr_savevm_register_live(dst->ctx, "blk", 0, 1, 1, &blk_ops, &in, 0, NULL, NULL), 0);
+    struct blk out, in;
+    blk_pair(src, dst, &out, &in);
     g_autofree char *u = uri("unix", "main.sock");
     ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_DETACH | CPR_INCOMING_PAUSED, NULL), 0);
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
     ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), 0);
     ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_COMPLETED);
-    ck_assert_uint_eq(out.sent, BLK_BYTES);
-    ck_assert_uint_eq(in.loaded, BLK_BYTES);
-    ck_assert_int_eq(in.bad, 0);
-    /* The switchover waited for the disk too: most of it went while the guest ran. */
-    ck_assert_msg(out.sent_stopped <= (1u << 20), "%" PRIu64 " of the disk's bytes were sent with the guest stopped",
-                  out.sent_stopped);
+    blk_check(&out, &in);
     mig_vm_free(dst);
     mig_vm_free(src);
 }
@@ -670,6 +682,62 @@ START_TEST(test_cpr_transfer_in_process_keeps_ram_in_place)
 }
 END_TEST
 
+/* A cpr-transfer of a VM with the "blk" section and, when `rom`, a private RAM block too
+ * (which must be sent). Returns the bytes of "blk" sent with the guest stopped. */
+static uint64_t cpr_transfer_with_blk(int rom)
+{
+    struct mig_vm *src = running_vm();
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
+    ck_assert_ptr_nonnull(dst);
+    struct blk out, in;
+    blk_pair(src, dst, &out, &in);
+    cpr_ram_block *rom_src = NULL, *rom_dst = NULL;
+    if (rom) {
+        ck_assert_int_eq(cpr_ram_block_new(src->ctx, "rom", 65536, 4096, CPR_RAM_PRIVATE, &rom_src, NULL), 0);
+        ck_assert_int_eq(cpr_ram_block_new(dst->ctx, "rom", 65536, 4096, CPR_RAM_PRIVATE, &rom_dst, NULL), 0);
+        memset(cpr_ram_block_host(rom_src), 0x5a, 65536);
+        cpr_ram_dirty_set_all(rom_src);
+    }
+    cpr_channels *ch = transfer_channels();
+    struct transfer_dst t = { .vm = dst, .channels = ch };
+    GThread *th = start_new_vmm(transfer_destination, &t);
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_channels(src->ctx, ch, 0, NULL), 0);
+    g_thread_join(th);
+    ck_assert_int_eq(t.ret, 0);
+    ck_assert_int_eq(cpr_migrate_wait(dst->ctx, NULL), 0);
+    cpr_migration_info si = query(src->ctx);
+    ck_assert_int_eq(si.status, CPR_MIGRATION_COMPLETED);
+    ck_assert_uint_eq(si.normal, rom ? 16 : 0); /* shared RAM never copied */
+    ck_assert_uint_eq(out.sent, BLK_BYTES);
+    ck_assert_uint_eq(in.loaded, BLK_BYTES);
+    ck_assert_int_eq(in.bad, 0);
+    if (rom)
+        ck_assert_int_eq(memcmp(cpr_ram_block_host(rom_dst), cpr_ram_block_host(rom_src), 65536), 0);
+    ck_assert_uint_eq(mig_vm_corrupt_pages(dst), 0);
+    cpr_ram_block_free(rom_src);
+    cpr_ram_block_free(rom_dst);
+    cpr_channels_free(ch);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+    return out.sent_stopped;
+}
+
+/* RAM stays in place, but a VMM's own progressive section goes while the guest runs. */
+START_TEST(test_cpr_transfer_sends_other_progressive_sections_live)
+{
+    uint64_t stopped = cpr_transfer_with_blk(0);
+    ck_assert_msg(stopped <= (1u << 20), "%" PRIu64 " bytes sent with the guest stopped", stopped);
+}
+END_TEST
+
+/* A private block must be sent, and the cpr modes log no dirty pages: the guest stops first
+ * and everything goes after the stop, as before. */
+START_TEST(test_cpr_transfer_with_private_ram_stops_first)
+{
+    ck_assert_uint_eq(cpr_transfer_with_blk(1), BLK_BYTES);
+}
+END_TEST
 
 START_TEST(test_exec_and_fd_transports_carry_a_snapshot)
 {
@@ -821,6 +889,8 @@ static Suite *migrate_suite(void)
     tcase_add_test(tc, test_cpr_reboot_with_ignore_shared_writes_no_ram);
     tcase_add_test(tc, test_cpr_reboot_without_ignore_shared_writes_ram);
     tcase_add_test(tc, test_cpr_transfer_in_process_keeps_ram_in_place);
+    tcase_add_test(tc, test_cpr_transfer_sends_other_progressive_sections_live);
+    tcase_add_test(tc, test_cpr_transfer_with_private_ram_stops_first);
     tcase_add_test(tc, test_exec_and_fd_transports_carry_a_snapshot);
     tcase_add_test(tc, test_cancel_while_waiting_for_the_hangup);
     tcase_add_test(tc, test_live_migration_over_tcp);
