@@ -28,6 +28,8 @@
 /* With no RAM to send (every block stays in place: the cpr modes, x-ignore-shared), nothing
  * counts passes: the other sections get this long to fit the downtime limit. */
 #define CPR_PRECOPY_NO_RAM_MAX_US (CPR_PRECOPY_MAX_PASSES * CPR_PASS_WAIT_US)
+/* The shortest stretch of a pass whose bandwidth the engine trusts (QEMU's window too). */
+#define CPR_BANDWIDTH_WINDOW_US (100 * 1000)
 
 struct save_run {
     cpr_job *job;
@@ -96,13 +98,15 @@ static void throttle(struct save_run *r)
     poll(&p, 1, (int)MIN(ahead_us / 1000, 1000));
 }
 
-/* Bytes the link carries within the downtime limit, at this pass's bandwidth so far (the
- * last pass's before any byte of this one). */
+/* Bytes the link carries within the downtime limit, at this pass's bandwidth once the pass has
+ * lasted CPR_BANDWIDTH_WINDOW_US (a shorter sample is noise: a first part can leave in
+ * microseconds), else at the last pass's (none before the first: nothing fits yet). */
 static uint64_t downtime_budget(const struct save_run *r, int64_t now)
 {
-    uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
     int64_t dt = now - r->pass_start_us;
-    uint64_t bw = bytes && dt > 0 ? bytes * G_USEC_PER_SEC / (uint64_t)dt : r->bandwidth;
+    uint64_t bw = r->bandwidth;
+    if (dt >= CPR_BANDWIDTH_WINDOW_US)
+        bw = (cpr_stream_offset(r->s) - r->pass_start_bytes) * G_USEC_PER_SEC / (uint64_t)dt;
     return bw * r->job->params.downtime_limit_ms / 1000;
 }
 
@@ -120,8 +124,8 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     int64_t now = g_get_monotonic_time();
     uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
     int64_t dt = MAX(now - r->pass_start_us, 1);
-    uint64_t threshold = downtime_budget(r, now);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
+    uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
     int ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp);
     if (ret < 0)
         return ret;
