@@ -5,9 +5,11 @@
 usage: smoke.py RUN_SCRIPT BUILD_DIR
 Exits 77 (skipped) when cpr-vmm is not built. Without a usable /dev/kvm (a machine whose
 kernel is itself a kvm-pvm guest has none) it says so and checks the contract on cpr-vmm's
-software backend, whose rows carry "accel": "soft". Fails when a line is not JSON, a row lacks a
-contract key, a figure is not ordered min <= median <= max, a target line lacks its value or a
-boolean pass (or, on the software backend, its "accel"), or a libcpr figure failed in every run.
+software backend, whose rows carry "accel": "soft". A second run, of the cpr suite with
+--affinity (on machines with two CPUs or more), must carry "affinity" on its libcpr rows and
+VMM targets. Fails when a line is not JSON, a row lacks a contract key, a figure is not ordered
+min <= median <= max, a target line lacks its value or a boolean pass (or, on the software
+backend, its "accel"), or a libcpr figure failed in every run.
 """
 import json
 import os
@@ -41,24 +43,10 @@ def check_row(row, errors):
             errors.append(f"{row['bench']} {f}: min/median/max {lo}/{mid}/{hi}")
 
 
-def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        return 2
-    run, build = sys.argv[1], sys.argv[2]
-    if not os.access(os.path.join(build, "tests/vmm/cpr-vmm"), os.X_OK):
-        print(f"skipped: cpr-vmm is not built in {build}/tests/vmm")
-        return SKIP
-    argv = [sys.executable, run, "--sizes", "64M", "--runs", "1", "--no-warm",
-            "--only", "cpr,restart,snapshot,live", "--build-dir", build]
-    accel = "kvm" if kvm_usable() else "soft"
-    if accel == "soft":
-        print("no usable /dev/kvm here: the output contract is checked on the software backend")
-    argv += ["--accel", accel]
-    print("running:", " ".join(argv), flush=True)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=110)
-    sys.stderr.write(r.stderr[-4000:])
-    errors, rows, targets = [], 0, 0
+def check_output(r, accel, affinity, errors):
+    """The contract over one run's output; with `affinity`, every libcpr row and VMM target
+    must carry it."""
+    rows = targets = 0
     if r.returncode != 0:
         errors.append(f"run exited {r.returncode}")
     for line in r.stdout.splitlines():
@@ -72,9 +60,12 @@ def main():
             if "value" not in obj or not isinstance(obj.get("pass"), bool):
                 errors.append(f"target line without value or boolean pass: {obj}")
             # A VMM target from software-backend rows must say so; from KVM rows it says nothing.
-            want = {"libcpr": "soft"} if accel == "soft" and obj["target"] not in C_TARGETS else None
+            vmm_target = obj["target"] not in C_TARGETS
+            want = {"libcpr": "soft"} if accel == "soft" and vmm_target else None
             if obj.get("accel") != want:
                 errors.append(f"target line on {accel} says accel {obj.get('accel')!r}: {obj}")
+            if obj.get("affinity") != (affinity if vmm_target else None):
+                errors.append(f"target line with affinity {affinity!r} says {obj.get('affinity')!r}: {obj}")
         else:
             rows += 1
             if targets:
@@ -82,12 +73,47 @@ def main():
             check_row(obj, errors)
             if obj.get("impl") == "libcpr" and "skipped" not in obj and obj.get("accel") != accel:
                 errors.append(f"libcpr row measured on {accel} says accel {obj.get('accel')!r}: {obj}")
+            if obj.get("impl") == "libcpr" and "skipped" not in obj and obj.get("affinity") != affinity:
+                errors.append(f"libcpr row measured with affinity {affinity!r} says {obj.get('affinity')!r}: {obj}")
     measured = sum(1 for l in r.stdout.splitlines() if '"median_' in l and '"libcpr"' in l)
     print(f"{rows} rows ({measured} measured libcpr rows), {targets} targets")
     if measured == 0:
         errors.append("no libcpr figure was measured")
     if targets == 0:
         errors.append("no target line")
+
+
+def run_bench(run, build, accel, only, affinity=None):
+    argv = [sys.executable, run, "--sizes", "64M", "--runs", "1", "--no-warm",
+            "--only", only, "--build-dir", build, "--accel", accel]
+    if affinity:
+        argv += ["--affinity", affinity]
+    print("running:", " ".join(argv), flush=True)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=110)
+    sys.stderr.write(r.stderr[-4000:])
+    return r
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    run, build = sys.argv[1], sys.argv[2]
+    if not os.access(os.path.join(build, "tests/vmm/cpr-vmm"), os.X_OK):
+        print(f"skipped: cpr-vmm is not built in {build}/tests/vmm")
+        return SKIP
+    accel = "kvm" if kvm_usable() else "soft"
+    if accel == "soft":
+        print("no usable /dev/kvm here: the output contract is checked on the software backend")
+    errors = []
+    check_output(run_bench(run, build, accel, "cpr,restart,snapshot,live"), accel, None, errors)
+    # --affinity pins every cpr-vmm; its rows and targets say so.
+    if len(os.sched_getaffinity(0)) >= 2:
+        cpus = sorted(os.sched_getaffinity(0))
+        spec = f"vcpus={cpus[-1]},emulator={cpus[0]}"
+        check_output(run_bench(run, build, accel, "cpr", spec), accel, spec, errors)
+    else:
+        print("one CPU only: --affinity not checked")
     for e in errors:
         print("FAIL:", e)
     return 1 if errors else 0

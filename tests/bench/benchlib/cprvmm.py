@@ -17,11 +17,12 @@ from .vmproc import VmProcess
 class CprVmmLauncher:
     impl = "libcpr"
 
-    def __init__(self, binary, workdir, downtime_ms, accel="kvm"):
+    def __init__(self, binary, workdir, downtime_ms, accel="kvm", affinity=None):
         self.binary = binary
         self.workdir = workdir
         self.downtime_ms = downtime_ms
         self.accel = accel
+        self.affinity = affinity  # cpr-vmm's -x-affinity for every VMM, or None
         self.n = 0
 
     def argv(self, name, size, ram_path, dirty_rate, qmp):
@@ -33,7 +34,8 @@ class CprVmmLauncher:
         return [self.binary, "-name", name, "-accel", self.accel, "-m", f"{mib}M", "-smp", "1",
                 "-object", mem, "-machine", "memory-backend=ram0", "-nodefaults",
                 "-display", "none", "-guest-dirty-rate", str(dirty_rate),
-                "-qmp", f"unix:{qmp},server=on,wait=off"]
+                "-qmp", f"unix:{qmp},server=on,wait=off"] + \
+            (["-x-affinity", self.affinity] if self.affinity else [])
 
     def start(self, name, size, ram_path=None, extra=(), dirty_rate=0, connect=True):
         self.n += 1

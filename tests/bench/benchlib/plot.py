@@ -71,8 +71,10 @@ def _finish(ax, title, ylabel, ncol):
 
 
 def _impl(r):
-    """The implementation, with its accelerator when it was not KVM (e.g. "libcpr [soft]")."""
-    return r["impl"] + (f" [{r['accel']}]" if r.get("accel", "kvm") != "kvm" else "")
+    """The implementation, with its accelerator when it was not KVM (e.g. "libcpr [soft]"), and
+    "[pinned]" when its VMMs ran with -x-affinity."""
+    return (r["impl"] + (f" [{r['accel']}]" if r.get("accel", "kvm") != "kvm" else "")
+            + (" [pinned]" if r.get("affinity") else ""))
 
 
 def write(rows, path, machine, title_extra=""):

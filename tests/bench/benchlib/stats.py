@@ -46,6 +46,7 @@ class Report:
         self.out = out
         self.rows = []
         self.accel = {}  # impl -> the accelerator its VMMs ran on, stamped on its measured rows
+        self.stamps = {}  # impl -> other keys of how its VMMs ran (e.g. affinity), on its rows
 
     def emit(self, row):
         self.rows.append(row)
@@ -59,6 +60,7 @@ class Report:
         row.update(extra or {})
         if impl in self.accel:
             row["accel"] = self.accel[impl]
+        row.update(self.stamps.get(impl, {}))
         for name, values in series.items():
             row.update(summarize(name, values))
         row["loadavg_1m"] = loadavg()  # the machine is shared: say how busy it was

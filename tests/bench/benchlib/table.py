@@ -46,8 +46,9 @@ def render(lines):
             if r.get("failed_runs"):
                 figs += f"; {r['failed_runs']} failed run(s): {r.get('error', '')}"
         variant = _variant(r)
-        # Figures measured without KVM say so next to the implementation.
+        # Figures measured without KVM, or with pinned VMMs, say so next to the implementation.
         impl = r["impl"] + (f" ({r['accel']})" if r.get("accel", "kvm") != "kvm" else "")
+        impl += f" (-x-affinity {r['affinity']})" if r.get("affinity") else ""
         out.append(f"| {r['bench']} | {impl} | {r['mode']} | {variant} | {ram} | {r['runs']} | {figs} |")
     out += ["", "| target | value | limit | pass |", "|---|---|---|---|"]
     for t in targets:
@@ -55,5 +56,7 @@ def render(lines):
         name = t["target"]
         if t.get("accel"):
             name += " (" + ", ".join(f"{k} {v}" for k, v in sorted(t["accel"].items())) + ")"
+        if t.get("affinity"):
+            name += f" (-x-affinity {t['affinity']})"
         out.append(f"| {name} | {val} | {t.get('limit', '')} | {'yes' if t['pass'] else 'no'} |")
     return "\n".join(out) + "\n"

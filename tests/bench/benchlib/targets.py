@@ -51,6 +51,9 @@ def _flat_pause(report, mode, all_sizes):
     return out
 
 
+# The rows of the VMM suites (their RAM sizes are a run's sizes; the C benches' rows have others).
+VMM_BENCHES = ("cpr-transfer", "cpr-exec", "restart", "snapshot", "restore", "live-migration")
+
 # Targets the C benches evaluate and print themselves (bench_fd, bench_savevm): a re-evaluation
 # over stored runs carries their lines through instead of computing them.
 C_TARGETS = ("fd_pass_10000_ms", "save into memory >= 0.6x memcpy")
@@ -114,10 +117,14 @@ def evaluate(report, sizes, c_targets):
     out += c_targets
     if "fd_pass_10000_ms" not in names:
         out.append(_row("fd_pass_10000_ms", None, 20, False, why="bench_fd not run"))
-    # A VMM target computed from rows measured without KVM says which accelerators they ran on.
+    # A VMM target computed from rows measured without KVM says which accelerators they ran on,
+    # and one from pinned VMMs says so too.
     accel = getattr(report, "accel", {})
     for t in out:
-        if accel and set(accel.values()) != {"kvm"} and t["target"] not in C_TARGETS:
-            t["accel"] = dict(accel)
+        if t["target"] not in C_TARGETS:
+            if accel and set(accel.values()) != {"kvm"}:
+                t["accel"] = dict(accel)
+            for stamps in getattr(report, "stamps", {}).values():
+                t.update(stamps)
         report.emit(t)
     return out
