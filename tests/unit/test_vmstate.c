@@ -374,6 +374,27 @@ START_TEST(test_count_above_capacity_and_bad_bool_are_refused)
 }
 END_TEST
 
+/* A count field above its array's capacity on the saving side is the VMM's bug: the save
+ * stops there instead of reading past the array. */
+START_TEST(test_save_refuses_a_count_above_its_own_capacity)
+{
+    struct opts small = { .version = 2, .var16_cap = 4 };
+    struct dev src;
+    fill(&src); /* var16 holds 5 */
+    cpr_ctx *a;
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_ctx_new(&a, 0, NULL), 0);
+    cpr_desc *sd = make_desc(&small);
+    ck_assert_int_eq(cpr_savevm_register(a, NULL, 0, sd, &src, 0, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_cpr_fails(cpr_savevm_save(a, w, errp_), -EINVAL, "field 'var16': count 5 exceeds its capacity 4");
+    cpr_stream_free(w);
+    cpr_desc_unref(sd);
+    cpr_ctx_free(a);
+    clear(&src);
+}
+END_TEST
+
 START_TEST(test_builder_refuses_bad_descriptions)
 {
     cpr_desc *d, *in;
@@ -393,6 +414,19 @@ START_TEST(test_builder_refuses_bad_descriptions)
     ck_assert_int_eq(cpr_desc_add_struct(d, "one", in, CPR_MEMBER(struct dev, one), NULL), 0);
     /* Nested: sealed. */
     ck_assert_cpr_fails(cpr_desc_add(in, "a", CPR_TYPE_U16, CPR_MEMBER(struct inner, a), errp_), -EPERM, "sealed");
+    ck_assert_cpr_fails(cpr_desc_set_hooks(in, NULL, NULL, NULL, NULL, errp_), -EPERM, "sealed: cannot set hooks");
+    /* Subsections: one name once, and never wider than the object. */
+    cpr_desc *sub, *wide;
+    ck_assert_int_eq(cpr_desc_new("x/sub", 1, 1, sizeof(struct dev), &sub, NULL), 0);
+    ck_assert_int_eq(cpr_desc_new("x/wide", 1, 1, sizeof(struct dev) + 1, &wide, NULL), 0);
+    ck_assert_int_eq(cpr_desc_add_subsection(d, sub, sub_needed, 0, NULL), 0);
+    ck_assert_cpr_fails(cpr_desc_add_subsection(d, sub, sub_needed, 0, errp_), -EEXIST,
+                        "already has a subsection 'x/sub'");
+    ck_assert_cpr_fails(cpr_desc_add_subsection(d, wide, sub_needed, 0, errp_), -EINVAL, "more than 'x'");
+    ck_assert_cpr_fails(cpr_desc_add_subsection(in, wide, sub_needed, 0, errp_), -EPERM,
+                        "sealed: cannot add subsection");
+    cpr_desc_unref(sub);
+    cpr_desc_unref(wide);
     ck_assert_cpr_fails(cpr_desc_add_struct(d, "self", d, 0, sizeof(struct dev), errp_), -EINVAL, "nest itself");
     cpr_desc_unref(in);
     cpr_desc_unref(d);
@@ -412,6 +446,7 @@ static Suite *vmstate_suite(void)
     tcase_add_test(tc, test_missing_required_subsection_is_refused);
     tcase_add_test(tc, test_newer_subsection_version_is_refused);
     tcase_add_test(tc, test_count_above_capacity_and_bad_bool_are_refused);
+    tcase_add_test(tc, test_save_refuses_a_count_above_its_own_capacity);
     tcase_add_test(tc, test_builder_refuses_bad_descriptions);
     suite_add_tcase(s, tc);
     return s;
