@@ -110,11 +110,13 @@ static uint64_t downtime_budget(const struct save_run *r, int64_t now)
     return bw * r->job->params.downtime_limit_ms / 1000;
 }
 
-/* RAM's pass ran out: end it (sync) now, or let the other sections send first? */
-static int pass_may_end(const struct save_run *r)
+/* Whether the other sections fit the downtime limit now, or have had max_wait_us of this pass
+ * to get there: when RAM's pass has run out, whether to end it (sync); with no RAM to send,
+ * whether to switch over. */
+static int others_fit(const struct save_run *r, int64_t max_wait_us)
 {
     int64_t now = g_get_monotonic_time();
-    return others_pending(r) <= downtime_budget(r, now) || now - r->pass_start_us >= CPR_PASS_WAIT_US;
+    return others_pending(r) <= downtime_budget(r, now) || now - r->pass_start_us >= max_wait_us;
 }
 
 /* The end of a live pass: measure it, start the next, and say whether to switch over now:
@@ -144,13 +146,6 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     return 0;
 }
 
-/* Once each round, with no RAM to send: whether the other sections fit the limit now. */
-static int others_converged(const struct save_run *r)
-{
-    int64_t now = g_get_monotonic_time();
-    return others_pending(r) <= downtime_budget(r, now) || now - r->pass_start_us >= CPR_PRECOPY_NO_RAM_MAX_US;
-}
-
 static int precopy(struct save_run *r, cpr_error **errp)
 {
     /* Dirty logging only when RAM pages are sent: it costs the guest (write protection). */
@@ -178,8 +173,8 @@ static int precopy(struct save_run *r, cpr_error **errp)
         throttle(r);
         int converged = ret == 1; /* every section done: nothing to chase */
         if (!converged && !ram)
-            converged = others_converged(r);
-        if (!converged && ram && cpr_mig_ram_pass_ended(r->ram) && pass_may_end(r)) {
+            converged = others_fit(r, CPR_PRECOPY_NO_RAM_MAX_US);
+        if (!converged && ram && cpr_mig_ram_pass_ended(r->ram) && others_fit(r, CPR_PASS_WAIT_US)) {
             if ((ret = pass_end(r, &converged, errp)) < 0)
                 return ret;
             stats_update(r);
