@@ -23,10 +23,14 @@ struct cpr_mig_ram {
     uint64_t part_bytes;
 };
 
+int cpr_mig_ram_active(const struct cpr_mig_ram *r)
+{
+    return r->save && cpr_ram_save_sent_blocks(r->save) > 0;
+}
+
 static int ram_is_active(void *opaque)
 {
-    struct cpr_mig_ram *r = opaque;
-    return r->save && cpr_ram_save_sent_blocks(r->save) > 0;
+    return cpr_mig_ram_active(opaque);
 }
 
 static int ram_setup(cpr_stream *s, void *opaque, cpr_error **errp)
@@ -148,11 +152,6 @@ void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes)
 const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r)
 {
     return r->section;
-}
-
-int cpr_mig_ram_active(const struct cpr_mig_ram *r)
-{
-    return ram_is_active((void *)r);
 }
 
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r)
