@@ -42,4 +42,25 @@ static inline void write_ram_end(cpr_stream *w, uint32_t id)
     ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
 }
 
+/* A reader on fd (flags as cpr_stream_new_fd_reader()), past the stream header. */
+static inline cpr_stream *open_reader(int fd, unsigned int flags)
+{
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, flags, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    return s;
+}
+
+/* Moves s to its next PART record (into *r): 1, or 0 once the stream ended cleanly. */
+static inline int next_part(cpr_stream *s, struct cpr_rec *r)
+{
+    int ret;
+    while ((ret = cpr_rec_next(s, r, NULL)) > 0) {
+        if (r->type == CPR_REC_PART)
+            return 1;
+    }
+    ck_assert_int_eq(ret, 0);
+    return 0;
+}
+
 #endif

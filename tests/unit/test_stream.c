@@ -380,15 +380,10 @@ END_TEST
  * each page against pages[index]; returns how many it read. */
 static size_t read_pages(int fd, const uint8_t *pages)
 {
-    cpr_stream *s;
-    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
-    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    cpr_stream *s = open_reader(fd, CPR_STREAM_OWN_FD);
     struct cpr_rec r;
     size_t got = 0;
-    int ret;
-    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
-        if (r.type != CPR_REC_PART)
-            continue;
+    while (next_part(s, &r)) {
         while (cpr_stream_remaining(s)) {
             uint64_t idx;
             const void *pg;
@@ -399,7 +394,6 @@ static size_t read_pages(int fd, const uint8_t *pages)
             got++;
         }
     }
-    ck_assert_int_eq(ret, 0);
     cpr_stream_free(s);
     return got;
 }

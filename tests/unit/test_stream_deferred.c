@@ -84,15 +84,10 @@ static void write_mixed(cpr_stream *w, const uint8_t *pages, size_t npages)
 /* Reads the stream back from fd and checks every page against `pages`. */
 static void check_mixed(int fd, const uint8_t *pages, size_t npages)
 {
-    cpr_stream *s;
-    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, 0, &s, NULL), 0);
-    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    cpr_stream *s = open_reader(fd, 0);
     struct cpr_rec r;
     size_t got = 0;
-    int ret;
-    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
-        if (r.type != CPR_REC_PART)
-            continue;
+    while (next_part(s, &r)) {
         while (cpr_stream_remaining(s)) {
             uint8_t k;
             uint64_t first;
@@ -114,7 +109,6 @@ static void check_mixed(int fd, const uint8_t *pages, size_t npages)
             got += run;
         }
     }
-    ck_assert_int_eq(ret, 0);
     ck_assert_uint_eq(got, npages);
     cpr_stream_free(s);
 }
@@ -203,14 +197,10 @@ START_TEST(test_volatile_memory_rewritten_during_the_write_still_checks)
 
     /* Every checksum holds, and every word is one the writer really held at some point. */
     lseek(fd, 5, SEEK_SET);
-    cpr_stream *s;
-    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
-    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    cpr_stream *s = open_reader(fd, CPR_STREAM_OWN_FD);
     struct cpr_rec r;
-    int ret, parts = 0;
-    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
-        if (r.type != CPR_REC_PART)
-            continue;
+    int parts = 0;
+    while (next_part(s, &r)) {
         uint8_t one;
         const void *data;
         ck_assert_int_eq(cpr_stream_get_u8(s, &one, NULL), 0);
@@ -222,7 +212,6 @@ START_TEST(test_volatile_memory_rewritten_during_the_write_still_checks)
         }
         parts++;
     }
-    ck_assert_int_eq(ret, 0);
     ck_assert_int_eq(parts, 4);
     cpr_stream_free(s);
     g_free(words);
