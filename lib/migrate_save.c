@@ -110,13 +110,13 @@ static uint64_t downtime_budget(const struct save_run *r, int64_t now)
     return bw * r->job->params.downtime_limit_ms / 1000;
 }
 
-/* Whether the other sections fit the downtime limit now, or have had max_wait_us of this pass
- * to get there: when RAM's pass has run out, whether to end it (sync); with no RAM to send,
- * whether to switch over. */
-static int others_fit(const struct save_run *r, int64_t max_wait_us)
+/* Whether the other sections' `others` bytes fit the downtime limit now, or they have had
+ * max_wait_us of this pass to get there: when RAM's pass has run out, whether to end it (sync);
+ * with no RAM to send, whether to switch over. */
+static int others_fit(const struct save_run *r, uint64_t others, int64_t max_wait_us)
 {
     int64_t now = g_get_monotonic_time();
-    return others_pending(r) <= downtime_budget(r, now) || now - r->pass_start_us >= max_wait_us;
+    return others <= downtime_budget(r, now) || now - r->pass_start_us >= max_wait_us;
 }
 
 /* The end of a live pass: measure it, start the next, and say whether to switch over now:
@@ -166,15 +166,16 @@ static int precopy(struct save_run *r, cpr_error **errp)
     for (;;) {
         if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
             return ret;
-        ret = cpr_savevm_iterate(r->job->ctx, r->s, NULL, errp);
+        ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
         if (ret < 0)
             return ret;
         stats_update(r);
         throttle(r);
         int converged = ret == 1; /* every section done: nothing to chase */
+        uint64_t others = others_pending(r);
         if (!converged && !ram)
-            converged = others_fit(r, CPR_PRECOPY_NO_RAM_MAX_US);
-        if (!converged && ram && cpr_mig_ram_pass_ended(r->ram) && others_fit(r, CPR_PASS_WAIT_US)) {
+            converged = others_fit(r, others, CPR_PRECOPY_NO_RAM_MAX_US);
+        if (!converged && ram && cpr_mig_ram_pass_ended(r->ram) && others_fit(r, others, CPR_PASS_WAIT_US)) {
             if ((ret = pass_end(r, &converged, errp)) < 0)
                 return ret;
             stats_update(r);
@@ -194,7 +195,7 @@ static int drain(struct save_run *r, cpr_error **errp)
     if (pages < 0)
         return (int)pages;
     cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
-    while ((ret = cpr_savevm_iterate(r->job->ctx, r->s, NULL, errp)) == 0)
+    while ((ret = cpr_savevm_iterate(r->job->ctx, r->s, errp)) == 0)
         stats_update(r);
     return ret < 0 ? ret : 0;
 }

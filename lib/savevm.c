@@ -398,10 +398,9 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
     return ret < 0 ? ret : 0;
 }
 
-int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error **errp)
+int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
 {
     struct savevm_state *st = state_of(ctx);
-    uint64_t sum = 0;
     int all_done = 1;
     for (guint i = 0; i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
@@ -422,11 +421,8 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error
             return r;
         sec->pending = left;
         sec->done = r > 0;
-        sum += left;
         all_done &= sec->done;
     }
-    if (pending)
-        *pending = sum;
     return all_done;
 }
 
@@ -488,7 +484,7 @@ CPR_API int cpr_savevm_save(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
     int ret = cpr_savevm_begin(ctx, s, mode, errp);
     if (ret == -EBUSY)
         return ret;
-    while (ret >= 0 && (ret = cpr_savevm_iterate(ctx, s, NULL, errp)) == 0)
+    while (ret >= 0 && (ret = cpr_savevm_iterate(ctx, s, errp)) == 0)
         ;
     if (ret >= 0)
         ret = cpr_savevm_complete(ctx, s, errp);

@@ -4,7 +4,7 @@
  *
  * Save, in order (the engine stops the guest between iterate and complete):
  *     cpr_savevm_begin(ctx, s, mode)        header, config, schema, start records (setup)
- *     cpr_savevm_iterate(ctx, s, &pending)  one part per unfinished progressive section,
+ *     cpr_savevm_iterate(ctx, s)            one part per unfinished progressive section,
  *                                           interleaved; repeat while the guest runs
  *     cpr_savevm_complete(ctx, s)           end records (complete), full sections, end record
  *     cpr_savevm_finish(ctx)                cleanup callbacks; always, after begin, even on error
@@ -20,8 +20,8 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
 /* Calls iterate() of every active progressive section once, a section that was done before
  * included (a dirty-log sync may have given it more); a call that writes nothing leaves no
  * record. Returns 1 when every section reported done in this call, 0 when some have more,
- * <0 on error. *pending (may be NULL) receives the sum of the sections' pending bytes. */
-int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, uint64_t *pending, cpr_error **errp);
+ * <0 on error. Each section's pending bytes are kept for cpr_savevm_pending(). */
+int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
 int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
 void cpr_savevm_finish(cpr_ctx *ctx);
 /* Bytes the active progressive sections other than `skip` (may be NULL) have left, as their
