@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define CPR_VERSION_MAJOR 1
-#define CPR_VERSION_MINOR 1
+#define CPR_VERSION_MINOR 2
 #define CPR_VERSION_PATCH 0
 /* Encoded as 0xMMmmpp, so that versions compare as integers. */
 #define CPR_VERSION_NUMBER ((CPR_VERSION_MAJOR << 16) | (CPR_VERSION_MINOR << 8) | CPR_VERSION_PATCH)

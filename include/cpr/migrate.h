@@ -68,6 +68,14 @@ typedef struct cpr_vm_ops {
     int (*dirty_log_start)(cpr_ctx *ctx, void *opaque);
     int (*dirty_log_sync)(cpr_ctx *ctx, void *opaque);
     int (*dirty_log_stop)(cpr_ctx *ctx, void *opaque);
+    /* ---- 1.2 ---- */
+    /* Destination only: everything the VMM must do before its guest can run and that can fail
+     * (check the loaded state against the machine, set vCPU state, ready the devices), called
+     * once the whole stream has loaded and before the destination commits (acknowledges to
+     * the source, or tells a cpr-exec guardian). A failure here leaves the source able to
+     * resume the guest; after the commit, start() must not fail for any reason but a crash.
+     * The hook may set *errp (cpr/error.h); it runs on the job's thread. */
+    int (*prepare)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
 } cpr_vm_ops;
 
 /*
