@@ -2,8 +2,12 @@
 /*
  * The outgoing cpr modes around the main-channel save: cpr-transfer sends the cpr state on
  * the cpr channel and waits for the new process's hang-up first; cpr-exec saves, then execs.
+ * And the incoming cpr channel's wait for the old process. The two cpr-transfer waits are
+ * parameters (cpr-transfer-connect-timeout, cpr-transfer-accept-timeout): either process may
+ * start first.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <unistd.h>
 
 #include <cpr/exec.h>
@@ -13,6 +17,7 @@
 
 #include "internal/error.h"
 #include "internal/migrate.h"
+#include "internal/transfer.h"
 
 static void count_cpr_fds(cpr_job *job)
 {
@@ -28,9 +33,16 @@ int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp)
     cpr_transfer_opts o;
     cpr_transfer_opts_init(&o);
     o.cancel_fd = cpr_job_cancel_fd(job);
-    int sock = cpr_transfer_connect(cpr_addr_path(cpr), &o, errp);
-    if (sock < 0)
+    /* The new process may still be starting: wait for its listener (the guest runs on). */
+    int sock = cpr_unix_connect_wait("cpr channel", cpr_addr_path(cpr), &o,
+                                     job->params.cpr_connect_timeout_ms, errp);
+    if (sock < 0) {
+        if (sock == -ENOENT || sock == -ECONNREFUSED)
+            cpr_error_prefix(errp, "the new process did not listen on the cpr channel within %"
+                             PRIu64 " ms (parameter cpr-transfer-connect-timeout)",
+                             job->params.cpr_connect_timeout_ms);
         return sock;
+    }
     cpr_job_watch_fd(job, sock);
     int ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
     /* The guest runs on while the new process takes the fds and maps the RAM. */
@@ -61,4 +73,20 @@ int cpr_migrate_out_exec(cpr_job *job, cpr_error **errp)
     ret = cpr_exec_command(job->ctx, job->params.cpr_exec_command, errp);
     cpr_error_prefix(errp, "cpr-exec");
     return ret < 0 ? ret : -EIO;
+}
+
+int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp)
+{
+    struct cpr_params p;
+    cpr_params_snapshot(ctx, &p);
+    uint64_t wait_ms = p.cpr_accept_timeout_ms;
+    cpr_params_clear(&p);
+    cpr_transfer_opts o;
+    cpr_transfer_opts_init(&o);
+    o.timeout_ms = cpr_params_wait_ms(wait_ms);
+    int sock = cpr_transfer_incoming(ctx, path, &o, errp);
+    if (sock == -ETIMEDOUT)
+        cpr_error_prefix(errp, "no old process connected to the cpr channel %s within %" PRIu64
+                         " ms (parameter cpr-transfer-accept-timeout)", path, wait_ms);
+    return sock;
 }

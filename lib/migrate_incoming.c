@@ -57,9 +57,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
     if (!cpr)
         return (int)cpr_get_mode(ctx);
 
-    cpr_transfer_opts o;
-    cpr_transfer_opts_init(&o);
-    int sock = cpr_transfer_incoming(ctx, cpr_addr_path(cpr), &o, errp);
+    int sock = cpr_migrate_in_cpr_channel(ctx, cpr_addr_path(cpr), errp);
     if (sock < 0)
         return sock;
     /* Kept open: the old process waits for the hang-up, given once main listens. */

@@ -18,6 +18,12 @@ void cpr_params_init(struct cpr_params *p)
     memset(p, 0, sizeof(*p));
     p->mode = CPR_MODE_NORMAL;
     p->downtime_limit_ms = CPR_DEFAULT_DOWNTIME_LIMIT_MS;
+    p->cpr_connect_timeout_ms = CPR_DEFAULT_CPR_CONNECT_TIMEOUT_MS;
+}
+
+int64_t cpr_params_wait_ms(uint64_t ms)
+{
+    return ms ? (int64_t)ms : -1;
 }
 
 void cpr_params_clear(struct cpr_params *p)
@@ -62,6 +68,24 @@ static char *get_bandwidth(const struct cpr_params *p)
 {
     return g_strdup_printf("%" PRIu64, p->max_bandwidth);
 }
+/* The cpr-transfer waits: up to a day (their product with 1000 stays far inside int64). */
+#define CPR_MAX_WAIT_MS 86400000
+static int set_connect_timeout(struct cpr_params *p, const char *v)
+{
+    return cpr_parse_u64(v, CPR_MAX_WAIT_MS, &p->cpr_connect_timeout_ms);
+}
+static char *get_connect_timeout(const struct cpr_params *p)
+{
+    return g_strdup_printf("%" PRIu64, p->cpr_connect_timeout_ms);
+}
+static int set_accept_timeout(struct cpr_params *p, const char *v)
+{
+    return cpr_parse_u64(v, CPR_MAX_WAIT_MS, &p->cpr_accept_timeout_ms);
+}
+static char *get_accept_timeout(const struct cpr_params *p)
+{
+    return g_strdup_printf("%" PRIu64, p->cpr_accept_timeout_ms);
+}
 static int set_exec_command(struct cpr_params *p, const char *v)
 {
     g_free(p->cpr_exec_command);
@@ -83,6 +107,10 @@ static const struct param_def {
     { "downtime-limit", "milliseconds, 0 to 2000000", set_downtime, get_downtime },
     { "max-bandwidth", "bytes per second, 0 for unlimited", set_bandwidth, get_bandwidth },
     { "cpr-exec-command", "a command line", set_exec_command, get_exec_command },
+    { "cpr-transfer-connect-timeout", "milliseconds, 0 to 86400000 (0: do not wait)",
+      set_connect_timeout, get_connect_timeout },
+    { "cpr-transfer-accept-timeout", "milliseconds, 0 to 86400000 (0: wait forever)",
+      set_accept_timeout, get_accept_timeout },
 };
 
 static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover" };

@@ -121,6 +121,35 @@ int cpr_unix_connect(const char *what, const char *path, const cpr_transfer_opts
     return fd;
 }
 
+/* Whether a connect failure means the peer has not listened yet: no socket file, or a stale
+ * one that a listener will replace (cpr_unix_listen). */
+static int not_listening_yet(int err)
+{
+    return err == -ENOENT || err == -ECONNREFUSED;
+}
+
+int cpr_unix_connect_wait(const char *what, const char *path, const cpr_transfer_opts *opts,
+                          uint64_t wait_ms, cpr_error **errp)
+{
+    int64_t deadline = g_get_monotonic_time() + (int64_t)wait_ms * 1000;
+    int cancel_fd = opts ? opts->cancel_fd : -1;
+    for (;;) {
+        cpr_error *err = NULL;
+        int fd = cpr_unix_connect(what, path, opts, &err);
+        int64_t left = deadline - g_get_monotonic_time();
+        if (fd >= 0 || !not_listening_yet(fd) || left <= 0) {
+            cpr_error_propagate(errp, err);
+            return fd;
+        }
+        cpr_error_free(err);
+        /* No notification exists for a socket file appearing: poll it, 10 ms at a time. */
+        struct pollfd p = { .fd = cancel_fd, .events = POLLIN };
+        if (poll(&p, cancel_fd >= 0, (int)MIN((left + 999) / 1000, 10)) > 0)
+            return cpr_error_set(errp, -ECANCELED, "%s %s: cancelled while waiting for a listener",
+                                 what, path);
+    }
+}
+
 CPR_API int cpr_transfer_connect(const char *path, const cpr_transfer_opts *opts, cpr_error **errp)
 {
     return cpr_unix_connect("cpr channel", path, opts, errp);

@@ -149,6 +149,9 @@ CPR_API int cpr_migrate_set_status_cb(cpr_ctx *ctx, cpr_migration_status_fn fn, 
  * already running or a VM in inmigrate (-EBUSY), a SETUP notifier's veto.
  * Without CPR_MIGRATE_DETACH the call returns when the job ends: 0 when completed, otherwise
  * the failure (-ECANCELED when cancelled) with its error. With it, 0 once the job runs.
+ * cpr-transfer: the job (status setup, guest running) waits for the new process to listen
+ * on the cpr channel for up to the cpr-transfer-connect-timeout parameter (default 10 s;
+ * cpr/params.h), then fails with -ENOENT or -ECONNREFUSED naming it; the guest runs on.
  * cpr-exec does not return on success: the process image is replaced.
  */
 CPR_API int cpr_migrate_channels(cpr_ctx *ctx, const cpr_channels *channels, unsigned int flags,
@@ -190,6 +193,10 @@ CPR_API int cpr_migrate_wait(cpr_ctx *ctx, cpr_error **errp);
  * Returns the mode the process was started for: CPR_MODE_CPR_TRANSFER or CPR_MODE_CPR_EXEC
  * when cpr state was loaded (and sets the `mode` parameter to it), otherwise the `mode`
  * parameter unchanged. Errors: the channel's, or a corrupt cpr state (-EBADMSG).
+ * Ordering: the wait for the old process is bounded by the cpr-transfer-accept-timeout
+ * parameter (cpr/params.h; 0, the default, waits forever): on timeout -ETIMEDOUT, naming the
+ * parameter, with nothing loaded and the socket removed. The old process may migrate before
+ * this call listens: its cpr_migrate_channels() waits up to cpr-transfer-connect-timeout.
  */
 CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cpr_error **errp);
 

@@ -9,6 +9,14 @@
  *   downtime-limit     milliseconds, default 300
  *   max-bandwidth      bytes per second, 0 = unlimited (default)
  *   cpr-exec-command   the command line cpr-exec runs, words separated by spaces
+ *   cpr-transfer-connect-timeout  (1.2) milliseconds the outgoing side of cpr-transfer
+ *                      waits for the new process to listen on the cpr channel (no socket
+ *                      file yet, or a stale one), retrying while the guest runs; 0 = one
+ *                      attempt; default 10000, at most 86400000. On timeout the job fails
+ *                      naming this parameter, and the guest runs on.
+ *   cpr-transfer-accept-timeout   (1.2) milliseconds cpr_incoming_cpr_load() waits for the old
+ *                      process to connect to the cpr channel and send its state; 0 = forever
+ *                      (the default); at most 86400000. Set it before that call.
  * Capabilities:
  *   x-ignore-shared    do not write RAM blocks that are shared (memfd or share=on), default off
  *   pause-before-switchover  after stopping the guest, wait in status pre-switchover until

@@ -96,6 +96,9 @@ int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp);
 int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp);
 int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp);
 int cpr_migrate_out_exec(cpr_job *job, cpr_error **errp);
+/* Incoming cpr-transfer's early step: listens on the cpr channel at path, waits for the old
+ * process up to cpr-transfer-accept-timeout and receives its state; returns the open socket. */
+int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp);
 /* Incoming: prepare runs on the caller's thread (opens or listens on main, then hangs up the
  * cpr channel), cpr_migrate_in on the job's thread (accepts, loads, acknowledges, starts). */
 int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp);

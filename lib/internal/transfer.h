@@ -18,6 +18,11 @@ int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, co
  * channel", or the main channel's "unix socket"); the main channel's unix: listener is
  * cpr_unix_listen too, so both publish their path only once they listen. */
 int cpr_unix_connect(const char *what, const char *path, const cpr_transfer_opts *opts, cpr_error **errp);
+/* cpr_unix_connect that, while nothing listens at path (no file, or a stale socket), retries
+ * for up to wait_ms (0: one attempt), polling opts' cancel_fd; then fails as the last attempt
+ * did (-ENOENT or -ECONNREFUSED). */
+int cpr_unix_connect_wait(const char *what, const char *path, const cpr_transfer_opts *opts,
+                          uint64_t wait_ms, cpr_error **errp);
 int cpr_unix_listen(const char *what, const char *path, int private, cpr_error **errp);
 
 #endif

@@ -51,6 +51,10 @@ START_TEST(test_defaults)
     cpr_free(v);
     ck_assert_str_eq(v = get("cpr-exec-command"), "");
     cpr_free(v);
+    ck_assert_str_eq(v = get("cpr-transfer-connect-timeout"), "10000");
+    cpr_free(v);
+    ck_assert_str_eq(v = get("cpr-transfer-accept-timeout"), "0");
+    cpr_free(v);
     ck_assert_int_eq(cpr_cap_get(ctx, "x-ignore-shared", NULL), 0);
     ck_assert_int_eq(cpr_get_mode(ctx), CPR_MODE_NORMAL);
 }
@@ -86,6 +90,10 @@ START_TEST(test_refusals_keep_the_old_value)
     ck_assert_cpr_fails(cpr_cap_set(ctx, "x-ignore-shard", 1, errp_), -ENOENT, "unknown migration capability 'x-ignore-shard'");
     ck_assert_cpr_fails(cpr_cap_get(ctx, "postcopy-ram", errp_), -ENOENT, "'postcopy-ram'");
     ck_assert_cpr_fails(cpr_set_mode(ctx, (cpr_mode)9, errp_), -EINVAL, "unknown mode 9");
+    ck_assert_cpr_fails(cpr_param_set(ctx, "cpr-transfer-connect-timeout", "86400001", errp_), -EINVAL,
+                        "'cpr-transfer-connect-timeout' (expected milliseconds, 0 to 86400000");
+    ck_assert_cpr_fails(cpr_param_set(ctx, "cpr-transfer-accept-timeout", "-1", errp_), -EINVAL,
+                        "'cpr-transfer-accept-timeout'");
     ck_assert_str_eq(v = get("mode"), "normal");
     cpr_free(v);
     ck_assert_str_eq(v = get("downtime-limit"), "300");
@@ -114,7 +122,8 @@ START_TEST(test_foreach_lists_names)
 {
     GString *s = g_string_new(NULL);
     ck_assert_int_eq(cpr_param_foreach(count_names, s), 0);
-    ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;cpr-exec-command;");
+    ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;cpr-exec-command;"
+                             "cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);
     ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;");
