@@ -18,6 +18,8 @@ static const char usage[] =
     "  -monitor stdio               HMP on stdin/stdout\n"
     "  -qmp unix:PATH,server=on,wait=off\n"
     "  -incoming defer|URI|JSON     repeatable: a main and a cpr channel\n"
+    "  -global migration.NAME=VALUE a migration parameter or capability (on/off) set at start-up,\n"
+    "                               before -incoming's cpr channel is read; repeatable\n"
     "  -serial file:PATH|stdio|null\n"
     "  -drive file=PATH             a local disk (blocks normal migration only)\n"
     "  -name NAME  -S  -nodefaults  -display none\n"
@@ -419,6 +421,24 @@ static int opt_incoming(vmm_config *cfg, const char *arg, char **err)
     return 0;
 }
 
+/* -global migration.NAME=VALUE: only the migration object exists; the name is checked when
+ * it is applied (the library knows its parameters). */
+static int opt_global(vmm_config *cfg, const char *arg, char **err)
+{
+    const char *prop = g_str_has_prefix(arg, "migration.") ? arg + strlen("migration.") : NULL;
+    const char *eq = prop ? strchr(prop, '=') : NULL;
+    if (!prop) {
+        *err = g_strdup_printf("-global %s: only migration.NAME=VALUE is supported", arg);
+        return -1;
+    }
+    if (!eq || eq == prop) {
+        *err = g_strdup_printf("-global %s: expected migration.NAME=VALUE", arg);
+        return -1;
+    }
+    g_ptr_array_add(cfg->globals, g_strdup(prop));
+    return 0;
+}
+
 static int opt_monitor(vmm_config *cfg, const char *arg, char **err)
 {
     if (strcmp(arg, "stdio") && strcmp(arg, "none")) {
@@ -461,6 +481,7 @@ static const struct option_def {
     {"monitor", opt_monitor},
     {"qmp", opt_qmp},
     {"incoming", opt_incoming},
+    {"global", opt_global},
     {"serial", opt_serial},
     {"drive", opt_drive},
     {"display", opt_display},
@@ -484,6 +505,7 @@ int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, cha
     cfg->hbmon_version = 2;
     cfg->memdevs = g_ptr_array_new_with_free_func(memdev_free);
     cfg->incoming = g_ptr_array_new_with_free_func(g_free);
+    cfg->globals = g_ptr_array_new_with_free_func(g_free);
     cfg->drives = g_ptr_array_new_with_free_func(g_free);
     cfg->serial = VMM_SERIAL_STDIO;
     cfg->argv = g_new0(char *, (size_t)argc + 1);
@@ -588,6 +610,8 @@ void vmm_config_clear(vmm_config *cfg)
     g_free(cfg->qmp_path);
     if (cfg->incoming)
         g_ptr_array_free(cfg->incoming, TRUE);
+    if (cfg->globals)
+        g_ptr_array_free(cfg->globals, TRUE);
     g_free(cfg->serial_path);
     if (cfg->drives)
         g_ptr_array_free(cfg->drives, TRUE);

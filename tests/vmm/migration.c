@@ -219,10 +219,39 @@ static int parse_channel_arg(const char *arg, cpr_channels **out, cpr_error **ce
     return cpr_channels_from_uri(arg, out, cerr);
 }
 
+/* -global migration.NAME=VALUE: a capability when the library knows one by that name (on or
+ * off), else a parameter; before the cpr channel is read, whose wait is a parameter. */
+static int apply_globals(vmm *v, char **err)
+{
+    GPtrArray *g = v->cfg->globals;
+    for (guint i = 0; i < g->len; i++) {
+        g_auto(GStrv) nv = g_strsplit(g->pdata[i], "=", 2);
+        cpr_error *cerr = NULL;
+        int r;
+        if (cpr_cap_get(v->ctx, nv[0], NULL) >= 0) {
+            int on = !strcmp(nv[1], "on") || !strcmp(nv[1], "true");
+            if (!on && strcmp(nv[1], "off") && strcmp(nv[1], "false")) {
+                *err = g_strdup_printf("-global migration.%s: capability wants on or off", (char *)g->pdata[i]);
+                return -1;
+            }
+            r = cpr_cap_set(v->ctx, nv[0], on, &cerr);
+        } else {
+            r = cpr_param_set(v->ctx, nv[0], nv[1], &cerr);
+        }
+        if (r < 0) {
+            g_autofree char *what = g_strdup_printf("-global migration.%s", (char *)g->pdata[i]);
+            return vmm_fail_cpr(err, what, cerr);
+        }
+    }
+    return 0;
+}
+
 int vmm_mig_incoming_early(vmm *v, char **err)
 {
     vmm_mig *m = v->mig;
     GPtrArray *inc = v->cfg->incoming;
+    if (apply_globals(v, err) < 0)
+        return -1;
     if (!inc->len)
         return 0;
     cpr_error *cerr = NULL;

@@ -132,7 +132,8 @@ static void print_guest(json_object *ret, GString *out)
 /* Parameters whose QMP type is an integer; the rest are strings (cpr-exec-command a list). */
 static int param_is_int(const char *name)
 {
-    return !strcmp(name, "downtime-limit") || !strcmp(name, "max-bandwidth");
+    return !strcmp(name, "downtime-limit") || !strcmp(name, "max-bandwidth") ||
+           g_str_has_suffix(name, "-timeout");
 }
 
 static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_error *err)

@@ -176,6 +176,24 @@ START_TEST(test_affinity_lists_and_mistakes)
 }
 END_TEST
 
+START_TEST(test_global_migration_properties)
+{
+    const char *a[] = {"cpr-vmm", "-global", "migration.cpr-transfer-accept-timeout=500",
+                       "-global", "migration.x-ignore-shared=on", NULL};
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, a), 0);
+    ck_assert_uint_eq(cfg.globals->len, 2);
+    ck_assert_str_eq(cfg.globals->pdata[0], "cpr-transfer-accept-timeout=500");
+    ck_assert_str_eq(cfg.globals->pdata[1], "x-ignore-shared=on");
+    vmm_config_clear(&cfg);
+    const char *other[] = {"cpr-vmm", "-global", "kvm-pit.lost_tick_policy=discard", NULL};
+    expect_error(other, "only migration.NAME=VALUE");
+    const char *no_value[] = {"cpr-vmm", "-global", "migration.downtime-limit", NULL};
+    expect_error(no_value, "expected migration.NAME=VALUE");
+}
+END_TEST
+
 static Suite *cmdline_suite(void)
 {
     Suite *s = suite_create("vmm_cmdline");
@@ -192,6 +210,7 @@ static Suite *cmdline_suite(void)
     tcase_add_test(tc, test_sizes_parse_with_suffixes);
     tcase_add_test(tc, test_serial_and_drive_forms);
     tcase_add_test(tc, test_affinity_lists_and_mistakes);
+    tcase_add_test(tc, test_global_migration_properties);
     suite_add_tcase(s, tc);
     return s;
 }
