@@ -140,7 +140,9 @@ CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp)
         json_object_object_add(o, "blocked-reasons", reasons);
     else
         json_object_put(reasons);
-    *out = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    /* Paths in error-desc and blocked-reasons as they are: "/var", not "\/var". */
+    *out = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                          JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
     return 0;
 }

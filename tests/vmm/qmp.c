@@ -29,7 +29,7 @@ struct qmp_server {
 
 static void send_json(qmp_client *c, json_object *o)
 {
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     /* A client that cannot take it is dropped by its read side later. */
     vmm_write_all(c->fd, s, strlen(s));
     vmm_write_all(c->fd, "\r\n", 2);
