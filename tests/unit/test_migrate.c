@@ -610,6 +610,26 @@ START_TEST(test_cpr_reboot_without_ignore_shared_writes_ram)
 }
 END_TEST
 
+/* docs/format.md: the RAM layout travels in the ram section's block table (not in the config
+ * record), in every stream cpr_migrate_* writes, a snapshot too; a loader whose block differs
+ * refuses it, naming the block and both sizes. */
+START_TEST(test_snapshot_carries_the_ram_layout_in_its_ram_section)
+{
+    struct mig_vm *src = running_vm();
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    struct mig_vm *dst = mig_vm_new(2 * RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    g_autofree char *want = g_strdup_printf("RAM block '%s' is %llu bytes in the stream but %llu here",
+                                            MIG_VM_RAM_NAME, (unsigned long long)RAM,
+                                            (unsigned long long)(2 * RAM));
+    ck_assert_cpr_fails(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp_), -EINVAL, want);
+    ck_assert_int_eq(dst->post_loads, 0);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
 /* main and cpr channels on UNIX sockets in the test directory, as cpr-transfer wants them. */
 static cpr_channels *transfer_channels(void)
 {
@@ -900,6 +920,7 @@ static Suite *migrate_suite(void)
     tcase_add_test(tc, test_cancel_while_active_never_stops_the_guest);
     tcase_add_test(tc, test_cpr_reboot_with_ignore_shared_writes_no_ram);
     tcase_add_test(tc, test_cpr_reboot_without_ignore_shared_writes_ram);
+    tcase_add_test(tc, test_snapshot_carries_the_ram_layout_in_its_ram_section);
     tcase_add_test(tc, test_cpr_transfer_in_process_keeps_ram_in_place);
     tcase_add_test(tc, test_cpr_transfer_sends_other_progressive_sections_live);
     tcase_add_test(tc, test_cpr_transfer_with_private_ram_stops_first);
