@@ -48,9 +48,19 @@ export LD_LIBRARY_PATH=$libdir
 step "pkg-config libcpr: $(pkg-config --modversion libcpr) $(pkg-config --cflags --libs libcpr)"
 [[ $(pkg-config --variable=includedir libcpr) -ef $prefix/include ]] ||
     bad "libcpr.pc's includedir is not the install prefix's include/"
-grep -q '^glib-2.0' <<<"$(pkg-config --print-requires-private libcpr)" || bad "libcpr.pc: glib-2.0 not in Requires.private"
-grep -q '^json-c' <<<"$(pkg-config --print-requires-private libcpr)" || bad "libcpr.pc: json-c not in Requires.private"
+# A shared consumer needs no glib or json-c development files (docs/abi.md, "Dependencies of
+# a consumer"); a static one gets their link names from Libs.private.
 [[ -z $(pkg-config --print-requires libcpr) ]] || bad "libcpr.pc: public Requires should be empty"
+[[ -z $(pkg-config --print-requires-private libcpr) ]] ||
+    bad "libcpr.pc: Requires.private makes a shared consumer install glib/json-c -dev: $(pkg-config --print-requires-private libcpr)"
+for l in -lglib-2.0 -ljson-c -pthread; do
+    grep -qe "$l" <<<"$(pkg-config --static --libs libcpr)" || bad "libcpr.pc: --static --libs lacks $l"
+done
+grep -qe -lglib <<<"$(pkg-config --libs libcpr)" && bad "libcpr.pc: --libs (shared) names glib"
+# Only libcpr's .pc visible, as on a machine without libglib2.0-dev and libjson-c-dev.
+export PKG_CONFIG_LIBDIR=$PKG_CONFIG_PATH
+pkg-config --cflags --libs libcpr >/dev/null 2>"$work/alone.err" ||
+    bad "pkg-config --cflags --libs libcpr fails without glib's and json-c's .pc: $(cat "$work/alone.err")"
 
 # run_consumer LABEL BINARY SHARED(yes|no): runs it and checks its output and its linkage.
 run_consumer() {
@@ -109,6 +119,7 @@ endif()
 V99
 cmake -S "$work/v99" -B "$work/v99/build" >"$work/v99.log" 2>&1 || { cat "$work/v99.log"; bad "libcpr 99 was accepted"; }
 
+unset PKG_CONFIG_LIBDIR
 if [[ $static == ON ]]; then
     step "static: pkg-config --static + Makefile"
     cp -r "$src/examples/consumer" "$work/make-static"
