@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 # package.consumer: installs the build to a temporary prefix, builds examples/consumer
 # against that installed copy (pkg-config + Makefile, find_package + CMake, and the static
-# archive both ways when the build installs it), runs each and checks what it prints.
+# archive both ways when the build installs it), runs each and checks what it prints. Then
+# builds examples/mini_vmm.c, the example VMM of docs/integration.md, the same way and runs
+# its four commands: cpr-transfer between two processes, a snapshot and its restore.
 #
 # Usage: tests/package/consumer.sh BUILD_DIR SRC_DIR WORK_DIR CC [EXTRA_CFLAGS] [STATIC=ON|OFF]
 set -uo pipefail
@@ -118,6 +120,34 @@ if(libcpr_FOUND)
 endif()
 V99
 cmake -S "$work/v99" -B "$work/v99/build" >"$work/v99.log" 2>&1 || { cat "$work/v99.log"; bad "libcpr 99 was accepted"; }
+
+# mini_vmm: the example VMM, one C file, built as its readers would (pkg-config, the shared
+# library, no glib or json-c development files in sight).
+step "examples/mini_vmm.c: cpr-transfer old -> new, snapshot -> restore"
+vm=$work/mini_vmm
+mkdir -p "$vm/dir"
+# shellcheck disable=SC2046
+if "$cc" -std=c11 -Wall -Wextra -Werror $extra $(pkg-config --cflags libcpr) -o "$vm/mini_vmm" \
+        "$src/examples/mini_vmm.c" $(pkg-config --libs libcpr) -pthread >"$vm/build.log" 2>&1; then
+    grep -q 'NEEDED.*\[libcpr\.so\.1\]' <<<"$(readelf -d "$vm/mini_vmm")" || bad "mini_vmm: not linked against libcpr.so.1"
+    # The old VMM first: its migration waits for the new one's cpr channel.
+    "$vm/mini_vmm" old "$vm/dir" >"$vm/old.out" 2>&1 &
+    old_pid=$!
+    "$vm/mini_vmm" new "$vm/dir" >"$vm/new.out" 2>&1 || bad "mini_vmm new failed"
+    wait $old_pid || bad "mini_vmm old failed"
+    "$vm/mini_vmm" snapshot "$vm/dir" >"$vm/snapshot.out" 2>&1 || bad "mini_vmm snapshot failed"
+    "$vm/mini_vmm" restore "$vm/dir" >"$vm/restore.out" 2>&1 || bad "mini_vmm restore failed"
+    for f in old new snapshot restore; do sed "s/^/    [$f] /" "$vm/$f.out"; done
+    grep -q '^old: normal migration refused: .*disk d0 .* is local storage$' "$vm/old.out" ||
+        bad "mini_vmm: the blocker did not refuse normal migration with its reason"
+    grep -q '^old: cpr-transfer completed.*run state postmigrate$' "$vm/old.out" || bad "mini_vmm: old did not complete"
+    grep -q '^new: RAM block pc.ram re-attached' "$vm/new.out" || bad "mini_vmm: RAM not re-attached"
+    grep -q '^new: disk fd is the old process' "$vm/new.out" || bad "mini_vmm: disk fd not preserved"
+    grep -q '^new: guest ran on' "$vm/new.out" || bad "mini_vmm: the guest did not run on in the new process"
+    grep -q '^restore: guest ran on' "$vm/restore.out" || bad "mini_vmm: the guest did not run on after restore"
+else
+    cat "$vm/build.log"; bad "examples/mini_vmm.c does not build against the installed copy"
+fi
 
 unset PKG_CONFIG_LIBDIR
 if [[ $static == ON ]]; then
