@@ -244,6 +244,14 @@ static void machine_create_devices(struct machine *m, const char *disk_path)
     machine_set_hooks(m);
 }
 
+/* A machine that boots (no cpr state to take over): context, RAM, devices. */
+static void machine_boot(struct machine *m, const char *disk_path)
+{
+    machine_init(m);
+    machine_create_ram(m);
+    machine_create_devices(m, disk_path);
+}
+
 static void machine_free(struct machine *m)
 {
     pthread_mutex_lock(&m->lock);
@@ -301,9 +309,7 @@ static int cmd_old(const char *dir, const char *disk)
 {
     struct machine m;
     cpr_error *err = NULL;
-    machine_init(&m);
-    machine_create_ram(&m);
-    machine_create_devices(&m, disk);
+    machine_boot(&m, disk);
     lseek(m.disk_fd, DISK_OFFSET, SEEK_SET);
     boot_and_run(&m, 500);
 
@@ -365,18 +371,14 @@ static int cmd_new(const char *dir, const char *disk)
     return 0;
 }
 
-static int cmd_snapshot(const char *dir)
+/* A snapshot is a normal migration to a file: RAM goes while the guest runs (precopy), the
+ * device state after the stop. A restore is an incoming migration from that file. */
+static int cmd_snapshot(const char *uri)
 {
     struct machine m;
     cpr_error *err = NULL;
-    machine_init(&m);
-    machine_create_ram(&m);
-    machine_create_devices(&m, NULL);
+    machine_boot(&m, NULL);
     boot_and_run(&m, 500);
-    /* A snapshot is a normal migration to a file: RAM goes while the guest runs (precopy),
-     * the device state after the stop. */
-    char uri[1100];
-    snprintf(uri, sizeof(uri), "file:%s/vm.snap", dir);
     if (cpr_migrate_uri(m.ctx, uri, 0, &err) < 0)
         die("snapshot", err);
     printf("snapshot: saved at tick %" PRIu64 "; run state %s\n", device_tick(&m),
@@ -385,15 +387,11 @@ static int cmd_snapshot(const char *dir)
     return 0;
 }
 
-static int cmd_restore(const char *dir)
+static int cmd_restore(const char *uri)
 {
     struct machine m;
     cpr_error *err = NULL;
-    machine_init(&m);
-    machine_create_ram(&m);
-    machine_create_devices(&m, NULL);
-    char uri[1100];
-    snprintf(uri, sizeof(uri), "file:%s/vm.snap", dir);
+    machine_boot(&m, NULL);
     if (cpr_incoming_start_uri(m.ctx, uri, 0, &err) < 0)
         die("restore", err);
     run_on(&m, "restore");
@@ -408,17 +406,18 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1], *dir = argv[2];
-    char disk[1100];
+    char disk[1100], snap[1100];
     snprintf(disk, sizeof(disk), "%s/disk.img", dir);
+    snprintf(snap, sizeof(snap), "file:%s/vm.snap", dir);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!strcmp(cmd, "old"))
         return cmd_old(dir, disk);
     if (!strcmp(cmd, "new"))
         return cmd_new(dir, disk);
     if (!strcmp(cmd, "snapshot"))
-        return cmd_snapshot(dir);
+        return cmd_snapshot(snap);
     if (!strcmp(cmd, "restore"))
-        return cmd_restore(dir);
+        return cmd_restore(snap);
     fprintf(stderr, "mini_vmm: unknown command '%s'\n", cmd);
     return 2;
 }

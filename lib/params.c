@@ -2,6 +2,7 @@
 /* Migration parameters and capabilities by QMP name, table-driven so that a new one is a row. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,41 +52,6 @@ static char *get_mode(const struct cpr_params *p)
 {
     return g_strdup(cpr_mode_name(p->mode));
 }
-static int set_downtime(struct cpr_params *p, const char *v)
-{
-    /* QEMU caps downtime-limit at 2000 s. */
-    return cpr_parse_u64(v, 2000000, &p->downtime_limit_ms);
-}
-static char *get_downtime(const struct cpr_params *p)
-{
-    return g_strdup_printf("%" PRIu64, p->downtime_limit_ms);
-}
-static int set_bandwidth(struct cpr_params *p, const char *v)
-{
-    return cpr_parse_u64(v, INT64_MAX, &p->max_bandwidth);
-}
-static char *get_bandwidth(const struct cpr_params *p)
-{
-    return g_strdup_printf("%" PRIu64, p->max_bandwidth);
-}
-/* The cpr-transfer waits: up to a day (their product with 1000 stays far inside int64). */
-#define CPR_MAX_WAIT_MS 86400000
-static int set_connect_timeout(struct cpr_params *p, const char *v)
-{
-    return cpr_parse_u64(v, CPR_MAX_WAIT_MS, &p->cpr_connect_timeout_ms);
-}
-static char *get_connect_timeout(const struct cpr_params *p)
-{
-    return g_strdup_printf("%" PRIu64, p->cpr_connect_timeout_ms);
-}
-static int set_accept_timeout(struct cpr_params *p, const char *v)
-{
-    return cpr_parse_u64(v, CPR_MAX_WAIT_MS, &p->cpr_accept_timeout_ms);
-}
-static char *get_accept_timeout(const struct cpr_params *p)
-{
-    return g_strdup_printf("%" PRIu64, p->cpr_accept_timeout_ms);
-}
 static int set_exec_command(struct cpr_params *p, const char *v)
 {
     g_free(p->cpr_exec_command);
@@ -97,21 +63,47 @@ static char *get_exec_command(const struct cpr_params *p)
     return g_strdup(p->cpr_exec_command ? p->cpr_exec_command : "");
 }
 
+/* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
 static const struct param_def {
     const char *name;
     const char *expect; /* for error messages */
     param_set_fn set;
     param_get_fn get;
+    size_t u64_offset;
+    uint64_t u64_max;
 } params[] = {
-    { "mode", "normal, cpr-reboot, cpr-transfer or cpr-exec", set_mode, get_mode },
-    { "downtime-limit", "milliseconds, 0 to 2000000", set_downtime, get_downtime },
-    { "max-bandwidth", "bytes per second, 0 for unlimited", set_bandwidth, get_bandwidth },
-    { "cpr-exec-command", "a command line", set_exec_command, get_exec_command },
-    { "cpr-transfer-connect-timeout", "milliseconds, 0 to 86400000 (0: do not wait)",
-      set_connect_timeout, get_connect_timeout },
-    { "cpr-transfer-accept-timeout", "milliseconds, 0 to 86400000 (0: wait forever)",
-      set_accept_timeout, get_accept_timeout },
+    { "mode", "normal, cpr-reboot, cpr-transfer or cpr-exec", set_mode, get_mode, 0, 0 },
+    /* QEMU caps downtime-limit at 2000 s. */
+    { "downtime-limit", "milliseconds, 0 to 2000000", NULL, NULL,
+      offsetof(struct cpr_params, downtime_limit_ms), 2000000 },
+    { "max-bandwidth", "bytes per second, 0 for unlimited", NULL, NULL,
+      offsetof(struct cpr_params, max_bandwidth), INT64_MAX },
+    { "cpr-exec-command", "a command line", set_exec_command, get_exec_command, 0, 0 },
+    /* The cpr-transfer waits: up to a day (in microseconds still far inside int64). */
+    { "cpr-transfer-connect-timeout", "milliseconds, 0 to 86400000 (0: do not wait)", NULL, NULL,
+      offsetof(struct cpr_params, cpr_connect_timeout_ms), 86400000 },
+    { "cpr-transfer-accept-timeout", "milliseconds, 0 to 86400000 (0: wait forever)", NULL, NULL,
+      offsetof(struct cpr_params, cpr_accept_timeout_ms), 86400000 },
 };
+
+static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)
+{
+    return (uint64_t *)(void *)((char *)p + def->u64_offset);
+}
+
+static int param_set_value(const struct param_def *def, struct cpr_params *p, const char *v)
+{
+    return def->set ? def->set(p, v) : cpr_parse_u64(v, def->u64_max, u64_field(def, p));
+}
+
+static char *param_get_value(const struct param_def *def, const struct cpr_params *p)
+{
+    if (def->get)
+        return def->get(p);
+    uint64_t v;
+    memcpy(&v, (const char *)p + def->u64_offset, sizeof(v));
+    return g_strdup_printf("%" PRIu64, v);
+}
 
 static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover" };
 
@@ -149,7 +141,7 @@ CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr
     }
     /* Validate on a copy so a bad value leaves the old one in place. */
     struct cpr_params tmp = ctx->params;
-    int ret = def->set(&tmp, value);
+    int ret = param_set_value(def, &tmp, value);
     if (ret == 0)
         ctx->params = tmp;
     g_mutex_unlock(&ctx->lock);
@@ -167,7 +159,7 @@ CPR_API int cpr_param_get(cpr_ctx *ctx, const char *name, char **out, cpr_error 
     if (!def)
         return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
     g_mutex_lock(&ctx->lock);
-    *out = def->get(&ctx->params);
+    *out = param_get_value(def, &ctx->params);
     g_mutex_unlock(&ctx->lock);
     return 0;
 }
