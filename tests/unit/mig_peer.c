@@ -6,7 +6,8 @@
  *   mig_peer src key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
  *                               bw= rate= pre-switchover=1 exec=COMMAND
  *   mig_peer dst key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
- *                               exec-dst=1 die=after-cpr|post-load
+ *                               exec-dst=1 die=after-cpr|post-load fail=prepare|start
+ *                               autostart=1 (the library starts the guest: no CPR_INCOMING_PAUSED)
  *
  * src with pre-switchover=1 prints "pre-switchover" when it gets there and continues after
  * reading a line on stdin. dst prints "cpr-loaded" after the early cpr state. Exit status 0
@@ -173,10 +174,16 @@ static int run_dst(void)
     if (mig_vm_add_ram(vm, opt_u64("ramsize", 8u << 20), opt("ram")) < 0)
         return 2;
     vm->die_in_post_load = g_strcmp0(opt("die"), "post-load") == 0;
-    int ret = cpr_incoming_start(vm->ctx, ch, CPR_INCOMING_PAUSED, &err);
+    vm->fail_prepare = g_strcmp0(opt("fail"), "prepare") == 0 ? -EIO : 0;
+    vm->fail_start = g_strcmp0(opt("fail"), "start") == 0 ? -EIO : 0;
+    int ret = cpr_incoming_start(vm->ctx, ch, opt("autostart") ? 0 : CPR_INCOMING_PAUSED, &err);
     cpr_error_free(err);
     cpr_channels_free(ch);
-    if (ret == 0) {
+    if (ret == 0 && opt("autostart")) {
+        report(vm, ret, "");
+        printf("alive=%d runstate=%s\n", alive(vm), cpr_runstate_name(cpr_migrate_runstate(vm->ctx)));
+        fflush(stdout);
+    } else if (ret == 0) {
         report(vm, ret, "alive=0");
         mig_vm_start(vm);
         printf("alive=%d runstate=%s\n", alive(vm), cpr_runstate_name(cpr_migrate_runstate(vm->ctx)));

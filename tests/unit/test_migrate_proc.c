@@ -309,6 +309,108 @@ START_TEST(test_destination_dies_after_load_before_run)
 }
 END_TEST
 
+/* A destination whose prepare hook failed: it never committed, never started, and says why. */
+static void assert_destination_refused(GHashTable *d)
+{
+    ck_assert_int_lt(num(d, "result"), 0);
+    ck_assert_str_eq(get(d, "status"), "failed");
+    ck_assert_str_eq(get(d, "runstate"), "inmigrate");
+    ck_assert_ptr_nonnull(strstr(get(d, "log"), "vm:prepare"));
+    ck_assert_ptr_null(strstr(get(d, "log"), "vm:start"));
+    ck_assert_ptr_nonnull(strstr(get(d, "error"), "prepare_hook_failed"));
+}
+
+START_TEST(test_cpr_transfer_prepare_fails_source_resumes)
+{
+    /* Everything loaded, the VMM's own preparation fails: the destination has not committed,
+     * so it tells the source (NAK), which resumes. With the acknowledgement sent before the
+     * prepare hook (1.1's order) the source would complete and the guest run nowhere. */
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
+    struct peer d = transfer_dst(main_, cpr, "fail=prepare");
+    struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    assert_source_survived(sr);
+    assert_in_order(get(sr, "log"), "vm:stop,status:device,vm:start,status:failed");
+    ck_assert_ptr_nonnull(strstr(get(sr, "error"), "negative_acknowledgement"));
+    ck_assert_int_eq(num(sr, "corrupt"), 0);
+    assert_destination_refused(dr);
+    ck_assert_int_eq(num(dr, "post_loads"), 1); /* the whole stream had loaded */
+    ck_assert_int_eq(finish(&s), 0);
+    ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
+START_TEST(test_normal_prepare_fails_source_resumes)
+{
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    struct peer d = spawn("dst", main_, "fail=prepare", NULL);
+    wait_path("main.sock");
+    struct peer s = spawn("src", main_, NULL);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    assert_source_survived(sr);
+    ck_assert_ptr_nonnull(strstr(get(sr, "error"), "negative_acknowledgement"));
+    ck_assert_int_eq(num(sr, "corrupt"), 0);
+    assert_destination_refused(dr);
+    ck_assert_int_eq(finish(&s), 0);
+    ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
+START_TEST(test_start_failure_after_commit_never_resumes_source)
+{
+    /* Past the commit the guest is the destination's: a start hook that fails there is
+     * reported on the destination (paused, not inmigrate) and the source stays postmigrate. */
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
+    struct peer d = spawn("dst", main_, cpr, "fail=start", "autostart=1", NULL);
+    wait_path("cpr.sock");
+    struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    ck_assert_int_eq(num(sr, "result"), 0);
+    ck_assert_str_eq(get(sr, "status"), "completed");
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_int_eq(num(sr, "alive"), 0);
+    ck_assert_ptr_null(strstr(get(sr, "log"), "vm:start"));
+    ck_assert_int_lt(num(dr, "result"), 0);
+    ck_assert_str_eq(get(dr, "status"), "failed");
+    ck_assert_str_eq(get(dr, "runstate"), "paused");
+    ck_assert_ptr_nonnull(strstr(get(dr, "error"), "after_the_commit"));
+    assert_in_order(get(dr, "log"), "vm:prepare,vm:start-failed");
+    ck_assert_int_eq(finish(&s), 0);
+    ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
+START_TEST(test_cpr_reboot_failed_load_leaves_file_and_ram_usable)
+{
+    /* A restart whose load fails (its prepare hook refuses) must leave the state file and the
+     * preserved RAM as they were: a second restart loads them and its guest verifies. */
+    g_autofree char *ram = arg("ram", "%s/ram", dir);
+    g_autofree char *main_ = arg("main", "file:%s/vm.state", dir);
+    struct peer s = spawn("src", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    ck_assert_int_eq(num(sr, "result"), 0);
+    ck_assert_int_eq(finish(&s), 0);
+    struct peer bad = spawn("dst", "mode=cpr-reboot", "ignore-shared=1", ram, main_, "fail=prepare", NULL);
+    g_autoptr(GHashTable) br = expect(&bad, "result");
+    assert_destination_refused(br);
+    ck_assert_int_eq(finish(&bad), 0);
+    struct peer d = spawn("dst", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    ck_assert_int_eq(num(dr, "result"), 0);
+    ck_assert_str_eq(get(sr, "digest"), get(dr, "digest"));
+    ck_assert_int_eq(num(sr, "heartbeat"), num(dr, "heartbeat"));
+    ck_assert_int_eq(num(dr, "corrupt"), 0);
+    g_autoptr(GHashTable) run = expect(&d, "alive");
+    ck_assert_int_eq(num(run, "alive"), 1);
+    ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
 /* A normal migration over a UNIX socket that is still in precopy 300 ms in: 2 MB/s for 16 MiB
  * of RAM gives seconds to kill one side in. */
 static void slow_pair(struct peer *d, struct peer *s)
@@ -412,6 +514,10 @@ static Suite *migrate_proc_suite(void)
     tcase_add_test(tc, test_cpr_transfer_between_processes_shares_the_memfd);
     tcase_add_test(tc, test_cpr_transfer_new_process_dies_before_hangup);
     tcase_add_test(tc, test_destination_dies_after_load_before_run);
+    tcase_add_test(tc, test_cpr_transfer_prepare_fails_source_resumes);
+    tcase_add_test(tc, test_normal_prepare_fails_source_resumes);
+    tcase_add_test(tc, test_start_failure_after_commit_never_resumes_source);
+    tcase_add_test(tc, test_cpr_reboot_failed_load_leaves_file_and_ram_usable);
     tcase_add_test(tc, test_destination_dies_during_precopy);
     tcase_add_test(tc, test_destination_dies_at_switchover);
     tcase_add_test(tc, test_source_dies_mid_stream_destination_loads_nothing);
