@@ -476,17 +476,14 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     return 0;
 }
 
-/* The guest went (or may have gone) to another process with its RAM: from now on this context
- * neither migrates nor resumes it. Sticky: set once, never cleared. */
-static void hand_over(struct cpr_mig *mig, cpr_mode mode, int completed)
+/* The guest went to another process with its RAM (or fds): from now on this context neither
+ * migrates nor resumes it. Sticky: set once, never cleared. */
+static void hand_over(struct cpr_mig *mig, cpr_mode mode)
 {
     g_mutex_lock(&mig->lock);
     if (!mig->handed_over)
-        mig->handed_over = g_strdup_printf(
-            completed ? "the guest was handed over with its RAM to another process (mode %s, completed): it runs there"
-                      : "the guest may run in another process on the same RAM (mode %s: the destination's "
-                        "acknowledgement was lost, so whether it committed is not known)",
-            cpr_mode_name(mode));
+        mig->handed_over = g_strdup_printf("the guest was handed over with its RAM to another process "
+                                           "(mode %s, completed): it runs there", cpr_mode_name(mode));
     g_mutex_unlock(&mig->lock);
 }
 
@@ -520,8 +517,8 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
         if (job->vm_stopped)
             job->vm_stopped = 0;
         cpr_job_set_runstate(job, ret == 0 ? CPR_RUNSTATE_POSTMIGRATE : -1);
-        if (job->ram_shared && (ret == 0 || job->no_resume))
-            hand_over(mig, job->mode, ret == 0);
+        if (job->ram_shared && ret == 0)
+            hand_over(mig, job->mode);
     } else if (ret < 0) {
         /* A failed load leaves nothing to run: the VMM reports inmigrate and decides. After
          * the commit the guest is this side's all the same: paused, `cont` may retry. */

@@ -96,6 +96,16 @@ int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
     return ret;
 }
 
+/* A UNIX socket resets only when its peer closes with bytes unread. A destination that
+ * committed had read the end record, and the source sends nothing after it: so a reset there
+ * means the destination never committed. On a network a reset may come from anywhere. */
+static int is_local(int fd)
+{
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+    return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+}
+
 /* Past the final record a cancel cannot be honoured (docs/migration.md): no cancel fd here. */
 int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
 {
@@ -117,13 +127,17 @@ int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **er
     if (n == 0)
         return cpr_error_set(errp, -ECONNRESET, "the destination closed the main channel without "
                              "acknowledging the load: it failed or died, so this side resumes");
-    /* A reset, or a byte nobody sends: the acknowledgement may have been sent and lost, so
-     * the destination may run the guest. Running it here too could run it twice. */
+    if (n < 0 && errno == ECONNRESET && is_local(c->fd))
+        return cpr_error_set(errp, -ECONNRESET, "the destination closed the main channel with part "
+                             "of the stream unread: it never committed, so this side resumes");
+    /* A reset on a network, or a byte nobody sends: the acknowledgement may have been sent
+     * and lost, so the destination may run the guest. Running it here too could run it twice. */
     job->no_resume = 1;
     if (n < 0)
         return cpr_error_set_errno(errp, -errno, "main channel: reading the destination's "
                                    "acknowledgement failed: the destination may have committed "
-                                   "and run the guest, so it was left paused here");
+                                   "and run the guest, so it was left paused here (resume it only "
+                                   "once the destination is known not to run it)");
     return cpr_error_set(errp, -EPROTO, "main channel: the destination sent 0x%02x where its "
                          "acknowledgement was due: it may run the guest, so it was left paused here", b);
 }

@@ -175,9 +175,8 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp);
  * when it may. Errors:
  *   -EPERM   this context handed its guest over to another process together with its RAM (a
  *            completed cpr-transfer, or any completed migration to a process that left some
- *            RAM block in place, e.g. x-ignore-shared), or may have (the destination's
- *            acknowledgement was lost in such a migration). The guest runs, or may run, there
- *            on the same memory: running it here too would corrupt it. Sticky: nothing later
+ *            RAM block in place, e.g. x-ignore-shared). The guest runs there on the same
+ *            memory: running it here too would corrupt it. Sticky: nothing later
  *            (another job, failed or not, a statistics reset) clears it, and
  *            cpr_migrate_channels() refuses such a context too, with the same reason.
  *   -EBUSY   run state inmigrate (the state has not loaded) or finish-migrate (a job is

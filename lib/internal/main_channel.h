@@ -32,8 +32,8 @@ int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp
 /* Flushes (writer), closes, reaps an exec: command; returns the first error. */
 int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
 /* The acknowledgement: the source ends its half and waits for it, the destination sends it.
- * wait_ack fails to resume on a NAK or a clean end of stream; on anything else (a reset) it
- * sets job->no_resume, since the destination may have committed. */
+ * wait_ack fails to resume on a NAK, a clean end of stream or a reset of a UNIX socket; on
+ * anything else (a network reset) it sets job->no_resume: the destination may have committed. */
 int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
 /* A destination that fails before it commits, on a socket: NAK, end its half, read to the
