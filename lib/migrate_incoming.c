@@ -124,7 +124,8 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
  * The destination's point of no return. Before it, everything that can fail has run (load,
  * post_load, the VMM's prepare) and a failure lets the source resume; after it the guest is
  * this side's. On a socket the commit is the acknowledgement: until the source has it, it may
- * still resume, so it is the last step before the guest is ours.
+ * still resume, so it is the last step before the guest is ours. Whoever else waits for the
+ * commit (a cpr-exec guardian of the previous image) is told here too, next to it.
  */
 static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
 {
