@@ -15,43 +15,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "mig_vm.h"
-#include "proc_util.h"
+#include "mig_fixture.h"
 #include "testutil.h"
 
 #define RAM (4u << 20)
 
-static char *dir;
-static int fds_before;
-
-static void setup(void)
-{
-    dir = proc_tmpdir();
-    fds_before = proc_fd_count();
-}
-
-static void teardown(void)
-{
-    ck_assert_int_eq(proc_fd_count(), fds_before);
-    proc_rmtree(dir);
-    g_free(dir);
-}
-
 static struct mig_vm *running_vm(void)
 {
-    struct mig_vm *vm = mig_vm_new(RAM, NULL, 0);
-    ck_assert_ptr_nonnull(vm);
-    mig_vm_fill(vm);
-    mig_vm_start(vm);
-    mig_vm_log_clear(vm);
-    return vm;
-}
-
-static cpr_migration_info query(cpr_ctx *ctx)
-{
-    cpr_migration_info i = { .size = sizeof(i) };
-    ck_assert_int_eq(cpr_migrate_query(ctx, &i, NULL), 0);
-    return i;
+    return mig_running_vm(RAM, NULL);
 }
 
 /* ---- a stand-in destination on TCP ---- */

@@ -214,18 +214,20 @@ START_TEST(test_normal_live_migration_between_processes)
 }
 END_TEST
 
-START_TEST(test_cpr_reboot_between_processes_keeps_ram_in_its_file)
+/* A cpr-reboot save with x-ignore-shared of a VM whose RAM is the file `ram`, then its quit;
+ * returns the source's report. */
+static GHashTable *reboot_save(const char *ram, const char *main_)
 {
-    g_autofree char *ram = arg("ram", "%s/ram", dir);
-    g_autofree char *main_ = arg("main", "file:%s/vm.state", dir);
     struct peer s = spawn("src", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
-    g_autoptr(GHashTable) sr = expect(&s, "result");
+    GHashTable *sr = expect(&s, "result");
     ck_assert_int_eq(num(sr, "result"), 0);
-    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
-    ck_assert_int_eq(num(sr, "normal"), 0);
-    assert_in_order(get(sr, "log"), "notify:setup,status:setup,vm:stop,status:device,vm:flush,"
-                                    "status:completed,notify:done");
     ck_assert_int_eq(finish(&s), 0); /* quit */
+    return sr;
+}
+
+/* A restart of the save `sr` made: it loads, its RAM is the saved RAM, and its guest runs. */
+static void reboot_restart_runs(const char *ram, const char *main_, GHashTable *sr)
+{
     struct peer d = spawn("dst", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
     g_autoptr(GHashTable) dr = expect(&d, "result");
     ck_assert_int_eq(num(dr, "result"), 0);
@@ -236,6 +238,18 @@ START_TEST(test_cpr_reboot_between_processes_keeps_ram_in_its_file)
     g_autoptr(GHashTable) run = expect(&d, "alive");
     ck_assert_int_eq(num(run, "alive"), 1);
     ck_assert_int_eq(finish(&d), 0);
+}
+
+START_TEST(test_cpr_reboot_between_processes_keeps_ram_in_its_file)
+{
+    g_autofree char *ram = arg("ram", "%s/ram", dir);
+    g_autofree char *main_ = arg("main", "file:%s/vm.state", dir);
+    g_autoptr(GHashTable) sr = reboot_save(ram, main_);
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_int_eq(num(sr, "normal"), 0);
+    assert_in_order(get(sr, "log"), "notify:setup,status:setup,vm:stop,status:device,vm:flush,"
+                                    "status:completed,notify:done");
+    reboot_restart_runs(ram, main_, sr);
 }
 END_TEST
 
@@ -320,6 +334,22 @@ static void assert_destination_refused(GHashTable *d)
     ck_assert_ptr_nonnull(strstr(get(d, "error"), "prepare_hook_failed"));
 }
 
+/* The pair (destination with fail=prepare, source) ends with the source resumed on the NAK and
+ * the destination refused after the whole stream loaded. */
+static void assert_prepare_failure_resumes_source(struct peer *d, struct peer *s)
+{
+    g_autoptr(GHashTable) sr = expect(s, "result");
+    g_autoptr(GHashTable) dr = expect(d, "result");
+    assert_source_survived(sr);
+    assert_in_order(get(sr, "log"), "vm:stop,status:device,vm:start,status:failed");
+    ck_assert_ptr_nonnull(strstr(get(sr, "error"), "negative_acknowledgement"));
+    ck_assert_int_eq(num(sr, "corrupt"), 0);
+    assert_destination_refused(dr);
+    ck_assert_int_eq(num(dr, "post_loads"), 1); /* the whole stream had loaded */
+    ck_assert_int_eq(finish(s), 0);
+    ck_assert_int_eq(finish(d), 0);
+}
+
 START_TEST(test_cpr_transfer_prepare_fails_source_resumes)
 {
     /* Everything loaded, the VMM's own preparation fails: the destination has not committed,
@@ -329,16 +359,7 @@ START_TEST(test_cpr_transfer_prepare_fails_source_resumes)
     g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
     struct peer d = transfer_dst(main_, cpr, "fail=prepare");
     struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
-    g_autoptr(GHashTable) sr = expect(&s, "result");
-    g_autoptr(GHashTable) dr = expect(&d, "result");
-    assert_source_survived(sr);
-    assert_in_order(get(sr, "log"), "vm:stop,status:device,vm:start,status:failed");
-    ck_assert_ptr_nonnull(strstr(get(sr, "error"), "negative_acknowledgement"));
-    ck_assert_int_eq(num(sr, "corrupt"), 0);
-    assert_destination_refused(dr);
-    ck_assert_int_eq(num(dr, "post_loads"), 1); /* the whole stream had loaded */
-    ck_assert_int_eq(finish(&s), 0);
-    ck_assert_int_eq(finish(&d), 0);
+    assert_prepare_failure_resumes_source(&d, &s);
 }
 END_TEST
 
@@ -348,14 +369,7 @@ START_TEST(test_normal_prepare_fails_source_resumes)
     struct peer d = spawn("dst", main_, "fail=prepare", NULL);
     wait_path("main.sock");
     struct peer s = spawn("src", main_, NULL);
-    g_autoptr(GHashTable) sr = expect(&s, "result");
-    g_autoptr(GHashTable) dr = expect(&d, "result");
-    assert_source_survived(sr);
-    ck_assert_ptr_nonnull(strstr(get(sr, "error"), "negative_acknowledgement"));
-    ck_assert_int_eq(num(sr, "corrupt"), 0);
-    assert_destination_refused(dr);
-    ck_assert_int_eq(finish(&s), 0);
-    ck_assert_int_eq(finish(&d), 0);
+    assert_prepare_failure_resumes_source(&d, &s);
 }
 END_TEST
 
@@ -391,23 +405,12 @@ START_TEST(test_cpr_reboot_failed_load_leaves_file_and_ram_usable)
      * preserved RAM as they were: a second restart loads them and its guest verifies. */
     g_autofree char *ram = arg("ram", "%s/ram", dir);
     g_autofree char *main_ = arg("main", "file:%s/vm.state", dir);
-    struct peer s = spawn("src", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
-    g_autoptr(GHashTable) sr = expect(&s, "result");
-    ck_assert_int_eq(num(sr, "result"), 0);
-    ck_assert_int_eq(finish(&s), 0);
+    g_autoptr(GHashTable) sr = reboot_save(ram, main_);
     struct peer bad = spawn("dst", "mode=cpr-reboot", "ignore-shared=1", ram, main_, "fail=prepare", NULL);
     g_autoptr(GHashTable) br = expect(&bad, "result");
     assert_destination_refused(br);
     ck_assert_int_eq(finish(&bad), 0);
-    struct peer d = spawn("dst", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
-    g_autoptr(GHashTable) dr = expect(&d, "result");
-    ck_assert_int_eq(num(dr, "result"), 0);
-    ck_assert_str_eq(get(sr, "digest"), get(dr, "digest"));
-    ck_assert_int_eq(num(sr, "heartbeat"), num(dr, "heartbeat"));
-    ck_assert_int_eq(num(dr, "corrupt"), 0);
-    g_autoptr(GHashTable) run = expect(&d, "alive");
-    ck_assert_int_eq(num(run, "alive"), 1);
-    ck_assert_int_eq(finish(&d), 0);
+    reboot_restart_runs(ram, main_, sr);
 }
 END_TEST
 
