@@ -4,13 +4,13 @@
  * in (dst) and prints what happened as one line of key=value pairs on stdout.
  *
  *   mig_peer src key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
- *                               bw= rate= pre-switchover=1 exec=COMMAND
+ *                               bw= rate= pre-switchover=1 exec=COMMAND announce=1
  *   mig_peer dst key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
  *                               exec-dst=1 die=after-cpr|post-load fail=prepare|start
  *                               autostart=1 (the library starts the guest: no CPR_INCOMING_PAUSED)
  *
  * src with pre-switchover=1 prints "pre-switchover" when it gets there and continues after
- * reading a line on stdin. dst prints "cpr-loaded" after the early cpr state. Exit status 0
+ * reading a line on stdin; with announce=1 it prints "active" once the job left setup. dst prints "cpr-loaded" after the early cpr state. Exit status 0
  * whatever the migration's outcome (the report says it); 2 for bad usage or setup.
  */
 #include <errno.h>
@@ -125,7 +125,17 @@ static int run_src(void)
     int fds_before = proc_fd_count();
     cpr_error *err = NULL;
     int ret;
-    if (opt("pre-switchover")) {
+    if (opt("announce")) {
+        /* Says "active" once the job runs (connected): a test then knows it is under way. */
+        ret = cpr_migrate_channels(vm->ctx, ch, CPR_MIGRATE_DETACH, &err);
+        cpr_migration_info i = { .size = sizeof(i) };
+        while (ret == 0 && cpr_migrate_query(vm->ctx, &i, NULL) == 0 && i.status == CPR_MIGRATION_SETUP)
+            g_usleep(1000);
+        printf("active\n");
+        fflush(stdout);
+        if (ret == 0)
+            ret = cpr_migrate_wait(vm->ctx, &err);
+    } else if (opt("pre-switchover")) {
         ret = cpr_migrate_channels(vm->ctx, ch, CPR_MIGRATE_DETACH, &err);
         cpr_migration_info i = { .size = sizeof(i) };
         while (ret == 0 && cpr_migrate_query(vm->ctx, &i, NULL) == 0 &&

@@ -414,14 +414,16 @@ START_TEST(test_cpr_reboot_failed_load_leaves_file_and_ram_usable)
 }
 END_TEST
 
-/* A normal migration over a UNIX socket that is still in precopy 300 ms in: 2 MB/s for 16 MiB
- * of RAM gives seconds to kill one side in. */
+/* A normal migration over a UNIX socket that is still in precopy 300 ms after it became
+ * active: 2 MB/s for 16 MiB of RAM gives seconds to kill one side in. */
 static void slow_pair(struct peer *d, struct peer *s)
 {
     g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
     *d = spawn("dst", main_, "ramsize=16777216", NULL);
     wait_path("main.sock");
-    *s = spawn("src", main_, "bw=2000000", "ramsize=16777216", NULL);
+    *s = spawn("src", main_, "bw=2000000", "ramsize=16777216", "announce=1", NULL);
+    /* On a loaded host the source may take longer than the pause below just to start. */
+    g_autoptr(GHashTable) active = expect(s, "active");
     g_usleep(300 * 1000);
 }
 
