@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib.h>
 #include <json-c/json.h>
@@ -561,10 +562,27 @@ static const char *transport_name(cpr_transport t)
     return "unknown";
 }
 
+/* Modes whose source gives the guest up only on the destination's acknowledgement need a
+ * main channel that carries it back: a socket. exec: and a pipe or other fd: have no way back. */
+static int check_ack_path(const cpr_addr *main_ch, const char *mode, cpr_error **errp)
+{
+    struct stat st;
+    if (main_ch->transport == CPR_TRANSPORT_EXEC)
+        return cpr_error_set(errp, -EINVAL,
+                             "mode %s: the main channel exec:%s cannot carry the destination's acknowledgement back: use a socket",
+                             mode, main_ch->command ? main_ch->command : "");
+    if (main_ch->transport == CPR_TRANSPORT_FD && fstat(main_ch->fd, &st) == 0 && !S_ISSOCK(st.st_mode))
+        return cpr_error_set(errp, -EINVAL,
+                             "mode %s: the main channel fd:%d is not a socket, so it cannot carry the destination's acknowledgement back",
+                             mode, main_ch->fd);
+    return 0;
+}
+
 CPR_API int cpr_channels_check_mode(const cpr_channels *list, cpr_mode mode, const char *exec_command,
                                     cpr_error **errp)
 {
     const char *name = cpr_mode_name(mode);
+    int ret;
     if (!name)
         return cpr_error_set(errp, -EINVAL, "unknown migration mode %d", (int)mode);
     const cpr_addr *main_ch = cpr_channels_get(list, CPR_CHANNEL_MAIN);
@@ -591,6 +609,8 @@ CPR_API int cpr_channels_check_mode(const cpr_channels *list, cpr_mode mode, con
                                  transport_name(cpr_ch->transport));
         if (main_ch->transport == CPR_TRANSPORT_FILE)
             return cpr_error_set(errp, -EINVAL, "mode cpr-transfer: the main channel cannot be a file");
+        if ((ret = check_ack_path(main_ch, name, errp)) < 0)
+            return ret;
         if (main_ch->transport == CPR_TRANSPORT_TCP && main_ch->port == 0)
             return cpr_error_set(errp, -EINVAL,
                                  "mode cpr-transfer: the main channel's tcp port cannot be 0 (the new process must know it in advance)");

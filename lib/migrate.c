@@ -25,6 +25,7 @@ static void mig_free(void *p)
         close(mig->cancel_efd);
     g_array_free(mig->watched, TRUE);
     cpr_error_free(mig->error);
+    g_free(mig->handed_over);
     if (mig->cpr_in_free)
         mig->cpr_in_free(mig->cpr_in);
     cpr_mig_ram_free(mig->ram);
@@ -100,6 +101,16 @@ CPR_API const char *cpr_runstate_name(int runstate)
 
 /* The hooks of the first public version of cpr_vm_ops. */
 #define VM_OPS_MIN_SIZE (offsetof(cpr_vm_ops, flush) + sizeof(((cpr_vm_ops *)0)->flush))
+#define VM_OPS_HOOK_SIZE sizeof(((cpr_vm_ops *)0)->stop)
+
+/* The bytes of a caller's ops of `size` to copy: whole hooks only, none beyond ours. A member
+ * past `size` (an older caller) stays NULL. */
+static size_t vm_ops_copy_size(uint32_t size)
+{
+    size_t first = offsetof(cpr_vm_ops, stop);
+    size_t n = MIN((size_t)size, sizeof(cpr_vm_ops));
+    return first + (n - first) / VM_OPS_HOOK_SIZE * VM_OPS_HOOK_SIZE;
+}
 
 CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
                                    cpr_error **errp)
@@ -117,7 +128,7 @@ CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *op
     }
     /* Copy what both sides know; a newer caller's extra members are not ours to read. */
     memset(&mig->ops, 0, sizeof(mig->ops));
-    memcpy(&mig->ops, ops, MIN((size_t)ops->size, sizeof(mig->ops)));
+    memcpy(&mig->ops, ops, vm_ops_copy_size(ops->size));
     mig->ops.size = sizeof(mig->ops);
     mig->vm_opaque = opaque;
     g_mutex_unlock(&mig->lock);
@@ -143,6 +154,25 @@ int cpr_job_vm_start(cpr_job *job, cpr_error **errp)
     if (r < 0)
         return cpr_error_set_errno(errp, r, "the VMM's start hook failed");
     return 0;
+}
+
+int cpr_job_vm_prepare(cpr_job *job, cpr_error **errp)
+{
+    struct cpr_mig *mig = job->mig;
+    if (!mig->ops.prepare)
+        return 0;
+    cpr_error *err = NULL;
+    int r = mig->ops.prepare(job->ctx, mig->vm_opaque, &err);
+    if (r >= 0) {
+        cpr_error_free(err);
+        return 0;
+    }
+    if (err) {
+        r = cpr_error_set(errp, r, "the VMM's prepare hook failed: %s", cpr_error_message(err));
+        cpr_error_free(err);
+        return r;
+    }
+    return cpr_error_set_errno(errp, r, "the VMM's prepare hook failed");
 }
 
 void cpr_job_set_runstate(cpr_job *job, int runstate)
@@ -446,6 +476,17 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     return 0;
 }
 
+/* The guest went to another process with its RAM (or fds): from now on this context neither
+ * migrates nor resumes it. Sticky: set once, never cleared. */
+static void hand_over(struct cpr_mig *mig, cpr_mode mode)
+{
+    g_mutex_lock(&mig->lock);
+    if (!mig->handed_over)
+        mig->handed_over = g_strdup_printf("the guest was handed over with its RAM to another process "
+                                           "(mode %s, completed): it runs there", cpr_mode_name(mode));
+    g_mutex_unlock(&mig->lock);
+}
+
 /* Ends the job: restores the guest on failure, sets the final status, tells notifiers. */
 static void job_finish(cpr_job *job, int ret, cpr_error *err)
 {
@@ -465,7 +506,7 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
         cpr_error_set(&err, ret, "migration failed");
 
     if (!job->incoming) {
-        if (ret < 0 && job->vm_stopped && job->vm_was_running) {
+        if (ret < 0 && job->vm_stopped && job->vm_was_running && !job->no_resume) {
             /* Failed or cancelled before the point of no return: the guest goes on. */
             cpr_error *start_err = NULL;
             if (cpr_job_vm_start(job, &start_err) < 0) {
@@ -476,9 +517,12 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
         if (job->vm_stopped)
             job->vm_stopped = 0;
         cpr_job_set_runstate(job, ret == 0 ? CPR_RUNSTATE_POSTMIGRATE : -1);
+        if (job->ram_shared && ret == 0)
+            hand_over(mig, job->mode);
     } else if (ret < 0) {
-        /* A failed load leaves nothing to run: the VMM reports inmigrate and decides. */
-        cpr_job_set_runstate(job, CPR_RUNSTATE_INMIGRATE);
+        /* A failed load leaves nothing to run: the VMM reports inmigrate and decides. After
+         * the commit the guest is this side's all the same: paused, `cont` may retry. */
+        cpr_job_set_runstate(job, job->committed ? -1 : CPR_RUNSTATE_INMIGRATE);
     }
 
     int status = ret == 0 ? CPR_MIGRATION_COMPLETED
@@ -611,7 +655,12 @@ CPR_API int cpr_migrate_channels(cpr_ctx *ctx, const cpr_channels *channels, uns
         return ret;
     g_mutex_lock(&mig->lock);
     int inmigrate = mig->runstate_override == CPR_RUNSTATE_INMIGRATE;
+    g_autofree char *handed = g_strdup(mig->handed_over);
     g_mutex_unlock(&mig->lock);
+    if (handed) {
+        job_release(mig);
+        return cpr_error_set(errp, -EPERM, "cannot migrate this VM again: %s", handed);
+    }
     if (inmigrate) {
         /* Its state is not loaded yet (or failed to load): there is nothing to send. */
         job_release(mig);
@@ -656,6 +705,24 @@ CPR_API int cpr_migrate_uri(cpr_ctx *ctx, const char *uri, unsigned int flags, c
     ret = cpr_migrate_channels(ctx, list, flags, errp);
     cpr_channels_free(list);
     return ret;
+}
+
+CPR_API int cpr_migrate_check_resume(cpr_ctx *ctx, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_check_resume: ctx is NULL");
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    g_autofree char *handed = g_strdup(mig->handed_over);
+    int rs = mig->runstate_override;
+    g_mutex_unlock(&mig->lock);
+    if (handed)
+        return cpr_error_set(errp, -EPERM, "cannot resume the guest here: %s", handed);
+    if (rs == CPR_RUNSTATE_INMIGRATE)
+        return cpr_error_set(errp, -EBUSY, "cannot resume the guest: it waits for its incoming state (run state inmigrate)");
+    if (rs == CPR_RUNSTATE_FINISH_MIGRATE)
+        return cpr_error_set(errp, -EBUSY, "cannot resume the guest: a migration is completing it (run state finish-migrate)");
+    return 0;
 }
 
 /* ---- incoming ---- */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The incoming side: the early cpr state (cpr channel or cpr-exec), then the main channel:
- * listen, hang up the cpr channel, accept, load the whole stream, acknowledge, run.
+ * listen, hang up the cpr channel, accept, load the whole stream, prepare, commit (acknowledge),
+ * run.
  */
 #include <errno.h>
 #include <unistd.h>
@@ -117,9 +118,33 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
     return ret;
 }
 
-int cpr_migrate_in(cpr_job *job, cpr_error **errp)
+/*
+ * The destination's point of no return. Before it, everything that can fail has run (load,
+ * post_load, the VMM's prepare) and a failure lets the source resume; after it the guest is
+ * this side's. On a socket the commit is the acknowledgement: until the source has it, it may
+ * still resume, so it is the last step before the guest is ours. Whoever else waits for the
+ * commit (a cpr-exec guardian of the previous image) is told here too, next to it.
+ */
+static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
 {
-    struct in_state *in = job->priv;
+    /* A cancel that came during the load or prepare still wins; from here on none does. */
+    int ret = cpr_job_point_of_no_return(job, errp);
+    if (ret < 0)
+        return ret;
+    if (in->mc.is_socket) {
+        ret = cpr_main_chan_send_ack(&in->mc, errp);
+        if (ret < 0) {
+            cpr_error_prefix(errp, "the source went away before the switchover");
+            return ret;
+        }
+    }
+    job->committed = 1;
+    return 0;
+}
+
+/* Everything before the commit: a failure here is the source's to recover from. */
+static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
+{
     int ret = cpr_main_chan_accept(job, &in->mc, errp);
     if (ret < 0)
         return ret;
@@ -130,16 +155,25 @@ int cpr_migrate_in(cpr_job *job, cpr_error **errp)
     cpr_migration_info *i = cpr_job_stats_lock(job);
     i->transferred = cpr_stream_offset(in->mc.s);
     cpr_job_stats_unlock(job);
-    if (ret < 0)
-        return ret;
-    /* Until the source has this byte it may still resume: so not a step before it. */
-    if (in->mc.is_socket && (ret = cpr_main_chan_send_ack(&in->mc, errp)) < 0) {
-        cpr_error_prefix(errp, "the source went away before the switchover");
+    if (ret == 0)
+        ret = cpr_job_vm_prepare(job, errp);
+    return ret;
+}
+
+int cpr_migrate_in(cpr_job *job, cpr_error **errp)
+{
+    struct in_state *in = job->priv;
+    int ret = load_and_prepare(job, in, errp);
+    if (ret == 0)
+        ret = commit(job, in, errp);
+    if (ret < 0) {
+        /* Tell the source, which then resumes, rather than let it guess from a reset. */
+        cpr_main_chan_refuse(&in->mc);
         return ret;
     }
     cpr_job_set_runstate(job, -1);
-    if (!(job->flags & CPR_INCOMING_PAUSED))
-        ret = cpr_job_vm_start(job, errp);
+    if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
+        cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
     /* Closed after the start: unmapping the stream's buffer and tearing the socket down
      * (~40 us here) are not part of the guest's pause. */
     cpr_main_chan_close(job, &in->mc, NULL);

@@ -8,6 +8,7 @@
 
 #include <glib.h>
 
+#include <cpr/ram.h>
 #include <cpr/savevm.h>
 
 #include "internal/error.h"
@@ -26,6 +27,11 @@ struct cpr_mig_ram {
 int cpr_mig_ram_active(const struct cpr_mig_ram *r)
 {
     return r->save && cpr_ram_save_sent_blocks(r->save) > 0;
+}
+
+int cpr_mig_ram_kept(const struct cpr_mig_ram *r)
+{
+    return r->save && cpr_ram_block_count(r->ctx) > cpr_ram_save_sent_blocks(r->save);
 }
 
 static int ram_is_active(void *opaque)

@@ -232,6 +232,8 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
         return ret;
     r.s = mc.s;
     cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
+    /* The guest goes to a process that will share memory (or fds) with this one. */
+    job->ram_shared = !mc.is_file && (job->mode == CPR_MODE_CPR_TRANSFER || cpr_mig_ram_kept(r.ram));
     ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
     int begun = ret != -EBUSY;
     if (ret == 0)
@@ -252,7 +254,14 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     if (begun)
         cpr_savevm_finish(job->ctx);
     /* An exec: command that fails after taking the whole stream still fails the job. */
+    int to_pipe = !mc.is_socket && !mc.is_file;
     int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);
+    if (ret == 0 && closed < 0 && to_pipe) {
+        /* No way back on a pipe: the reader may have loaded the whole stream and run it. */
+        job->no_resume = 1;
+        cpr_error_prefix(errp, "the whole stream was written, so the destination may run the guest: "
+                               "it was left paused here");
+    }
     return ret < 0 ? ret : closed;
 }
 

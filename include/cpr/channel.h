@@ -102,7 +102,10 @@ CPR_API void cpr_channels_free(cpr_channels *list);
  *  - normal:       a main channel;
  *  - cpr-reboot:   a main channel that is a file;
  *  - cpr-transfer: a cpr channel that is a UNIX socket, and a main channel that is not a file
- *                  and, for tcp, whose port is not 0;
+ *                  and, for tcp, whose port is not 0; since the source gives the guest up only
+ *                  on the destination's acknowledgement, which travels back on main (since 1.2),
+ *                  neither exec: nor an fd: that is not a socket (a pipe: the fd is checked
+ *                  with fstat(2) now);
  *  - cpr-exec:     a non-empty exec_command (the cpr-exec-command parameter) and a main
  *                  channel that is a file, since the old process is gone before the new one
  *                  reads it.

@@ -29,8 +29,8 @@
  * (the status callback's first "setup", and a refused start's notifiers, on the caller's).
  * is_running is also called by cpr_migrate_runstate() and the queries, from their caller's
  * thread: it must be cheap and thread-safe. Every function here may be called from any thread
- * except from inside those callbacks, where only cpr_migrate_query*() and
- * cpr_migrate_runstate() are allowed.
+ * except from inside those callbacks, where only cpr_migrate_query*(), cpr_migrate_runstate()
+ * and cpr_migrate_check_resume() are allowed.
  */
 #ifndef CPR_MIGRATE_H
 #define CPR_MIGRATE_H
@@ -54,7 +54,8 @@ typedef struct cpr_vm_ops {
     uint32_t reserved; /* 0 */
     /* Pause the vCPUs (the guest stops executing). Called before device state is saved. */
     int (*stop)(cpr_ctx *ctx, void *opaque);
-    /* Resume the vCPUs: after a failed outgoing migration, and after an incoming load. */
+    /* Resume the vCPUs: after a failed outgoing migration, and after an incoming load. On the
+     * destination it runs after the commit: whatever can fail belongs in prepare (1.2). */
     int (*start)(cpr_ctx *ctx, void *opaque);
     /* Whether the vCPUs run now. */
     int (*is_running)(cpr_ctx *ctx, void *opaque);
@@ -80,8 +81,10 @@ typedef struct cpr_vm_ops {
 
 /*
  * Installs the VM hooks; the library copies `ops`. Replaces earlier hooks. opaque is passed
- * back to each hook. Errors: -EINVAL for NULL ctx/ops or a size smaller than the four hooks'
- * first version; -EBUSY while a job runs.
+ * back to each hook. `size` may be any size from the first version's (up to flush) to this
+ * header's: hooks past `size` read as NULL (a 1.0/1.1 VMM has no prepare), a larger size's
+ * extra members are ignored. Errors: -EINVAL for NULL ctx/ops or a size smaller than the
+ * first version's; -EBUSY while a job runs.
  */
 CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
                                    cpr_error **errp);
@@ -146,7 +149,8 @@ CPR_API int cpr_migrate_set_status_cb(cpr_ctx *ctx, cpr_migration_status_fn fn, 
  * of the `mode` parameter. The list is copied. Checks, before anything starts, and returned
  * from this call with nothing changed: the channels against the mode
  * (cpr_channels_check_mode), the blockers of the mode (-EPERM listing every reason), a job
- * already running or a VM in inmigrate (-EBUSY), a SETUP notifier's veto.
+ * already running or a VM in inmigrate (-EBUSY), a SETUP notifier's veto, a guest this context
+ * has handed over (-EPERM, see cpr_migrate_check_resume()).
  * Without CPR_MIGRATE_DETACH the call returns when the job ends: 0 when completed, otherwise
  * the failure (-ECANCELED when cancelled) with its error. With it, 0 once the job runs.
  * cpr-transfer: the job (status setup, guest running) waits for the new process to listen
@@ -167,6 +171,24 @@ CPR_API int cpr_migrate_uri(cpr_ctx *ctx, const char *uri, unsigned int flags, c
  * when no job runs (as QEMU does).
  */
 CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp);
+
+/*
+ * Whether the VMM may resume its guest now (QMP `cont`): a VMM calls it before it runs its
+ * vCPUs on its own initiative; the library's own start hook calls need no check. Returns 0
+ * when it may. Errors:
+ *   -EPERM   this context handed its guest over to another process together with its RAM (a
+ *            completed cpr-transfer, or any completed migration to a process that left some
+ *            RAM block in place, e.g. x-ignore-shared). The guest runs there on the same
+ *            memory: running it here too would corrupt it. Sticky: nothing later
+ *            (another job, failed or not, a statistics reset) clears it, and
+ *            cpr_migrate_channels() refuses such a context too, with the same reason.
+ *   -EBUSY   run state inmigrate (the state has not loaded) or finish-migrate (a job is
+ *            completing the migration).
+ *   -EINVAL  ctx is NULL.
+ * The error names the reason. Any thread, the status callback included (it only reads the
+ * engine's state under its lock). Changes nothing.
+ */
+CPR_API int cpr_migrate_check_resume(cpr_ctx *ctx, cpr_error **errp);
 
 /*
  * Resumes a job paused in pre-switchover (capability pause-before-switchover), as QMP
@@ -215,8 +237,12 @@ CPR_API int cpr_incoming_defer(cpr_ctx *ctx, cpr_error **errp);
  * it is read by cpr_incoming_cpr_load()). Socket channels are listened on before this call
  * returns, and the cpr channel, if one was read, is then hung up so that the old process
  * proceeds. The stream is loaded in full, sections' post_load run only once the whole stream
- * checked out, then the guest starts (unless CPR_INCOMING_PAUSED) and status is completed.
- * On failure status is failed, the run state stays inmigrate and the guest is not started.
+ * checked out, then the VMM's prepare hook; then the destination commits (on a socket, the
+ * acknowledgement to the source), the guest starts (unless CPR_INCOMING_PAUSED) and status is
+ * completed. On a failure before the commit status is failed, the run state stays inmigrate,
+ * the guest is not started and (on a socket) the source is told so and resumes. A start hook
+ * that fails after the commit fails the job too, but the run state is then paused: the guest
+ * is this side's (docs/migration.md).
  * Without CPR_INCOMING_DETACH returns when the job ends, as cpr_migrate_wait() does.
  * Errors: -EBUSY when a job runs; the channel's errors.
  */

@@ -28,6 +28,9 @@ void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes);
 /* 1 when this save sends RAM pages (after savevm begin): some block is not left in place. */
 int cpr_mig_ram_active(const struct cpr_mig_ram *r);
 
+/* 1 when this save leaves some block in place (not sent): its memory stays shared. */
+int cpr_mig_ram_kept(const struct cpr_mig_ram *r);
+
 /* 1 once the live pass has run out (the engine then syncs). */
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r);
 

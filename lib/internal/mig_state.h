@@ -32,6 +32,9 @@ struct cpr_mig {
     int cancel_requested;
     int continue_requested;
     int past_no_return;
+    /* Sticky: the guest went to another process with its RAM (cpr-transfer completed, ...).
+     * No later job or reset clears it: this context never migrates or resumes it again. */
+    char *handed_over; /* why, or NULL */
     int cancel_efd;        /* eventfd, readable after a cancel */
     GArray *watched;       /* int fds that cancel shuts down */
     int runstate_override; /* cpr_runstate, or -1 for "ask is_running" */

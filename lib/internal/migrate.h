@@ -28,6 +28,15 @@ typedef struct cpr_job {
     int vm_was_running;       /* at the time the library stopped it */
     int vm_stopped;           /* the library stopped it and has not restarted it */
     int64_t stop_time_us;     /* when it stopped it */
+    /* Outgoing: a failure now leaves the guest paused, since the destination may run it (a
+     * reset while waiting for the acknowledgement, a pipe that failed after the whole
+     * stream); set with the error that says so. */
+    int no_resume;
+    /* Outgoing: the main channel reaches another process and some RAM block stays in place
+     * (cpr-transfer, x-ignore-shared): once that process may run, this one must not. */
+    int ram_shared;
+    /* Incoming: the destination has committed (the guest is now this side's). */
+    int committed;
     void *priv;               /* the driver's state across prepare and run */
     void (*priv_free)(void *priv);
 } cpr_job;
@@ -72,6 +81,8 @@ void cpr_job_stats_unlock(cpr_job *job);
 /* The VM hooks (NULL-safe); is_running reads 0 without a hook. */
 int cpr_job_vm_start(cpr_job *job, cpr_error **errp);
 int cpr_job_vm_is_running(cpr_job *job);
+/* The 1.2 prepare hook (destination, before it commits); 0 without one. */
+int cpr_job_vm_prepare(cpr_job *job, cpr_error **errp);
 
 /* Overrides the reported run state (-1 clears the override). */
 void cpr_job_set_runstate(cpr_job *job, int runstate);

@@ -217,7 +217,7 @@ def test_cpr_transfer(binary, wd):
         refused = ""
     except QmpError as e:
         refused = e.desc
-    check("new VMM" in refused and old.status() == "postmigrate", f"old VMM refuses cont: {refused}")
+    check("handed over" in refused and old.status() == "postmigrate", f"old VMM refuses cont: {refused}")
     hb_old = old.guest()["heartbeat"]
     new.wait_status("running")
     new_inodes = memfd_inodes(new.pid)

@@ -4,12 +4,13 @@
  * in (dst) and prints what happened as one line of key=value pairs on stdout.
  *
  *   mig_peer src key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
- *                               bw= rate= pre-switchover=1 exec=COMMAND
+ *                               bw= rate= pre-switchover=1 exec=COMMAND announce=1
  *   mig_peer dst key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
- *                               exec-dst=1 die=after-cpr|post-load
+ *                               exec-dst=1 die=after-cpr|post-load fail=prepare|start
+ *                               autostart=1 (the library starts the guest: no CPR_INCOMING_PAUSED)
  *
  * src with pre-switchover=1 prints "pre-switchover" when it gets there and continues after
- * reading a line on stdin. dst prints "cpr-loaded" after the early cpr state. Exit status 0
+ * reading a line on stdin; with announce=1 it prints "active" once the job left setup. dst prints "cpr-loaded" after the early cpr state. Exit status 0
  * whatever the migration's outcome (the report says it); 2 for bad usage or setup.
  */
 #include <errno.h>
@@ -124,7 +125,17 @@ static int run_src(void)
     int fds_before = proc_fd_count();
     cpr_error *err = NULL;
     int ret;
-    if (opt("pre-switchover")) {
+    if (opt("announce")) {
+        /* Says "active" once the job runs (connected): a test then knows it is under way. */
+        ret = cpr_migrate_channels(vm->ctx, ch, CPR_MIGRATE_DETACH, &err);
+        cpr_migration_info i = { .size = sizeof(i) };
+        while (ret == 0 && cpr_migrate_query(vm->ctx, &i, NULL) == 0 && i.status == CPR_MIGRATION_SETUP)
+            g_usleep(1000);
+        printf("active\n");
+        fflush(stdout);
+        if (ret == 0)
+            ret = cpr_migrate_wait(vm->ctx, &err);
+    } else if (opt("pre-switchover")) {
         ret = cpr_migrate_channels(vm->ctx, ch, CPR_MIGRATE_DETACH, &err);
         cpr_migration_info i = { .size = sizeof(i) };
         while (ret == 0 && cpr_migrate_query(vm->ctx, &i, NULL) == 0 &&
@@ -173,10 +184,16 @@ static int run_dst(void)
     if (mig_vm_add_ram(vm, opt_u64("ramsize", 8u << 20), opt("ram")) < 0)
         return 2;
     vm->die_in_post_load = g_strcmp0(opt("die"), "post-load") == 0;
-    int ret = cpr_incoming_start(vm->ctx, ch, CPR_INCOMING_PAUSED, &err);
+    vm->fail_prepare = g_strcmp0(opt("fail"), "prepare") == 0 ? -EIO : 0;
+    vm->fail_start = g_strcmp0(opt("fail"), "start") == 0 ? -EIO : 0;
+    int ret = cpr_incoming_start(vm->ctx, ch, opt("autostart") ? 0 : CPR_INCOMING_PAUSED, &err);
     cpr_error_free(err);
     cpr_channels_free(ch);
-    if (ret == 0) {
+    if (ret == 0 && opt("autostart")) {
+        report(vm, ret, "");
+        printf("alive=%d runstate=%s\n", alive(vm), cpr_runstate_name(cpr_migrate_runstate(vm->ctx)));
+        fflush(stdout);
+    } else if (ret == 0) {
         report(vm, ret, "alive=0");
         mig_vm_start(vm);
         printf("alive=%d runstate=%s\n", alive(vm), cpr_runstate_name(cpr_migrate_runstate(vm->ctx)));

@@ -95,9 +95,20 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
     return 0;
 }
 
+static int hook_prepare(cpr_ctx *ctx, void *opaque, cpr_error **errp)
+{
+    struct mig_vm *vm = opaque;
+    log_add(vm, "vm", "prepare");
+    return vm->fail_prepare < 0 ? vm->fail_prepare : 0;
+}
+
 static int hook_start(cpr_ctx *ctx, void *opaque)
 {
     struct mig_vm *vm = opaque;
+    if (vm->fail_start < 0) {
+        log_add(vm, "vm", "start-failed");
+        return vm->fail_start;
+    }
     g_mutex_lock(&vm->lock);
     vm->want_run = 1;
     vm->starts++;
@@ -196,6 +207,7 @@ struct mig_vm *mig_vm_new(uint64_t ram_bytes, const char *ram_path, unsigned int
         .size = sizeof(cpr_vm_ops),
         .stop = hook_stop,
         .start = hook_start,
+        .prepare = hook_prepare,
         .is_running = hook_is_running,
         .flush = hook_flush,
     };

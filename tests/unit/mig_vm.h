@@ -38,6 +38,8 @@ struct mig_vm {
     int post_loads, stops, starts, flushes;
     int fail_flush;       /* flush hook returns this when negative */
     int die_in_post_load; /* post_load kills the process (a destination that dies before run) */
+    int fail_prepare;     /* prepare hook (1.2) returns this when negative */
+    int fail_start;       /* start hook returns this when negative */
     GString *log;         /* "status:setup status:active notify:setup ..." */
     GMutex log_lock;
     cpr_section *dev_sec;

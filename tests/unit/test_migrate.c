@@ -17,27 +17,10 @@
 #include <unistd.h>
 
 #include "internal/error.h"
-#include "mig_vm.h"
-#include "proc_util.h"
+#include "mig_fixture.h"
 #include "testutil.h"
 
 #define RAM (8u << 20)
-
-static char *dir;
-static int fds_before;
-
-static void setup(void)
-{
-    dir = proc_tmpdir();
-    fds_before = proc_fd_count();
-}
-
-static void teardown(void)
-{
-    ck_assert_int_eq(proc_fd_count(), fds_before);
-    proc_rmtree(dir);
-    g_free(dir);
-}
 
 static char *path(const char *name)
 {
@@ -52,24 +35,12 @@ static char *uri(const char *scheme, const char *name)
 /* A VM with RAM filled and its guest running: RAM in a memfd, or in the file ram_path. */
 static struct mig_vm *running_vm_on(const char *ram_path)
 {
-    struct mig_vm *vm = mig_vm_new(RAM, ram_path, 0);
-    ck_assert_ptr_nonnull(vm);
-    mig_vm_fill(vm);
-    mig_vm_start(vm);
-    mig_vm_log_clear(vm);
-    return vm;
+    return mig_running_vm(RAM, ram_path);
 }
 
 static struct mig_vm *running_vm(void)
 {
     return running_vm_on(NULL);
-}
-
-static cpr_migration_info query(cpr_ctx *ctx)
-{
-    cpr_migration_info i = { .size = sizeof(i) };
-    ck_assert_int_eq(cpr_migrate_query(ctx, &i, NULL), 0);
-    return i;
 }
 
 /* Asserts that the words of `order` appear in `log` in that order (others may be between). */
@@ -716,6 +687,39 @@ START_TEST(test_cpr_transfer_in_process_keeps_ram_in_place)
 }
 END_TEST
 
+START_TEST(test_handed_over_guest_is_never_migrated_or_resumed_again)
+{
+    /* Issue 25 item 2: a completed cpr-transfer, then a second migration that fails, used to
+     * reset the job's mode and run state and so lift the VMM's "do not resume" check. */
+    struct mig_vm *src = running_vm();
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
+    ck_assert_ptr_nonnull(dst);
+    cpr_channels *ch = transfer_in_process(src, dst);
+    ck_assert_cpr_fails(cpr_migrate_check_resume(src->ctx, errp_), -EPERM, "handed over with its RAM");
+    /* A second migration, of any mode to anywhere, is refused before it starts. */
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_NORMAL, NULL), 0);
+    g_autofree char *nowhere = uri("unix", "nobody.sock");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, nowhere, 0, errp_), -EPERM, "cannot migrate this VM again");
+    g_autofree char *snap = uri("file", "snap");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, snap, 0, errp_), -EPERM, "cpr-transfer, completed");
+    ck_assert_int_eq(cpr_set_mode(src->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_channels(src->ctx, ch, 0, errp_), -EPERM, "it runs there");
+    ck_assert_int_ne(access(snap + 5, F_OK), 0); /* nothing was written */
+    /* Whatever was tried since, resuming stays refused, and the state is untouched. */
+    ck_assert_cpr_fails(cpr_migrate_check_resume(src->ctx, errp_), -EPERM, "cannot resume the guest here");
+    cpr_migration_info si = query(src->ctx);
+    ck_assert_int_eq(si.status, CPR_MIGRATION_COMPLETED);
+    ck_assert_int_eq(si.mode, CPR_MODE_CPR_TRANSFER);
+    ck_assert_int_eq(si.runstate, CPR_RUNSTATE_POSTMIGRATE);
+    ck_assert(!mig_vm_running(src));
+    ck_assert_int_eq(cpr_migrate_check_resume(dst->ctx, NULL), 0); /* the new VMM may */
+    ck_assert_cpr_fails(cpr_migrate_check_resume(NULL, errp_), -EINVAL, "ctx is NULL");
+    cpr_channels_free(ch);
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
 /* A cpr-transfer of a VM with a "blk" section of `total` bytes and, when `rom`, a private RAM
  * block too (which must be sent). Returns the bytes of "blk" sent with the guest stopped. */
 static uint64_t cpr_transfer_with_blk(uint64_t total, int rom)
@@ -922,6 +926,7 @@ static Suite *migrate_suite(void)
     tcase_add_test(tc, test_cpr_reboot_without_ignore_shared_writes_ram);
     tcase_add_test(tc, test_snapshot_carries_the_ram_layout_in_its_ram_section);
     tcase_add_test(tc, test_cpr_transfer_in_process_keeps_ram_in_place);
+    tcase_add_test(tc, test_handed_over_guest_is_never_migrated_or_resumed_again);
     tcase_add_test(tc, test_cpr_transfer_sends_other_progressive_sections_live);
     tcase_add_test(tc, test_cpr_transfer_with_private_ram_stops_first);
     tcase_add_test(tc, test_cpr_transfer_judges_the_link_by_100_ms_not_by_a_first_part);

@@ -214,18 +214,20 @@ START_TEST(test_normal_live_migration_between_processes)
 }
 END_TEST
 
-START_TEST(test_cpr_reboot_between_processes_keeps_ram_in_its_file)
+/* A cpr-reboot save with x-ignore-shared of a VM whose RAM is the file `ram`, then its quit;
+ * returns the source's report. */
+static GHashTable *reboot_save(const char *ram, const char *main_)
 {
-    g_autofree char *ram = arg("ram", "%s/ram", dir);
-    g_autofree char *main_ = arg("main", "file:%s/vm.state", dir);
     struct peer s = spawn("src", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
-    g_autoptr(GHashTable) sr = expect(&s, "result");
+    GHashTable *sr = expect(&s, "result");
     ck_assert_int_eq(num(sr, "result"), 0);
-    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
-    ck_assert_int_eq(num(sr, "normal"), 0);
-    assert_in_order(get(sr, "log"), "notify:setup,status:setup,vm:stop,status:device,vm:flush,"
-                                    "status:completed,notify:done");
     ck_assert_int_eq(finish(&s), 0); /* quit */
+    return sr;
+}
+
+/* A restart of the save `sr` made: it loads, its RAM is the saved RAM, and its guest runs. */
+static void reboot_restart_runs(const char *ram, const char *main_, GHashTable *sr)
+{
     struct peer d = spawn("dst", "mode=cpr-reboot", "ignore-shared=1", ram, main_, NULL);
     g_autoptr(GHashTable) dr = expect(&d, "result");
     ck_assert_int_eq(num(dr, "result"), 0);
@@ -236,6 +238,18 @@ START_TEST(test_cpr_reboot_between_processes_keeps_ram_in_its_file)
     g_autoptr(GHashTable) run = expect(&d, "alive");
     ck_assert_int_eq(num(run, "alive"), 1);
     ck_assert_int_eq(finish(&d), 0);
+}
+
+START_TEST(test_cpr_reboot_between_processes_keeps_ram_in_its_file)
+{
+    g_autofree char *ram = arg("ram", "%s/ram", dir);
+    g_autofree char *main_ = arg("main", "file:%s/vm.state", dir);
+    g_autoptr(GHashTable) sr = reboot_save(ram, main_);
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_int_eq(num(sr, "normal"), 0);
+    assert_in_order(get(sr, "log"), "notify:setup,status:setup,vm:stop,status:device,vm:flush,"
+                                    "status:completed,notify:done");
+    reboot_restart_runs(ram, main_, sr);
 }
 END_TEST
 
@@ -309,14 +323,108 @@ START_TEST(test_destination_dies_after_load_before_run)
 }
 END_TEST
 
-/* A normal migration over a UNIX socket that is still in precopy 300 ms in: 2 MB/s for 16 MiB
- * of RAM gives seconds to kill one side in. */
+/* A destination whose prepare hook failed: it never committed, never started, and says why. */
+static void assert_destination_refused(GHashTable *d)
+{
+    ck_assert_int_lt(num(d, "result"), 0);
+    ck_assert_str_eq(get(d, "status"), "failed");
+    ck_assert_str_eq(get(d, "runstate"), "inmigrate");
+    ck_assert_ptr_nonnull(strstr(get(d, "log"), "vm:prepare"));
+    ck_assert_ptr_null(strstr(get(d, "log"), "vm:start"));
+    ck_assert_ptr_nonnull(strstr(get(d, "error"), "prepare_hook_failed"));
+}
+
+/* The pair (destination with fail=prepare, source) ends with the source resumed on the NAK and
+ * the destination refused after the whole stream loaded. */
+static void assert_prepare_failure_resumes_source(struct peer *d, struct peer *s)
+{
+    g_autoptr(GHashTable) sr = expect(s, "result");
+    g_autoptr(GHashTable) dr = expect(d, "result");
+    assert_source_survived(sr);
+    assert_in_order(get(sr, "log"), "vm:stop,status:device,vm:start,status:failed");
+    ck_assert_ptr_nonnull(strstr(get(sr, "error"), "negative_acknowledgement"));
+    /* No page check here: the source's guest runs again and rewrites pages while one would
+     * read them (the fault matrix has the guest verify its own RAM instead). */
+    assert_destination_refused(dr);
+    ck_assert_int_eq(num(dr, "post_loads"), 1); /* the whole stream had loaded */
+    ck_assert_int_eq(finish(s), 0);
+    ck_assert_int_eq(finish(d), 0);
+}
+
+START_TEST(test_cpr_transfer_prepare_fails_source_resumes)
+{
+    /* Everything loaded, the VMM's own preparation fails: the destination has not committed,
+     * so it tells the source (NAK), which resumes. With the acknowledgement sent before the
+     * prepare hook (1.1's order) the source would complete and the guest run nowhere. */
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
+    struct peer d = transfer_dst(main_, cpr, "fail=prepare");
+    struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+    assert_prepare_failure_resumes_source(&d, &s);
+}
+END_TEST
+
+START_TEST(test_normal_prepare_fails_source_resumes)
+{
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    struct peer d = spawn("dst", main_, "fail=prepare", NULL);
+    wait_path("main.sock");
+    struct peer s = spawn("src", main_, NULL);
+    assert_prepare_failure_resumes_source(&d, &s);
+}
+END_TEST
+
+START_TEST(test_start_failure_after_commit_never_resumes_source)
+{
+    /* Past the commit the guest is the destination's: a start hook that fails there is
+     * reported on the destination (paused, not inmigrate) and the source stays postmigrate. */
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
+    struct peer d = spawn("dst", main_, cpr, "fail=start", "autostart=1", NULL);
+    wait_path("cpr.sock");
+    struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    ck_assert_int_eq(num(sr, "result"), 0);
+    ck_assert_str_eq(get(sr, "status"), "completed");
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_int_eq(num(sr, "alive"), 0);
+    ck_assert_ptr_null(strstr(get(sr, "log"), "vm:start"));
+    ck_assert_int_lt(num(dr, "result"), 0);
+    ck_assert_str_eq(get(dr, "status"), "failed");
+    ck_assert_str_eq(get(dr, "runstate"), "paused");
+    ck_assert_ptr_nonnull(strstr(get(dr, "error"), "after_the_commit"));
+    assert_in_order(get(dr, "log"), "vm:prepare,vm:start-failed");
+    ck_assert_int_eq(finish(&s), 0);
+    ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
+START_TEST(test_cpr_reboot_failed_load_leaves_file_and_ram_usable)
+{
+    /* A restart whose load fails (its prepare hook refuses) must leave the state file and the
+     * preserved RAM as they were: a second restart loads them and its guest verifies. */
+    g_autofree char *ram = arg("ram", "%s/ram", dir);
+    g_autofree char *main_ = arg("main", "file:%s/vm.state", dir);
+    g_autoptr(GHashTable) sr = reboot_save(ram, main_);
+    struct peer bad = spawn("dst", "mode=cpr-reboot", "ignore-shared=1", ram, main_, "fail=prepare", NULL);
+    g_autoptr(GHashTable) br = expect(&bad, "result");
+    assert_destination_refused(br);
+    ck_assert_int_eq(finish(&bad), 0);
+    reboot_restart_runs(ram, main_, sr);
+}
+END_TEST
+
+/* A normal migration over a UNIX socket that is still in precopy 300 ms after it became
+ * active: 2 MB/s for 16 MiB of RAM gives seconds to kill one side in. */
 static void slow_pair(struct peer *d, struct peer *s)
 {
     g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
     *d = spawn("dst", main_, "ramsize=16777216", NULL);
     wait_path("main.sock");
-    *s = spawn("src", main_, "bw=2000000", "ramsize=16777216", NULL);
+    *s = spawn("src", main_, "bw=2000000", "ramsize=16777216", "announce=1", NULL);
+    /* On a loaded host the source may take longer than the pause below just to start. */
+    g_autoptr(GHashTable) active = expect(s, "active");
     g_usleep(300 * 1000);
 }
 
@@ -412,6 +520,10 @@ static Suite *migrate_proc_suite(void)
     tcase_add_test(tc, test_cpr_transfer_between_processes_shares_the_memfd);
     tcase_add_test(tc, test_cpr_transfer_new_process_dies_before_hangup);
     tcase_add_test(tc, test_destination_dies_after_load_before_run);
+    tcase_add_test(tc, test_cpr_transfer_prepare_fails_source_resumes);
+    tcase_add_test(tc, test_normal_prepare_fails_source_resumes);
+    tcase_add_test(tc, test_start_failure_after_commit_never_resumes_source);
+    tcase_add_test(tc, test_cpr_reboot_failed_load_leaves_file_and_ram_usable);
     tcase_add_test(tc, test_destination_dies_during_precopy);
     tcase_add_test(tc, test_destination_dies_at_switchover);
     tcase_add_test(tc, test_source_dies_mid_stream_destination_loads_nothing);

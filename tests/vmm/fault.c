@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* CPR_VMM_FAULT: see fault.h. Read on every call: fault points are few and never hot. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +14,11 @@
 /* Entries already fired in this image (a bit per position in CPR_VMM_FAULT). */
 static volatile gint fired;
 
-void vmm_fault(const char *phase)
+int vmm_fault_fail(const char *phase)
 {
     const char *spec = getenv("CPR_VMM_FAULT");
     if (!spec || !*spec)
-        return;
+        return 0;
     g_auto(GStrv) entries = g_strsplit(spec, ",", 31);
     for (int i = 0; entries[i]; i++) {
         const char *colon = strchr(entries[i], ':');
@@ -38,5 +39,13 @@ void vmm_fault(const char *phase)
             raise(SIGSTOP);
         else if (!strcmp(action, "exit"))
             _exit(3);
+        else if (!strcmp(action, "fail"))
+            return -EIO;
     }
+    return 0;
+}
+
+void vmm_fault(const char *phase)
+{
+    vmm_fault_fail(phase);
 }

@@ -73,6 +73,22 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
     return 0;
 }
 
+/* Destination, before the commit: everything that could stop the guest from running here. The
+ * vCPU state was set by the sections' post_load; what is left is whether the machine can run
+ * it (its mailbox in RAM, live vCPUs). After this, hook_start has nothing left that can fail. */
+static int hook_prepare(cpr_ctx *ctx, void *opaque, cpr_error **errp)
+{
+    vmm *v = opaque;
+    vmm_trace("prepare hook");
+    int r = vmm_fault_fail(VMM_FAULT_PREPARE); /* the library says "prepare hook failed" */
+    if (r < 0)
+        return r;
+    r = vmm_machine_check_resume(v->machine, errp);
+    if (r < 0) /* the error stays the library's: it reports it as the job's */
+        g_printerr("cpr-vmm: prepare: %s\n", errp && *errp ? cpr_error_message(*errp) : "failed");
+    return r;
+}
+
 static int hook_is_running(cpr_ctx *ctx, void *opaque)
 {
     return vmm_vm_running(opaque);
@@ -181,6 +197,7 @@ int vmm_mig_init(vmm *v, char **err)
         .size = sizeof(ops),
         .stop = hook_stop,
         .start = hook_start,
+        .prepare = hook_prepare,
         .is_running = hook_is_running,
         .flush = hook_flush,
         .dirty_log_start = hook_dirty_log_start,

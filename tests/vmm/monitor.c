@@ -73,13 +73,11 @@ static int cmd_cont(vmm *v, json_object *args, json_object **ret, mon_error *err
                         "Migration is not finished yet: the VM waits for its incoming state");
     if (rs == VMM_RS_FINISH_MIGRATE)
         return mon_fail(err, "GenericError", "Migration is completing; try again when it ended");
-    /* After cpr-transfer the new VMM runs the guest in this very RAM: running it here too
-     * would have two VMs write the same pages. */
-    cpr_migration_info info = {.size = sizeof(info)};
-    if (rs == VMM_RS_POSTMIGRATE && cpr_migrate_query(v->ctx, &info, NULL) == 0 && !info.incoming &&
-        info.mode == CPR_MODE_CPR_TRANSFER)
-        return mon_fail(err, "GenericError",
-                        "The guest now runs in the new VMM, in the same RAM (cpr-transfer): not resuming it here");
+    /* After a handover (cpr-transfer, ...) another VMM runs the guest in this very RAM:
+     * the library knows, whatever jobs came after. */
+    cpr_error *cerr = NULL;
+    if (cpr_migrate_check_resume(v->ctx, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
     return vmm_vm_start(v, err);
 }
 

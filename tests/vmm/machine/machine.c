@@ -329,15 +329,29 @@ int vmm_machine_stop(vmm_machine *m, cpr_error **errp)
     return rc;
 }
 
-int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
+/* The checks of a resume, under m->lock. */
+static int check_resume_locked(vmm_machine *m, cpr_error **errp)
 {
     char why[200];
     if (!m->booted)
         return cpr_error_set(errp, -EINVAL, "machine: nothing to resume: boot it or restore a state");
     if (vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, why, sizeof(why)) < 0)
         return cpr_error_set(errp, -EINVAL, "machine: cannot resume: %s", why);
+    return dead_vcpu_error(m, errp);
+}
+
+int vmm_machine_check_resume(vmm_machine *m, cpr_error **errp)
+{
     pthread_mutex_lock(&m->lock);
-    int rc = dead_vcpu_error(m, errp);
+    int rc = check_resume_locked(m, errp);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
+{
+    pthread_mutex_lock(&m->lock);
+    int rc = check_resume_locked(m, errp);
     if (rc == 0) {
         __atomic_store_n(&m->stop_req, 0, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&m->run_cond);

@@ -175,6 +175,13 @@ int vmm_machine_boot(vmm_machine *m, cpr_error **errp);
 int vmm_machine_stop(vmm_machine *m, cpr_error **errp);
 
 /*
+ * Checks, changing nothing, what vmm_machine_resume() checks: that there is something to run and
+ * that it fits this machine (the errors below). A destination calls it before it commits, so
+ * that the resume after the commit cannot fail on them.
+ */
+int vmm_machine_check_resume(vmm_machine *m, cpr_error **errp);
+
+/*
  * Lets the vCPUs run again. -EINVAL when there is nothing to run (neither booted nor restored) or
  * the mailbox in RAM does not fit this machine (wrong RAM, vCPU count); -EIO when a vCPU died.
  * With KVM, registers restored by set_vcpu_state are applied by the first KVM_RUN: if KVM
