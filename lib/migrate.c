@@ -14,6 +14,7 @@
 
 #include "internal/blocker.h"
 #include "internal/error.h"
+#include "internal/vm_hooks.h"
 #include "internal/migrate.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
@@ -137,12 +138,8 @@ int cpr_job_vm_is_running(cpr_job *job)
 int cpr_job_vm_start(cpr_job *job, cpr_error **errp)
 {
     struct cpr_mig *mig = job->mig;
-    if (!mig->ops.start)
-        return 0;
-    int r = mig->ops.start(job->ctx, mig->vm_opaque);
-    if (r < 0)
-        return cpr_error_set_errno(errp, r, "the VMM's start hook failed");
-    return 0;
+    int r = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_START, errp);
+    return r < 0 ? r : 0;
 }
 
 void cpr_job_set_runstate(cpr_job *job, int runstate)
@@ -299,11 +296,10 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     if (ret < 0)
         return ret;
     job->vm_was_running = vm_is_running(mig);
-    if (job->vm_was_running && mig->ops.stop) {
+    if (job->vm_was_running && cpr_vm_hook_present(&mig->ops, CPR_VM_STOP)) {
         job->stop_time_us = g_get_monotonic_time();
-        ret = mig->ops.stop(job->ctx, mig->vm_opaque);
-        if (ret < 0)
-            return cpr_error_set_errno(errp, ret, "the VMM's stop hook failed");
+        if ((ret = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_STOP, errp)) < 0)
+            return ret;
     }
     job->vm_stopped = 1;
     if (!job->stop_time_us)
@@ -314,9 +310,8 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     /* Every job passes through `device`, the switchover phase (seed 003). */
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_DEVICE, errp)) < 0)
         return ret;
-    if (mig->ops.flush && (ret = mig->ops.flush(job->ctx, mig->vm_opaque)) < 0)
-        return cpr_error_set_errno(errp, ret, "the VMM's flush hook failed");
-    return 0;
+    ret = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_FLUSH, errp);
+    return ret < 0 ? ret : 0;
 }
 
 CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp)

@@ -18,6 +18,7 @@
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
 #include "internal/savevm.h"
+#include "internal/vm_hooks.h"
 
 /* A guest that dirties memory faster than the link carries it never converges: after this many
  * passes the engine switches over anyway, with whatever downtime that costs. */
@@ -43,12 +44,10 @@ struct save_run {
     int dirty_logging;
 };
 
-static int hook(cpr_job *job, int (*fn)(cpr_ctx *, void *), const char *what, cpr_error **errp)
+static int hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp)
 {
-    if (!fn)
-        return 0;
-    int r = fn(job->ctx, job->mig->vm_opaque);
-    return r < 0 ? cpr_error_set_errno(errp, r, "the VMM's %s hook failed", what) : 0;
+    int r = cpr_vm_hook_call(&job->mig->ops, job->ctx, job->mig->vm_opaque, which, errp);
+    return r < 0 ? r : 0;
 }
 
 /* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
@@ -128,7 +127,7 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     int64_t dt = MAX(now - r->pass_start_us, 1);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
-    int ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp);
+    int ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
     if (ret < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
@@ -151,7 +150,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
     /* Dirty logging only when RAM pages are sent: it costs the guest (write protection). */
     int ram = cpr_mig_ram_active(r->ram), ret;
     if (ram) {
-        ret = hook(r->job, r->job->mig->ops.dirty_log_start, "dirty_log_start", errp);
+        ret = hook(r->job, CPR_VM_DIRTY_LOG_START, errp);
         if (ret < 0)
             return ret;
         r->dirty_logging = 1;
@@ -189,7 +188,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
 static int drain(struct save_run *r, cpr_error **errp)
 {
     int ret;
-    if (r->dirty_logging && (ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp)) < 0)
+    if (r->dirty_logging && (ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp)) < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
@@ -247,7 +246,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     if (ret == 0)
         ret = finish_stream(&r, &mc, errp);
     if (r.dirty_logging)
-        hook(job, mig->ops.dirty_log_stop, "dirty_log_stop", NULL);
+        hook(job, CPR_VM_DIRTY_LOG_STOP, NULL);
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);

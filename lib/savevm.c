@@ -336,12 +336,17 @@ static char *schema_json(struct savevm_state *st)
     return text;
 }
 
-/* Runs one write callback inside a record that has been begun; aborts it on failure. */
-static int finish_record(cpr_stream *s, struct cpr_section *sec, const char *what, int ret, cpr_error **errp)
+/* The outcome of a section's callback `what` that returned ret with its own error herr. */
+static int section_hook(cpr_error **errp, const struct cpr_section *sec, const char *what, int ret, cpr_error *herr)
+{
+    return cpr_error_from_hook(errp, ret, herr, "section '%s' instance %u: %s", sec->name, sec->instance, what);
+}
+
+/* Ends a record begun for one write callback (its outcome in ret); aborts it on failure. */
+static int finish_record(cpr_stream *s, int ret, cpr_error **errp)
 {
     if (ret < 0) {
         cpr_rec_abort(s);
-        cpr_error_prefix(errp, "section '%s' instance %u: %s", sec->name, sec->instance, what);
         return ret;
     }
     return cpr_rec_end(s, errp);
@@ -355,10 +360,8 @@ static unsigned int rec_flags(const struct cpr_section *sec)
 static int put_live_setup(cpr_stream *s, void *arg, cpr_error **errp)
 {
     struct cpr_section *sec = arg;
-    int ret = sec->ops.setup(s, sec->opaque, errp);
-    if (ret < 0)
-        cpr_error_prefix(errp, "section '%s' instance %u: setup", sec->name, sec->instance);
-    return ret;
+    cpr_error *herr = NULL;
+    return section_hook(errp, sec, "setup", sec->ops.setup(s, sec->opaque, &herr), herr);
 }
 
 static int put_described(cpr_stream *s, void *arg, cpr_error **errp)
@@ -411,14 +414,13 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
         if (ret < 0)
             return ret;
         uint64_t left = 0;
-        int r = sec->ops.iterate(s, &left, sec->opaque, errp);
+        cpr_error *herr = NULL;
+        int r = section_hook(errp, sec, "iterate", sec->ops.iterate(s, &left, sec->opaque, &herr), herr);
         if (r >= 0 && s->rec_len == 4) {
             cpr_rec_abort(s); /* nothing to send: no empty part record */
-        } else if ((ret = finish_record(s, sec, "iterate", r, errp)) < 0) {
+        } else if ((ret = finish_record(s, r, errp)) < 0) {
             return ret;
         }
-        if (r < 0)
-            return r;
         sec->pending = left;
         sec->done = r > 0;
         all_done &= sec->done;
@@ -448,7 +450,8 @@ int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
             continue;
         if ((ret = cpr_rec_begin_part(s, CPR_REC_END, sec->section_id, errp)) < 0)
             break;
-        ret = finish_record(s, sec, "complete", sec->ops.complete(s, sec->opaque, errp), errp);
+        cpr_error *herr = NULL;
+        ret = finish_record(s, section_hook(errp, sec, "complete", sec->ops.complete(s, sec->opaque, &herr), herr), errp);
     }
     for (guint i = 0; ret >= 0 && i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
@@ -569,19 +572,24 @@ struct load_state {
     GPtrArray *started;          /* progressive sections started in this stream */
 };
 
+/* A progressive section's load() of one record. */
+static int live_load(struct load_state *ls, struct cpr_section *sec, const struct cpr_rec *r, int phase,
+                     uint32_t version, cpr_error **errp)
+{
+    cpr_error *herr = NULL;
+    return cpr_error_from_hook(errp, sec->ops.load(ls->s, version, phase, sec->opaque, &herr), herr,
+                               "section '%s' instance %u, record #%" U64 " at offset %" U64 ": load", sec->name,
+                               sec->instance, (guint64)r->index, (guint64)r->offset);
+}
+
 static int load_section(struct load_state *ls, const struct cpr_rec *r, cpr_error **errp)
 {
     if (r->type == CPR_REC_PART || r->type == CPR_REC_END) {
         if (g_hash_table_contains(ls->skipped, GUINT_TO_POINTER(r->section_id)))
             return 0;
         struct cpr_section *sec = g_hash_table_lookup(ls->by_id, GUINT_TO_POINTER(r->section_id));
-        int ret = sec->ops.load(ls->s, sec->load_version, r->type == CPR_REC_PART ? CPR_LIVE_PART : CPR_LIVE_END,
-                                sec->opaque, errp);
-        if (ret < 0)
-            cpr_error_prefix(errp, "section '%s' instance %u, record #%" U64 " at offset %" U64, sec->name,
-                             sec->instance, (guint64)r->index, (guint64)r->offset);
         sec->ended = r->type == CPR_REC_END;
-        return ret;
+        return live_load(ls, sec, r, r->type == CPR_REC_PART ? CPR_LIVE_PART : CPR_LIVE_END, sec->load_version, errp);
     }
     struct cpr_section *sec = find(ls->st, r->name, r->instance);
     if (!sec) {
@@ -613,11 +621,7 @@ static int load_section(struct load_state *ls, const struct cpr_rec *r, cpr_erro
     }
     g_hash_table_insert(ls->by_id, GUINT_TO_POINTER(r->section_id), sec);
     g_ptr_array_add(ls->started, sec);
-    ret = sec->ops.load(ls->s, r->version, CPR_LIVE_START, sec->opaque, errp);
-    if (ret < 0)
-        cpr_error_prefix(errp, "section '%s' instance %u, record #%" U64 " at offset %" U64, sec->name, sec->instance,
-                         (guint64)r->index, (guint64)r->offset);
-    return ret;
+    return live_load(ls, sec, r, CPR_LIVE_START, r->version, errp);
 }
 
 /* After the end record: progressive sections first (RAM before the devices that use it). */
@@ -627,19 +631,17 @@ static int run_post_loads(struct load_state *ls, cpr_error **errp)
         struct cpr_section *sec = ls->started->pdata[i];
         if (!sec->ops.load_done)
             continue;
-        int ret = sec->ops.load_done(sec->load_version, sec->opaque, errp);
-        if (ret < 0) {
-            cpr_error_prefix(errp, "section '%s' instance %u: load_done", sec->name, sec->instance);
+        cpr_error *herr = NULL;
+        int ret = section_hook(errp, sec, "load_done", sec->ops.load_done(sec->load_version, sec->opaque, &herr), herr);
+        if (ret < 0)
             return ret;
-        }
     }
     for (guint i = 0; i < ls->post_loads->len; i++) {
         struct cpr_post_load *pl = &g_array_index(ls->post_loads, struct cpr_post_load, i);
-        int ret = pl->fn(pl->obj, pl->version, errp);
-        if (ret < 0) {
-            cpr_error_prefix(errp, "post_load");
+        cpr_error *herr = NULL;
+        int ret = cpr_error_from_hook(errp, pl->fn(pl->obj, pl->version, &herr), herr, "%s: post_load", pl->where);
+        if (ret < 0)
             return ret;
-        }
     }
     return 0;
 }
@@ -681,6 +683,7 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
     }
     if (ret == 0)
         ret = run_post_loads(&ls, errp);
+    cpr_post_loads_truncate(ls.post_loads, 0);
     g_array_free(ls.post_loads, TRUE);
     g_hash_table_destroy(ls.by_id);
     g_hash_table_destroy(ls.skipped);

@@ -76,6 +76,16 @@ typedef struct cpr_vm_ops {
      * resume the guest; after the commit, start() must not fail for any reason but a crash.
      * The hook may set *errp (cpr/error.h); it runs on the job's thread. */
     int (*prepare)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    /* The hooks above that can fail, able to say why (1.2). When one is set it is called
+     * instead of its counterpart without errp (leave that one NULL); what it stores through
+     * errp (cpr/error.h) reaches the migration's caller as "the VMM's <hook> hook failed:
+     * <its message>". When a hook fails without a message its errno's description is used. */
+    int (*stop_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*start_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*flush_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*dirty_log_start_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*dirty_log_sync_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*dirty_log_stop_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
 } cpr_vm_ops;
 
 /*
