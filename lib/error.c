@@ -85,15 +85,16 @@ CPR_API int cpr_error_propagate(cpr_error **dst, cpr_error *src)
     return code;
 }
 
-int cpr_error_from_hook(cpr_error **errp, int ret, cpr_error *err, const char *fmt, ...)
+int cpr_error_from_hook(cpr_error **errp, int ret, cpr_error **hook_err, const char *fmt, ...)
 {
+    cpr_error *err = *hook_err;
+    *hook_err = NULL;
     if (ret >= 0 || !errp || *errp) {
         cpr_error_free(err);
         return ret;
     }
-    if (!err) {
+    if (!err)
         error_store(&err, ret, g_strdup(g_strerror(-ret)));
-    }
     err->code = ret; /* what the callback returned is what the caller gets */
     va_list ap;
     va_start(ap, fmt);

@@ -14,6 +14,7 @@
 
 #include "internal/blocker.h"
 #include "internal/error.h"
+#include "internal/sized.h"
 #include "internal/vm_hooks.h"
 #include "internal/migrate.h"
 #include "internal/mig_ram.h"
@@ -105,21 +106,21 @@ CPR_API const char *cpr_runstate_name(int runstate)
 CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
                                    cpr_error **errp)
 {
-    if (!ctx || !ops)
-        return cpr_error_set(errp, -EINVAL, "cpr_migrate_set_vm_ops: %s is NULL", ctx ? "ops" : "ctx");
-    if (ops->size < VM_OPS_MIN_SIZE)
-        return cpr_error_set(errp, -EINVAL, "cpr_migrate_set_vm_ops: ops->size %u is smaller than %zu",
-                             ops->size, (size_t)VM_OPS_MIN_SIZE);
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_set_vm_ops: ctx is NULL");
+    cpr_vm_ops known = { 0 };
+    int ret = cpr_sized_read(&known, sizeof(known), ops, VM_OPS_MIN_SIZE, "cpr_vm_ops", errp);
+    if (ret < 0) {
+        cpr_error_prefix(errp, "cpr_migrate_set_vm_ops");
+        return ret;
+    }
     struct cpr_mig *mig = cpr_mig_get(ctx);
     g_mutex_lock(&mig->lock);
     if (mig->job_running) {
         g_mutex_unlock(&mig->lock);
         return cpr_error_set(errp, -EBUSY, "cannot change the VM hooks while a migration job runs");
     }
-    /* Copy what both sides know; a newer caller's extra members are not ours to read. */
-    memset(&mig->ops, 0, sizeof(mig->ops));
-    memcpy(&mig->ops, ops, MIN((size_t)ops->size, sizeof(mig->ops)));
-    mig->ops.size = sizeof(mig->ops);
+    mig->ops = known;
     mig->vm_opaque = opaque;
     g_mutex_unlock(&mig->lock);
     return 0;

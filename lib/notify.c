@@ -79,7 +79,7 @@ int cpr_notifiers_call(cpr_ctx *ctx, cpr_mode mode, cpr_event event, cpr_error *
             int r = n->fn(ctx, event, mode, &veto, n->opaque);
             if (r != 0 || veto) {
                 /* A veto is a veto whether it came as a code, a message or both. */
-                ret = cpr_error_from_hook(errp, r < 0 ? r : -ECANCELED, veto,
+                ret = cpr_error_from_hook(errp, r < 0 ? r : -ECANCELED, &veto,
                                           "a migration notifier vetoed mode %s", cpr_mode_name(mode));
                 break;
             }

@@ -11,6 +11,7 @@
 #include "internal/error.h"
 #include "internal/record.h"
 #include "internal/savevm.h"
+#include "internal/sized.h"
 #include "internal/stream.h"
 #include "internal/vmstate.h"
 
@@ -167,24 +168,20 @@ CPR_API int cpr_savevm_register_live(cpr_ctx *ctx, const char *name, uint32_t in
                                      cpr_section **out, cpr_error **errp)
 {
     int ret = 0;
-    if (!ops || ops->size < offsetof(cpr_live_ops, load_done))
-        return cpr_error_set(errp, -EINVAL, "section '%s': ops missing or ops->size %u too small", name ? name : "",
-                             ops ? ops->size : 0);
+    cpr_live_ops known = { 0 };
+    /* The first version's members run through load_done (which itself may be NULL). */
+    if ((ret = cpr_sized_read(&known, sizeof(known), ops, offsetof(cpr_live_ops, load_done), "cpr_live_ops", errp)) < 0) {
+        cpr_error_prefix(errp, "section '%s'", name ? name : "");
+        return ret;
+    }
     struct savevm_state *st = register_check(ctx, name, instance_id, flags, &ret, errp);
     if (!st)
         return ret;
     if (min_version < 1 || min_version > version)
         return cpr_error_set(errp, -EINVAL, "section '%s': versions must satisfy 1 <= min_version (%u) <= version (%u)",
                              name, min_version, version);
-    /* A newer caller's members that this library does not know must be unused (NULL). */
-    for (size_t off = sizeof(cpr_live_ops); off < ops->size; off++)
-        if (((const uint8_t *)ops)[off])
-            return cpr_error_set(errp, -EINVAL,
-                                 "section '%s': cpr_live_ops has a member at offset %zu this library does not know",
-                                 name, off);
     struct cpr_section *sec = g_new0(struct cpr_section, 1);
-    /* Copy what the caller's struct has; later members stay NULL. */
-    memcpy(&sec->ops, ops, MIN((size_t)ops->size, sizeof(cpr_live_ops)));
+    sec->ops = known;
     if (!sec->ops.setup || !sec->ops.iterate || !sec->ops.complete || !sec->ops.load) {
         g_free(sec);
         return cpr_error_set(errp, -EINVAL, "section '%s': setup, iterate, complete and load are required", name);
@@ -337,7 +334,7 @@ static char *schema_json(struct savevm_state *st)
 }
 
 /* The outcome of a section's callback `what` that returned ret with its own error herr. */
-static int section_hook(cpr_error **errp, const struct cpr_section *sec, const char *what, int ret, cpr_error *herr)
+static int section_hook(cpr_error **errp, const struct cpr_section *sec, const char *what, int ret, cpr_error **herr)
 {
     return cpr_error_from_hook(errp, ret, herr, "section '%s' instance %u: %s", sec->name, sec->instance, what);
 }
@@ -361,7 +358,7 @@ static int put_live_setup(cpr_stream *s, void *arg, cpr_error **errp)
 {
     struct cpr_section *sec = arg;
     cpr_error *herr = NULL;
-    return section_hook(errp, sec, "setup", sec->ops.setup(s, sec->opaque, &herr), herr);
+    return section_hook(errp, sec, "setup", sec->ops.setup(s, sec->opaque, &herr), &herr);
 }
 
 static int put_described(cpr_stream *s, void *arg, cpr_error **errp)
@@ -415,7 +412,7 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
             return ret;
         uint64_t left = 0;
         cpr_error *herr = NULL;
-        int r = section_hook(errp, sec, "iterate", sec->ops.iterate(s, &left, sec->opaque, &herr), herr);
+        int r = section_hook(errp, sec, "iterate", sec->ops.iterate(s, &left, sec->opaque, &herr), &herr);
         if (r >= 0 && s->rec_len == 4) {
             cpr_rec_abort(s); /* nothing to send: no empty part record */
         } else if ((ret = finish_record(s, r, errp)) < 0) {
@@ -451,7 +448,7 @@ int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
         if ((ret = cpr_rec_begin_part(s, CPR_REC_END, sec->section_id, errp)) < 0)
             break;
         cpr_error *herr = NULL;
-        ret = finish_record(s, section_hook(errp, sec, "complete", sec->ops.complete(s, sec->opaque, &herr), herr), errp);
+        ret = finish_record(s, section_hook(errp, sec, "complete", sec->ops.complete(s, sec->opaque, &herr), &herr), errp);
     }
     for (guint i = 0; ret >= 0 && i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
@@ -577,7 +574,7 @@ static int live_load(struct load_state *ls, struct cpr_section *sec, const struc
                      uint32_t version, cpr_error **errp)
 {
     cpr_error *herr = NULL;
-    return cpr_error_from_hook(errp, sec->ops.load(ls->s, version, phase, sec->opaque, &herr), herr,
+    return cpr_error_from_hook(errp, sec->ops.load(ls->s, version, phase, sec->opaque, &herr), &herr,
                                "section '%s' instance %u, record #%" U64 " at offset %" U64 ": load", sec->name,
                                sec->instance, (guint64)r->index, (guint64)r->offset);
 }
@@ -632,14 +629,14 @@ static int run_post_loads(struct load_state *ls, cpr_error **errp)
         if (!sec->ops.load_done)
             continue;
         cpr_error *herr = NULL;
-        int ret = section_hook(errp, sec, "load_done", sec->ops.load_done(sec->load_version, sec->opaque, &herr), herr);
+        int ret = section_hook(errp, sec, "load_done", sec->ops.load_done(sec->load_version, sec->opaque, &herr), &herr);
         if (ret < 0)
             return ret;
     }
     for (guint i = 0; i < ls->post_loads->len; i++) {
         struct cpr_post_load *pl = &g_array_index(ls->post_loads, struct cpr_post_load, i);
         cpr_error *herr = NULL;
-        int ret = cpr_error_from_hook(errp, pl->fn(pl->obj, pl->version, &herr), herr, "%s: post_load", pl->where);
+        int ret = cpr_error_from_hook(errp, pl->fn(pl->obj, pl->version, &herr), &herr, "%s: post_load", pl->where);
         if (ret < 0)
             return ret;
     }

@@ -51,5 +51,5 @@ int cpr_vm_hook_call(const cpr_vm_ops *ops, cpr_ctx *ctx, void *opaque, enum cpr
     hook_fn plain = plain_of(ops, which);
     cpr_error *herr = NULL;
     int ret = with_errp ? with_errp(ctx, opaque, &herr) : plain ? plain(ctx, opaque) : 0;
-    return cpr_error_from_hook(errp, ret, herr, "the VMM's %s hook failed", hooks[which].name);
+    return cpr_error_from_hook(errp, ret, &herr, "the VMM's %s hook failed", hooks[which].name);
 }

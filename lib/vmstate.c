@@ -497,7 +497,7 @@ static int save_field(cpr_stream *s, const cpr_desc *d, const struct cpr_field *
         if (ret < 0)
             return ret;
         cpr_error *herr = NULL;
-        ret = cpr_error_from_hook(errp, f->put(s, m, f->opaque, &herr), herr, "%s field '%s': put", where, f->name);
+        ret = cpr_error_from_hook(errp, f->put(s, m, f->opaque, &herr), &herr, "%s field '%s': put", where, f->name);
         if (ret < 0)
             return ret;
         patch_len(s, at);
@@ -536,7 +536,7 @@ static int save_body(cpr_stream *s, const cpr_desc *d, uint8_t *obj, const char 
 {
     int ret = 0;
     cpr_error *herr = NULL;
-    if (d->pre_save && (ret = cpr_error_from_hook(errp, d->pre_save(obj, &herr), herr, "%s: pre_save", where)) < 0)
+    if (d->pre_save && (ret = cpr_error_from_hook(errp, d->pre_save(obj, &herr), &herr, "%s: pre_save", where)) < 0)
         return ret;
     for (guint i = 0; i < d->fields->len && ret >= 0; i++)
         ret = save_field(s, d, d->fields->pdata[i], obj, where, errp);
@@ -547,7 +547,7 @@ static int save_body(cpr_stream *s, const cpr_desc *d, uint8_t *obj, const char 
         herr = NULL;
         int pret = d->post_save(obj, &herr);
         if (ret >= 0)
-            ret = cpr_error_from_hook(errp, pret, herr, "%s: post_save", where);
+            ret = cpr_error_from_hook(errp, pret, &herr, "%s: post_save", where);
         else
             cpr_error_free(herr);
     }
@@ -683,7 +683,7 @@ static int custom_get(struct load_ctx *lc, void *arg)
 {
     struct custom_arg *a = arg;
     cpr_error *herr = NULL;
-    return cpr_error_from_hook(lc->errp, a->f->get(lc->s, a->m, a->len, a->f->opaque, &herr), herr, "%s field '%s': get",
+    return cpr_error_from_hook(lc->errp, a->f->get(lc->s, a->m, a->len, a->f->opaque, &herr), &herr, "%s field '%s': get",
                                a->where, a->f->name);
 }
 
@@ -796,7 +796,7 @@ static int load_body(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj, uint3
 {
     int ret = 0;
     cpr_error *herr = NULL;
-    if (d->pre_load && (ret = cpr_error_from_hook(lc->errp, d->pre_load(obj, &herr), herr, "%s: pre_load", where)) < 0)
+    if (d->pre_load && (ret = cpr_error_from_hook(lc->errp, d->pre_load(obj, &herr), &herr, "%s: pre_load", where)) < 0)
         return ret;
     for (guint i = 0; i < d->fields->len && ret >= 0; i++) {
         const struct cpr_field *f = d->fields->pdata[i];

@@ -89,9 +89,19 @@ typedef struct cpr_vm_ops {
 } cpr_vm_ops;
 
 /*
+ * Initialisers that set `size` and zero the rest (docs/abi.md): CPR_VM_OPS_INIT in C,
+ * cpr_vm_ops_init() anywhere (C++ has no designated initialisers). Since 1.2.
+ */
+#define CPR_VM_OPS_INIT { .size = sizeof(cpr_vm_ops) }
+/* Sets ops->size to sizeof(cpr_vm_ops) and every other member to 0/NULL. NULL is ignored.
+ * Thread safety: any thread. */
+CPR_API void cpr_vm_ops_init(cpr_vm_ops *ops);
+
+/*
  * Installs the VM hooks; the library copies `ops`. Replaces earlier hooks. opaque is passed
- * back to each hook. Errors: -EINVAL for NULL ctx/ops or a size smaller than the four hooks'
- * first version; -EBUSY while a job runs.
+ * back to each hook. Errors: -EINVAL for NULL ctx/ops, a size smaller than the four hooks'
+ * first version, or a non-zero byte past the members this library knows (a newer header's
+ * hook it would not call; the error names the offset); -EBUSY while a job runs.
  */
 CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
                                    cpr_error **errp);
@@ -262,6 +272,11 @@ typedef struct cpr_migration_info {
     uint64_t downtime_bytes;  /* bytes sent while it was stopped */
     uint64_t cpr_fds;         /* fds sent (or received) as cpr state */
 } cpr_migration_info;
+
+/* Sets `size` and zeroes the rest, as C (CPR_MIGRATION_INFO_INIT) or as a function (since 1.2). */
+#define CPR_MIGRATION_INFO_INIT { .size = sizeof(cpr_migration_info) }
+/* Sets info->size to sizeof(cpr_migration_info), the rest to 0. NULL is ignored. Any thread. */
+CPR_API void cpr_migration_info_init(cpr_migration_info *info);
 
 /* Fills *info (see above). -EINVAL when info is NULL or info->size is 0. */
 CPR_API int cpr_migrate_query(cpr_ctx *ctx, cpr_migration_info *info, cpr_error **errp);

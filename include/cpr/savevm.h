@@ -80,10 +80,19 @@ typedef struct cpr_live_ops {
     uint64_t (*pending)(void *opaque);
 } cpr_live_ops;
 
+/* Sets `size` and zeroes the rest: CPR_LIVE_OPS_INIT in C, cpr_live_ops_init() anywhere
+ * (C++ has no designated initialisers). Since 1.2. */
+#define CPR_LIVE_OPS_INIT { .size = sizeof(cpr_live_ops) }
+/* Sets ops->size to sizeof(cpr_live_ops) and every other member to NULL. NULL is ignored.
+ * Thread safety: any thread. */
+CPR_API void cpr_live_ops_init(cpr_live_ops *ops);
+
 /*
  * Registers a progressive section. ops is copied (its first `size` bytes); setup, iterate,
  * complete and load are required. Versions as for descriptions (1 <= min_version <= version).
- * Errors: as cpr_savevm_register(), and -EINVAL for missing callbacks or a bad ops->size.
+ * Errors: as cpr_savevm_register(), and -EINVAL for missing callbacks, an ops->size smaller
+ * than the first version's (through load_done) or a non-zero byte past the members this library
+ * knows (the error names its offset).
  */
 CPR_API int cpr_savevm_register_live(cpr_ctx *ctx, const char *name, uint32_t instance_id, uint32_t version,
                                      uint32_t min_version, const cpr_live_ops *ops, void *opaque, unsigned int flags,
