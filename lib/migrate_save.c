@@ -29,6 +29,10 @@
 /* With no RAM to send (every block stays in place: the cpr modes, x-ignore-shared), nothing
  * counts passes: the other sections get this long to fit the downtime limit. */
 #define CPR_PRECOPY_NO_RAM_MAX_US (CPR_PRECOPY_MAX_PASSES * CPR_PASS_WAIT_US)
+/* A round of iterate() calls that sent nothing (every section waits for more to send) is
+ * followed by this pause, so that sections with nothing to send yet are not asked in a busy
+ * loop while the guest runs. */
+#define CPR_IDLE_ROUND_MS 10
 /* The shortest stretch of a pass whose bandwidth the engine trusts (QEMU's window too). */
 #define CPR_BANDWIDTH_WINDOW_US (100 * 1000)
 
@@ -95,6 +99,13 @@ static void throttle(struct save_run *r)
         return;
     struct pollfd p = { .fd = cpr_job_cancel_fd(r->job), .events = POLLIN };
     poll(&p, 1, (int)MIN(ahead_us / 1000, 1000));
+}
+
+/* After a round that sent nothing: wait CPR_IDLE_ROUND_MS, less when a cancel comes. */
+static void idle_wait(struct save_run *r)
+{
+    struct pollfd p = { .fd = cpr_job_cancel_fd(r->job), .events = POLLIN };
+    poll(&p, 1, CPR_IDLE_ROUND_MS);
 }
 
 /* Bytes the link carries within the downtime limit, at this pass's bandwidth once the pass has
@@ -165,6 +176,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
     for (;;) {
         if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
             return ret;
+        uint64_t round_start = cpr_stream_offset(r->s);
         ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
         if (ret < 0)
             return ret;
@@ -178,9 +190,12 @@ static int precopy(struct save_run *r, cpr_error **errp)
             if ((ret = pass_end(r, &converged, errp)) < 0)
                 return ret;
             stats_update(r);
+            round_start = UINT64_MAX; /* the sync may have given RAM more to send: no pause */
         }
         if (converged)
             return 0;
+        if (cpr_stream_offset(r->s) == round_start)
+            idle_wait(r);
     }
 }
 
@@ -194,9 +209,9 @@ static int drain(struct save_run *r, cpr_error **errp)
     if (pages < 0)
         return (int)pages;
     cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
-    while ((ret = cpr_savevm_iterate(r->job->ctx, r->s, errp)) == 0)
-        stats_update(r);
-    return ret < 0 ? ret : 0;
+    ret = cpr_savevm_iterate_stopped(r->job->ctx, r->s, errp);
+    stats_update(r);
+    return ret;
 }
 
 static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error **errp)

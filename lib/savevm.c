@@ -17,6 +17,12 @@
 
 #define U64 G_GUINT64_FORMAT
 
+/* After the stop a section may send in parts at most twice what it had left (its first part
+ * and the pending it then reported) plus this slack for framing, and at most this many parts;
+ * past either it is a runaway and the save fails. */
+#define CPR_STOPPED_SLACK_BYTES (1u << 20)
+#define CPR_STOPPED_MAX_PARTS (1u << 20)
+
 struct cpr_section {
     char *name;
     uint32_t instance;
@@ -31,6 +37,9 @@ struct cpr_section {
     int active, done;
     uint32_t section_id;
     uint64_t pending;
+    /* after the stop (cpr_savevm_iterate_stopped) */
+    int stop_more;           /* still asked for parts */
+    uint64_t stop_calls, stop_bytes, stop_budget;
     /* load state */
     int loaded, ended;
     uint32_t load_version;
@@ -398,6 +407,26 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
     return ret < 0 ? ret : 0;
 }
 
+/* One iterate() of sec in a part record (none when it wrote nothing): returns 1 done, 0 more,
+ * <0 failed; *bytes receives the size of the part's body. */
+static int iterate_one(cpr_stream *s, struct cpr_section *sec, uint64_t *bytes, cpr_error **errp)
+{
+    int ret = cpr_rec_begin_part(s, CPR_REC_PART, sec->section_id, errp);
+    if (ret < 0)
+        return ret;
+    uint64_t left = 0;
+    cpr_error *herr = NULL;
+    int r = section_hook(errp, sec, "iterate", sec->ops.iterate(s, &left, sec->opaque, &herr), &herr);
+    *bytes = r >= 0 ? s->rec_len - 4 : 0; /* the part's body follows its section id */
+    if (r >= 0 && !*bytes)
+        cpr_rec_abort(s); /* nothing to send: no empty part record */
+    else if ((ret = finish_record(s, r, errp)) < 0)
+        return ret;
+    sec->pending = left;
+    sec->done = r > 0;
+    return r;
+}
+
 int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
 {
     struct savevm_state *st = state_of(ctx);
@@ -407,22 +436,63 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
         /* Done sections are asked again: after a dirty-log sync they may have more. */
         if (!sec->active)
             continue;
-        int ret = cpr_rec_begin_part(s, CPR_REC_PART, sec->section_id, errp);
-        if (ret < 0)
-            return ret;
-        uint64_t left = 0;
-        cpr_error *herr = NULL;
-        int r = section_hook(errp, sec, "iterate", sec->ops.iterate(s, &left, sec->opaque, &herr), &herr);
-        if (r >= 0 && s->rec_len == 4) {
-            cpr_rec_abort(s); /* nothing to send: no empty part record */
-        } else if ((ret = finish_record(s, r, errp)) < 0) {
-            return ret;
-        }
-        sec->pending = left;
-        sec->done = r > 0;
-        all_done &= sec->done;
+        uint64_t bytes;
+        int r = iterate_one(s, sec, &bytes, errp);
+        if (r < 0)
+            return r;
+        all_done &= r > 0;
     }
     return all_done;
+}
+
+/* One part of sec after the stop; clears sec->stop_more when it is done or made no progress,
+ * fails when it runs away. */
+static int stopped_part(cpr_stream *s, struct cpr_section *sec, cpr_error **errp)
+{
+    uint64_t before = sec->pending, bytes;
+    int r = iterate_one(s, sec, &bytes, errp);
+    if (r < 0)
+        return r;
+    sec->stop_calls++;
+    sec->stop_bytes += bytes;
+    if (sec->stop_calls == 1) {
+        uint64_t left = bytes + sec->pending;
+        sec->stop_budget = (left > UINT64_MAX / 4 ? UINT64_MAX / 2 : 2 * left) + CPR_STOPPED_SLACK_BYTES;
+    }
+    /* Progress is a part sent and, after the first, less left than before. */
+    int progress = bytes && (sec->stop_calls == 1 || sec->pending < before);
+    sec->stop_more = !r && progress;
+    if (sec->stop_more && (sec->stop_bytes > sec->stop_budget || sec->stop_calls >= CPR_STOPPED_MAX_PARTS))
+        return cpr_error_set(errp, -EOVERFLOW,
+                             "section '%s' instance %u did not finish after the guest stopped: %" U64
+                             " parts and %" U64 " bytes sent, more than twice what it had left at the stop (its"
+                             " iterate() keeps returning 0; %" U64 " bytes still pending)",
+                             sec->name, sec->instance, (guint64)sec->stop_calls, (guint64)sec->stop_bytes,
+                             (guint64)sec->pending);
+    return 0;
+}
+
+int cpr_savevm_iterate_stopped(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
+{
+    struct savevm_state *st = state_of(ctx);
+    for (guint i = 0; i < st->sections->len; i++) {
+        struct cpr_section *sec = st->sections->pdata[i];
+        sec->stop_more = sec->active;
+        sec->stop_calls = sec->stop_bytes = 0;
+    }
+    for (int more = 1; more;) {
+        more = 0;
+        for (guint i = 0; i < st->sections->len; i++) {
+            struct cpr_section *sec = st->sections->pdata[i];
+            if (!sec->stop_more)
+                continue;
+            int ret = stopped_part(s, sec, errp);
+            if (ret < 0)
+                return ret;
+            more |= sec->stop_more;
+        }
+    }
+    return 0;
 }
 
 uint64_t cpr_savevm_pending(cpr_ctx *ctx, const cpr_section *skip)
@@ -484,8 +554,9 @@ CPR_API int cpr_savevm_save(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
     int ret = cpr_savevm_begin(ctx, s, mode, errp);
     if (ret == -EBUSY)
         return ret;
-    while (ret >= 0 && (ret = cpr_savevm_iterate(ctx, s, errp)) == 0)
-        ;
+    /* The caller stopped its guest: this is the engine's "after the stop". */
+    if (ret >= 0)
+        ret = cpr_savevm_iterate_stopped(ctx, s, errp);
     if (ret >= 0)
         ret = cpr_savevm_complete(ctx, s, errp);
     cpr_savevm_finish(ctx);
