@@ -543,37 +543,6 @@ void cpr_savevm_finish(cpr_ctx *ctx)
     st->busy = 0;
 }
 
-CPR_API int cpr_savevm_save(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
-{
-    if (!ctx || !s || !cpr_stream_is_writer(s))
-        return cpr_error_set(errp, -EINVAL, "cpr_savevm_save: needs a context and a stream writer");
-    struct cpr_params p;
-    cpr_params_snapshot(ctx, &p);
-    cpr_mode mode = p.mode;
-    cpr_params_clear(&p);
-    int ret = cpr_savevm_begin(ctx, s, mode, errp);
-    if (ret == -EBUSY)
-        return ret;
-    /* The caller stopped its guest: this is the engine's "after the stop". */
-    if (ret >= 0)
-        ret = cpr_savevm_iterate_stopped(ctx, s, errp);
-    if (ret >= 0)
-        ret = cpr_savevm_complete(ctx, s, errp);
-    cpr_savevm_finish(ctx);
-    return ret < 0 ? ret : 0;
-}
-
-CPR_API int cpr_savevm_save_to_fd(cpr_ctx *ctx, int fd, cpr_error **errp)
-{
-    cpr_stream *s;
-    int ret = cpr_stream_new_fd_writer(fd, 0, &s, errp);
-    if (ret < 0)
-        return ret;
-    ret = cpr_savevm_save(ctx, s, errp);
-    cpr_stream_free(s);
-    return ret;
-}
-
 /* ---- load ---- */
 
 static int check_identity(cpr_ctx *ctx, struct savevm_state *st, const struct cpr_rec *r, cpr_error **errp)
@@ -762,20 +731,4 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
     if (config_json)
         *config_json = g_steal_pointer(&config);
     return 0;
-}
-
-CPR_API int cpr_savevm_load(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
-{
-    return cpr_savevm_load_stream(ctx, s, NULL, errp);
-}
-
-CPR_API int cpr_savevm_load_from_fd(cpr_ctx *ctx, int fd, cpr_error **errp)
-{
-    cpr_stream *s;
-    int ret = cpr_stream_new_fd_reader(fd, 0, &s, errp);
-    if (ret < 0)
-        return ret;
-    ret = cpr_savevm_load(ctx, s, errp);
-    cpr_stream_free(s);
-    return ret;
 }
