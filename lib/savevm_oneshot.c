@@ -59,15 +59,21 @@ CPR_API int cpr_savevm_save(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
     return ret < 0 ? ret : 0;
 }
 
-CPR_API int cpr_savevm_save_to_fd(cpr_ctx *ctx, int fd, cpr_error **errp)
+/* Runs fn on a stream over fd (a writer or a reader); the fd stays open. */
+static int on_fd(cpr_ctx *ctx, int fd, int writer, int (*fn)(cpr_ctx *, cpr_stream *, cpr_error **), cpr_error **errp)
 {
     cpr_stream *s;
-    int ret = cpr_stream_new_fd_writer(fd, 0, &s, errp);
+    int ret = writer ? cpr_stream_new_fd_writer(fd, 0, &s, errp) : cpr_stream_new_fd_reader(fd, 0, &s, errp);
     if (ret < 0)
         return ret;
-    ret = cpr_savevm_save(ctx, s, errp);
+    ret = fn(ctx, s, errp);
     cpr_stream_free(s);
     return ret;
+}
+
+CPR_API int cpr_savevm_save_to_fd(cpr_ctx *ctx, int fd, cpr_error **errp)
+{
+    return on_fd(ctx, fd, 1, cpr_savevm_save, errp);
 }
 
 CPR_API int cpr_savevm_load(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
@@ -81,11 +87,5 @@ CPR_API int cpr_savevm_load(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
 
 CPR_API int cpr_savevm_load_from_fd(cpr_ctx *ctx, int fd, cpr_error **errp)
 {
-    cpr_stream *s;
-    int ret = cpr_stream_new_fd_reader(fd, 0, &s, errp);
-    if (ret < 0)
-        return ret;
-    ret = cpr_savevm_load(ctx, s, errp);
-    cpr_stream_free(s);
-    return ret;
+    return on_fd(ctx, fd, 0, cpr_savevm_load, errp);
 }

@@ -8,7 +8,7 @@
 # Usage: tests/package/vmm.sh BUILD_DIR SRC_DIR WORK_DIR CC [EXTRA_FLAGS]
 set -uo pipefail
 
-build=$1 src=$2 work=$3 cc=$4 extra=${5:-}
+build=$1 src=$(cd "$2" && pwd) work=$3 cc=$4 extra=${5:-}
 prefix=$work/prefix
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
@@ -39,7 +39,8 @@ fi
 vmm=$work/vmm/cpr-vmm
 if [[ -x $vmm ]]; then
     # Nothing of the libcpr tree but its public headers' installed copies on the include path.
-    grep -q -- "-I$src/lib\|-isystem $src/lib\|$src/include" "$work/vmm/compile_commands.json" &&
+    grep -qF -e "-I$src/lib" -e "-isystem $src/lib" -e "-I$src/include" -e "-isystem $src/include" \
+        "$work/vmm/compile_commands.json" &&
         bad "the out-of-tree build includes from the source tree: $(grep -o -- "-I[^ ]*" "$work/vmm/compile_commands.json" | sort -u)"
     grep -q 'NEEDED.*\[libcpr\.so\.1\]' <<<"$(readelf -d "$vmm")" || bad "cpr-vmm is not linked against libcpr.so.1"
     ldd_out=$(LD_LIBRARY_PATH=$libdir ldd "$vmm")

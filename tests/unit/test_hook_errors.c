@@ -12,10 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <check.h>
-#include <glib.h>
-
-#include <cpr/cpr.h>
+#include "testutil.h" /* check, glib and <cpr/cpr.h>: nothing of lib/ */
 
 /* Which callback fails, and whether it says why. */
 enum hook {
@@ -331,11 +328,4 @@ static Suite *hook_errors_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(hook_errors_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+CPR_TEST_MAIN(hook_errors_suite)

@@ -19,25 +19,18 @@ static int noop_load(cpr_stream *s, uint32_t v, int phase, void *opaque, cpr_err
 /* The macro and the function give the same bytes. */
 START_TEST(init_macros_match_functions)
 {
-    cpr_vm_ops a = CPR_VM_OPS_INIT, b;
-    memset(&b, 0xff, sizeof(b));
-    cpr_vm_ops_init(&b);
-    ck_assert_uint_eq(a.size, sizeof(cpr_vm_ops));
-    ck_assert_int_eq(memcmp(&a, &b, sizeof(a)), 0);
-    cpr_live_ops la = CPR_LIVE_OPS_INIT, lb;
-    memset(&lb, 0xff, sizeof(lb));
-    cpr_live_ops_init(&lb);
-    ck_assert_uint_eq(la.size, sizeof(cpr_live_ops));
-    ck_assert_int_eq(memcmp(&la, &lb, sizeof(la)), 0);
-    cpr_migration_info ia = CPR_MIGRATION_INFO_INIT, ib;
-    memset(&ib, 0xff, sizeof(ib));
-    cpr_migration_info_init(&ib);
-    ck_assert_uint_eq(ia.size, sizeof(cpr_migration_info));
-    ck_assert_int_eq(memcmp(&ia, &ib, sizeof(ia)), 0);
-    cpr_transfer_opts ta = CPR_TRANSFER_OPTS_INIT, tb;
-    memset(&tb, 0xff, sizeof(tb));
-    cpr_transfer_opts_init(&tb);
-    ck_assert_int_eq(memcmp(&ta, &tb, sizeof(ta)), 0);
+#define SAME_INIT(type, macro, fn)                                                                \
+    do {                                                                                          \
+        type a_ = macro, b_;                                                                      \
+        memset(&b_, 0xff, sizeof(b_));                                                            \
+        fn(&b_);                                                                                  \
+        ck_assert_uint_eq(a_.size, sizeof(type));                                                 \
+        ck_assert_int_eq(memcmp(&a_, &b_, sizeof(a_)), 0);                                        \
+    } while (0)
+    SAME_INIT(cpr_vm_ops, CPR_VM_OPS_INIT, cpr_vm_ops_init);
+    SAME_INIT(cpr_live_ops, CPR_LIVE_OPS_INIT, cpr_live_ops_init);
+    SAME_INIT(cpr_migration_info, CPR_MIGRATION_INFO_INIT, cpr_migration_info_init);
+    SAME_INIT(cpr_transfer_opts, CPR_TRANSFER_OPTS_INIT, cpr_transfer_opts_init);
 }
 END_TEST
 

@@ -20,6 +20,16 @@ static cpr_ctx *ctx_with_ram(cpr_ram_block **b)
     return ctx;
 }
 
+/* Saves ctx into a new memory stream (the caller frees it) and points *data at its bytes. */
+static cpr_stream *save(cpr_ctx *ctx, const void **data, size_t *len)
+{
+    cpr_stream *out;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &out, NULL), 0);
+    ck_assert_int_eq(cpr_savevm_save(ctx, out, NULL), 0);
+    ck_assert_int_eq(cpr_stream_mem_data(out, data, len, NULL), 0);
+    return out;
+}
+
 static uint8_t pattern(uint64_t off)
 {
     return (uint8_t)(off * 7 + off / PAGE + 1);
@@ -33,12 +43,9 @@ START_TEST(one_shot_save_holds_guest_ram)
     for (uint64_t i = 0; i < RAM_BYTES; i++)
         host[i] = pattern(i);
     memset(host + 5 * PAGE, 0, PAGE); /* a zero page travels too (without data) */
-    cpr_stream *out;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &out, NULL), 0);
-    ck_assert_int_eq(cpr_savevm_save(src, out, NULL), 0);
     const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(out, &data, &len, NULL), 0);
+    cpr_stream *out = save(src, &data, &len);
     ck_assert_uint_ge(len, RAM_BYTES - PAGE);
 
     cpr_ram_block *db;
@@ -61,12 +68,9 @@ START_TEST(one_shot_load_refuses_another_ram_layout)
 {
     cpr_ram_block *b;
     cpr_ctx *src = ctx_with_ram(&b);
-    cpr_stream *out;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &out, NULL), 0);
-    ck_assert_int_eq(cpr_savevm_save(src, out, NULL), 0);
     const void *data;
     size_t len;
-    ck_assert_int_eq(cpr_stream_mem_data(out, &data, &len, NULL), 0);
+    cpr_stream *out = save(src, &data, &len);
     cpr_ctx *dst;
     ck_assert_int_eq(cpr_ctx_new(&dst, 0, NULL), 0);
     ck_assert_int_eq(cpr_ram_block_new(dst, "pc.ram", RAM_BYTES / 2, PAGE, 0, &b, NULL), 0);
