@@ -46,8 +46,9 @@ CPR_BEGIN_DECLS
 /*
  * What the library asks of the VMM. Each hook receives the opaque given with the ops and
  * returns 0 or a negative errno (is_running: 1 running, 0 not). NULL hooks are skipped
- * (is_running NULL reads as "not running"). The VMM fills `size` with sizeof(cpr_vm_ops) so
- * that the struct can grow: the library reads only the members that fit in `size`.
+ * (is_running NULL reads as "not running"). The VMM initialises the struct with
+ * CPR_VM_OPS_INIT or cpr_vm_ops_init() (`size` = sizeof(cpr_vm_ops)) so that it can grow: the
+ * library reads only the members that fit in `size`.
  */
 typedef struct cpr_vm_ops {
     uint32_t size;
