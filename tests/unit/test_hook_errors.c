@@ -306,7 +306,8 @@ START_TEST(constructors)
     ck_assert_int_eq(cpr_error_propagate(&dst, NULL), 0);
     cpr_error *other = NULL;
     cpr_error_set_errno(&other, -ENOENT, "open %s", "/x");
-    ck_assert_str_eq(cpr_error_message(other), g_strdup_printf("open /x: %s", strerror(ENOENT)));
+    g_autofree char *want = g_strdup_printf("open /x: %s", strerror(ENOENT));
+    ck_assert_str_eq(cpr_error_message(other), want);
     ck_assert_int_eq(cpr_error_propagate(&dst, other), -ENOENT); /* freed: dst is taken */
     ck_assert_int_eq(cpr_error_propagate(NULL, NULL), 0);
     cpr_error_free(dst);
