@@ -14,6 +14,8 @@
 
 #include "internal/blocker.h"
 #include "internal/error.h"
+#include "internal/sized.h"
+#include "internal/vm_hooks.h"
 #include "internal/migrate.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
@@ -101,35 +103,25 @@ CPR_API const char *cpr_runstate_name(int runstate)
 
 /* The hooks of the first public version of cpr_vm_ops. */
 #define VM_OPS_MIN_SIZE (offsetof(cpr_vm_ops, flush) + sizeof(((cpr_vm_ops *)0)->flush))
-#define VM_OPS_HOOK_SIZE sizeof(((cpr_vm_ops *)0)->stop)
-
-/* The bytes of a caller's ops of `size` to copy: whole hooks only, none beyond ours. A member
- * past `size` (an older caller) stays NULL. */
-static size_t vm_ops_copy_size(uint32_t size)
-{
-    size_t first = offsetof(cpr_vm_ops, stop);
-    size_t n = MIN((size_t)size, sizeof(cpr_vm_ops));
-    return first + (n - first) / VM_OPS_HOOK_SIZE * VM_OPS_HOOK_SIZE;
-}
 
 CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
                                    cpr_error **errp)
 {
-    if (!ctx || !ops)
-        return cpr_error_set(errp, -EINVAL, "cpr_migrate_set_vm_ops: %s is NULL", ctx ? "ops" : "ctx");
-    if (ops->size < VM_OPS_MIN_SIZE)
-        return cpr_error_set(errp, -EINVAL, "cpr_migrate_set_vm_ops: ops->size %u is smaller than %zu",
-                             ops->size, (size_t)VM_OPS_MIN_SIZE);
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_set_vm_ops: ctx is NULL");
+    cpr_vm_ops known = { 0 };
+    int ret = cpr_sized_read(&known, sizeof(known), ops, VM_OPS_MIN_SIZE, "cpr_vm_ops", errp);
+    if (ret < 0) {
+        cpr_error_prefix(errp, "cpr_migrate_set_vm_ops");
+        return ret;
+    }
     struct cpr_mig *mig = cpr_mig_get(ctx);
     g_mutex_lock(&mig->lock);
     if (mig->job_running) {
         g_mutex_unlock(&mig->lock);
         return cpr_error_set(errp, -EBUSY, "cannot change the VM hooks while a migration job runs");
     }
-    /* Copy what both sides know; a newer caller's extra members are not ours to read. */
-    memset(&mig->ops, 0, sizeof(mig->ops));
-    memcpy(&mig->ops, ops, vm_ops_copy_size(ops->size));
-    mig->ops.size = sizeof(mig->ops);
+    mig->ops = known;
     mig->vm_opaque = opaque;
     g_mutex_unlock(&mig->lock);
     return 0;
@@ -148,12 +140,8 @@ int cpr_job_vm_is_running(cpr_job *job)
 int cpr_job_vm_start(cpr_job *job, cpr_error **errp)
 {
     struct cpr_mig *mig = job->mig;
-    if (!mig->ops.start)
-        return 0;
-    int r = mig->ops.start(job->ctx, mig->vm_opaque);
-    if (r < 0)
-        return cpr_error_set_errno(errp, r, "the VMM's start hook failed");
-    return 0;
+    int r = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_START, errp);
+    return r < 0 ? r : 0;
 }
 
 int cpr_job_vm_prepare(cpr_job *job, cpr_error **errp)
@@ -161,18 +149,10 @@ int cpr_job_vm_prepare(cpr_job *job, cpr_error **errp)
     struct cpr_mig *mig = job->mig;
     if (!mig->ops.prepare)
         return 0;
-    cpr_error *err = NULL;
-    int r = mig->ops.prepare(job->ctx, mig->vm_opaque, &err);
-    if (r >= 0) {
-        cpr_error_free(err);
-        return 0;
-    }
-    if (err) {
-        r = cpr_error_set(errp, r, "the VMM's prepare hook failed: %s", cpr_error_message(err));
-        cpr_error_free(err);
-        return r;
-    }
-    return cpr_error_set_errno(errp, r, "the VMM's prepare hook failed");
+    cpr_error *herr = NULL;
+    int r = mig->ops.prepare(job->ctx, mig->vm_opaque, &herr);
+    r = cpr_error_from_hook(errp, r, &herr, "the VMM's prepare hook failed");
+    return r < 0 ? r : 0;
 }
 
 void cpr_job_set_runstate(cpr_job *job, int runstate)
@@ -329,11 +309,10 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     if (ret < 0)
         return ret;
     job->vm_was_running = vm_is_running(mig);
-    if (job->vm_was_running && mig->ops.stop) {
+    if (job->vm_was_running && cpr_vm_hook_present(&mig->ops, CPR_VM_STOP)) {
         job->stop_time_us = g_get_monotonic_time();
-        ret = mig->ops.stop(job->ctx, mig->vm_opaque);
-        if (ret < 0)
-            return cpr_error_set_errno(errp, ret, "the VMM's stop hook failed");
+        if ((ret = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_STOP, errp)) < 0)
+            return ret;
     }
     job->vm_stopped = 1;
     if (!job->stop_time_us)
@@ -344,9 +323,8 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     /* Every job passes through `device`, the switchover phase (seed 003). */
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_DEVICE, errp)) < 0)
         return ret;
-    if (mig->ops.flush && (ret = mig->ops.flush(job->ctx, mig->vm_opaque)) < 0)
-        return cpr_error_set_errno(errp, ret, "the VMM's flush hook failed");
-    return 0;
+    ret = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_FLUSH, errp);
+    return ret < 0 ? ret : 0;
 }
 
 CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp)

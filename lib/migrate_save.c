@@ -18,6 +18,7 @@
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
 #include "internal/savevm.h"
+#include "internal/vm_hooks.h"
 
 /* A guest that dirties memory faster than the link carries it never converges: after this many
  * passes the engine switches over anyway, with whatever downtime that costs. */
@@ -28,6 +29,10 @@
 /* With no RAM to send (every block stays in place: the cpr modes, x-ignore-shared), nothing
  * counts passes: the other sections get this long to fit the downtime limit. */
 #define CPR_PRECOPY_NO_RAM_MAX_US (CPR_PRECOPY_MAX_PASSES * CPR_PASS_WAIT_US)
+/* A round of iterate() calls that sent nothing (every section waits for more to send) is
+ * followed by this pause, so that sections with nothing to send yet are not asked in a busy
+ * loop while the guest runs. */
+#define CPR_IDLE_ROUND_MS 10
 /* The shortest stretch of a pass whose bandwidth the engine trusts (QEMU's window too). */
 #define CPR_BANDWIDTH_WINDOW_US (100 * 1000)
 
@@ -43,12 +48,10 @@ struct save_run {
     int dirty_logging;
 };
 
-static int hook(cpr_job *job, int (*fn)(cpr_ctx *, void *), const char *what, cpr_error **errp)
+static int hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp)
 {
-    if (!fn)
-        return 0;
-    int r = fn(job->ctx, job->mig->vm_opaque);
-    return r < 0 ? cpr_error_set_errno(errp, r, "the VMM's %s hook failed", what) : 0;
+    int r = cpr_vm_hook_call(&job->mig->ops, job->ctx, job->mig->vm_opaque, which, errp);
+    return r < 0 ? r : 0;
 }
 
 /* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
@@ -98,6 +101,13 @@ static void throttle(struct save_run *r)
     poll(&p, 1, (int)MIN(ahead_us / 1000, 1000));
 }
 
+/* After a round that sent nothing: wait CPR_IDLE_ROUND_MS, less when a cancel comes. */
+static void idle_wait(struct save_run *r)
+{
+    struct pollfd p = { .fd = cpr_job_cancel_fd(r->job), .events = POLLIN };
+    poll(&p, 1, CPR_IDLE_ROUND_MS);
+}
+
 /* Bytes the link carries within the downtime limit, at this pass's bandwidth once the pass has
  * lasted CPR_BANDWIDTH_WINDOW_US (a shorter sample is noise: a first part can leave in
  * microseconds), else at the last pass's (none before the first: nothing fits yet). */
@@ -128,7 +138,7 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     int64_t dt = MAX(now - r->pass_start_us, 1);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
-    int ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp);
+    int ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
     if (ret < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
@@ -151,7 +161,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
     /* Dirty logging only when RAM pages are sent: it costs the guest (write protection). */
     int ram = cpr_mig_ram_active(r->ram), ret;
     if (ram) {
-        ret = hook(r->job, r->job->mig->ops.dirty_log_start, "dirty_log_start", errp);
+        ret = hook(r->job, CPR_VM_DIRTY_LOG_START, errp);
         if (ret < 0)
             return ret;
         r->dirty_logging = 1;
@@ -166,6 +176,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
     for (;;) {
         if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
             return ret;
+        uint64_t round_start = cpr_stream_offset(r->s);
         ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
         if (ret < 0)
             return ret;
@@ -179,9 +190,12 @@ static int precopy(struct save_run *r, cpr_error **errp)
             if ((ret = pass_end(r, &converged, errp)) < 0)
                 return ret;
             stats_update(r);
+            round_start = UINT64_MAX; /* the sync may have given RAM more to send: no pause */
         }
         if (converged)
             return 0;
+        if (cpr_stream_offset(r->s) == round_start)
+            idle_wait(r);
     }
 }
 
@@ -189,15 +203,15 @@ static int precopy(struct save_run *r, cpr_error **errp)
 static int drain(struct save_run *r, cpr_error **errp)
 {
     int ret;
-    if (r->dirty_logging && (ret = hook(r->job, r->job->mig->ops.dirty_log_sync, "dirty_log_sync", errp)) < 0)
+    if (r->dirty_logging && (ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp)) < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
         return (int)pages;
     cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
-    while ((ret = cpr_savevm_iterate(r->job->ctx, r->s, errp)) == 0)
-        stats_update(r);
-    return ret < 0 ? ret : 0;
+    ret = cpr_savevm_iterate_stopped(r->job->ctx, r->s, errp);
+    stats_update(r);
+    return ret;
 }
 
 static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error **errp)
@@ -249,7 +263,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     if (ret == 0)
         ret = finish_stream(&r, &mc, errp);
     if (r.dirty_logging)
-        hook(job, mig->ops.dirty_log_stop, "dirty_log_stop", NULL);
+        hook(job, CPR_VM_DIRTY_LOG_STOP, NULL);
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);

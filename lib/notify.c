@@ -78,12 +78,9 @@ int cpr_notifiers_call(cpr_ctx *ctx, cpr_mode mode, cpr_event event, cpr_error *
             cpr_error *veto = NULL;
             int r = n->fn(ctx, event, mode, &veto, n->opaque);
             if (r != 0 || veto) {
-                ret = r < 0 ? r : -ECANCELED;
-                if (veto)
-                    cpr_error_propagate(errp, veto);
-                else
-                    cpr_error_set(errp, ret, "a migration notifier vetoed mode %s",
-                                  cpr_mode_name(mode));
+                /* A veto is a veto whether it came as a code, a message or both. */
+                ret = cpr_error_from_hook(errp, r < 0 ? r : -ECANCELED, &veto,
+                                          "a migration notifier vetoed mode %s", cpr_mode_name(mode));
                 break;
             }
             n->saw_setup = 1;

@@ -11,10 +11,17 @@
 #include "internal/error.h"
 #include "internal/record.h"
 #include "internal/savevm.h"
+#include "internal/sized.h"
 #include "internal/stream.h"
 #include "internal/vmstate.h"
 
 #define U64 G_GUINT64_FORMAT
+
+/* After the stop a section may send in parts at most twice what it had left (its first part
+ * and the pending it then reported) plus this slack for framing, and at most this many parts;
+ * past either it is a runaway and the save fails. */
+#define CPR_STOPPED_SLACK_BYTES (1u << 20)
+#define CPR_STOPPED_MAX_PARTS (1u << 20)
 
 struct cpr_section {
     char *name;
@@ -30,6 +37,9 @@ struct cpr_section {
     int active, done;
     uint32_t section_id;
     uint64_t pending;
+    /* after the stop (cpr_savevm_iterate_stopped) */
+    int stop_more;           /* still asked for parts */
+    uint64_t stop_calls, stop_bytes, stop_budget;
     /* load state */
     int loaded, ended;
     uint32_t load_version;
@@ -167,24 +177,20 @@ CPR_API int cpr_savevm_register_live(cpr_ctx *ctx, const char *name, uint32_t in
                                      cpr_section **out, cpr_error **errp)
 {
     int ret = 0;
-    if (!ops || ops->size < offsetof(cpr_live_ops, load_done))
-        return cpr_error_set(errp, -EINVAL, "section '%s': ops missing or ops->size %u too small", name ? name : "",
-                             ops ? ops->size : 0);
+    cpr_live_ops known = { 0 };
+    /* The first version's members run through load_done (which itself may be NULL). */
+    if ((ret = cpr_sized_read(&known, sizeof(known), ops, offsetof(cpr_live_ops, load_done), "cpr_live_ops", errp)) < 0) {
+        cpr_error_prefix(errp, "section '%s'", name ? name : "");
+        return ret;
+    }
     struct savevm_state *st = register_check(ctx, name, instance_id, flags, &ret, errp);
     if (!st)
         return ret;
     if (min_version < 1 || min_version > version)
         return cpr_error_set(errp, -EINVAL, "section '%s': versions must satisfy 1 <= min_version (%u) <= version (%u)",
                              name, min_version, version);
-    /* A newer caller's members that this library does not know must be unused (NULL). */
-    for (size_t off = sizeof(cpr_live_ops); off < ops->size; off++)
-        if (((const uint8_t *)ops)[off])
-            return cpr_error_set(errp, -EINVAL,
-                                 "section '%s': cpr_live_ops has a member at offset %zu this library does not know",
-                                 name, off);
     struct cpr_section *sec = g_new0(struct cpr_section, 1);
-    /* Copy what the caller's struct has; later members stay NULL. */
-    memcpy(&sec->ops, ops, MIN((size_t)ops->size, sizeof(cpr_live_ops)));
+    sec->ops = known;
     if (!sec->ops.setup || !sec->ops.iterate || !sec->ops.complete || !sec->ops.load) {
         g_free(sec);
         return cpr_error_set(errp, -EINVAL, "section '%s': setup, iterate, complete and load are required", name);
@@ -336,12 +342,17 @@ static char *schema_json(struct savevm_state *st)
     return text;
 }
 
-/* Runs one write callback inside a record that has been begun; aborts it on failure. */
-static int finish_record(cpr_stream *s, struct cpr_section *sec, const char *what, int ret, cpr_error **errp)
+/* The outcome of a section's callback `what` that returned ret with its own error herr. */
+static int section_hook(cpr_error **errp, const struct cpr_section *sec, const char *what, int ret, cpr_error **herr)
+{
+    return cpr_error_from_hook(errp, ret, herr, "section '%s' instance %u: %s", sec->name, sec->instance, what);
+}
+
+/* Ends a record begun for one write callback (its outcome in ret); aborts it on failure. */
+static int finish_record(cpr_stream *s, int ret, cpr_error **errp)
 {
     if (ret < 0) {
         cpr_rec_abort(s);
-        cpr_error_prefix(errp, "section '%s' instance %u: %s", sec->name, sec->instance, what);
         return ret;
     }
     return cpr_rec_end(s, errp);
@@ -355,10 +366,8 @@ static unsigned int rec_flags(const struct cpr_section *sec)
 static int put_live_setup(cpr_stream *s, void *arg, cpr_error **errp)
 {
     struct cpr_section *sec = arg;
-    int ret = sec->ops.setup(s, sec->opaque, errp);
-    if (ret < 0)
-        cpr_error_prefix(errp, "section '%s' instance %u: setup", sec->name, sec->instance);
-    return ret;
+    cpr_error *herr = NULL;
+    return section_hook(errp, sec, "setup", sec->ops.setup(s, sec->opaque, &herr), &herr);
 }
 
 static int put_described(cpr_stream *s, void *arg, cpr_error **errp)
@@ -398,6 +407,26 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
     return ret < 0 ? ret : 0;
 }
 
+/* One iterate() of sec in a part record (none when it wrote nothing): returns 1 done, 0 more,
+ * <0 failed; *bytes receives the size of the part's body. */
+static int iterate_one(cpr_stream *s, struct cpr_section *sec, uint64_t *bytes, cpr_error **errp)
+{
+    int ret = cpr_rec_begin_part(s, CPR_REC_PART, sec->section_id, errp);
+    if (ret < 0)
+        return ret;
+    uint64_t left = 0;
+    cpr_error *herr = NULL;
+    int r = section_hook(errp, sec, "iterate", sec->ops.iterate(s, &left, sec->opaque, &herr), &herr);
+    *bytes = r >= 0 ? s->rec_len - 4 : 0; /* the part's body follows its section id */
+    if (r >= 0 && !*bytes)
+        cpr_rec_abort(s); /* nothing to send: no empty part record */
+    else if ((ret = finish_record(s, r, errp)) < 0)
+        return ret;
+    sec->pending = left;
+    sec->done = r > 0;
+    return r;
+}
+
 int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
 {
     struct savevm_state *st = state_of(ctx);
@@ -407,23 +436,63 @@ int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
         /* Done sections are asked again: after a dirty-log sync they may have more. */
         if (!sec->active)
             continue;
-        int ret = cpr_rec_begin_part(s, CPR_REC_PART, sec->section_id, errp);
-        if (ret < 0)
-            return ret;
-        uint64_t left = 0;
-        int r = sec->ops.iterate(s, &left, sec->opaque, errp);
-        if (r >= 0 && s->rec_len == 4) {
-            cpr_rec_abort(s); /* nothing to send: no empty part record */
-        } else if ((ret = finish_record(s, sec, "iterate", r, errp)) < 0) {
-            return ret;
-        }
+        uint64_t bytes;
+        int r = iterate_one(s, sec, &bytes, errp);
         if (r < 0)
             return r;
-        sec->pending = left;
-        sec->done = r > 0;
-        all_done &= sec->done;
+        all_done &= r > 0;
     }
     return all_done;
+}
+
+/* One part of sec after the stop; clears sec->stop_more when it is done or made no progress,
+ * fails when it runs away. */
+static int stopped_part(cpr_stream *s, struct cpr_section *sec, cpr_error **errp)
+{
+    uint64_t before = sec->pending, bytes;
+    int r = iterate_one(s, sec, &bytes, errp);
+    if (r < 0)
+        return r;
+    sec->stop_calls++;
+    sec->stop_bytes += bytes;
+    if (sec->stop_calls == 1) {
+        uint64_t left = bytes + sec->pending;
+        sec->stop_budget = (left > UINT64_MAX / 4 ? UINT64_MAX / 2 : 2 * left) + CPR_STOPPED_SLACK_BYTES;
+    }
+    /* Progress is a part sent and, after the first, less left than before. */
+    int progress = bytes && (sec->stop_calls == 1 || sec->pending < before);
+    sec->stop_more = !r && progress;
+    if (sec->stop_more && (sec->stop_bytes > sec->stop_budget || sec->stop_calls >= CPR_STOPPED_MAX_PARTS))
+        return cpr_error_set(errp, -EOVERFLOW,
+                             "section '%s' instance %u did not finish after the guest stopped: %" U64
+                             " parts and %" U64 " bytes sent, more than twice what it had left at the stop (its"
+                             " iterate() keeps returning 0; %" U64 " bytes still pending)",
+                             sec->name, sec->instance, (guint64)sec->stop_calls, (guint64)sec->stop_bytes,
+                             (guint64)sec->pending);
+    return 0;
+}
+
+int cpr_savevm_iterate_stopped(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
+{
+    struct savevm_state *st = state_of(ctx);
+    for (guint i = 0; i < st->sections->len; i++) {
+        struct cpr_section *sec = st->sections->pdata[i];
+        sec->stop_more = sec->active;
+        sec->stop_calls = sec->stop_bytes = 0;
+    }
+    for (int more = 1; more;) {
+        more = 0;
+        for (guint i = 0; i < st->sections->len; i++) {
+            struct cpr_section *sec = st->sections->pdata[i];
+            if (!sec->stop_more)
+                continue;
+            int ret = stopped_part(s, sec, errp);
+            if (ret < 0)
+                return ret;
+            more |= sec->stop_more;
+        }
+    }
+    return 0;
 }
 
 uint64_t cpr_savevm_pending(cpr_ctx *ctx, const cpr_section *skip)
@@ -448,7 +517,8 @@ int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
             continue;
         if ((ret = cpr_rec_begin_part(s, CPR_REC_END, sec->section_id, errp)) < 0)
             break;
-        ret = finish_record(s, sec, "complete", sec->ops.complete(s, sec->opaque, errp), errp);
+        cpr_error *herr = NULL;
+        ret = finish_record(s, section_hook(errp, sec, "complete", sec->ops.complete(s, sec->opaque, &herr), &herr), errp);
     }
     for (guint i = 0; ret >= 0 && i < st->sections->len; i++) {
         struct cpr_section *sec = st->sections->pdata[i];
@@ -471,36 +541,6 @@ void cpr_savevm_finish(cpr_ctx *ctx)
         sec->active = 0;
     }
     st->busy = 0;
-}
-
-CPR_API int cpr_savevm_save(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
-{
-    if (!ctx || !s || !cpr_stream_is_writer(s))
-        return cpr_error_set(errp, -EINVAL, "cpr_savevm_save: needs a context and a stream writer");
-    struct cpr_params p;
-    cpr_params_snapshot(ctx, &p);
-    cpr_mode mode = p.mode;
-    cpr_params_clear(&p);
-    int ret = cpr_savevm_begin(ctx, s, mode, errp);
-    if (ret == -EBUSY)
-        return ret;
-    while (ret >= 0 && (ret = cpr_savevm_iterate(ctx, s, errp)) == 0)
-        ;
-    if (ret >= 0)
-        ret = cpr_savevm_complete(ctx, s, errp);
-    cpr_savevm_finish(ctx);
-    return ret < 0 ? ret : 0;
-}
-
-CPR_API int cpr_savevm_save_to_fd(cpr_ctx *ctx, int fd, cpr_error **errp)
-{
-    cpr_stream *s;
-    int ret = cpr_stream_new_fd_writer(fd, 0, &s, errp);
-    if (ret < 0)
-        return ret;
-    ret = cpr_savevm_save(ctx, s, errp);
-    cpr_stream_free(s);
-    return ret;
 }
 
 /* ---- load ---- */
@@ -569,19 +609,24 @@ struct load_state {
     GPtrArray *started;          /* progressive sections started in this stream */
 };
 
+/* A progressive section's load() of one record. */
+static int live_load(struct load_state *ls, struct cpr_section *sec, const struct cpr_rec *r, int phase,
+                     uint32_t version, cpr_error **errp)
+{
+    cpr_error *herr = NULL;
+    return cpr_error_from_hook(errp, sec->ops.load(ls->s, version, phase, sec->opaque, &herr), &herr,
+                               "section '%s' instance %u, record #%" U64 " at offset %" U64 ": load", sec->name,
+                               sec->instance, (guint64)r->index, (guint64)r->offset);
+}
+
 static int load_section(struct load_state *ls, const struct cpr_rec *r, cpr_error **errp)
 {
     if (r->type == CPR_REC_PART || r->type == CPR_REC_END) {
         if (g_hash_table_contains(ls->skipped, GUINT_TO_POINTER(r->section_id)))
             return 0;
         struct cpr_section *sec = g_hash_table_lookup(ls->by_id, GUINT_TO_POINTER(r->section_id));
-        int ret = sec->ops.load(ls->s, sec->load_version, r->type == CPR_REC_PART ? CPR_LIVE_PART : CPR_LIVE_END,
-                                sec->opaque, errp);
-        if (ret < 0)
-            cpr_error_prefix(errp, "section '%s' instance %u, record #%" U64 " at offset %" U64, sec->name,
-                             sec->instance, (guint64)r->index, (guint64)r->offset);
         sec->ended = r->type == CPR_REC_END;
-        return ret;
+        return live_load(ls, sec, r, r->type == CPR_REC_PART ? CPR_LIVE_PART : CPR_LIVE_END, sec->load_version, errp);
     }
     struct cpr_section *sec = find(ls->st, r->name, r->instance);
     if (!sec) {
@@ -613,11 +658,7 @@ static int load_section(struct load_state *ls, const struct cpr_rec *r, cpr_erro
     }
     g_hash_table_insert(ls->by_id, GUINT_TO_POINTER(r->section_id), sec);
     g_ptr_array_add(ls->started, sec);
-    ret = sec->ops.load(ls->s, r->version, CPR_LIVE_START, sec->opaque, errp);
-    if (ret < 0)
-        cpr_error_prefix(errp, "section '%s' instance %u, record #%" U64 " at offset %" U64, sec->name, sec->instance,
-                         (guint64)r->index, (guint64)r->offset);
-    return ret;
+    return live_load(ls, sec, r, CPR_LIVE_START, r->version, errp);
 }
 
 /* After the end record: progressive sections first (RAM before the devices that use it). */
@@ -627,19 +668,17 @@ static int run_post_loads(struct load_state *ls, cpr_error **errp)
         struct cpr_section *sec = ls->started->pdata[i];
         if (!sec->ops.load_done)
             continue;
-        int ret = sec->ops.load_done(sec->load_version, sec->opaque, errp);
-        if (ret < 0) {
-            cpr_error_prefix(errp, "section '%s' instance %u: load_done", sec->name, sec->instance);
+        cpr_error *herr = NULL;
+        int ret = section_hook(errp, sec, "load_done", sec->ops.load_done(sec->load_version, sec->opaque, &herr), &herr);
+        if (ret < 0)
             return ret;
-        }
     }
     for (guint i = 0; i < ls->post_loads->len; i++) {
         struct cpr_post_load *pl = &g_array_index(ls->post_loads, struct cpr_post_load, i);
-        int ret = pl->fn(pl->obj, pl->version, errp);
-        if (ret < 0) {
-            cpr_error_prefix(errp, "post_load");
+        cpr_error *herr = NULL;
+        int ret = cpr_error_from_hook(errp, pl->fn(pl->obj, pl->version, &herr), &herr, "%s: post_load", pl->where);
+        if (ret < 0)
             return ret;
-        }
     }
     return 0;
 }
@@ -681,6 +720,7 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
     }
     if (ret == 0)
         ret = run_post_loads(&ls, errp);
+    cpr_post_loads_truncate(ls.post_loads, 0);
     g_array_free(ls.post_loads, TRUE);
     g_hash_table_destroy(ls.by_id);
     g_hash_table_destroy(ls.skipped);
@@ -691,20 +731,4 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
     if (config_json)
         *config_json = g_steal_pointer(&config);
     return 0;
-}
-
-CPR_API int cpr_savevm_load(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
-{
-    return cpr_savevm_load_stream(ctx, s, NULL, errp);
-}
-
-CPR_API int cpr_savevm_load_from_fd(cpr_ctx *ctx, int fd, cpr_error **errp)
-{
-    cpr_stream *s;
-    int ret = cpr_stream_new_fd_reader(fd, 0, &s, errp);
-    if (ret < 0)
-        return ret;
-    ret = cpr_savevm_load(ctx, s, errp);
-    cpr_stream_free(s);
-    return ret;
 }

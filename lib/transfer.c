@@ -16,6 +16,7 @@
 #include "internal/ctx.h"
 #include "internal/error.h"
 #include "internal/scm.h"
+#include "internal/sized.h"
 #include "internal/transfer.h"
 
 /*
@@ -44,19 +45,9 @@ CPR_API void cpr_transfer_opts_init(cpr_transfer_opts *opts)
 static int opts_get(const cpr_transfer_opts *in, cpr_transfer_opts *o, cpr_io_wait *w, cpr_error **errp)
 {
     cpr_transfer_opts_init(o);
-    if (in && in->size < sizeof(*o))
-        return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: size %u is smaller than %zu",
-                             in->size, sizeof(*o));
-    if (in) {
-        /* A newer caller's struct is fine as long as the fields we do not know are zero. */
-        for (size_t i = sizeof(*o); i < in->size; i++) {
-            if (((const uint8_t *)in)[i])
-                return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: byte %zu is set, but this "
-                                     "library knows only %zu bytes", i, sizeof(*o));
-        }
-        memcpy(o, in, sizeof(*o));
-        o->size = sizeof(*o);
-    }
+    int ret;
+    if (in && (ret = cpr_sized_read(o, sizeof(*o), in, sizeof(*o), "cpr_transfer_opts", errp)) < 0)
+        return ret;
     if (o->flags || o->reserved0 || o->reserved1)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_opts: unknown flags or reserved fields set");
     if (!o->max_fds)

@@ -496,11 +496,10 @@ static int save_field(cpr_stream *s, const cpr_desc *d, const struct cpr_field *
         size_t at = put_len_placeholder(s, errp, &ret);
         if (ret < 0)
             return ret;
-        ret = f->put(s, m, f->opaque, errp);
-        if (ret < 0) {
-            cpr_error_prefix(errp, "%s field '%s'", where, f->name);
+        cpr_error *herr = NULL;
+        ret = cpr_error_from_hook(errp, f->put(s, m, f->opaque, &herr), &herr, "%s field '%s': put", where, f->name);
+        if (ret < 0)
             return ret;
-        }
         patch_len(s, at);
         return 0;
     }
@@ -536,23 +535,21 @@ static int save_subsections(cpr_stream *s, const cpr_desc *d, uint8_t *obj, cons
 static int save_body(cpr_stream *s, const cpr_desc *d, uint8_t *obj, const char *where, cpr_error **errp)
 {
     int ret = 0;
-    if (d->pre_save && (ret = d->pre_save(obj, errp)) < 0) {
-        cpr_error_prefix(errp, "%s: pre_save", where);
+    cpr_error *herr = NULL;
+    if (d->pre_save && (ret = cpr_error_from_hook(errp, d->pre_save(obj, &herr), &herr, "%s: pre_save", where)) < 0)
         return ret;
-    }
     for (guint i = 0; i < d->fields->len && ret >= 0; i++)
         ret = save_field(s, d, d->fields->pdata[i], obj, where, errp);
     if (ret >= 0)
         ret = save_subsections(s, d, obj, where, errp);
     if (d->post_save) {
-        cpr_error *perr = NULL;
-        int pret = d->post_save(obj, &perr);
-        if (ret >= 0 && pret < 0) {
-            cpr_error_prefix(&perr, "%s: post_save", where);
-            ret = cpr_error_propagate(errp, perr);
-        } else {
-            cpr_error_free(perr);
-        }
+        /* Runs after a failed save too (it undoes pre_save), but the first failure is reported. */
+        herr = NULL;
+        int pret = d->post_save(obj, &herr);
+        if (ret >= 0)
+            ret = cpr_error_from_hook(errp, pret, &herr, "%s: post_save", where);
+        else
+            cpr_error_free(herr);
     }
     return ret;
 }
@@ -685,10 +682,9 @@ struct custom_arg {
 static int custom_get(struct load_ctx *lc, void *arg)
 {
     struct custom_arg *a = arg;
-    int ret = a->f->get(lc->s, a->m, a->len, a->f->opaque, lc->errp);
-    if (ret < 0)
-        cpr_error_prefix(lc->errp, "%s field '%s'", a->where, a->f->name);
-    return ret;
+    cpr_error *herr = NULL;
+    return cpr_error_from_hook(lc->errp, a->f->get(lc->s, a->m, a->len, a->f->opaque, &herr), &herr, "%s field '%s': get",
+                               a->where, a->f->name);
 }
 
 static int load_field(struct load_ctx *lc, const cpr_desc *d, const struct cpr_field *f, uint8_t *obj, uint32_t version,
@@ -799,10 +795,9 @@ static int load_subsections(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj
 static int load_body(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj, uint32_t version, const char *where)
 {
     int ret = 0;
-    if (d->pre_load && (ret = d->pre_load(obj, lc->errp)) < 0) {
-        cpr_error_prefix(lc->errp, "%s: pre_load", where);
+    cpr_error *herr = NULL;
+    if (d->pre_load && (ret = cpr_error_from_hook(lc->errp, d->pre_load(obj, &herr), &herr, "%s: pre_load", where)) < 0)
         return ret;
-    }
     for (guint i = 0; i < d->fields->len && ret >= 0; i++) {
         const struct cpr_field *f = d->fields->pdata[i];
         if (f->since && version < f->since)
@@ -812,7 +807,7 @@ static int load_body(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj, uint3
     if (ret >= 0)
         ret = load_subsections(lc, d, obj, where);
     if (ret >= 0 && d->post_load) {
-        struct cpr_post_load pl = { d->post_load, obj, version };
+        struct cpr_post_load pl = { d->post_load, obj, version, g_strdup(where) };
         g_array_append_val(lc->post_loads, pl);
     }
     return ret;
@@ -828,8 +823,15 @@ int cpr_vmstate_load(cpr_stream *s, const cpr_desc *d, void *obj, uint32_t versi
         ret = cpr_error_set(errp, -EBADMSG, "%s: %" U64 " bytes left over after the last field (record at offset %" U64 ")",
                             where, (guint64)(s->view_len - s->view_pos), (guint64)s->view_offset);
     if (ret < 0)
-        g_array_set_size(post_loads, mark);
+        cpr_post_loads_truncate(post_loads, mark);
     return ret;
+}
+
+void cpr_post_loads_truncate(GArray *post_loads, guint len)
+{
+    for (guint i = len; i < post_loads->len; i++)
+        g_free(g_array_index(post_loads, struct cpr_post_load, i).where);
+    g_array_set_size(post_loads, MIN(len, post_loads->len));
 }
 
 /* ---- schema ---- */

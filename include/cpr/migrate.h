@@ -46,8 +46,9 @@ CPR_BEGIN_DECLS
 /*
  * What the library asks of the VMM. Each hook receives the opaque given with the ops and
  * returns 0 or a negative errno (is_running: 1 running, 0 not). NULL hooks are skipped
- * (is_running NULL reads as "not running"). The VMM fills `size` with sizeof(cpr_vm_ops) so
- * that the struct can grow: the library reads only the members that fit in `size`.
+ * (is_running NULL reads as "not running"). The VMM initialises the struct with
+ * CPR_VM_OPS_INIT or cpr_vm_ops_init() (`size` = sizeof(cpr_vm_ops)) so that it can grow: the
+ * library reads only the members that fit in `size`.
  */
 typedef struct cpr_vm_ops {
     uint32_t size;
@@ -77,14 +78,33 @@ typedef struct cpr_vm_ops {
      * resume the guest; after the commit, start() must not fail for any reason but a crash.
      * The hook may set *errp (cpr/error.h); it runs on the job's thread. */
     int (*prepare)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    /* The hooks above that can fail, able to say why (1.2). When one is set it is called
+     * instead of its counterpart without errp (leave that one NULL); what it stores through
+     * errp (cpr/error.h) reaches the migration's caller as "the VMM's <hook> hook failed:
+     * <its message>". When a hook fails without a message its errno's description is used. */
+    int (*stop_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*start_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*flush_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*dirty_log_start_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*dirty_log_sync_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
+    int (*dirty_log_stop_errp)(cpr_ctx *ctx, void *opaque, cpr_error **errp);
 } cpr_vm_ops;
+
+/*
+ * Initialisers that set `size` and zero the rest (docs/abi.md): CPR_VM_OPS_INIT in C,
+ * cpr_vm_ops_init() anywhere (C++ has no designated initialisers). Since 1.2.
+ */
+#define CPR_VM_OPS_INIT { .size = sizeof(cpr_vm_ops) }
+/* Sets ops->size to sizeof(cpr_vm_ops) and every other member to 0/NULL. NULL is ignored.
+ * Thread safety: any thread. */
+CPR_API void cpr_vm_ops_init(cpr_vm_ops *ops);
 
 /*
  * Installs the VM hooks; the library copies `ops`. Replaces earlier hooks. opaque is passed
  * back to each hook. `size` may be any size from the first version's (up to flush) to this
- * header's: hooks past `size` read as NULL (a 1.0/1.1 VMM has no prepare), a larger size's
- * extra members are ignored. Errors: -EINVAL for NULL ctx/ops or a size smaller than the
- * first version's; -EBUSY while a job runs.
+ * header's: hooks past `size` read as NULL (a 1.0/1.1 VMM has no prepare). Errors: -EINVAL
+ * for NULL ctx/ops, a size smaller than the four hooks' first version, or a non-zero byte past the members this library knows (a newer header's
+ * hook it would not call; the error names the offset); -EBUSY while a job runs.
  */
 CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
                                    cpr_error **errp);
@@ -285,6 +305,11 @@ typedef struct cpr_migration_info {
     uint64_t downtime_bytes;  /* bytes sent while it was stopped */
     uint64_t cpr_fds;         /* fds sent (or received) as cpr state */
 } cpr_migration_info;
+
+/* Sets `size` and zeroes the rest, as C (CPR_MIGRATION_INFO_INIT) or as a function (since 1.2). */
+#define CPR_MIGRATION_INFO_INIT { .size = sizeof(cpr_migration_info) }
+/* Sets info->size to sizeof(cpr_migration_info), the rest to 0. NULL is ignored. Any thread. */
+CPR_API void cpr_migration_info_init(cpr_migration_info *info);
 
 /* Fills *info (see above). -EINVAL when info is NULL or info->size is 0. */
 CPR_API int cpr_migrate_query(cpr_ctx *ctx, cpr_migration_info *info, cpr_error **errp);

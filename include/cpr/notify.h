@@ -33,7 +33,9 @@ typedef struct cpr_notifier cpr_notifier;
 
 /*
  * A notifier. `errp` is non-NULL only for SETUP: a vetoing notifier returns a negative errno
- * and may store an error there, whose message becomes the migration's failure reason.
+ * and may say why with cpr_error_set() (cpr/error.h); the migration then fails with
+ * "a migration notifier vetoed mode M: <its message>" (the errno's description when it set
+ * none). Setting an error while returning 0 vetoes too (-ECANCELED).
  */
 typedef int (*cpr_notifier_fn)(cpr_ctx *ctx, cpr_event event, cpr_mode mode,
                                cpr_error **errp, void *opaque);

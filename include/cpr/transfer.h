@@ -44,6 +44,9 @@ typedef struct cpr_transfer_opts {
     uint64_t max_state_bytes; /* incoming: largest encoded state accepted; 0 (default): 64 MiB */
 } cpr_transfer_opts;
 
+/* The defaults above as an initialiser for C (since 1.2); cpr_transfer_opts_init() anywhere. */
+#define CPR_TRANSFER_OPTS_INIT { .size = sizeof(cpr_transfer_opts), .timeout_ms = -1, .cancel_fd = -1, .peer_uid = -1 }
+
 /* Fills opts with the defaults above. */
 CPR_API void cpr_transfer_opts_init(cpr_transfer_opts *opts);
 

@@ -105,7 +105,8 @@ CPR_API int cpr_desc_add_struct_varray(cpr_desc *d, const char *name, cpr_desc *
  * The escape hatch: put writes the field (at `field` = struct + offset) into the record with
  * cpr_stream_put_*(); get reads exactly `len` bytes back with cpr_stream_get_*() (the library
  * frames them with a u64 length and refuses a get that leaves bytes unread). opaque is passed
- * back unchanged. Both return 0 or a negative errno.
+ * back unchanged. Both return 0 or a negative errno, and may say why with cpr_error_set()
+ * (cpr/error.h): the failure then reads "section 'S' instance N field 'F': put: <message>".
  */
 typedef int (*cpr_field_put_fn)(cpr_stream *s, const void *field, void *opaque, cpr_error **errp);
 typedef int (*cpr_field_get_fn)(cpr_stream *s, void *field, uint64_t len, void *opaque, cpr_error **errp);
@@ -127,7 +128,13 @@ CPR_API int cpr_desc_field_since(cpr_desc *d, const char *name, uint32_t version
  */
 CPR_API int cpr_desc_field_equal(cpr_desc *d, const char *name, uint64_t value, cpr_error **errp);
 
-/* Hooks. obj is the object pointer registered with the section. */
+/*
+ * Hooks. obj is the object pointer registered with the section. Each returns 0 or a negative
+ * errno, and may say why with cpr_error_set() (cpr/error.h); the save or load then fails with
+ * "section 'S' instance N: pre_save: <message>" (or the errno's description when the hook set
+ * none). post_save also runs after a failed save; its own failure is reported only when the
+ * save had not already failed.
+ */
 typedef int (*cpr_hook_fn)(void *obj, cpr_error **errp);
 /* post_load receives the version the section (or subsection) was saved in. */
 typedef int (*cpr_post_load_fn)(void *obj, uint32_t version, cpr_error **errp);

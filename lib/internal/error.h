@@ -1,27 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* Private error helpers: how lib/ builds the cpr_error objects that callers receive. */
+/* Private error helpers. The constructors (cpr_error_set, _prefix, _propagate) are public:
+ * cpr/error.h. */
 #ifndef CPR_INTERNAL_ERROR_H
 #define CPR_INTERNAL_ERROR_H
 
 #include <cpr/error.h>
 
 /*
- * Stores a new error in *errp (when errp is not NULL and *errp is NULL) and returns code, so
- * that a failure path reads `return cpr_error_set(errp, -EINVAL, "...", ...);`.
- * code must be a negative errno.
+ * The one shape of a VMM callback's failure. ret is what the callback returned, *hook_err what
+ * it stored through the errp the library gave it (NULL when nothing); the helper takes it
+ * (*hook_err is NULL after the call). Passed by address so that a call written
+ * `cpr_error_from_hook(errp, fn(..., &herr), &herr, ...)` reads herr after fn ran. When
+ * ret < 0: stores in *errp the callback's own message, or, when it left none, the description
+ * of errno -ret, either prefixed with the printf-style WHERE ("section 'disk' instance 0:
+ * pre_save: ..."), with code ret; returns ret. When ret >= 0 the callback succeeded: its error,
+ * if any, is freed (an error set on success means nothing) and ret returned.
  */
-int cpr_error_set(cpr_error **errp, int code, const char *fmt, ...) CPR_PRINTF(3, 4);
-
-/* As cpr_error_set, with the message of errno `-code` appended after ": ". */
-int cpr_error_set_errno(cpr_error **errp, int code, const char *fmt, ...) CPR_PRINTF(3, 4);
-
-/* Prepends "PREFIX: " to the message of *errp, when there is one. */
-void cpr_error_prefix(cpr_error **errp, const char *fmt, ...) CPR_PRINTF(2, 3);
-
-/*
- * Moves src into *dst when dst is non-NULL and *dst is NULL; otherwise frees src.
- * Returns src's code (0 when src is NULL).
- */
-int cpr_error_propagate(cpr_error **dst, cpr_error *src);
+int cpr_error_from_hook(cpr_error **errp, int ret, cpr_error **hook_err, const char *fmt, ...) CPR_PRINTF(4, 5);
 
 #endif

@@ -6,6 +6,7 @@
  *     cpr_savevm_begin(ctx, s, mode)        header, config, schema, start records (setup)
  *     cpr_savevm_iterate(ctx, s)            one part per unfinished progressive section,
  *                                           interleaved; repeat while the guest runs
+ *     cpr_savevm_iterate_stopped(ctx, s)    after the stop: parts while they make progress
  *     cpr_savevm_complete(ctx, s)           end records (complete), full sections, end record
  *     cpr_savevm_finish(ctx)                cleanup callbacks; always, after begin, even on error
  * Load: cpr_savevm_load_stream() reads a whole stream and dispatches its records.
@@ -22,6 +23,15 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
  * record. Returns 1 when every section reported done in this call, 0 when some have more,
  * <0 on error. Each section's pending bytes are kept for cpr_savevm_pending(). */
 int cpr_savevm_iterate(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
+/*
+ * After the stop, before cpr_savevm_complete(): asks every active section for parts while it
+ * makes progress (each part sends bytes and, after the first, leaves less pending), bounded:
+ * a section that stops making progress is left to complete() (which writes what is left, as
+ * QEMU's complete-precopy); one that keeps sending past twice what it had left at the stop
+ * (its first part plus the pending it then reported, plus 1 MiB), or past 2^20 parts, fails
+ * the save with -EOVERFLOW naming it. Returns 0 or <0.
+ */
+int cpr_savevm_iterate_stopped(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
 int cpr_savevm_complete(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp);
 void cpr_savevm_finish(cpr_ctx *ctx);
 /* Bytes the active progressive sections other than `skip` (may be NULL) have left, as their

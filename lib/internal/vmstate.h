@@ -13,7 +13,11 @@ struct cpr_post_load {
     cpr_post_load_fn fn;
     void *obj;
     uint32_t version;
+    char *where; /* the section (and nested field) it belongs to, for its errors; g_free */
 };
+
+/* Drops the post_load hooks past the first len (their `where` freed). */
+void cpr_post_loads_truncate(GArray *post_loads, guint len);
 
 uint32_t cpr_desc_version(const cpr_desc *d);
 uint32_t cpr_desc_min_version(const cpr_desc *d);

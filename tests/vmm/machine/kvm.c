@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
-#include "internal/error.h"
+#include <cpr/error.h>
 #include "machine_int.h"
 
 extern const uint8_t vmm_guest_code_start[], vmm_guest_code_end[];

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal/error.h"
+#include <cpr/error.h>
 #include "machine_int.h"
 
 /* How long vCPU threads spin for the resume once a state was set (see vcpu_thread). */

@@ -12,7 +12,7 @@
 #include <time.h>
 #include <x86intrin.h>
 
-#include "internal/error.h"
+#include <cpr/error.h>
 #include "machine_int.h"
 
 #define LATE_POLL_NS 200000ull

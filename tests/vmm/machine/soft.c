@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal/error.h"
+#include <cpr/error.h>
 #include "machine_int.h"
 
 struct soft {
