@@ -14,6 +14,7 @@
 
 #include "internal/blocker.h"
 #include "internal/error.h"
+#include "internal/exec_guard.h"
 #include "internal/migrate.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
@@ -479,6 +480,7 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
     } else if (ret < 0) {
         /* A failed load leaves nothing to run: the VMM reports inmigrate and decides. */
         cpr_job_set_runstate(job, CPR_RUNSTATE_INMIGRATE);
+        cpr_exec_abandon(job->ctx); /* cpr-exec: the previous image comes back instead */
     }
 
     int status = ret == 0 ? CPR_MIGRATION_COMPLETED

@@ -16,6 +16,7 @@
 #include <cpr/transfer.h>
 
 #include "internal/error.h"
+#include "internal/exec_guard.h"
 #include "internal/main_channel.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
@@ -45,7 +46,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
         return cpr_error_set(errp, -EINVAL, "the cpr channel must be a UNIX socket, not %s", uri);
     }
 
-    int ret = cpr_exec_state_adopt(ctx, errp);
+    int ret = cpr_exec_state_adopt_guarded(ctx, 1, errp);
     if (ret < 0)
         return ret;
     if (ret == 1) {
@@ -139,6 +140,7 @@ int cpr_migrate_in(cpr_job *job, cpr_error **errp)
         cpr_error_prefix(errp, "the source went away before the switchover");
         return ret;
     }
+    cpr_exec_commit(job->ctx); /* cpr-exec: past here the previous image is not exec'd back */
     cpr_job_set_runstate(job, -1);
     if (!(job->flags & CPR_INCOMING_PAUSED))
         ret = cpr_job_vm_start(job, errp);
