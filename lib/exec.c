@@ -109,7 +109,8 @@ CPR_API int cpr_exec(cpr_ctx *ctx, const char *const *argv, cpr_error **errp)
     ret = cpr_exec_guard_start(argv, rollback_env, mfd, &guard, errp);
     if (ret == 0) {
         int commit_fd = cpr_exec_guard_fd(guard);
-        fcntl(commit_fd, F_SETFD, 0);
+        if (commit_fd >= 0)
+            fcntl(commit_fd, F_SETFD, 0);
         g_auto(GStrv) envp = exec_env(mfd, commit_fd);
         /* The exec would otherwise unmap all of guest RAM before the new image starts, inside the
          * guest's pause; without a helper (none could start) it still works, only slower. */

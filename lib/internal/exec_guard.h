@@ -28,7 +28,7 @@ typedef struct cpr_exec_guard cpr_exec_guard;
  * rollback runs this process's executable with argv[1..] and envp. state_fd must be a file
  * description whose reads inotify reports (see state_memfd in exec.c). On success *out holds
  * the guardian's handle and cpr_exec_guard_fd() the commit socket end to pass on (close-on-exec
- * still set: clear it for the exec).
+ * still set: clear it for the exec); under valgrind *out is NULL (no guardian) and the fd -1.
  */
 int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_fd,
                          cpr_exec_guard **out, cpr_error **errp);
