@@ -33,18 +33,12 @@
 #include <unistd.h>
 
 #include <glib.h>
-#if defined(__has_include)
-# if __has_include(<valgrind/valgrind.h>)
-#  include <valgrind/valgrind.h>
-# endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-# define RUNNING_ON_VALGRIND 0
-#endif
+#include "internal/on_valgrind.h"
 
 #include "internal/ctx.h"
 #include "internal/error.h"
 #include "internal/exec_guard.h"
+#include "internal/raw_fds.h"
 
 typedef struct guard_args {
     int sock;     /* the guardian's end of the commit socket */
@@ -80,63 +74,29 @@ static void say(const char *a, const char *b, const char *c)
     }
 }
 
-static int fd_number(const char *s)
-{
-    int v = 0;
-    if (!*s)
-        return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
-        v = v * 10 + (*s - '0');
-    }
-    return v;
-}
-
 static int is_own(const guard_args *a, int fd)
 {
     return fd == a->sock || fd == a->exe || fd == a->ino || fd == a->pidfd;
 }
 
 /* What the exec closes, the guardian closes too: a peer then sees the same hang-ups. */
-static void drop_one(const guard_args *a, int fd)
+static void drop_one(int fd, int dir, const char *name, void *arg)
 {
-    if (is_own(a, fd))
+    (void)dir;
+    (void)name;
+    if (is_own(arg, fd))
         return;
     long flags = syscall(SYS_fcntl, fd, F_GETFD);
     if (flags >= 0 && (flags & FD_CLOEXEC))
         syscall(SYS_close, fd);
 }
 
-struct linux_dirent64 {
-    unsigned long long d_ino;
-    long long d_off;
-    unsigned short d_reclen;
-    unsigned char d_type;
-    char d_name[];
-};
-
 static void drop_cloexec_fds(const guard_args *a)
 {
-    int dir = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) {
+    if (cpr_raw_foreach_fd(drop_one, (void *)a) < 0) {
         for (long fd = 0; fd < a->max_fd; fd++)
-            drop_one(a, (int)fd);
-        return;
+            drop_one((int)fd, -1, NULL, (void *)a);
     }
-    char buf[4096] __attribute__((aligned(8)));
-    long n;
-    /* Closing while listing: getdents64 goes on from its offset, and closed entries are gone. */
-    while ((n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0) {
-        for (long off = 0; off < n;) {
-            struct linux_dirent64 *d = (struct linux_dirent64 *)(void *)(buf + off);
-            off += d->d_reclen;
-            int fd = fd_number(d->d_name);
-            if (fd >= 0 && fd != dir)
-                drop_one(a, fd);
-        }
-    }
-    syscall(SYS_close, dir);
 }
 
 /* Handlers are the old image's code: none may run here (the exec would reset them anyway). */
@@ -203,8 +163,11 @@ static _Noreturn void guardian_main(const guard_args *a)
     int adopting = 0;
     for (;;) {
         struct pollfd p[2] = { { .fd = a->sock, .events = POLLIN }, { .fd = a->ino, .events = POLLIN } };
-        if (syscall(SYS_ppoll, p, 2, NULL, NULL, 0) < 0 && errno != EINTR)
-            roll_back(a, "cannot be watched");
+        if (syscall(SYS_ppoll, p, 2, NULL, NULL, 0) < 0 && errno != EINTR && errno != ENOMEM) {
+            /* Blind, a rollback could replace an image that runs the guest: stand down. */
+            say("cannot wait for the new image", "", "; no rollback");
+            syscall(SYS_exit_group, 1);
+        }
         /* inotify first: 'A' is sent before the state is read, so once a read shows, the
          * socket already holds the 'A' of an adopter that speaks the protocol. */
         int read_seen = state_read(a);

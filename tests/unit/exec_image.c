@@ -64,6 +64,10 @@ static int old_image(const char *dir, char **cmd)
     report(ctx, "old");
     cpr_exec(ctx, (const char *const *)cmd, &err);
     dprintf(fd, "exec failed: %s\n", cpr_error_message(err));
+    cpr_error_free(err);
+    cpr_fd_delete(ctx, "report", 0);
+    cpr_ctx_free(ctx);
+    close(fd);
     return 92;
 }
 

@@ -49,49 +49,32 @@ static char *story(const char *const *cmd)
     return got;
 }
 
-#define NEW(role) (const char *const[]){ EXEC_IMAGE_PATH, "new", role, NULL }
+#define NEW(role) { EXEC_IMAGE_PATH, "new", role, NULL }
 
-START_TEST(test_binary_failing_at_start_up_is_rolled_back)
-{
-    g_autofree char *got = story((const char *const[]){ "/bin/sh", "-c", "exit 1", NULL });
-    ck_assert_str_eq(got, "old\nrolled back: same fds, same RAM\n");
-}
-END_TEST
+static const struct {
+    const char *what;
+    const char *cmd[5];
+    const char *report; /* what the images wrote, in order */
+} stories[] = {
+    { "a binary failing at start-up is rolled back", { "/bin/sh", "-c", "exit 1", NULL },
+      "old\nrolled back: same fds, same RAM\n" },
+    { "an image dying after adopting is rolled back", NEW("adopt-die"),
+      "old\nadopt-die\nrolled back: same fds, same RAM\n" },
+    { "a failed load ends the new image and rolls back", NEW("abandon"),
+      "old\nabandon\nrolled back: same fds, same RAM\n" },
+    { "a commit dismisses the guardian", NEW("commit"), "old\ncommit\n" },
+    /* An older libcpr reads the state without 'A': it may run the guest; no rollback. */
+    { "an older adopter is not rolled back", NEW("old-adopter"), "old\n" },
+    /* The exec itself failing: the old image resumes, the guardian exits without a rollback. */
+    { "a failed exec dismisses the guardian", { "/nonexistent/vmm", NULL },
+      "old\nexec failed: cpr-exec: cannot execute /nonexistent/vmm: No such file or directory\n" },
+};
 
-START_TEST(test_image_dying_after_adopting_is_rolled_back)
+START_TEST(test_story)
 {
-    g_autofree char *got = story(NEW("adopt-die"));
-    ck_assert_str_eq(got, "old\nadopt-die\nrolled back: same fds, same RAM\n");
-}
-END_TEST
-
-START_TEST(test_failed_load_ends_the_new_image_and_rolls_back)
-{
-    g_autofree char *got = story(NEW("abandon"));
-    ck_assert_str_eq(got, "old\nabandon\nrolled back: same fds, same RAM\n");
-}
-END_TEST
-
-START_TEST(test_commit_dismisses_the_guardian)
-{
-    g_autofree char *got = story(NEW("commit"));
-    ck_assert_str_eq(got, "old\ncommit\n");
-}
-END_TEST
-
-/* An older libcpr reads the state without 'A': it may run the guest; no rollback. */
-START_TEST(test_older_adopter_is_not_rolled_back)
-{
-    g_autofree char *got = story(NEW("old-adopter"));
-    ck_assert_str_eq(got, "old\n");
-}
-END_TEST
-
-/* The exec itself failing: the old image resumes, and the guardian exits without a rollback. */
-START_TEST(test_failed_exec_dismisses_the_guardian)
-{
-    g_autofree char *got = story((const char *const[]){ "/nonexistent/vmm", NULL });
-    ck_assert_str_eq(got, "old\nexec failed: cpr-exec: cannot execute /nonexistent/vmm: No such file or directory\n");
+    g_autofree char *got = story(stories[_i].cmd);
+    ck_assert_msg(!strcmp(got, stories[_i].report), "%s: report '%s', expected '%s'", stories[_i].what,
+                  got, stories[_i].report);
 }
 END_TEST
 
@@ -100,12 +83,7 @@ static Suite *exec_guard_suite(void)
     Suite *s = suite_create("exec_guard");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_binary_failing_at_start_up_is_rolled_back);
-    tcase_add_test(tc, test_image_dying_after_adopting_is_rolled_back);
-    tcase_add_test(tc, test_failed_load_ends_the_new_image_and_rolls_back);
-    tcase_add_test(tc, test_commit_dismisses_the_guardian);
-    tcase_add_test(tc, test_older_adopter_is_not_rolled_back);
-    tcase_add_test(tc, test_failed_exec_dismisses_the_guardian);
+    tcase_add_loop_test(tc, test_story, 0, G_N_ELEMENTS(stories));
     suite_add_tcase(s, tc);
     return s;
 }
