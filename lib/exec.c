@@ -189,7 +189,7 @@ int cpr_exec_state_adopt_guarded(cpr_ctx *ctx, int guarded, cpr_error **errp)
     /* 'A' goes out before the first read of the state, so the guardian tells us from an older
      * adopter (which reads without it). */
     if (ret == 0 && guarded)
-        ret = cpr_exec_guard_adopting(ctx, errp);
+        cpr_exec_guard_adopting(ctx);
     if (ret < 0) {
         cpr_exec_guard_drop();
         return ret;

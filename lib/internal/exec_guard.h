@@ -39,7 +39,8 @@ void cpr_exec_guard_cancel(cpr_exec_guard *g);
 /*
  * New image. cpr_exec_guard_adopting(): takes the commit socket from the environment (removes
  * the variable, sets close-on-exec), says 'A', and keeps it on ctx; call before reading the
- * state. Returns 1 when armed, 0 when there is no guardian (variable absent).
+ * state. Returns 1 when armed, 0 when there is no guardian (variable absent, or nobody reads
+ * the socket any more).
  * cpr_exec_guard_drop(): an adopter without the protocol (cpr_exec_state_adopt): closes the
  * socket, after the state was read, so the guardian stands down.
  * cpr_exec_commit(): the commit point; the guardian exits. cpr_exec_abandon(): the load failed;
@@ -47,7 +48,7 @@ void cpr_exec_guard_cancel(cpr_exec_guard *g);
  */
 /* cpr_exec_state_adopt(), speaking the protocol when guarded (exec.c). */
 int cpr_exec_state_adopt_guarded(cpr_ctx *ctx, int guarded, cpr_error **errp);
-int cpr_exec_guard_adopting(cpr_ctx *ctx, cpr_error **errp);
+int cpr_exec_guard_adopting(cpr_ctx *ctx);
 void cpr_exec_guard_drop(void);
 void cpr_exec_commit(cpr_ctx *ctx);
 void cpr_exec_abandon(cpr_ctx *ctx);
