@@ -116,8 +116,11 @@ CPR_API int cpr_exec(cpr_ctx *ctx, const char *const *argv, cpr_error **errp)
          * guest's pause; without a helper (none could start) it still works, only slower. */
         int held = cpr_teardown_held(ctx);
         int deferred = !held && cpr_teardown_defer(ctx, 0, NULL) == 0;
-        execvpe(argv[0], (char *const *)argv, envp);
-        ret = cpr_error_set_errno(errp, -errno, "cpr-exec: cannot execute %s", argv[0]);
+        ret = cpr_exec_guard_ready(guard, errp);
+        if (ret == 0) {
+            execvpe(argv[0], (char *const *)argv, envp);
+            ret = cpr_error_set_errno(errp, -errno, "cpr-exec: cannot execute %s", argv[0]);
+        }
         if (deferred)
             cpr_teardown_cancel(ctx);
         cpr_exec_guard_cancel(guard);

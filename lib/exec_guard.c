@@ -52,7 +52,8 @@ typedef struct guard_args {
 } guard_args;
 
 struct cpr_exec_guard {
-    int peer; /* the new image's end of the commit socket */
+    int peer;  /* the new image's end of the commit socket */
+    pid_t mid; /* the intermediate, until reaped (cpr_exec_guard_ready) */
 };
 
 /* ---- the guardian: raw system calls only ---------------------------------------------------- */
@@ -257,26 +258,46 @@ int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_f
     pthread_sigmask(SIG_SETMASK, &all, &a.mask);
     pid_t mid = fork();
     if (mid == 0) {
-        if (fork() == 0)
+        pid_t guardian = fork();
+        if (guardian == 0)
             guardian_main(&a);
-        _exit(0);
+        _exit(guardian < 0 ? 1 : 0);
     }
     int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &a.mask, NULL);
     g_strfreev(a.argv);
-    int status = 0;
-    while (mid > 0 && waitpid(mid, &status, 0) < 0 && errno == EINTR)
-        ;
     int peer = fd[1];
     fd[1] = -1;
     close_fds(fd, G_N_ELEMENTS(fd)); /* the guardian's own: it has its copies */
-    if (mid < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
+    if (mid < 0) {
         close(peer);
-        return mid < 0 ? cpr_error_set_errno(errp, -fork_errno, "cpr-exec rollback: fork")
-                       : cpr_error_set(errp, -EAGAIN, "cpr-exec rollback: the guardian did not start");
+        return cpr_error_set_errno(errp, -fork_errno, "cpr-exec rollback: fork");
     }
     *out = g_new0(cpr_exec_guard, 1);
     (*out)->peer = peer;
+    (*out)->mid = mid;
+    return 0;
+}
+
+/* Reaps the intermediate; 0 once the guardian runs. */
+static int reap_mid(cpr_exec_guard *g)
+{
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(g->mid, &status, 0)) < 0 && errno == EINTR)
+        ;
+    g->mid = 0;
+    /* ECHILD: a VMM's own SIGCHLD handling reaped it first; the guardian's fate is then unknown
+     * here, but its end of the socket says it (a send to nobody fails with EPIPE later). */
+    return r < 0 || (WIFEXITED(status) && WEXITSTATUS(status) == 0) ? 0 : -1;
+}
+
+int cpr_exec_guard_ready(cpr_exec_guard *g, cpr_error **errp)
+{
+    if (!g || !g->mid)
+        return 0;
+    if (reap_mid(g) < 0)
+        return cpr_error_set(errp, -EAGAIN, "cpr-exec rollback: the guardian did not start");
     return 0;
 }
 
@@ -295,6 +316,8 @@ void cpr_exec_guard_cancel(cpr_exec_guard *g)
 {
     if (!g)
         return;
+    if (g->mid)
+        reap_mid(g);
     send_byte(g->peer, CPR_EXEC_GUARD_COMMIT);
     close(g->peer);
     g_free(g);

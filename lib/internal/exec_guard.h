@@ -33,6 +33,10 @@ typedef struct cpr_exec_guard cpr_exec_guard;
 int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_fd,
                          cpr_exec_guard **out, cpr_error **errp);
 int cpr_exec_guard_fd(const cpr_exec_guard *g);
+/* Waits until the guardian has started (reaps the intermediate, which the exec must not
+ * inherit): call last before the exec, so that the wait overlaps the rest of the preparation.
+ * -EAGAIN when it could not start. */
+int cpr_exec_guard_ready(cpr_exec_guard *g, cpr_error **errp);
 /* The exec failed: the guardian is told to exit and the handle is freed. */
 void cpr_exec_guard_cancel(cpr_exec_guard *g);
 
