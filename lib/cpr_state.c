@@ -174,6 +174,25 @@ static int check_conflict(cpr_ctx *ctx, const cpr_state_entry *e, cpr_error **er
     return 0;
 }
 
+int cpr_state_check_exec(const GByteArray *buf, cpr_error **errp)
+{
+    if (buf->len > CPR_STATE_MAX_BYTES_DEFAULT)
+        return cpr_error_set(errp, -E2BIG, "cpr state: %u bytes, the new image reads at most %u",
+                             buf->len, CPR_STATE_MAX_BYTES_DEFAULT);
+    g_autoptr(cpr_state) st = NULL;
+    int ret = cpr_state_decode(buf->data, buf->len, CPR_STATE_MAX_ENTRIES_DEFAULT, 0, 1, &st, errp);
+    if (ret < 0)
+        return ret;
+    guint n = st->entries->len;
+    g_autofree int *fd_of = g_new(int, n ? n : 1);
+    for (guint i = 0; i < n; i++)
+        fd_of[i] = g_array_index(st->entries, cpr_state_entry, i).slot;
+    g_autofree int *type = cpr_fd_scan_finish(cpr_fd_scan_start(fd_of, n));
+    for (guint i = 0; i < n && !ret; i++)
+        ret = check_entry(&g_array_index(st->entries, cpr_state_entry, i), fd_of[i], type[i], errp);
+    return ret;
+}
+
 /* On failure an install closes what it consumed: every fd that arrived, or every listed number. */
 static void close_consumed(GArray *fds, const int *fd_of, guint n)
 {

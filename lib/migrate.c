@@ -16,6 +16,7 @@
 #include "internal/error.h"
 #include "internal/sized.h"
 #include "internal/vm_hooks.h"
+#include "internal/exec_guard.h"
 #include "internal/migrate.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
@@ -501,6 +502,8 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
         /* A failed load leaves nothing to run: the VMM reports inmigrate and decides. After
          * the commit the guest is this side's all the same: paused, `cont` may retry. */
         cpr_job_set_runstate(job, job->committed ? -1 : CPR_RUNSTATE_INMIGRATE);
+        if (!job->committed)
+            cpr_exec_abandon(job->ctx); /* cpr-exec: the previous image comes back instead */
     }
 
     int status = ret == 0 ? CPR_MIGRATION_COMPLETED

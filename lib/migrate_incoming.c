@@ -17,6 +17,7 @@
 #include <cpr/transfer.h>
 
 #include "internal/error.h"
+#include "internal/exec_guard.h"
 #include "internal/main_channel.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
@@ -46,7 +47,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
         return cpr_error_set(errp, -EINVAL, "the cpr channel must be a UNIX socket, not %s", uri);
     }
 
-    int ret = cpr_exec_state_adopt(ctx, errp);
+    int ret = cpr_exec_state_adopt_guarded(ctx, 1, errp);
     if (ret < 0)
         return ret;
     if (ret == 1) {
@@ -138,6 +139,7 @@ static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
             return ret;
         }
     }
+    cpr_exec_commit(job->ctx); /* cpr-exec: past here the previous image is not exec'd back */
     job->committed = 1;
     return 0;
 }

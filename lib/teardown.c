@@ -26,14 +26,7 @@
 #include <unistd.h>
 
 #include <glib.h>
-#if defined(__has_include)
-# if __has_include(<valgrind/valgrind.h>)
-#  include <valgrind/valgrind.h>
-# endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-# define RUNNING_ON_VALGRIND 0
-#endif
+#include "internal/on_valgrind.h"
 /* ThreadSanitizer keeps its per-thread state in TLS, which the helper (a clone without a TLS
  * of its own) would share with the calling thread: its reports would then be false. */
 #if defined(__SANITIZE_THREAD__)
@@ -51,6 +44,7 @@
 
 #include "internal/ctx.h"
 #include "internal/error.h"
+#include "internal/raw_fds.h"
 #include "internal/teardown.h"
 
 #define STACK_BYTES (64 * 1024)
@@ -83,27 +77,6 @@ static int keep_fd(int proc_fd_dir, const char *name)
     return n >= 11 && !memcmp(link, "anon_inode:", 11);
 }
 
-static int fd_number(const char *s)
-{
-    int v = 0;
-    if (!*s)
-        return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
-        v = v * 10 + (*s - '0');
-    }
-    return v;
-}
-
-struct linux_dirent64 {
-    unsigned long long d_ino;
-    long long d_off;
-    unsigned short d_reclen;
-    unsigned char d_type;
-    char d_name[];
-};
-
 /* Closes every fd but the two pipe ends (close_range leaves errno alone when it succeeds). */
 static void close_all_but(int x, int y)
 {
@@ -115,31 +88,19 @@ static void close_all_but(int x, int y)
     sys3(SYS_close_range, hi + 1, ~0U, 0);
 }
 
+static void drop_if_observable(int fd, int dir, const char *name, void *arg)
+{
+    const holder_args *a = arg;
+    if (fd != a->release_r && fd != a->ready_w && !keep_fd(dir, name))
+        syscall(SYS_close, fd);
+}
+
 /* Closes every fd but the holder's pipe ends and the anonymous inodes. */
 static void drop_observable_fds(const holder_args *a)
 {
-    int dir = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0) {
-        /* No /proc to tell the kinds apart: keep nothing rather than hold a socket open. */
+    /* No /proc to tell the kinds apart: keep nothing rather than hold a socket open. */
+    if (cpr_raw_foreach_fd(drop_if_observable, (void *)a) < 0)
         close_all_but(a->release_r, a->ready_w);
-        return;
-    }
-    char buf[4096] __attribute__((aligned(8)));
-    for (;;) {
-        long n = sys3(SYS_getdents64, dir, (long)buf, sizeof(buf));
-        if (n <= 0)
-            break;
-        for (long off = 0; off < n;) {
-            struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
-            off += d->d_reclen;
-            int fd = fd_number(d->d_name);
-            if (fd < 0 || fd == dir || fd == a->release_r || fd == a->ready_w)
-                continue;
-            if (!keep_fd(dir, d->d_name))
-                syscall(SYS_close, fd);
-        }
-    }
-    syscall(SYS_close, dir);
 }
 
 static int holder_main(void *p)

@@ -29,6 +29,12 @@ CPR_BEGIN_DECLS
  * environment plus CPR_EXEC_STATE_ENV. Returns only on failure, with every fd flag restored
  * and the state memfd closed: the errno of execvp naming the command (-ENOENT, -EACCES, ...),
  * -EINVAL for an empty argv, or an error collecting the state (a saved fd that is not open).
+ * Since 1.2 it first makes every check the new image's adoption makes (each fd open and of
+ * the type it was saved with: -EBADF, -EPROTO; at most 65,536 entries: -E2BIG), and leaves a
+ * rollback guardian behind the exec that execs this executable back, with argv[1..] and the
+ * same state, if the new image fails before it commits (docs/cpr-channel.md, "Rollback"):
+ * argv[0] must therefore be a version of the same VMM, taking the same arguments. Failing to
+ * set the guardian up (no /proc, no pidfd) is an error too, before the exec.
  */
 CPR_API int cpr_exec(cpr_ctx *ctx, const char *const *argv, cpr_error **errp);
 
@@ -39,7 +45,9 @@ CPR_API int cpr_exec(cpr_ctx *ctx, const char *const *argv, cpr_error **errp);
 CPR_API int cpr_exec_command(cpr_ctx *ctx, const char *command, cpr_error **errp);
 
 /*
- * In a new image: adopts the cpr state left by cpr_exec(). Returns 1 when a state was adopted,
+ * In a new image: adopts the cpr state left by cpr_exec(). It does not speak the rollback
+ * protocol: the old image's guardian sees the state read and stands down (no rollback);
+ * cpr_incoming_cpr_load() adopts with it. Returns 1 when a state was adopted,
  * 0 when the process was not started by cpr-exec (no variable). On failure every fd the state
  * lists (when it can be decoded) is closed, the variable is removed, and the context is
  * unchanged. As cpr_transfer_receive(), it checks 2,048 fds or more on two threads, the second

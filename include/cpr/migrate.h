@@ -231,7 +231,11 @@ CPR_API int cpr_migrate_wait(cpr_ctx *ctx, cpr_error **errp);
  * and receives its cpr state: the named fds and RAM blocks become available through cpr/fd.h
  * and cpr/ram.h. The channel stays open: the old process waits for its hang-up, which
  * cpr_incoming_start() gives once the main channel listens. When the process was started by
- * cpr-exec, adopts the state the old image left instead (channels may be NULL).
+ * cpr-exec, adopts the state the old image left instead (channels may be NULL), telling the
+ * old image's rollback guardian first; the incoming job's commit (the stream loaded, right
+ * before start) dismisses it, a failed incoming job or the process's end before that makes it
+ * exec the previous image back (docs/cpr-channel.md, "Rollback"): load with
+ * cpr_incoming_start*() after it.
  * Returns the mode the process was started for: CPR_MODE_CPR_TRANSFER or CPR_MODE_CPR_EXEC
  * when cpr state was loaded (and sets the `mode` parameter to it), otherwise the `mode`
  * parameter unchanged. Errors: the channel's, or a corrupt cpr state (-EBADMSG).

@@ -79,4 +79,12 @@ int cpr_state_decode(const void *buf, size_t len, uint32_t max_entries, size_t n
 int cpr_state_install(cpr_ctx *ctx, const cpr_state *st, GArray *fds, cpr_fd_scan *scan,
                       cpr_error **errp);
 
+/*
+ * cpr-exec, in the old image: every check the new image's cpr_exec_state_adopt() will make of
+ * the encoded state buf (size, decoding with the default limits, each fd by number as
+ * cpr_state_install checks it), so that a state it would refuse fails before the exec, while
+ * the old image can still resume its guest. Touches no fd beyond fstat.
+ */
+int cpr_state_check_exec(const GByteArray *buf, cpr_error **errp);
+
 #endif

@@ -29,6 +29,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rollback  # noqa: E402
 import test_modes  # noqa: E402
 import vmmtest  # noqa: E402
 from test_modes import base_args, check, check_after_switchover, log, unix_channel, wait_booted  # noqa: E402
@@ -42,6 +43,7 @@ RAM_MB = test_modes.RAM_MB
 RESUMES = "old VMM resumes, guest intact"
 NEW_RUNS = "new VMM runs, guest intact; old postmigrate"
 REFUSED = "new VMM refuses the stream, stays inmigrate"
+ROLLS_BACK = "previous image exec'd back, guest intact"
 
 BINARY = DUMP = None
 
@@ -618,23 +620,58 @@ def case_exec_full():
     return run
 
 
-def case_exec_truncated():
-    """The new image finds a cut stream (a wrapper truncates it between the exec and the load)."""
+def new_vmm(name, body):
+    """A stand-in for a new VMM binary: a script taking the VMM's command line (so that the
+    rollback, which runs the previous binary with the same arguments, works)."""
+    return rollback.script(os.path.join(WD, name), body.replace("@VMM@", BINARY))
+
+
+def previous_comes_back(vm, hb):
+    """The new image failed before it committed: the guardian exec'd the previous image back
+    with the same state; it runs the guest on from where it stopped."""
+    rollback.adopt_rollback(vm, BINARY, wait_until)
+    vm.wait_status("running")
+    check_after_switchover(vm, hb, os.path.join(WD, "serial.log"))
+    return "previous image exec'd back, runs on, guest intact"
+
+
+def case_exec_rollback(body, fault_phase=None):
+    """cpr-exec-command is a new binary that fails before its guest runs (body: a script)."""
     def run():
         vm = exec_start()
-        wrapper = ["/bin/sh", "-c", 'truncate -s 1000 "$0" && exec "$@"', STATE] + vm.argv + ["-incoming", f"file:{STATE}"]
-        exec_migrate(vm, wrapper, f"file:{STATE}")
-        return refused(vm)
+        exec_migrate(vm, [new_vmm("new-vmm", body)] + vm.argv[1:] + ["-incoming", f"file:{STATE}"], f"file:{STATE}")
+        if fault_phase:
+            fault_hit(vm, fault_phase)
+        # The heartbeat before the exec is the last one the console printed.
+        hb = serial_lines(os.path.join(WD, "serial.log"))[-1][1]
+        return previous_comes_back(vm, hb)
     return run
 
 
-def case_exec_new_dies(phase):
+def case_exec_truncated():
+    """The state file is cut between the exec and the load (a wrapper truncates it): the new
+    image refuses it, and so does the previous image exec'd back; the guest is lost, never run
+    on a partial stream."""
     def run():
-        vm = exec_start(env=fault_env(f"{phase}:kill"))
+        vm = exec_start()
+        cmd = [new_vmm("cut-vmm", f'truncate -s 1000 "{STATE}" && exec @VMM@ "$@"')] + vm.argv[1:]
+        exec_migrate(vm, cmd + ["-incoming", f"file:{STATE}"], f"file:{STATE}")
+        rollback.adopt_rollback(vm, BINARY, wait_until)
+        return "previous image back: " + refused(vm)
+    return run
+
+
+def case_exec_committed():
+    """A new image that runs: the guardian exits at the commit; none stays behind."""
+    def run():
+        vm = exec_start()
         exec_migrate(vm, vm.argv + ["-incoming", f"file:{STATE}"], f"file:{STATE}")
-        vm.proc.wait(30)
-        check(vm.proc.returncode == -signal.SIGKILL, f"the new image was killed at {phase}")
-        return "process dead after exec (past the point of no return): no VMM runs the guest"
+        vm.wait_status("running")
+        wait_until(lambda: not rollback.children(rollback.GUARD_COMM), 30, "the guardian exits at the commit")
+        hb = serial_lines(os.path.join(WD, "serial.log"))[-1][1]
+        check_after_switchover(vm, hb, os.path.join(WD, "serial.log"))
+        check(not rollback.children(rollback.GUARD_COMM), "no guardian process remains")
+        return "new image runs, guest intact; no guardian left"
     return run
 
 
@@ -697,9 +734,16 @@ CASES = {
     "cpr-exec": [
         ("exec of the new binary fails", RESUMES, case_exec_fails()),
         ("disk full (/dev/full)", RESUMES, case_exec_full()),
-        ("stream truncated before the new image loads", REFUSED, case_exec_truncated()),
-        ("kill new image before it reads the cpr state", "process gone, nothing runs", case_exec_new_dies("cpr-read")),
-        ("kill new image in the middle of device state", "process gone, nothing runs", case_exec_new_dies("device-load")),
+        ("stream truncated before the new image loads", "both images refuse it, stay inmigrate", case_exec_truncated()),
+        ("new binary fails at start-up (exit 1)", ROLLS_BACK, case_exec_rollback("exit 1")),
+        ("kill new image before it reads the cpr state", ROLLS_BACK,
+         case_exec_rollback('CPR_VMM_FAULT=cpr-read:kill exec @VMM@ "$@"', "cpr-read")),
+        ("new image exits before loading", ROLLS_BACK,
+         case_exec_rollback('CPR_VMM_FAULT=cpr-read:exit exec @VMM@ "$@"', "cpr-read")),
+        ("kill new image in the middle of device state", ROLLS_BACK,
+         case_exec_rollback('CPR_VMM_FAULT=device-load:kill exec @VMM@ "$@"', "device-load")),
+        ("new image fails its load", ROLLS_BACK, case_exec_rollback('exec @VMM@ "$@" -smp 2')),
+        ("new image runs: the guardian goes at the commit", "new image runs; no guardian left", case_exec_committed()),
         ("SIGSTOP new image before run, then SIGCONT", "new image runs, guest intact", case_exec_start_frozen()),
     ],
 }
@@ -723,6 +767,7 @@ def main():
         return 2
     BINARY, DUMP, mode = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2]), sys.argv[3]
     only = os.environ.get("CPR_FAULT_CASE")  # a substring: run only the cases it matches
+    rollback.become_subreaper()  # a cpr-exec guardian and the image it execs are ours to reap
     rows = []
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     for name, expected, fn in CASES[mode]:
@@ -752,6 +797,9 @@ def main():
             for vm in vmmtest._ALL:
                 vm.kill()
             vmmtest._ALL.clear()
+            for pid in rollback.children():  # a guardian, or an image it exec'd, left by a failure
+                os.kill(pid, signal.SIGKILL)
+            rollback.reap_strays(set())
             if os.path.exists(RAM_FILE):
                 os.unlink(RAM_FILE)
             if ok and not os.environ.get("CPR_KEEP_TMP"):

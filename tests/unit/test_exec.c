@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -155,6 +156,67 @@ START_TEST(test_adopt_installs_fd_and_sets_cloexec)
 }
 END_TEST
 
+/*
+ * Runs cpr_exec() in a child (so that an exec, were the check missing, replaces the child and
+ * not the test) on the context as it is, exec'ing cpr_peer; the child exits 0 only when
+ * cpr_exec() returned `code` with an error naming `needle`.
+ */
+static void exec_refused_before_exec(int code, const char *needle)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        cpr_error *err = NULL;
+        const char *argv[] = { CPR_PEER_PATH, "exec-adopt", "0", NULL };
+        int ret = cpr_exec(ctx, argv, &err);
+        /* Reached only when cpr_exec() refused: a missing check execs cpr_peer, which fails. */
+        int ok = ret == code && err && strstr(cpr_error_message(err), needle);
+        if (!ok)
+            fprintf(stderr, "cpr_exec: %d '%s'\n", ret, err ? cpr_error_message(err) : "");
+        _exit(ok ? 0 : 1);
+    }
+    ck_assert_int_eq(proc_wait(pid), 0);
+}
+
+/* Issue 25 item 3: a registered fd closed without cpr_fd_delete() fails before the exec. */
+START_TEST(test_exec_refuses_closed_fd_before_exec)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(cpr_fd_save(ctx, "gone", 3, fd, NULL), 0);
+    close(fd);
+    g_autofree char *needle = g_strdup_printf("fd 'gone' id 3: fd %d is not usable", fd);
+    exec_refused_before_exec(-EBADF, needle);
+    cpr_fd_delete(ctx, "gone", 3);
+}
+END_TEST
+
+/* ... and one whose number now holds another kind of file. */
+START_TEST(test_exec_refuses_reused_fd_number_before_exec)
+{
+    int fd = memfd_create("disk", MFD_CLOEXEC);
+    ck_assert_int_eq(cpr_fd_save(ctx, "disk", 0, fd, NULL), 0);
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    ck_assert_int_eq(dup3(p[0], fd, O_CLOEXEC), fd); /* closed and reused behind the registry */
+    g_autofree char *needle = g_strdup_printf("fd 'disk' id 0: expected a regular file, fd %d is a pipe", fd);
+    exec_refused_before_exec(-EPROTO, needle);
+    cpr_fd_delete(ctx, "disk", 0);
+    close(fd);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+/* ... and more entries than the new image's loader accepts. */
+START_TEST(test_exec_refuses_more_entries_than_the_loader_takes)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (int id = 0; id <= (int)CPR_STATE_MAX_ENTRIES_DEFAULT; id++)
+        ck_assert_int_eq(cpr_fd_save(ctx, "many", id, fd, NULL), 0);
+    exec_refused_before_exec(-E2BIG, "section cpr-fds lists 65537 entries, the limit is 65536");
+    close(fd); /* the entries go with the context, which never owns a saved fd */
+}
+END_TEST
+
 static Suite *exec_suite(void)
 {
     Suite *s = suite_create("exec");
@@ -166,6 +228,9 @@ static Suite *exec_suite(void)
     tcase_add_test(tc, test_adopt_refuses_malformed_variable);
     tcase_add_test(tc, test_adopt_refuses_fd_of_wrong_type_and_closes_it);
     tcase_add_test(tc, test_adopt_installs_fd_and_sets_cloexec);
+    tcase_add_test(tc, test_exec_refuses_closed_fd_before_exec);
+    tcase_add_test(tc, test_exec_refuses_reused_fd_number_before_exec);
+    tcase_add_test(tc, test_exec_refuses_more_entries_than_the_loader_takes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The images of the cpr-exec rollback suite (test_exec_guard.c), each a real process:
+ *
+ *   exec_image old DIR CMD...   the old image: saves DIR/report as fd ("report", 0) and a RAM
+ *                               block holding a value, writes "old", cpr-execs CMD.
+ *   exec_image new ROLE         a new image (CMD above), on libcpr's rollback protocol or not:
+ *     adopt-die   adopts as the migration engine does, then exits 1 before committing
+ *     abandon     adopts, gives up as a failed load does, then waits to be ended
+ *     commit      adopts, commits, exits 0
+ *     old-adopter reads the state memfd as a libcpr before 1.2 would (no 'A'), exits 0
+ *   exec_image ...              with the state and no commit socket in the environment: the
+ *                               previous image exec'd back by the guardian; adopts, checks the
+ *                               fd and the RAM value, writes "rolled back".
+ * Each line goes to the report with O_APPEND, so the test reads the whole story in order.
+ */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cpr/cpr.h>
+
+#include "internal/exec_guard.h"
+
+#define VALUE 0x5eed1234abcdull
+
+static int report(cpr_ctx *ctx, const char *line)
+{
+    int fd = cpr_fd_find(ctx, "report", 0);
+    dprintf(fd, "%s\n", line);
+    return fd;
+}
+
+static int rolled_back(void)
+{
+    cpr_ctx *ctx;
+    cpr_error *err = NULL;
+    if (cpr_ctx_new(&ctx, 0, NULL) < 0 || cpr_exec_state_adopt(ctx, &err) != 1)
+        return 90;
+    cpr_ram_block *b;
+    uint64_t v = 0;
+    if (cpr_ram_block_new(ctx, "ram", 1 << 20, 4096, CPR_RAM_REATTACH_ONLY, &b, NULL) == 0)
+        memcpy(&v, cpr_ram_block_host(b), 8);
+    report(ctx, v == VALUE ? "rolled back: same fds, same RAM" : "rolled back: RAM lost");
+    cpr_ctx_free(ctx);
+    return 0;
+}
+
+static int old_image(const char *dir, char **cmd)
+{
+    cpr_ctx *ctx;
+    cpr_ram_block *b;
+    cpr_error *err = NULL;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/report", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0 || cpr_ctx_new(&ctx, 0, NULL) < 0 || cpr_fd_save(ctx, "report", 0, fd, NULL) < 0 ||
+        cpr_ram_block_new(ctx, "ram", 1 << 20, 4096, 0, &b, NULL) < 0)
+        return 91;
+    memcpy(cpr_ram_block_host(b), &(uint64_t){ VALUE }, 8);
+    report(ctx, "old");
+    cpr_exec(ctx, (const char *const *)cmd, &err);
+    dprintf(fd, "exec failed: %s\n", cpr_error_message(err));
+    cpr_error_free(err);
+    cpr_fd_delete(ctx, "report", 0);
+    cpr_ctx_free(ctx);
+    close(fd);
+    return 92;
+}
+
+/* What libcpr 1.0 and 1.1 do with the state: fstat, pread, close; no word to the guardian. */
+static int older_adopter(void)
+{
+    int fd = atoi(getenv(CPR_EXEC_STATE_ENV));
+    char buf[64];
+    if (pread(fd, buf, sizeof(buf), 0) <= 0)
+        return 93;
+    close(fd);
+    return 0;
+}
+
+static int new_image(const char *role)
+{
+    if (!strcmp(role, "old-adopter"))
+        return older_adopter();
+    cpr_ctx *ctx;
+    cpr_error *err = NULL;
+    if (cpr_ctx_new(&ctx, 0, NULL) < 0 || cpr_incoming_cpr_load(ctx, NULL, &err) != CPR_MODE_CPR_EXEC)
+        return 94;
+    report(ctx, role);
+    if (!strcmp(role, "adopt-die"))
+        _exit(1);
+    if (!strcmp(role, "abandon")) {
+        cpr_exec_abandon(ctx);
+        for (;;)
+            pause(); /* the guardian ends us */
+    }
+    cpr_exec_commit(ctx);
+    cpr_fd_delete(ctx, "report", 0);
+    cpr_ctx_free(ctx);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (getenv(CPR_EXEC_STATE_ENV) && !getenv(CPR_EXEC_COMMIT_ENV))
+        return rolled_back();
+    if (argc >= 4 && !strcmp(argv[1], "old"))
+        return old_image(argv[2], argv + 3);
+    if (argc == 3 && !strcmp(argv[1], "new"))
+        return new_image(argv[2]);
+    fprintf(stderr, "usage: exec_image old DIR CMD... | new ROLE\n");
+    return 2;
+}
