@@ -451,6 +451,12 @@ int vmm_machine_set_vm_state(vmm_machine *m, const vmm_vm_state *st, cpr_error *
     if (st->ram_size != m->cfg.ram_size)
         return cpr_error_set(errp, -EINVAL, "VM state: saved with %llu bytes of RAM, this machine has %llu",
                              (unsigned long long)st->ram_size, (unsigned long long)m->cfg.ram_size);
+    /* The guest's RAM is in place by now (kept, or loaded before the devices): a guest this
+     * machine cannot run is refused while the load can still fail, not at the resume. */
+    char why[200];
+    if (vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, m->cfg.mailbox_version, why,
+                          sizeof(why)) < 0)
+        return cpr_error_set(errp, -EINVAL, "VM state: %s", why);
     return m->ops->set_vm(m, st, errp);
 }
 

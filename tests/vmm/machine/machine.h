@@ -287,7 +287,8 @@ int vmm_machine_set_vcpu_state(vmm_machine *m, uint32_t cpu, const vmm_vcpu_stat
                                cpr_error **errp);
 
 /* Captures / restores the VM-wide state (stopped machine). set refuses a different backend,
- * vCPU count or RAM size (-EINVAL, naming both values). */
+ * vCPU count or RAM size (-EINVAL, naming both values), and a guest in RAM whose mailbox this
+ * machine cannot run (as vmm_machine_resume() checks it): the guest's RAM must be in place. */
 int vmm_machine_get_vm_state(vmm_machine *m, vmm_vm_state *st, cpr_error **errp);
 int vmm_machine_set_vm_state(vmm_machine *m, const vmm_vm_state *st, cpr_error **errp);
 
