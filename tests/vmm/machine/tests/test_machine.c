@@ -90,6 +90,17 @@ static void boot(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate
     boot_version(b, size, nvcpus, rate, 0);
 }
 
+/* The config of a machine that takes over the guest in `ram` (another mapping of its memfd). */
+static void incoming_config(vmm_machine_config *cfg, void *ram, uint64_t size, uint32_t nvcpus)
+{
+    vmm_machine_config_init(cfg);
+    cfg->accel = TEST_ACCEL;
+    cfg->nvcpus = nvcpus;
+    cfg->flags = VMM_MACHINE_INCOMING;
+    cfg->ram = ram;
+    cfg->ram_size = size;
+}
+
 static void unboot(struct booted *b)
 {
     vmm_machine_free(b->m);
@@ -509,11 +520,7 @@ static vmm_guest_stats migrate_by_copy(int lose_a_page)
     ck_assert(!lose_a_page || lost != 0);
 
     vmm_machine_config cfg;
-    vmm_machine_config_init(&cfg);
-    cfg.accel = TEST_ACCEL;
-    cfg.flags = VMM_MACHINE_INCOMING;
-    cfg.ram = ram2;
-    cfg.ram_size = a.size;
+    incoming_config(&cfg, ram2, a.size, 1);
     vmm_machine *b = NULL;
     vmm_vm_state vm;
     vmm_vcpu_state *vs = calloc(1, sizeof(*vs));
@@ -591,12 +598,7 @@ START_TEST(test_restore_into_second_machine_continues_guest)
     void *ram2 = mtest_ram_map(a.fd, a.size);
     ck_assert_ptr_ne(ram2, a.ram);
     vmm_machine_config cfg;
-    vmm_machine_config_init(&cfg);
-    cfg.accel = TEST_ACCEL;
-    cfg.nvcpus = 2;
-    cfg.flags = VMM_MACHINE_INCOMING;
-    cfg.ram = ram2;
-    cfg.ram_size = a.size;
+    incoming_config(&cfg, ram2, a.size, 2);
     vmm_machine *b = NULL;
     vmm_hb_sampler *sa = NULL, *sb = NULL;
     cpr_error *err = NULL;
@@ -647,11 +649,7 @@ START_TEST(test_guest_of_mailbox_version_1_boots_and_moves)
     size_t len;
     struct mtest_handoff *h = capture(a.m, sa, &len);
     vmm_machine_config cfg;
-    vmm_machine_config_init(&cfg);
-    cfg.accel = TEST_ACCEL;
-    cfg.flags = VMM_MACHINE_INCOMING;
-    cfg.ram = ram2;
-    cfg.ram_size = a.size;
+    incoming_config(&cfg, ram2, a.size, 1);
     struct mtest_result r;
     vmm_machine *strict = NULL, *any = NULL;
     cfg.mailbox_version = 2;
