@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
-usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions chain cpr-reboot cpr-transfer cpr-exec live snapshot corruption)
+usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions machine-types chain cpr-reboot cpr-transfer cpr-exec
+                                           live snapshot corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -494,7 +495,48 @@ def test_versions(binary, wd):
     older.shutdown()
 
 
+# ---- machine types: a guest keeps the type it booted with --------------------------------------
+
+def test_machine_types(binary, wd):
+    """A guest booted as cpr-vmm-1.0 (release 1.0's state) is refused by a VMM told another layout,
+    and loaded by one told its type or none (tests/compat/run-matrix runs it against 1.0 itself)."""
+    serial = os.path.join(wd, "serial.log")
+    snap = os.path.join(wd, "snap.state")
+    old = Vmm(binary, wd, "old", base_args(wd, "types", ["-machine", "cpr-vmm-1.0"]))
+    wait_booted(old)
+    wait_serial(serial)
+    check(old.guest()["machine"] == "cpr-vmm-1.0", "booted as cpr-vmm-1.0")
+    old.qmp("migrate", uri=f"file:{snap}")
+    check(old.wait_migration()["status"] == "completed", "saved")
+    hb_old = old.guest()["heartbeat"]
+    old.shutdown()
+
+    strict = Vmm(binary, wd, "strict", base_args(wd, "types", ["-machine", "cpr-vmm-1.2", "-incoming", "defer"]))
+    strict.qmp("migrate-incoming", uri=f"file:{snap}")
+    info = strict.wait_migration()
+    desc = info.get("error-desc", "")
+    check(info["status"] == "failed" and "mailbox version 1" in desc and "version 2" in desc,
+          f"-machine cpr-vmm-1.2 refuses a cpr-vmm-1.0 guest: {desc}")
+    check(strict.status() == "inmigrate", "the refusing VMM did not start the guest")
+    strict.shutdown()
+    with open(strict.log_path) as f:
+        check("start this VMM with -machine cpr-vmm-1.0" in f.read(), "its log says which type the guest is")
+
+    for name, extra in (("typed", ["-machine", "cpr-vmm-1.0"]), ("untyped", [])):
+        new = Vmm(binary, wd, name, base_args(wd, "types", extra + ["-incoming", "defer"]))
+        new.qmp("migrate-incoming", uri=f"file:{snap}")
+        new.wait_status("running")
+        hb_old = check_after_switchover(new, hb_old, serial)["heartbeat"]
+        check(new.guest()["machine"] == "cpr-vmm-1.0", f"{name}: the guest kept its type")
+        new.qmp("stop")
+        new.qmp("migrate", uri=f"file:{snap}")
+        check(new.wait_migration()["status"] == "completed", f"{name}: saved again, as cpr-vmm-1.0")
+        hb_old = new.guest()["heartbeat"]
+        new.shutdown()
+
+
 TESTS = {
+    "machine-types": test_machine_types,
     "chain": test_chain,
     "versions": test_versions,
     "monitors": test_monitors,

@@ -13,7 +13,11 @@ static const char usage[] =
     "  -smp N                       number of vCPUs, default 1\n"
     "  -object memory-backend-memfd,id=ID,size=SIZE[,share=on]\n"
     "  -object memory-backend-file,id=ID,size=SIZE,mem-path=PATH[,share=on]\n"
-    "  -machine [memory-backend=ID][,aux-ram-share=on]\n"
+    "  -machine [TYPE][,memory-backend=ID][,aux-ram-share=on]\n"
+    "                               TYPE: the guest-visible state of a release, so that an older\n"
+    "                               cpr-vmm can take the guest: cpr-vmm-1.2 (alias cpr-vmm, the\n"
+    "                               default), cpr-vmm-1.1, cpr-vmm-1.0; -machine help lists them.\n"
+    "                               Incoming without TYPE: the guest's own type is kept\n"
     "  -accel kvm|soft              default: kvm when /dev/kvm works, else soft\n"
     "  -monitor stdio               HMP on stdin/stdout\n"
     "  -qmp unix:PATH,server=on,wait=off\n"
@@ -213,16 +217,24 @@ static int opt_machine(vmm_config *cfg, const char *arg, char **err)
         } else if (!strcmp(e->key, "aux-ram-share")) {
             if (parse_bool(e->val, &cfg->aux_ram_share) < 0)
                 FAIL("-machine %s: aux-ram-share wants on or off, not '%s'", arg, e->val);
-        } else if (!strcmp(e->key, "type") || !strcmp(e->key, "accel")) {
-            if (!strcmp(e->key, "accel")) {
-                if (!strcmp(e->val, "kvm"))
-                    cfg->accel = CFG_ACCEL_KVM;
-                else if (!strcmp(e->val, "soft") || !strcmp(e->val, "tcg"))
-                    cfg->accel = CFG_ACCEL_SOFT;
-                else
-                    FAIL("-machine %s: unknown accelerator '%s'", arg, e->val);
+        } else if (!strcmp(e->key, "accel")) {
+            if (!strcmp(e->val, "kvm"))
+                cfg->accel = CFG_ACCEL_KVM;
+            else if (!strcmp(e->val, "soft") || !strcmp(e->val, "tcg"))
+                cfg->accel = CFG_ACCEL_SOFT;
+            else
+                FAIL("-machine %s: unknown accelerator '%s'", arg, e->val);
+        } else if (!strcmp(e->key, "type")) {
+            const vmm_machine_type *t = vmm_machine_type_find(e->val);
+            if (!t) {
+                char *list = vmm_machine_types_describe();
+                *err = g_strdup_printf("-machine %s: unknown machine type '%s'; the types are:\n%s", arg,
+                                       e->val, g_strchomp(list));
+                g_free(list);
+                goto out;
             }
-            /* any machine type name is accepted: there is one machine */
+            cfg->machine_type = t;
+            cfg->machine_type_given = 1;
         } else {
             FAIL("-machine %s: unknown property '%s'", arg, e->key);
         }
@@ -502,7 +514,7 @@ int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, cha
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->smp = 1;
-    cfg->hbmon_version = 2;
+    cfg->machine_type = vmm_machine_type_newest();
     cfg->memdevs = g_ptr_array_new_with_free_func(memdev_free);
     cfg->incoming = g_ptr_array_new_with_free_func(g_free);
     cfg->globals = g_ptr_array_new_with_free_func(g_free);
@@ -553,9 +565,18 @@ int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, cha
         }
         if (!strcmp(name, "serial"))
             serial_given = 1;
+        if ((!strcmp(name, "machine") || !strcmp(name, "M")) && !strcmp(argv[i + 1], "help")) {
+            char *list = vmm_machine_types_describe();
+            printf("Supported machines are:\n%s", list);
+            g_free(list);
+            *exit_now = 1;
+            return 0;
+        }
         if (d->fn(cfg, argv[++i], err) < 0)
             return -1;
     }
+    if (!cfg->hbmon_version)
+        cfg->hbmon_version = cfg->machine_type->hbmon_version;
     /* As QEMU: without -serial, a -nodefaults machine has no console; otherwise stdio, unless
      * the monitor already owns stdio. */
     if (!serial_given)

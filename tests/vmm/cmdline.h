@@ -10,6 +10,8 @@
 
 #include <glib.h>
 
+#include "machtype.h"
+
 /* A -object memory-backend-memfd / memory-backend-file. */
 typedef struct vmm_memdev {
     char *id;
@@ -51,7 +53,9 @@ typedef struct vmm_config {
     uint64_t dirty_rate;     /* -guest-dirty-rate PAGES_PER_S */
     int dirty_rate_given;
     GPtrArray *drives;       /* char *: -drive file=PATH paths */
-    uint32_t hbmon_version;  /* -x-hbmon-version: the hbmon section version written (2) */
+    uint32_t hbmon_version;  /* -x-hbmon-version: the hbmon section version written (the type's) */
+    const vmm_machine_type *machine_type; /* -machine TYPE: the newest when not given */
+    int machine_type_given;  /* -machine TYPE was given: an incoming guest must be of its layout */
     uint64_t vcpu_cpus;      /* -x-affinity vcpus=: host CPUs (bit n = CPU n) for vCPU threads; 0 = any */
     uint64_t emulator_cpus;  /* -x-affinity emulator=: the same for every other thread */
 } vmm_config;

@@ -5,6 +5,7 @@
  * machine checks the struct's own version and backend when it restores it, and refuses one it
  * does not know. Captured in pre_save (the guest is stopped by then), restored in post_load.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "devices.h"
@@ -61,13 +62,29 @@ static int vm_pre_save(void *opaque, cpr_error **errp)
     return 0;
 }
 
+/* When -machine TYPE refused the incoming guest: which type the guest is, and what to do. */
+static void guest_type_hint(vmm *v)
+{
+    const struct vmm_mailbox *mb = v->ram;
+    uint64_t version = __atomic_load_n(&mb->hdr.version, __ATOMIC_RELAXED);
+    if (!v->cfg->machine_type_given || __atomic_load_n(&mb->hdr.magic, __ATOMIC_RELAXED) != VMM_MAILBOX_MAGIC ||
+        version == v->cfg->machine_type->mailbox_version)
+        return;
+    const vmm_machine_type *t = vmm_machine_type_of_guest((uint32_t)version, NULL);
+    fprintf(stderr, "cpr-vmm: -machine %s: the incoming guest is of machine type %s (a guest keeps the type it "
+            "booted with): start this VMM with -machine %s, or without a type\n", v->cfg->machine_type->name,
+            t ? t->name : "unknown here", t ? t->name : "TYPE");
+}
+
 static int vm_post_load(void *opaque, uint32_t version, cpr_error **errp)
 {
     dev_cpu *d = opaque;
     cpr_error *cerr = NULL;
     vmm_trace("vm post_load");
-    if (vmm_machine_set_vm_state(d->v->machine, &d->vm, &cerr) < 0)
+    if (vmm_machine_set_vm_state(d->v->machine, &d->vm, &cerr) < 0) {
+        guest_type_hint(d->v);
         return set_cerr(errp, cerr);
+    }
     vmm_trace("vm post_load done");
     return 0;
 }

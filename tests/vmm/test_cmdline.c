@@ -27,6 +27,44 @@ static void expect_error(const char **args, const char *needle)
     vmm_config_clear(&cfg);
 }
 
+/* Machine types (machtype.h): the newest by default, an older one by name or the alias, with
+ * other -machine properties; a name no release had is refused with the list. */
+START_TEST(test_machine_types)
+{
+    vmm_config cfg;
+    char *err;
+    const char *none[] = {"cpr-vmm", NULL};
+    ck_assert_int_eq(parse(&cfg, &err, none), 0);
+    ck_assert_ptr_eq(cfg.machine_type, vmm_machine_type_newest());
+    ck_assert_int_eq(cfg.machine_type_given, 0);
+    ck_assert_uint_eq(cfg.hbmon_version, cfg.machine_type->hbmon_version);
+    vmm_config_clear(&cfg);
+
+    const char *old[] = {"cpr-vmm", "-machine", "cpr-vmm-1.0,aux-ram-share=on", NULL};
+    ck_assert_int_eq(parse(&cfg, &err, old), 0);
+    ck_assert_str_eq(cfg.machine_type->name, "cpr-vmm-1.0");
+    ck_assert_uint_eq(cfg.machine_type->mailbox_version, 1);
+    ck_assert_int_eq(cfg.machine_type_given, 1);
+    ck_assert_int_eq(cfg.aux_ram_share, 1);
+    vmm_config_clear(&cfg);
+
+    const char *alias[] = {"cpr-vmm", "-M", "type=cpr-vmm", NULL};
+    ck_assert_int_eq(parse(&cfg, &err, alias), 0);
+    ck_assert_ptr_eq(cfg.machine_type, vmm_machine_type_newest());
+    ck_assert_int_eq(cfg.machine_type_given, 1);
+    vmm_config_clear(&cfg);
+
+    /* A guest's mailbox names its type: the preferred one when it has that layout. */
+    ck_assert_str_eq(vmm_machine_type_of_guest(1, vmm_machine_type_newest())->name, "cpr-vmm-1.0");
+    ck_assert_ptr_eq(vmm_machine_type_of_guest(2, vmm_machine_type_find("cpr-vmm-1.1")),
+                     vmm_machine_type_find("cpr-vmm-1.1"));
+    ck_assert_ptr_null(vmm_machine_type_of_guest(99, NULL));
+
+    expect_error((const char *[]){"cpr-vmm", "-machine", "cpr-vmm-1.O", NULL}, "unknown machine type 'cpr-vmm-1.O'");
+    expect_error((const char *[]){"cpr-vmm", "-machine", "q35", NULL}, "cpr-vmm-1.0");
+}
+END_TEST
+
 START_TEST(test_seed_cpr_reboot_command_line_parses)
 {
     const char *a[] = {"cpr-vmm", "-monitor", "stdio", "-m", "1G", "-object",
@@ -211,6 +249,7 @@ static Suite *cmdline_suite(void)
     tcase_add_test(tc, test_serial_and_drive_forms);
     tcase_add_test(tc, test_affinity_lists_and_mistakes);
     tcase_add_test(tc, test_global_migration_properties);
+    tcase_add_test(tc, test_machine_types);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -263,6 +263,10 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out)
     } else {
         out->backend = "none";
     }
+    /* The guest's type once it runs (an incoming one may be older than ours), else ours. */
+    const vmm_machine_type *t = v->machine ? vmm_machine_type_of_guest(vmm_machine_guest_version(v->machine),
+                                                                      v->cfg->machine_type) : NULL;
+    out->machine = (t ? t : v->cfg->machine_type)->name;
     g_mutex_lock(&v->lock);
     out->last_pause_ms = v->last_pause_ms;
     out->last_pause_seen_ms = v->last_pause_seen_ms;
@@ -320,18 +324,25 @@ static int create_machine(vmm *v, char **err)
     if (v->cfg->dirty_rate_given)
         mc.rate_pps = v->cfg->dirty_rate;
     mc.vcpu_cpus = v->cfg->vcpu_cpus;
+    /* A boot writes the type's mailbox; a guest coming in keeps its own, which must be the
+     * type's when -machine TYPE was given (machtype.h). */
+    mc.mailbox_version = v->cfg->machine_type->mailbox_version;
     if (v->cfg->incoming->len) {
         mc.flags |= VMM_MACHINE_INCOMING;
         v->booted = 1; /* the guest comes in: never boot it here */
+        if (!v->cfg->machine_type_given)
+            mc.mailbox_version = 0;
     }
     cpr_error *cerr = NULL;
     if (vmm_machine_new(&v->machine, &mc, &cerr) < 0) {
         return vmm_fail_cpr(err, "machine", cerr);
     }
     const char *note = vmm_machine_backend_note(v->machine);
-    fprintf(stderr, "cpr-vmm: %s backend%s%s, %u vCPU(s), %llu MiB RAM\n",
+    fprintf(stderr, "cpr-vmm: %s backend%s%s, %u vCPU(s), %llu MiB RAM, machine %s%s\n",
             vmm_machine_backend_name(v->machine), note && *note ? ": " : "", note ? note : "",
-            vmm_machine_nvcpus(v->machine), (unsigned long long)(v->ram_size >> 20));
+            vmm_machine_nvcpus(v->machine), (unsigned long long)(v->ram_size >> 20),
+            v->cfg->machine_type->name,
+            mc.flags & VMM_MACHINE_INCOMING && !v->cfg->machine_type_given ? " (or the incoming guest's)" : "");
     return 0;
 }
 

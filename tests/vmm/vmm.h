@@ -85,6 +85,7 @@ struct vmm {
 typedef struct vmm_guest_report {
     vmm_guest_stats stats;
     const char *backend;       /* "kvm" or "soft" */
+    const char *machine;       /* the guest's machine type (machtype.h): "cpr-vmm-1.2" */
     double last_pause_ms;      /* -1 when no switchover was measured */
     double last_pause_seen_ms; /* the host-seen upper bound of it */
     const char *last_pause_by; /* who measured last_pause_ms: "guest" or "host" */

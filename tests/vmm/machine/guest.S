@@ -4,13 +4,23 @@
  * CPL 3 (kvm_pvm runs ring 3 natively and emulates ring 0), keeps all its state in its mailbox
  * slot (%rbx) so a switchover needs nothing but RAM and registers, and uses no stack.
  * The host assembles it into the library as data: these bytes never execute on the host.
+ *
+ * Assembled once per mailbox version (guest_abi.h, VMM_GUEST_ABI): a guest keeps running the code
+ * it booted with across switchovers, and on KVM its registers point into that code, so a VMM
+ * must be able to load the code of every earlier release's guest byte for byte. Version 2 (this
+ * file as is) adds the pause record (TICK); version 1 (guest_v1.S) is release 1.0's guest.
  */
 #include "guest_abi.h"
 
+#ifndef VMM_GUEST_ABI
+#define VMM_GUEST_ABI 2
+#define GUEST_SYM(name) vmm_guest_##name
+#endif
+
     .section .rodata.vmm_guest, "a"
     .balign 64
-    .globl vmm_guest_code_start, vmm_guest_code_end
-    .globl vmm_guest_entry_boot, vmm_guest_entry_warmup
+    .globl GUEST_SYM(code_start), GUEST_SYM(code_end)
+    .globl GUEST_SYM(entry_boot), GUEST_SYM(entry_warmup)
     .code64
 
 /* Writes data page %rdi (pfn) with generation %rsi. Clobbers rax, rcx, rdi. */
@@ -54,6 +64,7 @@
  * record (struct vmm_guest_gap) keeps the largest such gap since the host zeroed it. Written
  * before the heartbeat moves, so a host that sees the move sees the record (x86 keeps the
  * order of stores). Clobbers rax, rcx, rdx. */
+#if VMM_GUEST_ABI >= 2
 .macro TICK
     rdtsc
     shl $32, %rdx
@@ -75,17 +86,23 @@
     mov %r8, GAP_END(%rcx)
 82:
 .endm
+#else
+/* Version 1 has no pause record and reads its clock only in the main loop, after the heartbeat
+ * moved. */
+.macro TICK
+.endm
+#endif
 
-vmm_guest_code_start:
+GUEST_SYM(code_start):
 
 /* An incoming machine runs this once per vCPU before the state arrives, to pay the first
  * KVM_RUN at CPL 3 outside the pause without touching RAM. */
-vmm_guest_entry_warmup:
+GUEST_SYM(entry_warmup):
     out %al, $VMM_PORT_WARMUP
-    jmp vmm_guest_entry_warmup
+    jmp GUEST_SYM(entry_warmup)
 
 /* %rdi = this vCPU's mailbox slot. */
-vmm_guest_entry_boot:
+GUEST_SYM(entry_boot):
     mov %rdi, %rbx
     movabs $VMM_PAGE_STRIDE_ASM, %r15
 
@@ -106,6 +123,15 @@ fill:
 main_loop:
     TICK                                /* r8 = now, r9 = ticks since the last iteration */
     incq SLOT_HEARTBEAT(%rbx)
+#if VMM_GUEST_ABI < 2
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, %r8                       /* r8 = now */
+    mov %rax, %r9
+    sub SLOT_LAST_TIME(%rbx), %r9       /* r9 = ticks since the last iteration */
+    mov %r8, SLOT_LAST_TIME(%rbx)
+#endif
     mov MB_TICKS_PER_MS, %r10           /* r10 = ticks per ms */
     imul $VMM_CREDIT_CAP_MS, %r10, %r11
     cmp %r11, %r9
@@ -185,6 +211,6 @@ report:
     out %eax, $VMM_PORT_CORRUPT
     jmp main_loop
 
-vmm_guest_code_end:
+GUEST_SYM(code_end):
 
     .section .note.GNU-stack, "", @progbits

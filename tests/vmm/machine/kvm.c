@@ -23,6 +23,23 @@
 
 extern const uint8_t vmm_guest_code_start[], vmm_guest_code_end[];
 extern const uint8_t vmm_guest_entry_boot[], vmm_guest_entry_warmup[];
+extern const uint8_t vmm_guest1_code_start[], vmm_guest1_code_end[];
+extern const uint8_t vmm_guest1_entry_boot[], vmm_guest1_entry_warmup[];
+
+/* The guest code of each mailbox version (guest.S, guest_v1.S), index version - 1. */
+static const struct guest_code {
+    const uint8_t *start, *end, *boot, *warmup;
+} guest_codes[] = {
+    {vmm_guest1_code_start, vmm_guest1_code_end, vmm_guest1_entry_boot, vmm_guest1_entry_warmup},
+    {vmm_guest_code_start, vmm_guest_code_end, vmm_guest_entry_boot, vmm_guest_entry_warmup},
+};
+_Static_assert(sizeof(guest_codes) / sizeof(guest_codes[0]) == VMM_MAILBOX_VERSION &&
+               VMM_MAILBOX_VERSION_MIN == 1, "one guest code per mailbox version");
+
+static const struct guest_code *guest_code_of(uint32_t version)
+{
+    return &guest_codes[(version ? version : VMM_MAILBOX_VERSION) - 1];
+}
 
 /* System slot layout (offsets from its base). */
 #define SYS_GDT   0x0000
@@ -123,7 +140,8 @@ static void build_system(vmm_machine *m)
         memset(tss + TSS_IOMAP, 0, IOMAP_BYTES);
         tss[TSS_IOMAP + IOMAP_BYTES] = 0xff;
     }
-    memcpy(s + SYS_CODE, vmm_guest_code_start, (size_t)(vmm_guest_code_end - vmm_guest_code_start));
+    const struct guest_code *g = guest_code_of(m->cfg.mailbox_version);
+    memcpy(s + SYS_CODE, g->start, (size_t)(g->end - g->start));
 
     /* P | RW | US | A (| D | PS): accessed/dirty preset so the walker never writes the tables. */
     uint64_t *pml4 = (uint64_t *)(s + SYS_PML4), *pdpt = (uint64_t *)(s + SYS_PDPT);
@@ -315,8 +333,9 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, uint8_t dpl, 
                                .g = 1 };
 }
 
-/* Long mode, paging, CPL 3, this vCPU's TSS: the state of a vCPU about to run guest code. */
-static int set_boot_regs(vmm_machine *m, uint32_t i, const uint8_t *entry, uint64_t rdi)
+/* Long mode, paging, CPL 3, this vCPU's TSS: the state of vCPU i about to run the guest code
+ * `entry` bytes into it. */
+static int set_boot_regs(vmm_machine *m, uint32_t i, uint64_t entry, uint64_t rdi)
 {
     struct kvm *k = m->be;
     struct kvm_vcpu *kv = vcpu_be(m, i);
@@ -342,19 +361,30 @@ static int set_boot_regs(vmm_machine *m, uint32_t i, const uint8_t *entry, uint6
     sr.efer = 0x500;     /* LMA LME */
     if (ioctl(kv->fd, KVM_SET_SREGS, &sr) < 0)
         return -errno;
-    struct kvm_regs r = { .rip = k->sys_base + SYS_CODE + (uint64_t)(entry - vmm_guest_code_start),
+    struct kvm_regs r = { .rip = k->sys_base + SYS_CODE + entry,
                           .rdi = rdi, .rflags = 0x2 };
     return ioctl(kv->fd, KVM_SET_REGS, &r) < 0 ? -errno : 0;
 }
 
 static int kvm_boot(vmm_machine *m, cpr_error **errp)
 {
+    const struct guest_code *g = guest_code_of(m->cfg.mailbox_version);
     for (uint32_t i = 0; i < m->cfg.nvcpus; i++) {
-        int rc = set_boot_regs(m, i, vmm_guest_entry_boot, MB_SLOT0 + (uint64_t)i * MB_SLOT_SIZE);
+        int rc = set_boot_regs(m, i, (uint64_t)(g->boot - g->start), MB_SLOT0 + (uint64_t)i * MB_SLOT_SIZE);
         if (rc < 0)
             return cpr_error_set_errno(errp, rc, "vCPU %u: setting the boot registers", i);
     }
     return 0;
+}
+
+/* The guest code of mailbox `version` into the system slot (the vCPUs are parked): a guest
+ * restored from another release runs on in the code its registers point into. */
+static void kvm_guest_code(vmm_machine *m, uint32_t version)
+{
+    struct kvm *k = m->be;
+    const struct guest_code *g = guest_code_of(version);
+    memset(k->sys + SYS_CODE, 0, SYS_PML4 - SYS_CODE);
+    memcpy(k->sys + SYS_CODE, g->start, (size_t)(g->end - g->start));
 }
 
 static int vcpu_fail(struct vmm_vcpu *v, const char *fmt, ...) CPR_PRINTF(2, 3);
@@ -442,7 +472,8 @@ static int kvm_vcpu_prologue(struct vmm_vcpu *v)
     kv->run->kvm_valid_regs = ((struct kvm *)m->be)->sync_mask;
     if (!(m->cfg.flags & VMM_MACHINE_INCOMING))
         return 0;
-    int rc = set_boot_regs(m, v->index, vmm_guest_entry_warmup, 0);
+    const struct guest_code *g = guest_code_of(m->cfg.mailbox_version); /* build_system's */
+    int rc = set_boot_regs(m, v->index, (uint64_t)(g->warmup - g->start), 0);
     if (rc < 0)
         return vcpu_fail(v, "warm-up: setting registers failed: %s", strerror(-rc));
     if (ioctl(kv->fd, KVM_RUN, 0) < 0)
@@ -695,6 +726,7 @@ const struct vmm_backend_ops vmm_kvm_ops = {
     .vcpu_kick = kvm_vcpu_kick,
     .vcpu_unkick = kvm_vcpu_unkick,
     .boot = kvm_boot,
+    .guest_code = kvm_guest_code,
     .get_vcpu = kvm_get_vcpu,
     .set_vcpu = kvm_set_vcpu,
     .get_vm = kvm_get_vm,

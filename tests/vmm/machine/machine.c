@@ -151,6 +151,10 @@ static int check_config(const vmm_machine_config *cfg, cpr_error **errp)
                              (unsigned long long)cfg->ram_size);
     if (cfg->flags & ~VMM_MACHINE_INCOMING)
         return cpr_error_set(errp, -EINVAL, "machine config: unknown flags 0x%x", cfg->flags);
+    if (cfg->mailbox_version &&
+        (cfg->mailbox_version < VMM_MAILBOX_VERSION_MIN || cfg->mailbox_version > VMM_MAILBOX_VERSION))
+        return cpr_error_set(errp, -EINVAL, "machine config: mailbox version %u, expected %u..%u",
+                             cfg->mailbox_version, VMM_MAILBOX_VERSION_MIN, VMM_MAILBOX_VERSION);
     return 0;
 }
 
@@ -312,7 +316,7 @@ int vmm_machine_boot(vmm_machine *m, cpr_error **errp)
     if (m->booted)
         return cpr_error_set(errp, -EBUSY, "machine: already booted");
     vmm_mailbox_init(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, m->cfg.rate_pps, m->ticks_per_ms,
-                     m->clock);
+                     m->clock, m->cfg.mailbox_version ? m->cfg.mailbox_version : VMM_MAILBOX_VERSION);
     int rc = m->ops->boot(m, errp);
     if (rc < 0)
         return rc;
@@ -335,8 +339,15 @@ static int check_resume_locked(vmm_machine *m, cpr_error **errp)
     char why[200];
     if (!m->booted)
         return cpr_error_set(errp, -EINVAL, "machine: nothing to resume: boot it or restore a state");
-    if (vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, why, sizeof(why)) < 0)
+    int version = vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, m->cfg.mailbox_version,
+                                    why, sizeof(why));
+    if (version < 0)
         return cpr_error_set(errp, -EINVAL, "machine: cannot resume: %s", why);
+    /* The guest runs on with the code it booted with (a restored guest's registers point into
+     * it); the vCPUs are parked, so the code can change under them. */
+    if ((uint32_t)version != m->guest_version && m->ops->guest_code)
+        m->ops->guest_code(m, (uint32_t)version);
+    __atomic_store_n(&m->guest_version, (uint32_t)version, __ATOMIC_RELEASE);
     return dead_vcpu_error(m, errp);
 }
 
@@ -358,6 +369,11 @@ int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
     }
     pthread_mutex_unlock(&m->lock);
     return rc;
+}
+
+uint32_t vmm_machine_guest_version(const vmm_machine *m)
+{
+    return __atomic_load_n(&m->guest_version, __ATOMIC_ACQUIRE); /* stats readers: any thread */
 }
 
 int vmm_machine_running(const vmm_machine *m)
@@ -449,6 +465,12 @@ int vmm_machine_set_vm_state(vmm_machine *m, const vmm_vm_state *st, cpr_error *
     if (st->ram_size != m->cfg.ram_size)
         return cpr_error_set(errp, -EINVAL, "VM state: saved with %llu bytes of RAM, this machine has %llu",
                              (unsigned long long)st->ram_size, (unsigned long long)m->cfg.ram_size);
+    /* The guest's RAM is in place by now (kept, or loaded before the devices): a guest this
+     * machine cannot run is refused while the load can still fail, not at the resume. */
+    char why[200];
+    if (vmm_mailbox_check(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, m->cfg.mailbox_version, why,
+                          sizeof(why)) < 0)
+        return cpr_error_set(errp, -EINVAL, "VM state: %s", why);
     return m->ops->set_vm(m, st, errp);
 }
 

@@ -58,7 +58,16 @@ extern "C" {
 #define VMM_PAGE_STRIDE 0x9E3779B97F4A7C15ull
 
 #define VMM_MAILBOX_MAGIC 0x584f424c49414d56ull /* "VMAILBOX" */
-#define VMM_MAILBOX_VERSION 2u /* 2: the guest's own pause record (gap[]) */
+/*
+ * Mailbox versions: the layout of page 0 and the guest code that goes with it (guest.S). A guest
+ * keeps the version it booted with for its whole life, across every switchover: a machine loads
+ * every version listed here and boots the one its config asks for (vmm_machine_config's
+ * mailbox_version, from the VMM's machine type), so that an older VMM can take the guest back.
+ *   1  release 1.0: header, per-vCPU slots; hdr.clock is reserved (0), no pause record
+ *   2  release 1.1: + hdr.clock and the guest's own pause record (gap[])
+ */
+#define VMM_MAILBOX_VERSION 2u     /* the newest */
+#define VMM_MAILBOX_VERSION_MIN 1u /* the oldest a machine still loads and boots */
 /* The guest's time source (header `clock`): the TSC, or CLOCK_MONOTONIC ns (software). */
 #define VMM_CLOCK_TSC 1u
 #define VMM_CLOCK_MONOTONIC 2u
@@ -89,7 +98,7 @@ struct vmm_mailbox_header {
     uint64_t nvcpus;
     uint64_t ticks_per_ms;   /* time source rate: the TSC in kHz on KVM, 1e6 (ns) in software */
     uint64_t ram_pages;      /* pages of RAM, mailbox included */
-    uint64_t clock;          /* VMM_CLOCK_*: what ticks_per_ms counts */
+    uint64_t clock;          /* VMM_CLOCK_*: what ticks_per_ms counts (version 2; 0 in 1) */
     uint64_t reserved[26];
 };
 
@@ -107,7 +116,7 @@ struct vmm_guest_gap {
 struct vmm_mailbox {
     struct vmm_mailbox_header hdr;           /* 256 bytes */
     struct vmm_guest_cpu cpu[VMM_MAX_VCPUS]; /* 2048 bytes */
-    struct vmm_guest_gap gap[VMM_MAX_VCPUS]; /* 256 bytes, at MB_GAP0 */
+    struct vmm_guest_gap gap[VMM_MAX_VCPUS]; /* 256 bytes, at MB_GAP0 (version 2) */
 };
 
 /* ---- configuration ---- */
@@ -132,6 +141,9 @@ typedef struct vmm_machine_config {
     uint64_t ram_size;   /* multiple of 2 MiB, at least 2 MiB */
     uint64_t rate_pps;   /* guest rewrite rate over all vCPUs, pages/s; 0 = no rewrites */
     uint64_t vcpu_cpus;  /* host CPUs the vCPU threads run on (bit n = CPU n); 0 = wherever */
+    /* The mailbox version (VMM_MAILBOX_VERSION_MIN..VMM_MAILBOX_VERSION) a boot writes, and
+     * the one an INCOMING machine requires of its guest; 0: boot the newest, load any. */
+    uint32_t mailbox_version;
 } vmm_machine_config;
 
 /* A host CPU mask as the config spells it (bit n = CPU n) into a cpu_set_t. */
@@ -183,11 +195,17 @@ int vmm_machine_check_resume(vmm_machine *m, cpr_error **errp);
 
 /*
  * Lets the vCPUs run again. -EINVAL when there is nothing to run (neither booted nor restored) or
- * the mailbox in RAM does not fit this machine (wrong RAM, vCPU count); -EIO when a vCPU died.
+ * the mailbox in RAM does not fit this machine (wrong RAM, vCPU count, a version this machine
+ * does not know or, when the config names one, another version); -EIO when a vCPU died. On KVM
+ * the guest code of the mailbox's version is put in place first (a restored guest runs on).
  * With KVM, registers restored by set_vcpu_state are applied by the first KVM_RUN: if KVM
  * refuses them, that vCPU dies and the next stop reports why.
  */
 int vmm_machine_resume(vmm_machine *m, cpr_error **errp);
+
+/* The guest's mailbox version (once booted or restored and checked by a resume), else 0.
+ * Any thread. */
+uint32_t vmm_machine_guest_version(const vmm_machine *m);
 
 /* 1 when the vCPUs run, 0 when stopped. */
 int vmm_machine_running(const vmm_machine *m);
@@ -276,7 +294,8 @@ int vmm_machine_set_vcpu_state(vmm_machine *m, uint32_t cpu, const vmm_vcpu_stat
                                cpr_error **errp);
 
 /* Captures / restores the VM-wide state (stopped machine). set refuses a different backend,
- * vCPU count or RAM size (-EINVAL, naming both values). */
+ * vCPU count or RAM size (-EINVAL, naming both values), and a guest in RAM whose mailbox this
+ * machine cannot run (as vmm_machine_resume() checks it): the guest's RAM must be in place. */
 int vmm_machine_get_vm_state(vmm_machine *m, vmm_vm_state *st, cpr_error **errp);
 int vmm_machine_set_vm_state(vmm_machine *m, const vmm_vm_state *st, cpr_error **errp);
 

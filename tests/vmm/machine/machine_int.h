@@ -36,6 +36,9 @@ struct vmm_backend_ops {
     void (*vcpu_unkick)(struct vmm_vcpu *v);
     /* Stopped: set the boot registers (the mailbox is written already). */
     int (*boot)(vmm_machine *m, cpr_error **errp);
+    /* Stopped: the guest code of mailbox `version` is the one to run (KVM: into the system
+     * slot; NULL when the guest reads its version itself, as the software workload does). */
+    void (*guest_code)(vmm_machine *m, uint32_t version);
     int (*get_vcpu)(vmm_machine *m, uint32_t cpu, vmm_vcpu_state *st, cpr_error **errp);
     int (*set_vcpu)(vmm_machine *m, uint32_t cpu, const vmm_vcpu_state *st, cpr_error **errp);
     int (*get_vm)(vmm_machine *m, vmm_vm_state *st, cpr_error **errp);
@@ -59,6 +62,7 @@ struct vmm_machine {
     int stop_req;           /* under lock, read atomically by vcpu_run */
     int quit;
     int booted;
+    uint32_t guest_version; /* the mailbox version the guest runs (0 until a resume checked it) */
     int dirty_on;
     uint32_t nparked;
     uint64_t spin_until_ns; /* under lock: parked vCPUs spin (resume imminent) until then */
@@ -77,15 +81,18 @@ static inline int vmm_stop_requested(vmm_machine *m)
 /* ---- workload.c: the guest's page format and its software twin ---- */
 
 struct vmm_mailbox *vmm_mailbox(void *ram);
-/* Writes a fresh mailbox: header, each vCPU's share of the data pages, rate. */
+/* Writes a fresh mailbox of `version` (VMM_MAILBOX_VERSION_MIN..VMM_MAILBOX_VERSION): header,
+ * each vCPU's share of the data pages, rate. */
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
-                      uint64_t ticks_per_ms, uint64_t clock);
+                      uint64_t ticks_per_ms, uint64_t clock, uint32_t version);
 void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps);
-/* 0 when `ram` holds a mailbox the guest can run from (bounds the software guest's writes);
- * else -EINVAL with the reason in `why`. */
-int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char *why, size_t len);
+/* The mailbox version when `ram` holds a mailbox this machine can run (bounds the software
+ * guest's writes) and, `want` not 0, of that version; else -EINVAL with the reason in `why`. */
+int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, uint32_t want, char *why,
+                      size_t len);
 /*
- * One iteration of the guest loop of guest.S for vCPU slot `c`, at time `now` (ticks). `dirty`
+ * One iteration of the guest loop of guest.S for vCPU slot `c`, at time `now` (ticks), as the
+ * guest code of the mailbox's version runs it. `dirty`
  * (may be NULL) points to the dirty bitmap pointer, NULL while logging is off: pages written are
  * marked in the bitmap it holds at the time of the write (one bit per page, atomically).
  */

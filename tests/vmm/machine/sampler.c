@@ -352,8 +352,10 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
     arm_locked(s, ARM_RESUME);
     if (s->nvcpus == 0)
         s->nvcpus = mailbox_nvcpus(s);
-    /* The guest is stopped: its first iteration after the resume records the pause. */
-    for (uint32_t i = 0; i < s->nvcpus; i++) {
+    /* The guest is stopped: its first iteration after the resume records the pause (from
+     * mailbox version 2 on: in version 1 those words are not the guest's). */
+    int has_gap = __atomic_load_n(&s->mb->hdr.version, __ATOMIC_RELAXED) >= 2;
+    for (uint32_t i = 0; has_gap && i < s->nvcpus; i++) {
         __atomic_store_n(&s->mb->gap[i].max_gap, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&s->mb->gap[i].gap_end, 0, __ATOMIC_RELAXED);
     }

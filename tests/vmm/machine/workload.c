@@ -91,7 +91,7 @@ void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps)
 }
 
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
-                      uint64_t ticks_per_ms, uint64_t clock)
+                      uint64_t ticks_per_ms, uint64_t clock, uint32_t version)
 {
     struct vmm_mailbox *mb = vmm_mailbox(ram);
     uint64_t pages = ram_size / VMM_PAGE_SIZE;
@@ -101,10 +101,11 @@ void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t ra
     uint64_t *w = ram;
     for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; i++)
         ST(w[i], 0);
-    ST(mb->hdr.version, VMM_MAILBOX_VERSION);
+    ST(mb->hdr.version, version);
     ST(mb->hdr.nvcpus, nvcpus);
     ST(mb->hdr.ticks_per_ms, ticks_per_ms);
-    ST(mb->hdr.clock, clock);
+    if (version >= 2)
+        ST(mb->hdr.clock, clock); /* reserved, 0, in version 1 */
     ST(mb->hdr.ram_pages, pages);
     for (uint32_t i = 0; i < nvcpus; i++) {
         struct vmm_guest_cpu *c = &mb->cpu[i];
@@ -141,19 +142,23 @@ static void mark_written(uint64_t **dirty, uint64_t pfn)
 void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, uint64_t now,
                     uint64_t **dirty)
 {
-    uint64_t npages = c->npages;
+    uint64_t npages = c->npages, delta = 0;
+    struct vmm_mailbox *mb = vmm_mailbox(ram);
+    int v1 = LD(mb->hdr.version) < 2;
 
     /* The mailbox is written in every step: each marks it, so the last one before a stop does. */
     if (dirty)
         mark_dirty(__atomic_load_n(dirty, __ATOMIC_ACQUIRE), 0);
     /* As guest.S's TICK: the clock and the pause record first, then the heartbeat moves (the
-     * release keeps that order for a host that sees the move). */
-    uint64_t delta = c->last_time ? now - c->last_time : 0;
-    c->last_time = now;
-    struct vmm_guest_gap *g = &vmm_mailbox(ram)->gap[c - vmm_mailbox(ram)->cpu];
-    if (delta > LD(g->max_gap)) {
-        ST(g->max_gap, delta);
-        ST(g->gap_end, now);
+     * release keeps that order for a host that sees the move). Version 1 has neither. */
+    if (!v1) {
+        delta = c->last_time ? now - c->last_time : 0;
+        c->last_time = now;
+        struct vmm_guest_gap *g = &mb->gap[c - mb->cpu];
+        if (delta > LD(g->max_gap)) {
+            ST(g->max_gap, delta);
+            ST(g->gap_end, now);
+        }
     }
     if (c->fill_idx < npages) {
         uint64_t pfn = c->first_pfn + c->fill_idx;
@@ -165,6 +170,10 @@ void vmm_guest_step(void *ram, struct vmm_guest_cpu *c, uint64_t ticks_per_ms, u
         return;
     }
     __atomic_store_n(&c->heartbeat, c->heartbeat + 1, __ATOMIC_RELEASE);
+    if (v1) { /* version 1 reads its clock here, in the main loop only */
+        delta = now - c->last_time;
+        c->last_time = now;
+    }
 
     uint64_t cap = VMM_CREDIT_CAP_MS * ticks_per_ms;
 
@@ -207,13 +216,24 @@ static int mailbox_valid(const void *ram, uint64_t ram_size)
            LD(mb->hdr.ram_pages) == ram_size / VMM_PAGE_SIZE;
 }
 
-int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char *why, size_t len)
+int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, uint32_t want, char *why,
+                      size_t len)
 {
     const struct vmm_mailbox *mb = mailbox_const(ram);
-    uint64_t pages = ram_size / VMM_PAGE_SIZE;
-    if (LD(mb->hdr.magic) != VMM_MAILBOX_MAGIC || LD(mb->hdr.version) != VMM_MAILBOX_VERSION) {
+    uint64_t pages = ram_size / VMM_PAGE_SIZE, version = LD(mb->hdr.version);
+    if (LD(mb->hdr.magic) != VMM_MAILBOX_MAGIC) {
         snprintf(why, len, "no guest mailbox in page 0 (magic 0x%llx version %llu)",
-                 (unsigned long long)LD(mb->hdr.magic), (unsigned long long)LD(mb->hdr.version));
+                 (unsigned long long)LD(mb->hdr.magic), (unsigned long long)version);
+        return -EINVAL;
+    }
+    if (version < VMM_MAILBOX_VERSION_MIN || version > VMM_MAILBOX_VERSION) {
+        snprintf(why, len, "guest mailbox version %llu is unknown here (this VMM runs versions %u to %u)",
+                 (unsigned long long)version, VMM_MAILBOX_VERSION_MIN, VMM_MAILBOX_VERSION);
+        return -EINVAL;
+    }
+    if (want && version != want) {
+        snprintf(why, len, "the guest runs mailbox version %llu, this machine was configured for "
+                 "version %u", (unsigned long long)version, want);
         return -EINVAL;
     }
     if (LD(mb->hdr.nvcpus) != nvcpus || LD(mb->hdr.ram_pages) != pages || !LD(mb->hdr.ticks_per_ms)) {
@@ -235,7 +255,7 @@ int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, char 
             return -EINVAL;
         }
     }
-    return 0;
+    return (int)version;
 }
 
 int vmm_guest_read_stats(const void *ram, uint64_t ram_size, vmm_guest_stats *st)

@@ -62,11 +62,13 @@ static int rewrote_all(const vmm_guest_stats *st, const void *arg)
     return st->rewrites > st->pages_total + 8;
 }
 
-static void boot(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate)
+/* Boots a guest of mailbox `version` (0: the newest). */
+static void boot_version(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate, uint32_t version)
 {
     vmm_machine_config cfg;
     vmm_machine_config_init(&cfg);
     cfg.accel = TEST_ACCEL;
+    cfg.mailbox_version = version;
     cfg.nvcpus = nvcpus;
     cfg.rate_pps = rate;
     b->size = cfg.ram_size = size;
@@ -81,6 +83,22 @@ static void boot(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate
     ck_assert_msg(mtest_wait(b->ram, size, filled, NULL, 30000, &st),
                   "guest did not fill its RAM: %llu of %llu pages", (unsigned long long)st.pages_filled,
                   (unsigned long long)st.pages_total);
+}
+
+static void boot(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate)
+{
+    boot_version(b, size, nvcpus, rate, 0);
+}
+
+/* The config of a machine that takes over the guest in `ram` (another mapping of its memfd). */
+static void incoming_config(vmm_machine_config *cfg, void *ram, uint64_t size, uint32_t nvcpus)
+{
+    vmm_machine_config_init(cfg);
+    cfg->accel = TEST_ACCEL;
+    cfg->nvcpus = nvcpus;
+    cfg->flags = VMM_MACHINE_INCOMING;
+    cfg->ram = ram;
+    cfg->ram_size = size;
 }
 
 static void unboot(struct booted *b)
@@ -502,11 +520,7 @@ static vmm_guest_stats migrate_by_copy(int lose_a_page)
     ck_assert(!lose_a_page || lost != 0);
 
     vmm_machine_config cfg;
-    vmm_machine_config_init(&cfg);
-    cfg.accel = TEST_ACCEL;
-    cfg.flags = VMM_MACHINE_INCOMING;
-    cfg.ram = ram2;
-    cfg.ram_size = a.size;
+    incoming_config(&cfg, ram2, a.size, 1);
     vmm_machine *b = NULL;
     vmm_vm_state vm;
     vmm_vcpu_state *vs = calloc(1, sizeof(*vs));
@@ -584,12 +598,7 @@ START_TEST(test_restore_into_second_machine_continues_guest)
     void *ram2 = mtest_ram_map(a.fd, a.size);
     ck_assert_ptr_ne(ram2, a.ram);
     vmm_machine_config cfg;
-    vmm_machine_config_init(&cfg);
-    cfg.accel = TEST_ACCEL;
-    cfg.nvcpus = 2;
-    cfg.flags = VMM_MACHINE_INCOMING;
-    cfg.ram = ram2;
-    cfg.ram_size = a.size;
+    incoming_config(&cfg, ram2, a.size, 2);
     vmm_machine *b = NULL;
     vmm_hb_sampler *sa = NULL, *sb = NULL;
     cpr_error *err = NULL;
@@ -608,6 +617,59 @@ START_TEST(test_restore_into_second_machine_continues_guest)
     vmm_hb_sampler_free(sa);
     vmm_hb_sampler_free(sb);
     vmm_machine_free(b);
+    munmap(ram2, a.size);
+    free(h);
+    unboot(&a);
+}
+END_TEST
+
+/*
+ * A guest of release 1.0's layout (mailbox version 1, and on KVM release 1.0's guest code) boots
+ * and runs clean without the newer pause record; a machine that loads any version takes it over
+ * and runs it on; one configured for version 2 refuses it, naming both versions.
+ */
+START_TEST(test_guest_of_mailbox_version_1_boots_and_moves)
+{
+    struct booted a;
+    boot_version(&a, 32 * MiB, 1, VMM_DEFAULT_RATE_PPS, 1);
+    const struct vmm_mailbox *mb = a.ram;
+    ck_assert_uint_eq(mb->hdr.version, 1);
+    ck_assert_uint_eq(mb->hdr.clock, 0); /* reserved in version 1 */
+    ck_assert_uint_eq(vmm_machine_guest_version(a.m), 1);
+    vmm_guest_stats st;
+    ck_assert(mtest_wait_full_verify(a.ram, a.size, 30000, &st));
+    ck_assert_uint_eq(st.corruptions, 0);
+    ck_assert_uint_eq(mb->gap[0].max_gap, 0); /* version 1 keeps no pause record */
+
+    void *ram2 = mtest_ram_map(a.fd, a.size);
+    vmm_hb_sampler *sa = NULL, *sb = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_hb_sampler_new(&sa, a.ram, a.size, mtest_sampler_us(), &err), 0);
+    ck_assert_int_eq(vmm_hb_sampler_new(&sb, ram2, a.size, mtest_sampler_us(), &err), 0);
+    size_t len;
+    struct mtest_handoff *h = capture(a.m, sa, &len);
+    vmm_machine_config cfg;
+    incoming_config(&cfg, ram2, a.size, 1);
+    struct mtest_result r;
+    vmm_machine *strict = NULL, *any = NULL;
+    cfg.mailbox_version = 2;
+    ck_assert_int_eq(vmm_machine_new(&strict, &cfg, &err), 0);
+    ck_assert_int_eq(mtest_restore(strict, sb, ram2, h, &r), -EINVAL);
+    ck_assert_msg(strstr(r.msg, "mailbox version 1") && strstr(r.msg, "version 2"), "%s", r.msg);
+    vmm_machine_free(strict);
+
+    cfg.mailbox_version = 0;
+    ck_assert_int_eq(vmm_machine_new(&any, &cfg, &err), 0);
+    mtest_restore(any, sb, ram2, h, &r);
+    report("mailbox version 1", &r, vmm_hb_sampler_max_gap_ns(sa));
+    check_result(&r);
+    ck_assert_uint_eq(vmm_machine_guest_version(any), 1);
+    ck_assert_uint_eq(mb->hdr.version, 1);
+    ck_assert_uint_eq(mb->gap[0].max_gap, 0);
+
+    vmm_hb_sampler_free(sa);
+    vmm_hb_sampler_free(sb);
+    vmm_machine_free(any);
     munmap(ram2, a.size);
     free(h);
     unboot(&a);
@@ -761,6 +823,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
     tcase_add_test(tc, test_a_faulting_guest_is_reported_not_hidden);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
+    tcase_add_test(tc, test_guest_of_mailbox_version_1_boots_and_moves);
     tcase_add_test(tc, test_old_machine_resumes_after_a_failed_handoff);
     tcase_add_test(tc, test_restore_in_new_process_over_inherited_memfd);
     tcase_add_test(tc, test_dirty_log_reports_exactly_the_pages_the_guest_wrote);
