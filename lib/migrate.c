@@ -112,6 +112,10 @@ CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *op
         return cpr_error_set(errp, -EINVAL, "cpr_migrate_set_vm_ops: ctx is NULL");
     cpr_vm_ops known = { 0 };
     int ret = cpr_sized_read(&known, sizeof(known), ops, VM_OPS_MIN_SIZE, "cpr_vm_ops", errp);
+    /* Every member past the header is a hook: a size that ends inside one came from no header
+     * (a half-copied pointer would be called). */
+    if (ret == 0 && (ops->size - offsetof(cpr_vm_ops, stop)) % sizeof(ops->stop))
+        ret = cpr_error_set(errp, -EINVAL, "cpr_vm_ops: size %u ends inside a hook", ops->size);
     if (ret < 0) {
         cpr_error_prefix(errp, "cpr_migrate_set_vm_ops");
         return ret;

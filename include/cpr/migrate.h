@@ -103,7 +103,7 @@ CPR_API void cpr_vm_ops_init(cpr_vm_ops *ops);
  * Installs the VM hooks; the library copies `ops`. Replaces earlier hooks. opaque is passed
  * back to each hook. `size` may be any size from the first version's (up to flush) to this
  * header's: hooks past `size` read as NULL (a 1.0/1.1 VMM has no prepare). Errors: -EINVAL
- * for NULL ctx/ops, a size smaller than the four hooks' first version, or a non-zero byte past the members this library knows (a newer header's
+ * for NULL ctx/ops, a size smaller than the four hooks' first version or ending inside a hook, or a non-zero byte past the members this library knows (a newer header's
  * hook it would not call; the error names the offset); -EBUSY while a job runs.
  */
 CPR_API int cpr_migrate_set_vm_ops(cpr_ctx *ctx, const cpr_vm_ops *ops, void *opaque,
