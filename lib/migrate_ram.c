@@ -135,13 +135,13 @@ void cpr_mig_ram_free(struct cpr_mig_ram *r)
     g_free(r);
 }
 
-void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared)
+int cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared, cpr_error **errp)
 {
     cpr_ram_save_free(r->save);
-    cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save);
     r->stopped = 0;
     r->pass_end = 0;
     r->part_bytes = CPR_MIG_RAM_PART_BYTES;
+    return cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save, errp);
 }
 
 void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes)

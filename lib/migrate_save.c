@@ -227,11 +227,13 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     struct cpr_mig *mig = job->mig;
     struct save_run r = { .job = job, .ram = mig->ram };
     struct cpr_main_chan mc;
-    int ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
+    /* Before the channel opens: a refused block leaves no file and starts no command. */
+    int ret = cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared, errp);
+    if (ret == 0)
+        ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
     if (ret < 0)
         return ret;
     r.s = mc.s;
-    cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
     int begun = ret != -EBUSY;
     if (ret == 0)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -36,6 +37,7 @@ struct cpr_ram_save {
     uint64_t cursor;    /* next page to look at in that block */
     uint64_t pass_left; /* pages of the current pass not yet sent */
     struct cpr_ram_stats st;
+    cpr_error **errp;   /* while collecting blocks */
 };
 
 /* Blocks kept in place are not sent: shared memory under x-ignore-shared, and every shared
@@ -47,10 +49,35 @@ static int block_stays(const cpr_ram_save *rs, const cpr_ram_block *b)
     return rs->ignore_shared || rs->mode == CPR_MODE_CPR_TRANSFER || rs->mode == CPR_MODE_CPR_EXEC;
 }
 
+/*
+ * A block left out of the stream must still hold the guest's memory when the loader maps it.
+ * cpr-transfer and cpr-exec hand the fd itself over; every other mode relies on a name in a
+ * file system that outlives this process. A memfd or an unlinked file has none (st_nlink 0):
+ * it ends with the process, and the loader would map fresh zeroed memory of the same name.
+ */
+static int check_outlives(const cpr_ram_save *rs, const cpr_ram_block *b, cpr_error **errp)
+{
+    if (rs->mode == CPR_MODE_CPR_TRANSFER || rs->mode == CPR_MODE_CPR_EXEC)
+        return 0;
+    struct stat st;
+    if (fstat(cpr_ram_block_fd(b), &st) < 0)
+        return cpr_error_set_errno(errp, -errno, "RAM block '%s': fstat of its fd", cpr_ram_block_name(b));
+    if (st.st_nlink > 0)
+        return 0;
+    const char *mode = cpr_mode_name(rs->mode);
+    return cpr_error_set(errp, -EINVAL, "RAM block '%s' would be left out of the %s stream (x-ignore-shared), "
+                         "but it is a memfd or a deleted file, which ends with this process: back it with a "
+                         "file that stays (share=on), or turn x-ignore-shared off",
+                         cpr_ram_block_name(b), mode ? mode : "normal");
+}
+
 static int collect_block(cpr_ram_block *b, void *opaque)
 {
     cpr_ram_save *rs = opaque;
     uint8_t sent = !block_stays(rs, b);
+    int ret = sent ? 0 : check_outlives(rs, b, rs->errp);
+    if (ret < 0)
+        return ret;
     g_ptr_array_add(rs->table, b);
     g_array_append_val(rs->sent, sent);
     if (sent) {
@@ -64,7 +91,7 @@ static int collect_block(cpr_ram_block *b, void *opaque)
     return 0;
 }
 
-int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out)
+int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out, cpr_error **errp)
 {
     cpr_ram_save *rs = g_new0(cpr_ram_save, 1);
     rs->ctx = ctx;
@@ -73,7 +100,14 @@ int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_sav
     rs->blks = g_array_new(FALSE, TRUE, sizeof(struct ram_blk));
     rs->table = g_ptr_array_new();
     rs->sent = g_array_new(FALSE, TRUE, 1);
-    cpr_ram_block_foreach(ctx, collect_block, rs);
+    rs->errp = errp;
+    int ret = cpr_ram_block_foreach(ctx, collect_block, rs);
+    rs->errp = NULL;
+    if (ret < 0) {
+        cpr_ram_save_free(rs);
+        *out = NULL;
+        return ret;
+    }
     *out = rs;
     return 0;
 }
