@@ -13,6 +13,7 @@
 #include <cpr/transport.h>
 
 #include "internal/error.h"
+#include "internal/file_save.h"
 #include "internal/main_channel.h"
 #include "internal/scm.h"
 #include "internal/stream.h"
@@ -38,7 +39,7 @@ static void opened(cpr_job *job, struct cpr_main_chan *c)
 int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
 {
     cpr_main_chan_init(c);
-    int ret = cpr_transport_open_output(a, &c->s, errp);
+    int ret = cpr_transport_open_output_durable(a, &c->s, errp);
     if (ret < 0) {
         cpr_error_prefix(errp, "main channel");
         return ret;

@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -18,6 +17,7 @@
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
 #include "internal/savevm.h"
+#include "internal/stream.h"
 
 /* A guest that dirties memory faster than the link carries it never converges: after this many
  * passes the engine switches over anyway, with whatever downtime that costs. */
@@ -212,11 +212,7 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
     stats_update(r);
     if (ret < 0)
         return ret;
-    struct stat st;
-    /* cpr-reboot's file must survive the host's reboot. */
-    if (r->job->mode == CPR_MODE_CPR_REBOOT && fstat(mc->fd, &st) == 0 && S_ISREG(st.st_mode) &&
-        fdatasync(mc->fd) < 0)
-        return cpr_error_set_errno(errp, -errno, "main channel: fdatasync");
+    /* A file: is synced and renamed into place by the channel's close (every mode). */
     if (mc->is_socket)
         return cpr_main_chan_wait_ack(r->job, mc, errp);
     return 0;
@@ -253,6 +249,8 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
+    if (ret < 0)
+        cpr_stream_abandon(mc.s); /* nothing of a failed save replaces the old file */
     /* An exec: command that fails after taking the whole stream still fails the job. */
     int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);
     return ret < 0 ? ret : closed;

@@ -20,6 +20,7 @@
 
 #include "internal/crc32c.h"
 #include "internal/error.h"
+#include "internal/file_save.h"
 #include "internal/stream.h"
 
 #define WRITE_BUF_SIZE (2u << 20)
@@ -151,6 +152,15 @@ CPR_API int cpr_stream_mem_steal(cpr_stream *s, void **data, size_t *len, cpr_er
     return 0;
 }
 
+void cpr_stream_abandon(cpr_stream *s)
+{
+    if (!s)
+        return;
+    s->abandoned = 1;
+    cpr_file_save_discard(s->file_save);
+    s->file_save = NULL;
+}
+
 int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp)
 {
     if ((s->flags & CPR_STREAM_OWN_FD) && s->fd >= 0)
@@ -181,6 +191,7 @@ CPR_API void cpr_stream_free(cpr_stream *s)
     if (!s)
         return;
     cpr_stream_reap_child(s, NULL);
+    cpr_file_save_discard(s->file_save); /* never closed: the save did not complete */
     g_free(s->command);
     if (s->kind != CPR_SINK_MEMBUF)
         g_free(s->buf);

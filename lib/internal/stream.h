@@ -46,6 +46,8 @@ struct cpr_stream {
     int is_pipe;         /* writes block SIGPIPE */
     int child;           /* pid of an exec: command to wait for, 0 for none */
     char *command;       /* that command, for messages */
+    struct cpr_file_save *file_save; /* a durable file save: committed by cpr_stream_close() */
+    int abandoned;       /* cpr_stream_abandon(): the output is not wanted */
     uint64_t limit[4]; /* indexed by cpr_stream_limit */
     /* Writer: bytes accepted so far. Reader: offset of rbuf[rpos]. */
     uint64_t offset;
@@ -96,6 +98,11 @@ struct cpr_stream {
     uint64_t view_offset; /* stream offset of the record's header */
 };
 
+/*
+ * The writer's save failed: its close must not publish anything. A durable file save is
+ * discarded (the old file stays) and an exec: command is stopped rather than waited for.
+ */
+void cpr_stream_abandon(cpr_stream *s);
 /* Reaps an exec: child (closing the fd first); returns 0 or -ECHILD-like error with *errp. */
 int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp);
 

@@ -117,6 +117,106 @@ START_TEST(test_cpr_reboot_refuses_a_deleted_ram_file)
 }
 END_TEST
 
+/* ---- state files ---- */
+
+static ino_t inode_of(const char *p)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    return st.st_ino;
+}
+
+static char *file_digest(const char *p)
+{
+    gchar *data;
+    gsize len;
+    ck_assert(g_file_get_contents(p, &data, &len, NULL));
+    char *d = g_compute_checksum_for_data(G_CHECKSUM_MD5, (const guchar *)data, len);
+    g_free(data);
+    return d;
+}
+
+/* Loads the snapshot at uri into a new VM (paused) and checks RAM and device against src's
+ * values at the time of that snapshot. */
+static void assert_loads(const char *u, const char *ram_digest, uint64_t heartbeat)
+{
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, NULL), 0);
+    g_autofree char *got = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(got, ram_digest);
+    ck_assert_uint_eq(dst->dev.heartbeat, heartbeat);
+    mig_vm_free(dst);
+}
+
+START_TEST(test_a_failed_save_leaves_the_previous_snapshot_whole)
+{
+    struct mig_vm *src = running_vm_on(NULL);
+    g_autofree char *u = uri("file", "snap");
+    g_autofree char *p = path("snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    g_autofree char *ram = mig_vm_ram_digest(src);
+    uint64_t heartbeat = src->dev.heartbeat;
+    g_autofree char *before = file_digest(p);
+    mig_vm_start(src);
+    /* The second save writes RAM, then fails at the switchover (the VMM's flush). */
+    src->fail_flush = -EIO;
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -EIO, "flush");
+    ck_assert(mig_vm_running(src));
+    g_autofree char *after = file_digest(p);
+    ck_assert_str_eq(after, before);
+    g_autofree char *left = dir_listing();
+    ck_assert_str_eq(left, "snap"); /* no temporary file behind */
+    assert_loads(u, ram, heartbeat);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_a_completed_save_replaces_the_file_by_rename)
+{
+    struct mig_vm *src = running_vm_on(NULL);
+    g_autofree char *p = path("snap");
+    ck_assert(g_file_set_contents(p, "old snapshot", -1, NULL));
+    ck_assert_int_eq(chmod(p, 0640), 0);
+    ino_t old = inode_of(p);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_COMPLETED);
+    /* A new inode: written beside the old file and renamed over it, not rewritten in place. */
+    ck_assert_uint_ne(inode_of(p), old);
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_uint_eq(st.st_mode & 07777, 0640);
+    g_autofree char *left = dir_listing();
+    ck_assert_str_eq(left, "snap");
+    g_autofree char *ram = mig_vm_ram_digest(src);
+    assert_loads(u, ram, src->dev.heartbeat);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_a_save_at_an_offset_keeps_what_precedes_it)
+{
+    struct mig_vm *src = running_vm_on(NULL);
+    g_autofree char *p = path("snap");
+    ck_assert(g_file_set_contents(p, "HEADER", -1, NULL));
+    g_autofree char *u = g_strdup_printf("file:%s,offset=4096", p);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    gchar *data;
+    gsize len;
+    ck_assert(g_file_get_contents(p, &data, &len, NULL));
+    ck_assert_uint_eq(len, 4096 + query(src->ctx).transferred);
+    ck_assert_int_eq(memcmp(data, "HEADER\0\0", 8), 0);
+    g_free(data);
+    g_autofree char *left = dir_listing();
+    ck_assert_str_eq(left, "snap");
+    g_autofree char *ram = mig_vm_ram_digest(src);
+    assert_loads(u, ram, src->dev.heartbeat);
+    mig_vm_free(src);
+}
+END_TEST
+
 static Suite *files_suite(void)
 {
     Suite *s = suite_create("migrate_files");
@@ -125,6 +225,9 @@ static Suite *files_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_cpr_reboot_refuses_to_leave_memfd_ram_behind);
     tcase_add_test(tc, test_cpr_reboot_refuses_a_deleted_ram_file);
+    tcase_add_test(tc, test_a_failed_save_leaves_the_previous_snapshot_whole);
+    tcase_add_test(tc, test_a_completed_save_replaces_the_file_by_rename);
+    tcase_add_test(tc, test_a_save_at_an_offset_keeps_what_precedes_it);
     suite_add_tcase(s, tc);
     return s;
 }
