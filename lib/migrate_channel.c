@@ -34,6 +34,8 @@ static void opened(cpr_job *job, struct cpr_main_chan *c)
     c->is_socket = fstat(c->fd, &st) == 0 && S_ISSOCK(st.st_mode);
     if (c->is_socket)
         cpr_job_watch_fd(job, c->fd);
+    else /* pipes and exec: commands: cancel ends the stream's waits and stops the command */
+        cpr_stream_set_cancel_fd(c->s, cpr_job_cancel_fd(job));
 }
 
 int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)

@@ -372,7 +372,7 @@ CPR_API int cpr_stream_close(cpr_stream *s, cpr_error **errp)
     if (!s)
         return 0;
     int ret = 0;
-    if (cpr_stream_is_writer(s) && !s->in_record)
+    if (cpr_stream_is_writer(s) && !s->in_record && !s->abandoned)
         ret = cpr_stream_flush(s, errp);
     /* A durable file replaces the old one only when every byte made it (else the stream's
      * free removes the temporary file). */

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -217,6 +218,79 @@ START_TEST(test_a_save_at_an_offset_keeps_what_precedes_it)
 }
 END_TEST
 
+/* ---- cancel on channels that are not sockets ---- */
+
+/* The pid a command wrote to `name` in the test directory (waits for it, up to 10 s). */
+static pid_t command_pid(const char *name)
+{
+    g_autofree char *p = path(name);
+    for (int i = 0; i < 10000; i++) {
+        g_autofree char *text = NULL;
+        if (g_file_get_contents(p, &text, NULL, NULL) && strchr(text, '\n'))
+            return (pid_t)atoi(text);
+        g_usleep(1000);
+    }
+    ck_abort_msg("the command never wrote %s", p);
+    return 0;
+}
+
+/* The command was reaped: no process, not even a zombie, has its pid. */
+static void assert_reaped(pid_t pid)
+{
+    ck_assert_int_eq(kill(pid, 0), -1);
+    ck_assert_int_eq(errno, ESRCH);
+}
+
+/* Migrates to an exec: command that takes nothing (the pipe fills and the writer blocks),
+ * cancels, and checks that the job ends cancelled with the guest running and the command gone. */
+static void cancel_a_stalled_exec(const char *stall)
+{
+    struct mig_vm *src = running_vm_on(NULL);
+    g_autofree char *u = g_strdup_printf("exec:echo $$ > %s/pid; %s", dir, stall);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
+    pid_t pid = command_pid("pid");
+    /* 8 MiB of RAM cannot fit the pipe: the engine is (or soon will be) stuck in a write. */
+    g_usleep(100 * 1000);
+    ck_assert_int_eq(cpr_migrate_cancel(src->ctx, NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_wait(src->ctx, errp_), -ECANCELED, "cancel");
+    ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_CANCELLED);
+    ck_assert(mig_vm_running(src));
+    assert_reaped(pid);
+    mig_vm_free(src);
+}
+
+START_TEST(test_cancel_ends_an_exec_command_that_stopped_reading)
+{
+    cancel_a_stalled_exec("exec sleep 1000");
+}
+END_TEST
+
+START_TEST(test_cancel_ends_a_stopped_exec_command)
+{
+    /* SIGSTOPped: only SIGKILL (or SIGCONT) gets it to act. */
+    cancel_a_stalled_exec("kill -STOP $$; exec cat > /dev/null");
+}
+END_TEST
+
+START_TEST(test_an_incoming_exec_command_that_never_exits_does_not_hold_the_load)
+{
+    struct mig_vm *src = running_vm_on(NULL);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    g_autofree char *in = g_strdup_printf("exec:echo $$ > %s/pid; cat %s/snap; exec sleep 1000", dir, dir);
+    /* Returns once loaded and running: the command is stopped, not waited for. */
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, in, 0, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_RUNNING);
+    assert_reaped(command_pid("pid"));
+    mig_vm_free(dst);
+    mig_vm_free(src);
+}
+END_TEST
+
 static Suite *files_suite(void)
 {
     Suite *s = suite_create("migrate_files");
@@ -228,6 +302,9 @@ static Suite *files_suite(void)
     tcase_add_test(tc, test_a_failed_save_leaves_the_previous_snapshot_whole);
     tcase_add_test(tc, test_a_completed_save_replaces_the_file_by_rename);
     tcase_add_test(tc, test_a_save_at_an_offset_keeps_what_precedes_it);
+    tcase_add_test(tc, test_cancel_ends_an_exec_command_that_stopped_reading);
+    tcase_add_test(tc, test_cancel_ends_a_stopped_exec_command);
+    tcase_add_test(tc, test_an_incoming_exec_command_that_never_exits_does_not_hold_the_load);
     suite_add_tcase(s, tc);
     return s;
 }
