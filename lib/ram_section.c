@@ -193,6 +193,15 @@ unsigned int cpr_ram_save_sent_blocks(const cpr_ram_save *rs)
     return rs->blks->len;
 }
 
+GPtrArray *cpr_ram_save_kept(const cpr_ram_save *rs)
+{
+    GPtrArray *kept = g_ptr_array_new();
+    for (guint i = 0; i < rs->table->len; i++)
+        if (!g_array_index(rs->sent, uint8_t, i))
+            g_ptr_array_add(kept, g_ptr_array_index(rs->table, i));
+    return kept;
+}
+
 uint64_t cpr_ram_save_pending(const cpr_ram_save *rs)
 {
     return rs->pass_left * PAGE;

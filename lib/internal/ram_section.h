@@ -11,6 +11,8 @@
 #ifndef CPR_INTERNAL_RAM_SECTION_H
 #define CPR_INTERNAL_RAM_SECTION_H
 
+#include <glib.h>
+
 #include <cpr/ram.h>
 #include <cpr/stream.h>
 
@@ -60,6 +62,8 @@ int64_t cpr_ram_save_sync(cpr_ram_save *rs, cpr_error **errp);
 
 /* Number of blocks whose pages this save sends (0: the section has nothing to do). */
 unsigned int cpr_ram_save_sent_blocks(const cpr_ram_save *rs);
+/* The blocks this save leaves in place (cpr_ram_block *), as a new array to free. */
+GPtrArray *cpr_ram_save_kept(const cpr_ram_save *rs);
 
 /* Bytes left in the current pass (the pending estimate between syncs). */
 uint64_t cpr_ram_save_pending(const cpr_ram_save *rs);

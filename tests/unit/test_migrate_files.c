@@ -118,6 +118,75 @@ START_TEST(test_cpr_reboot_refuses_a_deleted_ram_file)
 }
 END_TEST
 
+/* Saves a VM whose RAM is the file `ram` in cpr-reboot with x-ignore-shared (RAM left in the
+ * file, not in the stream), and quits it. Returns the file: uri of the state. */
+static char *save_and_quit(const char *ram)
+{
+    struct mig_vm *src = running_vm_on(ram);
+    reboot_mode(src->ctx);
+    char *u = uri("file", "vm.state");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    mig_vm_free(src);
+    return u;
+}
+
+/* A new VMM on the file `ram` loading the state at u: 0, or the load's error. */
+static int restart(const char *ram, const char *u, cpr_error **errp)
+{
+    struct mig_vm *dst = mig_vm_new(RAM, ram, 0);
+    ck_assert_ptr_nonnull(dst);
+    reboot_mode(dst->ctx);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    int ret = cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp);
+    if (ret == 0)
+        ck_assert_uint_eq(mig_vm_corrupt_pages(dst), 0);
+    else
+        ck_assert_int_eq(cpr_migrate_runstate(dst->ctx), CPR_RUNSTATE_INMIGRATE);
+    mig_vm_free(dst);
+    return ret;
+}
+
+START_TEST(test_cpr_reboot_restart_on_the_same_file_loads)
+{
+    g_autofree char *ram = path("ram");
+    g_autofree char *u = save_and_quit(ram);
+    ck_assert_int_eq(restart(ram, u, NULL), 0);
+}
+END_TEST
+
+START_TEST(test_cpr_reboot_refuses_a_ram_file_zeroed_since_the_save)
+{
+    g_autofree char *ram = path("ram");
+    g_autofree char *u = save_and_quit(ram);
+    /* Same file, same inode: only its contents tell. */
+    ck_assert_int_eq(truncate(ram, 0), 0);
+    ck_assert_int_eq(truncate(ram, RAM), 0);
+    ck_assert_cpr_fails(restart(ram, u, errp_), -ESTALE, "RAM block '" MIG_VM_RAM_NAME "'");
+}
+END_TEST
+
+START_TEST(test_cpr_reboot_refuses_a_ram_file_deleted_and_recreated)
+{
+    g_autofree char *ram = path("ram");
+    g_autofree char *u = save_and_quit(ram);
+    ck_assert_int_eq(unlink(ram), 0); /* the new VMM creates an empty file of that name */
+    ck_assert_cpr_fails(restart(ram, u, errp_), -ESTALE, "RAM block '" MIG_VM_RAM_NAME "'");
+}
+END_TEST
+
+START_TEST(test_cpr_reboot_refuses_a_ram_file_replaced_by_another)
+{
+    g_autofree char *ram = path("ram");
+    g_autofree char *u = save_and_quit(ram);
+    /* Another VM's RAM, renamed over the file: a different inode with other contents. */
+    g_autofree char *other = path("other");
+    struct mig_vm *vm = running_vm_on(other);
+    mig_vm_free(vm);
+    ck_assert_int_eq(rename(other, ram), 0);
+    ck_assert_cpr_fails(restart(ram, u, errp_), -ESTALE, "replaced");
+}
+END_TEST
+
 /* ---- state files ---- */
 
 static ino_t inode_of(const char *p)
@@ -299,6 +368,10 @@ static Suite *files_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_cpr_reboot_refuses_to_leave_memfd_ram_behind);
     tcase_add_test(tc, test_cpr_reboot_refuses_a_deleted_ram_file);
+    tcase_add_test(tc, test_cpr_reboot_restart_on_the_same_file_loads);
+    tcase_add_test(tc, test_cpr_reboot_refuses_a_ram_file_zeroed_since_the_save);
+    tcase_add_test(tc, test_cpr_reboot_refuses_a_ram_file_deleted_and_recreated);
+    tcase_add_test(tc, test_cpr_reboot_refuses_a_ram_file_replaced_by_another);
     tcase_add_test(tc, test_a_failed_save_leaves_the_previous_snapshot_whole);
     tcase_add_test(tc, test_a_completed_save_replaces_the_file_by_rename);
     tcase_add_test(tc, test_a_save_at_an_offset_keeps_what_precedes_it);
