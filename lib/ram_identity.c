@@ -91,7 +91,10 @@ static int put_block(cpr_stream *s, const cpr_ram_block *b, cpr_error **errp)
     int ret = block_identity(b, &id, errp);
     const char *name = cpr_ram_block_name(b);
     uint64_t pages = cpr_ram_dirty_pages(b);
-    uint8_t n = (uint8_t)MIN((uint64_t)CPR_RAM_IDENTITY_SAMPLES, pages);
+    /* A memfd handed over by fd is the very object the loader maps (same device and inode
+     * while the saver holds it): its pages need no sampling, which keeps cpr-transfer's and
+     * cpr-exec's pause at one fstat per block. */
+    uint8_t n = id.backing == BACKING_UNNAMED ? 0 : (uint8_t)MIN((uint64_t)CPR_RAM_IDENTITY_SAMPLES, pages);
     if (ret < 0 || (ret = cpr_stream_put_u16(s, (uint16_t)strlen(name), errp)) < 0 ||
         (ret = cpr_stream_put_bytes(s, name, strlen(name), errp)) < 0 ||
         (ret = cpr_stream_put_u64(s, cpr_ram_block_size(b), errp)) < 0 ||

@@ -11,13 +11,14 @@
 /* The optional full section that carries them (docs/format.md, section 6). */
 #define CPR_RAM_IDENTITY_SECTION "ram-identity"
 #define CPR_RAM_IDENTITY_VERSION 1
-/* Pages sampled per block: each costs a lseek and a 4 KiB CRC32C on both sides, in the pause. */
+/* Pages sampled per file-backed block: each costs a lseek and a 4 KiB CRC32C on both sides, in
+ * the pause. Memfds (cpr-transfer, cpr-exec) are not sampled. */
 #define CPR_RAM_IDENTITY_SAMPLES 8
 
 /*
  * Writes the identity of each block of `kept` (cpr_ram_block *: blocks whose memory the
  * stream leaves in place): its backing object (memfd or file: st_dev, st_ino; a device node:
- * st_rdev) and the CRC32C of sampled pages. The guest must be stopped.
+ * st_rdev) and, for files and devices, the CRC32C of sampled pages. The guest must be stopped.
  */
 int cpr_ram_identity_put(cpr_stream *s, const GPtrArray *kept, cpr_error **errp);
 
