@@ -14,52 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "mig_vm.h"
-#include "proc_util.h"
-#include "testutil.h"
+#include "mig_fixture.h"
 
-#define RAM (8u << 20)
-
-static char *dir;
-static int fds_before;
-
-static void setup(void)
+static int name_cmp(const void *a, const void *b)
 {
-    dir = proc_tmpdir();
-    fds_before = proc_fd_count();
-}
-
-static void teardown(void)
-{
-    ck_assert_int_eq(proc_fd_count(), fds_before);
-    proc_rmtree(dir);
-    g_free(dir);
-}
-
-static char *path(const char *name)
-{
-    return g_strdup_printf("%s/%s", dir, name);
-}
-
-static char *uri(const char *scheme, const char *name)
-{
-    return g_strdup_printf("%s:%s/%s", scheme, dir, name);
-}
-
-static struct mig_vm *running_vm_on(const char *ram_path)
-{
-    struct mig_vm *vm = mig_vm_new(RAM, ram_path, 0);
-    ck_assert_ptr_nonnull(vm);
-    mig_vm_fill(vm);
-    mig_vm_start(vm);
-    return vm;
-}
-
-static cpr_migration_info query(cpr_ctx *ctx)
-{
-    cpr_migration_info i = { .size = sizeof(i) };
-    ck_assert_int_eq(cpr_migrate_query(ctx, &i, NULL), 0);
-    return i;
+    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* The names in the test directory, sorted, space-separated: what a save left behind. */
@@ -72,7 +31,7 @@ static char *dir_listing(void)
     while ((n = g_dir_read_name(d)))
         g_ptr_array_add(names, g_strdup(n));
     g_dir_close(d);
-    g_ptr_array_sort(names, (GCompareFunc)g_strcmp0);
+    g_ptr_array_sort(names, name_cmp);
     g_ptr_array_add(names, NULL);
     char *out = g_strjoinv(" ", (char **)names->pdata);
     g_ptr_array_free(names, TRUE);
@@ -206,10 +165,12 @@ static char *file_digest(const char *p)
     return d;
 }
 
-/* Loads the snapshot at uri into a new VM (paused) and checks RAM and device against src's
- * values at the time of that snapshot. */
-static void assert_loads(const char *u, const char *ram_digest, uint64_t heartbeat)
+/* The test directory holds the snapshot `snap` and nothing else (no temporary file), and the
+ * snapshot at u loads into a new VM (paused) with the given RAM digest and heartbeat. */
+static void assert_snapshot_loads(const char *u, const char *ram_digest, uint64_t heartbeat)
 {
+    g_autofree char *left = dir_listing();
+    ck_assert_str_eq(left, "snap");
     struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
     ck_assert_ptr_nonnull(dst);
     ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
@@ -236,9 +197,7 @@ START_TEST(test_a_failed_save_leaves_the_previous_snapshot_whole)
     ck_assert(mig_vm_running(src));
     g_autofree char *after = file_digest(p);
     ck_assert_str_eq(after, before);
-    g_autofree char *left = dir_listing();
-    ck_assert_str_eq(left, "snap"); /* no temporary file behind */
-    assert_loads(u, ram, heartbeat);
+    assert_snapshot_loads(u, ram, heartbeat);
     mig_vm_free(src);
 }
 END_TEST
@@ -258,10 +217,8 @@ START_TEST(test_a_completed_save_replaces_the_file_by_rename)
     struct stat st;
     ck_assert_int_eq(stat(p, &st), 0);
     ck_assert_uint_eq(st.st_mode & 07777, 0640);
-    g_autofree char *left = dir_listing();
-    ck_assert_str_eq(left, "snap");
     g_autofree char *ram = mig_vm_ram_digest(src);
-    assert_loads(u, ram, src->dev.heartbeat);
+    assert_snapshot_loads(u, ram, src->dev.heartbeat);
     mig_vm_free(src);
 }
 END_TEST
@@ -279,10 +236,8 @@ START_TEST(test_a_save_at_an_offset_keeps_what_precedes_it)
     ck_assert_uint_eq(len, 4096 + query(src->ctx).transferred);
     ck_assert_int_eq(memcmp(data, "HEADER\0\0", 8), 0);
     g_free(data);
-    g_autofree char *left = dir_listing();
-    ck_assert_str_eq(left, "snap");
     g_autofree char *ram = mig_vm_ram_digest(src);
-    assert_loads(u, ram, src->dev.heartbeat);
+    assert_snapshot_loads(u, ram, src->dev.heartbeat);
     mig_vm_free(src);
 }
 END_TEST
