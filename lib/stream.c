@@ -196,8 +196,11 @@ static int wait_ready(cpr_stream *s, short events, cpr_error **errp)
 static int reap_status(cpr_stream *s, pid_t pid, cpr_error **errp)
 {
     int writer = cpr_stream_is_writer(s), status = 0;
-    /* A writer's command must finish the stream it took; a reader's owes us nothing more. */
-    int r = s->abandoned ? 0 : cpr_child_wait(pid, writer ? -1 : CPR_CHILD_GRACE_MS, s->cancel_fd, &status);
+    /* A writer's command must finish the stream it took; a job's reader has what it needs and
+     * owes the command nothing more. Streams outside a job (cpr_stream_close()'s callers, no
+     * cancel fd) keep waiting as they always did. */
+    int bound = writer || s->cancel_fd < 0 ? -1 : CPR_CHILD_GRACE_MS;
+    int r = s->abandoned ? 0 : cpr_child_wait(pid, bound, s->cancel_fd, &status);
     if (r == 1) {
         if (!writer)
             return 0;

@@ -113,8 +113,10 @@ void cpr_stream_abandon(cpr_stream *s);
 void cpr_stream_set_cancel_fd(cpr_stream *s, int cancel_fd);
 /*
  * Closes the fd (when owned) and reaps an exec: child: a writer's command is waited for and
- * must succeed (a cancel stops it); a reader's gets CPR_CHILD_GRACE_MS to exit, an abandoned
- * writer's none, before it is stopped (SIGTERM, then SIGKILL). Returns 0 or an error.
+ * must succeed (a cancel stops it); with a cancel fd set (a job's stream) a reader's gets
+ * CPR_CHILD_GRACE_MS to exit, an abandoned writer's none, before it is stopped (SIGTERM, then
+ * SIGKILL). Without one a reader's command is waited for, as cpr_stream_close() documents.
+ * Returns 0 or an error.
  */
 int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp);
 
