@@ -296,6 +296,25 @@ START_TEST(test_cancel_ends_a_stopped_exec_command)
 }
 END_TEST
 
+START_TEST(test_cancel_ends_a_migration_into_a_pipe_nobody_reads)
+{
+    struct mig_vm *src = running_vm_on(NULL);
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    g_autofree char *u = g_strdup_printf("fd:%d", p[1]);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
+    g_usleep(100 * 1000); /* the pipe holds 64 KiB: the engine is (or soon will be) stuck */
+    ck_assert_int_eq(cpr_migrate_cancel(src->ctx, NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_wait(src->ctx, errp_), -ECANCELED, "cancel");
+    ck_assert(mig_vm_running(src));
+    /* The fd stays the caller's, with the flags it had. */
+    ck_assert_int_eq(fcntl(p[1], F_GETFL) & O_NONBLOCK, 0);
+    close(p[0]);
+    close(p[1]);
+    mig_vm_free(src);
+}
+END_TEST
+
 START_TEST(test_an_incoming_exec_command_that_never_exits_does_not_hold_the_load)
 {
     struct mig_vm *src = running_vm_on(NULL);
@@ -332,6 +351,7 @@ static Suite *files_suite(void)
     tcase_add_test(tc, test_a_save_at_an_offset_keeps_what_precedes_it);
     tcase_add_test(tc, test_cancel_ends_an_exec_command_that_stopped_reading);
     tcase_add_test(tc, test_cancel_ends_a_stopped_exec_command);
+    tcase_add_test(tc, test_cancel_ends_a_migration_into_a_pipe_nobody_reads);
     tcase_add_test(tc, test_an_incoming_exec_command_that_never_exits_does_not_hold_the_load);
     suite_add_tcase(s, tc);
     return s;
