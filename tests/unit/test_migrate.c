@@ -17,11 +17,59 @@
 #include <unistd.h>
 
 #include "internal/error.h"
-#include "mig_fixture.h"
+#include "mig_vm.h"
+#include "proc_util.h"
+#include "testutil.h"
+
+#define RAM (8u << 20)
+
+static char *dir;
+static int fds_before;
+
+static void setup(void)
+{
+    dir = proc_tmpdir();
+    fds_before = proc_fd_count();
+}
+
+static void teardown(void)
+{
+    ck_assert_int_eq(proc_fd_count(), fds_before);
+    proc_rmtree(dir);
+    g_free(dir);
+}
+
+static char *path(const char *name)
+{
+    return g_strdup_printf("%s/%s", dir, name);
+}
+
+static char *uri(const char *scheme, const char *name)
+{
+    return g_strdup_printf("%s:%s/%s", scheme, dir, name);
+}
+
+/* A VM with RAM filled and its guest running: RAM in a memfd, or in the file ram_path. */
+static struct mig_vm *running_vm_on(const char *ram_path)
+{
+    struct mig_vm *vm = mig_vm_new(RAM, ram_path, 0);
+    ck_assert_ptr_nonnull(vm);
+    mig_vm_fill(vm);
+    mig_vm_start(vm);
+    mig_vm_log_clear(vm);
+    return vm;
+}
 
 static struct mig_vm *running_vm(void)
 {
     return running_vm_on(NULL);
+}
+
+static cpr_migration_info query(cpr_ctx *ctx)
+{
+    cpr_migration_info i = { .size = sizeof(i) };
+    ck_assert_int_eq(cpr_migrate_query(ctx, &i, NULL), 0);
+    return i;
 }
 
 /* Asserts that the words of `order` appear in `log` in that order (others may be between). */

@@ -15,6 +15,24 @@
 #include <unistd.h>
 
 #include "mig_fixture.h"
+#include "testutil.h"
+
+#define RAM (8u << 20)
+
+static char *path(const char *name)
+{
+    return g_strdup_printf("%s/%s", dir, name);
+}
+
+static char *uri(const char *scheme, const char *name)
+{
+    return g_strdup_printf("%s:%s/%s", scheme, dir, name);
+}
+
+static struct mig_vm *running_vm_on(const char *ram_path)
+{
+    return mig_running_vm(RAM, ram_path);
+}
 
 static int name_cmp(const void *a, const void *b)
 {
