@@ -174,13 +174,18 @@ void cpr_mig_ram_free(struct cpr_mig_ram *r)
     g_free(r);
 }
 
-int cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared, cpr_error **errp)
+void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared)
 {
     cpr_ram_save_free(r->save);
+    cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save);
     r->stopped = 0;
     r->pass_end = 0;
     r->part_bytes = CPR_MIG_RAM_PART_BYTES;
-    return cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save, errp);
+}
+
+int cpr_mig_ram_check(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared, cpr_error **errp)
+{
+    return cpr_ram_save_check(r->ctx, mode, ignore_shared, errp);
 }
 
 void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes)

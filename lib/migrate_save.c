@@ -16,8 +16,8 @@
 #include "internal/main_channel.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
-#include "internal/savevm.h"
 #include "internal/stream.h"
+#include "internal/savevm.h"
 
 /* A guest that dirties memory faster than the link carries it never converges: after this many
  * passes the engine switches over anyway, with whatever downtime that costs. */
@@ -224,12 +224,13 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     struct save_run r = { .job = job, .ram = mig->ram };
     struct cpr_main_chan mc;
     /* Before the channel opens: a refused block leaves no file and starts no command. */
-    int ret = cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared, errp);
+    int ret = cpr_mig_ram_check(r.ram, job->mode, job->params.x_ignore_shared, errp);
     if (ret == 0)
         ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
     if (ret < 0)
         return ret;
     r.s = mc.s;
+    cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
     int begun = ret != -EBUSY;
     if (ret == 0)

@@ -37,16 +37,20 @@ struct cpr_ram_save {
     uint64_t cursor;    /* next page to look at in that block */
     uint64_t pass_left; /* pages of the current pass not yet sent */
     struct cpr_ram_stats st;
-    cpr_error **errp;   /* while collecting blocks */
 };
 
 /* Blocks kept in place are not sent: shared memory under x-ignore-shared, and every shared
  * block in the cpr modes that hand the memory itself to the new process. */
-static int block_stays(const cpr_ram_save *rs, const cpr_ram_block *b)
+static int stays(cpr_mode mode, int ignore_shared, const cpr_ram_block *b)
 {
     if (!cpr_ram_block_shared(b))
         return 0;
-    return rs->ignore_shared || rs->mode == CPR_MODE_CPR_TRANSFER || rs->mode == CPR_MODE_CPR_EXEC;
+    return ignore_shared || mode == CPR_MODE_CPR_TRANSFER || mode == CPR_MODE_CPR_EXEC;
+}
+
+static int block_stays(const cpr_ram_save *rs, const cpr_ram_block *b)
+{
+    return stays(rs->mode, rs->ignore_shared, b);
 }
 
 /*
@@ -55,29 +59,39 @@ static int block_stays(const cpr_ram_save *rs, const cpr_ram_block *b)
  * file system that outlives this process. A memfd or an unlinked file has none (st_nlink 0):
  * it ends with the process, and the loader would map fresh zeroed memory of the same name.
  */
-static int check_outlives(const cpr_ram_save *rs, const cpr_ram_block *b, cpr_error **errp)
+struct outlive_check {
+    cpr_mode mode;
+    int ignore_shared;
+    cpr_error **errp;
+};
+
+static int check_outlives(cpr_ram_block *b, void *opaque)
 {
-    if (rs->mode == CPR_MODE_CPR_TRANSFER || rs->mode == CPR_MODE_CPR_EXEC)
+    const struct outlive_check *c = opaque;
+    if (!stays(c->mode, c->ignore_shared, b) || c->mode == CPR_MODE_CPR_TRANSFER || c->mode == CPR_MODE_CPR_EXEC)
         return 0;
     struct stat st;
     if (fstat(cpr_ram_block_fd(b), &st) < 0)
-        return cpr_error_set_errno(errp, -errno, "RAM block '%s': fstat of its fd", cpr_ram_block_name(b));
+        return cpr_error_set_errno(c->errp, -errno, "RAM block '%s': fstat of its fd", cpr_ram_block_name(b));
     if (st.st_nlink > 0)
         return 0;
-    const char *mode = cpr_mode_name(rs->mode);
-    return cpr_error_set(errp, -EINVAL, "RAM block '%s' would be left out of the %s stream (x-ignore-shared), "
+    const char *mode = cpr_mode_name(c->mode);
+    return cpr_error_set(c->errp, -EINVAL, "RAM block '%s' would be left out of the %s stream (x-ignore-shared), "
                          "but it is a memfd or a deleted file, which ends with this process: back it with a "
                          "file that stays (share=on), or turn x-ignore-shared off",
                          cpr_ram_block_name(b), mode ? mode : "normal");
+}
+
+int cpr_ram_save_check(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_error **errp)
+{
+    struct outlive_check c = { mode, ignore_shared, errp };
+    return cpr_ram_block_foreach(ctx, check_outlives, &c);
 }
 
 static int collect_block(cpr_ram_block *b, void *opaque)
 {
     cpr_ram_save *rs = opaque;
     uint8_t sent = !block_stays(rs, b);
-    int ret = sent ? 0 : check_outlives(rs, b, rs->errp);
-    if (ret < 0)
-        return ret;
     g_ptr_array_add(rs->table, b);
     g_array_append_val(rs->sent, sent);
     if (sent) {
@@ -91,7 +105,7 @@ static int collect_block(cpr_ram_block *b, void *opaque)
     return 0;
 }
 
-int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out, cpr_error **errp)
+int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out)
 {
     cpr_ram_save *rs = g_new0(cpr_ram_save, 1);
     rs->ctx = ctx;
@@ -100,14 +114,7 @@ int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_sav
     rs->blks = g_array_new(FALSE, TRUE, sizeof(struct ram_blk));
     rs->table = g_ptr_array_new();
     rs->sent = g_array_new(FALSE, TRUE, 1);
-    rs->errp = errp;
-    int ret = cpr_ram_block_foreach(ctx, collect_block, rs);
-    rs->errp = NULL;
-    if (ret < 0) {
-        cpr_ram_save_free(rs);
-        *out = NULL;
-        return ret;
-    }
+    cpr_ram_block_foreach(ctx, collect_block, rs);
     *out = rs;
     return 0;
 }

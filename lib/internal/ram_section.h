@@ -43,10 +43,12 @@ struct cpr_ram_stats {
  * Starts a save on ctx: decides which blocks go (not shared ones kept in place by
  * x-ignore-shared or by a cpr mode), writes the block table into the open record of s, and
  * makes every page of the sent blocks dirty for the first pass. `sync` (may be NULL) is called
- * before each later pass so that the VMM merges its dirty log. Refuses (-EINVAL naming the
- * block, *out NULL) a block left out that cannot outlive the process in that mode.
+ * before each later pass so that the VMM merges its dirty log.
  */
-int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out, cpr_error **errp);
+int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out);
+/* Refuses (-EINVAL naming the block) a block that a save in this mode would leave out of the
+ * stream but that cannot outlive the process: cpr_ram_save_new() would choose the same blocks. */
+int cpr_ram_save_check(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_error **errp);
 int cpr_ram_save_setup(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp);
 
 /*
