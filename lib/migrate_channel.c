@@ -15,6 +15,7 @@
 #include <cpr/transport.h>
 
 #include "internal/error.h"
+#include "internal/file_save.h"
 #include "internal/main_channel.h"
 #include "internal/scm.h"
 #include "internal/stream.h"
@@ -38,12 +39,14 @@ static void opened(cpr_job *job, struct cpr_main_chan *c)
     c->is_file = known && S_ISREG(st.st_mode);
     if (c->is_socket)
         cpr_job_watch_fd(job, c->fd);
+    else /* pipes and exec: commands: cancel ends the stream's waits and stops the command */
+        cpr_stream_set_cancel_fd(c->s, cpr_job_cancel_fd(job));
 }
 
 int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
 {
     cpr_main_chan_init(c);
-    int ret = cpr_transport_open_output(a, &c->s, errp);
+    int ret = cpr_transport_open_output_durable(a, &c->s, errp);
     if (ret < 0) {
         cpr_error_prefix(errp, "main channel");
         return ret;

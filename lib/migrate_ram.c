@@ -11,12 +11,16 @@
 #include <cpr/ram.h>
 #include <cpr/savevm.h>
 
+#include <cpr/vmstate.h>
+
 #include "internal/error.h"
 #include "internal/mig_ram.h"
+#include "internal/ram_identity.h"
 
 struct cpr_mig_ram {
     cpr_ctx *ctx;
     cpr_section *section;
+    cpr_section *identity; /* the optional full section "ram-identity" */
     cpr_ram_save *save;
     cpr_ram_load *load;
     int stopped;  /* guest stopped: a finished pass is the last */
@@ -104,6 +108,39 @@ static void ram_cleanup(void *opaque)
     r->save = NULL;
 }
 
+/* ---- the identity of blocks left in place: a full section, written with the guest stopped ---- */
+
+static int identity_put(cpr_stream *s, const void *field, void *opaque, cpr_error **errp)
+{
+    cpr_ram_save *const *save = field;
+    g_autoptr(GPtrArray) kept = *save ? cpr_ram_save_kept(*save) : NULL;
+    return cpr_ram_identity_put(s, kept, errp);
+}
+
+static int identity_get(cpr_stream *s, void *field, uint64_t len, void *opaque, cpr_error **errp)
+{
+    struct cpr_mig_ram *r = opaque;
+    return cpr_ram_identity_check(s, r->ctx, errp);
+}
+
+/*
+ * Optional (docs/format.md 2.3 rule 6), so that libcpr 1.0 and 1.1 loaders, which lack it,
+ * skip it and still load the stream; the "ram" section itself is unchanged.
+ */
+static int identity_register(struct cpr_mig_ram *r, cpr_error **errp)
+{
+    cpr_desc *d;
+    int ret = cpr_desc_new(CPR_RAM_IDENTITY_SECTION, CPR_RAM_IDENTITY_VERSION, 1, sizeof(*r), &d, errp);
+    if (ret < 0)
+        return ret;
+    ret = cpr_desc_add_custom(d, "blocks", CPR_MEMBER(struct cpr_mig_ram, save), identity_put, identity_get, r,
+                              errp);
+    if (ret == 0)
+        ret = cpr_savevm_register(r->ctx, NULL, 0, d, r, CPR_SECTION_OPTIONAL, &r->identity, errp);
+    cpr_desc_unref(d);
+    return ret;
+}
+
 int cpr_mig_ram_register(cpr_ctx *ctx, struct cpr_mig_ram **slot, cpr_error **errp)
 {
     if (*slot)
@@ -122,6 +159,8 @@ int cpr_mig_ram_register(cpr_ctx *ctx, struct cpr_mig_ram **slot, cpr_error **er
     r->ctx = ctx;
     int ret = cpr_savevm_register_live(ctx, CPR_RAM_SECTION_NAME, 0, CPR_RAM_SECTION_VERSION,
                                        CPR_RAM_SECTION_VERSION, &ops, r, 0, &r->section, errp);
+    if (ret == 0 && (ret = identity_register(r, errp)) < 0)
+        cpr_savevm_unregister(ctx, r->section);
     if (ret < 0) {
         cpr_error_prefix(errp, "registering the RAM section");
         g_free(r);
@@ -148,6 +187,11 @@ void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared
     r->stopped = 0;
     r->pass_end = 0;
     r->part_bytes = CPR_MIG_RAM_PART_BYTES;
+}
+
+int cpr_mig_ram_check(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared, cpr_error **errp)
+{
+    return cpr_ram_save_check(r->ctx, mode, ignore_shared, errp);
 }
 
 void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes)

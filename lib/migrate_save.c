@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -17,6 +16,7 @@
 #include "internal/main_channel.h"
 #include "internal/mig_ram.h"
 #include "internal/mig_state.h"
+#include "internal/stream.h"
 #include "internal/savevm.h"
 #include "internal/vm_hooks.h"
 
@@ -226,11 +226,7 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
     stats_update(r);
     if (ret < 0)
         return ret;
-    struct stat st;
-    /* cpr-reboot's file must survive the host's reboot. */
-    if (r->job->mode == CPR_MODE_CPR_REBOOT && fstat(mc->fd, &st) == 0 && S_ISREG(st.st_mode) &&
-        fdatasync(mc->fd) < 0)
-        return cpr_error_set_errno(errp, -errno, "main channel: fdatasync");
+    /* A file: is synced and renamed into place by the channel's close (every mode). */
     if (mc->is_socket)
         return cpr_main_chan_wait_ack(r->job, mc, errp);
     return 0;
@@ -241,7 +237,10 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     struct cpr_mig *mig = job->mig;
     struct save_run r = { .job = job, .ram = mig->ram };
     struct cpr_main_chan mc;
-    int ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
+    /* Before the channel opens: a refused block leaves no file and starts no command. */
+    int ret = cpr_mig_ram_check(r.ram, job->mode, job->params.x_ignore_shared, errp);
+    if (ret == 0)
+        ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
     if (ret < 0)
         return ret;
     r.s = mc.s;
@@ -267,6 +266,8 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
+    if (ret < 0)
+        cpr_stream_abandon(mc.s); /* nothing of a failed save replaces the old file */
     /* An exec: command that fails after taking the whole stream still fails the job. */
     int to_pipe = !mc.is_socket && !mc.is_file;
     int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);

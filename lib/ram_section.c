@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -40,11 +41,51 @@ struct cpr_ram_save {
 
 /* Blocks kept in place are not sent: shared memory under x-ignore-shared, and every shared
  * block in the cpr modes that hand the memory itself to the new process. */
-static int block_stays(const cpr_ram_save *rs, const cpr_ram_block *b)
+static int stays(cpr_mode mode, int ignore_shared, const cpr_ram_block *b)
 {
     if (!cpr_ram_block_shared(b))
         return 0;
-    return rs->ignore_shared || rs->mode == CPR_MODE_CPR_TRANSFER || rs->mode == CPR_MODE_CPR_EXEC;
+    return ignore_shared || mode == CPR_MODE_CPR_TRANSFER || mode == CPR_MODE_CPR_EXEC;
+}
+
+static int block_stays(const cpr_ram_save *rs, const cpr_ram_block *b)
+{
+    return stays(rs->mode, rs->ignore_shared, b);
+}
+
+/*
+ * A block left out of the stream must still hold the guest's memory when the loader maps it.
+ * cpr-transfer and cpr-exec hand the fd itself over; every other mode relies on a name in a
+ * file system that outlives this process. A memfd or an unlinked file has none (st_nlink 0):
+ * it ends with the process, and the loader would map fresh zeroed memory of the same name.
+ */
+struct outlive_check {
+    cpr_mode mode;
+    int ignore_shared;
+    cpr_error **errp;
+};
+
+static int check_outlives(cpr_ram_block *b, void *opaque)
+{
+    const struct outlive_check *c = opaque;
+    if (!stays(c->mode, c->ignore_shared, b) || c->mode == CPR_MODE_CPR_TRANSFER || c->mode == CPR_MODE_CPR_EXEC)
+        return 0;
+    struct stat st;
+    if (fstat(cpr_ram_block_fd(b), &st) < 0)
+        return cpr_error_set_errno(c->errp, -errno, "RAM block '%s': fstat of its fd", cpr_ram_block_name(b));
+    if (st.st_nlink > 0)
+        return 0;
+    const char *mode = cpr_mode_name(c->mode);
+    return cpr_error_set(c->errp, -EINVAL, "RAM block '%s' would be left out of the %s stream (x-ignore-shared), "
+                         "but it is a memfd or a deleted file, which ends with this process: back it with a "
+                         "file that stays (share=on), or turn x-ignore-shared off",
+                         cpr_ram_block_name(b), mode ? mode : "normal");
+}
+
+int cpr_ram_save_check(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_error **errp)
+{
+    struct outlive_check c = { mode, ignore_shared, errp };
+    return cpr_ram_block_foreach(ctx, check_outlives, &c);
 }
 
 static int collect_block(cpr_ram_block *b, void *opaque)
@@ -157,6 +198,15 @@ int64_t cpr_ram_save_sync(cpr_ram_save *rs, cpr_error **errp)
 unsigned int cpr_ram_save_sent_blocks(const cpr_ram_save *rs)
 {
     return rs->blks->len;
+}
+
+GPtrArray *cpr_ram_save_kept(const cpr_ram_save *rs)
+{
+    GPtrArray *kept = g_ptr_array_new();
+    for (guint i = 0; i < rs->table->len; i++)
+        if (!g_array_index(rs->sent, uint8_t, i))
+            g_ptr_array_add(kept, g_ptr_array_index(rs->table, i));
+    return kept;
 }
 
 uint64_t cpr_ram_save_pending(const cpr_ram_save *rs)

@@ -18,8 +18,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "internal/child.h"
 #include "internal/crc32c.h"
 #include "internal/error.h"
+#include "internal/file_save.h"
 #include "internal/stream.h"
 
 #define WRITE_BUF_SIZE (2u << 20)
@@ -44,6 +46,8 @@ static cpr_stream *stream_alloc(enum cpr_stream_kind kind, int fd, unsigned int 
     s->kind = kind;
     s->fd = fd;
     s->flags = flags;
+    s->cancel_fd = -1;
+    s->restore_fl = -1;
     struct stat st;
     s->file_pos = -1;
     if (fd >= 0 && fstat(fd, &st) == 0) {
@@ -151,29 +155,84 @@ CPR_API int cpr_stream_mem_steal(cpr_stream *s, void **data, size_t *len, cpr_er
     return 0;
 }
 
+void cpr_stream_abandon(cpr_stream *s)
+{
+    if (!s)
+        return;
+    s->abandoned = 1;
+    cpr_file_save_discard(s->file_save);
+    s->file_save = NULL;
+}
+
+void cpr_stream_set_cancel_fd(cpr_stream *s, int cancel_fd)
+{
+    s->cancel_fd = cancel_fd;
+    if (!s->is_pipe || s->fd < 0)
+        return;
+    /* A blocking write into a pipe nobody reads never returns: wait in poll() instead. */
+    int fl = fcntl(s->fd, F_GETFL);
+    if (fl < 0 || (fl & O_NONBLOCK) || fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return;
+    if (!(s->flags & CPR_STREAM_OWN_FD))
+        s->restore_fl = fl;
+}
+
+/* Waits until fd is ready for `events`, or fails with -ECANCELED once the cancel fd is readable. */
+static int wait_ready(cpr_stream *s, short events, cpr_error **errp)
+{
+    struct pollfd p[2] = { { .fd = s->fd, .events = events }, { .fd = s->cancel_fd, .events = POLLIN } };
+    for (;;) {
+        int n = poll(p, s->cancel_fd >= 0 ? 2 : 1, -1);
+        if (n < 0 && errno != EINTR)
+            return cpr_error_set_errno(errp, -errno, "stream: poll on fd %d", s->fd);
+        if (n > 0 && (p[1].revents & POLLIN))
+            return cpr_error_set(errp, -ECANCELED, "stream: cancelled while waiting for fd %d", s->fd);
+        if (n > 0 && p[0].revents)
+            return 0;
+    }
+}
+
+/* The command's end once its stream is done with it; what it means for the job (a writer's). */
+static int reap_status(cpr_stream *s, pid_t pid, cpr_error **errp)
+{
+    int writer = cpr_stream_is_writer(s), status = 0;
+    /* A writer's command must finish the stream it took; a job's reader has what it needs and
+     * owes the command nothing more. Streams outside a job (cpr_stream_close()'s callers, no
+     * cancel fd) keep waiting as they always did. */
+    int bound = writer || s->cancel_fd < 0 ? -1 : CPR_CHILD_GRACE_MS;
+    int r = s->abandoned ? 0 : cpr_child_wait(pid, bound, s->cancel_fd, &status);
+    if (r == 1) {
+        if (!writer)
+            return 0;
+        if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+            return cpr_error_set(errp, -EIO, "command '%s' exited with status %d", s->command, WEXITSTATUS(status));
+        if (WIFSIGNALED(status))
+            return cpr_error_set(errp, -EIO, "command '%s' was killed by signal %d", s->command, WTERMSIG(status));
+        return 0;
+    }
+    if (r < 0 && r != -ECANCELED)
+        return cpr_error_set_errno(errp, r, "waiting for command '%s'", s->command);
+    int st = cpr_child_stop(pid);
+    if (st < 0)
+        return cpr_error_set_errno(errp, st, "stopping command '%s'", s->command);
+    if (r == -ECANCELED && writer)
+        return cpr_error_set(errp, -ECANCELED, "command '%s' stopped: migration cancelled", s->command);
+    return 0;
+}
+
 int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp)
 {
+    if (s->restore_fl >= 0 && s->fd >= 0)
+        fcntl(s->fd, F_SETFL, s->restore_fl);
+    s->restore_fl = -1;
     if ((s->flags & CPR_STREAM_OWN_FD) && s->fd >= 0)
         close(s->fd);
     s->fd = -1;
     if (!s->child)
         return 0;
-    int status, ret = 0;
     pid_t pid = (pid_t)s->child;
     s->child = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR)
-            return cpr_error_set_errno(errp, -errno, "waiting for command '%s'", s->command);
-    }
-    /* A reader may stop at the end record before the command finished: only a writer's
-     * command must succeed. */
-    if (!cpr_stream_is_writer(s))
-        return 0;
-    if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
-        ret = cpr_error_set(errp, -EIO, "command '%s' exited with status %d", s->command, WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        ret = cpr_error_set(errp, -EIO, "command '%s' was killed by signal %d", s->command, WTERMSIG(status));
-    return ret;
+    return reap_status(s, pid, errp);
 }
 
 CPR_API void cpr_stream_free(cpr_stream *s)
@@ -181,6 +240,7 @@ CPR_API void cpr_stream_free(cpr_stream *s)
     if (!s)
         return;
     cpr_stream_reap_child(s, NULL);
+    cpr_file_save_discard(s->file_save); /* never closed: the save did not complete */
     g_free(s->command);
     if (s->kind != CPR_SINK_MEMBUF)
         g_free(s->buf);
@@ -304,15 +364,14 @@ static int write_all_iov(cpr_stream *s, struct iovec *iov, int cnt, cpr_error **
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN) {
-                struct pollfd p = { .fd = s->fd, .events = POLLOUT };
-                poll(&p, 1, -1);
+            int code;
+            if (errno != EAGAIN)
+                code = cpr_error_set_errno(errp, -errno, "stream: write to fd %d failed", s->fd);
+            else if ((code = wait_ready(s, POLLOUT, errp)) == 0)
                 continue;
-            }
-            int code = -errno;
             if (!s->error)
                 s->error = code;
-            return cpr_error_set_errno(errp, code, "stream: write to fd %d failed", s->fd);
+            return code;
         }
         s->written += (uint64_t)n;
         while (cnt > 0 && (size_t)n >= iov->iov_len) {
@@ -578,8 +637,9 @@ int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
-                struct pollfd p = { .fd = s->fd, .events = POLLIN };
-                poll(&p, 1, -1);
+                int ret = wait_ready(s, POLLIN, errp);
+                if (ret < 0)
+                    return ret;
                 continue;
             }
             return cpr_error_set_errno(errp, -errno, "stream: read from fd %d at offset %" G_GUINT64_FORMAT " failed",

@@ -17,6 +17,7 @@
 #include <cpr/transport.h>
 
 #include "internal/error.h"
+#include "internal/file_save.h"
 #include "internal/stream.h"
 #include "internal/transfer.h"
 
@@ -166,6 +167,30 @@ static int wrap(int fd, int write, int borrowed, int child, const char *command,
     (*out)->child = child;
     (*out)->command = g_strdup(command);
     return 0;
+}
+
+/* A file written under a temporary name, renamed over the target by cpr_stream_close(). */
+static int open_durable(const cpr_addr *addr, cpr_stream **out, cpr_error **errp)
+{
+    struct cpr_file_save *fs;
+    int fd, ret = cpr_file_save_begin(cpr_addr_path(addr), cpr_addr_offset(addr), &fs, &fd, errp);
+    if (ret < 0)
+        return ret;
+    if (ret == 1) /* not a regular file: nothing to replace */
+        return cpr_transport_open_output(addr, out, errp);
+    if ((ret = wrap(fd, 1, 0, 0, NULL, out, errp)) < 0) {
+        cpr_file_save_discard(fs);
+        return ret;
+    }
+    (*out)->file_save = fs;
+    return 0;
+}
+
+int cpr_transport_open_output_durable(const cpr_addr *addr, cpr_stream **out, cpr_error **errp)
+{
+    if (addr && out && cpr_addr_transport(addr) == CPR_TRANSPORT_FILE)
+        return open_durable(addr, out, errp);
+    return cpr_transport_open_output(addr, out, errp);
 }
 
 CPR_API int cpr_transport_open_output(const cpr_addr *addr, cpr_stream **out, cpr_error **errp)
@@ -347,8 +372,18 @@ CPR_API int cpr_stream_close(cpr_stream *s, cpr_error **errp)
     if (!s)
         return 0;
     int ret = 0;
-    if (cpr_stream_is_writer(s) && !s->in_record)
+    if (cpr_stream_is_writer(s) && !s->in_record && !s->abandoned)
         ret = cpr_stream_flush(s, errp);
+    /* A durable file replaces the old one only when every byte made it (else the stream's
+     * free removes the temporary file). */
+    struct cpr_file_save *fs = s->file_save;
+    s->file_save = NULL;
+    if (fs && ret == 0 && s->in_record)
+        ret = cpr_error_set(errp, -EBADMSG, "stream closed inside a record: the state file is not replaced");
+    if (fs && ret == 0)
+        ret = cpr_file_save_commit(fs, s->fd, errp);
+    else
+        cpr_file_save_discard(fs);
     int r2 = cpr_stream_reap_child(s, ret < 0 ? NULL : errp);
     cpr_stream_free(s);
     return ret < 0 ? ret : r2;

@@ -21,6 +21,9 @@ void cpr_mig_ram_free(struct cpr_mig_ram *r);
 
 /* Before a save: picks the blocks to send for this mode (see lib/ram_section.c). */
 void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared);
+/* Before the channel opens: refuses, naming the block, a block the save would leave out that
+ * could not outlive this process in that mode. */
+int cpr_mig_ram_check(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared, cpr_error **errp);
 
 /* Bytes of pages per part from now on (the engine shrinks it under a bandwidth limit). */
 void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes);

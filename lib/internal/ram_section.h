@@ -11,6 +11,8 @@
 #ifndef CPR_INTERNAL_RAM_SECTION_H
 #define CPR_INTERNAL_RAM_SECTION_H
 
+#include <glib.h>
+
 #include <cpr/ram.h>
 #include <cpr/stream.h>
 
@@ -44,6 +46,9 @@ struct cpr_ram_stats {
  * before each later pass so that the VMM merges its dirty log.
  */
 int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out);
+/* Refuses (-EINVAL naming the block) a block that a save in this mode would leave out of the
+ * stream but that cannot outlive the process: cpr_ram_save_new() would choose the same blocks. */
+int cpr_ram_save_check(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_error **errp);
 int cpr_ram_save_setup(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp);
 
 /*
@@ -59,6 +64,8 @@ int64_t cpr_ram_save_sync(cpr_ram_save *rs, cpr_error **errp);
 
 /* Number of blocks whose pages this save sends (0: the section has nothing to do). */
 unsigned int cpr_ram_save_sent_blocks(const cpr_ram_save *rs);
+/* The blocks this save leaves in place (cpr_ram_block *), as a new array to free. */
+GPtrArray *cpr_ram_save_kept(const cpr_ram_save *rs);
 
 /* Bytes left in the current pass (the pending estimate between syncs). */
 uint64_t cpr_ram_save_pending(const cpr_ram_save *rs);

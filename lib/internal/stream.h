@@ -46,6 +46,10 @@ struct cpr_stream {
     int is_pipe;         /* writes block SIGPIPE */
     int child;           /* pid of an exec: command to wait for, 0 for none */
     char *command;       /* that command, for messages */
+    struct cpr_file_save *file_save; /* a durable file save: committed by cpr_stream_close() */
+    int abandoned;       /* cpr_stream_abandon(): the output is not wanted */
+    int cancel_fd;       /* readable when a job's cancel asks the stream's waits to end; -1 */
+    int restore_fl;      /* a borrowed pipe made non-blocking: its flags to restore; -1 */
     uint64_t limit[4]; /* indexed by cpr_stream_limit */
     /* Writer: bytes accepted so far. Reader: offset of rbuf[rpos]. */
     uint64_t offset;
@@ -96,7 +100,24 @@ struct cpr_stream {
     uint64_t view_offset; /* stream offset of the record's header */
 };
 
-/* Reaps an exec: child (closing the fd first); returns 0 or -ECHILD-like error with *errp. */
+/*
+ * The writer's save failed: its close must not publish anything. A durable file save is
+ * discarded (the old file stays) and an exec: command is stopped rather than waited for.
+ */
+void cpr_stream_abandon(cpr_stream *s);
+/*
+ * Lets a job's cancel end the stream's waits: once cancel_fd is readable, a read or write
+ * that would block fails with -ECANCELED, and an exec: command is stopped instead of waited
+ * for. A pipe is made non-blocking for that (a borrowed one gets its flags back at close).
+ */
+void cpr_stream_set_cancel_fd(cpr_stream *s, int cancel_fd);
+/*
+ * Closes the fd (when owned) and reaps an exec: child: a writer's command is waited for and
+ * must succeed (a cancel stops it); with a cancel fd set (a job's stream) a reader's gets
+ * CPR_CHILD_GRACE_MS to exit, an abandoned writer's none, before it is stopped (SIGTERM, then
+ * SIGKILL). Without one a reader's command is waited for, as cpr_stream_close() documents.
+ * Returns 0 or an error.
+ */
 int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp);
 
 static inline int cpr_stream_is_writer(const cpr_stream *s)

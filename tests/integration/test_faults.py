@@ -575,6 +575,32 @@ def case_reboot_other_size():
     return run
 
 
+def case_reboot_memfd():
+    """The VMM's RAM in a memfd, which ends with the process: the save must not leave it out."""
+    def run():
+        memfd = f"memory-backend-memfd,id=ram0,size={RAM_MB}M,share=on"
+        old = boot("old", [memfd if a.startswith("memory-backend-file,") else a for a in reboot_args()])
+        hb = old.guest()["heartbeat"]
+        reboot_params(old)
+        old.qmp("migrate", uri=f"file:{STATE}")
+        out = old_resumed(old, hb)
+        check("'ram0'" in out, "the error names the block")
+        check(not os.path.exists(STATE), "no state file written")
+        return out
+    return run
+
+
+def case_reboot_ram_reset():
+    """The RAM file loses its contents while the VMM is down (same file, same inode)."""
+    def run():
+        reboot_save()
+        os.truncate(RAM_FILE, 0)  # the restarted VMM extends it again: zeroed memory
+        out = refused(reboot_load("new"))
+        check("'ram0'" in out, "the error names the block")
+        return out
+    return run
+
+
 # ---- cpr-exec ---------------------------------------------------------------------------------
 
 def exec_args():
@@ -730,6 +756,8 @@ CASES = {
         ("one checksum byte flipped", REFUSED + " naming the checksum", case_reboot_flipped()),
         ("state file deleted between quit and restart", REFUSED + " naming the file", case_reboot_deleted()),
         ("restart with another RAM size", REFUSED, case_reboot_other_size()),
+        ("RAM in a memfd (x-ignore-shared)", RESUMES + ", the save refused naming the block", case_reboot_memfd()),
+        ("RAM file zeroed between quit and restart", REFUSED + " naming the block", case_reboot_ram_reset()),
     ],
     "cpr-exec": [
         ("exec of the new binary fails", RESUMES, case_exec_fails()),
