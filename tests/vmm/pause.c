@@ -58,25 +58,28 @@ void vmm_pause_stopped(vmm *v, vmm_hb_handoff *out)
 
 void vmm_pause_incoming(vmm *v, const vmm_hb_handoff *h)
 {
-    if (!v->sampler)
-        return;
-    vmm_hb_sampler_handoff_set(v->sampler, h);
+    /* Only noted: setting it writes the guest's pause records in RAM, and until the commit the
+     * RAM may still be the source's to resume on (or a later restart's to load). */
     g_mutex_lock(&v->lock);
-    v->pause_armed = 1;
+    v->in_handoff = *h;
+    v->have_in_handoff = 1;
     g_mutex_unlock(&v->lock);
 }
 
 void vmm_pause_before_resume(vmm *v)
 {
     g_mutex_lock(&v->lock);
-    int own = !v->pause_armed && v->have_own_handoff;
-    vmm_hb_handoff h = v->own_handoff;
+    /* The guest came from a source: the pause counts from the source's stop. Otherwise the
+     * migration failed and the guest resumes here: the pause counts from our own stop. */
+    int in = v->have_in_handoff;
+    int own = !in && !v->pause_armed && v->have_own_handoff;
+    vmm_hb_handoff h = in ? v->in_handoff : v->own_handoff;
+    v->have_in_handoff = 0;
     v->have_own_handoff = 0;
-    if (own)
+    if (in || own)
         v->pause_armed = 1;
     g_mutex_unlock(&v->lock);
-    /* The migration failed and the guest resumes here: the pause counts from our own stop. */
-    if (own && v->sampler)
+    if ((in || own) && v->sampler)
         vmm_hb_sampler_handoff_set(v->sampler, &h);
 }
 

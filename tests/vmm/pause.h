@@ -18,10 +18,11 @@ void vmm_pause_stopped(vmm *v, vmm_hb_handoff *out);
 /* Outgoing completed: the guest will not resume here, forget our handoff. */
 void vmm_pause_completed(vmm *v);
 
-/* Incoming, loaded: the old VMM's handoff, set before the resume. */
+/* Incoming, loaded: notes the old VMM's handoff; it is set (in guest RAM) only right before
+ * the resume, after the destination committed. */
 void vmm_pause_incoming(vmm *v, const vmm_hb_handoff *h);
-/* Right before the library resumes the guest: after a failed outgoing migration, counts the
- * pause from our own stop. */
+/* Right before the library resumes the guest: sets the incoming handoff, or, after a failed
+ * outgoing migration, counts the pause from our own stop. */
 void vmm_pause_before_resume(vmm *v);
 /* Right after the resume: measures the pause in the background when a handoff was set. */
 void vmm_pause_resumed(vmm *v);

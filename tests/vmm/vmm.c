@@ -221,6 +221,11 @@ int vmm_vm_stop(vmm *v, mon_error *err)
 int vmm_vm_start(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
+    /* A guest loaded paused (-S) and started by hand: its pause is the operator's, not the
+     * switchover's, so the source's handoff is not measured from. */
+    g_mutex_lock(&v->lock);
+    v->have_in_handoff = 0;
+    g_mutex_unlock(&v->lock);
     if (vmm_machine_unpause(v, &cerr) < 0)
         return mon_fail_cpr(err, cerr);
     return 0;

@@ -70,6 +70,8 @@ struct vmm {
     int pause_armed;       /* a handoff was set: measure at the next resume */
     vmm_hb_handoff own_handoff; /* taken at our stop, for a resume here if the migration fails */
     int have_own_handoff;
+    vmm_hb_handoff in_handoff; /* loaded from the source: set at the resume, after the commit */
+    int have_in_handoff;
     GThread *pause_thread;
     int main_hold;         /* vmm_main_hold() depth; under lock */
     GPtrArray *held_calls; /* main_call *, queued while held; under lock */
