@@ -28,7 +28,7 @@ from harness.reports import sanitizer_reports, valgrind_reports  # noqa: E402
 SKIP = 77
 
 
-# ---- 1. cpr-reboot, the transcript of seeds 000/001 ------------------------------------------
+# ---- 1. cpr-reboot, QEMU's HMP session for it ------------------------------------------------
 
 def test_cpr_reboot(binary, wd):
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else wd
@@ -42,7 +42,7 @@ def test_cpr_reboot(binary, wd):
         wait_booted(old)
         wait_heartbeat(old)
         wait_serial(serial)
-        # The local disk blocks normal migration (seed 001: relaxed for cpr-reboot only).
+        # The local disk blocks normal migration (cpr modes relax that blocker, as QEMU does).
         try:
             old.qmp("migrate", uri=f"file:{os.path.join(wd, 'normal.state')}")
             blocked = ""
@@ -80,7 +80,7 @@ def test_cpr_reboot(binary, wd):
             os.unlink(ram)
 
 
-# ---- 2. cpr-transfer, seeds 002/003 ---------------------------------------------------------
+# ---- 2. cpr-transfer over QMP, as in QEMU ---------------------------------------------------
 
 def start_preserving(binary, wd, name, label):
     """Starts a VMM for a mode that preserves fds, and moves its console file away.
@@ -254,7 +254,7 @@ def test_snapshot(binary, wd):
     g = wait_booted(old)
     wait_heartbeat(old)
     wait_serial(serial)
-    # HMP migrate without -d holds the monitor until the migration ended (seed 004): the next
+    # HMP migrate without -d holds the monitor until the migration ended (as QEMU's): the next
     # command already sees the final state, without polling.
     check(old.hmp(f"migrate file:{snap}") == "", "HMP migrate (blocking) returned")
     check(old.hmp("info status") == "VM status: paused (postmigrate)\n",

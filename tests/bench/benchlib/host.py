@@ -121,8 +121,8 @@ def write_file(src, path, chunk=8 * MIB):
 
 
 class MemcpyRef:
-    """memcpy bandwidth, one thread, into memory that is already touched (the 11 GB/s figure of
-    PEERS.md, not the first-touch cost)."""
+    """memcpy bandwidth, one thread, into memory that is already touched (not the first-touch
+    cost)."""
 
     def __init__(self, size=GIB):
         self.size = size
