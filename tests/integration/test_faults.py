@@ -28,17 +28,17 @@ import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rollback  # noqa: E402
-import test_modes  # noqa: E402
-import vmmtest  # noqa: E402
-from test_modes import base_args, check, check_after_switchover, log, unix_channel, wait_booted  # noqa: E402
-from test_modes import wait_heartbeat, wait_serial, wait_until  # noqa: E402
-from vmmtest import QmpError, Vmm, sanitizer_reports, serial_lines, shutdown_all  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
+from harness import rollback  # noqa: E402
+from harness.channels import unix_channel  # noqa: E402
+from harness.guest import base_args, check, check_after_switchover, log, serial_lines, wait_booted  # noqa: E402
+from harness.guest import wait_heartbeat, wait_serial, wait_until  # noqa: E402
+from harness.process import Vmm, kill_all, shutdown_all  # noqa: E402
+from harness.qmp import QmpError  # noqa: E402
+from harness.reports import sanitizer_reports  # noqa: E402
 
 # Small RAM keeps the matrix fast; boot fill and a full re-verification take well under a second.
-test_modes.RAM_MB = 16
-RAM_MB = test_modes.RAM_MB
+RAM_MB = 16
 
 RESUMES = "old VMM resumes, guest intact"
 NEW_RUNS = "new VMM runs, guest intact; old postmigrate"
@@ -154,7 +154,7 @@ def boot(name, args, **kw):
 # ---- cpr-transfer ----------------------------------------------------------------------------
 
 def transfer_args():
-    return base_args(WD, "transfer", ["-machine", "aux-ram-share=on"])
+    return base_args(WD, "transfer", ["-machine", "aux-ram-share=on"], ram_mb=RAM_MB)
 
 
 def transfer_new(name, env=None):
@@ -342,7 +342,7 @@ def case_transfer_old_dies(phase):
 # ---- normal live migration --------------------------------------------------------------------
 
 def live_args():
-    return base_args(WD, "live", ["-guest-dirty-rate", "500"])
+    return base_args(WD, "live", ["-guest-dirty-rate", "500"], ram_mb=RAM_MB)
 
 
 def case_live_new_fault(phase, action):
@@ -604,7 +604,7 @@ def case_reboot_ram_reset():
 # ---- cpr-exec ---------------------------------------------------------------------------------
 
 def exec_args():
-    return base_args(WD, "exec", ["-machine", "aux-ram-share=on"])
+    return base_args(WD, "exec", ["-machine", "aux-ram-share=on"], ram_mb=RAM_MB)
 
 
 def exec_start(env=None):
@@ -822,9 +822,7 @@ def main():
                         log(f"--- {f} (tail)\n" + "".join(fh.readlines()[-15:]))
         finally:
             # every VMM of this case goes; the next case starts from nothing
-            for vm in vmmtest._ALL:
-                vm.kill()
-            vmmtest._ALL.clear()
+            kill_all()
             for pid in rollback.children():  # a guardian, or an image it exec'd, left by a failure
                 os.kill(pid, signal.SIGKILL)
             rollback.reap_strays(set())

@@ -15,99 +15,20 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmmtest import (QmpError, Vmm, memfd_inodes, sanitizer_reports, scaled, serial_lines,  # noqa: E402
-                     shutdown_all, valgrind_reports, VALGRIND)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
+from harness.channels import unix_channel  # noqa: E402
+from harness.guest import (RAM_MB, base_args, check, check_after_switchover, log, serial_lines,  # noqa: E402
+                           wait_booted, wait_heartbeat, wait_serial, wait_until)
+from harness.host import memfd_inodes  # noqa: E402
+from harness.process import VALGRIND, Vmm, shutdown_all  # noqa: E402
+from harness.qmp import QmpError  # noqa: E402
+from harness.reports import sanitizer_reports, valgrind_reports  # noqa: E402
 
-RAM_MB = 64
 SKIP = 77
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    log(f"ok: {what}")
-
-
-def wait_until(pred, timeout, what):
-    timeout = scaled(timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s: {what}")
-
-
-def wait_heartbeat(vm, above=0, timeout=30):
-    return wait_until(lambda: (g := vm.guest())["heartbeat"] > above and g, timeout,
-                      f"{vm.name}: heartbeat above {above}")
-
-
-def wait_booted(vm, timeout=60):
-    """Until the guest filled every page at boot (so there is a full pattern to verify)."""
-    return wait_until(lambda: (g := vm.guest())["pages-total"] and g["pages-filled"] >= g["pages-total"] and g,
-                      timeout, f"{vm.name}: boot fill done")
-
-
-def wait_serial(path, n=2):
-    """Until the console has n lines, so that its numbering spans the switchover."""
-    wait_until(lambda: os.path.exists(path) and len(serial_lines(path)) >= n, 15, f"{n} serial lines")
-
-
-def check_after_switchover(new, hb_old, serial_path):
-    """The guest goes on where it was, re-verifies all its RAM clean, the console continues."""
-    g0 = new.guest()
-    check(g0["heartbeat"] >= hb_old, f"new heartbeat {g0['heartbeat']} starts at or above the old {hb_old}")
-    g1 = wait_heartbeat(new, g0["heartbeat"])
-    check(g1["heartbeat"] > hb_old, f"heartbeat goes on ({hb_old} -> {g1['heartbeat']})")
-    total = g0["pages-total"]
-    g2 = wait_until(lambda: (g := new.guest())["pages-verified"] - g0["pages-verified"] >= total and g,
-                    120, f"guest re-verified all {total} pages")
-    check(g2["corruptions"] == 0,
-          f"zero corruptions after {g2['pages-verified'] - g0['pages-verified']} verifications of {total} pages")
-    # Serial: at least two lines written after the switchover, numbering without gap or repeat.
-    wait_until(lambda: sum(1 for s in serial_lines(serial_path) if s[1] > hb_old) >= 2, 10,
-               "serial lines after the switchover")
-    lines = serial_lines(serial_path)
-    nums = [n for n, _, _ in lines]
-    check(nums == list(range(nums[0], nums[0] + len(nums))) and nums[0] == 0,
-          f"serial lines 0..{nums[-1]} continuous in {os.path.basename(serial_path)}")
-    hbs = [h for _, h, _ in lines]
-    check(hbs == sorted(hbs), "serial heartbeats never go back")
-    check(any(h <= hb_old for h in hbs) and any(h > hb_old for h in hbs),
-          "the console has lines from before and after the switchover")
-    g3 = new.guest()
-    log(f"guest after the switchover: {g3}")
-    if ACCEL:
-        check(g3["backend"] == ACCEL, f"ran on the {ACCEL} backend")
-    return g2
-
-
-# -accel for every VMM, from the environment (CPR_VMM_ACCEL=soft runs the software backend).
-ACCEL = os.environ.get("CPR_VMM_ACCEL")
-# vCPUs per VMM (CPR_VMM_SMP, default 1).
-SMP = os.environ.get("CPR_VMM_SMP", "1")
-
-
-def base_args(wd, name, extra=()):
-    accel = ["-accel", ACCEL] if ACCEL else []
-    return accel + ["-name", name, "-m", f"{RAM_MB}M", "-smp", SMP, "-nodefaults", "-display", "none",
-            "-serial", f"file:{os.path.join(wd, 'serial.log')}"] + list(extra)
-
-
-def unix_channel(kind, path):
-    return {"channel-type": kind, "addr": {"transport": "socket", "type": "unix", "path": path}}
-
-
-# ---- 1. cpr-reboot, the transcript of seeds 000/001 ------------------------------------------
+# ---- 1. cpr-reboot, QEMU's HMP session for it ------------------------------------------------
 
 def test_cpr_reboot(binary, wd):
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else wd
@@ -121,7 +42,7 @@ def test_cpr_reboot(binary, wd):
         wait_booted(old)
         wait_heartbeat(old)
         wait_serial(serial)
-        # The local disk blocks normal migration (seed 001: relaxed for cpr-reboot only).
+        # The local disk blocks normal migration (cpr modes relax that blocker, as QEMU does).
         try:
             old.qmp("migrate", uri=f"file:{os.path.join(wd, 'normal.state')}")
             blocked = ""
@@ -159,7 +80,7 @@ def test_cpr_reboot(binary, wd):
             os.unlink(ram)
 
 
-# ---- 2. cpr-transfer, seeds 002/003 ---------------------------------------------------------
+# ---- 2. cpr-transfer over QMP, as in QEMU ---------------------------------------------------
 
 def start_preserving(binary, wd, name, label):
     """Starts a VMM for a mode that preserves fds, and moves its console file away.
@@ -333,7 +254,7 @@ def test_snapshot(binary, wd):
     g = wait_booted(old)
     wait_heartbeat(old)
     wait_serial(serial)
-    # HMP migrate without -d holds the monitor until the migration ended (seed 004): the next
+    # HMP migrate without -d holds the monitor until the migration ended (as QEMU's): the next
     # command already sees the final state, without polling.
     check(old.hmp(f"migrate file:{snap}") == "", "HMP migrate (blocking) returned")
     check(old.hmp("info status") == "VM status: paused (postmigrate)\n",

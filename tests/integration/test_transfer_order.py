@@ -23,18 +23,18 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_modes  # noqa: E402
-import vmmtest  # noqa: E402
-from test_modes import base_args, check, check_after_switchover, log, unix_channel  # noqa: E402
-from test_modes import wait_booted, wait_heartbeat, wait_serial, wait_until  # noqa: E402
-from vmmtest import Vmm, sanitizer_reports, scaled, shutdown_all  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
+from harness.channels import unix_channel  # noqa: E402
+from harness.guest import base_args, check, check_after_switchover, log  # noqa: E402
+from harness.guest import wait_booted, wait_heartbeat, wait_serial, wait_until  # noqa: E402
+from harness.process import Vmm, kill_all, scaled, shutdown_all  # noqa: E402
+from harness.reports import sanitizer_reports  # noqa: E402
 
-test_modes.RAM_MB = 16
+RAM_MB = 16
 
 
 def args(wd):
-    return base_args(wd, "order", ["-machine", "aux-ram-share=on"])
+    return base_args(wd, "order", ["-machine", "aux-ram-share=on"], ram_mb=RAM_MB)
 
 
 def boot_old(binary, wd):
@@ -132,9 +132,7 @@ def main():
             log(f"FAIL {name}: {e}; work directory kept: {wd}")
             failed.append(name)
         finally:
-            for vm in vmmtest._ALL:
-                vm.kill()
-            vmmtest._ALL.clear()
+            kill_all()
     log(f"failed: {failed}" if failed else "all passed")
     return 1 if failed else 0
 

@@ -9,9 +9,11 @@ import json
 import os
 import time
 
-from .flows import job_timeout, wait_job
-from .qmp import event_time
-from .vmproc import VmProcess
+from harness.channels import unix_channel
+from harness.process import Vmm
+from harness.qmp import event_time
+
+from .flows import QUIT_TIMEOUT, job_timeout, wait_job
 
 
 class CprVmmLauncher:
@@ -25,23 +27,22 @@ class CprVmmLauncher:
         self.affinity = affinity  # cpr-vmm's -x-affinity for every VMM, or None
         self.n = 0
 
-    def argv(self, name, size, ram_path, dirty_rate, qmp):
+    def args(self, name, size, ram_path, dirty_rate):
         mib = size >> 20
         if ram_path:
             mem = f"memory-backend-file,id=ram0,size={mib}M,mem-path={ram_path},share=on"
         else:
             mem = f"memory-backend-memfd,id=ram0,size={mib}M,share=on"
-        return [self.binary, "-name", name, "-accel", self.accel, "-m", f"{mib}M", "-smp", "1",
+        return ["-name", name, "-accel", self.accel, "-m", f"{mib}M", "-smp", "1",
                 "-object", mem, "-machine", "memory-backend=ram0", "-nodefaults",
-                "-display", "none", "-guest-dirty-rate", str(dirty_rate),
-                "-qmp", f"unix:{qmp},server=on,wait=off"] + \
+                "-display", "none", "-guest-dirty-rate", str(dirty_rate)] + \
             (["-x-affinity", self.affinity] if self.affinity else [])
 
     def start(self, name, size, ram_path=None, extra=(), dirty_rate=0, connect=True):
         self.n += 1
-        qmp = os.path.join(self.workdir, f"vmm-{name}-{self.n}.qmp")
-        argv = self.argv(name, size, ram_path, dirty_rate, qmp) + list(extra)
-        vm = VmProcess(argv, self.workdir, f"vmm-{name}-{self.n}", qmp)
+        vm = Vmm(self.binary, self.workdir, f"vmm-{name}-{self.n}",
+                 self.args(name, size, ram_path, dirty_rate) + list(extra))
+        vm.poll_interval = 0.002  # the total time is taken after a wait for "running"
         if connect:
             self.connect(vm)
         return vm
@@ -49,7 +50,7 @@ class CprVmmLauncher:
     def connect(self, vm, timeout=120.0):
         try:
             vm.connect(timeout)
-            vm.cmd("migrate-set-parameters", **{"downtime-limit": self.downtime_ms,
+            vm.qmp("migrate-set-parameters", **{"downtime-limit": self.downtime_ms,
                                                 "max-bandwidth": 0})
         except Exception:
             tail = vm.log_tail()
@@ -60,7 +61,7 @@ class CprVmmLauncher:
         """Until the guest has filled all its RAM and its heartbeat runs."""
         deadline = time.monotonic() + timeout
         while True:
-            g = vm.cmd("query-guest")
+            g = vm.qmp("query-guest")
             if g["pages-total"] and g["pages-filled"] >= g["pages-total"] and g["heartbeat"] > 0:
                 return g
             if time.monotonic() > deadline:
@@ -69,7 +70,7 @@ class CprVmmLauncher:
 
     def verify(self, vm):
         vm.wait_status("running", timeout=60)
-        g = vm.cmd("query-guest")
+        g = vm.qmp("query-guest")
         if g["corruptions"]:
             raise RuntimeError(f"{vm.name}: guest reports {g['corruptions']} corruptions")
 
@@ -80,15 +81,15 @@ class CprVmmLauncher:
         return f"file:{path}"
 
     def restart_params(self, vm):
-        vm.cmd("migrate-set-capabilities",
+        vm.qmp("migrate-set-capabilities",
                capabilities=[{"capability": "x-ignore-shared", "state": True}])
-        vm.cmd("migrate-set-parameters", mode="cpr-reboot")
+        vm.qmp("migrate-set-parameters", mode="cpr-reboot")
 
     def guest_pause_ms(self, vm, timeout=10.0):
         """last-pause-ms once the VMM has measured it (a heartbeat after the resume)."""
         deadline = time.monotonic() + timeout
         while True:
-            p = vm.cmd("query-guest").get("last-pause-ms")
+            p = vm.qmp("query-guest").get("last-pause-ms")
             if p:
                 return p
             if time.monotonic() > deadline:
@@ -96,11 +97,7 @@ class CprVmmLauncher:
             time.sleep(0.005)
 
     def backend(self, vm):
-        return vm.cmd("query-guest").get("backend")
-
-
-def _unix(kind, path):
-    return {"channel-type": kind, "addr": {"transport": "socket", "type": "unix", "path": path}}
+        return vm.qmp("query-guest").get("backend")
 
 
 def cpr_transfer(L, size):
@@ -115,31 +112,31 @@ def cpr_transfer(L, size):
     try:
         L.ready(old)
         new = L.start("new", size, connect=False, extra=[
-            "-incoming", f"unix:{main_sock}", "-incoming", json.dumps(_unix("cpr", cpr_sock))])
+            "-incoming", f"unix:{main_sock}", "-incoming", json.dumps(unix_channel("cpr", cpr_sock))])
         deadline = time.monotonic() + 60
         while not os.path.exists(cpr_sock):
             if not new.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"new VMM does not listen on the cpr channel: {new.log_tail()}")
             time.sleep(0.002)
-        old.cmd("migrate-set-parameters", mode="cpr-transfer")
-        since = len(old.qmp.events)
+        old.qmp("migrate-set-parameters", mode="cpr-transfer")
+        since = len(old.monitor.events)
         t0 = time.time()
-        old.cmd("migrate", channels=[_unix("main", main_sock), _unix("cpr", cpr_sock)])
+        old.qmp("migrate", channels=[unix_channel("main", main_sock), unix_channel("cpr", cpr_sock)])
         t1 = event_time(wait_job(old, since, size, "cpr-transfer"))
-        info = old.cmd("query-migrate")
-        stop = old.qmp.find_event("STOP", since=since)
+        info = old.qmp("query-migrate")
+        stop = old.monitor.find_event("STOP", since=since)
         L.connect(new)
         new.wait_status("running", timeout=job_timeout(size))
         pause = L.guest_pause_ms(new)
         L.verify(new)
-        resume = new.qmp.find_event("RESUME")
+        resume = new.monitor.find_event("RESUME")
         blackout = (event_time(resume) - event_time(stop)) * 1e3 if (stop and resume) else None
         return {"pause_ms": pause, "blackout_ms": blackout, "total_ms": (t1 - t0) * 1e3,
                 "bytes": info.get("ram", {}).get("transferred")}
     finally:
-        old.quit()
+        old.shutdown(QUIT_TIMEOUT)
         if new is not None:
-            new.quit()
+            new.shutdown(QUIT_TIMEOUT)
 
 
 def _reconnect_new_image(vm, timeout):
@@ -148,7 +145,8 @@ def _reconnect_new_image(vm, timeout):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return vm.reconnect(timeout=max(deadline - time.monotonic(), 0.1))
+            vm.reconnect()
+            return vm.connect(timeout=max(deadline - time.monotonic(), 0.1))
         except (EOFError, ConnectionError, OSError):
             if time.monotonic() > deadline or not vm.alive():
                 raise
@@ -161,14 +159,14 @@ def cpr_exec(L, size):
     vm = L.start("exec", size)
     try:
         L.ready(vm)
-        vm.cmd("migrate-set-parameters", mode="cpr-exec",
+        vm.qmp("migrate-set-parameters", mode="cpr-exec",
                **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
-        since = len(vm.qmp.events)
+        since = len(vm.monitor.events)
         t0 = time.time()
         try:
-            vm.cmd("migrate", uri=f"file:{state}")
+            vm.qmp("migrate", uri=f"file:{state}")
             # The old image answers, stops the guest and execs: its monitor goes away.
-            vm.qmp.wait_event("NO-SUCH-EVENT", timeout=job_timeout(size))
+            vm.monitor.wait_event("NO-SUCH-EVENT", timeout=job_timeout(size))
         except (EOFError, ConnectionError, OSError):
             pass
         _reconnect_new_image(vm, job_timeout(size))
@@ -176,10 +174,10 @@ def cpr_exec(L, size):
         t1 = time.time()
         pause = L.guest_pause_ms(vm)
         L.verify(vm)
-        stop = vm.qmp.find_event("STOP", since=since)
-        resume = vm.qmp.find_event("RESUME", since=since)
+        stop = vm.monitor.find_event("STOP", since=since)
+        resume = vm.monitor.find_event("RESUME", since=since)
         blackout = (event_time(resume) - event_time(stop)) * 1e3 if (stop and resume) else None
         return {"pause_ms": pause, "blackout_ms": blackout, "total_ms": (t1 - t0) * 1e3,
                 "file_bytes": os.path.getsize(state)}
     finally:
-        vm.quit()
+        vm.shutdown(QUIT_TIMEOUT)

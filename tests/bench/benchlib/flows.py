@@ -9,8 +9,12 @@ own timestamps, so a pause between two processes is RESUME(new) - STOP(old).
 import os
 import time
 
+from harness.qmp import event_time
+
 from .host import unlink
-from .qmp import event_time
+
+# How long a VMM asked to quit gets before it is killed (a big guest's teardown takes a while).
+QUIT_TIMEOUT = 30.0
 
 # A migration job of this many bytes gets at least this long (s), plus 20 s per GiB.
 BASE_TIMEOUT = 60.0
@@ -21,25 +25,25 @@ def job_timeout(nbytes):
 
 
 def set_caps(vm, *caps):
-    vm.cmd("migrate-set-capabilities",
+    vm.qmp("migrate-set-capabilities",
            capabilities=[{"capability": c, "state": True} for c in caps])
 
 
 def wait_job(vm, since, nbytes, what):
-    status, ev = vm.qmp.wait_migration(job_timeout(nbytes), since)
+    status, ev = vm.monitor.wait_migration(job_timeout(nbytes), since)
     if status != "completed":
-        info = vm.cmd("query-migrate")
+        info = vm.qmp("query-migrate")
         raise RuntimeError(f"{vm.name}: {what} {status}: {info.get('error-desc', '')}")
     return ev
 
 
 def stop_time(vm, since):
-    ev = vm.qmp.find_event("STOP", since=since)
+    ev = vm.monitor.find_event("STOP", since=since)
     return event_time(ev) if ev else None
 
 
 def resume_time(vm, since=0, timeout=60.0):
-    return event_time(vm.qmp.wait_event("RESUME", timeout=timeout, since=since))
+    return event_time(vm.monitor.wait_event("RESUME", timeout=timeout, since=since))
 
 
 def snapshot(L, size, ram_path, path, via="file", name="snap"):
@@ -54,24 +58,24 @@ def snapshot(L, size, ram_path, path, via="file", name="snap"):
         fd = None
         if via == "fd":
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            vm.qmp.cmd("getfd", fdname="snapfd", fds=[fd])
+            vm.monitor.cmd("getfd", fdname="snapfd", fds=[fd])
             uri = "fd:snapfd"
         else:
             uri = L.save_uri(path, via)
-        since = len(vm.qmp.events)
+        since = len(vm.monitor.events)
         t0 = time.time()
-        vm.cmd("migrate", uri=uri)
+        vm.qmp("migrate", uri=uri)
         t1 = event_time(wait_job(vm, since, size, "snapshot"))
         if fd is not None:
             os.close(fd)
-        info = vm.cmd("query-migrate")
+        info = vm.qmp("query-migrate")
         nbytes = os.path.getsize(path)
         ram = info.get("ram", {})
         return {"total_ms": (t1 - t0) * 1e3, "gbps": size / (t1 - t0) / 1e9,
                 "file_bytes": nbytes, "downtime_ms": info.get("downtime"),
                 "passes": ram.get("dirty-sync-count"), "bytes": ram.get("transferred")}
     finally:
-        vm.quit()
+        vm.shutdown(QUIT_TIMEOUT)
 
 
 def restore(L, size, ram_path, path, name="restore"):
@@ -80,12 +84,12 @@ def restore(L, size, ram_path, path, name="restore"):
     try:
         nbytes = os.path.getsize(path)
         t0 = time.time()
-        vm.cmd("migrate-incoming", uri=L.load_uri(path))
+        vm.qmp("migrate-incoming", uri=L.load_uri(path))
         t1 = resume_time(vm, timeout=job_timeout(nbytes))
         L.verify(vm)
         return {"total_ms": (t1 - t0) * 1e3, "gbps": nbytes / (t1 - t0) / 1e9}
     finally:
-        vm.quit()
+        vm.shutdown(QUIT_TIMEOUT)
 
 
 def restart(L, size, ram_path, path, prestart=False):
@@ -101,18 +105,18 @@ def restart(L, size, ram_path, path, prestart=False):
         if prestart:
             new = L.start("new", size, ram_path=ram_path, extra=["-incoming", "defer"])
             L.restart_params(new)
-        since = len(old.qmp.events)
+        since = len(old.monitor.events)
         t0 = time.time()
-        old.cmd("migrate", uri=L.save_uri(path, "file"))
+        old.qmp("migrate", uri=L.save_uri(path, "file"))
         t1 = event_time(wait_job(old, since, size, "save"))
         t_stop = stop_time(old, since)
-        old.quit()
+        old.shutdown(QUIT_TIMEOUT)
         t_quit = time.time()
         if new is None:
             new = L.start("new", size, ram_path=ram_path, extra=["-incoming", "defer"])
             L.restart_params(new)
         t_new = time.time()
-        new.cmd("migrate-incoming", uri=L.load_uri(path))
+        new.qmp("migrate-incoming", uri=L.load_uri(path))
         t_run = resume_time(new, timeout=job_timeout(0))
         L.verify(new)
         return {"save_ms": (t1 - t0) * 1e3, "blackout_ms": (t_run - t_stop) * 1e3,
@@ -120,9 +124,9 @@ def restart(L, size, ram_path, path, prestart=False):
                 "start_ms": (t_new - t_quit) * 1e3, "load_ms": (t_run - t_new) * 1e3,
                 "file_bytes": os.path.getsize(path)}
     finally:
-        old.quit()
+        old.shutdown(QUIT_TIMEOUT)
         if new is not None:
-            new.quit()
+            new.shutdown(QUIT_TIMEOUT)
 
 
 def live(L, size, src_ram, dst_ram, sock, dirty_rate=0):
@@ -140,11 +144,11 @@ def live(L, size, src_ram, dst_ram, sock, dirty_rate=0):
             if time.monotonic() > deadline:
                 raise TimeoutError("destination does not listen")
             time.sleep(0.002)
-        since = len(src.qmp.events)
+        since = len(src.monitor.events)
         t0 = time.time()
-        src.cmd("migrate", uri=f"unix:{sock}")
+        src.qmp("migrate", uri=f"unix:{sock}")
         t1 = event_time(wait_job(src, since, 2 * size, "live migration"))
-        info = src.cmd("query-migrate")
+        info = src.qmp("query-migrate")
         t_stop = stop_time(src, since)
         t_run = resume_time(dst)
         L.verify(dst)
@@ -154,7 +158,7 @@ def live(L, size, src_ram, dst_ram, sock, dirty_rate=0):
                 "pause_ms": L.guest_pause_ms(dst),
                 "passes": ram.get("dirty-sync-count"), "bytes": ram.get("transferred")}
     finally:
-        src.quit()
+        src.shutdown(QUIT_TIMEOUT)
         if dst is not None:
-            dst.quit()
+            dst.shutdown(QUIT_TIMEOUT)
         unlink(dst_ram)

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""The host side of the benchmark: machine facts, packages, pre-filled RAM files, and the
-physical references every figure is compared with (write(2) of the same bytes, memcpy)."""
+"""The host side of the benchmark: packages, pre-filled RAM files, and the physical references
+every figure is compared with (write(2) of the same bytes, memcpy). The machine's facts (its
+figures, KVM) are the harness's (tests/harness/host.py)."""
 import ctypes
 import mmap
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,43 +25,6 @@ _libc.memset.restype = ctypes.c_void_p
 
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def meminfo(key):
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def kvm_usable():
-    """Whether /dev/kvm opens: a machine whose kernel is itself a kvm-pvm guest has the module
-    loaded but no /dev/kvm."""
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-        return True
-    except OSError:
-        return False
-
-
-def machine():
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    kvm = [m for m in ("kvm_pvm", "kvm_intel", "kvm_amd") if os.path.exists(f"/sys/module/{m}")]
-    return {
-        "cores": os.cpu_count(),
-        "mem_bytes": meminfo("MemTotal"),
-        "kernel": platform.release(),
-        "cpu": model,
-        "kvm": (kvm[0] if kvm else "present") if kvm_usable() else
-               (f"absent ({kvm[0]} loaded, no usable /dev/kvm)" if kvm else "absent"),
-        "python": platform.python_version(),
-    }
 
 
 def apt_install(pkg):
@@ -158,8 +121,8 @@ def write_file(src, path, chunk=8 * MIB):
 
 
 class MemcpyRef:
-    """memcpy bandwidth, one thread, into memory that is already touched (the 11 GB/s figure of
-    PEERS.md, not the first-touch cost)."""
+    """memcpy bandwidth, one thread, into memory that is already touched (not the first-touch
+    cost)."""
 
     def __init__(self, size=GIB):
         self.size = size

@@ -6,6 +6,9 @@ import sys
 from .host import apt_install, log
 from .stats import triplets
 
+# Where Debian's python3-matplotlib lives. The one sys.path edit outside the harness's entry
+# lines: it is about the interpreter (a python3 that is not Debian's own does not look there),
+# not about this tree (tests/harness/README.md).
 DEBIAN_DIST = "/usr/lib/python3/dist-packages"
 
 

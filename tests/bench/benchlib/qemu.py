@@ -6,10 +6,9 @@ data (the guest idles in its BIOS and leaves it alone), so every page is a non-z
 and x-ignore-shared has shared RAM to skip. max-bandwidth is raised (7.2 defaults to 128 MiB/s,
 which would measure the throttle); downtime-limit is the one both implementations get.
 """
-import os
 import subprocess
 
-from .vmproc import VmProcess
+from harness.process import Vmm
 
 MAX_BANDWIDTH = 100 << 30  # bytes/s
 
@@ -30,20 +29,19 @@ class QemuLauncher:
 
     def start(self, name, size, ram_path, extra=(), dirty_rate=0):
         self.n += 1
-        qmp = os.path.join(self.workdir, f"qemu-{name}-{self.n}.qmp")
         mib = size >> 20
         # kvm_pvm refuses MSR 0x10a (IA32_ARCH_CAPABILITIES) and 7.2 asserts on it.
         cpu = "host,-arch-capabilities" if self.accel == "kvm" else "qemu64"
-        argv = [self.binary, "-accel", self.accel, "-cpu", cpu, "-smp", "1", "-m", f"{mib}M",
+        args = ["-accel", self.accel, "-cpu", cpu, "-smp", "1", "-m", f"{mib}M",
                 "-object", f"memory-backend-file,id=ram0,size={mib}M,mem-path={ram_path},share=on",
-                "-machine", "pc,memory-backend=ram0", "-nodefaults", "-display", "none",
-                "-qmp", f"unix:{qmp},server=on,wait=off"] + list(extra)
-        vm = VmProcess(argv, self.workdir, f"qemu-{name}-{self.n}", qmp)
+                "-machine", "pc,memory-backend=ram0", "-nodefaults", "-display", "none"] + list(extra)
+        vm = Vmm(self.binary, self.workdir, f"qemu-{name}-{self.n}", args)
+        vm.poll_interval = 0.002
         try:
             vm.connect()
-            vm.cmd("migrate-set-capabilities",
+            vm.qmp("migrate-set-capabilities",
                    capabilities=[{"capability": "events", "state": True}])
-            vm.cmd("migrate-set-parameters", **{"max-bandwidth": MAX_BANDWIDTH,
+            vm.qmp("migrate-set-parameters", **{"max-bandwidth": MAX_BANDWIDTH,
                                                 "downtime-limit": self.downtime_ms})
         except Exception:
             tail = vm.log_tail()
@@ -65,7 +63,7 @@ class QemuLauncher:
         return f"exec:cat {path}"
 
     def restart_params(self, vm):
-        vm.cmd("migrate-set-capabilities",
+        vm.qmp("migrate-set-capabilities",
                capabilities=[{"capability": "x-ignore-shared", "state": True}])
 
     def guest_pause_ms(self, vm):

@@ -12,6 +12,7 @@ import traceback
 
 from . import cprvmm, flows, host
 from .host import GIB, log, unlink
+from harness.host import meminfo
 
 QEMU_NO_CPR = "QEMU 7.2 has no cpr-transfer or cpr-exec (they came in 10.0 and 10.2)"
 QEMU_NO_DIRTY = "the QEMU guest idles in its BIOS: no guest that dirties at a set rate"
@@ -45,14 +46,14 @@ def fits(nbytes, settle=3.0):
     its RAM back later (its teardown runs after the exit): wait while MemAvailable still grows,
     and give up once it stood still for `settle` s."""
     want = nbytes + GIB
-    if host.meminfo("MemTotal") < want:
+    if meminfo("MemTotal") < want:
         return False
-    avail, still_since = host.meminfo("MemAvailable"), time.monotonic()
+    avail, still_since = meminfo("MemAvailable"), time.monotonic()
     while avail < want:
         if time.monotonic() - still_since > settle:
             return False
         time.sleep(0.5)
-        now = host.meminfo("MemAvailable")
+        now = meminfo("MemAvailable")
         if now > avail:
             still_since = time.monotonic()
         avail = now

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Markdown tables from the JSON lines of a run (for RESULTS.md and the README)."""
+"""Markdown tables from the JSON lines of a run (for docs/benchmarks.md and the README)."""
 import json
 
 from .stats import triplets

@@ -4,7 +4,7 @@ runs in another process (the guardian's), which this test process adopts.
 
 The test process becomes a child subreaper, so the guardian (and the image it becomes) is
 re-parented to it: it can be found among our children, waited for and killed like the VMMs we
-start. Vmm.adopt_rollback() rebinds a Vmm whose process exec'd a new image that failed to the
+start. adopt_rollback() rebinds a Vmm whose process exec'd a new image that failed to the
 previous image that came back.
 """
 import ctypes

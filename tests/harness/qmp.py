@@ -5,8 +5,8 @@ Pauses are measured between events of two processes (STOP in the old one, RESUME
 one), so events must not be lost while a command is in flight: every line read is either the
 reply being waited for or an event appended to self.events.
 
-Also the integration tests' client (tests/integration/vmmtest.py), which stretches its
-timeouts with timeout_scale when the VMMs run under valgrind.
+The one client of the harness: the benchmarks' and the integration tests' (which stretch its
+timeouts with timeout_scale when the VMMs run under valgrind).
 """
 import json
 import socket
