@@ -37,6 +37,17 @@ static inline struct mig_vm *mig_running_vm(uint64_t bytes, const char *ram_path
     return vm;
 }
 
+/* Paths in the test's directory: a file, and a URI with a scheme ("file", "unix"). */
+static inline char *path(const char *name)
+{
+    return g_strdup_printf("%s/%s", dir, name);
+}
+
+static inline char *uri(const char *scheme, const char *name)
+{
+    return g_strdup_printf("%s:%s/%s", scheme, dir, name);
+}
+
 static inline cpr_migration_info query(cpr_ctx *ctx)
 {
     cpr_migration_info i = { .size = sizeof(i) };

@@ -22,16 +22,6 @@
 
 #define RAM (8u << 20)
 
-static char *path(const char *name)
-{
-    return g_strdup_printf("%s/%s", dir, name);
-}
-
-static char *uri(const char *scheme, const char *name)
-{
-    return g_strdup_printf("%s:%s/%s", scheme, dir, name);
-}
-
 /* A VM with RAM filled and its guest running: RAM in a memfd, or in the file ram_path. */
 static struct mig_vm *running_vm_on(const char *ram_path)
 {

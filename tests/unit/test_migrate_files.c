@@ -19,16 +19,6 @@
 
 #define RAM (8u << 20)
 
-static char *path(const char *name)
-{
-    return g_strdup_printf("%s/%s", dir, name);
-}
-
-static char *uri(const char *scheme, const char *name)
-{
-    return g_strdup_printf("%s:%s/%s", scheme, dir, name);
-}
-
 static struct mig_vm *running_vm_on(const char *ram_path)
 {
     return mig_running_vm(RAM, ram_path);
