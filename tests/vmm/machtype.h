@@ -18,6 +18,7 @@ typedef struct vmm_machine_type {
     const char *release;       /* the libcpr release whose state it is: "1.0" */
     uint32_t mailbox_version;  /* the guest's mailbox layout (VMM_MAILBOX_VERSION_*) */
     uint32_t hbmon_version;    /* section "hbmon" written in this version */
+    uint32_t cpu_version;      /* sections "cpu" and "vm" written in this version (dev_cpu.c) */
 } vmm_machine_type;
 
 /* The newest type: the default. */

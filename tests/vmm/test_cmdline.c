@@ -45,6 +45,10 @@ START_TEST(test_machine_types)
     ck_assert_str_eq(cfg.machine_type->name, "cpr-vmm-1.0");
     ck_assert_uint_eq(cfg.machine_type->mailbox_version, 1);
     ck_assert_int_eq(cfg.machine_type_given, 1);
+    /* Releases 1.0 and 1.1 read sections vm and cpu in version 1 only; 1.2 writes version 2. */
+    ck_assert_uint_eq(cfg.machine_type->cpu_version, 1);
+    ck_assert_uint_eq(vmm_machine_type_find("cpr-vmm-1.1")->cpu_version, 1);
+    ck_assert_uint_eq(vmm_machine_type_find("cpr-vmm-1.2")->cpu_version, 2);
     ck_assert_int_eq(cfg.aux_ram_share, 1);
     vmm_config_clear(&cfg);
 
