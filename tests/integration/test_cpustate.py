@@ -119,6 +119,7 @@ def test_version_skew(binary, cpr_dump, wd, serial):
             check(s["version"] == 1 and list(s["fields"]) == ["state"],
                   f"{name} {s['instance']}: version 1, one bytes field 'state' ({list(s['fields'])[:4]})")
     new = restore(binary, wd, "v1-restored", snap, hb, serial)
+    check(new.guest()["machine"] == "cpr-vmm-1.1", f"the guest kept its type: {new.guest()['machine']}")
     hb = save(new, again, "a version-1 guest, again")
     doc = dump(cpr_dump, again)
     check(all(s["version"] == 1 for n in ("cpu", "vm") for s in sections(doc, n)),

@@ -260,14 +260,20 @@ int dev_cpu_init(vmm *v, char **err)
     return r < 0 ? vmm_fail_cpr(err, "cpu", cerr) : 0;
 }
 
+uint32_t dev_cpu_guest_version(const vmm *v)
+{
+    const dev_cpu *d = v->devs ? v->devs->cpu : NULL;
+    /* A guest keeps its type: one that came in the old form (from release 1.0 or 1.1, whose
+     * mailbox layout 1.2 shares) goes on in it, so that it can go back there. */
+    if (d && !v->cfg->machine_type_given && d->loaded_version)
+        return d->loaded_version;
+    return v->cfg->machine_type->cpu_version;
+}
+
 int dev_cpu_prepare_save(vmm *v, cpr_error **errp)
 {
     dev_cpu *d = v->devs->cpu;
-    uint32_t want = v->cfg->machine_type->cpu_version;
-    /* A guest keeps its type: one that came in the old form (from release 1.0 or 1.1, whose
-     * mailbox layout 1.2 shares) goes on in it, so that it can go back there. */
-    if (!v->cfg->machine_type_given && d->loaded_version)
-        want = d->loaded_version;
+    uint32_t want = dev_cpu_guest_version(v);
     if (want == d->version)
         return 0;
     vmm_trace("sections vm and cpu: written in version %u from now on", want);

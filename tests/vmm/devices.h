@@ -45,6 +45,9 @@ int dev_cpu_init(vmm *v, char **err);
 /* Before a save (main thread, no migration running): registers "vm" and "cpu" anew when the
  * guest's type writes another version than they have (a guest that came in version 1). */
 int dev_cpu_prepare_save(vmm *v, cpr_error **errp);
+/* The version the guest's "vm" and "cpu" are written in: -machine's, else the version they came
+ * in, else the newest type's. */
+uint32_t dev_cpu_guest_version(const vmm *v);
 void dev_cpu_fini(vmm *v);
 
 #endif

@@ -40,6 +40,17 @@ const vmm_machine_type *vmm_machine_type_of_guest(uint32_t version, const vmm_ma
     return NULL;
 }
 
+const vmm_machine_type *vmm_machine_type_of_state(uint32_t version, uint32_t cpu_version,
+                                                  const vmm_machine_type *pref)
+{
+    if (pref && pref->mailbox_version == version && pref->cpu_version == cpu_version)
+        return pref;
+    for (size_t i = NTYPES; i-- > 0;)
+        if (types[i].mailbox_version == version && types[i].cpu_version == cpu_version)
+            return &types[i];
+    return NULL;
+}
+
 char *vmm_machine_types_describe(void)
 {
     GString *s = g_string_new("");

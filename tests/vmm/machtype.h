@@ -31,6 +31,12 @@ const vmm_machine_type *vmm_machine_type_find(const char *name);
  * newest type that has it; NULL for a layout no type has. */
 const vmm_machine_type *vmm_machine_type_of_guest(uint32_t version, const vmm_machine_type *pref);
 
+/* The same, told apart further by the version its sections "vm" and "cpu" come in (types that
+ * share a mailbox layout differ there): `pref` when it has both, otherwise the newest that has
+ * both; NULL when none has. */
+const vmm_machine_type *vmm_machine_type_of_state(uint32_t version, uint32_t cpu_version,
+                                                  const vmm_machine_type *pref);
+
 /* The list of types, one per line ("  NAME  what it is"), for -machine help: g_free it. */
 char *vmm_machine_types_describe(void);
 
