@@ -21,7 +21,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_modes import (ACCEL, RAM_MB, base_args, check, check_after_switchover, log, wait_booted,  # noqa: E402
                         wait_serial)
-from vmmtest import Vmm, sanitizer_reports, shutdown_all  # noqa: E402
+from vmmtest import VALGRIND, Vmm, sanitizer_reports, shutdown_all, valgrind_reports  # noqa: E402
 
 CPU_FIELDS = ["rax", "rbx", "rsp", "r15", "rip", "rflags", "cs", "ss", "tr", "gdt", "idt", "cr0", "cr2", "cr3",
               "cr4", "cr8", "efer", "apic_base", "fpu", "xsave", "xcrs", "events", "debugregs", "mp_state", "msrs"]
@@ -159,6 +159,10 @@ def main():
         shutdown_all()
         bad = [b for d in dirs for b in sanitizer_reports(d)]
         check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
+        if VALGRIND:
+            bad = [b for d in dirs for b in valgrind_reports(d)]
+            check(not bad, "valgrind: no memory error, no leak, no fd left open in any VMM" +
+                  "".join(f"\n  {b}" for b in bad))
         ok = True
     finally:
         if ok and not os.environ.get("CPR_KEEP_TMP"):

@@ -10,8 +10,8 @@
  *              the local APIC as subsection "cpu/lapic" (only when the vCPU has one); the vm
  *              section checks backend, vCPU count and RAM size with `equal`. "state" stays,
  *              empty, with its length "state_len" before it: a version-1 stream has no
- *              state_len, so the one pre_load left (the whole struct) applies and "state" loads
- *              version 1's bytes; a version-2 stream says 0.
+ *              state_len, so the length pre_load set (the whole struct) applies and "state"
+ *              loads version 1's bytes; a version-2 stream says 0.
  * The machine type says which version is written (machtype.c); a guest that came in version 1
  * is written in version 1 again unless -machine says otherwise (dev_cpu_prepare_save()).
  */
