@@ -157,12 +157,9 @@ def main():
         test_version_skew(binary, cpr_dump, dirs[1], os.path.join(dirs[1], "serial.log"))
         test_mismatch(binary, dirs[2], snap)
         shutdown_all()
-        bad = [b for d in dirs for b in sanitizer_reports(d)]
-        check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
-        if VALGRIND:
-            bad = [b for d in dirs for b in valgrind_reports(d)]
-            check(not bad, "valgrind: no memory error, no leak, no fd left open in any VMM" +
-                  "".join(f"\n  {b}" for b in bad))
+        for what, reports, on in (("sanitizer", sanitizer_reports, True), ("valgrind", valgrind_reports, VALGRIND)):
+            bad = [b for d in dirs for b in reports(d)] if on else []
+            check(not bad, f"no {what} report (memory error, leak, fd left open) in the VMMs' logs {bad}")
         ok = True
     finally:
         if ok and not os.environ.get("CPR_KEEP_TMP"):
