@@ -8,7 +8,8 @@
  *            next VMM measures the guest-visible pause; version 2 added the times, and a
  *            subsection carries the pause history
  *   disk     a local disk file (-drive file=PATH): blocks normal migration only
- *   cpu      one section per vCPU with the machine core's state structs, plus the VM's
+ *   cpu      one section per vCPU with the machine core's state, register by register, plus
+ *            the VM's (dev_cpu.c says how its versions differ)
  */
 #ifndef VMM_DEVICES_H
 #define VMM_DEVICES_H
@@ -41,6 +42,12 @@ int dev_disk_init(vmm *v, char **err);
 void dev_disk_fini(vmm *v);
 int dev_disk_flush(vmm *v);
 int dev_cpu_init(vmm *v, char **err);
+/* Before a save (main thread, no migration running): registers "vm" and "cpu" anew when the
+ * guest's type writes another version than they have (a guest that came in version 1). */
+int dev_cpu_prepare_save(vmm *v, cpr_error **errp);
+/* The version the guest's "vm" and "cpu" are written in: -machine's, else the version they came
+ * in, else the newest type's. */
+uint32_t dev_cpu_guest_version(const vmm *v);
 void dev_cpu_fini(vmm *v);
 
 #endif

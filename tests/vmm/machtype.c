@@ -8,9 +8,9 @@
 
 /* Oldest first; the last row is the newest, the default. */
 static const vmm_machine_type types[] = {
-    {"cpr-vmm-1.0", "1.0", 1, 2},
-    {"cpr-vmm-1.1", "1.1", 2, 2},
-    {"cpr-vmm-1.2", "1.2", 2, 2},
+    {"cpr-vmm-1.0", "1.0", 1, 2, 1},
+    {"cpr-vmm-1.1", "1.1", 2, 2, 1},
+    {"cpr-vmm-1.2", "1.2", 2, 2, 2},
 };
 #define NTYPES G_N_ELEMENTS(types)
 #define ALIAS "cpr-vmm"
@@ -36,6 +36,17 @@ const vmm_machine_type *vmm_machine_type_of_guest(uint32_t version, const vmm_ma
         return pref;
     for (size_t i = NTYPES; i-- > 0;)
         if (types[i].mailbox_version == version)
+            return &types[i];
+    return NULL;
+}
+
+const vmm_machine_type *vmm_machine_type_of_state(uint32_t version, uint32_t cpu_version,
+                                                  const vmm_machine_type *pref)
+{
+    if (pref && pref->mailbox_version == version && pref->cpu_version == cpu_version)
+        return pref;
+    for (size_t i = NTYPES; i-- > 0;)
+        if (types[i].mailbox_version == version && types[i].cpu_version == cpu_version)
             return &types[i];
     return NULL;
 }

@@ -18,6 +18,7 @@ typedef struct vmm_machine_type {
     const char *release;       /* the libcpr release whose state it is: "1.0" */
     uint32_t mailbox_version;  /* the guest's mailbox layout (VMM_MAILBOX_VERSION_*) */
     uint32_t hbmon_version;    /* section "hbmon" written in this version */
+    uint32_t cpu_version;      /* sections "cpu" and "vm" written in this version (dev_cpu.c) */
 } vmm_machine_type;
 
 /* The newest type: the default. */
@@ -29,6 +30,12 @@ const vmm_machine_type *vmm_machine_type_find(const char *name);
 /* The type a guest of mailbox `version` is of: `pref` when it has that layout, otherwise the
  * newest type that has it; NULL for a layout no type has. */
 const vmm_machine_type *vmm_machine_type_of_guest(uint32_t version, const vmm_machine_type *pref);
+
+/* The same, told apart further by the version its sections "vm" and "cpu" come in (types that
+ * share a mailbox layout differ there): `pref` when it has both, otherwise the newest that has
+ * both; NULL when none has. */
+const vmm_machine_type *vmm_machine_type_of_state(uint32_t version, uint32_t cpu_version,
+                                                  const vmm_machine_type *pref);
 
 /* The list of types, one per line ("  NAME  what it is"), for -machine help: g_free it. */
 char *vmm_machine_types_describe(void);

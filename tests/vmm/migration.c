@@ -366,6 +366,10 @@ int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err)
     if (args_channels(args, &ch, err) < 0)
         return -1;
     cpr_error *cerr = NULL;
+    if (!m->in_active && dev_cpu_prepare_save(v, &cerr) < 0) {
+        cpr_channels_free(ch);
+        return mon_fail_cpr(err, cerr);
+    }
     m->out_active = 1;
     g_free(m->last_error);
     m->last_error = NULL;

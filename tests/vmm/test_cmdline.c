@@ -45,6 +45,10 @@ START_TEST(test_machine_types)
     ck_assert_str_eq(cfg.machine_type->name, "cpr-vmm-1.0");
     ck_assert_uint_eq(cfg.machine_type->mailbox_version, 1);
     ck_assert_int_eq(cfg.machine_type_given, 1);
+    /* Releases 1.0 and 1.1 read sections vm and cpu in version 1 only; 1.2 writes version 2. */
+    ck_assert_uint_eq(cfg.machine_type->cpu_version, 1);
+    ck_assert_uint_eq(vmm_machine_type_find("cpr-vmm-1.1")->cpu_version, 1);
+    ck_assert_uint_eq(vmm_machine_type_find("cpr-vmm-1.2")->cpu_version, 2);
     ck_assert_int_eq(cfg.aux_ram_share, 1);
     vmm_config_clear(&cfg);
 
@@ -59,6 +63,11 @@ START_TEST(test_machine_types)
     ck_assert_ptr_eq(vmm_machine_type_of_guest(2, vmm_machine_type_find("cpr-vmm-1.1")),
                      vmm_machine_type_find("cpr-vmm-1.1"));
     ck_assert_ptr_null(vmm_machine_type_of_guest(99, NULL));
+    /* Types of one layout differ in the version of sections vm and cpu. */
+    ck_assert_str_eq(vmm_machine_type_of_state(2, 1, vmm_machine_type_newest())->name, "cpr-vmm-1.1");
+    ck_assert_str_eq(vmm_machine_type_of_state(2, 2, NULL)->name, "cpr-vmm-1.2");
+    ck_assert_str_eq(vmm_machine_type_of_state(1, 1, vmm_machine_type_newest())->name, "cpr-vmm-1.0");
+    ck_assert_ptr_null(vmm_machine_type_of_state(1, 2, NULL));
 
     expect_error((const char *[]){"cpr-vmm", "-machine", "cpr-vmm-1.O", NULL}, "unknown machine type 'cpr-vmm-1.O'");
     expect_error((const char *[]){"cpr-vmm", "-machine", "q35", NULL}, "cpr-vmm-1.0");

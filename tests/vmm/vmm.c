@@ -269,7 +269,8 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out)
         out->backend = "none";
     }
     /* The guest's type once it runs (an incoming one may be older than ours), else ours. */
-    const vmm_machine_type *t = v->machine ? vmm_machine_type_of_guest(vmm_machine_guest_version(v->machine),
+    const vmm_machine_type *t = v->machine ? vmm_machine_type_of_state(vmm_machine_guest_version(v->machine),
+                                                                      dev_cpu_guest_version(v),
                                                                       v->cfg->machine_type) : NULL;
     out->machine = (t ? t : v->cfg->machine_type)->name;
     g_mutex_lock(&v->lock);
