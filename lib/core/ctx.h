@@ -22,9 +22,7 @@ typedef enum cpr_ctx_slot {
     CPR_SLOT_SAVEVM,
     CPR_SLOT_FDS,
     CPR_SLOT_RAM,
-    CPR_SLOT_CPR_STATE,
     CPR_SLOT_MIGRATION,
-    CPR_SLOT_VMM,
     CPR_SLOT_EXEC, /* cpr-exec rollback: the new image's commit socket */
     CPR_SLOT_COUNT
 } cpr_ctx_slot;

@@ -135,11 +135,6 @@ uint32_t cpr_desc_min_version(const cpr_desc *d)
     return d->min_version;
 }
 
-size_t cpr_desc_size(const cpr_desc *d)
-{
-    return d->size;
-}
-
 void cpr_desc_seal(cpr_desc *d)
 {
     d->sealed = 1;

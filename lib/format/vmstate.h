@@ -21,7 +21,6 @@ void cpr_post_loads_truncate(GArray *post_loads, guint len);
 
 uint32_t cpr_desc_version(const cpr_desc *d);
 uint32_t cpr_desc_min_version(const cpr_desc *d);
-size_t cpr_desc_size(const cpr_desc *d);
 /* Makes d immutable (registration, nesting). */
 void cpr_desc_seal(cpr_desc *d);
 

@@ -144,11 +144,6 @@ static int vm_is_running(struct cpr_mig *mig)
     return mig->ops.is_running ? mig->ops.is_running(mig->ctx, mig->vm_opaque) > 0 : 0;
 }
 
-int cpr_job_vm_is_running(cpr_job *job)
-{
-    return vm_is_running(job->mig);
-}
-
 int cpr_job_vm_start(cpr_job *job, cpr_error **errp)
 {
     struct cpr_mig *mig = job->mig;
@@ -332,7 +327,7 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     cpr_job_set_runstate(job, CPR_RUNSTATE_FINISH_MIGRATE);
     if (job->params.pause_before_switchover && (ret = wait_continue(job, errp)) < 0)
         return ret;
-    /* Every job passes through `device`, the switchover phase (seed 003). */
+    /* Every job passes through `device`, the switchover phase, as QEMU's jobs do. */
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_DEVICE, errp)) < 0)
         return ret;
     ret = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_FLUSH, errp);

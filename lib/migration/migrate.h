@@ -78,9 +78,8 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp);
 cpr_migration_info *cpr_job_stats_lock(cpr_job *job);
 void cpr_job_stats_unlock(cpr_job *job);
 
-/* The VM hooks (NULL-safe); is_running reads 0 without a hook. */
+/* The VM hooks (NULL-safe). */
 int cpr_job_vm_start(cpr_job *job, cpr_error **errp);
-int cpr_job_vm_is_running(cpr_job *job);
 /* The 1.2 prepare hook (destination, before it commits); 0 without one. */
 int cpr_job_vm_prepare(cpr_job *job, cpr_error **errp);
 
