@@ -14,9 +14,9 @@
 #include <cpr/error.h>
 
 #include "dump.h"
-#include "internal/bytes.h"
-#include "internal/record.h"
-#include "internal/stream.h"
+#include "core/bytes.h"
+#include "format/record.h"
+#include "format/stream.h"
 
 #define MAX_DEPTH 32
 #define HEX_MAX 64 /* bytes of a buffer or custom field shown in hex */

@@ -60,7 +60,8 @@ typedef struct cpr_vm_ops {
     int (*start)(cpr_ctx *ctx, void *opaque);
     /* Whether the vCPUs run now. */
     int (*is_running)(cpr_ctx *ctx, void *opaque);
-    /* Flush block devices and other buffered I/O after stop, before completion (seed 004).
+    /* Flush block devices and other buffered I/O after stop, before completion, as QEMU
+     * flushes its block devices when it stops the guest for the switchover.
      * A failure fails the migration (and the guest resumes). */
     int (*flush)(cpr_ctx *ctx, void *opaque);
     /* Dirty logging for normal-mode precopy (KVM_MEM_LOG_DIRTY_PAGES). start before the first

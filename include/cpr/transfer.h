@@ -3,7 +3,7 @@
  * The cpr channel of cpr-transfer: how the old VMM hands its named fds (cpr/fd.h) and shared
  * RAM blocks (cpr/ram.h) to a new VMM on the same host, over a UNIX socket with SCM_RIGHTS.
  *
- * The handshake (QEMU 10.0's, seeds 002 and 003):
+ * The handshake (QEMU 10.0's cpr-transfer mode, docs/devel/migration/CPR.rst in QEMU):
  *   new VMM                                    old VMM (guest keeps running)
  *   cpr_transfer_incoming(): listen (0600),
  *     accept, check the peer's uid  <------    cpr_transfer_connect()

@@ -28,7 +28,7 @@
 #include <cpr/cpr.h>
 
 #include "benchutil.h"
-#include "internal/ram.h"
+#include "handover/ram.h"
 #include "proc_util.h"
 
 #define GiB (1ull << 30)

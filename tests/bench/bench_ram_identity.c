@@ -19,8 +19,8 @@
 #include <cpr/cpr.h>
 
 #include "benchutil.h"
-#include "internal/ram_identity.h"
-#include "internal/record.h"
+#include "format/record.h"
+#include "handover/ram_identity.h"
 
 static void die(const char *what, cpr_error *err)
 {

@@ -22,7 +22,7 @@
 #include <cpr/cpr.h>
 
 #include "benchutil.h"
-#include "internal/crc32c.h"
+#include "core/crc32c.h"
 
 /* Bytes of RAM per part record: small enough that writev(2) finds the pages the checksum
  * just read still in cache. */

@@ -18,7 +18,7 @@
 #include <cpr/cpr.h>
 
 #include "fuzz.h"
-#include "internal/cpr_state.h"
+#include "handover/cpr_state.h"
 #include "proc_util.h"
 
 /* The fds that "arrived" with the state: slot 0 memfd, 1 /dev/null, 2 a pipe's read end. */

@@ -23,7 +23,7 @@
 
 #include <cpr/cpr.h>
 
-#include "internal/exec_guard.h"
+#include "handover/exec_guard.h"
 
 #define VALUE 0x5eed1234abcdull
 

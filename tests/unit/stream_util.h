@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "internal/record.h"
-#include "internal/stream.h"
+#include "format/record.h"
+#include "format/stream.h"
 
 /* A new, already unlinked file in /tmp, open read-write: its fd. */
 static inline int tmpfile_fd(void)

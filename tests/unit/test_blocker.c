@@ -2,8 +2,8 @@
 /* Blockers per mode, only-migratable, the migration gate and notifier order. */
 #include <errno.h>
 
-#include "internal/blocker.h"
-#include "internal/error.h"
+#include "core/error.h"
+#include "core/gate.h"
 #include "testutil.h"
 
 static cpr_ctx *ctx;

@@ -8,7 +8,7 @@
 
 #include <cpr/fd.h>
 
-#include "internal/cpr_state.h"
+#include "handover/cpr_state.h"
 #include "testutil.h"
 
 static void add(cpr_state *st, uint32_t kind, const char *name, int id, uint64_t size, int slot)

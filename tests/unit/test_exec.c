@@ -9,7 +9,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "internal/cpr_state.h"
+#include "handover/cpr_state.h"
 #include "fd_fixture.h"
 #include "testutil.h"
 

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 
-#include "internal/fd.h"
+#include "handover/fd.h"
 #include "fd_fixture.h"
 #include "testutil.h"
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The golden vector of docs/format.md section 5: the writer produces exactly these bytes and
  * the reader accepts them. */
-#include "internal/record.h"
-#include "internal/stream.h"
+#include "format/record.h"
+#include "format/stream.h"
 #include "testutil.h"
 
 static const uint8_t golden[] = {

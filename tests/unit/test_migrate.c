@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal/error.h"
+#include "core/error.h"
 #include "mig_fixture.h"
 #include "testutil.h"
 

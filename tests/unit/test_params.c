@@ -2,7 +2,7 @@
 /* Modes by QAPI name and migration parameters/capabilities by QMP name. */
 #include <errno.h>
 
-#include "internal/blocker.h"
+#include "core/gate.h"
 #include "testutil.h"
 
 static cpr_ctx *ctx;

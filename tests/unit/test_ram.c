@@ -6,7 +6,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "internal/ram.h"
+#include "handover/ram.h"
 #include "fd_fixture.h"
 #include "testutil.h"
 

@@ -5,11 +5,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "internal/crc32c.h"
-#include "internal/error.h"
-#include "internal/record.h"
-#include "internal/savevm.h"
-#include "internal/stream.h"
+#include "core/crc32c.h"
+#include "core/error.h"
+#include "format/record.h"
+#include "format/savevm.h"
+#include "format/stream.h"
 #include "testutil.h"
 
 struct regs {

@@ -16,7 +16,7 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-#include "internal/scm.h"
+#include "channel/scm.h"
 #include "fd_fixture.h"
 #include "testutil.h"
 

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "internal/sized.h"
+#include "core/sized.h"
 #include "testutil.h"
 
 static int noop_live(cpr_stream *s, void *opaque, cpr_error **errp) { return 0; }

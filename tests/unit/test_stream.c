@@ -6,9 +6,9 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#include "internal/crc32c.h"
-#include "internal/record.h"
-#include "internal/stream.h"
+#include "core/crc32c.h"
+#include "format/record.h"
+#include "format/stream.h"
 #include "stream_util.h"
 #include "testutil.h"
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Checksums taken when a record is written (lib/stream.c): referenced and volatile memory
+ * Checksums taken when a record is written (lib/format/stream.c): referenced and volatile memory
  * checksummed slice by slice at the write, copied through the bounce buffer when it is
  * volatile or misaligned with its place in a file. The bytes on the fd must equal what a
  * memory sink (which checksums at once) produces, and memory another thread rewrites during
@@ -12,9 +12,9 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include "internal/crc32c.h"
-#include "internal/record.h"
-#include "internal/stream.h"
+#include "core/crc32c.h"
+#include "format/record.h"
+#include "format/stream.h"
 #include "stream_util.h"
 #include "testutil.h"
 

@@ -17,9 +17,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "internal/cpr_state.h"
-#include "internal/scm.h"
-#include "internal/transfer.h"
+#include "channel/scm.h"
+#include "channel/transfer.h"
+#include "handover/cpr_state.h"
 #include "fd_fixture.h"
 #include "testutil.h"
 

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+
+#include <glib.h>
+
+#include "core/blocker.h"
+#include "core/ctx.h"
+#include "core/error.h"
+#include "core/notify.h"
+
+CPR_API unsigned int cpr_version(void)
+{
+    return CPR_VERSION_NUMBER;
+}
+
+CPR_API void cpr_free(void *ptr)
+{
+    g_free(ptr);
+}
+
+CPR_API int cpr_ctx_new(cpr_ctx **out, unsigned int flags, cpr_error **errp)
+{
+    if (!out)
+        return cpr_error_set(errp, -EINVAL, "cpr_ctx_new: out is NULL");
+    if (flags)
+        return cpr_error_set(errp, -EINVAL, "cpr_ctx_new: unknown flags 0x%x", flags);
+    cpr_ctx *ctx = g_new0(cpr_ctx, 1);
+    g_mutex_init(&ctx->lock);
+    ctx->blockers = g_ptr_array_new();
+    ctx->notifiers = g_ptr_array_new();
+    cpr_params_init(&ctx->params);
+    *out = ctx;
+    return 0;
+}
+
+CPR_API void cpr_ctx_free(cpr_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    for (int i = CPR_SLOT_COUNT - 1; i >= 0; i--) {
+        if (ctx->slot[i] && ctx->slot_free[i])
+            ctx->slot_free[i](ctx->slot[i]);
+    }
+    cpr_blockers_free_all(ctx);
+    cpr_notifiers_free_all(ctx);
+    g_ptr_array_free(ctx->blockers, TRUE);
+    g_ptr_array_free(ctx->notifiers, TRUE);
+    cpr_params_clear(&ctx->params);
+    g_mutex_clear(&ctx->lock);
+    g_free(ctx);
+}
+
+CPR_API int cpr_ctx_set_only_migratable(cpr_ctx *ctx, int on, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_ctx_set_only_migratable: ctx is NULL");
+    g_mutex_lock(&ctx->lock);
+    ctx->only_migratable = !!on;
+    g_mutex_unlock(&ctx->lock);
+    return 0;
+}
+
+CPR_API int cpr_ctx_get_only_migratable(const cpr_ctx *ctx)
+{
+    return ctx ? ctx->only_migratable : 0;
+}
+
+void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot)
+{
+    return ctx->slot[slot];
+}
+
+void cpr_ctx_slot_set(cpr_ctx *ctx, cpr_ctx_slot slot, void *state, void (*free_fn)(void *))
+{
+    ctx->slot[slot] = state;
+    ctx->slot_free[slot] = free_fn;
+}

@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: MIT */
+/* Migration parameters and capabilities by QMP name, table-driven so that a new one is a row. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <glib.h>
+
+#include <cpr/params.h>
+
+#include "core/ctx.h"
+#include "core/error.h"
+#include "core/parse.h"
+
+void cpr_params_init(struct cpr_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->mode = CPR_MODE_NORMAL;
+    p->downtime_limit_ms = CPR_DEFAULT_DOWNTIME_LIMIT_MS;
+    p->cpr_connect_timeout_ms = CPR_DEFAULT_CPR_CONNECT_TIMEOUT_MS;
+}
+
+int64_t cpr_params_wait_ms(uint64_t ms)
+{
+    return ms ? (int64_t)ms : -1;
+}
+
+void cpr_params_clear(struct cpr_params *p)
+{
+    g_free(p->cpr_exec_command);
+    p->cpr_exec_command = NULL;
+}
+
+void cpr_params_snapshot(cpr_ctx *ctx, struct cpr_params *out)
+{
+    g_mutex_lock(&ctx->lock);
+    *out = ctx->params;
+    out->cpr_exec_command = g_strdup(ctx->params.cpr_exec_command);
+    g_mutex_unlock(&ctx->lock);
+}
+
+typedef int (*param_set_fn)(struct cpr_params *p, const char *value);
+typedef char *(*param_get_fn)(const struct cpr_params *p);
+
+static int set_mode(struct cpr_params *p, const char *v)
+{
+    return cpr_mode_from_name(v, &p->mode, NULL);
+}
+static char *get_mode(const struct cpr_params *p)
+{
+    return g_strdup(cpr_mode_name(p->mode));
+}
+static int set_exec_command(struct cpr_params *p, const char *v)
+{
+    g_free(p->cpr_exec_command);
+    p->cpr_exec_command = (v && *v) ? g_strdup(v) : NULL;
+    return 0;
+}
+static char *get_exec_command(const struct cpr_params *p)
+{
+    return g_strdup(p->cpr_exec_command ? p->cpr_exec_command : "");
+}
+
+/* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
+static const struct param_def {
+    const char *name;
+    const char *expect; /* for error messages */
+    param_set_fn set;
+    param_get_fn get;
+    size_t u64_offset;
+    uint64_t u64_max;
+} params[] = {
+    { "mode", "normal, cpr-reboot, cpr-transfer or cpr-exec", set_mode, get_mode, 0, 0 },
+    /* QEMU caps downtime-limit at 2000 s. */
+    { "downtime-limit", "milliseconds, 0 to 2000000", NULL, NULL,
+      offsetof(struct cpr_params, downtime_limit_ms), 2000000 },
+    { "max-bandwidth", "bytes per second, 0 for unlimited", NULL, NULL,
+      offsetof(struct cpr_params, max_bandwidth), INT64_MAX },
+    { "cpr-exec-command", "a command line", set_exec_command, get_exec_command, 0, 0 },
+    /* The cpr-transfer waits: up to a day (in microseconds still far inside int64). */
+    { "cpr-transfer-connect-timeout", "milliseconds, 0 to 86400000 (0: do not wait)", NULL, NULL,
+      offsetof(struct cpr_params, cpr_connect_timeout_ms), 86400000 },
+    { "cpr-transfer-accept-timeout", "milliseconds, 0 to 86400000 (0: wait forever)", NULL, NULL,
+      offsetof(struct cpr_params, cpr_accept_timeout_ms), 86400000 },
+};
+
+static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)
+{
+    return (uint64_t *)(void *)((char *)p + def->u64_offset);
+}
+
+static int param_set_value(const struct param_def *def, struct cpr_params *p, const char *v)
+{
+    return def->set ? def->set(p, v) : cpr_parse_u64(v, def->u64_max, u64_field(def, p));
+}
+
+static char *param_get_value(const struct param_def *def, const struct cpr_params *p)
+{
+    if (def->get)
+        return def->get(p);
+    uint64_t v;
+    memcpy(&v, (const char *)p + def->u64_offset, sizeof(v));
+    return g_strdup_printf("%" PRIu64, v);
+}
+
+static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover" };
+
+static const struct param_def *find_param(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(params); i++)
+        if (name && strcmp(params[i].name, name) == 0)
+            return &params[i];
+    return NULL;
+}
+
+static int *cap_field(struct cpr_params *p, const char *name)
+{
+    if (name && strcmp(name, caps[0]) == 0)
+        return &p->x_ignore_shared;
+    if (name && strcmp(name, caps[1]) == 0)
+        return &p->pause_before_switchover;
+    return NULL;
+}
+
+CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_param_set: ctx is NULL");
+    const struct param_def *def = find_param(name);
+    if (!def)
+        return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
+    if (!value)
+        return cpr_error_set(errp, -EINVAL, "parameter '%s': value is NULL", def->name);
+    g_mutex_lock(&ctx->lock);
+    if (ctx->migration_active) {
+        g_mutex_unlock(&ctx->lock);
+        return cpr_error_set(errp, -EBUSY, "parameter '%s' cannot change while a migration is under way",
+                             def->name);
+    }
+    /* Validate on a copy so a bad value leaves the old one in place. */
+    struct cpr_params tmp = ctx->params;
+    int ret = param_set_value(def, &tmp, value);
+    if (ret == 0)
+        ctx->params = tmp;
+    g_mutex_unlock(&ctx->lock);
+    if (ret < 0)
+        return cpr_error_set(errp, -EINVAL, "invalid value '%s' for parameter '%s' (expected %s)",
+                             value, def->name, def->expect);
+    return 0;
+}
+
+CPR_API int cpr_param_get(cpr_ctx *ctx, const char *name, char **out, cpr_error **errp)
+{
+    if (!ctx || !out)
+        return cpr_error_set(errp, -EINVAL, "cpr_param_get: %s is NULL", ctx ? "out" : "ctx");
+    const struct param_def *def = find_param(name);
+    if (!def)
+        return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
+    g_mutex_lock(&ctx->lock);
+    *out = param_get_value(def, &ctx->params);
+    g_mutex_unlock(&ctx->lock);
+    return 0;
+}
+
+CPR_API int cpr_param_foreach(cpr_name_fn fn, void *opaque)
+{
+    if (!fn)
+        return -EINVAL;
+    for (size_t i = 0; i < G_N_ELEMENTS(params); i++) {
+        int r = fn(params[i].name, opaque);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+CPR_API int cpr_cap_set(cpr_ctx *ctx, const char *name, int on, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_cap_set: ctx is NULL");
+    g_mutex_lock(&ctx->lock);
+    int *field = cap_field(&ctx->params, name);
+    int ret = 0;
+    if (!field)
+        ret = -ENOENT;
+    else if (ctx->migration_active)
+        ret = -EBUSY;
+    else
+        *field = !!on;
+    g_mutex_unlock(&ctx->lock);
+    if (ret == -ENOENT)
+        return cpr_error_set(errp, ret, "unknown migration capability '%s'", name ? name : "(null)");
+    if (ret == -EBUSY)
+        return cpr_error_set(errp, ret, "capability '%s' cannot change while a migration is under way", name);
+    return 0;
+}
+
+CPR_API int cpr_cap_get(cpr_ctx *ctx, const char *name, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_cap_get: ctx is NULL");
+    g_mutex_lock(&ctx->lock);
+    int *field = cap_field(&ctx->params, name);
+    int ret = field ? *field : -ENOENT;
+    g_mutex_unlock(&ctx->lock);
+    if (ret < 0)
+        return cpr_error_set(errp, ret, "unknown migration capability '%s'", name ? name : "(null)");
+    return ret;
+}
+
+CPR_API int cpr_cap_foreach(cpr_name_fn fn, void *opaque)
+{
+    if (!fn)
+        return -EINVAL;
+    for (size_t i = 0; i < G_N_ELEMENTS(caps); i++) {
+        int r = fn(caps[i], opaque);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+CPR_API int cpr_set_mode(cpr_ctx *ctx, cpr_mode mode, cpr_error **errp)
+{
+    const char *name = cpr_mode_name(mode);
+    if (!name)
+        return cpr_error_set(errp, -EINVAL, "cpr_set_mode: unknown mode %d", (int)mode);
+    return cpr_param_set(ctx, "mode", name, errp);
+}
+
+CPR_API cpr_mode cpr_get_mode(cpr_ctx *ctx)
+{
+    if (!ctx)
+        return CPR_MODE_NORMAL;
+    g_mutex_lock(&ctx->lock);
+    cpr_mode m = ctx->params.mode;
+    g_mutex_unlock(&ctx->lock);
+    return m;
+}

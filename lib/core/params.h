@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/* Private: migration parameters as the context stores them. */
+#ifndef CPR_CORE_PARAMS_H
+#define CPR_CORE_PARAMS_H
+
+#include <stdint.h>
+
+#include <cpr/mode.h>
+
+#define CPR_DEFAULT_DOWNTIME_LIMIT_MS 300
+#define CPR_DEFAULT_CPR_CONNECT_TIMEOUT_MS 10000
+
+struct cpr_params {
+    cpr_mode mode;
+    uint64_t downtime_limit_ms;
+    uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+    char *cpr_exec_command; /* NULL when unset */
+    int x_ignore_shared;
+    int pause_before_switchover; /* stop in pre-switchover until cpr_migrate_continue() */
+    uint64_t cpr_connect_timeout_ms; /* cpr-transfer out: wait for the cpr socket to listen */
+    uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
+};
+
+void cpr_params_init(struct cpr_params *p);
+void cpr_params_clear(struct cpr_params *p);
+
+/* A consistent copy of the context's parameters, taken under its lock; clear it after use. */
+struct cpr_ctx;
+void cpr_params_snapshot(struct cpr_ctx *ctx, struct cpr_params *out);
+
+/* A parameter's millisecond value as a wait (cpr_transfer_opts.timeout_ms): 0 is forever (-1). */
+int64_t cpr_params_wait_ms(uint64_t ms);
+
+#endif

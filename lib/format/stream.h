@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/* Private: the stream object, shared by lib/format/stream.c (buffering, I/O) and lib/format/record.c
+ * (framing). Nothing outside those two files touches the fields. */
+#ifndef CPR_FORMAT_STREAM_H
+#define CPR_FORMAT_STREAM_H
+
+#include <glib.h>
+
+#include <cpr/stream.h>
+
+enum cpr_stream_kind {
+    CPR_SINK_FD,
+    CPR_SINK_MEM,    /* library-allocated, growing */
+    CPR_SINK_MEMBUF, /* caller's fixed buffer */
+    CPR_SRC_FD,
+    CPR_SRC_MEM,
+};
+
+/* What a pending segment of output is. */
+enum cpr_seg_kind {
+    CPR_SEG_BUF, /* bytes in buf, at off */
+    CPR_SEG_REF, /* caller memory that stays unchanged until the record ends (put_ref) */
+    CPR_SEG_VOL, /* caller memory that may change at any time (put_volatile) */
+};
+
+/*
+ * A piece of pending output. The checksum of REF and VOL memory is computed when the record
+ * is written, slice by slice, each slice right before writev(2) takes it (VOL slices copied
+ * into the bounce buffer in the same pass), so that the write finds the data in cache. In a
+ * regular file the bounce copy also puts each slice at the same offset modulo 64 as its place
+ * in the file: the kernel's copy into the page cache is about 1.5x slower when source and
+ * destination disagree there, as page data in the stream (after 13-byte entry headers) does.
+ */
+struct cpr_seg {
+    const uint8_t *ext;
+    size_t off;
+    size_t len;
+    enum cpr_seg_kind kind;
+};
+
+struct cpr_stream {
+    enum cpr_stream_kind kind;
+    int fd;
+    unsigned int flags;
+    int is_socket;       /* writes use sendmsg(MSG_NOSIGNAL) */
+    int is_pipe;         /* writes block SIGPIPE */
+    int child;           /* pid of an exec: command to wait for, 0 for none */
+    char *command;       /* that command, for messages */
+    struct cpr_file_save *file_save; /* a durable file save: committed by cpr_stream_close() */
+    int abandoned;       /* cpr_stream_abandon(): the output is not wanted */
+    int cancel_fd;       /* readable when a job's cancel asks the stream's waits to end; -1 */
+    int restore_fl;      /* a borrowed pipe made non-blocking: its flags to restore; -1 */
+    uint64_t limit[4]; /* indexed by cpr_stream_limit */
+    /* Writer: bytes accepted so far. Reader: offset of rbuf[rpos]. */
+    uint64_t offset;
+
+    /* Writer. For memory sinks buf is the sink itself. */
+    uint8_t *buf;
+    size_t len, cap;
+    size_t committed;    /* memory sinks: bytes of complete records */
+    GArray *segs;        /* struct cpr_seg, fd sinks only */
+    size_t run_start;    /* start in buf of bytes not yet covered by a segment */
+    int has_refs;
+    int in_record;
+    size_t rec_hdr;      /* offset in buf of the open record's header */
+    uint64_t rec_len;
+    uint32_t rec_crc;
+    guint rec_seg_mark;  /* segs, run_start and has_refs when the record began (abort) */
+    size_t rec_run_mark;
+    int rec_refs_mark;
+    /* The open (or last, until flushed) record has REF or VOL segments: its checksum is
+     * finished at flush time, from rec_crc (its payload before segment defer_seg) over the
+     * segments from defer_seg on, and stored in the trailer at buf + defer_trailer. */
+    int rec_deferred;
+    guint defer_seg;
+    size_t defer_trailer;
+    uint8_t *bounce;     /* fd sinks: where slices are copied before their write */
+    int64_t file_pos;    /* regular files: fd position of the stream's first byte, else -1 */
+    uint64_t written;    /* bytes written to the fd */
+    int error;           /* sticky write error (negative errno) */
+
+    /* Framing state (lib/format/record.c), both directions. */
+    uint64_t rec_count;  /* records written / read so far, end record excluded */
+    uint64_t sec_count;  /* full + start records */
+    uint32_t next_section_id;
+    GHashTable *open_ids;  /* reader: progressive section id -> name, while open */
+    GHashTable *used_ids;  /* reader: every section id seen */
+    int seen_schema, seen_section, done;
+    char *cur_name;        /* reader: name of the current section record */
+    size_t rec_pending;    /* reader: bytes of the current record still to consume */
+
+    /* Reader. For memory sources rbuf points at the caller's data. */
+    const uint8_t *rbuf;
+    size_t rpos, rlen;
+    int eof;
+
+    /* The payload of the current record on the read side. */
+    const uint8_t *view;
+    uint64_t view_len, view_pos;
+    uint64_t view_offset; /* stream offset of the record's header */
+};
+
+/*
+ * The writer's save failed: its close must not publish anything. A durable file save is
+ * discarded (the old file stays) and an exec: command is stopped rather than waited for.
+ */
+void cpr_stream_abandon(cpr_stream *s);
+/*
+ * Lets a job's cancel end the stream's waits: once cancel_fd is readable, a read or write
+ * that would block fails with -ECANCELED, and an exec: command is stopped instead of waited
+ * for. A pipe is made non-blocking for that (a borrowed one gets its flags back at close).
+ */
+void cpr_stream_set_cancel_fd(cpr_stream *s, int cancel_fd);
+/*
+ * Closes the fd (when owned) and reaps an exec: child: a writer's command is waited for and
+ * must succeed (a cancel stops it); with a cancel fd set (a job's stream) a reader's gets
+ * CPR_CHILD_GRACE_MS to exit, an abandoned writer's none, before it is stopped (SIGTERM, then
+ * SIGKILL). Without one a reader's command is waited for, as cpr_stream_close() documents.
+ * Returns 0 or an error.
+ */
+int cpr_stream_reap_child(cpr_stream *s, cpr_error **errp);
+
+static inline int cpr_stream_is_writer(const cpr_stream *s)
+{
+    return s->kind == CPR_SINK_FD || s->kind == CPR_SINK_MEM || s->kind == CPR_SINK_MEMBUF;
+}
+
+/* Writer: appends bytes to buf without checksumming them (framing, stream header). */
+int cpr_stream_append(cpr_stream *s, const void *data, size_t len, cpr_error **errp);
+/*
+ * Writer: like cpr_stream_put_ref(), for memory that may change while it is written (a
+ * running guest's RAM): when the record is written, each slice is copied into a small bounce
+ * buffer and checksummed in the same pass, then written from there, so the checksum always
+ * matches the bytes written. The memory must stay valid (mapped) until the record ends.
+ * Memory sinks and small pieces copy at once (cpr_stream_put_bytes()).
+ */
+int cpr_stream_put_volatile(cpr_stream *s, const void *data, size_t len, cpr_error **errp);
+
+/* Writer: flushes when buffered output passed the threshold (or `force`). */
+int cpr_stream_maybe_flush(cpr_stream *s, int force, cpr_error **errp);
+
+/*
+ * Reader: makes at least n bytes available at s->rbuf + s->rpos, reading and growing the
+ * buffer only as data arrives. Returns 0, or -ENODATA at end of input (fewer bytes exist),
+ * or a negative errno from read(2) with *errp set.
+ */
+int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp);
+/* Reader: bytes available without reading more. */
+static inline size_t cpr_stream_avail(const cpr_stream *s)
+{
+    return s->rlen - s->rpos;
+}
+/* Reader: drops n available bytes. */
+void cpr_stream_consume(cpr_stream *s, size_t n);
+
+#endif

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The outgoing cpr modes around the main-channel save: cpr-transfer sends the cpr state on
+ * the cpr channel and waits for the new process's hang-up first; cpr-exec saves, then execs.
+ * And the incoming cpr channel's wait for the old process. The two cpr-transfer waits are
+ * parameters (cpr-transfer-connect-timeout, cpr-transfer-accept-timeout): either process may
+ * start first.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <unistd.h>
+
+#include <cpr/exec.h>
+#include <cpr/fd.h>
+#include <cpr/ram.h>
+#include <cpr/transfer.h>
+
+#include "channel/transfer.h"
+#include "core/error.h"
+#include "migration/migrate.h"
+
+static void count_cpr_fds(cpr_job *job)
+{
+    uint64_t n = cpr_fd_count(job->ctx) + cpr_ram_block_count(job->ctx);
+    cpr_migration_info *i = cpr_job_stats_lock(job);
+    i->cpr_fds = n;
+    cpr_job_stats_unlock(job);
+}
+
+int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp)
+{
+    const cpr_addr *cpr = cpr_channels_get(job->channels, CPR_CHANNEL_CPR);
+    cpr_transfer_opts o;
+    cpr_transfer_opts_init(&o);
+    o.cancel_fd = cpr_job_cancel_fd(job);
+    /* The new process may still be starting: wait for its listener (the guest runs on). */
+    int sock = cpr_unix_connect_wait("cpr channel", cpr_addr_path(cpr), &o,
+                                     job->params.cpr_connect_timeout_ms, errp);
+    if (sock < 0) {
+        if (sock == -ENOENT || sock == -ECONNREFUSED)
+            cpr_error_prefix(errp, "the new process did not listen on the cpr channel within %"
+                             PRIu64 " ms (parameter cpr-transfer-connect-timeout)",
+                             job->params.cpr_connect_timeout_ms);
+        return sock;
+    }
+    cpr_job_watch_fd(job, sock);
+    int ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
+    /* The guest runs on while the new process takes the fds and maps the RAM. */
+    if (ret == 0)
+        ret = cpr_transfer_send(job->ctx, sock, &o, errp);
+    if (ret == 0)
+        count_cpr_fds(job);
+    if (ret == 0)
+        ret = cpr_transfer_wait_hangup(sock, &o, errp);
+    cpr_job_unwatch_fd(job, sock);
+    close(sock);
+    if (ret < 0) {
+        cpr_error_prefix(errp, "cpr channel");
+        return ret;
+    }
+    /* RAM stays in place; the VMM's own progressive sections go while the guest runs (with
+     * none, the guest stops at once). */
+    return cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
+}
+
+int cpr_migrate_out_exec(cpr_job *job, cpr_error **errp)
+{
+    int ret = cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
+    if (ret < 0)
+        return ret;
+    count_cpr_fds(job);
+    /* Returns only when exec failed, with every fd flag restored: the guest then resumes. */
+    ret = cpr_exec_command(job->ctx, job->params.cpr_exec_command, errp);
+    cpr_error_prefix(errp, "cpr-exec");
+    return ret < 0 ? ret : -EIO;
+}
+
+int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp)
+{
+    struct cpr_params p;
+    cpr_params_snapshot(ctx, &p);
+    uint64_t wait_ms = p.cpr_accept_timeout_ms;
+    cpr_params_clear(&p);
+    cpr_transfer_opts o;
+    cpr_transfer_opts_init(&o);
+    o.timeout_ms = cpr_params_wait_ms(wait_ms);
+    int sock = cpr_transfer_incoming(ctx, path, &o, errp);
+    if (sock == -ETIMEDOUT)
+        cpr_error_prefix(errp, "no old process connected to the cpr channel %s within %" PRIu64
+                         " ms (parameter cpr-transfer-accept-timeout)", path, wait_ms);
+    return sock;
+}

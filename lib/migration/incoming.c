@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The incoming side: the early cpr state (cpr channel or cpr-exec), then the main channel:
+ * listen, hang up the cpr channel, accept, load the whole stream, prepare, commit (acknowledge),
+ * run.
+ */
+#include <errno.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include <cpr/exec.h>
+#include <cpr/fd.h>
+#include <cpr/params.h>
+#include <cpr/ram.h>
+#include <cpr/stream.h>
+#include <cpr/transfer.h>
+
+#include "core/error.h"
+#include "format/savevm.h"
+#include "handover/exec_guard.h"
+#include "migration/main_channel.h"
+#include "migration/migrate_state.h"
+#include "migration/ram_section.h"
+
+static void close_boxed_fd(void *p)
+{
+    int *fd = p;
+    if (fd && *fd >= 0)
+        close(*fd);
+    g_free(fd);
+}
+
+CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_incoming_cpr_load: ctx is NULL");
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int busy = mig->job_running || mig->cpr_in;
+    g_mutex_unlock(&mig->lock);
+    if (busy)
+        return cpr_error_set(errp, -EBUSY, "cpr state was already loaded, or a migration job runs");
+    const cpr_addr *cpr = channels ? cpr_channels_get(channels, CPR_CHANNEL_CPR) : NULL;
+    if (cpr && cpr_addr_transport(cpr) != CPR_TRANSPORT_UNIX) {
+        g_autofree char *uri = cpr_addr_to_uri(cpr);
+        return cpr_error_set(errp, -EINVAL, "the cpr channel must be a UNIX socket, not %s", uri);
+    }
+
+    int ret = cpr_exec_state_adopt_guarded(ctx, 1, errp);
+    if (ret < 0)
+        return ret;
+    if (ret == 1) {
+        g_mutex_lock(&mig->lock);
+        mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
+        g_mutex_unlock(&mig->lock);
+        return CPR_MODE_CPR_EXEC;
+    }
+    if (!cpr)
+        return (int)cpr_get_mode(ctx);
+
+    int sock = cpr_migrate_in_cpr_channel(ctx, cpr_addr_path(cpr), errp);
+    if (sock < 0)
+        return sock;
+    /* Kept open: the old process waits for the hang-up, given once main listens. */
+    int *box = g_new(int, 1);
+    *box = sock;
+    g_mutex_lock(&mig->lock);
+    mig->cpr_in = box;
+    mig->cpr_in_free = close_boxed_fd;
+    mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
+    g_mutex_unlock(&mig->lock);
+    return CPR_MODE_CPR_TRANSFER;
+}
+
+struct in_state {
+    cpr_job *job;
+    struct cpr_main_chan mc;
+};
+
+static void in_state_free(void *p)
+{
+    struct in_state *in = p;
+    cpr_main_chan_close(in->job, &in->mc, NULL);
+    g_free(in);
+}
+
+int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
+{
+    struct cpr_mig *mig = job->mig;
+    int ret = cpr_mig_ram_register(job->ctx, &mig->ram, errp);
+    if (ret < 0)
+        return ret;
+    struct in_state *in = g_new0(struct in_state, 1);
+    in->job = job;
+    cpr_main_chan_init(&in->mc);
+    job->priv = in;
+    job->priv_free = in_state_free;
+    ret = cpr_main_chan_listen(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &in->mc, errp);
+    if (ret < 0)
+        return ret;
+
+    g_mutex_lock(&mig->lock);
+    int *box = mig->cpr_in;
+    mig->cpr_in = NULL;
+    mig->cpr_in_free = NULL;
+    g_mutex_unlock(&mig->lock);
+    if (box) {
+        /* Devices exist by now (QEMU's order): preserved fds nobody claimed are not needed. */
+        cpr_fd_close_unclaimed(job->ctx);
+        cpr_ram_close_unattached(job->ctx);
+        int sock = *box;
+        g_free(box);
+        /* Main listens: tell the old process it may stop its guest and connect. */
+        ret = cpr_transfer_finish(sock, errp);
+        if (ret < 0)
+            cpr_error_prefix(errp, "cpr channel");
+    }
+    return ret;
+}
+
+/*
+ * The destination's point of no return. Before it, everything that can fail has run (load,
+ * post_load, the VMM's prepare) and a failure lets the source resume; after it the guest is
+ * this side's. On a socket the commit is the acknowledgement: until the source has it, it may
+ * still resume, so it is the last step before the guest is ours. Whoever else waits for the
+ * commit (a cpr-exec guardian of the previous image) is told here too, next to it.
+ */
+static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
+{
+    /* A cancel that came during the load or prepare still wins; from here on none does. */
+    int ret = cpr_job_point_of_no_return(job, errp);
+    if (ret < 0)
+        return ret;
+    if (in->mc.is_socket) {
+        ret = cpr_main_chan_send_ack(&in->mc, errp);
+        if (ret < 0) {
+            cpr_error_prefix(errp, "the source went away before the switchover");
+            return ret;
+        }
+    }
+    cpr_exec_commit(job->ctx); /* cpr-exec: past here the previous image is not exec'd back */
+    job->committed = 1;
+    return 0;
+}
+
+/* Everything before the commit: a failure here is the source's to recover from. */
+static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
+{
+    int ret = cpr_main_chan_accept(job, &in->mc, errp);
+    if (ret < 0)
+        return ret;
+    if ((ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp)) < 0)
+        return ret;
+    /* post_load and load_done run only once the whole stream checked out (savevm). */
+    ret = cpr_savevm_load_stream(job->ctx, in->mc.s, NULL, errp);
+    cpr_migration_info *i = cpr_job_stats_lock(job);
+    i->transferred = cpr_stream_offset(in->mc.s);
+    cpr_job_stats_unlock(job);
+    if (ret == 0)
+        ret = cpr_job_vm_prepare(job, errp);
+    return ret;
+}
+
+int cpr_migrate_in(cpr_job *job, cpr_error **errp)
+{
+    struct in_state *in = job->priv;
+    int ret = load_and_prepare(job, in, errp);
+    if (ret == 0)
+        ret = commit(job, in, errp);
+    if (ret < 0) {
+        /* Tell the source, which then resumes, rather than let it guess from a reset. */
+        cpr_main_chan_refuse(&in->mc);
+        return ret;
+    }
+    cpr_job_set_runstate(job, -1);
+    if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
+        cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
+    /* Closed after the start: unmapping the stream's buffer and tearing the socket down
+     * (~40 us here) are not part of the guest's pause. */
+    cpr_main_chan_close(job, &in->mc, NULL);
+    return ret < 0 ? ret : 0;
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* Private: the main channel of a migration job (lib/migration/main_channel.c). */
+#ifndef CPR_MIGRATION_MAIN_CHANNEL_H
+#define CPR_MIGRATION_MAIN_CHANNEL_H
+
+#include <cpr/transport.h>
+
+#include "migration/migrate.h"
+
+/* The byte a destination sends back on a socket once the stream loaded (docs/migration.md). */
+#define CPR_MAIN_ACK 0x06
+/* The byte a 1.2 destination sends instead when it fails before it commits (1.0 sends none). */
+#define CPR_MAIN_NAK 0x15
+/* How long a failing destination reads what the source still sends before it closes. */
+#define CPR_MAIN_DRAIN_US (1000 * 1000)
+
+struct cpr_main_chan {
+    cpr_stream *s;     /* writer (outgoing) or reader (incoming, once accepted) */
+    cpr_listener *l;   /* incoming, until accepted */
+    int fd;            /* the stream's fd, a view: the stream owns or borrows it */
+    int is_socket;     /* the acknowledgement is used on sockets only */
+    int is_file;       /* a regular file: no process reads it now */
+};
+
+void cpr_main_chan_init(struct cpr_main_chan *c);
+/* Outgoing: connects or opens the address as a stream writer. Sockets are watched by cancel. */
+int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp);
+/* Incoming: listens (unix, tcp); file, fd and exec open at accept. */
+int cpr_main_chan_listen(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp);
+/* Incoming: waits for the source (a cancel interrupts) and opens the stream reader. */
+int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
+/* Flushes (writer), closes, reaps an exec: command; returns the first error. */
+int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
+/* The acknowledgement: the source ends its half and waits for it, the destination sends it.
+ * wait_ack fails to resume on a NAK, a clean end of stream or a reset of a UNIX socket; on
+ * anything else (a network reset) it sets job->no_resume: the destination may have committed. */
+int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
+int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
+/* A destination that fails before it commits, on a socket: NAK, end its half, read to the
+ * source's end for at most CPR_MAIN_DRAIN_US, so that the close does not reset. */
+void cpr_main_chan_refuse(struct cpr_main_chan *c);
+
+#endif

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private: the "ram" progressive section that carries guest RAM blocks in normal migration
+ * (and in cpr-reboot without x-ignore-shared). Its payload layout is in docs/migration.md.
+ *
+ * Save: setup (block table, first pass = every page), then iterate in bounded parts while the
+ * guest runs, a sync between passes driven by the blocks' dirty bitmaps, and after the stop
+ * parts until nothing is left, then complete. Load: the block table, then pages into the
+ * destination's blocks of the same names.
+ */
+#ifndef CPR_MIGRATION_RAM_SECTION_H
+#define CPR_MIGRATION_RAM_SECTION_H
+
+#include <glib.h>
+
+#include <cpr/ram.h>
+#include <cpr/mode.h>
+#include <cpr/savevm.h>
+#include <cpr/stream.h>
+
+#define CPR_RAM_SECTION_NAME "ram"
+#define CPR_RAM_SECTION_VERSION 1
+
+/* Entry kinds inside the section's records. */
+enum {
+    CPR_RAM_ENT_BLOCK = 1, /* u16 name length, name: later entries refer to this block */
+    CPR_RAM_ENT_ZERO = 2,  /* u64 first page, u32 count: pages that read as zero */
+    CPR_RAM_ENT_DATA = 3,  /* u64 first page, u32 count, count * 4096 bytes */
+};
+
+typedef struct cpr_ram_save cpr_ram_save;
+typedef struct cpr_ram_load cpr_ram_load;
+
+/* Statistics of a save, for query-migrate. */
+struct cpr_ram_stats {
+    uint64_t total;          /* bytes of the blocks that are sent */
+    uint64_t zero_pages;
+    uint64_t data_pages;
+    uint64_t passes;         /* dirty-bitmap syncs, the first pass included */
+    uint64_t last_pass_dirty; /* pages dirty at the last sync */
+    uint64_t remaining;      /* bytes still to send, as of the last sync and since */
+};
+
+/*
+ * Starts a save on ctx: decides which blocks go (not shared ones kept in place by
+ * x-ignore-shared or by a cpr mode), writes the block table into the open record of s, and
+ * makes every page of the sent blocks dirty for the first pass. `sync` (may be NULL) is called
+ * before each later pass so that the VMM merges its dirty log.
+ */
+int cpr_ram_save_new(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_ram_save **out);
+/* Refuses (-EINVAL naming the block) a block that a save in this mode would leave out of the
+ * stream but that cannot outlive the process: cpr_ram_save_new() would choose the same blocks. */
+int cpr_ram_save_check(cpr_ctx *ctx, cpr_mode mode, int ignore_shared, cpr_error **errp);
+int cpr_ram_save_setup(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp);
+
+/*
+ * Writes up to about `budget` bytes of the current pass into the open record of s.
+ * `stable`: the guest is stopped, so pages go out without a copy (cpr_stream_put_ref).
+ * Returns 1 when the current pass is exhausted, 0 when budget ran out first, or an error.
+ */
+int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int stable,
+                         cpr_error **errp);
+
+/* Starts a new pass: ORs what was dirtied since the last one into it. Returns its pages. */
+int64_t cpr_ram_save_sync(cpr_ram_save *rs, cpr_error **errp);
+
+/* Number of blocks whose pages this save sends (0: the section has nothing to do). */
+unsigned int cpr_ram_save_sent_blocks(const cpr_ram_save *rs);
+/* The blocks this save leaves in place (cpr_ram_block *), as a new array to free. */
+GPtrArray *cpr_ram_save_kept(const cpr_ram_save *rs);
+
+/* Bytes left in the current pass (the pending estimate between syncs). */
+uint64_t cpr_ram_save_pending(const cpr_ram_save *rs);
+
+void cpr_ram_save_stats(const cpr_ram_save *rs, struct cpr_ram_stats *out);
+void cpr_ram_save_free(cpr_ram_save *rs);
+
+/* Load side: a loader bound to ctx's blocks. setup reads the block table from the current
+ * record; pages reads entries until the record's payload is used up. */
+int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out);
+int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp);
+int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp);
+void cpr_ram_load_free(cpr_ram_load *rl);
+
+/* The engine's side: the section registered with savevm and driven pass by pass. */
+/* Bytes of pages per part record: small enough for the loader's limits and for a cancel or
+ * the bandwidth limit to act between parts, large enough to amortise the record framing. */
+#define CPR_MIG_RAM_PART_BYTES (8u << 20)
+
+struct cpr_mig_ram;
+
+/* Registers the "ram" progressive section on ctx once (owner thread, not during a save or
+ * load); *slot keeps it. Fails when the VMM registered a section of that name itself. */
+int cpr_mig_ram_register(cpr_ctx *ctx, struct cpr_mig_ram **slot, cpr_error **errp);
+void cpr_mig_ram_free(struct cpr_mig_ram *r);
+
+/* Before a save: picks the blocks to send for this mode (see lib/migration/ram_section.c). */
+void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared);
+/* Before the channel opens: refuses, naming the block, a block the save would leave out that
+ * could not outlive this process in that mode. */
+int cpr_mig_ram_check(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared, cpr_error **errp);
+
+/* Bytes of pages per part from now on (the engine shrinks it under a bandwidth limit). */
+void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes);
+
+/* 1 when this save sends RAM pages (after savevm begin): some block is not left in place. */
+int cpr_mig_ram_active(const struct cpr_mig_ram *r);
+
+/* 1 when this save leaves some block in place (not sent): its memory stays shared. */
+int cpr_mig_ram_kept(const struct cpr_mig_ram *r);
+
+/* 1 once the live pass has run out (the engine then syncs). */
+int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r);
+
+/* Starts the next pass from the dirty bitmaps; `stopped` when the guest no longer runs, so
+ * that this pass is the last. Returns the pages in it. */
+int64_t cpr_mig_ram_sync(struct cpr_mig_ram *r, int stopped, cpr_error **errp);
+
+void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out);
+
+/* The "ram" section itself, so the engine can tell it from the VMM's progressive sections. */
+const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r);
+
+#endif

@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The outgoing main channel, shared by every mode: open, savevm begin, precopy passes while
+ * the guest runs (normal mode), switchover, the rest, end record, and the destination's
+ * acknowledgement on sockets.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include <cpr/stream.h>
+
+#include "core/error.h"
+#include "format/savevm.h"
+#include "format/stream.h"
+#include "migration/main_channel.h"
+#include "migration/migrate_state.h"
+#include "migration/ram_section.h"
+#include "migration/vm_hooks.h"
+
+/* A guest that dirties memory faster than the link carries it never converges: after this many
+ * passes the engine switches over anyway, with whatever downtime that costs. */
+#define CPR_PRECOPY_MAX_PASSES 64
+/* Once RAM's pass has run out, the next sync waits for the VMM's own progressive sections to
+ * come within the downtime limit too, but no longer than this, so passes keep counting. */
+#define CPR_PASS_WAIT_US (1000 * 1000)
+/* With no RAM to send (every block stays in place: the cpr modes, x-ignore-shared), nothing
+ * counts passes: the other sections get this long to fit the downtime limit. */
+#define CPR_PRECOPY_NO_RAM_MAX_US (CPR_PRECOPY_MAX_PASSES * CPR_PASS_WAIT_US)
+/* A round of iterate() calls that sent nothing (every section waits for more to send) is
+ * followed by this pause, so that sections with nothing to send yet are not asked in a busy
+ * loop while the guest runs. */
+#define CPR_IDLE_ROUND_MS 10
+/* The shortest stretch of a pass whose bandwidth the engine trusts (QEMU's window too). */
+#define CPR_BANDWIDTH_WINDOW_US (100 * 1000)
+
+struct save_run {
+    cpr_job *job;
+    struct cpr_mig_ram *ram;
+    cpr_stream *s;
+    int64_t throttle_start_us; /* bandwidth limit window */
+    uint64_t throttle_start_bytes;
+    int64_t pass_start_us;
+    uint64_t pass_start_bytes;
+    uint64_t bandwidth; /* bytes/s of the last pass */
+    int dirty_logging;
+};
+
+static int hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp)
+{
+    int r = cpr_vm_hook_call(&job->mig->ops, job->ctx, job->mig->vm_opaque, which, errp);
+    return r < 0 ? r : 0;
+}
+
+/* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
+static uint64_t others_pending(const struct save_run *r)
+{
+    return cpr_savevm_pending(r->job->ctx, cpr_mig_ram_section(r->ram));
+}
+
+/* Copies what the stream and the sections counted into the query statistics. */
+static void stats_update(struct save_run *r)
+{
+    struct cpr_ram_stats rs;
+    cpr_mig_ram_stats(r->ram, &rs);
+    uint64_t sent = cpr_stream_offset(r->s);
+    uint64_t others = others_pending(r);
+    cpr_migration_info *i = cpr_job_stats_lock(r->job);
+    i->transferred = sent;
+    if (r->job->vm_stopped)
+        i->downtime_bytes = sent - i->precopy_bytes;
+    else
+        i->precopy_bytes = sent;
+    i->remaining = rs.remaining; /* RAM's, as QEMU's query shows it */
+    i->total = rs.total;
+    i->duplicate = rs.zero_pages;
+    i->normal = rs.data_pages;
+    i->normal_bytes = rs.data_pages * CPR_RAM_DIRTY_PAGE_SIZE;
+    i->page_size = CPR_RAM_DIRTY_PAGE_SIZE;
+    i->dirty_sync_count = rs.passes;
+    i->bandwidth = r->bandwidth;
+    if (r->bandwidth)
+        i->expected_downtime_ms = (int64_t)((rs.remaining + others) * 1000 / r->bandwidth);
+    cpr_job_stats_unlock(r->job);
+}
+
+/* Sleeps as long as max-bandwidth requires; a cancel cuts the sleep short. */
+static void throttle(struct save_run *r)
+{
+    uint64_t limit = r->job->params.max_bandwidth;
+    if (!limit)
+        return;
+    uint64_t sent = cpr_stream_offset(r->s) - r->throttle_start_bytes;
+    int64_t due_us = (int64_t)(sent * G_USEC_PER_SEC / limit);
+    int64_t ahead_us = due_us - (g_get_monotonic_time() - r->throttle_start_us);
+    if (ahead_us <= 1000)
+        return;
+    struct pollfd p = { .fd = cpr_job_cancel_fd(r->job), .events = POLLIN };
+    poll(&p, 1, (int)MIN(ahead_us / 1000, 1000));
+}
+
+/* After a round that sent nothing: wait CPR_IDLE_ROUND_MS, less when a cancel comes. */
+static void idle_wait(struct save_run *r)
+{
+    struct pollfd p = { .fd = cpr_job_cancel_fd(r->job), .events = POLLIN };
+    poll(&p, 1, CPR_IDLE_ROUND_MS);
+}
+
+/* Bytes the link carries within the downtime limit, at this pass's bandwidth once the pass has
+ * lasted CPR_BANDWIDTH_WINDOW_US (a shorter sample is noise: a first part can leave in
+ * microseconds), else at the last pass's (none before the first: nothing fits yet). */
+static uint64_t downtime_budget(const struct save_run *r, int64_t now)
+{
+    int64_t dt = now - r->pass_start_us;
+    uint64_t bw = r->bandwidth;
+    if (dt >= CPR_BANDWIDTH_WINDOW_US)
+        bw = (cpr_stream_offset(r->s) - r->pass_start_bytes) * G_USEC_PER_SEC / (uint64_t)dt;
+    return bw * r->job->params.downtime_limit_ms / 1000;
+}
+
+/* Whether the other sections' `others` bytes fit the downtime limit now, or they have had
+ * max_wait_us of this pass to get there: when RAM's pass has run out, whether to end it (sync);
+ * with no RAM to send, whether to switch over. */
+static int others_fit(const struct save_run *r, uint64_t others, int64_t max_wait_us)
+{
+    int64_t now = g_get_monotonic_time();
+    return others <= downtime_budget(r, now) || now - r->pass_start_us >= max_wait_us;
+}
+
+/* The end of a live pass: measure it, start the next, and say whether to switch over now:
+ * when what RAM and every other progressive section have left fits in the downtime limit. */
+static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
+{
+    int64_t now = g_get_monotonic_time();
+    uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
+    int64_t dt = MAX(now - r->pass_start_us, 1);
+    r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
+    uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
+    int ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
+    if (ret < 0)
+        return ret;
+    int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
+    if (pages < 0)
+        return (int)pages;
+    uint64_t pending = (uint64_t)pages * CPR_RAM_DIRTY_PAGE_SIZE + others_pending(r);
+    struct cpr_ram_stats rs;
+    cpr_mig_ram_stats(r->ram, &rs);
+    cpr_migration_info *i = cpr_job_stats_lock(r->job);
+    i->dirty_pages_rate = (uint64_t)pages * G_USEC_PER_SEC / (uint64_t)dt;
+    cpr_job_stats_unlock(r->job);
+    *converged = pending <= threshold || rs.passes >= CPR_PRECOPY_MAX_PASSES;
+    r->pass_start_us = now;
+    r->pass_start_bytes = cpr_stream_offset(r->s);
+    return 0;
+}
+
+static int precopy(struct save_run *r, cpr_error **errp)
+{
+    /* Dirty logging only when RAM pages are sent: it costs the guest (write protection). */
+    int ram = cpr_mig_ram_active(r->ram), ret;
+    if (ram) {
+        ret = hook(r->job, CPR_VM_DIRTY_LOG_START, errp);
+        if (ret < 0)
+            return ret;
+        r->dirty_logging = 1;
+    }
+    /* Under a bandwidth limit, parts of about 50 ms of it, so that throttling is smooth and a
+     * cancel is not stuck behind a large part. */
+    uint64_t limit = r->job->params.max_bandwidth;
+    if (limit)
+        cpr_mig_ram_set_part_bytes(r->ram, CLAMP(limit / 20, 64u << 10, CPR_MIG_RAM_PART_BYTES));
+    r->pass_start_us = r->throttle_start_us = g_get_monotonic_time();
+    r->pass_start_bytes = r->throttle_start_bytes = cpr_stream_offset(r->s);
+    for (;;) {
+        if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
+            return ret;
+        uint64_t round_start = cpr_stream_offset(r->s);
+        ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
+        if (ret < 0)
+            return ret;
+        stats_update(r);
+        throttle(r);
+        int converged = ret == 1; /* every section done: nothing to chase */
+        uint64_t others = others_pending(r);
+        if (!converged && !ram)
+            converged = others_fit(r, others, CPR_PRECOPY_NO_RAM_MAX_US);
+        if (!converged && ram && cpr_mig_ram_pass_ended(r->ram) && others_fit(r, others, CPR_PASS_WAIT_US)) {
+            if ((ret = pass_end(r, &converged, errp)) < 0)
+                return ret;
+            stats_update(r);
+            round_start = UINT64_MAX; /* the sync may have given RAM more to send: no pause */
+        }
+        if (converged)
+            return 0;
+        if (cpr_stream_offset(r->s) == round_start)
+            idle_wait(r);
+    }
+}
+
+/* After the stop: the last dirty pages and every progressive section's remainder, in parts. */
+static int drain(struct save_run *r, cpr_error **errp)
+{
+    int ret;
+    if (r->dirty_logging && (ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp)) < 0)
+        return ret;
+    int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
+    if (pages < 0)
+        return (int)pages;
+    cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
+    ret = cpr_savevm_iterate_stopped(r->job->ctx, r->s, errp);
+    stats_update(r);
+    return ret;
+}
+
+static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error **errp)
+{
+    /* From the final records on, a cancel could leave the destination with a complete
+     * stream while this side resumes: it is no longer honoured. */
+    int ret = cpr_job_point_of_no_return(r->job, errp);
+    if (ret == 0)
+        ret = cpr_savevm_complete(r->job->ctx, r->s, errp);
+    if (ret == 0)
+        ret = cpr_stream_flush(r->s, errp);
+    stats_update(r);
+    if (ret < 0)
+        return ret;
+    /* A file: is synced and renamed into place by the channel's close (every mode). */
+    if (mc->is_socket)
+        return cpr_main_chan_wait_ack(r->job, mc, errp);
+    return 0;
+}
+
+int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp)
+{
+    struct cpr_mig *mig = job->mig;
+    struct save_run r = { .job = job, .ram = mig->ram };
+    struct cpr_main_chan mc;
+    /* Before the channel opens: a refused block leaves no file and starts no command. */
+    int ret = cpr_mig_ram_check(r.ram, job->mode, job->params.x_ignore_shared, errp);
+    if (ret == 0)
+        ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
+    if (ret < 0)
+        return ret;
+    r.s = mc.s;
+    cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
+    /* The guest goes to a process that will share memory (or fds) with this one. */
+    job->ram_shared = !mc.is_file && (job->mode == CPR_MODE_CPR_TRANSFER || cpr_mig_ram_kept(r.ram));
+    ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
+    int begun = ret != -EBUSY;
+    if (ret == 0)
+        ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
+    if (live == CPR_SAVE_LIVE_UNLESS_RAM && cpr_mig_ram_active(r.ram))
+        live = CPR_SAVE_STOP_FIRST;
+    if (ret == 0 && live != CPR_SAVE_STOP_FIRST)
+        ret = precopy(&r, errp);
+    if (ret == 0)
+        ret = cpr_job_switchover(job, errp);
+    if (ret == 0)
+        ret = drain(&r, errp);
+    if (ret == 0)
+        ret = finish_stream(&r, &mc, errp);
+    if (r.dirty_logging)
+        hook(job, CPR_VM_DIRTY_LOG_STOP, NULL);
+    stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
+    if (begun)
+        cpr_savevm_finish(job->ctx);
+    if (ret < 0)
+        cpr_stream_abandon(mc.s); /* nothing of a failed save replaces the old file */
+    /* An exec: command that fails after taking the whole stream still fails the job. */
+    int to_pipe = !mc.is_socket && !mc.is_file;
+    int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);
+    if (ret == 0 && closed < 0 && to_pipe) {
+        /* No way back on a pipe: the reader may have loaded the whole stream and run it. */
+        job->no_resume = 1;
+        cpr_error_prefix(errp, "the whole stream was written, so the destination may run the guest: "
+                               "it was left paused here");
+    }
+    return ret < 0 ? ret : closed;
+}
+
+int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp)
+{
+    return cpr_migrate_save_main(job, CPR_SAVE_LIVE, errp);
+}
+
+int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp)
+{
+    return cpr_migrate_save_main(job, CPR_SAVE_STOP_FIRST, errp);
+}
