@@ -30,7 +30,8 @@
 static int report(cpr_ctx *ctx, const char *line)
 {
     int fd = cpr_fd_find(ctx, "report", 0);
-    dprintf(fd, "%s\n", line);
+    if (fd >= 0) /* an old image without a report (test_teardown's) has nothing to tell */
+        dprintf(fd, "%s\n", line);
     return fd;
 }
 

@@ -159,7 +159,9 @@ static pid_t child_with_helper(int report, int do_exec)
     if (write(report, &holder, sizeof(holder)) != sizeof(holder))
         _exit(96);
     if (do_exec) {
-        const char *argv[] = { "/bin/true", NULL };
+        /* A new image that adopts the state and commits: one that did not (/bin/true) would
+         * have the cpr-exec guardian exec this test back, suite and all, again and again. */
+        const char *argv[] = { EXEC_IMAGE_PATH, "new", "commit", NULL };
         cpr_exec(c, argv, NULL);
         _exit(95);
     }
