@@ -24,6 +24,7 @@ typedef enum cpr_ctx_slot {
     CPR_SLOT_RAM,
     CPR_SLOT_MIGRATION,
     CPR_SLOT_EXEC, /* cpr-exec rollback: the new image's commit socket */
+    CPR_SLOT_TLS,  /* TLS credentials by id (lib/channel/tls_creds.c) */
     CPR_SLOT_COUNT
 } cpr_ctx_slot;
 

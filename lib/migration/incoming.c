@@ -20,6 +20,7 @@
 #include "format/savevm.h"
 #include "handover/exec_guard.h"
 #include "migration/main_channel.h"
+#include "migration/main_tls.h"
 #include "migration/migrate_state.h"
 #include "migration/ram_section.h"
 
@@ -96,7 +97,9 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
     cpr_main_chan_init(&in->mc);
     job->priv = in;
     job->priv_free = in_state_free;
-    ret = cpr_main_chan_listen(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &in->mc, errp);
+    ret = cpr_main_tls_check(job, job->channels, errp);
+    if (ret == 0)
+        ret = cpr_main_chan_listen(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &in->mc, errp);
     if (ret < 0)
         return ret;
 

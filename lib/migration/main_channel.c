@@ -16,9 +16,11 @@
 
 #include "channel/file_save.h"
 #include "channel/scm.h"
+#include "channel/tls.h"
 #include "core/error.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
+#include "migration/main_tls.h"
 
 void cpr_main_chan_init(struct cpr_main_chan *c)
 {
@@ -27,6 +29,7 @@ void cpr_main_chan_init(struct cpr_main_chan *c)
     c->fd = -1;
     c->is_socket = 0;
     c->is_file = 0;
+    c->tls = NULL;
 }
 
 /* The stream is open: note its fd and let cancel reach it when it is a socket. */
@@ -52,6 +55,10 @@ int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan 
         return ret;
     }
     opened(job, c);
+    if (job->params.tls_creds && (ret = cpr_main_tls_start(job, a, c, errp)) < 0) {
+        cpr_main_chan_close(job, c, NULL);
+        return ret;
+    }
     return 0;
 }
 
@@ -83,7 +90,7 @@ int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp
     cpr_listener_free(c->l);
     c->l = NULL;
     opened(job, c);
-    return 0;
+    return job->params.tls_creds ? cpr_main_tls_start(job, NULL, c, errp) : 0;
 }
 
 int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
@@ -92,6 +99,7 @@ int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
         cpr_job_unwatch_fd(job, c->fd);
     /* Flushes what is left and reaps an exec: command, whose failure fails the job. */
     int ret = cpr_stream_close(c->s, errp);
+    cpr_tls_session_free(c->tls);
     cpr_listener_free(c->l);
     cpr_main_chan_init(c);
     if (ret < 0)
@@ -113,15 +121,13 @@ static int is_local(int fd)
 int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
 {
     /* Our half is done: a destination that drains before it closes sees the end at once. */
-    shutdown(c->fd, SHUT_WR);
+    cpr_main_chan_end_half(c);
     cpr_io_wait w = cpr_io_wait_make(-1, -1);
     int ret = cpr_io_wait_fd(&w, c->fd, POLLIN, "main channel: waiting for the destination's acknowledgement", errp);
     if (ret < 0)
         return ret;
     uint8_t b = 0;
-    ssize_t n;
-    while ((n = read(c->fd, &b, 1)) < 0 && errno == EINTR) {
-    }
+    ssize_t n = cpr_main_chan_recv(c, &b, 1);
     if (n == 1 && b == CPR_MAIN_ACK)
         return 0;
     if (n == 1 && b == CPR_MAIN_NAK)
@@ -148,9 +154,7 @@ int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **er
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp)
 {
     uint8_t b = CPR_MAIN_ACK;
-    ssize_t n;
-    while ((n = send(c->fd, &b, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-    }
+    ssize_t n = cpr_main_chan_send(c, &b, 1, 0);
     if (n != 1)
         return cpr_error_set_errno(errp, n < 0 ? -errno : -EIO, "main channel: sending the acknowledgement");
     return 0;
@@ -162,10 +166,10 @@ void cpr_main_chan_refuse(struct cpr_main_chan *c)
         return;
     uint8_t b = CPR_MAIN_NAK;
     /* Best effort: a source that is gone, or a cancel's shutdown, makes these fail. */
-    if (send(c->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
+    if (cpr_main_chan_send(c, &b, 1, MSG_DONTWAIT) != 1) {
         /* nothing to do: the source sees the end of the stream instead */
     }
-    shutdown(c->fd, SHUT_WR);
+    cpr_main_chan_end_half(c);
     /* Closing with unread bytes would reset the connection and could lose the NAK: read to
      * the source's end, for a bounded time (a 1.0/1.1 source never ends its half). */
     int64_t deadline = g_get_monotonic_time() + CPR_MAIN_DRAIN_US;
