@@ -20,7 +20,6 @@
 #include "format/savevm.h"
 #include "handover/exec_guard.h"
 #include "migration/main_channel.h"
-#include "migration/main_tls.h"
 #include "migration/migrate_state.h"
 #include "migration/ram_section.h"
 

@@ -55,7 +55,7 @@ int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan 
         return ret;
     }
     opened(job, c);
-    if (job->params.tls_creds && (ret = cpr_main_tls_start(job, a, c, errp)) < 0) {
+    if (job->params.tls_creds && (ret = cpr_main_tls_start(job, a, c->fd, c->s, &c->tls, errp)) < 0) {
         cpr_main_chan_close(job, c, NULL);
         return ret;
     }
@@ -90,7 +90,7 @@ int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp
     cpr_listener_free(c->l);
     c->l = NULL;
     opened(job, c);
-    return job->params.tls_creds ? cpr_main_tls_start(job, NULL, c, errp) : 0;
+    return job->params.tls_creds ? cpr_main_tls_start(job, NULL, c->fd, c->s, &c->tls, errp) : 0;
 }
 
 int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
@@ -121,13 +121,13 @@ static int is_local(int fd)
 int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
 {
     /* Our half is done: a destination that drains before it closes sees the end at once. */
-    cpr_main_chan_end_half(c);
+    cpr_main_tls_end_half(c->tls, c->fd);
     cpr_io_wait w = cpr_io_wait_make(-1, -1);
     int ret = cpr_io_wait_fd(&w, c->fd, POLLIN, "main channel: waiting for the destination's acknowledgement", errp);
     if (ret < 0)
         return ret;
     uint8_t b = 0;
-    ssize_t n = cpr_main_chan_recv(c, &b, 1);
+    ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
     if (n == 1 && b == CPR_MAIN_ACK)
         return 0;
     if (n == 1 && b == CPR_MAIN_NAK)
@@ -154,7 +154,7 @@ int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **er
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp)
 {
     uint8_t b = CPR_MAIN_ACK;
-    ssize_t n = cpr_main_chan_send(c, &b, 1, 0);
+    ssize_t n = cpr_main_tls_send(c->tls, c->fd, &b, 1, 0);
     if (n != 1)
         return cpr_error_set_errno(errp, n < 0 ? -errno : -EIO, "main channel: sending the acknowledgement");
     return 0;
@@ -166,10 +166,10 @@ void cpr_main_chan_refuse(struct cpr_main_chan *c)
         return;
     uint8_t b = CPR_MAIN_NAK;
     /* Best effort: a source that is gone, or a cancel's shutdown, makes these fail. */
-    if (cpr_main_chan_send(c, &b, 1, MSG_DONTWAIT) != 1) {
+    if (cpr_main_tls_send(c->tls, c->fd, &b, 1, MSG_DONTWAIT) != 1) {
         /* nothing to do: the source sees the end of the stream instead */
     }
-    cpr_main_chan_end_half(c);
+    cpr_main_tls_end_half(c->tls, c->fd);
     /* Closing with unread bytes would reset the connection and could lose the NAK: read to
      * the source's end, for a bounded time (a 1.0/1.1 source never ends its half). */
     int64_t deadline = g_get_monotonic_time() + CPR_MAIN_DRAIN_US;

@@ -48,43 +48,44 @@ int cpr_main_tls_check(const cpr_job *job, const cpr_channels *channels, cpr_err
     return 0;
 }
 
-int cpr_main_tls_start(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
+int cpr_main_tls_start(cpr_job *job, const cpr_addr *a, int fd, cpr_stream *s, struct cpr_tls_session **tls,
+                       cpr_error **errp)
 {
     const char *host = job->params.tls_hostname;
     if (!host && a && cpr_addr_transport(a) == CPR_TRANSPORT_TCP)
         host = cpr_addr_host(a);
     cpr_tls_endpoint role = job->incoming ? CPR_TLS_ENDPOINT_SERVER : CPR_TLS_ENDPOINT_CLIENT;
-    int ret = cpr_tls_channel_wrap(job->ctx, job->params.tls_creds, host, role, c->fd, c->s, &c->tls, errp);
+    int ret = cpr_tls_channel_wrap(job->ctx, job->params.tls_creds, host, role, fd, s, tls, errp);
     if (ret < 0)
         cpr_error_prefix(errp, "main channel");
     return ret;
 }
 
-ssize_t cpr_main_chan_recv(struct cpr_main_chan *c, void *buf, size_t len)
+ssize_t cpr_main_tls_recv(struct cpr_tls_session *tls, int fd, void *buf, size_t len)
 {
     ssize_t n;
     do {
-        n = c->tls ? cpr_tls_session_read(c->tls, buf, len) : read(c->fd, buf, len);
+        n = tls ? cpr_tls_session_read(tls, buf, len) : read(fd, buf, len);
     } while (n < 0 && errno == EINTR);
     return n;
 }
 
-ssize_t cpr_main_chan_send(struct cpr_main_chan *c, const void *buf, size_t len, int flags)
+ssize_t cpr_main_tls_send(struct cpr_tls_session *tls, int fd, const void *buf, size_t len, int flags)
 {
-    if (c->tls) {
+    if (tls) {
         struct iovec iov = { (void *)buf, len };
-        return cpr_tls_session_writev(c->tls, &iov, 1);
+        return cpr_tls_session_writev(tls, &iov, 1);
     }
     ssize_t n;
-    while ((n = send(c->fd, buf, len, MSG_NOSIGNAL | flags)) < 0 && errno == EINTR) {
+    while ((n = send(fd, buf, len, MSG_NOSIGNAL | flags)) < 0 && errno == EINTR) {
     }
     return n;
 }
 
-void cpr_main_chan_end_half(struct cpr_main_chan *c)
+void cpr_main_tls_end_half(struct cpr_tls_session *tls, int fd)
 {
     /* Best effort: a peer that is gone shows in the read that follows. */
-    if (c->tls && cpr_tls_session_bye(c->tls) < 0) {
+    if (tls && cpr_tls_session_bye(tls) < 0) {
     }
-    shutdown(c->fd, SHUT_WR);
+    shutdown(fd, SHUT_WR);
 }

@@ -24,7 +24,6 @@
 #include "core/sized.h"
 #include "handover/exec_guard.h"
 #include "migration/migrate.h"
-#include "migration/main_tls.h"
 #include "migration/migrate_state.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"

@@ -102,6 +102,11 @@ enum cpr_save_live {
  * no return. */
 int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp);
 
+/* TLS (lib/migration/main_tls.c): before a job starts, with "tls-creds" set, refuses a mode
+ * other than normal and a main channel other than tcp or unix (saying why), and credentials
+ * that do not exist or are for the other endpoint. 0 when tls-creds is unset. */
+int cpr_main_tls_check(const cpr_job *job, const cpr_channels *channels, cpr_error **errp);
+
 int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp);
 int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp);
 int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp);

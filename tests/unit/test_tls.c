@@ -353,6 +353,41 @@ START_TEST(test_endpoint_and_hostname_checked)
 }
 END_TEST
 
+/* A job with tls-creds set refuses, before it starts, what cannot carry TLS; the messages say
+ * why. */
+START_TEST(test_job_refusals)
+{
+    cpr_ctx *ctx;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    ck_assert_int_eq(cpr_tls_creds_add(ctx, "cli", creds(dir_a, CPR_TLS_ENDPOINT_CLIENT, 0), NULL), 0);
+    ck_assert_int_eq(cpr_tls_creds_add(ctx, "srv", creds(dir_a, CPR_TLS_ENDPOINT_SERVER, 0), NULL), 0);
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-creds", "cli", NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_uri(ctx, "file:/nonexistent-cpr/vm.state", 0, errp_), -EINVAL,
+                        "cannot carry TLS: only tcp and unix sockets do");
+    ck_assert_cpr_fails(cpr_migrate_uri(ctx, "exec:cat >/dev/null", 0, errp_), -EINVAL, "cannot carry TLS");
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-creds", "nope", NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_uri(ctx, "unix:/nonexistent-cpr/s", 0, errp_), -ENOENT,
+                        "no TLS credentials with id 'nope'");
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-creds", "srv", NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_uri(ctx, "tcp:127.0.0.1:1", 0, errp_), -EINVAL,
+                        "are for endpoint=server, but the source needs endpoint=client");
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-creds", "cli", NULL), 0);
+    ck_assert_int_eq(cpr_param_set(ctx, "mode", "cpr-transfer", NULL), 0);
+    cpr_channels *ch;
+    ck_assert_int_eq(cpr_channels_parse_json("[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\","
+                                             "\"type\":\"unix\",\"path\":\"/nonexistent-cpr/m\"}},"
+                                             "{\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\","
+                                             "\"type\":\"unix\",\"path\":\"/nonexistent-cpr/c\"}}]", &ch, NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_channels(ctx, ch, 0, errp_), -EINVAL,
+                        "TLS is for normal mode only, not cpr-transfer: its cpr channel passes fds by SCM_RIGHTS");
+    cpr_channels_free(ch);
+    ck_assert_int_eq(cpr_param_set(ctx, "mode", "cpr-reboot", NULL), 0);
+    ck_assert_cpr_fails(cpr_migrate_uri(ctx, "file:/nonexistent-cpr/vm.state", 0, errp_), -EINVAL,
+                        "not cpr-reboot: its state goes to a file");
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *tls_suite(void)
 {
     make_certs();
@@ -361,6 +396,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_creds_files);
     tcase_add_test(tc, test_creds_registry);
     tcase_add_test(tc, test_params);
+    tcase_add_test(tc, test_job_refusals);
     suite_add_tcase(s, tc);
     tc = tcase_create("session");
     tcase_add_test(tc, test_good_handshake_carries_a_stream);
