@@ -53,6 +53,10 @@ struct cpr_ctx {
 void *cpr_ctx_shared_locked(cpr_ctx *ctx, cpr_ctx_shared which, void *(*make)(void),
                             void (*free_fn)(void *));
 
+/* A shared part that is a list (GPtrArray) whose elements elem_free frees: when the list is
+ * freed with the context, and when g_ptr_array_remove() takes one out. Caller holds ctx->lock. */
+GPtrArray *cpr_ctx_shared_list_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify elem_free);
+
 /* Returns the module's state, or NULL when it has none yet. Owner thread only. */
 void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot);
 /* Installs the module's state and how to free it with the context. Owner thread only. */
