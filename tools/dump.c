@@ -21,6 +21,7 @@
 
 #define MAX_DEPTH 32
 #define HEX_MAX 64 /* bytes of a buffer or custom field shown in hex */
+#define STRING_MAX (1u << 20) /* longest string field of a valid stream (docs/format.md 2.7) */
 
 /* A cursor over a section body; every read is bounds-checked. */
 struct cur {
@@ -83,12 +84,17 @@ static int uint_key(json_object *o, const char *key, uint64_t *out)
 
 static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int depth, json_object *out);
 
-/* The value of an earlier integer field of this struct, for counts and lengths. */
-static int count_of(struct cur *c, json_object *out, const char *field, const char *name, uint64_t *n)
+/* The value of an earlier integer field of this struct, for counts and lengths: at most cap
+ * (the field's capacity); a negative one is over any capacity (docs/format.md 3.2). */
+static int count_of(struct cur *c, json_object *out, const char *field, const char *name, uint64_t cap,
+                    uint64_t *n)
 {
     json_object *v;
     if (!field || !json_object_object_get_ex(out, field, &v) || !json_object_is_type(v, json_type_int))
-        return fail(c, "field '%s': its count field is missing before it", name);
+        return fail(c, "field '%s': its count field is absent (missing, or absent in this version)", name);
+    if (json_object_get_int64(v) < 0 || json_object_get_uint64(v) > cap)
+        return fail(c, "field '%s': count %s exceeds its capacity %llu", name, json_object_get_string(v),
+                    (unsigned long long)cap);
     *n = json_object_get_uint64(v);
     return 0;
 }
@@ -165,7 +171,7 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
     const uint8_t *p = NULL;
     if (strcmp(type, "bytes") == 0 || strcmp(type, "vbytes") == 0) {
         n = size;
-        if (type[0] == 'v' && count_of(c, out, str_key(f, "length_field"), name, &n) < 0)
+        if (type[0] == 'v' && count_of(c, out, str_key(f, "length_field"), name, size, &n) < 0)
             return -1;
         if (take(c, n, &p, name) < 0)
             return -1;
@@ -180,8 +186,12 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
             json_object_object_add(out, name, NULL);
             return 0;
         }
+        if (len > STRING_MAX)
+            return fail(c, "field '%s': string of %u bytes is over the format's limit", name, len);
         if (take(c, len, &p, name) < 0)
             return -1;
+        if (memchr(p, 0, len))
+            return fail(c, "field '%s': string contains a NUL byte", name);
         json_object_object_add(out, name, json_object_new_string_len((const char *)p, (int)len));
         return 0;
     }
@@ -199,7 +209,7 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
     }
     const char *cf = str_key(f, "count_field");
     n = count;
-    if (cf && count_of(c, out, cf, name, &n) < 0)
+    if (cf && count_of(c, out, cf, name, count, &n) < 0)
         return -1;
     /* Each element takes at least one byte: a count beyond the body is a lie, not a loop. */
     if (n > c->len - c->pos + 1)

@@ -157,14 +157,17 @@ START_TEST(test_dump_check_names_the_first_problem)
 }
 END_TEST
 
-/* A stream file: config, a schema whose "dev" (version 1, one u32 `reg`) has the subsections
- * `subs` (JSON array elements), and a full "dev" whose body is reg then `list` (len bytes). */
-static char *write_dev_stream(const char *subs, const void *list, size_t len)
+#define REG_FIELD "{\"name\":\"reg\",\"type\":\"u32\",\"size\":4,\"count\":1}"
+
+/* A stream file: config, a schema whose "dev" (version 1) has the fields and subsections
+ * `fields` and `subs` (JSON array elements), and a full "dev" whose body is u32 0x11223344
+ * (reg, when the fields start with it) then `rest` (len bytes). */
+static char *write_dev_stream(const char *fields, const char *subs, const void *rest, size_t len)
 {
     static const char cfg[] = "{\"producer\":\"test\",\"mode\":\"normal\"}";
     g_autofree char *schema = g_strdup_printf(
         "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"full\",\"version\":1,\"min_version\":1,"
-        "\"fields\":[{\"name\":\"reg\",\"type\":\"u32\",\"size\":4,\"count\":1}],\"subsections\":[%s]}]}", subs);
+        "\"fields\":[%s],\"subsections\":[%s]}]}", fields, subs);
     cpr_stream *w;
     ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
     ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
@@ -172,7 +175,7 @@ static char *write_dev_stream(const char *subs, const void *list, size_t len)
     ck_assert_int_eq(cpr_rec_write(w, CPR_REC_SCHEMA, schema, strlen(schema), NULL), 0);
     ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_FULL, "dev", 0, 1, NULL, NULL), 0);
     ck_assert_int_eq(cpr_stream_put_u32(w, 0x11223344, NULL), 0);
-    ck_assert_int_eq(cpr_stream_put_bytes(w, list, len, NULL), 0);
+    ck_assert_int_eq(cpr_stream_put_bytes(w, rest, len, NULL), 0);
     ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
     ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
     const void *data;
@@ -211,7 +214,7 @@ START_TEST(test_dump_check_holds_subsections_to_the_schema)
     };
     const char *subs[] = { optional, optional, "", required };
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
-        g_autofree char *path = write_dev_stream(subs[i], cases[i].list, cases[i].len);
+        g_autofree char *path = write_dev_stream(REG_FIELD, subs[i], cases[i].list, cases[i].len);
         g_autofree char *out = NULL, *err = NULL;
         int status = run_dump("--check", path, &out, &err);
         if (!cases[i].err)
@@ -223,6 +226,24 @@ START_TEST(test_dump_check_holds_subsections_to_the_schema)
 }
 END_TEST
 
+/* --check holds counts to their capacity, as the loader does (docs/format.md 3.2). */
+START_TEST(test_dump_check_holds_counts_to_their_capacity)
+{
+    if (!dump_path())
+        return;
+    /* After reg: n = 3 counts `more`, whose capacity is 2; its 3 bytes and the list end follow. */
+    static const uint8_t body[] = { 0x03, 0xaa, 0xbb, 0xcc, 0x00 };
+    g_autofree char *path = write_dev_stream(
+        REG_FIELD ",{\"name\":\"n\",\"type\":\"u8\",\"size\":1,\"count\":1},"
+                  "{\"name\":\"more\",\"type\":\"u8\",\"size\":1,\"count\":2,\"count_field\":\"n\"}",
+        "", body, sizeof(body));
+    g_autofree char *out = NULL, *err = NULL;
+    ck_assert_int_eq(run_dump("--check", path, &out, &err), 1);
+    ck_assert_msg(strstr(err, "field 'more': count 3 exceeds its capacity 2"), "%s", err);
+    unlink(path);
+}
+END_TEST
+
 static Suite *dump_suite(void)
 {
     Suite *s = suite_create("dump");
@@ -230,6 +251,7 @@ static Suite *dump_suite(void)
     tcase_add_test(tc, test_dump_prints_fields_by_name_from_the_schema);
     tcase_add_test(tc, test_dump_check_names_the_first_problem);
     tcase_add_test(tc, test_dump_check_holds_subsections_to_the_schema);
+    tcase_add_test(tc, test_dump_check_holds_counts_to_their_capacity);
     suite_add_tcase(s, tc);
     return s;
 }
