@@ -7,8 +7,7 @@
 
 #include <json-c/json.h>
 
-#include "format/record.h"
-#include "format/stream.h"
+#include "stream_util.h"
 #include "testutil.h"
 
 struct nic {
@@ -168,11 +167,7 @@ static char *write_dev_stream(const char *fields, const char *subs, const void *
     g_autofree char *schema = g_strdup_printf(
         "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"full\",\"version\":1,\"min_version\":1,"
         "\"fields\":[%s],\"subsections\":[%s]}]}", fields, subs);
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, cfg, strlen(cfg), NULL), 0);
-    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_SCHEMA, schema, strlen(schema), NULL), 0);
+    cpr_stream *w = mem_stream_start(cfg, schema);
     ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_FULL, "dev", 0, 1, NULL, NULL), 0);
     ck_assert_int_eq(cpr_stream_put_u32(w, 0x11223344, NULL), 0);
     ck_assert_int_eq(cpr_stream_put_bytes(w, rest, len, NULL), 0);

@@ -3,8 +3,7 @@
  * record: what every reader refuses, and what the writer leaves out. */
 #include <errno.h>
 
-#include "format/record.h"
-#include "format/stream.h"
+#include "stream_util.h"
 #include "testutil.h"
 
 #define CONFIG "{\"producer\":\"test\",\"mode\":\"normal\"}"
@@ -18,18 +17,6 @@
 struct dev {
     uint32_t reg, level;
 };
-
-/* A stream: header, config `cfg`, schema `schema` (NULL: none). */
-static cpr_stream *start(const char *cfg, const char *schema)
-{
-    cpr_stream *w;
-    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, cfg, strlen(cfg), NULL), 0);
-    if (schema)
-        ck_assert_int_eq(cpr_rec_write(w, CPR_REC_SCHEMA, schema, strlen(schema), NULL), 0);
-    return w;
-}
 
 /* A full record of "dev" in `version` with `flags`: reg, then `subs` (len bytes) as its list. */
 static void put_dev(cpr_stream *w, uint32_t version, unsigned int flags, const void *subs, size_t len)
@@ -80,7 +67,7 @@ static const uint8_t no_subs[] = { 0 };
 
 START_TEST(test_a_valid_stream_loads)
 {
-    cpr_stream *w = start(CONFIG, DEV_SCHEMA("full"));
+    cpr_stream *w = mem_stream_start(CONFIG, DEV_SCHEMA("full"));
     put_dev(w, 1, 0, no_subs, 1);
     cpr_error *err = NULL;
     int ret = finish_and_load(w, NULL, &err);
@@ -94,7 +81,7 @@ START_TEST(test_a_section_twice_is_refused_even_when_skipped)
     cpr_ctx *ctx;
     ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
     cpr_savevm_set_warning_handler(ctx, NULL, NULL, NULL);
-    cpr_stream *w = start(CONFIG, NULL);
+    cpr_stream *w = mem_stream_start(CONFIG, NULL);
     put_dev(w, 1, CPR_REC_FLAG_OPTIONAL, no_subs, 1);
     put_dev(w, 1, CPR_REC_FLAG_OPTIONAL, no_subs, 1);
     ck_assert_cpr_fails(finish_and_load(w, ctx, errp_), -EBADMSG, "section 'dev' instance 0 appears twice");
@@ -105,7 +92,7 @@ END_TEST
 /* Point 13: OPTIONAL only on full and start records; SKIPPABLE never on a known type. */
 START_TEST(test_flags_outside_their_records_are_refused)
 {
-    cpr_stream *w = start(CONFIG, NULL);
+    cpr_stream *w = mem_stream_start(CONFIG, NULL);
     uint32_t id;
     ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_START, "ram", 0, 1, &id, NULL), 0);
     cpr_rec_set_flags(w, CPR_REC_FLAG_OPTIONAL); /* skipped by the loader, which has no "ram" */
@@ -127,7 +114,7 @@ END_TEST
 /* Point 1: the schema record is record #1 or absent. */
 START_TEST(test_the_schema_comes_right_after_the_config)
 {
-    cpr_stream *w = start(CONFIG, NULL);
+    cpr_stream *w = mem_stream_start(CONFIG, NULL);
     ck_assert_int_eq(cpr_rec_begin(w, 0x55, CPR_REC_FLAG_SKIPPABLE, NULL), 0);
     ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
     ck_assert_int_eq(cpr_rec_write(w, CPR_REC_SCHEMA, DEV_SCHEMA("full"), strlen(DEV_SCHEMA("full")), NULL), 0);
@@ -144,12 +131,12 @@ START_TEST(test_subsection_names_with_nul_are_refused)
         0x01, 0x00, 0x00, 0x00, 0x00,                                               /* level, list end */
         0x00,
     };
-    cpr_stream *w = start(CONFIG, NULL);
+    cpr_stream *w = mem_stream_start(CONFIG, NULL);
     put_dev(w, 1, 0, nul_name, sizeof(nul_name));
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "subsection name contains a NUL byte");
     static const uint8_t empty_name[] = { 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
                                           0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 };
-    w = start(CONFIG, NULL);
+    w = mem_stream_start(CONFIG, NULL);
     put_dev(w, 1, 0, empty_name, sizeof(empty_name));
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "subsection name is empty");
 }
@@ -168,7 +155,7 @@ START_TEST(test_config_keys_are_checked)
         { "[]", "not a JSON object" },
     };
     for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
-        cpr_stream *w = start(bad[i].cfg, NULL);
+        cpr_stream *w = mem_stream_start(bad[i].cfg, NULL);
         ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, bad[i].why);
     }
 }
@@ -177,12 +164,12 @@ END_TEST
 /* Point 10 and 12: the schema is valid and agrees with the records, for the loader too. */
 START_TEST(test_the_schema_must_agree_with_the_records)
 {
-    cpr_stream *w = start(CONFIG, DEV_SCHEMA("progressive"));
+    cpr_stream *w = mem_stream_start(CONFIG, DEV_SCHEMA("progressive"));
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "a progressive section has no fields");
 
     static const char *progressive =
         "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"progressive\",\"version\":1,\"min_version\":1}]}";
-    w = start(CONFIG, progressive);
+    w = mem_stream_start(CONFIG, progressive);
     put_dev(w, 1, 0, no_subs, 1);
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "section 'dev' is progressive in the stream's schema");
 
@@ -190,17 +177,17 @@ START_TEST(test_the_schema_must_agree_with_the_records)
     static const char *v1 =
         "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"full\",\"version\":1,\"min_version\":1,"
         "\"fields\":[],\"subsections\":[]}]}";
-    w = start(CONFIG, v1);
+    w = mem_stream_start(CONFIG, v1);
     put_dev(w, 2, 0, no_subs, 1);
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "the stream's schema gives versions 1..1");
 
     static const char *other = "{\"schema\":1,\"sections\":[]}";
-    w = start(CONFIG, other);
+    w = mem_stream_start(CONFIG, other);
     put_dev(w, 1, 0, no_subs, 1);
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "section 'dev' is not in the stream's schema");
 
     static const char *two = "{\"schema\":2,\"sections\":[]}";
-    w = start(CONFIG, two);
+    w = mem_stream_start(CONFIG, two);
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "key 'schema': is not 1");
 }
 END_TEST
@@ -228,7 +215,7 @@ START_TEST(test_schema_fields_are_checked)
         g_autofree char *schema = g_strdup_printf(
             "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"full\",\"version\":2,\"min_version\":1,"
             "\"fields\":[%s],\"subsections\":[%s]}]}", bad[i].fields, bad[i].subs);
-        cpr_stream *w = start(CONFIG, schema);
+        cpr_stream *w = mem_stream_start(CONFIG, schema);
         ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, bad[i].why);
     }
 }
