@@ -16,7 +16,7 @@
 
 #include "channel/tls.h"
 #include "core/error.h"
-#include "core/slot.h"
+#include "core/ctx.h"
 
 struct cpr_tls_creds {
     gint refs;
@@ -151,32 +151,23 @@ CPR_API int cpr_tls_creds_new_x509(const char *dir, cpr_tls_endpoint endpoint, u
 #endif
 }
 
-/* ---- the registry: id -> credentials, on the context ---- */
-
-struct tls_registry {
-    GMutex lock;
-    GHashTable *by_id; /* char * -> cpr_tls_creds * (one reference each) */
-};
+/* ---- the registry: id -> credentials, a shared part of the context (the job's thread looks
+ * them up while the owner may add or delete), under ctx->lock ---- */
 
 static void *registry_new(void)
 {
-    struct tls_registry *r = g_new0(struct tls_registry, 1);
-    g_mutex_init(&r->lock);
-    r->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)cpr_tls_creds_unref);
-    return r;
+    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)cpr_tls_creds_unref);
 }
 
 static void registry_free(void *p)
 {
-    struct tls_registry *r = p;
-    g_hash_table_destroy(r->by_id);
-    g_mutex_clear(&r->lock);
-    g_free(r);
+    g_hash_table_destroy(p);
 }
 
-static struct tls_registry *registry(cpr_ctx *ctx)
+/* Caller holds ctx->lock. */
+static GHashTable *registry_locked(cpr_ctx *ctx)
 {
-    return cpr_ctx_slot_get_or_create(ctx, CPR_SLOT_TLS, registry_new, registry_free);
+    return cpr_ctx_shared_locked(ctx, CPR_SHARED_TLS, registry_new, registry_free);
 }
 
 CPR_API int cpr_tls_creds_add(cpr_ctx *ctx, const char *id, cpr_tls_creds *creds, cpr_error **errp)
@@ -184,12 +175,12 @@ CPR_API int cpr_tls_creds_add(cpr_ctx *ctx, const char *id, cpr_tls_creds *creds
     if (!ctx || !creds || !id || !*id)
         return cpr_error_set(errp, -EINVAL, "cpr_tls_creds_add: %s is NULL or empty",
                              !ctx ? "ctx" : !creds ? "creds" : "id");
-    struct tls_registry *r = registry(ctx);
-    g_mutex_lock(&r->lock);
-    int taken = g_hash_table_contains(r->by_id, id);
+    g_mutex_lock(&ctx->lock);
+    GHashTable *r = registry_locked(ctx);
+    int taken = g_hash_table_contains(r, id);
     if (!taken)
-        g_hash_table_insert(r->by_id, g_strdup(id), creds);
-    g_mutex_unlock(&r->lock);
+        g_hash_table_insert(r, g_strdup(id), creds);
+    g_mutex_unlock(&ctx->lock);
     if (taken)
         return cpr_error_set(errp, -EEXIST, "TLS credentials with id '%s' already exist", id);
     return 0;
@@ -199,10 +190,9 @@ CPR_API int cpr_tls_creds_del(cpr_ctx *ctx, const char *id, cpr_error **errp)
 {
     if (!ctx || !id)
         return cpr_error_set(errp, -EINVAL, "cpr_tls_creds_del: %s is NULL", ctx ? "id" : "ctx");
-    struct tls_registry *r = registry(ctx);
-    g_mutex_lock(&r->lock);
-    int found = g_hash_table_remove(r->by_id, id);
-    g_mutex_unlock(&r->lock);
+    g_mutex_lock(&ctx->lock);
+    int found = g_hash_table_remove(registry_locked(ctx), id);
+    g_mutex_unlock(&ctx->lock);
     if (!found)
         return cpr_error_set(errp, -ENOENT, "no TLS credentials with id '%s'", id);
     return 0;
@@ -212,12 +202,11 @@ int cpr_tls_creds_lookup(cpr_ctx *ctx, const char *id, cpr_tls_creds **out, cpr_
 {
     if (!cpr_tls_available())
         return cpr_error_set(errp, -ENOTSUP, CPR_TLS_MISSING);
-    struct tls_registry *r = registry(ctx);
-    g_mutex_lock(&r->lock);
-    cpr_tls_creds *c = g_hash_table_lookup(r->by_id, id);
+    g_mutex_lock(&ctx->lock);
+    cpr_tls_creds *c = g_hash_table_lookup(registry_locked(ctx), id);
     if (c)
         cpr_tls_creds_ref(c);
-    g_mutex_unlock(&r->lock);
+    g_mutex_unlock(&ctx->lock);
     if (!c)
         return cpr_error_set(errp, -ENOENT, "tls-creds: no TLS credentials with id '%s' (add them first: "
                              "-object tls-creds-x509,id=%s,...)", id, id);

@@ -12,6 +12,7 @@
 
 #include "core/ctx.h"
 #include "core/error.h"
+#include "core/params.h"
 #include "core/parse.h"
 
 void cpr_params_init(struct cpr_params *p)
@@ -35,13 +36,33 @@ void cpr_params_clear(struct cpr_params *p)
     p->cpr_exec_command = p->tls_creds = p->tls_hostname = NULL;
 }
 
+static void *params_new(void)
+{
+    struct cpr_params *p = g_new(struct cpr_params, 1);
+    cpr_params_init(p);
+    return p;
+}
+
+static void params_free(void *p)
+{
+    cpr_params_clear(p);
+    g_free(p);
+}
+
+/* The context's parameters. Caller holds ctx->lock. */
+static struct cpr_params *params_of(cpr_ctx *ctx)
+{
+    return cpr_ctx_shared_locked(ctx, CPR_SHARED_PARAMS, params_new, params_free);
+}
+
 void cpr_params_snapshot(cpr_ctx *ctx, struct cpr_params *out)
 {
     g_mutex_lock(&ctx->lock);
-    *out = ctx->params;
-    out->cpr_exec_command = g_strdup(ctx->params.cpr_exec_command);
-    out->tls_creds = g_strdup(ctx->params.tls_creds);
-    out->tls_hostname = g_strdup(ctx->params.tls_hostname);
+    struct cpr_params *p = params_of(ctx);
+    *out = *p;
+    out->cpr_exec_command = g_strdup(p->cpr_exec_command);
+    out->tls_creds = g_strdup(p->tls_creds);
+    out->tls_hostname = g_strdup(p->tls_hostname);
     g_mutex_unlock(&ctx->lock);
 }
 
@@ -56,23 +77,22 @@ static char *get_mode(const struct cpr_params *p)
 {
     return g_strdup(cpr_mode_name(p->mode));
 }
-static int set_exec_command(struct cpr_params *p, const char *v)
-{
-    g_free(p->cpr_exec_command);
-    p->cpr_exec_command = (v && *v) ? g_strdup(v) : NULL;
-    return 0;
-}
-static char *get_exec_command(const struct cpr_params *p)
-{
-    return g_strdup(p->cpr_exec_command ? p->cpr_exec_command : "");
-}
-/* The TLS strings, QEMU's way: "" is unset. Credentials are looked up when a migration starts. */
+/* A string parameter, QEMU's way: "" is unset. */
 static int set_string(char **field, const char *v)
 {
     g_free(*field);
     *field = (v && *v) ? g_strdup(v) : NULL;
     return 0;
 }
+static int set_exec_command(struct cpr_params *p, const char *v)
+{
+    return set_string(&p->cpr_exec_command, v);
+}
+static char *get_exec_command(const struct cpr_params *p)
+{
+    return g_strdup(p->cpr_exec_command ? p->cpr_exec_command : "");
+}
+/* The TLS credentials are looked up when a migration starts, not here. */
 static int set_tls_creds(struct cpr_params *p, const char *v)
 {
 #ifndef CPR_HAVE_GNUTLS
@@ -173,10 +193,10 @@ CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr
                              def->name);
     }
     /* Validate on a copy so a bad value leaves the old one in place. */
-    struct cpr_params tmp = ctx->params;
+    struct cpr_params tmp = *params_of(ctx);
     int ret = param_set_value(def, &tmp, value);
     if (ret == 0)
-        ctx->params = tmp;
+        *params_of(ctx) = tmp;
     g_mutex_unlock(&ctx->lock);
     if (ret == -ENOTSUP)
         return cpr_error_set(errp, ret, "parameter '%s': libcpr was built without TLS (GnuTLS)", def->name);
@@ -194,7 +214,7 @@ CPR_API int cpr_param_get(cpr_ctx *ctx, const char *name, char **out, cpr_error 
     if (!def)
         return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
     g_mutex_lock(&ctx->lock);
-    *out = param_get_value(def, &ctx->params);
+    *out = param_get_value(def, params_of(ctx));
     g_mutex_unlock(&ctx->lock);
     return 0;
 }
@@ -216,7 +236,7 @@ CPR_API int cpr_cap_set(cpr_ctx *ctx, const char *name, int on, cpr_error **errp
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_cap_set: ctx is NULL");
     g_mutex_lock(&ctx->lock);
-    int *field = cap_field(&ctx->params, name);
+    int *field = cap_field(params_of(ctx), name);
     int ret = 0;
     if (!field)
         ret = -ENOENT;
@@ -237,7 +257,7 @@ CPR_API int cpr_cap_get(cpr_ctx *ctx, const char *name, cpr_error **errp)
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_cap_get: ctx is NULL");
     g_mutex_lock(&ctx->lock);
-    int *field = cap_field(&ctx->params, name);
+    int *field = cap_field(params_of(ctx), name);
     int ret = field ? *field : -ENOENT;
     g_mutex_unlock(&ctx->lock);
     if (ret < 0)
@@ -270,7 +290,7 @@ CPR_API cpr_mode cpr_get_mode(cpr_ctx *ctx)
     if (!ctx)
         return CPR_MODE_NORMAL;
     g_mutex_lock(&ctx->lock);
-    cpr_mode m = ctx->params.mode;
+    cpr_mode m = params_of(ctx)->mode;
     g_mutex_unlock(&ctx->lock);
     return m;
 }

@@ -14,11 +14,12 @@
 #include "core/error.h"
 #include "migration/main_tls.h"
 
-int cpr_main_tls_check(const cpr_job *job, const cpr_channels *channels, cpr_error **errp)
+int cpr_main_tls_check(cpr_ctx *ctx, const char *creds_id, int incoming, cpr_mode job_mode,
+                       const cpr_channels *channels, cpr_error **errp)
 {
-    if (!job->params.tls_creds)
+    if (!creds_id)
         return 0;
-    cpr_mode mode = channels && cpr_channels_get(channels, CPR_CHANNEL_CPR) ? CPR_MODE_CPR_TRANSFER : job->mode;
+    cpr_mode mode = channels && cpr_channels_get(channels, CPR_CHANNEL_CPR) ? CPR_MODE_CPR_TRANSFER : job_mode;
     if (mode != CPR_MODE_NORMAL)
         return cpr_error_set(errp, -EINVAL, "tls-creds is set, but TLS is for normal mode only, not %s: %s",
                              cpr_mode_name(mode),
@@ -35,27 +36,26 @@ int cpr_main_tls_check(const cpr_job *job, const cpr_channels *channels, cpr_err
                              "with)", uri);
     }
     cpr_tls_creds *creds = NULL;
-    int ret = cpr_tls_creds_lookup(job->ctx, job->params.tls_creds, &creds, errp);
+    int ret = cpr_tls_creds_lookup(ctx, creds_id, &creds, errp);
     if (ret < 0)
         return ret;
-    cpr_tls_endpoint want = job->incoming ? CPR_TLS_ENDPOINT_SERVER : CPR_TLS_ENDPOINT_CLIENT;
+    cpr_tls_endpoint want = incoming ? CPR_TLS_ENDPOINT_SERVER : CPR_TLS_ENDPOINT_CLIENT;
     int wrong = cpr_tls_creds_endpoint(creds) != want;
     cpr_tls_creds_unref(creds);
     if (wrong)
         return cpr_error_set(errp, -EINVAL, "tls-creds '%s' are for endpoint=%s, but the %s needs endpoint=%s",
-                             job->params.tls_creds, job->incoming ? "client" : "server",
-                             job->incoming ? "destination" : "source", job->incoming ? "server" : "client");
+                             creds_id, incoming ? "client" : "server",
+                             incoming ? "destination" : "source", incoming ? "server" : "client");
     return 0;
 }
 
-int cpr_main_tls_start(cpr_job *job, const cpr_addr *a, int fd, cpr_stream *s, struct cpr_tls_session **tls,
-                       cpr_error **errp)
+int cpr_main_tls_start(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,
+                       cpr_stream *s, struct cpr_tls_session **tls, cpr_error **errp)
 {
-    const char *host = job->params.tls_hostname;
+    const char *host = cfg->hostname;
     if (!host && a && cpr_addr_transport(a) == CPR_TRANSPORT_TCP)
         host = cpr_addr_host(a);
-    cpr_tls_endpoint role = job->incoming ? CPR_TLS_ENDPOINT_SERVER : CPR_TLS_ENDPOINT_CLIENT;
-    int ret = cpr_tls_channel_wrap(job->ctx, job->params.tls_creds, host, role, fd, s, tls, errp);
+    int ret = cpr_tls_channel_wrap(cfg->ctx, cfg->creds, host, role, fd, s, tls, errp);
     if (ret < 0)
         cpr_error_prefix(errp, "main channel");
     return ret;

@@ -23,13 +23,12 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,  # noqa: E402
+from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
                            wait_heartbeat, wait_serial, wait_until)
-from harness.netns import TwoHosts, Unavailable  # noqa: E402
-from harness.process import Vmm, shutdown_all  # noqa: E402
-from harness.qmp import QmpError  # noqa: E402
-from harness.reports import sanitizer_reports  # noqa: E402
+from harness.netns import TwoHosts, Unavailable
+from harness.process import Vmm, shutdown_all
+from harness.qmp import QmpError
+from harness.reports import sanitizer_reports
 
 SKIP = 77
 PORT = 4444
