@@ -27,6 +27,9 @@ struct cpr_tls_session {
     cpr_tls_creds *creds; /* a reference: GnuTLS uses them for the session's life */
     int fd;
     int sys_errno;        /* errno of the last failed send or recv */
+    size_t received;      /* bytes the peer sent, and the first of them (how a failed */
+    unsigned char first;  /* handshake is worded: a dead peer, or one without TLS) */
+    int eof;              /* the peer closed its end */
     char *last_error;
 };
 
@@ -47,6 +50,11 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
     ssize_t n = recv(t->fd, buf, len, 0);
     if (n < 0)
         t->sys_errno = errno;
+    if (n > 0 && !t->received)
+        t->first = *(unsigned char *)buf;
+    if (n > 0)
+        t->received += (size_t)n;
+    t->eof |= n == 0;
     return n;
 }
 
@@ -112,6 +120,11 @@ static int handshake_error(struct cpr_tls_session *t, int r, const char *role, c
     if (r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR)
         return cpr_error_set_errno(errp, -(t->sys_errno ? t->sys_errno : EIO), "TLS handshake (as %s): the "
                                    "connection to %s failed", role, peer);
+    /* A TLS peer's first record is a handshake (22); a plain one is anything else. */
+    if (t->eof && (!t->received || t->first == 22))
+        return cpr_error_set(errp, -ECONNRESET, "TLS handshake (as %s): %s closed the connection mid-handshake "
+                             "(after %zu bytes from it): it died, or the link or its end went away", role, peer,
+                             t->received);
     if (r == GNUTLS_E_UNEXPECTED_PACKET_LENGTH || r == GNUTLS_E_UNSUPPORTED_VERSION_PACKET ||
         r == GNUTLS_E_UNEXPECTED_PACKET || r == GNUTLS_E_PREMATURE_TERMINATION ||
         r == GNUTLS_E_RECORD_OVERFLOW)

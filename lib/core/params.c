@@ -182,6 +182,10 @@ CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_param_set: ctx is NULL");
     const struct param_def *def = find_param(name);
+    if (!def && name && strcmp(name, "tls-authz") == 0)
+        return cpr_error_set(errp, -ENOTSUP, "parameter 'tls-authz' is not supported: libcpr has no authorization "
+                             "objects; verify-peer=on on the destination's TLS credentials admits only sources "
+                             "with a certificate from its CA");
     if (!def)
         return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
     if (!value)

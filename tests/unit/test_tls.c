@@ -115,6 +115,9 @@ START_TEST(test_params)
     ck_assert_int_eq(cpr_param_get(ctx, "tls-creds", &v, NULL), 0);
     ck_assert_str_eq(v, "");
     cpr_free(v);
+    /* QEMU's tls-authz is named, and refused as not supported (not as an unknown name). */
+    ck_assert_cpr_fails(cpr_param_set(ctx, "tls-authz", "authz0", errp_), -ENOTSUP,
+                        "parameter 'tls-authz' is not supported");
     cpr_ctx_free(ctx);
 }
 END_TEST
@@ -126,6 +129,8 @@ struct side {
     int fd;
     const char *hostname;
     int plaintext; /* no TLS: write a plain stream's first bytes and close */
+    int cut;       /* dies mid-handshake: a client sends part of a handshake record, a server
+                    * reads the client's first bytes; then it closes */
     int ret;
     char *msg;
     struct cpr_tls_session *t;
@@ -138,6 +143,17 @@ static void side_handshake(struct side *s, cpr_tls_endpoint role)
         static const char hdr[] = "CPRSTRM\0\0\0\0\1plain migration stream";
         ck_assert_int_eq(send(s->fd, hdr, sizeof(hdr), MSG_NOSIGNAL), (ssize_t)sizeof(hdr));
         shutdown(s->fd, SHUT_WR);
+        s->ret = 0;
+        return;
+    }
+    if (s->cut) {
+        static const uint8_t part[] = { 22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3 }; /* ClientHello, 512 bytes due */
+        char buf[64];
+        if (role == CPR_TLS_ENDPOINT_CLIENT)
+            ck_assert_int_eq(send(s->fd, part, sizeof(part), MSG_NOSIGNAL), (ssize_t)sizeof(part));
+        else
+            ck_assert_int_gt(recv(s->fd, buf, sizeof(buf), 0), 0);
+        shutdown(s->fd, SHUT_RDWR);
         s->ret = 0;
         return;
     }
@@ -332,6 +348,30 @@ START_TEST(test_plaintext_server_refused)
 }
 END_TEST
 
+/* The peer dies mid-handshake (or the link under it goes): the error says so, on either side,
+ * rather than blaming the peer's TLS. */
+START_TEST(test_handshake_cut_by_the_server)
+{
+    struct side c = { .creds = creds(dir_a, CPR_TLS_ENDPOINT_CLIENT, CPR_TLS_VERIFY_PEER), .hostname = "dest.example" };
+    struct side s = { .cut = 1 };
+    handshake(&c, &s);
+    assert_refused(&c, "the server closed the connection mid-handshake (after 0 bytes from it)");
+    side_done(&c);
+    side_done(&s);
+}
+END_TEST
+
+START_TEST(test_handshake_cut_by_the_client)
+{
+    struct side c = { .cut = 1 };
+    struct side s = { .creds = creds(dir_a, CPR_TLS_ENDPOINT_SERVER, CPR_TLS_VERIFY_PEER) };
+    handshake(&c, &s);
+    assert_refused(&s, "the client closed the connection mid-handshake (after 11 bytes from it)");
+    side_done(&c);
+    side_done(&s);
+}
+END_TEST
+
 START_TEST(test_endpoint_and_hostname_checked)
 {
     struct side c = { .creds = creds(dir_a, CPR_TLS_ENDPOINT_SERVER, 0) };
@@ -406,6 +446,8 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_client_without_certificate_refused);
     tcase_add_test(tc, test_plaintext_client_refused);
     tcase_add_test(tc, test_plaintext_server_refused);
+    tcase_add_test(tc, test_handshake_cut_by_the_server);
+    tcase_add_test(tc, test_handshake_cut_by_the_client);
     tcase_add_test(tc, test_endpoint_and_hostname_checked);
     suite_add_tcase(s, tc);
     return s;
