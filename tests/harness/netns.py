@@ -139,6 +139,11 @@ class TwoHosts:
             _ip("netns", "del", self.made.pop(), check=False)
         atexit.unregister(self.remove)
 
+    def link(self, side, up):
+        """Takes host `side`'s end of the pair down (the link dies: packets go nowhere, no
+        reset) or up again."""
+        _ip("-n", self.ns[side], "link", "set", self.ns[side], "up" if up else "down")
+
     def qdisc(self, side):
         """Host `side`'s root qdisc on its veth end: {"kind", "rate", "sent", "overlimits"}."""
         out = self.run(side, "tc", "-s", "qdisc", "show", "dev", self.ns[side], "root").stdout

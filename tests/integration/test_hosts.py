@@ -3,7 +3,7 @@
 """Migration between two "hosts": cpr-vmm in two network namespaces joined by a veth pair
 (tests/harness/netns.py), normal mode over tcp.
 
-usage: test_hosts.py CPR_VMM_BINARY CPR_TEST_CERTS TEST   (TEST: plain tls tbf)
+usage: test_hosts.py CPR_VMM_BINARY CPR_TEST_CERTS TEST   (TEST: plain tls tls-cut tbf)
 
 plain  a live migration from host a to host b; the guest goes on and re-verifies all its RAM.
 tls    TLS (GnuTLS) on the main channel, with credentials made by cpr-test-certs: first the
@@ -11,6 +11,12 @@ tls    TLS (GnuTLS) on the main channel, with credentials made by cpr-test-certs
        certificate comes from another CA, a wrong tls-hostname, a destination without TLS, a
        source without TLS, a file: channel; then the migration with TLS, set through HMP
        (migrate_set_parameter tls-creds), that the guest survives with its RAM intact.
+tls-cut the TLS handshake cut (docs/reliability.md): a stand-in destination reads the
+       ClientHello and dies (the source fails saying so, its guest runs on); one that reads it
+       and then loses its link (the source waits in setup with its guest running, migrate_cancel
+       ends the wait, the guest runs on); a stand-in source that sends half a ClientHello and
+       dies (the destination fails saying so and never runs a guest); then a TLS migration from
+       the same source, which the guest survives with its RAM intact.
 tbf    the plain migration over a link shaped to 1 Gbit/s: the stream went through the token
        bucket, which held packets back, and it took at least the time the bytes need at that
        rate (lower bounds only, so that a slow machine cannot make it flake).
@@ -168,7 +174,112 @@ def test_tls(binary, certs_tool, wd, hosts):
     log(f"TLS between namespaces: {info.get('total-time')} ms, {info['ram']['transferred']} bytes")
 
 
-TESTS = {"plain": (test_plain, None), "tls": (test_tls, None), "tbf": (test_tbf, "1gbit")}
+# A stand-in peer for the handshake cut, run on one host: "dest-dies" accepts, reads the
+# ClientHello, SIGKILLs itself; "dest-holds" accepts, reads it, says so, then waits to be killed;
+# "source-dies" connects, sends the first half of a real ClientHello (Python's ssl), SIGKILLs
+# itself. Prints "ready" once it listens or connected, "hello" once it read the ClientHello.
+STAND_IN = r"""
+import os, signal, socket, ssl, sys, time
+what, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def say(w):
+    print(w, flush=True)
+if what == "source-dies":
+    c = socket.create_connection((host, port))
+    say("ready")
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(inc, out, server_hostname="dest.example")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = out.read()
+    c.sendall(hello[:len(hello) // 2])
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+l = socket.create_server((host, port))
+say("ready")
+c, _ = l.accept()
+data = c.recv(65536)
+say("hello" if data[:1] == b"\x16" else f"not a ClientHello: {data[:8]!r}")
+if what == "dest-dies":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(3600)
+"""
+
+
+def stand_in(wd, hosts, side, what):
+    path = os.path.join(wd, "stand_in.py")
+    with open(path, "w") as f:
+        f.write(STAND_IN)
+    p = subprocess.Popen(hosts.wrap(side) + [sys.executable, path, what, hosts.addr("b"), str(PORT)],
+                         stdout=subprocess.PIPE, text=True)
+    check(p.stdout.readline().strip() == "ready", f"stand-in {what} ready")
+    return p
+
+
+def source_runs_on(src, what):
+    check(src.status() == "running", f"{what}: the source's guest runs on")
+    wait_heartbeat(src, src.guest()["heartbeat"])
+
+
+def test_tls_cut(binary, certs_tool, wd, hosts):
+    dirs = make_certs(certs_tool, wd)
+    src, serial = start_source(binary, wd, hosts, creds(dirs["good"], "client"))
+    src.qmp("migrate-set-parameters", **{"tls-creds": "tls0"})
+
+    # The destination dies once it has the ClientHello.
+    peer = stand_in(wd, hosts, "b", "dest-dies")
+    src.qmp("migrate", uri=f"tcp:{dst_addr}:{PORT}")
+    check(peer.stdout.readline().strip() == "hello", "the stand-in destination read a ClientHello")
+    peer.wait(30)
+    info = src.wait_migration(60)
+    err = info.get("error-desc", "")
+    log(f"destination killed mid-handshake: {info['status']}: {err}")
+    check(info["status"] == "failed", "destination killed mid-handshake: the migration failed")
+    check("the server closed the connection mid-handshake" in err, "the error says the server went away mid-handshake")
+    source_runs_on(src, "destination killed mid-handshake")
+
+    # The link dies once the destination has the ClientHello: no reset ever comes.
+    peer = stand_in(wd, hosts, "b", "dest-holds")
+    src.qmp("migrate", uri=f"tcp:{dst_addr}:{PORT}")
+    check(peer.stdout.readline().strip() == "hello", "the stand-in destination read a ClientHello")
+    hosts.link("b", False)
+    try:
+        hb = src.guest()["heartbeat"]
+        wait_heartbeat(src, hb)
+        info = src.qmp("query-migrate")
+        check(info["status"] == "setup" and src.status() == "running",
+              f"link cut mid-handshake: the source waits in setup ({info['status']}), its guest running")
+        src.qmp("migrate_cancel")
+        info = src.wait_migration(30)
+        log(f"link cut mid-handshake, then migrate_cancel: {info['status']}: {info.get('error-desc', '')}")
+        check(info["status"] == "cancelled", "link cut mid-handshake: migrate_cancel ends the wait")
+        source_runs_on(src, "link cut mid-handshake")
+    finally:
+        hosts.link("b", True)
+        peer.kill()
+        peer.wait()
+
+    # The source dies halfway through its ClientHello: the destination fails and runs nothing.
+    server = creds(dirs["good"], "server") + ["-global", "migration.tls-creds=tls0"]
+    dst = start_dest(binary, wd, hosts, "dst-cut", server)
+    peer = stand_in(wd, hosts, "a", "source-dies")
+    peer.wait(30)
+    d = wait_until(lambda: (i := dst.qmp("query-migrate")).get("status") == "failed" and i, 30,
+                   "source killed mid-handshake: the destination's incoming migration failed")
+    log(f"source killed mid-handshake, destination: {d.get('error-desc')}")
+    check("the client closed the connection mid-handshake" in d.get("error-desc", ""),
+          "the destination's error says the client went away mid-handshake")
+    check(dst.status() != "running", "the destination runs no guest")
+    dst.kill()
+
+    dst = start_dest(binary, wd, hosts, "dst", server)
+    info = migrate_and_switch(src, dst, serial)
+    log(f"TLS after the cuts: {info.get('total-time')} ms, {info['ram']['transferred']} bytes")
+
+
+TESTS = {"plain": (test_plain, None), "tls": (test_tls, None), "tls-cut": (test_tls_cut, None),
+         "tbf": (test_tbf, "1gbit")}
 
 
 def main():
@@ -178,7 +289,7 @@ def main():
         return 2
     binary, certs_tool, name = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
     fn, rate = TESTS[name]
-    if name == "tls" and not os.access(certs_tool, os.X_OK):
+    if name.startswith("tls") and not os.access(certs_tool, os.X_OK):
         print(f"SKIP: no cpr-test-certs ({certs_tool}): libcpr was built without TLS (GnuTLS)")
         return SKIP
     wd = tempfile.mkdtemp(prefix=f"cpr-hosts-{name}-")
