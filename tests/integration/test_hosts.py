@@ -122,7 +122,8 @@ def refused(src, dst, what, needle, dst_needle=None):
     err = info.get("error-desc", "")
     log(f"{what}: {err}")
     check(info["status"] == "failed", f"{what}: the migration failed")
-    check(needle in err, f"{what}: the error names it ('{needle}')")
+    needles = needle if isinstance(needle, tuple) else (needle,)
+    check(any(n in err for n in needles), f"{what}: the error names it ({' or '.join(needles)})")
     check(src.status() == "running", f"{what}: the source's guest runs on")
     hb = src.guest()["heartbeat"]
     wait_heartbeat(src, hb)
@@ -171,7 +172,9 @@ def test_tls(binary, certs_tool, wd, hosts):
                              "verify-peer": True})
     src.qmp("migrate-set-parameters", **{"tls-creds": "tls1"})
     dst = start_dest(binary, wd, hosts, "dst-refuses-source", creds(dirs["good"], "server") + server)
-    refused(src, dst, "source certificate from another CA", "destination",
+    # It fails either while it sends (the destination closed) or at the acknowledgement,
+    # depending on how much of the stream the refusing destination drains before it closes.
+    refused(src, dst, "source certificate from another CA", ("destination", "write to fd"),
             dst_needle="sent no certificate from a CA this side trusts")
     src.qmp("object-del", id="tls1")
 
