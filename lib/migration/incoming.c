@@ -17,6 +17,7 @@
 #include <cpr/transfer.h>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "format/savevm.h"
 #include "handover/exec_guard.h"
 #include "migration/main_channel.h"
@@ -51,6 +52,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
     if (ret < 0)
         return ret;
     if (ret == 1) {
+        cpr_trace_step(ctx, "cpr-state-adopted");
         g_mutex_lock(&mig->lock);
         mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
         g_mutex_unlock(&mig->lock);
@@ -62,6 +64,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
     int sock = cpr_migrate_in_cpr_channel(ctx, cpr_addr_path(cpr), errp);
     if (sock < 0)
         return sock;
+    cpr_trace_step(ctx, "cpr-state-received");
     /* Kept open: the old process waits for the hang-up, given once main listens. */
     int *box = g_new(int, 1);
     *box = sock;
@@ -99,6 +102,7 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
     ret = cpr_main_chan_listen(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &in->mc, errp);
     if (ret < 0)
         return ret;
+    cpr_trace_step(job->ctx, "main-listening");
 
     g_mutex_lock(&mig->lock);
     int *box = mig->cpr_in;
@@ -113,6 +117,7 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
         g_free(box);
         /* Main listens: tell the old process it may stop its guest and connect. */
         ret = cpr_transfer_finish(sock, errp);
+        cpr_trace_step(job->ctx, "cpr-hangup-sent");
         if (ret < 0)
             cpr_error_prefix(errp, "cpr channel");
     }
@@ -141,6 +146,7 @@ static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
     }
     cpr_exec_commit(job->ctx); /* cpr-exec: past here the previous image is not exec'd back */
     job->committed = 1;
+    cpr_trace_step(job->ctx, "committed");
     return 0;
 }
 
@@ -150,6 +156,7 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     int ret = cpr_main_chan_accept(job, &in->mc, errp);
     if (ret < 0)
         return ret;
+    cpr_trace_step(job->ctx, "main-accepted");
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp)) < 0)
         return ret;
     /* post_load and load_done run only once the whole stream checked out (savevm). */
@@ -158,7 +165,9 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     i->transferred = cpr_stream_offset(in->mc.s);
     cpr_job_stats_unlock(job);
     if (ret == 0)
-        ret = cpr_job_vm_prepare(job, errp);
+        cpr_trace_step(job->ctx, "state-loaded");
+    if (ret == 0 && (ret = cpr_job_vm_prepare(job, errp)) == 0)
+        cpr_trace_step(job->ctx, "prepared");
     return ret;
 }
 
@@ -176,6 +185,7 @@ int cpr_migrate_in(cpr_job *job, cpr_error **errp)
     cpr_job_set_runstate(job, -1);
     if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
+    cpr_trace_step(job->ctx, "started");
     /* Closed after the start: unmapping the stream's buffer and tearing the socket down
      * (~40 us here) are not part of the guest's pause. */
     cpr_main_chan_close(job, &in->mc, NULL);

@@ -13,6 +13,7 @@
 #include <cpr/stream.h>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
@@ -226,6 +227,7 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
     stats_update(r);
     if (ret < 0)
         return ret;
+    cpr_trace_step(r->job->ctx, "state-written");
     /* A file: is synced and renamed into place by the channel's close (every mode). */
     if (mc->is_socket)
         return cpr_main_chan_wait_ack(r->job, mc, errp);
@@ -271,6 +273,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     /* An exec: command that fails after taking the whole stream still fails the job. */
     int to_pipe = !mc.is_socket && !mc.is_file;
     int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);
+    cpr_trace_step(job->ctx, "main-closed");
     if (ret == 0 && closed < 0 && to_pipe) {
         /* No way back on a pipe: the reader may have loaded the whole stream and run it. */
         job->no_resume = 1;
