@@ -46,6 +46,8 @@ typedef struct guard_args {
     int ino;      /* inotify: IN_ACCESS | IN_OPEN on the state memfd */
     int pidfd;    /* the process that execs (the new image keeps its pid) */
     long max_fd;  /* when /proc cannot be listed: the fd numbers to look at */
+    const int *keep; /* close-on-exec now, but the exec keeps them (started before the stop) */
+    size_t nkeep;
     char **argv;  /* the rollback's, allocated before the fork */
     char *const *envp;
     sigset_t mask; /* the exec'ing thread's signal mask, which the exec would pass on */
@@ -85,8 +87,15 @@ static void drop_one(int fd, int dir, const char *name, void *arg)
 {
     (void)dir;
     (void)name;
-    if (is_own(arg, fd))
+    const guard_args *a = arg;
+    if (is_own(a, fd))
         return;
+    for (size_t i = 0; i < a->nkeep; i++) {
+        if (a->keep[i] == fd) {
+            syscall(SYS_fcntl, fd, F_SETFD, 0); /* the rollback's exec keeps it, as ours does */
+            return;
+        }
+    }
     long flags = syscall(SYS_fcntl, fd, F_GETFD);
     if (flags >= 0 && (flags & FD_CLOEXEC))
         syscall(SYS_close, fd);
@@ -221,7 +230,7 @@ static char **rollback_argv(const char *const *argv)
 }
 
 int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_fd,
-                         cpr_exec_guard **out, cpr_error **errp)
+                         const int *keep, size_t nkeep, cpr_exec_guard **out, cpr_error **errp)
 {
     /* Under valgrind the guardian, a fork, would be checked as a VMM at its exit (leaks, the
      * fds it holds): none runs there, and a failing new image is not rolled back. */
@@ -251,7 +260,7 @@ int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_f
     guard_args a = {
         .sock = fd[0], .exe = fd[2], .ino = fd[3], .pidfd = fd[4],
         .max_fd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (long)rl.rlim_cur : 65536,
-        .argv = rollback_argv(argv), .envp = envp,
+        .argv = rollback_argv(argv), .envp = envp, .keep = keep, .nkeep = nkeep,
     };
     sigset_t all;
     sigfillset(&all);

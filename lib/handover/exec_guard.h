@@ -9,6 +9,8 @@
 #ifndef CPR_HANDOVER_EXEC_GUARD_H
 #define CPR_HANDOVER_EXEC_GUARD_H
 
+#include <stddef.h>
+
 #include <cpr/ctx.h>
 #include <cpr/error.h>
 
@@ -23,15 +25,17 @@
 typedef struct cpr_exec_guard cpr_exec_guard;
 
 /*
- * Old image, just before the exec, with close-on-exec already cleared on every fd the new image
- * is to get (state_fd included): starts the guardian. argv is the cpr-exec command; the
+ * Old image, before the exec: starts the guardian, which keeps every fd without close-on-exec
+ * and the nkeep fds of keep (those the exec is to keep but that have close-on-exec still: the
+ * guardian may start while the guest runs, before the flags are cleared; state_fd must be one
+ * of them or have close-on-exec cleared). argv is the cpr-exec command; the
  * rollback runs this process's executable with argv[1..] and envp. state_fd must be a file
  * description whose reads inotify reports (see state_memfd in exec.c). On success *out holds
  * the guardian's handle and cpr_exec_guard_fd() the commit socket end to pass on (close-on-exec
  * still set: clear it for the exec); under valgrind *out is NULL (no guardian) and the fd -1.
  */
 int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_fd,
-                         cpr_exec_guard **out, cpr_error **errp);
+                         const int *keep, size_t nkeep, cpr_exec_guard **out, cpr_error **errp);
 int cpr_exec_guard_fd(const cpr_exec_guard *g);
 /* Waits until the guardian has started (reaps the intermediate, which the exec must not
  * inherit): call last before the exec, so that the wait overlaps the rest of the preparation.
