@@ -49,6 +49,8 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
     vmm_pause_arm(v);
     int r = vmm_machine_pause(v, &cerr);
     vmm_trace("vCPUs stopped");
+    if (r == 0)
+        cpr_trace_mark(v->ctx, "vcpus-out");
     if (r < 0) {
         vmm_log_cpr("stop", cerr);
     }

@@ -291,6 +291,21 @@ static int cmd_query_migrate(vmm *v, json_object *args, json_object **ret, mon_e
     return 0;
 }
 
+/* The pause breakdown: libcpr's steps and this VMM's (cpr/trace.h), with this process's id. */
+static int cmd_query_cpr_trace(vmm *v, json_object *args, json_object **ret, mon_error *err)
+{
+    char *json = NULL;
+    cpr_error *cerr = NULL;
+    if (cpr_trace_json(v->ctx, &json, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    *ret = json_tokener_parse(json);
+    cpr_free(json);
+    if (!*ret)
+        return mon_fail(err, "GenericError", "the cpr trace is not valid JSON");
+    json_object_object_add(*ret, "pid", json_object_new_int64(getpid()));
+    return 0;
+}
+
 /* One value for a person: doubles rounded, the rest as JSON prints them. */
 static void append_value(GString *out, json_object *val)
 {
@@ -442,6 +457,8 @@ const mon_cmd mon_commands[] = {
      cmd_migrate_incoming, hmp_args_uri, NULL, MON_WAIT_INCOMING},
     {"migrate_cancel", "migrate_cancel", NULL, "cancel the current migration", cmd_migrate_cancel, NULL, NULL, 0},
     {"query-migrate", "info migrate", NULL, "show migration status", cmd_query_migrate, NULL, print_migrate, 0},
+    {"x-query-cpr-trace", NULL, NULL, "the pause breakdown: timestamped steps of libcpr and the VMM",
+     cmd_query_cpr_trace, NULL, NULL, 0},
     {NULL, "help", NULL, "list commands", cmd_help, NULL, print_help, 0},
     {0},
 };

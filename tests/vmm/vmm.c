@@ -319,10 +319,19 @@ static int create_ram(vmm *v, char **err)
     return 0;
 }
 
+/* The first vCPU back in the guest after a resume: the pause breakdown's last step. */
+static void vcpus_in(void *opaque)
+{
+    vmm *v = opaque;
+    cpr_trace_mark(v->ctx, "vcpus-in");
+}
+
 static int create_machine(vmm *v, char **err)
 {
     vmm_machine_config mc;
     vmm_machine_config_init(&mc);
+    mc.on_run = vcpus_in;
+    mc.run_opaque = v;
     mc.accel = v->cfg->accel;
     mc.nvcpus = (uint32_t)v->cfg->smp;
     mc.ram = v->ram;
@@ -366,18 +375,22 @@ static int run(vmm *v, char **err)
     if (cpr_ctx_new(&v->ctx, 0, &cerr) < 0) {
         return vmm_fail_cpr(err, "libcpr", cerr);
     }
+    cpr_trace_mark_at(v->ctx, "image-main", v->main_ns);
     if (vmm_mig_init(v, err) < 0 || vmm_mig_incoming_early(v, err) < 0)
         return -1;
     vmm_trace("cpr state loaded");
     if (create_ram(v, err) < 0)
         return -1;
     vmm_trace("guest RAM mapped");
+    cpr_trace_mark(v->ctx, "ram-registered");
     if (create_machine(v, err) < 0 || vmm_pause_init(v, err) < 0)
         return -1;
     vmm_trace("machine created");
+    cpr_trace_mark(v->ctx, "machine-created");
     if (vmm_devices_init(v, err) < 0)
         return -1;
     vmm_trace("devices created");
+    cpr_trace_mark(v->ctx, "devices-created");
     /* Every preserved fd a device wanted is claimed by now; the rest are of no use. */
     cpr_fd_close_unclaimed(v->ctx);
 
@@ -423,6 +436,7 @@ static int set_emulator_affinity(const vmm_config *cfg)
 
 int main(int argc, char **argv)
 {
+    uint64_t main_ns = cpr_trace_now(); /* the new image's first step, on the trace's clock */
     vmm_config cfg;
     int exit_now = 0;
     char *err = NULL;
@@ -442,6 +456,7 @@ int main(int argc, char **argv)
         return 1;
     }
     vmm v = {0};
+    v.main_ns = main_ns;
     v.cfg = &cfg;
     v.prelaunch = cfg.start_paused;
     g_mutex_init(&v.lock);

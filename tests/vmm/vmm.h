@@ -50,6 +50,7 @@ typedef struct hmp_monitor hmp_monitor;   /* hmp.c */
 struct vmm {
     vmm_config *cfg;
     cpr_ctx *ctx;
+    uint64_t main_ns;      /* main() entered (cpr_trace_now): the trace's "image-main" */
     GMainLoop *loop;
     int prelaunch;         /* -S: not started yet (QEMU's prelaunch) */
     vmm_machine *machine;
