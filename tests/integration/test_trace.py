@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The pause breakdown (docs/migration.md, "Pause breakdown") from real cpr-vmm processes.
+
+usage: test_trace.py CPR_VMM_BINARY
+
+  cpr-transfer  x-query-cpr-trace on the old and the new VMM: every step of each side is there,
+                once, in the documented order on the common clock (CLOCK_MONOTONIC), and the
+                two sides interleave as the protocol does (the new VMM's hang-up before the old
+                one stops the guest; its load after the old one wrote the state).
+  cpr-exec      one trace from the new image holds the old image's steps (carried across the
+                exec) and its own, in order; the rollback guardian started before the stop.
+No times are asserted, only order: speed belongs to tests/bench.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
+from harness.channels import unix_channel  # noqa: E402
+from harness.guest import base_args, check, log, wait_booted, wait_heartbeat, wait_until  # noqa: E402
+from harness.process import VALGRIND, Vmm, kill_all, shutdown_all  # noqa: E402
+from harness.reports import sanitizer_reports  # noqa: E402
+
+RAM_MB = 16
+
+# Each side's steps in the order they must come (docs/migration.md).
+OLD_TRANSFER = ["migrate-start", "cpr-connected", "cpr-state-sent", "cpr-hangup-seen",
+                "stop-requested", "vcpus-out", "stopped", "state-written", "main-closed", "migrate-end"]
+NEW_TRANSFER = ["image-main", "cpr-state-received", "ram-registered", "machine-created",
+                "devices-created", "main-listening", "cpr-hangup-sent", "main-accepted",
+                "state-loaded", "prepared", "committed", "vcpus-in"]
+OLD_EXEC = ["migrate-start", "exec-guard-started", "stop-requested", "vcpus-out", "stopped",
+            "state-written", "main-closed", "exec"]
+NEW_EXEC = ["image-main", "cpr-state-adopted", "ram-registered", "machine-created",
+            "devices-created", "main-listening", "main-accepted", "state-loaded", "prepared",
+            "committed", "vcpus-in"]
+
+
+def steps(vm):
+    t = vm.qmp("x-query-cpr-trace")
+    check(t["clock"] == "monotonic" and t["dropped"] == 0, f"{vm.name}: monotonic clock, nothing dropped")
+    return [(s["t-ns"], s["step"], s["pid"]) for s in t["steps"]]
+
+
+def since_last(trace, name):
+    i = max((k for k, s in enumerate(trace) if s[1] == name), default=None)
+    check(i is not None, f"the trace has {name}: {[s[1] for s in trace]}")
+    return trace[i:]
+
+
+def check_order(side, trace, expected):
+    """expected: each once, in this order, times not going back."""
+    names = [s[1] for s in trace]
+    for name in expected:
+        check(names.count(name) == 1, f"{side}: {name} recorded once ({names})")
+    times = [next(t for t, n, _ in trace if n == name) for name in expected]
+    check(times == sorted(times), f"{side}: {' < '.join(expected)}")
+    return dict(zip(expected, times))
+
+
+def test_transfer(binary, wd):
+    args = base_args(wd, "trace", ["-machine", "aux-ram-share=on"], ram_mb=RAM_MB)
+    old = Vmm(binary, wd, "old", args)
+    wait_booted(old)
+    wait_heartbeat(old)
+    main_sock, cpr_sock = os.path.join(wd, "main.sock"), os.path.join(wd, "cpr.sock")
+    new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{main_sock}",
+                                         "-incoming", json.dumps(unix_channel("cpr", cpr_sock))])
+    wait_until(lambda: os.path.exists(cpr_sock), 30, "new VMM listens on the cpr channel")
+    old.qmp("migrate-set-parameters", mode="cpr-transfer")
+    old.qmp("migrate", channels=[unix_channel("main", main_sock), unix_channel("cpr", cpr_sock)])
+    info = old.wait_migration()
+    check(info["status"] == "completed", f"old: completed ({info.get('error-desc', '')})")
+    new.wait_status("running")
+    wait_heartbeat(new)
+    o = check_order("old", since_last(steps(old), "migrate-start"), OLD_TRANSFER)
+    n_trace = steps(new)
+    n = check_order("new", n_trace, NEW_TRANSFER)
+    check({s[2] for s in n_trace} == {new.pid}, "the new VMM's steps carry its pid")
+    # The two processes on one clock: the hand-over's causal order shows across them.
+    check(o["cpr-state-sent"] < n["devices-created"] and n["cpr-hangup-sent"] < o["cpr-hangup-seen"]
+          < o["stop-requested"], "new hangs up after the state came, old sees it, then stops")
+    check(o["stopped"] < n["state-loaded"] < n["committed"] < o["main-closed"],
+          "the new VMM loads the state written after the stop and commits before the old one "
+          "closes main (it waits for the acknowledgement)")
+    check(n["committed"] < n["vcpus-in"], "the guest runs in the new VMM after its commit")
+
+
+def test_exec(binary, wd):
+    args = base_args(wd, "trace", ["-machine", "aux-ram-share=on"], ram_mb=RAM_MB)
+    vm = Vmm(binary, wd, "vm", args)
+    wait_booted(vm)
+    wait_heartbeat(vm)
+    pid = vm.pid
+    state = os.path.join(wd, "vm.state")
+    vm.qmp("migrate-set-parameters", mode="cpr-exec",
+           **{"cpr-exec-command": vm.argv + ["-incoming", f"file:{state}"]})
+    try:
+        vm.qmp("migrate", uri=f"file:{state}")
+        vm.wait_qmp_closed()
+    except (EOFError, ConnectionError):
+        pass
+    vm.reconnect()
+    vm.wait_status("running")
+    wait_heartbeat(vm)
+    trace = steps(vm)
+    check({s[2] for s in trace} == {pid}, "one process: every step has its pid")
+    execs = [t for t, n, _ in trace if n == "exec"]
+    check(len(execs) == 1, "the old image's steps came across the exec")
+    old = since_last([s for s in trace if s[0] <= execs[0]], "migrate-start")
+    new = [s for s in trace if s[0] > execs[0]]
+    expected_old = OLD_EXEC if not VALGRIND else [s for s in OLD_EXEC if s != "exec-guard-started"]
+    o = check_order("old image", old, expected_old)
+    n = check_order("new image", new, NEW_EXEC)
+    check(o["exec"] < n["image-main"], "the new image starts after the exec")
+    if not VALGRIND:  # no guardian under valgrind (exec_guard.c)
+        check(o["exec-guard-started"] < o["stop-requested"],
+              "the rollback guardian started before the guest stopped (not in the pause)")
+
+
+TESTS = {"cpr-transfer": test_transfer, "cpr-exec": test_exec}
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    binary = os.path.abspath(sys.argv[1])
+    failed = []
+    for name, fn in TESTS.items():
+        wd = tempfile.mkdtemp(prefix=f"cpr-trace-{name}-")
+        log(f"=== {name}")
+        try:
+            fn(binary, wd)
+            shutdown_all()
+            bad = sanitizer_reports(wd)
+            check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
+            shutil.rmtree(wd, ignore_errors=True)
+        except Exception as e:  # noqa: BLE001 - report every case, then fail
+            log(f"FAIL {name}: {e}; work directory kept: {wd}")
+            failed.append(name)
+        finally:
+            kill_all()
+    log(f"failed: {failed}" if failed else "all passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
