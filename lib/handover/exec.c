@@ -84,6 +84,8 @@ static char **exec_env(int fd, int commit_fd, const char *trace)
 
 /* What a prepared cpr-exec holds until the exec (or until it is dropped). */
 struct cpr_exec_prep {
+    cpr_ctx *ctx;
+    int deferred;       /* we started the teardown helper: cancel it if no exec follows */
     char **argv;
     int mfd;            /* the state memfd, empty until the stop */
     GArray *fds;        /* the preserved fds when the guardian started (int) */
@@ -130,6 +132,8 @@ void cpr_exec_prep_free(cpr_exec_prep *p)
 {
     if (!p)
         return;
+    if (p->deferred)
+        cpr_teardown_cancel(p->ctx);
     cpr_exec_guard_cancel(p->guard);
     if (p->mfd >= 0)
         close(p->mfd);
@@ -160,6 +164,7 @@ int cpr_exec_prepare(cpr_ctx *ctx, const char *const *argv, cpr_exec_prep **out,
     if (!ctx || !argv || !argv[0] || !*argv[0])
         return cpr_error_set(errp, -EINVAL, "cpr-exec: no command to execute");
     cpr_exec_prep *p = g_new0(cpr_exec_prep, 1);
+    p->ctx = ctx;
     p->argv = g_strdupv((char **)argv);
     p->fds = g_array_new(FALSE, FALSE, sizeof(int));
     p->ids = g_array_new(FALSE, FALSE, sizeof(struct fd_id));
@@ -172,6 +177,15 @@ int cpr_exec_prepare(cpr_ctx *ctx, const char *const *argv, cpr_exec_prep **out,
         fd_ids(p->fds, p->ids);
         p->rollback_env = exec_env(p->mfd, -1, NULL);
         ret = start_guard(ctx, p, errp);
+    }
+    /* The exec would otherwise unmap all of guest RAM before the new image starts, inside the
+     * guest's pause. The helper shares the address space, so RAM mapped later is held too;
+     * started after the guardian, which therefore never holds its release pipe. Without one
+     * (none could start) the exec still works, only slower. */
+    if (ret >= 0 && !cpr_teardown_held(ctx)) {
+        p->deferred = cpr_teardown_defer(ctx, 0, NULL) == 0;
+        if (p->deferred)
+            cpr_trace_step(ctx, "teardown-held");
     }
     if (ret < 0) {
         cpr_exec_prep_free(p);
@@ -220,17 +234,11 @@ static int exec_now(cpr_ctx *ctx, cpr_exec_prep *p, GArray *fds, cpr_error **err
     int commit_fd = cpr_exec_guard_fd(p->guard);
     if (commit_fd >= 0)
         fcntl(commit_fd, F_SETFD, 0);
-    /* The exec would otherwise unmap all of guest RAM before the new image starts, inside the
-     * guest's pause; without a helper (none could start) it still works, only slower. */
-    int held = cpr_teardown_held(ctx);
-    int deferred = !held && cpr_teardown_defer(ctx, 0, NULL) == 0;
     cpr_trace_step(ctx, "exec");
     g_autofree char *trace = cpr_trace_export(ctx);
     g_auto(GStrv) envp = exec_env(p->mfd, commit_fd, trace);
     execvpe(p->argv[0], p->argv, envp);
     int ret = cpr_error_set_errno(errp, -errno, "cpr-exec: cannot execute %s", p->argv[0]);
-    if (deferred)
-        cpr_teardown_cancel(ctx);
     if (commit_fd >= 0)
         fcntl(commit_fd, F_SETFD, FD_CLOEXEC);
     for (guint i = fds->len; i-- > 0;) {

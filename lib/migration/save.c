@@ -12,6 +12,7 @@
 
 #include <cpr/stream.h>
 
+#include "channel/file_save.h"
 #include "core/error.h"
 #include "core/trace.h"
 #include "format/savevm.h"
@@ -245,6 +246,8 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
         ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
     if (ret < 0)
         return ret;
+    if (job->mode == CPR_MODE_CPR_EXEC)
+        cpr_stream_file_no_sync(mc.s); /* read back on this host only: no fsync in the pause */
     r.s = mc.s;
     cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     /* The guest goes to a process that will share memory (or fds) with this one. */
