@@ -10,6 +10,10 @@ usage: test_trace.py CPR_VMM_BINARY
                 one stops the guest; its load after the old one wrote the state).
   cpr-exec      one trace from the new image holds the old image's steps (carried across the
                 exec) and its own, in order; the rollback guardian started before the stop.
+  cpr-reboot    the old VMM's teardown helper holds guest RAM once the save completes, before
+                any quit (so the quit's unmapping is not between the stop and the new VMM); a
+                `cont` instead of a quit cancels it and the guest runs on; a restart from the
+                file runs the guest with every step of the new VMM in order.
 No times are asserted, only order: speed belongs to tests/bench.
 """
 import json
@@ -34,6 +38,11 @@ NEW_TRANSFER = ["image-main", "cpr-state-received", "ram-registered", "machine-c
                 "state-loaded", "prepared", "committed", "vcpus-in"]
 OLD_EXEC = ["migrate-start", "exec-guard-started", "stop-requested", "vcpus-out", "stopped",
             "state-written", "main-closed", "exec"]
+OLD_REBOOT = ["migrate-start", "stop-requested", "vcpus-out", "stopped", "state-written",
+              "main-closed", "migrate-end"]
+NEW_REBOOT = ["image-main", "ram-registered", "machine-created", "devices-created", "main-listening",
+              "incoming-start", "main-accepted",
+              "state-loaded", "prepared", "committed", "vcpus-in"]
 NEW_EXEC = ["image-main", "cpr-state-adopted", "ram-registered", "machine-created",
             "devices-created", "main-listening", "main-accepted", "state-loaded", "prepared",
             "committed", "vcpus-in"]
@@ -43,6 +52,18 @@ def steps(vm):
     t = vm.qmp("x-query-cpr-trace")
     check(t["clock"] == "monotonic" and t["dropped"] == 0, f"{vm.name}: monotonic clock, nothing dropped")
     return [(s["t-ns"], s["step"], s["pid"]) for s in t["steps"]]
+
+
+def wait_vcpus_in(vm):
+    """Until a vCPU is back in the guest. The heartbeat lives in guest RAM, which carries over:
+    it may have moved on before the stop, so it does not say the new side's vCPU ran. After a
+    cpr-exec, the old image's steps (its own vcpus-in at boot) come first: only the new image's
+    count, the ones after the last exec."""
+    def new_side_in():
+        names = [s[1] for s in steps(vm)]
+        execs = [i for i, n in enumerate(names) if n == "exec"]
+        return "vcpus-in" in names[execs[-1] + 1:] if execs else "vcpus-in" in names
+    wait_until(new_side_in, 30, f"{vm.name}: vcpus-in")
 
 
 def since_last(trace, name):
@@ -75,7 +96,7 @@ def test_transfer(binary, wd):
     info = old.wait_migration()
     check(info["status"] == "completed", f"old: completed ({info.get('error-desc', '')})")
     new.wait_status("running")
-    wait_heartbeat(new)
+    wait_vcpus_in(new)
     o = check_order("old", since_last(steps(old), "migrate-start"), OLD_TRANSFER)
     n_trace = steps(new)
     n = check_order("new", n_trace, NEW_TRANSFER)
@@ -108,7 +129,7 @@ def test_exec(binary, wd):
         pass
     vm.reconnect()
     vm.wait_status("running")
-    wait_heartbeat(vm)
+    wait_vcpus_in(vm)
     trace = steps(vm)
     check({s[2] for s in trace} == {pid}, "one process: every step has its pid")
     execs = [t for t, n, _ in trace if n == "exec"]
@@ -124,7 +145,53 @@ def test_exec(binary, wd):
               "the rollback guardian started before the guest stopped (not in the pause)")
 
 
-TESTS = {"cpr-transfer": test_transfer, "cpr-exec": test_exec}
+def reboot_save(vm):
+    vm.qmp("migrate-set-capabilities", capabilities=[{"capability": "x-ignore-shared", "state": True}])
+    vm.qmp("migrate-set-parameters", mode="cpr-reboot")
+    vm.qmp("migrate", uri="file:vm.state")
+    info = vm.wait_migration()
+    check(info["status"] == "completed", f"{vm.name}: saved ({info.get('error-desc', '')})")
+    trace = since_last(steps(vm), "migrate-start")
+    check_order(vm.name, trace, OLD_REBOOT)
+    if not VALGRIND:  # no teardown helper under valgrind (teardown.c)
+        # The MIGRATION event comes after the helper started (the job's end and the helper's
+        # start race: main-closed, the file in place, is what it follows): no quit sent yet.
+        check_order(vm.name, trace, ["main-closed", "teardown-held"])
+
+
+def test_reboot(binary, wd):
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else wd
+    ram = os.path.join(shm, f"cpr-trace-test-{os.getpid()}.ram")
+    args = base_args(wd, "trace", [
+        "-object", f"memory-backend-file,id=ram0,size={RAM_MB}M,mem-path={ram},share=on",
+        "-machine", "memory-backend=ram0"], ram_mb=RAM_MB)
+    try:
+        old = Vmm(binary, wd, "old", args)
+        wait_booted(old)
+        wait_heartbeat(old)
+        # Saved, then resumed here after all: the helper is let go and the guest runs on.
+        reboot_save(old)
+        hb = old.guest()["heartbeat"]
+        old.qmp("cont")
+        old.wait_status("running")
+        wait_heartbeat(old, above=hb)
+        # Saved again, and this time quit: a restart from the file.
+        reboot_save(old)
+        old.qmp("quit")
+        check(old.wait_exit() == 0, "old VMM quit")
+        new = Vmm(binary, wd, "new", args + ["-incoming", "defer"])
+        new.qmp("migrate-set-capabilities", capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        new.qmp("migrate-set-parameters", mode="cpr-reboot")
+        new.qmp("migrate-incoming", uri="file:vm.state")
+        new.wait_status("running")
+        wait_vcpus_in(new)
+        check_order("new", steps(new), NEW_REBOOT)
+    finally:
+        if os.path.exists(ram):
+            os.unlink(ram)
+
+
+TESTS = {"cpr-transfer": test_transfer, "cpr-exec": test_exec, "cpr-reboot": test_reboot}
 
 
 def main():

@@ -157,8 +157,11 @@ static void status_on_main(void *p)
     vmm *v = c->v;
     vmm_mig *m = v->mig;
     if (status_final(c->status)) {
-        if (c->status == CPR_MIGRATION_COMPLETED && m->out_active)
+        if (c->status == CPR_MIGRATION_COMPLETED && m->out_active) {
             vmm_pause_completed(v);
+            if (cpr_get_mode(v->ctx) == CPR_MODE_CPR_REBOOT)
+                vmm_teardown_early(v);
+        }
         /* One job at a time per context: whichever side was active has ended. */
         m->in_active = 0;
         m->out_active = 0;

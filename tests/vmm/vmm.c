@@ -218,9 +218,31 @@ int vmm_vm_stop(vmm *v, mon_error *err)
     return 0;
 }
 
+/*
+ * A cpr-reboot save completed: the next step is a quit, and the restart waits for this
+ * process's exit. The teardown helper starts now, on the main thread (the one that exits), so
+ * neither it nor the unmapping of guest RAM is on the way from the stop to the new process.
+ */
+void vmm_teardown_early(vmm *v)
+{
+    cpr_error *cerr = NULL;
+    if (cpr_teardown_defer(v->ctx, 0, &cerr) == 0) {
+        v->teardown_early = 1;
+        cpr_trace_mark(v->ctx, "teardown-held");
+    } else {
+        vmm_trace("cpr-reboot: no teardown helper: %s", cpr_error_message(cerr));
+    }
+    cpr_error_free(cerr);
+}
+
 int vmm_vm_start(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
+    /* The guest runs here again after all (cont after a cpr-reboot save): no exit follows. */
+    if (v->teardown_early) {
+        cpr_teardown_cancel(v->ctx);
+        v->teardown_early = 0;
+    }
     /* A guest loaded paused (-S) and started by hand: its pause is the operator's, not the
      * switchover's, so the source's handoff is not measured from. */
     g_mutex_lock(&v->lock);
