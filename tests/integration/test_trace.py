@@ -22,11 +22,10 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness.channels import unix_channel  # noqa: E402
-from harness.guest import base_args, check, log, wait_booted, wait_heartbeat, wait_until  # noqa: E402
-from harness.process import VALGRIND, Vmm, kill_all, shutdown_all  # noqa: E402
-from harness.reports import sanitizer_reports  # noqa: E402
+from harness.channels import unix_channel
+from harness.guest import base_args, check, log, wait_booted, wait_heartbeat, wait_until
+from harness.process import VALGRIND, Vmm, kill_all, shutdown_all
+from harness.reports import sanitizer_reports
 
 RAM_MB = 16
 
