@@ -219,9 +219,10 @@ int vmm_vm_stop(vmm *v, mon_error *err)
 }
 
 /*
- * A cpr-reboot save completed: the next step is a quit, and the restart waits for this
- * process's exit. The teardown helper starts now, on the main thread (the one that exits), so
- * neither it nor the unmapping of guest RAM is on the way from the stop to the new process.
+ * A cpr-reboot save is about to start: a quit will follow it, and the restart waits for this
+ * process's exit. The teardown helper starts now, while the guest still runs, on the main
+ * thread (the one that exits): neither its start (milliseconds: a clone that walks the fd
+ * table) nor the unmapping of guest RAM is then between the stop and the new process.
  */
 void vmm_teardown_early(vmm *v)
 {
@@ -235,14 +236,19 @@ void vmm_teardown_early(vmm *v)
     cpr_error_free(cerr);
 }
 
-int vmm_vm_start(vmm *v, mon_error *err)
+/* No exit follows after all (the save failed, or the guest resumes here): let the helper go. */
+void vmm_teardown_release(vmm *v)
 {
-    cpr_error *cerr = NULL;
-    /* The guest runs here again after all (cont after a cpr-reboot save): no exit follows. */
     if (v->teardown_early) {
         cpr_teardown_cancel(v->ctx);
         v->teardown_early = 0;
     }
+}
+
+int vmm_vm_start(vmm *v, mon_error *err)
+{
+    cpr_error *cerr = NULL;
+    vmm_teardown_release(v); /* cont after a cpr-reboot save: the guest runs here again */
     /* A guest loaded paused (-S) and started by hand: its pause is the operator's, not the
      * switchover's, so the source's handoff is not measured from. */
     g_mutex_lock(&v->lock);

@@ -26,9 +26,14 @@ def bench_step(name):
 
 
 def last_migration(steps):
-    """The steps of the last migration of a source: from its last migrate-start on."""
+    """The steps of the last migration of a source: from its last migrate-start on, or from
+    the VMM's migrate-requested before it (cpr-vmm's own work between the command and the job,
+    such as cpr-reboot's teardown helper)."""
     starts = [i for i, s in enumerate(steps) if s[1] == "migrate-start"]
-    return steps[starts[-1]:] if starts else steps
+    if not starts:
+        return steps
+    asked = [i for i, s in enumerate(steps[:starts[-1]]) if s[1] == "migrate-requested"]
+    return steps[asked[-1] if asked else starts[-1]:]
 
 
 def label(steps, side):

@@ -7,6 +7,7 @@ A run that fails is counted and named in its row; a figure nobody measured is a 
 with the reason, never a number.
 """
 import os
+import statistics
 import time
 import traceback
 
@@ -83,6 +84,10 @@ def _emit(ctx, bench, impl, mode, size, results, errors, extra, figures):
     steps = breakdown.medians([r.get("breakdown") for r in ok])
     if steps:
         extra["breakdown_median_ms"] = steps
+        pauses = [r["pause_ms"] for r in ok if r.get("pause_ms") is not None]
+        pause = f"pause {statistics.median(pauses):.2f} ms, " if pauses else ""
+        log(f"{bench} {mode} {size >> 20} MiB, median of {len(ok)} runs: {pause}breakdown (ms from "
+            f"old.stop-requested): " + breakdown.line(steps))
     if errors:
         extra["failed_runs"] = len(errors)
         extra["error"] = errors[0][:300]
