@@ -18,14 +18,12 @@ No times are asserted, only order: speed belongs to tests/bench.
 """
 import json
 import os
-import shutil
 import sys
-import tempfile
 
+from harness.cases import run_cases
 from harness.channels import unix_channel
-from harness.guest import base_args, check, log, wait_booted, wait_heartbeat, wait_until
-from harness.process import VALGRIND, Vmm, kill_all, shutdown_all
-from harness.reports import sanitizer_reports
+from harness.guest import base_args, check, wait_booted, wait_heartbeat, wait_until
+from harness.process import VALGRIND, Vmm
 
 RAM_MB = 16
 
@@ -190,29 +188,5 @@ def test_reboot(binary, wd):
 TESTS = {"cpr-transfer": test_transfer, "cpr-exec": test_exec, "cpr-reboot": test_reboot}
 
 
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    binary = os.path.abspath(sys.argv[1])
-    failed = []
-    for name, fn in TESTS.items():
-        wd = tempfile.mkdtemp(prefix=f"cpr-trace-{name}-")
-        log(f"=== {name}")
-        try:
-            fn(binary, wd)
-            shutdown_all()
-            bad = sanitizer_reports(wd)
-            check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
-            shutil.rmtree(wd, ignore_errors=True)
-        except Exception as e:  # noqa: BLE001 - report every case, then fail
-            log(f"FAIL {name}: {e}; work directory kept: {wd}")
-            failed.append(name)
-        finally:
-            kill_all()
-    log(f"failed: {failed}" if failed else "all passed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cases(__doc__, "cpr-trace", TESTS))

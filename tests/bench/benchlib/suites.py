@@ -86,7 +86,8 @@ def _emit(ctx, bench, impl, mode, size, results, errors, extra, figures):
         extra["breakdown_median_ms"] = steps
         pauses = [r["pause_ms"] for r in ok if r.get("pause_ms") is not None]
         pause = f"pause {statistics.median(pauses):.2f} ms, " if pauses else ""
-        log(f"{bench} {mode} {size >> 20} MiB, median of {len(ok)} runs: {pause}breakdown (ms from "
+        what = bench if bench == mode else f"{bench} {mode}"
+        log(f"{what} {size >> 20} MiB, median of {len(ok)} runs: {pause}breakdown (ms from "
             f"old.stop-requested): " + breakdown.line(steps))
     if errors:
         extra["failed_runs"] = len(errors)
