@@ -237,6 +237,7 @@ static int exec_now(cpr_ctx *ctx, cpr_exec_prep *p, GArray *fds, cpr_error **err
     cpr_trace_step(ctx, "exec");
     g_autofree char *trace = cpr_trace_export(ctx);
     g_auto(GStrv) envp = exec_env(p->mfd, commit_fd, trace);
+    cpr_exec_guard_executing(p->guard); /* the state is whole: a failure after may roll back */
     execvpe(p->argv[0], p->argv, envp);
     int ret = cpr_error_set_errno(errp, -errno, "cpr-exec: cannot execute %s", p->argv[0]);
     if (commit_fd >= 0)

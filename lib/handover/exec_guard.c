@@ -9,6 +9,8 @@
  * of the commit socket, the old executable, an inotify fd watching the state memfd, and a
  * pidfd of the process that execs. Then it waits:
  *
+ *   EOF before 'X'               the old image died before its exec (the guardian starts
+ *                                while the guest runs): the state is not whole, exit
  *   'C'                          the new image committed: exit, dropping everything
  *   'R'                          the new image's load failed: end it, roll back
  *   EOF after 'A'                the new image died before committing: roll back
@@ -170,7 +172,7 @@ static _Noreturn void guardian_main(const guard_args *a)
     syscall(SYS_prctl, PR_SET_NAME, "cpr-exec-guard", 0, 0, 0);
     default_handlers();
     drop_cloexec_fds(a);
-    int adopting = 0;
+    int adopting = 0, executing = 0;
     for (;;) {
         struct pollfd p[2] = { { .fd = a->sock, .events = POLLIN }, { .fd = a->ino, .events = POLLIN } };
         if (syscall(SYS_ppoll, p, 2, NULL, NULL, 0) < 0 && errno != EINTR && errno != ENOMEM) {
@@ -190,7 +192,14 @@ static _Noreturn void guardian_main(const guard_args *a)
                 if (buf[i] == CPR_EXEC_GUARD_ROLLBACK)
                     roll_back(a, "failed to load");
                 adopting |= buf[i] == CPR_EXEC_GUARD_ADOPTING;
+                executing |= buf[i] == CPR_EXEC_GUARD_EXECUTING;
             }
+        }
+        if (n == 0 && !executing) {
+            /* The old image died before its exec: it still ran the guest, and a state it had
+             * not finished must not run it anywhere. */
+            say("the old image ended before its exec", "", "; no rollback");
+            syscall(SYS_exit_group, 0);
         }
         if (n == 0) {
             /* The state is read before the socket is closed: look once more. */
@@ -319,6 +328,12 @@ static void send_byte(int fd, char c)
 {
     while (send(fd, &c, 1, MSG_NOSIGNAL) < 0 && errno == EINTR)
         ;
+}
+
+void cpr_exec_guard_executing(cpr_exec_guard *g)
+{
+    if (g)
+        send_byte(g->peer, CPR_EXEC_GUARD_EXECUTING);
 }
 
 void cpr_exec_guard_cancel(cpr_exec_guard *g)

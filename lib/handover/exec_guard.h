@@ -21,6 +21,10 @@
 #define CPR_EXEC_GUARD_ADOPTING 'A'
 #define CPR_EXEC_GUARD_COMMIT 'C'
 #define CPR_EXEC_GUARD_ROLLBACK 'R'
+/* From the old image, right before execve: its state is complete. Only after it may a closed
+ * socket mean a new image that failed; before, the old image itself died (crash, kill) with
+ * the guest never given up and its state empty or partial: the guardian stands down. */
+#define CPR_EXEC_GUARD_EXECUTING 'X'
 
 typedef struct cpr_exec_guard cpr_exec_guard;
 
@@ -41,6 +45,8 @@ int cpr_exec_guard_fd(const cpr_exec_guard *g);
  * inherit): call last before the exec, so that the wait overlaps the rest of the preparation.
  * -EAGAIN when it could not start. */
 int cpr_exec_guard_ready(cpr_exec_guard *g, cpr_error **errp);
+/* Right before the exec, the state complete: from now on the guardian may roll back. */
+void cpr_exec_guard_executing(cpr_exec_guard *g);
 /* The exec failed: the guardian is told to exit and the handle is freed. */
 void cpr_exec_guard_cancel(cpr_exec_guard *g);
 
