@@ -16,14 +16,13 @@ usage: test_trace.py CPR_VMM_BINARY
                 file runs the guest with every step of the new VMM in order.
 No times are asserted, only order: speed belongs to tests/bench.
 """
-import json
 import os
 import sys
 
 from harness.cases import run_cases
-from harness.channels import unix_channel
 from harness.guest import base_args, check, wait_booted, wait_heartbeat, wait_until
 from harness.process import VALGRIND, Vmm
+from harness.transfer import cpr_transfer
 
 RAM_MB = 16
 
@@ -84,14 +83,7 @@ def test_transfer(binary, wd):
     old = Vmm(binary, wd, "old", args)
     wait_booted(old)
     wait_heartbeat(old)
-    main_sock, cpr_sock = os.path.join(wd, "main.sock"), os.path.join(wd, "cpr.sock")
-    new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{main_sock}",
-                                         "-incoming", json.dumps(unix_channel("cpr", cpr_sock))])
-    wait_until(lambda: os.path.exists(cpr_sock), 30, "new VMM listens on the cpr channel")
-    old.qmp("migrate-set-parameters", mode="cpr-transfer")
-    old.qmp("migrate", channels=[unix_channel("main", main_sock), unix_channel("cpr", cpr_sock)])
-    info = old.wait_migration()
-    check(info["status"] == "completed", f"old: completed ({info.get('error-desc', '')})")
+    new, _ = cpr_transfer(binary, wd, old, args)
     new.wait_status("running")
     wait_vcpus_in(new)
     o = check_order("old", since_last(steps(old), "migrate-start"), OLD_TRANSFER)
