@@ -50,16 +50,21 @@ def steps(vm):
     return [(s["t-ns"], s["step"], s["pid"]) for s in t["steps"]]
 
 
-def wait_vcpus_in(vm):
-    """Until a vCPU is back in the guest. The heartbeat lives in guest RAM, which carries over:
-    it may have moved on before the stop, so it does not say the new side's vCPU ran. After a
-    cpr-exec, the old image's steps (its own vcpus-in at boot) come first: only the new image's
-    count, the ones after the last exec."""
-    def new_side_in():
+def wait_step(vm, name, since):
+    """Until the trace has `name` after the last `since` (or anywhere, with no `since` in it).
+    vcpus-in: the heartbeat lives in guest RAM, which carries over, so it may have moved on
+    before the stop and does not say the new side's vCPU ran; after a cpr-exec the old image's
+    steps (its own vcpus-in at boot) come first. migrate-end: marked after the status change
+    that the MIGRATION event reports."""
+    def seen():
         names = [s[1] for s in steps(vm)]
-        execs = [i for i, n in enumerate(names) if n == "exec"]
-        return "vcpus-in" in names[execs[-1] + 1:] if execs else "vcpus-in" in names
-    wait_until(new_side_in, 30, f"{vm.name}: vcpus-in")
+        marks = [i for i, n in enumerate(names) if n == since]
+        return name in names[marks[-1] + 1:] if marks else name in names
+    wait_until(seen, 30, f"{vm.name}: {name}")
+
+
+def wait_vcpus_in(vm):
+    wait_step(vm, "vcpus-in", "exec")
 
 
 def since_last(trace, name):
@@ -86,6 +91,7 @@ def test_transfer(binary, wd):
     new, _ = cpr_transfer(binary, wd, old, args)
     new.wait_status("running")
     wait_vcpus_in(new)
+    wait_step(old, "migrate-end", "migrate-start")
     o = check_order("old", since_last(steps(old), "migrate-start"), OLD_TRANSFER)
     n_trace = steps(new)
     n = check_order("new", n_trace, NEW_TRANSFER)
@@ -140,6 +146,7 @@ def reboot_save(vm):
     vm.qmp("migrate", uri="file:vm.state")
     info = vm.wait_migration()
     check(info["status"] == "completed", f"{vm.name}: saved ({info.get('error-desc', '')})")
+    wait_step(vm, "migrate-end", "migrate-requested")
     # The teardown helper started before the job, so before the stop (none under valgrind).
     expected = OLD_REBOOT if not VALGRIND else [s for s in OLD_REBOOT if s != "teardown-held"]
     check_order(vm.name, since_last(steps(vm), "migrate-requested"), expected)
