@@ -25,5 +25,6 @@
 #include <cpr/teardown.h>
 #include <cpr/migrate.h>
 #include <cpr/tls.h>
+#include <cpr/trace.h>
 
 #endif /* CPR_CPR_H */

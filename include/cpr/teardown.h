@@ -22,7 +22,8 @@
  * kernel objects nobody else can reach: freeing them in the helper is the point.
  *
  * cpr_exec() calls this itself; a VMM calls it before exit() when the next process picks the
- * same RAM up (cpr-reboot to shared memory, then a restart).
+ * same RAM up (cpr-reboot to shared memory, then a restart): as early as it knows it will quit,
+ * so that starting the helper is not on the way to the next process either.
  */
 #ifndef CPR_TEARDOWN_H
 #define CPR_TEARDOWN_H
@@ -37,9 +38,11 @@ CPR_BEGIN_DECLS
  * Starts the helper and returns once it holds the address space; ctx records it (flags must be
  * 0). From then on, freeing a RAM block or the context leaves guest RAM mapped, for the exec or
  * exit to unmap in the helper; freeing the context does not release the helper.
- * Call it from the thread that will exec or exit, after the guest is stopped, as late as
- * possible: what this process maps after the call is not held by the helper (it is unmapped by
- * the exec or exit as usual). If the process neither execs nor exits, call
+ * Call it from the thread that will exec or exit, once guest RAM is mapped; it costs nothing
+ * while it waits, so it may come before the guest stops (cpr-exec calls it at the migration's
+ * start since 1.2). The helper shares the address space, so what is mapped later is held too;
+ * but fds opened after the call are not in its table: their last close (a KVM vCPU created
+ * later, say) happens in the exec or exit as usual. If the process neither execs nor exits, call
  * cpr_teardown_cancel(): the helper then exits without unmapping anything.
  * A second call while a helper is held returns 0 and does nothing. Since: 1.1.
  * Errors: -EINVAL (NULL ctx, unknown flags), or the errno of pipe2/clone/mmap when no helper

@@ -20,6 +20,7 @@
 struct cpr_file_save {
     char *path; /* the target (symlinks resolved: the link stays a link) */
     char *tmp;  /* the temporary file beside it */
+    int no_sync; /* renamed into place without fsync (cpr_file_save_no_sync) */
 };
 
 static void fs_free(struct cpr_file_save *fs)
@@ -92,13 +93,17 @@ int cpr_file_save_begin(const char *path, uint64_t offset, struct cpr_file_save 
 int cpr_file_save_commit(struct cpr_file_save *fs, int fd, cpr_error **errp)
 {
     int ret = 0;
-    if (fsync(fd) < 0)
+    if (!fs->no_sync && fsync(fd) < 0)
         ret = cpr_error_set_errno(errp, -errno, "file:%s: fsync", fs->path);
     else if (rename(fs->tmp, fs->path) < 0)
         ret = cpr_error_set_errno(errp, -errno, "file:%s: cannot rename %s over it", fs->path, fs->tmp);
     if (ret < 0) {
         cpr_file_save_discard(fs);
         return ret;
+    }
+    if (fs->no_sync) {
+        fs_free(fs);
+        return 0;
     }
     /* The rename is durable only once the directory entry is. */
     g_autofree char *dir = g_path_get_dirname(fs->path);
@@ -109,6 +114,11 @@ int cpr_file_save_commit(struct cpr_file_save *fs, int fd, cpr_error **errp)
         close(dfd);
     fs_free(fs);
     return ret;
+}
+
+void cpr_file_save_no_sync(struct cpr_file_save *fs)
+{
+    fs->no_sync = 1;
 }
 
 void cpr_file_save_discard(struct cpr_file_save *fs)

@@ -22,6 +22,14 @@ int cpr_file_save_begin(const char *path, uint64_t offset, struct cpr_file_save 
  * removed and the old file left as it was (but for a failing directory sync, reported).
  * Frees fs in every case. */
 int cpr_file_save_commit(struct cpr_file_save *fs, int fd, cpr_error **errp);
+/*
+ * A durable output stream's file is still written under a temporary name and renamed into
+ * place whole, but without fsync of the file and its directory: for a state that only this
+ * host reads back while it runs (cpr-exec: the new image, or the rollback, loads it from the
+ * page cache; a host crash loses the memfd guest RAM it refers to anyway). Other streams: no-op.
+ */
+void cpr_stream_file_no_sync(cpr_stream *s);
+void cpr_file_save_no_sync(struct cpr_file_save *fs);
 /* Removes the temporary file and frees fs (a save that failed or was abandoned). NULL ok. */
 void cpr_file_save_discard(struct cpr_file_save *fs);
 

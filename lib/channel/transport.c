@@ -186,6 +186,12 @@ static int open_durable(const cpr_addr *addr, cpr_stream **out, cpr_error **errp
     return 0;
 }
 
+void cpr_stream_file_no_sync(cpr_stream *s)
+{
+    if (s && s->file_save)
+        cpr_file_save_no_sync(s->file_save);
+}
+
 int cpr_transport_open_output_durable(const cpr_addr *addr, cpr_stream **out, cpr_error **errp)
 {
     if (addr && out && cpr_addr_transport(addr) == CPR_TRANSPORT_FILE)

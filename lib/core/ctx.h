@@ -21,6 +21,7 @@ typedef enum cpr_ctx_slot {
     CPR_SLOT_RAM,
     CPR_SLOT_MIGRATION,
     CPR_SLOT_EXEC, /* cpr-exec rollback: the new image's commit socket */
+    CPR_SLOT_TRACE, /* the pause breakdown's steps (trace.c) */
     CPR_SLOT_COUNT
 } cpr_ctx_slot;
 

@@ -9,6 +9,8 @@
  * of the commit socket, the old executable, an inotify fd watching the state memfd, and a
  * pidfd of the process that execs. Then it waits:
  *
+ *   EOF before 'X'               the old image died before its exec (the guardian starts
+ *                                while the guest runs): the state is not whole, exit
  *   'C'                          the new image committed: exit, dropping everything
  *   'R'                          the new image's load failed: end it, roll back
  *   EOF after 'A'                the new image died before committing: roll back
@@ -46,6 +48,8 @@ typedef struct guard_args {
     int ino;      /* inotify: IN_ACCESS | IN_OPEN on the state memfd */
     int pidfd;    /* the process that execs (the new image keeps its pid) */
     long max_fd;  /* when /proc cannot be listed: the fd numbers to look at */
+    const int *keep; /* close-on-exec now, but the exec keeps them (started before the stop) */
+    size_t nkeep;
     char **argv;  /* the rollback's, allocated before the fork */
     char *const *envp;
     sigset_t mask; /* the exec'ing thread's signal mask, which the exec would pass on */
@@ -85,8 +89,15 @@ static void drop_one(int fd, int dir, const char *name, void *arg)
 {
     (void)dir;
     (void)name;
-    if (is_own(arg, fd))
+    const guard_args *a = arg;
+    if (is_own(a, fd))
         return;
+    for (size_t i = 0; i < a->nkeep; i++) {
+        if (a->keep[i] == fd) {
+            syscall(SYS_fcntl, fd, F_SETFD, 0); /* the rollback's exec keeps it, as ours does */
+            return;
+        }
+    }
     long flags = syscall(SYS_fcntl, fd, F_GETFD);
     if (flags >= 0 && (flags & FD_CLOEXEC))
         syscall(SYS_close, fd);
@@ -161,7 +172,7 @@ static _Noreturn void guardian_main(const guard_args *a)
     syscall(SYS_prctl, PR_SET_NAME, "cpr-exec-guard", 0, 0, 0);
     default_handlers();
     drop_cloexec_fds(a);
-    int adopting = 0;
+    int adopting = 0, executing = 0;
     for (;;) {
         struct pollfd p[2] = { { .fd = a->sock, .events = POLLIN }, { .fd = a->ino, .events = POLLIN } };
         if (syscall(SYS_ppoll, p, 2, NULL, NULL, 0) < 0 && errno != EINTR && errno != ENOMEM) {
@@ -181,7 +192,14 @@ static _Noreturn void guardian_main(const guard_args *a)
                 if (buf[i] == CPR_EXEC_GUARD_ROLLBACK)
                     roll_back(a, "failed to load");
                 adopting |= buf[i] == CPR_EXEC_GUARD_ADOPTING;
+                executing |= buf[i] == CPR_EXEC_GUARD_EXECUTING;
             }
+        }
+        if (n == 0 && !executing) {
+            /* The old image died before its exec: it still ran the guest, and a state it had
+             * not finished must not run it anywhere. */
+            say("the old image ended before its exec", "", "; no rollback");
+            syscall(SYS_exit_group, 0);
         }
         if (n == 0) {
             /* The state is read before the socket is closed: look once more. */
@@ -221,7 +239,7 @@ static char **rollback_argv(const char *const *argv)
 }
 
 int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_fd,
-                         cpr_exec_guard **out, cpr_error **errp)
+                         const int *keep, size_t nkeep, cpr_exec_guard **out, cpr_error **errp)
 {
     /* Under valgrind the guardian, a fork, would be checked as a VMM at its exit (leaks, the
      * fds it holds): none runs there, and a failing new image is not rolled back. */
@@ -251,7 +269,7 @@ int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_f
     guard_args a = {
         .sock = fd[0], .exe = fd[2], .ino = fd[3], .pidfd = fd[4],
         .max_fd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 65536 ? (long)rl.rlim_cur : 65536,
-        .argv = rollback_argv(argv), .envp = envp,
+        .argv = rollback_argv(argv), .envp = envp, .keep = keep, .nkeep = nkeep,
     };
     sigset_t all;
     sigfillset(&all);
@@ -310,6 +328,12 @@ static void send_byte(int fd, char c)
 {
     while (send(fd, &c, 1, MSG_NOSIGNAL) < 0 && errno == EINTR)
         ;
+}
+
+void cpr_exec_guard_executing(cpr_exec_guard *g)
+{
+    if (g)
+        send_byte(g->peer, CPR_EXEC_GUARD_EXECUTING);
 }
 
 void cpr_exec_guard_cancel(cpr_exec_guard *g)

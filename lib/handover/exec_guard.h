@@ -9,6 +9,8 @@
 #ifndef CPR_HANDOVER_EXEC_GUARD_H
 #define CPR_HANDOVER_EXEC_GUARD_H
 
+#include <stddef.h>
+
 #include <cpr/ctx.h>
 #include <cpr/error.h>
 
@@ -19,24 +21,32 @@
 #define CPR_EXEC_GUARD_ADOPTING 'A'
 #define CPR_EXEC_GUARD_COMMIT 'C'
 #define CPR_EXEC_GUARD_ROLLBACK 'R'
+/* From the old image, right before execve: its state is complete. Only after it may a closed
+ * socket mean a new image that failed; before, the old image itself died (crash, kill) with
+ * the guest never given up and its state empty or partial: the guardian stands down. */
+#define CPR_EXEC_GUARD_EXECUTING 'X'
 
 typedef struct cpr_exec_guard cpr_exec_guard;
 
 /*
- * Old image, just before the exec, with close-on-exec already cleared on every fd the new image
- * is to get (state_fd included): starts the guardian. argv is the cpr-exec command; the
+ * Old image, before the exec: starts the guardian, which keeps every fd without close-on-exec
+ * and the nkeep fds of keep (those the exec is to keep but that have close-on-exec still: the
+ * guardian may start while the guest runs, before the flags are cleared; state_fd must be one
+ * of them or have close-on-exec cleared). argv is the cpr-exec command; the
  * rollback runs this process's executable with argv[1..] and envp. state_fd must be a file
  * description whose reads inotify reports (see state_memfd in exec.c). On success *out holds
  * the guardian's handle and cpr_exec_guard_fd() the commit socket end to pass on (close-on-exec
  * still set: clear it for the exec); under valgrind *out is NULL (no guardian) and the fd -1.
  */
 int cpr_exec_guard_start(const char *const *argv, char *const *envp, int state_fd,
-                         cpr_exec_guard **out, cpr_error **errp);
+                         const int *keep, size_t nkeep, cpr_exec_guard **out, cpr_error **errp);
 int cpr_exec_guard_fd(const cpr_exec_guard *g);
 /* Waits until the guardian has started (reaps the intermediate, which the exec must not
  * inherit): call last before the exec, so that the wait overlaps the rest of the preparation.
  * -EAGAIN when it could not start. */
 int cpr_exec_guard_ready(cpr_exec_guard *g, cpr_error **errp);
+/* Right before the exec, the state complete: from now on the guardian may roll back. */
+void cpr_exec_guard_executing(cpr_exec_guard *g);
 /* The exec failed: the guardian is told to exit and the handle is freed. */
 void cpr_exec_guard_cancel(cpr_exec_guard *g);
 

@@ -17,6 +17,8 @@
 
 #include "channel/transfer.h"
 #include "core/error.h"
+#include "core/trace.h"
+#include "handover/exec.h"
 #include "migration/migrate.h"
 
 static void count_cpr_fds(cpr_job *job)
@@ -44,14 +46,17 @@ static int run_cpr_transfer(cpr_job *job, cpr_error **errp)
         return sock;
     }
     cpr_job_watch_fd(job, sock);
+    cpr_trace_step(job->ctx, "cpr-connected");
     int ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
     /* The guest runs on while the new process takes the fds and maps the RAM. */
     if (ret == 0)
         ret = cpr_transfer_send(job->ctx, sock, &o, errp);
     if (ret == 0)
         count_cpr_fds(job);
+    cpr_trace_step(job->ctx, "cpr-state-sent");
     if (ret == 0)
         ret = cpr_transfer_wait_hangup(sock, &o, errp);
+    cpr_trace_step(job->ctx, "cpr-hangup-seen");
     cpr_job_unwatch_fd(job, sock);
     close(sock);
     if (ret < 0) {
@@ -65,12 +70,16 @@ static int run_cpr_transfer(cpr_job *job, cpr_error **errp)
 
 static int run_cpr_exec(cpr_job *job, cpr_error **errp)
 {
-    int ret = cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
+    /* The state memfd and the rollback guardian (a fork: milliseconds) while the guest runs. */
+    cpr_exec_prep *prep;
+    int ret = cpr_exec_command_prepare(job->ctx, job->params.cpr_exec_command, &prep, errp);
+    if (ret == 0 && (ret = cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp)) < 0)
+        cpr_exec_prep_free(prep);
     if (ret < 0)
         return ret;
     count_cpr_fds(job);
     /* Returns only when exec failed, with every fd flag restored: the guest then resumes. */
-    ret = cpr_exec_command(job->ctx, job->params.cpr_exec_command, errp);
+    ret = cpr_exec_prepared(job->ctx, prep, errp);
     cpr_error_prefix(errp, "cpr-exec");
     return ret < 0 ? ret : -EIO;
 }

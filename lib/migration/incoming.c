@@ -17,6 +17,7 @@
 #include <cpr/transfer.h>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "format/savevm.h"
 #include "handover/exec_guard.h"
 #include "migration/main_channel.h"
@@ -41,6 +42,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
     if (ret < 0)
         return ret;
     if (ret == 1) {
+        cpr_trace_step(ctx, "cpr-state-adopted");
         cpr_mig_set_inmigrate(ctx);
         return CPR_MODE_CPR_EXEC;
     }
@@ -50,6 +52,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
     int sock = cpr_migrate_in_cpr_channel(ctx, cpr_addr_path(cpr), errp);
     if (sock < 0)
         return sock;
+    cpr_trace_step(ctx, "cpr-state-received");
     /* Kept open: the old process waits for the hang-up, given once main listens. */
     cpr_mig_keep_cpr_socket(ctx, sock);
     cpr_mig_set_inmigrate(ctx);
@@ -84,6 +87,7 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
     ret = cpr_main_chan_listen(&in->mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
     if (ret < 0)
         return ret;
+    cpr_trace_step(job->ctx, "main-listening");
 
     int sock = cpr_mig_take_cpr_socket(job->ctx);
     if (sock >= 0) {
@@ -92,6 +96,7 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
         cpr_ram_close_unattached(job->ctx);
         /* Main listens: tell the old process it may stop its guest and connect. */
         ret = cpr_transfer_finish(sock, errp);
+        cpr_trace_step(job->ctx, "cpr-hangup-sent");
         if (ret < 0)
             cpr_error_prefix(errp, "cpr channel");
     }
@@ -120,6 +125,7 @@ static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
     }
     cpr_exec_commit(job->ctx); /* cpr-exec: past here the previous image is not exec'd back */
     job->committed = 1;
+    cpr_trace_step(job->ctx, "committed");
     return 0;
 }
 
@@ -129,6 +135,7 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     int ret = cpr_main_chan_accept(&in->mc, errp);
     if (ret < 0)
         return ret;
+    cpr_trace_step(job->ctx, "main-accepted");
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp)) < 0)
         return ret;
     /* post_load and load_done run only once the whole stream checked out (savevm). */
@@ -137,7 +144,9 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     i->transferred = cpr_stream_offset(in->mc.s);
     cpr_job_stats_unlock(job);
     if (ret == 0)
-        ret = cpr_job_vm_prepare(job, errp);
+        cpr_trace_step(job->ctx, "state-loaded");
+    if (ret == 0 && (ret = cpr_job_vm_prepare(job, errp)) == 0)
+        cpr_trace_step(job->ctx, "prepared");
     return ret;
 }
 
@@ -156,6 +165,7 @@ static int in_run(cpr_job *job, cpr_error **errp)
     cpr_job_set_runstate(job, -1);
     if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
+    cpr_trace_step(job->ctx, "started");
     /* Closed after the start: unmapping the stream's buffer and tearing the socket down
      * (~40 us here) are not part of the guest's pause. */
     cpr_main_chan_close(&in->mc, NULL);

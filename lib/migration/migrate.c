@@ -20,6 +20,7 @@
 #include <glib.h>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "core/gate.h"
 #include "core/sized.h"
 #include "handover/exec_guard.h"
@@ -399,8 +400,10 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     job->vm_was_running = vm_is_running(mig);
     if (job->vm_was_running && cpr_vm_hook_present(&mig->ops, CPR_VM_STOP)) {
         job->stop_time_us = g_get_monotonic_time();
+        cpr_trace_step(job->ctx, "stop-requested");
         if ((ret = cpr_job_vm_hook(job, CPR_VM_STOP, errp)) < 0)
             return ret;
+        cpr_trace_step(job->ctx, "stopped");
     }
     job->vm_stopped = 1;
     if (!job->stop_time_us)
@@ -630,6 +633,7 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
     g_mutex_unlock(&mig->lock);
     status_changed(mig, status);
     g_rec_mutex_unlock(&mig->status_lock);
+    cpr_trace_step(job->ctx, job->incoming ? "incoming-end" : "migrate-end");
 
     if (!job->incoming)
         cpr_gate_leave(job->ctx, ret == 0);
@@ -646,6 +650,7 @@ static gpointer job_thread(gpointer p)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     cpr_error *err = NULL;
+    cpr_trace_step(job->ctx, job->incoming ? "incoming-start" : "migrate-start");
     int ret = job->driver->run(job, &err);
     job_finish(job, ret, err);
     return NULL;

@@ -12,7 +12,9 @@
 
 #include <cpr/stream.h>
 
+#include "channel/file_save.h"
 #include "core/error.h"
+#include "core/trace.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
@@ -220,6 +222,7 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
     stats_update(r);
     if (ret < 0)
         return ret;
+    cpr_trace_step(r->job->ctx, "state-written");
     /* A file: is synced and renamed into place by the channel's close (every mode). */
     if (mc->is_socket)
         return cpr_main_chan_wait_ack(mc, &r->job->no_resume, errp);
@@ -239,6 +242,8 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
         ret = cpr_main_chan_connect(&mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
     if (ret < 0)
         return ret;
+    if (job->mode == CPR_MODE_CPR_EXEC)
+        cpr_stream_file_no_sync(mc.s); /* read back on this host only: no fsync in the pause */
     r.s = mc.s;
     cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     /* The guest goes to a process that will share memory (or fds) with this one. */
@@ -267,6 +272,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     /* An exec: command that fails after taking the whole stream still fails the job. */
     int to_pipe = !mc.is_socket && !mc.is_file;
     int closed = cpr_main_chan_close(&mc, ret < 0 ? NULL : errp);
+    cpr_trace_step(job->ctx, "main-closed");
     if (ret == 0 && closed < 0 && to_pipe) {
         /* No way back on a pipe: the reader may have loaded the whole stream and run it. */
         job->no_resume = 1;

@@ -22,6 +22,7 @@ from harness.host import memfd_inodes
 from harness.process import VALGRIND, Vmm, shutdown_all
 from harness.qmp import QmpError
 from harness.reports import sanitizer_reports, valgrind_reports
+from harness.transfer import cpr_transfer
 
 SKIP = 77
 
@@ -123,14 +124,7 @@ def check_preserved_console(vm, serial, mode):
 def test_cpr_transfer(binary, wd):
     old, args, serial, moved, old_inodes = start_preserving(binary, wd, "old", "transfer")
 
-    main_sock, cpr_sock = os.path.join(wd, "main.sock"), os.path.join(wd, "cpr.sock")
-    new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{main_sock}",
-                                          "-incoming", json.dumps(unix_channel("cpr", cpr_sock))])
-    wait_until(lambda: os.path.exists(cpr_sock), 30, "new VMM listens on the cpr channel")
-    old.qmp("migrate-set-parameters", mode="cpr-transfer")
-    old.qmp("migrate", channels=[unix_channel("main", main_sock), unix_channel("cpr", cpr_sock)])
-    info = old.wait_migration()
-    check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
+    new, info = cpr_transfer(binary, wd, old, args)
     check(old.status() == "postmigrate", "old VMM in postmigrate")
     try:
         old.qmp("cont")

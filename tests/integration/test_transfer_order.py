@@ -17,17 +17,15 @@ Real cpr-vmm processes, real sockets:
 """
 import json
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
 
+from harness.cases import run_cases
 from harness.channels import unix_channel
 from harness.guest import base_args, check, check_after_switchover, log
 from harness.guest import wait_booted, wait_heartbeat, wait_serial, wait_until
-from harness.process import Vmm, kill_all, scaled, shutdown_all
-from harness.reports import sanitizer_reports
+from harness.process import Vmm, scaled
 
 RAM_MB = 16
 
@@ -112,29 +110,5 @@ def test_incoming(binary, wd):
 TESTS = {"late": test_late, "never": test_never, "incoming": test_incoming}
 
 
-def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    binary = os.path.abspath(sys.argv[1])
-    failed = []
-    for name, fn in TESTS.items():
-        wd = tempfile.mkdtemp(prefix=f"cpr-order-{name}-")
-        log(f"=== {name}")
-        try:
-            fn(binary, wd)
-            shutdown_all()
-            bad = sanitizer_reports(wd)
-            check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
-            shutil.rmtree(wd, ignore_errors=True)
-        except Exception as e:  # noqa: BLE001 - report every case, then fail
-            log(f"FAIL {name}: {e}; work directory kept: {wd}")
-            failed.append(name)
-        finally:
-            kill_all()
-    log(f"failed: {failed}" if failed else "all passed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cases(__doc__, "cpr-order", TESTS))

@@ -4,6 +4,9 @@
  *
  *   exec_image old DIR CMD...   the old image: saves DIR/report as fd ("report", 0) and a RAM
  *                               block holding a value, writes "old", cpr-execs CMD.
+ *   exec_image old-dies DIR CMD...  the same, but it dies (a crash, a kill) after the engine's
+ *                               first half (the guardian started, the state still empty) and
+ *                               before its exec.
  *   exec_image new ROLE         a new image (CMD above), on libcpr's rollback protocol or not:
  *     adopt-die   adopts as the migration engine does, then exits 1 before committing
  *     abandon     adopts, gives up as a failed load does, then waits to be ended
@@ -23,9 +26,12 @@
 
 #include <cpr/cpr.h>
 
+#include "handover/exec.h"
 #include "handover/exec_guard.h"
 
 #define VALUE 0x5eed1234abcdull
+/* The report's path, for a rolled-back image that finds no state to adopt (and so no fd). */
+#define REPORT_ENV "EXEC_IMAGE_REPORT"
 
 static int report(cpr_ctx *ctx, const char *line)
 {
@@ -39,8 +45,15 @@ static int rolled_back(void)
 {
     cpr_ctx *ctx;
     cpr_error *err = NULL;
-    if (cpr_ctx_new(&ctx, 0, NULL) < 0 || cpr_exec_state_adopt(ctx, &err) != 1)
+    if (cpr_ctx_new(&ctx, 0, NULL) < 0)
         return 90;
+    if (cpr_exec_state_adopt(ctx, &err) != 1) {
+        const char *path = getenv(REPORT_ENV);
+        int fd = path ? open(path, O_WRONLY | O_APPEND | O_CLOEXEC) : -1;
+        if (fd >= 0)
+            dprintf(fd, "rolled back: no state (%s)\n", err ? cpr_error_message(err) : "none");
+        return 90;
+    }
     cpr_ram_block *b;
     uint64_t v = 0;
     if (cpr_ram_block_new(ctx, "ram", 1 << 20, 4096, CPR_RAM_REATTACH_ONLY, &b, NULL) == 0)
@@ -50,7 +63,7 @@ static int rolled_back(void)
     return 0;
 }
 
-static int old_image(const char *dir, char **cmd)
+static int old_image(const char *dir, char **cmd, int dies)
 {
     cpr_ctx *ctx;
     cpr_ram_block *b;
@@ -63,6 +76,13 @@ static int old_image(const char *dir, char **cmd)
         return 91;
     memcpy(cpr_ram_block_host(b), &(uint64_t){ VALUE }, 8);
     report(ctx, "old");
+    if (dies) {
+        cpr_exec_prep *prep;
+        setenv(REPORT_ENV, path, 1); /* before the guardian copies the environment */
+        if (cpr_exec_prepare(ctx, (const char *const *)cmd, &prep, NULL) < 0)
+            return 93;
+        _exit(0);
+    }
     cpr_exec(ctx, (const char *const *)cmd, &err);
     dprintf(fd, "exec failed: %s\n", cpr_error_message(err));
     cpr_error_free(err);
@@ -109,10 +129,10 @@ int main(int argc, char **argv)
 {
     if (getenv(CPR_EXEC_STATE_ENV) && !getenv(CPR_EXEC_COMMIT_ENV))
         return rolled_back();
-    if (argc >= 4 && !strcmp(argv[1], "old"))
-        return old_image(argv[2], argv + 3);
+    if (argc >= 4 && (!strcmp(argv[1], "old") || !strcmp(argv[1], "old-dies")))
+        return old_image(argv[2], argv + 3, !strcmp(argv[1], "old-dies"));
     if (argc == 3 && !strcmp(argv[1], "new"))
         return new_image(argv[2]);
-    fprintf(stderr, "usage: exec_image old DIR CMD... | new ROLE\n");
+    fprintf(stderr, "usage: exec_image old|old-dies DIR CMD... | new ROLE\n");
     return 2;
 }

@@ -18,15 +18,15 @@
 
 #include "testutil.h"
 
-/* Runs `exec_image old DIR cmd...`; returns the report once every descendant has exited. */
-static char *story(const char *const *cmd)
+/* Runs `exec_image OLD DIR cmd...`; returns the report once every descendant has exited. */
+static char *story(const char *old, const char *const *cmd)
 {
     g_autofree char *dir = g_dir_make_tmp("cpr-exec-guard-XXXXXX", NULL);
     ck_assert_ptr_nonnull(dir);
     ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     GPtrArray *argv = g_ptr_array_new();
     g_ptr_array_add(argv, (char *)EXEC_IMAGE_PATH);
-    g_ptr_array_add(argv, (char *)"old");
+    g_ptr_array_add(argv, (char *)old);
     g_ptr_array_add(argv, dir);
     for (size_t i = 0; cmd[i]; i++)
         g_ptr_array_add(argv, (char *)cmd[i]);
@@ -72,9 +72,19 @@ static const struct {
 
 START_TEST(test_story)
 {
-    g_autofree char *got = story(stories[_i].cmd);
+    g_autofree char *got = story("old", stories[_i].cmd);
     ck_assert_msg(!strcmp(got, stories[_i].report), "%s: report '%s', expected '%s'", stories[_i].what,
                   got, stories[_i].report);
+}
+END_TEST
+
+/* The guardian starts while the guest runs: an old image that dies before its exec never gave
+ * the guest up, and its state is empty or partial; no rollback may start from it. */
+START_TEST(test_old_dies_before_exec)
+{
+    static const char *const cmd[] = NEW("commit");
+    g_autofree char *got = story("old-dies", cmd);
+    ck_assert_msg(!strcmp(got, "old\n"), "report '%s', expected only 'old'", got);
 }
 END_TEST
 
@@ -84,6 +94,7 @@ static Suite *exec_guard_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_story, 0, G_N_ELEMENTS(stories));
+    tcase_add_test(tc, test_old_dies_before_exec);
     suite_add_tcase(s, tc);
     return s;
 }

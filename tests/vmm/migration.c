@@ -50,6 +50,8 @@ static int hook_stop(cpr_ctx *ctx, void *opaque)
     vmm_pause_arm(v);
     int r = vmm_machine_pause(v, &cerr);
     vmm_trace("vCPUs stopped");
+    if (r == 0)
+        cpr_trace_mark(v->ctx, "vcpus-out");
     if (r < 0) {
         vmm_log_cpr("stop", cerr);
     }
@@ -158,6 +160,8 @@ static void status_on_main(void *p)
     if (status_final(c->status)) {
         if (c->status == CPR_MIGRATION_COMPLETED && m->out_active)
             vmm_pause_completed(v);
+        else if (m->out_active)
+            vmm_teardown_release(v); /* the guest resumes here: no exit follows */
         /* One job at a time per context: whichever side was active has ended. */
         m->in_active = 0;
         m->out_active = 0;
@@ -372,12 +376,16 @@ int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err)
         cpr_channels_free(ch);
         return mon_fail_cpr(err, cerr);
     }
+    cpr_trace_mark(v->ctx, "migrate-requested");
+    if (cpr_get_mode(v->ctx) == CPR_MODE_CPR_REBOOT)
+        vmm_teardown_early(v); /* before the job starts: it stops the guest first thing */
     m->out_active = 1;
     g_free(m->last_error);
     m->last_error = NULL;
     int r = cpr_migrate_channels(v->ctx, ch, CPR_MIGRATE_DETACH, &cerr);
     cpr_channels_free(ch);
     if (r < 0) {
+        vmm_teardown_release(v);
         m->out_active = 0;
         return mon_fail_cpr(err, cerr);
     }

@@ -292,6 +292,21 @@ static int cmd_query_migrate(vmm *v, json_object *args, json_object **ret, mon_e
     return 0;
 }
 
+/* The pause breakdown: libcpr's steps and this VMM's (cpr/trace.h), with this process's id. */
+static int cmd_query_cpr_trace(vmm *v, json_object *args, json_object **ret, mon_error *err)
+{
+    char *json = NULL;
+    cpr_error *cerr = NULL;
+    if (cpr_trace_json(v->ctx, &json, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    *ret = json_tokener_parse(json);
+    cpr_free(json);
+    if (!*ret)
+        return mon_fail(err, "GenericError", "the cpr trace is not valid JSON");
+    json_object_object_add(*ret, "pid", json_object_new_int64(getpid()));
+    return 0;
+}
+
 /* One value for a person: doubles rounded, the rest as JSON prints them. */
 static void append_value(GString *out, json_object *val)
 {
@@ -445,6 +460,8 @@ const mon_cmd mon_commands[] = {
     {"object-add", NULL, NULL, "add a tls-creds-x509 object", vmm_cmd_object_add, NULL, NULL, 0},
     {"object-del", NULL, NULL, "delete a tls-creds-x509 object", vmm_cmd_object_del, NULL, NULL, 0},
     {"query-migrate", "info migrate", NULL, "show migration status", cmd_query_migrate, NULL, print_migrate, 0},
+    {"x-query-cpr-trace", NULL, NULL, "the pause breakdown: timestamped steps of libcpr and the VMM",
+     cmd_query_cpr_trace, NULL, NULL, 0},
     {NULL, "help", NULL, "list commands", cmd_help, NULL, print_help, 0},
     {0},
 };

@@ -218,9 +218,37 @@ int vmm_vm_stop(vmm *v, mon_error *err)
     return 0;
 }
 
+/*
+ * A cpr-reboot save is about to start: a quit will follow it, and the restart waits for this
+ * process's exit. The teardown helper starts now, while the guest still runs, on the main
+ * thread (the one that exits): neither its start (milliseconds: a clone that walks the fd
+ * table) nor the unmapping of guest RAM is then between the stop and the new process.
+ */
+void vmm_teardown_early(vmm *v)
+{
+    cpr_error *cerr = NULL;
+    if (cpr_teardown_defer(v->ctx, 0, &cerr) == 0) {
+        v->teardown_early = 1;
+        cpr_trace_mark(v->ctx, "teardown-held");
+    } else {
+        vmm_trace("cpr-reboot: no teardown helper: %s", cpr_error_message(cerr));
+    }
+    cpr_error_free(cerr);
+}
+
+/* No exit follows after all (the save failed, or the guest resumes here): let the helper go. */
+void vmm_teardown_release(vmm *v)
+{
+    if (v->teardown_early) {
+        cpr_teardown_cancel(v->ctx);
+        v->teardown_early = 0;
+    }
+}
+
 int vmm_vm_start(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
+    vmm_teardown_release(v); /* cont after a cpr-reboot save: the guest runs here again */
     /* A guest loaded paused (-S) and started by hand: its pause is the operator's, not the
      * switchover's, so the source's handoff is not measured from. */
     g_mutex_lock(&v->lock);
@@ -319,10 +347,19 @@ static int create_ram(vmm *v, char **err)
     return 0;
 }
 
+/* The first vCPU back in the guest after a resume: the pause breakdown's last step. */
+static void vcpus_in(void *opaque)
+{
+    vmm *v = opaque;
+    cpr_trace_mark(v->ctx, "vcpus-in");
+}
+
 static int create_machine(vmm *v, char **err)
 {
     vmm_machine_config mc;
     vmm_machine_config_init(&mc);
+    mc.on_run = vcpus_in;
+    mc.run_opaque = v;
     mc.accel = v->cfg->accel;
     mc.nvcpus = (uint32_t)v->cfg->smp;
     mc.ram = v->ram;
@@ -366,18 +403,22 @@ static int run(vmm *v, char **err)
     if (cpr_ctx_new(&v->ctx, 0, &cerr) < 0) {
         return vmm_fail_cpr(err, "libcpr", cerr);
     }
+    cpr_trace_mark_at(v->ctx, "image-main", v->main_ns);
     if (vmm_mig_init(v, err) < 0 || vmm_mig_incoming_early(v, err) < 0)
         return -1;
     vmm_trace("cpr state loaded");
     if (create_ram(v, err) < 0)
         return -1;
     vmm_trace("guest RAM mapped");
+    cpr_trace_mark(v->ctx, "ram-registered");
     if (create_machine(v, err) < 0 || vmm_pause_init(v, err) < 0)
         return -1;
     vmm_trace("machine created");
+    cpr_trace_mark(v->ctx, "machine-created");
     if (vmm_devices_init(v, err) < 0)
         return -1;
     vmm_trace("devices created");
+    cpr_trace_mark(v->ctx, "devices-created");
     /* Every preserved fd a device wanted is claimed by now; the rest are of no use. */
     cpr_fd_close_unclaimed(v->ctx);
 
@@ -423,6 +464,7 @@ static int set_emulator_affinity(const vmm_config *cfg)
 
 int main(int argc, char **argv)
 {
+    uint64_t main_ns = cpr_trace_now(); /* the new image's first step, on the trace's clock */
     vmm_config cfg;
     int exit_now = 0;
     char *err = NULL;
@@ -442,6 +484,7 @@ int main(int argc, char **argv)
         return 1;
     }
     vmm v = {0};
+    v.main_ns = main_ns;
     v.cfg = &cfg;
     v.prelaunch = cfg.start_paused;
     g_mutex_init(&v.lock);

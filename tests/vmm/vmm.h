@@ -50,6 +50,8 @@ typedef struct hmp_monitor hmp_monitor;   /* hmp.c */
 struct vmm {
     vmm_config *cfg;
     cpr_ctx *ctx;
+    uint64_t main_ns;      /* main() entered (cpr_trace_now): the trace's "image-main" */
+    int teardown_early;    /* a cpr-reboot save started: the teardown helper already holds RAM */
     GMainLoop *loop;
     int prelaunch;         /* -S: not started yet (QEMU's prelaunch) */
     vmm_machine *machine;
@@ -118,6 +120,10 @@ void vmm_guest_report_get(vmm *v, vmm_guest_report *out);
 int vmm_fail_cpr(char **err, const char *what, cpr_error *cerr);
 /* With CPR_VMM_TRACE set in the environment: a line on stderr stamped with CLOCK_MONOTONIC. */
 void vmm_trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* cpr-reboot: the teardown helper (cpr/teardown.h) from before the stop until the exit, or
+ * released when no exit follows (a failed save, cont). */
+void vmm_teardown_early(vmm *v);
+void vmm_teardown_release(vmm *v);
 /* Prints "cpr-vmm: WHAT: MESSAGE" to stderr and frees the error. */
 void vmm_log_cpr(const char *what, cpr_error *cerr);
 

@@ -13,6 +13,7 @@ from harness.channels import unix_channel
 from harness.process import Vmm
 from harness.qmp import event_time
 
+from . import breakdown
 from .flows import QUIT_TIMEOUT, job_timeout, wait_job
 
 
@@ -99,6 +100,10 @@ class CprVmmLauncher:
     def backend(self, vm):
         return vm.qmp("query-guest").get("backend")
 
+    def trace(self, vm):
+        """The VMM's pause-breakdown steps (benchlib.breakdown)."""
+        return breakdown.query(vm)
+
 
 def cpr_transfer(L, size):
     """Old VMM on a memfd; new VMM started with main and cpr channels; migrate with both."""
@@ -131,8 +136,10 @@ def cpr_transfer(L, size):
         L.verify(new)
         resume = new.monitor.find_event("RESUME")
         blackout = (event_time(resume) - event_time(stop)) * 1e3 if (stop and resume) else None
+        steps = breakdown.offsets(breakdown.label(breakdown.last_migration(L.trace(old)), "old"),
+                                  breakdown.label(L.trace(new), "new"))
         return {"pause_ms": pause, "blackout_ms": blackout, "total_ms": (t1 - t0) * 1e3,
-                "bytes": info.get("ram", {}).get("transferred")}
+                "bytes": info.get("ram", {}).get("transferred"), "breakdown": steps}
     finally:
         old.shutdown(QUIT_TIMEOUT)
         if new is not None:
@@ -177,7 +184,9 @@ def cpr_exec(L, size):
         stop = vm.monitor.find_event("STOP", since=since)
         resume = vm.monitor.find_event("RESUME", since=since)
         blackout = (event_time(resume) - event_time(stop)) * 1e3 if (stop and resume) else None
+        old, new = breakdown.split_exec(L.trace(vm))
+        steps = breakdown.offsets(breakdown.label(old, "old"), breakdown.label(new, "new"))
         return {"pause_ms": pause, "blackout_ms": blackout, "total_ms": (t1 - t0) * 1e3,
-                "file_bytes": os.path.getsize(state)}
+                "file_bytes": os.path.getsize(state), "breakdown": steps}
     finally:
         vm.shutdown(QUIT_TIMEOUT)

@@ -11,6 +11,7 @@ import time
 
 from harness.qmp import event_time
 
+from . import breakdown
 from .host import unlink
 
 # How long a VMM asked to quit gets before it is killed (a big guest's teardown takes a while).
@@ -99,6 +100,7 @@ def restart(L, size, ram_path, path, prestart=False):
     measure where the VMM has one."""
     old = L.start("old", size, ram_path=ram_path)
     new = None
+    trace = getattr(L, "trace", None)  # the pause breakdown, where the VMM records one
     try:
         L.ready(old)
         L.restart_params(old)
@@ -110,19 +112,27 @@ def restart(L, size, ram_path, path, prestart=False):
         old.qmp("migrate", uri=L.save_uri(path, "file"))
         t1 = event_time(wait_job(old, since, size, "save"))
         t_stop = stop_time(old, since)
+        old_steps = breakdown.label(breakdown.last_migration(trace(old)), "old") if trace else []
+        bench = [breakdown.bench_step("quit-sent")]
         old.shutdown(QUIT_TIMEOUT)
+        bench.append(breakdown.bench_step("exited"))
         t_quit = time.time()
         if new is None:
+            bench.append(breakdown.bench_step("spawned"))
             new = L.start("new", size, ram_path=ram_path, extra=["-incoming", "defer"])
             L.restart_params(new)
         t_new = time.time()
+        bench.append(breakdown.bench_step("migrate-incoming-sent"))
         new.qmp("migrate-incoming", uri=L.load_uri(path))
         t_run = resume_time(new, timeout=job_timeout(0))
         L.verify(new)
-        return {"save_ms": (t1 - t0) * 1e3, "blackout_ms": (t_run - t_stop) * 1e3,
-                "pause_ms": L.guest_pause_ms(new), "quit_ms": (t_quit - t1) * 1e3,
-                "start_ms": (t_new - t_quit) * 1e3, "load_ms": (t_run - t_new) * 1e3,
-                "file_bytes": os.path.getsize(path)}
+        r = {"save_ms": (t1 - t0) * 1e3, "blackout_ms": (t_run - t_stop) * 1e3,
+             "pause_ms": L.guest_pause_ms(new), "quit_ms": (t_quit - t1) * 1e3,
+             "start_ms": (t_new - t_quit) * 1e3, "load_ms": (t_run - t_new) * 1e3,
+             "file_bytes": os.path.getsize(path)}
+        if trace:
+            r["breakdown"] = breakdown.offsets(old_steps, bench, breakdown.label(trace(new), "new"))
+        return r
     finally:
         old.shutdown(QUIT_TIMEOUT)
         if new is not None:

@@ -7,10 +7,11 @@ A run that fails is counted and named in its row; a figure nobody measured is a 
 with the reason, never a number.
 """
 import os
+import statistics
 import time
 import traceback
 
-from . import cprvmm, flows, host
+from . import breakdown, cprvmm, flows, host
 from .host import GIB, log, unlink
 from harness.host import meminfo
 
@@ -69,10 +70,25 @@ def _attempt(fn, errors):
         return None
 
 
+def _log_breakdown(r):
+    """One run's pause breakdown (ms from the stop), where the VMM recorded one."""
+    if r and r.get("breakdown"):
+        log("  breakdown (ms from old.stop-requested): " + breakdown.line(r["breakdown"]))
+
+
 def _emit(ctx, bench, impl, mode, size, results, errors, extra, figures):
-    """One row from a list of per-run dicts (None for a failed run)."""
+    """One row from a list of per-run dicts (None for a failed run); with the median of each
+    step of the pause breakdown when the runs have one."""
     ok = [r for r in results if r is not None]
     extra = dict(extra)
+    steps = breakdown.medians([r.get("breakdown") for r in ok])
+    if steps:
+        extra["breakdown_median_ms"] = steps
+        pauses = [r["pause_ms"] for r in ok if r.get("pause_ms") is not None]
+        pause = f"pause {statistics.median(pauses):.2f} ms, " if pauses else ""
+        what = bench if bench == mode else f"{bench} {mode}"
+        log(f"{what} {size >> 20} MiB, median of {len(ok)} runs: {pause}breakdown (ms from "
+            f"old.stop-requested): " + breakdown.line(steps))
     if errors:
         extra["failed_runs"] = len(errors)
         extra["error"] = errors[0][:300]
@@ -202,6 +218,7 @@ def restart_suite(ctx, size):
                     r["pause_ms"] = r["blackout_ms"]  # no heartbeat: the blackout is the pause
                 if r:
                     log(f"  pause {r['pause_ms']:.1f} ms, blackout {r['blackout_ms']:.1f} ms")
+                _log_breakdown(r)
                 out[p].append(r)
                 unlink(state)
     for p in plan:
@@ -276,6 +293,7 @@ def cpr_suite(ctx, size):
                 r = _attempt(lambda: fn(L, size), errs)
                 if r:
                     log(f"  pause {r['pause_ms']} ms, total {r['total_ms']:.0f} ms")
+                _log_breakdown(r)
                 out.append(r)
             _emit(ctx, mode, "libcpr", mode, size, out, errs, extra, figs)
         ctx.report.skipped(mode, "qemu", mode, size, QEMU_NO_CPR, {"variant": "-"})

@@ -89,7 +89,11 @@ static void *vcpu_thread(void *arg)
             __atomic_store_n(&m->nparked, m->nparked - 1, __ATOMIC_RELEASE);
         }
         m->ops->vcpu_unkick(v);
+        int report = m->run_report;
+        m->run_report = 0;
         pthread_mutex_unlock(&m->lock);
+        if (report && m->cfg.on_run)
+            m->cfg.on_run(m->cfg.run_opaque);
         rc = m->ops->vcpu_run(v);
         pthread_mutex_lock(&m->lock);
         if (rc < 0)
@@ -365,6 +369,7 @@ int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
     int rc = check_resume_locked(m, errp);
     if (rc == 0) {
         __atomic_store_n(&m->stop_req, 0, __ATOMIC_RELEASE);
+        m->run_report = 1;
         pthread_cond_broadcast(&m->run_cond);
     }
     pthread_mutex_unlock(&m->lock);

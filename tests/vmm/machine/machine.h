@@ -144,6 +144,10 @@ typedef struct vmm_machine_config {
     /* The mailbox version (VMM_MAILBOX_VERSION_MIN..VMM_MAILBOX_VERSION) a boot writes, and
      * the one an INCOMING machine requires of its guest; 0: boot the newest, load any. */
     uint32_t mailbox_version;
+    /* Called on a vCPU thread by the first vCPU that enters the guest after each resume (the
+     * pause breakdown's "vcpus-in"), without the machine's lock; NULL: none. */
+    void (*on_run)(void *opaque);
+    void *run_opaque;
 } vmm_machine_config;
 
 /* A host CPU mask as the config spells it (bit n = CPU n) into a cpu_set_t. */

@@ -66,6 +66,7 @@ struct vmm_machine {
     int dirty_on;
     uint32_t nparked;
     uint64_t spin_until_ns; /* under lock: parked vCPUs spin (resume imminent) until then */
+    int run_report;         /* under lock: a resume the first vCPU to run reports (on_run) */
     uint32_t nstarted;      /* vCPU threads running (all of them once vmm_machine_new succeeded) */
     uint32_t msrs_skipped;
     void *be;
