@@ -21,6 +21,7 @@
 #include "handover/exec_guard.h"
 #include "migration/main_channel.h"
 #include "migration/migrate_state.h"
+#include "migration/multifd.h"
 #include "migration/ram_section.h"
 
 static void close_boxed_fd(void *p)
@@ -76,13 +77,28 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
 struct in_state {
     cpr_job *job;
     struct cpr_main_chan mc;
+    struct cpr_multifd_recv *mfd; /* multifd on a socket: the channels, accepted on main's listener */
 };
 
 static void in_state_free(void *p)
 {
     struct in_state *in = p;
+    if (in->mfd)
+        cpr_mig_ram_set_multifd(in->job->mig->ram, NULL, NULL);
+    cpr_multifd_recv_free(in->mfd);
     cpr_main_chan_close(in->job, &in->mc, NULL);
     g_free(in);
+}
+
+/* multifd: main's listener stays open for the channels the ram section's setup announces. */
+static void multifd_listen(cpr_job *job, struct in_state *in)
+{
+    if (!job->params.multifd || cpr_listener_fd(in->mc.l) < 0)
+        return;
+    in->mc.keep_listener = 1;
+    struct cpr_mfd_job mj = { job, cpr_job_cancel_fd(job), cpr_job_watch_fd, cpr_job_unwatch_fd };
+    cpr_multifd_recv_new(&mj, in->mc.l, &in->mfd);
+    cpr_mig_ram_set_multifd(job->mig->ram, NULL, in->mfd);
 }
 
 int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
@@ -99,6 +115,7 @@ int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
     ret = cpr_main_chan_listen(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &in->mc, errp);
     if (ret < 0)
         return ret;
+    multifd_listen(job, in);
 
     g_mutex_lock(&mig->lock);
     int *box = mig->cpr_in;

@@ -27,6 +27,7 @@ void cpr_main_chan_init(struct cpr_main_chan *c)
     c->fd = -1;
     c->is_socket = 0;
     c->is_file = 0;
+    c->keep_listener = 0;
 }
 
 /* The stream is open: note its fd and let cancel reach it when it is a socket. */
@@ -80,8 +81,10 @@ int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp
         cpr_error_prefix(errp, "main channel");
         return ret;
     }
-    cpr_listener_free(c->l);
-    c->l = NULL;
+    if (!c->keep_listener) {
+        cpr_listener_free(c->l);
+        c->l = NULL;
+    }
     opened(job, c);
     return 0;
 }

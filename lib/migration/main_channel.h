@@ -20,6 +20,7 @@ struct cpr_main_chan {
     int fd;            /* the stream's fd, a view: the stream owns or borrows it */
     int is_socket;     /* the acknowledgement is used on sockets only */
     int is_file;       /* a regular file: no process reads it now */
+    int keep_listener; /* incoming: accept leaves l open, for the multifd channels */
 };
 
 void cpr_main_chan_init(struct cpr_main_chan *c);
