@@ -75,6 +75,19 @@ uint32_t cpr_mfd_crc_header(const uint8_t hdr[CPR_MFD_HEADER_SIZE])
     return cpr_crc32c(0, hdr, 44);
 }
 
+size_t cpr_mfd_packet_encode(struct cpr_mfd_header *h, const struct cpr_mfd_run *runs, const void *payload,
+                             uint8_t *out)
+{
+    uint8_t *body = out + CPR_MFD_HEADER_SIZE;
+    cpr_mfd_runs_encode(runs, h->nruns, body);
+    memcpy(body + (size_t)h->nruns * CPR_MFD_RUN_SIZE, payload, h->payload_len);
+    h->crc = 0;
+    cpr_mfd_header_encode(h, out);
+    h->crc = cpr_crc32c(cpr_mfd_crc_header(out), body, cpr_mfd_body_len(h));
+    cpr_mfd_header_encode(h, out);
+    return CPR_MFD_HEADER_SIZE + cpr_mfd_body_len(h);
+}
+
 size_t cpr_mfd_max_payload(void)
 {
     size_t raw = (size_t)CPR_MFD_MAX_PAGES * CPR_MFD_PAGE;

@@ -72,6 +72,11 @@ void cpr_mfd_runs_encode(const struct cpr_mfd_run *runs, uint32_t n, uint8_t *ou
  * possibly in pieces: start with cpr_mfd_crc_header, extend with cpr_crc32c. */
 uint32_t cpr_mfd_crc_header(const uint8_t hdr[CPR_MFD_HEADER_SIZE]);
 
+/* A whole packet into out (CPR_MFD_HEADER_SIZE + cpr_mfd_body_len(h) bytes), its checksum
+ * computed into h->crc: for tests and tools; the channels write theirs from iovecs. */
+size_t cpr_mfd_packet_encode(struct cpr_mfd_header *h, const struct cpr_mfd_run *runs, const void *payload,
+                             uint8_t *out);
+
 /*
  * Checks a header read on `channel` whose previous packet was seq - 1: magic, version, kind,
  * channel, sequence, limits. On success, the body to read next is cpr_mfd_body_len(h) bytes.
