@@ -5,7 +5,8 @@
 usage: test_multifd.py CPR_VMM_BINARY CASE
   CASE: channels1 channels2 channels4 zstd tcp (a migration that completes; the guest then
         re-verifies all its RAM with zero corruptions), channel-closed (a proxy closes one
-        multifd connection mid-pass), dest-killed (the new VMM is killed mid-pass), stray (a
+        multifd connection mid-pass), dest-killed (the new VMM is killed mid-pass), cancel
+        (migrate_cancel mid-pass: cancelled, the old VMM runs on), stray (a
         connection of another migration is refused), off-here (the destination without the
         capability refuses the stream). In the failure cases the old VMM resumes: status
         failed, running, heartbeat on, RAM intact; the new one never runs.
@@ -25,7 +26,7 @@ sys.path.insert(0, HERE)  # the fault matrix's outcome checks
 from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,  # noqa: E402
                            wait_heartbeat, wait_serial, wait_until)
 from harness.process import Vmm, shutdown_all  # noqa: E402
-from test_faults import migration_failed, not_running, old_resumed, sigkill  # noqa: E402
+from test_faults import migration_failed, not_running, old_resumed, sigkill, verify_all  # noqa: E402
 
 RAM_MB = 64
 
@@ -187,6 +188,28 @@ def case_dest_killed(wd):
     old.shutdown()
 
 
+def case_cancel(wd):
+    """A cancel mid-pass reaches every channel thread: cancelled, the old VMM runs on."""
+    old = boot(wd, "old", ["-global", "migration.max-bandwidth=16777216"])
+    set_source(old, 4)
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, 4)
+    hb = old.guest()["heartbeat"]
+    old.qmp("migrate", uri=f"unix:{sock}")
+    wait_until(lambda: old.qmp("query-migrate").get("ram", {}).get("transferred", 0) > (2 << 20), 60,
+               "2 MiB crossed")
+    old.qmp("migrate_cancel")
+    info = old.wait_migration(60)
+    check(info["status"] == "cancelled", f"old: cancelled ({info['status']})")
+    old.wait_status("running")
+    g = wait_heartbeat(old, hb)
+    check(g["heartbeat"] > hb, "old heartbeat goes on")
+    verify_all(old)
+    log(not_running(new) if new.proc.poll() is None else "new VMM gone")
+    old.shutdown()
+    sigkill(new)
+
+
 def hello(uuid, channel, count):
     """A multifd hello (docs/format.md, "multifd channels"), for a stray connection."""
     import zlib  # noqa: F401  (CRC32C is not in the standard library: computed below)
@@ -275,6 +298,7 @@ CASES = {
     "channel-closed": case_channel_closed,
     "dest-killed": case_dest_killed,
     "stray": case_stray,
+    "cancel": case_cancel,
     "off-here": case_off_here,
 }
 
