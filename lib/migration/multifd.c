@@ -66,6 +66,29 @@ static int conn_read(struct mfd_conn *c, void *buf, size_t len, cpr_error **errp
     return 0;
 }
 
+/* Ends a channel: its socket shut down first when its thread may be blocked on it, the
+ * thread joined, the socket unregistered from cancel and closed. */
+static void conn_stop(const struct cpr_mfd_job *job, struct mfd_conn *c, GThread *thread, int shut)
+{
+    if (shut && c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR);
+    if (thread)
+        g_thread_join(thread);
+    if (c->fd >= 0) {
+        job->unwatch(job->job, c->fd);
+        close(c->fd);
+    }
+}
+
+/* The end of a set's locking and its first error. */
+static void set_clear(GMutex *lock, GCond *cond, cpr_error *err)
+{
+    if (err)
+        cpr_error_free(err);
+    g_mutex_clear(lock);
+    g_cond_clear(cond);
+}
+
 static int cancelled(const struct cpr_mfd_job *job, cpr_error **errp)
 {
     struct pollfd p = { .fd = job->cancel_fd, .events = POLLIN };
@@ -158,34 +181,39 @@ static int send_data(struct send_chan *c, const struct send_pkt *p, uint64_t *wi
     struct iovec iov[2 + CPR_MFD_MAX_RUNS];
     int niov = 2;
     const uint8_t *payload = NULL;
-    if (c->z || !p->stable) {
-        /* A running guest's pages, or pages to compress: gathered into our buffer first. */
+    uint32_t crc;
+    if (c->z) {
+        /* Compressed from a copy of the pages: zstd reads its input more than once. */
         for (uint32_t i = 0, off = 0; i < p->nruns; off += p->runs[i].count * CPR_MFD_PAGE, i++)
             memcpy(c->raw + off, p->src[i], (size_t)p->runs[i].count * CPR_MFD_PAGE);
-        payload = c->raw;
-    }
-    if (c->z) {
         ssize_t zn = cpr_zstd_compress(c->z, c->zbuf, c->zcap, c->raw, h.payload_len, errp);
         if (zn < 0)
             return (int)zn;
+        payload = c->raw;
         if ((size_t)zn < h.payload_len) { /* what does not shrink goes as it is */
             h.flags |= CPR_MFD_FLAG_ZSTD;
             h.payload_len = (uint32_t)zn;
             payload = c->zbuf;
         }
-    }
-    uint32_t crc = seal(&h, hdr, runs, p);
-    if (payload) {
-        crc = cpr_crc32c(crc, payload, h.payload_len);
-        iov[niov++] = (struct iovec){ (void *)payload, h.payload_len };
+        crc = cpr_crc32c(seal(&h, hdr, runs, p), payload, h.payload_len);
+    } else if (!p->stable) {
+        /* A running guest's pages: copied and checksummed in one pass, the copy written, so
+         * the checksum is always that of the bytes sent (as the stream's volatile pieces). */
+        crc = seal(&h, hdr, runs, p);
+        for (uint32_t i = 0, off = 0; i < p->nruns; off += p->runs[i].count * CPR_MFD_PAGE, i++)
+            crc = cpr_crc32c_copy(crc, c->raw + off, p->src[i], (size_t)p->runs[i].count * CPR_MFD_PAGE);
+        payload = c->raw;
     } else {
         /* The guest is stopped: checksum and write straight from its RAM. */
+        crc = seal(&h, hdr, runs, p);
         for (uint32_t i = 0; i < p->nruns; i++) {
             size_t len = (size_t)p->runs[i].count * CPR_MFD_PAGE;
             crc = cpr_crc32c(crc, p->src[i], len);
             iov[niov++] = (struct iovec){ (void *)p->src[i], len };
         }
     }
+    if (payload)
+        iov[niov++] = (struct iovec){ (void *)payload, h.payload_len };
     h.crc = crc;
     cpr_mfd_header_encode(&h, hdr);
     iov[0] = (struct iovec){ hdr, sizeof(hdr) };
@@ -453,22 +481,12 @@ void cpr_multifd_send_free(struct cpr_multifd_send *m)
     g_mutex_unlock(&m->lock);
     for (uint32_t i = 0; i < m->n; i++) {
         struct send_chan *c = &m->ch[i];
-        if (!m->finished && c->conn.fd >= 0)
-            shutdown(c->conn.fd, SHUT_RDWR);
-        if (c->thread)
-            g_thread_join(c->thread);
-        if (c->conn.fd >= 0) {
-            m->job.unwatch(m->job.job, c->conn.fd);
-            close(c->conn.fd);
-        }
+        conn_stop(&m->job, &c->conn, c->thread, !m->finished);
         g_free(c->raw);
         g_free(c->zbuf);
         cpr_zstd_free(c->z);
     }
-    if (m->err)
-        cpr_error_free(m->err);
-    g_mutex_clear(&m->lock);
-    g_cond_clear(&m->cond);
+    set_clear(&m->lock, &m->cond, m->err);
     g_free(m->ch);
     g_free(m);
 }
@@ -723,22 +741,12 @@ void cpr_multifd_recv_free(struct cpr_multifd_recv *m)
     g_mutex_unlock(&m->lock);
     for (uint32_t i = 0; i < m->n; i++) {
         struct recv_chan *c = &m->ch[i];
-        if (c->conn.fd >= 0)
-            shutdown(c->conn.fd, SHUT_RDWR);
-        if (c->thread)
-            g_thread_join(c->thread);
-        if (c->conn.fd >= 0) {
-            m->job.unwatch(m->job.job, c->conn.fd);
-            close(c->conn.fd);
-        }
+        conn_stop(&m->job, &c->conn, c->thread, 1);
         g_free(c->body);
         g_free(c->scratch);
         cpr_zstd_free(c->z);
     }
-    if (m->err)
-        cpr_error_free(m->err);
-    g_mutex_clear(&m->lock);
-    g_cond_clear(&m->cond);
+    set_clear(&m->lock, &m->cond, m->err);
     g_free(m->ch);
     g_free(m->blocks);
     g_free(m);

@@ -130,12 +130,16 @@ class Proxy:
                 a, _ = self.lsock.accept()
             except OSError:
                 return
+            self.before_relay(n)
             b = socket.socket(socket.AF_UNIX)
             b.connect(self.target)
             kill = n == self.victim
             threading.Thread(target=self.pump, args=(a, b, kill), daemon=True).start()
             threading.Thread(target=self.pump, args=(b, a, False), daemon=True).start()
             n += 1
+
+    def before_relay(self, n):
+        """Called before the n-th connection is relayed."""
 
     def pump(self, src, dst, kill):
         done = 0
@@ -174,15 +178,22 @@ def case_channel_closed(wd):
     sigkill(new)
 
 
-def case_dest_killed(wd):
-    old = boot(wd, "old", ["-global", "migration.max-bandwidth=33554432"])
-    set_source(old, 4)
+def mid_pass(wd, channels, bandwidth, crossed):
+    """A migration over `channels` channels under a bandwidth limit, once `crossed` bytes went:
+    (old, new, the old heartbeat before it started)."""
+    old = boot(wd, "old", ["-global", f"migration.max-bandwidth={bandwidth}"])
+    set_source(old, channels)
     sock = os.path.join(wd, "mig.sock")
-    new = listening(wd, "new", sock, 4)
+    new = listening(wd, "new", sock, channels)
     hb = old.guest()["heartbeat"]
     old.qmp("migrate", uri=f"unix:{sock}")
-    wait_until(lambda: old.qmp("query-migrate").get("ram", {}).get("transferred", 0) > (4 << 20), 60,
-               "4 MiB crossed")
+    wait_until(lambda: old.qmp("query-migrate").get("ram", {}).get("transferred", 0) > crossed, 60,
+               f"{crossed} bytes crossed")
+    return old, new, hb
+
+
+def case_dest_killed(wd):
+    old, new, hb = mid_pass(wd, 4, 33554432, 4 << 20)
     sigkill(new)
     log(old_resumed(old, hb))
     old.shutdown()
@@ -190,14 +201,7 @@ def case_dest_killed(wd):
 
 def case_cancel(wd):
     """A cancel mid-pass reaches every channel thread: cancelled, the old VMM runs on."""
-    old = boot(wd, "old", ["-global", "migration.max-bandwidth=16777216"])
-    set_source(old, 4)
-    sock = os.path.join(wd, "mig.sock")
-    new = listening(wd, "new", sock, 4)
-    hb = old.guest()["heartbeat"]
-    old.qmp("migrate", uri=f"unix:{sock}")
-    wait_until(lambda: old.qmp("query-migrate").get("ram", {}).get("transferred", 0) > (2 << 20), 60,
-               "2 MiB crossed")
+    old, new, hb = mid_pass(wd, 4, 16777216, 2 << 20)
     old.qmp("migrate_cancel")
     info = old.wait_migration(60)
     check(info["status"] == "cancelled", f"old: cancelled ({info['status']})")
@@ -212,7 +216,6 @@ def case_cancel(wd):
 
 def hello(uuid, channel, count):
     """A multifd hello (docs/format.md, "multifd channels"), for a stray connection."""
-    import zlib  # noqa: F401  (CRC32C is not in the standard library: computed below)
     body = struct.pack("<IHH16sIII", 0x4c454843, 1, 0, uuid, channel, count, 0)
     return body + struct.pack("<I", crc32c(body))
 
@@ -242,24 +245,13 @@ def case_stray(wd):
     strays = []
 
     class StrayProxy(Proxy):
-        def accept(self):
-            n = 0
-            while True:
-                try:
-                    a, _ = self.lsock.accept()
-                except OSError:
-                    return
-                if n == 1:
-                    for i in range(2):
-                        s = socket.socket(socket.AF_UNIX)
-                        s.connect(self.target)
-                        s.sendall(hello(b"\x55" * 16, i, 2))
-                        strays.append(s)
-                b = socket.socket(socket.AF_UNIX)
-                b.connect(self.target)
-                threading.Thread(target=self.pump, args=(a, b, False), daemon=True).start()
-                threading.Thread(target=self.pump, args=(b, a, False), daemon=True).start()
-                n += 1
+        def before_relay(self, n):
+            if n == 1:
+                for i in range(2):
+                    s = socket.socket(socket.AF_UNIX)
+                    s.connect(self.target)
+                    s.sendall(hello(b"\x55" * 16, i, 2))
+                    strays.append(s)
 
     StrayProxy(proxy_path, sock, victim=-1, after=0)
     old.qmp("migrate", uri=f"unix:{proxy_path}")

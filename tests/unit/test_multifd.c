@@ -226,96 +226,121 @@ static cpr_stream *reader_of(cpr_stream *w)
     return r;
 }
 
+/* A unix listener in a scratch directory, and the channel sets on both of its ends. */
+struct rig {
+    char dir[24];
+    char *path;
+    cpr_channels *chs;
+    cpr_listener *l;
+    struct cpr_multifd_send *ms;
+    struct cpr_multifd_recv *mr;
+};
+
+static void rig_listen(struct rig *r)
+{
+    strcpy(r->dir, "/tmp/cpr-mfd-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(r->dir));
+    r->path = g_strdup_printf("%s/mig.sock", r->dir);
+    g_autofree char *uri = g_strdup_printf("unix:%s", r->path);
+    ck_assert_int_eq(cpr_channels_from_uri(uri, &r->chs, NULL), 0);
+    ck_assert_int_eq(cpr_listener_new(cpr_channels_get(r->chs, CPR_CHANNEL_MAIN), 0, &r->l, NULL), 0);
+}
+
+/* Opens the source's channels, passes the descriptor to the destination, which accepts them. */
+static void rig_open(struct rig *r, const struct cpr_params *p, const struct cpr_mfd_block *blocks)
+{
+    static const struct cpr_mfd_job job = { NULL, -1, no_watch, no_watch };
+    ck_assert_int_eq(cpr_multifd_send_open(&job, cpr_channels_get(r->chs, CPR_CHANNEL_MAIN), p, &r->ms, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_recv_new(&job, r->l, &r->mr), 0);
+    cpr_stream *w = part_writer();
+    ck_assert_int_eq(cpr_multifd_send_put_setup(r->ms, w, NULL), 0);
+    cpr_stream *rd = reader_of(w);
+    ck_assert_int_eq(cpr_multifd_recv_setup(r->mr, rd, blocks, 1, NULL), 0);
+    cpr_stream_free(rd);
+    cpr_stream_free(w);
+}
+
+/* The end of a pass: the source's sync entry, read by the destination; its result. */
+static int rig_sync(struct rig *r, cpr_error **errp)
+{
+    cpr_stream *w = part_writer();
+    ck_assert_int_eq(cpr_multifd_send_sync(r->ms, w, NULL), 0);
+    cpr_stream *rd = reader_of(w);
+    int ret = cpr_multifd_recv_sync(r->mr, rd, errp);
+    cpr_stream_free(rd);
+    cpr_stream_free(w);
+    return ret;
+}
+
+static void rig_free(struct rig *r)
+{
+    cpr_multifd_send_free(r->ms);
+    cpr_multifd_recv_free(r->mr);
+    cpr_listener_free(r->l);
+    cpr_channels_free(r->chs);
+    unlink(r->path);
+    g_free(r->path);
+    rmdir(r->dir);
+}
+
+/* Another migration's connection, with its hello, to the listener at path. */
+static int stray_connect(const char *path, unsigned channels)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    strcpy(sa.sun_path, path);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct cpr_mfd_hello h = { .channel = 0, .count = channels };
+    memcpy(h.uuid, uuid_a, 16);
+    uint8_t buf[CPR_MFD_HELLO_SIZE];
+    cpr_mfd_hello_encode(&h, buf);
+    ck_assert_int_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    return fd;
+}
+
 static void end_to_end(unsigned channels, int zstd, int stray)
 {
     if (zstd && !cpr_zstd_available())
         return;
-    char dir[] = "/tmp/cpr-mfd-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    g_autofree char *path = g_strdup_printf("%s/mig.sock", dir);
-    g_autofree char *uri = g_strdup_printf("unix:%s", path);
-    cpr_channels *chs;
-    ck_assert_int_eq(cpr_channels_from_uri(uri, &chs, NULL), 0);
-    const cpr_addr *addr = cpr_channels_get(chs, CPR_CHANNEL_MAIN);
-    cpr_listener *l;
-    ck_assert_int_eq(cpr_listener_new(addr, 0, &l, NULL), 0);
-
+    struct rig r;
+    rig_listen(&r);
     enum { PAGES = 600 };
     uint8_t *src = malloc(PAGES * PAGE), *dst = calloc(PAGES, PAGE);
     for (size_t i = 0; i < PAGES * PAGE / 8; i++)
         ((uint64_t *)src)[i] = zstd ? i / 64 : i * 0x9E3779B97F4A7C15ull;
     struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
-
-    if (stray) { /* another migration's connection reaches the listener first */
-        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        strcpy(sa.sun_path, path);
-        ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        struct cpr_mfd_hello h = { .channel = 0, .count = channels };
-        memcpy(h.uuid, uuid_a, 16);
-        uint8_t buf[CPR_MFD_HELLO_SIZE];
-        cpr_mfd_hello_encode(&h, buf);
-        ck_assert_int_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
-        stray = fd;
-    }
-
-    struct cpr_mfd_job job = { NULL, -1, no_watch, no_watch };
+    int stray_fd = stray ? stray_connect(r.path, channels) : -1; /* reaches the listener first */
     struct cpr_params p;
     cpr_params_init(&p);
     p.multifd_channels = channels;
     p.multifd_compression = zstd ? CPR_MULTIFD_COMPRESS_ZSTD : CPR_MULTIFD_COMPRESS_NONE;
-    struct cpr_multifd_send *ms;
-    struct cpr_multifd_recv *mr;
-    ck_assert_int_eq(cpr_multifd_send_open(&job, addr, &p, &ms, NULL), 0);
-    ck_assert_int_eq(cpr_multifd_recv_new(&job, l, &mr), 0);
-
-    cpr_stream *w, *r;
-    w = part_writer();
-    ck_assert_int_eq(cpr_multifd_send_put_setup(ms, w, NULL), 0);
-    r = reader_of(w);
-    ck_assert_int_eq(cpr_multifd_recv_setup(mr, r, blocks, 1, NULL), 0);
-    ck_assert_uint_eq(cpr_multifd_recv_refused(mr), stray ? 1 : 0);
-    cpr_stream_free(r);
-    cpr_stream_free(w);
+    rig_open(&r, &p, blocks);
+    ck_assert_uint_eq(cpr_multifd_recv_refused(r.mr), stray ? 1 : 0);
 
     /* Two passes: every page, then a few again with new contents (sent stopped: no copy). */
     for (uint32_t first = 0; first < PAGES; first += 100)
-        ck_assert_int_eq(cpr_multifd_send_pages(ms, 0, src, first, 100, 0, NULL), 0);
-    w = part_writer();
-    ck_assert_int_eq(cpr_multifd_send_sync(ms, w, NULL), 0);
-    r = reader_of(w);
-    ck_assert_int_eq(cpr_multifd_recv_sync(mr, r, NULL), 0);
+        ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, first, 100, 0, NULL), 0);
+    ck_assert_int_eq(rig_sync(&r, NULL), 0);
     ck_assert_int_eq(memcmp(src, dst, PAGES * PAGE), 0);
-    cpr_stream_free(r);
-    cpr_stream_free(w);
     memset(src + 10 * PAGE, 0xab, 3 * PAGE);
     memset(src + 300 * PAGE, 0xcd, PAGE);
-    ck_assert_int_eq(cpr_multifd_send_pages(ms, 0, src, 10, 3, 1, NULL), 0);
-    ck_assert_int_eq(cpr_multifd_send_pages(ms, 0, src, 300, 1, 1, NULL), 0);
-    w = part_writer();
-    ck_assert_int_eq(cpr_multifd_send_sync(ms, w, NULL), 0);
-    r = reader_of(w);
-    ck_assert_int_eq(cpr_multifd_recv_sync(mr, r, NULL), 0);
-    ck_assert_int_eq(cpr_multifd_send_finish(ms, NULL), 0);
-    ck_assert_int_eq(cpr_multifd_recv_finish(mr, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, 10, 3, 1, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, 300, 1, 1, NULL), 0);
+    ck_assert_int_eq(rig_sync(&r, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_send_finish(r.ms, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_recv_finish(r.mr, NULL), 0);
     ck_assert_int_eq(memcmp(src, dst, PAGES * PAGE), 0);
-    uint64_t bytes = cpr_multifd_send_bytes(ms);
+    uint64_t bytes = cpr_multifd_send_bytes(r.ms);
     if (zstd)
         ck_assert_uint_lt(bytes, PAGES * PAGE / 4);
     else
         ck_assert_uint_gt(bytes, (PAGES + 4) * PAGE);
-    cpr_stream_free(r);
-    cpr_stream_free(w);
-    cpr_multifd_send_free(ms);
-    cpr_multifd_recv_free(mr);
     if (stray) {
         char c;
-        ck_assert_int_eq(read(stray, &c, 1), 0); /* refused: closed by the destination */
-        close(stray);
+        ck_assert_int_eq(read(stray_fd, &c, 1), 0); /* refused: closed by the destination */
+        close(stray_fd);
     }
-    cpr_listener_free(l);
-    cpr_channels_free(chs);
-    rmdir(dir);
+    rig_free(&r);
     free(src);
     free(dst);
 }
@@ -339,54 +364,33 @@ START_TEST(end_to_end_refuses_another_migration)
 }
 END_TEST
 
-/* A destination channel that dies: the loader's sync fails naming it. */
+/* A source that goes away mid-pass: the destination's sync (or its wait for the end packets)
+ * fails naming the channel. */
 START_TEST(dead_channel_fails_the_sync)
 {
-    char dir[] = "/tmp/cpr-mfd-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    g_autofree char *uri = g_strdup_printf("unix:%s/mig.sock", dir);
-    cpr_channels *chs;
-    ck_assert_int_eq(cpr_channels_from_uri(uri, &chs, NULL), 0);
-    const cpr_addr *addr = cpr_channels_get(chs, CPR_CHANNEL_MAIN);
-    cpr_listener *l;
-    ck_assert_int_eq(cpr_listener_new(addr, 0, &l, NULL), 0);
+    struct rig r;
+    rig_listen(&r);
     uint8_t *ram = calloc(64, PAGE);
     struct cpr_mfd_block blocks[1] = { { ram, 64 * PAGE, "ram" } };
-    struct cpr_mfd_job job = { NULL, -1, no_watch, no_watch };
     struct cpr_params p;
     cpr_params_init(&p);
-    struct cpr_multifd_send *ms;
-    struct cpr_multifd_recv *mr;
-    ck_assert_int_eq(cpr_multifd_send_open(&job, addr, &p, &ms, NULL), 0);
-    ck_assert_int_eq(cpr_multifd_recv_new(&job, l, &mr), 0);
-    cpr_stream *w, *r;
-    w = part_writer();
-    ck_assert_int_eq(cpr_multifd_send_put_setup(ms, w, NULL), 0);
-    r = reader_of(w);
-    ck_assert_int_eq(cpr_multifd_recv_setup(mr, r, blocks, 1, NULL), 0);
-    cpr_stream_free(r);
-    cpr_stream_free(w);
-    ck_assert_int_eq(cpr_multifd_send_pages(ms, 0, ram, 0, 64, 1, NULL), 0);
-    w = part_writer();
-    ck_assert_int_eq(cpr_multifd_send_sync(ms, w, NULL), 0);
-    cpr_multifd_send_free(ms); /* the source goes away before its packets all left */
-    r = reader_of(w);
+    rig_open(&r, &p, blocks);
+    ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, ram, 0, 64, 1, NULL), 0);
+    cpr_stream *w = part_writer();
+    ck_assert_int_eq(cpr_multifd_send_sync(r.ms, w, NULL), 0);
+    cpr_multifd_send_free(r.ms);
+    r.ms = NULL;
+    cpr_stream *rd = reader_of(w);
     cpr_error *err = NULL;
-    int ret = cpr_multifd_recv_sync(mr, r, &err);
-    if (ret == 0) { /* every packet had left before the close: then the end packet is missing */
-        ret = cpr_multifd_recv_finish(mr, &err);
-    }
+    int ret = cpr_multifd_recv_sync(r.mr, rd, &err);
+    if (ret == 0) /* every packet had left before the close: then the end packet is missing */
+        ret = cpr_multifd_recv_finish(r.mr, &err);
     ck_assert_int_lt(ret, 0);
     ck_assert_ptr_nonnull(strstr(cpr_error_message(err), "multifd channel"));
     cpr_error_free(err);
-    cpr_stream_free(r);
+    cpr_stream_free(rd);
     cpr_stream_free(w);
-    cpr_multifd_recv_free(mr);
-    cpr_listener_free(l);
-    cpr_channels_free(chs);
-    g_autofree char *sock = g_strdup_printf("%s/mig.sock", dir);
-    unlink(sock);
-    rmdir(dir);
+    rig_free(&r);
     free(ram);
 }
 END_TEST

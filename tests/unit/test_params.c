@@ -132,20 +132,21 @@ START_TEST(test_foreach_lists_names)
 }
 END_TEST
 
+static void param_is(const char *name, const char *want)
+{
+    char *v;
+    ck_assert_int_eq(cpr_param_get(ctx, name, &v, NULL), 0);
+    ck_assert_str_eq(v, want);
+    g_free(v);
+}
+
 /* multifd's settings: QEMU's defaults, its ranges, compression by name. */
 START_TEST(test_multifd_params)
 {
-    char *v;
     ck_assert_int_eq(cpr_cap_get(ctx, "multifd", NULL), 0);
-    ck_assert_int_eq(cpr_param_get(ctx, "multifd-channels", &v, NULL), 0);
-    ck_assert_str_eq(v, "2");
-    g_free(v);
-    ck_assert_int_eq(cpr_param_get(ctx, "multifd-zstd-level", &v, NULL), 0);
-    ck_assert_str_eq(v, "1");
-    g_free(v);
-    ck_assert_int_eq(cpr_param_get(ctx, "multifd-compression", &v, NULL), 0);
-    ck_assert_str_eq(v, "none");
-    g_free(v);
+    param_is("multifd-channels", "2");
+    param_is("multifd-zstd-level", "1");
+    param_is("multifd-compression", "none");
     ck_assert_int_eq(cpr_cap_set(ctx, "multifd", 1, NULL), 0);
     ck_assert_int_eq(cpr_cap_get(ctx, "multifd", NULL), 1);
     ck_assert_int_eq(cpr_param_set(ctx, "multifd-channels", "255", NULL), 0);
@@ -154,12 +155,8 @@ START_TEST(test_multifd_params)
     ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-zstd-level", "21", errp_), -EINVAL, "1 to 20");
     ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-compression", "zlib", errp_), -EINVAL, "none or zstd");
     ck_assert_int_eq(cpr_param_set(ctx, "multifd-compression", "zstd", NULL), 0);
-    ck_assert_int_eq(cpr_param_get(ctx, "multifd-compression", &v, NULL), 0);
-    ck_assert_str_eq(v, "zstd");
-    g_free(v);
-    ck_assert_int_eq(cpr_param_get(ctx, "multifd-channels", &v, NULL), 0);
-    ck_assert_str_eq(v, "255");
-    g_free(v);
+    param_is("multifd-compression", "zstd");
+    param_is("multifd-channels", "255");
 }
 END_TEST
 
