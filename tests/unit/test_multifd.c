@@ -395,6 +395,45 @@ START_TEST(dead_channel_fails_the_sync)
 }
 END_TEST
 
+/* Rule 2 of the sync entries (docs/format.md section 7): a packet of the next pass waits on
+ * its channel until the loader passed the sync entry of the previous one, so that a page sent
+ * in two passes lands in pass order whatever the channels' timing. */
+START_TEST(next_pass_waits_for_the_sync)
+{
+    struct rig r;
+    rig_listen(&r);
+    enum { PAGES = 200 };
+    uint8_t *src = calloc(PAGES, PAGE), *dst = calloc(PAGES, PAGE);
+    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
+    struct cpr_params p;
+    cpr_params_init(&p);
+    p.multifd_channels = 1;
+    rig_open(&r, &p, blocks);
+    memset(src + 5 * PAGE, 0xaa, PAGE);
+    ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, 5, 1, 1, NULL), 0);
+    cpr_stream *w = part_writer();
+    ck_assert_int_eq(cpr_multifd_send_sync(r.ms, w, NULL), 0); /* pass 0 ends; not read yet */
+    for (int i = 0; i < 3000 && __atomic_load_n(&dst[5 * PAGE], __ATOMIC_ACQUIRE) != 0xaa; i++)
+        g_usleep(1000); /* pass 0's packet applied: its pages may change now */
+    memset(src + 5 * PAGE, 0xbb, PAGE);
+    ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, 0, CPR_MFD_MAX_PAGES, 1, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, 150, 1, 1, NULL), 0); /* sends the full one */
+    g_usleep(300 * 1000);
+    ck_assert_uint_eq(dst[5 * PAGE], 0xaa); /* pass 1's packet held */
+    cpr_stream *rd = reader_of(w);
+    ck_assert_int_eq(cpr_multifd_recv_sync(r.mr, rd, NULL), 0);
+    ck_assert_int_eq(rig_sync(&r, NULL), 0);
+    ck_assert_uint_eq(dst[5 * PAGE], 0xbb);
+    ck_assert_int_eq(cpr_multifd_send_finish(r.ms, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_recv_finish(r.mr, NULL), 0);
+    cpr_stream_free(rd);
+    cpr_stream_free(w);
+    rig_free(&r);
+    free(src);
+    free(dst);
+}
+END_TEST
+
 static Suite *multifd_suite(void)
 {
     Suite *s = suite_create("multifd");
@@ -410,6 +449,7 @@ static Suite *multifd_suite(void)
     tcase_add_test(e2e, end_to_end_zstd);
     tcase_add_test(e2e, end_to_end_refuses_another_migration);
     tcase_add_test(e2e, dead_channel_fails_the_sync);
+    tcase_add_test(e2e, next_pass_waits_for_the_sync);
     suite_add_tcase(s, e2e);
     return s;
 }
