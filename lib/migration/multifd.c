@@ -321,6 +321,8 @@ int cpr_multifd_send_pages(struct cpr_multifd_send *m, uint32_t block, const uin
                            uint32_t n, int stable, cpr_error **errp)
 {
     int ret;
+    if (m->finished)
+        return cpr_error_set(errp, -EPROTO, "multifd: pages of block %u after the channels ended", block);
     m->unsynced = 1;
     while (n > 0) {
         struct send_pkt *p = &m->cur;

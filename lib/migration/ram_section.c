@@ -537,6 +537,7 @@ struct cpr_mig_ram {
     int pass_end; /* the live pass ran out; the engine syncs before the next iterate */
     uint64_t part_bytes;
     struct cpr_multifd_recv *mfd_in; /* the destination's multifd channels, when on */
+    int mfd_out;                     /* this save's data pages go to multifd channels */
 };
 
 int cpr_mig_ram_active(const struct cpr_mig_ram *r)
@@ -568,7 +569,11 @@ static int ram_iterate(cpr_stream *s, uint64_t *pending, void *opaque, cpr_error
         *pending = 0;
         return 0;
     }
-    int ret = cpr_ram_save_iterate(r->save, s, r->part_bytes, r->stopped, errp);
+    /* Stopped, with multifd, the last pass goes out in one call: its parts would put almost
+     * nothing on main, which savevm's stopped loop would take for no progress, leaving pages
+     * for complete(), after the channels ended. */
+    uint64_t budget = r->stopped && r->mfd_out ? UINT64_MAX : r->part_bytes;
+    int ret = cpr_ram_save_iterate(r->save, s, budget, r->stopped, errp);
     if (ret < 0)
         return ret;
     *pending = cpr_ram_save_pending(r->save);
@@ -700,6 +705,7 @@ void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared
     cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save);
     r->stopped = 0;
     r->pass_end = 0;
+    r->mfd_out = 0;
     r->part_bytes = CPR_MIG_RAM_PART_BYTES;
 }
 
@@ -722,6 +728,7 @@ void cpr_mig_ram_set_multifd(struct cpr_mig_ram *r, struct cpr_multifd_send *out
 {
     if (r->save)
         cpr_ram_save_set_multifd(r->save, out);
+    r->mfd_out = out != NULL;
     r->mfd_in = in;
 }
 

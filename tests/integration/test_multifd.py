@@ -3,7 +3,7 @@
 """multifd: normal live migration with RAM pages over extra connections, real cpr-vmm processes.
 
 usage: test_multifd.py CPR_VMM_BINARY CASE
-  CASE: channels1 channels2 channels4 zstd tcp (a migration that completes; the guest then
+  CASE: channels1 channels2 channels4 zstd tcp big-stop (a migration that completes; the guest then
         re-verifies all its RAM with zero corruptions), channel-closed (a proxy closes one
         multifd connection mid-pass), dest-killed (the new VMM is killed mid-pass), cancel
         (migrate_cancel mid-pass: cancelled, the old VMM runs on), stray (a
@@ -76,9 +76,9 @@ def listening(wd, name, uri_path, channels, compression=None, multifd=True, tcp_
     return new
 
 
-def completes(wd, channels, compression=None, hmp=False, tcp=False):
+def completes(wd, channels, compression=None, hmp=False, tcp=False, extra=()):
     serial = os.path.join(wd, "serial.log")
-    old = boot(wd, "old", hmp=hmp)
+    old = boot(wd, "old", extra, hmp=hmp)
     wait_serial(serial)
     set_source(old, channels, compression, hmp)
     sock = os.path.join(wd, "mig.sock")
@@ -92,7 +92,7 @@ def completes(wd, channels, compression=None, hmp=False, tcp=False):
     ram = info.get("ram", {})
     log(f"multifd {channels} {compression or 'none'}: total {info.get('total-time')} ms, downtime "
         f"{info.get('downtime')} ms, {ram.get('transferred')} bytes, {ram.get('normal')} data pages, "
-        f"{ram.get('dirty-sync-count')} syncs")
+        f"{ram.get('dirty-sync-count')} syncs, {ram.get('downtime-bytes')} bytes after the stop")
     # The pages crossed somewhere: the bytes on the wire count the multifd channels' too.
     if compression is None:
         check(ram.get("transferred", 0) >= ram.get("normal", 0) * 4096 > 0, "data pages are counted on the wire")
@@ -287,6 +287,10 @@ CASES = {
     "channels4": lambda wd: completes(wd, 4),
     "zstd": lambda wd: completes(wd, 2, "zstd"),
     "tcp": lambda wd: completes(wd, 2, tcp=True),
+    # A guest that dirties fast under a generous downtime limit: tens of MiB left at the stop,
+    # more than one part, all of it through the channels after the stop.
+    "big-stop": lambda wd: completes(wd, 2, extra=["-guest-dirty-rate", "40000",
+                                                   "-global", "migration.downtime-limit=20000"]),
     "channel-closed": case_channel_closed,
     "dest-killed": case_dest_killed,
     "stray": case_stray,
