@@ -68,14 +68,14 @@ static int conn_read(struct mfd_conn *c, void *buf, size_t len, cpr_error **errp
 
 /* Ends a channel: its socket shut down first when its thread may be blocked on it, the
  * thread joined, the socket unregistered from cancel and closed. */
-static void conn_stop(const struct cpr_mfd_job *job, struct mfd_conn *c, GThread *thread, int shut)
+static void conn_stop(const struct cpr_chan_cancel *cancel, struct mfd_conn *c, GThread *thread, int shut)
 {
     if (shut && c->fd >= 0)
         shutdown(c->fd, SHUT_RDWR);
     if (thread)
         g_thread_join(thread);
     if (c->fd >= 0) {
-        job->unwatch(job->job, c->fd);
+        cancel->unwatch(cancel->opaque, c->fd);
         close(c->fd);
     }
 }
@@ -89,10 +89,10 @@ static void set_clear(GMutex *lock, GCond *cond, cpr_error *err)
     g_cond_clear(cond);
 }
 
-static int cancelled(const struct cpr_mfd_job *job, cpr_error **errp)
+static int cancelled(const struct cpr_chan_cancel *cancel, cpr_error **errp)
 {
-    struct pollfd p = { .fd = job->cancel_fd, .events = POLLIN };
-    if (job->cancel_fd >= 0 && poll(&p, 1, 0) > 0)
+    struct pollfd p = { .fd = cancel->fd, .events = POLLIN };
+    if (cancel->fd >= 0 && poll(&p, 1, 0) > 0)
         return cpr_error_set(errp, -ECANCELED, "multifd: migration cancelled");
     return 0;
 }
@@ -138,7 +138,7 @@ struct send_chan {
 };
 
 struct cpr_multifd_send {
-    struct cpr_mfd_job job;
+    struct cpr_chan_cancel cancel;
     uint32_t n;
     struct send_chan *ch;
     GMutex lock;
@@ -280,7 +280,7 @@ static gpointer send_thread(gpointer opaque)
 static int send_wait(struct cpr_multifd_send *m, cpr_error **errp)
 {
     g_cond_wait_until(&m->cond, &m->lock, g_get_monotonic_time() + POLL_CANCEL_US);
-    return cancelled(&m->job, errp);
+    return cancelled(&m->cancel, errp);
 }
 
 /* Hands the packet being filled to an idle channel, waiting for one. */
@@ -410,8 +410,8 @@ uint64_t cpr_multifd_send_bytes(struct cpr_multifd_send *m)
     return b;
 }
 
-static int send_chan_init(struct cpr_multifd_send *m, struct send_chan *c, const cpr_addr *addr,
-                          const struct cpr_params *p, cpr_error **errp)
+/* A channel's buffers and compressor. */
+static int send_chan_init(struct send_chan *c, const struct cpr_params *p, cpr_error **errp)
 {
     int ret;
     c->raw = g_malloc((size_t)CPR_MFD_MAX_PAGES * CPR_MFD_PAGE);
@@ -421,18 +421,32 @@ static int send_chan_init(struct cpr_multifd_send *m, struct send_chan *c, const
         c->zcap = cpr_zstd_bound((size_t)CPR_MFD_MAX_PAGES * CPR_MFD_PAGE);
         c->zbuf = g_malloc(c->zcap);
     }
-    if ((ret = cpr_transport_connect(addr, &c->conn.fd, errp)) < 0)
-        return ret;
-    m->job.watch(m->job.job, c->conn.fd);
-    struct cpr_mfd_hello h = { .channel = c->idx, .count = m->n };
-    memcpy(h.uuid, m->uuid, sizeof(h.uuid));
-    uint8_t buf[CPR_MFD_HELLO_SIZE];
-    cpr_mfd_hello_encode(&h, buf);
-    struct iovec iov = { buf, sizeof(buf) };
-    return conn_writev(&c->conn, &iov, 1, errp);
+    return 0;
 }
 
-int cpr_multifd_send_open(const struct cpr_mfd_job *job, const cpr_addr *addr, const struct cpr_params *p,
+/*
+ * Connects a channel and sends its hello. A failure here is the channel's, kept for the first
+ * dispatch, sync or finish to report: the main stream's setup still goes out, so that a
+ * destination that refuses multifd (and closed its listener) can say why.
+ */
+static void send_chan_connect(struct cpr_multifd_send *m, struct send_chan *c, const cpr_addr *addr)
+{
+    cpr_error *err = NULL;
+    int ret = cpr_transport_connect(addr, &c->conn.fd, &err);
+    if (ret == 0) {
+        m->cancel.watch(m->cancel.opaque, c->conn.fd);
+        struct cpr_mfd_hello h = { .channel = c->idx, .count = m->n };
+        memcpy(h.uuid, m->uuid, sizeof(h.uuid));
+        uint8_t buf[CPR_MFD_HELLO_SIZE];
+        cpr_mfd_hello_encode(&h, buf);
+        struct iovec iov = { buf, sizeof(buf) };
+        ret = conn_writev(&c->conn, &iov, 1, &err);
+    }
+    if (ret < 0)
+        send_fail(m, c, err);
+}
+
+int cpr_multifd_send_open(const struct cpr_chan_cancel *cancel, const cpr_addr *addr, const struct cpr_params *p,
                           struct cpr_multifd_send **out, cpr_error **errp)
 {
     *out = NULL;
@@ -442,7 +456,7 @@ int cpr_multifd_send_open(const struct cpr_mfd_job *job, const cpr_addr *addr, c
         return cpr_error_set(errp, -EINVAL, "multifd needs a unix: or tcp: main channel, not %s", uri);
     }
     struct cpr_multifd_send *m = g_new0(struct cpr_multifd_send, 1);
-    m->job = *job;
+    m->cancel = *cancel;
     m->n = (uint32_t)p->multifd_channels;
     m->ch = g_new0(struct send_chan, m->n);
     g_mutex_init(&m->lock);
@@ -459,11 +473,12 @@ int cpr_multifd_send_open(const struct cpr_mfd_job *job, const cpr_addr *addr, c
     }
     for (uint32_t i = 0; i < m->n; i++) {
         struct send_chan *c = &m->ch[i];
-        int ret = send_chan_init(m, c, addr, p, errp);
+        int ret = send_chan_init(c, p, errp);
         if (ret < 0) {
             cpr_error_prefix(errp, "multifd channel %u of %u", i, m->n);
             return ret;
         }
+        send_chan_connect(m, c, addr);
     }
     for (uint32_t i = 0; i < m->n; i++) {
         m->ch[i].exited = 0;
@@ -483,7 +498,7 @@ void cpr_multifd_send_free(struct cpr_multifd_send *m)
     g_mutex_unlock(&m->lock);
     for (uint32_t i = 0; i < m->n; i++) {
         struct send_chan *c = &m->ch[i];
-        conn_stop(&m->job, &c->conn, c->thread, !m->finished);
+        conn_stop(&m->cancel, &c->conn, c->thread, !m->finished);
         g_free(c->raw);
         g_free(c->zbuf);
         cpr_zstd_free(c->z);
@@ -510,7 +525,7 @@ struct recv_chan {
 };
 
 struct cpr_multifd_recv {
-    struct cpr_mfd_job job;
+    struct cpr_chan_cancel cancel;
     cpr_listener *l;
     uint32_t n;
     struct recv_chan *ch;
@@ -581,10 +596,10 @@ static gpointer recv_thread(gpointer opaque)
     return NULL;
 }
 
-int cpr_multifd_recv_new(const struct cpr_mfd_job *job, cpr_listener *l, struct cpr_multifd_recv **out)
+int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, struct cpr_multifd_recv **out)
 {
     struct cpr_multifd_recv *m = g_new0(struct cpr_multifd_recv, 1);
-    m->job = *job;
+    m->cancel = *cancel;
     m->l = l;
     g_mutex_init(&m->lock);
     g_cond_init(&m->cond);
@@ -647,7 +662,7 @@ int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const stru
     m->nblocks = nblocks;
     for (uint32_t i = 0; i < n; i++)
         m->ch[i] = (struct recv_chan){ .m = m, .idx = i, .conn.fd = -1, .exited = 1 };
-    cpr_io_wait w = cpr_io_wait_make(CPR_MFD_ACCEPT_TIMEOUT_MS, m->job.cancel_fd);
+    cpr_io_wait w = cpr_io_wait_make(CPR_MFD_ACCEPT_TIMEOUT_MS, m->cancel.fd);
     for (uint32_t got = 0; got < n;) {
         int fd = -1;
         uint32_t idx = 0;
@@ -659,7 +674,7 @@ int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const stru
         }
         if (ret == 1) {
             m->ch[idx].conn.fd = fd;
-            m->job.watch(m->job.job, fd);
+            m->cancel.watch(m->cancel.opaque, fd);
             got++;
         }
     }
@@ -684,7 +699,7 @@ static int recv_wait_all(struct cpr_multifd_recv *m, const uint64_t *seqs, const
             if (c->exited)
                 return cpr_error_set(errp, -EPROTO, "multifd channel %u ended before %s", i, what);
             g_cond_wait_until(&m->cond, &m->lock, g_get_monotonic_time() + POLL_CANCEL_US);
-            int ret = cancelled(&m->job, errp);
+            int ret = cancelled(&m->cancel, errp);
             if (ret < 0)
                 return ret;
         }
@@ -743,7 +758,7 @@ void cpr_multifd_recv_free(struct cpr_multifd_recv *m)
     g_mutex_unlock(&m->lock);
     for (uint32_t i = 0; i < m->n; i++) {
         struct recv_chan *c = &m->ch[i];
-        conn_stop(&m->job, &c->conn, c->thread, 1);
+        conn_stop(&m->cancel, &c->conn, c->thread, 1);
         g_free(c->body);
         g_free(c->scratch);
         cpr_zstd_free(c->z);

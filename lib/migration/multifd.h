@@ -21,18 +21,8 @@
 #include <cpr/transport.h>
 
 #include "core/params.h"
+#include "migration/main_channel.h"
 #include "migration/multifd_wire.h"
-
-struct cpr_job;
-
-/* What the job lends the channels: its cancel fd, and the registration of sockets that a
- * cancel shuts down (cpr_job_watch_fd / cpr_job_unwatch_fd). */
-struct cpr_mfd_job {
-    struct cpr_job *job;
-    int cancel_fd;
-    void (*watch)(struct cpr_job *job, int fd);
-    void (*unwatch)(struct cpr_job *job, int fd);
-};
 
 /* How long a destination waits for the channels the ram section's setup announced. */
 #define CPR_MFD_ACCEPT_TIMEOUT_MS (30 * 1000)
@@ -42,8 +32,9 @@ struct cpr_mfd_job {
 struct cpr_multifd_send;
 
 /* Opens p->multifd_channels connections to addr (unix or tcp), each with its hello, and
- * starts their threads; compression as p says (-ENOTSUP without zstd, saying so). */
-int cpr_multifd_send_open(const struct cpr_mfd_job *job, const cpr_addr *addr, const struct cpr_params *p,
+ * starts their threads; compression as p says (-ENOTSUP without zstd, saying so). `cancel`
+ * (copied): the job's cancel fd, and the registration of sockets a cancel shuts down. */
+int cpr_multifd_send_open(const struct cpr_chan_cancel *cancel, const cpr_addr *addr, const struct cpr_params *p,
                           struct cpr_multifd_send **out, cpr_error **errp);
 /* The ram section setup's multifd descriptor, written after the block table. */
 int cpr_multifd_send_put_setup(struct cpr_multifd_send *m, cpr_stream *s, cpr_error **errp);
@@ -70,8 +61,9 @@ void cpr_multifd_send_free(struct cpr_multifd_send *m);
 
 struct cpr_multifd_recv;
 
-/* A receiver that will accept channels on l (borrowed: it must outlive the receiver). */
-int cpr_multifd_recv_new(const struct cpr_mfd_job *job, cpr_listener *l, struct cpr_multifd_recv **out);
+/* A receiver that will accept channels on l (borrowed: it must outlive the receiver);
+ * `cancel` as for cpr_multifd_send_open. */
+int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, struct cpr_multifd_recv **out);
 /* Reads the setup descriptor from s, accepts its channels (refusing, by closing, connections
  * of another migration or version) and starts their threads on these blocks (copied). */
 int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const struct cpr_mfd_block *blocks,

@@ -16,7 +16,7 @@
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
-#include "migration/migrate_state.h"
+#include "migration/migrate.h"
 #include "migration/multifd.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
@@ -73,17 +73,11 @@ static int multifd_open(struct save_run *r, struct cpr_main_chan *mc, cpr_error 
     cpr_job *job = r->job;
     if (!job->params.multifd || mc->is_file || !cpr_mig_ram_active(r->ram))
         return 0;
-    struct cpr_mfd_job mj = { job, cpr_job_cancel_fd(job), cpr_job_watch_fd, cpr_job_unwatch_fd };
-    int ret = cpr_multifd_send_open(&mj, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &job->params,
+    struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
+    int ret = cpr_multifd_send_open(&cancel, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &job->params,
                                     &r->mfd, errp);
     cpr_mig_ram_set_multifd(r->ram, r->mfd, NULL);
     return ret;
-}
-
-static int hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp)
-{
-    int r = cpr_vm_hook_call(&job->mig->ops, job->ctx, job->mig->vm_opaque, which, errp);
-    return r < 0 ? r : 0;
 }
 
 /* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
@@ -170,7 +164,7 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     int64_t dt = MAX(now - r->pass_start_us, 1);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
-    int ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
+    int ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
     if (ret < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
@@ -193,7 +187,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
     /* Dirty logging only when RAM pages are sent: it costs the guest (write protection). */
     int ram = cpr_mig_ram_active(r->ram), ret;
     if (ram) {
-        ret = hook(r->job, CPR_VM_DIRTY_LOG_START, errp);
+        ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_START, errp);
         if (ret < 0)
             return ret;
         r->dirty_logging = 1;
@@ -238,7 +232,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
 static int drain(struct save_run *r, cpr_error **errp)
 {
     int ret;
-    if (r->dirty_logging && (ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp)) < 0)
+    if (r->dirty_logging && (ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp)) < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
@@ -266,19 +260,20 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
         return ret;
     /* A file: is synced and renamed into place by the channel's close (every mode). */
     if (mc->is_socket)
-        return cpr_main_chan_wait_ack(r->job, mc, errp);
+        return cpr_main_chan_wait_ack(mc, &r->job->no_resume, errp);
     return 0;
 }
 
 int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp)
 {
-    struct cpr_mig *mig = job->mig;
-    struct save_run r = { .job = job, .ram = mig->ram };
+    struct save_run r = { .job = job, .ram = cpr_job_ram(job) };
+    struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     struct cpr_main_chan mc;
+    cpr_main_chan_init(&mc, &cancel);
     /* Before the channel opens: a refused block leaves no file and starts no command. */
     int ret = cpr_mig_ram_check(r.ram, job->mode, job->params.x_ignore_shared, errp);
     if (ret == 0)
-        ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
+        ret = cpr_main_chan_connect(&mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
     if (ret < 0)
         return ret;
     r.s = mc.s;
@@ -306,7 +301,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     if (ret == 0)
         ret = finish_stream(&r, &mc, errp);
     if (r.dirty_logging)
-        hook(job, CPR_VM_DIRTY_LOG_STOP, NULL);
+        cpr_job_vm_hook(job, CPR_VM_DIRTY_LOG_STOP, NULL);
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
@@ -315,7 +310,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
         cpr_stream_abandon(mc.s); /* nothing of a failed save replaces the old file */
     /* An exec: command that fails after taking the whole stream still fails the job. */
     int to_pipe = !mc.is_socket && !mc.is_file;
-    int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);
+    int closed = cpr_main_chan_close(&mc, ret < 0 ? NULL : errp);
     if (ret == 0 && closed < 0 && to_pipe) {
         /* No way back on a pipe: the reader may have loaded the whole stream and run it. */
         job->no_resume = 1;
@@ -325,12 +320,15 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     return ret < 0 ? ret : closed;
 }
 
-int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp)
+static int run_normal(cpr_job *job, cpr_error **errp)
 {
     return cpr_migrate_save_main(job, CPR_SAVE_LIVE, errp);
 }
 
-int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp)
+static int run_cpr_reboot(cpr_job *job, cpr_error **errp)
 {
     return cpr_migrate_save_main(job, CPR_SAVE_STOP_FIRST, errp);
 }
+
+const cpr_job_driver cpr_driver_normal = { .name = "normal", .run = run_normal };
+const cpr_job_driver cpr_driver_cpr_reboot = { .name = "cpr-reboot", .run = run_cpr_reboot };

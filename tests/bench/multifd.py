@@ -20,13 +20,11 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
-from harness.guest import base_args, wait_booted, wait_until  # noqa: E402
-from harness.process import Vmm, shutdown_all  # noqa: E402
+from harness.guest import base_args, wait_booted, wait_until
+from harness.process import Vmm, shutdown_all
 
 VARIANTS = [
     ("plain", None, None),

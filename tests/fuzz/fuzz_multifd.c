@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness for a multifd channel as the destination reads it (docs/format.md,
- * section 7): a 40-byte hello, then packets until an end packet, each header checked, its
+ * "Multifd channels"): a 40-byte hello, then packets until an end packet, each header checked, its
  * body checked and applied to a small guest memory of three blocks (one not sent, one with a
  * short last page). Whatever is refused must say why; nothing may write outside the blocks.
  */

@@ -20,13 +20,10 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # tests/: the harness
-sys.path.insert(0, HERE)  # the fault matrix's outcome checks
-from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,  # noqa: E402
+from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
                            wait_heartbeat, wait_serial, wait_until)
-from harness.process import Vmm, shutdown_all  # noqa: E402
-from test_faults import migration_failed, not_running, old_resumed, sigkill, verify_all  # noqa: E402
+from harness.process import Vmm, shutdown_all
+from test_faults import migration_failed, not_running, old_resumed, sigkill, verify_all
 
 RAM_MB = 64
 

@@ -197,7 +197,7 @@ END_TEST
 
 /* ---- a channel set end to end over a unix listener ---- */
 
-static void no_watch(struct cpr_job *job, int fd)
+static void no_watch(void *opaque, int fd)
 {
 }
 
@@ -249,7 +249,7 @@ static void rig_listen(struct rig *r)
 /* Opens the source's channels, passes the descriptor to the destination, which accepts them. */
 static void rig_open(struct rig *r, const struct cpr_params *p, const struct cpr_mfd_block *blocks)
 {
-    static const struct cpr_mfd_job job = { NULL, -1, no_watch, no_watch };
+    static const struct cpr_chan_cancel job = { -1, no_watch, no_watch, NULL };
     ck_assert_int_eq(cpr_multifd_send_open(&job, cpr_channels_get(r->chs, CPR_CHANNEL_MAIN), p, &r->ms, NULL), 0);
     ck_assert_int_eq(cpr_multifd_recv_new(&job, r->l, &r->mr), 0);
     cpr_stream *w = part_writer();
@@ -395,7 +395,7 @@ START_TEST(dead_channel_fails_the_sync)
 }
 END_TEST
 
-/* Rule 2 of the sync entries (docs/format.md section 7): a packet of the next pass waits on
+/* Rule 2 of the sync entries (docs/format.md, "Multifd channels"): a packet of the next pass waits on
  * its channel until the loader passed the sync entry of the previous one, so that a page sent
  * in two passes lands in pass order whatever the channels' timing. */
 START_TEST(next_pass_waits_for_the_sync)
