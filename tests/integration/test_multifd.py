@@ -6,7 +6,8 @@ usage: test_multifd.py CPR_VMM_BINARY CASE
   CASE: channels1 channels2 channels4 zstd tcp big-stop (a migration that completes; the guest then
         re-verifies all its RAM with zero corruptions), channel-closed (a proxy closes one
         multifd connection mid-pass), dest-killed (the new VMM is killed mid-pass), cancel
-        (migrate_cancel mid-pass: cancelled, the old VMM runs on), stray (a
+        (migrate_cancel mid-pass: cancelled, the old VMM runs on), no-zstd (a libcpr built
+        without zstd refuses multifd-compression zstd, saying so), stray (a
         connection of another migration is refused), off-here (the destination without the
         capability refuses the stream). In the failure cases the old VMM resumes: status
         failed, running, heartbeat on, RAM intact; the new one never runs.
@@ -278,6 +279,21 @@ def case_off_here(wd):
     sigkill(new)
 
 
+def case_no_zstd(wd):
+    """A libcpr built without zstd: the migration fails saying so, and the old VMM runs on."""
+    old = boot(wd, "old")
+    set_source(old, 2, "zstd")
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, 2)
+    hb = old.guest()["heartbeat"]
+    old.qmp("migrate", uri=f"unix:{sock}")
+    log(old_resumed(old, hb))
+    err = old.qmp("query-migrate").get("error-desc", "")
+    check("libcpr was built without zstd" in err, f"the source says why: '{err}'")
+    old.shutdown()
+    sigkill(new)
+
+
 CASES = {
     "channels1": lambda wd: completes(wd, 1),
     "channels2": lambda wd: completes(wd, 2, hmp=True),
@@ -293,6 +309,7 @@ CASES = {
     "stray": case_stray,
     "cancel": case_cancel,
     "off-here": case_off_here,
+    "no-zstd": case_no_zstd,
 }
 
 
