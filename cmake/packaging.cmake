@@ -17,13 +17,17 @@ install(EXPORT libcprTargets NAMESPACE libcpr:: DESTINATION ${CPR_CMAKE_DIR})
 
 # The config file resolves the static archive's glib/json-c only when it is installed.
 set(CPR_CONFIG_HAS_STATIC ${CPR_BUILD_STATIC})
-if(GNUTLS_FOUND)
-  set(CPR_CONFIG_HAS_GNUTLS TRUE)
-  set(CPR_PC_GNUTLS " -lgnutls")
-else()
-  set(CPR_CONFIG_HAS_GNUTLS FALSE)
-  set(CPR_PC_GNUTLS "")
-endif()
+# The optional libraries (GnuTLS, zstd) are needed by the archive only when it was built with them.
+foreach(dep GNUTLS ZSTD)
+  string(TOLOWER ${dep} lib)
+  if(${dep}_FOUND)
+    set(CPR_CONFIG_HAS_${dep} TRUE)
+    set(CPR_PC_${dep} " -l${lib}")
+  else()
+    set(CPR_CONFIG_HAS_${dep} FALSE)
+    set(CPR_PC_${dep} "")
+  endif()
+endforeach()
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/libcprConfig.cmake.in
   ${PROJECT_BINARY_DIR}/libcprConfig.cmake INSTALL_DESTINATION ${CPR_CMAKE_DIR})
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/libcprConfigVersion.cmake

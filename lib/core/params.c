@@ -21,6 +21,8 @@ void cpr_params_init(struct cpr_params *p)
     p->mode = CPR_MODE_NORMAL;
     p->downtime_limit_ms = CPR_DEFAULT_DOWNTIME_LIMIT_MS;
     p->cpr_connect_timeout_ms = CPR_DEFAULT_CPR_CONNECT_TIMEOUT_MS;
+    p->multifd_channels = CPR_DEFAULT_MULTIFD_CHANNELS;
+    p->multifd_zstd_level = CPR_DEFAULT_MULTIFD_ZSTD_LEVEL;
 }
 
 int64_t cpr_params_wait_ms(uint64_t ms)
@@ -113,6 +115,47 @@ static char *get_tls_hostname(const struct cpr_params *p)
 {
     return g_strdup(p->tls_hostname ? p->tls_hostname : "");
 }
+static int set_multifd_compression(struct cpr_params *p, const char *v)
+{
+    if (!strcmp(v, "none"))
+        p->multifd_compression = CPR_MULTIFD_COMPRESS_NONE;
+    else if (!strcmp(v, "zstd"))
+        p->multifd_compression = CPR_MULTIFD_COMPRESS_ZSTD;
+    else
+        return -EINVAL;
+    return 0;
+}
+static char *get_multifd_compression(const struct cpr_params *p)
+{
+    return g_strdup(p->multifd_compression == CPR_MULTIFD_COMPRESS_ZSTD ? "zstd" : "none");
+}
+/* The multifd counts start at 1, where a plain u64 row starts at 0. */
+static int set_u64_from_1(uint64_t *field, const char *v, uint64_t max)
+{
+    uint64_t u;
+    int ret = cpr_parse_u64(v, max, &u);
+    if (ret == 0 && u == 0)
+        return -ERANGE;
+    if (ret == 0)
+        *field = u;
+    return ret;
+}
+static int set_multifd_channels(struct cpr_params *p, const char *v)
+{
+    return set_u64_from_1(&p->multifd_channels, v, 255);
+}
+static char *get_multifd_channels(const struct cpr_params *p)
+{
+    return g_strdup_printf("%" PRIu64, p->multifd_channels);
+}
+static int set_multifd_zstd_level(struct cpr_params *p, const char *v)
+{
+    return set_u64_from_1(&p->multifd_zstd_level, v, 20);
+}
+static char *get_multifd_zstd_level(const struct cpr_params *p)
+{
+    return g_strdup_printf("%" PRIu64, p->multifd_zstd_level);
+}
 
 /* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
 static const struct param_def {
@@ -137,6 +180,10 @@ static const struct param_def {
       offsetof(struct cpr_params, cpr_accept_timeout_ms), 86400000 },
     { "tls-creds", "the id of TLS credentials, or \"\" for none", set_tls_creds, get_tls_creds, 0, 0 },
     { "tls-hostname", "a host name or IP address, or \"\"", set_tls_hostname, get_tls_hostname, 0, 0 },
+    /* QEMU takes 1 to 255 channels and zstd levels 1 to 20. */
+    { "multifd-channels", "a number of channels, 1 to 255", set_multifd_channels, get_multifd_channels, 0, 0 },
+    { "multifd-compression", "none or zstd", set_multifd_compression, get_multifd_compression, 0, 0 },
+    { "multifd-zstd-level", "a zstd level, 1 to 20", set_multifd_zstd_level, get_multifd_zstd_level, 0, 0 },
 };
 
 static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)
@@ -146,7 +193,9 @@ static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)
 
 static int param_set_value(const struct param_def *def, struct cpr_params *p, const char *v)
 {
-    return def->set ? def->set(p, v) : cpr_parse_u64(v, def->u64_max, u64_field(def, p));
+    if (def->set)
+        return def->set(p, v);
+    return cpr_parse_u64(v, def->u64_max, u64_field(def, p));
 }
 
 static char *param_get_value(const struct param_def *def, const struct cpr_params *p)
@@ -158,7 +207,7 @@ static char *param_get_value(const struct param_def *def, const struct cpr_param
     return g_strdup_printf("%" PRIu64, v);
 }
 
-static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover" };
+static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover", "multifd" };
 
 static const struct param_def *find_param(const char *name)
 {
@@ -174,6 +223,8 @@ static int *cap_field(struct cpr_params *p, const char *name)
         return &p->x_ignore_shared;
     if (name && strcmp(name, caps[1]) == 0)
         return &p->pause_before_switchover;
+    if (name && strcmp(name, caps[2]) == 0)
+        return &p->multifd;
     return NULL;
 }
 

@@ -9,6 +9,12 @@
 
 #define CPR_DEFAULT_DOWNTIME_LIMIT_MS 300
 #define CPR_DEFAULT_CPR_CONNECT_TIMEOUT_MS 10000
+/* QEMU's defaults for its multifd parameters. */
+#define CPR_DEFAULT_MULTIFD_CHANNELS 2
+#define CPR_DEFAULT_MULTIFD_ZSTD_LEVEL 1
+
+/* multifd-compression */
+enum { CPR_MULTIFD_COMPRESS_NONE = 0, CPR_MULTIFD_COMPRESS_ZSTD = 1 };
 
 struct cpr_params {
     cpr_mode mode;
@@ -21,6 +27,10 @@ struct cpr_params {
     uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
     char *tls_creds;    /* id of TLS credentials (cpr/tls.h); NULL: no TLS */
     char *tls_hostname; /* the name the destination's certificate must carry; NULL: the tcp host */
+    int multifd;                     /* RAM pages over extra connections (lib/migration/multifd.c) */
+    uint64_t multifd_channels;
+    uint64_t multifd_compression;    /* CPR_MULTIFD_COMPRESS_* */
+    uint64_t multifd_zstd_level;
 };
 
 void cpr_params_init(struct cpr_params *p);

@@ -23,6 +23,7 @@
 #include "migration/main_channel.h"
 #include "migration/main_tls.h"
 #include "migration/migrate.h"
+#include "migration/multifd.h"
 #include "migration/ram_section.h"
 
 CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cpr_error **errp)
@@ -61,6 +62,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
 
 struct in_state {
     struct cpr_main_chan mc;
+    struct cpr_multifd_recv *mfd; /* multifd on a socket: the channels, accepted on main's listener */
 };
 
 static void in_cleanup(cpr_job *job)
@@ -68,9 +70,23 @@ static void in_cleanup(cpr_job *job)
     struct in_state *in = job->priv;
     if (!in)
         return;
+    if (in->mfd)
+        cpr_mig_ram_set_multifd(cpr_job_ram(job), NULL, NULL);
+    cpr_multifd_recv_free(in->mfd);
     cpr_main_chan_close(&in->mc, NULL);
     g_free(in);
     job->priv = NULL;
+}
+
+/* multifd: main's listener stays open for the channels the ram section's setup announces. */
+static void multifd_listen(cpr_job *job, struct in_state *in)
+{
+    if (!job->params.multifd || cpr_listener_fd(in->mc.l) < 0)
+        return;
+    in->mc.keep_listener = 1;
+    struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
+    cpr_multifd_recv_new(&cancel, in->mc.l, &in->mfd);
+    cpr_mig_ram_set_multifd(cpr_job_ram(job), NULL, in->mfd);
 }
 
 /* On the caller's thread: listen on main, then hang up the cpr channel. */
@@ -88,6 +104,7 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
     if (ret < 0)
         return ret;
     cpr_trace_step(job->ctx, "main-listening");
+    multifd_listen(job, in);
 
     int sock = cpr_mig_take_cpr_socket(job->ctx);
     if (sock >= 0) {

@@ -33,6 +33,7 @@ void cpr_main_chan_init(struct cpr_main_chan *c, const struct cpr_chan_cancel *c
     c->is_socket = 0;
     c->is_file = 0;
     c->tls = NULL;
+    c->keep_listener = 0;
 }
 
 /* The stream is open: note its fd and let cancel reach it when it is a socket. */
@@ -105,8 +106,10 @@ int cpr_main_chan_accept(struct cpr_main_chan *c, cpr_error **errp)
         cpr_error_prefix(errp, "main channel");
         return ret;
     }
-    cpr_listener_free(c->l);
-    c->l = NULL;
+    if (!c->keep_listener) {
+        cpr_listener_free(c->l);
+        c->l = NULL;
+    }
     opened(c);
     if (!c->tls_cfg.creds)
         return 0;

@@ -34,6 +34,7 @@ struct cpr_main_chan {
     int is_socket;     /* the acknowledgement is used on sockets only */
     int is_file;       /* a regular file: no process reads it now */
     struct cpr_tls_session *tls; /* TLS on the socket (tls-creds), freed after the stream */
+    int keep_listener; /* incoming: accept leaves l open, for the multifd channels */
 };
 
 /* An unopened channel that cancel reaches through `cancel` (copied). */

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "format/stream.h"
 #include "handover/ram_identity.h"
+#include "migration/multifd.h"
 #include "migration/ram_section.h"
 
 #define PAGE CPR_RAM_DIRTY_PAGE_SIZE
@@ -25,6 +26,7 @@
 
 struct ram_blk {
     cpr_ram_block *block;
+    uint32_t idx;   /* in the block table */
     uint64_t pages;
     uint64_t words;
     uint64_t *bmap; /* pages of the current pass still to send */
@@ -42,6 +44,7 @@ struct cpr_ram_save {
     uint64_t cursor;    /* next page to look at in that block */
     uint64_t pass_left; /* pages of the current pass not yet sent */
     struct cpr_ram_stats st;
+    struct cpr_multifd_send *mfd; /* data pages go there, when set */
 };
 
 /* Blocks kept in place are not sent: shared memory under x-ignore-shared, and every shared
@@ -100,7 +103,7 @@ static int collect_block(cpr_ram_block *b, void *opaque)
     g_ptr_array_add(rs->table, b);
     g_array_append_val(rs->sent, sent);
     if (sent) {
-        struct ram_blk blk = { .block = b, .pages = cpr_ram_dirty_pages(b) };
+        struct ram_blk blk = { .block = b, .idx = rs->table->len - 1, .pages = cpr_ram_dirty_pages(b) };
         blk.words = (blk.pages + 63) / 64;
         blk.bmap = g_new0(uint64_t, blk.words);
         blk.tmp = g_new0(uint64_t, blk.words);
@@ -155,6 +158,9 @@ int cpr_ram_save_setup(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp)
             (ret = cpr_stream_put_u64(s, cpr_ram_block_size(b), errp)) == 0)
             ret = cpr_stream_put_u8(s, g_array_index(rs->sent, uint8_t, i), errp);
     }
+    /* After the table, so that a loader without multifd refuses the stream here. */
+    if (ret == 0 && rs->mfd)
+        ret = cpr_multifd_send_put_setup(rs->mfd, s, errp);
     if (ret < 0)
         return ret;
     /* First pass: every page. What the guest dirties from now on is in the blocks' bitmaps,
@@ -280,13 +286,28 @@ static uint64_t next_dirty(const struct ram_blk *b, uint64_t from)
     return page < b->pages ? page : b->pages;
 }
 
+void cpr_ram_save_set_multifd(cpr_ram_save *rs, struct cpr_multifd_send *mfd)
+{
+    rs->mfd = mfd;
+}
+
+/* The pass ran out: with multifd, the sync entry that makes the destination wait for it. */
+static int pass_done(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp)
+{
+    if (!rs->mfd || !cpr_multifd_send_unsynced(rs->mfd))
+        return 0;
+    int ret = cpr_stream_put_u8(s, CPR_RAM_ENT_MULTIFD_SYNC, errp);
+    return ret < 0 ? ret : cpr_multifd_send_sync(rs->mfd, s, errp);
+}
+
 int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int stable,
                          cpr_error **errp)
 {
     uint64_t start = cpr_stream_offset(s);
+    uint64_t queued = 0; /* bytes handed to multifd channels */
     size_t selected = (size_t)-1; /* each record names its block again: records stand alone */
     int ret = 0;
-    while (rs->pass_left > 0 && cpr_stream_offset(s) - start < budget) {
+    while (rs->pass_left > 0 && cpr_stream_offset(s) - start + queued < budget) {
         if (rs->cur >= rs->blks->len) {
             /* The bitmap says pages remain but the walk found none: recount, never spin. */
             rs->pass_left = 0;
@@ -311,6 +332,13 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
         }
         rs->pass_left -= n;
         rs->cursor = p + n;
+        if (!zero && rs->mfd) {
+            if ((ret = cpr_multifd_send_pages(rs->mfd, b->idx, host, p, n, stable, errp)) < 0)
+                return ret;
+            queued += (uint64_t)n * PAGE;
+            rs->st.data_pages += n;
+            continue;
+        }
         if (selected != rs->cur) {
             if ((ret = cpr_stream_put_u8(s, CPR_RAM_ENT_BLOCK, errp)) < 0 ||
                 (ret = put_name(s, cpr_ram_block_name(b->block), errp)) < 0)
@@ -334,6 +362,8 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
         rs->st.data_pages += n;
     }
     rs->st.remaining = rs->pass_left * PAGE;
+    if (rs->pass_left == 0 && (ret = pass_done(rs, s, errp)) < 0)
+        return ret;
     return rs->pass_left == 0;
 }
 
@@ -342,7 +372,9 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
 struct cpr_ram_load {
     cpr_ctx *ctx;
     GHashTable *sent; /* name -> cpr_ram_block *, blocks whose pages the stream carries */
+    GArray *byidx;    /* struct cpr_mfd_block per table entry (host NULL: not sent), for multifd */
     int have_table;
+    struct cpr_multifd_recv *mfd; /* the multifd channels, when this side accepts them */
 };
 
 int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
@@ -350,6 +382,7 @@ int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
     cpr_ram_load *rl = g_new0(cpr_ram_load, 1);
     rl->ctx = ctx;
     rl->sent = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    rl->byidx = g_array_new(FALSE, TRUE, sizeof(struct cpr_mfd_block));
     *out = rl;
     return 0;
 }
@@ -359,6 +392,7 @@ void cpr_ram_load_free(cpr_ram_load *rl)
     if (!rl)
         return;
     g_hash_table_destroy(rl->sent);
+    g_array_free(rl->byidx, TRUE);
     g_free(rl);
 }
 
@@ -373,6 +407,17 @@ static int get_name(cpr_stream *s, char *buf, cpr_error **errp)
     ret = cpr_stream_get_bytes(s, buf, len, errp);
     buf[ret < 0 ? 0 : len] = '\0';
     return ret;
+}
+
+/* The source sends data pages over multifd channels: accept them now. */
+static int multifd_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
+{
+    if (!rl->mfd)
+        return cpr_error_set(errp, -EPROTO, "ram section: the source sends RAM over multifd channels, but "
+                             "the multifd capability is off here (or the main channel is not a socket): "
+                             "turn it on on the destination too");
+    return cpr_multifd_recv_setup(rl->mfd, s, (const struct cpr_mfd_block *)(void *)rl->byidx->data,
+                                  rl->byidx->len, errp);
 }
 
 int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
@@ -398,10 +443,19 @@ int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
             return cpr_error_set(errp, -EBADMSG, "ram section: bad flag %u for block '%s'", sent, name);
         if (sent)
             g_hash_table_insert(rl->sent, g_strdup(name), b);
+        struct cpr_mfd_block mb = { sent ? cpr_ram_block_host(b) : NULL, size, cpr_ram_block_name(b) };
+        g_array_append_val(rl->byidx, mb);
     }
+    if (ret == 0 && cpr_stream_remaining(s) > 0)
+        ret = multifd_setup(rl, s, errp);
     if (ret == 0)
         rl->have_table = 1;
     return ret;
+}
+
+void cpr_ram_load_set_multifd(cpr_ram_load *rl, struct cpr_multifd_recv *mfd)
+{
+    rl->mfd = mfd;
 }
 
 int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
@@ -422,6 +476,13 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
             if (!cur)
                 return cpr_error_set(errp, -EBADMSG, "ram section: pages for block '%s', "
                                      "which the block table does not send", name);
+            continue;
+        }
+        if (kind == CPR_RAM_ENT_MULTIFD_SYNC) {
+            if (!rl->mfd)
+                return cpr_error_set(errp, -EBADMSG, "ram section: a multifd sync entry without multifd");
+            if ((ret = cpr_multifd_recv_sync(rl->mfd, s, errp)) < 0)
+                return ret;
             continue;
         }
         if (kind != CPR_RAM_ENT_ZERO && kind != CPR_RAM_ENT_DATA)
@@ -475,6 +536,8 @@ struct cpr_mig_ram {
     int stopped;  /* guest stopped: a finished pass is the last */
     int pass_end; /* the live pass ran out; the engine syncs before the next iterate */
     uint64_t part_bytes;
+    struct cpr_multifd_recv *mfd_in; /* the destination's multifd channels, when on */
+    int mfd_out;                     /* this save's data pages go to multifd channels */
 };
 
 int cpr_mig_ram_active(const struct cpr_mig_ram *r)
@@ -506,7 +569,11 @@ static int ram_iterate(cpr_stream *s, uint64_t *pending, void *opaque, cpr_error
         *pending = 0;
         return 0;
     }
-    int ret = cpr_ram_save_iterate(r->save, s, r->part_bytes, r->stopped, errp);
+    /* Stopped, with multifd, the last pass goes out in one call: its parts would put almost
+     * nothing on main, which savevm's stopped loop would take for no progress, leaving pages
+     * for complete(), after the channels ended. */
+    uint64_t budget = r->stopped && r->mfd_out ? UINT64_MAX : r->part_bytes;
+    int ret = cpr_ram_save_iterate(r->save, s, budget, r->stopped, errp);
     if (ret < 0)
         return ret;
     *pending = cpr_ram_save_pending(r->save);
@@ -535,6 +602,7 @@ static int ram_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cp
     if (phase == CPR_LIVE_START) {
         cpr_ram_load_free(r->load);
         cpr_ram_load_new(r->ctx, &r->load);
+        cpr_ram_load_set_multifd(r->load, r->mfd_in);
         return cpr_ram_load_setup(r->load, s, errp);
     }
     if (!r->load)
@@ -545,9 +613,11 @@ static int ram_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cp
 static int ram_load_done(uint32_t version, void *opaque, cpr_error **errp)
 {
     struct cpr_mig_ram *r = opaque;
+    /* Every page is in place at the last sync entry; the end packets say nothing was lost after. */
+    int ret = r->mfd_in ? cpr_multifd_recv_finish(r->mfd_in, errp) : 0;
     cpr_ram_load_free(r->load);
     r->load = NULL;
-    return 0;
+    return ret;
 }
 
 static void ram_cleanup(void *opaque)
@@ -635,6 +705,7 @@ void cpr_mig_ram_prepare(struct cpr_mig_ram *r, cpr_mode mode, int ignore_shared
     cpr_ram_save_new(r->ctx, mode, ignore_shared, &r->save);
     r->stopped = 0;
     r->pass_end = 0;
+    r->mfd_out = 0;
     r->part_bytes = CPR_MIG_RAM_PART_BYTES;
 }
 
@@ -651,6 +722,14 @@ void cpr_mig_ram_set_part_bytes(struct cpr_mig_ram *r, uint64_t bytes)
 const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r)
 {
     return r->section;
+}
+
+void cpr_mig_ram_set_multifd(struct cpr_mig_ram *r, struct cpr_multifd_send *out, struct cpr_multifd_recv *in)
+{
+    if (r->save)
+        cpr_ram_save_set_multifd(r->save, out);
+    r->mfd_out = out != NULL;
+    r->mfd_in = in;
 }
 
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r)

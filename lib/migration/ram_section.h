@@ -26,7 +26,12 @@ enum {
     CPR_RAM_ENT_BLOCK = 1, /* u16 name length, name: later entries refer to this block */
     CPR_RAM_ENT_ZERO = 2,  /* u64 first page, u32 count: pages that read as zero */
     CPR_RAM_ENT_DATA = 3,  /* u64 first page, u32 count, count * 4096 bytes */
+    /* multifd: u32 pass, u32 channels, u64 last packet per channel (lib/migration/multifd.h) */
+    CPR_RAM_ENT_MULTIFD_SYNC = 4,
 };
+
+struct cpr_multifd_send;
+struct cpr_multifd_recv;
 
 typedef struct cpr_ram_save cpr_ram_save;
 typedef struct cpr_ram_load cpr_ram_load;
@@ -61,6 +66,9 @@ int cpr_ram_save_setup(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp);
 int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int stable,
                          cpr_error **errp);
 
+/* Data pages go to these multifd channels from now on (setup writes their descriptor). */
+void cpr_ram_save_set_multifd(cpr_ram_save *rs, struct cpr_multifd_send *mfd);
+
 /* Starts a new pass: ORs what was dirtied since the last one into it. Returns its pages. */
 int64_t cpr_ram_save_sync(cpr_ram_save *rs, cpr_error **errp);
 
@@ -80,6 +88,8 @@ void cpr_ram_save_free(cpr_ram_save *rs);
 int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out);
 int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp);
 int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp);
+/* The multifd channels a setup that announces them accepts (NULL: such a stream is refused). */
+void cpr_ram_load_set_multifd(cpr_ram_load *rl, struct cpr_multifd_recv *mfd);
 void cpr_ram_load_free(cpr_ram_load *rl);
 
 /* The engine's side: the section registered with savevm and driven pass by pass. */
@@ -108,6 +118,10 @@ int cpr_mig_ram_active(const struct cpr_mig_ram *r);
 
 /* 1 when this save leaves some block in place (not sent): its memory stays shared. */
 int cpr_mig_ram_kept(const struct cpr_mig_ram *r);
+
+/* multifd: the source's channels for this save (after prepare), the destination's for the next
+ * load; NULL for none. The caller owns both and frees them after the save or load. */
+void cpr_mig_ram_set_multifd(struct cpr_mig_ram *r, struct cpr_multifd_send *out, struct cpr_multifd_recv *in);
 
 /* 1 once the live pass has run out (the engine then syncs). */
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r);

@@ -19,6 +19,7 @@
 #include "format/stream.h"
 #include "migration/main_channel.h"
 #include "migration/migrate.h"
+#include "migration/multifd.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
 
@@ -48,7 +49,38 @@ struct save_run {
     uint64_t pass_start_bytes;
     uint64_t bandwidth; /* bytes/s of the last pass */
     int dirty_logging;
+    struct cpr_multifd_send *mfd; /* RAM's data pages, when multifd is on */
 };
+
+/* Bytes on the wire so far: the main channel's and the multifd channels'. */
+static uint64_t sent_bytes(const struct save_run *r)
+{
+    return cpr_stream_offset(r->s) + cpr_multifd_send_bytes(r->mfd);
+}
+
+/*
+ * With multifd the destination acts on main's records while the channels wait for it: the
+ * setup record lets it accept them, a pass's sync entry lets its channels apply the next pass.
+ * Each round's records go out at once, so no channel waits on bytes sitting in main's buffer.
+ */
+static int multifd_flush(struct save_run *r, cpr_error **errp)
+{
+    return r->mfd ? cpr_stream_flush(r->s, errp) : 0;
+}
+
+/* multifd on a socket main channel with RAM to send: its channels, connected to the same
+ * address. A file: is mapped-ram's business, not this. */
+static int multifd_open(struct save_run *r, struct cpr_main_chan *mc, cpr_error **errp)
+{
+    cpr_job *job = r->job;
+    if (!job->params.multifd || mc->is_file || !cpr_mig_ram_active(r->ram))
+        return 0;
+    struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
+    int ret = cpr_multifd_send_open(&cancel, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &job->params,
+                                    &r->mfd, errp);
+    cpr_mig_ram_set_multifd(r->ram, r->mfd, NULL);
+    return ret;
+}
 
 /* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
 static uint64_t others_pending(const struct save_run *r)
@@ -61,7 +93,7 @@ static void stats_update(struct save_run *r)
 {
     struct cpr_ram_stats rs;
     cpr_mig_ram_stats(r->ram, &rs);
-    uint64_t sent = cpr_stream_offset(r->s);
+    uint64_t sent = sent_bytes(r);
     uint64_t others = others_pending(r);
     cpr_migration_info *i = cpr_job_stats_lock(r->job);
     i->transferred = sent;
@@ -88,7 +120,7 @@ static void throttle(struct save_run *r)
     uint64_t limit = r->job->params.max_bandwidth;
     if (!limit)
         return;
-    uint64_t sent = cpr_stream_offset(r->s) - r->throttle_start_bytes;
+    uint64_t sent = sent_bytes(r) - r->throttle_start_bytes;
     int64_t due_us = (int64_t)(sent * G_USEC_PER_SEC / limit);
     int64_t ahead_us = due_us - (g_get_monotonic_time() - r->throttle_start_us);
     if (ahead_us <= 1000)
@@ -112,7 +144,7 @@ static uint64_t downtime_budget(const struct save_run *r, int64_t now)
     int64_t dt = now - r->pass_start_us;
     uint64_t bw = r->bandwidth;
     if (dt >= CPR_BANDWIDTH_WINDOW_US)
-        bw = (cpr_stream_offset(r->s) - r->pass_start_bytes) * G_USEC_PER_SEC / (uint64_t)dt;
+        bw = (sent_bytes(r) - r->pass_start_bytes) * G_USEC_PER_SEC / (uint64_t)dt;
     return bw * r->job->params.downtime_limit_ms / 1000;
 }
 
@@ -130,7 +162,7 @@ static int others_fit(const struct save_run *r, uint64_t others, int64_t max_wai
 static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
 {
     int64_t now = g_get_monotonic_time();
-    uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
+    uint64_t bytes = sent_bytes(r) - r->pass_start_bytes;
     int64_t dt = MAX(now - r->pass_start_us, 1);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
@@ -148,7 +180,7 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     cpr_job_stats_unlock(r->job);
     *converged = pending <= threshold || rs.passes >= CPR_PRECOPY_MAX_PASSES;
     r->pass_start_us = now;
-    r->pass_start_bytes = cpr_stream_offset(r->s);
+    r->pass_start_bytes = sent_bytes(r);
     return 0;
 }
 
@@ -168,14 +200,17 @@ static int precopy(struct save_run *r, cpr_error **errp)
     if (limit)
         cpr_mig_ram_set_part_bytes(r->ram, CLAMP(limit / 20, 64u << 10, CPR_MIG_RAM_PART_BYTES));
     r->pass_start_us = r->throttle_start_us = g_get_monotonic_time();
-    r->pass_start_bytes = r->throttle_start_bytes = cpr_stream_offset(r->s);
+    r->pass_start_bytes = r->throttle_start_bytes = sent_bytes(r);
     for (;;) {
         if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
             return ret;
-        uint64_t round_start = cpr_stream_offset(r->s);
+        uint64_t round_start = sent_bytes(r);
         ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
         if (ret < 0)
             return ret;
+        int flushed = multifd_flush(r, errp);
+        if (flushed < 0)
+            return flushed;
         stats_update(r);
         throttle(r);
         int converged = ret == 1; /* every section done: nothing to chase */
@@ -190,7 +225,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
         }
         if (converged)
             return 0;
-        if (cpr_stream_offset(r->s) == round_start)
+        if (sent_bytes(r) == round_start)
             idle_wait(r);
     }
 }
@@ -206,6 +241,9 @@ static int drain(struct save_run *r, cpr_error **errp)
         return (int)pages;
     cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
     ret = cpr_savevm_iterate_stopped(r->job->ctx, r->s, errp);
+    /* Before the point of no return: a multifd channel that failed fails the save here. */
+    if (ret == 0 && r->mfd)
+        ret = cpr_multifd_send_finish(r->mfd, errp);
     stats_update(r);
     return ret;
 }
@@ -248,8 +286,14 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     /* The guest goes to a process that will share memory (or fds) with this one. */
     job->ram_shared = !mc.is_file && (job->mode == CPR_MODE_CPR_TRANSFER || cpr_mig_ram_kept(r.ram));
-    ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
-    int begun = ret != -EBUSY;
+    int begun = 0;
+    ret = multifd_open(&r, &mc, errp);
+    if (ret == 0) {
+        ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
+        begun = ret != -EBUSY;
+    }
+    if (ret == 0)
+        ret = multifd_flush(&r, errp);
     if (ret == 0)
         ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
     if (live == CPR_SAVE_LIVE_UNLESS_RAM && cpr_mig_ram_active(r.ram))
@@ -267,6 +311,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
+    cpr_multifd_send_free(r.mfd);
     if (ret < 0)
         cpr_stream_abandon(mc.s); /* nothing of a failed save replaces the old file */
     /* An exec: command that fails after taking the whole stream still fails the job. */

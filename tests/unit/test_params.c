@@ -123,11 +123,40 @@ START_TEST(test_foreach_lists_names)
     GString *s = g_string_new(NULL);
     ck_assert_int_eq(cpr_param_foreach(count_names, s), 0);
     ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;cpr-exec-command;"
-                             "cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;tls-creds;tls-hostname;");
+                             "cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;tls-creds;tls-hostname;"
+                             "multifd-channels;multifd-compression;multifd-zstd-level;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);
-    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;");
+    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;multifd;");
     g_string_free(s, TRUE);
+}
+END_TEST
+
+static void param_is(const char *name, const char *want)
+{
+    char *v;
+    ck_assert_int_eq(cpr_param_get(ctx, name, &v, NULL), 0);
+    ck_assert_str_eq(v, want);
+    g_free(v);
+}
+
+/* multifd's settings: QEMU's defaults, its ranges, compression by name. */
+START_TEST(test_multifd_params)
+{
+    ck_assert_int_eq(cpr_cap_get(ctx, "multifd", NULL), 0);
+    param_is("multifd-channels", "2");
+    param_is("multifd-zstd-level", "1");
+    param_is("multifd-compression", "none");
+    ck_assert_int_eq(cpr_cap_set(ctx, "multifd", 1, NULL), 0);
+    ck_assert_int_eq(cpr_cap_get(ctx, "multifd", NULL), 1);
+    ck_assert_int_eq(cpr_param_set(ctx, "multifd-channels", "255", NULL), 0);
+    ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-channels", "0", errp_), -EINVAL, "1 to 255");
+    ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-channels", "256", errp_), -EINVAL, "1 to 255");
+    ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-zstd-level", "21", errp_), -EINVAL, "1 to 20");
+    ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-compression", "zlib", errp_), -EINVAL, "none or zstd");
+    ck_assert_int_eq(cpr_param_set(ctx, "multifd-compression", "zstd", NULL), 0);
+    param_is("multifd-compression", "zstd");
+    param_is("multifd-channels", "255");
 }
 END_TEST
 
@@ -151,6 +180,7 @@ static Suite *params_suite(void)
     tcase_add_test(tc, test_refusals_keep_the_old_value);
     tcase_add_test(tc, test_params_frozen_during_migration);
     tcase_add_test(tc, test_foreach_lists_names);
+    tcase_add_test(tc, test_multifd_params);
     tcase_add_test(tc, test_ctx_new_refuses_unknown_flags);
     suite_add_tcase(s, tc);
     return s;

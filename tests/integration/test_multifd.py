@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""multifd: normal live migration with RAM pages over extra connections, real cpr-vmm processes.
+
+usage: test_multifd.py CPR_VMM_BINARY CASE
+  CASE: channels1 channels2 channels4 zstd tcp big-stop (a migration that completes; the guest then
+        re-verifies all its RAM with zero corruptions), channel-closed (a proxy closes one
+        multifd connection mid-pass), dest-killed (the new VMM is killed mid-pass), cancel
+        (migrate_cancel mid-pass: cancelled, the old VMM runs on), no-zstd (a libcpr built
+        without zstd refuses multifd-compression zstd, saying so), stray (a
+        connection of another migration is refused), off-here (the destination without the
+        capability refuses the stream). In the failure cases the old VMM resumes: status
+        failed, running, heartbeat on, RAM intact; the new one never runs.
+"""
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
+                           wait_heartbeat, wait_serial, wait_until)
+from harness.process import Vmm, shutdown_all
+from test_faults import migration_failed, not_running, old_resumed, sigkill, verify_all
+
+RAM_MB = 64
+
+
+def guest_args(wd, name, extra=()):
+    return base_args(wd, name, ["-guest-dirty-rate", "1000"] + list(extra), ram_mb=RAM_MB)
+
+
+def multifd_globals(channels, compression=None):
+    g = ["-global", "migration.multifd=on", "-global", f"migration.multifd-channels={channels}"]
+    if compression:
+        g += ["-global", f"migration.multifd-compression={compression}"]
+    return g
+
+
+def set_source(old, channels, compression=None, hmp=False):
+    if hmp:
+        for line in ("migrate_set_capability multifd on", f"migrate_set_parameter multifd-channels {channels}"):
+            out = old.hmp(line)
+            check("rror" not in out, f"HMP {line}: '{out.strip()}'")
+    else:
+        old.qmp("migrate-set-capabilities", capabilities=[{"capability": "multifd", "state": True}])
+        old.qmp("migrate-set-parameters", **{"multifd-channels": channels})
+    if compression:
+        old.qmp("migrate-set-parameters", **{"multifd-compression": compression, "multifd-zstd-level": 3})
+    params = old.qmp("query-migrate-parameters")
+    check(params["multifd-channels"] == channels, f"multifd-channels reads back {channels}")
+    caps = {c["capability"]: c["state"] for c in old.qmp("query-migrate-capabilities")}
+    check(caps.get("multifd") is True, "capability multifd reads back on")
+
+
+def boot(wd, name, extra=(), hmp=False):
+    vm = Vmm(BINARY, wd, name, guest_args(wd, name, extra), hmp=hmp)
+    wait_booted(vm)
+    wait_heartbeat(vm)
+    return vm
+
+
+def listening(wd, name, uri_path, channels, compression=None, multifd=True, tcp_port=None):
+    g = multifd_globals(channels, compression) if multifd else []
+    uri = f"tcp:127.0.0.1:{tcp_port}" if tcp_port else f"unix:{uri_path}"
+    new = Vmm(BINARY, wd, name, guest_args(wd, "mfd", g + ["-incoming", uri]))
+    if tcp_port:
+        wait_until(lambda: new.status() == "inmigrate", 30, "new VMM listens")
+    else:
+        wait_until(lambda: os.path.exists(uri_path), 30, "new VMM listens")
+    return new
+
+
+def completes(wd, channels, compression=None, hmp=False, tcp=False, extra=()):
+    serial = os.path.join(wd, "serial.log")
+    old = boot(wd, "old", extra, hmp=hmp)
+    wait_serial(serial)
+    set_source(old, channels, compression, hmp)
+    sock = os.path.join(wd, "mig.sock")
+    port = free_port() if tcp else None
+    new = listening(wd, "new", sock, channels, compression, tcp_port=port)
+    uri = f"tcp:127.0.0.1:{port}" if tcp else f"unix:{sock}"
+    old.qmp("migrate", uri=uri)
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
+    check(old.status() == "postmigrate", "old VMM in postmigrate")
+    ram = info.get("ram", {})
+    log(f"multifd {channels} {compression or 'none'}: total {info.get('total-time')} ms, downtime "
+        f"{info.get('downtime')} ms, {ram.get('transferred')} bytes, {ram.get('normal')} data pages, "
+        f"{ram.get('dirty-sync-count')} syncs, {ram.get('downtime-bytes')} bytes after the stop")
+    # The pages crossed somewhere: the bytes on the wire count the multifd channels' too.
+    if compression is None:
+        check(ram.get("transferred", 0) >= ram.get("normal", 0) * 4096 > 0, "data pages are counted on the wire")
+    hb_old = old.guest()["heartbeat"]
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+    new.shutdown()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Proxy:
+    """A unix-socket relay between source and destination that closes the `victim`-th
+    connection (0: main, 1..: multifd channels) once `after` bytes of it went through."""
+
+    def __init__(self, path, target, victim, after):
+        self.target, self.victim, self.after = target, victim, after
+        self.closed = threading.Event()
+        self.lsock = socket.socket(socket.AF_UNIX)
+        self.lsock.bind(path)
+        self.lsock.listen(16)
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        n = 0
+        while True:
+            try:
+                a, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.before_relay(n)
+            b = socket.socket(socket.AF_UNIX)
+            b.connect(self.target)
+            kill = n == self.victim
+            threading.Thread(target=self.pump, args=(a, b, kill), daemon=True).start()
+            threading.Thread(target=self.pump, args=(b, a, False), daemon=True).start()
+            n += 1
+
+    def before_relay(self, n):
+        """Called before the n-th connection is relayed."""
+
+    def pump(self, src, dst, kill):
+        done = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+                done += len(data)
+                if kill and done >= self.after:
+                    self.closed.set()
+                    for s in (src, dst):
+                        s.shutdown(socket.SHUT_RDWR)
+                        s.close()
+                    return
+        except OSError:
+            return
+
+
+def case_channel_closed(wd):
+    old = boot(wd, "old", ["-global", "migration.max-bandwidth=33554432"])
+    set_source(old, 2)
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, 2)
+    proxy = Proxy(os.path.join(wd, "proxy.sock"), sock, victim=2, after=2 << 20)
+    hb = old.guest()["heartbeat"]
+    old.qmp("migrate", uri=f"unix:{os.path.join(wd, 'proxy.sock')}")
+    wait_until(proxy.closed.is_set, 60, "the proxy closed multifd channel 1 mid-pass")
+    log(old_resumed(old, hb))
+    err = old.qmp("query-migrate").get("error-desc", "")
+    check("multifd" in err or "main channel" in err, f"the error says which channel failed: '{err}'")
+    log(not_running(new) if new.proc.poll() is None else "new VMM gone")
+    old.shutdown()
+    sigkill(new)
+
+
+def mid_pass(wd, channels, bandwidth, crossed):
+    """A migration over `channels` channels under a bandwidth limit, once `crossed` bytes went:
+    (old, new, the old heartbeat before it started)."""
+    old = boot(wd, "old", ["-global", f"migration.max-bandwidth={bandwidth}"])
+    set_source(old, channels)
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, channels)
+    hb = old.guest()["heartbeat"]
+    old.qmp("migrate", uri=f"unix:{sock}")
+    wait_until(lambda: old.qmp("query-migrate").get("ram", {}).get("transferred", 0) > crossed, 60,
+               f"{crossed} bytes crossed")
+    return old, new, hb
+
+
+def case_dest_killed(wd):
+    old, new, hb = mid_pass(wd, 4, 33554432, 4 << 20)
+    sigkill(new)
+    log(old_resumed(old, hb))
+    old.shutdown()
+
+
+def case_cancel(wd):
+    """A cancel mid-pass reaches every channel thread: cancelled, the old VMM runs on."""
+    old, new, hb = mid_pass(wd, 4, 16777216, 2 << 20)
+    old.qmp("migrate_cancel")
+    info = old.wait_migration(60)
+    check(info["status"] == "cancelled", f"old: cancelled ({info['status']})")
+    old.wait_status("running")
+    g = wait_heartbeat(old, hb)
+    check(g["heartbeat"] > hb, "old heartbeat goes on")
+    verify_all(old)
+    log(not_running(new) if new.proc.poll() is None else "new VMM gone")
+    old.shutdown()
+    sigkill(new)
+
+
+def hello(uuid, channel, count):
+    """A multifd hello (docs/format.md, "multifd channels"), for a stray connection."""
+    body = struct.pack("<IHH16sIII", 0x4c454843, 1, 0, uuid, channel, count, 0)
+    return body + struct.pack("<I", crc32c(body))
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def case_stray(wd):
+    """Connections with another migration's id reach the listener first: refused, the real
+    channels are taken and the migration completes."""
+    serial = os.path.join(wd, "serial.log")
+    old = boot(wd, "old")
+    wait_serial(serial)
+    set_source(old, 2)
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, 2)
+    proxy_path = os.path.join(wd, "proxy.sock")
+
+    # A relay that, after the main connection, first opens two connections of its own to the
+    # destination carrying hellos of another migration.
+    strays = []
+
+    class StrayProxy(Proxy):
+        def before_relay(self, n):
+            if n == 1:
+                for i in range(2):
+                    s = socket.socket(socket.AF_UNIX)
+                    s.connect(self.target)
+                    s.sendall(hello(b"\x55" * 16, i, 2))
+                    strays.append(s)
+
+    StrayProxy(proxy_path, sock, victim=-1, after=0)
+    old.qmp("migrate", uri=f"unix:{proxy_path}")
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"completed past two stray connections ({info.get('error-desc', '')})")
+    for s in strays:
+        s.settimeout(30)
+        check(s.recv(1) == b"", "a stray connection was closed by the destination")
+    hb_old = old.guest()["heartbeat"]
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+    new.shutdown()
+
+
+def case_off_here(wd):
+    old = boot(wd, "old")
+    set_source(old, 2)
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, 2, multifd=False)
+    hb = old.guest()["heartbeat"]
+    old.qmp("migrate", uri=f"unix:{sock}")
+    log(old_resumed(old, hb))
+    err = migration_failed(new)
+    check("multifd capability is off here" in err, f"the destination says why: '{err}'")
+    old.shutdown()
+    sigkill(new)
+
+
+def case_no_zstd(wd):
+    """A libcpr built without zstd: the migration fails saying so, and the old VMM runs on."""
+    old = boot(wd, "old")
+    set_source(old, 2, "zstd")
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, 2)
+    hb = old.guest()["heartbeat"]
+    old.qmp("migrate", uri=f"unix:{sock}")
+    log(old_resumed(old, hb))
+    err = old.qmp("query-migrate").get("error-desc", "")
+    check("libcpr was built without zstd" in err, f"the source says why: '{err}'")
+    old.shutdown()
+    sigkill(new)
+
+
+CASES = {
+    "channels1": lambda wd: completes(wd, 1),
+    "channels2": lambda wd: completes(wd, 2, hmp=True),
+    "channels4": lambda wd: completes(wd, 4),
+    "zstd": lambda wd: completes(wd, 2, "zstd"),
+    "tcp": lambda wd: completes(wd, 2, tcp=True),
+    # A guest that dirties fast under a generous downtime limit: tens of MiB left at the stop,
+    # more than one part, all of it through the channels after the stop.
+    "big-stop": lambda wd: completes(wd, 2, extra=["-guest-dirty-rate", "40000",
+                                                   "-global", "migration.downtime-limit=20000"]),
+    "channel-closed": case_channel_closed,
+    "dest-killed": case_dest_killed,
+    "stray": case_stray,
+    "cancel": case_cancel,
+    "off-here": case_off_here,
+    "no-zstd": case_no_zstd,
+}
+
+
+def main():
+    global BINARY
+    if len(sys.argv) != 3 or sys.argv[2] not in CASES:
+        sys.exit(__doc__)
+    BINARY = sys.argv[1]
+    wd = tempfile.mkdtemp(prefix="cpr-multifd-")
+    ok = False
+    try:
+        CASES[sys.argv[2]](wd)
+        ok = True
+    finally:
+        shutdown_all()
+        if ok:
+            shutil.rmtree(wd, ignore_errors=True)
+        else:
+            log(f"kept {wd}")
+
+
+BINARY = None
+
+if __name__ == "__main__":
+    main()
