@@ -49,13 +49,19 @@ int cpr_main_tls_check(cpr_ctx *ctx, const char *creds_id, int incoming, cpr_mod
     return 0;
 }
 
-int cpr_main_tls_start(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,
-                       cpr_stream *s, struct cpr_tls_session **tls, cpr_error **errp)
+int cpr_chan_tls_wrap(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,
+                      cpr_stream *s, struct cpr_tls_session **tls, cpr_error **errp)
 {
     const char *host = cfg->hostname;
     if (!host && a && cpr_addr_transport(a) == CPR_TRANSPORT_TCP)
         host = cpr_addr_host(a);
-    int ret = cpr_tls_channel_wrap(cfg->ctx, cfg->creds, host, role, fd, s, tls, errp);
+    return cpr_tls_channel_wrap(cfg->ctx, cfg->creds, host, role, fd, s, tls, errp);
+}
+
+int cpr_main_tls_start(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,
+                       cpr_stream *s, struct cpr_tls_session **tls, cpr_error **errp)
+{
+    int ret = cpr_chan_tls_wrap(cfg, role, a, fd, s, tls, errp);
     if (ret < 0)
         cpr_error_prefix(errp, "main channel");
     return ret;

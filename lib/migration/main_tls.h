@@ -27,6 +27,10 @@ struct cpr_tls_session;
  * not exist on ctx or are for the other endpoint (the destination, `incoming`, is the server). */
 int cpr_main_tls_check(cpr_ctx *ctx, const char *creds, int incoming, cpr_mode mode, const cpr_channels *channels,
                        cpr_error **errp);
+/* The handshake on any connected (client) or accepted (server) socket fd of a job, with the
+ * job's TLS settings (main channel, multifd channels); `a` as below; s may be NULL. */
+int cpr_chan_tls_wrap(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,
+                      cpr_stream *s, struct cpr_tls_session **tls, cpr_error **errp);
 /* The handshake on a connected (client) or accepted (server) main channel, socket fd, stream
  * s, with the channel's TLS settings; the stream then runs through the session (*tls). `a`
  * gives an outgoing tcp channel's host for the name check when cfg has no hostname. */

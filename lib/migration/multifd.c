@@ -12,9 +12,11 @@
 #include <glib.h>
 
 #include "channel/scm.h"
+#include "channel/tls.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "format/stream.h"
+#include "migration/main_tls.h"
 #include "migration/multifd.h"
 
 /* How often a waiting thread looks at the cancel fd besides being woken. */
@@ -25,13 +27,21 @@
 
 struct mfd_conn {
     int fd;
+    struct cpr_tls_session *tls; /* with tls-creds: every byte goes through it */
 };
+
+static ssize_t conn_send(struct mfd_conn *c, struct iovec *iov, int n)
+{
+    if (c->tls)
+        return cpr_tls_session_writev(c->tls, iov, n);
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+    return sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+}
 
 static int conn_writev(struct mfd_conn *c, struct iovec *iov, int n, cpr_error **errp)
 {
     while (n > 0) {
-        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)MIN(n, IOV_MAX) };
-        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+        ssize_t w = conn_send(c, iov, MIN(n, IOV_MAX));
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
@@ -53,7 +63,7 @@ static int conn_read(struct mfd_conn *c, void *buf, size_t len, cpr_error **errp
 {
     uint8_t *p = buf;
     while (len > 0) {
-        ssize_t r = read(c->fd, p, len);
+        ssize_t r = c->tls ? cpr_tls_session_read(c->tls, p, len) : read(c->fd, p, len);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
@@ -74,6 +84,8 @@ static void conn_stop(const struct cpr_chan_cancel *cancel, struct mfd_conn *c, 
         shutdown(c->fd, SHUT_RDWR);
     if (thread)
         g_thread_join(thread);
+    cpr_tls_session_free(c->tls); /* after the thread, before the fd it borrows */
+    c->tls = NULL;
     if (c->fd >= 0) {
         cancel->unwatch(cancel->opaque, c->fd);
         close(c->fd);
@@ -152,6 +164,8 @@ struct cpr_multifd_send {
     int unsynced;
     int finished;
     uint8_t uuid[CPR_MFD_UUID_SIZE];
+    struct cpr_chan_tls tls; /* tls.creds NULL: plain */
+    const cpr_addr *addr;    /* borrowed for the TLS name check, until the threads are joined */
 };
 
 static void send_fail(struct cpr_multifd_send *m, struct send_chan *c, cpr_error *err)
@@ -234,10 +248,34 @@ static int send_end(struct send_chan *c, uint64_t seq, cpr_error **errp)
     return conn_writev(&c->conn, &iov, 1, errp);
 }
 
+static int send_hello(struct cpr_multifd_send *m, struct send_chan *c, cpr_error **errp)
+{
+    struct cpr_mfd_hello h = { .channel = c->idx, .count = m->n };
+    memcpy(h.uuid, m->uuid, sizeof(h.uuid));
+    uint8_t buf[CPR_MFD_HELLO_SIZE];
+    cpr_mfd_hello_encode(&h, buf);
+    struct iovec iov = { buf, sizeof(buf) };
+    return conn_writev(&c->conn, &iov, 1, errp);
+}
+
+/* With TLS, on the channel's own thread: the destination answers the handshake only once
+ * main's setup record has reached it, which the saver sends after opening the channels. */
+static void send_tls_start(struct cpr_multifd_send *m, struct send_chan *c)
+{
+    cpr_error *err = NULL;
+    int ret = cpr_chan_tls_wrap(&m->tls, CPR_TLS_ENDPOINT_CLIENT, m->addr, c->conn.fd, NULL, &c->conn.tls, &err);
+    if (ret == 0)
+        ret = send_hello(m, c, &err);
+    if (ret < 0)
+        send_fail(m, c, err);
+}
+
 static gpointer send_thread(gpointer opaque)
 {
     struct send_chan *c = opaque;
     struct cpr_multifd_send *m = c->m;
+    if (m->tls.creds && c->conn.fd >= 0)
+        send_tls_start(m, c);
     g_mutex_lock(&m->lock);
     for (;;) {
         while (!c->busy && !c->quit && !m->failed)
@@ -435,19 +473,15 @@ static void send_chan_connect(struct cpr_multifd_send *m, struct send_chan *c, c
     int ret = cpr_transport_connect(addr, &c->conn.fd, &err);
     if (ret == 0) {
         m->cancel.watch(m->cancel.opaque, c->conn.fd);
-        struct cpr_mfd_hello h = { .channel = c->idx, .count = m->n };
-        memcpy(h.uuid, m->uuid, sizeof(h.uuid));
-        uint8_t buf[CPR_MFD_HELLO_SIZE];
-        cpr_mfd_hello_encode(&h, buf);
-        struct iovec iov = { buf, sizeof(buf) };
-        ret = conn_writev(&c->conn, &iov, 1, &err);
+        if (!m->tls.creds) /* with TLS the hello follows the handshake, on the channel's thread */
+            ret = send_hello(m, c, &err);
     }
     if (ret < 0)
         send_fail(m, c, err);
 }
 
 int cpr_multifd_send_open(const struct cpr_chan_cancel *cancel, const cpr_addr *addr, const struct cpr_params *p,
-                          struct cpr_multifd_send **out, cpr_error **errp)
+                          const struct cpr_chan_tls *tls, struct cpr_multifd_send **out, cpr_error **errp)
 {
     *out = NULL;
     cpr_transport t = cpr_addr_transport(addr);
@@ -457,6 +491,9 @@ int cpr_multifd_send_open(const struct cpr_chan_cancel *cancel, const cpr_addr *
     }
     struct cpr_multifd_send *m = g_new0(struct cpr_multifd_send, 1);
     m->cancel = *cancel;
+    if (tls)
+        m->tls = *tls;
+    m->addr = addr;
     m->n = (uint32_t)p->multifd_channels;
     m->ch = g_new0(struct send_chan, m->n);
     g_mutex_init(&m->lock);
@@ -527,6 +564,7 @@ struct recv_chan {
 struct cpr_multifd_recv {
     struct cpr_chan_cancel cancel;
     cpr_listener *l;
+    struct cpr_chan_tls tls; /* tls.creds NULL: plain */
     uint32_t n;
     struct recv_chan *ch;
     struct cpr_mfd_block *blocks;
@@ -537,6 +575,7 @@ struct cpr_multifd_recv {
     int quit;
     cpr_error *err;
     uint32_t refused;
+    char *why_refused; /* the first refusal's reason, when there is one to tell (TLS) */
 };
 
 /* One packet: header, body, a packet of a later pass held until the loader gets there. */
@@ -596,10 +635,13 @@ static gpointer recv_thread(gpointer opaque)
     return NULL;
 }
 
-int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, struct cpr_multifd_recv **out)
+int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, const struct cpr_chan_tls *tls,
+                         struct cpr_multifd_recv **out)
 {
     struct cpr_multifd_recv *m = g_new0(struct cpr_multifd_recv, 1);
     m->cancel = *cancel;
+    if (tls)
+        m->tls = *tls;
     m->l = l;
     g_mutex_init(&m->lock);
     g_cond_init(&m->cond);
@@ -609,25 +651,47 @@ int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, 
 
 /* Takes the next connection and its hello; 1 when it is one of ours (in *fd, *idx), 0 when it
  * was refused and closed, or an error (timeout, cancel). */
-static int accept_one(struct cpr_multifd_recv *m, const cpr_io_wait *w, const uint8_t *uuid, int *fd,
+/* With TLS, the server's handshake on an accepted connection; the cancel fd can end it. A
+ * peer refused here is remembered, so that a wait that ends without the channels says why. */
+static int accept_tls(struct cpr_multifd_recv *m, struct mfd_conn *c)
+{
+    cpr_error *err = NULL;
+    m->cancel.watch(m->cancel.opaque, c->fd);
+    int ret = cpr_chan_tls_wrap(&m->tls, CPR_TLS_ENDPOINT_SERVER, NULL, c->fd, NULL, &c->tls, &err);
+    m->cancel.unwatch(m->cancel.opaque, c->fd);
+    if (ret < 0 && !m->why_refused)
+        m->why_refused = g_strdup(cpr_error_message(err));
+    cpr_error_free(err);
+    return ret;
+}
+
+/* Takes the next connection and its hello; 1 when it is one of ours (in *c, *idx), 0 when it
+ * was refused and closed, or an error (timeout, cancel). */
+static int accept_one(struct cpr_multifd_recv *m, const cpr_io_wait *w, const uint8_t *uuid, struct mfd_conn *c,
                       uint32_t *idx, cpr_error **errp)
 {
     int ret = cpr_io_wait_fd(w, cpr_listener_fd(m->l), POLLIN, "multifd: waiting for the channels", errp);
     if (ret < 0)
         return ret;
-    if (cpr_listener_accept_fd(m->l, 0, fd, NULL) < 0)
+    *c = (struct mfd_conn){ .fd = -1 };
+    if (cpr_listener_accept_fd(m->l, 0, &c->fd, NULL) < 0)
         return 0;
     uint8_t buf[CPR_MFD_HELLO_SIZE];
-    struct mfd_conn c = { *fd };
     struct cpr_mfd_hello h;
-    ret = cpr_io_wait_fd(w, *fd, POLLIN, "multifd: waiting for a channel's hello", errp);
-    if (ret == -ECANCELED) {
-        close(*fd);
-        return ret;
-    }
-    if (ret < 0 || conn_read(&c, buf, sizeof(buf), NULL) < 0 || cpr_mfd_hello_decode(buf, &h, NULL) < 0 ||
-        memcmp(h.uuid, uuid, CPR_MFD_UUID_SIZE) || h.count != m->n || m->ch[h.channel].conn.fd >= 0) {
-        close(*fd);
+    ret = cpr_io_wait_fd(w, c->fd, POLLIN, "multifd: waiting for a channel's hello", errp);
+    if (ret > 0)
+        ret = 0; /* readable */
+    if (ret == 0 && m->tls.creds)
+        ret = accept_tls(m, c) < 0 ? 1 : 0; /* 1: refused */
+    if (ret == 0 && (conn_read(c, buf, sizeof(buf), NULL) < 0 || cpr_mfd_hello_decode(buf, &h, NULL) < 0 ||
+                     memcmp(h.uuid, uuid, CPR_MFD_UUID_SIZE) || h.count != m->n || m->ch[h.channel].conn.fd >= 0))
+        ret = 1;
+    if (ret != 0) {
+        cpr_tls_session_free(c->tls);
+        close(c->fd);
+        *c = (struct mfd_conn){ .fd = -1 };
+        if (ret < 0) /* cancelled, or the wait's deadline passed (errp says which) */
+            return ret;
         m->refused++;
         return 0;
     }
@@ -664,17 +728,18 @@ int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const stru
         m->ch[i] = (struct recv_chan){ .m = m, .idx = i, .conn.fd = -1, .exited = 1 };
     cpr_io_wait w = cpr_io_wait_make(CPR_MFD_ACCEPT_TIMEOUT_MS, m->cancel.fd);
     for (uint32_t got = 0; got < n;) {
-        int fd = -1;
+        struct mfd_conn conn;
         uint32_t idx = 0;
-        ret = accept_one(m, &w, uuid, &fd, &idx, errp);
+        ret = accept_one(m, &w, uuid, &conn, &idx, errp);
         if (ret < 0) {
-            cpr_error_prefix(errp, "multifd: %u of %u channels connected (%u connections refused)", got, n,
-                             m->refused);
+            cpr_error_prefix(errp, "multifd: %u of %u channels connected (%u connections refused%s%s)", got, n,
+                             m->refused, m->why_refused ? ", the first: " : "",
+                             m->why_refused ? m->why_refused : "");
             return ret;
         }
         if (ret == 1) {
-            m->ch[idx].conn.fd = fd;
-            m->cancel.watch(m->cancel.opaque, fd);
+            m->ch[idx].conn = conn;
+            m->cancel.watch(m->cancel.opaque, conn.fd);
             got++;
         }
     }
@@ -766,5 +831,6 @@ void cpr_multifd_recv_free(struct cpr_multifd_recv *m)
     set_clear(&m->lock, &m->cond, m->err);
     g_free(m->ch);
     g_free(m->blocks);
+    g_free(m->why_refused);
     g_free(m);
 }

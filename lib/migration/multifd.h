@@ -22,6 +22,7 @@
 
 #include "core/params.h"
 #include "migration/main_channel.h"
+#include "migration/main_tls.h"
 #include "migration/multifd_wire.h"
 
 /* How long a destination waits for the channels the ram section's setup announced. */
@@ -33,9 +34,11 @@ struct cpr_multifd_send;
 
 /* Opens p->multifd_channels connections to addr (unix or tcp), each with its hello, and
  * starts their threads; compression as p says (-ENOTSUP without zstd, saying so). `cancel`
- * (copied): the job's cancel fd, and the registration of sockets a cancel shuts down. */
+ * (copied): the job's cancel fd, and the registration of sockets a cancel shuts down. `tls`
+ * (copied; NULL or no creds: plain): each channel's thread runs the TLS handshake as client,
+ * then its hello, through the session. addr is borrowed until cpr_multifd_send_free(). */
 int cpr_multifd_send_open(const struct cpr_chan_cancel *cancel, const cpr_addr *addr, const struct cpr_params *p,
-                          struct cpr_multifd_send **out, cpr_error **errp);
+                          const struct cpr_chan_tls *tls, struct cpr_multifd_send **out, cpr_error **errp);
 /* The ram section setup's multifd descriptor, written after the block table. */
 int cpr_multifd_send_put_setup(struct cpr_multifd_send *m, cpr_stream *s, cpr_error **errp);
 /*
@@ -62,8 +65,10 @@ void cpr_multifd_send_free(struct cpr_multifd_send *m);
 struct cpr_multifd_recv;
 
 /* A receiver that will accept channels on l (borrowed: it must outlive the receiver);
- * `cancel` as for cpr_multifd_send_open. */
-int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, struct cpr_multifd_recv **out);
+ * `cancel` as for cpr_multifd_send_open; `tls` (copied; NULL or no creds: plain): each
+ * connection must pass the TLS handshake as server before its hello is read. */
+int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, const struct cpr_chan_tls *tls,
+                         struct cpr_multifd_recv **out);
 /* Reads the setup descriptor from s, accepts its channels (refusing, by closing, connections
  * of another migration or version) and starts their threads on these blocks (copied). */
 int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const struct cpr_mfd_block *blocks,

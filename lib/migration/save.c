@@ -77,7 +77,7 @@ static int multifd_open(struct save_run *r, struct cpr_main_chan *mc, cpr_error 
         return 0;
     struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     int ret = cpr_multifd_send_open(&cancel, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &job->params,
-                                    &r->mfd, errp);
+                                    &mc->tls_cfg, &r->mfd, errp);
     cpr_mig_ram_set_multifd(r->ram, r->mfd, NULL);
     return ret;
 }

@@ -3,7 +3,7 @@
 """Migration between two "hosts": cpr-vmm in two network namespaces joined by a veth pair
 (tests/harness/netns.py), normal mode over tcp.
 
-usage: test_hosts.py CPR_VMM_BINARY CPR_TEST_CERTS TEST   (TEST: plain tls tls-cut tbf)
+usage: test_hosts.py CPR_VMM_BINARY CPR_TEST_CERTS TEST   (TEST: plain tls tls-cut tls-multifd tbf)
 
 plain  a live migration from host a to host b; the guest goes on and re-verifies all its RAM.
 tls    TLS (GnuTLS) on the main channel, with credentials made by cpr-test-certs: first the
@@ -17,6 +17,8 @@ tls-cut the TLS handshake cut (docs/reliability.md): a stand-in destination read
        ends the wait, the guest runs on); a stand-in source that sends half a ClientHello and
        dies (the destination fails saying so and never runs a guest); then a TLS migration from
        the same source, which the guest survives with its RAM intact.
+tls-multifd  TLS with multifd (4 channels): each channel runs its own handshake, and the
+       guest survives with its RAM intact.
 tbf    the plain migration over a link shaped to 1 Gbit/s: the stream went through the token
        bucket, which held packets back, and it took at least the time the bytes need at that
        rate (lower bounds only, so that a slow machine cannot make it flake).
@@ -193,6 +195,19 @@ def test_tls(binary, certs_tool, wd, hosts):
     log(f"TLS between namespaces: {info.get('total-time')} ms, {info['ram']['transferred']} bytes")
 
 
+def test_tls_multifd(binary, certs_tool, wd, hosts):
+    """TLS with multifd: every channel (main and 4 multifd) handshakes; the destination, with
+    tls-creds set, accepts no multifd connection that does not."""
+    dirs = make_certs(certs_tool, wd)
+    mfd = ["-global", "migration.multifd=on", "-global", "migration.multifd-channels=4"]
+    src, serial = start_source(binary, wd, hosts, creds(dirs["good"], "client") + mfd +
+                               ["-global", "migration.tls-creds=tls0"])
+    dst = start_dest(binary, wd, hosts, "dst", creds(dirs["good"], "server") + mfd +
+                     ["-global", "migration.tls-creds=tls0"])
+    info = migrate_and_switch(src, dst, serial)
+    log(f"TLS + multifd 4 between namespaces: {info.get('total-time')} ms, {info['ram']['transferred']} bytes")
+
+
 # A stand-in peer for the handshake cut, run on one host: "dest-dies" accepts, reads the
 # ClientHello, SIGKILLs itself; "dest-holds" accepts, reads it, says so, then waits to be killed;
 # "source-dies" connects, sends the first half of a real ClientHello (Python's ssl), SIGKILLs
@@ -298,6 +313,7 @@ def test_tls_cut(binary, certs_tool, wd, hosts):
 
 
 TESTS = {"plain": (test_plain, None), "tls": (test_tls, None), "tls-cut": (test_tls_cut, None),
+         "tls-multifd": (test_tls_multifd, None),
          "tbf": (test_tbf, "1gbit")}
 
 

@@ -250,8 +250,8 @@ static void rig_listen(struct rig *r)
 static void rig_open(struct rig *r, const struct cpr_params *p, const struct cpr_mfd_block *blocks)
 {
     static const struct cpr_chan_cancel job = { -1, no_watch, no_watch, NULL };
-    ck_assert_int_eq(cpr_multifd_send_open(&job, cpr_channels_get(r->chs, CPR_CHANNEL_MAIN), p, &r->ms, NULL), 0);
-    ck_assert_int_eq(cpr_multifd_recv_new(&job, r->l, &r->mr), 0);
+    ck_assert_int_eq(cpr_multifd_send_open(&job, cpr_channels_get(r->chs, CPR_CHANNEL_MAIN), p, NULL, &r->ms, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_recv_new(&job, r->l, NULL, &r->mr), 0);
     cpr_stream *w = part_writer();
     ck_assert_int_eq(cpr_multifd_send_put_setup(r->ms, w, NULL), 0);
     cpr_stream *rd = reader_of(w);
