@@ -94,4 +94,49 @@ int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, 
 /* Bytes in chunk `chunk` of b (chunk_size, less for the last). */
 uint64_t cpr_mr_chunk_len(const struct cpr_mr_block_info *b, uint64_t chunk);
 
+/* ------------------------------------------------------- writer / loader ---- */
+
+#include <glib.h>
+
+#include <cpr/ram.h>
+#include <cpr/stream.h>
+
+/* Bytes per checksum chunk the writer uses (the format allows any multiple of the page). */
+#define CPR_MR_CHUNK_SIZE 4096u
+
+typedef struct cpr_mr_save cpr_mr_save;
+
+/*
+ * Starts a mapped-ram save into s (a regular file, between records): one region record per
+ * block of `blocks` (cpr_ram_block *) and its region left as a hole; `channels` threads
+ * (1..255) will write pages with pwrite(2) straight from guest RAM, through a second fd
+ * opened with O_DIRECT when `direct_io` (refused, naming the file, where the file system
+ * does not allow it). -ESPIPE when s is not a regular file.
+ */
+int cpr_mr_save_new(cpr_stream *s, GPtrArray *blocks, unsigned int channels, int direct_io, cpr_mr_save **out,
+                    cpr_error **errp);
+/* Queues pages [first, first + n) of block index `blk` (the order of `blocks`): `zero` when
+ * they read as zero (nothing written unless the file already holds an older copy). A worker's
+ * earlier failure is returned here. */
+int cpr_mr_save_pages(cpr_mr_save *m, unsigned int blk, uint64_t first, uint32_t n, int zero, cpr_error **errp);
+/* Waits until every queued page is in the file; returns the first worker's error. Called at
+ * each dirty-bitmap sync, so that one page never has two writes in flight. */
+int cpr_mr_save_barrier(cpr_mr_save *m, cpr_error **errp);
+/* After the last pass: the barrier, then the index entries (bitmap and chunk checksums of
+ * every block) into the open record of s (the ram section's end record). */
+int cpr_mr_save_index(cpr_mr_save *m, cpr_stream *s, cpr_error **errp);
+/* Bytes of pages written to the file so far (for the engine's bandwidth). */
+uint64_t cpr_mr_save_bytes(const cpr_mr_save *m);
+/* Stops the workers (waiting for the queued ones) and frees m. NULL ok. */
+void cpr_mr_save_free(cpr_mr_save *m);
+
+/*
+ * Load side: reads one index entry (after its kind byte) from the ram section's end record,
+ * finds the block's region in s and reads its present pages into the block's memory with
+ * `channels` threads (pread straight into guest RAM, O_DIRECT when `direct_io`), zeroing the
+ * pages that are absent, and verifies every chunk: a mismatch is -EBADMSG naming the block and
+ * the chunk. `sent` maps block names to the cpr_ram_block * the stream carries.
+ */
+int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, int direct_io, cpr_error **errp);
+
 #endif
