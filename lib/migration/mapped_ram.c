@@ -287,6 +287,16 @@ int cpr_mr_save_barrier(cpr_mr_save *m, cpr_error **errp)
     return ret;
 }
 
+int cpr_mr_save_writeback(cpr_mr_save *m, cpr_error **errp)
+{
+    int ret = cpr_mr_save_barrier(m, errp);
+    if (ret == 0 && fdatasync(m->fd) < 0) {
+        g_autofree char *name = fd_name(m->fd);
+        ret = cpr_error_set_errno(errp, -errno, "mapped-ram: fdatasync of '%s'", name);
+    }
+    return ret;
+}
+
 uint64_t cpr_mr_save_bytes(const cpr_mr_save *m)
 {
     return m ? __atomic_load_n(&m->bytes, __ATOMIC_RELAXED) : 0;

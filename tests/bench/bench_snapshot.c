@@ -9,7 +9,9 @@
  * other side's last file just gave back: they pay the same first-touch cost. No vCPU competes
  * for a core here: the figure is the writer's own cost, not the machine's contention.
  *
- *   bench_snapshot [RAM_BYTES[K|M|G]] [RUNS] [DIR]      default 1G, 5 runs, /dev/shm
+ *   bench_snapshot [RAM_BYTES[K|M|G]] [RUNS] [DIR] [CHANNELS]   default 1G, 5 runs, /dev/shm
+ *
+ * CHANNELS (1..255): the snapshot uses mapped-ram with that many multifd-channels threads.
  *
  * One JSON object per line (bench "snapshot_path"): write_gbps, snap_gbps and ratio (per run,
  * snapshot over write(2) of that run), min/median/max, and loadavg_1m.
@@ -20,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cpr/cpr.h>
@@ -76,6 +79,9 @@ int main(int argc, char **argv)
     uint64_t *w = cpr_ram_block_host(b);
     for (uint64_t i = 0; i < size / 8; i++)
         w[i] = 0x9e3779b97f4a7c15ull * (i + 1);
+    if (argc > 4 && (cpr_cap_set(ctx, "mapped-ram", 1, &err) < 0 ||
+                     cpr_param_set(ctx, "multifd-channels", argv[4], &err) < 0))
+        die("mapped-ram", err);
     cpr_vm_ops ops = { .size = sizeof(ops), .stop = vm_stop, .start = vm_start, .is_running = vm_is_running };
     if (cpr_migrate_set_vm_ops(ctx, &ops, NULL, &err) < 0)
         die("vm ops", err);
@@ -105,6 +111,10 @@ int main(int argc, char **argv)
         if (cpr_migrate_uri(ctx, uri, 0, &err) < 0)
             die("snapshot", err);
         double ds = bench_now() - t;
+        struct stat st;
+        if (stat(spath, &st) == 0)
+            fprintf(stderr, "run %d: snapshot file %lld bytes (RAM %llu)\n", r + 1, (long long)st.st_size,
+                    (unsigned long long)size);
         unlink(spath);
         wg[r] = size / dw / 1e9;
         sg[r] = size / ds / 1e9;
