@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "migration/mapped_ram.h"
@@ -133,6 +134,51 @@ START_TEST(test_a_file_cut_short_is_refused_naming_the_chunk)
 }
 END_TEST
 
+/* cpr-dump (CPR_DUMP, set by ctest) on `file`: exit status, standard output and error. */
+static int dump(const char *args, const char *file, char **out, char **err)
+{
+    const char *tool = getenv("CPR_DUMP");
+    ck_assert_ptr_nonnull(tool);
+    g_autofree char *cmd = g_strdup_printf("%s %s %s", tool, args, file);
+    int status;
+    ck_assert(g_spawn_command_line_sync(cmd, out, err, &status, NULL));
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+START_TEST(test_cpr_dump_prints_and_checks_the_regions)
+{
+    g_autofree char *d = save("snap", "4", NULL);
+    g_autofree char *p = path("snap");
+    char *out = NULL, *err = NULL;
+    ck_assert_int_eq(dump("--check", p, &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, ": OK"));
+    g_free(out);
+    g_free(err);
+    ck_assert_int_eq(dump("", p, &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"type\": \"region\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"chunks_verified\": 2048"));
+    /* The guest wrote the lower half: the upper half's pages never reached the file. */
+    const char *present = strstr(out, "\"present\": ");
+    ck_assert_ptr_nonnull(present);
+    uint64_t n = strtoull(present + 11, NULL, 10);
+    ck_assert_uint_ge(n, 1024);
+    ck_assert_uint_lt(n, 2048);
+    g_free(out);
+    g_free(err);
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
+    uint64_t at = cpr_mr_block(f, 0)->pages_offset + 7 * 4096 + 9;
+    cpr_mr_close(f);
+    int fd = open(p, O_RDWR);
+    ck_assert_int_eq(pwrite(fd, "\x5a", 1, (off_t)at), 1);
+    close(fd);
+    ck_assert_int_eq(dump("--check", p, &out, &err), 1);
+    ck_assert_msg(strstr(err, "'" MIG_VM_RAM_NAME "' chunk 7 "), "%s", err);
+    g_free(out);
+    g_free(err);
+}
+END_TEST
+
 /*
  * A file system that refuses O_DIRECT (ramfs; tmpfs accepts it since Linux 6.6), mounted in
  * this test's own mount namespace (check runs each test in a child): a clear error naming the
@@ -225,6 +271,7 @@ static Suite *mapped_ram_suite(void)
     tcase_add_test(tc, test_the_file_stays_the_size_of_ram_after_many_passes);
     tcase_add_test(tc, test_a_flipped_byte_is_refused_naming_the_chunk);
     tcase_add_test(tc, test_a_file_cut_short_is_refused_naming_the_chunk);
+    tcase_add_test(tc, test_cpr_dump_prints_and_checks_the_regions);
     tcase_add_test(tc, test_direct_io_where_the_file_system_refuses_it);
     tcase_add_test(tc, test_direct_io_round_trip_where_allowed);
     tcase_add_test(tc, test_mapped_ram_refuses_a_stream_that_is_not_a_file);
