@@ -135,9 +135,11 @@ static int write_pages(cpr_mr_save *m, struct mr_blk *b, uint64_t p, uint64_t n,
 {
     uint64_t off = b->region->pages_offset + p * PAGE;
     int ret = pwrite_all(m->fd, src, (size_t)(n * PAGE), off);
-    if (ret < 0)
+    if (ret < 0) {
+        g_autofree char *file = fd_name(m->fd);
         return cpr_error_set_errno(errp, ret, "mapped-ram: writing RAM block '%s' pages %" PRIu64 "+%" PRIu64
-                                   " at file offset %" PRIu64, cpr_ram_block_name(b->block), p, n, off);
+                                   " to '%s' at offset %" PRIu64, cpr_ram_block_name(b->block), p, n, file, off);
+    }
     __atomic_fetch_add(&m->bytes, n * PAGE, __ATOMIC_RELAXED);
     return 0;
 }
