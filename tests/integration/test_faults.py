@@ -425,19 +425,24 @@ def reboot_params(vm):
     vm.qmp("migrate-set-parameters", mode="cpr-reboot")
 
 
-def reboot_save(env=None):
-    """Boots, saves to vm.state in cpr-reboot mode and quits; returns the heartbeat at the save."""
-    old = Vmm(BINARY, WD, "old", reboot_args(), env=env)
+def save_and_quit(args, set_params, env=None):
+    """Boots, sets its parameters, saves to vm.state and quits; returns the heartbeat at the save."""
+    old = Vmm(BINARY, WD, "old", args, env=env)
     wait_booted(old)
     wait_heartbeat(old)
     wait_serial(os.path.join(WD, "serial.log"))
-    reboot_params(old)
+    set_params(old)
     old.qmp("migrate", uri=f"file:{STATE}")
     check(old.wait_migration()["status"] == "completed", "saved")
     hb = old.guest()["heartbeat"]
     old.qmp("quit")
     old.wait_exit()
     return hb
+
+
+def reboot_save(env=None):
+    """Boots, saves to vm.state in cpr-reboot mode and quits; returns the heartbeat at the save."""
+    return save_and_quit(reboot_args(), reboot_params, env)
 
 
 def reboot_load(name, path=None, args=None, env=None):
@@ -730,15 +735,7 @@ def mapped_params(vm):
 
 def mapped_save():
     """Boots, snapshots to vm.state with mapped-ram and quits; returns the heartbeat at the save."""
-    old = boot("old", mapped_args())
-    wait_serial(os.path.join(WD, "serial.log"))
-    mapped_params(old)
-    old.qmp("migrate", uri=f"file:{STATE}")
-    check(old.wait_migration()["status"] == "completed", "mapped-ram snapshot saved")
-    hb = old.guest()["heartbeat"]
-    old.qmp("quit")
-    old.wait_exit()
-    return hb
+    return save_and_quit(mapped_args(), mapped_params)
 
 
 def mapped_load(name, path=None):

@@ -246,14 +246,19 @@ def test_live(binary, wd):
 
 # ---- 5. snapshot to a file, restore into a new VMM --------------------------------------------
 
-def test_snapshot(binary, wd):
+def snapshot_vm(binary, wd, name):
+    """A booted guest with an HMP monitor to snapshot: (vm, its args, guest info, serial, file)."""
     serial = os.path.join(wd, "serial.log")
-    snap = os.path.join(wd, "snap.state")
-    args = base_args(wd, "snap")
+    args = base_args(wd, name)
     old = Vmm(binary, wd, "old", args, hmp=True)
     g = wait_booted(old)
     wait_heartbeat(old)
     wait_serial(serial)
+    return old, args, g, serial, os.path.join(wd, "snap.state")
+
+
+def test_snapshot(binary, wd):
+    old, args, g, serial, snap = snapshot_vm(binary, wd, "snap")
     # HMP migrate without -d holds the monitor until the migration ended (as QEMU's): the next
     # command already sees the final state, without polling.
     check(old.hmp(f"migrate file:{snap}") == "", "HMP migrate (blocking) returned")
@@ -282,13 +287,7 @@ def test_mapped_ram(binary, wd):
     """A running guest saved with mapped-ram (QMP and HMP spellings) and multifd-channels 4:
     RAM at fixed offsets of the file, whose size stays RAM plus a little after the passes;
     the new VMM finds the layout by itself and the guest re-verifies all its RAM."""
-    serial = os.path.join(wd, "serial.log")
-    snap = os.path.join(wd, "snap.state")
-    args = base_args(wd, "mapped")
-    old = Vmm(binary, wd, "old", args, hmp=True)
-    g = wait_booted(old)
-    wait_heartbeat(old)
-    wait_serial(serial)
+    old, args, g, serial, snap = snapshot_vm(binary, wd, "mapped")
     old.qmp("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
     old.qmp("migrate-set-parameters", **{"multifd-channels": 4})
     check(old.hmp("migrate_set_capability mapped-ram on") == "", "HMP migrate_set_capability mapped-ram on")

@@ -59,6 +59,30 @@ static int load(const char *name, const char *channels, char **digest, cpr_error
     return ret;
 }
 
+/* The file offset of byte `byte` of page `page` of the snapshot's RAM block (its reader). */
+static uint64_t page_offset(const char *file, uint64_t page, uint64_t byte)
+{
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(file, 0, &f, NULL), 0);
+    const struct cpr_mr_block_info *b = cpr_mr_block(f, 0);
+    ck_assert(cpr_mr_page_present(b, page));
+    uint64_t at = b->pages_offset + page * b->page_size + byte;
+    cpr_mr_close(f);
+    return at;
+}
+
+/* Flips one bit of the byte at `at` in `file`, as a lost write would. */
+static void flip(const char *file, uint64_t at)
+{
+    int fd = open(file, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint8_t c;
+    ck_assert_int_eq(pread(fd, &c, 1, (off_t)at), 1);
+    c ^= 0x10;
+    ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)at), 1);
+    close(fd);
+}
+
 START_TEST(test_round_trip_with_1_to_4_channels)
 {
     static const char *const n[] = { "1", "2", "4" };
@@ -102,17 +126,10 @@ START_TEST(test_a_flipped_byte_is_refused_naming_the_chunk)
     const struct cpr_mr_block_info *b = cpr_mr_block(f, 0);
     ck_assert_str_eq(b->name, MIG_VM_RAM_NAME);
     ck_assert_uint_eq(b->pages_offset % 4096, 0);
-    ck_assert(cpr_mr_page_present(b, 5));
+    ck_assert_uint_eq(b->chunk_size, b->page_size);
     ck_assert_int_eq(cpr_mr_verify_chunk(f, 0, 5, NULL), 0);
-    uint64_t at = b->pages_offset + 5 * b->chunk_size + 123;
     cpr_mr_close(f);
-    int fd = open(p, O_RDWR);
-    ck_assert_int_ge(fd, 0);
-    uint8_t c;
-    ck_assert_int_eq(pread(fd, &c, 1, (off_t)at), 1);
-    c ^= 0x10;
-    ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)at), 1);
-    close(fd);
+    flip(p, page_offset(p, 5, 123));
     ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
     ck_assert_cpr_fails(cpr_mr_verify_chunk(f, 0, 5, errp_), -EBADMSG, "chunk 5 ");
     cpr_mr_close(f);
@@ -124,11 +141,8 @@ START_TEST(test_a_file_cut_short_is_refused_naming_the_chunk)
 {
     g_autofree char *d = save("snap", "2", NULL);
     g_autofree char *p = path("snap");
+    ck_assert_int_eq(truncate(p, (off_t)page_offset(p, 10, 7)), 0);
     cpr_mr_file *f;
-    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
-    uint64_t cut = cpr_mr_block(f, 0)->pages_offset + 10 * 4096 + 7;
-    cpr_mr_close(f);
-    ck_assert_int_eq(truncate(p, (off_t)cut), 0);
     ck_assert_cpr_fails(load("snap", "2", NULL, errp_), -EBADMSG, "chunk 10 ");
     ck_assert_cpr_fails(cpr_mr_open(p, 0, &f, errp_), -EBADMSG, "chunk 10 ");
 }
@@ -165,13 +179,7 @@ START_TEST(test_cpr_dump_prints_and_checks_the_regions)
     ck_assert_uint_lt(n, 2048);
     g_free(out);
     g_free(err);
-    cpr_mr_file *f;
-    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
-    uint64_t at = cpr_mr_block(f, 0)->pages_offset + 7 * 4096 + 9;
-    cpr_mr_close(f);
-    int fd = open(p, O_RDWR);
-    ck_assert_int_eq(pwrite(fd, "\x5a", 1, (off_t)at), 1);
-    close(fd);
+    flip(p, page_offset(p, 7, 9));
     ck_assert_int_eq(dump("--check", p, &out, &err), 1);
     ck_assert_msg(strstr(err, "'" MIG_VM_RAM_NAME "' chunk 7 "), "%s", err);
     g_free(out);
