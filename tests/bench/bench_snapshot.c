@@ -60,6 +60,31 @@ static void print_fig(const char *name, double *v, int n)
     printf(", \"min_%s\": %.3f, \"median_%s\": %.3f, \"max_%s\": %.3f", name, v[0], name, v[n / 2], name, v[n - 1]);
 }
 
+/* Restore of the snapshot into a second context's block, against read(2) of the file into the
+ * same memory, in this run (the file is in the page cache for both). */
+static void restore_run(cpr_ctx *dst, uint8_t *host, const char *spath, const char *uri, int r, double *rg, double *rr,
+                        double *ratio)
+{
+    cpr_error *err = NULL;
+    double t = bench_now();
+    int fd = open(spath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die(spath, NULL);
+    uint64_t total = 0;
+    for (ssize_t k; (k = read(fd, host + total % (1ull << 30), 8u << 20)) > 0;)
+        total += (uint64_t)k;
+    close(fd);
+    double dr = bench_now() - t;
+    t = bench_now();
+    if (cpr_incoming_defer(dst, &err) < 0 || cpr_incoming_start_uri(dst, uri, CPR_INCOMING_PAUSED, &err) < 0)
+        die("restore", err);
+    double dl = bench_now() - t;
+    rr[r] = total / dr / 1e9;
+    rg[r] = total / dl / 1e9;
+    ratio[r] = dr / dl;
+    fprintf(stderr, "run %d: read(2) %.2f GB/s, restore %.2f GB/s, ratio %.3f\n", r + 1, rr[r], rg[r], ratio[r]);
+}
+
 int main(int argc, char **argv)
 {
     uint64_t size = argc > 1 ? bench_parse_size(argv[1]) : (1ull << 30);
@@ -91,6 +116,18 @@ int main(int argc, char **argv)
     snprintf(uri, sizeof(uri), "file:%s", spath);
     double *wg = calloc((size_t)runs, sizeof(double)), *sg = calloc((size_t)runs, sizeof(double));
     double *ratio = calloc((size_t)runs, sizeof(double));
+    /* With mapped-ram (CHANNELS given): a second context restores each snapshot. */
+    cpr_ctx *dst = NULL;
+    uint8_t *dst_host = NULL;
+    double *rg = calloc((size_t)runs, sizeof(double)), *rr = calloc((size_t)runs, sizeof(double));
+    double *rratio = calloc((size_t)runs, sizeof(double));
+    if (argc > 4) {
+        cpr_ram_block *db;
+        if (cpr_ctx_new(&dst, 0, &err) < 0 || cpr_param_set(dst, "multifd-channels", argv[4], &err) < 0 ||
+            cpr_ram_block_new(dst, "pc.ram", size, 4096, CPR_RAM_PREFAULT, &db, &err) < 0)
+            die("restore context", err);
+        dst_host = cpr_ram_block_host(db);
+    }
     for (int r = 0; r < runs; r++) {
         double t = bench_now();
         int fd = open(wpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -115,6 +152,8 @@ int main(int argc, char **argv)
         if (stat(spath, &st) == 0)
             fprintf(stderr, "run %d: snapshot file %lld bytes (RAM %llu)\n", r + 1, (long long)st.st_size,
                     (unsigned long long)size);
+        if (dst)
+            restore_run(dst, dst_host, spath, uri, r, rg, rr, rratio);
         unlink(spath);
         wg[r] = size / dw / 1e9;
         sg[r] = size / ds / 1e9;
@@ -133,8 +172,17 @@ int main(int argc, char **argv)
     print_fig("write_gbps", wg, runs);
     print_fig("snap_gbps", sg, runs);
     print_fig("ratio", ratio, runs);
+    if (dst) {
+        print_fig("read_gbps", rr, runs);
+        print_fig("restore_gbps", rg, runs);
+        print_fig("restore_ratio", rratio, runs);
+    }
     printf(", \"loadavg_1m\": %.2f}\n", la);
     cpr_ctx_free(ctx);
+    cpr_ctx_free(dst);
+    free(rg);
+    free(rr);
+    free(rratio);
     free(wg);
     free(sg);
     free(ratio);
