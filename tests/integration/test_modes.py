@@ -294,7 +294,11 @@ def test_mapped_ram(binary, wd):
     caps = {c["capability"]: c["state"] for c in old.qmp("query-migrate-capabilities")}
     check(caps.get("mapped-ram") is True, "query-migrate-capabilities: mapped-ram on")
     params = old.qmp("query-migrate-parameters")
-    check(params.get("multifd-channels") in (4, "4"), f"multifd-channels 4 ({params.get('multifd-channels')})")
+    check(params.get("multifd-channels") == 4, f"multifd-channels 4 ({params.get('multifd-channels')})")
+    check(params.get("direct-io") is False, f"direct-io false by default ({params.get('direct-io')})")
+    old.qmp("migrate-set-parameters", **{"direct-io": True})
+    check(old.qmp("query-migrate-parameters").get("direct-io") is True, "direct-io set by a QMP boolean")
+    old.qmp("migrate-set-parameters", **{"direct-io": False})
     old.qmp("migrate", uri=f"file:{snap}")
     info = old.wait_migration()
     check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
