@@ -116,6 +116,7 @@ int main(int argc, char **argv)
     snprintf(uri, sizeof(uri), "file:%s", spath);
     double *wg = calloc((size_t)runs, sizeof(double)), *sg = calloc((size_t)runs, sizeof(double));
     double *ratio = calloc((size_t)runs, sizeof(double));
+    double *pause_ms = calloc((size_t)runs, sizeof(double)); /* stop to completed (durable) */
     /* With mapped-ram (CHANNELS given): a second context restores each snapshot. */
     cpr_ctx *dst = NULL;
     uint8_t *dst_host = NULL;
@@ -148,6 +149,9 @@ int main(int argc, char **argv)
         if (cpr_migrate_uri(ctx, uri, 0, &err) < 0)
             die("snapshot", err);
         double ds = bench_now() - t;
+        cpr_migration_info mi = { .size = sizeof(mi) };
+        if (cpr_migrate_query(ctx, &mi, NULL) == 0)
+            pause_ms[r] = (double)mi.downtime_ms;
         struct stat st;
         if (stat(spath, &st) == 0)
             fprintf(stderr, "run %d: snapshot file %lld bytes (RAM %llu)\n", r + 1, (long long)st.st_size,
@@ -158,7 +162,8 @@ int main(int argc, char **argv)
         wg[r] = size / dw / 1e9;
         sg[r] = size / ds / 1e9;
         ratio[r] = dw / ds;
-        fprintf(stderr, "run %d: write(2) %.2f GB/s, snapshot %.2f GB/s, ratio %.3f\n", r + 1, wg[r], sg[r], ratio[r]);
+        fprintf(stderr, "run %d: write(2) %.2f GB/s, snapshot %.2f GB/s, ratio %.3f, guest pause %.0f ms\n", r + 1,
+                wg[r], sg[r], ratio[r], pause_ms[r]);
     }
     double la = 0;
     FILE *f = fopen("/proc/loadavg", "r");
@@ -172,6 +177,7 @@ int main(int argc, char **argv)
     print_fig("write_gbps", wg, runs);
     print_fig("snap_gbps", sg, runs);
     print_fig("ratio", ratio, runs);
+    print_fig("pause_ms", pause_ms, runs);
     if (dst) {
         print_fig("read_gbps", rr, runs);
         print_fig("restore_gbps", rg, runs);
@@ -183,6 +189,7 @@ int main(int argc, char **argv)
     free(rg);
     free(rr);
     free(rratio);
+    free(pause_ms);
     free(wg);
     free(sg);
     free(ratio);
