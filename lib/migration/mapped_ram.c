@@ -23,7 +23,7 @@
 #include "format/region.h"
 #include "format/stream.h"
 #include "migration/mapped_ram.h"
-#include "migration/ram_section.h"
+#include "migration/ram_entries.h"
 
 #define PAGE CPR_RAM_DIRTY_PAGE_SIZE
 /* Pages one loader step reads and checks: a whole number of chunks of at most 1 MiB. */
@@ -231,7 +231,7 @@ int cpr_mr_save_new(cpr_stream *s, GPtrArray *blocks, unsigned int channels, int
         b->crcs = g_new(uint32_t, b->pages);
         for (uint64_t p = 0; p < b->pages; p++)
             b->crcs[p] = m->zero_crc;
-        ret = cpr_region_write(s, cpr_ram_block_name(b->block), b->size, PAGE, CPR_MR_CHUNK_SIZE, &b->region, errp);
+        ret = cpr_rec_write_region(s, cpr_ram_block_name(b->block), b->size, PAGE, CPR_MR_CHUNK_SIZE, &b->region, errp);
     }
     if (ret == 0) {
         GError *gerr = NULL;

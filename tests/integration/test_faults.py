@@ -28,14 +28,13 @@ import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness import rollback  # noqa: E402
-from harness.channels import unix_channel  # noqa: E402
-from harness.guest import base_args, check, check_after_switchover, log, serial_lines, wait_booted  # noqa: E402
-from harness.guest import wait_heartbeat, wait_serial, wait_until  # noqa: E402
-from harness.process import Vmm, kill_all, shutdown_all  # noqa: E402
-from harness.qmp import QmpError  # noqa: E402
-from harness.reports import sanitizer_reports  # noqa: E402
+from harness import rollback
+from harness.channels import unix_channel
+from harness.guest import base_args, check, check_after_switchover, log, serial_lines, wait_booted
+from harness.guest import wait_heartbeat, wait_serial, wait_until
+from harness.process import Vmm, kill_all, shutdown_all
+from harness.qmp import QmpError
+from harness.reports import sanitizer_reports
 
 # Small RAM keeps the matrix fast; boot fill and a full re-verification take well under a second.
 RAM_MB = 16

@@ -16,14 +16,13 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness.channels import unix_channel  # noqa: E402
-from harness.guest import (RAM_MB, base_args, check, check_after_switchover, log, serial_lines,  # noqa: E402
+from harness.channels import unix_channel
+from harness.guest import (RAM_MB, base_args, check, check_after_switchover, log, serial_lines,
                            wait_booted, wait_heartbeat, wait_serial, wait_until)
-from harness.host import memfd_inodes  # noqa: E402
-from harness.process import VALGRIND, Vmm, shutdown_all  # noqa: E402
-from harness.qmp import QmpError  # noqa: E402
-from harness.reports import sanitizer_reports, valgrind_reports  # noqa: E402
+from harness.host import memfd_inodes
+from harness.process import VALGRIND, Vmm, shutdown_all
+from harness.qmp import QmpError
+from harness.reports import sanitizer_reports, valgrind_reports
 
 SKIP = 77
 
