@@ -161,12 +161,6 @@ struct mr_cachestat {
 #define __NR_cachestat 451
 #endif
 
-static void wait_status(cpr_ctx *ctx, int status)
-{
-    while (query(ctx).status != status) /* bounded by the test case's timeout */
-        g_usleep(1000);
-}
-
 /*
  * What is flushed when: the live passes' pages reach the disk while the guest runs (an
  * fdatasync at each pass end), so at the stop (pause-before-switchover holds it there) the
@@ -182,7 +176,7 @@ START_TEST(test_the_live_passes_are_on_disk_before_the_guest_stops)
     ck_assert_int_eq(cpr_cap_set(src->ctx, "pause-before-switchover", 1, NULL), 0);
     g_autofree char *u = uri("file", "snap");
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
-    wait_status(src->ctx, CPR_MIGRATION_PRE_SWITCHOVER);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_PRE_SWITCHOVER));
     ck_assert(!mig_vm_running(src));
     g_autofree char *pattern = path(".snap.*");
     glob_t g;
