@@ -13,8 +13,10 @@
  *
  * CHANNELS (1..255): the snapshot uses mapped-ram with that many multifd-channels threads.
  *
- * One JSON object per line (bench "snapshot_path"): write_gbps, snap_gbps and ratio (per run,
- * snapshot over write(2) of that run), min/median/max, and loadavg_1m.
+ * One JSON object per line (bench "snapshot_path", "channels" 0 for the stream layout): write_gbps,
+ * snap_gbps and ratio (per run, snapshot over write(2) of that run), pause_ms (stop to
+ * completed), with CHANNELS read_gbps, restore_gbps and restore_ratio, each min/median/max,
+ * and loadavg_1m.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -172,8 +174,9 @@ int main(int argc, char **argv)
             la = 0;
         fclose(f);
     }
-    printf("{\"bench\": \"snapshot_path\", \"impl\": \"libcpr\", \"mode\": \"normal\", \"ram_bytes\": %llu, \"runs\": %d, \"dir\": \"%s\"",
-           (unsigned long long)size, runs, dir);
+    printf("{\"bench\": \"snapshot_path\", \"impl\": \"libcpr\", \"mode\": \"normal\", \"ram_bytes\": %llu, \"runs\": %d, \"dir\": \"%s\", "
+           "\"channels\": %d",
+           (unsigned long long)size, runs, dir, argc > 4 ? atoi(argv[4]) : 0);
     print_fig("write_gbps", wg, runs);
     print_fig("snap_gbps", sg, runs);
     print_fig("ratio", ratio, runs);
