@@ -254,7 +254,7 @@ START_TEST(test_direct_io_where_the_file_system_refuses_it)
 {
     g_autofree char *mnt = path("ramfs");
     ck_assert_int_eq(mkdir(mnt, 0700), 0);
-    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+    if (unshare(CLONE_NEWNS) < 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
         mount("none", mnt, "ramfs", 0, NULL) < 0) {
         fprintf(stderr, "mapped_ram: no ramfs mount here (%s): direct-io refusal not tested\n", strerror(errno));
         return;
