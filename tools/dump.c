@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib.h>
 
@@ -17,7 +18,9 @@
 #include "core/bytes.h"
 #include "format/meta.h"
 #include "format/record.h"
+#include "format/region.h"
 #include "format/stream.h"
+#include "migration/mapped_ram.h"
 
 #define MAX_DEPTH 32
 #define HEX_MAX 64 /* bytes of a buffer or custom field shown in hex */
@@ -373,6 +376,17 @@ static json_object *record_json(const struct cpr_rec *r, cpr_stream *s, struct d
             json_object_object_add(o, r->type == CPR_REC_CONFIG ? "config" : "schema", v);
         return o;
     }
+    if (r->type == CPR_REC_REGION) {
+        /* The stream just parsed it: the last region of its list. */
+        const GPtrArray *l = cpr_region_list(s);
+        const struct cpr_region *g = g_ptr_array_index(l, l->len - 1);
+        json_object_object_add(o, "block", json_object_new_string(g->name));
+        json_object_object_add(o, "block_size", json_object_new_uint64(g->block_size));
+        json_object_object_add(o, "page_size", json_object_new_uint64(g->page_size));
+        json_object_object_add(o, "chunk_size", json_object_new_uint64(g->chunk_size));
+        json_object_object_add(o, "pages_length", json_object_new_uint64(g->pages_len));
+        return o;
+    }
     json_object_object_add(o, "section", json_object_new_string(r->name));
     json_object_object_add(o, "section_id", json_object_new_uint64(r->section_id));
     if (r->type == CPR_REC_FULL || r->type == CPR_REC_START) {
@@ -398,6 +412,54 @@ static json_object *record_json(const struct cpr_rec *r, cpr_stream *s, struct d
         }
     }
     return o;
+}
+
+/*
+ * A mapped-ram stream in a file: each block's region (file offset of page 0), its bitmap count
+ * and every chunk checked against the index; the first bad chunk is the problem, named.
+ */
+static void dump_mapped_ram(cpr_stream *s, json_object *root, char *problem, size_t plen)
+{
+    struct stat st;
+    if (!cpr_region_list(s))
+        return;
+    if (s->kind != CPR_SRC_FD || fstat(s->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        snprintf(problem, plen, "mapped-ram regions can be checked in a file only, not in a pipe");
+        return;
+    }
+    cpr_mr_file *f;
+    cpr_error *err = NULL;
+    if (cpr_mr_open_fd(s->fd, 0, &f, &err) < 0) {
+        snprintf(problem, plen, "%s", cpr_error_message(err));
+        cpr_error_free(err);
+        return;
+    }
+    json_object *arr = json_object_new_array();
+    json_object_object_add(root, "mapped_ram", arr);
+    for (size_t i = 0; i < cpr_mr_block_count(f); i++) {
+        const struct cpr_mr_block_info *b = cpr_mr_block(f, i);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "block", json_object_new_string(b->name));
+        json_object_object_add(o, "size", json_object_new_uint64(b->size));
+        json_object_object_add(o, "pages_offset", json_object_new_uint64(b->pages_offset));
+        json_object_object_add(o, "pages", json_object_new_uint64(b->pages));
+        json_object_object_add(o, "present", json_object_new_uint64(b->present));
+        json_object_object_add(o, "chunk_size", json_object_new_uint64(b->chunk_size));
+        json_object_object_add(o, "chunks", json_object_new_uint64(b->chunks));
+        uint64_t good = 0;
+        for (uint64_t c = 0; c < b->chunks && !problem[0]; c++) {
+            if (cpr_mr_verify_chunk(f, i, c, &err) < 0) {
+                snprintf(problem, plen, "%s", cpr_error_message(err));
+                cpr_error_free(err);
+                err = NULL;
+            } else {
+                good++;
+            }
+        }
+        json_object_object_add(o, "chunks_verified", json_object_new_uint64(good));
+        json_object_array_add(arr, o);
+    }
+    cpr_mr_close(f);
 }
 
 char *cpr_dump_stream(cpr_stream *s, json_object **out)
@@ -430,6 +492,7 @@ char *cpr_dump_stream(cpr_stream *s, json_object **out)
         json_object_object_add(e, "sections", json_object_new_uint64(s->sec_count));
         json_object_object_add(e, "stream_bytes", json_object_new_uint64(cpr_stream_offset(s)));
         json_object_object_add(root, "end", e);
+        dump_mapped_ram(s, root, problem, sizeof(problem));
     }
     char *msg = ret < 0 ? g_strdup(cpr_error_message(err)) : problem[0] ? g_strdup(problem) : NULL;
     if (msg)

@@ -157,6 +157,22 @@ static char *get_multifd_zstd_level(const struct cpr_params *p)
     return g_strdup_printf("%" PRIu64, p->multifd_zstd_level);
 }
 
+/* QMP's booleans arrive as true/false; HMP says on/off. */
+static int set_direct_io(struct cpr_params *p, const char *v)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+        p->direct_io = 1;
+    else if (!strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+        p->direct_io = 0;
+    else
+        return -EINVAL;
+    return 0;
+}
+static char *get_direct_io(const struct cpr_params *p)
+{
+    return g_strdup(p->direct_io ? "true" : "false");
+}
+
 /* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
 static const struct param_def {
     const char *name;
@@ -184,6 +200,7 @@ static const struct param_def {
     { "multifd-channels", "a number of channels, 1 to 255", set_multifd_channels, get_multifd_channels, 0, 0 },
     { "multifd-compression", "none or zstd", set_multifd_compression, get_multifd_compression, 0, 0 },
     { "multifd-zstd-level", "a zstd level, 1 to 20", set_multifd_zstd_level, get_multifd_zstd_level, 0, 0 },
+    { "direct-io", "true or false", set_direct_io, get_direct_io, 0, 0 },
 };
 
 static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)
@@ -207,7 +224,7 @@ static char *param_get_value(const struct param_def *def, const struct cpr_param
     return g_strdup_printf("%" PRIu64, v);
 }
 
-static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover", "multifd" };
+static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover", "multifd", "mapped-ram" };
 
 static const struct param_def *find_param(const char *name)
 {
@@ -225,6 +242,8 @@ static int *cap_field(struct cpr_params *p, const char *name)
         return &p->pause_before_switchover;
     if (name && strcmp(name, caps[2]) == 0)
         return &p->multifd;
+    if (name && strcmp(name, caps[3]) == 0)
+        return &p->mapped_ram;
     return NULL;
 }
 

@@ -31,6 +31,8 @@ struct cpr_params {
     uint64_t multifd_channels;
     uint64_t multifd_compression;    /* CPR_MULTIFD_COMPRESS_* */
     uint64_t multifd_zstd_level;
+    int mapped_ram;             /* file streams: RAM at fixed offsets (lib/migration/mapped_ram.c) */
+    int direct_io;              /* mapped-ram regions written and read with O_DIRECT */
 };
 
 void cpr_params_init(struct cpr_params *p);

@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "format/record.h"
+#include "format/region.h"
 #include "format/stream.h"
 
 #define U64 G_GUINT64_FORMAT
@@ -62,6 +64,7 @@ const char *cpr_rec_type_name(unsigned int type)
     case CPR_REC_PART: return "part";
     case CPR_REC_END: return "end";
     case CPR_REC_EOS: return "end-of-stream";
+    case CPR_REC_REGION: return "region";
     default: return "unknown";
     }
 }
@@ -75,7 +78,7 @@ int cpr_rec_write_stream_header(cpr_stream *s, cpr_error **errp)
     uint8_t h[CPR_STREAM_HEADER_SIZE] = { 0 };
     memcpy(h, CPR_FORMAT_MAGIC, CPR_FORMAT_MAGIC_LEN);
     put_le16(h + 8, CPR_FORMAT_MAJOR);
-    put_le16(h + 10, CPR_FORMAT_MINOR);
+    put_le16(h + 10, s->minor ? s->minor : CPR_FORMAT_MINOR);
     put_le32(h + 12, cpr_crc32c(0, h, 12));
     return cpr_stream_append(s, h, sizeof(h), errp);
 }
@@ -410,10 +413,13 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
             cpr_stream_consume(s, s->rec_pending);
             s->rec_pending = 0;
         }
+        int ret;
+        if (s->region_skip && (ret = cpr_region_skip(s, errp)) < 0)
+            return ret;
         s->view = NULL;
         s->view_len = s->view_pos = 0;
         struct cpr_rec r = { .index = s->rec_count, .offset = cpr_stream_offset(s) };
-        int ret = cpr_stream_need(s, CPR_RECORD_HEADER_SIZE, errp);
+        ret = cpr_stream_need(s, CPR_RECORD_HEADER_SIZE, errp);
         if (ret == -ENODATA) {
             if (cpr_stream_avail(s) == 0)
                 return cpr_error_set(errp, -EBADMSG,
@@ -477,6 +483,15 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
             if ((ret = parse_section_header(s, &r, errp)) < 0)
                 return ret;
             break;
+        case CPR_REC_REGION: {
+            g_autofree char *where = g_strdup_printf(REC_FMT, REC_ARGS(&r));
+            if ((ret = cpr_region_parse(s, r.payload, r.len, r.offset, where, errp)) < 0)
+                return ret;
+            /* the payload is the caller's to look at too (cpr-dump) */
+            s->view = r.payload;
+            s->view_len = r.len;
+            break;
+        }
         case CPR_REC_CONFIG:
         case CPR_REC_SCHEMA:
             s->view = r.payload;
@@ -564,5 +579,52 @@ int cpr_rec_read_blobs(cpr_stream *s, char **config_json, GPtrArray **blobs, cpr
         return ret;
     *config_json = g_steal_pointer(&config);
     *blobs = g_steal_pointer(&list);
+    return 0;
+}
+
+void cpr_rec_announce_regions(cpr_stream *s)
+{
+    s->minor = CPR_FORMAT_MINOR_REGIONS;
+}
+
+int cpr_rec_write_region(cpr_stream *s, const char *name, uint64_t block_size, uint32_t page_size,
+                         uint32_t chunk_size, const struct cpr_region **out, cpr_error **errp)
+{
+    size_t n = strlen(name);
+    uint64_t plen = cpr_region_pages_len(block_size, page_size);
+    int64_t here = cpr_stream_file_offset(s);
+    int ret = here < 0 ? cpr_stream_maybe_flush(s, 1, errp) : 0;
+    if (ret < 0)
+        return ret;
+    if ((here = cpr_stream_file_offset(s)) < 0)
+        return cpr_error_set(errp, -ESPIPE, "mapped-ram needs a seekable file: the migration stream is not a "
+                             "regular file (a socket, a pipe or memory)");
+    uint64_t end = (uint64_t)here + CPR_RECORD_HEADER_SIZE + CPR_REGION_FIXED + n + CPR_RECORD_TRAILER_SIZE;
+    uint64_t pad = (page_size - end % page_size) % page_size;
+    uint8_t *p = g_malloc(CPR_REGION_FIXED + n);
+    cpr_le_put(p, CPR_REGION_VERSION, 4);
+    cpr_le_put(p + 4, page_size, 4);
+    cpr_le_put(p + 8, chunk_size, 4);
+    cpr_le_put(p + 12, block_size, 8);
+    cpr_le_put(p + 20, pad, 8);
+    cpr_le_put(p + 28, plen, 8);
+    cpr_le_put(p + 36, n, 2);
+    memcpy(p + CPR_REGION_FIXED, name, n);
+    uint64_t rec_off = cpr_stream_offset(s);
+    ret = cpr_rec_write(s, CPR_REC_REGION, p, CPR_REGION_FIXED + n, errp);
+    g_free(p);
+    uint64_t at;
+    if (ret == 0)
+        ret = cpr_stream_skip_out(s, pad + plen, &at, errp);
+    if (ret < 0)
+        return ret;
+    struct cpr_region *r = cpr_region_add(s, name);
+    r->block_size = block_size;
+    r->page_size = page_size;
+    r->chunk_size = chunk_size;
+    r->pages_len = plen;
+    r->pages_offset = at + pad;
+    r->record_offset = rec_off;
+    *out = r;
     return 0;
 }

@@ -24,6 +24,8 @@
 #define CPR_FORMAT_MAGIC_LEN 8
 #define CPR_FORMAT_MAJOR 1
 #define CPR_FORMAT_MINOR 0
+/* The minor version of streams with region records (mapped-ram, docs/format.md section 7). */
+#define CPR_FORMAT_MINOR_REGIONS 1
 #define CPR_STREAM_HEADER_SIZE 16
 #define CPR_RECORD_HEADER_SIZE 16
 #define CPR_RECORD_TRAILER_SIZE 4
@@ -76,6 +78,20 @@ int cpr_rec_write_section(cpr_stream *s, unsigned int type, const char *name, ui
 int cpr_rec_write(cpr_stream *s, unsigned int type, const void *data, size_t len, cpr_error **errp);
 /* Writes the end record with the counts, then flushes the stream. */
 int cpr_rec_write_eos(cpr_stream *s, cpr_error **errp);
+
+struct cpr_region;
+/* Writer, before its stream header: the stream will hold regions (mapped-ram), so the header
+ * carries the format minor version that has them (CPR_FORMAT_MINOR_REGIONS). */
+void cpr_rec_announce_regions(cpr_stream *s);
+/*
+ * Writer into a regular file, between records: writes the region record of block `name`
+ * (docs/format.md 7.1) and leaves its region as a hole in the file (cpr_stream_skip_out),
+ * padded so that page 0 sits at a file offset that is a multiple of page_size. The region is
+ * added to the stream's list (cpr_region_list) and returned in *out (owned by the stream).
+ * -ESPIPE when the stream is not a regular file.
+ */
+int cpr_rec_write_region(cpr_stream *s, const char *name, uint64_t block_size, uint32_t page_size,
+                         uint32_t chunk_size, const struct cpr_region **out, cpr_error **errp);
 
 /* ---- reading ---- */
 struct cpr_rec {

@@ -12,6 +12,7 @@
 #include "core/sized.h"
 #include "format/meta.h"
 #include "format/record.h"
+#include "format/region.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "format/vmstate.h"
@@ -713,6 +714,8 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
              * agree with the records (docs/format.md 4, 2.8), as for any reader. */
             ret = cpr_meta_schema(&r, s->limit[CPR_STREAM_LIMIT_STRING], &ls.schema, errp);
             break;
+        case CPR_REC_REGION:
+            break; /* mapped-ram: the stream keeps it for the ram section's index */
         default:
             ret = cpr_schema_check_record(ls.schema, &r, errp);
             if (ret >= 0)

@@ -15,6 +15,7 @@
 #include "channel/file_save.h"
 #include "core/error.h"
 #include "core/trace.h"
+#include "format/record.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
@@ -52,10 +53,11 @@ struct save_run {
     struct cpr_multifd_send *mfd; /* RAM's data pages, when multifd is on */
 };
 
-/* Bytes on the wire so far: the main channel's and the multifd channels'. */
+/* Bytes sent so far: the main channel's, the multifd channels', and pages written outside
+ * the stream's records (mapped-ram). */
 static uint64_t sent_bytes(const struct save_run *r)
 {
-    return cpr_stream_offset(r->s) + cpr_multifd_send_bytes(r->mfd);
+    return cpr_stream_offset(r->s) + cpr_multifd_send_bytes(r->mfd) + cpr_mig_ram_mapped_bytes(r->ram);
 }
 
 /*
@@ -286,12 +288,16 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     /* The guest goes to a process that will share memory (or fds) with this one. */
     job->ram_shared = !mc.is_file && (job->mode == CPR_MODE_CPR_TRANSFER || cpr_mig_ram_kept(r.ram));
+    if (job->params.mapped_ram)
+        cpr_rec_announce_regions(r.s);
     int begun = 0;
     ret = multifd_open(&r, &mc, errp);
     if (ret == 0) {
         ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
         begun = ret != -EBUSY;
     }
+    if (ret == 0 && job->params.mapped_ram) /* RAM to fixed offsets of the file */
+        ret = cpr_mig_ram_map(r.ram, r.s, (unsigned int)job->params.multifd_channels, job->params.direct_io, errp);
     if (ret == 0)
         ret = multifd_flush(&r, errp);
     if (ret == 0)

@@ -124,10 +124,10 @@ START_TEST(test_foreach_lists_names)
     ck_assert_int_eq(cpr_param_foreach(count_names, s), 0);
     ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;cpr-exec-command;"
                              "cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;tls-creds;tls-hostname;"
-                             "multifd-channels;multifd-compression;multifd-zstd-level;");
+                             "multifd-channels;multifd-compression;multifd-zstd-level;direct-io;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);
-    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;multifd;");
+    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;multifd;mapped-ram;");
     g_string_free(s, TRUE);
 }
 END_TEST
