@@ -20,6 +20,7 @@ void cpr_params_init(struct cpr_params *p)
     p->mode = CPR_MODE_NORMAL;
     p->downtime_limit_ms = CPR_DEFAULT_DOWNTIME_LIMIT_MS;
     p->cpr_connect_timeout_ms = CPR_DEFAULT_CPR_CONNECT_TIMEOUT_MS;
+    p->multifd_channels = CPR_DEFAULT_MULTIFD_CHANNELS;
 }
 
 int64_t cpr_params_wait_ms(uint64_t ms)
@@ -63,6 +64,34 @@ static char *get_exec_command(const struct cpr_params *p)
     return g_strdup(p->cpr_exec_command ? p->cpr_exec_command : "");
 }
 
+/* QMP's booleans arrive as true/false; HMP says on/off. */
+static int set_direct_io(struct cpr_params *p, const char *v)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+        p->direct_io = 1;
+    else if (!strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+        p->direct_io = 0;
+    else
+        return -EINVAL;
+    return 0;
+}
+static char *get_direct_io(const struct cpr_params *p)
+{
+    return g_strdup(p->direct_io ? "true" : "false");
+}
+static int set_multifd_channels(struct cpr_params *p, const char *v)
+{
+    uint64_t n;
+    if (cpr_parse_u64(v, 255, &n) < 0 || n == 0)
+        return -EINVAL;
+    p->multifd_channels = n;
+    return 0;
+}
+static char *get_multifd_channels(const struct cpr_params *p)
+{
+    return g_strdup_printf("%" PRIu64, p->multifd_channels);
+}
+
 /* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
 static const struct param_def {
     const char *name;
@@ -84,6 +113,9 @@ static const struct param_def {
       offsetof(struct cpr_params, cpr_connect_timeout_ms), 86400000 },
     { "cpr-transfer-accept-timeout", "milliseconds, 0 to 86400000 (0: wait forever)", NULL, NULL,
       offsetof(struct cpr_params, cpr_accept_timeout_ms), 86400000 },
+    /* QEMU's range: 1 to 255 threads. */
+    { "multifd-channels", "a number of channels, 1 to 255", set_multifd_channels, get_multifd_channels, 0, 0 },
+    { "direct-io", "true or false", set_direct_io, get_direct_io, 0, 0 },
 };
 
 static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)
@@ -105,7 +137,7 @@ static char *param_get_value(const struct param_def *def, const struct cpr_param
     return g_strdup_printf("%" PRIu64, v);
 }
 
-static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover" };
+static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover", "mapped-ram" };
 
 static const struct param_def *find_param(const char *name)
 {
@@ -121,6 +153,8 @@ static int *cap_field(struct cpr_params *p, const char *name)
         return &p->x_ignore_shared;
     if (name && strcmp(name, caps[1]) == 0)
         return &p->pause_before_switchover;
+    if (name && strcmp(name, caps[2]) == 0)
+        return &p->mapped_ram;
     return NULL;
 }
 

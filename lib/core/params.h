@@ -9,6 +9,7 @@
 
 #define CPR_DEFAULT_DOWNTIME_LIMIT_MS 300
 #define CPR_DEFAULT_CPR_CONNECT_TIMEOUT_MS 10000
+#define CPR_DEFAULT_MULTIFD_CHANNELS 2
 
 struct cpr_params {
     cpr_mode mode;
@@ -19,6 +20,9 @@ struct cpr_params {
     int pause_before_switchover; /* stop in pre-switchover until cpr_migrate_continue() */
     uint64_t cpr_connect_timeout_ms; /* cpr-transfer out: wait for the cpr socket to listen */
     uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
+    int mapped_ram;             /* file streams: RAM at fixed offsets (lib/migration/mapped_ram.c) */
+    uint64_t multifd_channels;  /* threads (and, on sockets, connections) that carry RAM pages */
+    int direct_io;              /* mapped-ram regions written and read with O_DIRECT */
 };
 
 void cpr_params_init(struct cpr_params *p);

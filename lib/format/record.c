@@ -7,6 +7,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "format/record.h"
+#include "format/region.h"
 #include "format/stream.h"
 
 #define U64 G_GUINT64_FORMAT
@@ -62,6 +63,7 @@ const char *cpr_rec_type_name(unsigned int type)
     case CPR_REC_PART: return "part";
     case CPR_REC_END: return "end";
     case CPR_REC_EOS: return "end-of-stream";
+    case CPR_REC_REGION: return "region";
     default: return "unknown";
     }
 }
@@ -75,7 +77,7 @@ int cpr_rec_write_stream_header(cpr_stream *s, cpr_error **errp)
     uint8_t h[CPR_STREAM_HEADER_SIZE] = { 0 };
     memcpy(h, CPR_FORMAT_MAGIC, CPR_FORMAT_MAGIC_LEN);
     put_le16(h + 8, CPR_FORMAT_MAJOR);
-    put_le16(h + 10, CPR_FORMAT_MINOR);
+    put_le16(h + 10, s->minor ? s->minor : CPR_FORMAT_MINOR);
     put_le32(h + 12, cpr_crc32c(0, h, 12));
     return cpr_stream_append(s, h, sizeof(h), errp);
 }
@@ -390,10 +392,13 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
             cpr_stream_consume(s, s->rec_pending);
             s->rec_pending = 0;
         }
+        int ret;
+        if (s->region_skip && (ret = cpr_region_skip(s, errp)) < 0)
+            return ret;
         s->view = NULL;
         s->view_len = s->view_pos = 0;
         struct cpr_rec r = { .index = s->rec_count, .offset = cpr_stream_offset(s) };
-        int ret = cpr_stream_need(s, CPR_RECORD_HEADER_SIZE, errp);
+        ret = cpr_stream_need(s, CPR_RECORD_HEADER_SIZE, errp);
         if (ret == -ENODATA) {
             if (cpr_stream_avail(s) == 0)
                 return cpr_error_set(errp, -EBADMSG,
@@ -455,6 +460,15 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
             if ((ret = parse_section_header(s, &r, errp)) < 0)
                 return ret;
             break;
+        case CPR_REC_REGION: {
+            g_autofree char *where = g_strdup_printf(REC_FMT, REC_ARGS(&r));
+            if ((ret = cpr_region_parse(s, r.payload, r.len, r.offset, where, errp)) < 0)
+                return ret;
+            /* the payload is the caller's to look at too (cpr-dump) */
+            s->view = r.payload;
+            s->view_len = r.len;
+            break;
+        }
         case CPR_REC_CONFIG:
         case CPR_REC_SCHEMA:
             s->view = r.payload;

@@ -24,6 +24,8 @@
 #define CPR_FORMAT_MAGIC_LEN 8
 #define CPR_FORMAT_MAJOR 1
 #define CPR_FORMAT_MINOR 0
+/* The minor version of streams with region records (mapped-ram, docs/format.md section 7). */
+#define CPR_FORMAT_MINOR_REGIONS 1
 #define CPR_STREAM_HEADER_SIZE 16
 #define CPR_RECORD_HEADER_SIZE 16
 #define CPR_RECORD_TRAILER_SIZE 4

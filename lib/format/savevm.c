@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/sized.h"
 #include "format/record.h"
+#include "format/region.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "format/vmstate.h"
@@ -713,6 +714,8 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
             break;
         case CPR_REC_SCHEMA:
             break; /* for tools; the loader has its own descriptions */
+        case CPR_REC_REGION:
+            break; /* mapped-ram: the stream keeps it for the ram section's index */
         default:
             ret = load_section(&ls, &r, errp);
             break;

@@ -252,6 +252,8 @@ CPR_API void cpr_stream_free(cpr_stream *s)
     if (s->used_ids)
         g_hash_table_destroy(s->used_ids);
     g_free(s->cur_name);
+    if (s->regions)
+        g_ptr_array_free(s->regions, TRUE);
     g_free(s);
 }
 
@@ -601,6 +603,89 @@ DEFINE_PUT(8)
 DEFINE_PUT(16)
 DEFINE_PUT(32)
 DEFINE_PUT(64)
+
+int cpr_stream_skip_out(cpr_stream *s, uint64_t len, uint64_t *file_off, cpr_error **errp)
+{
+    if (s->kind != CPR_SINK_FD || s->file_pos < 0)
+        return cpr_error_set(errp, -ESPIPE, "stream: a region of fixed offsets needs a seekable file, "
+                             "and this stream is not one (a socket, a pipe or memory)");
+    if (s->in_record)
+        return cpr_error_set(errp, -EBUSY, "stream: a region cannot start inside a record");
+    int ret = cpr_stream_maybe_flush(s, 1, errp);
+    if (ret < 0)
+        return ret;
+    off_t here = lseek(s->fd, 0, SEEK_CUR);
+    if (here < 0 || lseek(s->fd, (off_t)len, SEEK_CUR) < 0)
+        return cpr_error_set_errno(errp, -errno, "stream: seeking past a region of %" G_GUINT64_FORMAT " bytes",
+                                   (guint64)len);
+    *file_off = (uint64_t)here;
+    s->offset += len;
+    s->written += len;
+    return 0;
+}
+
+int64_t cpr_stream_file_offset(const cpr_stream *s)
+{
+    struct stat st;
+    if (s->fd < 0 || fstat(s->fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return -1;
+    if (cpr_stream_is_writer(s)) {
+        if (s->kind != CPR_SINK_FD || s->len)
+            return -1;
+    } else if (s->kind != CPR_SRC_FD || s->rlen != s->rpos) {
+        return -1;
+    }
+    return lseek(s->fd, 0, SEEK_CUR);
+}
+
+int cpr_stream_skip_in(cpr_stream *s, uint64_t len, uint64_t *have, cpr_error **errp)
+{
+    uint64_t done = MIN((uint64_t)cpr_stream_avail(s), len);
+    s->rpos += done;
+    if (have)
+        *have = done;
+    if (done == len)
+        return 0;
+    if (s->kind != CPR_SRC_FD || s->eof)
+        return -ENODATA;
+    s->offset += s->rpos;
+    s->rpos = s->rlen = 0;
+    s->view = NULL;
+    struct stat st;
+    if (fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        off_t here = lseek(s->fd, 0, SEEK_CUR);
+        if (here >= 0) {
+            uint64_t left = len - done;
+            uint64_t in_file = st.st_size > here ? (uint64_t)(st.st_size - here) : 0;
+            if (in_file < left) {
+                if (have)
+                    *have = done + in_file;
+                return -ENODATA;
+            }
+            if (lseek(s->fd, (off_t)left, SEEK_CUR) < 0)
+                return cpr_error_set_errno(errp, -errno, "stream: seeking over a region");
+            s->offset += left;
+            if (have)
+                *have = len;
+            return 0;
+        }
+    }
+    while (done < len) {
+        size_t step = (size_t)MIN(len - done, (uint64_t)(1u << 20));
+        int ret = cpr_stream_need(s, step, errp);
+        if (ret == -ENODATA)
+            step = cpr_stream_avail(s);
+        else if (ret < 0)
+            return ret;
+        cpr_stream_consume(s, step);
+        done += step;
+        if (have)
+            *have = done;
+        if (ret == -ENODATA)
+            return done == len ? 0 : -ENODATA;
+    }
+    return 0;
+}
 
 /* ---- reader ---- */
 

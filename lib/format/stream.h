@@ -89,6 +89,12 @@ struct cpr_stream {
     char *cur_name;        /* reader: name of the current section record */
     size_t rec_pending;    /* reader: bytes of the current record still to consume */
 
+    /* mapped-ram regions (lib/format/region.c): struct cpr_region *, in stream order, both
+     * directions; and, on the reader, the region bytes still to skip before the next record. */
+    GPtrArray *regions;
+    unsigned int minor;   /* writer: the format minor version to write, 0 for the default */
+    uint64_t region_skip;
+
     /* Reader. For memory sources rbuf points at the caller's data. */
     const uint8_t *rbuf;
     size_t rpos, rlen;
@@ -145,6 +151,23 @@ int cpr_stream_maybe_flush(cpr_stream *s, int force, cpr_error **errp);
  * or a negative errno from read(2) with *errp set.
  */
 int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp);
+/*
+ * Writer into a regular file: flushes, then leaves `len` bytes of the file unwritten (a hole
+ * that others fill with pwrite(2)) and goes on after them; the stream's offset counts them.
+ * *file_off receives the file offset of the first of them. -ESPIPE (with a message) when the
+ * stream is not a regular file.
+ */
+int cpr_stream_skip_out(cpr_stream *s, uint64_t len, uint64_t *file_off, cpr_error **errp);
+/* Writer or reader on a regular file: the file offset of the next byte to write or read
+ * (-1 when the stream is not a regular file, or has unread bytes buffered). */
+int64_t cpr_stream_file_offset(const cpr_stream *s);
+/*
+ * Reader: drops the next `len` bytes of the stream, buffered or not: a regular file seeks
+ * (and -ENODATA when it ends first, *have receiving the bytes that were there), anything else
+ * reads and discards. have may be NULL.
+ */
+int cpr_stream_skip_in(cpr_stream *s, uint64_t len, uint64_t *have, cpr_error **errp);
+
 /* Reader: bytes available without reading more. */
 static inline size_t cpr_stream_avail(const cpr_stream *s)
 {

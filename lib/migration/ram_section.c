@@ -17,6 +17,8 @@
 #include "core/error.h"
 #include "format/stream.h"
 #include "handover/ram_identity.h"
+#include "core/params.h"
+#include "migration/mapped_ram.h"
 #include "migration/ram_section.h"
 
 #define PAGE CPR_RAM_DIRTY_PAGE_SIZE
@@ -42,6 +44,7 @@ struct cpr_ram_save {
     uint64_t cursor;    /* next page to look at in that block */
     uint64_t pass_left; /* pages of the current pass not yet sent */
     struct cpr_ram_stats st;
+    cpr_mr_save *mapped; /* mapped-ram: pages go to the file's regions, not records */
 };
 
 /* Blocks kept in place are not sent: shared memory under x-ignore-shared, and every shared
@@ -133,6 +136,7 @@ void cpr_ram_save_free(cpr_ram_save *rs)
         g_free(b->bmap);
         g_free(b->tmp);
     }
+    cpr_mr_save_free(rs->mapped);
     g_array_free(rs->blks, TRUE);
     g_ptr_array_free(rs->table, TRUE);
     g_array_free(rs->sent, TRUE);
@@ -178,6 +182,10 @@ int cpr_ram_save_setup(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp)
 int64_t cpr_ram_save_sync(cpr_ram_save *rs, cpr_error **errp)
 {
     uint64_t added = 0;
+    /* A page of this pass is in the file before the next pass may write it again. */
+    int ret = rs->mapped ? cpr_mr_save_barrier(rs->mapped, errp) : 0;
+    if (ret < 0)
+        return ret;
     for (guint i = 0; i < rs->blks->len; i++) {
         struct ram_blk *b = &g_array_index(rs->blks, struct ram_blk, i);
         int64_t n = cpr_ram_dirty_fetch_clear(b->block, b->tmp, b->words, errp);
@@ -286,7 +294,8 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
     uint64_t start = cpr_stream_offset(s);
     size_t selected = (size_t)-1; /* each record names its block again: records stand alone */
     int ret = 0;
-    while (rs->pass_left > 0 && cpr_stream_offset(s) - start < budget) {
+    uint64_t mapped = 0; /* bytes queued to the file's regions (mapped-ram) */
+    while (rs->pass_left > 0 && cpr_stream_offset(s) - start + mapped < budget) {
         if (rs->cur >= rs->blks->len) {
             /* The bitmap says pages remain but the walk found none: recount, never spin. */
             rs->pass_left = 0;
@@ -311,6 +320,13 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
         }
         rs->pass_left -= n;
         rs->cursor = p + n;
+        if (rs->mapped) {
+            if ((ret = cpr_mr_save_pages(rs->mapped, (unsigned int)rs->cur, p, n, zero, errp)) < 0)
+                return ret;
+            mapped += zero ? 0 : (uint64_t)n * PAGE;
+            *(zero ? &rs->st.zero_pages : &rs->st.data_pages) += n;
+            continue;
+        }
         if (selected != rs->cur) {
             if ((ret = cpr_stream_put_u8(s, CPR_RAM_ENT_BLOCK, errp)) < 0 ||
                 (ret = put_name(s, cpr_ram_block_name(b->block), errp)) < 0)
@@ -341,6 +357,8 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
 
 struct cpr_ram_load {
     cpr_ctx *ctx;
+    unsigned int channels; /* mapped-ram: threads that read the regions */
+    int direct_io;
     GHashTable *sent; /* name -> cpr_ram_block *, blocks whose pages the stream carries */
     int have_table;
 };
@@ -349,6 +367,11 @@ int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
 {
     cpr_ram_load *rl = g_new0(cpr_ram_load, 1);
     rl->ctx = ctx;
+    struct cpr_params p;
+    cpr_params_snapshot(ctx, &p);
+    rl->channels = (unsigned int)p.multifd_channels;
+    rl->direct_io = p.direct_io;
+    cpr_params_clear(&p);
     rl->sent = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     *out = rl;
     return 0;
@@ -422,6 +445,11 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
             if (!cur)
                 return cpr_error_set(errp, -EBADMSG, "ram section: pages for block '%s', "
                                      "which the block table does not send", name);
+            continue;
+        }
+        if (kind == CPR_RAM_ENT_MAPPED) {
+            if ((ret = cpr_mr_load_entry(s, rl->sent, rl->channels, rl->direct_io, errp)) < 0)
+                return ret;
             continue;
         }
         if (kind != CPR_RAM_ENT_ZERO && kind != CPR_RAM_ENT_DATA)
@@ -526,6 +554,8 @@ static int ram_complete(cpr_stream *s, void *opaque, cpr_error **errp)
     int ret;
     while ((ret = cpr_ram_save_iterate(r->save, s, UINT64_MAX, 1, errp)) == 0) {
     }
+    if (ret >= 0 && r->save->mapped)
+        ret = cpr_mr_save_index(r->save->mapped, s, errp);
     return ret < 0 ? ret : 0;
 }
 
@@ -665,6 +695,22 @@ int64_t cpr_mig_ram_sync(struct cpr_mig_ram *r, int stopped, cpr_error **errp)
     r->stopped = stopped;
     r->pass_end = 0;
     return cpr_ram_save_sync(r->save, errp);
+}
+
+int cpr_mig_ram_map(struct cpr_mig_ram *r, cpr_stream *s, unsigned int channels, int direct_io, cpr_error **errp)
+{
+    if (!cpr_mig_ram_active(r))
+        return 0;
+    GArray *blks = r->save->blks;
+    g_autoptr(GPtrArray) blocks = g_ptr_array_new();
+    for (guint i = 0; i < blks->len; i++)
+        g_ptr_array_add(blocks, g_array_index(blks, struct ram_blk, i).block);
+    return cpr_mr_save_new(s, blocks, channels, direct_io, &r->save->mapped, errp);
+}
+
+uint64_t cpr_mig_ram_mapped_bytes(const struct cpr_mig_ram *r)
+{
+    return r->save ? cpr_mr_save_bytes(r->save->mapped) : 0;
 }
 
 void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out)

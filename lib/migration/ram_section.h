@@ -26,6 +26,7 @@ enum {
     CPR_RAM_ENT_BLOCK = 1, /* u16 name length, name: later entries refer to this block */
     CPR_RAM_ENT_ZERO = 2,  /* u64 first page, u32 count: pages that read as zero */
     CPR_RAM_ENT_DATA = 3,  /* u64 first page, u32 count, count * 4096 bytes */
+    CPR_RAM_ENT_MAPPED = 4, /* mapped-ram index of a block (lib/migration/mapped_ram.c) */
 };
 
 typedef struct cpr_ram_save cpr_ram_save;
@@ -117,6 +118,15 @@ int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r);
 int64_t cpr_mig_ram_sync(struct cpr_mig_ram *r, int stopped, cpr_error **errp);
 
 void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out);
+
+/*
+ * mapped-ram (after savevm begin, between records of s, a regular file): the sent blocks get
+ * regions of s, and from now on their pages go there with `channels` threads instead of into
+ * records; the ram section's end record carries the index. No-op when no block is sent.
+ */
+int cpr_mig_ram_map(struct cpr_mig_ram *r, cpr_stream *s, unsigned int channels, int direct_io, cpr_error **errp);
+/* Bytes this save wrote outside the stream's records (mapped-ram pages), for bandwidth. */
+uint64_t cpr_mig_ram_mapped_bytes(const struct cpr_mig_ram *r);
 
 /* The "ram" section itself, so the engine can tell it from the VMM's progressive sections. */
 const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r);

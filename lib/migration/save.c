@@ -13,6 +13,7 @@
 #include <cpr/stream.h>
 
 #include "core/error.h"
+#include "format/region.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
@@ -54,6 +55,12 @@ static int hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp)
     return r < 0 ? r : 0;
 }
 
+/* Bytes sent so far: the stream's, plus pages written outside its records (mapped-ram). */
+static uint64_t sent_bytes(const struct save_run *r)
+{
+    return cpr_stream_offset(r->s) + cpr_mig_ram_mapped_bytes(r->ram);
+}
+
 /* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
 static uint64_t others_pending(const struct save_run *r)
 {
@@ -92,7 +99,7 @@ static void throttle(struct save_run *r)
     uint64_t limit = r->job->params.max_bandwidth;
     if (!limit)
         return;
-    uint64_t sent = cpr_stream_offset(r->s) - r->throttle_start_bytes;
+    uint64_t sent = sent_bytes(r) - r->throttle_start_bytes;
     int64_t due_us = (int64_t)(sent * G_USEC_PER_SEC / limit);
     int64_t ahead_us = due_us - (g_get_monotonic_time() - r->throttle_start_us);
     if (ahead_us <= 1000)
@@ -116,7 +123,7 @@ static uint64_t downtime_budget(const struct save_run *r, int64_t now)
     int64_t dt = now - r->pass_start_us;
     uint64_t bw = r->bandwidth;
     if (dt >= CPR_BANDWIDTH_WINDOW_US)
-        bw = (cpr_stream_offset(r->s) - r->pass_start_bytes) * G_USEC_PER_SEC / (uint64_t)dt;
+        bw = (sent_bytes(r) - r->pass_start_bytes) * G_USEC_PER_SEC / (uint64_t)dt;
     return bw * r->job->params.downtime_limit_ms / 1000;
 }
 
@@ -134,7 +141,7 @@ static int others_fit(const struct save_run *r, uint64_t others, int64_t max_wai
 static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
 {
     int64_t now = g_get_monotonic_time();
-    uint64_t bytes = cpr_stream_offset(r->s) - r->pass_start_bytes;
+    uint64_t bytes = sent_bytes(r) - r->pass_start_bytes;
     int64_t dt = MAX(now - r->pass_start_us, 1);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
@@ -152,7 +159,7 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     cpr_job_stats_unlock(r->job);
     *converged = pending <= threshold || rs.passes >= CPR_PRECOPY_MAX_PASSES;
     r->pass_start_us = now;
-    r->pass_start_bytes = cpr_stream_offset(r->s);
+    r->pass_start_bytes = sent_bytes(r);
     return 0;
 }
 
@@ -172,11 +179,11 @@ static int precopy(struct save_run *r, cpr_error **errp)
     if (limit)
         cpr_mig_ram_set_part_bytes(r->ram, CLAMP(limit / 20, 64u << 10, CPR_MIG_RAM_PART_BYTES));
     r->pass_start_us = r->throttle_start_us = g_get_monotonic_time();
-    r->pass_start_bytes = r->throttle_start_bytes = cpr_stream_offset(r->s);
+    r->pass_start_bytes = r->throttle_start_bytes = sent_bytes(r);
     for (;;) {
         if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
             return ret;
-        uint64_t round_start = cpr_stream_offset(r->s);
+        uint64_t round_start = sent_bytes(r);
         ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
         if (ret < 0)
             return ret;
@@ -194,7 +201,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
         }
         if (converged)
             return 0;
-        if (cpr_stream_offset(r->s) == round_start)
+        if (sent_bytes(r) == round_start)
             idle_wait(r);
     }
 }
@@ -247,8 +254,12 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     cpr_mig_ram_prepare(r.ram, job->mode, job->params.x_ignore_shared);
     /* The guest goes to a process that will share memory (or fds) with this one. */
     job->ram_shared = !mc.is_file && (job->mode == CPR_MODE_CPR_TRANSFER || cpr_mig_ram_kept(r.ram));
+    if (job->params.mapped_ram)
+        cpr_region_announce(r.s);
     ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
     int begun = ret != -EBUSY;
+    if (ret == 0 && job->params.mapped_ram) /* RAM to fixed offsets of the file */
+        ret = cpr_mig_ram_map(r.ram, r.s, (unsigned int)job->params.multifd_channels, job->params.direct_io, errp);
     if (ret == 0)
         ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
     if (live == CPR_SAVE_LIVE_UNLESS_RAM && cpr_mig_ram_active(r.ram))

@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mapped-ram: RAM at fixed offsets of a file stream, written by multifd-channels threads,
+ * checked by chunk checksums on load, direct-io, and the file's size after many passes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "migration/mapped_ram.h"
+#include "mig_fixture.h"
+#include "testutil.h"
+
+#define RAM (8u << 20)
+
+static void mapped(cpr_ctx *ctx, const char *channels)
+{
+    ck_assert_int_eq(cpr_cap_set(ctx, "mapped-ram", 1, NULL), 0);
+    ck_assert_int_eq(cpr_param_set(ctx, "multifd-channels", channels, NULL), 0);
+}
+
+/* Saves a running VM with mapped-ram to `name`; returns its RAM digest at the stop. */
+static char *save(const char *name, const char *channels, uint64_t *passes)
+{
+    struct mig_vm *src = mig_running_vm(RAM, NULL);
+    src->dirty_span = src->pages / 2; /* the upper half stays zero pages */
+    mig_vm_set_rate(src, 64);         /* dirtied while the passes run: written twice */
+    mapped(src->ctx, channels);
+    g_autofree char *u = uri("file", name);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    cpr_migration_info i = query(src->ctx);
+    ck_assert_int_eq(i.status, CPR_MIGRATION_COMPLETED);
+    if (passes)
+        *passes = i.dirty_sync_count;
+    char *digest = mig_vm_ram_digest(src);
+    mig_vm_free(src);
+    return digest;
+}
+
+/* Loads `name` into a new VM; returns the load's result (the error in *errp). */
+static int load(const char *name, const char *channels, char **digest, cpr_error **errp)
+{
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_param_set(dst->ctx, "multifd-channels", channels, NULL), 0);
+    g_autofree char *u = uri("file", name);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    int ret = cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp);
+    if (ret == 0 && digest)
+        *digest = mig_vm_ram_digest(dst);
+    mig_vm_free(dst);
+    return ret;
+}
+
+START_TEST(test_round_trip_with_1_to_4_channels)
+{
+    static const char *const n[] = { "1", "2", "4" };
+    for (size_t k = 0; k < G_N_ELEMENTS(n); k++) {
+        uint64_t passes;
+        g_autofree char *want = save("snap", n[k], &passes);
+        ck_assert_uint_ge(passes, 2); /* some pages went twice: overwritten in place */
+        g_autofree char *got = NULL;
+        ck_assert_int_eq(load("snap", n[k], &got, NULL), 0);
+        ck_assert_str_eq(got, want);
+        /* Written by one count of threads, read by another. */
+        g_autofree char *got2 = NULL;
+        ck_assert_int_eq(load("snap", n[(k + 1) % 3], &got2, NULL), 0);
+        ck_assert_str_eq(got2, want);
+    }
+}
+END_TEST
+
+START_TEST(test_the_file_stays_the_size_of_ram_after_many_passes)
+{
+    uint64_t passes;
+    g_autofree char *d = save("snap", "2", &passes);
+    g_autofree char *p = path("snap");
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    /* RAM, plus the index (a bit and 4 bytes per page), plus a page of alignment and records. */
+    uint64_t bound = RAM + RAM / 4096 * 5 + 64 * 1024;
+    ck_assert_msg((uint64_t)st.st_size <= bound, "file %lld bytes after %llu passes, bound %llu",
+                  (long long)st.st_size, (unsigned long long)passes, (unsigned long long)bound);
+}
+END_TEST
+
+/* The reader finds the block's region and names the chunk a flipped byte lands in. */
+START_TEST(test_a_flipped_byte_is_refused_naming_the_chunk)
+{
+    g_autofree char *d = save("snap", "2", NULL);
+    g_autofree char *p = path("snap");
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
+    ck_assert_uint_eq(cpr_mr_block_count(f), 1);
+    const struct cpr_mr_block_info *b = cpr_mr_block(f, 0);
+    ck_assert_str_eq(b->name, MIG_VM_RAM_NAME);
+    ck_assert_uint_eq(b->pages_offset % 4096, 0);
+    ck_assert(cpr_mr_page_present(b, 5));
+    ck_assert_int_eq(cpr_mr_verify_chunk(f, 0, 5, NULL), 0);
+    uint64_t at = b->pages_offset + 5 * b->chunk_size + 123;
+    cpr_mr_close(f);
+    int fd = open(p, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint8_t c;
+    ck_assert_int_eq(pread(fd, &c, 1, (off_t)at), 1);
+    c ^= 0x10;
+    ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)at), 1);
+    close(fd);
+    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
+    ck_assert_cpr_fails(cpr_mr_verify_chunk(f, 0, 5, errp_), -EBADMSG, "chunk 5 ");
+    cpr_mr_close(f);
+    ck_assert_cpr_fails(load("snap", "3", NULL, errp_), -EBADMSG, "'" MIG_VM_RAM_NAME "' chunk 5 ");
+}
+END_TEST
+
+START_TEST(test_a_file_cut_short_is_refused_naming_the_chunk)
+{
+    g_autofree char *d = save("snap", "2", NULL);
+    g_autofree char *p = path("snap");
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
+    uint64_t cut = cpr_mr_block(f, 0)->pages_offset + 10 * 4096 + 7;
+    cpr_mr_close(f);
+    ck_assert_int_eq(truncate(p, (off_t)cut), 0);
+    ck_assert_cpr_fails(load("snap", "2", NULL, errp_), -EBADMSG, "chunk 10 ");
+    ck_assert_cpr_fails(cpr_mr_open(p, 0, &f, errp_), -EBADMSG, "chunk 10 ");
+}
+END_TEST
+
+/*
+ * A file system that refuses O_DIRECT (ramfs; tmpfs accepts it since Linux 6.6), mounted in
+ * this test's own mount namespace (check runs each test in a child): a clear error naming the
+ * file, and the old snapshot stays whole. Needs root for the mount.
+ */
+START_TEST(test_direct_io_where_the_file_system_refuses_it)
+{
+    g_autofree char *mnt = path("ramfs");
+    ck_assert_int_eq(mkdir(mnt, 0700), 0);
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("none", mnt, "ramfs", 0, NULL) < 0) {
+        fprintf(stderr, "mapped_ram: no ramfs mount here (%s): direct-io refusal not tested\n", strerror(errno));
+        return;
+    }
+    g_autofree char *old = g_strdup_printf("%s/snap", mnt);
+    ck_assert(g_file_set_contents(old, "old", 3, NULL));
+    struct mig_vm *src = mig_running_vm(RAM, NULL);
+    mapped(src->ctx, "2");
+    ck_assert_int_eq(cpr_param_set(src->ctx, "direct-io", "true", NULL), 0);
+    g_autofree char *u = g_strdup_printf("file:%s", old);
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -EINVAL, "refuses O_DIRECT");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -EINVAL, "ramfs/.snap");
+    ck_assert(mig_vm_running(src));
+    gchar *left;
+    gsize len;
+    ck_assert(g_file_get_contents(old, &left, &len, NULL));
+    ck_assert_str_eq(left, "old");
+    g_free(left);
+    mig_vm_free(src);
+    ck_assert_int_eq(umount2(mnt, MNT_DETACH), 0);
+}
+END_TEST
+
+START_TEST(test_direct_io_round_trip_where_allowed)
+{
+    /* The test directory is on a disk file system where O_DIRECT usually works; tmpfs not. */
+    struct mig_vm *src = mig_running_vm(RAM, NULL);
+    mapped(src->ctx, "2");
+    ck_assert_int_eq(cpr_param_set(src->ctx, "direct-io", "on", NULL), 0);
+    g_autofree char *u = uri("file", "snap");
+    cpr_error *err = NULL;
+    int ret = cpr_migrate_uri(src->ctx, u, 0, &err);
+    if (ret < 0) {
+        ck_assert_msg(strstr(cpr_error_message(err), "refuses O_DIRECT"), "%s", cpr_error_message(err));
+        cpr_error_free(err);
+        mig_vm_free(src);
+        return;
+    }
+    g_autofree char *want = mig_vm_ram_digest(src);
+    mig_vm_free(src);
+    g_autofree char *got = NULL;
+    ck_assert_int_eq(load("snap", "2", &got, NULL), 0);
+    ck_assert_str_eq(got, want);
+}
+END_TEST
+
+START_TEST(test_mapped_ram_refuses_a_stream_that_is_not_a_file)
+{
+    struct mig_vm *src = mig_running_vm(RAM, NULL);
+    mapped(src->ctx, "2");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, "exec:cat >/dev/null", 0, errp_), -ESPIPE, "seekable file");
+    ck_assert(mig_vm_running(src));
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_parameters_have_qemu_names_and_ranges)
+{
+    cpr_ctx *ctx;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    char *v;
+    ck_assert_int_eq(cpr_param_get(ctx, "multifd-channels", &v, NULL), 0);
+    ck_assert_str_eq(v, "2");
+    g_free(v);
+    ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-channels", "0", errp_), -EINVAL, "1 to 255");
+    ck_assert_cpr_fails(cpr_param_set(ctx, "multifd-channels", "256", errp_), -EINVAL, "1 to 255");
+    ck_assert_cpr_fails(cpr_param_set(ctx, "direct-io", "maybe", errp_), -EINVAL, "true or false");
+    ck_assert_int_eq(cpr_cap_get(ctx, "mapped-ram", NULL), 0);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *mapped_ram_suite(void)
+{
+    Suite *s = suite_create("mapped_ram");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_round_trip_with_1_to_4_channels);
+    tcase_add_test(tc, test_the_file_stays_the_size_of_ram_after_many_passes);
+    tcase_add_test(tc, test_a_flipped_byte_is_refused_naming_the_chunk);
+    tcase_add_test(tc, test_a_file_cut_short_is_refused_naming_the_chunk);
+    tcase_add_test(tc, test_direct_io_where_the_file_system_refuses_it);
+    tcase_add_test(tc, test_direct_io_round_trip_where_allowed);
+    tcase_add_test(tc, test_mapped_ram_refuses_a_stream_that_is_not_a_file);
+    tcase_add_test(tc, test_parameters_have_qemu_names_and_ranges);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(mapped_ram_suite)
