@@ -24,5 +24,6 @@
 #include <cpr/exec.h>
 #include <cpr/teardown.h>
 #include <cpr/migrate.h>
+#include <cpr/lazy_restore.h>
 
 #endif /* CPR_CPR_H */

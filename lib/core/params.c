@@ -92,6 +92,19 @@ static char *get_multifd_channels(const struct cpr_params *p)
     return g_strdup_printf("%" PRIu64, p->multifd_channels);
 }
 
+/* Cloud Hypervisor's memory_restore_mode: copy reads RAM before the guest runs, ondemand after. */
+static int set_memory_restore_mode(struct cpr_params *p, const char *v)
+{
+    if (strcmp(v, "copy") && strcmp(v, "ondemand"))
+        return -EINVAL;
+    p->memory_restore_ondemand = !strcmp(v, "ondemand");
+    return 0;
+}
+static char *get_memory_restore_mode(const struct cpr_params *p)
+{
+    return g_strdup(p->memory_restore_ondemand ? "ondemand" : "copy");
+}
+
 /* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
 static const struct param_def {
     const char *name;
@@ -116,6 +129,7 @@ static const struct param_def {
     /* QEMU's range: 1 to 255 threads. */
     { "multifd-channels", "a number of channels, 1 to 255", set_multifd_channels, get_multifd_channels, 0, 0 },
     { "direct-io", "true or false", set_direct_io, get_direct_io, 0, 0 },
+    { "memory-restore-mode", "copy or ondemand", set_memory_restore_mode, get_memory_restore_mode, 0, 0 },
 };
 
 static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)

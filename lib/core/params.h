@@ -23,6 +23,7 @@ struct cpr_params {
     int mapped_ram;             /* file streams: RAM at fixed offsets (lib/migration/mapped_ram.c) */
     uint64_t multifd_channels;  /* threads (and, on sockets, connections) that carry RAM pages */
     int direct_io;              /* mapped-ram regions written and read with O_DIRECT */
+    int memory_restore_ondemand; /* memory-restore-mode ondemand: lazy restore (lazy_restore.c) */
 };
 
 void cpr_params_init(struct cpr_params *p);

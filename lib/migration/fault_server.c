@@ -449,7 +449,7 @@ static void seal_missing(fs_block *b)
     }
 }
 
-void cpr_fault_server_free(cpr_fault_server *fs)
+static void server_free(cpr_fault_server *fs, int seal_missing_pages)
 {
     if (!fs)
         return;
@@ -463,7 +463,8 @@ void cpr_fault_server_free(cpr_fault_server *fs)
     if (fs->fault_th)
         g_thread_join(fs->fault_th);
     /* Before the start nobody can have been served: the VMM may fill the memory another way. */
-    int seal = fs->fault_th && __atomic_load_n(&fs->placed, __ATOMIC_ACQUIRE) != fs->total;
+    int seal = seal_missing_pages && fs->fault_th &&
+               __atomic_load_n(&fs->placed, __ATOMIC_ACQUIRE) != fs->total;
     for (guint i = 0; i < fs->blocks->len; i++) {
         fs_block *b = &g_array_index(fs->blocks, fs_block, i);
         if (seal)
@@ -479,4 +480,14 @@ void cpr_fault_server_free(cpr_fault_server *fs)
     g_cond_clear(&fs->cond);
     g_free(fs->error_msg);
     g_free(fs);
+}
+
+void cpr_fault_server_free(cpr_fault_server *fs)
+{
+    server_free(fs, 1);
+}
+
+void cpr_fault_server_drop(cpr_fault_server *fs)
+{
+    server_free(fs, 0);
 }

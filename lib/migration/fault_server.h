@@ -111,4 +111,9 @@ int cpr_fault_server_wait(cpr_fault_server *fs, int64_t timeout_us, cpr_error **
  * PROT_NONE (above); before it, the ranges are only unregistered. NULL is accepted. */
 void cpr_fault_server_free(cpr_fault_server *fs);
 
+/* As free, but pages never placed are only unregistered (they then read as the memory has
+ * them: zero): for a restore abandoned before its guest ran, whose memory a later load may
+ * fill. */
+void cpr_fault_server_drop(cpr_fault_server *fs);
+
 #endif
