@@ -17,10 +17,17 @@
  *   cpr-transfer-accept-timeout   (1.2) milliseconds cpr_incoming_cpr_load() waits for the old
  *                      process to connect to the cpr channel and send its state; 0 = forever
  *                      (the default); at most 86400000. Set it before that call.
+ *   multifd-channels   (1.2) threads that write (save) and read (load) RAM pages in parallel,
+ *                      1 to 255, default 2; used by mapped-ram on files
+ *   direct-io          (1.2) true/false (on/off): mapped-ram regions written and read with
+ *                      O_DIRECT; a file system that refuses it fails the job naming the file
  * Capabilities:
  *   x-ignore-shared    do not write RAM blocks that are shared (memfd or share=on), default off
  *   pause-before-switchover  after stopping the guest, wait in status pre-switchover until
  *                      cpr_migrate_continue() (QMP migrate-continue), default off
+ *   mapped-ram         (1.2) a save to a file keeps each RAM block at fixed offsets of the
+ *                      file, written in place by multifd-channels threads (docs/format.md
+ *                      section 7); other channels are refused. Loading needs no capability.
  *
  * Unknown names are errors (-ENOENT) that name the parameter. Values are validated (-EINVAL
  * naming the parameter and value). Setting a parameter while a migration is under way fails

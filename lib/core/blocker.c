@@ -18,6 +18,12 @@ static void blocker_free(struct cpr_blocker *b)
     g_free(b);
 }
 
+/* The context's blockers, in registration order. Caller holds ctx->lock. */
+static GPtrArray *blockers(cpr_ctx *ctx)
+{
+    return cpr_ctx_shared_list_locked(ctx, CPR_SHARED_BLOCKERS, (GDestroyNotify)blocker_free);
+}
+
 static int blocks(const struct cpr_blocker *b, cpr_mode mode)
 {
     return (b->modes & CPR_MODE_BIT(mode)) != 0;
@@ -49,7 +55,7 @@ CPR_API int cpr_blocker_add(cpr_ctx *ctx, uint32_t modes, const char *reason,
     struct cpr_blocker *b = g_new(struct cpr_blocker, 1);
     b->modes = modes;
     b->reason = g_strdup(reason);
-    g_ptr_array_add(ctx->blockers, b);
+    g_ptr_array_add(blockers(ctx), b);
     g_mutex_unlock(&ctx->lock);
     *out = b;
     return 0;
@@ -60,10 +66,8 @@ CPR_API void cpr_blocker_del(cpr_ctx *ctx, cpr_blocker *blocker)
     if (!ctx || !blocker)
         return;
     g_mutex_lock(&ctx->lock);
-    gboolean found = g_ptr_array_remove(ctx->blockers, blocker);
+    g_ptr_array_remove(blockers(ctx), blocker); /* frees it, when it is there */
     g_mutex_unlock(&ctx->lock);
-    if (found)
-        blocker_free(blocker);
 }
 
 CPR_API const char *cpr_blocker_reason(const cpr_blocker *blocker)
@@ -79,8 +83,8 @@ CPR_API uint32_t cpr_blocker_modes(const cpr_blocker *blocker)
 size_t cpr_blockers_collect_locked(cpr_ctx *ctx, cpr_mode mode, GString *out)
 {
     size_t n = 0;
-    for (guint i = 0; i < ctx->blockers->len; i++) {
-        const struct cpr_blocker *b = g_ptr_array_index(ctx->blockers, i);
+    for (guint i = 0; i < blockers(ctx)->len; i++) {
+        const struct cpr_blocker *b = g_ptr_array_index(blockers(ctx), i);
         if (!blocks(b, mode))
             continue;
         g_string_append_printf(out, "%s%s", n ? "; " : "", b->reason);
@@ -114,8 +118,8 @@ CPR_API int cpr_blocker_foreach(cpr_ctx *ctx, cpr_mode mode, cpr_blocker_fn fn, 
     /* Copy under the lock, call outside it: a callback may block or query the context. */
     GPtrArray *snap = g_ptr_array_new_with_free_func((GDestroyNotify)blocker_free);
     g_mutex_lock(&ctx->lock);
-    for (guint i = 0; i < ctx->blockers->len; i++) {
-        const struct cpr_blocker *b = g_ptr_array_index(ctx->blockers, i);
+    for (guint i = 0; i < blockers(ctx)->len; i++) {
+        const struct cpr_blocker *b = g_ptr_array_index(blockers(ctx), i);
         if (!blocks(b, mode))
             continue;
         struct cpr_blocker *c = g_new(struct cpr_blocker, 1);
@@ -139,16 +143,10 @@ CPR_API size_t cpr_blocker_count(cpr_ctx *ctx, cpr_mode mode)
         return 0;
     size_t n = 0;
     g_mutex_lock(&ctx->lock);
-    for (guint i = 0; i < ctx->blockers->len; i++)
-        n += blocks(g_ptr_array_index(ctx->blockers, i), mode);
+    for (guint i = 0; i < blockers(ctx)->len; i++)
+        n += blocks(g_ptr_array_index(blockers(ctx), i), mode);
     g_mutex_unlock(&ctx->lock);
     return n;
 }
 
-void cpr_blockers_free_all(cpr_ctx *ctx)
-{
-    for (guint i = 0; i < ctx->blockers->len; i++)
-        blocker_free(g_ptr_array_index(ctx->blockers, i));
-    g_ptr_array_set_size(ctx->blockers, 0);
-}
 

@@ -7,7 +7,6 @@
 
 #include <cpr/blocker.h>
 
-void cpr_blockers_free_all(cpr_ctx *ctx);
 
 /* Appends every reason blocking `mode` to `out`, "; "-separated. Caller holds ctx->lock. */
 struct _GString;

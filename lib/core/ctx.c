@@ -3,10 +3,8 @@
 
 #include <glib.h>
 
-#include "core/blocker.h"
 #include "core/ctx.h"
 #include "core/error.h"
-#include "core/notify.h"
 
 CPR_API unsigned int cpr_version(void)
 {
@@ -26,9 +24,6 @@ CPR_API int cpr_ctx_new(cpr_ctx **out, unsigned int flags, cpr_error **errp)
         return cpr_error_set(errp, -EINVAL, "cpr_ctx_new: unknown flags 0x%x", flags);
     cpr_ctx *ctx = g_new0(cpr_ctx, 1);
     g_mutex_init(&ctx->lock);
-    ctx->blockers = g_ptr_array_new();
-    ctx->notifiers = g_ptr_array_new();
-    cpr_params_init(&ctx->params);
     *out = ctx;
     return 0;
 }
@@ -41,11 +36,10 @@ CPR_API void cpr_ctx_free(cpr_ctx *ctx)
         if (ctx->slot[i] && ctx->slot_free[i])
             ctx->slot_free[i](ctx->slot[i]);
     }
-    cpr_blockers_free_all(ctx);
-    cpr_notifiers_free_all(ctx);
-    g_ptr_array_free(ctx->blockers, TRUE);
-    g_ptr_array_free(ctx->notifiers, TRUE);
-    cpr_params_clear(&ctx->params);
+    for (int i = CPR_SHARED_COUNT - 1; i >= 0; i--) {
+        if (ctx->shared[i])
+            ctx->shared_free[i](ctx->shared[i]);
+    }
     g_mutex_clear(&ctx->lock);
     g_free(ctx);
 }
@@ -63,6 +57,30 @@ CPR_API int cpr_ctx_set_only_migratable(cpr_ctx *ctx, int on, cpr_error **errp)
 CPR_API int cpr_ctx_get_only_migratable(const cpr_ctx *ctx)
 {
     return ctx ? ctx->only_migratable : 0;
+}
+
+void *cpr_ctx_shared_locked(cpr_ctx *ctx, cpr_ctx_shared which, void *(*make)(void),
+                            void (*free_fn)(void *))
+{
+    if (!ctx->shared[which]) {
+        ctx->shared[which] = make();
+        ctx->shared_free[which] = free_fn;
+    }
+    return ctx->shared[which];
+}
+
+static void list_free(void *list)
+{
+    g_ptr_array_free(list, TRUE);
+}
+
+GPtrArray *cpr_ctx_shared_list_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify elem_free)
+{
+    if (!ctx->shared[which]) {
+        ctx->shared[which] = g_ptr_array_new_with_free_func(elem_free);
+        ctx->shared_free[which] = list_free;
+    }
+    return ctx->shared[which];
 }
 
 void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot)

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Private layout of cpr_ctx. Each module keeps its own state in a slot, created on first use.
- * The mutex-guarded part embeds the parameters and the blocker and notifier lists: ctx.c
- * creates and frees them, while params.c, blocker.c and notify.c work on these fields under
- * ctx->lock. That is core's one include circle, kept on purpose.
- * Include seam: core/ctx core/params core/blocker core/notify
+ * Private layout of cpr_ctx. Each module keeps its own state on the context, made on first use
+ * and freed with it: the owner thread's state in a slot, the state any thread may touch (the
+ * parameters, the blocker and notifier lists) in a shared part guarded by ctx->lock. The
+ * context knows none of these modules: each brings its own make and free functions.
  */
 #ifndef CPR_CORE_CTX_H
 #define CPR_CORE_CTX_H
@@ -13,8 +12,6 @@
 
 #include <cpr/ctx.h>
 #include <cpr/mode.h>
-
-#include "core/params.h"
 
 /* One slot per module that keeps state on the context; freed in reverse order. */
 typedef enum cpr_ctx_slot {
@@ -28,14 +25,21 @@ typedef enum cpr_ctx_slot {
     CPR_SLOT_COUNT
 } cpr_ctx_slot;
 
+/* State that threads other than the owner may touch, under ctx->lock. */
+typedef enum cpr_ctx_shared {
+    CPR_SHARED_PARAMS,    /* struct cpr_params (lib/core/params.c) */
+    CPR_SHARED_BLOCKERS,  /* GPtrArray of struct cpr_blocker *, registration order */
+    CPR_SHARED_NOTIFIERS, /* GPtrArray of struct cpr_notifier *, registration order */
+    CPR_SHARED_COUNT
+} cpr_ctx_shared;
+
 struct cpr_ctx {
-    /* Guards blockers, notifiers, params and the migration gate: the only state that threads
-     * other than the owner may touch. */
+    /* Guards the shared parts, only_migratable and the migration gate: the only state that
+     * threads other than the owner may touch. */
     GMutex lock;
     int only_migratable;
-    GPtrArray *blockers;  /* struct cpr_blocker *, registration order */
-    GPtrArray *notifiers; /* struct cpr_notifier *, registration order */
-    struct cpr_params params;
+    void *shared[CPR_SHARED_COUNT];
+    void (*shared_free[CPR_SHARED_COUNT])(void *state);
 
     /* The migration gate (lib/core/gate.c): set while a migration runs. */
     int migration_active;
@@ -44,6 +48,15 @@ struct cpr_ctx {
     void *slot[CPR_SLOT_COUNT];
     void (*slot_free[CPR_SLOT_COUNT])(void *state);
 };
+
+/* The module's shared part, made with make() on first use and freed with free_fn() with the
+ * context (after every slot). The caller holds ctx->lock. */
+void *cpr_ctx_shared_locked(cpr_ctx *ctx, cpr_ctx_shared which, void *(*make)(void),
+                            void (*free_fn)(void *));
+
+/* A shared part that is a list (GPtrArray) whose elements elem_free frees: when the list is
+ * freed with the context, and when g_ptr_array_remove() takes one out. Caller holds ctx->lock. */
+GPtrArray *cpr_ctx_shared_list_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify elem_free);
 
 /* Returns the module's state, or NULL when it has none yet. Owner thread only. */
 void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot);

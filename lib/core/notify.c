@@ -24,6 +24,12 @@ CPR_API const char *cpr_event_name(cpr_event event)
     return NULL;
 }
 
+/* The context's notifiers, in registration order. Caller holds ctx->lock. */
+static GPtrArray *notifiers(cpr_ctx *ctx)
+{
+    return cpr_ctx_shared_list_locked(ctx, CPR_SHARED_NOTIFIERS, g_free);
+}
+
 CPR_API int cpr_notifier_add(cpr_ctx *ctx, uint32_t modes, cpr_notifier_fn fn, void *opaque,
                              cpr_notifier **out, cpr_error **errp)
 {
@@ -37,7 +43,7 @@ CPR_API int cpr_notifier_add(cpr_ctx *ctx, uint32_t modes, cpr_notifier_fn fn, v
     n->fn = fn;
     n->opaque = opaque;
     g_mutex_lock(&ctx->lock);
-    g_ptr_array_add(ctx->notifiers, n);
+    g_ptr_array_add(notifiers(ctx), n);
     g_mutex_unlock(&ctx->lock);
     *out = n;
     return 0;
@@ -48,26 +54,19 @@ CPR_API void cpr_notifier_del(cpr_ctx *ctx, cpr_notifier *notifier)
     if (!ctx || !notifier)
         return;
     g_mutex_lock(&ctx->lock);
-    gboolean found = g_ptr_array_remove(ctx->notifiers, notifier);
+    g_ptr_array_remove(notifiers(ctx), notifier); /* frees it, when it is there */
     g_mutex_unlock(&ctx->lock);
-    if (found)
-        g_free(notifier);
 }
 
-void cpr_notifiers_free_all(cpr_ctx *ctx)
-{
-    for (guint i = 0; i < ctx->notifiers->len; i++)
-        g_free(g_ptr_array_index(ctx->notifiers, i));
-    g_ptr_array_set_size(ctx->notifiers, 0);
-}
 
 int cpr_notifiers_call(cpr_ctx *ctx, cpr_mode mode, cpr_event event, cpr_error **errp)
 {
     /* Notifiers run without the lock held (they may query the context), so the list is
      * copied first; add/del from inside a notifier is documented as not allowed. */
     g_mutex_lock(&ctx->lock);
-    GPtrArray *list = g_ptr_array_copy(ctx->notifiers, NULL, NULL);
+    GPtrArray *list = g_ptr_array_copy(notifiers(ctx), NULL, NULL);
     g_mutex_unlock(&ctx->lock);
+    g_ptr_array_set_free_func(list, NULL); /* a copy of the pointers: the context owns them */
 
     int ret = 0;
     for (guint i = 0; i < list->len; i++) {

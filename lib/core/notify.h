@@ -5,7 +5,6 @@
 
 #include <cpr/notify.h>
 
-void cpr_notifiers_free_all(cpr_ctx *ctx);
 
 /* Sends `event` to notifiers of `mode`. For SETUP it stops at the first veto and returns its
  * code; otherwise returns 0. */

@@ -12,6 +12,7 @@
 
 #include "core/ctx.h"
 #include "core/error.h"
+#include "core/params.h"
 #include "core/parse.h"
 
 void cpr_params_init(struct cpr_params *p)
@@ -34,11 +35,30 @@ void cpr_params_clear(struct cpr_params *p)
     p->cpr_exec_command = NULL;
 }
 
+static void *params_new(void)
+{
+    struct cpr_params *p = g_new(struct cpr_params, 1);
+    cpr_params_init(p);
+    return p;
+}
+
+static void params_free(void *p)
+{
+    cpr_params_clear(p);
+    g_free(p);
+}
+
+/* The context's parameters. Caller holds ctx->lock. */
+static struct cpr_params *params_of(cpr_ctx *ctx)
+{
+    return cpr_ctx_shared_locked(ctx, CPR_SHARED_PARAMS, params_new, params_free);
+}
+
 void cpr_params_snapshot(cpr_ctx *ctx, struct cpr_params *out)
 {
     g_mutex_lock(&ctx->lock);
-    *out = ctx->params;
-    out->cpr_exec_command = g_strdup(ctx->params.cpr_exec_command);
+    *out = *params_of(ctx);
+    out->cpr_exec_command = g_strdup(params_of(ctx)->cpr_exec_command);
     g_mutex_unlock(&ctx->lock);
 }
 
@@ -188,10 +208,10 @@ CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr
                              def->name);
     }
     /* Validate on a copy so a bad value leaves the old one in place. */
-    struct cpr_params tmp = ctx->params;
+    struct cpr_params tmp = *params_of(ctx);
     int ret = param_set_value(def, &tmp, value);
     if (ret == 0)
-        ctx->params = tmp;
+        *params_of(ctx) = tmp;
     g_mutex_unlock(&ctx->lock);
     if (ret < 0)
         return cpr_error_set(errp, -EINVAL, "invalid value '%s' for parameter '%s' (expected %s)",
@@ -207,7 +227,7 @@ CPR_API int cpr_param_get(cpr_ctx *ctx, const char *name, char **out, cpr_error 
     if (!def)
         return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
     g_mutex_lock(&ctx->lock);
-    *out = param_get_value(def, &ctx->params);
+    *out = param_get_value(def, params_of(ctx));
     g_mutex_unlock(&ctx->lock);
     return 0;
 }
@@ -229,7 +249,7 @@ CPR_API int cpr_cap_set(cpr_ctx *ctx, const char *name, int on, cpr_error **errp
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_cap_set: ctx is NULL");
     g_mutex_lock(&ctx->lock);
-    int *field = cap_field(&ctx->params, name);
+    int *field = cap_field(params_of(ctx), name);
     int ret = 0;
     if (!field)
         ret = -ENOENT;
@@ -250,7 +270,7 @@ CPR_API int cpr_cap_get(cpr_ctx *ctx, const char *name, cpr_error **errp)
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_cap_get: ctx is NULL");
     g_mutex_lock(&ctx->lock);
-    int *field = cap_field(&ctx->params, name);
+    int *field = cap_field(params_of(ctx), name);
     int ret = field ? *field : -ENOENT;
     g_mutex_unlock(&ctx->lock);
     if (ret < 0)
@@ -283,7 +303,7 @@ CPR_API cpr_mode cpr_get_mode(cpr_ctx *ctx)
     if (!ctx)
         return CPR_MODE_NORMAL;
     g_mutex_lock(&ctx->lock);
-    cpr_mode m = ctx->params.mode;
+    cpr_mode m = params_of(ctx)->mode;
     g_mutex_unlock(&ctx->lock);
     return m;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/bytes.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "format/record.h"
@@ -278,6 +279,7 @@ int cpr_rec_read_stream_header(cpr_stream *s, unsigned int *minor, cpr_error **e
     if (!s->open_ids) {
         s->open_ids = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
         s->used_ids = g_hash_table_new(g_direct_hash, g_direct_equal);
+        s->used_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     }
     if (minor)
         *minor = min;
@@ -330,6 +332,11 @@ static int parse_section_header(cpr_stream *s, struct cpr_rec *r, cpr_error **er
         return cpr_error_set(errp, -EBADMSG, REC_FMT ": section '%s' reuses section id %u", REC_ARGS(r),
                              r->name, r->section_id);
     g_hash_table_add(s->used_ids, GUINT_TO_POINTER(r->section_id));
+    /* A section is (name, instance): once per stream, skipped (OPTIONAL) or not. */
+    char *key = g_strdup_printf("%u/%s", r->instance, r->name);
+    if (!g_hash_table_add(s->used_names, key))
+        return cpr_error_set(errp, -EBADMSG, REC_FMT ": section '%s' instance %u appears twice", REC_ARGS(r), r->name,
+                             r->instance);
     if (r->type == CPR_REC_START)
         g_hash_table_insert(s->open_ids, GUINT_TO_POINTER(r->section_id), g_strdup(r->name));
     s->sec_count++;
@@ -370,15 +377,29 @@ static int check_order(cpr_stream *s, struct cpr_rec *r, cpr_error **errp)
             return cpr_error_set(errp, -EBADMSG, REC_FMT ": a second config record", REC_ARGS(r));
         return 0;
     case CPR_REC_SCHEMA:
-        if (s->seen_schema || s->seen_section)
-            return cpr_error_set(errp, -EBADMSG, REC_FMT ": a schema record must come once, before any section",
+        if (r->index != 1)
+            return cpr_error_set(errp, -EBADMSG, REC_FMT ": a schema record must directly follow the config record",
                                  REC_ARGS(r));
-        s->seen_schema = 1;
         return 0;
     default:
-        s->seen_section = 1;
         return 0;
     }
+}
+
+static int known_type(unsigned int type)
+{
+    return strcmp(cpr_rec_type_name(type), "unknown") != 0;
+}
+
+/* Flags of a record of a type this reader knows: SKIPPABLE never, OPTIONAL on full and start. */
+static int check_flags(const struct cpr_rec *r, cpr_error **errp)
+{
+    unsigned int allowed = r->type == CPR_REC_FULL || r->type == CPR_REC_START ? CPR_REC_FLAG_OPTIONAL : 0;
+    if (r->flags & ~allowed)
+        return cpr_error_set(errp, -EBADMSG,
+                             REC_FMT ": flags 0x%02x are not allowed here (OPTIONAL only on full and start records,"
+                             " SKIPPABLE only on record types this reader does not know)", REC_ARGS(r), r->flags);
+    return 0;
 }
 
 int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
@@ -444,6 +465,8 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
         s->rec_pending = total;
         s->view_offset = r.offset;
         if ((ret = check_order(s, &r, errp)) < 0)
+            return ret;
+        if (known_type(r.type) && (ret = check_flags(&r, errp)) < 0)
             return ret;
         switch (r.type) {
         case CPR_REC_EOS:
@@ -556,5 +579,52 @@ int cpr_rec_read_blobs(cpr_stream *s, char **config_json, GPtrArray **blobs, cpr
         return ret;
     *config_json = g_steal_pointer(&config);
     *blobs = g_steal_pointer(&list);
+    return 0;
+}
+
+void cpr_rec_announce_regions(cpr_stream *s)
+{
+    s->minor = CPR_FORMAT_MINOR_REGIONS;
+}
+
+int cpr_rec_write_region(cpr_stream *s, const char *name, uint64_t block_size, uint32_t page_size,
+                         uint32_t chunk_size, const struct cpr_region **out, cpr_error **errp)
+{
+    size_t n = strlen(name);
+    uint64_t plen = cpr_region_pages_len(block_size, page_size);
+    int64_t here = cpr_stream_file_offset(s);
+    int ret = here < 0 ? cpr_stream_maybe_flush(s, 1, errp) : 0;
+    if (ret < 0)
+        return ret;
+    if ((here = cpr_stream_file_offset(s)) < 0)
+        return cpr_error_set(errp, -ESPIPE, "mapped-ram needs a seekable file: the migration stream is not a "
+                             "regular file (a socket, a pipe or memory)");
+    uint64_t end = (uint64_t)here + CPR_RECORD_HEADER_SIZE + CPR_REGION_FIXED + n + CPR_RECORD_TRAILER_SIZE;
+    uint64_t pad = (page_size - end % page_size) % page_size;
+    uint8_t *p = g_malloc(CPR_REGION_FIXED + n);
+    cpr_le_put(p, CPR_REGION_VERSION, 4);
+    cpr_le_put(p + 4, page_size, 4);
+    cpr_le_put(p + 8, chunk_size, 4);
+    cpr_le_put(p + 12, block_size, 8);
+    cpr_le_put(p + 20, pad, 8);
+    cpr_le_put(p + 28, plen, 8);
+    cpr_le_put(p + 36, n, 2);
+    memcpy(p + CPR_REGION_FIXED, name, n);
+    uint64_t rec_off = cpr_stream_offset(s);
+    ret = cpr_rec_write(s, CPR_REC_REGION, p, CPR_REGION_FIXED + n, errp);
+    g_free(p);
+    uint64_t at;
+    if (ret == 0)
+        ret = cpr_stream_skip_out(s, pad + plen, &at, errp);
+    if (ret < 0)
+        return ret;
+    struct cpr_region *r = cpr_region_add(s, name);
+    r->block_size = block_size;
+    r->page_size = page_size;
+    r->chunk_size = chunk_size;
+    r->pages_len = plen;
+    r->pages_offset = at + pad;
+    r->record_offset = rec_off;
+    *out = r;
     return 0;
 }

@@ -79,6 +79,20 @@ int cpr_rec_write(cpr_stream *s, unsigned int type, const void *data, size_t len
 /* Writes the end record with the counts, then flushes the stream. */
 int cpr_rec_write_eos(cpr_stream *s, cpr_error **errp);
 
+struct cpr_region;
+/* Writer, before its stream header: the stream will hold regions (mapped-ram), so the header
+ * carries the format minor version that has them (CPR_FORMAT_MINOR_REGIONS). */
+void cpr_rec_announce_regions(cpr_stream *s);
+/*
+ * Writer into a regular file, between records: writes the region record of block `name`
+ * (docs/format.md 7.1) and leaves its region as a hole in the file (cpr_stream_skip_out),
+ * padded so that page 0 sits at a file offset that is a multiple of page_size. The region is
+ * added to the stream's list (cpr_region_list) and returned in *out (owned by the stream).
+ * -ESPIPE when the stream is not a regular file.
+ */
+int cpr_rec_write_region(cpr_stream *s, const char *name, uint64_t block_size, uint32_t page_size,
+                         uint32_t chunk_size, const struct cpr_region **out, cpr_error **errp);
+
 /* ---- reading ---- */
 struct cpr_rec {
     unsigned int type, flags;
@@ -97,8 +111,9 @@ struct cpr_rec {
 int cpr_rec_read_stream_header(cpr_stream *s, unsigned int *minor, cpr_error **errp);
 /*
  * Reads the next record, verifies header checksum, length limit, payload checksum and the
- * structural rules (config first, one schema before sections, unique section ids, parts
- * only of open sections, skippable unknown types skipped). For section records the stream's
+ * structural rules of docs/format.md 2.3 (config first, the schema as record #1 or not at all,
+ * flags allowed by type, unique section ids and (name, instance) pairs, parts only of open
+ * sections, skippable unknown types skipped after their checksums). For section records the stream's
  * payload view is positioned after the section header, so cpr_stream_get_*() read the body;
  * for others at the payload start. Returns 1 with *rec filled, 0 at a verified end record
  * (counts match, no progressive section left open), or a negative errno naming the record

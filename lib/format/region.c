@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The `region` record of mapped-ram streams: write it and leave its hole, read it and skip. */
+/* The `region` record of mapped-ram streams: read it and skip its bytes; the stream's list of
+ * regions (the writer is cpr_rec_write_region, beside the other record writers). */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
@@ -8,7 +9,6 @@
 
 #include "core/bytes.h"
 #include "core/error.h"
-#include "format/record.h"
 #include "format/region.h"
 #include "format/stream.h"
 
@@ -19,7 +19,7 @@ static void region_free(gpointer p)
     g_free(r);
 }
 
-static struct cpr_region *region_add(cpr_stream *s, const char *name)
+struct cpr_region *cpr_region_add(cpr_stream *s, const char *name)
 {
     if (!s->regions)
         s->regions = g_ptr_array_new_with_free_func(region_free);
@@ -29,56 +29,9 @@ static struct cpr_region *region_add(cpr_stream *s, const char *name)
     return r;
 }
 
-static uint64_t pages_len(uint64_t block_size, uint32_t page_size)
+uint64_t cpr_region_pages_len(uint64_t block_size, uint32_t page_size)
 {
     return (block_size + page_size - 1) / page_size * page_size;
-}
-
-void cpr_region_announce(cpr_stream *s)
-{
-    s->minor = CPR_FORMAT_MINOR_REGIONS;
-}
-
-int cpr_region_write(cpr_stream *s, const char *name, uint64_t block_size, uint32_t page_size, uint32_t chunk_size,
-                     const struct cpr_region **out, cpr_error **errp)
-{
-    size_t n = strlen(name);
-    uint64_t plen = pages_len(block_size, page_size);
-    int64_t here = cpr_stream_file_offset(s);
-    int ret = here < 0 ? cpr_stream_maybe_flush(s, 1, errp) : 0;
-    if (ret < 0)
-        return ret;
-    if ((here = cpr_stream_file_offset(s)) < 0)
-        return cpr_error_set(errp, -ESPIPE, "mapped-ram needs a seekable file: the migration stream is not a "
-                             "regular file (a socket, a pipe or memory)");
-    uint64_t end = (uint64_t)here + CPR_RECORD_HEADER_SIZE + CPR_REGION_FIXED + n + CPR_RECORD_TRAILER_SIZE;
-    uint64_t pad = (page_size - end % page_size) % page_size;
-    uint8_t *p = g_malloc(CPR_REGION_FIXED + n);
-    cpr_le_put(p, CPR_REGION_VERSION, 4);
-    cpr_le_put(p + 4, page_size, 4);
-    cpr_le_put(p + 8, chunk_size, 4);
-    cpr_le_put(p + 12, block_size, 8);
-    cpr_le_put(p + 20, pad, 8);
-    cpr_le_put(p + 28, plen, 8);
-    cpr_le_put(p + 36, n, 2);
-    memcpy(p + CPR_REGION_FIXED, name, n);
-    uint64_t rec_off = cpr_stream_offset(s);
-    ret = cpr_rec_write(s, CPR_REC_REGION, p, CPR_REGION_FIXED + n, errp);
-    g_free(p);
-    uint64_t at;
-    if (ret == 0)
-        ret = cpr_stream_skip_out(s, pad + plen, &at, errp);
-    if (ret < 0)
-        return ret;
-    struct cpr_region *r = region_add(s, name);
-    r->block_size = block_size;
-    r->page_size = page_size;
-    r->chunk_size = chunk_size;
-    r->pages_len = plen;
-    r->pages_offset = at + pad;
-    r->record_offset = rec_off;
-    *out = r;
-    return 0;
 }
 
 int cpr_region_parse(cpr_stream *s, const uint8_t *p, uint64_t len, uint64_t record_offset, const char *where,
@@ -99,13 +52,13 @@ int cpr_region_parse(cpr_stream *s, const uint8_t *p, uint64_t len, uint64_t rec
                              where, n, len);
     g_autofree char *name = g_strndup((const char *)p + CPR_REGION_FIXED, n);
     if (page < 512 || (page & (page - 1)) || chunk < page || chunk % page || pad >= page || size == 0 ||
-        size > UINT64_MAX / 2 || plen != pages_len(size, page))
+        size > UINT64_MAX / 2 || plen != cpr_region_pages_len(size, page))
         return cpr_error_set(errp, -EBADMSG, "%s: region of block '%s': inconsistent geometry (page %u, chunk %u, "
                              "size %" PRIu64 ", pad %" PRIu64 ", pages length %" PRIu64 ")",
                              where, name, page, chunk, size, pad, plen);
     if (cpr_region_find(s, name))
         return cpr_error_set(errp, -EBADMSG, "%s: a second region for block '%s'", where, name);
-    struct cpr_region *r = region_add(s, name);
+    struct cpr_region *r = cpr_region_add(s, name);
     r->block_size = size;
     r->page_size = page;
     r->chunk_size = chunk;

@@ -30,17 +30,10 @@ struct cpr_region {
     uint64_t record_offset; /* stream offset of the region record */
 };
 
-/* Writer, before its stream header: the stream will hold regions, so the header carries the
- * format minor version that has them (CPR_FORMAT_MINOR_REGIONS). */
-void cpr_region_announce(cpr_stream *s);
-/*
- * Writer into a regular file, between records: writes the region record of block `name`
- * and leaves its region as a hole in the file (cpr_stream_skip_out), padded so that page 0
- * sits at a file offset that is a multiple of page_size. The region is added to the stream's
- * list (cpr_region_list) and returned in *out (owned by the stream).
- */
-int cpr_region_write(cpr_stream *s, const char *name, uint64_t block_size, uint32_t page_size, uint32_t chunk_size,
-                     const struct cpr_region **out, cpr_error **errp);
+/* Adds a region named `name` to the stream's list (owned by the stream), the rest zeroed. */
+struct cpr_region *cpr_region_add(cpr_stream *s, const char *name);
+/* Bytes of the pages of a block of `block_size` bytes: whole pages. */
+uint64_t cpr_region_pages_len(uint64_t block_size, uint32_t page_size);
 /*
  * Reader: parses a region record's payload (called by cpr_rec_next), adds the region to the
  * list and makes the next cpr_rec_next skip its bytes. `where` names the record in errors.

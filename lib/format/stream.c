@@ -251,6 +251,8 @@ CPR_API void cpr_stream_free(cpr_stream *s)
         g_hash_table_destroy(s->open_ids);
     if (s->used_ids)
         g_hash_table_destroy(s->used_ids);
+    if (s->used_names)
+        g_hash_table_destroy(s->used_names);
     g_free(s->cur_name);
     if (s->regions)
         g_ptr_array_free(s->regions, TRUE);

@@ -85,7 +85,8 @@ struct cpr_stream {
     uint32_t next_section_id;
     GHashTable *open_ids;  /* reader: progressive section id -> name, while open */
     GHashTable *used_ids;  /* reader: every section id seen */
-    int seen_schema, seen_section, done;
+    GHashTable *used_names; /* reader: "instance/name" of every full and start record seen */
+    int done;
     char *cur_name;        /* reader: name of the current section record */
     size_t rec_pending;    /* reader: bytes of the current record still to consume */
 

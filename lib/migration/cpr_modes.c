@@ -27,7 +27,7 @@ static void count_cpr_fds(cpr_job *job)
     cpr_job_stats_unlock(job);
 }
 
-int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp)
+static int run_cpr_transfer(cpr_job *job, cpr_error **errp)
 {
     const cpr_addr *cpr = cpr_channels_get(job->channels, CPR_CHANNEL_CPR);
     cpr_transfer_opts o;
@@ -63,7 +63,7 @@ int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp)
     return cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
 }
 
-int cpr_migrate_out_exec(cpr_job *job, cpr_error **errp)
+static int run_cpr_exec(cpr_job *job, cpr_error **errp)
 {
     int ret = cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
     if (ret < 0)
@@ -74,6 +74,9 @@ int cpr_migrate_out_exec(cpr_job *job, cpr_error **errp)
     cpr_error_prefix(errp, "cpr-exec");
     return ret < 0 ? ret : -EIO;
 }
+
+const cpr_job_driver cpr_driver_cpr_transfer = { .name = "cpr-transfer", .run = run_cpr_transfer };
+const cpr_job_driver cpr_driver_cpr_exec = { .name = "cpr-exec", .run = run_cpr_exec };
 
 int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp)
 {

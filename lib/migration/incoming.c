@@ -21,40 +21,27 @@
 #include "handover/exec_guard.h"
 #include "migration/lazy_restore.h"
 #include "migration/main_channel.h"
-#include "migration/migrate_state.h"
+#include "migration/migrate.h"
 #include "migration/ram_section.h"
-
-static void close_boxed_fd(void *p)
-{
-    int *fd = p;
-    if (fd && *fd >= 0)
-        close(*fd);
-    g_free(fd);
-}
 
 CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cpr_error **errp)
 {
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_incoming_cpr_load: ctx is NULL");
-    struct cpr_mig *mig = cpr_mig_get(ctx);
-    g_mutex_lock(&mig->lock);
-    int busy = mig->job_running || mig->cpr_in;
-    g_mutex_unlock(&mig->lock);
-    if (busy)
-        return cpr_error_set(errp, -EBUSY, "cpr state was already loaded, or a migration job runs");
+    int ret = cpr_mig_cpr_in_check(ctx, errp);
+    if (ret < 0)
+        return ret;
     const cpr_addr *cpr = channels ? cpr_channels_get(channels, CPR_CHANNEL_CPR) : NULL;
     if (cpr && cpr_addr_transport(cpr) != CPR_TRANSPORT_UNIX) {
         g_autofree char *uri = cpr_addr_to_uri(cpr);
         return cpr_error_set(errp, -EINVAL, "the cpr channel must be a UNIX socket, not %s", uri);
     }
 
-    int ret = cpr_exec_state_adopt_guarded(ctx, 1, errp);
+    ret = cpr_exec_state_adopt_guarded(ctx, 1, errp);
     if (ret < 0)
         return ret;
     if (ret == 1) {
-        g_mutex_lock(&mig->lock);
-        mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
-        g_mutex_unlock(&mig->lock);
+        cpr_mig_set_inmigrate(ctx);
         return CPR_MODE_CPR_EXEC;
     }
     if (!cpr)
@@ -64,54 +51,41 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
     if (sock < 0)
         return sock;
     /* Kept open: the old process waits for the hang-up, given once main listens. */
-    int *box = g_new(int, 1);
-    *box = sock;
-    g_mutex_lock(&mig->lock);
-    mig->cpr_in = box;
-    mig->cpr_in_free = close_boxed_fd;
-    mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
-    g_mutex_unlock(&mig->lock);
+    cpr_mig_keep_cpr_socket(ctx, sock);
+    cpr_mig_set_inmigrate(ctx);
     return CPR_MODE_CPR_TRANSFER;
 }
 
 struct in_state {
-    cpr_job *job;
     struct cpr_main_chan mc;
 };
 
-static void in_state_free(void *p)
+static void in_cleanup(cpr_job *job)
 {
-    struct in_state *in = p;
-    cpr_main_chan_close(in->job, &in->mc, NULL);
+    struct in_state *in = job->priv;
+    if (!in)
+        return;
+    cpr_main_chan_close(&in->mc, NULL);
     g_free(in);
+    job->priv = NULL;
 }
 
-int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp)
+/* On the caller's thread: listen on main, then hang up the cpr channel. */
+static int in_prepare(cpr_job *job, cpr_error **errp)
 {
-    struct cpr_mig *mig = job->mig;
-    int ret = cpr_mig_ram_register(job->ctx, &mig->ram, errp);
-    if (ret < 0)
-        return ret;
     struct in_state *in = g_new0(struct in_state, 1);
-    in->job = job;
-    cpr_main_chan_init(&in->mc);
+    struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
+    cpr_main_chan_init(&in->mc, &cancel);
     job->priv = in;
-    job->priv_free = in_state_free;
-    ret = cpr_main_chan_listen(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &in->mc, errp);
+    int ret = cpr_main_chan_listen(&in->mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
     if (ret < 0)
         return ret;
 
-    g_mutex_lock(&mig->lock);
-    int *box = mig->cpr_in;
-    mig->cpr_in = NULL;
-    mig->cpr_in_free = NULL;
-    g_mutex_unlock(&mig->lock);
-    if (box) {
+    int sock = cpr_mig_take_cpr_socket(job->ctx);
+    if (sock >= 0) {
         /* Devices exist by now (QEMU's order): preserved fds nobody claimed are not needed. */
         cpr_fd_close_unclaimed(job->ctx);
         cpr_ram_close_unattached(job->ctx);
-        int sock = *box;
-        g_free(box);
         /* Main listens: tell the old process it may stop its guest and connect. */
         ret = cpr_transfer_finish(sock, errp);
         if (ret < 0)
@@ -148,7 +122,7 @@ static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
 /* Everything before the commit: a failure here is the source's to recover from. */
 static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
 {
-    int ret = cpr_main_chan_accept(job, &in->mc, errp);
+    int ret = cpr_main_chan_accept(&in->mc, errp);
     if (ret < 0)
         return ret;
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp)) < 0)
@@ -163,7 +137,8 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     return ret;
 }
 
-int cpr_migrate_in(cpr_job *job, cpr_error **errp)
+/* On the job's thread: accept, load, prepare, commit (acknowledge), start. */
+static int in_run(cpr_job *job, cpr_error **errp)
 {
     struct in_state *in = job->priv;
     int ret = load_and_prepare(job, in, errp);
@@ -180,6 +155,10 @@ int cpr_migrate_in(cpr_job *job, cpr_error **errp)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
     /* Closed after the start: unmapping the stream's buffer and tearing the socket down
      * (~40 us here) are not part of the guest's pause. */
-    cpr_main_chan_close(job, &in->mc, NULL);
+    cpr_main_chan_close(&in->mc, NULL);
     return ret < 0 ? ret : 0;
 }
+
+const cpr_job_driver cpr_driver_incoming = {
+    .name = "incoming", .prepare = in_prepare, .run = in_run, .cleanup = in_cleanup,
+};

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The main channel of a migration job over the transports (cpr/transport.h), plus what the
- * engine adds: sockets registered with the job so that cancel can shut them down, waits that
- * a cancel interrupts, and the acknowledgement byte on sockets (docs/migration.md).
+ * The main channel of a migration over the transports (cpr/transport.h), plus what the
+ * engine adds: sockets registered with the owner's cancel so that it can shut them down, waits
+ * that a cancel interrupts, and the acknowledgement byte on sockets (docs/migration.md). It
+ * knows nothing of the job: its owner hands it a struct cpr_chan_cancel.
  */
 #include <errno.h>
 #include <poll.h>
@@ -20,8 +21,9 @@
 #include "format/stream.h"
 #include "migration/main_channel.h"
 
-void cpr_main_chan_init(struct cpr_main_chan *c)
+void cpr_main_chan_init(struct cpr_main_chan *c, const struct cpr_chan_cancel *cancel)
 {
+    c->cancel = *cancel;
     c->s = NULL;
     c->l = NULL;
     c->fd = -1;
@@ -30,7 +32,7 @@ void cpr_main_chan_init(struct cpr_main_chan *c)
 }
 
 /* The stream is open: note its fd and let cancel reach it when it is a socket. */
-static void opened(cpr_job *job, struct cpr_main_chan *c)
+static void opened(struct cpr_main_chan *c)
 {
     struct stat st;
     c->fd = c->s->fd;
@@ -38,26 +40,33 @@ static void opened(cpr_job *job, struct cpr_main_chan *c)
     c->is_socket = known && S_ISSOCK(st.st_mode);
     c->is_file = known && S_ISREG(st.st_mode);
     if (c->is_socket)
-        cpr_job_watch_fd(job, c->fd);
+        c->cancel.watch(c->cancel.opaque, c->fd);
     else /* pipes and exec: commands: cancel ends the stream's waits and stops the command */
-        cpr_stream_set_cancel_fd(c->s, cpr_job_cancel_fd(job));
+        cpr_stream_set_cancel_fd(c->s, c->cancel.fd);
 }
 
-int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
+/* Back to unopened, keeping the cancel. */
+static void reset(struct cpr_main_chan *c)
 {
-    cpr_main_chan_init(c);
+    struct cpr_chan_cancel cancel = c->cancel;
+    cpr_main_chan_init(c, &cancel);
+}
+
+int cpr_main_chan_connect(struct cpr_main_chan *c, const cpr_addr *a, cpr_error **errp)
+{
+    reset(c);
     int ret = cpr_transport_open_output_durable(a, &c->s, errp);
     if (ret < 0) {
         cpr_error_prefix(errp, "main channel");
         return ret;
     }
-    opened(job, c);
+    opened(c);
     return 0;
 }
 
-int cpr_main_chan_listen(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp)
+int cpr_main_chan_listen(struct cpr_main_chan *c, const cpr_addr *a, cpr_error **errp)
 {
-    cpr_main_chan_init(c);
+    reset(c);
     /* Like the cpr channel, a unix main channel takes only a peer of our own uid. */
     int ret = cpr_listener_new(a, CPR_LISTEN_SAME_UID, &c->l, errp);
     if (ret < 0)
@@ -65,12 +74,12 @@ int cpr_main_chan_listen(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *
     return ret < 0 ? ret : 0;
 }
 
-int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
+int cpr_main_chan_accept(struct cpr_main_chan *c, cpr_error **errp)
 {
     int lfd = cpr_listener_fd(c->l);
     if (lfd >= 0) {
         /* The listener's own wait knows no cancel: wait here, then take the ready peer. */
-        cpr_io_wait w = cpr_io_wait_make(-1, cpr_job_cancel_fd(job));
+        cpr_io_wait w = cpr_io_wait_make(-1, c->cancel.fd);
         int ret = cpr_io_wait_fd(&w, lfd, POLLIN, "main channel: waiting for the source", errp);
         if (ret < 0)
             return ret;
@@ -82,18 +91,18 @@ int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp
     }
     cpr_listener_free(c->l);
     c->l = NULL;
-    opened(job, c);
+    opened(c);
     return 0;
 }
 
-int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
+int cpr_main_chan_close(struct cpr_main_chan *c, cpr_error **errp)
 {
     if (c->is_socket)
-        cpr_job_unwatch_fd(job, c->fd);
-    /* Flushes what is left and reaps an exec: command, whose failure fails the job. */
+        c->cancel.unwatch(c->cancel.opaque, c->fd);
+    /* Flushes what is left and reaps an exec: command, whose failure is returned. */
     int ret = cpr_stream_close(c->s, errp);
     cpr_listener_free(c->l);
-    cpr_main_chan_init(c);
+    reset(c);
     if (ret < 0)
         cpr_error_prefix(errp, "main channel");
     return ret;
@@ -110,7 +119,7 @@ static int is_local(int fd)
 }
 
 /* Past the final record a cancel cannot be honoured (docs/migration.md): no cancel fd here. */
-int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp)
+int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp)
 {
     /* Our half is done: a destination that drains before it closes sees the end at once. */
     shutdown(c->fd, SHUT_WR);
@@ -135,7 +144,7 @@ int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **er
                              "of the stream unread: it never committed, so this side resumes");
     /* A reset on a network, or a byte nobody sends: the acknowledgement may have been sent
      * and lost, so the destination may run the guest. Running it here too could run it twice. */
-    job->no_resume = 1;
+    *no_resume = 1;
     if (n < 0)
         return cpr_error_set_errno(errp, -errno, "main channel: reading the destination's "
                                    "acknowledgement failed: the destination may have committed "

@@ -4,8 +4,7 @@
 #define CPR_MIGRATION_MAIN_CHANNEL_H
 
 #include <cpr/transport.h>
-
-#include "migration/migrate.h"
+#include <cpr/stream.h>
 
 /* The byte a destination sends back on a socket once the stream loaded (docs/migration.md). */
 #define CPR_MAIN_ACK 0x06
@@ -14,7 +13,18 @@
 /* How long a failing destination reads what the source still sends before it closes. */
 #define CPR_MAIN_DRAIN_US (1000 * 1000)
 
+/* How a cancel reaches the channel, whoever owns it (the migration job): an fd that polls
+ * readable once a cancel is requested, and the registration of sockets that a cancel shuts
+ * down so that a blocked transfer returns. */
+struct cpr_chan_cancel {
+    int fd;
+    void (*watch)(void *opaque, int fd);
+    void (*unwatch)(void *opaque, int fd);
+    void *opaque;
+};
+
 struct cpr_main_chan {
+    struct cpr_chan_cancel cancel;
     cpr_stream *s;     /* writer (outgoing) or reader (incoming, once accepted) */
     cpr_listener *l;   /* incoming, until accepted */
     int fd;            /* the stream's fd, a view: the stream owns or borrows it */
@@ -22,19 +32,22 @@ struct cpr_main_chan {
     int is_file;       /* a regular file: no process reads it now */
 };
 
-void cpr_main_chan_init(struct cpr_main_chan *c);
+/* An unopened channel that cancel reaches through `cancel` (copied). */
+void cpr_main_chan_init(struct cpr_main_chan *c, const struct cpr_chan_cancel *cancel);
 /* Outgoing: connects or opens the address as a stream writer. Sockets are watched by cancel. */
-int cpr_main_chan_connect(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp);
+int cpr_main_chan_connect(struct cpr_main_chan *c, const cpr_addr *a, cpr_error **errp);
 /* Incoming: listens (unix, tcp); file, fd and exec open at accept. */
-int cpr_main_chan_listen(cpr_job *job, const cpr_addr *a, struct cpr_main_chan *c, cpr_error **errp);
+int cpr_main_chan_listen(struct cpr_main_chan *c, const cpr_addr *a, cpr_error **errp);
 /* Incoming: waits for the source (a cancel interrupts) and opens the stream reader. */
-int cpr_main_chan_accept(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
-/* Flushes (writer), closes, reaps an exec: command; returns the first error. */
-int cpr_main_chan_close(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
+int cpr_main_chan_accept(struct cpr_main_chan *c, cpr_error **errp);
+/* Flushes (writer), closes, reaps an exec: command; returns the first error. The channel can
+ * be opened again afterwards. */
+int cpr_main_chan_close(struct cpr_main_chan *c, cpr_error **errp);
 /* The acknowledgement: the source ends its half and waits for it, the destination sends it.
  * wait_ack fails to resume on a NAK, a clean end of stream or a reset of a UNIX socket; on
- * anything else (a network reset) it sets job->no_resume: the destination may have committed. */
-int cpr_main_chan_wait_ack(cpr_job *job, struct cpr_main_chan *c, cpr_error **errp);
+ * anything else (a network reset) it also sets *no_resume: the destination may have committed
+ * and run the guest, so the source must not. */
+int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp);
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
 /* A destination that fails before it commits, on a socket: NAK, end its half, read to the
  * source's end for at most CPR_MAIN_DRAIN_US, so that the close does not reset. */

@@ -23,7 +23,7 @@
 #include "format/region.h"
 #include "format/stream.h"
 #include "migration/mapped_ram.h"
-#include "migration/ram_section.h"
+#include "migration/ram_entries.h"
 
 #define PAGE CPR_RAM_DIRTY_PAGE_SIZE
 /* Pages one loader step reads and checks: a whole number of chunks of at most 1 MiB. */
@@ -135,9 +135,11 @@ static int write_pages(cpr_mr_save *m, struct mr_blk *b, uint64_t p, uint64_t n,
 {
     uint64_t off = b->region->pages_offset + p * PAGE;
     int ret = pwrite_all(m->fd, src, (size_t)(n * PAGE), off);
-    if (ret < 0)
+    if (ret < 0) {
+        g_autofree char *file = fd_name(m->fd);
         return cpr_error_set_errno(errp, ret, "mapped-ram: writing RAM block '%s' pages %" PRIu64 "+%" PRIu64
-                                   " at file offset %" PRIu64, cpr_ram_block_name(b->block), p, n, off);
+                                   " to '%s' at offset %" PRIu64, cpr_ram_block_name(b->block), p, n, file, off);
+    }
     __atomic_fetch_add(&m->bytes, n * PAGE, __ATOMIC_RELAXED);
     return 0;
 }
@@ -229,7 +231,7 @@ int cpr_mr_save_new(cpr_stream *s, GPtrArray *blocks, unsigned int channels, int
         b->crcs = g_new(uint32_t, b->pages);
         for (uint64_t p = 0; p < b->pages; p++)
             b->crcs[p] = m->zero_crc;
-        ret = cpr_region_write(s, cpr_ram_block_name(b->block), b->size, PAGE, CPR_MR_CHUNK_SIZE, &b->region, errp);
+        ret = cpr_rec_write_region(s, cpr_ram_block_name(b->block), b->size, PAGE, CPR_MR_CHUNK_SIZE, &b->region, errp);
     }
     if (ret == 0) {
         GError *gerr = NULL;
@@ -284,6 +286,16 @@ int cpr_mr_save_barrier(cpr_mr_save *m, cpr_error **errp)
         g_cond_wait(&m->idle, &m->lock);
     int ret = take_error(m, errp);
     g_mutex_unlock(&m->lock);
+    return ret;
+}
+
+int cpr_mr_save_writeback(cpr_mr_save *m, cpr_error **errp)
+{
+    int ret = cpr_mr_save_barrier(m, errp);
+    if (ret == 0 && fdatasync(m->fd) < 0) {
+        g_autofree char *name = fd_name(m->fd);
+        ret = cpr_error_set_errno(errp, -errno, "mapped-ram: fdatasync of '%s'", name);
+    }
     return ret;
 }
 

@@ -122,6 +122,9 @@ int cpr_mr_save_pages(cpr_mr_save *m, unsigned int blk, uint64_t first, uint32_t
 /* Waits until every queued page is in the file; returns the first worker's error. Called at
  * each dirty-bitmap sync, so that one page never has two writes in flight. */
 int cpr_mr_save_barrier(cpr_mr_save *m, cpr_error **errp);
+/* While the guest runs (between live passes): the barrier, then fdatasync(2) of the file, so
+ * that the sync before "completed" has only the last pass and the records left to flush. */
+int cpr_mr_save_writeback(cpr_mr_save *m, cpr_error **errp);
 /* After the last pass: the barrier, then the index entries (bitmap and chunk checksums of
  * every block) into the open record of s (the ram section's end record). */
 int cpr_mr_save_index(cpr_mr_save *m, cpr_stream *s, cpr_error **errp);

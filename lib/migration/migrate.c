@@ -4,11 +4,11 @@
  * run state and result. What a job does per mode lives in its drivers beside this file
  * (save.c, cpr_modes.c, incoming.c); query.c renders the statistics.
  *
- * The one deliberate circle of lib/: the job calls its drivers (cpr_migrate_out_*,
- * cpr_migrate_in*, declared in migrate.h) and they call back into the job's services
- * (cpr_job_*), both through migrate.h; the drivers and query.c also still write struct
- * cpr_mig (migrate_state.h) and its locks directly.
- * Include seam: migration/migrate migration/migrate_state migration/save migration/incoming migration/cpr_modes migration/query migration/savevm_oneshot
+ * The engine's state (struct cpr_mig, one per context) is private to this file: the drivers,
+ * query.c and the one-shot save reach it only through the calls of migrate.h.
+ *
+ * No include circle: the job calls its drivers through the cpr_job_driver table below and
+ * they call back into the job's services (cpr_job_*), both declared in migrate.h.
  */
 #include <errno.h>
 #include <signal.h>
@@ -24,9 +24,61 @@
 #include "core/sized.h"
 #include "handover/exec_guard.h"
 #include "migration/migrate.h"
-#include "migration/migrate_state.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
+
+struct cpr_mig {
+    cpr_ctx *ctx;
+    /* Guards everything below; never held across a hook, a callback or I/O. */
+    GMutex lock;
+    GCond cond; /* job end, continue, cancel */
+    /* Held (before lock) from a status change until its callback returned, so that every
+     * thread's changes reach the callback in the order they were made. Recursive: the
+     * callback may call cpr_migrate_cancel(). */
+    GRecMutex status_lock;
+
+    cpr_vm_ops ops;
+    void *vm_opaque;
+    cpr_migration_status_fn status_fn;
+    void *status_opaque;
+
+    int job_running;       /* claimed by a job that has not finished */
+    struct cpr_job *job;   /* current or last job, freed once its thread is joined */
+    GThread *thread;
+    int result;            /* of the last finished job */
+    cpr_error *error;      /* of the last failed job */
+    int cancel_requested;
+    int continue_requested;
+    int past_no_return;
+    /* Sticky: the guest went to another process with its RAM (cpr-transfer completed, ...).
+     * No later job or reset clears it: this context never migrates or resumes it again. */
+    char *handed_over; /* why, or NULL */
+    int cancel_efd;        /* eventfd, readable after a cancel */
+    GArray *watched;       /* int fds that cancel shuts down */
+    int runstate_override; /* cpr_runstate, or -1 for "ask is_running" */
+
+    cpr_migration_info info;
+    int64_t start_us, active_us, end_us; /* g_get_monotonic_time(); 0 = not yet */
+
+    struct cpr_mig_ram *ram; /* the RAM section, registered on first use */
+
+    /* Incoming cpr channel read early (cpr_incoming_cpr_load), kept open until the incoming
+     * job hangs it up; -1 when none. */
+    int cpr_sock;
+};
+
+static void stats_reset(struct cpr_mig *mig, cpr_mode mode, int incoming)
+{
+    memset(&mig->info, 0, sizeof(mig->info));
+    mig->info.size = sizeof(mig->info);
+    mig->info.mode = (int32_t)mode;
+    mig->info.incoming = incoming;
+    mig->info.total_time_ms = -1;
+    mig->info.setup_time_ms = -1;
+    mig->info.downtime_ms = -1;
+    mig->info.expected_downtime_ms = -1;
+    mig->start_us = mig->active_us = mig->end_us = 0;
+}
 
 static void mig_free(void *p)
 {
@@ -36,8 +88,8 @@ static void mig_free(void *p)
     g_array_free(mig->watched, TRUE);
     cpr_error_free(mig->error);
     g_free(mig->handed_over);
-    if (mig->cpr_in_free)
-        mig->cpr_in_free(mig->cpr_in);
+    if (mig->cpr_sock >= 0)
+        close(mig->cpr_sock);
     cpr_mig_ram_free(mig->ram);
     g_mutex_clear(&mig->lock);
     g_cond_clear(&mig->cond);
@@ -54,7 +106,8 @@ static void mig_slot_free(void *p)
     mig_free(mig);
 }
 
-struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
+/* The context's engine state, made on first use (owner thread). */
+static struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
 {
     struct cpr_mig *mig = cpr_ctx_slot_get(ctx, CPR_SLOT_MIGRATION);
     if (mig)
@@ -68,8 +121,9 @@ struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
     /* Made with the state, so that a job's fd count before and after is the same. */
     mig->cancel_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     mig->runstate_override = -1;
+    mig->cpr_sock = -1;
     mig->watched = g_array_new(FALSE, FALSE, sizeof(int));
-    cpr_mig_stats_reset(mig, CPR_MODE_NORMAL, 0);
+    stats_reset(mig, CPR_MODE_NORMAL, 0);
     mig->info.status = CPR_MIGRATION_NONE;
     cpr_ctx_slot_set(ctx, CPR_SLOT_MIGRATION, mig, mig_slot_free);
     return mig;
@@ -144,11 +198,16 @@ static int vm_is_running(struct cpr_mig *mig)
     return mig->ops.is_running ? mig->ops.is_running(mig->ctx, mig->vm_opaque) > 0 : 0;
 }
 
-int cpr_job_vm_start(cpr_job *job, cpr_error **errp)
+int cpr_job_vm_hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp)
 {
     struct cpr_mig *mig = job->mig;
-    int r = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_START, errp);
+    int r = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, which, errp);
     return r < 0 ? r : 0;
+}
+
+int cpr_job_vm_start(cpr_job *job, cpr_error **errp)
+{
+    return cpr_job_vm_hook(job, CPR_VM_START, errp);
 }
 
 int cpr_job_vm_prepare(cpr_job *job, cpr_error **errp)
@@ -280,6 +339,27 @@ int cpr_job_point_of_no_return(cpr_job *job, cpr_error **errp)
     return cancelled ? cpr_error_set(errp, -ECANCELED, "migration cancelled") : 0;
 }
 
+static void job_watch(void *opaque, int fd)
+{
+    cpr_job_watch_fd(opaque, fd);
+}
+
+static void job_unwatch(void *opaque, int fd)
+{
+    cpr_job_unwatch_fd(opaque, fd);
+}
+
+struct cpr_chan_cancel cpr_job_chan_cancel(cpr_job *job)
+{
+    return (struct cpr_chan_cancel){ .fd = job->mig->cancel_efd, .watch = job_watch,
+                                     .unwatch = job_unwatch, .opaque = job };
+}
+
+struct cpr_mig_ram *cpr_job_ram(cpr_job *job)
+{
+    return job->mig->ram;
+}
+
 cpr_migration_info *cpr_job_stats_lock(cpr_job *job)
 {
     g_mutex_lock(&job->mig->lock);
@@ -318,7 +398,7 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     job->vm_was_running = vm_is_running(mig);
     if (job->vm_was_running && cpr_vm_hook_present(&mig->ops, CPR_VM_STOP)) {
         job->stop_time_us = g_get_monotonic_time();
-        if ((ret = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_STOP, errp)) < 0)
+        if ((ret = cpr_job_vm_hook(job, CPR_VM_STOP, errp)) < 0)
             return ret;
     }
     job->vm_stopped = 1;
@@ -330,8 +410,7 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp)
     /* Every job passes through `device`, the switchover phase, as QEMU's jobs do. */
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_DEVICE, errp)) < 0)
         return ret;
-    ret = cpr_vm_hook_call(&mig->ops, job->ctx, mig->vm_opaque, CPR_VM_FLUSH, errp);
-    return ret < 0 ? ret : 0;
+    return cpr_job_vm_hook(job, CPR_VM_FLUSH, errp);
 }
 
 CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp)
@@ -358,8 +437,8 @@ static void job_free(cpr_job *job)
 {
     if (!job)
         return;
-    if (job->priv_free)
-        job->priv_free(job->priv);
+    if (job->driver && job->driver->cleanup)
+        job->driver->cleanup(job);
     cpr_channels_free(job->channels);
     cpr_params_clear(&job->params);
     g_free(job);
@@ -419,6 +498,22 @@ static int channels_copy(const cpr_channels *src, cpr_channels **out, cpr_error 
     return 0;
 }
 
+/* The drivers, by direction and mode: a new way to migrate is a new line here. */
+static const cpr_job_driver *job_driver(int incoming, cpr_mode mode)
+{
+    static const cpr_job_driver *const outgoing[] = {
+        [CPR_MODE_NORMAL] = &cpr_driver_normal,
+        [CPR_MODE_CPR_REBOOT] = &cpr_driver_cpr_reboot,
+        [CPR_MODE_CPR_TRANSFER] = &cpr_driver_cpr_transfer,
+        [CPR_MODE_CPR_EXEC] = &cpr_driver_cpr_exec,
+    };
+    if (incoming)
+        return &cpr_driver_incoming;
+    if ((unsigned int)mode >= G_N_ELEMENTS(outgoing))
+        return NULL;
+    return outgoing[mode];
+}
+
 static cpr_job *job_new(struct cpr_mig *mig, int incoming, unsigned int flags)
 {
     cpr_job *job = g_new0(cpr_job, 1);
@@ -428,7 +523,16 @@ static cpr_job *job_new(struct cpr_mig *mig, int incoming, unsigned int flags)
     job->flags = flags;
     cpr_params_snapshot(mig->ctx, &job->params);
     job->mode = job->params.mode;
+    job->driver = job_driver(incoming, job->mode);
     return job;
+}
+
+/* The driver's step on the caller's thread, before the job's thread starts. */
+static int job_prepare(cpr_job *job, cpr_error **errp)
+{
+    if (!job->driver)
+        return cpr_error_set(errp, -EINVAL, "no migration driver for mode %d", (int)job->mode);
+    return job->driver->prepare ? job->driver->prepare(job, errp) : 0;
 }
 
 /* Resets per-job state; the job becomes current with status setup. */
@@ -452,7 +556,7 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     cpr_error_free(mig->error);
     mig->error = NULL;
     g_array_set_size(mig->watched, 0);
-    cpr_mig_stats_reset(mig, job->mode, job->incoming);
+    stats_reset(mig, job->mode, job->incoming);
     mig->info.status = CPR_MIGRATION_SETUP;
     mig->start_us = g_get_monotonic_time();
     g_mutex_unlock(&mig->lock);
@@ -531,19 +635,6 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
     job_release(mig);
 }
 
-static cpr_job_fn job_driver(const cpr_job *job)
-{
-    if (job->incoming)
-        return cpr_migrate_in;
-    switch (job->mode) {
-    case CPR_MODE_NORMAL: return cpr_migrate_out_normal;
-    case CPR_MODE_CPR_REBOOT: return cpr_migrate_out_reboot;
-    case CPR_MODE_CPR_TRANSFER: return cpr_migrate_out_transfer;
-    case CPR_MODE_CPR_EXEC: return cpr_migrate_out_exec;
-    }
-    return NULL;
-}
-
 static gpointer job_thread(gpointer p)
 {
     cpr_job *job = p;
@@ -554,8 +645,7 @@ static gpointer job_thread(gpointer p)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     cpr_error *err = NULL;
-    cpr_job_fn fn = job_driver(job);
-    int ret = fn ? fn(job, &err) : cpr_error_set(&err, -EINVAL, "no driver for mode %d", (int)job->mode);
+    int ret = job->driver->run(job, &err);
     job_finish(job, ret, err);
     return NULL;
 }
@@ -661,6 +751,8 @@ CPR_API int cpr_migrate_channels(cpr_ctx *ctx, const cpr_channels *channels, uns
     if (ret == 0)
         ret = cpr_mig_ram_register(ctx, &mig->ram, errp);
     if (ret == 0)
+        ret = job_prepare(job, errp);
+    if (ret == 0)
         ret = cpr_gate_enter(ctx, job->mode, errp);
     if (ret < 0) {
         job_free(job);
@@ -712,6 +804,82 @@ CPR_API int cpr_migrate_check_resume(cpr_ctx *ctx, cpr_error **errp)
     return 0;
 }
 
+/* ---- services outside a job (migrate.h) ---- */
+
+int cpr_mig_ram_get(cpr_ctx *ctx, struct cpr_mig_ram **out, cpr_error **errp)
+{
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    int ret = cpr_mig_ram_register(ctx, &mig->ram, errp);
+    *out = ret == 0 ? mig->ram : NULL;
+    return ret;
+}
+
+void cpr_mig_info_snapshot(cpr_ctx *ctx, cpr_migration_info *out)
+{
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    *out = mig->info;
+    if (mig->start_us) {
+        int64_t end = mig->end_us ? mig->end_us : g_get_monotonic_time();
+        out->total_time_ms = (end - mig->start_us) / 1000;
+        if (mig->active_us)
+            out->setup_time_ms = (mig->active_us - mig->start_us) / 1000;
+    }
+    g_mutex_unlock(&mig->lock);
+    out->runstate = (int32_t)cpr_migrate_runstate(ctx);
+}
+
+CPR_API char *cpr_migrate_error_desc(cpr_ctx *ctx)
+{
+    if (!ctx)
+        return NULL;
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    char *desc = mig->error ? g_strdup(cpr_error_message(mig->error)) : NULL;
+    g_mutex_unlock(&mig->lock);
+    return desc;
+}
+
+int cpr_mig_cpr_in_check(cpr_ctx *ctx, cpr_error **errp)
+{
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int busy = mig->job_running || mig->cpr_sock >= 0;
+    g_mutex_unlock(&mig->lock);
+    if (busy)
+        return cpr_error_set(errp, -EBUSY, "cpr state was already loaded, or a migration job runs");
+    return 0;
+}
+
+void cpr_mig_set_inmigrate(cpr_ctx *ctx)
+{
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    mig->runstate_override = CPR_RUNSTATE_INMIGRATE;
+    g_mutex_unlock(&mig->lock);
+}
+
+void cpr_mig_keep_cpr_socket(cpr_ctx *ctx, int sock)
+{
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int old = mig->cpr_sock;
+    mig->cpr_sock = sock;
+    g_mutex_unlock(&mig->lock);
+    if (old >= 0)
+        close(old);
+}
+
+int cpr_mig_take_cpr_socket(cpr_ctx *ctx)
+{
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int sock = mig->cpr_sock;
+    mig->cpr_sock = -1;
+    g_mutex_unlock(&mig->lock);
+    return sock;
+}
+
 /* ---- incoming ---- */
 
 CPR_API int cpr_incoming_defer(cpr_ctx *ctx, cpr_error **errp)
@@ -755,7 +923,10 @@ CPR_API int cpr_incoming_start(cpr_ctx *ctx, const cpr_channels *channels, unsig
         return ret;
     }
     cpr_error *err = NULL;
-    ret = cpr_migrate_in_prepare(job, &err);
+    /* Sections are registered on the owner thread, before any load runs. */
+    ret = cpr_mig_ram_register(ctx, &mig->ram, &err);
+    if (ret == 0)
+        ret = job_prepare(job, &err);
     if (ret == 0)
         ret = job_spawn(mig, job, &err);
     if (ret < 0) {

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Private: the migration engine's job, shared by the per-mode drivers.
+ * Private: the migration engine's job, shared by its drivers.
  *
- * lib/migration/migrate.c owns the job's life (thread, status, cancel, run state, result);
- * lib/migration/query.c renders statistics; lib/migration/save.c is the outgoing main-channel
- * save every mode uses; lib/migrate_<mode>.c add what a mode does around it;
- * lib/migration/incoming.c loads.
+ * lib/migration/migrate.c owns the job and the engine's state (thread, status, cancel, run
+ * state, result, statistics, VM hooks, the RAM section, the early incoming cpr state): nothing
+ * else sees that state; the others use the calls below. A job runs one driver, picked by
+ * direction and mode from the table in migrate.c: save.c (normal, cpr-reboot), cpr_modes.c
+ * (cpr-transfer, cpr-exec), incoming.c (every incoming job). A new way to migrate is a new
+ * driver and a line in that table. query.c renders the statistics.
  */
 #ifndef CPR_MIGRATION_MIGRATE_H
 #define CPR_MIGRATION_MIGRATE_H
@@ -14,12 +16,17 @@
 
 #include "core/ctx.h"
 #include "core/params.h"
+#include "migration/main_channel.h"
+#include "migration/vm_hooks.h"
 
 struct cpr_mig;
+struct cpr_mig_ram;
+typedef struct cpr_job_driver cpr_job_driver;
 
 typedef struct cpr_job {
     cpr_ctx *ctx;
-    struct cpr_mig *mig;
+    struct cpr_mig *mig;      /* the engine's, opaque to the drivers */
+    const cpr_job_driver *driver;
     int incoming;
     unsigned int flags;
     cpr_mode mode;
@@ -37,12 +44,22 @@ typedef struct cpr_job {
     int ram_shared;
     /* Incoming: the destination has committed (the guest is now this side's). */
     int committed;
-    void *priv;               /* the driver's state across prepare and run */
-    void (*priv_free)(void *priv);
+    void *priv;               /* the driver's state across prepare, run and cleanup */
 } cpr_job;
 
-/* A job's driver: 0 on success, or the failure (-ECANCELED when cancelled) with an error. */
-typedef int (*cpr_job_fn)(cpr_job *job, cpr_error **errp);
+/*
+ * What a job does, per direction and mode. prepare (optional) runs on the caller's thread
+ * before the job's thread starts (listeners, checks that must fail the call itself); run on
+ * the job's thread: 0 on success, or the failure (-ECANCELED when cancelled) with an error;
+ * the engine then restores the guest or not, as the job's flags say. cleanup (optional) frees
+ * job->priv, whatever happened, when the job is freed.
+ */
+struct cpr_job_driver {
+    const char *name;
+    int (*prepare)(cpr_job *job, cpr_error **errp);
+    int (*run)(cpr_job *job, cpr_error **errp);
+    void (*cleanup)(cpr_job *job);
+};
 
 /* ---- services of lib/migration/migrate.c to the drivers ---- */
 
@@ -74,17 +91,42 @@ int cpr_job_point_of_no_return(cpr_job *job, cpr_error **errp);
  */
 int cpr_job_switchover(cpr_job *job, cpr_error **errp);
 
+/* How a cancel reaches a channel of this job (its cancel fd and watched sockets). */
+struct cpr_chan_cancel cpr_job_chan_cancel(cpr_job *job);
+
 /* The statistics, under the engine's lock: take, change, give back quickly. */
 cpr_migration_info *cpr_job_stats_lock(cpr_job *job);
 void cpr_job_stats_unlock(cpr_job *job);
 
 /* The VM hooks (NULL-safe). */
+int cpr_job_vm_hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp);
 int cpr_job_vm_start(cpr_job *job, cpr_error **errp);
 /* The 1.2 prepare hook (destination, before it commits); 0 without one. */
 int cpr_job_vm_prepare(cpr_job *job, cpr_error **errp);
 
 /* Overrides the reported run state (-1 clears the override). */
 void cpr_job_set_runstate(cpr_job *job, int runstate);
+
+/* The RAM section of the job's context (registered before the job started). */
+struct cpr_mig_ram *cpr_job_ram(cpr_job *job);
+
+/* ---- services of lib/migration/migrate.c outside a job (owner thread) ---- */
+
+/* The context's RAM section, registered on first use (owner thread, no save or load running). */
+int cpr_mig_ram_get(cpr_ctx *ctx, struct cpr_mig_ram **out, cpr_error **errp);
+
+/* The early incoming cpr state (cpr_incoming_cpr_load): -EBUSY when it was loaded already or
+ * a job runs, else 0. */
+int cpr_mig_cpr_in_check(cpr_ctx *ctx, cpr_error **errp);
+/* The VM waits for its incoming state: run state inmigrate until a job loads it. */
+void cpr_mig_set_inmigrate(cpr_ctx *ctx);
+/* Keeps the cpr channel's socket (owned from now on) until the incoming job takes it. */
+void cpr_mig_keep_cpr_socket(cpr_ctx *ctx, int sock);
+/* The kept socket (the caller owns it), or -1. */
+int cpr_mig_take_cpr_socket(cpr_ctx *ctx);
+
+/* A consistent copy of the statistics with the times worked out (query.c renders it). */
+void cpr_mig_info_snapshot(cpr_ctx *ctx, cpr_migration_info *out);
 
 /* ---- drivers ---- */
 
@@ -102,16 +144,13 @@ enum cpr_save_live {
  * no return. */
 int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp);
 
-int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp);
-int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp);
-int cpr_migrate_out_transfer(cpr_job *job, cpr_error **errp);
-int cpr_migrate_out_exec(cpr_job *job, cpr_error **errp);
+extern const cpr_job_driver cpr_driver_normal;       /* save.c */
+extern const cpr_job_driver cpr_driver_cpr_reboot;   /* save.c */
+extern const cpr_job_driver cpr_driver_cpr_transfer; /* cpr_modes.c */
+extern const cpr_job_driver cpr_driver_cpr_exec;     /* cpr_modes.c */
+extern const cpr_job_driver cpr_driver_incoming;     /* incoming.c */
 /* Incoming cpr-transfer's early step: listens on the cpr channel at path, waits for the old
  * process up to cpr-transfer-accept-timeout and receives its state; returns the open socket. */
 int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp);
-/* Incoming: prepare runs on the caller's thread (opens or listens on main, then hangs up the
- * cpr channel), cpr_migrate_in on the job's thread (accepts, loads, acknowledges, starts). */
-int cpr_migrate_in_prepare(cpr_job *job, cpr_error **errp);
-int cpr_migrate_in(cpr_job *job, cpr_error **errp);
 
 #endif

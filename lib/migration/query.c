@@ -10,36 +10,7 @@
 #include <cpr/params.h>
 
 #include "core/error.h"
-#include "migration/migrate_state.h"
-
-void cpr_mig_stats_reset(struct cpr_mig *mig, cpr_mode mode, int incoming)
-{
-    memset(&mig->info, 0, sizeof(mig->info));
-    mig->info.size = sizeof(mig->info);
-    mig->info.mode = (int32_t)mode;
-    mig->info.incoming = incoming;
-    mig->info.total_time_ms = -1;
-    mig->info.setup_time_ms = -1;
-    mig->info.downtime_ms = -1;
-    mig->info.expected_downtime_ms = -1;
-    mig->start_us = mig->active_us = mig->end_us = 0;
-}
-
-/* A consistent copy of the statistics with the times worked out. */
-static void snapshot(cpr_ctx *ctx, cpr_migration_info *out)
-{
-    struct cpr_mig *mig = cpr_mig_get(ctx);
-    g_mutex_lock(&mig->lock);
-    *out = mig->info;
-    if (mig->start_us) {
-        int64_t end = mig->end_us ? mig->end_us : g_get_monotonic_time();
-        out->total_time_ms = (end - mig->start_us) / 1000;
-        if (mig->active_us)
-            out->setup_time_ms = (mig->active_us - mig->start_us) / 1000;
-    }
-    g_mutex_unlock(&mig->lock);
-    out->runstate = (int32_t)cpr_migrate_runstate(ctx);
-}
+#include "migration/migrate.h"
 
 CPR_API int cpr_migrate_query(cpr_ctx *ctx, cpr_migration_info *info, cpr_error **errp)
 {
@@ -48,22 +19,11 @@ CPR_API int cpr_migrate_query(cpr_ctx *ctx, cpr_migration_info *info, cpr_error 
     if (info->size == 0)
         return cpr_error_set(errp, -EINVAL, "cpr_migrate_query: info->size is 0");
     cpr_migration_info full;
-    snapshot(ctx, &full);
+    cpr_mig_info_snapshot(ctx, &full);
     /* An older caller's struct is shorter: fill what it has, keep its size. */
     uint32_t size = MIN(info->size, (uint32_t)sizeof(full));
     memcpy((char *)info + sizeof(info->size), (char *)&full + sizeof(full.size), size - sizeof(info->size));
     return 0;
-}
-
-CPR_API char *cpr_migrate_error_desc(cpr_ctx *ctx)
-{
-    if (!ctx)
-        return NULL;
-    struct cpr_mig *mig = cpr_mig_get(ctx);
-    g_mutex_lock(&mig->lock);
-    char *desc = mig->error ? g_strdup(cpr_error_message(mig->error)) : NULL;
-    g_mutex_unlock(&mig->lock);
-    return desc;
 }
 
 static void put_int(json_object *o, const char *key, int64_t v)
@@ -101,7 +61,7 @@ CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp)
     if (!ctx || !out)
         return cpr_error_set(errp, -EINVAL, "cpr_migrate_query_json: %s is NULL", ctx ? "out" : "ctx");
     cpr_migration_info i;
-    snapshot(ctx, &i);
+    cpr_mig_info_snapshot(ctx, &i);
     json_object *o = json_object_new_object();
     int st = i.status;
     if (st != CPR_MIGRATION_NONE) {

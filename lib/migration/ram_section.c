@@ -698,6 +698,10 @@ int64_t cpr_mig_ram_sync(struct cpr_mig_ram *r, int stopped, cpr_error **errp)
         return 0;
     r->stopped = stopped;
     r->pass_end = 0;
+    /* mapped-ram: what earlier passes wrote reaches the disk while the guest still runs. */
+    int ret = !stopped && r->save->mapped ? cpr_mr_save_writeback(r->save->mapped, errp) : 0;
+    if (ret < 0)
+        return ret;
     return cpr_ram_save_sync(r->save, errp);
 }
 

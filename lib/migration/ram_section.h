@@ -18,16 +18,7 @@
 #include <cpr/savevm.h>
 #include <cpr/stream.h>
 
-#define CPR_RAM_SECTION_NAME "ram"
-#define CPR_RAM_SECTION_VERSION 1
-
-/* Entry kinds inside the section's records. */
-enum {
-    CPR_RAM_ENT_BLOCK = 1, /* u16 name length, name: later entries refer to this block */
-    CPR_RAM_ENT_ZERO = 2,  /* u64 first page, u32 count: pages that read as zero */
-    CPR_RAM_ENT_DATA = 3,  /* u64 first page, u32 count, count * 4096 bytes */
-    CPR_RAM_ENT_MAPPED = 4, /* mapped-ram index of a block (lib/migration/mapped_ram.c) */
-};
+#include "migration/ram_entries.h"
 
 typedef struct cpr_ram_save cpr_ram_save;
 typedef struct cpr_ram_load cpr_ram_load;

@@ -13,11 +13,11 @@
 #include <cpr/stream.h>
 
 #include "core/error.h"
-#include "format/region.h"
+#include "format/record.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
-#include "migration/migrate_state.h"
+#include "migration/migrate.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
 
@@ -49,12 +49,6 @@ struct save_run {
     int dirty_logging;
 };
 
-static int hook(cpr_job *job, enum cpr_vm_hook which, cpr_error **errp)
-{
-    int r = cpr_vm_hook_call(&job->mig->ops, job->ctx, job->mig->vm_opaque, which, errp);
-    return r < 0 ? r : 0;
-}
-
 /* Bytes sent so far: the stream's, plus pages written outside its records (mapped-ram). */
 static uint64_t sent_bytes(const struct save_run *r)
 {
@@ -72,7 +66,7 @@ static void stats_update(struct save_run *r)
 {
     struct cpr_ram_stats rs;
     cpr_mig_ram_stats(r->ram, &rs);
-    uint64_t sent = cpr_stream_offset(r->s);
+    uint64_t sent = sent_bytes(r);
     uint64_t others = others_pending(r);
     cpr_migration_info *i = cpr_job_stats_lock(r->job);
     i->transferred = sent;
@@ -145,7 +139,7 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
     int64_t dt = MAX(now - r->pass_start_us, 1);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
-    int ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
+    int ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
     if (ret < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
@@ -168,7 +162,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
     /* Dirty logging only when RAM pages are sent: it costs the guest (write protection). */
     int ram = cpr_mig_ram_active(r->ram), ret;
     if (ram) {
-        ret = hook(r->job, CPR_VM_DIRTY_LOG_START, errp);
+        ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_START, errp);
         if (ret < 0)
             return ret;
         r->dirty_logging = 1;
@@ -210,7 +204,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
 static int drain(struct save_run *r, cpr_error **errp)
 {
     int ret;
-    if (r->dirty_logging && (ret = hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp)) < 0)
+    if (r->dirty_logging && (ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp)) < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
@@ -235,19 +229,20 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
         return ret;
     /* A file: is synced and renamed into place by the channel's close (every mode). */
     if (mc->is_socket)
-        return cpr_main_chan_wait_ack(r->job, mc, errp);
+        return cpr_main_chan_wait_ack(mc, &r->job->no_resume, errp);
     return 0;
 }
 
 int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp)
 {
-    struct cpr_mig *mig = job->mig;
-    struct save_run r = { .job = job, .ram = mig->ram };
+    struct save_run r = { .job = job, .ram = cpr_job_ram(job) };
+    struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     struct cpr_main_chan mc;
+    cpr_main_chan_init(&mc, &cancel);
     /* Before the channel opens: a refused block leaves no file and starts no command. */
     int ret = cpr_mig_ram_check(r.ram, job->mode, job->params.x_ignore_shared, errp);
     if (ret == 0)
-        ret = cpr_main_chan_connect(job, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &mc, errp);
+        ret = cpr_main_chan_connect(&mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
     if (ret < 0)
         return ret;
     r.s = mc.s;
@@ -255,7 +250,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     /* The guest goes to a process that will share memory (or fds) with this one. */
     job->ram_shared = !mc.is_file && (job->mode == CPR_MODE_CPR_TRANSFER || cpr_mig_ram_kept(r.ram));
     if (job->params.mapped_ram)
-        cpr_region_announce(r.s);
+        cpr_rec_announce_regions(r.s);
     ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
     int begun = ret != -EBUSY;
     if (ret == 0 && job->params.mapped_ram) /* RAM to fixed offsets of the file */
@@ -273,7 +268,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     if (ret == 0)
         ret = finish_stream(&r, &mc, errp);
     if (r.dirty_logging)
-        hook(job, CPR_VM_DIRTY_LOG_STOP, NULL);
+        cpr_job_vm_hook(job, CPR_VM_DIRTY_LOG_STOP, NULL);
     stats_update(&r); /* before finish: the RAM section's counters go with its cleanup */
     if (begun)
         cpr_savevm_finish(job->ctx);
@@ -281,7 +276,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
         cpr_stream_abandon(mc.s); /* nothing of a failed save replaces the old file */
     /* An exec: command that fails after taking the whole stream still fails the job. */
     int to_pipe = !mc.is_socket && !mc.is_file;
-    int closed = cpr_main_chan_close(job, &mc, ret < 0 ? NULL : errp);
+    int closed = cpr_main_chan_close(&mc, ret < 0 ? NULL : errp);
     if (ret == 0 && closed < 0 && to_pipe) {
         /* No way back on a pipe: the reader may have loaded the whole stream and run it. */
         job->no_resume = 1;
@@ -291,12 +286,15 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     return ret < 0 ? ret : closed;
 }
 
-int cpr_migrate_out_normal(cpr_job *job, cpr_error **errp)
+static int run_normal(cpr_job *job, cpr_error **errp)
 {
     return cpr_migrate_save_main(job, CPR_SAVE_LIVE, errp);
 }
 
-int cpr_migrate_out_reboot(cpr_job *job, cpr_error **errp)
+static int run_cpr_reboot(cpr_job *job, cpr_error **errp)
 {
     return cpr_migrate_save_main(job, CPR_SAVE_STOP_FIRST, errp);
 }
+
+const cpr_job_driver cpr_driver_normal = { .name = "normal", .run = run_normal };
+const cpr_job_driver cpr_driver_cpr_reboot = { .name = "cpr-reboot", .run = run_cpr_reboot };

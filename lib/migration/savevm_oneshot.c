@@ -12,7 +12,7 @@
 #include "core/params.h"
 #include "format/savevm.h"
 #include "format/stream.h"
-#include "migration/migrate_state.h"
+#include "migration/migrate.h"
 #include "migration/ram_section.h"
 
 /* The RAM section when the context has RAM blocks (registered on first use), else NULL. */
@@ -21,11 +21,7 @@ static int ram_section(cpr_ctx *ctx, struct cpr_mig_ram **out, cpr_error **errp)
     *out = NULL;
     if (!cpr_ram_block_count(ctx))
         return 0;
-    struct cpr_mig *mig = cpr_mig_get(ctx);
-    int ret = cpr_mig_ram_register(ctx, &mig->ram, errp);
-    if (ret == 0)
-        *out = mig->ram;
-    return ret;
+    return cpr_mig_ram_get(ctx, out, errp);
 }
 
 CPR_API int cpr_savevm_save(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)

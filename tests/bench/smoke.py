@@ -16,9 +16,8 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness.host import kvm_usable  # noqa: E402
-from benchlib.targets import C_TARGETS  # noqa: E402
+from harness.host import kvm_usable
+from benchlib.targets import C_TARGETS
 
 SKIP = 77
 ROW_KEYS = ("bench", "impl", "mode", "ram_bytes", "runs")

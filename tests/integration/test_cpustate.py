@@ -18,11 +18,10 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness.guest import (ACCEL, RAM_MB, base_args, check, check_after_switchover, log, wait_booted,  # noqa: E402
+from harness.guest import (ACCEL, RAM_MB, base_args, check, check_after_switchover, log, wait_booted,
                            wait_serial)
-from harness.process import VALGRIND, Vmm, shutdown_all  # noqa: E402
-from harness.reports import sanitizer_reports, valgrind_reports  # noqa: E402
+from harness.process import VALGRIND, Vmm, shutdown_all
+from harness.reports import sanitizer_reports, valgrind_reports
 
 CPU_FIELDS = ["rax", "rbx", "rsp", "r15", "rip", "rflags", "cs", "ss", "tr", "gdt", "idt", "cr0", "cr2", "cr3",
               "cr4", "cr8", "efer", "apic_base", "fpu", "xsave", "xcrs", "events", "debugregs", "mp_state", "msrs"]

@@ -3,7 +3,7 @@
 """Fault matrix: real cpr-vmm processes killed, frozen, starved and fed bad streams at every
 phase of a switchover, in every mode.
 
-usage: test_faults.py CPR_VMM_BINARY CPR_DUMP_BINARY MODE   (MODE: cpr-transfer live cpr-reboot cpr-exec)
+usage: test_faults.py CPR_VMM_BINARY CPR_DUMP_BINARY MODE   (MODE: cpr-transfer live cpr-reboot cpr-exec mapped-ram)
 
 Each case asserts its documented outcome (docs/migration.md, "the point of no return"):
   - before the point of no return the old VMM resumes: query-migrate says failed with an
@@ -28,14 +28,13 @@ import tempfile
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness import rollback  # noqa: E402
-from harness.channels import unix_channel  # noqa: E402
-from harness.guest import base_args, check, check_after_switchover, log, serial_lines, wait_booted  # noqa: E402
-from harness.guest import wait_heartbeat, wait_serial, wait_until  # noqa: E402
-from harness.process import Vmm, kill_all, shutdown_all  # noqa: E402
-from harness.qmp import QmpError  # noqa: E402
-from harness.reports import sanitizer_reports  # noqa: E402
+from harness import rollback
+from harness.channels import unix_channel
+from harness.guest import base_args, check, check_after_switchover, log, serial_lines, wait_booted
+from harness.guest import wait_heartbeat, wait_serial, wait_until
+from harness.process import Vmm, kill_all, shutdown_all
+from harness.qmp import QmpError
+from harness.reports import sanitizer_reports
 
 # Small RAM keeps the matrix fast; boot fill and a full re-verification take well under a second.
 RAM_MB = 16
@@ -425,19 +424,24 @@ def reboot_params(vm):
     vm.qmp("migrate-set-parameters", mode="cpr-reboot")
 
 
-def reboot_save(env=None):
-    """Boots, saves to vm.state in cpr-reboot mode and quits; returns the heartbeat at the save."""
-    old = Vmm(BINARY, WD, "old", reboot_args(), env=env)
+def save_and_quit(args, set_params, env=None):
+    """Boots, sets its parameters, saves to vm.state and quits; returns the heartbeat at the save."""
+    old = Vmm(BINARY, WD, "old", args, env=env)
     wait_booted(old)
     wait_heartbeat(old)
     wait_serial(os.path.join(WD, "serial.log"))
-    reboot_params(old)
+    set_params(old)
     old.qmp("migrate", uri=f"file:{STATE}")
     check(old.wait_migration()["status"] == "completed", "saved")
     hb = old.guest()["heartbeat"]
     old.qmp("quit")
     old.wait_exit()
     return hb
+
+
+def reboot_save(env=None):
+    """Boots, saves to vm.state in cpr-reboot mode and quits; returns the heartbeat at the save."""
+    return save_and_quit(reboot_args(), reboot_params, env)
 
 
 def reboot_load(name, path=None, args=None, env=None):
@@ -715,6 +719,93 @@ def case_exec_start_frozen():
     return run
 
 
+# ---- mapped-ram saves (snapshot to a file, RAM at fixed offsets by 4 threads) ------------------
+
+def mapped_args(serial="serial.log"):
+    args = base_args(WD, "mapped", ram_mb=RAM_MB)
+    args[args.index("-serial") + 1] = f"file:{os.path.join(WD, serial)}"
+    return args
+
+
+def mapped_params(vm):
+    vm.qmp("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
+    vm.qmp("migrate-set-parameters", **{"multifd-channels": 4})
+
+
+def mapped_save():
+    """Boots, snapshots to vm.state with mapped-ram and quits; returns the heartbeat at the save."""
+    return save_and_quit(mapped_args(), mapped_params)
+
+
+def mapped_load(name, path=None):
+    vm = Vmm(BINARY, WD, name, mapped_args() + ["-incoming", "defer"])
+    vm.qmp("migrate-set-parameters", **{"multifd-channels": 4})
+    vm.qmp("migrate-incoming", uri=f"file:{path or STATE}")
+    return vm
+
+
+def case_mapped_killed(phase):
+    """A second save over a good snapshot, killed midway: the old snapshot stays whole (the new
+    one was never renamed over it) and loads."""
+    def run():
+        hb = mapped_save()
+        before = open(STATE, "rb").read()
+        vm = Vmm(BINARY, WD, "killed", mapped_args("serial2.log"), env=fault_env(f"{phase}:kill"))
+        wait_booted(vm)
+        mapped_params(vm)
+        vm.qmp("migrate", uri=f"file:{STATE}")
+        vm.proc.wait(30)
+        check(vm.proc.returncode == -signal.SIGKILL, f"saving VMM killed at {phase}")
+        check(open(STATE, "rb").read() == before, "the previous snapshot is byte for byte as it was")
+        return "killed; previous snapshot: " + reboot_runs(mapped_load("new"), hb)
+    return run
+
+
+def case_mapped_disk_full():
+    """The file system fills up while the threads write the regions (a 4 MiB tmpfs mounted in
+    the saving VMM's own mount namespace): the save fails naming the file, the guest resumes."""
+    def run():
+        small = os.path.join(WD, "small")
+        os.mkdir(small)
+        wrapper = rollback.script(os.path.join(WD, "vmm-small-disk"),
+                                  f'exec unshare -m --propagation private sh -c '
+                                  f'\'mount -t tmpfs -o size=4M none "{small}" && exec "$0" "$@"\' "{BINARY}" "$@"')
+        if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+            return "skipped: needs root for a private mount namespace"
+        old = Vmm(wrapper, WD, "old", mapped_args())
+        wait_booted(old)
+        hb = wait_heartbeat(old)["heartbeat"]
+        mapped_params(old)
+        old.qmp("migrate", uri=f"file:{small}/vm.state")
+        out = old_resumed(old, hb)
+        check("No space left" in out, "the error says the disk is full")
+        return out
+    return run
+
+
+def case_mapped_truncated():
+    """The snapshot cut inside the region, in the records after it and one byte short: each
+    refused (a cut in the region naming the chunk); the whole file runs."""
+    def run():
+        hb = mapped_save()
+        regions = [r for r in json.loads(subprocess.run([DUMP, STATE], check=True, capture_output=True,
+                                                        text=True).stdout)["mapped_ram"]]
+        check(len(regions) == 1 and regions[0]["present"] > 0, f"one region with pages: {regions}")
+        page0 = regions[0]["pages_offset"]
+        size = os.path.getsize(STATE)
+        data = open(STATE, "rb").read()
+        cuts = [page0 + 4096 * 3 + 100, page0 + regions[0]["pages"] * 4096 + 10, size - 1]
+        for i, cut in enumerate(cuts):
+            part = os.path.join(WD, f"cut{cut}.state")
+            with open(part, "wb") as f:
+                f.write(data[:cut])
+            out = refused(mapped_load(f"cut{i}", path=part))
+            if i == 0:
+                check("chunk 3 " in out, f"a cut in the region names the chunk: {out}")
+        return f"all {len(cuts)} truncations refused; whole file: " + reboot_runs(mapped_load("whole"), hb)
+    return run
+
+
 # ---- the matrix ---------------------------------------------------------------------------------
 
 CASES = {
@@ -758,6 +849,14 @@ CASES = {
         ("restart with another RAM size", REFUSED, case_reboot_other_size()),
         ("RAM in a memfd (x-ignore-shared)", RESUMES + ", the save refused naming the block", case_reboot_memfd()),
         ("RAM file zeroed between quit and restart", REFUSED + " naming the block", case_reboot_ram_reset()),
+    ],
+    "mapped-ram": [
+        ("kill the saving VMM in its device state", "previous snapshot whole, loads; guest intact",
+         case_mapped_killed("save-device")),
+        ("kill the saving VMM as it stops the guest", "previous snapshot whole, loads; guest intact",
+         case_mapped_killed("save-stop")),
+        ("disk full while the threads write (4 MiB tmpfs)", RESUMES, case_mapped_disk_full()),
+        ("snapshot truncated in the region and after it", REFUSED + "; whole file runs", case_mapped_truncated()),
     ],
     "cpr-exec": [
         ("exec of the new binary fails", RESUMES, case_exec_fails()),

@@ -23,12 +23,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the harness
-from harness.channels import unix_channel  # noqa: E402
-from harness.guest import base_args, check, check_after_switchover, log  # noqa: E402
-from harness.guest import wait_booted, wait_heartbeat, wait_serial, wait_until  # noqa: E402
-from harness.process import Vmm, kill_all, scaled, shutdown_all  # noqa: E402
-from harness.reports import sanitizer_reports  # noqa: E402
+from harness.channels import unix_channel
+from harness.guest import base_args, check, check_after_switchover, log
+from harness.guest import wait_booted, wait_heartbeat, wait_serial, wait_until
+from harness.process import Vmm, kill_all, scaled, shutdown_all
+from harness.reports import sanitizer_reports
 
 RAM_MB = 16
 

@@ -55,4 +55,15 @@ static inline cpr_migration_info query(cpr_ctx *ctx)
     return i;
 }
 
+/* Waits up to 5 s until the job's status is `status`: 1 when it is, 0 when not. */
+static inline int wait_status(cpr_ctx *ctx, int status)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (query(ctx).status == status)
+            return 1;
+        g_usleep(1000);
+    }
+    return 0;
+}
+
 #endif

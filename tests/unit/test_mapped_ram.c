@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <glob.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "migration/mapped_ram.h"
@@ -58,6 +61,30 @@ static int load(const char *name, const char *channels, char **digest, cpr_error
     return ret;
 }
 
+/* The file offset of byte `byte` of page `page` of the snapshot's RAM block (its reader). */
+static uint64_t page_offset(const char *file, uint64_t page, uint64_t byte)
+{
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(file, 0, &f, NULL), 0);
+    const struct cpr_mr_block_info *b = cpr_mr_block(f, 0);
+    ck_assert(cpr_mr_page_present(b, page));
+    uint64_t at = b->pages_offset + page * b->page_size + byte;
+    cpr_mr_close(f);
+    return at;
+}
+
+/* Flips one bit of the byte at `at` in `file`, as a lost write would. */
+static void flip(const char *file, uint64_t at)
+{
+    int fd = open(file, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint8_t c;
+    ck_assert_int_eq(pread(fd, &c, 1, (off_t)at), 1);
+    c ^= 0x10;
+    ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)at), 1);
+    close(fd);
+}
+
 START_TEST(test_round_trip_with_1_to_4_channels)
 {
     static const char *const n[] = { "1", "2", "4" };
@@ -101,17 +128,10 @@ START_TEST(test_a_flipped_byte_is_refused_naming_the_chunk)
     const struct cpr_mr_block_info *b = cpr_mr_block(f, 0);
     ck_assert_str_eq(b->name, MIG_VM_RAM_NAME);
     ck_assert_uint_eq(b->pages_offset % 4096, 0);
-    ck_assert(cpr_mr_page_present(b, 5));
+    ck_assert_uint_eq(b->chunk_size, b->page_size);
     ck_assert_int_eq(cpr_mr_verify_chunk(f, 0, 5, NULL), 0);
-    uint64_t at = b->pages_offset + 5 * b->chunk_size + 123;
     cpr_mr_close(f);
-    int fd = open(p, O_RDWR);
-    ck_assert_int_ge(fd, 0);
-    uint8_t c;
-    ck_assert_int_eq(pread(fd, &c, 1, (off_t)at), 1);
-    c ^= 0x10;
-    ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)at), 1);
-    close(fd);
+    flip(p, page_offset(p, 5, 123));
     ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
     ck_assert_cpr_fails(cpr_mr_verify_chunk(f, 0, 5, errp_), -EBADMSG, "chunk 5 ");
     cpr_mr_close(f);
@@ -123,13 +143,106 @@ START_TEST(test_a_file_cut_short_is_refused_naming_the_chunk)
 {
     g_autofree char *d = save("snap", "2", NULL);
     g_autofree char *p = path("snap");
+    ck_assert_int_eq(truncate(p, (off_t)page_offset(p, 10, 7)), 0);
     cpr_mr_file *f;
-    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
-    uint64_t cut = cpr_mr_block(f, 0)->pages_offset + 10 * 4096 + 7;
-    cpr_mr_close(f);
-    ck_assert_int_eq(truncate(p, (off_t)cut), 0);
     ck_assert_cpr_fails(load("snap", "2", NULL, errp_), -EBADMSG, "chunk 10 ");
     ck_assert_cpr_fails(cpr_mr_open(p, 0, &f, errp_), -EBADMSG, "chunk 10 ");
+}
+END_TEST
+
+/* cachestat(2) (Linux 6.5): the page cache state of a file range; not in every libc's headers. */
+struct mr_cachestat_range {
+    uint64_t off, len;
+};
+struct mr_cachestat {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+
+/*
+ * What is flushed when: the live passes' pages reach the disk while the guest runs (an
+ * fdatasync at each pass end), so at the stop (pause-before-switchover holds it there) the
+ * file under its temporary name has no dirty page in the page cache; what the pause still
+ * flushes is what the stopped pass and the records write after it.
+ */
+START_TEST(test_the_live_passes_are_on_disk_before_the_guest_stops)
+{
+    struct mig_vm *src = mig_running_vm(RAM, NULL);
+    src->dirty_span = src->pages / 2;
+    mig_vm_set_rate(src, 64);
+    mapped(src->ctx, "2");
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "pause-before-switchover", 1, NULL), 0);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_PRE_SWITCHOVER));
+    ck_assert(!mig_vm_running(src));
+    g_autofree char *pattern = path(".snap.*");
+    glob_t g;
+    ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+    ck_assert_uint_eq(g.gl_pathc, 1);
+    int fd = open(g.gl_pathv[0], O_RDONLY);
+    globfree(&g);
+    ck_assert_int_ge(fd, 0);
+    struct mr_cachestat_range range = { 0, 0 }; /* the whole file */
+    struct mr_cachestat cs = { 0 };
+    long r = syscall(__NR_cachestat, fd, &range, &cs, 0);
+    int e = errno;
+    close(fd);
+    ck_assert_int_eq(cpr_migrate_continue(src->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_wait(src->ctx, NULL), 0);
+    mig_vm_free(src);
+    if (r < 0) {
+        ck_assert_int_eq(e, ENOSYS);
+        fprintf(stderr, "mapped_ram: no cachestat(2) here: the flush before the stop not tested\n");
+        return;
+    }
+    /* The lower half of RAM was written (unless the kernel already dropped it); none dirty. */
+    ck_assert_msg(cs.nr_dirty == 0 && cs.nr_writeback == 0,
+                  "at the stop: %llu pages cached, %llu dirty, %llu under writeback",
+                  (unsigned long long)cs.nr_cache, (unsigned long long)cs.nr_dirty,
+                  (unsigned long long)cs.nr_writeback);
+    ck_assert_uint_ge(cs.nr_cache + cs.nr_evicted, RAM / 4096 / 2);
+}
+END_TEST
+
+/* cpr-dump (CPR_DUMP, set by ctest) on `file`: exit status, standard output and error. */
+static int dump(const char *args, const char *file, char **out, char **err)
+{
+    const char *tool = getenv("CPR_DUMP");
+    ck_assert_ptr_nonnull(tool);
+    g_autofree char *cmd = g_strdup_printf("%s %s %s", tool, args, file);
+    int status;
+    ck_assert(g_spawn_command_line_sync(cmd, out, err, &status, NULL));
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+START_TEST(test_cpr_dump_prints_and_checks_the_regions)
+{
+    g_autofree char *d = save("snap", "4", NULL);
+    g_autofree char *p = path("snap");
+    char *out = NULL, *err = NULL;
+    ck_assert_int_eq(dump("--check", p, &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, ": OK"));
+    g_free(out);
+    g_free(err);
+    ck_assert_int_eq(dump("", p, &out, &err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"type\": \"region\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"chunks_verified\": 2048"));
+    /* The guest wrote the lower half: the upper half's pages never reached the file. */
+    const char *present = strstr(out, "\"present\": ");
+    ck_assert_ptr_nonnull(present);
+    uint64_t n = strtoull(present + 11, NULL, 10);
+    ck_assert_uint_ge(n, 1024);
+    ck_assert_uint_lt(n, 2048);
+    g_free(out);
+    g_free(err);
+    flip(p, page_offset(p, 7, 9));
+    ck_assert_int_eq(dump("--check", p, &out, &err), 1);
+    ck_assert_msg(strstr(err, "'" MIG_VM_RAM_NAME "' chunk 7 "), "%s", err);
+    g_free(out);
+    g_free(err);
 }
 END_TEST
 
@@ -223,8 +336,10 @@ static Suite *mapped_ram_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_round_trip_with_1_to_4_channels);
     tcase_add_test(tc, test_the_file_stays_the_size_of_ram_after_many_passes);
+    tcase_add_test(tc, test_the_live_passes_are_on_disk_before_the_guest_stops);
     tcase_add_test(tc, test_a_flipped_byte_is_refused_naming_the_chunk);
     tcase_add_test(tc, test_a_file_cut_short_is_refused_naming_the_chunk);
+    tcase_add_test(tc, test_cpr_dump_prints_and_checks_the_regions);
     tcase_add_test(tc, test_direct_io_where_the_file_system_refuses_it);
     tcase_add_test(tc, test_direct_io_round_trip_where_allowed);
     tcase_add_test(tc, test_mapped_ram_refuses_a_stream_that_is_not_a_file);

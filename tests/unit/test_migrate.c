@@ -52,16 +52,6 @@ static uint64_t file_size(const char *p)
     return (uint64_t)st.st_size;
 }
 
-static int wait_status(cpr_ctx *ctx, int status)
-{
-    for (int i = 0; i < 5000; i++) {
-        if (query(ctx).status == status)
-            return 1;
-        g_usleep(1000);
-    }
-    return 0;
-}
-
 START_TEST(test_status_and_runstate_names_are_qemus)
 {
     ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_NONE), "none");

@@ -127,7 +127,7 @@ START_TEST(test_foreach_lists_names)
                              "multifd-channels;direct-io;memory-restore-mode;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);
-    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;");
+    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;mapped-ram;");
     g_string_free(s, TRUE);
 }
 END_TEST

@@ -132,7 +132,13 @@ static void print_guest(json_object *ret, GString *out)
 static int param_is_int(const char *name)
 {
     return !strcmp(name, "downtime-limit") || !strcmp(name, "max-bandwidth") ||
-           g_str_has_suffix(name, "-timeout");
+           !strcmp(name, "multifd-channels") || g_str_has_suffix(name, "-timeout");
+}
+
+/* Parameters whose QMP type is a boolean (libcpr takes and gives "true"/"false"). */
+static int param_is_bool(const char *name)
+{
+    return !strcmp(name, "direct-io");
 }
 
 static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_error *err)
@@ -151,11 +157,11 @@ static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_erro
                 g_string_append(g, q);
             }
             s = g_string_free(g, FALSE);
-        } else if (json_object_is_type(val, json_type_string) ||
-                   json_object_is_type(val, json_type_int)) {
+        } else if (json_object_is_type(val, json_type_string) || json_object_is_type(val, json_type_int) ||
+                   json_object_is_type(val, json_type_boolean)) {
             s = g_strdup(json_object_get_string(val));
         } else {
-            return mon_fail(err, "GenericError", "Parameter '%s' expects a string or integer", key);
+            return mon_fail(err, "GenericError", "Parameter '%s' expects a string, integer or boolean", key);
         }
         cpr_error *cerr = NULL;
         if (cpr_param_set(v->ctx, key, s, &cerr) < 0)
@@ -178,6 +184,8 @@ static int add_param(const char *name, void *opaque)
     json_object *val;
     if (param_is_int(name)) {
         val = json_object_new_int64(strtoll(s, NULL, 10));
+    } else if (param_is_bool(name)) {
+        val = json_object_new_boolean(!strcmp(s, "true"));
     } else if (!strcmp(name, "cpr-exec-command")) {
         val = json_object_new_array();
         g_auto(GStrv) words = NULL;

@@ -1,25 +1,20 @@
 # SPDX-License-Identifier: MIT
 """--plot: guest pause against RAM size per mode and implementation (log scale), and a
 throughput panel. matplotlib comes from Debian's python3-matplotlib, installed when missing."""
+import json
+import os
+import subprocess
 import sys
 
 from .host import apt_install, log
 from .stats import triplets
 
-# Where Debian's python3-matplotlib lives. The one sys.path edit outside the harness's entry
-# lines: it is about the interpreter (a python3 that is not Debian's own does not look there),
-# not about this tree (tests/harness/README.md).
-DEBIAN_DIST = "/usr/lib/python3/dist-packages"
+# Debian's own interpreter, which sees python3-matplotlib; the bench may run under another
+# python3 (pyenv, a venv) that does not. Then the plot is drawn by this module run there.
+DEBIAN_PYTHON = "/usr/bin/python3"
 
 
 def _import_matplotlib():
-    try:
-        import matplotlib
-        return matplotlib
-    except ImportError:
-        pass
-    if DEBIAN_DIST not in sys.path:
-        sys.path.append(DEBIAN_DIST)  # when this interpreter is not Debian's own
     try:
         import matplotlib
         return matplotlib
@@ -80,9 +75,21 @@ def _impl(r):
             + (" [pinned]" if r.get("affinity") else ""))
 
 
+def _write_elsewhere(rows, path, machine, title_extra):
+    """Draws in Debian's python3 (`python3 -m benchlib.plot`, the rows on stdin)."""
+    if not os.path.exists(DEBIAN_PYTHON) or os.path.realpath(sys.executable) == os.path.realpath(DEBIAN_PYTHON):
+        return False
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    job = json.dumps({"rows": rows, "path": os.path.abspath(path), "machine": machine, "title_extra": title_extra})
+    r = subprocess.run([DEBIAN_PYTHON, "-m", "benchlib.plot"], input=job, text=True, cwd=here)
+    return r.returncode == 0
+
+
 def write(rows, path, machine, title_extra=""):
     plt = _matplotlib()
     if plt is None:
+        if _write_elsewhere(rows, path, machine, title_extra):
+            return True
         log("no matplotlib: plot not written")
         return False
     plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plt.get_cmap("tab20").colors)
@@ -115,3 +122,9 @@ def write(rows, path, machine, title_extra=""):
     fig.savefig(path, dpi=110)
     log(f"plot written to {path}")
     return True
+
+
+if __name__ == "__main__":
+    # Run by _write_elsewhere() in Debian's python3.
+    job = json.load(sys.stdin)
+    sys.exit(0 if write(job["rows"], job["path"], job["machine"], job["title_extra"]) else 1)

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private: the wire names of the "ram" section (docs/migration.md, "The RAM section"): its
+ * name, version and entry kinds. Apart from ram_section.h so that the mapped-ram index
+ * (mapped_ram.c), which ram_section.c drives, writes and reads its entries without a circle.
+ */
+#ifndef CPR_MIGRATION_RAM_ENTRIES_H
+#define CPR_MIGRATION_RAM_ENTRIES_H
+
+#define CPR_RAM_SECTION_NAME "ram"
+#define CPR_RAM_SECTION_VERSION 1
+
+/* Entry kinds inside the section's records. */
+enum {
+    CPR_RAM_ENT_BLOCK = 1, /* u16 name length, name: later entries refer to this block */
+    CPR_RAM_ENT_ZERO = 2,  /* u64 first page, u32 count: pages that read as zero */
+    CPR_RAM_ENT_DATA = 3,  /* u64 first page, u32 count, count * 4096 bytes */
+    CPR_RAM_ENT_MAPPED = 4, /* mapped-ram index of a block (lib/migration/mapped_ram.c) */
+};
+
+#endif
