@@ -11,6 +11,7 @@
 #include <cpr/ram.h>
 
 #include "core/ctx.h"
+#include "core/params.h"
 #include "core/slot.h"
 #include "format/stream.h"
 #include "migration/fault_server.h"
