@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Lazy restore of a mapped-ram file: migration/lazy_restore.h and cpr/lazy_restore.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -178,6 +180,24 @@ static int64_t stream_start(cpr_stream *s)
     return (int64_t)pos - (int64_t)cpr_stream_avail(s) - (int64_t)cpr_stream_offset(s);
 }
 
+/* Drops what fresh RAM already holds (a VMM that read its mailbox page before the load, say):
+ * the load replaces all of it anyway, and a page present would never fault, so the guest
+ * would run on it instead of the file's. Done after the registration: a touch in between
+ * faults and waits for the file's page. */
+static int discard(cpr_ram_block *rb, cpr_error **errp)
+{
+    uint64_t size = cpr_ram_block_size(rb);
+    int fd = cpr_ram_block_fd(rb);
+    if (fd >= 0 && cpr_ram_block_shared(rb) &&
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)size) < 0)
+        return cpr_error_set_errno(errp, -errno, "ondemand restore: RAM block '%s': dropping the "
+                                   "pages it held before the load", cpr_ram_block_name(rb));
+    if (madvise(cpr_ram_block_host(rb), size, MADV_DONTNEED) < 0)
+        return cpr_error_set_errno(errp, -errno, "ondemand restore: RAM block '%s': dropping the "
+                                   "pages it held before the load", cpr_ram_block_name(rb));
+    return 0;
+}
+
 /* Registers the block the stream sends under `name` with the fault server. */
 static int add_block(lazy_run *run, size_t mr, cpr_ram_block *rb, cpr_error **errp)
 {
@@ -186,19 +206,18 @@ static int add_block(lazy_run *run, size_t mr, cpr_ram_block *rb, cpr_error **er
         return cpr_error_set(errp, -EINVAL, "ondemand restore: RAM block '%s' is %" PRIu64
                              " bytes in the file but %" PRIu64 " here", b->name, b->size,
                              cpr_ram_block_size(rb));
-    struct stat st;
-    if (cpr_ram_block_reattached(rb) ||
-        (cpr_ram_block_fd(rb) >= 0 && fstat(cpr_ram_block_fd(rb), &st) == 0 && st.st_blocks))
+    if (cpr_ram_block_reattached(rb))
         return cpr_error_set(errp, -EINVAL, "ondemand restore: RAM block '%s' already holds "
-                             "pages (ondemand fills fresh memory only)", b->name);
+                             "the guest's pages (ondemand fills fresh memory only)", b->name);
     lazy_block lb = { .mr = mr, .page_size = cpr_ram_block_page_size(rb) };
     if (lb.page_size % b->chunk_size && b->chunk_size % lb.page_size)
         return cpr_error_set(errp, -EINVAL, "ondemand restore: RAM block '%s': pages of %" PRIu64
                              " bytes and chunks of %u do not nest", b->name, lb.page_size,
                              b->chunk_size);
     g_array_append_val(run->blocks, lb);
-    return cpr_fault_server_add_block(run->fs, b->name, cpr_ram_block_host(rb),
-                                      cpr_ram_block_size(rb), lb.page_size, errp);
+    int ret = cpr_fault_server_add_block(run->fs, b->name, cpr_ram_block_host(rb),
+                                         cpr_ram_block_size(rb), lb.page_size, errp);
+    return ret < 0 ? ret : discard(rb, errp);
 }
 
 static int begin(lazy_state *ls, cpr_stream *s, GHashTable *sent, cpr_error **errp)
