@@ -9,8 +9,10 @@
  *             the device state only; guest RAM is registered with userfaultfd and each page is
  *             read from the file when first touched, while a library thread reads the rest in
  *             order. Every chunk's CRC32C is verified before any byte of it reaches guest RAM.
- * The blocks must be fresh memory (never touched: a new memfd or anonymous mapping), as a
- * restarted VMM has; a block re-attached from a preserved fd is refused.
+ * The blocks must be new memory, as a restarted VMM has (a new memfd or anonymous mapping);
+ * pages it holds already (the VMM read or wrote them before the load) are dropped once the
+ * block is registered, since the load replaces them. A block re-attached from a preserved fd
+ * is refused.
  *
  * What can fail, and when:
  *  - before the guest runs (a file that is not mapped-ram, a region missing or cut short, no
