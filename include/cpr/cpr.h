@@ -25,5 +25,6 @@
 #include <cpr/teardown.h>
 #include <cpr/migrate.h>
 #include <cpr/lazy_restore.h>
+#include <cpr/tls.h>
 
 #endif /* CPR_CPR_H */

@@ -30,6 +30,7 @@ typedef enum cpr_ctx_shared {
     CPR_SHARED_PARAMS,    /* struct cpr_params (lib/core/params.c) */
     CPR_SHARED_BLOCKERS,  /* GPtrArray of struct cpr_blocker *, registration order */
     CPR_SHARED_NOTIFIERS, /* GPtrArray of struct cpr_notifier *, registration order */
+    CPR_SHARED_TLS,       /* GHashTable id -> cpr_tls_creds * (lib/channel/tls_creds.c) */
     CPR_SHARED_COUNT
 } cpr_ctx_shared;
 

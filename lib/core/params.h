@@ -20,6 +20,8 @@ struct cpr_params {
     int pause_before_switchover; /* stop in pre-switchover until cpr_migrate_continue() */
     uint64_t cpr_connect_timeout_ms; /* cpr-transfer out: wait for the cpr socket to listen */
     uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
+    char *tls_creds;    /* id of TLS credentials (cpr/tls.h); NULL: no TLS */
+    char *tls_hostname; /* the name the destination's certificate must carry; NULL: the tcp host */
     int mapped_ram;             /* file streams: RAM at fixed offsets (lib/migration/mapped_ram.c) */
     uint64_t multifd_channels;  /* threads (and, on sockets, connections) that carry RAM pages */
     int direct_io;              /* mapped-ram regions written and read with O_DIRECT */

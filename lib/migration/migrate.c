@@ -23,6 +23,7 @@
 #include "core/gate.h"
 #include "core/sized.h"
 #include "handover/exec_guard.h"
+#include "migration/main_tls.h"
 #include "migration/migrate.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
@@ -745,6 +746,8 @@ CPR_API int cpr_migrate_channels(cpr_ctx *ctx, const cpr_channels *channels, uns
     }
     cpr_job *job = job_new(mig, 0, flags);
     ret = cpr_channels_check_mode(channels, job->mode, job->params.cpr_exec_command, errp);
+    if (ret == 0)
+        ret = cpr_main_tls_check(ctx, job->params.tls_creds, 0, job->mode, channels, errp);
     if (ret == 0)
         ret = channels_copy(channels, &job->channels, errp);
     /* Sections are registered on the owner thread, before any save runs. */
