@@ -15,7 +15,8 @@ enum {
     CPR_RAM_ENT_BLOCK = 1, /* u16 name length, name: later entries refer to this block */
     CPR_RAM_ENT_ZERO = 2,  /* u64 first page, u32 count: pages that read as zero */
     CPR_RAM_ENT_DATA = 3,  /* u64 first page, u32 count, count * 4096 bytes */
-    CPR_RAM_ENT_MAPPED = 4, /* mapped-ram index of a block (lib/migration/mapped_ram.c) */
+    /* 4: multifd's sync entry (the multifd branch) */
+    CPR_RAM_ENT_MAPPED = 5, /* mapped-ram index of a block (lib/migration/mapped_ram.c) */
 };
 
 #endif
