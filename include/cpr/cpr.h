@@ -24,6 +24,7 @@
 #include <cpr/exec.h>
 #include <cpr/teardown.h>
 #include <cpr/migrate.h>
+#include <cpr/lazy_restore.h>
 #include <cpr/tls.h>
 #include <cpr/trace.h>
 

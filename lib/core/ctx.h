@@ -22,6 +22,7 @@ typedef enum cpr_ctx_slot {
     CPR_SLOT_MIGRATION,
     CPR_SLOT_EXEC, /* cpr-exec rollback: the new image's commit socket */
     CPR_SLOT_TRACE, /* the pause breakdown's steps (trace.c) */
+    CPR_SLOT_LAZY, /* lazy restore: freed first, while the RAM it fills is still mapped */
     CPR_SLOT_COUNT
 } cpr_ctx_slot;
 

@@ -173,6 +173,19 @@ static char *get_direct_io(const struct cpr_params *p)
     return g_strdup(p->direct_io ? "true" : "false");
 }
 
+/* Cloud Hypervisor's memory_restore_mode: copy reads RAM before the guest runs, ondemand after. */
+static int set_memory_restore_mode(struct cpr_params *p, const char *v)
+{
+    if (strcmp(v, "copy") && strcmp(v, "ondemand"))
+        return -EINVAL;
+    p->memory_restore_ondemand = !strcmp(v, "ondemand");
+    return 0;
+}
+static char *get_memory_restore_mode(const struct cpr_params *p)
+{
+    return g_strdup(p->memory_restore_ondemand ? "ondemand" : "copy");
+}
+
 /* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
 static const struct param_def {
     const char *name;
@@ -201,6 +214,7 @@ static const struct param_def {
     { "multifd-compression", "none or zstd", set_multifd_compression, get_multifd_compression, 0, 0 },
     { "multifd-zstd-level", "a zstd level, 1 to 20", set_multifd_zstd_level, get_multifd_zstd_level, 0, 0 },
     { "direct-io", "true or false", set_direct_io, get_direct_io, 0, 0 },
+    { "memory-restore-mode", "copy or ondemand", set_memory_restore_mode, get_memory_restore_mode, 0, 0 },
 };
 
 static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)

@@ -33,6 +33,7 @@ struct cpr_params {
     uint64_t multifd_zstd_level;
     int mapped_ram;             /* file streams: RAM at fixed offsets (lib/migration/mapped_ram.c) */
     int direct_io;              /* mapped-ram regions written and read with O_DIRECT */
+    int memory_restore_ondemand; /* memory-restore-mode ondemand: lazy restore (lazy_restore.c) */
 };
 
 void cpr_params_init(struct cpr_params *p);

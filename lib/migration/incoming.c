@@ -20,6 +20,7 @@
 #include "core/trace.h"
 #include "format/savevm.h"
 #include "handover/exec_guard.h"
+#include "migration/lazy_restore.h"
 #include "migration/main_channel.h"
 #include "migration/main_tls.h"
 #include "migration/migrate.h"
@@ -175,6 +176,7 @@ static int in_run(cpr_job *job, cpr_error **errp)
     if (ret == 0)
         ret = commit(job, in, errp);
     if (ret < 0) {
+        cpr_lazy_restore_abort(job->ctx); /* the guest never ran: its RAM is the next load's */
         /* Tell the source, which then resumes, rather than let it guess from a reset. */
         cpr_main_chan_refuse(&in->mc);
         return ret;

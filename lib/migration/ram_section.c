@@ -18,6 +18,7 @@
 #include "format/stream.h"
 #include "handover/ram_identity.h"
 #include "core/params.h"
+#include "migration/lazy_restore.h"
 #include "migration/mapped_ram.h"
 #include "migration/multifd.h"
 #include "migration/ram_section.h"
@@ -507,6 +508,9 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                 return ret;
             continue;
         }
+        if (kind == CPR_RAM_ENT_MAPPED && cpr_lazy_restore_wanted(rl->ctx))
+            /* ondemand: pages come in when touched; the rest of the record is the index. */
+            return cpr_lazy_restore_begin(rl->ctx, s, rl->sent, errp);
         if (kind == CPR_RAM_ENT_MAPPED) {
             if ((ret = cpr_mr_load_entry(s, rl->sent, rl->channels, rl->direct_io, errp)) < 0)
                 return ret;

@@ -3,7 +3,8 @@
 """Fault matrix: real cpr-vmm processes killed, frozen, starved and fed bad streams at every
 phase of a switchover, in every mode.
 
-usage: test_faults.py CPR_VMM_BINARY CPR_DUMP_BINARY MODE   (MODE: cpr-transfer live cpr-reboot cpr-exec mapped-ram)
+usage: test_faults.py CPR_VMM_BINARY CPR_DUMP_BINARY MODE   (MODE: cpr-transfer live cpr-reboot cpr-exec mapped-ram
+                                                             lazy-restore)
 
 Each case asserts its documented outcome (docs/migration.md, "the point of no return"):
   - before the point of no return the old VMM resumes: query-migrate says failed with an
@@ -806,6 +807,95 @@ def case_mapped_truncated():
     return run
 
 
+# ---- lazy restore (memory-restore-mode=ondemand): the guest runs before its RAM is read ------
+
+def lazy_load(name, path=None, serial="serial.log", env=None):
+    """A new VMM restoring vm.state on demand (Cloud Hypervisor's -restore spelling)."""
+    return Vmm(BINARY, WD, name, mapped_args(serial) +
+               ["-restore", f"source_url=file://{path or STATE},memory_restore_mode=ondemand"], env=env)
+
+
+def lazy_end(vm):
+    """query-migrate's lazy-restore once it is no longer active."""
+    return wait_until(lambda: (q := vm.qmp("query-migrate").get("lazy-restore", {})).get("status") != "active" and q,
+                      60, f"{vm.name}: the lazy restore ended")
+
+
+def lazy_refused_page(vm, what):
+    """The lazy restore failed after the guest started: the VMM was told (query and event name
+    the chunk), the guest found no corruption: it never ran on the page, its toucher waits."""
+    end = lazy_end(vm)
+    check(end["status"] == "failed", f"lazy restore failed ({end})")
+    check("chunk" in end.get("error-desc", ""), f"the error names the chunk: {end.get('error-desc')}")
+    check(end["resident-pages"] < end["total-pages"], f"pages missing ({end['resident-pages']} of {end['total-pages']})")
+    ev = wait_until(lambda: [e for e in vm.events() if e["event"] == "LAZY_RESTORE"], 10, "LAZY_RESTORE event")
+    check(ev[0]["data"]["status"] == "failed", f"LAZY_RESTORE failed event ({ev[0]})")
+    check(vm.guest()["corruptions"] == 0, "the guest saw no corruption")
+    check(all(c == 0 for _, _, c in serial_lines(os.path.join(WD, "serial.log"))), "no corruption on the console")
+    vm.kill()
+    return f"VMM told ({what}), guest never ran on the page"
+
+
+def mapped_region():
+    regions = json.loads(subprocess.run([DUMP, STATE], check=True, capture_output=True, text=True).stdout)["mapped_ram"]
+    check(len(regions) == 1 and regions[0]["present"] > 0, f"one region with pages: {regions}")
+    return regions[0]
+
+
+def case_lazy_flipped():
+    """A byte flipped in a chunk in the middle of the region: the load commits (the chunk is
+    read after the guest started), the chunk fails its check when read."""
+    def run():
+        mapped_save()
+        r = mapped_region()
+        off = r["pages_offset"] + (r["pages"] // 2) * 4096 + 100
+        with open(STATE, "r+b") as f:
+            f.seek(off)
+            b = f.read(1)
+            f.seek(off)
+            f.write(bytes([b[0] ^ 0x40]))
+        vm = lazy_load("new")
+        vm.wait_status("running")
+        return lazy_refused_page(vm, "checksum")
+    return run
+
+
+def case_lazy_truncated():
+    """The file cut near the end of the region right after the guest started: a page either came
+    before the cut (and is the saved one) or the cut is reported and its toucher waits."""
+    def run():
+        hb = mapped_save()
+        r = mapped_region()
+        cut = r["pages_offset"] + (r["pages"] - 64) * 4096 + 100
+        vm = lazy_load("new")
+        vm.wait_status("running")
+        os.truncate(STATE, cut)
+        end = lazy_end(vm)
+        if end["status"] == "completed":
+            check(end["resident-pages"] == end["total-pages"], f"every page came before the cut ({end})")
+            check_after_switchover(vm, hb, os.path.join(WD, "serial.log"))
+            return "every page came before the cut, guest intact"
+        return lazy_refused_page(vm, "short read")
+    return run
+
+
+def case_lazy_killed():
+    """The restoring VMM killed while pages arrive: the file is only read, so a second
+    restore of it runs the guest intact."""
+    def run():
+        hb = mapped_save()
+        before = open(STATE, "rb").read()
+        vm = lazy_load("killed", serial="serial2.log")
+        vm.wait_status("running")
+        vm.kill()
+        check(open(STATE, "rb").read() == before, "the snapshot is byte for byte as it was")
+        again = lazy_load("again")
+        out = reboot_runs(again, hb)
+        check(lazy_end(again)["status"] == "completed", "the second lazy restore completed")
+        return "killed; restored again: " + out
+    return run
+
+
 # ---- the matrix ---------------------------------------------------------------------------------
 
 CASES = {
@@ -857,6 +947,13 @@ CASES = {
          case_mapped_killed("save-stop")),
         ("disk full while the threads write (4 MiB tmpfs)", RESUMES, case_mapped_disk_full()),
         ("snapshot truncated in the region and after it", REFUSED + "; whole file runs", case_mapped_truncated()),
+    ],
+    "lazy-restore": [
+        ("a byte flipped in a chunk, read after the guest started", "VMM told naming the chunk; guest never runs on it",
+         case_lazy_flipped()),
+        ("file truncated after the guest started", "every page before the cut, or VMM told; never a wrong page",
+         case_lazy_truncated()),
+        ("kill the VMM during the lazy restore", "restored again, guest intact", case_lazy_killed()),
     ],
     "cpr-exec": [
         ("exec of the new binary fails", RESUMES, case_exec_fails()),

@@ -3,7 +3,7 @@
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
 usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions machine-types chain cpr-reboot cpr-transfer cpr-exec
-                                           live snapshot mapped-ram corruption)
+                                           live snapshot mapped-ram lazy-restore corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
@@ -312,6 +312,41 @@ def test_mapped_ram(binary, wd):
     new.shutdown()
 
 
+# ---- 5c. the mapped-ram snapshot restored on demand (userfaultfd) ------------------------------
+
+def test_lazy_restore(binary, wd):
+    """A running guest saved with mapped-ram, restored with Cloud Hypervisor's spelling
+    -restore source_url=file://...,memory_restore_mode=ondemand: the guest runs before its RAM
+    is read, every page it touches arrives checked, it re-verifies all its RAM; query-migrate's
+    lazy-restore reaches completed with every page resident and a LAZY_RESTORE event."""
+    old, args, g, serial, snap = snapshot_vm(binary, wd, "lazy")
+    old.qmp("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
+    old.qmp("migrate", uri=f"file:{snap}")
+    info = old.wait_migration()
+    check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
+    hb_old = old.guest()["heartbeat"]
+    old.qmp("quit")
+    old.wait_exit()
+    new = Vmm(binary, wd, "new", args + ["-restore", f"source_url=file://{snap},memory_restore_mode=ondemand"])
+    new.wait_status("running")
+    lazy = new.qmp("query-migrate").get("lazy-restore")
+    if lazy is None and "userfaultfd" in new.log_tail(50):
+        log("SKIP: userfaultfd is not available to this process")
+        new.shutdown()
+        sys.exit(77)
+    check(lazy is not None, f"query-migrate has lazy-restore ({lazy})")
+    log(f"lazy restore right after running: {lazy}")
+    check_after_switchover(new, hb_old, serial)
+    done = wait_until(lambda: (q := new.qmp("query-migrate").get("lazy-restore", {}))["status"] != "active" and q,
+                      120, "lazy restore ended")
+    check(done["status"] == "completed", f"lazy restore completed ({done})")
+    check(done["resident-pages"] == done["total-pages"] >= g["pages-total"],
+          f"every page resident ({done['resident-pages']} of {done['total-pages']}, guest {g['pages-total']})")
+    evs = [e for e in new.events() if e["event"] == "LAZY_RESTORE"]
+    check(len(evs) == 1 and evs[0]["data"]["status"] == "completed", f"one LAZY_RESTORE completed event ({evs})")
+    new.shutdown()
+
+
 # ---- the checks can fail: a page damaged while the VMM is down shows as a corruption ------------
 
 def test_corruption_detected(binary, wd):
@@ -504,6 +539,7 @@ TESTS = {
     "live": test_live,
     "snapshot": test_snapshot,
     "mapped-ram": test_mapped_ram,
+    "lazy-restore": test_lazy_restore,
 }
 
 

@@ -24,6 +24,9 @@ static const char usage[] =
     "  -monitor stdio               HMP on stdin/stdout\n"
     "  -qmp unix:PATH,server=on,wait=off\n"
     "  -incoming defer|URI|JSON     repeatable: a main and a cpr channel\n"
+    "  -restore source_url=file://PATH[,memory_restore_mode=copy|ondemand]\n"
+    "                               Cloud Hypervisor's restore: -incoming file:PATH; ondemand\n"
+    "                               starts the guest before its RAM is read (a mapped-ram file)\n"
     "  -global migration.NAME=VALUE a migration parameter or capability (on/off) set at start-up,\n"
     "                               before -incoming's cpr channel is read; repeatable\n"
     "  -serial file:PATH|stdio|null\n"
@@ -508,6 +511,40 @@ static int opt_incoming(vmm_config *cfg, const char *arg, char **err)
     return 0;
 }
 
+/* -restore, in Cloud Hypervisor's spelling: the same as -incoming file:PATH plus
+ * -global migration.memory-restore-mode=MODE. */
+static int opt_restore(vmm_config *cfg, const char *arg, char **err)
+{
+    GArray *a = split_kv(arg, "source_url");
+    const char *url = NULL, *mode = "copy";
+    int ret = -1;
+    for (guint i = 0; i < a->len; i++) {
+        kv *e = &g_array_index(a, kv, i);
+        if (!strcmp(e->key, "source_url")) {
+            url = e->val;
+        } else if (!strcmp(e->key, "memory_restore_mode")) {
+            mode = e->val;
+        } else {
+            *err = g_strdup_printf("-restore: unknown key '%s' (source_url, memory_restore_mode)", e->key);
+            goto out;
+        }
+    }
+    if (!url || !g_str_has_prefix(url, "file://") || !url[7]) {
+        *err = g_strdup_printf("-restore %s: source_url=file://PATH is required", arg);
+        goto out;
+    }
+    if (strcmp(mode, "copy") && strcmp(mode, "ondemand")) {
+        *err = g_strdup_printf("-restore: memory_restore_mode=%s: copy or ondemand", mode);
+        goto out;
+    }
+    g_ptr_array_add(cfg->incoming, g_strdup_printf("file:%s", url + 7));
+    g_ptr_array_add(cfg->globals, g_strdup_printf("memory-restore-mode=%s", mode));
+    ret = 0;
+out:
+    free_kv(a);
+    return ret;
+}
+
 /* -global migration.NAME=VALUE: only the migration object exists; the name is checked when
  * it is applied (the library knows its parameters). */
 static int opt_global(vmm_config *cfg, const char *arg, char **err)
@@ -569,6 +606,7 @@ static const struct option_def {
     {"qmp", opt_qmp},
     {"incoming", opt_incoming},
     {"global", opt_global},
+    {"restore", opt_restore},
     {"serial", opt_serial},
     {"drive", opt_drive},
     {"display", opt_display},

@@ -4,6 +4,7 @@
  * into QMP MIGRATION events and resumes a waiting HMP, and the monitor commands.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "devices.h"
@@ -144,6 +145,7 @@ typedef struct status_call {
     vmm *v;
     int status;
     gint64 when; /* g_get_real_time() of the change */
+    char *message; /* the lazy restore's end only */
 } status_call;
 
 static int status_final(int st)
@@ -195,6 +197,34 @@ static void on_status(cpr_ctx *ctx, int status, void *opaque)
 
 /* ---- set-up --------------------------------------------------------------------------- */
 
+/* The lazy restore's end, on a library thread: an event for the monitor (QMP
+ * LAZY_RESTORE), and a line on stderr when it failed, since the guest may now hang on the
+ * pages that never came. */
+static void lazy_on_main(void *opaque)
+{
+    status_call *c = opaque;
+    json_object *d = json_object_new_object();
+    json_object_object_add(d, "status", json_object_new_string(c->status == 0 ? "completed" : "failed"));
+    if (c->status != 0)
+        json_object_object_add(d, "error-desc", json_object_new_string(c->message));
+    vmm_event_at(c->v, "LAZY_RESTORE", d, c->when);
+    g_free(c->message);
+    g_free(c);
+}
+
+static void on_lazy_restore(void *opaque, int code, const char *message)
+{
+    vmm *v = opaque;
+    if (code < 0)
+        fprintf(stderr, "cpr-vmm: %s\n", message);
+    status_call *c = g_new0(status_call, 1);
+    c->v = v;
+    c->status = code;
+    c->message = g_strdup(message);
+    c->when = g_get_real_time();
+    vmm_call_main(v, lazy_on_main, c);
+}
+
 int vmm_mig_init(vmm *v, char **err)
 {
     v->mig = g_new0(vmm_mig, 1);
@@ -211,7 +241,8 @@ int vmm_mig_init(vmm *v, char **err)
     };
     cpr_error *cerr = NULL;
     if (cpr_migrate_set_vm_ops(v->ctx, &ops, v, &cerr) < 0 ||
-        cpr_migrate_set_status_cb(v->ctx, on_status, v, &cerr) < 0) {
+        cpr_migrate_set_status_cb(v->ctx, on_status, v, &cerr) < 0 ||
+        cpr_lazy_restore_set_event_cb(v->ctx, on_lazy_restore, v) < 0) {
         return vmm_fail_cpr(err, "libcpr", cerr);
     }
     return 0;
@@ -226,6 +257,7 @@ void vmm_mig_fini(vmm *v)
         cpr_migrate_cancel(v->ctx, NULL);
         cpr_migrate_wait(v->ctx, NULL);
         cpr_migrate_set_status_cb(v->ctx, NULL, NULL, NULL);
+        cpr_lazy_restore_set_event_cb(v->ctx, NULL, NULL);
     }
     cpr_channels_free(v->mig->incoming);
     g_free(v->mig->last_error);
@@ -422,6 +454,32 @@ int vmm_mig_cancel(vmm *v, mon_error *err)
     return 0;
 }
 
+/* query-migrate's "lazy-restore" member (memory-restore-mode=ondemand): our extension, as
+ * Cloud Hypervisor has no query of its own for it. NULL before any lazy restore. */
+static json_object *lazy_restore_json(vmm *v)
+{
+    cpr_lazy_restore_info i;
+    cpr_lazy_restore_info_init(&i);
+    cpr_error *cerr = NULL;
+    if (cpr_lazy_restore_query(v->ctx, &i, &cerr) < 0 || !i.active) {
+        cpr_error_free(cerr);
+        return NULL;
+    }
+    json_object *o = json_object_new_object();
+    const char *st = i.error ? "failed" : i.complete_us ? "completed" : "active";
+    json_object_object_add(o, "status", json_object_new_string(st));
+    json_object_object_add(o, "total-pages", json_object_new_int64((int64_t)i.pages_total));
+    json_object_object_add(o, "resident-pages", json_object_new_int64((int64_t)i.pages_resident));
+    json_object_object_add(o, "fault-pages", json_object_new_int64((int64_t)i.fault_pages));
+    if (i.complete_us)
+        json_object_object_add(o, "fill-time-ms",
+                               json_object_new_double((double)(i.complete_us - i.serve_start_us) / 1e3));
+    if (cerr)
+        json_object_object_add(o, "error-desc", json_object_new_string(cpr_error_message(cerr)));
+    cpr_error_free(cerr);
+    return o;
+}
+
 json_object *vmm_mig_query(vmm *v)
 {
     char *s = NULL;
@@ -429,7 +487,12 @@ json_object *vmm_mig_query(vmm *v)
     if (cpr_migrate_query_json(v->ctx, &s, NULL) == 0)
         o = json_tokener_parse(s);
     cpr_free(s);
-    return o ? o : json_object_new_object();
+    if (!o)
+        o = json_object_new_object();
+    json_object *lazy = lazy_restore_json(v);
+    if (lazy)
+        json_object_object_add(o, "lazy-restore", lazy);
+    return o;
 }
 
 int vmm_mig_out_active(vmm *v)

@@ -241,11 +241,38 @@ START_TEST(test_global_migration_properties)
 }
 END_TEST
 
+START_TEST(test_restore_is_incoming_file_with_a_mode)
+{
+    const char *a[] = {"cpr-vmm", "-restore", "source_url=file:///tmp/s.snap,memory_restore_mode=ondemand", NULL};
+    vmm_config cfg;
+    char *err;
+    ck_assert_int_eq(parse(&cfg, &err, a), 0);
+    ck_assert_uint_eq(cfg.incoming->len, 1);
+    ck_assert_str_eq(cfg.incoming->pdata[0], "file:/tmp/s.snap");
+    ck_assert_uint_eq(cfg.globals->len, 1);
+    ck_assert_str_eq(cfg.globals->pdata[0], "memory-restore-mode=ondemand");
+    vmm_config_clear(&cfg);
+    const char *dflt[] = {"cpr-vmm", "-restore", "file:///tmp/s.snap", NULL};
+    ck_assert_int_eq(parse(&cfg, &err, dflt), 0);
+    ck_assert_str_eq(cfg.globals->pdata[0], "memory-restore-mode=copy");
+    vmm_config_clear(&cfg);
+    const char *no_url[] = {"cpr-vmm", "-restore", "memory_restore_mode=ondemand", NULL};
+    expect_error(no_url, "source_url=file://PATH is required");
+    const char *tcp[] = {"cpr-vmm", "-restore", "source_url=tcp://h:1", NULL};
+    expect_error(tcp, "source_url=file://PATH is required");
+    const char *mode[] = {"cpr-vmm", "-restore", "source_url=file:///s,memory_restore_mode=lazy", NULL};
+    expect_error(mode, "memory_restore_mode=lazy: copy or ondemand");
+    const char *key[] = {"cpr-vmm", "-restore", "source_url=file:///s,prefault=on", NULL};
+    expect_error(key, "unknown key 'prefault'");
+}
+END_TEST
+
 static Suite *cmdline_suite(void)
 {
     Suite *s = suite_create("vmm_cmdline");
     TCase *tc = tcase_create("cmdline");
     tcase_add_test(tc, test_seed_cpr_reboot_command_line_parses);
+    tcase_add_test(tc, test_restore_is_incoming_file_with_a_mode);
     tcase_add_test(tc, test_seed_cpr_transfer_command_line_parses);
     tcase_add_test(tc, test_unknown_option_is_named);
     tcase_add_test(tc, test_unknown_object_property_is_named);

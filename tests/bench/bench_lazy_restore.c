@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Instant (lazy) restore against a copy restore of the same mapped-ram file, in one process:
+ * a RAM block of non-zero pages is saved once with mapped-ram to DIR; each run then loads it
+ * into a fresh context and fresh memory, in turn with memory-restore-mode copy and ondemand,
+ * and measures from the start of the load (cpr_incoming_start_uri) to
+ *   - running: the VMM's start hook, called once the load committed (the guest would run);
+ *   - resident: every page in guest RAM (copy: the same instant; ondemand: the fault
+ *     server's completion, the background reader having read the file in order).
+ * No guest touches RAM meanwhile: the figure is the library's, with the page cache warm (the
+ * file was just written) unless DIR is a disk the kernel evicted.
+ *
+ *   bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR]     default 1G, 3 runs, /dev/shm
+ *
+ * One JSON object per line per mode (bench "lazy_restore"): min/median/max of running_ms and
+ * resident_ms. Needs userfaultfd for ondemand (exit 77 and says so without it).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include <cpr/cpr.h>
+
+#include "benchutil.h"
+#include "migration/fault_server.h"
+
+static int vm_running;
+static double started_at;
+
+static int vm_stop(cpr_ctx *ctx, void *opaque)
+{
+    vm_running = 0;
+    return 0;
+}
+
+static int vm_start(cpr_ctx *ctx, void *opaque)
+{
+    started_at = bench_now();
+    vm_running = 1;
+    return 0;
+}
+
+static int vm_is_running(cpr_ctx *ctx, void *opaque)
+{
+    return vm_running;
+}
+
+static void die(const char *what, cpr_error *err)
+{
+    fprintf(stderr, "bench_lazy_restore: %s: %s\n", what, err ? cpr_error_message(err) : strerror(errno));
+    exit(1);
+}
+
+static cpr_ctx *vm_new(uint64_t size, cpr_ram_block **b)
+{
+    cpr_ctx *ctx;
+    cpr_error *err = NULL;
+    if (cpr_ctx_new(&ctx, 0, &err) < 0)
+        die("context", err);
+    if (cpr_ram_block_new(ctx, "pc.ram", size, 4096, 0, b, &err) < 0)
+        die("RAM block", err);
+    cpr_vm_ops ops = { .size = sizeof(ops), .stop = vm_stop, .start = vm_start, .is_running = vm_is_running };
+    if (cpr_migrate_set_vm_ops(ctx, &ops, NULL, &err) < 0)
+        die("vm ops", err);
+    return ctx;
+}
+
+static void print_fig(const char *name, double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), bench_cmp_double);
+    printf(", \"min_%s\": %.2f, \"median_%s\": %.2f, \"max_%s\": %.2f", name, v[0], name, v[n / 2], name, v[n - 1]);
+}
+
+/* One load in `mode`; *running_ms and *resident_ms from its start. */
+static void restore(const char *uri, uint64_t size, const char *mode, double *running_ms, double *resident_ms)
+{
+    cpr_ram_block *b;
+    cpr_error *err = NULL;
+    cpr_ctx *ctx = vm_new(size, &b);
+    if (cpr_param_set(ctx, "memory-restore-mode", mode, &err) < 0 || cpr_incoming_defer(ctx, &err) < 0)
+        die(mode, err);
+    vm_running = 0;
+    double t0 = bench_now();
+    int64_t t0_us = g_get_monotonic_time();
+    if (cpr_incoming_start_uri(ctx, uri, 0, &err) < 0)
+        die("restore", err);
+    *running_ms = (started_at - t0) * 1e3;
+    *resident_ms = *running_ms;
+    if (!strcmp(mode, "ondemand")) {
+        cpr_lazy_restore_info i;
+        cpr_lazy_restore_info_init(&i);
+        while (cpr_lazy_restore_query(ctx, &i, &err) == 0 && !i.complete_us && !i.error)
+            g_usleep(200);
+        if (i.error)
+            die("ondemand restore", err);
+        *resident_ms = (double)(i.complete_us - t0_us) / 1e3;
+    }
+    /* Check a few pages: what the guest would read. */
+    const uint64_t *w = cpr_ram_block_host(b);
+    for (uint64_t i = 0; i < size / 8; i += size / 8 / 64)
+        if (w[i] != 0x9e3779b97f4a7c15ull * (i + 1))
+            die("restored RAM differs", NULL);
+    cpr_ctx_free(ctx);
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t size = argc > 1 ? bench_parse_size(argv[1]) : (1ull << 30);
+    int runs = argc > 2 ? atoi(argv[2]) : 3;
+    const char *dir = argc > 3 ? argv[3] : "/dev/shm";
+    if (size == 0 || size % 4096 || runs < 1) {
+        fprintf(stderr, "usage: bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR]\n");
+        return 2;
+    }
+    cpr_error *err = NULL;
+    if (!cpr_fault_server_available(&err)) {
+        fprintf(stderr, "bench_lazy_restore: skipped: %s\n", cpr_error_message(err));
+        return 77;
+    }
+    char path[4096], uri[4200];
+    snprintf(path, sizeof(path), "%s/bench-lazy-%d.snap", dir, (int)getpid());
+    snprintf(uri, sizeof(uri), "file:%s", path);
+    cpr_ram_block *b;
+    cpr_ctx *src = vm_new(size, &b);
+    uint64_t *w = cpr_ram_block_host(b);
+    for (uint64_t i = 0; i < size / 8; i++)
+        w[i] = 0x9e3779b97f4a7c15ull * (i + 1);
+    vm_running = 1;
+    if (cpr_cap_set(src, "mapped-ram", 1, &err) < 0 || cpr_migrate_uri(src, uri, 0, &err) < 0)
+        die("save", err);
+    cpr_ctx_free(src);
+    static const char *const modes[] = { "copy", "ondemand" };
+    for (int m = 0; m < 2; m++) {
+        double *run = calloc((size_t)runs, sizeof(double)), *res = calloc((size_t)runs, sizeof(double));
+        for (int r = 0; r < runs; r++) {
+            restore(uri, size, modes[m], &run[r], &res[r]);
+            fprintf(stderr, "%s run %d: running after %.2f ms, every page resident after %.2f ms\n", modes[m],
+                    r + 1, run[r], res[r]);
+        }
+        printf("{\"bench\": \"lazy_restore\", \"impl\": \"libcpr\", \"memory_restore_mode\": \"%s\", "
+               "\"ram_bytes\": %llu, \"runs\": %d, \"dir\": \"%s\"", modes[m], (unsigned long long)size, runs, dir);
+        print_fig("running_ms", run, runs);
+        print_fig("resident_ms", res, runs);
+        printf("}\n");
+        free(run);
+        free(res);
+    }
+    unlink(path);
+    return 0;
+}

@@ -1,0 +1,295 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Lazy (instant) restore of a mapped-ram file, memory-restore-mode=ondemand: the load returns
+ * with the guest's RAM not read yet, every page then arrives exactly as saved; a corrupt chunk
+ * or a file cut after the start keeps the toucher blocked and is reported naming the chunk.
+ * Skipped (and says so) where this host does not give userfaultfd to this process.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "migration/fault_server.h"
+#include "migration/mapped_ram.h"
+#include "mig_fixture.h"
+#include "testutil.h"
+
+#define RAM (8u << 20)
+#define PAGE 4096u
+
+static int have_uffd(void)
+{
+    cpr_error *err = NULL;
+    if (cpr_fault_server_available(&err))
+        return 1;
+    fprintf(stderr, "SKIP lazy restore: %s\n", cpr_error_message(err));
+    cpr_error_free(err);
+    return 0;
+}
+
+/* Saves a running VM with mapped-ram to `name`; returns its RAM digest at the stop. */
+static char *save(const char *name, uint64_t bytes)
+{
+    struct mig_vm *src = mig_running_vm(bytes, NULL);
+    src->dirty_span = src->pages / 2; /* the upper half stays zero pages */
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "mapped-ram", 1, NULL), 0);
+    g_autofree char *u = uri("file", name);
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_COMPLETED);
+    char *digest = mig_vm_ram_digest(src);
+    mig_vm_free(src);
+    return digest;
+}
+
+typedef struct events {
+    GMutex lock;
+    GString *s;
+} events;
+
+static void on_event(void *opaque, int code, const char *message)
+{
+    events *e = opaque;
+    g_mutex_lock(&e->lock);
+    g_string_append_printf(e->s, "[%d %s]", code, message);
+    g_mutex_unlock(&e->lock);
+}
+
+/* A new VM loading `name` on demand; the load's result in *ret. */
+static struct mig_vm *load_ondemand(const char *name, uint64_t bytes, events *ev, int *ret,
+                                    cpr_error **errp)
+{
+    struct mig_vm *dst = mig_vm_new(bytes, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_param_set(dst->ctx, "memory-restore-mode", "ondemand", NULL), 0);
+    ck_assert_int_eq(cpr_lazy_restore_set_event_cb(dst->ctx, on_event, ev), 0);
+    g_autofree char *u = uri("file", name);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    *ret = cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp);
+    return dst;
+}
+
+static cpr_lazy_restore_info lazy_query(cpr_ctx *ctx, cpr_error **errp)
+{
+    cpr_lazy_restore_info i;
+    cpr_lazy_restore_info_init(&i);
+    ck_assert_int_eq(cpr_lazy_restore_query(ctx, &i, errp), 0);
+    return i;
+}
+
+/* Polls until every page is resident or a failure shows; at most a minute. */
+static cpr_lazy_restore_info wait_settled(cpr_ctx *ctx)
+{
+    cpr_lazy_restore_info i = lazy_query(ctx, NULL);
+    for (int k = 0; k < 6000 && !i.complete_us && !i.error; k++) {
+        g_usleep(10000);
+        i = lazy_query(ctx, NULL);
+    }
+    return i;
+}
+
+START_TEST(test_ondemand_restore_gives_back_every_page)
+{
+    if (!have_uffd())
+        return;
+    g_autofree char *want = save("snap", RAM);
+    events ev = { .s = g_string_new(NULL) };
+    g_mutex_init(&ev.lock);
+    int ret;
+    cpr_error *lerr = NULL;
+    struct mig_vm *dst = load_ondemand("snap", RAM, &ev, &ret, &lerr);
+    ck_assert_msg(ret == 0, "load: %s", lerr ? cpr_error_message(lerr) : "");
+    cpr_lazy_restore_info i = lazy_query(dst->ctx, NULL);
+    ck_assert_int_eq(i.active, 1);
+    ck_assert_uint_eq(i.pages_total, RAM / PAGE);
+    /* Touching every page now serves what is not there yet from the file. */
+    g_autofree char *got = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(got, want);
+    i = wait_settled(dst->ctx);
+    ck_assert_int_eq(i.error, 0);
+    ck_assert_uint_eq(i.pages_resident, i.pages_total);
+    ck_assert_int_ge(i.complete_us, i.serve_start_us);
+    g_mutex_lock(&ev.lock);
+    ck_assert_str_eq(ev.s->str, "[0 lazy restore: every page resident]");
+    g_mutex_unlock(&ev.lock);
+    /* Once every page is here, nothing blocks migrating the VM out again. */
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_NORMAL, NULL), 0);
+    mig_vm_free(dst);
+    g_string_free(ev.s, TRUE);
+    g_mutex_clear(&ev.lock);
+}
+END_TEST
+
+typedef struct blocked_reader {
+    const uint8_t *page;
+    int done; /* atomic */
+    int rc, err;
+    int ok;   /* the bytes read were the saved ones (when rc == PAGE) */
+    uint8_t copy[PAGE];
+} blocked_reader;
+
+/* A kernel access (write(2) from the page) blocks on a missing page like a vCPU does, and
+ * after the context is freed it fails with EFAULT instead of killing the test. */
+static gpointer read_page(gpointer opaque)
+{
+    blocked_reader *r = opaque;
+    int fd = memfd_create("sink", MFD_CLOEXEC);
+    r->rc = (int)write(fd, r->page, PAGE);
+    r->err = errno;
+    if (r->rc == PAGE)
+        r->ok = pread(fd, r->copy, PAGE, 0) == PAGE;
+    close(fd);
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Flips a byte of chunk `chunk` of the file's first block. */
+static void flip(const char *name, uint64_t chunk)
+{
+    g_autofree char *p = path(name);
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
+    uint64_t at = cpr_mr_block(f, 0)->pages_offset + chunk * cpr_mr_block(f, 0)->chunk_size + 9;
+    cpr_mr_close(f);
+    int fd = open(p, O_RDWR | O_CLOEXEC);
+    uint8_t c;
+    ck_assert_int_eq(pread(fd, &c, 1, (off_t)at), 1);
+    c ^= 0x40;
+    ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)at), 1);
+    close(fd);
+}
+
+START_TEST(test_a_corrupt_chunk_blocks_its_toucher_and_is_reported)
+{
+    if (!have_uffd())
+        return;
+    g_autofree char *want = save("snap", RAM);
+    flip("snap", 5);
+    events ev = { .s = g_string_new(NULL) };
+    g_mutex_init(&ev.lock);
+    int ret;
+    struct mig_vm *dst = load_ondemand("snap", RAM, &ev, &ret, NULL);
+    ck_assert_int_eq(ret, 0); /* the load reads no page: the guest could start now */
+    blocked_reader r = { .page = dst->host + 5 * PAGE };
+    GThread *th = g_thread_new("reader", read_page, &r);
+    cpr_lazy_restore_info i = wait_settled(dst->ctx);
+    ck_assert_int_eq(i.error, -EBADMSG);
+    cpr_error *err = NULL;
+    lazy_query(dst->ctx, &err);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_msg(strstr(cpr_error_message(err), "'" MIG_VM_RAM_NAME "' chunk 5 "),
+                  "message: %s", cpr_error_message(err));
+    cpr_error_free(err);
+    /* Every other page still arrives. */
+    for (int k = 0; k < 6000 && i.pages_resident + 64 < i.pages_total; k++) {
+        g_usleep(10000);
+        i = lazy_query(dst->ctx, NULL);
+    }
+    ck_assert_uint_ge(i.pages_resident + 64, i.pages_total);
+    ck_assert_uint_lt(i.pages_resident, i.pages_total);
+    ck_assert_int_eq(i.complete_us, 0);
+    /* Migrating out stays blocked: RAM is not all here. */
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_NORMAL, NULL), -EPERM);
+    g_usleep(100000);
+    ck_assert_int_eq(__atomic_load_n(&r.done, __ATOMIC_ACQUIRE), 0); /* still blocked */
+    g_mutex_lock(&ev.lock);
+    ck_assert_msg(strstr(ev.s->str, "[-74 lazy restore: block '" MIG_VM_RAM_NAME "' pages "),
+                  "events: %s", ev.s->str);
+    g_mutex_unlock(&ev.lock);
+    mig_vm_free(dst); /* the missing pages become inaccessible: the reader wakes with EFAULT */
+    g_thread_join(th);
+    ck_assert_int_eq(r.rc, -1);
+    ck_assert_int_eq(r.err, EFAULT);
+    g_string_free(ev.s, TRUE);
+    g_mutex_clear(&ev.lock);
+}
+END_TEST
+
+/* The file is cut while the pages arrive: a page either came before the cut (and is the
+ * saved one) or its toucher stays blocked and the cut is reported naming the chunk. */
+START_TEST(test_a_file_cut_after_the_start_never_yields_a_wrong_page)
+{
+    if (!have_uffd())
+        return;
+    const uint64_t bytes = 128u << 20;
+    g_autofree char *want = save("snap", bytes);
+    g_autofree char *p = path("snap");
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
+    uint64_t cut = cpr_mr_block(f, 0)->pages_offset + 16 * PAGE;
+    cpr_mr_close(f);
+    events ev = { .s = g_string_new(NULL) };
+    g_mutex_init(&ev.lock);
+    int ret;
+    struct mig_vm *dst = load_ondemand("snap", bytes, &ev, &ret, NULL);
+    ck_assert_int_eq(ret, 0);
+    ck_assert_int_eq(truncate(p, (off_t)cut), 0);
+    uint64_t last = dst->pages / 2 - 1; /* a page the guest wrote */
+    blocked_reader r = { .page = dst->host + last * PAGE };
+    GThread *th = g_thread_new("reader", read_page, &r);
+    cpr_lazy_restore_info i = wait_settled(dst->ctx);
+    if (i.error) {
+        ck_assert_int_eq(i.error, -EBADMSG);
+        cpr_error *err = NULL;
+        lazy_query(dst->ctx, &err);
+        ck_assert_msg(strstr(cpr_error_message(err), "beyond the end of the file"), "message: %s",
+                      cpr_error_message(err));
+        cpr_error_free(err);
+    } else {
+        fprintf(stderr, "note: every page arrived before the cut\n");
+    }
+    g_usleep(100000);
+    int done = __atomic_load_n(&r.done, __ATOMIC_ACQUIRE);
+    struct mig_vm *ref = NULL;
+    if (done) {
+        /* It came before the cut: exactly the saved bytes (the source VM's fill). */
+        ck_assert_int_eq(r.rc, PAGE);
+        ck_assert(r.ok);
+        ck_assert(!memcmp(r.copy, dst->host + last * PAGE, PAGE));
+    } else {
+        ck_assert_int_ne(i.error, 0); /* blocked only because its chunk failed */
+    }
+    mig_vm_free(dst);
+    g_thread_join(th);
+    if (!done)
+        ck_assert_int_eq(r.err, EFAULT);
+    (void)ref;
+    g_string_free(ev.s, TRUE);
+    g_mutex_clear(&ev.lock);
+}
+END_TEST
+
+START_TEST(test_ondemand_needs_a_file_and_a_known_mode)
+{
+    cpr_ctx *ctx;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    ck_assert_cpr_fails(cpr_param_set(ctx, "memory-restore-mode", "lazy", errp_), -EINVAL,
+                        "copy or ondemand");
+    char *v = NULL;
+    ck_assert_int_eq(cpr_param_get(ctx, "memory-restore-mode", &v, NULL), 0);
+    ck_assert_str_eq(v, "copy");
+    cpr_free(v);
+    cpr_lazy_restore_info i;
+    cpr_lazy_restore_info_init(&i);
+    ck_assert_int_eq(cpr_lazy_restore_query(ctx, &i, NULL), 0);
+    ck_assert_int_eq(i.active, 0);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
+static Suite *lazy_restore_suite(void)
+{
+    Suite *s = suite_create("lazy_restore");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_ondemand_restore_gives_back_every_page);
+    tcase_add_test(tc, test_a_corrupt_chunk_blocks_its_toucher_and_is_reported);
+    tcase_add_test(tc, test_a_file_cut_after_the_start_never_yields_a_wrong_page);
+    tcase_add_test(tc, test_ondemand_needs_a_file_and_a_known_mode);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+CPR_TEST_MAIN(lazy_restore_suite)
