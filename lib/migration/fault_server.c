@@ -46,6 +46,7 @@ struct cpr_fault_server {
     GMutex lock; /* guards the fields below */
     GCond cond;
     int64_t done_us;
+    int failing; /* the first failure is being reported */
     int error;
     char *error_msg;
 };
@@ -198,21 +199,24 @@ static void fail(cpr_fault_server *fs, fs_block *b, uint64_t page, uint64_t n, c
     char *msg = g_strdup_printf("lazy restore: block '%s' pages %" PRIu64 "-%" PRIu64
                                 " (offset 0x%" PRIx64 "): %s", b->name, page, page + n - 1,
                                 page * b->page_size, err ? cpr_error_message(err) : "failed");
-    int code = err ? cpr_error_code(err) : -EIO;
+    int code = err && cpr_error_code(err) < 0 ? cpr_error_code(err) : -EIO;
     cpr_error_free(err);
-    int first = 0;
     g_mutex_lock(&fs->lock);
-    if (!fs->error) {
-        fs->error = code < 0 ? code : -EIO;
-        fs->error_msg = msg;
-        msg = NULL;
-        first = 1;
-        g_cond_broadcast(&fs->cond);
-    }
+    int first = !fs->failing;
+    fs->failing = 1;
     g_mutex_unlock(&fs->lock);
-    g_free(msg);
-    if (first && fs->event)
-        fs->event(fs->event_opaque, fs->error, fs->error_msg);
+    if (!first) {
+        g_free(msg);
+        return;
+    }
+    /* The callback runs before waiters wake, so a wait() that returns has heard it. */
+    if (fs->event)
+        fs->event(fs->event_opaque, code, msg);
+    g_mutex_lock(&fs->lock);
+    fs->error = code;
+    fs->error_msg = msg;
+    g_cond_broadcast(&fs->cond);
+    g_mutex_unlock(&fs->lock);
 }
 
 /* The last page is placed: the ranges go back to ordinary faults, waiters hear it. */
@@ -223,14 +227,13 @@ static void complete(cpr_fault_server *fs)
         struct uffdio_range r = { .start = (uintptr_t)b->host, .len = b->size };
         ioctl(fs->uffd, UFFDIO_UNREGISTER, &r);
     }
-    g_mutex_lock(&fs->lock);
-    fs->done_us = g_get_monotonic_time();
-    if (fs->done_us == 0)
-        fs->done_us = 1;
-    g_cond_broadcast(&fs->cond);
-    g_mutex_unlock(&fs->lock);
+    int64_t now = g_get_monotonic_time();
     if (fs->event)
         fs->event(fs->event_opaque, 0, "lazy restore: every page resident");
+    g_mutex_lock(&fs->lock);
+    fs->done_us = now;
+    g_cond_broadcast(&fs->cond);
+    g_mutex_unlock(&fs->lock);
 }
 
 /* ---- placing ------------------------------------------------------------------------------ */

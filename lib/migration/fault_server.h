@@ -53,7 +53,8 @@ typedef struct cpr_page_source {
 } cpr_page_source;
 
 /* Heard once per event, on a server thread: code 0 = every page resident; < 0 = the first
- * failure (message names the block and pages). */
+ * failure (message names the block and pages). It returns before status/wait show the
+ * event. */
 typedef void (*cpr_fault_event_fn)(void *opaque, int code, const char *message);
 
 typedef struct cpr_fault_server cpr_fault_server;

@@ -267,7 +267,8 @@ START_TEST(test_failed_fetch_keeps_the_toucher_blocked_and_names_the_page)
     cpr_fault_status st;
     for (int i = 0; i < 6000; i++) {
         cpr_fault_server_status(f.fs, &st, NULL);
-        if (st.pages_placed >= total - CPR_FILL_RUN_DEFAULT / PAGE && f.src.fetches[1][999])
+        if (st.pages_placed >= total - CPR_FILL_RUN_DEFAULT / PAGE &&
+            __atomic_load_n(&f.src.fetches[1][999], __ATOMIC_RELAXED))
             break;
         g_usleep(10000);
     }
