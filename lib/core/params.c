@@ -125,7 +125,7 @@ static char *param_get_value(const struct param_def *def, const struct cpr_param
     return g_strdup_printf("%" PRIu64, v);
 }
 
-static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover" };
+static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover", "postcopy-ram" };
 
 static const struct param_def *find_param(const char *name)
 {
@@ -141,6 +141,8 @@ static int *cap_field(struct cpr_params *p, const char *name)
         return &p->x_ignore_shared;
     if (name && strcmp(name, caps[1]) == 0)
         return &p->pause_before_switchover;
+    if (name && strcmp(name, caps[2]) == 0)
+        return &p->postcopy_ram;
     return NULL;
 }
 

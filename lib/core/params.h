@@ -17,6 +17,7 @@ struct cpr_params {
     char *cpr_exec_command; /* NULL when unset */
     int x_ignore_shared;
     int pause_before_switchover; /* stop in pre-switchover until cpr_migrate_continue() */
+    int postcopy_ram;            /* may switch to postcopy (cpr_migrate_start_postcopy) */
     uint64_t cpr_connect_timeout_ms; /* cpr-transfer out: wait for the cpr socket to listen */
     uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
 };

@@ -49,6 +49,7 @@ struct cpr_mig {
     cpr_error *error;      /* of the last failed job */
     int cancel_requested;
     int continue_requested;
+    int postcopy_requested; /* cpr_migrate_start_postcopy() on the current job */
     int past_no_return;
     /* Sticky: the guest went to another process with its RAM (cpr-transfer completed, ...).
      * No later job or reset clears it: this context never migrates or resumes it again. */
@@ -141,6 +142,7 @@ CPR_API const char *cpr_migration_status_name(int status)
         [CPR_MIGRATION_CANCELLING] = "cancelling",
         [CPR_MIGRATION_CANCELLED] = "cancelled",
         [CPR_MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
+        [CPR_MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
     };
     if (status < 0 || (size_t)status >= G_N_ELEMENTS(names))
         return NULL;
@@ -431,6 +433,36 @@ CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp)
     return 0;
 }
 
+CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_start_postcopy: ctx is NULL");
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    cpr_job *job = mig->job_running ? mig->job : NULL;
+    int status = mig->info.status;
+    int ok = job && !job->incoming && job->params.postcopy_ram &&
+             (status == CPR_MIGRATION_SETUP || status == CPR_MIGRATION_ACTIVE);
+    if (ok)
+        mig->postcopy_requested = 1;
+    int cap = job && job->params.postcopy_ram;
+    g_mutex_unlock(&mig->lock);
+    if (ok)
+        return 0;
+    if (job && !job->incoming && !cap)
+        return cpr_error_set(errp, -EINVAL, "migrate-start-postcopy: capability postcopy-ram is off");
+    return cpr_error_set(errp, -EINVAL, "migrate-start-postcopy: no outgoing migration in status "
+                         "active (status %s)", cpr_migration_status_name(status));
+}
+
+int cpr_job_postcopy_requested(cpr_job *job)
+{
+    g_mutex_lock(&job->mig->lock);
+    int r = job->mig->postcopy_requested;
+    g_mutex_unlock(&job->mig->lock);
+    return r;
+}
+
 /* ---- the job's life ---- */
 
 static void job_free(cpr_job *job)
@@ -551,6 +583,7 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     mig->job = job;
     mig->cancel_requested = 0;
     mig->continue_requested = 0;
+    mig->postcopy_requested = 0;
     mig->past_no_return = 0;
     mig->result = 0;
     cpr_error_free(mig->error);

@@ -91,6 +91,9 @@ int cpr_job_point_of_no_return(cpr_job *job, cpr_error **errp);
  */
 int cpr_job_switchover(cpr_job *job, cpr_error **errp);
 
+/* 1 once cpr_migrate_start_postcopy() asked this (outgoing) job to switch to postcopy. */
+int cpr_job_postcopy_requested(cpr_job *job);
+
 /* How a cancel reaches a channel of this job (its cancel fd and watched sockets). */
 struct cpr_chan_cancel cpr_job_chan_cancel(cpr_job *job);
 

@@ -41,6 +41,7 @@ struct cpr_ram_save {
     size_t cur;         /* block of the cursor */
     uint64_t cursor;    /* next page to look at in that block */
     uint64_t pass_left; /* pages of the current pass not yet sent */
+    int postcopy;       /* the pass's pages go as DISCARD entries (postcopy) */
     struct cpr_ram_stats st;
 };
 
@@ -301,11 +302,12 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
         }
         const uint8_t *host = cpr_ram_block_host(b->block);
         /* The first pass meets most never-written memory: find it without reading it. */
-        uint64_t holes = rs->st.passes == 1 ? hole_pages(b->block, p, RUN_MAX) : 0;
-        int zero = holes > 0 || page_is_zero(host + p * PAGE);
+        uint64_t holes = rs->st.passes == 1 && !rs->postcopy ? hole_pages(b->block, p, RUN_MAX) : 0;
+        int zero = !rs->postcopy && (holes > 0 || page_is_zero(host + p * PAGE));
         uint32_t n = 0;
         while (n < RUN_MAX && p + n < b->pages && bit_test(b->bmap, p + n) &&
-               (n == 0 || n < holes || (!holes && page_is_zero(host + (p + n) * PAGE) == zero))) {
+               (n == 0 || rs->postcopy || n < holes ||
+                (!holes && page_is_zero(host + (p + n) * PAGE) == zero))) {
             bit_clear(b->bmap, p + n);
             n++;
         }
@@ -317,10 +319,13 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
                 return ret;
             selected = rs->cur;
         }
-        if ((ret = cpr_stream_put_u8(s, zero ? CPR_RAM_ENT_ZERO : CPR_RAM_ENT_DATA, errp)) < 0 ||
+        uint8_t kind = rs->postcopy ? CPR_RAM_ENT_DISCARD : zero ? CPR_RAM_ENT_ZERO : CPR_RAM_ENT_DATA;
+        if ((ret = cpr_stream_put_u8(s, kind, errp)) < 0 ||
             (ret = cpr_stream_put_u64(s, p, errp)) < 0 ||
             (ret = cpr_stream_put_u32(s, n, errp)) < 0)
             return ret;
+        if (rs->postcopy)
+            continue; /* served on request after the switch (lib/migration/postcopy_save.c) */
         if (zero) {
             rs->st.zero_pages += n;
             continue;
@@ -342,6 +347,10 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
 struct cpr_ram_load {
     cpr_ctx *ctx;
     GHashTable *sent; /* name -> cpr_ram_block *, blocks whose pages the stream carries */
+    GPtrArray *order; /* the same blocks in block table order */
+    GHashTable *discarded; /* cpr_ram_block * -> uint64_t bitmap (postcopy) */
+    int allow_postcopy;
+    int postcopy; /* the POSTCOPY entry came */
     int have_table;
 };
 
@@ -350,6 +359,8 @@ int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
     cpr_ram_load *rl = g_new0(cpr_ram_load, 1);
     rl->ctx = ctx;
     rl->sent = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    rl->order = g_ptr_array_new();
+    rl->discarded = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
     *out = rl;
     return 0;
 }
@@ -359,6 +370,8 @@ void cpr_ram_load_free(cpr_ram_load *rl)
     if (!rl)
         return;
     g_hash_table_destroy(rl->sent);
+    g_ptr_array_free(rl->order, TRUE);
+    g_hash_table_destroy(rl->discarded);
     g_free(rl);
 }
 
@@ -396,12 +409,26 @@ int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                                  name, size, cpr_ram_block_size(b));
         if (sent > 1)
             return cpr_error_set(errp, -EBADMSG, "ram section: bad flag %u for block '%s'", sent, name);
-        if (sent)
+        if (sent) {
             g_hash_table_insert(rl->sent, g_strdup(name), b);
+            g_ptr_array_add(rl->order, b);
+        }
     }
     if (ret == 0)
         rl->have_table = 1;
     return ret;
+}
+
+/* Postcopy: the pages go missing only once the fault server guards them (postcopy_in.c). */
+static void mark_discarded(cpr_ram_load *rl, cpr_ram_block *b, uint64_t first, uint32_t n)
+{
+    uint64_t *map = g_hash_table_lookup(rl->discarded, b);
+    if (!map) {
+        map = g_new0(uint64_t, (cpr_ram_dirty_pages(b) + 63) / 64);
+        g_hash_table_insert(rl->discarded, b, map);
+    }
+    for (uint64_t p = first; p < first + n; p++)
+        map[p / 64] |= UINT64_C(1) << (p % 64);
 }
 
 int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
@@ -424,7 +451,14 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                                      "which the block table does not send", name);
             continue;
         }
-        if (kind != CPR_RAM_ENT_ZERO && kind != CPR_RAM_ENT_DATA)
+        if ((kind == CPR_RAM_ENT_DISCARD || kind == CPR_RAM_ENT_POSTCOPY) && !rl->allow_postcopy)
+            return cpr_error_set(errp, -EPROTO, "ram section: the source switched to postcopy, "
+                                 "but capability postcopy-ram is off on this destination");
+        if (kind == CPR_RAM_ENT_POSTCOPY) {
+            rl->postcopy = 1;
+            continue;
+        }
+        if (kind != CPR_RAM_ENT_ZERO && kind != CPR_RAM_ENT_DATA && kind != CPR_RAM_ENT_DISCARD)
             return cpr_error_set(errp, -EBADMSG, "ram section: unknown entry kind %u", kind);
         uint64_t first;
         uint32_t n;
@@ -440,6 +474,10 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
         uint64_t off = first * PAGE;
         uint64_t len = MIN((uint64_t)n * PAGE, cpr_ram_block_size(cur) - off);
         uint8_t *dst = (uint8_t *)cpr_ram_block_host(cur) + off;
+        if (kind == CPR_RAM_ENT_DISCARD) {
+            mark_discarded(rl, cur, first, n);
+            continue;
+        }
         if (kind == CPR_RAM_ENT_ZERO) {
             /* Holes read as zero already; elsewhere reading before writing keeps pages that
              * are zero from being dirtied. */
@@ -475,6 +513,10 @@ struct cpr_mig_ram {
     int stopped;  /* guest stopped: a finished pass is the last */
     int pass_end; /* the live pass ran out; the engine syncs before the next iterate */
     uint64_t part_bytes;
+    int allow_postcopy;
+    cpr_ram_load *postcopy_load; /* a load that ended in postcopy, kept for its bitmaps */
+    void *kept;
+    void (*kept_free)(void *);
 };
 
 int cpr_mig_ram_active(const struct cpr_mig_ram *r)
@@ -526,6 +568,8 @@ static int ram_complete(cpr_stream *s, void *opaque, cpr_error **errp)
     int ret;
     while ((ret = cpr_ram_save_iterate(r->save, s, UINT64_MAX, 1, errp)) == 0) {
     }
+    if (ret >= 0 && r->save->postcopy)
+        ret = cpr_stream_put_u8(s, CPR_RAM_ENT_POSTCOPY, errp);
     return ret < 0 ? ret : 0;
 }
 
@@ -535,6 +579,8 @@ static int ram_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cp
     if (phase == CPR_LIVE_START) {
         cpr_ram_load_free(r->load);
         cpr_ram_load_new(r->ctx, &r->load);
+        r->load->allow_postcopy = r->allow_postcopy;
+        cpr_mig_ram_postcopy_clear(r);
         return cpr_ram_load_setup(r->load, s, errp);
     }
     if (!r->load)
@@ -545,7 +591,10 @@ static int ram_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cp
 static int ram_load_done(uint32_t version, void *opaque, cpr_error **errp)
 {
     struct cpr_mig_ram *r = opaque;
-    cpr_ram_load_free(r->load);
+    if (r->load && r->load->postcopy)
+        r->postcopy_load = r->load; /* its bitmaps, for the fault server */
+    else
+        cpr_ram_load_free(r->load);
     r->load = NULL;
     return 0;
 }
@@ -626,6 +675,9 @@ void cpr_mig_ram_free(struct cpr_mig_ram *r)
     /* The section goes with the context's savevm state; only ours is freed here. */
     cpr_ram_save_free(r->save);
     cpr_ram_load_free(r->load);
+    cpr_ram_load_free(r->postcopy_load);
+    if (r->kept)
+        r->kept_free(r->kept);
     g_free(r);
 }
 
@@ -673,4 +725,56 @@ void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out)
         cpr_ram_save_stats(r->save, out);
     else
         *out = (struct cpr_ram_stats){ 0 };
+}
+
+/* ---- postcopy ---- */
+
+void cpr_mig_ram_set_postcopy(struct cpr_mig_ram *r)
+{
+    if (r->save)
+        r->save->postcopy = 1;
+}
+
+cpr_ram_block *cpr_mig_ram_sent_block(const struct cpr_mig_ram *r, unsigned index)
+{
+    if (!r->save || index >= r->save->blks->len)
+        return NULL;
+    return g_array_index(r->save->blks, struct ram_blk, index).block;
+}
+
+void cpr_mig_ram_allow_postcopy(struct cpr_mig_ram *r, int allow)
+{
+    r->allow_postcopy = allow;
+}
+
+int cpr_mig_ram_postcopy_pending(const struct cpr_mig_ram *r)
+{
+    return r->postcopy_load != NULL;
+}
+
+GPtrArray *cpr_mig_ram_postcopy_blocks(const struct cpr_mig_ram *r)
+{
+    return r->postcopy_load ? r->postcopy_load->order : NULL;
+}
+
+const uint64_t *cpr_mig_ram_postcopy_discarded(const struct cpr_mig_ram *r, unsigned index)
+{
+    GPtrArray *order = cpr_mig_ram_postcopy_blocks(r);
+    if (!order || index >= order->len)
+        return NULL;
+    return g_hash_table_lookup(r->postcopy_load->discarded, g_ptr_array_index(order, index));
+}
+
+void cpr_mig_ram_postcopy_clear(struct cpr_mig_ram *r)
+{
+    cpr_ram_load_free(r->postcopy_load);
+    r->postcopy_load = NULL;
+}
+
+void cpr_mig_ram_keep(struct cpr_mig_ram *r, void *p, void (*free_fn)(void *))
+{
+    if (r->kept)
+        r->kept_free(r->kept);
+    r->kept = p;
+    r->kept_free = free_fn;
 }

@@ -412,6 +412,14 @@ int vmm_mig_cancel(vmm *v, mon_error *err)
     return 0;
 }
 
+int vmm_mig_start_postcopy(vmm *v, mon_error *err)
+{
+    cpr_error *cerr = NULL;
+    if (cpr_migrate_start_postcopy(v->ctx, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    return 0;
+}
+
 json_object *vmm_mig_query(vmm *v)
 {
     char *s = NULL;
