@@ -98,6 +98,9 @@ static const struct param_def {
       offsetof(struct cpr_params, downtime_limit_ms), 2000000 },
     { "max-bandwidth", "bytes per second, 0 for unlimited", NULL, NULL,
       offsetof(struct cpr_params, max_bandwidth), INT64_MAX },
+    /* QEMU's: the source's rate after the switch to postcopy (the page server). */
+    { "max-postcopy-bandwidth", "bytes per second, 0 for unlimited", NULL, NULL,
+      offsetof(struct cpr_params, max_postcopy_bandwidth), INT64_MAX },
     { "cpr-exec-command", "a command line", set_exec_command, get_exec_command, 0, 0 },
     /* The cpr-transfer waits: up to a day (in microseconds still far inside int64). */
     { "cpr-transfer-connect-timeout", "milliseconds, 0 to 86400000 (0: do not wait)", NULL, NULL,

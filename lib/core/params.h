@@ -14,6 +14,7 @@ struct cpr_params {
     cpr_mode mode;
     uint64_t downtime_limit_ms;
     uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+    uint64_t max_postcopy_bandwidth; /* bytes/s after the switch to postcopy, 0 = unlimited */
     char *cpr_exec_command; /* NULL when unset */
     int x_ignore_shared;
     int pause_before_switchover; /* stop in pre-switchover until cpr_migrate_continue() */

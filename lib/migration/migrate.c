@@ -24,6 +24,7 @@
 #include "core/sized.h"
 #include "handover/exec_guard.h"
 #include "migration/migrate.h"
+#include "migration/fault_server.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
 
@@ -559,11 +560,27 @@ static cpr_job *job_new(struct cpr_mig *mig, int incoming, unsigned int flags)
     return job;
 }
 
+/* At migrate (or incoming) time on both sides, as QEMU: postcopy-ram needs userfaultfd on the
+ * destination; a host without it is refused now, not at the switch. */
+static int postcopy_check_host(const cpr_job *job, cpr_error **errp)
+{
+    cpr_error *err = NULL;
+    if (!job->params.postcopy_ram || cpr_fault_server_available(&err))
+        return 0;
+    int ret = err ? cpr_error_code(err) : -ENOSYS;
+    cpr_error_propagate(errp, err);
+    cpr_error_prefix(errp, "capability postcopy-ram needs userfaultfd, which this host does not give");
+    return ret < 0 ? ret : -ENOSYS;
+}
+
 /* The driver's step on the caller's thread, before the job's thread starts. */
 static int job_prepare(cpr_job *job, cpr_error **errp)
 {
     if (!job->driver)
         return cpr_error_set(errp, -EINVAL, "no migration driver for mode %d", (int)job->mode);
+    int ret = postcopy_check_host(job, errp);
+    if (ret < 0)
+        return ret;
     return job->driver->prepare ? job->driver->prepare(job, errp) : 0;
 }
 
@@ -600,13 +617,18 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
 
 /* The guest went to another process with its RAM (or fds): from now on this context neither
  * migrates nor resumes it. Sticky: set once, never cleared. */
-static void hand_over(struct cpr_mig *mig, cpr_mode mode)
+static void hand_over(struct cpr_mig *mig, char *why)
 {
     g_mutex_lock(&mig->lock);
     if (!mig->handed_over)
-        mig->handed_over = g_strdup_printf("the guest was handed over with its RAM to another process "
-                                           "(mode %s, completed): it runs there", cpr_mode_name(mode));
+        mig->handed_over = g_steal_pointer(&why);
     g_mutex_unlock(&mig->lock);
+    g_free(why);
+}
+
+void cpr_job_hand_over(cpr_job *job, const char *why)
+{
+    hand_over(job->mig, g_strdup(why));
 }
 
 /* Ends the job: restores the guest on failure, sets the final status, tells notifiers. */
@@ -640,7 +662,9 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
             job->vm_stopped = 0;
         cpr_job_set_runstate(job, ret == 0 ? CPR_RUNSTATE_POSTMIGRATE : -1);
         if (job->ram_shared && ret == 0)
-            hand_over(mig, job->mode);
+            hand_over(mig, g_strdup_printf("the guest was handed over with its RAM to another process "
+                                           "(mode %s, completed): it runs there",
+                                           cpr_mode_name(job->mode)));
     } else if (ret < 0) {
         /* A failed load leaves nothing to run: the VMM reports inmigrate and decides. After
          * the commit the guest is this side's all the same: paused, `cont` may retry. */

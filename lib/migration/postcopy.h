@@ -66,6 +66,7 @@ struct cpr_pc_server {
     unsigned nblocks;
     const struct cpr_pc_block *blocks;
     uint64_t *block_pages;            /* pages per block, for the decoder */
+    uint64_t max_bandwidth;           /* bytes/s of pages, 0 = unlimited */
     uint64_t requests, pages;         /* served; atomic (query reads them) */
 };
 
@@ -90,6 +91,7 @@ int cpr_postcopy_serve(cpr_job *job, struct cpr_mig_ram *ram, struct cpr_main_ch
  * the fault server is then kept with the context, so that vCPUs on missing pages stay blocked.
  * free: any time (after a loss, the kept server stays). */
 struct cpr_postcopy_in;
+
 int cpr_postcopy_in_prepare(cpr_job *job, int fd, struct cpr_postcopy_in **out, cpr_error **errp);
 int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp);
 int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp);

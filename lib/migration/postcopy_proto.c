@@ -141,8 +141,21 @@ static int serve_one(struct cpr_pc_server *sv, const struct cpr_pc_msg *req, cpr
     return ret;
 }
 
+/* Under max-postcopy-bandwidth: sleeps until the pages sent so far are due. */
+static void throttle(const struct cpr_pc_server *sv, int64_t start_us)
+{
+    if (!sv->max_bandwidth)
+        return;
+    uint64_t bytes = __atomic_load_n(&sv->pages, __ATOMIC_RELAXED) * CPR_PC_PAGE;
+    int64_t due_us = start_us + (int64_t)(bytes * G_USEC_PER_SEC / sv->max_bandwidth);
+    int64_t ahead_us = due_us - g_get_monotonic_time();
+    if (ahead_us > 0)
+        g_usleep((gulong)MIN(ahead_us, G_USEC_PER_SEC));
+}
+
 int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp)
 {
+    int64_t start_us = g_get_monotonic_time();
     for (;;) {
         uint8_t buf[CPR_PC_MSG_BYTES];
         struct cpr_pc_msg m;
@@ -157,5 +170,6 @@ int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp)
             return 0;
         if ((ret = serve_one(sv, &m, errp)) < 0)
             return ret;
+        throttle(sv, start_us);
     }
 }

@@ -33,6 +33,9 @@ int cpr_postcopy_serve(cpr_job *job, struct cpr_mig_ram *ram, struct cpr_main_ch
     if (ret < 0)
         return ret;
     job->no_resume = 1; /* the destination runs the guest from now on */
+    /* Even once this job ended (failed): the guest ran there, this copy is stale. */
+    cpr_job_hand_over(job, "the guest switched to postcopy and ran at the destination: "
+                           "this side's copy is stale");
     GArray *blocks = g_array_new(FALSE, TRUE, sizeof(struct cpr_pc_block));
     GArray *pages = g_array_new(FALSE, TRUE, sizeof(uint64_t));
     cpr_ram_block *b;
@@ -45,6 +48,7 @@ int cpr_postcopy_serve(cpr_job *job, struct cpr_mig_ram *ram, struct cpr_main_ch
         .rfd = mc->fd, .wfd = mc->fd, .nblocks = blocks->len,
         .blocks = (const struct cpr_pc_block *)(void *)blocks->data,
         .block_pages = (uint64_t *)(void *)pages->data,
+        .max_bandwidth = job->params.max_postcopy_bandwidth,
     };
     ret = cpr_pc_serve(&sv, errp);
     stats_update(job, &sv);
