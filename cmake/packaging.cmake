@@ -17,6 +17,13 @@ install(EXPORT libcprTargets NAMESPACE libcpr:: DESTINATION ${CPR_CMAKE_DIR})
 
 # The config file resolves the static archive's glib/json-c only when it is installed.
 set(CPR_CONFIG_HAS_STATIC ${CPR_BUILD_STATIC})
+if(GNUTLS_FOUND)
+  set(CPR_CONFIG_HAS_GNUTLS TRUE)
+  set(CPR_PC_GNUTLS " -lgnutls")
+else()
+  set(CPR_CONFIG_HAS_GNUTLS FALSE)
+  set(CPR_PC_GNUTLS "")
+endif()
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/libcprConfig.cmake.in
   ${PROJECT_BINARY_DIR}/libcprConfig.cmake INSTALL_DESTINATION ${CPR_CMAKE_DIR})
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/libcprConfigVersion.cmake

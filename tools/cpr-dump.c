@@ -8,9 +8,12 @@
  * offset, type, lengths) and, for full sections described by the stream's schema record,
  * their fields by name. A stream it cannot read to the end still prints what came before,
  * plus an "error" member, and exits 1.
- * With --check: verifies every checksum, the structure and the end record, and that each full
- * section decodes by its schema; prints one line and exits 0, or names the first problem on
- * standard error and exits 1. Exit status 2: bad usage or unreadable input.
+ * With --check: verifies every rule that makes a stream valid for any reader (docs/format.md
+ * 2.8): checksums, structure, the end record, the config and schema records, every section
+ * record against the schema, and that each full section decodes by its schema; prints one line
+ * and exits 0, or names the first problem on standard error and exits 1. It does not apply a
+ * loader's own checks (identity, section versions a program supports). Exit status 2: bad usage
+ * or unreadable input.
  *
  * It needs nothing from the VMM that wrote the stream: the schema record describes the fields.
  */

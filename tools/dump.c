@@ -15,11 +15,13 @@
 
 #include "dump.h"
 #include "core/bytes.h"
+#include "format/meta.h"
 #include "format/record.h"
 #include "format/stream.h"
 
 #define MAX_DEPTH 32
 #define HEX_MAX 64 /* bytes of a buffer or custom field shown in hex */
+#define STRING_MAX (1u << 20) /* longest string field of a valid stream (docs/format.md 2.7) */
 
 /* A cursor over a section body; every read is bounds-checked. */
 struct cur {
@@ -82,12 +84,17 @@ static int uint_key(json_object *o, const char *key, uint64_t *out)
 
 static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int depth, json_object *out);
 
-/* The value of an earlier integer field of this struct, for counts and lengths. */
-static int count_of(struct cur *c, json_object *out, const char *field, const char *name, uint64_t *n)
+/* The value of an earlier integer field of this struct, for counts and lengths: at most cap
+ * (the field's capacity); a negative one is over any capacity (docs/format.md 3.2). */
+static int count_of(struct cur *c, json_object *out, const char *field, const char *name, uint64_t cap,
+                    uint64_t *n)
 {
     json_object *v;
     if (!field || !json_object_object_get_ex(out, field, &v) || !json_object_is_type(v, json_type_int))
-        return fail(c, "field '%s': its count field is missing before it", name);
+        return fail(c, "field '%s': its count field is absent (missing, or absent in this version)", name);
+    if (json_object_get_int64(v) < 0 || json_object_get_uint64(v) > cap)
+        return fail(c, "field '%s': count %s exceeds its capacity %llu", name, json_object_get_string(v),
+                    (unsigned long long)cap);
     *n = json_object_get_uint64(v);
     return 0;
 }
@@ -164,7 +171,7 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
     const uint8_t *p = NULL;
     if (strcmp(type, "bytes") == 0 || strcmp(type, "vbytes") == 0) {
         n = size;
-        if (type[0] == 'v' && count_of(c, out, str_key(f, "length_field"), name, &n) < 0)
+        if (type[0] == 'v' && count_of(c, out, str_key(f, "length_field"), name, size, &n) < 0)
             return -1;
         if (take(c, n, &p, name) < 0)
             return -1;
@@ -179,8 +186,12 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
             json_object_object_add(out, name, NULL);
             return 0;
         }
+        if (len > STRING_MAX)
+            return fail(c, "field '%s': string of %u bytes is over the format's limit", name, len);
         if (take(c, len, &p, name) < 0)
             return -1;
+        if (memchr(p, 0, len))
+            return fail(c, "field '%s': string contains a NUL byte", name);
         json_object_object_add(out, name, json_object_new_string_len((const char *)p, (int)len));
         return 0;
     }
@@ -198,7 +209,7 @@ static int decode_field(struct cur *c, json_object *f, uint32_t version, int dep
     }
     const char *cf = str_key(f, "count_field");
     n = count;
-    if (cf && count_of(c, out, cf, name, &n) < 0)
+    if (cf && count_of(c, out, cf, name, count, &n) < 0)
         return -1;
     /* Each element takes at least one byte: a count beyond the body is a lie, not a loop. */
     if (n > c->len - c->pos + 1)
@@ -234,6 +245,36 @@ static json_object *find_by_name(json_object *arr, const char *name)
     return NULL;
 }
 
+/* What is wrong with subsection `name` of version sv whose schema entry is sd (NULL: none),
+ * given the subsections already decoded into out; NULL when nothing. */
+static const char *subsection_problem(json_object *sd, json_object *out, const char *name, uint32_t sv)
+{
+    json_object *seen = NULL;
+    uint64_t min = 0, max = 0;
+    if (!sd)
+        return "is not in the schema";
+    if (json_object_object_get_ex(out, "subsections", &seen) && json_object_object_get_ex(seen, name, NULL))
+        return "appears twice";
+    cpr_json_uint(sd, "min_version", UINT32_MAX, &min);
+    cpr_json_uint(sd, "version", UINT32_MAX, &max);
+    return sv < min || sv > max ? "has a version outside the schema's range" : NULL;
+}
+
+/* At the end of a subsection list: every subsection the schema marks required came. */
+static int check_required(struct cur *c, json_object *subs, json_object *out)
+{
+    json_object *seen = NULL, *req;
+    json_object_object_get_ex(out, "subsections", &seen);
+    for (size_t i = 0; subs && i < json_object_array_length(subs); i++) {
+        json_object *sd = json_object_array_get_idx(subs, i);
+        const char *name = str_key(sd, "name");
+        if (json_object_object_get_ex(sd, "required", &req) && json_object_get_boolean(req) &&
+            !json_object_object_get_ex(seen, name, NULL))
+            return fail(c, "missing subsection '%s' (required by the schema)", name);
+    }
+    return 0;
+}
+
 static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int depth, json_object *out)
 {
     if (depth > MAX_DEPTH)
@@ -250,7 +291,7 @@ static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int d
         if (take(c, 1, &p, "(subsection list)") < 0)
             return -1;
         if (*p == 0)
-            return 0;
+            return check_required(c, subs, out);
         if (*p != 1)
             return fail(c, "bad subsection marker 0x%02x", *p);
         if (take(c, 4, &p, "(subsection)") < 0)
@@ -258,6 +299,8 @@ static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int d
         uint64_t nlen = cpr_le_get(p, 4);
         if (take(c, nlen, &p, "(subsection)") < 0)
             return -1;
+        if (nlen == 0 || memchr(p, 0, nlen))
+            return fail(c, "subsection name %s", nlen ? "contains a NUL byte" : "is empty");
         char *name = strndup((const char *)p, nlen);
         const uint8_t *h = NULL;
         if (take(c, 12, &h, name) < 0) {
@@ -267,6 +310,12 @@ static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int d
         uint32_t sv = (uint32_t)cpr_le_get(h, 4);
         uint64_t blen = cpr_le_get(h + 4, 8);
         json_object *sd = find_by_name(subs, name);
+        const char *why = subsection_problem(sd, out, name, sv);
+        if (why) {
+            int r = fail(c, "subsection '%s' (version %u) %s", name, sv, why);
+            free(name);
+            return r;
+        }
         json_object *so = json_object_new_object();
         json_object_object_add(so, "version", json_object_new_uint64(sv));
         json_object_object_add(so, "length", json_object_new_uint64(blen));
@@ -277,17 +326,15 @@ static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int d
             return r;
         }
         struct cur sc = { c->p + c->pos, blen, 0, "" };
-        if (sd) {
-            json_object *fo = json_object_new_object();
-            json_object_object_add(so, "fields", fo);
-            if (decode_desc(&sc, sd, sv, depth + 1, fo) < 0 || sc.pos != blen) {
-                if (!sc.err[0])
-                    snprintf(sc.err, sizeof(sc.err), "subsection '%s': bytes left over", name);
-                snprintf(c->err, sizeof(c->err), "%s", sc.err);
-                json_object_object_add(out, name, so);
-                free(name);
-                return -1;
-            }
+        json_object *fo = json_object_new_object();
+        json_object_object_add(so, "fields", fo);
+        if (decode_desc(&sc, sd, sv, depth + 1, fo) < 0 || sc.pos != blen) {
+            if (!sc.err[0])
+                snprintf(sc.err, sizeof(sc.err), "subsection '%s': bytes left over", name);
+            snprintf(c->err, sizeof(c->err), "%s", sc.err);
+            json_object_object_add(out, name, so);
+            free(name);
+            return -1;
         }
         c->pos += blen;
         if (!json_object_object_get_ex(out, "subsections", &(json_object *){ NULL }))
@@ -300,7 +347,7 @@ static int decode_desc(struct cur *c, json_object *desc, uint32_t version, int d
 }
 
 struct dump {
-    json_object *schema_sections; /* from the schema record */
+    cpr_schema *schema; /* the stream's schema record, once read */
 };
 
 static json_object *record_json(const struct cpr_rec *r, cpr_stream *s, struct dump *d, char *problem, size_t plen)
@@ -312,21 +359,16 @@ static json_object *record_json(const struct cpr_rec *r, cpr_stream *s, struct d
     json_object_object_add(o, "length", json_object_new_uint64(r->len));
     if (r->flags)
         json_object_object_add(o, "flags", json_object_new_int(r->flags));
+    cpr_error *err = NULL;
     if (r->type == CPR_REC_CONFIG || r->type == CPR_REC_SCHEMA) {
-        json_tokener *tok = json_tokener_new();
-        json_object *v = json_tokener_parse_ex(tok, (const char *)r->payload, (int)r->len);
-        if (!v || json_tokener_get_error(tok) != json_tokener_success) {
-            snprintf(problem, plen, "record #%llu (%s) at offset %llu: payload is not JSON",
-                     (unsigned long long)r->index, cpr_rec_type_name(r->type), (unsigned long long)r->offset);
-            json_object_put(v);
-            v = NULL;
-        }
-        json_tokener_free(tok);
-        if (v && r->type == CPR_REC_SCHEMA) {
-            json_object *secs;
-            if (json_object_object_get_ex(v, "sections", &secs))
-                d->schema_sections = json_object_get(secs);
-        }
+        json_object *v = NULL;
+        int ret = r->type == CPR_REC_CONFIG ? cpr_meta_config(r, &v, &err)
+                                            : cpr_meta_schema(r, s->limit[CPR_STREAM_LIMIT_STRING], &d->schema, &err);
+        if (ret < 0)
+            snprintf(problem, plen, "%s", cpr_error_message(err));
+        else if (r->type == CPR_REC_SCHEMA)
+            v = json_object_get(cpr_schema_root(d->schema));
+        cpr_error_free(err);
         if (v)
             json_object_object_add(o, r->type == CPR_REC_CONFIG ? "config" : "schema", v);
         return o;
@@ -339,7 +381,12 @@ static json_object *record_json(const struct cpr_rec *r, cpr_stream *s, struct d
     }
     uint64_t blen = s->view_len - s->view_pos;
     json_object_object_add(o, "body_length", json_object_new_uint64(blen));
-    json_object *desc = r->type == CPR_REC_FULL ? find_by_name(d->schema_sections, r->name) : NULL;
+    if (cpr_schema_check_record(d->schema, r, &err) < 0) {
+        snprintf(problem, plen, "%s", cpr_error_message(err));
+        cpr_error_free(err);
+        return o;
+    }
+    json_object *desc = r->type == CPR_REC_FULL ? cpr_schema_entry(d->schema, r->name) : NULL;
     if (desc) {
         struct cur c = { s->view + s->view_pos, blen, 0, "" };
         json_object *fields = json_object_new_object();
@@ -387,7 +434,7 @@ char *cpr_dump_stream(cpr_stream *s, json_object **out)
     char *msg = ret < 0 ? g_strdup(cpr_error_message(err)) : problem[0] ? g_strdup(problem) : NULL;
     if (msg)
         json_object_object_add(root, "error", json_object_new_string(msg));
-    json_object_put(d.schema_sections);
+    cpr_schema_free(d.schema);
     cpr_error_free(err);
     *out = root;
     return msg;

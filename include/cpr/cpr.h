@@ -24,5 +24,6 @@
 #include <cpr/exec.h>
 #include <cpr/teardown.h>
 #include <cpr/migrate.h>
+#include <cpr/tls.h>
 
 #endif /* CPR_CPR_H */

@@ -18,23 +18,10 @@ static void blocker_free(struct cpr_blocker *b)
     g_free(b);
 }
 
-static void *blockers_new(void)
-{
-    return g_ptr_array_new();
-}
-
-static void blockers_free(void *list)
-{
-    GPtrArray *a = list;
-    for (guint i = 0; i < a->len; i++)
-        blocker_free(g_ptr_array_index(a, i));
-    g_ptr_array_free(a, TRUE);
-}
-
 /* The context's blockers, in registration order. Caller holds ctx->lock. */
 static GPtrArray *blockers(cpr_ctx *ctx)
 {
-    return cpr_ctx_shared_locked(ctx, CPR_SHARED_BLOCKERS, blockers_new, blockers_free);
+    return cpr_ctx_shared_list_locked(ctx, CPR_SHARED_BLOCKERS, (GDestroyNotify)blocker_free);
 }
 
 static int blocks(const struct cpr_blocker *b, cpr_mode mode)
@@ -79,10 +66,8 @@ CPR_API void cpr_blocker_del(cpr_ctx *ctx, cpr_blocker *blocker)
     if (!ctx || !blocker)
         return;
     g_mutex_lock(&ctx->lock);
-    gboolean found = g_ptr_array_remove(blockers(ctx), blocker);
+    g_ptr_array_remove(blockers(ctx), blocker); /* frees it, when it is there */
     g_mutex_unlock(&ctx->lock);
-    if (found)
-        blocker_free(blocker);
 }
 
 CPR_API const char *cpr_blocker_reason(const cpr_blocker *blocker)

@@ -69,6 +69,20 @@ void *cpr_ctx_shared_locked(cpr_ctx *ctx, cpr_ctx_shared which, void *(*make)(vo
     return ctx->shared[which];
 }
 
+static void list_free(void *list)
+{
+    g_ptr_array_free(list, TRUE);
+}
+
+GPtrArray *cpr_ctx_shared_list_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify elem_free)
+{
+    if (!ctx->shared[which]) {
+        ctx->shared[which] = g_ptr_array_new_with_free_func(elem_free);
+        ctx->shared_free[which] = list_free;
+    }
+    return ctx->shared[which];
+}
+
 void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot)
 {
     return ctx->slot[slot];

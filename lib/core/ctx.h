@@ -29,6 +29,7 @@ typedef enum cpr_ctx_shared {
     CPR_SHARED_PARAMS,    /* struct cpr_params (lib/core/params.c) */
     CPR_SHARED_BLOCKERS,  /* GPtrArray of struct cpr_blocker *, registration order */
     CPR_SHARED_NOTIFIERS, /* GPtrArray of struct cpr_notifier *, registration order */
+    CPR_SHARED_TLS,       /* GHashTable id -> cpr_tls_creds * (lib/channel/tls_creds.c) */
     CPR_SHARED_COUNT
 } cpr_ctx_shared;
 
@@ -52,6 +53,10 @@ struct cpr_ctx {
  * context (after every slot). The caller holds ctx->lock. */
 void *cpr_ctx_shared_locked(cpr_ctx *ctx, cpr_ctx_shared which, void *(*make)(void),
                             void (*free_fn)(void *));
+
+/* A shared part that is a list (GPtrArray) whose elements elem_free frees: when the list is
+ * freed with the context, and when g_ptr_array_remove() takes one out. Caller holds ctx->lock. */
+GPtrArray *cpr_ctx_shared_list_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify elem_free);
 
 /* Returns the module's state, or NULL when it has none yet. Owner thread only. */
 void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot);

@@ -24,23 +24,10 @@ CPR_API const char *cpr_event_name(cpr_event event)
     return NULL;
 }
 
-static void *notifiers_new(void)
-{
-    return g_ptr_array_new();
-}
-
-static void notifiers_free(void *list)
-{
-    GPtrArray *a = list;
-    for (guint i = 0; i < a->len; i++)
-        g_free(g_ptr_array_index(a, i));
-    g_ptr_array_free(a, TRUE);
-}
-
 /* The context's notifiers, in registration order. Caller holds ctx->lock. */
 static GPtrArray *notifiers(cpr_ctx *ctx)
 {
-    return cpr_ctx_shared_locked(ctx, CPR_SHARED_NOTIFIERS, notifiers_new, notifiers_free);
+    return cpr_ctx_shared_list_locked(ctx, CPR_SHARED_NOTIFIERS, g_free);
 }
 
 CPR_API int cpr_notifier_add(cpr_ctx *ctx, uint32_t modes, cpr_notifier_fn fn, void *opaque,
@@ -67,10 +54,8 @@ CPR_API void cpr_notifier_del(cpr_ctx *ctx, cpr_notifier *notifier)
     if (!ctx || !notifier)
         return;
     g_mutex_lock(&ctx->lock);
-    gboolean found = g_ptr_array_remove(notifiers(ctx), notifier);
+    g_ptr_array_remove(notifiers(ctx), notifier); /* frees it, when it is there */
     g_mutex_unlock(&ctx->lock);
-    if (found)
-        g_free(notifier);
 }
 
 
@@ -81,6 +66,7 @@ int cpr_notifiers_call(cpr_ctx *ctx, cpr_mode mode, cpr_event event, cpr_error *
     g_mutex_lock(&ctx->lock);
     GPtrArray *list = g_ptr_array_copy(notifiers(ctx), NULL, NULL);
     g_mutex_unlock(&ctx->lock);
+    g_ptr_array_set_free_func(list, NULL); /* a copy of the pointers: the context owns them */
 
     int ret = 0;
     for (guint i = 0; i < list->len; i++) {

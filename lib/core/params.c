@@ -31,7 +31,9 @@ int64_t cpr_params_wait_ms(uint64_t ms)
 void cpr_params_clear(struct cpr_params *p)
 {
     g_free(p->cpr_exec_command);
-    p->cpr_exec_command = NULL;
+    g_free(p->tls_creds);
+    g_free(p->tls_hostname);
+    p->cpr_exec_command = p->tls_creds = p->tls_hostname = NULL;
 }
 
 static void *params_new(void)
@@ -56,8 +58,11 @@ static struct cpr_params *params_of(cpr_ctx *ctx)
 void cpr_params_snapshot(cpr_ctx *ctx, struct cpr_params *out)
 {
     g_mutex_lock(&ctx->lock);
-    *out = *params_of(ctx);
-    out->cpr_exec_command = g_strdup(params_of(ctx)->cpr_exec_command);
+    struct cpr_params *p = params_of(ctx);
+    *out = *p;
+    out->cpr_exec_command = g_strdup(p->cpr_exec_command);
+    out->tls_creds = g_strdup(p->tls_creds);
+    out->tls_hostname = g_strdup(p->tls_hostname);
     g_mutex_unlock(&ctx->lock);
 }
 
@@ -72,15 +77,41 @@ static char *get_mode(const struct cpr_params *p)
 {
     return g_strdup(cpr_mode_name(p->mode));
 }
+/* A string parameter, QEMU's way: "" is unset. */
+static int set_string(char **field, const char *v)
+{
+    g_free(*field);
+    *field = (v && *v) ? g_strdup(v) : NULL;
+    return 0;
+}
 static int set_exec_command(struct cpr_params *p, const char *v)
 {
-    g_free(p->cpr_exec_command);
-    p->cpr_exec_command = (v && *v) ? g_strdup(v) : NULL;
-    return 0;
+    return set_string(&p->cpr_exec_command, v);
 }
 static char *get_exec_command(const struct cpr_params *p)
 {
     return g_strdup(p->cpr_exec_command ? p->cpr_exec_command : "");
+}
+/* The TLS credentials are looked up when a migration starts, not here. */
+static int set_tls_creds(struct cpr_params *p, const char *v)
+{
+#ifndef CPR_HAVE_GNUTLS
+    if (v && *v)
+        return -ENOTSUP;
+#endif
+    return set_string(&p->tls_creds, v);
+}
+static char *get_tls_creds(const struct cpr_params *p)
+{
+    return g_strdup(p->tls_creds ? p->tls_creds : "");
+}
+static int set_tls_hostname(struct cpr_params *p, const char *v)
+{
+    return set_string(&p->tls_hostname, v);
+}
+static char *get_tls_hostname(const struct cpr_params *p)
+{
+    return g_strdup(p->tls_hostname ? p->tls_hostname : "");
 }
 
 /* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
@@ -107,6 +138,8 @@ static const struct param_def {
       offsetof(struct cpr_params, cpr_connect_timeout_ms), 86400000 },
     { "cpr-transfer-accept-timeout", "milliseconds, 0 to 86400000 (0: wait forever)", NULL, NULL,
       offsetof(struct cpr_params, cpr_accept_timeout_ms), 86400000 },
+    { "tls-creds", "the id of TLS credentials, or \"\" for none", set_tls_creds, get_tls_creds, 0, 0 },
+    { "tls-hostname", "a host name or IP address, or \"\"", set_tls_hostname, get_tls_hostname, 0, 0 },
 };
 
 static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)
@@ -154,6 +187,10 @@ CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_param_set: ctx is NULL");
     const struct param_def *def = find_param(name);
+    if (!def && name && strcmp(name, "tls-authz") == 0)
+        return cpr_error_set(errp, -ENOTSUP, "parameter 'tls-authz' is not supported: libcpr has no authorization "
+                             "objects; verify-peer=on on the destination's TLS credentials admits only sources "
+                             "with a certificate from its CA");
     if (!def)
         return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
     if (!value)
@@ -170,6 +207,8 @@ CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr
     if (ret == 0)
         *params_of(ctx) = tmp;
     g_mutex_unlock(&ctx->lock);
+    if (ret == -ENOTSUP)
+        return cpr_error_set(errp, ret, "parameter '%s': libcpr was built without TLS (GnuTLS)", def->name);
     if (ret < 0)
         return cpr_error_set(errp, -EINVAL, "invalid value '%s' for parameter '%s' (expected %s)",
                              value, def->name, def->expect);

@@ -21,6 +21,8 @@ struct cpr_params {
     int postcopy_ram;            /* may switch to postcopy (cpr_migrate_start_postcopy) */
     uint64_t cpr_connect_timeout_ms; /* cpr-transfer out: wait for the cpr socket to listen */
     uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
+    char *tls_creds;    /* id of TLS credentials (cpr/tls.h); NULL: no TLS */
+    char *tls_hostname; /* the name the destination's certificate must carry; NULL: the tcp host */
 };
 
 void cpr_params_init(struct cpr_params *p);

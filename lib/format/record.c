@@ -276,6 +276,7 @@ int cpr_rec_read_stream_header(cpr_stream *s, unsigned int *minor, cpr_error **e
     if (!s->open_ids) {
         s->open_ids = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
         s->used_ids = g_hash_table_new(g_direct_hash, g_direct_equal);
+        s->used_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     }
     if (minor)
         *minor = min;
@@ -328,6 +329,11 @@ static int parse_section_header(cpr_stream *s, struct cpr_rec *r, cpr_error **er
         return cpr_error_set(errp, -EBADMSG, REC_FMT ": section '%s' reuses section id %u", REC_ARGS(r),
                              r->name, r->section_id);
     g_hash_table_add(s->used_ids, GUINT_TO_POINTER(r->section_id));
+    /* A section is (name, instance): once per stream, skipped (OPTIONAL) or not. */
+    char *key = g_strdup_printf("%u/%s", r->instance, r->name);
+    if (!g_hash_table_add(s->used_names, key))
+        return cpr_error_set(errp, -EBADMSG, REC_FMT ": section '%s' instance %u appears twice", REC_ARGS(r), r->name,
+                             r->instance);
     if (r->type == CPR_REC_START)
         g_hash_table_insert(s->open_ids, GUINT_TO_POINTER(r->section_id), g_strdup(r->name));
     s->sec_count++;
@@ -368,15 +374,29 @@ static int check_order(cpr_stream *s, struct cpr_rec *r, cpr_error **errp)
             return cpr_error_set(errp, -EBADMSG, REC_FMT ": a second config record", REC_ARGS(r));
         return 0;
     case CPR_REC_SCHEMA:
-        if (s->seen_schema || s->seen_section)
-            return cpr_error_set(errp, -EBADMSG, REC_FMT ": a schema record must come once, before any section",
+        if (r->index != 1)
+            return cpr_error_set(errp, -EBADMSG, REC_FMT ": a schema record must directly follow the config record",
                                  REC_ARGS(r));
-        s->seen_schema = 1;
         return 0;
     default:
-        s->seen_section = 1;
         return 0;
     }
+}
+
+static int known_type(unsigned int type)
+{
+    return strcmp(cpr_rec_type_name(type), "unknown") != 0;
+}
+
+/* Flags of a record of a type this reader knows: SKIPPABLE never, OPTIONAL on full and start. */
+static int check_flags(const struct cpr_rec *r, cpr_error **errp)
+{
+    unsigned int allowed = r->type == CPR_REC_FULL || r->type == CPR_REC_START ? CPR_REC_FLAG_OPTIONAL : 0;
+    if (r->flags & ~allowed)
+        return cpr_error_set(errp, -EBADMSG,
+                             REC_FMT ": flags 0x%02x are not allowed here (OPTIONAL only on full and start records,"
+                             " SKIPPABLE only on record types this reader does not know)", REC_ARGS(r), r->flags);
+    return 0;
 }
 
 int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
@@ -439,6 +459,8 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
         s->rec_pending = total;
         s->view_offset = r.offset;
         if ((ret = check_order(s, &r, errp)) < 0)
+            return ret;
+        if (known_type(r.type) && (ret = check_flags(&r, errp)) < 0)
             return ret;
         switch (r.type) {
         case CPR_REC_EOS:

@@ -95,8 +95,9 @@ struct cpr_rec {
 int cpr_rec_read_stream_header(cpr_stream *s, unsigned int *minor, cpr_error **errp);
 /*
  * Reads the next record, verifies header checksum, length limit, payload checksum and the
- * structural rules (config first, one schema before sections, unique section ids, parts
- * only of open sections, skippable unknown types skipped). For section records the stream's
+ * structural rules of docs/format.md 2.3 (config first, the schema as record #1 or not at all,
+ * flags allowed by type, unique section ids and (name, instance) pairs, parts only of open
+ * sections, skippable unknown types skipped after their checksums). For section records the stream's
  * payload view is positioned after the section header, so cpr_stream_get_*() read the body;
  * for others at the payload start. Returns 1 with *rec filled, 0 at a verified end record
  * (counts match, no progressive section left open), or a negative errno naming the record

@@ -10,6 +10,7 @@
 #include "core/ctx.h"
 #include "core/error.h"
 #include "core/sized.h"
+#include "format/meta.h"
 #include "format/record.h"
 #include "format/savevm.h"
 #include "format/stream.h"
@@ -547,15 +548,10 @@ void cpr_savevm_finish(cpr_ctx *ctx)
 
 static int check_identity(cpr_ctx *ctx, struct savevm_state *st, const struct cpr_rec *r, cpr_error **errp)
 {
-    json_tokener *tok = json_tokener_new();
-    json_object *cfg = json_tokener_parse_ex(tok, (const char *)r->payload, (int)MIN(r->len, (uint64_t)INT_MAX));
-    int parsed = cfg && json_tokener_get_error(tok) == json_tokener_success && r->len <= INT_MAX;
-    json_tokener_free(tok);
-    int ret = 0;
-    if (!parsed || !json_object_is_type(cfg, json_type_object)) {
-        ret = cpr_error_set(errp, -EBADMSG, "config record at offset %" U64 " is not a JSON object", (guint64)r->offset);
-        goto out;
-    }
+    json_object *cfg = NULL;
+    int ret = cpr_meta_config(r, &cfg, errp);
+    if (ret < 0)
+        return ret;
     if (st->machine) {
         json_object *m = NULL;
         const char *theirs = json_object_object_get_ex(cfg, "machine", &m) && json_object_is_type(m, json_type_string)
@@ -607,6 +603,7 @@ struct load_state {
     GHashTable *by_id;           /* section id -> struct cpr_section * (progressive) */
     GHashTable *skipped;         /* section ids of skipped optional progressive sections */
     GPtrArray *started;          /* progressive sections started in this stream */
+    cpr_schema *schema;          /* the stream's schema record, when it has one */
 };
 
 /* A progressive section's load() of one record. */
@@ -712,9 +709,14 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
             config = g_strndup((const char *)r.payload, r.len);
             break;
         case CPR_REC_SCHEMA:
-            break; /* for tools; the loader has its own descriptions */
+            /* The loader decodes by its own descriptions; the schema must still be valid and
+             * agree with the records (docs/format.md 4, 2.8), as for any reader. */
+            ret = cpr_meta_schema(&r, s->limit[CPR_STREAM_LIMIT_STRING], &ls.schema, errp);
+            break;
         default:
-            ret = load_section(&ls, &r, errp);
+            ret = cpr_schema_check_record(ls.schema, &r, errp);
+            if (ret >= 0)
+                ret = load_section(&ls, &r, errp);
             break;
         }
     }
@@ -725,6 +727,7 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
     g_hash_table_destroy(ls.by_id);
     g_hash_table_destroy(ls.skipped);
     g_ptr_array_free(ls.started, TRUE);
+    cpr_schema_free(ls.schema);
     st->busy = 0;
     if (ret < 0)
         return ret;

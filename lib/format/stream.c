@@ -177,6 +177,12 @@ void cpr_stream_set_cancel_fd(cpr_stream *s, int cancel_fd)
         s->restore_fl = fl;
 }
 
+void cpr_stream_set_io(cpr_stream *s, const struct cpr_stream_io *io, void *opaque)
+{
+    s->io = io;
+    s->io_opaque = opaque;
+}
+
 /* Waits until fd is ready for `events`, or fails with -ECANCELED once the cancel fd is readable. */
 static int wait_ready(cpr_stream *s, short events, cpr_error **errp)
 {
@@ -251,6 +257,8 @@ CPR_API void cpr_stream_free(cpr_stream *s)
         g_hash_table_destroy(s->open_ids);
     if (s->used_ids)
         g_hash_table_destroy(s->used_ids);
+    if (s->used_names)
+        g_hash_table_destroy(s->used_names);
     g_free(s->cur_name);
     g_free(s);
 }
@@ -360,12 +368,16 @@ static ssize_t quiet_writev(cpr_stream *s, struct iovec *iov, int cnt)
 static int write_all_iov(cpr_stream *s, struct iovec *iov, int cnt, cpr_error **errp)
 {
     while (cnt > 0) {
-        ssize_t n = quiet_writev(s, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
+        int batch = cnt > IOV_MAX ? IOV_MAX : cnt;
+        ssize_t n = s->io ? s->io->writev(s->io_opaque, iov, batch) : quiet_writev(s, iov, batch);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             int code;
-            if (errno != EAGAIN)
+            if (s->io && errno != EAGAIN)
+                code = cpr_error_set(errp, -errno, "stream: write to fd %d failed: %s", s->fd,
+                                     s->io->last_error(s->io_opaque));
+            else if (errno != EAGAIN)
                 code = cpr_error_set_errno(errp, -errno, "stream: write to fd %d failed", s->fd);
             else if ((code = wait_ready(s, POLLOUT, errp)) == 0)
                 continue;
@@ -632,10 +644,14 @@ int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
         }
         /* Exactly what is missing: the reader never consumes bytes past the record it needs,
          * so whatever follows the end record on the fd stays there for its owner. */
-        ssize_t r = read(s->fd, s->buf + s->rlen, MIN(n, s->cap) - s->rlen);
+        size_t want = MIN(n, s->cap) - s->rlen;
+        ssize_t r = s->io ? s->io->read(s->io_opaque, s->buf + s->rlen, want) : read(s->fd, s->buf + s->rlen, want);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
+            if (s->io && errno != EAGAIN)
+                return cpr_error_set(errp, -errno, "stream: read from fd %d at offset %" G_GUINT64_FORMAT " failed: %s",
+                                     s->fd, (guint64)(s->offset + s->rlen), s->io->last_error(s->io_opaque));
             if (errno == EAGAIN) {
                 int ret = wait_ready(s, POLLIN, errp);
                 if (ret < 0)

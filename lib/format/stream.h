@@ -4,6 +4,9 @@
 #ifndef CPR_FORMAT_STREAM_H
 #define CPR_FORMAT_STREAM_H
 
+#include <sys/types.h>
+#include <sys/uio.h>
+
 #include <glib.h>
 
 #include <cpr/stream.h>
@@ -38,9 +41,22 @@ struct cpr_seg {
     enum cpr_seg_kind kind;
 };
 
+/*
+ * Another transport for an fd stream (TLS, lib/channel/tls.c): called instead of writev(2) and
+ * read(2) on the fd, with their contract (bytes done, 0 at the end, -1 and errno).
+ * last_error() words the last failure for messages.
+ */
+struct cpr_stream_io {
+    ssize_t (*writev)(void *opaque, const struct iovec *iov, int cnt);
+    ssize_t (*read)(void *opaque, void *buf, size_t len);
+    const char *(*last_error)(void *opaque);
+};
+
 struct cpr_stream {
     enum cpr_stream_kind kind;
     int fd;
+    const struct cpr_stream_io *io; /* NULL: the fd itself (the plain path) */
+    void *io_opaque;
     unsigned int flags;
     int is_socket;       /* writes use sendmsg(MSG_NOSIGNAL) */
     int is_pipe;         /* writes block SIGPIPE */
@@ -85,7 +101,8 @@ struct cpr_stream {
     uint32_t next_section_id;
     GHashTable *open_ids;  /* reader: progressive section id -> name, while open */
     GHashTable *used_ids;  /* reader: every section id seen */
-    int seen_schema, seen_section, done;
+    GHashTable *used_names; /* reader: "instance/name" of every full and start record seen */
+    int done;
     char *cur_name;        /* reader: name of the current section record */
     size_t rec_pending;    /* reader: bytes of the current record still to consume */
 
@@ -111,6 +128,8 @@ void cpr_stream_abandon(cpr_stream *s);
  * for. A pipe is made non-blocking for that (a borrowed one gets its flags back at close).
  */
 void cpr_stream_set_cancel_fd(cpr_stream *s, int cancel_fd);
+/* Runs an fd stream's I/O through `io` from now on (nothing may be buffered for reading yet). */
+void cpr_stream_set_io(cpr_stream *s, const struct cpr_stream_io *io, void *opaque);
 /*
  * Closes the fd (when owned) and reaps an exec: child: a writer's command is waited for and
  * must succeed (a cancel stops it); with a cancel fd set (a job's stream) a reader's gets

@@ -431,7 +431,8 @@ static uint64_t field_count(const cpr_desc *d, const struct cpr_field *f, const 
     return n;
 }
 
-static int save_body(cpr_stream *s, const cpr_desc *d, uint8_t *obj, const char *where, cpr_error **errp);
+static int save_body(cpr_stream *s, const cpr_desc *d, uint8_t *obj, uint32_t version, const char *where,
+                     cpr_error **errp);
 
 /* Appends a u64 placeholder and returns its offset in the scratch buffer. */
 static size_t put_len_placeholder(cpr_stream *s, cpr_error **errp, int *ret)
@@ -447,8 +448,8 @@ static void patch_len(cpr_stream *s, size_t at)
     memcpy(s->buf + at, &len, 8);
 }
 
-static int save_field(cpr_stream *s, const cpr_desc *d, const struct cpr_field *f, uint8_t *obj, const char *where,
-                      cpr_error **errp)
+static int save_field(cpr_stream *s, const cpr_desc *d, const struct cpr_field *f, uint8_t *obj, uint32_t version,
+                      const char *where, cpr_error **errp)
 {
     uint8_t *m = obj + f->offset;
     uint64_t n = field_count(d, f, obj);
@@ -484,7 +485,7 @@ static int save_field(cpr_stream *s, const cpr_desc *d, const struct cpr_field *
     case FK_STRUCT:
         for (uint64_t i = 0; i < n && ret >= 0; i++) {
             g_autofree char *sub_where = g_strdup_printf("%s field '%s'[%" U64 "]", where, f->name, (guint64)i);
-            ret = save_body(s, f->sub, m + i * f->elem, sub_where, errp);
+            ret = save_body(s, f->sub, m + i * f->elem, version, sub_where, errp);
         }
         return ret;
     case FK_CUSTOM: {
@@ -518,7 +519,7 @@ static int save_subsections(cpr_stream *s, const cpr_desc *d, uint8_t *obj, cons
         if (ret < 0)
             return ret;
         g_autofree char *sub_where = g_strdup_printf("%s subsection '%s'", where, ss->desc->name);
-        if ((ret = save_body(s, ss->desc, obj, sub_where, errp)) < 0)
+        if ((ret = save_body(s, ss->desc, obj, ss->desc->version, sub_where, errp)) < 0)
             return ret;
         patch_len(s, at);
     }
@@ -527,14 +528,32 @@ static int save_subsections(cpr_stream *s, const cpr_desc *d, uint8_t *obj, cons
     return cpr_stream_put_u8(s, 0, errp);
 }
 
-static int save_body(cpr_stream *s, const cpr_desc *d, uint8_t *obj, const char *where, cpr_error **errp)
+/* Whether field f is in a body of `version` (docs/format.md 3.2, "Versions"). */
+static int field_present(const struct cpr_field *f, uint32_t version)
+{
+    return !f->since || version >= f->since;
+}
+
+static int save_body(cpr_stream *s, const cpr_desc *d, uint8_t *obj, uint32_t version, const char *where,
+                     cpr_error **errp)
 {
     int ret = 0;
     cpr_error *herr = NULL;
     if (d->pre_save && (ret = cpr_error_from_hook(errp, d->pre_save(obj, &herr), &herr, "%s: pre_save", where)) < 0)
         return ret;
-    for (guint i = 0; i < d->fields->len && ret >= 0; i++)
-        ret = save_field(s, d, d->fields->pdata[i], obj, where, errp);
+    /* A nested struct is written in the version of its section or subsection, so the fields
+     * it gained later are left out, as the reader leaves them out. */
+    for (guint i = 0; i < d->fields->len && ret >= 0; i++) {
+        const struct cpr_field *f = d->fields->pdata[i];
+        if (!field_present(f, version))
+            continue;
+        if (f->count_field >= 0 && !field_present(d->fields->pdata[f->count_field], version))
+            ret = cpr_error_set(errp, -EINVAL, "%s field '%s': its count field '%s' is absent in version %u",
+                                where, f->name, ((struct cpr_field *)d->fields->pdata[f->count_field])->name,
+                                version);
+        else
+            ret = save_field(s, d, f, obj, version, where, errp);
+    }
     if (ret >= 0)
         ret = save_subsections(s, d, obj, where, errp);
     if (d->post_save) {
@@ -559,7 +578,7 @@ int cpr_vmstate_save(cpr_stream *s, const cpr_desc *d, void *obj, const char *wh
         return ret;
     scratch->limit[CPR_STREAM_LIMIT_RECORD] = s->limit[CPR_STREAM_LIMIT_RECORD];
     scratch->in_record = 1;
-    ret = save_body(scratch, d, obj, where, errp);
+    ret = save_body(scratch, d, obj, d->version, where, errp);
     if (ret >= 0 && (ret = cpr_stream_put_bytes(s, scratch->buf, scratch->len, errp)) < 0)
         cpr_error_prefix(errp, "%s", where);
     cpr_stream_free(scratch);
@@ -755,6 +774,10 @@ static int load_subsections(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj
                                  nlen);
         if ((ret = take(lc, (const void **)&p, nlen, where, "(subsection name)")) < 0)
             return ret;
+        /* A NUL would cut the name short and let "a\0b" pass for subsection "a". */
+        if (nlen == 0 || memchr(p, 0, nlen))
+            return cpr_error_set(lc->errp, -EBADMSG, "%s: subsection name %s", where,
+                                 nlen ? "contains a NUL byte" : "is empty");
         g_autofree char *name = g_strndup((const char *)p, nlen);
         if ((ret = take(lc, (const void **)&p, 12, where, "(subsection header)")) < 0)
             return ret;
@@ -795,7 +818,7 @@ static int load_body(struct load_ctx *lc, const cpr_desc *d, uint8_t *obj, uint3
         return ret;
     for (guint i = 0; i < d->fields->len && ret >= 0; i++) {
         const struct cpr_field *f = d->fields->pdata[i];
-        if (f->since && version < f->since)
+        if (!field_present(f, version))
             continue;
         ret = load_field(lc, d, f, obj, version, where);
     }

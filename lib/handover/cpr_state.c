@@ -13,6 +13,7 @@
 #include "core/bytes.h"
 #include "core/ctx.h"
 #include "core/error.h"
+#include "format/meta.h"
 #include "format/record.h"
 #include "handover/cpr_state.h"
 #include "handover/fd.h"
@@ -527,16 +528,13 @@ static int decode_table(decode_ctx *d, const struct cpr_rec_blob *blob, cpr_erro
     return 0;
 }
 
-/* The mode from the config record. */
+/* The mode from the config record, which is checked as any stream's (docs/format.md 2.4). */
 static int decode_config(const char *json, cpr_mode *mode, cpr_error **errp)
 {
-    json_object *root = json_tokener_parse(json);
-    json_object *m = NULL;
-    int ret = 0;
-    if (!root || !json_object_object_get_ex(root, "mode", &m) || !json_object_is_type(m, json_type_string))
-        ret = cpr_error_set(errp, -EBADMSG, "cpr state: the config record has no mode");
-    else
-        ret = cpr_mode_from_name(json_object_get_string(m), mode, errp);
+    json_object *root = NULL;
+    int ret = cpr_meta_config_json(json, strlen(json), "cpr state: the config record", &root, errp);
+    if (!ret)
+        ret = cpr_mode_from_name(json_object_get_string(json_object_object_get(root, "mode")), mode, errp);
     json_object_put(root);
     if (!ret && *mode != CPR_MODE_CPR_TRANSFER && *mode != CPR_MODE_CPR_EXEC)
         ret = cpr_error_set(errp, -EBADMSG, "cpr state: mode %s is not cpr-transfer or cpr-exec",

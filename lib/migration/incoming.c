@@ -20,6 +20,7 @@
 #include "format/savevm.h"
 #include "handover/exec_guard.h"
 #include "migration/main_channel.h"
+#include "migration/main_tls.h"
 #include "migration/migrate.h"
 #include "migration/postcopy.h"
 #include "migration/ram_section.h"
@@ -79,7 +80,11 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
     struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     cpr_main_chan_init(&in->mc, &cancel);
     job->priv = in;
-    int ret = cpr_main_chan_listen(&in->mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
+    int ret = cpr_main_tls_check(job->ctx, job->params.tls_creds, 1, job->mode, job->channels, errp);
+    if (ret < 0)
+        return ret;
+    cpr_main_chan_use_tls(&in->mc, job->ctx, job->params.tls_creds, NULL);
+    ret = cpr_main_chan_listen(&in->mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
     if (ret < 0)
         return ret;
 

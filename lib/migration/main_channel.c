@@ -17,18 +17,22 @@
 
 #include "channel/file_save.h"
 #include "channel/scm.h"
+#include "channel/tls.h"
 #include "core/error.h"
 #include "format/stream.h"
 #include "migration/main_channel.h"
+#include "migration/main_tls.h"
 
 void cpr_main_chan_init(struct cpr_main_chan *c, const struct cpr_chan_cancel *cancel)
 {
     c->cancel = *cancel;
+    c->tls_cfg = (struct cpr_chan_tls){ 0 };
     c->s = NULL;
     c->l = NULL;
     c->fd = -1;
     c->is_socket = 0;
     c->is_file = 0;
+    c->tls = NULL;
 }
 
 /* The stream is open: note its fd and let cancel reach it when it is a socket. */
@@ -45,11 +49,18 @@ static void opened(struct cpr_main_chan *c)
         cpr_stream_set_cancel_fd(c->s, c->cancel.fd);
 }
 
-/* Back to unopened, keeping the cancel. */
+/* Back to unopened, keeping the cancel and TLS. */
 static void reset(struct cpr_main_chan *c)
 {
     struct cpr_chan_cancel cancel = c->cancel;
+    struct cpr_chan_tls tls_cfg = c->tls_cfg;
     cpr_main_chan_init(c, &cancel);
+    c->tls_cfg = tls_cfg;
+}
+
+void cpr_main_chan_use_tls(struct cpr_main_chan *c, cpr_ctx *ctx, const char *creds, const char *hostname)
+{
+    c->tls_cfg = (struct cpr_chan_tls){ .ctx = ctx, .creds = creds, .hostname = hostname };
 }
 
 int cpr_main_chan_connect(struct cpr_main_chan *c, const cpr_addr *a, cpr_error **errp)
@@ -61,6 +72,11 @@ int cpr_main_chan_connect(struct cpr_main_chan *c, const cpr_addr *a, cpr_error 
         return ret;
     }
     opened(c);
+    if (c->tls_cfg.creds && (ret = cpr_main_tls_start(&c->tls_cfg, CPR_TLS_ENDPOINT_CLIENT, a, c->fd, c->s,
+                                                      &c->tls, errp)) < 0) {
+        cpr_main_chan_close(c, NULL);
+        return ret;
+    }
     return 0;
 }
 
@@ -92,7 +108,9 @@ int cpr_main_chan_accept(struct cpr_main_chan *c, cpr_error **errp)
     cpr_listener_free(c->l);
     c->l = NULL;
     opened(c);
-    return 0;
+    if (!c->tls_cfg.creds)
+        return 0;
+    return cpr_main_tls_start(&c->tls_cfg, CPR_TLS_ENDPOINT_SERVER, NULL, c->fd, c->s, &c->tls, errp);
 }
 
 int cpr_main_chan_close(struct cpr_main_chan *c, cpr_error **errp)
@@ -101,6 +119,7 @@ int cpr_main_chan_close(struct cpr_main_chan *c, cpr_error **errp)
         c->cancel.unwatch(c->cancel.opaque, c->fd);
     /* Flushes what is left and reaps an exec: command, whose failure is returned. */
     int ret = cpr_stream_close(c->s, errp);
+    cpr_tls_session_free(c->tls);
     cpr_listener_free(c->l);
     reset(c);
     if (ret < 0)
@@ -122,7 +141,7 @@ static int is_local(int fd)
 int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp)
 {
     /* Our half is done: a destination that drains before it closes sees the end at once. */
-    shutdown(c->fd, SHUT_WR);
+    cpr_main_tls_end_half(c->tls, c->fd);
     return cpr_main_chan_read_ack(c, no_resume, errp);
 }
 
@@ -133,9 +152,7 @@ int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
     if (ret < 0)
         return ret;
     uint8_t b = 0;
-    ssize_t n;
-    while ((n = read(c->fd, &b, 1)) < 0 && errno == EINTR) {
-    }
+    ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
     if (n == 1 && b == CPR_MAIN_ACK)
         return 0;
     if (n == 1 && b == CPR_MAIN_NAK)
@@ -162,9 +179,7 @@ int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp)
 {
     uint8_t b = CPR_MAIN_ACK;
-    ssize_t n;
-    while ((n = send(c->fd, &b, 1, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-    }
+    ssize_t n = cpr_main_tls_send(c->tls, c->fd, &b, 1, 0);
     if (n != 1)
         return cpr_error_set_errno(errp, n < 0 ? -errno : -EIO, "main channel: sending the acknowledgement");
     return 0;
@@ -176,10 +191,10 @@ void cpr_main_chan_refuse(struct cpr_main_chan *c)
         return;
     uint8_t b = CPR_MAIN_NAK;
     /* Best effort: a source that is gone, or a cancel's shutdown, makes these fail. */
-    if (send(c->fd, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) {
+    if (cpr_main_tls_send(c->tls, c->fd, &b, 1, MSG_DONTWAIT) != 1) {
         /* nothing to do: the source sees the end of the stream instead */
     }
-    shutdown(c->fd, SHUT_WR);
+    cpr_main_tls_end_half(c->tls, c->fd);
     /* Closing with unread bytes would reset the connection and could lose the NAK: read to
      * the source's end, for a bounded time (a 1.0/1.1 source never ends its half). */
     int64_t deadline = g_get_monotonic_time() + CPR_MAIN_DRAIN_US;

@@ -6,6 +6,8 @@
 #include <cpr/transport.h>
 #include <cpr/stream.h>
 
+#include "migration/main_tls.h"
+
 /* The byte a destination sends back on a socket once the stream loaded (docs/migration.md). */
 #define CPR_MAIN_ACK 0x06
 /* The byte a 1.2 destination sends instead when it fails before it commits (1.0 sends none). */
@@ -25,15 +27,20 @@ struct cpr_chan_cancel {
 
 struct cpr_main_chan {
     struct cpr_chan_cancel cancel;
+    struct cpr_chan_tls tls_cfg;
     cpr_stream *s;     /* writer (outgoing) or reader (incoming, once accepted) */
     cpr_listener *l;   /* incoming, until accepted */
     int fd;            /* the stream's fd, a view: the stream owns or borrows it */
     int is_socket;     /* the acknowledgement is used on sockets only */
     int is_file;       /* a regular file: no process reads it now */
+    struct cpr_tls_session *tls; /* TLS on the socket (tls-creds), freed after the stream */
 };
 
 /* An unopened channel that cancel reaches through `cancel` (copied). */
 void cpr_main_chan_init(struct cpr_main_chan *c, const struct cpr_chan_cancel *cancel);
+/* Runs the channel in TLS from its next connect (as the client) or accept (as the server):
+ * the handshake follows the connection, and a failed one fails the connect or accept. */
+void cpr_main_chan_use_tls(struct cpr_main_chan *c, cpr_ctx *ctx, const char *creds, const char *hostname);
 /* Outgoing: connects or opens the address as a stream writer. Sockets are watched by cancel. */
 int cpr_main_chan_connect(struct cpr_main_chan *c, const cpr_addr *a, cpr_error **errp);
 /* Incoming: listens (unix, tcp); file, fd and exec open at accept. */

@@ -23,6 +23,7 @@
 #include "core/gate.h"
 #include "core/sized.h"
 #include "handover/exec_guard.h"
+#include "migration/main_tls.h"
 #include "migration/migrate.h"
 #include "migration/fault_server.h"
 #include "migration/ram_section.h"
@@ -564,6 +565,9 @@ static cpr_job *job_new(struct cpr_mig *mig, int incoming, unsigned int flags)
  * destination; a host without it is refused now, not at the switch. */
 static int postcopy_check_host(const cpr_job *job, cpr_error **errp)
 {
+    if (job->params.postcopy_ram && job->params.tls_creds)
+        return cpr_error_set(errp, -ENOTSUP, "capability postcopy-ram with tls-creds is not "
+                             "supported yet: the page requests would bypass TLS");
     cpr_error *err = NULL;
     if (!job->params.postcopy_ram || cpr_fault_server_available(&err))
         return 0;
@@ -802,6 +806,8 @@ CPR_API int cpr_migrate_channels(cpr_ctx *ctx, const cpr_channels *channels, uns
     }
     cpr_job *job = job_new(mig, 0, flags);
     ret = cpr_channels_check_mode(channels, job->mode, job->params.cpr_exec_command, errp);
+    if (ret == 0)
+        ret = cpr_main_tls_check(ctx, job->params.tls_creds, 0, job->mode, channels, errp);
     if (ret == 0)
         ret = channels_copy(channels, &job->channels, errp);
     /* Sections are registered on the owner thread, before any save runs. */

@@ -236,6 +236,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     struct cpr_main_chan mc;
     cpr_main_chan_init(&mc, &cancel);
+    cpr_main_chan_use_tls(&mc, job->ctx, job->params.tls_creds, job->params.tls_hostname);
     /* Before the channel opens: a refused block leaves no file and starts no command. */
     int ret = cpr_mig_ram_check(r.ram, job->mode, job->params.x_ignore_shared, errp);
     if (ret == 0)

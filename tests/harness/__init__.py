@@ -8,6 +8,7 @@ guest     cpr-vmm's test guest: command line, heartbeat, RAM re-verify, serial c
 channels  migration channels as QMP spells them
 reports   sanitizer and valgrind findings in the VMMs' logs
 rollback  adopting the image a cpr-exec guardian exec'd back
+netns     two "hosts": network namespaces joined by a veth pair, optionally shaped (tbf)
 
 Used by tests/integration, tests/bench (run, soak, smoke.py, benchlib), tests/compat/run-matrix,
 tests/vmm/demo and tests/run-memcheck; see README.md here for how they find it.

@@ -8,6 +8,7 @@ guest must re-verify all its RAM clean, and the console's numbering must continu
 """
 import os
 import re
+import shutil
 import time
 
 from .process import scaled
@@ -43,6 +44,19 @@ def serial_lines(path):
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def finish_workdir(wd, ok):
+    """Removes a test's work directory after a pass (unless CPR_KEEP_TMP is set); after a
+    failure keeps it and logs the tail of each VMM's log."""
+    if ok and not os.environ.get("CPR_KEEP_TMP"):
+        shutil.rmtree(wd, ignore_errors=True)
+        return
+    log(f"work directory kept: {wd}")
+    for f in sorted(os.listdir(wd)):
+        if f.endswith(".log"):
+            with open(os.path.join(wd, f), errors="replace") as fh:
+                log(f"--- {f} (tail)\n" + "".join(fh.readlines()[-30:]))
 
 
 def check(cond, what):

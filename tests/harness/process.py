@@ -62,13 +62,15 @@ class Vmm:
     """One VMM process. `binary` and `args` are the VMM's own command line; a QMP server on
     WORKDIR/NAME.qmp is always added, and with hmp=True the human monitor on stdio.
 
+    `wrap` is a command prefix that execs the VMM in place (netns.TwoHosts.wrap()).
+
     qmp(name, **args) runs a QMP command; `monitor` is the QMP client itself (its events, fds
     passed with a command). poll_interval is how often wait_status() asks (the benchmarks, which
     time the wait, poll faster)."""
 
     poll_interval = 0.02
 
-    def __init__(self, binary, workdir, name, args, hmp=False, env=None):
+    def __init__(self, binary, workdir, name, args, hmp=False, env=None, wrap=()):
         self.name = name
         self.workdir = workdir
         self.qmp_path = os.path.join(workdir, f"{name}.qmp")
@@ -84,10 +86,10 @@ class Vmm:
         self.hmp_pos = 0
         self._client = None
         self._old_events = []
-        run, pass_fds = argv, ()
+        run, pass_fds = list(wrap) + argv, ()
         if VALGRIND:
             vg_fd = os.open(os.path.join(workdir, f"{name}.vg.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            run, pass_fds = VALGRIND_ARGS + [f"--log-fd={vg_fd}"] + argv, (vg_fd,)
+            run, pass_fds = list(wrap) + VALGRIND_ARGS + [f"--log-fd={vg_fd}"] + argv, (vg_fd,)
             env = dict(os.environ if env is None else env, G_SLICE="always-malloc")
         try:
             self.proc = subprocess.Popen(run, cwd=workdir, stdin=subprocess.PIPE if hmp else subprocess.DEVNULL,

@@ -12,13 +12,12 @@ RAM page crossed the main channel, and in cpr-transfer that the new process maps
 """
 import json
 import os
-import shutil
 import sys
 import tempfile
 
 from harness.channels import unix_channel
-from harness.guest import (RAM_MB, base_args, check, check_after_switchover, log, serial_lines,
-                           wait_booted, wait_heartbeat, wait_serial, wait_until)
+from harness.guest import (RAM_MB, base_args, check, check_after_switchover, finish_workdir, log,
+                           serial_lines, wait_booted, wait_heartbeat, wait_serial, wait_until)
 from harness.host import memfd_inodes
 from harness.process import VALGRIND, Vmm, shutdown_all
 from harness.qmp import QmpError
@@ -490,14 +489,7 @@ def main():
                   "".join(f"\n  {b}" for b in bad))
         ok = True
     finally:
-        if ok and not os.environ.get("CPR_KEEP_TMP"):
-            shutil.rmtree(wd, ignore_errors=True)
-        else:
-            log(f"work directory kept: {wd}")
-            for f in sorted(os.listdir(wd)):
-                if f.endswith(".log"):
-                    with open(os.path.join(wd, f), errors="replace") as fh:
-                        log(f"--- {f} (tail)\n" + "".join(fh.readlines()[-30:]))
+        finish_workdir(wd, ok)
     return 0
 
 

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* Helpers of the stream suites (test_stream.c, test_stream_deferred.c): a scratch file, and
- * the records that open and close a stream of one progressive section "ram". */
+/* Helpers of the stream and format suites (test_stream.c, test_stream_deferred.c,
+ * test_format*.c, test_dump.c): a scratch file, the records that open a stream, and those that
+ * open and close a stream of one progressive section "ram". */
 #ifndef CPR_STREAM_UTIL_H
 #define CPR_STREAM_UTIL_H
 
 #include <check.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "format/record.h"
@@ -20,6 +22,19 @@ static inline int tmpfile_fd(void)
     ck_assert_int_ge(fd, 0);
     unlink(path);
     return fd;
+}
+
+/* A memory sink holding a stream header, the config record `cfg` and, unless NULL, the schema
+ * record `schema`. */
+static inline cpr_stream *mem_stream_start(const char *cfg, const char *schema)
+{
+    cpr_stream *w;
+    ck_assert_int_eq(cpr_stream_new_mem_sink(0, &w, NULL), 0);
+    ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
+    ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, cfg, strlen(cfg), NULL), 0);
+    if (schema)
+        ck_assert_int_eq(cpr_rec_write(w, CPR_REC_SCHEMA, schema, strlen(schema), NULL), 0);
+    return w;
 }
 
 /* Writes the stream header, an empty config and the (empty) START record of section "ram"

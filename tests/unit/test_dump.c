@@ -7,6 +7,7 @@
 
 #include <json-c/json.h>
 
+#include "stream_util.h"
 #include "testutil.h"
 
 struct nic {
@@ -155,12 +156,97 @@ START_TEST(test_dump_check_names_the_first_problem)
 }
 END_TEST
 
+#define REG_FIELD "{\"name\":\"reg\",\"type\":\"u32\",\"size\":4,\"count\":1}"
+
+/* A stream file: config, a schema whose "dev" (version 1) has the fields and subsections
+ * `fields` and `subs` (JSON array elements), and a full "dev" whose body is u32 0x11223344
+ * (reg, when the fields start with it) then `rest` (len bytes). */
+static char *write_dev_stream(const char *fields, const char *subs, const void *rest, size_t len)
+{
+    static const char cfg[] = "{\"producer\":\"test\",\"mode\":\"normal\"}";
+    g_autofree char *schema = g_strdup_printf(
+        "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"full\",\"version\":1,\"min_version\":1,"
+        "\"fields\":[%s],\"subsections\":[%s]}]}", fields, subs);
+    cpr_stream *w = mem_stream_start(cfg, schema);
+    ck_assert_int_eq(cpr_rec_begin_section(w, CPR_REC_FULL, "dev", 0, 1, NULL, NULL), 0);
+    ck_assert_int_eq(cpr_stream_put_u32(w, 0x11223344, NULL), 0);
+    ck_assert_int_eq(cpr_stream_put_bytes(w, rest, len, NULL), 0);
+    ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
+    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
+    const void *data;
+    size_t n;
+    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &n, NULL), 0);
+    char *path = g_strdup("/tmp/cpr-dump-XXXXXX");
+    int fd = g_mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, data, n), (ssize_t)n);
+    close(fd);
+    cpr_stream_free(w);
+    return path;
+}
+
+/* --check decodes by the schema (docs/format.md 3.2, 2.8): a subsection the schema does not
+ * have, or the absence of one it requires, makes the stream invalid for the tool too. */
+START_TEST(test_dump_check_holds_subsections_to_the_schema)
+{
+    if (!dump_path())
+        return;
+    static const uint8_t none[] = { 0x00 };
+    static const uint8_t irq[] = {
+        0x01, 0x03, 0x00, 0x00, 0x00, 'i', 'r', 'q', 0x01, 0x00, 0x00, 0x00, /* "irq" version 1 */
+        0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00,
+    };
+    static const char irq_entry[] = "{\"name\":\"irq\",\"version\":1,\"min_version\":1,\"required\":%s,"
+                                    "\"fields\":[{\"name\":\"level\",\"type\":\"u32\",\"size\":4,\"count\":1}],"
+                                    "\"subsections\":[]}";
+    g_autofree char *optional = g_strdup_printf(irq_entry, "false");
+    g_autofree char *required = g_strdup_printf(irq_entry, "true");
+    static const struct { const uint8_t *list; size_t len; const char *err; } cases[] = {
+        { irq, sizeof(irq), NULL },
+        { none, sizeof(none), NULL },
+        { irq, sizeof(irq), "subsection 'irq' (version 1) is not in the schema" },
+        { none, sizeof(none), "missing subsection 'irq' (required by the schema)" },
+    };
+    const char *subs[] = { optional, optional, "", required };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *path = write_dev_stream(REG_FIELD, subs[i], cases[i].list, cases[i].len);
+        g_autofree char *out = NULL, *err = NULL;
+        int status = run_dump("--check", path, &out, &err);
+        if (!cases[i].err)
+            ck_assert_msg(status == 0, "case %zu: %s", i, err);
+        else
+            ck_assert_msg(status == 1 && strstr(err, cases[i].err), "case %zu: %s", i, err);
+        unlink(path);
+    }
+}
+END_TEST
+
+/* --check holds counts to their capacity, as the loader does (docs/format.md 3.2). */
+START_TEST(test_dump_check_holds_counts_to_their_capacity)
+{
+    if (!dump_path())
+        return;
+    /* After reg: n = 3 counts `more`, whose capacity is 2; its 3 bytes and the list end follow. */
+    static const uint8_t body[] = { 0x03, 0xaa, 0xbb, 0xcc, 0x00 };
+    g_autofree char *path = write_dev_stream(
+        REG_FIELD ",{\"name\":\"n\",\"type\":\"u8\",\"size\":1,\"count\":1},"
+                  "{\"name\":\"more\",\"type\":\"u8\",\"size\":1,\"count\":2,\"count_field\":\"n\"}",
+        "", body, sizeof(body));
+    g_autofree char *out = NULL, *err = NULL;
+    ck_assert_int_eq(run_dump("--check", path, &out, &err), 1);
+    ck_assert_msg(strstr(err, "field 'more': count 3 exceeds its capacity 2"), "%s", err);
+    unlink(path);
+}
+END_TEST
+
 static Suite *dump_suite(void)
 {
     Suite *s = suite_create("dump");
     TCase *tc = tcase_create("tool");
     tcase_add_test(tc, test_dump_prints_fields_by_name_from_the_schema);
     tcase_add_test(tc, test_dump_check_names_the_first_problem);
+    tcase_add_test(tc, test_dump_check_holds_subsections_to_the_schema);
+    tcase_add_test(tc, test_dump_check_holds_counts_to_their_capacity);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -123,7 +123,8 @@ START_TEST(test_foreach_lists_names)
     GString *s = g_string_new(NULL);
     ck_assert_int_eq(cpr_param_foreach(count_names, s), 0);
     ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;max-postcopy-bandwidth;"
-                             "cpr-exec-command;cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;");
+                             "cpr-exec-command;cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;"
+                             "tls-creds;tls-hostname;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);
     ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;postcopy-ram;");

@@ -13,6 +13,8 @@ static const char usage[] =
     "  -smp N                       number of vCPUs, default 1\n"
     "  -object memory-backend-memfd,id=ID,size=SIZE[,share=on]\n"
     "  -object memory-backend-file,id=ID,size=SIZE,mem-path=PATH[,share=on]\n"
+    "  -object tls-creds-x509,id=ID,dir=DIR,endpoint=client|server[,verify-peer=on|off]\n"
+    "                               TLS credentials the migration parameter tls-creds names\n"
     "  -machine [TYPE][,memory-backend=ID][,aux-ram-share=on]\n"
     "                               TYPE: the guest-visible state of a release, so that an older\n"
     "                               cpr-vmm can take the guest: cpr-vmm-1.2 (alias cpr-vmm, the\n"
@@ -150,16 +152,89 @@ static void memdev_free(gpointer p)
         goto out;                                  \
     } while (0)
 
+vmm_tls_obj *vmm_tls_obj_new(void)
+{
+    vmm_tls_obj *o = g_new0(vmm_tls_obj, 1);
+    o->verify_peer = 1;
+    return o;
+}
+
+void vmm_tls_obj_free(void *p)
+{
+    vmm_tls_obj *o = p;
+    if (!o)
+        return;
+    g_free(o->id);
+    g_free(o->dir);
+    g_free(o);
+}
+
+int vmm_tls_obj_set(vmm_tls_obj *o, const char *key, const char *val, char **err)
+{
+    if (!strcmp(key, "id") || !strcmp(key, "dir")) {
+        char **field = !strcmp(key, "id") ? &o->id : &o->dir;
+        g_free(*field);
+        *field = g_strdup(val);
+    } else if (!strcmp(key, "endpoint")) {
+        if (strcmp(val, "client") && strcmp(val, "server")) {
+            *err = g_strdup_printf("tls-creds-x509: endpoint wants client or server, not '%s'", val);
+            return -1;
+        }
+        o->server = !strcmp(val, "server");
+    } else if (!strcmp(key, "verify-peer")) {
+        if (parse_bool(val, &o->verify_peer) < 0) {
+            *err = g_strdup_printf("tls-creds-x509: verify-peer wants on or off, not '%s'", val);
+            return -1;
+        }
+    } else {
+        *err = g_strdup_printf("tls-creds-x509: unknown property '%s' (id, dir, endpoint, verify-peer)", key);
+        return -1;
+    }
+    return 0;
+}
+
+int vmm_tls_obj_check(const vmm_tls_obj *o, char **err)
+{
+    if (!o->id || !o->dir) {
+        *err = g_strdup_printf("tls-creds-x509: parameter '%s' is missing", o->id ? "dir" : "id");
+        return -1;
+    }
+    return 0;
+}
+
+static int opt_tls_object(vmm_config *cfg, GArray *a, char **err)
+{
+    vmm_tls_obj *o = vmm_tls_obj_new();
+    for (guint i = 1; i < a->len; i++) {
+        kv *e = &g_array_index(a, kv, i);
+        if (vmm_tls_obj_set(o, e->key, e->val, err) < 0) {
+            vmm_tls_obj_free(o);
+            return -1;
+        }
+    }
+    if (vmm_tls_obj_check(o, err) < 0) {
+        vmm_tls_obj_free(o);
+        return -1;
+    }
+    g_ptr_array_add(cfg->tls_objs, o);
+    return 0;
+}
+
 static int opt_object(vmm_config *cfg, const char *arg, char **err)
 {
     int ret = -1;
     GArray *a = split_kv(arg, "qom-type");
     vmm_memdev *m = g_new0(vmm_memdev, 1);
     const char *type = a->len ? g_array_index(a, kv, 0).val : "";
+    if (!strcmp(type, "tls-creds-x509")) {
+        ret = opt_tls_object(cfg, a, err);
+        goto out;
+    }
     if (!strcmp(type, "memory-backend-file"))
         m->is_file = 1;
     else if (strcmp(type, "memory-backend-memfd"))
-        FAIL("-object %s: unsupported object type '%s' (memory-backend-memfd or memory-backend-file)",
+        FAIL("-object %s: unsupported object type '%s' (memory-backend-memfd, memory-backend-file or "
+             "tls-creds-x509)",
              arg, type);
     /* QEMU's defaults: a memfd is shared unless told otherwise, a file is not. */
     m->share = !m->is_file;
@@ -516,6 +591,7 @@ int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, cha
     cfg->smp = 1;
     cfg->machine_type = vmm_machine_type_newest();
     cfg->memdevs = g_ptr_array_new_with_free_func(memdev_free);
+    cfg->tls_objs = g_ptr_array_new_with_free_func(vmm_tls_obj_free);
     cfg->incoming = g_ptr_array_new_with_free_func(g_free);
     cfg->globals = g_ptr_array_new_with_free_func(g_free);
     cfg->drives = g_ptr_array_new_with_free_func(g_free);
@@ -627,6 +703,8 @@ void vmm_config_clear(vmm_config *cfg)
     g_free(cfg->name);
     if (cfg->memdevs)
         g_ptr_array_free(cfg->memdevs, TRUE);
+    if (cfg->tls_objs)
+        g_ptr_array_free(cfg->tls_objs, TRUE);
     g_free(cfg->machine_memdev);
     g_free(cfg->qmp_path);
     if (cfg->incoming)

@@ -21,6 +21,14 @@ typedef struct vmm_memdev {
     int share;
 } vmm_memdev;
 
+/* A -object tls-creds-x509 (or QMP object-add of one): TLS credentials for migration. */
+typedef struct vmm_tls_obj {
+    char *id;
+    char *dir;        /* QEMU's layout: ca-cert.pem, server-*.pem, client-*.pem */
+    int server;       /* endpoint=server (the destination), else client */
+    int verify_peer;  /* verify-peer, on by default as in QEMU */
+} vmm_tls_obj;
+
 typedef enum vmm_serial_kind {
     VMM_SERIAL_NONE,  /* -serial null, or -nodefaults without -serial */
     VMM_SERIAL_STDIO,
@@ -40,6 +48,7 @@ typedef struct vmm_config {
     uint64_t ram_size;       /* -m, bytes; 0 = take the backend's size */
     int smp;                 /* -smp */
     GPtrArray *memdevs;      /* vmm_memdev * */
+    GPtrArray *tls_objs;     /* vmm_tls_obj *: -object tls-creds-x509 */
     char *machine_memdev;    /* -machine memory-backend=ID */
     int aux_ram_share;       /* -machine aux-ram-share=on */
     int monitor_stdio;       /* -monitor stdio */
@@ -69,6 +78,14 @@ void vmm_config_clear(vmm_config *cfg);
 
 /* Parses a size with an optional K/M/G/T suffix; bare numbers are in `unit` bytes. */
 int vmm_parse_size(const char *s, uint64_t unit, uint64_t *out);
+
+/* tls-creds-x509 objects: a new one with QEMU's defaults, one property (id, dir, endpoint,
+ * verify-peer) set from its text (-1 with *err naming it), the check that id and dir are
+ * there, and its free. */
+vmm_tls_obj *vmm_tls_obj_new(void);
+int vmm_tls_obj_set(vmm_tls_obj *o, const char *key, const char *val, char **err);
+int vmm_tls_obj_check(const vmm_tls_obj *o, char **err);
+void vmm_tls_obj_free(void *o);
 
 /* The memdev the machine's RAM lives in, or NULL when RAM is the default anonymous memfd. */
 const vmm_memdev *vmm_config_ram_memdev(const vmm_config *cfg);

@@ -11,6 +11,7 @@
 #include "hmp.h"
 #include "migration.h"
 #include "pause.h"
+#include "tls_objects.h"
 
 struct vmm_mig {
     cpr_channels *incoming; /* -incoming, main and cpr merged; NULL without -incoming */
@@ -267,7 +268,8 @@ int vmm_mig_incoming_early(vmm *v, char **err)
 {
     vmm_mig *m = v->mig;
     GPtrArray *inc = v->cfg->incoming;
-    if (apply_globals(v, err) < 0)
+    /* Objects first: a -global migration.tls-creds names one. */
+    if (vmm_tls_objs_create(v, err) < 0 || apply_globals(v, err) < 0)
         return -1;
     if (!inc->len)
         return 0;

@@ -8,6 +8,7 @@
 
 #include "migration.h"
 #include "monitor.h"
+#include "tls_objects.h"
 #include "vmm.h"
 
 int mon_fail(mon_error *err, const char *cls, const char *fmt, ...)
@@ -449,6 +450,8 @@ const mon_cmd mon_commands[] = {
     {"migrate-start-postcopy", "migrate_start_postcopy", NULL,
      "switch the running migration to postcopy (capability postcopy-ram)", cmd_migrate_start_postcopy,
      NULL, NULL, 0},
+    {"object-add", NULL, NULL, "add a tls-creds-x509 object", vmm_cmd_object_add, NULL, NULL, 0},
+    {"object-del", NULL, NULL, "delete a tls-creds-x509 object", vmm_cmd_object_del, NULL, NULL, 0},
     {"query-migrate", "info migrate", NULL, "show migration status", cmd_query_migrate, NULL, print_migrate, 0},
     {NULL, "help", NULL, "list commands", cmd_help, NULL, print_help, 0},
     {0},
