@@ -15,12 +15,11 @@ the guest does not run on pages that never arrived (its heartbeat stops instead 
 zero pages, which its re-verification would count as corruptions).
 """
 import os
-import shutil
 import sys
 import tempfile
 import time
 
-from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
+from harness.guest import (base_args, check, check_after_switchover, finish_workdir, log, wait_booted,
                            wait_heartbeat, wait_serial, wait_until)
 from harness.process import Vmm, shutdown_all
 from harness.reports import sanitizer_reports
@@ -162,14 +161,7 @@ def main():
         ok = True
     finally:
         shutdown_all()
-        if ok and not os.environ.get("CPR_KEEP_TMP"):
-            shutil.rmtree(wd, ignore_errors=True)
-        else:
-            log(f"work directory kept: {wd}")
-            for f in sorted(os.listdir(wd)):
-                if f.endswith(".log"):
-                    with open(os.path.join(wd, f), errors="replace") as fh:
-                        log(f"--- {f} (tail)\n" + "".join(fh.readlines()[-30:]))
+        finish_workdir(wd, ok)
     return 0
 
 
