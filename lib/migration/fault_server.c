@@ -230,8 +230,10 @@ static void complete(cpr_fault_server *fs)
         ioctl(fs->uffd, UFFDIO_UNREGISTER, &r);
     }
     int64_t now = g_get_monotonic_time();
-    if (fs->event)
-        fs->event(fs->event_opaque, 0, fs->label);
+    if (fs->event) {
+        g_autofree char *msg = g_strdup_printf("%s: every page resident", fs->label);
+        fs->event(fs->event_opaque, 0, msg);
+    }
     g_mutex_lock(&fs->lock);
     fs->done_us = now;
     g_cond_broadcast(&fs->cond);
