@@ -123,10 +123,14 @@ typedef enum cpr_migration_status {
     CPR_MIGRATION_CANCELLING = 6,
     CPR_MIGRATION_CANCELLED = 7,
     CPR_MIGRATION_PRE_SWITCHOVER = 8,
+    /* Since 1.2 (capability postcopy-ram): the guest runs at the destination, which fetches
+     * the pages it still misses from the source. */
+    CPR_MIGRATION_POSTCOPY_ACTIVE = 9,
 } cpr_migration_status;
 
 /* "none", "setup", "active", "device", "completed", "failed", "cancelling", "cancelled",
- * "pre-switchover"; NULL when out of range. A static string. */
+ * "pre-switchover", "postcopy-active"; NULL when out of range. A static
+ * string. */
 CPR_API const char *cpr_migration_status_name(int status);
 
 /* The run state a VMM reports (query-status, `info status`), with QEMU's RunState names. */
@@ -216,6 +220,18 @@ CPR_API int cpr_migrate_check_resume(cpr_ctx *ctx, cpr_error **errp);
  * migrate-continue. -EINVAL when the job is not in that status.
  */
 CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp);
+
+/*
+ * Since 1.2. Asks the running outgoing job to switch to postcopy, as QMP
+ * migrate-start-postcopy: at the end of its current precopy step the source stops the guest,
+ * sends the device state and the list of pages still dirty, and the destination runs the
+ * guest at once, fetching those pages on demand (docs/migration.md, "Postcopy"). The
+ * capability postcopy-ram must be on at both sides, and the main channel a socket; a job that
+ * converges by precopy first completes as a precopy one.
+ * Errors: -EINVAL (ctx NULL, capability off, no outgoing job in status active or setup).
+ * Any thread.
+ */
+CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp);
 
 /*
  * Waits for the current or last job (outgoing or incoming) to end and returns its result: 0
@@ -309,6 +325,10 @@ typedef struct cpr_migration_info {
     uint64_t precopy_bytes;   /* bytes sent while the guest ran */
     uint64_t downtime_bytes;  /* bytes sent while it was stopped */
     uint64_t cpr_fds;         /* fds sent (or received) as cpr state */
+    /* Since 1.2, postcopy (0 otherwise). Outgoing: page requests served; incoming: sent. */
+    uint64_t postcopy_requests;
+    uint64_t postcopy_fault_pages;  /* incoming: pages fetched for a vCPU's fault */
+    uint64_t postcopy_pushed_pages; /* incoming: pages fetched in the background, in order */
 } cpr_migration_info;
 
 /* Sets `size` and zeroes the rest, as C (CPR_MIGRATION_INFO_INIT) or as a function (since 1.2). */

@@ -201,6 +201,9 @@ static const struct param_def {
       offsetof(struct cpr_params, downtime_limit_ms), 2000000 },
     { "max-bandwidth", "bytes per second, 0 for unlimited", NULL, NULL,
       offsetof(struct cpr_params, max_bandwidth), INT64_MAX },
+    /* QEMU's: the source's rate after the switch to postcopy (the page server). */
+    { "max-postcopy-bandwidth", "bytes per second, 0 for unlimited", NULL, NULL,
+      offsetof(struct cpr_params, max_postcopy_bandwidth), INT64_MAX },
     { "cpr-exec-command", "a command line", set_exec_command, get_exec_command, 0, 0 },
     /* The cpr-transfer waits: up to a day (in microseconds still far inside int64). */
     { "cpr-transfer-connect-timeout", "milliseconds, 0 to 86400000 (0: do not wait)", NULL, NULL,
@@ -238,7 +241,8 @@ static char *param_get_value(const struct param_def *def, const struct cpr_param
     return g_strdup_printf("%" PRIu64, v);
 }
 
-static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover", "multifd", "mapped-ram" };
+static const char *const caps[] = { "x-ignore-shared", "pause-before-switchover", "multifd", "mapped-ram",
+                                    "postcopy-ram" };
 
 static const struct param_def *find_param(const char *name)
 {
@@ -258,6 +262,8 @@ static int *cap_field(struct cpr_params *p, const char *name)
         return &p->multifd;
     if (name && strcmp(name, caps[3]) == 0)
         return &p->mapped_ram;
+    if (name && strcmp(name, caps[4]) == 0)
+        return &p->postcopy_ram;
     return NULL;
 }
 

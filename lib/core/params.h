@@ -20,9 +20,11 @@ struct cpr_params {
     cpr_mode mode;
     uint64_t downtime_limit_ms;
     uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+    uint64_t max_postcopy_bandwidth; /* bytes/s after the switch to postcopy, 0 = unlimited */
     char *cpr_exec_command; /* NULL when unset */
     int x_ignore_shared;
     int pause_before_switchover; /* stop in pre-switchover until cpr_migrate_continue() */
+    int postcopy_ram;            /* may switch to postcopy (cpr_migrate_start_postcopy) */
     uint64_t cpr_connect_timeout_ms; /* cpr-transfer out: wait for the cpr socket to listen */
     uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
     char *tls_creds;    /* id of TLS credentials (cpr/tls.h); NULL: no TLS */

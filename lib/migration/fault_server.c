@@ -34,6 +34,7 @@ struct cpr_fault_server {
     cpr_page_source src;
     cpr_fault_event_fn event;
     void *event_opaque;
+    const char *label; /* names the user in messages: "lazy restore", "postcopy" */
     uint64_t fault_run, fill_run;
     int uffd;
     int stop_fd; /* eventfd: readable once free() stops the fault thread */
@@ -114,6 +115,7 @@ int cpr_fault_server_new(const cpr_page_source *source, uint64_t fault_run, uint
     fs->src = *source;
     fs->event = event;
     fs->event_opaque = event_opaque;
+    fs->label = "lazy restore";
     fs->fault_run = fault_run ? fault_run : CPR_FAULT_RUN_DEFAULT;
     fs->fill_run = fill_run ? fill_run : CPR_FILL_RUN_DEFAULT;
     fs->uffd = uffd;
@@ -196,8 +198,8 @@ static void set_placed(fs_block *b, uint64_t p, uint64_t n)
 
 static void fail(cpr_fault_server *fs, fs_block *b, uint64_t page, uint64_t n, cpr_error *err)
 {
-    char *msg = g_strdup_printf("lazy restore: block '%s' pages %" PRIu64 "-%" PRIu64
-                                " (offset 0x%" PRIx64 "): %s", b->name, page, page + n - 1,
+    char *msg = g_strdup_printf("%s: block '%s' pages %" PRIu64 "-%" PRIu64
+                                " (offset 0x%" PRIx64 "): %s", fs->label, b->name, page, page + n - 1,
                                 page * b->page_size, err ? cpr_error_message(err) : "failed");
     int code = err && cpr_error_code(err) < 0 ? cpr_error_code(err) : -EIO;
     cpr_error_free(err);
@@ -228,8 +230,10 @@ static void complete(cpr_fault_server *fs)
         ioctl(fs->uffd, UFFDIO_UNREGISTER, &r);
     }
     int64_t now = g_get_monotonic_time();
-    if (fs->event)
-        fs->event(fs->event_opaque, 0, "lazy restore: every page resident");
+    if (fs->event) {
+        g_autofree char *msg = g_strdup_printf("%s: every page resident", fs->label);
+        fs->event(fs->event_opaque, 0, msg);
+    }
     g_mutex_lock(&fs->lock);
     fs->done_us = now;
     g_cond_broadcast(&fs->cond);
@@ -376,6 +380,30 @@ static gpointer fill_thread(gpointer opaque)
     return NULL;
 }
 
+void cpr_fault_server_set_label(cpr_fault_server *fs, const char *label)
+{
+    fs->label = label;
+}
+
+int cpr_fault_server_mark_placed(cpr_fault_server *fs, unsigned block, uint64_t page,
+                                 uint64_t count, cpr_error **errp)
+{
+    if (fs->fault_th)
+        return cpr_error_set(errp, -EBUSY, "fault server: pages marked resident after the start");
+    if (block >= fs->blocks->len)
+        return cpr_error_set(errp, -EINVAL, "fault server: no block %u", block);
+    fs_block *b = &g_array_index(fs->blocks, fs_block, block);
+    if (page > b->npages || count > b->npages - page)
+        return cpr_error_set(errp, -EINVAL, "fault server: block '%s': pages %" PRIu64 "+%" PRIu64
+                             " outside its %" PRIu64, b->name, page, count, b->npages);
+    for (uint64_t p = page; p < page + count; p++)
+        if (claim(b, p)) {
+            set_placed(b, p, 1);
+            fs->placed++;
+        }
+    return 0;
+}
+
 int cpr_fault_server_start(cpr_fault_server *fs, cpr_error **errp)
 {
     if (!fs->blocks->len)
@@ -387,6 +415,8 @@ int cpr_fault_server_start(cpr_fault_server *fs, cpr_error **errp)
     fs->fault_th = g_thread_try_new("cpr-uffd-fault", fault_thread, fs, &gerr);
     if (fs->fault_th)
         fs->fill_th = g_thread_try_new("cpr-uffd-fill", fill_thread, fs, &gerr);
+    if (fs->fill_th && fs->placed == fs->total)
+        complete(fs); /* every page was resident already (cpr_fault_server_mark_placed) */
     if (!fs->fill_th) {
         int rc = cpr_error_set(errp, -EAGAIN, "fault server: cannot start a thread: %s",
                                gerr->message);
@@ -427,7 +457,7 @@ int cpr_fault_server_wait(cpr_fault_server *fs, int64_t timeout_us, cpr_error **
     if (!fs->done_us && fs->error)
         rc = cpr_error_set(errp, fs->error, "%s", fs->error_msg);
     else if (rc)
-        cpr_error_set(errp, rc, "lazy restore: not every page resident yet");
+        cpr_error_set(errp, rc, "%s: not every page resident yet", fs->label);
     g_mutex_unlock(&fs->lock);
     return rc;
 }

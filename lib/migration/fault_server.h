@@ -95,6 +95,18 @@ int cpr_fault_server_available(cpr_error **errp);
 int cpr_fault_server_add_block(cpr_fault_server *fs, const char *name, void *host, uint64_t size,
                                uint64_t page_size, cpr_error **errp);
 
+/*
+ * Before start: pages [page, page + count) of block `block` are resident already (written by
+ * some other way, e.g. postcopy's precopy phase) and must never be fetched; they count as
+ * placed. A page marked so must be present, or a fault on it is woken without end. When every
+ * page is marked, start completes at once. -EINVAL outside the block, -EBUSY after start.
+ */
+int cpr_fault_server_mark_placed(cpr_fault_server *fs, unsigned block, uint64_t page,
+                                 uint64_t count, cpr_error **errp);
+
+/* Names the user in messages ("lazy restore" by default); label is not copied. Before start. */
+void cpr_fault_server_set_label(cpr_fault_server *fs, const char *label);
+
 /* Starts the fault thread and the filler. Errors: thread creation, -EINVAL when no block. */
 int cpr_fault_server_start(cpr_fault_server *fs, cpr_error **errp);
 

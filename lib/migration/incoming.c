@@ -25,6 +25,7 @@
 #include "migration/main_tls.h"
 #include "migration/migrate.h"
 #include "migration/multifd.h"
+#include "migration/postcopy.h"
 #include "migration/ram_section.h"
 
 CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cpr_error **errp)
@@ -64,6 +65,7 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
 struct in_state {
     struct cpr_main_chan mc;
     struct cpr_multifd_recv *mfd; /* multifd on a socket: the channels, accepted on main's listener */
+    struct cpr_postcopy_in *pc; /* the stream ended in postcopy */
 };
 
 static void in_cleanup(cpr_job *job)
@@ -74,6 +76,7 @@ static void in_cleanup(cpr_job *job)
     if (in->mfd)
         cpr_mig_ram_set_multifd(cpr_job_ram(job), NULL, NULL);
     cpr_multifd_recv_free(in->mfd);
+    cpr_postcopy_in_free(in->pc);
     cpr_main_chan_close(&in->mc, NULL);
     g_free(in);
     job->priv = NULL;
@@ -157,6 +160,7 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     if ((ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp)) < 0)
         return ret;
     /* post_load and load_done run only once the whole stream checked out (savevm). */
+    cpr_mig_ram_allow_postcopy(cpr_job_ram(job), job->params.postcopy_ram);
     ret = cpr_savevm_load_stream(job->ctx, in->mc.s, NULL, errp);
     cpr_migration_info *i = cpr_job_stats_lock(job);
     i->transferred = cpr_stream_offset(in->mc.s);
@@ -165,6 +169,8 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
         cpr_trace_step(job->ctx, "state-loaded");
     if (ret == 0 && (ret = cpr_job_vm_prepare(job, errp)) == 0)
         cpr_trace_step(job->ctx, "prepared");
+    if (ret == 0)
+        ret = cpr_postcopy_in_prepare(job, in->mc.fd, &in->pc, errp);
     return ret;
 }
 
@@ -182,9 +188,14 @@ static int in_run(cpr_job *job, cpr_error **errp)
         return ret;
     }
     cpr_job_set_runstate(job, -1);
+    /* Postcopy: the fault server guards the missing pages before the guest may touch them. */
+    if (in->pc && (ret = cpr_postcopy_in_start(job, in->pc, errp)) < 0)
+        return ret;
     if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
     cpr_trace_step(job->ctx, "started");
+    if (in->pc && ret == 0 && (ret = cpr_postcopy_in_run(job, in->pc, errp)) < 0)
+        in->pc = NULL; /* kept with the context: the guest is lost, its vCPUs stay blocked */
     /* Closed after the start: unmapping the stream's buffer and tearing the socket down
      * (~40 us here) are not part of the guest's pause. */
     cpr_main_chan_close(&in->mc, NULL);

@@ -145,6 +145,11 @@ int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
 {
     /* Our half is done: a destination that drains before it closes sees the end at once. */
     cpr_main_tls_end_half(c->tls, c->fd);
+    return cpr_main_chan_read_ack(c, no_resume, errp);
+}
+
+int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp)
+{
     cpr_io_wait w = cpr_io_wait_make(-1, -1);
     int ret = cpr_io_wait_fd(&w, c->fd, POLLIN, "main channel: waiting for the destination's acknowledgement", errp);
     if (ret < 0)

@@ -57,6 +57,8 @@ int cpr_main_chan_close(struct cpr_main_chan *c, cpr_error **errp);
  * and run the guest, so the source must not. */
 int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp);
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
+/* wait_ack without ending this side's half: postcopy goes on to serve pages on the socket. */
+int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp);
 /* A destination that fails before it commits, on a socket: NAK, end its half, read to the
  * source's end for at most CPR_MAIN_DRAIN_US, so that the close does not reset. */
 void cpr_main_chan_refuse(struct cpr_main_chan *c);

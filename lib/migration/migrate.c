@@ -26,6 +26,7 @@
 #include "handover/exec_guard.h"
 #include "migration/main_tls.h"
 #include "migration/migrate.h"
+#include "migration/fault_server.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
 
@@ -51,6 +52,7 @@ struct cpr_mig {
     cpr_error *error;      /* of the last failed job */
     int cancel_requested;
     int continue_requested;
+    int postcopy_requested; /* cpr_migrate_start_postcopy() on the current job */
     int past_no_return;
     /* Sticky: the guest went to another process with its RAM (cpr-transfer completed, ...).
      * No later job or reset clears it: this context never migrates or resumes it again. */
@@ -143,6 +145,7 @@ CPR_API const char *cpr_migration_status_name(int status)
         [CPR_MIGRATION_CANCELLING] = "cancelling",
         [CPR_MIGRATION_CANCELLED] = "cancelled",
         [CPR_MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
+        [CPR_MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
     };
     if (status < 0 || (size_t)status >= G_N_ELEMENTS(names))
         return NULL;
@@ -435,6 +438,36 @@ CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp)
     return 0;
 }
 
+CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_start_postcopy: ctx is NULL");
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    cpr_job *job = mig->job_running ? mig->job : NULL;
+    int status = mig->info.status;
+    int ok = job && !job->incoming && job->params.postcopy_ram &&
+             (status == CPR_MIGRATION_SETUP || status == CPR_MIGRATION_ACTIVE);
+    if (ok)
+        mig->postcopy_requested = 1;
+    int cap = job && job->params.postcopy_ram;
+    g_mutex_unlock(&mig->lock);
+    if (ok)
+        return 0;
+    if (job && !job->incoming && !cap)
+        return cpr_error_set(errp, -EINVAL, "migrate-start-postcopy: capability postcopy-ram is off");
+    return cpr_error_set(errp, -EINVAL, "migrate-start-postcopy: no outgoing migration in status "
+                         "active (status %s)", cpr_migration_status_name(status));
+}
+
+int cpr_job_postcopy_requested(cpr_job *job)
+{
+    g_mutex_lock(&job->mig->lock);
+    int r = job->mig->postcopy_requested;
+    g_mutex_unlock(&job->mig->lock);
+    return r;
+}
+
 /* ---- the job's life ---- */
 
 static void job_free(cpr_job *job)
@@ -531,11 +564,30 @@ static cpr_job *job_new(struct cpr_mig *mig, int incoming, unsigned int flags)
     return job;
 }
 
+/* At migrate (or incoming) time on both sides, as QEMU: postcopy-ram needs userfaultfd on the
+ * destination; a host without it is refused now, not at the switch. */
+static int postcopy_check_host(const cpr_job *job, cpr_error **errp)
+{
+    if (job->params.postcopy_ram && job->params.tls_creds)
+        return cpr_error_set(errp, -ENOTSUP, "capability postcopy-ram with tls-creds is not "
+                             "supported yet: the page requests would bypass TLS");
+    cpr_error *err = NULL;
+    if (!job->params.postcopy_ram || cpr_fault_server_available(&err))
+        return 0;
+    int ret = err ? cpr_error_code(err) : -ENOSYS;
+    cpr_error_propagate(errp, err);
+    cpr_error_prefix(errp, "capability postcopy-ram needs userfaultfd, which this host does not give");
+    return ret < 0 ? ret : -ENOSYS;
+}
+
 /* The driver's step on the caller's thread, before the job's thread starts. */
 static int job_prepare(cpr_job *job, cpr_error **errp)
 {
     if (!job->driver)
         return cpr_error_set(errp, -EINVAL, "no migration driver for mode %d", (int)job->mode);
+    int ret = postcopy_check_host(job, errp);
+    if (ret < 0)
+        return ret;
     return job->driver->prepare ? job->driver->prepare(job, errp) : 0;
 }
 
@@ -555,6 +607,7 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     mig->job = job;
     mig->cancel_requested = 0;
     mig->continue_requested = 0;
+    mig->postcopy_requested = 0;
     mig->past_no_return = 0;
     mig->result = 0;
     cpr_error_free(mig->error);
@@ -571,13 +624,18 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
 
 /* The guest went to another process with its RAM (or fds): from now on this context neither
  * migrates nor resumes it. Sticky: set once, never cleared. */
-static void hand_over(struct cpr_mig *mig, cpr_mode mode)
+static void hand_over(struct cpr_mig *mig, char *why)
 {
     g_mutex_lock(&mig->lock);
     if (!mig->handed_over)
-        mig->handed_over = g_strdup_printf("the guest was handed over with its RAM to another process "
-                                           "(mode %s, completed): it runs there", cpr_mode_name(mode));
+        mig->handed_over = g_steal_pointer(&why);
     g_mutex_unlock(&mig->lock);
+    g_free(why);
+}
+
+void cpr_job_hand_over(cpr_job *job, const char *why)
+{
+    hand_over(job->mig, g_strdup(why));
 }
 
 /* Ends the job: restores the guest on failure, sets the final status, tells notifiers. */
@@ -611,7 +669,9 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
             job->vm_stopped = 0;
         cpr_job_set_runstate(job, ret == 0 ? CPR_RUNSTATE_POSTMIGRATE : -1);
         if (job->ram_shared && ret == 0)
-            hand_over(mig, job->mode);
+            hand_over(mig, g_strdup_printf("the guest was handed over with its RAM to another process "
+                                           "(mode %s, completed): it runs there",
+                                           cpr_mode_name(job->mode)));
     } else if (ret < 0) {
         /* A failed load leaves nothing to run: the VMM reports inmigrate and decides. After
          * the commit the guest is this side's all the same: paused, `cont` may retry. */

@@ -67,6 +67,11 @@ struct cpr_job_driver {
  * while a cancel is pending, so that a driver stops at its next step. */
 int cpr_job_set_status(cpr_job *job, cpr_migration_status status, cpr_error **errp);
 
+/* The guest now runs (or may run) elsewhere for good, e.g. at a postcopy destination: from now
+ * on this context neither resumes nor migrates it (cpr_migrate_check_resume() says `why`).
+ * Sticky, as a completed cpr-transfer. */
+void cpr_job_hand_over(cpr_job *job, const char *why);
+
 /* -ECANCELED with an error when a cancel is pending, else 0. */
 int cpr_job_check_cancel(cpr_job *job, cpr_error **errp);
 
@@ -90,6 +95,9 @@ int cpr_job_point_of_no_return(cpr_job *job, cpr_error **errp);
  * caller returns the error and the engine restarts the guest.
  */
 int cpr_job_switchover(cpr_job *job, cpr_error **errp);
+
+/* 1 once cpr_migrate_start_postcopy() asked this (outgoing) job to switch to postcopy. */
+int cpr_job_postcopy_requested(cpr_job *job);
 
 /* How a cancel reaches a channel of this job (its cancel fd and watched sockets). */
 struct cpr_chan_cancel cpr_job_chan_cancel(cpr_job *job);

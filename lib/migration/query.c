@@ -47,6 +47,12 @@ static json_object *ram_json(const cpr_migration_info *i)
     put_int(ram, "dirty-sync-count", (int64_t)i->dirty_sync_count);
     put_int(ram, "precopy-bytes", (int64_t)i->precopy_bytes);
     put_int(ram, "downtime-bytes", (int64_t)i->downtime_bytes);
+    put_int(ram, "postcopy-requests", (int64_t)i->postcopy_requests);
+    if (i->postcopy_fault_pages || i->postcopy_pushed_pages) {
+        /* Not QEMU's: how the destination's missing pages came, on a fault or in order. */
+        put_int(ram, "x-postcopy-fault-pages", (int64_t)i->postcopy_fault_pages);
+        put_int(ram, "x-postcopy-pushed-pages", (int64_t)i->postcopy_pushed_pages);
+    }
     return ram;
 }
 
@@ -76,6 +82,7 @@ CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp)
     case CPR_MIGRATION_PRE_SWITCHOVER:
     case CPR_MIGRATION_DEVICE:
     case CPR_MIGRATION_CANCELLING:
+    case CPR_MIGRATION_POSTCOPY_ACTIVE:
         if (i.expected_downtime_ms >= 0)
             put_int(o, "expected-downtime", i.expected_downtime_ms);
         json_object_object_add(o, "ram", ram_json(&i));

@@ -18,6 +18,11 @@ enum {
     /* multifd: u32 pass, u32 channels, u64 last packet per channel (lib/migration/multifd.h) */
     CPR_RAM_ENT_MULTIFD_SYNC = 4,
     CPR_RAM_ENT_MAPPED = 5, /* mapped-ram index of a block (lib/migration/mapped_ram.c) */
+    /* Postcopy (capability postcopy-ram): u64 first page, u32 count: pages the source sends
+     * later on request; the destination must not run on what it holds of them. */
+    CPR_RAM_ENT_DISCARD = 6,
+    /* Postcopy: no payload; ends the RAM of the stream: the source now serves pages. */
+    CPR_RAM_ENT_POSTCOPY = 7,
 };
 
 #endif

@@ -46,6 +46,7 @@ struct cpr_ram_save {
     size_t cur;         /* block of the cursor */
     uint64_t cursor;    /* next page to look at in that block */
     uint64_t pass_left; /* pages of the current pass not yet sent */
+    int postcopy;       /* the pass's pages go as DISCARD entries (postcopy) */
     struct cpr_ram_stats st;
     struct cpr_multifd_send *mfd; /* data pages go there, when set */
     cpr_mr_save *mapped; /* mapped-ram: pages go to the file's regions, not records */
@@ -331,11 +332,12 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
         }
         const uint8_t *host = cpr_ram_block_host(b->block);
         /* The first pass meets most never-written memory: find it without reading it. */
-        uint64_t holes = rs->st.passes == 1 ? hole_pages(b->block, p, RUN_MAX) : 0;
-        int zero = holes > 0 || page_is_zero(host + p * PAGE);
+        uint64_t holes = rs->st.passes == 1 && !rs->postcopy ? hole_pages(b->block, p, RUN_MAX) : 0;
+        int zero = !rs->postcopy && (holes > 0 || page_is_zero(host + p * PAGE));
         uint32_t n = 0;
         while (n < RUN_MAX && p + n < b->pages && bit_test(b->bmap, p + n) &&
-               (n == 0 || n < holes || (!holes && page_is_zero(host + (p + n) * PAGE) == zero))) {
+               (n == 0 || rs->postcopy || n < holes ||
+                (!holes && page_is_zero(host + (p + n) * PAGE) == zero))) {
             bit_clear(b->bmap, p + n);
             n++;
         }
@@ -361,10 +363,13 @@ int cpr_ram_save_iterate(cpr_ram_save *rs, cpr_stream *s, uint64_t budget, int s
                 return ret;
             selected = rs->cur;
         }
-        if ((ret = cpr_stream_put_u8(s, zero ? CPR_RAM_ENT_ZERO : CPR_RAM_ENT_DATA, errp)) < 0 ||
+        uint8_t kind = rs->postcopy ? CPR_RAM_ENT_DISCARD : zero ? CPR_RAM_ENT_ZERO : CPR_RAM_ENT_DATA;
+        if ((ret = cpr_stream_put_u8(s, kind, errp)) < 0 ||
             (ret = cpr_stream_put_u64(s, p, errp)) < 0 ||
             (ret = cpr_stream_put_u32(s, n, errp)) < 0)
             return ret;
+        if (rs->postcopy)
+            continue; /* served on request after the switch (lib/migration/postcopy_save.c) */
         if (zero) {
             rs->st.zero_pages += n;
             continue;
@@ -391,6 +396,10 @@ struct cpr_ram_load {
     int direct_io;
     GHashTable *sent; /* name -> cpr_ram_block *, blocks whose pages the stream carries */
     GArray *byidx;    /* struct cpr_mfd_block per table entry (host NULL: not sent), for multifd */
+    GPtrArray *order; /* the same blocks in block table order */
+    GHashTable *discarded; /* cpr_ram_block * -> uint64_t bitmap (postcopy) */
+    int allow_postcopy;
+    int postcopy; /* the POSTCOPY entry came */
     int have_table;
     struct cpr_multifd_recv *mfd; /* the multifd channels, when this side accepts them */
 };
@@ -406,6 +415,8 @@ int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
     cpr_params_clear(&p);
     rl->sent = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     rl->byidx = g_array_new(FALSE, TRUE, sizeof(struct cpr_mfd_block));
+    rl->order = g_ptr_array_new();
+    rl->discarded = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
     *out = rl;
     return 0;
 }
@@ -416,6 +427,8 @@ void cpr_ram_load_free(cpr_ram_load *rl)
         return;
     g_hash_table_destroy(rl->sent);
     g_array_free(rl->byidx, TRUE);
+    g_ptr_array_free(rl->order, TRUE);
+    g_hash_table_destroy(rl->discarded);
     g_free(rl);
 }
 
@@ -464,8 +477,10 @@ int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                                  name, size, cpr_ram_block_size(b));
         if (sent > 1)
             return cpr_error_set(errp, -EBADMSG, "ram section: bad flag %u for block '%s'", sent, name);
-        if (sent)
+        if (sent) {
             g_hash_table_insert(rl->sent, g_strdup(name), b);
+            g_ptr_array_add(rl->order, b);
+        }
         struct cpr_mfd_block mb = { sent ? cpr_ram_block_host(b) : NULL, size, cpr_ram_block_name(b) };
         g_array_append_val(rl->byidx, mb);
     }
@@ -479,6 +494,18 @@ int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
 void cpr_ram_load_set_multifd(cpr_ram_load *rl, struct cpr_multifd_recv *mfd)
 {
     rl->mfd = mfd;
+}
+
+/* Postcopy: the pages go missing only once the fault server guards them (postcopy_in.c). */
+static void mark_discarded(cpr_ram_load *rl, cpr_ram_block *b, uint64_t first, uint32_t n)
+{
+    uint64_t *map = g_hash_table_lookup(rl->discarded, b);
+    if (!map) {
+        map = g_new0(uint64_t, (cpr_ram_dirty_pages(b) + 63) / 64);
+        g_hash_table_insert(rl->discarded, b, map);
+    }
+    for (uint64_t p = first; p < first + n; p++)
+        map[p / 64] |= UINT64_C(1) << (p % 64);
 }
 
 int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
@@ -516,7 +543,14 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                 return ret;
             continue;
         }
-        if (kind != CPR_RAM_ENT_ZERO && kind != CPR_RAM_ENT_DATA)
+        if ((kind == CPR_RAM_ENT_DISCARD || kind == CPR_RAM_ENT_POSTCOPY) && !rl->allow_postcopy)
+            return cpr_error_set(errp, -EPROTO, "ram section: the source switched to postcopy, "
+                                 "but capability postcopy-ram is off on this destination");
+        if (kind == CPR_RAM_ENT_POSTCOPY) {
+            rl->postcopy = 1;
+            continue;
+        }
+        if (kind != CPR_RAM_ENT_ZERO && kind != CPR_RAM_ENT_DATA && kind != CPR_RAM_ENT_DISCARD)
             return cpr_error_set(errp, -EBADMSG, "ram section: unknown entry kind %u", kind);
         uint64_t first;
         uint32_t n;
@@ -532,6 +566,10 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
         uint64_t off = first * PAGE;
         uint64_t len = MIN((uint64_t)n * PAGE, cpr_ram_block_size(cur) - off);
         uint8_t *dst = (uint8_t *)cpr_ram_block_host(cur) + off;
+        if (kind == CPR_RAM_ENT_DISCARD) {
+            mark_discarded(rl, cur, first, n);
+            continue;
+        }
         if (kind == CPR_RAM_ENT_ZERO) {
             /* Holes read as zero already; elsewhere reading before writing keeps pages that
              * are zero from being dirtied. */
@@ -569,6 +607,10 @@ struct cpr_mig_ram {
     uint64_t part_bytes;
     struct cpr_multifd_recv *mfd_in; /* the destination's multifd channels, when on */
     int mfd_out;                     /* this save's data pages go to multifd channels */
+    int allow_postcopy;
+    cpr_ram_load *postcopy_load; /* a load that ended in postcopy, kept for its bitmaps */
+    void *kept;
+    void (*kept_free)(void *);
 };
 
 int cpr_mig_ram_active(const struct cpr_mig_ram *r)
@@ -626,6 +668,8 @@ static int ram_complete(cpr_stream *s, void *opaque, cpr_error **errp)
     }
     if (ret >= 0 && r->save->mapped)
         ret = cpr_mr_save_index(r->save->mapped, s, errp);
+    if (ret >= 0 && r->save->postcopy)
+        ret = cpr_stream_put_u8(s, CPR_RAM_ENT_POSTCOPY, errp);
     return ret < 0 ? ret : 0;
 }
 
@@ -636,6 +680,8 @@ static int ram_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cp
         cpr_ram_load_free(r->load);
         cpr_ram_load_new(r->ctx, &r->load);
         cpr_ram_load_set_multifd(r->load, r->mfd_in);
+        r->load->allow_postcopy = r->allow_postcopy;
+        cpr_mig_ram_postcopy_clear(r);
         return cpr_ram_load_setup(r->load, s, errp);
     }
     if (!r->load)
@@ -648,7 +694,10 @@ static int ram_load_done(uint32_t version, void *opaque, cpr_error **errp)
     struct cpr_mig_ram *r = opaque;
     /* Every page is in place at the last sync entry; the end packets say nothing was lost after. */
     int ret = r->mfd_in ? cpr_multifd_recv_finish(r->mfd_in, errp) : 0;
-    cpr_ram_load_free(r->load);
+    if (r->load && r->load->postcopy)
+        r->postcopy_load = r->load; /* its bitmaps, for the fault server */
+    else
+        cpr_ram_load_free(r->load);
     r->load = NULL;
     return ret;
 }
@@ -729,6 +778,9 @@ void cpr_mig_ram_free(struct cpr_mig_ram *r)
     /* The section goes with the context's savevm state; only ours is freed here. */
     cpr_ram_save_free(r->save);
     cpr_ram_load_free(r->load);
+    cpr_ram_load_free(r->postcopy_load);
+    if (r->kept)
+        r->kept_free(r->kept);
     g_free(r);
 }
 
@@ -805,4 +857,56 @@ void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out)
         cpr_ram_save_stats(r->save, out);
     else
         *out = (struct cpr_ram_stats){ 0 };
+}
+
+/* ---- postcopy ---- */
+
+void cpr_mig_ram_set_postcopy(struct cpr_mig_ram *r)
+{
+    if (r->save)
+        r->save->postcopy = 1;
+}
+
+cpr_ram_block *cpr_mig_ram_sent_block(const struct cpr_mig_ram *r, unsigned index)
+{
+    if (!r->save || index >= r->save->blks->len)
+        return NULL;
+    return g_array_index(r->save->blks, struct ram_blk, index).block;
+}
+
+void cpr_mig_ram_allow_postcopy(struct cpr_mig_ram *r, int allow)
+{
+    r->allow_postcopy = allow;
+}
+
+int cpr_mig_ram_postcopy_pending(const struct cpr_mig_ram *r)
+{
+    return r->postcopy_load != NULL;
+}
+
+GPtrArray *cpr_mig_ram_postcopy_blocks(const struct cpr_mig_ram *r)
+{
+    return r->postcopy_load ? r->postcopy_load->order : NULL;
+}
+
+const uint64_t *cpr_mig_ram_postcopy_discarded(const struct cpr_mig_ram *r, unsigned index)
+{
+    GPtrArray *order = cpr_mig_ram_postcopy_blocks(r);
+    if (!order || index >= order->len)
+        return NULL;
+    return g_hash_table_lookup(r->postcopy_load->discarded, g_ptr_array_index(order, index));
+}
+
+void cpr_mig_ram_postcopy_clear(struct cpr_mig_ram *r)
+{
+    cpr_ram_load_free(r->postcopy_load);
+    r->postcopy_load = NULL;
+}
+
+void cpr_mig_ram_keep(struct cpr_mig_ram *r, void *p, void (*free_fn)(void *))
+{
+    if (r->kept)
+        r->kept_free(r->kept);
+    r->kept = p;
+    r->kept_free = free_fn;
 }

@@ -130,6 +130,26 @@ void cpr_mig_ram_stats(const struct cpr_mig_ram *r, struct cpr_ram_stats *out);
 int cpr_mig_ram_map(struct cpr_mig_ram *r, cpr_stream *s, unsigned int channels, int direct_io, cpr_error **errp);
 /* Bytes this save wrote outside the stream's records (mapped-ram pages), for bandwidth. */
 uint64_t cpr_mig_ram_mapped_bytes(const struct cpr_mig_ram *r);
+/* ---- postcopy (lib/migration/postcopy*.c) ---- */
+
+/* Outgoing, once the guest is stopped: the pages left dirty go as DISCARD entries, not data,
+ * and the section ends with a POSTCOPY entry. */
+void cpr_mig_ram_set_postcopy(struct cpr_mig_ram *r);
+/* Outgoing, until the save ends: sent block `index` (block table order) or NULL. */
+cpr_ram_block *cpr_mig_ram_sent_block(const struct cpr_mig_ram *r, unsigned index);
+
+/* Incoming: whether DISCARD and POSTCOPY entries are accepted (postcopy-ram is on here). */
+void cpr_mig_ram_allow_postcopy(struct cpr_mig_ram *r, int allow);
+/* Incoming, after the load: the stream ended in postcopy. Then the sent blocks (in block table
+ * order, cpr_ram_block *) and per block a bitmap of the pages discarded (4 KiB pages, bit set =
+ * the source still has the page), both owned by r until cpr_mig_ram_postcopy_clear(). */
+int cpr_mig_ram_postcopy_pending(const struct cpr_mig_ram *r);
+GPtrArray *cpr_mig_ram_postcopy_blocks(const struct cpr_mig_ram *r);
+const uint64_t *cpr_mig_ram_postcopy_discarded(const struct cpr_mig_ram *r, unsigned index);
+void cpr_mig_ram_postcopy_clear(struct cpr_mig_ram *r);
+/* Keeps p until the context goes (free_fn(p) then): a postcopy whose source was lost keeps
+ * its fault server, so that the vCPUs on missing pages stay blocked rather than fault. */
+void cpr_mig_ram_keep(struct cpr_mig_ram *r, void *p, void (*free_fn)(void *));
 
 /* The "ram" section itself, so the engine can tell it from the VMM's progressive sections. */
 const cpr_section *cpr_mig_ram_section(const struct cpr_mig_ram *r);

@@ -21,6 +21,7 @@
 #include "migration/main_channel.h"
 #include "migration/migrate.h"
 #include "migration/multifd.h"
+#include "migration/postcopy.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
 
@@ -51,6 +52,7 @@ struct save_run {
     uint64_t bandwidth; /* bytes/s of the last pass */
     int dirty_logging;
     struct cpr_multifd_send *mfd; /* RAM's data pages, when multifd is on */
+    int postcopy; /* switched to postcopy: the dirty pages go on request (postcopy_save.c) */
 };
 
 /* Bytes sent so far: the main channel's, the multifd channels', and pages written outside
@@ -225,7 +227,7 @@ static int precopy(struct save_run *r, cpr_error **errp)
             stats_update(r);
             round_start = UINT64_MAX; /* the sync may have given RAM more to send: no pause */
         }
-        if (converged)
+        if (converged || cpr_job_postcopy_requested(r->job))
             return 0;
         if (sent_bytes(r) == round_start)
             idle_wait(r);
@@ -264,6 +266,8 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
         return ret;
     cpr_trace_step(r->job->ctx, "state-written");
     /* A file: is synced and renamed into place by the channel's close (every mode). */
+    if (mc->is_socket && r->postcopy)
+        return cpr_postcopy_serve(r->job, r->ram, mc, errp);
     if (mc->is_socket)
         return cpr_main_chan_wait_ack(mc, &r->job->no_resume, errp);
     return 0;
@@ -308,6 +312,11 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
         ret = precopy(&r, errp);
     if (ret == 0)
         ret = cpr_job_switchover(job, errp);
+    if (ret == 0 && mc.is_socket && live == CPR_SAVE_LIVE && cpr_job_postcopy_requested(job)) {
+        r.postcopy = 1;
+        cpr_mig_ram_set_postcopy(r.ram);
+        ret = cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, errp);
+    }
     if (ret == 0)
         ret = drain(&r, errp);
     if (ret == 0)

@@ -88,7 +88,7 @@ START_TEST(test_refusals_keep_the_old_value)
     ck_assert_cpr_fails(cpr_param_set(ctx, "max-bandwith", "1", errp_), -ENOENT, "unknown migration parameter 'max-bandwith'");
     ck_assert_cpr_fails(cpr_param_get(ctx, "nope", &v, errp_), -ENOENT, "'nope'");
     ck_assert_cpr_fails(cpr_cap_set(ctx, "x-ignore-shard", 1, errp_), -ENOENT, "unknown migration capability 'x-ignore-shard'");
-    ck_assert_cpr_fails(cpr_cap_get(ctx, "postcopy-ram", errp_), -ENOENT, "'postcopy-ram'");
+    ck_assert_cpr_fails(cpr_cap_get(ctx, "postcopy-rma", errp_), -ENOENT, "'postcopy-rma'");
     ck_assert_cpr_fails(cpr_set_mode(ctx, (cpr_mode)9, errp_), -EINVAL, "unknown mode 9");
     ck_assert_cpr_fails(cpr_param_set(ctx, "cpr-transfer-connect-timeout", "86400001", errp_), -EINVAL,
                         "'cpr-transfer-connect-timeout' (expected milliseconds, 0 to 86400000");
@@ -122,12 +122,13 @@ START_TEST(test_foreach_lists_names)
 {
     GString *s = g_string_new(NULL);
     ck_assert_int_eq(cpr_param_foreach(count_names, s), 0);
-    ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;cpr-exec-command;"
-                             "cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;tls-creds;tls-hostname;"
+    ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;max-postcopy-bandwidth;"
+                             "cpr-exec-command;cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;"
+                             "tls-creds;tls-hostname;"
                              "multifd-channels;multifd-compression;multifd-zstd-level;direct-io;memory-restore-mode;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);
-    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;multifd;mapped-ram;");
+    ck_assert_str_eq(s->str, "x-ignore-shared;pause-before-switchover;multifd;mapped-ram;postcopy-ram;");
     g_string_free(s, TRUE);
 }
 END_TEST

@@ -480,6 +480,14 @@ static json_object *lazy_restore_json(vmm *v)
     return o;
 }
 
+int vmm_mig_start_postcopy(vmm *v, mon_error *err)
+{
+    cpr_error *cerr = NULL;
+    if (cpr_migrate_start_postcopy(v->ctx, &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    return 0;
+}
+
 json_object *vmm_mig_query(vmm *v)
 {
     char *s = NULL;

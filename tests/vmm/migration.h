@@ -26,6 +26,8 @@ int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err);
 /* QMP `migrate-incoming`: args hold "uri" or "channels". */
 int vmm_mig_incoming(vmm *v, json_object *args, mon_error *err);
 int vmm_mig_cancel(vmm *v, mon_error *err);
+/* migrate-start-postcopy: the running migration switches to postcopy (libcpr decides when). */
+int vmm_mig_start_postcopy(vmm *v, mon_error *err);
 /* QMP `query-migrate`: a new object. */
 json_object *vmm_mig_query(vmm *v);
 

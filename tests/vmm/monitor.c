@@ -295,6 +295,11 @@ static int cmd_migrate_cancel(vmm *v, json_object *args, json_object **ret, mon_
     return vmm_mig_cancel(v, err);
 }
 
+static int cmd_migrate_start_postcopy(vmm *v, json_object *args, json_object **ret, mon_error *err)
+{
+    return vmm_mig_start_postcopy(v, err);
+}
+
 static int cmd_query_migrate(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
     *ret = vmm_mig_query(v);
@@ -466,6 +471,9 @@ const mon_cmd mon_commands[] = {
     {"migrate-incoming", "migrate_incoming", "migrate_incoming uri", "load the VM's incoming state",
      cmd_migrate_incoming, hmp_args_uri, NULL, MON_WAIT_INCOMING},
     {"migrate_cancel", "migrate_cancel", NULL, "cancel the current migration", cmd_migrate_cancel, NULL, NULL, 0},
+    {"migrate-start-postcopy", "migrate_start_postcopy", NULL,
+     "switch the running migration to postcopy (capability postcopy-ram)", cmd_migrate_start_postcopy,
+     NULL, NULL, 0},
     {"object-add", NULL, NULL, "add a tls-creds-x509 object", vmm_cmd_object_add, NULL, NULL, 0},
     {"object-del", NULL, NULL, "delete a tls-creds-x509 object", vmm_cmd_object_del, NULL, NULL, 0},
     {"query-migrate", "info migrate", NULL, "show migration status", cmd_query_migrate, NULL, print_migrate, 0},

@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private: postcopy (capability postcopy-ram). After some precopy the source stops the guest,
+ * sends the device state and, in the RAM section, the list of pages still dirty (DISCARD
+ * entries, then a POSTCOPY entry), and the destination runs the guest at once. Its RAM is
+ * guarded by the fault server (fault_server.h): a page the guest touches that has not arrived
+ * is requested over the main channel's return path and placed (UFFDIO_COPY) once its checksum
+ * checked out; the fault server's filler requests the rest in order. docs/migration.md,
+ * "Postcopy", has the protocol and what each failure does.
+ *
+ * The return path, after the destination's acknowledgement, on the main socket: fixed
+ * 32-byte little-endian messages
+ *   u32 kind, u32 block, u64 page, u32 count, u32 flags, u32 crc32c, u32 reserved
+ * REQUEST (destination -> source): pages [page, page + count) of sent block `block` (block
+ * table order, 4 KiB pages, count <= CPR_PC_MAX_PAGES). PAGES (source -> destination): the
+ * answer, the same block/page/count, followed by count * 4096 bytes whose CRC32C is `crc`,
+ * or by nothing when flags has CPR_PC_ZERO (every byte zero). DONE (destination -> source):
+ * every page is in place, the source may let its copy go.
+ */
+#ifndef CPR_MIGRATION_POSTCOPY_H
+#define CPR_MIGRATION_POSTCOPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cpr/error.h>
+
+#include "migration/migrate.h"
+
+#define CPR_PC_MSG_BYTES 32
+#define CPR_PC_PAGE 4096u
+/* A request's pages at most: the fault server's fill run (256 KiB) with room to spare. */
+#define CPR_PC_MAX_PAGES 1024u
+
+enum cpr_pc_kind {
+    CPR_PC_REQUEST = 0x51525043, /* "CPRQ" */
+    CPR_PC_PAGES = 0x50525043,   /* "CPRP" */
+    CPR_PC_DONE = 0x44525043,    /* "CPRD" */
+};
+#define CPR_PC_ZERO 1u
+
+struct cpr_pc_msg {
+    uint32_t kind, block;
+    uint64_t page;
+    uint32_t count, flags, crc;
+};
+
+void cpr_pc_msg_encode(const struct cpr_pc_msg *m, uint8_t out[CPR_PC_MSG_BYTES]);
+/* Decodes and checks a message: a known kind, no unknown flag, and for REQUEST and PAGES
+ * a run inside block `block` of the `nblocks` whose sizes in pages are block_pages. -EPROTO
+ * naming what is wrong. */
+int cpr_pc_msg_decode(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
+                      const uint64_t *block_pages, struct cpr_pc_msg *m, cpr_error **errp);
+
+/* Reads exactly len bytes (0), or fails: -ECONNRESET at an end of stream, -errno. */
+int cpr_pc_read_full(int fd, void *buf, size_t len, const char *what, cpr_error **errp);
+
+/* ---- the source's page server: the guest is stopped, every page is still here ---- */
+struct cpr_pc_block {
+    const uint8_t *host;
+    uint64_t pages;
+};
+
+struct cpr_pc_server {
+    int rfd, wfd;                     /* return path in, pages out (one socket, or a test's) */
+    unsigned nblocks;
+    const struct cpr_pc_block *blocks;
+    uint64_t *block_pages;            /* pages per block, for the decoder */
+    uint64_t max_bandwidth;           /* bytes/s of pages, 0 = unlimited */
+    uint64_t requests, pages;         /* served; atomic (query reads them) */
+};
+
+/* Serves requests until DONE (0) or a failure (the error names it: a bad message, the
+ * destination gone). */
+int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp);
+
+/* ---- the engine's side ---- */
+
+/* Source, at the end of the stream instead of cpr_main_chan_wait_ack(): waits for the
+ * destination's acknowledgement, then serves its page requests until it has every page. */
+struct cpr_main_chan;
+struct cpr_mig_ram;
+int cpr_postcopy_serve(cpr_job *job, struct cpr_mig_ram *ram, struct cpr_main_chan *mc,
+                       cpr_error **errp);
+
+/* Destination. prepare, after the load and before the commit: when the stream ended in
+ * postcopy, registers the RAM with a fault server, makes the discarded pages missing and sets
+ * *out (NULL otherwise). A failure here lets the source resume. start, after the commit and
+ * before the guest starts: the fault server runs. run, once the guest was started: waits until
+ * every page is here, then tells the source. A lost source fails the job with the loss named;
+ * the fault server is then kept with the context, so that vCPUs on missing pages stay blocked.
+ * free: any time (after a loss, the kept server stays). */
+struct cpr_postcopy_in;
+
+int cpr_postcopy_in_prepare(cpr_job *job, int fd, struct cpr_postcopy_in **out, cpr_error **errp);
+int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp);
+int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp);
+void cpr_postcopy_in_free(struct cpr_postcopy_in *pc);
+
+#endif

@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Postcopy, the destination's side (postcopy.h): the fault server places the pages the
+ * source still holds, fetched over the main channel's return path; faults and the filler's
+ * in-order runs take turns on the channel in the order they asked (a fault waits for at most
+ * the one run on the wire before it), and nothing is placed before its checksum checked out.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <glib.h>
+
+#include <cpr/ram.h>
+
+#include "core/crc32c.h"
+#include "core/error.h"
+#include "migration/fault_server.h"
+#include "migration/postcopy.h"
+#include "migration/ram_section.h"
+
+/* How often the job refreshes the statistics while pages come in. */
+#define STATS_PERIOD_US (100 * 1000)
+
+struct cpr_postcopy_in {
+    int fd;
+    cpr_fault_server *fs;
+    GPtrArray *blocks;     /* cpr_ram_block *, borrowed from the RAM section */
+    uint64_t *block_pages;
+    uint64_t resident;     /* pages that came in precopy */
+    GMutex lock;           /* the channel's turns */
+    GCond cond;
+    uint64_t next_turn, turn;
+    int broken;            /* atomic: the channel failed, every fetch fails */
+    uint64_t requests;     /* atomic */
+};
+
+/* One request and its answer; the caller has the channel's turn. */
+static int exchange(struct cpr_postcopy_in *pc, unsigned block, uint64_t page, uint64_t count,
+                    void *dst, cpr_error **errp)
+{
+    struct cpr_pc_msg req = { .kind = CPR_PC_REQUEST, .block = block, .page = page,
+                              .count = (uint32_t)count }, rep;
+    uint8_t buf[CPR_PC_MSG_BYTES];
+    cpr_pc_msg_encode(&req, buf);
+    if (send(pc->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf))
+        return cpr_error_set_errno(errp, -errno, "postcopy: requesting pages from the source");
+    __atomic_add_fetch(&pc->requests, 1, __ATOMIC_RELAXED);
+    int ret = cpr_pc_read_full(pc->fd, buf, sizeof(buf), "waiting for pages", errp);
+    if (ret == 0)
+        ret = cpr_pc_msg_decode(buf, pc->blocks->len, pc->block_pages, &rep, errp);
+    if (ret < 0)
+        return ret;
+    if (rep.kind != CPR_PC_PAGES || rep.block != block || rep.page != page || rep.count != count)
+        return cpr_error_set(errp, -EPROTO, "postcopy: the source answered a request for block %u "
+                             "pages %" PRIu64 "+%" PRIu64 " with something else", block, page, count);
+    size_t len = (size_t)count * CPR_PC_PAGE;
+    if (rep.flags & CPR_PC_ZERO) {
+        memset(dst, 0, len);
+        return 0;
+    }
+    if ((ret = cpr_pc_read_full(pc->fd, dst, len, "reading pages", errp)) < 0)
+        return ret;
+    uint32_t crc = cpr_crc32c(0, dst, len);
+    if (crc != rep.crc)
+        return cpr_error_set(errp, -EBADMSG, "postcopy: pages %" PRIu64 "+%" PRIu64 " of block %u "
+                             "arrived with CRC32C 0x%08x, the source sent 0x%08x", page, count,
+                             block, crc, rep.crc);
+    return 0;
+}
+
+/* The fault server's page source: called from its fault thread and its filler. */
+static int fetch(void *opaque, unsigned block, uint64_t page, uint64_t count, void *dst,
+                 cpr_error **errp)
+{
+    struct cpr_postcopy_in *pc = opaque;
+    if (count > CPR_PC_MAX_PAGES)
+        return cpr_error_set(errp, -EINVAL, "postcopy: a run of %" PRIu64 " pages", count);
+    g_mutex_lock(&pc->lock);
+    uint64_t mine = pc->next_turn++;
+    while (pc->turn != mine)
+        g_cond_wait(&pc->cond, &pc->lock);
+    g_mutex_unlock(&pc->lock);
+    int ret;
+    if (__atomic_load_n(&pc->broken, __ATOMIC_ACQUIRE))
+        ret = cpr_error_set(errp, -ECONNRESET, "postcopy: the source is unreachable");
+    else if ((ret = exchange(pc, block, page, count, dst, errp)) < 0)
+        __atomic_store_n(&pc->broken, 1, __ATOMIC_RELEASE);
+    g_mutex_lock(&pc->lock);
+    pc->turn++;
+    g_cond_broadcast(&pc->cond);
+    g_mutex_unlock(&pc->lock);
+    return ret;
+}
+
+void cpr_postcopy_in_free(struct cpr_postcopy_in *pc)
+{
+    if (!pc)
+        return;
+    cpr_fault_server_free(pc->fs);
+    g_free(pc->block_pages);
+    g_mutex_clear(&pc->lock);
+    g_cond_clear(&pc->cond);
+    g_free(pc);
+}
+
+static void pc_free(void *p)
+{
+    cpr_postcopy_in_free(p);
+}
+
+/* Discarded pages go (the source sends them again); a shared block's page cache too. */
+static int discard(cpr_ram_block *b, const uint64_t *map, uint64_t pages, cpr_error **errp)
+{
+    uint8_t *host = cpr_ram_block_host(b);
+    int advice = cpr_ram_block_shared(b) ? MADV_REMOVE : MADV_DONTNEED;
+    for (uint64_t p = 0; map && p < pages;) {
+        if (!(map[p / 64] >> (p % 64) & 1)) {
+            p++;
+            continue;
+        }
+        uint64_t hi = p + 1;
+        while (hi < pages && (map[hi / 64] >> (hi % 64) & 1))
+            hi++;
+        if (madvise(host + p * CPR_PC_PAGE, (hi - p) * CPR_PC_PAGE, advice) < 0)
+            return cpr_error_set_errno(errp, -errno, "postcopy: RAM block '%s': discarding pages "
+                                       "%" PRIu64 "-%" PRIu64, cpr_ram_block_name(b), p, hi - 1);
+        p = hi;
+    }
+    return 0;
+}
+
+/* Pages present now and not discarded came in precopy: the fault server leaves them. Pages
+ * never written (holes) are fetched too: they read as zero at the source, and come as such. */
+static int mark_resident(struct cpr_postcopy_in *pc, unsigned bi, const uint64_t *map,
+                         cpr_error **errp)
+{
+    cpr_ram_block *b = g_ptr_array_index(pc->blocks, bi);
+    uint64_t pages = pc->block_pages[bi];
+    unsigned char *vec = g_malloc(pages);
+    int ret = 0;
+    if (mincore(cpr_ram_block_host(b), pages * CPR_PC_PAGE, vec) < 0)
+        ret = cpr_error_set_errno(errp, -errno, "postcopy: RAM block '%s': mincore",
+                                  cpr_ram_block_name(b));
+    for (uint64_t p = 0; ret == 0 && p < pages;) {
+        int keep = (vec[p] & 1) && !(map && (map[p / 64] >> (p % 64) & 1));
+        uint64_t hi = p + 1;
+        while (hi < pages && ((vec[hi] & 1) && !(map && (map[hi / 64] >> (hi % 64) & 1))) == keep)
+            hi++;
+        if (keep) {
+            ret = cpr_fault_server_mark_placed(pc->fs, bi, p, hi - p, errp);
+            pc->resident += hi - p;
+        }
+        p = hi;
+    }
+    g_free(vec);
+    return ret;
+}
+
+static int guard_blocks(struct cpr_postcopy_in *pc, struct cpr_mig_ram *ram, cpr_error **errp)
+{
+    int ret = 0;
+    for (unsigned i = 0; ret == 0 && i < pc->blocks->len; i++) {
+        cpr_ram_block *b = g_ptr_array_index(pc->blocks, i);
+        uint64_t size = cpr_ram_block_size(b);
+        pc->block_pages[i] = size / CPR_PC_PAGE;
+        if (size % CPR_PC_PAGE)
+            return cpr_error_set(errp, -EINVAL, "postcopy: RAM block '%s' is %" PRIu64 " bytes, "
+                                 "not whole pages", cpr_ram_block_name(b), size);
+        ret = cpr_fault_server_add_block(pc->fs, cpr_ram_block_name(b), cpr_ram_block_host(b),
+                                         size, CPR_PC_PAGE, errp);
+    }
+    /* Registered first: from here a touch of a discarded page waits for the source. */
+    for (unsigned i = 0; ret == 0 && i < pc->blocks->len; i++) {
+        const uint64_t *map = cpr_mig_ram_postcopy_discarded(ram, i);
+        ret = discard(g_ptr_array_index(pc->blocks, i), map, pc->block_pages[i], errp);
+        if (ret == 0)
+            ret = mark_resident(pc, i, map, errp);
+    }
+    return ret;
+}
+
+int cpr_postcopy_in_prepare(cpr_job *job, int fd, struct cpr_postcopy_in **out, cpr_error **errp)
+{
+    *out = NULL;
+    struct cpr_mig_ram *ram = cpr_job_ram(job);
+    if (!cpr_mig_ram_postcopy_pending(ram))
+        return 0;
+    struct cpr_postcopy_in *pc = g_new0(struct cpr_postcopy_in, 1);
+    pc->fd = fd;
+    pc->blocks = cpr_mig_ram_postcopy_blocks(ram);
+    pc->block_pages = g_new0(uint64_t, pc->blocks->len ? pc->blocks->len : 1);
+    g_mutex_init(&pc->lock);
+    g_cond_init(&pc->cond);
+    cpr_page_source src = { .fetch = fetch, .opaque = pc };
+    int ret = cpr_fault_server_new(&src, 0, 0, NULL, NULL, &pc->fs, errp);
+    if (ret == 0) {
+        cpr_fault_server_set_label(pc->fs, "postcopy");
+        ret = guard_blocks(pc, ram, errp);
+    }
+    if (ret < 0) {
+        cpr_error_prefix(errp, "postcopy cannot start here, so the source resumes");
+        cpr_postcopy_in_free(pc);
+        return ret;
+    }
+    *out = pc;
+    return 0;
+}
+
+static void stats_update(cpr_job *job, struct cpr_postcopy_in *pc)
+{
+    cpr_fault_status st;
+    cpr_fault_server_status(pc->fs, &st, NULL);
+    cpr_migration_info *i = cpr_job_stats_lock(job);
+    i->postcopy_requests = __atomic_load_n(&pc->requests, __ATOMIC_RELAXED);
+    i->postcopy_fault_pages = st.fault_pages;
+    i->postcopy_pushed_pages = st.pages_placed - st.fault_pages - pc->resident;
+    i->total = st.pages_total * CPR_PC_PAGE;
+    i->remaining = (st.pages_total - st.pages_placed) * CPR_PC_PAGE;
+    cpr_job_stats_unlock(job);
+}
+
+int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp)
+{
+    int ret = cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, errp);
+    if (ret == 0)
+        ret = cpr_fault_server_start(pc->fs, errp);
+    stats_update(job, pc);
+    return ret;
+}
+
+int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp)
+{
+    cpr_error *err = NULL;
+    int ret;
+    while ((ret = cpr_fault_server_wait(pc->fs, STATS_PERIOD_US, &err)) == -ETIMEDOUT) {
+        cpr_error_free(err);
+        err = NULL;
+        stats_update(job, pc);
+    }
+    stats_update(job, pc);
+    if (ret == 0) {
+        uint8_t buf[CPR_PC_MSG_BYTES];
+        cpr_pc_msg_encode(&(struct cpr_pc_msg){ .kind = CPR_PC_DONE }, buf);
+        /* Best effort: the guest is whole here; a source that missed it fails and stays
+         * paused, as it must anyway. */
+        if (send(pc->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf)) {
+        }
+        return 0;
+    }
+    cpr_fault_status st;
+    cpr_fault_server_status(pc->fs, &st, NULL);
+    cpr_error_propagate(errp, err);
+    cpr_error_prefix(errp, "postcopy: the guest is lost: %" PRIu64 " of its %" PRIu64 " pages never "
+                     "arrived from the source, which alone had them. vCPUs that touch one stay "
+                     "blocked (the guest never runs on a missing page); only quitting ends it",
+                     st.pages_total - st.pages_placed, st.pages_total);
+    /* The fault server outlives the job, so that blocked vCPUs stay blocked. */
+    cpr_mig_ram_keep(cpr_job_ram(job), pc, pc_free);
+    return ret;
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Postcopy (capability postcopy-ram) between two cpr-vmm processes over a UNIX socket.
+
+usage: test_postcopy.py CPR_VMM_BINARY TEST   (TEST: complete dest-killed source-killed)
+
+complete: the guest dirties pages at twice the rate the bandwidth limit carries, so precopy
+does not converge (the remaining bytes never fall to the downtime limit); migrate-start-postcopy
+switches, the destination runs the guest at once and fetches the pages it misses on demand; the
+guest then re-verifies all its RAM with zero corruptions, its heartbeat going on.
+dest-killed: the destination dies after the switch: the source reports it, keeps the guest
+paused (it never runs it again) and still holds it.
+source-killed: the source dies after the switch: the destination reports the guest lost, and
+the guest does not run on pages that never arrived (its heartbeat stops instead of going on with
+zero pages, which its re-verification would count as corruptions).
+"""
+import os
+import sys
+import tempfile
+import time
+
+from harness.guest import (base_args, check, check_after_switchover, finish_workdir, log, wait_booted,
+                           wait_heartbeat, wait_serial, wait_until)
+from harness.process import Vmm, shutdown_all
+from harness.reports import sanitizer_reports
+
+SKIP = 77
+PAGE = 4096
+# The link: 8 MiB/s; the guest dirties twice what it carries.
+BANDWIDTH = 8 << 20
+DIRTY_RATE = 2 * BANDWIDTH // PAGE
+
+
+def uffd_available():
+    return os.access("/dev/userfaultfd", os.R_OK | os.W_OK)
+
+
+def pair(binary, wd, rate=DIRTY_RATE, postcopy_bandwidth=0):
+    serial = os.path.join(wd, "serial.log")
+    args = base_args(wd, "postcopy", ["-guest-dirty-rate", str(rate)])
+    old = Vmm(binary, wd, "old", args)
+    wait_booted(old)
+    wait_heartbeat(old)
+    wait_serial(serial)
+    sock = os.path.join(wd, "mig.sock")
+    # The destination's job starts with -incoming: its capability comes with it.
+    new = Vmm(binary, wd, "new", args + ["-global", "migration.postcopy-ram=on", "-incoming", f"unix:{sock}"])
+    wait_until(lambda: os.path.exists(sock), 30, "new VMM listens")
+    old.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
+    old.qmp("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH, "downtime-limit": 50,
+                                         "max-postcopy-bandwidth": postcopy_bandwidth})
+    return old, new, sock, serial
+
+
+def precopy_then_switch(old, sock):
+    old.qmp("migrate", uri=f"unix:{sock}")
+    # Several passes: precopy does not get the dirty pages down to what the downtime limit sends.
+    info = wait_until(lambda: (i := old.qmp("query-migrate")).get("ram", {}).get("dirty-sync-count", 0) >= 4 and i,
+                      120, "four precopy passes")
+    ram = info["ram"]
+    limit = BANDWIDTH * 50 // 1000
+    check(info["status"] == "active" and ram["remaining"] > limit,
+          f"precopy does not converge: after {ram['dirty-sync-count']} passes {ram['remaining']} bytes "
+          f"remain, the downtime limit carries {limit} (dirty rate {ram['dirty-pages-rate']} pages/s)")
+    old.qmp("migrate-start-postcopy")
+
+
+def test_complete(binary, wd):
+    old, new, sock, serial = pair(binary, wd)
+    precopy_then_switch(old, sock)
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"source: postcopy completed ({info.get('error-desc', '')}; "
+          f"destination: {new.qmp('query-migrate')})")
+    check(old.status() == "postmigrate", "source VMM in postmigrate")
+    hb_old = old.guest()["heartbeat"]
+    new.wait_status("running")
+    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "completed" and i, 120,
+                     "destination: postcopy completed")
+    ram = nin.get("ram", {})
+    log(f"postcopy: source {info.get('ram', {}).get('postcopy-requests')} requests served; destination "
+        f"{ram.get('postcopy-requests')} requests, {ram.get('x-postcopy-fault-pages')} pages on faults, "
+        f"{ram.get('x-postcopy-pushed-pages')} in order")
+    check(ram.get("postcopy-requests", 0) > 0, "the destination fetched pages after the switch")
+    check(info["ram"]["postcopy-requests"] == ram["postcopy-requests"],
+          "every request the destination sent was served by the source")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+    new.shutdown()
+
+
+def switched(old, new, sock):
+    """Until the destination runs the guest in postcopy-active, with pages still missing."""
+    precopy_then_switch(old, sock)
+    wait_until(lambda: new.qmp("query-migrate").get("status") == "postcopy-active", 60,
+               "destination in postcopy-active")
+    wait_until(lambda: old.qmp("query-migrate").get("status") == "postcopy-active", 60,
+               "source in postcopy-active")
+
+
+def test_dest_killed(binary, wd):
+    # 1 MiB/s after the switch: pages are still missing when a side dies.
+    old, new, sock, _ = pair(binary, wd, postcopy_bandwidth=1 << 20)
+    switched(old, new, sock)
+    new.kill()
+    info = old.wait_migration(60)
+    err = info.get("error-desc", "")
+    check(info["status"] == "failed", f"source: migration failed ({err})")
+    check("stays paused here" in err and "every page" in err,
+          "the source says it keeps the guest paused and still holds every page")
+    check(old.status() == "postmigrate" or old.status() == "paused" or old.status() == "finish-migrate",
+          f"source guest not running ({old.status()})")
+    hb = old.guest()["heartbeat"]
+    time.sleep(0.5)
+    check(old.guest()["heartbeat"] == hb, "the source never runs the guest again")
+    refusal = ""
+    try:
+        old.qmp("cont")
+    except Exception as e:  # noqa: BLE001 - the refusal is what is checked
+        refusal = str(e)
+    check("postcopy" in refusal and "stale" in refusal, f"cont is refused at the source: {refusal!r}")
+    check(old.guest()["heartbeat"] == hb, "the guest did not run again at the source")
+    old.shutdown()
+
+
+def test_source_killed(binary, wd):
+    # 1 MiB/s after the switch: pages are still missing when a side dies.
+    old, new, sock, _ = pair(binary, wd, postcopy_bandwidth=1 << 20)
+    switched(old, new, sock)
+    old.kill()
+    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "failed" and i, 60,
+                     "destination: postcopy failed")
+    err = nin.get("error-desc", "")
+    check("guest is lost" in err and "never arrived" in err,
+          f"the destination reports the loss: {err}")
+    g0 = new.guest()
+    time.sleep(1.0)
+    g1 = new.guest()
+    check(g1["corruptions"] == 0, "the guest never read a page that did not arrive (no corruption)")
+    check(g1["heartbeat"] == g0["heartbeat"], "the guest is blocked on a missing page, not running on")
+    new.kill()
+
+
+TESTS = {"complete": test_complete, "dest-killed": test_dest_killed, "source-killed": test_source_killed}
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in TESTS:
+        print(__doc__)
+        return 2
+    if not uffd_available():
+        log("skipped: /dev/userfaultfd is not usable by this user (postcopy needs userfaultfd)")
+        return SKIP
+    binary = os.path.abspath(sys.argv[1])
+    wd = tempfile.mkdtemp(prefix=f"cpr-vmm-postcopy-{sys.argv[2]}-")
+    ok = False
+    try:
+        TESTS[sys.argv[2]](binary, wd)
+        shutdown_all()
+        bad = sanitizer_reports(wd)
+        check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
+        ok = True
+    finally:
+        shutdown_all()
+        finish_workdir(wd, ok)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
