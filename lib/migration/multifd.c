@@ -15,6 +15,7 @@
 #include "channel/tls.h"
 #include "core/crc32c.h"
 #include "core/error.h"
+#include "core/iov.h"
 #include "format/stream.h"
 #include "migration/main_tls.h"
 #include "migration/multifd.h"
@@ -46,15 +47,7 @@ static int conn_writev(struct mfd_conn *c, struct iovec *iov, int n, cpr_error *
             continue;
         if (w < 0)
             return cpr_error_set_errno(errp, -errno, "write");
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        cpr_iov_consume(&iov, &n, (size_t)w);
     }
     return 0;
 }

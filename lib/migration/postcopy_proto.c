@@ -11,6 +11,7 @@
 
 #include "core/crc32c.h"
 #include "core/error.h"
+#include "core/iov.h"
 #include "migration/postcopy.h"
 
 static void put32(uint8_t *p, uint32_t v)
@@ -98,15 +99,7 @@ static int write_all(int fd, struct iovec *iov, int n, cpr_error **errp)
             continue;
         if (w <= 0)
             return cpr_error_set_errno(errp, w < 0 ? -errno : -EIO, "postcopy: sending pages");
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        cpr_iov_consume(&iov, &n, (size_t)w);
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "blocked_reader.h"
 #include "migration/fault_server.h"
 #include "testutil.h"
 
@@ -227,25 +228,6 @@ START_TEST(test_faults_are_served_while_the_filler_waits)
     teardown_server(&f);
 }
 END_TEST
-
-typedef struct blocked_reader {
-    const uint8_t *page;
-    int done;   /* atomic */
-    int rc, err;
-} blocked_reader;
-
-/* A kernel access (write(2) from the page) blocks on a missing page like a vCPU does, and
- * after free() it fails with EFAULT instead of killing the test with SIGSEGV. */
-static gpointer read_page(gpointer opaque)
-{
-    blocked_reader *r = opaque;
-    int fd = memfd_create("sink", MFD_CLOEXEC);
-    r->rc = (int)write(fd, r->page, PAGE);
-    r->err = errno;
-    close(fd);
-    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
-    return NULL;
-}
 
 START_TEST(test_failed_fetch_keeps_the_toucher_blocked_and_names_the_page)
 {

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "blocked_reader.h"
 #include "migration/fault_server.h"
 #include "migration/mapped_ram.h"
 #include "mig_fixture.h"
@@ -120,29 +121,6 @@ START_TEST(test_ondemand_restore_gives_back_every_page)
     g_mutex_clear(&ev.lock);
 }
 END_TEST
-
-typedef struct blocked_reader {
-    const uint8_t *page;
-    int done; /* atomic */
-    int rc, err;
-    int ok;   /* the bytes read were the saved ones (when rc == PAGE) */
-    uint8_t copy[PAGE];
-} blocked_reader;
-
-/* A kernel access (write(2) from the page) blocks on a missing page like a vCPU does, and
- * after the context is freed it fails with EFAULT instead of killing the test. */
-static gpointer read_page(gpointer opaque)
-{
-    blocked_reader *r = opaque;
-    int fd = memfd_create("sink", MFD_CLOEXEC);
-    r->rc = (int)write(fd, r->page, PAGE);
-    r->err = errno;
-    if (r->rc == PAGE)
-        r->ok = pread(fd, r->copy, PAGE, 0) == PAGE;
-    close(fd);
-    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
-    return NULL;
-}
 
 /* Flips a byte of chunk `chunk` of the file's first block. */
 static void flip(const char *name, uint64_t chunk)
