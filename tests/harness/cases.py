@@ -6,9 +6,44 @@ import shutil
 import sys
 import tempfile
 
-from .guest import check, log
-from .process import kill_all, shutdown_all
-from .reports import sanitizer_reports
+from .guest import check, finish_workdir, log
+from .process import VALGRIND, kill_all, shutdown_all
+from .reports import sanitizer_reports, valgrind_reports
+
+
+def check_logs(wd):
+    """No sanitizer report in the VMMs' logs; under valgrind (tests/run-memcheck) no memory
+    error, leak or fd left open either."""
+    bad = sanitizer_reports(wd)
+    check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
+    if VALGRIND:
+        bad = valgrind_reports(wd)
+        check(not bad, "valgrind: no memory error, no leak, no fd left open in any VMM" +
+              "".join(f"\n  {b}" for b in bad))
+
+
+def run_named_case(doc, prefix, tests):
+    """tests: {name: fn(binary, wd)}; argv: the script, CPR_VMM_BINARY and one case name.
+    Runs that case in a work directory of its own (kept after a failure), then checks the
+    VMMs' logs. Returns the exit status: 0 passed, 2 usage (a failure raises)."""
+    if len(sys.argv) != 3 or sys.argv[2] not in tests:
+        print(doc)
+        return 2
+    binary = os.path.abspath(sys.argv[1])
+    if not os.access(binary, os.X_OK):
+        print(f"{binary}: not an executable")
+        return 1
+    wd = tempfile.mkdtemp(prefix=f"{prefix}-{sys.argv[2]}-")
+    ok = False
+    try:
+        tests[sys.argv[2]](binary, wd)
+        shutdown_all()
+        check_logs(wd)
+        ok = True
+    finally:
+        shutdown_all()
+        finish_workdir(wd, ok)
+    return 0
 
 
 def run_cases(doc, prefix, tests):

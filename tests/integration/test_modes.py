@@ -13,15 +13,14 @@ RAM page crossed the main channel, and in cpr-transfer that the new process maps
 import json
 import os
 import sys
-import tempfile
 
+from harness.cases import run_named_case
 from harness.channels import unix_channel
-from harness.guest import (RAM_MB, base_args, check, check_after_switchover, finish_workdir, log,
+from harness.guest import (RAM_MB, base_args, check, check_after_switchover, log,
                            serial_lines, wait_booted, wait_heartbeat, wait_serial, wait_until)
 from harness.host import memfd_inodes
-from harness.process import VALGRIND, Vmm, shutdown_all
+from harness.process import Vmm
 from harness.qmp import QmpError
-from harness.reports import sanitizer_reports, valgrind_reports
 from harness.transfer import cpr_transfer
 
 SKIP = 77
@@ -543,30 +542,5 @@ TESTS = {
 }
 
 
-def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in TESTS:
-        print(__doc__)
-        return 2
-    binary = os.path.abspath(sys.argv[1])
-    if not os.access(binary, os.X_OK):
-        print(f"{binary}: not an executable")
-        return 1
-    wd = tempfile.mkdtemp(prefix=f"cpr-vmm-{sys.argv[2]}-")
-    ok = False
-    try:
-        TESTS[sys.argv[2]](binary, wd)
-        shutdown_all()
-        bad = sanitizer_reports(wd)
-        check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
-        if VALGRIND:
-            bad = valgrind_reports(wd)
-            check(not bad, "valgrind: no memory error, no leak, no fd left open in any VMM" +
-                  "".join(f"\n  {b}" for b in bad))
-        ok = True
-    finally:
-        finish_workdir(wd, ok)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_named_case(__doc__, "cpr-vmm", TESTS))

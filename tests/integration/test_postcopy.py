@@ -16,13 +16,12 @@ zero pages, which its re-verification would count as corruptions).
 """
 import os
 import sys
-import tempfile
 import time
 
-from harness.guest import (base_args, check, check_after_switchover, finish_workdir, log, wait_booted,
+from harness.cases import run_named_case
+from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
                            wait_heartbeat, wait_serial, wait_until)
-from harness.process import Vmm, shutdown_all
-from harness.reports import sanitizer_reports
+from harness.process import Vmm
 
 SKIP = 77
 PAGE = 4096
@@ -144,25 +143,10 @@ TESTS = {"complete": test_complete, "dest-killed": test_dest_killed, "source-kil
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in TESTS:
-        print(__doc__)
-        return 2
     if not uffd_available():
         log("skipped: /dev/userfaultfd is not usable by this user (postcopy needs userfaultfd)")
         return SKIP
-    binary = os.path.abspath(sys.argv[1])
-    wd = tempfile.mkdtemp(prefix=f"cpr-vmm-postcopy-{sys.argv[2]}-")
-    ok = False
-    try:
-        TESTS[sys.argv[2]](binary, wd)
-        shutdown_all()
-        bad = sanitizer_reports(wd)
-        check(not bad, f"no sanitizer report in the VMMs' logs {bad}")
-        ok = True
-    finally:
-        shutdown_all()
-        finish_workdir(wd, ok)
-    return 0
+    return run_named_case(__doc__, "cpr-vmm-postcopy", TESTS)
 
 
 if __name__ == "__main__":
