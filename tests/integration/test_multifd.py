@@ -9,13 +9,15 @@ usage: test_multifd.py CPR_VMM_BINARY CASE
         (migrate_cancel mid-pass: cancelled, the old VMM runs on), no-zstd (a libcpr built
         without zstd refuses multifd-compression zstd, saying so), stray (a
         connection of another migration is refused), off-here (the destination without the
-        capability refuses the stream). In the failure cases the old VMM resumes: status
+        capability refuses the stream), tls (tls-creds: main and each multifd channel begin
+        with a TLS handshake, seen by a relay). In the failure cases the old VMM resumes: status
         failed, running, heartbeat on, RAM intact; the new one never runs.
 """
 import os
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -63,8 +65,8 @@ def boot(wd, name, extra=(), hmp=False):
     return vm
 
 
-def listening(wd, name, uri_path, channels, compression=None, multifd=True, tcp_port=None):
-    g = multifd_globals(channels, compression) if multifd else []
+def listening(wd, name, uri_path, channels, compression=None, multifd=True, tcp_port=None, extra=()):
+    g = (multifd_globals(channels, compression) if multifd else []) + list(extra)
     uri = f"tcp:127.0.0.1:{tcp_port}" if tcp_port else f"unix:{uri_path}"
     new = Vmm(BINARY, wd, name, guest_args(wd, "mfd", g + ["-incoming", uri]))
     if tcp_port:
@@ -132,18 +134,23 @@ class Proxy:
             b = socket.socket(socket.AF_UNIX)
             b.connect(self.target)
             kill = n == self.victim
-            threading.Thread(target=self.pump, args=(a, b, kill), daemon=True).start()
+            threading.Thread(target=self.pump, args=(a, b, kill, n), daemon=True).start()
             threading.Thread(target=self.pump, args=(b, a, False), daemon=True).start()
             n += 1
 
     def before_relay(self, n):
         """Called before the n-th connection is relayed."""
 
-    def pump(self, src, dst, kill):
+    def first_bytes(self, n, data):
+        """Called with the first bytes the source sent on the n-th connection."""
+
+    def pump(self, src, dst, kill, n=None):
         done = 0
         try:
             while True:
                 data = src.recv(65536)
+                if n is not None and done == 0 and data:
+                    self.first_bytes(n, data)
                 if not data:
                     dst.shutdown(socket.SHUT_WR)
                     return
@@ -294,6 +301,50 @@ def case_no_zstd(wd):
     sigkill(new)
 
 
+class Recorder(Proxy):
+    """The relay, keeping the first bytes of each connection from the source's side."""
+
+    def __init__(self, path, target):
+        self.first = {}
+        super().__init__(path, target, victim=-1, after=0)
+
+    def first_bytes(self, n, data):
+        self.first[n] = data[:3]
+
+
+def case_tls(wd):
+    """tls-creds with 4 multifd channels over a relay: the main channel and every multifd
+    channel start with a TLS handshake record (0x16 0x03), never with a hello in the clear."""
+    certs_tool = os.path.join(os.path.dirname(os.path.abspath(BINARY)), "..", "tls", "cpr-test-certs")
+    if not os.access(certs_tool, os.X_OK):
+        log(f"SKIP: no cpr-test-certs ({certs_tool}): libcpr was built without TLS (GnuTLS)")
+        sys.exit(SKIP)
+    certs = os.path.join(wd, "certs")
+    subprocess.run([certs_tool, certs, "CA multifd", "dest.example"], check=True)
+
+    def creds(endpoint):
+        return ["-object", f"tls-creds-x509,id=tls0,dir={certs},endpoint={endpoint},verify-peer=on",
+                "-global", "migration.tls-creds=tls0"]
+    serial = os.path.join(wd, "serial.log")
+    old = boot(wd, "old", creds("client") + ["-global", "migration.tls-hostname=dest.example"])
+    wait_serial(serial)
+    set_source(old, 4)
+    sock = os.path.join(wd, "mig.sock")
+    new = listening(wd, "new", sock, 4, extra=creds("server"))
+    relay = Recorder(os.path.join(wd, "relay.sock"), sock)
+    old.qmp("migrate", uri=f"unix:{os.path.join(wd, 'relay.sock')}")
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"old: migration completed ({info.get('error-desc', '')})")
+    log(f"first bytes per connection (0: main): {sorted((n, b.hex()) for n, b in relay.first.items())}")
+    check(sorted(relay.first) == list(range(5)), "five connections: main and 4 multifd channels")
+    for n, b in relay.first.items():
+        check(b[:2] == b"\x16\x03", f"connection {n} starts with a TLS handshake record, not {b.hex()}")
+    hb_old = old.guest()["heartbeat"]
+    new.wait_status("running")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+
+
 CASES = {
     "channels1": lambda wd: completes(wd, 1),
     "channels2": lambda wd: completes(wd, 2, hmp=True),
@@ -310,6 +361,7 @@ CASES = {
     "cancel": case_cancel,
     "off-here": case_off_here,
     "no-zstd": case_no_zstd,
+    "tls": case_tls,
 }
 
 
@@ -332,6 +384,7 @@ def main():
 
 
 BINARY = None
+SKIP = 77
 
 if __name__ == "__main__":
     main()
