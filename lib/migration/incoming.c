@@ -185,6 +185,9 @@ static int in_run(cpr_job *job, cpr_error **errp)
         cpr_lazy_restore_abort(job->ctx); /* the guest never ran: its RAM is the next load's */
         /* Tell the source, which then resumes, rather than let it guess from a reset. */
         cpr_main_chan_refuse(&in->mc);
+        /* Then hang up now, not when the job is freed: a source still sending (its TLS
+         * handshake ended before ours refused its certificate) would block on a full socket. */
+        cpr_main_chan_close(&in->mc, NULL);
         return ret;
     }
     cpr_job_set_runstate(job, -1);
