@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -411,12 +412,15 @@ int cpr_fault_server_start(cpr_fault_server *fs, cpr_error **errp)
     if (fs->fault_th)
         return cpr_error_set(errp, -EBUSY, "fault server: started already");
     GError *gerr = NULL;
+    /* Read before the threads start: once the filler runs, it alone may see placed reach
+     * total (and complete); reading it after would race with its atomic adds. */
+    bool all_resident = fs->placed == fs->total; /* cpr_fault_server_mark_placed did it all */
     fs->start_us = g_get_monotonic_time();
     fs->fault_th = g_thread_try_new("cpr-uffd-fault", fault_thread, fs, &gerr);
     if (fs->fault_th)
         fs->fill_th = g_thread_try_new("cpr-uffd-fill", fill_thread, fs, &gerr);
-    if (fs->fill_th && fs->placed == fs->total)
-        complete(fs); /* every page was resident already (cpr_fault_server_mark_placed) */
+    if (fs->fill_th && all_resident)
+        complete(fs);
     if (!fs->fill_th) {
         int rc = cpr_error_set(errp, -EAGAIN, "fault server: cannot start a thread: %s",
                                gerr->message);
