@@ -6,7 +6,7 @@ import shutil
 import sys
 import tempfile
 
-from .guest import check, finish_workdir, log
+from .guest import check, finish_workdir, log, skip_software_twin
 from .process import VALGRIND, kill_all, shutdown_all
 from .reports import sanitizer_reports, valgrind_reports
 
@@ -33,6 +33,7 @@ def run_named_case(doc, prefix, tests):
     if not os.access(binary, os.X_OK):
         print(f"{binary}: not an executable")
         return 1
+    skip_software_twin()
     wd = tempfile.mkdtemp(prefix=f"{prefix}-{sys.argv[2]}-")
     ok = False
     try:

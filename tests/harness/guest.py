@@ -9,8 +9,10 @@ guest must re-verify all its RAM clean, and the console's numbering must continu
 import os
 import re
 import shutil
+import sys
 import time
 
+from .host import kvm_usable
 from .process import scaled
 
 # Guest RAM of the tests, MiB (a test may pass its own to base_args).
@@ -19,6 +21,17 @@ RAM_MB = 64
 ACCEL = os.environ.get("CPR_VMM_ACCEL")
 # vCPUs per VMM (CPR_VMM_SMP, default 1).
 SMP = os.environ.get("CPR_VMM_SMP", "1")
+
+
+def skip_software_twin():
+    """Exits 77 (skipped, saying why) when this run is the software-backend twin of a test
+    (ctest's integration.soft.*, CPR_VMM_SOFT_TWIN=1) on a host without a usable /dev/kvm:
+    there the default backend is the software one, so the default-backend test ran exactly
+    this already."""
+    if os.environ.get("CPR_VMM_SOFT_TWIN") == "1" and not kvm_usable():
+        log("SKIP: no usable /dev/kvm, so the default backend is the software one: the "
+            "default-backend twin of this test (same name without .soft) ran it")
+        sys.exit(77)
 
 
 def base_args(wd, name, extra=(), ram_mb=RAM_MB):

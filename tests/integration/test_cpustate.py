@@ -18,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 
-from harness.guest import (ACCEL, RAM_MB, base_args, check, check_after_switchover, log, wait_booted,
-                           wait_serial)
+from harness.guest import (ACCEL, RAM_MB, base_args, check, check_after_switchover, log,
+                           skip_software_twin, wait_booted, wait_serial)
 from harness.process import VALGRIND, Vmm, shutdown_all
 from harness.reports import sanitizer_reports, valgrind_reports
 
@@ -146,6 +146,7 @@ def main():
         print(__doc__)
         return 2
     binary, cpr_dump = (os.path.abspath(a) for a in sys.argv[1:])
+    skip_software_twin()
     wd = tempfile.mkdtemp(prefix="cpr-vmm-cpustate-")
     ok = False
     try:
