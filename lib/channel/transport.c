@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <cpr/transport.h>
 
@@ -33,6 +34,14 @@ struct cpr_listener {
     int source_fd;   /* fd: */
     char *command;   /* exec: */
 };
+
+/* Both ends of a migration connection turn Nagle off: its small messages (acknowledgements,
+ * requests, a TLS record's tail) must leave at once, not wait for the peer's delayed ACK. */
+static void tcp_nodelay(int s)
+{
+    int one = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
 
 static int unix_sockaddr(const char *path, struct sockaddr_un *sa, cpr_error **errp)
 {
@@ -93,8 +102,7 @@ CPR_API int cpr_transport_connect(const cpr_addr *addr, int *fd, cpr_error **err
             }
             if (connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
                 freeaddrinfo(res);
-                int one = 1;
-                setsockopt(s, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
+                tcp_nodelay(s);
                 *fd = s;
                 return 0;
             }
@@ -312,6 +320,8 @@ CPR_API int cpr_listener_accept_fd(cpr_listener *l, int timeout_ms, int *fd, cpr
                 continue;
             return cpr_error_set_errno(errp, -errno, "accept on %s", l->path ? l->path : "tcp listener");
         }
+        if (l->transport == CPR_TRANSPORT_TCP)
+            tcp_nodelay(c);
         if ((l->flags & CPR_LISTEN_SAME_UID) && l->transport == CPR_TRANSPORT_UNIX) {
             struct ucred cred;
             socklen_t clen = sizeof(cred);
