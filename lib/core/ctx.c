@@ -35,6 +35,7 @@ CPR_API void cpr_ctx_free(cpr_ctx *ctx)
     for (int i = CPR_SLOT_COUNT - 1; i >= 0; i--) {
         if (ctx->slot[i] && ctx->slot_free[i])
             ctx->slot_free[i](ctx->slot[i]);
+        ctx->slot[i] = NULL; /* a later slot's free that asks for this one gets none, not freed memory */
     }
     for (int i = CPR_SHARED_COUNT - 1; i >= 0; i--) {
         if (ctx->shared[i])

@@ -19,10 +19,12 @@ typedef enum cpr_ctx_slot {
     CPR_SLOT_SAVEVM,
     CPR_SLOT_FDS,
     CPR_SLOT_RAM,
-    CPR_SLOT_MIGRATION,
     CPR_SLOT_EXEC, /* cpr-exec rollback: the new image's commit socket */
     CPR_SLOT_TRACE, /* the pause breakdown's steps (trace.c) */
-    CPR_SLOT_LAZY, /* lazy restore: freed first, while the RAM it fills is still mapped */
+    CPR_SLOT_LAZY, /* lazy restore: freed while the RAM it fills is still mapped */
+    /* Last, so freed first: freeing it stops and joins a job still running, whose thread
+     * uses every slot above (trace steps, lazy restore, cpr-exec's commit). */
+    CPR_SLOT_MIGRATION,
     CPR_SLOT_COUNT
 } cpr_ctx_slot;
 

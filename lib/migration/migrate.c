@@ -680,6 +680,9 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
             cpr_exec_abandon(job->ctx); /* cpr-exec: the previous image comes back instead */
     }
 
+    /* Marked before the status is out: a VMM that frees the context on "completed" must not
+     * race this step into a freed trace. */
+    cpr_trace_step(job->ctx, job->incoming ? "incoming-end" : "migrate-end");
     int status = ret == 0 ? CPR_MIGRATION_COMPLETED
                : ret == -ECANCELED ? CPR_MIGRATION_CANCELLED : CPR_MIGRATION_FAILED;
     g_mutex_lock(&mig->lock);
@@ -693,7 +696,6 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
     g_mutex_unlock(&mig->lock);
     status_changed(mig, status);
     g_rec_mutex_unlock(&mig->status_lock);
-    cpr_trace_step(job->ctx, job->incoming ? "incoming-end" : "migrate-end");
 
     if (!job->incoming)
         cpr_gate_leave(job->ctx, ret == 0);

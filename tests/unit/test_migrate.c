@@ -508,6 +508,20 @@ START_TEST(test_cancel_while_active_never_stops_the_guest)
 }
 END_TEST
 
+/* cpr_ctx_free() under a running job stops the job before any state it uses goes: its last
+ * steps still mark the trace (ASan saw them land in a freed trace ring). */
+START_TEST(test_context_freed_under_a_running_job_stops_the_job_first)
+{
+    struct mig_vm *src = running_vm();
+    ck_assert_int_eq(cpr_param_set(src->ctx, "max-bandwidth", "1000000", NULL), 0);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
+    ck_assert(wait_status(src->ctx, CPR_MIGRATION_ACTIVE));
+    ck_assert_int_eq(cpr_trace_mark(src->ctx, "vmm-step"), 0); /* the trace exists meanwhile */
+    mig_vm_free(src); /* frees the context: cancels and joins the job first */
+}
+END_TEST
+
 START_TEST(test_cpr_reboot_with_ignore_shared_writes_no_ram)
 {
     g_autofree char *ram = path("ram");
@@ -902,6 +916,7 @@ static Suite *migrate_suite(void)
     tcase_add_test(tc, test_cancel_in_pre_switchover_resumes_and_destination_loads_nothing);
     tcase_add_test(tc, test_continue_from_pre_switchover_completes);
     tcase_add_test(tc, test_cancel_while_active_never_stops_the_guest);
+    tcase_add_test(tc, test_context_freed_under_a_running_job_stops_the_job_first);
     tcase_add_test(tc, test_cpr_reboot_with_ignore_shared_writes_no_ram);
     tcase_add_test(tc, test_cpr_reboot_without_ignore_shared_writes_ram);
     tcase_add_test(tc, test_snapshot_carries_the_ram_layout_in_its_ram_section);
