@@ -31,6 +31,21 @@ int cpr_sized_read(void *out, size_t known, const void *in, size_t min_size, con
     return 0;
 }
 
+int cpr_sized_write(void *out, const void *full, size_t known, size_t min_size, const char *what,
+                    cpr_error **errp)
+{
+    uint32_t size;
+    memcpy(&size, out, sizeof(size));
+    if (min_size < sizeof(size))
+        min_size = sizeof(size);
+    if (size < min_size)
+        return cpr_error_set(errp, -EINVAL, "%s: size %u is smaller than its first version's %zu bytes "
+                             "(set it with its _init function)", what, size, min_size);
+    size_t n = size < known ? size : known;
+    memcpy((char *)out + sizeof(size), (const char *)full + sizeof(size), n - sizeof(size));
+    return 0;
+}
+
 CPR_API void cpr_vm_ops_init(cpr_vm_ops *ops)
 {
     if (!ops)

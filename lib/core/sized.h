@@ -19,4 +19,13 @@
  */
 int cpr_sized_read(void *out, size_t known, const void *in, size_t min_size, const char *what, cpr_error **errp);
 
+/*
+ * Fills the caller's size-first struct `out` from the library's `full` of `known` bytes: the
+ * members after the size, as many as the caller's size holds (an older caller's struct is
+ * shorter); out's size is kept. Refuses with -EINVAL, naming `what`, an out whose size is
+ * below `min_size` (its first version; at least the size member), without writing to it.
+ */
+int cpr_sized_write(void *out, const void *full, size_t known, size_t min_size, const char *what,
+                    cpr_error **errp);
+
 #endif

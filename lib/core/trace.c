@@ -15,6 +15,7 @@
 #include <cpr/trace.h>
 
 #include "core/error.h"
+#include "core/sized.h"
 #include "core/slot.h"
 #include "core/trace.h"
 
@@ -158,9 +159,8 @@ CPR_API int cpr_trace_get(cpr_ctx *ctx, size_t index, cpr_trace_step *out, cpr_e
     s.pid = e.pid;
     s.t_ns = e.t_ns;
     memcpy(s.name, e.name, sizeof(s.name));
-    size_t n = out->size < sizeof(s) ? out->size : sizeof(s);
-    memcpy((char *)out + sizeof(out->size), (char *)&s + sizeof(s.size), n - sizeof(out->size));
-    return 0;
+    return cpr_sized_write(out, &s, sizeof(s), offsetof(cpr_trace_step, t_ns), "cpr_trace_get: cpr_trace_step",
+                           errp);
 }
 
 static void add_json(const trace_entry *e, void *opaque)

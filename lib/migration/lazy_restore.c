@@ -14,6 +14,7 @@
 
 #include "core/ctx.h"
 #include "core/params.h"
+#include "core/sized.h"
 #include "core/slot.h"
 #include "format/stream.h"
 #include "migration/fault_server.h"
@@ -302,8 +303,6 @@ CPR_API int cpr_lazy_restore_query(cpr_ctx *ctx, cpr_lazy_restore_info *info, cp
 {
     if (!ctx || !info)
         return cpr_error_set(errp, -EINVAL, "cpr_lazy_restore_query: %s is NULL", ctx ? "info" : "ctx");
-    if (info->size == 0)
-        return cpr_error_set(errp, -EINVAL, "cpr_lazy_restore_query: info->size is 0");
     cpr_lazy_restore_info full;
     cpr_lazy_restore_info_init(&full);
     lazy_state *ls = state_of(ctx);
@@ -320,9 +319,8 @@ CPR_API int cpr_lazy_restore_query(cpr_ctx *ctx, cpr_lazy_restore_info *info, cp
         full.complete_us = st.done_us;
     }
     g_mutex_unlock(&ls->lock);
-    uint32_t size = MIN(info->size, (uint32_t)sizeof(full));
-    memcpy((char *)info + sizeof(info->size), (char *)&full + sizeof(full.size), size - sizeof(info->size));
-    return 0;
+    return cpr_sized_write(info, &full, sizeof(full), sizeof(info->size),
+                           "cpr_lazy_restore_query: cpr_lazy_restore_info", errp);
 }
 
 CPR_API int cpr_lazy_restore_set_event_cb(cpr_ctx *ctx, cpr_lazy_restore_fn fn, void *opaque)

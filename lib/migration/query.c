@@ -10,20 +10,18 @@
 #include <cpr/params.h>
 
 #include "core/error.h"
+#include "core/sized.h"
 #include "migration/migrate.h"
 
 CPR_API int cpr_migrate_query(cpr_ctx *ctx, cpr_migration_info *info, cpr_error **errp)
 {
     if (!ctx || !info)
         return cpr_error_set(errp, -EINVAL, "cpr_migrate_query: %s is NULL", ctx ? "info" : "ctx");
-    if (info->size == 0)
-        return cpr_error_set(errp, -EINVAL, "cpr_migrate_query: info->size is 0");
     cpr_migration_info full;
     cpr_mig_info_snapshot(ctx, &full);
     /* An older caller's struct is shorter: fill what it has, keep its size. */
-    uint32_t size = MIN(info->size, (uint32_t)sizeof(full));
-    memcpy((char *)info + sizeof(info->size), (char *)&full + sizeof(full.size), size - sizeof(info->size));
-    return 0;
+    return cpr_sized_write(info, &full, sizeof(full), sizeof(info->size), "cpr_migrate_query: cpr_migration_info",
+                           errp);
 }
 
 static void put_int(json_object *o, const char *key, int64_t v)

@@ -71,6 +71,34 @@ END_TEST
     var.t.size = sizeof(type) + 8
 
 /* The three readers agree: cpr_vm_ops, cpr_live_ops and cpr_transfer_opts. */
+/* Output structs: an older caller's shorter struct is filled only as far as its size; a size
+ * below the size member itself (garbage, or never initialised) is refused, not underflowed
+ * into a copy past the struct. */
+START_TEST(writers_fill_as_far_as_the_callers_size)
+{
+    cpr_ctx *ctx;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    for (uint32_t bad = 0; bad < sizeof(uint32_t); bad++) {
+        cpr_migration_info mi = { .size = bad };
+        ck_assert_cpr_fails(cpr_migrate_query(ctx, &mi, errp_), -EINVAL, "cpr_migration_info");
+        cpr_lazy_restore_info li = { .size = bad };
+        ck_assert_cpr_fails(cpr_lazy_restore_query(ctx, &li, errp_), -EINVAL, "cpr_lazy_restore_info");
+    }
+    /* An older caller's struct of 8 bytes: the status is filled, nothing past it is written. */
+    union {
+        cpr_migration_info info;
+        uint8_t bytes[sizeof(cpr_migration_info)];
+    } u;
+    memset(&u, 0xa5, sizeof(u));
+    u.info.size = 8;
+    ck_assert_int_eq(cpr_migrate_query(ctx, &u.info, NULL), 0);
+    ck_assert_uint_eq(u.info.size, 8);
+    for (size_t i = 8; i < sizeof(u); i++)
+        ck_assert_uint_eq(u.bytes[i], 0xa5);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(readers_share_the_rule)
 {
     cpr_ctx *ctx;
@@ -106,6 +134,7 @@ static Suite *sized_suite(void)
     tcase_add_test(tc, init_macros_match_functions);
     tcase_add_test(tc, sized_read_rule);
     tcase_add_test(tc, readers_share_the_rule);
+    tcase_add_test(tc, writers_fill_as_far_as_the_callers_size);
     suite_add_tcase(s, tc);
     return s;
 }
