@@ -642,24 +642,74 @@ int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, 
     return 0;
 }
 
-/* Takes the next connection and its hello; 1 when it is one of ours (in *fd, *idx), 0 when it
- * was refused and closed, or an error (timeout, cancel). */
-/* With TLS, the server's handshake on an accepted connection; the cancel fd can end it. A
- * peer refused here is remembered, so that a wait that ends without the channels says why. */
-static int accept_tls(struct cpr_multifd_recv *m, struct mfd_conn *c)
+/* Remembers the first refusal's reason, so that a wait that ends without the channels says why. */
+static void note_refusal(struct cpr_multifd_recv *m, cpr_error *err)
 {
-    cpr_error *err = NULL;
-    m->cancel.watch(m->cancel.opaque, c->fd);
-    int ret = cpr_chan_tls_wrap(&m->tls, CPR_TLS_ENDPOINT_SERVER, NULL, c->fd, NULL, &c->tls, &err);
-    m->cancel.unwatch(m->cancel.opaque, c->fd);
-    if (ret < 0 && !m->why_refused)
+    if (err && !m->why_refused)
         m->why_refused = g_strdup(cpr_error_message(err));
     cpr_error_free(err);
-    return ret;
+}
+
+/* A source sends its hello right after connecting (and its TLS handshake): a connection that
+ * has not within this long is a stranger, refused so that the real channels behind it get in. */
+#define HELLO_TIMEOUT_US (5 * G_USEC_PER_SEC)
+
+/* Bounds every blocking read and write on fd by HELLO_TIMEOUT_US or what is left of w, the
+ * shorter (w NULL: no bound). */
+static void bound_io(int fd, const cpr_io_wait *w)
+{
+    struct timeval tv = { 0, 0 };
+    if (w) {
+        int64_t left = HELLO_TIMEOUT_US;
+        if (w->deadline_us >= 0)
+            left = CLAMP(w->deadline_us - g_get_monotonic_time(), 1, HELLO_TIMEOUT_US);
+        tv = (struct timeval){ .tv_sec = left / G_USEC_PER_SEC, .tv_usec = left % G_USEC_PER_SEC };
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* -ECANCELED or -ETIMEDOUT (naming what) when w was cancelled or its deadline passed; else 0. */
+static int wait_over(const cpr_io_wait *w, const char *what, cpr_error **errp)
+{
+    if (!w)
+        return 0;
+    struct pollfd p = { .fd = w->cancel_fd, .events = POLLIN };
+    if (w->cancel_fd >= 0 && poll(&p, 1, 0) > 0)
+        return cpr_error_set(errp, -ECANCELED, "%s: cancelled", what);
+    if (w->deadline_us >= 0 && g_get_monotonic_time() >= w->deadline_us)
+        return cpr_error_set(errp, -ETIMEDOUT, "%s: timed out", what);
+    return 0;
+}
+
+/* The TLS handshake (with tls-creds) and the hello of an accepted connection: -EPROTO when it
+ * is not one of ours (the reason in errp). */
+static int take_hello(struct cpr_multifd_recv *m, const uint8_t *uuid, struct mfd_conn *c, uint32_t *idx,
+                      cpr_error **errp)
+{
+    uint8_t buf[CPR_MFD_HELLO_SIZE];
+    struct cpr_mfd_hello h;
+    int ret = m->tls.creds ? cpr_chan_tls_wrap(&m->tls, CPR_TLS_ENDPOINT_SERVER, NULL, c->fd, NULL, &c->tls, errp) : 0;
+    if (ret == 0)
+        ret = conn_read(c, buf, sizeof(buf), errp);
+    if (ret == 0)
+        ret = cpr_mfd_hello_decode(buf, &h, errp);
+    if (ret < 0)
+        return ret;
+    if (memcmp(h.uuid, uuid, CPR_MFD_UUID_SIZE))
+        return cpr_error_set(errp, -EPROTO, "a connection of another migration");
+    if (h.count != m->n)
+        return cpr_error_set(errp, -EPROTO, "a hello for %u channels, this migration has %u", h.count, m->n);
+    if (m->ch[h.channel].conn.fd >= 0)
+        return cpr_error_set(errp, -EPROTO, "channel %u connected twice", h.channel);
+    *idx = h.channel;
+    return 0;
 }
 
 /* Takes the next connection and its hello; 1 when it is one of ours (in *c, *idx), 0 when it
- * was refused and closed, or an error (timeout, cancel). */
+ * was refused and closed, or an error (timeout, cancel). A peer that sends part of a hello and
+ * stalls holds nothing: the wait's deadline bounds each read, and a cancel shuts the socket
+ * down (watched until the hello is in). */
 static int accept_one(struct cpr_multifd_recv *m, const cpr_io_wait *w, const uint8_t *uuid, struct mfd_conn *c,
                       uint32_t *idx, cpr_error **errp)
 {
@@ -669,27 +719,28 @@ static int accept_one(struct cpr_multifd_recv *m, const cpr_io_wait *w, const ui
     *c = (struct mfd_conn){ .fd = -1 };
     if (cpr_listener_accept_fd(m->l, 0, &c->fd, NULL) < 0)
         return 0;
-    uint8_t buf[CPR_MFD_HELLO_SIZE];
-    struct cpr_mfd_hello h;
-    ret = cpr_io_wait_fd(w, c->fd, POLLIN, "multifd: waiting for a channel's hello", errp);
-    if (ret > 0)
-        ret = 0; /* readable */
-    if (ret == 0 && m->tls.creds)
-        ret = accept_tls(m, c) < 0 ? 1 : 0; /* 1: refused */
-    if (ret == 0 && (conn_read(c, buf, sizeof(buf), NULL) < 0 || cpr_mfd_hello_decode(buf, &h, NULL) < 0 ||
-                     memcmp(h.uuid, uuid, CPR_MFD_UUID_SIZE) || h.count != m->n || m->ch[h.channel].conn.fd >= 0))
-        ret = 1;
-    if (ret != 0) {
-        cpr_tls_session_free(c->tls);
-        close(c->fd);
-        *c = (struct mfd_conn){ .fd = -1 };
-        if (ret < 0) /* cancelled, or the wait's deadline passed (errp says which) */
-            return ret;
-        m->refused++;
-        return 0;
+    cpr_error *why = NULL;
+    bound_io(c->fd, w);
+    m->cancel.watch(m->cancel.opaque, c->fd);
+    ret = take_hello(m, uuid, c, idx, &why);
+    m->cancel.unwatch(m->cancel.opaque, c->fd);
+    bound_io(c->fd, NULL); /* the channel's packets may come far apart */
+    if (ret == 0) {
+        cpr_error_free(why);
+        return 1;
     }
-    *idx = h.channel;
-    return 1;
+    cpr_tls_session_free(c->tls);
+    close(c->fd);
+    *c = (struct mfd_conn){ .fd = -1 };
+    /* A cancel or the deadline: the job ends (errp says which); a stranger: refused, next. */
+    ret = wait_over(w, "multifd: waiting for a channel's hello", errp);
+    if (ret < 0) {
+        cpr_error_free(why);
+        return ret;
+    }
+    note_refusal(m, why);
+    m->refused++;
+    return 0;
 }
 
 int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const struct cpr_mfd_block *blocks,

@@ -283,8 +283,9 @@ static void rig_free(struct rig *r)
     rmdir(r->dir);
 }
 
-/* Another migration's connection, with its hello, to the listener at path. */
-static int stray_connect(const char *path, unsigned channels)
+/* Another migration's connection to the listener at path, with the first len bytes of its
+ * hello (all of it, or a part: a peer that stalls). */
+static int stray_connect(const char *path, unsigned channels, size_t len)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -294,10 +295,11 @@ static int stray_connect(const char *path, unsigned channels)
     memcpy(h.uuid, uuid_a, 16);
     uint8_t buf[CPR_MFD_HELLO_SIZE];
     cpr_mfd_hello_encode(&h, buf);
-    ck_assert_int_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
     return fd;
 }
 
+/* stray: 0 none, 1 a whole hello of another migration, 2 a part of one, then silence. */
 static void end_to_end(unsigned channels, int zstd, int stray)
 {
     if (zstd && !cpr_zstd_available())
@@ -309,7 +311,8 @@ static void end_to_end(unsigned channels, int zstd, int stray)
     for (size_t i = 0; i < PAGES * PAGE / 8; i++)
         ((uint64_t *)src)[i] = zstd ? i / 64 : i * 0x9E3779B97F4A7C15ull;
     struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
-    int stray_fd = stray ? stray_connect(r.path, channels) : -1; /* reaches the listener first */
+    /* The stray reaches the listener first. */
+    int stray_fd = stray ? stray_connect(r.path, channels, stray == 1 ? CPR_MFD_HELLO_SIZE : 10) : -1;
     struct cpr_params p;
     cpr_params_init(&p);
     p.multifd_channels = channels;
@@ -361,6 +364,14 @@ END_TEST
 START_TEST(end_to_end_refuses_another_migration)
 {
     end_to_end(2, 0, 1);
+}
+END_TEST
+
+/* A connection that sends part of a hello and stalls is refused after a bounded wait; the real
+ * channels behind it get in (it once held the destination forever). */
+START_TEST(end_to_end_refuses_a_stalled_hello)
+{
+    end_to_end(2, 0, 2);
 }
 END_TEST
 
@@ -448,6 +459,7 @@ static Suite *multifd_suite(void)
     tcase_add_test(e2e, end_to_end_channels);
     tcase_add_test(e2e, end_to_end_zstd);
     tcase_add_test(e2e, end_to_end_refuses_another_migration);
+    tcase_add_test(e2e, end_to_end_refuses_a_stalled_hello);
     tcase_add_test(e2e, dead_channel_fails_the_sync);
     tcase_add_test(e2e, next_pass_waits_for_the_sync);
     suite_add_tcase(s, e2e);
