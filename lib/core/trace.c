@@ -221,6 +221,10 @@ static void add_env(const trace_entry *e, void *opaque)
     g_string_append_printf(s, "%s%s@%" G_GUINT64_FORMAT, s->len ? "," : "", e->name, e->t_ns);
 }
 
+/* The export rides in one environment string, which Linux caps at 128 KiB (MAX_ARG_STRLEN):
+ * past that the exec itself would fail (E2BIG). Half of it keeps the newest steps. */
+#define EXPORT_MAX (64 * 1024)
+
 char *cpr_trace_export(cpr_ctx *ctx)
 {
     trace_ring *r = ring(ctx);
@@ -228,6 +232,10 @@ char *cpr_trace_export(cpr_ctx *ctx)
     g_mutex_lock(&r->lock);
     ring_foreach(r, add_env, s);
     g_mutex_unlock(&r->lock);
+    if (s->len > EXPORT_MAX) { /* drop the oldest whole steps */
+        const char *cut = strchr(s->str + (s->len - EXPORT_MAX), ',');
+        g_string_erase(s, 0, cut ? cut + 1 - s->str : (gssize)s->len);
+    }
     return g_string_free(s, FALSE);
 }
 

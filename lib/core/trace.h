@@ -15,7 +15,8 @@
 
 int cpr_trace_name_ok(const char *name);
 int cpr_trace_add(cpr_ctx *ctx, const char *name, uint64_t t_ns, uint32_t pid);
-/* "name@t_ns,..." of every kept step, oldest first (a new string for g_free). */
+/* "name@t_ns,..." of the kept steps, oldest first, at most 64 KiB (the newest that fit: one
+ * environment string carries it across an exec); a new string for g_free. */
 char *cpr_trace_export(cpr_ctx *ctx);
 /* Appends the steps of an export, as this process's (exec keeps the pid); -EINVAL when
  * malformed (the steps before the fault are kept). */

@@ -240,6 +240,31 @@ START_TEST(exec_round_trip)
 }
 END_TEST
 
+/* A full ring of long names exports only its newest whole steps within one environment
+ * string's limit, so that the exec cannot fail with E2BIG because of the trace. */
+START_TEST(exec_export_is_bounded)
+{
+    cpr_ctx *ctx = new_ctx();
+    ck_assert_int_eq(cpr_trace_reset(ctx, 4096, NULL), 0);
+    char name[48];
+    for (int i = 0; i < 4096; i++) {
+        snprintf(name, sizeof(name), "a-rather-long-vmm-step-name-%06d", i);
+        ck_assert_int_eq(cpr_trace_mark_at(ctx, name, 1000 + (uint64_t)i), 0);
+    }
+    char *text = cpr_trace_export(ctx);
+    ck_assert_uint_le(strlen(text), 64 * 1024);
+    ck_assert(g_str_has_suffix(text, "-004095@5095")); /* the newest kept */
+    ck_assert(g_str_has_prefix(text, "a-rather-long-vmm-step-name-")); /* cut at a step boundary */
+    cpr_ctx *neu = new_ctx();
+    ck_assert_int_eq(cpr_trace_reset(neu, 4096, NULL), 0);
+    ck_assert_int_eq(cpr_trace_import(neu, text), 0);
+    ck_assert_int_gt(cpr_trace_count(neu, NULL), 1000);
+    g_free(text);
+    cpr_ctx_free(neu);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *trace_suite(void)
 {
     Suite *s = suite_create("trace");
@@ -250,6 +275,7 @@ static Suite *trace_suite(void)
     tcase_add_test(tc, size_first_step);
     tcase_add_test(tc, concurrent_marks);
     tcase_add_test(tc, exec_round_trip);
+    tcase_add_test(tc, exec_export_is_bounded);
     suite_add_tcase(s, tc);
     return s;
 }
