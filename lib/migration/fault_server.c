@@ -197,13 +197,9 @@ static void set_placed(fs_block *b, uint64_t p, uint64_t n)
 
 /* ---- events ------------------------------------------------------------------------------- */
 
-static void fail(cpr_fault_server *fs, fs_block *b, uint64_t page, uint64_t n, cpr_error *err)
+/* The server's first failure (code, msg: taken) is told and kept; later ones are dropped. */
+static void fail_with(cpr_fault_server *fs, int code, char *msg)
 {
-    char *msg = g_strdup_printf("%s: block '%s' pages %" PRIu64 "-%" PRIu64
-                                " (offset 0x%" PRIx64 "): %s", fs->label, b->name, page, page + n - 1,
-                                page * b->page_size, err ? cpr_error_message(err) : "failed");
-    int code = err && cpr_error_code(err) < 0 ? cpr_error_code(err) : -EIO;
-    cpr_error_free(err);
     g_mutex_lock(&fs->lock);
     int first = !fs->failing;
     fs->failing = 1;
@@ -220,6 +216,17 @@ static void fail(cpr_fault_server *fs, fs_block *b, uint64_t page, uint64_t n, c
     fs->error_msg = msg;
     g_cond_broadcast(&fs->cond);
     g_mutex_unlock(&fs->lock);
+}
+
+/* A run of pages that could not be placed (err: taken): they stay missing. */
+static void fail(cpr_fault_server *fs, fs_block *b, uint64_t page, uint64_t n, cpr_error *err)
+{
+    char *msg = g_strdup_printf("%s: block '%s' pages %" PRIu64 "-%" PRIu64
+                                " (offset 0x%" PRIx64 "): %s", fs->label, b->name, page, page + n - 1,
+                                page * b->page_size, err ? cpr_error_message(err) : "failed");
+    int code = err && cpr_error_code(err) < 0 ? cpr_error_code(err) : -EIO;
+    cpr_error_free(err);
+    fail_with(fs, code, msg);
 }
 
 /* The last page is placed: the ranges go back to ordinary faults, waiters hear it. */
@@ -337,8 +344,12 @@ static gpointer fault_thread(gpointer opaque)
     for (;;) {
         struct pollfd pfd[2] = { { .fd = fs->uffd, .events = POLLIN },
                                  { .fd = fs->stop_fd, .events = POLLIN } };
-        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+            /* No fault is served any more: say so, or blocked vCPUs would wait unheard. */
+            int code = -errno;
+            fail_with(fs, code, g_strdup_printf("%s: userfaultfd poll: %s", fs->label, g_strerror(-code)));
             break;
+        }
         if (pfd[1].revents)
             break;
         ssize_t n = read(fs->uffd, msgs, sizeof(msgs));

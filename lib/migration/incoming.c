@@ -68,14 +68,22 @@ struct in_state {
     struct cpr_postcopy_in *pc; /* the stream ended in postcopy */
 };
 
+/* Stops and joins the multifd channels' threads: nothing writes guest RAM after this. */
+static void drop_multifd(cpr_job *job, struct in_state *in)
+{
+    if (!in->mfd)
+        return;
+    cpr_mig_ram_set_multifd(cpr_job_ram(job), NULL, NULL);
+    cpr_multifd_recv_free(in->mfd);
+    in->mfd = NULL;
+}
+
 static void in_cleanup(cpr_job *job)
 {
     struct in_state *in = job->priv;
     if (!in)
         return;
-    if (in->mfd)
-        cpr_mig_ram_set_multifd(cpr_job_ram(job), NULL, NULL);
-    cpr_multifd_recv_free(in->mfd);
+    drop_multifd(job, in);
     cpr_postcopy_in_free(in->pc);
     cpr_main_chan_close(&in->mc, NULL);
     g_free(in);
@@ -188,6 +196,9 @@ static int in_run(cpr_job *job, cpr_error **errp)
         /* Then hang up now, not when the job is freed: a source still sending (its TLS
          * handshake ended before ours refused its certificate) would block on a full socket. */
         cpr_main_chan_close(&in->mc, NULL);
+        /* Before "failed" is out: a VMM may unmap its RAM on it, so no channel may still
+         * apply a packet in flight. */
+        drop_multifd(job, in);
         return ret;
     }
     cpr_job_set_runstate(job, -1);

@@ -39,6 +39,16 @@ static ssize_t conn_send(struct mfd_conn *c, struct iovec *iov, int n)
     return sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 }
 
+/* The failed read or write `what` (errno set), with TLS's own reason when it has one. */
+static int conn_error(const struct mfd_conn *c, cpr_error **errp, const char *what)
+{
+    int code = -errno;
+    const char *why = c->tls ? cpr_tls_session_last_error(c->tls) : NULL;
+    if (why && *why)
+        return cpr_error_set(errp, code, "%s: %s (TLS: %s)", what, g_strerror(-code), why);
+    return cpr_error_set_errno(errp, code, "%s", what);
+}
+
 static int conn_writev(struct mfd_conn *c, struct iovec *iov, int n, cpr_error **errp)
 {
     while (n > 0) {
@@ -46,7 +56,7 @@ static int conn_writev(struct mfd_conn *c, struct iovec *iov, int n, cpr_error *
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
-            return cpr_error_set_errno(errp, -errno, "write");
+            return conn_error(c, errp, "write");
         cpr_iov_consume(&iov, &n, (size_t)w);
     }
     return 0;
@@ -60,7 +70,7 @@ static int conn_read(struct mfd_conn *c, void *buf, size_t len, cpr_error **errp
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0)
-            return cpr_error_set_errno(errp, -errno, "read");
+            return conn_error(c, errp, "read");
         if (r == 0)
             return cpr_error_set(errp, -ECONNRESET, "the peer closed the connection");
         p += r;
