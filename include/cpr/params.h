@@ -17,17 +17,36 @@
  *   cpr-transfer-accept-timeout   (1.2) milliseconds cpr_incoming_cpr_load() waits for the old
  *                      process to connect to the cpr channel and send its state; 0 = forever
  *                      (the default); at most 86400000. Set it before that call.
+ *   max-postcopy-bandwidth  (1.2) bytes per second the source sends after the switch to
+ *                      postcopy (its page server), 0 = unlimited (the default)
+ *   tls-creds          (1.2) the id of TLS credentials (cpr_tls_creds_add()), "" = none (the
+ *                      default): every channel of a socket migration (main, multifd) is TLS,
+ *                      on both sides
+ *   tls-hostname       (1.2) the name the destination's certificate must carry, on the source;
+ *                      "" (the default) = the host of the migration URI
  *   multifd-channels   (1.2) threads that write (save) and read (load) RAM pages in parallel,
- *                      1 to 255, default 2; used by mapped-ram on files
+ *                      1 to 255, default 2: the file's writers with mapped-ram, the extra
+ *                      connections with the capability multifd (set it on the source)
+ *   multifd-compression  (1.2) none (the default) or zstd: multifd packets compressed by the
+ *                      source; the destination reads what the stream says
+ *   multifd-zstd-level (1.2) 1 to 20, default 1
  *   direct-io          (1.2) true/false (on/off): mapped-ram regions written and read with
  *                      O_DIRECT; a file system that refuses it fails the job naming the file
+ *   memory-restore-mode  (1.2) copy (the default) or ondemand, on the destination: with
+ *                      ondemand a mapped-ram file's guest runs before its RAM is read, pages
+ *                      filled on first touch (include/cpr/lazy_restore.h)
  * Capabilities:
  *   x-ignore-shared    do not write RAM blocks that are shared (memfd or share=on), default off
  *   pause-before-switchover  after stopping the guest, wait in status pre-switchover until
  *                      cpr_migrate_continue() (QMP migrate-continue), default off
+ *   multifd            (1.2) RAM pages go over multifd-channels extra connections of a unix: or
+ *                      tcp: migration, one thread each per side; both sides set it
  *   mapped-ram         (1.2) a save to a file keeps each RAM block at fixed offsets of the
  *                      file, written in place by multifd-channels threads (docs/format.md
  *                      section 7); other channels are refused. Loading needs no capability.
+ *   postcopy-ram       (1.2) allows cpr_migrate_start_postcopy(): the destination runs the
+ *                      guest and fetches missing pages on demand (userfaultfd); both sides
+ *                      set it (docs/migration.md, "Postcopy")
  *
  * Unknown names are errors (-ENOENT) that name the parameter. Values are validated (-EINVAL
  * naming the parameter and value). Setting a parameter while a migration is under way fails
