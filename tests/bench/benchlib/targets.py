@@ -51,6 +51,44 @@ def _flat_pause(report, mode, all_sizes):
     return out
 
 
+def _floor_targets(report, sizes):
+    """Issue 23: cpr-transfer median <= 0.5 ms and max <= 1 ms at every size; cpr-exec median
+    <= the exec floor (bench_exec, the same run and size, RAM mapped) + 1 ms; cpr-reboot's
+    restart pause <= 15 ms at every size."""
+    out = []
+    tsizes, short = _sizes_with_memory(report, sizes, bench="cpr-transfer", impl="libcpr")
+    extra = {"sizes_without_memory": short} if short else {}
+    med = [_median(report, "pause_ms", bench="cpr-transfer", impl="libcpr", ram_bytes=s) for s in tsizes]
+    top = [_max(report, "pause_ms", bench="cpr-transfer", impl="libcpr", ram_bytes=s) for s in tsizes]
+    worst = max(med) if med and None not in med else None
+    out.append(_row("cpr-transfer guest pause median <= 0.5 ms at every RAM size", worst, 0.5,
+                    worst is not None and worst <= 0.5, tsizes, **extra))
+    worst = max(top) if top and None not in top else None
+    out.append(_row("cpr-transfer guest pause max <= 1 ms at every RAM size", worst, 1.0,
+                    worst is not None and worst <= 1.0, tsizes, **extra))
+    over = []
+    esizes, short = _sizes_with_memory(report, sizes, bench="cpr-exec", impl="libcpr")
+    for s in esizes:
+        ours = _median(report, "pause_ms", bench="cpr-exec", impl="libcpr", ram_bytes=s)
+        floor = _median(report, "ms", bench="exec", impl="libcpr", ram_bytes=s, variant="mapped")
+        over.append(ours - floor if ours is not None and floor is not None else None)
+    worst = max(over) if over and None not in over else None
+    out.append(_row("cpr-exec guest pause median <= the exec floor (bench_exec) + 1 ms", worst, 1.0,
+                    worst is not None and worst <= 1.0, esizes,
+                    why="no cpr-exec row or no bench_exec floor at a size of this run"))
+    rsizes, short = _sizes_with_memory(report, sizes, bench="restart", impl="libcpr")
+    med = [_median(report, "pause_ms", bench="restart", impl="libcpr", ram_bytes=s) for s in rsizes]
+    worst = max(med) if med and None not in med else None
+    out.append(_row("cpr-reboot restart guest pause median <= 15 ms at every RAM size", worst, 15.0,
+                    worst is not None and worst <= 15.0, rsizes))
+    return out
+
+
+def _max(report, fig, **match):
+    rows = [r for r in report.find(**match) if f"max_{fig}" in r]
+    return rows[0][f"max_{fig}"] if rows else None
+
+
 # The rows of the VMM suites (their RAM sizes are a run's sizes; the C benches' rows have others).
 VMM_BENCHES = ("cpr-transfer", "cpr-exec", "restart", "snapshot", "restore", "live-migration")
 
@@ -63,6 +101,7 @@ def evaluate(report, sizes, c_targets):
     out = []
     out += _flat_pause(report, "cpr-transfer", sizes)
     out += _flat_pause(report, "cpr-exec", sizes)
+    out += _floor_targets(report, sizes)
 
     # cpr-reboot guest pause <= 1/4 of QEMU's x-ignore-shared restart, per size, worst case.
     ratios = []
