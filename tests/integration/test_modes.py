@@ -415,6 +415,15 @@ def test_monitors(binary, wd):
     check("error" in r and "uri" in r["error"]["desc"], f"migrate without address: {r['error']['desc']}")
     r = send({"execute": "migrate-incoming", "arguments": {"uri": "file:x"}})
     check("error" in r and "-incoming" in r["error"]["desc"], f"migrate-incoming needs -incoming: {r['error']['desc']}")
+    # JSON null where a string belongs: refused naming the argument (it once crashed the VMM).
+    r = send({"execute": "object-add", "arguments": {"qom-type": None, "id": "t0"}})
+    check("error" in r and "tls-creds-x509" in r["error"]["desc"], f"object-add qom-type null: {r}")
+    r = send({"execute": "object-add", "arguments": {"qom-type": "tls-creds-x509", "id": "t0",
+                                                     "dir": wd, "endpoint": None}})
+    check("error" in r and "'endpoint'" in r["error"]["desc"], f"object-add endpoint null: {r}")
+    r = send({"execute": "query-migrate-parameters"})
+    check(isinstance(r["return"]["max-postcopy-bandwidth"], int) and
+          isinstance(r["return"]["max-bandwidth"], int), f"bandwidths are integers: {r['return']}")
     # Events with timestamps: STOP, RESUME, MIGRATION.
     check(send({"execute": "stop"}) == {"return": {}}, "stop")
     ev = json.loads(f.readline())
@@ -422,13 +431,28 @@ def test_monitors(binary, wd):
     send({"execute": "cont"})
     ev = json.loads(f.readline())
     check(ev["event"] == "RESUME", "RESUME event")
-    send({"execute": "migrate", "arguments": {"uri": f"file:{os.path.join(wd, 'snap.state')}"}})
+    # Throttled so that a second migrate comes while the first runs: refused, the first goes on.
     seen = []
+
+    def reply(obj):
+        """send(), keeping the MIGRATION events that come before the reply."""
+        r = send(obj)
+        while "return" not in r and "error" not in r:
+            if r.get("event") == "MIGRATION":
+                seen.append(r["data"]["status"])
+            r = json.loads(f.readline())
+        return r
+
+    reply({"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 16 << 20}})
+    reply({"execute": "migrate", "arguments": {"uri": f"file:{os.path.join(wd, 'snap.state')}"}})
+    r = reply({"execute": "migrate", "arguments": {"uri": f"file:{os.path.join(wd, 'other.state')}"}})
+    check("error" in r and "in progress" in r["error"]["desc"], f"a second migrate refused: {r}")
     while "completed" not in seen:
         ev = json.loads(f.readline())
         if ev.get("event") == "MIGRATION":
             seen.append(ev["data"]["status"])
     check(seen[0] == "setup" and seen[-1] == "completed", f"MIGRATION events {seen}")
+    check(not os.path.exists(os.path.join(wd, "other.state")), "the refused migrate wrote nothing")
     s.close()
     # HMP: errors are printed, the monitor goes on.
     check(vm.hmp("frobnicate").startswith("unknown command"), "HMP: unknown command")

@@ -400,6 +400,9 @@ static int args_channels(json_object *args, cpr_channels **out, mon_error *err)
 int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err)
 {
     vmm_mig *m = v->mig;
+    /* Before anything of a running job is touched (its teardown helper, out_active). */
+    if (m->out_active)
+        return mon_fail(err, "GenericError", "There's a migration process in progress");
     cpr_channels *ch = NULL;
     if (args_channels(args, &ch, err) < 0)
         return -1;

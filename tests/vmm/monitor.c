@@ -133,6 +133,7 @@ static void print_guest(json_object *ret, GString *out)
 static int param_is_int(const char *name)
 {
     return !strcmp(name, "downtime-limit") || !strcmp(name, "max-bandwidth") ||
+           !strcmp(name, "max-postcopy-bandwidth") ||
            !strcmp(name, "multifd-channels") || !strcmp(name, "multifd-zstd-level") ||
            g_str_has_suffix(name, "-timeout");
 }

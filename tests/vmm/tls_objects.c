@@ -31,7 +31,7 @@ int vmm_tls_objs_create(vmm *v, char **err)
 int vmm_cmd_object_add(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
     json_object *type = NULL;
-    if (!json_object_object_get_ex(args, "qom-type", &type) ||
+    if (!json_object_object_get_ex(args, "qom-type", &type) || !json_object_is_type(type, json_type_string) ||
         strcmp(json_object_get_string(type), "tls-creds-x509") != 0)
         return mon_fail(err, "GenericError", "object-add: only qom-type tls-creds-x509 is supported");
     vmm_tls_obj *o = vmm_tls_obj_new();
@@ -40,9 +40,14 @@ int vmm_cmd_object_add(vmm *v, json_object *args, json_object **ret, mon_error *
     json_object_object_foreach(args, key, val) {
         if (r < 0 || !strcmp(key, "qom-type"))
             continue;
-        const char *s = json_object_is_type(val, json_type_boolean) ? (json_object_get_boolean(val) ? "on" : "off")
-                                                                     : json_object_get_string(val);
-        r = vmm_tls_obj_set(o, key, s, &e);
+        if (json_object_is_type(val, json_type_boolean))
+            r = vmm_tls_obj_set(o, key, json_object_get_boolean(val) ? "on" : "off", &e);
+        else if (json_object_is_type(val, json_type_string))
+            r = vmm_tls_obj_set(o, key, json_object_get_string(val), &e);
+        else { /* null, a number, an object: QEMU's words */
+            e = g_strdup_printf("Invalid parameter type for '%s', expected: string", key);
+            r = -1;
+        }
     }
     if (r == 0)
         r = vmm_tls_obj_check(o, &e);

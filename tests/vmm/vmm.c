@@ -248,14 +248,14 @@ void vmm_teardown_release(vmm *v)
 int vmm_vm_start(vmm *v, mon_error *err)
 {
     cpr_error *cerr = NULL;
-    vmm_teardown_release(v); /* cont after a cpr-reboot save: the guest runs here again */
     /* A guest loaded paused (-S) and started by hand: its pause is the operator's, not the
      * switchover's, so the source's handoff is not measured from. */
     g_mutex_lock(&v->lock);
     v->have_in_handoff = 0;
     g_mutex_unlock(&v->lock);
     if (vmm_machine_unpause(v, &cerr) < 0)
-        return mon_fail_cpr(err, cerr);
+        return mon_fail_cpr(err, cerr); /* refused: a cpr-reboot save's helper stays for its quit */
+    vmm_teardown_release(v); /* cont after a cpr-reboot save: the guest runs here again */
     return 0;
 }
 
