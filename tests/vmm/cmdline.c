@@ -33,6 +33,8 @@ static const char usage[] =
     "  -drive file=PATH             a local disk (blocks normal migration only)\n"
     "  -name NAME  -S  -nodefaults  -display none\n"
     "  -guest-dirty-rate PAGES_PER_S   pages the guest rewrites per second (machine default)\n"
+    "  -guest-compress PERCENT      share of each data page's words that are one value (0..100,\n"
+    "                               default 0: incompressible); a boot only, machine cpr-vmm-1.2\n"
     "  -x-hbmon-version 1|2         write the hbmon section as that version (tests)\n"
     "  -x-affinity vcpus=CPUS[,emulator=CPUS]   host CPUs for the vCPU threads and for all other\n"
     "                               threads; CPUS is N or N-M, a key may repeat (vcpus=1,vcpus=3)\n";
@@ -447,6 +449,19 @@ static int opt_dirty_rate(vmm_config *cfg, const char *arg, char **err)
     return 0;
 }
 
+static int opt_compress(vmm_config *cfg, const char *arg, char **err)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || *end || !g_ascii_isdigit(*arg) || v > 100) {
+        *err = g_strdup_printf("-guest-compress %s: want a percentage, 0..100", arg);
+        return -1;
+    }
+    cfg->compress_pct = (uint32_t)v;
+    return 0;
+}
+
 static int opt_hbmon_version(vmm_config *cfg, const char *arg, char **err)
 {
     if (strcmp(arg, "1") && strcmp(arg, "2")) {
@@ -612,6 +627,7 @@ static const struct option_def {
     {"display", opt_display},
     {"name", opt_name},
     {"guest-dirty-rate", opt_dirty_rate},
+    {"guest-compress", opt_compress},
     {"x-hbmon-version", opt_hbmon_version},
     {"x-affinity", opt_affinity},
     {"nodefaults", NULL},

@@ -61,6 +61,7 @@ typedef struct vmm_config {
     int start_paused;        /* -S */
     uint64_t dirty_rate;     /* -guest-dirty-rate PAGES_PER_S */
     int dirty_rate_given;
+    uint32_t compress_pct;   /* -guest-compress PERCENT: how compressible a boot makes guest RAM */
     GPtrArray *drives;       /* char *: -drive file=PATH paths */
     uint32_t hbmon_version;  /* -x-hbmon-version: the hbmon section version written (the type's) */
     const vmm_machine_type *machine_type; /* -machine TYPE: the newest when not given */
