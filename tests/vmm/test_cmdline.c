@@ -203,6 +203,19 @@ START_TEST(test_serial_and_drive_forms)
     ck_assert_int_eq(cfg.dirty_rate_given, 1);
     ck_assert_uint_eq(cfg.compress_pct, 90);
     vmm_config_clear(&cfg);
+    /* An authz-simple object: QEMU's doubled commas keep a DN's commas in its identity. */
+    const char *z[] = {"cpr-vmm", "-object", "authz-simple,id=auth0,identity=CN=src,,O=example", NULL};
+    ck_assert_int_eq(parse(&cfg, &err, z), 0);
+    ck_assert_uint_eq(cfg.tls_objs->len, 1);
+    const vmm_tls_obj *o = cfg.tls_objs->pdata[0];
+    ck_assert_int_eq(o->authz, 1);
+    ck_assert_str_eq(o->id, "auth0");
+    ck_assert_str_eq(o->identity, "CN=src,O=example");
+    vmm_config_clear(&cfg);
+    expect_error((const char *[]){"cpr-vmm", "-object", "authz-simple,id=a", NULL},
+                 "authz-simple: parameter 'identity' is missing");
+    expect_error((const char *[]){"cpr-vmm", "-object", "authz-simple,id=a,identity=x,dir=/d", NULL},
+                 "authz-simple: unknown property 'dir' (id, identity)");
     expect_error((const char *[]){"cpr-vmm", "-guest-compress", "101", NULL}, "-guest-compress 101: want a percentage");
 }
 END_TEST
