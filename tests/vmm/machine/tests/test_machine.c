@@ -301,18 +301,24 @@ START_TEST(test_zeroed_page_counts_as_corruption)
 }
 END_TEST
 
+/* Once the guest rewrote every page, stops its rewrites and then the guest. */
+static void stop_after_a_rewrite_pass(struct booted *b)
+{
+    vmm_guest_stats st;
+    ck_assert(mtest_wait(b->ram, b->size, rewrote_all, NULL, 30000, &st));
+    /* Rate 0 takes effect at the guest's next loop iteration: wait for two heartbeats. */
+    vmm_machine_set_rate(b->m, 0);
+    uint64_t hb = stats(b).heartbeat;
+    while (stats(b).heartbeat < hb + 2)
+        sleep_ms(1);
+    stop(b->m);
+}
+
 START_TEST(test_stale_generation_counts_as_corruption)
 {
     struct booted b;
-    vmm_guest_stats st;
     boot(&b, 4 * MiB, 1, 200000);
-    ck_assert(mtest_wait(b.ram, b.size, rewrote_all, NULL, 30000, &st));
-    /* Rate 0 takes effect at the guest's next loop iteration: wait for two heartbeats. */
-    vmm_machine_set_rate(b.m, 0);
-    uint64_t hb = stats(&b).heartbeat;
-    while (stats(&b).heartbeat < hb + 2)
-        sleep_ms(1);
-    stop(b.m);
+    stop_after_a_rewrite_pass(&b);
     ck_assert_int_eq(vmm_guest_verify_ram(b.ram, b.size, NULL), 0);
     /* The page after the rewrite cursor holds generation rw_gen - 1 >= 2: put back the one
      * before it, self-consistent but old, as a migration that lost a dirty page would. */
@@ -328,17 +334,11 @@ END_TEST
 START_TEST(test_compressible_guest_repeats_words_and_verifies_them)
 {
     struct booted b;
-    vmm_guest_stats st;
     boot_compressible(&b, 4 * MiB, 1, 200000, 0, 90);
     const struct vmm_mailbox *mb = b.ram;
     ck_assert_uint_eq(mb->hdr.repeat_words, 460); /* 90 % of 512 words */
     /* Boot fill and rewrites both write the format; the guest verifies it as it goes. */
-    ck_assert(mtest_wait(b.ram, b.size, rewrote_all, NULL, 30000, &st));
-    vmm_machine_set_rate(b.m, 0);
-    uint64_t hb = stats(&b).heartbeat;
-    while (stats(&b).heartbeat < hb + 2)
-        sleep_ms(1);
-    stop(b.m);
+    stop_after_a_rewrite_pass(&b);
     ck_assert_uint_eq(stats(&b).corruptions, 0);
     ck_assert_int_eq(vmm_guest_verify_ram(b.ram, b.size, NULL), 0);
     /* A page away from the rewrite cursor (host-side verification skips that one). */
