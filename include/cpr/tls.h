@@ -69,6 +69,19 @@ CPR_API int cpr_tls_creds_add(cpr_ctx *ctx, const char *id, cpr_tls_creds *creds
 /* Removes and frees the credentials registered as `id`. Errors: -ENOENT. Thread-safe. */
 CPR_API int cpr_tls_creds_del(cpr_ctx *ctx, const char *id, cpr_error **errp);
 
+/*
+ * Registers an authorization object on `ctx` under `id` (QEMU's authz-simple): a destination
+ * whose "tls-authz" parameter names it admits, on every channel of a migration, only a source
+ * whose certificate's distinguished name is exactly `identity`, as GnuTLS writes it (e.g.
+ * "O=example,CN=source.example.com"); any other is refused after its handshake, naming its
+ * name. `identity` is copied. Errors: -EINVAL (NULL or empty id or identity), -EEXIST (the id
+ * is taken). Thread-safe. (Since 1.2.)
+ */
+CPR_API int cpr_tls_authz_add(cpr_ctx *ctx, const char *id, const char *identity, cpr_error **errp);
+
+/* Removes the authorization object registered as `id`. Errors: -ENOENT. Thread-safe. (Since 1.2.) */
+CPR_API int cpr_tls_authz_del(cpr_ctx *ctx, const char *id, cpr_error **errp);
+
 CPR_END_DECLS
 
 #endif /* CPR_TLS_H */

@@ -14,6 +14,7 @@
 
 #ifdef CPR_HAVE_GNUTLS
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #endif
 
 #include "channel/tls.h"
@@ -255,6 +256,22 @@ void cpr_tls_session_free(struct cpr_tls_session *t)
     g_free(t);
 }
 
+char *cpr_tls_session_peer_dn(struct cpr_tls_session *t)
+{
+    unsigned int n = 0;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->s, &n);
+    gnutls_x509_crt_t crt;
+    if (!certs || !n || gnutls_x509_crt_init(&crt) < 0)
+        return NULL;
+    char *dn = NULL;
+    gnutls_datum_t out = { NULL, 0 };
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 && gnutls_x509_crt_get_dn2(crt, &out) == 0)
+        dn = g_strndup((const char *)out.data, out.size);
+    gnutls_free(out.data);
+    gnutls_x509_crt_deinit(crt);
+    return dn;
+}
+
 #else /* !CPR_HAVE_GNUTLS: no session can start, so the others are never reached */
 
 struct cpr_tls_session {
@@ -293,6 +310,12 @@ int cpr_tls_session_bye(struct cpr_tls_session *t)
     (void)t;
     errno = ENOTSUP;
     return -1;
+}
+
+char *cpr_tls_session_peer_dn(struct cpr_tls_session *t)
+{
+    (void)t;
+    return NULL;
 }
 
 void cpr_tls_session_free(struct cpr_tls_session *t)

@@ -65,6 +65,9 @@ const char *cpr_tls_session_last_error(const struct cpr_tls_session *t);
 int cpr_tls_session_bye(struct cpr_tls_session *t);
 /* Frees the session (not the fd). NULL is a no-op. */
 void cpr_tls_session_free(struct cpr_tls_session *t);
+/* The distinguished name of the peer's certificate as GnuTLS writes it (RFC 4514), newly
+ * allocated (g_free); NULL when the peer sent none. After a handshake. */
+char *cpr_tls_session_peer_dn(struct cpr_tls_session *t);
 /* Makes the fd stream `s` read and write through `t` (which must outlive the stream's I/O). */
 void cpr_tls_session_attach(struct cpr_tls_session *t, cpr_stream *s);
 
@@ -76,5 +79,15 @@ void cpr_tls_session_attach(struct cpr_tls_session *t, cpr_stream *s);
  */
 int cpr_tls_channel_wrap(cpr_ctx *ctx, const char *creds_id, const char *hostname, cpr_tls_endpoint role,
                          int fd, cpr_stream *s, struct cpr_tls_session **out, cpr_error **errp);
+
+/* ---- authorization objects (tls_authz.c) ---- */
+
+/* The identity of authorization object `id` on ctx, newly allocated, in *out. Errors: -ENOENT
+ * (no such object, the message says how to add one). Thread-safe. */
+int cpr_tls_authz_identity(cpr_ctx *ctx, const char *id, char **out, cpr_error **errp);
+/* After a server's handshake: 0 when the peer's certificate names exactly authorization object
+ * `id`'s identity; else -EACCES naming the peer's name and the one authorized (or -ENOENT: no
+ * such object). The session is left as it was: the caller tells the peer. */
+int cpr_tls_authz_check(cpr_ctx *ctx, const char *id, struct cpr_tls_session *t, cpr_error **errp);
 
 #endif

@@ -34,6 +34,7 @@ typedef enum cpr_ctx_shared {
     CPR_SHARED_BLOCKERS,  /* GPtrArray of struct cpr_blocker *, registration order */
     CPR_SHARED_NOTIFIERS, /* GPtrArray of struct cpr_notifier *, registration order */
     CPR_SHARED_TLS,       /* GHashTable id -> cpr_tls_creds * (lib/channel/tls_creds.c) */
+    CPR_SHARED_TLS_AUTHZ, /* GHashTable id -> identity (char *) (lib/channel/tls_authz.c) */
     CPR_SHARED_COUNT
 } cpr_ctx_shared;
 

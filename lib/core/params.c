@@ -35,7 +35,8 @@ void cpr_params_clear(struct cpr_params *p)
     g_free(p->cpr_exec_command);
     g_free(p->tls_creds);
     g_free(p->tls_hostname);
-    p->cpr_exec_command = p->tls_creds = p->tls_hostname = NULL;
+    g_free(p->tls_authz);
+    p->cpr_exec_command = p->tls_creds = p->tls_hostname = p->tls_authz = NULL;
 }
 
 static void *params_new(void)
@@ -65,6 +66,7 @@ void cpr_params_snapshot(cpr_ctx *ctx, struct cpr_params *out)
     out->cpr_exec_command = g_strdup(p->cpr_exec_command);
     out->tls_creds = g_strdup(p->tls_creds);
     out->tls_hostname = g_strdup(p->tls_hostname);
+    out->tls_authz = g_strdup(p->tls_authz);
     g_mutex_unlock(&ctx->lock);
 }
 
@@ -114,6 +116,15 @@ static int set_tls_hostname(struct cpr_params *p, const char *v)
 static char *get_tls_hostname(const struct cpr_params *p)
 {
     return g_strdup(p->tls_hostname ? p->tls_hostname : "");
+}
+/* Looked up when an incoming migration starts, as the credentials are. */
+static int set_tls_authz(struct cpr_params *p, const char *v)
+{
+    return set_string(&p->tls_authz, v);
+}
+static char *get_tls_authz(const struct cpr_params *p)
+{
+    return g_strdup(p->tls_authz ? p->tls_authz : "");
 }
 static int set_multifd_compression(struct cpr_params *p, const char *v)
 {
@@ -212,6 +223,7 @@ static const struct param_def {
       offsetof(struct cpr_params, cpr_accept_timeout_ms), 86400000 },
     { "tls-creds", "the id of TLS credentials, or \"\" for none", set_tls_creds, get_tls_creds, 0, 0 },
     { "tls-hostname", "a host name or IP address, or \"\"", set_tls_hostname, get_tls_hostname, 0, 0 },
+    { "tls-authz", "the id of an authorization object, or \"\" for none", set_tls_authz, get_tls_authz, 0, 0 },
     /* QEMU takes 1 to 255 channels and zstd levels 1 to 20. */
     { "multifd-channels", "a number of channels, 1 to 255", set_multifd_channels, get_multifd_channels, 0, 0 },
     { "multifd-compression", "none or zstd", set_multifd_compression, get_multifd_compression, 0, 0 },
@@ -272,10 +284,6 @@ CPR_API int cpr_param_set(cpr_ctx *ctx, const char *name, const char *value, cpr
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_param_set: ctx is NULL");
     const struct param_def *def = find_param(name);
-    if (!def && name && strcmp(name, "tls-authz") == 0)
-        return cpr_error_set(errp, -ENOTSUP, "parameter 'tls-authz' is not supported: libcpr has no authorization "
-                             "objects; verify-peer=on on the destination's TLS credentials admits only sources "
-                             "with a certificate from its CA");
     if (!def)
         return cpr_error_set(errp, -ENOENT, "unknown migration parameter '%s'", name ? name : "(null)");
     if (!value)

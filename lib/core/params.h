@@ -29,6 +29,7 @@ struct cpr_params {
     uint64_t cpr_accept_timeout_ms;  /* cpr-transfer in: wait for the old process; 0 = forever */
     char *tls_creds;    /* id of TLS credentials (cpr/tls.h); NULL: no TLS */
     char *tls_hostname; /* the name the destination's certificate must carry; NULL: the tcp host */
+    char *tls_authz;    /* destination: id of the authorization object the source must match */
     int multifd;                     /* RAM pages over extra connections (lib/migration/multifd.c) */
     uint64_t multifd_channels;
     uint64_t multifd_compression;    /* CPR_MULTIFD_COMPRESS_* */

@@ -109,9 +109,12 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
     cpr_main_chan_init(&in->mc, &cancel);
     job->priv = in;
     int ret = cpr_main_tls_check(job->ctx, job->params.tls_creds, 1, job->mode, job->channels, errp);
+    if (ret == 0)
+        ret = cpr_main_tls_authz_check(job->ctx, job->params.tls_creds, job->params.tls_authz, errp);
     if (ret < 0)
         return ret;
     cpr_main_chan_use_tls(&in->mc, job->ctx, job->params.tls_creds, NULL);
+    in->mc.tls_cfg.authz = job->params.tls_authz;
     ret = cpr_main_chan_listen(&in->mc, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), errp);
     if (ret < 0)
         return ret;

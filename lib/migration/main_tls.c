@@ -49,13 +49,34 @@ int cpr_main_tls_check(cpr_ctx *ctx, const char *creds_id, int incoming, cpr_mod
     return 0;
 }
 
+int cpr_main_tls_authz_check(cpr_ctx *ctx, const char *creds, const char *authz, cpr_error **errp)
+{
+    if (!authz)
+        return 0;
+    if (!creds)
+        return cpr_error_set(errp, -EINVAL, "tls-authz '%s' is set, but tls-creds is not: without TLS there is "
+                             "no certificate to authorize", authz);
+    g_autofree char *identity = NULL;
+    return cpr_tls_authz_identity(ctx, authz, &identity, errp);
+}
+
 int cpr_chan_tls_wrap(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,
                       cpr_stream *s, struct cpr_tls_session **tls, cpr_error **errp)
 {
     const char *host = cfg->hostname;
     if (!host && a && cpr_addr_transport(a) == CPR_TRANSPORT_TCP)
         host = cpr_addr_host(a);
-    return cpr_tls_channel_wrap(cfg->ctx, cfg->creds, host, role, fd, s, tls, errp);
+    int authz = role == CPR_TLS_ENDPOINT_SERVER && cfg->authz;
+    /* With tls-authz the stream runs through the session only once the peer is admitted. */
+    int ret = cpr_tls_channel_wrap(cfg->ctx, cfg->creds, host, role, fd, authz ? NULL : s, tls, errp);
+    if (ret < 0 || !authz)
+        return ret;
+    /* Refused, the session stays in *tls: the destination's NAK goes through it, so the source
+     * reads a refusal and resumes (a byte in clear would leave it unsure, its guest paused). */
+    ret = cpr_tls_authz_check(cfg->ctx, cfg->authz, *tls, errp);
+    if (ret == 0 && s)
+        cpr_tls_session_attach(*tls, s);
+    return ret;
 }
 
 int cpr_main_tls_start(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,

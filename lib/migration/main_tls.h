@@ -11,13 +11,15 @@
 #include <cpr/stream.h>
 #include <cpr/tls.h>
 
-/* TLS on the channel (docs/migration.md, "TLS"): the credentials' id on ctx (NULL: none) and
- * the name the destination's certificate must carry (NULL: an outgoing tcp address's host).
- * Borrowed: the owner keeps them alive while the channel is open. */
+/* TLS on the channel (docs/migration.md, "TLS"): the credentials' id on ctx (NULL: none),
+ * the name the destination's certificate must carry (NULL: an outgoing tcp address's host) and,
+ * on the destination, the authorization object the source's certificate must match (NULL:
+ * any from the CA). Borrowed: the owner keeps them alive while the channel is open. */
 struct cpr_chan_tls {
     cpr_ctx *ctx;
     const char *creds;
     const char *hostname;
+    const char *authz;
 };
 
 struct cpr_tls_session;
@@ -27,8 +29,14 @@ struct cpr_tls_session;
  * not exist on ctx or are for the other endpoint (the destination, `incoming`, is the server). */
 int cpr_main_tls_check(cpr_ctx *ctx, const char *creds, int incoming, cpr_mode mode, const cpr_channels *channels,
                        cpr_error **errp);
+/* Before an incoming job starts, with an authorization object `authz` set (NULL: 0 at once):
+ * refuses it without credentials (nothing to check the source's certificate with) and when
+ * no such object exists on ctx. */
+int cpr_main_tls_authz_check(cpr_ctx *ctx, const char *creds, const char *authz, cpr_error **errp);
 /* The handshake on any connected (client) or accepted (server) socket fd of a job, with the
- * job's TLS settings (main channel, multifd channels); `a` as below; s may be NULL. */
+ * job's TLS settings (main channel, multifd channels); `a` as below; s may be NULL. A server
+ * with cfg->authz then checks the peer's certificate name (-EACCES); refused, *tls still holds
+ * the session, not attached to s, for the refusal to go through; the caller frees it. */
 int cpr_chan_tls_wrap(const struct cpr_chan_tls *cfg, cpr_tls_endpoint role, const cpr_addr *a, int fd,
                       cpr_stream *s, struct cpr_tls_session **tls, cpr_error **errp);
 /* The handshake on a connected (client) or accepted (server) main channel, socket fd, stream

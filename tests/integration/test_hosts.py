@@ -9,16 +9,18 @@ plain  a live migration from host a to host b; the guest goes on and re-verifies
 tls    TLS (GnuTLS) on the main channel, with credentials made by cpr-test-certs: first the
        refusals, each leaving the source's guest running (status failed): a destination whose
        certificate comes from another CA, a wrong tls-hostname, a destination without TLS, a
-       source without TLS, a source whose certificate comes from another CA, a file: channel; then the migration with TLS, set through HMP
-       (migrate_set_parameter tls-creds), that the guest survives with its RAM intact.
+       source without TLS, a source whose certificate comes from another CA, a file: channel, a
+       destination whose tls-authz admits another certificate name; then the migration with TLS,
+       set through HMP (migrate_set_parameter tls-creds), to a destination whose tls-authz names
+       the source, that the guest survives with its RAM intact.
 tls-cut the TLS handshake cut (docs/reliability.md): a stand-in destination reads the
        ClientHello and dies (the source fails saying so, its guest runs on); one that reads it
        and then loses its link (the source waits in setup with its guest running, migrate_cancel
        ends the wait, the guest runs on); a stand-in source that sends half a ClientHello and
        dies (the destination fails saying so and never runs a guest); then a TLS migration from
        the same source, which the guest survives with its RAM intact.
-tls-multifd  TLS with multifd (4 channels): each channel runs its own handshake, and the
-       guest survives with its RAM intact.
+tls-multifd  TLS with multifd (4 channels): each channel runs its own handshake (and passes
+       the destination's tls-authz), and the guest survives with its RAM intact.
 tbf    the plain migration over a link shaped to 1 Gbit/s: the stream went through the token
        bucket, which held packets back, and it took at least the time the bytes need at that
        rate (lower bounds only, so that a slow machine cannot make it flake).
@@ -109,6 +111,10 @@ def make_certs(certs_tool, wd):
     return dirs
 
 
+# The distinguished name of cpr-test-certs' client certificate, as GnuTLS writes it.
+SOURCE_DN = "CN=migration source,O=libcpr tests"
+
+
 def creds(d, endpoint):
     return ["-object", f"tls-creds-x509,id=tls0,dir={d},endpoint={endpoint},verify-peer=on"]
 
@@ -190,20 +196,32 @@ def test_tls(binary, certs_tool, wd, hosts):
     check("cannot carry TLS" in err, f"file: with tls-creds refused before it starts ({err})")
     check(src.status() == "running", "the source's guest runs on")
 
-    dst = start_dest(binary, wd, hosts, "dst", creds(dirs["good"], "server") + server)
+    # tls-authz: a destination that admits only another certificate name refuses this source,
+    # naming the source's name; one that names it admits it (QEMU's doubled commas in -object).
+    authz = ["-global", "migration.tls-authz=auth0", "-object", "authz-simple,id=auth0,identity=CN=%s,,O=libcpr tests"]
+    dst = start_dest(binary, wd, hosts, "dst-authz-other", creds(dirs["good"], "server") + server +
+                     authz[:-1] + [authz[-1] % "someone else"])
+    refused(src, dst, "source certificate of another name (tls-authz)", ("destination", "write to fd"),
+            dst_needle=f"the client's certificate '{SOURCE_DN}' is not authorized")
+
+    dst = start_dest(binary, wd, hosts, "dst", creds(dirs["good"], "server") + server +
+                     authz[:-1] + [authz[-1] % "migration source"])
+    check(dst.qmp("query-migrate-parameters").get("tls-authz") == "auth0", "the destination shows tls-authz auth0")
     info = migrate_and_switch(src, dst, serial)
     log(f"TLS between namespaces: {info.get('total-time')} ms, {info['ram']['transferred']} bytes")
 
 
 def test_tls_multifd(binary, certs_tool, wd, hosts):
     """TLS with multifd: every channel (main and 4 multifd) handshakes; the destination, with
-    tls-creds set, accepts no multifd connection that does not."""
+    tls-creds set, accepts no multifd connection that does not, and with tls-authz checks each
+    channel's certificate name (the source's, so all are admitted)."""
     dirs = make_certs(certs_tool, wd)
     mfd = ["-global", "migration.multifd=on", "-global", "migration.multifd-channels=4"]
     src, serial = start_source(binary, wd, hosts, creds(dirs["good"], "client") + mfd +
                                ["-global", "migration.tls-creds=tls0"])
     dst = start_dest(binary, wd, hosts, "dst", creds(dirs["good"], "server") + mfd +
-                     ["-global", "migration.tls-creds=tls0"])
+                     ["-global", "migration.tls-creds=tls0", "-global", "migration.tls-authz=auth0",
+                      "-object", "authz-simple,id=auth0,identity=" + SOURCE_DN.replace(",", ",,")])
     info = migrate_and_switch(src, dst, serial)
     log(f"TLS + multifd 4 between namespaces: {info.get('total-time')} ms, {info['ram']['transferred']} bytes")
 

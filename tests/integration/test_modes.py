@@ -530,7 +530,7 @@ def test_machine_types(binary, wd):
     strict.qmp("migrate-incoming", uri=f"file:{snap}")
     info = strict.wait_migration()
     desc = info.get("error-desc", "")
-    check(info["status"] == "failed" and "mailbox version 1" in desc and "version 2" in desc,
+    check(info["status"] == "failed" and "mailbox version 1" in desc and "version 3" in desc,
           f"-machine cpr-vmm-1.2 refuses a cpr-vmm-1.0 guest: {desc}")
     check(strict.status() == "inmigrate", "the refusing VMM did not start the guest")
     strict.shutdown()

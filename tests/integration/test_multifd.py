@@ -4,7 +4,8 @@
 
 usage: test_multifd.py CPR_VMM_BINARY CASE
   CASE: channels1 channels2 channels4 zstd tcp big-stop (a migration that completes; the guest then
-        re-verifies all its RAM with zero corruptions), channel-closed (a proxy closes one
+        re-verifies all its RAM with zero corruptions), compressibility (zstd's bytes on the wire
+        against -guest-compress 0 and 90), channel-closed (a proxy closes one
         multifd connection mid-pass), dest-killed (the new VMM is killed mid-pass), cancel
         (migrate_cancel mid-pass: cancelled, the old VMM runs on), no-zstd (a libcpr built
         without zstd refuses multifd-compression zstd, saying so), stray (a
@@ -77,6 +78,8 @@ def listening(wd, name, uri_path, channels, compression=None, multifd=True, tcp_
 
 
 def completes(wd, channels, compression=None, hmp=False, tcp=False, extra=()):
+    """Migrates a fresh guest with these settings; the new VMM's guest re-verified all its RAM.
+    Returns the old side's final query-migrate."""
     serial = os.path.join(wd, "serial.log")
     old = boot(wd, "old", extra, hmp=hmp)
     wait_serial(serial)
@@ -101,6 +104,24 @@ def completes(wd, channels, compression=None, hmp=False, tcp=False, extra=()):
     check_after_switchover(new, hb_old, serial)
     old.shutdown()
     new.shutdown()
+    return info
+
+
+def case_compressibility(wd):
+    """zstd against the guest's compressibility (-guest-compress): a guest whose pages are 90 %
+    one repeated word crosses in a fraction of its RAM's bytes, one at 0 % (the incompressible
+    pattern) in about all of them; both re-verify all their RAM on the destination."""
+    ram = RAM_MB << 20
+    sent = {}
+    for pct in (0, 90):
+        run = os.path.join(wd, f"c{pct}")
+        os.mkdir(run)
+        info = completes(run, 2, "zstd", extra=["-guest-compress", str(pct)])
+        sent[pct] = info["ram"]["transferred"]
+        log(f"-guest-compress {pct}: {sent[pct]} bytes on the wire for {ram} bytes of RAM "
+            f"({100 * sent[pct] / ram:.1f} %)")
+    check(sent[0] > 0.9 * ram, f"an incompressible guest sends about all its RAM: {sent[0]} of {ram}")
+    check(sent[90] < 0.3 * ram, f"a 90 % compressible guest sends a fraction: {sent[90]} of {ram}")
 
 
 def free_port():
@@ -350,6 +371,7 @@ CASES = {
     "channels2": lambda wd: completes(wd, 2, hmp=True),
     "channels4": lambda wd: completes(wd, 4),
     "zstd": lambda wd: completes(wd, 2, "zstd"),
+    "compressibility": case_compressibility,
     "tcp": lambda wd: completes(wd, 2, tcp=True),
     # A guest that dirties fast under a generous downtime limit: tens of MiB left at the stop,
     # more than one part, all of it through the channels after the stop.

@@ -124,7 +124,7 @@ START_TEST(test_foreach_lists_names)
     ck_assert_int_eq(cpr_param_foreach(count_names, s), 0);
     ck_assert_str_eq(s->str, "mode;downtime-limit;max-bandwidth;max-postcopy-bandwidth;"
                              "cpr-exec-command;cpr-transfer-connect-timeout;cpr-transfer-accept-timeout;"
-                             "tls-creds;tls-hostname;"
+                             "tls-creds;tls-hostname;tls-authz;"
                              "multifd-channels;multifd-compression;multifd-zstd-level;direct-io;memory-restore-mode;");
     g_string_truncate(s, 0);
     ck_assert_int_eq(cpr_cap_foreach(count_names, s), 0);

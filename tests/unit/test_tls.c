@@ -115,9 +115,10 @@ START_TEST(test_params)
     ck_assert_int_eq(cpr_param_get(ctx, "tls-creds", &v, NULL), 0);
     ck_assert_str_eq(v, "");
     cpr_free(v);
-    /* QEMU's tls-authz is named, and refused as not supported (not as an unknown name). */
-    ck_assert_cpr_fails(cpr_param_set(ctx, "tls-authz", "authz0", errp_), -ENOTSUP,
-                        "parameter 'tls-authz' is not supported");
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-authz", "authz0", NULL), 0);
+    ck_assert_int_eq(cpr_param_get(ctx, "tls-authz", &v, NULL), 0);
+    ck_assert_str_eq(v, "authz0");
+    cpr_free(v);
     cpr_ctx_free(ctx);
 }
 END_TEST
@@ -372,6 +373,44 @@ START_TEST(test_handshake_cut_by_the_client)
 }
 END_TEST
 
+/* The client's certificate from certgen (tests/tls), as GnuTLS writes a DN (RFC 4514). */
+#define CLIENT_DN "CN=migration source,O=libcpr tests"
+
+/* tls-authz: after a good handshake the server admits only the identity its authorization
+ * object names; another is refused naming both. */
+START_TEST(test_authz_admits_only_its_identity)
+{
+    cpr_ctx *ctx;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
+    ck_assert_int_eq(cpr_tls_authz_add(ctx, "ok", CLIENT_DN, NULL), 0);
+    ck_assert_int_eq(cpr_tls_authz_add(ctx, "other", "CN=someone else,O=libcpr tests", NULL), 0);
+    ck_assert_cpr_fails(cpr_tls_authz_add(ctx, "ok", "CN=x", errp_), -EEXIST, "id 'ok' already exists");
+    ck_assert_cpr_fails(cpr_tls_authz_add(ctx, "empty", "", errp_), -EINVAL, "identity is NULL or empty");
+    ck_assert_cpr_fails(cpr_tls_authz_del(ctx, "nope", errp_), -ENOENT, "no authorization object with id 'nope'");
+
+    struct side c = { .creds = creds(dir_a, CPR_TLS_ENDPOINT_CLIENT, CPR_TLS_VERIFY_PEER), .hostname = "dest.example" };
+    struct side s = { .creds = creds(dir_a, CPR_TLS_ENDPOINT_SERVER, CPR_TLS_VERIFY_PEER) };
+    handshake(&c, &s);
+    ck_assert_msg(c.ret == 0 && s.ret == 0, "client: %s; server: %s", c.msg, s.msg);
+    g_autofree char *dn = cpr_tls_session_peer_dn(s.t);
+    ck_assert_str_eq(dn, CLIENT_DN);
+    ck_assert_int_eq(cpr_tls_authz_check(ctx, "ok", s.t, NULL), 0);
+    ck_assert_int_eq(cpr_tls_authz_check(ctx, "nope", s.t, &err), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(err), "-object authz-simple,id=nope"));
+    cpr_error_free(err);
+    err = NULL;
+    ck_assert_int_eq(cpr_tls_authz_check(ctx, "other", s.t, &err), -EACCES);
+    ck_assert_msg(strstr(cpr_error_message(err), "the client's certificate '" CLIENT_DN "' is not authorized") &&
+                  strstr(cpr_error_message(err), "CN=someone else"), "%s", cpr_error_message(err));
+    cpr_error_free(err);
+    ck_assert_int_eq(cpr_tls_authz_del(ctx, "other", NULL), 0);
+    side_done(&c);
+    side_done(&s);
+    cpr_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_endpoint_and_hostname_checked)
 {
     struct side c = { .creds = creds(dir_a, CPR_TLS_ENDPOINT_SERVER, 0) };
@@ -424,6 +463,15 @@ START_TEST(test_job_refusals)
     ck_assert_int_eq(cpr_param_set(ctx, "mode", "cpr-reboot", NULL), 0);
     ck_assert_cpr_fails(cpr_migrate_uri(ctx, "file:/nonexistent-cpr/vm.state", 0, errp_), -EINVAL,
                         "not cpr-reboot: its state goes to a file");
+    /* A destination's tls-authz needs credentials, and an object of that id. */
+    ck_assert_int_eq(cpr_param_set(ctx, "mode", "normal", NULL), 0);
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-creds", "", NULL), 0);
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-authz", "nope", NULL), 0);
+    ck_assert_cpr_fails(cpr_incoming_start_uri(ctx, "unix:/nonexistent-cpr/in", 0, errp_), -EINVAL,
+                        "tls-authz 'nope' is set, but tls-creds is not");
+    ck_assert_int_eq(cpr_param_set(ctx, "tls-creds", "srv", NULL), 0);
+    ck_assert_cpr_fails(cpr_incoming_start_uri(ctx, "unix:/nonexistent-cpr/in", 0, errp_), -ENOENT,
+                        "no authorization object with id 'nope'");
     cpr_ctx_free(ctx);
 }
 END_TEST
@@ -449,6 +497,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_handshake_cut_by_the_server);
     tcase_add_test(tc, test_handshake_cut_by_the_client);
     tcase_add_test(tc, test_endpoint_and_hostname_checked);
+    tcase_add_test(tc, test_authz_admits_only_its_identity);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -14,6 +14,8 @@ static const char usage[] =
     "  -object memory-backend-memfd,id=ID,size=SIZE[,share=on]\n"
     "  -object memory-backend-file,id=ID,size=SIZE,mem-path=PATH[,share=on]\n"
     "  -object tls-creds-x509,id=ID,dir=DIR,endpoint=client|server[,verify-peer=on|off]\n"
+    "  -object authz-simple,id=ID,identity=NAME   the one certificate name (DN, commas doubled)\n"
+    "                               a destination admits with tls-authz=ID\n"
     "                               TLS credentials the migration parameter tls-creds names\n"
     "  -machine [TYPE][,memory-backend=ID][,aux-ram-share=on]\n"
     "                               TYPE: the guest-visible state of a release, so that an older\n"
@@ -33,6 +35,8 @@ static const char usage[] =
     "  -drive file=PATH             a local disk (blocks normal migration only)\n"
     "  -name NAME  -S  -nodefaults  -display none\n"
     "  -guest-dirty-rate PAGES_PER_S   pages the guest rewrites per second (machine default)\n"
+    "  -guest-compress PERCENT      share of each data page's words that are one value (0..100,\n"
+    "                               default 0: incompressible); a boot only, machine cpr-vmm-1.2\n"
     "  -x-hbmon-version 1|2         write the hbmon section as that version (tests)\n"
     "  -x-affinity vcpus=CPUS[,emulator=CPUS]   host CPUs for the vCPU threads and for all other\n"
     "                               threads; CPUS is N or N-M, a key may repeat (vcpus=1,vcpus=3)\n";
@@ -155,9 +159,13 @@ static void memdev_free(gpointer p)
         goto out;                                  \
     } while (0)
 
-vmm_tls_obj *vmm_tls_obj_new(void)
+vmm_tls_obj *vmm_tls_obj_new(const char *type)
 {
+    int authz = !strcmp(type, "authz-simple");
+    if (!authz && strcmp(type, "tls-creds-x509"))
+        return NULL;
     vmm_tls_obj *o = g_new0(vmm_tls_obj, 1);
+    o->authz = authz;
     o->verify_peer = 1;
     return o;
 }
@@ -169,15 +177,29 @@ void vmm_tls_obj_free(void *p)
         return;
     g_free(o->id);
     g_free(o->dir);
+    g_free(o->identity);
     g_free(o);
+}
+
+/* The string property `key` of `o`, NULL when it has none of that name. */
+static char **string_prop(vmm_tls_obj *o, const char *key)
+{
+    if (!strcmp(key, "id"))
+        return &o->id;
+    if (!strcmp(key, o->authz ? "identity" : "dir"))
+        return o->authz ? &o->identity : &o->dir;
+    return NULL;
 }
 
 int vmm_tls_obj_set(vmm_tls_obj *o, const char *key, const char *val, char **err)
 {
-    if (!strcmp(key, "id") || !strcmp(key, "dir")) {
-        char **field = !strcmp(key, "id") ? &o->id : &o->dir;
+    char **field = string_prop(o, key);
+    if (field) {
         g_free(*field);
         *field = g_strdup(val);
+    } else if (o->authz) {
+        *err = g_strdup_printf("authz-simple: unknown property '%s' (id, identity)", key);
+        return -1;
     } else if (!strcmp(key, "endpoint")) {
         if (strcmp(val, "client") && strcmp(val, "server")) {
             *err = g_strdup_printf("tls-creds-x509: endpoint wants client or server, not '%s'", val);
@@ -198,16 +220,18 @@ int vmm_tls_obj_set(vmm_tls_obj *o, const char *key, const char *val, char **err
 
 int vmm_tls_obj_check(const vmm_tls_obj *o, char **err)
 {
-    if (!o->id || !o->dir) {
-        *err = g_strdup_printf("tls-creds-x509: parameter '%s' is missing", o->id ? "dir" : "id");
+    const char *other = o->authz ? o->identity : o->dir;
+    if (!o->id || !other) {
+        *err = g_strdup_printf("%s: parameter '%s' is missing", o->authz ? "authz-simple" : "tls-creds-x509",
+                               o->id ? (o->authz ? "identity" : "dir") : "id");
         return -1;
     }
     return 0;
 }
 
-static int opt_tls_object(vmm_config *cfg, GArray *a, char **err)
+static int opt_tls_object(vmm_config *cfg, GArray *a, const char *type, char **err)
 {
-    vmm_tls_obj *o = vmm_tls_obj_new();
+    vmm_tls_obj *o = vmm_tls_obj_new(type);
     for (guint i = 1; i < a->len; i++) {
         kv *e = &g_array_index(a, kv, i);
         if (vmm_tls_obj_set(o, e->key, e->val, err) < 0) {
@@ -229,15 +253,15 @@ static int opt_object(vmm_config *cfg, const char *arg, char **err)
     GArray *a = split_kv(arg, "qom-type");
     vmm_memdev *m = g_new0(vmm_memdev, 1);
     const char *type = a->len ? g_array_index(a, kv, 0).val : "";
-    if (!strcmp(type, "tls-creds-x509")) {
-        ret = opt_tls_object(cfg, a, err);
+    if (!strcmp(type, "tls-creds-x509") || !strcmp(type, "authz-simple")) {
+        ret = opt_tls_object(cfg, a, type, err);
         goto out;
     }
     if (!strcmp(type, "memory-backend-file"))
         m->is_file = 1;
     else if (strcmp(type, "memory-backend-memfd"))
-        FAIL("-object %s: unsupported object type '%s' (memory-backend-memfd, memory-backend-file or "
-             "tls-creds-x509)",
+        FAIL("-object %s: unsupported object type '%s' (memory-backend-memfd, memory-backend-file, "
+             "tls-creds-x509 or authz-simple)",
              arg, type);
     /* QEMU's defaults: a memfd is shared unless told otherwise, a file is not. */
     m->share = !m->is_file;
@@ -447,6 +471,19 @@ static int opt_dirty_rate(vmm_config *cfg, const char *arg, char **err)
     return 0;
 }
 
+static int opt_compress(vmm_config *cfg, const char *arg, char **err)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || *end || !g_ascii_isdigit(*arg) || v > 100) {
+        *err = g_strdup_printf("-guest-compress %s: want a percentage, 0..100", arg);
+        return -1;
+    }
+    cfg->compress_pct = (uint32_t)v;
+    return 0;
+}
+
 static int opt_hbmon_version(vmm_config *cfg, const char *arg, char **err)
 {
     if (strcmp(arg, "1") && strcmp(arg, "2")) {
@@ -612,6 +649,7 @@ static const struct option_def {
     {"display", opt_display},
     {"name", opt_name},
     {"guest-dirty-rate", opt_dirty_rate},
+    {"guest-compress", opt_compress},
     {"x-hbmon-version", opt_hbmon_version},
     {"x-affinity", opt_affinity},
     {"nodefaults", NULL},

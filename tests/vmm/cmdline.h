@@ -21,9 +21,12 @@ typedef struct vmm_memdev {
     int share;
 } vmm_memdev;
 
-/* A -object tls-creds-x509 (or QMP object-add of one): TLS credentials for migration. */
+/* A -object tls-creds-x509 or authz-simple (or QMP object-add of one): TLS credentials for
+ * migration, or the one source certificate name a destination admits (tls-authz). */
 typedef struct vmm_tls_obj {
     char *id;
+    int authz;        /* authz-simple: only id and identity; else tls-creds-x509 */
+    char *identity;   /* authz-simple: the distinguished name the source's certificate must have */
     char *dir;        /* QEMU's layout: ca-cert.pem, server-*.pem, client-*.pem */
     int server;       /* endpoint=server (the destination), else client */
     int verify_peer;  /* verify-peer, on by default as in QEMU */
@@ -61,6 +64,7 @@ typedef struct vmm_config {
     int start_paused;        /* -S */
     uint64_t dirty_rate;     /* -guest-dirty-rate PAGES_PER_S */
     int dirty_rate_given;
+    uint32_t compress_pct;   /* -guest-compress PERCENT: how compressible a boot makes guest RAM */
     GPtrArray *drives;       /* char *: -drive file=PATH paths */
     uint32_t hbmon_version;  /* -x-hbmon-version: the hbmon section version written (the type's) */
     const vmm_machine_type *machine_type; /* -machine TYPE: the newest when not given */
@@ -79,10 +83,11 @@ void vmm_config_clear(vmm_config *cfg);
 /* Parses a size with an optional K/M/G/T suffix; bare numbers are in `unit` bytes. */
 int vmm_parse_size(const char *s, uint64_t unit, uint64_t *out);
 
-/* tls-creds-x509 objects: a new one with QEMU's defaults, one property (id, dir, endpoint,
- * verify-peer) set from its text (-1 with *err naming it), the check that id and dir are
- * there, and its free. */
-vmm_tls_obj *vmm_tls_obj_new(void);
+/* tls-creds-x509 and authz-simple objects: a new one with QEMU's defaults, one property (id,
+ * dir, endpoint, verify-peer; id, identity) set from its text (-1 with *err naming it), the
+ * check that the required ones are there, and its free. */
+/* A new object of qom-type `type` (tls-creds-x509 or authz-simple; NULL for another). */
+vmm_tls_obj *vmm_tls_obj_new(const char *type);
 int vmm_tls_obj_set(vmm_tls_obj *o, const char *key, const char *val, char **err);
 int vmm_tls_obj_check(const vmm_tls_obj *o, char **err);
 void vmm_tls_obj_free(void *o);

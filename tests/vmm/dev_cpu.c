@@ -263,8 +263,8 @@ int dev_cpu_init(vmm *v, char **err)
 uint32_t dev_cpu_guest_version(const vmm *v)
 {
     const dev_cpu *d = v->devs ? v->devs->cpu : NULL;
-    /* A guest keeps its type: one that came in the old form (from release 1.0 or 1.1, whose
-     * mailbox layout 1.2 shares) goes on in it, so that it can go back there. */
+    /* A guest keeps its type: one that came in the old form (from release 1.0 or 1.1) goes on
+     * in it, so that it can go back there. */
     if (d && !v->cfg->machine_type_given && d->loaded_version)
         return d->loaded_version;
     return v->cfg->machine_type->cpu_version;

@@ -10,7 +10,7 @@
 static const vmm_machine_type types[] = {
     {"cpr-vmm-1.0", "1.0", 1, 2, 1},
     {"cpr-vmm-1.1", "1.1", 2, 2, 1},
-    {"cpr-vmm-1.2", "1.2", 2, 2, 2},
+    {"cpr-vmm-1.2", "1.2", 3, 2, 2},
 };
 #define NTYPES G_N_ELEMENTS(types)
 #define ALIAS "cpr-vmm"

@@ -65,7 +65,8 @@ START_TEST(test_machine_types)
     ck_assert_ptr_null(vmm_machine_type_of_guest(99, NULL));
     /* Types of one layout differ in the version of sections vm and cpu. */
     ck_assert_str_eq(vmm_machine_type_of_state(2, 1, vmm_machine_type_newest())->name, "cpr-vmm-1.1");
-    ck_assert_str_eq(vmm_machine_type_of_state(2, 2, NULL)->name, "cpr-vmm-1.2");
+    ck_assert_str_eq(vmm_machine_type_of_state(3, 2, NULL)->name, "cpr-vmm-1.2");
+    ck_assert_ptr_null(vmm_machine_type_of_state(2, 2, NULL)); /* 1.2's layout is mailbox 3 */
     ck_assert_str_eq(vmm_machine_type_of_state(1, 1, vmm_machine_type_newest())->name, "cpr-vmm-1.0");
     ck_assert_ptr_null(vmm_machine_type_of_state(1, 2, NULL));
 
@@ -188,7 +189,8 @@ END_TEST
 START_TEST(test_serial_and_drive_forms)
 {
     const char *a[] = {"cpr-vmm", "-serial", "file:/tmp/console.log", "-drive", "file=/tmp/d.img,if=virtio",
-                       "-drive", "/tmp/e.img", "-accel", "soft", "-guest-dirty-rate", "500", NULL};
+                       "-drive", "/tmp/e.img", "-accel", "soft", "-guest-dirty-rate", "500",
+                       "-guest-compress", "90", NULL};
     vmm_config cfg;
     char *err;
     ck_assert_int_eq(parse(&cfg, &err, a), 0);
@@ -199,7 +201,22 @@ START_TEST(test_serial_and_drive_forms)
     ck_assert_uint_eq(cfg.accel, CFG_ACCEL_SOFT);
     ck_assert_uint_eq(cfg.dirty_rate, 500);
     ck_assert_int_eq(cfg.dirty_rate_given, 1);
+    ck_assert_uint_eq(cfg.compress_pct, 90);
     vmm_config_clear(&cfg);
+    /* An authz-simple object: QEMU's doubled commas keep a DN's commas in its identity. */
+    const char *z[] = {"cpr-vmm", "-object", "authz-simple,id=auth0,identity=CN=src,,O=example", NULL};
+    ck_assert_int_eq(parse(&cfg, &err, z), 0);
+    ck_assert_uint_eq(cfg.tls_objs->len, 1);
+    const vmm_tls_obj *o = cfg.tls_objs->pdata[0];
+    ck_assert_int_eq(o->authz, 1);
+    ck_assert_str_eq(o->id, "auth0");
+    ck_assert_str_eq(o->identity, "CN=src,O=example");
+    vmm_config_clear(&cfg);
+    expect_error((const char *[]){"cpr-vmm", "-object", "authz-simple,id=a", NULL},
+                 "authz-simple: parameter 'identity' is missing");
+    expect_error((const char *[]){"cpr-vmm", "-object", "authz-simple,id=a,identity=x,dir=/d", NULL},
+                 "authz-simple: unknown property 'dir' (id, identity)");
+    expect_error((const char *[]){"cpr-vmm", "-guest-compress", "101", NULL}, "-guest-compress 101: want a percentage");
 }
 END_TEST
 

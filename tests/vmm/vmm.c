@@ -367,6 +367,7 @@ static int create_machine(vmm *v, char **err)
     if (v->cfg->dirty_rate_given)
         mc.rate_pps = v->cfg->dirty_rate;
     mc.vcpu_cpus = v->cfg->vcpu_cpus;
+    mc.compress_pct = v->cfg->compress_pct;
     /* A boot writes the type's mailbox; a guest coming in keeps its own, which must be the
      * type's when -machine TYPE was given (machtype.h). */
     mc.mailbox_version = v->cfg->machine_type->mailbox_version;

@@ -7,13 +7,14 @@
  *
  * Assembled once per mailbox version (guest_abi.h, VMM_GUEST_ABI): a guest keeps running the code
  * it booted with across switchovers, and on KVM its registers point into that code, so a VMM
- * must be able to load the code of every earlier release's guest byte for byte. Version 2 (this
- * file as is) adds the pause record (TICK); version 1 (guest_v1.S) is release 1.0's guest.
+ * must be able to load the code of every earlier release's guest byte for byte. Version 3 (this
+ * file as is) adds the repeated words (compressibility); version 2 (guest_v2.S, release 1.1)
+ * adds the pause record (TICK); version 1 (guest_v1.S) is release 1.0's guest.
  */
 #include "guest_abi.h"
 
 #ifndef VMM_GUEST_ABI
-#define VMM_GUEST_ABI 2
+#define VMM_GUEST_ABI 3
 #define GUEST_SYM(name) vmm_guest_##name
 #endif
 
@@ -23,7 +24,38 @@
     .globl GUEST_SYM(entry_boot), GUEST_SYM(entry_warmup)
     .code64
 
-/* Writes data page %rdi (pfn) with generation %rsi. Clobbers rax, rcx, rdi. */
+/* Steps \reg to the next word of a page. Version 3: the last MB_REPEAT_WORDS words of a page are
+ * one value, so a page compresses as much as the host asked. %ecx counts the words left (512 -
+ * index): the stride is added after a word only while more than MB_REPEAT_WORDS are left. */
+.macro NEXT_WORD reg
+#if VMM_GUEST_ABI >= 3
+    cmp MB_REPEAT_WORDS, %rcx
+    jbe 95f
+#endif
+    add %r15, \reg
+95:
+.endm
+
+/* Version 3: a page word is the running value \reg mixed (into %r14; clobbers rsi), so that
+ * neither neighbouring words nor neighbouring pages share bytes a compressor could find: at
+ * compressibility 0 a page is incompressible. Versions 1 and 2 store the running value. */
+.macro MIX reg
+    mov \reg, %r14
+    mov %r14, %rsi
+    shr $33, %rsi
+    xor %rsi, %r14
+    imul $VMM_MIX_K1, %r14, %r14
+    mov %r14, %rsi
+    shr $29, %rsi
+    xor %rsi, %r14
+    imul $VMM_MIX_K2, %r14, %r14
+    mov %r14, %rsi
+    shr $32, %rsi
+    xor %rsi, %r14
+.endm
+
+/* Writes data page %rdi (pfn) with generation %rsi. Clobbers rax, rcx, rdi (version 3: and rsi,
+ * r14). */
 .macro WRITE_PAGE
     mov %rdi, %rax
     shl $32, %rax
@@ -31,14 +63,20 @@
     shl $12, %rdi
     mov $512, %ecx
 91:
+#if VMM_GUEST_ABI >= 3
+    MIX %rax
+    mov %r14, (%rdi)
+#else
     mov %rax, (%rdi)
-    add %r15, %rax
+#endif
+    NEXT_WORD %rax
     add $8, %rdi
     dec %ecx
     jnz 91b
 .endm
 
-/* Checks data page %rdi (pfn) against generation %rsi: %eax = 0 when good. Clobbers rcx, rdx, rdi. */
+/* Checks data page %rdi (pfn) against generation %rsi: %eax = 0 when good. Clobbers rcx, rdx, rdi
+ * (version 3: and rsi, r14). */
 .macro VERIFY_PAGE
     mov %rdi, %rdx
     shl $32, %rdx
@@ -47,9 +85,14 @@
     mov $512, %ecx
     xor %eax, %eax
 92:
+#if VMM_GUEST_ABI >= 3
+    MIX %rdx
+    cmp %r14, (%rdi)
+#else
     cmp %rdx, (%rdi)
+#endif
     jne 93f
-    add %r15, %rdx
+    NEXT_WORD %rdx
     add $8, %rdi
     dec %ecx
     jnz 92b

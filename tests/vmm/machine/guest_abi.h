@@ -19,6 +19,7 @@
 
 /* Mailbox: header fields (absolute guest addresses: the mailbox is guest page 0). */
 #define MB_TICKS_PER_MS 24
+#define MB_REPEAT_WORDS 48 /* version 3: words at the end of a data page that repeat (0..512) */
 #define MB_SLOT0 256
 #define MB_SLOT_SIZE 128
 /* The guest's own pause record (struct vmm_guest_gap), 16 bytes per vCPU after the slots: the
@@ -46,5 +47,9 @@
 #define SLOT_RATE        120
 
 #define VMM_PAGE_STRIDE_ASM 0x9E3779B97F4A7C15
+/* Version 3's word mixer (guest.S MIX, workload.c mix_word): odd, below 2^31 (imul's immediate
+ * is sign-extended). */
+#define VMM_MIX_K1 0x5bd1e995
+#define VMM_MIX_K2 0x4cf5ad43
 
 #endif /* CPR_VMM_GUEST_ABI_H */

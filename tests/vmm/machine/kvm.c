@@ -25,12 +25,15 @@ extern const uint8_t vmm_guest_code_start[], vmm_guest_code_end[];
 extern const uint8_t vmm_guest_entry_boot[], vmm_guest_entry_warmup[];
 extern const uint8_t vmm_guest1_code_start[], vmm_guest1_code_end[];
 extern const uint8_t vmm_guest1_entry_boot[], vmm_guest1_entry_warmup[];
+extern const uint8_t vmm_guest2_code_start[], vmm_guest2_code_end[];
+extern const uint8_t vmm_guest2_entry_boot[], vmm_guest2_entry_warmup[];
 
-/* The guest code of each mailbox version (guest.S, guest_v1.S), index version - 1. */
+/* The guest code of each mailbox version (guest.S, guest_v1.S, guest_v2.S), index version - 1. */
 static const struct guest_code {
     const uint8_t *start, *end, *boot, *warmup;
 } guest_codes[] = {
     {vmm_guest1_code_start, vmm_guest1_code_end, vmm_guest1_entry_boot, vmm_guest1_entry_warmup},
+    {vmm_guest2_code_start, vmm_guest2_code_end, vmm_guest2_entry_boot, vmm_guest2_entry_warmup},
     {vmm_guest_code_start, vmm_guest_code_end, vmm_guest_entry_boot, vmm_guest_entry_warmup},
 };
 _Static_assert(sizeof(guest_codes) / sizeof(guest_codes[0]) == VMM_MAILBOX_VERSION &&

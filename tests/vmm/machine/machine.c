@@ -159,6 +159,12 @@ static int check_config(const vmm_machine_config *cfg, cpr_error **errp)
         (cfg->mailbox_version < VMM_MAILBOX_VERSION_MIN || cfg->mailbox_version > VMM_MAILBOX_VERSION))
         return cpr_error_set(errp, -EINVAL, "machine config: mailbox version %u, expected %u..%u",
                              cfg->mailbox_version, VMM_MAILBOX_VERSION_MIN, VMM_MAILBOX_VERSION);
+    if (cfg->compress_pct > 100)
+        return cpr_error_set(errp, -EINVAL, "machine config: compressibility %u%%, expected 0..100",
+                             cfg->compress_pct);
+    if (cfg->compress_pct && cfg->mailbox_version && cfg->mailbox_version < 3)
+        return cpr_error_set(errp, -EINVAL, "machine config: compressibility %u%% needs mailbox version 3, "
+                             "this machine boots version %u", cfg->compress_pct, cfg->mailbox_version);
     return 0;
 }
 
@@ -320,7 +326,8 @@ int vmm_machine_boot(vmm_machine *m, cpr_error **errp)
     if (m->booted)
         return cpr_error_set(errp, -EBUSY, "machine: already booted");
     vmm_mailbox_init(m->cfg.ram, m->cfg.ram_size, m->cfg.nvcpus, m->cfg.rate_pps, m->ticks_per_ms,
-                     m->clock, m->cfg.mailbox_version ? m->cfg.mailbox_version : VMM_MAILBOX_VERSION);
+                     m->clock, m->cfg.mailbox_version ? m->cfg.mailbox_version : VMM_MAILBOX_VERSION,
+                     m->cfg.compress_pct);
     int rc = m->ops->boot(m, errp);
     if (rc < 0)
         return rc;

@@ -13,7 +13,9 @@
  *   page 0            the mailbox (struct vmm_mailbox): a header written by the host at boot,
  *                     then one slot per vCPU with the guest's counters and cursors.
  *   pages 1..N-1      data pages, split into one contiguous share per vCPU. Each holds 512
- *                     64-bit words: word[w] = hdr + w * VMM_PAGE_STRIDE, hdr = pfn << 32 | gen.
+ *                     64-bit words: word[w] = hdr + min(w, 512 - R) * VMM_PAGE_STRIDE,
+ *                     hdr = pfn << 32 | gen, R = the mailbox's repeat_words (0 before version 3):
+ *                     the last R words are one value, so a page compresses as the host asked.
  * The guest's code, GDT, TSS (with its I/O bitmap) and page tables live in a second, private
  * memory slot above RAM that every machine regenerates identically; the guest never writes it.
  *
@@ -65,8 +67,9 @@ extern "C" {
  * mailbox_version, from the VMM's machine type), so that an older VMM can take the guest back.
  *   1  release 1.0: header, per-vCPU slots; hdr.clock is reserved (0), no pause record
  *   2  release 1.1: + hdr.clock and the guest's own pause record (gap[])
+ *   3  release 1.2: + hdr.repeat_words, how compressible the data pages are
  */
-#define VMM_MAILBOX_VERSION 2u     /* the newest */
+#define VMM_MAILBOX_VERSION 3u     /* the newest */
 #define VMM_MAILBOX_VERSION_MIN 1u /* the oldest a machine still loads and boots */
 /* The guest's time source (header `clock`): the TSC, or CLOCK_MONOTONIC ns (software). */
 #define VMM_CLOCK_TSC 1u
@@ -99,7 +102,9 @@ struct vmm_mailbox_header {
     uint64_t ticks_per_ms;   /* time source rate: the TSC in kHz on KVM, 1e6 (ns) in software */
     uint64_t ram_pages;      /* pages of RAM, mailbox included */
     uint64_t clock;          /* VMM_CLOCK_*: what ticks_per_ms counts (version 2; 0 in 1) */
-    uint64_t reserved[26];
+    uint64_t repeat_words;   /* version 3 (0 before): the last this many words of each data page
+                              * are one value (0..512, from the config's compress_pct) */
+    uint64_t reserved[25];
 };
 
 /*
@@ -148,6 +153,10 @@ typedef struct vmm_machine_config {
      * pause breakdown's "vcpus-in"), without the machine's lock; NULL: none. */
     void (*on_run)(void *opaque);
     void *run_opaque;
+    /* How compressible a boot makes the data pages, 0..100: that share of each page's words
+     * repeat one value (0: none, the pattern of mailbox versions 1 and 2). Needs mailbox
+     * version 3; a guest coming in keeps the setting in its mailbox. */
+    uint32_t compress_pct;
 } vmm_machine_config;
 
 /* A host CPU mask as the config spells it (bit n = CPU n) into a cpu_set_t. */

@@ -83,9 +83,9 @@ static inline int vmm_stop_requested(vmm_machine *m)
 
 struct vmm_mailbox *vmm_mailbox(void *ram);
 /* Writes a fresh mailbox of `version` (VMM_MAILBOX_VERSION_MIN..VMM_MAILBOX_VERSION): header,
- * each vCPU's share of the data pages, rate. */
+ * each vCPU's share of the data pages, rate, and (version 3) how compressible pages are. */
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
-                      uint64_t ticks_per_ms, uint64_t clock, uint32_t version);
+                      uint64_t ticks_per_ms, uint64_t clock, uint32_t version, uint32_t compress_pct);
 void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps);
 /* The mailbox version when `ram` holds a mailbox this machine can run (bounds the software
  * guest's writes) and, `want` not 0, of that version; else -EINVAL with the reason in `why`. */

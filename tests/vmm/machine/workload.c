@@ -13,6 +13,7 @@ _Static_assert(sizeof(struct vmm_guest_cpu) == MB_SLOT_SIZE, "slot size is ABI w
 _Static_assert(sizeof(struct vmm_mailbox_header) == MB_SLOT0, "header size is ABI with guest.S");
 _Static_assert(sizeof(struct vmm_mailbox) <= VMM_PAGE_SIZE, "the mailbox is one page");
 _Static_assert(offsetof(struct vmm_mailbox_header, ticks_per_ms) == MB_TICKS_PER_MS, "abi");
+_Static_assert(offsetof(struct vmm_mailbox_header, repeat_words) == MB_REPEAT_WORDS, "abi");
 _Static_assert(offsetof(struct vmm_guest_cpu, heartbeat) == SLOT_HEARTBEAT, "abi");
 _Static_assert(offsetof(struct vmm_mailbox, gap) == MB_GAP0, "abi");
 _Static_assert(sizeof(struct vmm_guest_gap) == MB_SLOT_SIZE / 8, "abi: gap address = slot >> 3");
@@ -59,20 +60,55 @@ static uint64_t *page_words(void *ram, uint64_t pfn)
     return (uint64_t *)((uint8_t *)ram + pfn * VMM_PAGE_SIZE);
 }
 
+/* The page format of the guest in `ram`, from its mailbox: version 3 mixes each word (guest.S's
+ * MIX) and makes the last `repeat` words one value (guest.S's NEXT_WORD); older ones do neither. */
+struct page_format {
+    int mixed;
+    uint64_t repeat;
+};
+
+static struct page_format page_format(const void *ram)
+{
+    const struct vmm_mailbox *mb = mailbox_const(ram);
+    int v3 = LD(mb->hdr.version) >= 3;
+    return (struct page_format){ .mixed = v3, .repeat = v3 ? LD(mb->hdr.repeat_words) : 0 };
+}
+
+/* The word stored for running value v. */
+static uint64_t word_of(struct page_format f, uint64_t v)
+{
+    if (!f.mixed)
+        return v;
+    v ^= v >> 33;
+    v *= VMM_MIX_K1;
+    v ^= v >> 29;
+    v *= VMM_MIX_K2;
+    return v ^ v >> 32;
+}
+
+/* The running value of word i + 1 from word i's: the stride only while more than `repeat` words
+ * (of 512) are left. */
+static uint64_t next_value(struct page_format f, uint64_t v, unsigned i)
+{
+    return VMM_PAGE_SIZE / 8 - i > f.repeat ? v + VMM_PAGE_STRIDE : v;
+}
+
 void vmm_guest_write_page(void *ram, uint64_t pfn, uint64_t gen)
 {
     uint64_t *w = page_words(ram, pfn);
     uint64_t v = pfn << 32 | gen;
-    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; i++, v += VMM_PAGE_STRIDE)
-        w[i] = v;
+    struct page_format f = page_format(ram);
+    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; v = next_value(f, v, i), i++)
+        w[i] = word_of(f, v);
 }
 
 static int page_ok(const void *ram, uint64_t pfn, uint64_t gen)
 {
     const uint64_t *w = page_words((void *)ram, pfn);
     uint64_t v = pfn << 32 | gen;
-    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; i++, v += VMM_PAGE_STRIDE)
-        if (w[i] != v)
+    struct page_format f = page_format(ram);
+    for (unsigned i = 0; i < VMM_PAGE_SIZE / 8; v = next_value(f, v, i), i++)
+        if (w[i] != word_of(f, v))
             return 0;
     return 1;
 }
@@ -91,7 +127,7 @@ void vmm_mailbox_set_rate(void *ram, uint32_t nvcpus, uint64_t rate_pps)
 }
 
 void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t rate_pps,
-                      uint64_t ticks_per_ms, uint64_t clock, uint32_t version)
+                      uint64_t ticks_per_ms, uint64_t clock, uint32_t version, uint32_t compress_pct)
 {
     struct vmm_mailbox *mb = vmm_mailbox(ram);
     uint64_t pages = ram_size / VMM_PAGE_SIZE;
@@ -106,6 +142,8 @@ void vmm_mailbox_init(void *ram, uint64_t ram_size, uint32_t nvcpus, uint64_t ra
     ST(mb->hdr.ticks_per_ms, ticks_per_ms);
     if (version >= 2)
         ST(mb->hdr.clock, clock); /* reserved, 0, in version 1 */
+    if (version >= 3)
+        ST(mb->hdr.repeat_words, VMM_PAGE_SIZE / 8 * (uint64_t)compress_pct / 100);
     ST(mb->hdr.ram_pages, pages);
     for (uint32_t i = 0; i < nvcpus; i++) {
         struct vmm_guest_cpu *c = &mb->cpu[i];
@@ -234,6 +272,11 @@ int vmm_mailbox_check(const void *ram, uint64_t ram_size, uint32_t nvcpus, uint3
     if (want && version != want) {
         snprintf(why, len, "the guest runs mailbox version %llu, this machine was configured for "
                  "version %u", (unsigned long long)version, want);
+        return -EINVAL;
+    }
+    if (page_format(ram).repeat > VMM_PAGE_SIZE / 8) {
+        snprintf(why, len, "guest mailbox: %llu repeated words in a page of %u",
+                 (unsigned long long)page_format(ram).repeat, VMM_PAGE_SIZE / 8);
         return -EINVAL;
     }
     if (LD(mb->hdr.nvcpus) != nvcpus || LD(mb->hdr.ram_pages) != pages || !LD(mb->hdr.ticks_per_ms)) {

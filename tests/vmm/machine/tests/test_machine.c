@@ -62,13 +62,15 @@ static int rewrote_all(const vmm_guest_stats *st, const void *arg)
     return st->rewrites > st->pages_total + 8;
 }
 
-/* Boots a guest of mailbox `version` (0: the newest). */
-static void boot_version(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate, uint32_t version)
+/* Boots a guest of mailbox `version` (0: the newest) whose pages are `compress_pct` compressible. */
+static void boot_compressible(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate, uint32_t version,
+                              uint32_t compress_pct)
 {
     vmm_machine_config cfg;
     vmm_machine_config_init(&cfg);
     cfg.accel = TEST_ACCEL;
     cfg.mailbox_version = version;
+    cfg.compress_pct = compress_pct;
     cfg.nvcpus = nvcpus;
     cfg.rate_pps = rate;
     b->size = cfg.ram_size = size;
@@ -83,6 +85,11 @@ static void boot_version(struct booted *b, uint64_t size, uint32_t nvcpus, uint6
     ck_assert_msg(mtest_wait(b->ram, size, filled, NULL, 30000, &st),
                   "guest did not fill its RAM: %llu of %llu pages", (unsigned long long)st.pages_filled,
                   (unsigned long long)st.pages_total);
+}
+
+static void boot_version(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate, uint32_t version)
+{
+    boot_compressible(b, size, nvcpus, rate, version, 0);
 }
 
 static void boot(struct booted *b, uint64_t size, uint32_t nvcpus, uint64_t rate)
@@ -294,18 +301,24 @@ START_TEST(test_zeroed_page_counts_as_corruption)
 }
 END_TEST
 
+/* Once the guest rewrote every page, stops its rewrites and then the guest. */
+static void stop_after_a_rewrite_pass(struct booted *b)
+{
+    vmm_guest_stats st;
+    ck_assert(mtest_wait(b->ram, b->size, rewrote_all, NULL, 30000, &st));
+    /* Rate 0 takes effect at the guest's next loop iteration: wait for two heartbeats. */
+    vmm_machine_set_rate(b->m, 0);
+    uint64_t hb = stats(b).heartbeat;
+    while (stats(b).heartbeat < hb + 2)
+        sleep_ms(1);
+    stop(b->m);
+}
+
 START_TEST(test_stale_generation_counts_as_corruption)
 {
     struct booted b;
-    vmm_guest_stats st;
     boot(&b, 4 * MiB, 1, 200000);
-    ck_assert(mtest_wait(b.ram, b.size, rewrote_all, NULL, 30000, &st));
-    /* Rate 0 takes effect at the guest's next loop iteration: wait for two heartbeats. */
-    vmm_machine_set_rate(b.m, 0);
-    uint64_t hb = stats(&b).heartbeat;
-    while (stats(&b).heartbeat < hb + 2)
-        sleep_ms(1);
-    stop(b.m);
+    stop_after_a_rewrite_pass(&b);
     ck_assert_int_eq(vmm_guest_verify_ram(b.ram, b.size, NULL), 0);
     /* The page after the rewrite cursor holds generation rw_gen - 1 >= 2: put back the one
      * before it, self-consistent but old, as a migration that lost a dirty page would. */
@@ -315,6 +328,57 @@ START_TEST(test_stale_generation_counts_as_corruption)
     vmm_guest_write_page(b.ram, pfn, mb->cpu[0].rw_gen - 2);
     expect_caught(&b, pfn);
     unboot(&b);
+}
+END_TEST
+
+START_TEST(test_compressible_guest_repeats_words_and_verifies_them)
+{
+    struct booted b;
+    boot_compressible(&b, 4 * MiB, 1, 200000, 0, 90);
+    const struct vmm_mailbox *mb = b.ram;
+    ck_assert_uint_eq(mb->hdr.repeat_words, 460); /* 90 % of 512 words */
+    /* Boot fill and rewrites both write the format; the guest verifies it as it goes. */
+    stop_after_a_rewrite_pass(&b);
+    ck_assert_uint_eq(stats(&b).corruptions, 0);
+    ck_assert_int_eq(vmm_guest_verify_ram(b.ram, b.size, NULL), 0);
+    /* A page away from the rewrite cursor (host-side verification skips that one). */
+    uint64_t pfn = mb->cpu[0].first_pfn + (mb->cpu[0].rw_idx + 500) % mb->cpu[0].npages;
+    const uint64_t *w = (const uint64_t *)((const char *)b.ram + pfn * 4096);
+    for (unsigned i = 53; i < 512; i++)
+        ck_assert_uint_eq(w[i], w[52]);
+    ck_assert_uint_ne(w[52], w[51]);
+    ck_assert_uint_ne(w[51], w[50]);
+    /* A word of the repeated tail is checked like any other. */
+    ((uint64_t *)w)[500] ^= 1;
+    expect_caught(&b, pfn);
+    unboot(&b);
+}
+END_TEST
+
+START_TEST(test_compressibility_is_refused_where_it_cannot_hold)
+{
+    vmm_machine_config cfg;
+    size_t size = 4 * MiB;
+    int fd;
+    vmm_machine *m = NULL;
+    cpr_error *err = NULL;
+    vmm_machine_config_init(&cfg);
+    cfg.accel = TEST_ACCEL;
+    cfg.ram_size = size;
+    cfg.ram = mtest_ram_new(size, &fd);
+    cfg.compress_pct = 101;
+    ck_assert_int_eq(vmm_machine_new(&m, &cfg, &err), -EINVAL);
+    ck_assert_msg(strstr(cpr_error_message(err), "compressibility 101%"), "%s", cpr_error_message(err));
+    cpr_error_free(err);
+    err = NULL;
+    /* Release 1.1's guest (mailbox 2) has no repeated words: it would not verify them. */
+    cfg.compress_pct = 50;
+    cfg.mailbox_version = 2;
+    ck_assert_int_eq(vmm_machine_new(&m, &cfg, &err), -EINVAL);
+    ck_assert_msg(strstr(cpr_error_message(err), "needs mailbox version 3"), "%s", cpr_error_message(err));
+    cpr_error_free(err);
+    munmap(cfg.ram, size);
+    close(fd);
 }
 END_TEST
 
@@ -818,6 +882,8 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_flipped_word_counts_as_corruption);
     tcase_add_test(tc, test_zeroed_page_counts_as_corruption);
     tcase_add_test(tc, test_stale_generation_counts_as_corruption);
+    tcase_add_test(tc, test_compressible_guest_repeats_words_and_verifies_them);
+    tcase_add_test(tc, test_compressibility_is_refused_where_it_cannot_hold);
     tcase_add_test(tc, test_state_calls_refuse_a_running_machine);
     tcase_add_test(tc, test_resume_refuses_a_machine_without_a_guest);
     tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
