@@ -223,8 +223,39 @@ START_TEST(test_faults_are_served_while_the_filler_waits)
     __atomic_store_n(&f.src.gate, 1, __ATOMIC_RELEASE);
     ck_assert_int_eq(cpr_fault_server_wait(f.fs, 60 * G_USEC_PER_SEC, NULL), 0);
     check_all_pages(&f);
+    /* Blocktime: every distinct page touched stalled its thread once at least. A stall is
+     * counted just after its wake-up: wait for the count, without a time in the assertion. */
+    for (int i = 0; i < 6000; i++) {
+        cpr_fault_server_status(f.fs, &st, NULL);
+        if (st.stalls >= distinct)
+            break;
+        g_usleep(10000);
+    }
+    ck_assert_uint_ge(st.stalls, distinct);
+    ck_assert_uint_ge(st.max_stall_us, 1);
+    ck_assert_uint_ge(st.blocked_us, st.max_stall_us);
+    ck_assert_uint_ge(st.blocked_us, st.stalls); /* at least 1 us each */
     for (unsigned b = 0; b < NBLOCKS; b++)
         g_free(touched[b]);
+    teardown_server(&f);
+}
+END_TEST
+
+/* Nobody touches the RAM: the filler places it all and no thread ever stalled. */
+START_TEST(test_no_fault_no_blocktime)
+{
+    fixture f;
+    if (!setup_server(&f, 0, 0, 1))
+        return;
+    ck_assert_int_eq(cpr_fault_server_start(f.fs, NULL), 0);
+    ck_assert_int_eq(cpr_fault_server_wait(f.fs, 60 * G_USEC_PER_SEC, NULL), 0);
+    cpr_fault_status st;
+    cpr_fault_server_status(f.fs, &st, NULL);
+    ck_assert_uint_eq(st.faults, 0);
+    ck_assert_uint_eq(st.stalls, 0);
+    ck_assert_uint_eq(st.blocked_us, 0);
+    ck_assert_uint_eq(st.max_stall_us, 0);
+    check_all_pages(&f);
     teardown_server(&f);
 }
 END_TEST
@@ -294,6 +325,7 @@ static Suite *fault_server_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_touchers_and_filler_see_exactly_the_source);
     tcase_add_test(tc, test_faults_are_served_while_the_filler_waits);
+    tcase_add_test(tc, test_no_fault_no_blocktime);
     tcase_add_test(tc, test_failed_fetch_keeps_the_toucher_blocked_and_names_the_page);
     tcase_add_test(tc, test_add_block_refuses_a_misaligned_range);
     suite_add_tcase(s, tc);
