@@ -329,6 +329,10 @@ typedef struct cpr_migration_info {
     uint64_t postcopy_requests;
     uint64_t postcopy_fault_pages;  /* incoming: pages fetched for a vCPU's fault */
     uint64_t postcopy_pushed_pages; /* incoming: pages fetched in the background, in order */
+    /* Since 1.2, incoming postcopy: threads (vCPUs, the VMM's) blocked on a missing page, each
+     * from the fault server's read of its fault to the placing of its page, in microseconds. */
+    uint64_t postcopy_blocktime_us; /* the sum over the stalls that ended */
+    uint64_t postcopy_max_stall_us; /* the longest of them */
 } cpr_migration_info;
 
 /* Sets `size` and zeroes the rest, as C (CPR_MIGRATION_INFO_INIT) or as a function (since 1.2). */
@@ -348,6 +352,8 @@ CPR_API char *cpr_migrate_error_desc(cpr_ctx *ctx);
  * "duplicate", "normal", "normal-bytes", "page-size", "mbps", "dirty-pages-rate",
  * "dirty-sync-count", "precopy-bytes", "downtime-bytes"}, "error-desc": ...,
  * "blocked-reasons": [...]}; members that do not apply are left out ("{}" before any job).
+ * Since 1.2, a postcopy destination adds "postcopy-blocktime" (ms, rounded up) and
+ * "x-postcopy-worst-stall-us" (cpr_migration_info's postcopy_blocktime_us, _max_stall_us).
  * On success *out is a new string for cpr_free().
  */
 CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp);

@@ -51,6 +51,14 @@ struct cpr_fault_server {
     int failing; /* the first failure is being reported */
     int error;
     char *error_msg;
+    GArray *stalled; /* struct stall: faults on pages another run fetches */
+    uint64_t blocked_us, max_stall_us, stalls; /* ended stalls, from the fault's read */
+};
+
+/* A thread blocked on a page since `since` (the fault's read). */
+struct stall {
+    uintptr_t page; /* its address, page-aligned */
+    int64_t since;
 };
 
 /* ---- opening ------------------------------------------------------------------------------ */
@@ -122,6 +130,7 @@ int cpr_fault_server_new(const cpr_page_source *source, uint64_t fault_run, uint
     fs->uffd = uffd;
     fs->stop_fd = stop_fd;
     fs->blocks = g_array_new(FALSE, TRUE, sizeof(fs_block));
+    fs->stalled = g_array_new(FALSE, FALSE, sizeof(struct stall));
     g_mutex_init(&fs->lock);
     g_cond_init(&fs->cond);
     *out = fs;
@@ -248,6 +257,47 @@ static void complete(cpr_fault_server *fs)
     g_mutex_unlock(&fs->lock);
 }
 
+/* ---- blocktime ---------------------------------------------------------------------------- */
+
+/* Under the lock: a thread blocked since `since` is awake now. */
+static void stall_ended(cpr_fault_server *fs, int64_t since)
+{
+    uint64_t us = (uint64_t)MAX(g_get_monotonic_time() - since, 1);
+    fs->blocked_us += us;
+    fs->max_stall_us = MAX(fs->max_stall_us, us);
+    fs->stalls++;
+}
+
+/* A fault on page `addr` of b, which another run fetches: its stall ends when that run is
+ * placed (settle_stalls), or now if it was. */
+static void stall_begins(cpr_fault_server *fs, fs_block *b, uint64_t page, int64_t since)
+{
+    g_mutex_lock(&fs->lock);
+    if (test_bit(b->placed, page))
+        stall_ended(fs, since);
+    else
+        g_array_append_val(fs->stalled, ((struct stall){ (uintptr_t)b->host + page * b->page_size,
+                                                         since }));
+    g_mutex_unlock(&fs->lock);
+}
+
+/* Pages [p, p + n) of b are placed (their bits set): the faults waiting on them are awake. */
+static void settle_stalls(cpr_fault_server *fs, fs_block *b, uint64_t p, uint64_t n)
+{
+    uintptr_t lo = (uintptr_t)b->host + p * b->page_size, hi = lo + n * b->page_size;
+    g_mutex_lock(&fs->lock);
+    for (guint i = 0; i < fs->stalled->len;) {
+        struct stall *s = &g_array_index(fs->stalled, struct stall, i);
+        if (s->page >= lo && s->page < hi) {
+            stall_ended(fs, s->since);
+            g_array_remove_index_fast(fs->stalled, i);
+        } else {
+            i++;
+        }
+    }
+    g_mutex_unlock(&fs->lock);
+}
+
 /* ---- placing ------------------------------------------------------------------------------ */
 
 /* Copies n pages at page p of b (claimed by the caller) from buf into place. */
@@ -275,28 +325,34 @@ static int copy_in(cpr_fault_server *fs, fs_block *b, uint64_t p, uint64_t n, ui
     return 0;
 }
 
-/* Fetches, verifies (the source does) and places the claimed run [p, p + n) of block bi. */
-static void place(cpr_fault_server *fs, unsigned bi, uint64_t p, uint64_t n, uint8_t *buf)
+/* Fetches, verifies (the source does) and places the claimed run [p, p + n) of block bi:
+ * 1, or 0 when it failed. */
+static int place(cpr_fault_server *fs, unsigned bi, uint64_t p, uint64_t n, uint8_t *buf,
+                  int fault)
 {
     fs_block *b = &g_array_index(fs->blocks, fs_block, bi);
     cpr_error *err = NULL;
-    int rc = fs->src.fetch(fs->src.opaque, bi, p, n, buf, &err);
+    int rc = (fault && fs->src.fetch_fault ? fs->src.fetch_fault : fs->src.fetch)
+             (fs->src.opaque, bi, p, n, buf, &err);
     if (rc >= 0)
         rc = copy_in(fs, b, p, n, buf, &err);
     if (rc < 0) {
         if (!err)
             cpr_error_set_errno(&err, rc, "fetch");
         fail(fs, b, p, n, err); /* the pages stay claimed and missing */
-        return;
+        return 0;
     }
     set_placed(b, p, n);
+    settle_stalls(fs, b, p, n);
     if (__atomic_add_fetch(&fs->placed, n, __ATOMIC_ACQ_REL) == fs->total)
         complete(fs);
+    return 1;
 }
 
 /* ---- the fault thread --------------------------------------------------------------------- */
 
-static void serve_fault(cpr_fault_server *fs, uint64_t addr, uint8_t *buf)
+/* A fault read at `since` on addr: the thread's stall lasts until its page is placed. */
+static void serve_fault(cpr_fault_server *fs, uint64_t addr, uint8_t *buf, int64_t since)
 {
     for (guint bi = 0; bi < fs->blocks->len; bi++) {
         fs_block *b = &g_array_index(fs->blocks, fs_block, bi);
@@ -308,10 +364,14 @@ static void serve_fault(cpr_fault_server *fs, uint64_t addr, uint8_t *buf)
             struct uffdio_range r = { .start = (uintptr_t)b->host + page * b->page_size,
                                       .len = b->page_size };
             ioctl(fs->uffd, UFFDIO_WAKE, &r);
+            stall_begins(fs, b, page, since); /* ends at once */
             return;
         }
-        if (!claim(b, page))
-            return; /* the filler fetches it and its copy wakes the fault, or it failed */
+        if (!claim(b, page)) {
+            /* the filler fetches it and its copy wakes the fault, or it failed */
+            stall_begins(fs, b, page, since);
+            return;
+        }
         uint64_t w0 = page - page % b->fault_pages;
         uint64_t w1 = MIN(w0 + b->fault_pages, b->npages);
         uint64_t lo = page, hi = page + 1;
@@ -321,7 +381,11 @@ static void serve_fault(cpr_fault_server *fs, uint64_t addr, uint8_t *buf)
             lo--;
         __atomic_add_fetch(&fs->faults, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&fs->fault_pages, hi - lo, __ATOMIC_RELAXED);
-        place(fs, bi, lo, hi - lo, buf);
+        if (place(fs, bi, lo, hi - lo, buf, 1)) {
+            g_mutex_lock(&fs->lock);
+            stall_ended(fs, since);
+            g_mutex_unlock(&fs->lock);
+        }
         return;
     }
 }
@@ -355,9 +419,10 @@ static gpointer fault_thread(gpointer opaque)
         ssize_t n = read(fs->uffd, msgs, sizeof(msgs));
         if (n < 0)
             continue; /* EAGAIN: another reader, or a spurious wake-up */
+        int64_t since = g_get_monotonic_time(); /* the faulting threads wait from (at least) now */
         for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
             if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-                serve_fault(fs, msgs[i].arg.pagefault.address, buf);
+                serve_fault(fs, msgs[i].arg.pagefault.address, buf, since);
     }
     g_free(buf);
     return NULL;
@@ -384,7 +449,7 @@ static gpointer fill_thread(gpointer opaque)
                 p++;
                 continue;
             }
-            place(fs, bi, p, hi - p, buf);
+            place(fs, bi, p, hi - p, buf, 0);
             p = hi;
         }
     }
@@ -451,6 +516,9 @@ void cpr_fault_server_status(cpr_fault_server *fs, cpr_fault_status *st, cpr_err
     g_mutex_lock(&fs->lock);
     st->done_us = fs->done_us;
     st->error = fs->error;
+    st->blocked_us = fs->blocked_us;
+    st->max_stall_us = fs->max_stall_us;
+    st->stalls = fs->stalls;
     if (fs->error)
         cpr_error_set(errp, fs->error, "%s", fs->error_msg);
     g_mutex_unlock(&fs->lock);
@@ -521,6 +589,7 @@ static void server_free(cpr_fault_server *fs, int seal_missing_pages)
     close(fs->uffd); /* unregisters what is left and wakes blocked faults */
     close(fs->stop_fd);
     g_array_free(fs->blocks, TRUE);
+    g_array_free(fs->stalled, TRUE);
     g_mutex_clear(&fs->lock);
     g_cond_clear(&fs->cond);
     g_free(fs->error_msg);

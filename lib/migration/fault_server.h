@@ -50,6 +50,10 @@ typedef struct cpr_page_source {
     int (*fetch)(void *opaque, unsigned block, uint64_t page, uint64_t count, void *dst,
                  cpr_error **errp);
     void *opaque;
+    /* Optional, as fetch, for the fault thread's runs (a thread waits for them): a source
+     * that can serve them ahead of the filler's (postcopy) sets it; NULL: fetch. */
+    int (*fetch_fault)(void *opaque, unsigned block, uint64_t page, uint64_t count, void *dst,
+                       cpr_error **errp);
 } cpr_page_source;
 
 /* Heard once per event, on a server thread: code 0 = every page resident; < 0 = the first
@@ -67,6 +71,12 @@ typedef struct cpr_fault_status {
     int64_t start_us;      /* g_get_monotonic_time() at cpr_fault_server_start() */
     int64_t done_us;       /* when the last page was placed; 0 before */
     int error;             /* 0, or the first failure's code */
+    /* Blocktime: each fault event's stall, from the fault thread's read of it to the copy
+     * that placed its page (then woke it); stalls still going, or on a failed run, are not
+     * counted. At least 1 us each. */
+    uint64_t blocked_us;   /* the sum over ended stalls */
+    uint64_t max_stall_us; /* the longest */
+    uint64_t stalls;       /* how many ended */
 } cpr_fault_status;
 
 /* Default runs: 64 KiB around a fault (latency), 256 KiB per filler step (throughput). */

@@ -12,10 +12,14 @@
  * 32-byte little-endian messages
  *   u32 kind, u32 block, u64 page, u32 count, u32 flags, u32 crc32c, u32 reserved
  * REQUEST (destination -> source): pages [page, page + count) of sent block `block` (block
- * table order, 4 KiB pages, count <= CPR_PC_MAX_PAGES). PAGES (source -> destination): the
- * answer, the same block/page/count, followed by count * 4096 bytes whose CRC32C is `crc`,
- * or by nothing when flags has CPR_PC_ZERO (every byte zero). DONE (destination -> source):
- * every page is in place, the source may let its copy go.
+ * table order, 4 KiB pages, count <= CPR_PC_MAX_PAGES); flags CPR_PC_URGENT when a vCPU waits
+ * for it (a fault). The destination may have several requests outstanding. PAGES (source ->
+ * destination): an answer, in one or more pieces in page order, each a run inside its request
+ * followed by its count * 4096 bytes whose CRC32C is `crc`, or by nothing when flags has
+ * CPR_PC_ZERO (every byte zero). The source reads requests as they arrive and answers urgent
+ * ones first, whole; the others in pieces of at most CPR_PC_CHUNK_PAGES, so that an urgent
+ * request waits for at most one piece on the wire (QEMU's postcopy-preempt idea, on one
+ * socket). DONE (destination -> source): every page is in place, the source may let its copy go.
  */
 #ifndef CPR_MIGRATION_POSTCOPY_H
 #define CPR_MIGRATION_POSTCOPY_H
@@ -37,7 +41,12 @@ enum cpr_pc_kind {
     CPR_PC_PAGES = 0x50525043,   /* "CPRP" */
     CPR_PC_DONE = 0x44525043,    /* "CPRD" */
 };
-#define CPR_PC_ZERO 1u
+#define CPR_PC_ZERO 1u   /* PAGES */
+#define CPR_PC_URGENT 2u /* REQUEST */
+/* A background answer's piece at most (64 KiB, the fault server's fault run). */
+#define CPR_PC_CHUNK_PAGES 16u
+/* Requests the source holds read at most; more wait in the socket. */
+#define CPR_PC_MAX_QUEUED 64u
 
 struct cpr_pc_msg {
     uint32_t kind, block;
@@ -70,9 +79,27 @@ struct cpr_pc_server {
     uint64_t requests, pages;         /* served; atomic (query reads them) */
 };
 
-/* Serves requests until DONE (0) or a failure (the error names it: a bad message, the
- * destination gone). */
+/* Serves requests, urgent ones first, until DONE (0) or a failure (the error names it: a bad
+ * message, the destination gone). `requests` counts the requests whose answer started. */
 int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp);
+
+/* ---- the destination's client: any number of threads fetch over the one socket ---- */
+struct cpr_pc_client;
+
+/* fd: the main socket (borrowed); block_pages: per sent block (borrowed, for the decoder). */
+struct cpr_pc_client *cpr_pc_client_new(int fd, unsigned nblocks, const uint64_t *block_pages);
+void cpr_pc_client_free(struct cpr_pc_client *cl);
+
+/* Requests pages [page, page + count) of block `block` (urgent: a vCPU waits for them) and
+ * waits until all of them are in dst, their checksums checked. Thread-safe; one reader at a
+ * time reads answers for every waiter. After any failure of the channel every call fails with
+ * its first error. */
+int cpr_pc_client_fetch(struct cpr_pc_client *cl, int urgent, unsigned block, uint64_t page,
+                        uint64_t count, void *dst, cpr_error **errp);
+
+/* Sends DONE (best effort: 0 or -errno). Requests sent so far (any thread). */
+int cpr_pc_client_done(struct cpr_pc_client *cl);
+uint64_t cpr_pc_client_requests(struct cpr_pc_client *cl);
 
 /* ---- the engine's side ---- */
 

@@ -1,21 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Postcopy, the destination's side (postcopy.h): the fault server places the pages the
- * source still holds, fetched over the main channel's return path; faults and the filler's
- * in-order runs take turns on the channel in the order they asked (a fault waits for at most
- * the one run on the wire before it), and nothing is placed before its checksum checked out.
+ * source still holds, fetched over the main channel's return path by the client
+ * (postcopy_client.c): a fault's request is urgent, so the source answers it before the
+ * filler's in-order runs; nothing is placed before its checksum checked out.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 
 #include <glib.h>
 
 #include <cpr/ram.h>
 
-#include "core/crc32c.h"
 #include "core/error.h"
 #include "migration/fault_server.h"
 #include "migration/postcopy.h"
@@ -25,84 +23,36 @@
 #define STATS_PERIOD_US (100 * 1000)
 
 struct cpr_postcopy_in {
-    int fd;
     cpr_fault_server *fs;
     GPtrArray *blocks;     /* cpr_ram_block *, borrowed from the RAM section */
     uint64_t *block_pages;
     uint64_t resident;     /* pages that came in precopy */
-    GMutex lock;           /* the channel's turns */
-    GCond cond;
-    uint64_t next_turn, turn;
-    int broken;            /* atomic: the channel failed, every fetch fails */
-    uint64_t requests;     /* atomic */
+    struct cpr_pc_client *client;
 };
 
-/* One request and its answer; the caller has the channel's turn. */
-static int exchange(struct cpr_postcopy_in *pc, unsigned block, uint64_t page, uint64_t count,
-                    void *dst, cpr_error **errp)
-{
-    struct cpr_pc_msg req = { .kind = CPR_PC_REQUEST, .block = block, .page = page,
-                              .count = (uint32_t)count }, rep;
-    uint8_t buf[CPR_PC_MSG_BYTES];
-    cpr_pc_msg_encode(&req, buf);
-    if (send(pc->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf))
-        return cpr_error_set_errno(errp, -errno, "postcopy: requesting pages from the source");
-    __atomic_add_fetch(&pc->requests, 1, __ATOMIC_RELAXED);
-    int ret = cpr_pc_read_full(pc->fd, buf, sizeof(buf), "waiting for pages", errp);
-    if (ret == 0)
-        ret = cpr_pc_msg_decode(buf, pc->blocks->len, pc->block_pages, &rep, errp);
-    if (ret < 0)
-        return ret;
-    if (rep.kind != CPR_PC_PAGES || rep.block != block || rep.page != page || rep.count != count)
-        return cpr_error_set(errp, -EPROTO, "postcopy: the source answered a request for block %u "
-                             "pages %" PRIu64 "+%" PRIu64 " with something else", block, page, count);
-    size_t len = (size_t)count * CPR_PC_PAGE;
-    if (rep.flags & CPR_PC_ZERO) {
-        memset(dst, 0, len);
-        return 0;
-    }
-    if ((ret = cpr_pc_read_full(pc->fd, dst, len, "reading pages", errp)) < 0)
-        return ret;
-    uint32_t crc = cpr_crc32c(0, dst, len);
-    if (crc != rep.crc)
-        return cpr_error_set(errp, -EBADMSG, "postcopy: pages %" PRIu64 "+%" PRIu64 " of block %u "
-                             "arrived with CRC32C 0x%08x, the source sent 0x%08x", page, count,
-                             block, crc, rep.crc);
-    return 0;
-}
-
-/* The fault server's page source: called from its fault thread and its filler. */
+/* The fault server's page source: the filler's runs go in the background... */
 static int fetch(void *opaque, unsigned block, uint64_t page, uint64_t count, void *dst,
                  cpr_error **errp)
 {
     struct cpr_postcopy_in *pc = opaque;
-    if (count > CPR_PC_MAX_PAGES)
-        return cpr_error_set(errp, -EINVAL, "postcopy: a run of %" PRIu64 " pages", count);
-    g_mutex_lock(&pc->lock);
-    uint64_t mine = pc->next_turn++;
-    while (pc->turn != mine)
-        g_cond_wait(&pc->cond, &pc->lock);
-    g_mutex_unlock(&pc->lock);
-    int ret;
-    if (__atomic_load_n(&pc->broken, __ATOMIC_ACQUIRE))
-        ret = cpr_error_set(errp, -ECONNRESET, "postcopy: the source is unreachable");
-    else if ((ret = exchange(pc, block, page, count, dst, errp)) < 0)
-        __atomic_store_n(&pc->broken, 1, __ATOMIC_RELEASE);
-    g_mutex_lock(&pc->lock);
-    pc->turn++;
-    g_cond_broadcast(&pc->cond);
-    g_mutex_unlock(&pc->lock);
-    return ret;
+    return cpr_pc_client_fetch(pc->client, 0, block, page, count, dst, errp);
+}
+
+/* ...a vCPU's fault is urgent: the source answers it before them. */
+static int fetch_fault(void *opaque, unsigned block, uint64_t page, uint64_t count, void *dst,
+                       cpr_error **errp)
+{
+    struct cpr_postcopy_in *pc = opaque;
+    return cpr_pc_client_fetch(pc->client, 1, block, page, count, dst, errp);
 }
 
 void cpr_postcopy_in_free(struct cpr_postcopy_in *pc)
 {
     if (!pc)
         return;
-    cpr_fault_server_free(pc->fs);
+    cpr_fault_server_free(pc->fs); /* its threads stop first: then nobody fetches */
+    cpr_pc_client_free(pc->client);
     g_free(pc->block_pages);
-    g_mutex_clear(&pc->lock);
-    g_cond_clear(&pc->cond);
     g_free(pc);
 }
 
@@ -189,12 +139,10 @@ int cpr_postcopy_in_prepare(cpr_job *job, int fd, struct cpr_postcopy_in **out, 
     if (!cpr_mig_ram_postcopy_pending(ram))
         return 0;
     struct cpr_postcopy_in *pc = g_new0(struct cpr_postcopy_in, 1);
-    pc->fd = fd;
     pc->blocks = cpr_mig_ram_postcopy_blocks(ram);
     pc->block_pages = g_new0(uint64_t, pc->blocks->len ? pc->blocks->len : 1);
-    g_mutex_init(&pc->lock);
-    g_cond_init(&pc->cond);
-    cpr_page_source src = { .fetch = fetch, .opaque = pc };
+    pc->client = cpr_pc_client_new(fd, pc->blocks->len, pc->block_pages);
+    cpr_page_source src = { .fetch = fetch, .fetch_fault = fetch_fault, .opaque = pc };
     int ret = cpr_fault_server_new(&src, 0, 0, NULL, NULL, &pc->fs, errp);
     if (ret == 0) {
         cpr_fault_server_set_label(pc->fs, "postcopy");
@@ -214,9 +162,11 @@ static void stats_update(cpr_job *job, struct cpr_postcopy_in *pc)
     cpr_fault_status st;
     cpr_fault_server_status(pc->fs, &st, NULL);
     cpr_migration_info *i = cpr_job_stats_lock(job);
-    i->postcopy_requests = __atomic_load_n(&pc->requests, __ATOMIC_RELAXED);
+    i->postcopy_requests = cpr_pc_client_requests(pc->client);
     i->postcopy_fault_pages = st.fault_pages;
     i->postcopy_pushed_pages = st.pages_placed - st.fault_pages - pc->resident;
+    i->postcopy_blocktime_us = st.blocked_us;
+    i->postcopy_max_stall_us = st.max_stall_us;
     i->total = st.pages_total * CPR_PC_PAGE;
     i->remaining = (st.pages_total - st.pages_placed) * CPR_PC_PAGE;
     cpr_job_stats_unlock(job);
@@ -242,12 +192,9 @@ int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **er
     }
     stats_update(job, pc);
     if (ret == 0) {
-        uint8_t buf[CPR_PC_MSG_BYTES];
-        cpr_pc_msg_encode(&(struct cpr_pc_msg){ .kind = CPR_PC_DONE }, buf);
         /* Best effort: the guest is whole here; a source that missed it fails and stays
          * paused, as it must anyway. */
-        if (send(pc->fd, buf, sizeof(buf), MSG_NOSIGNAL) != (ssize_t)sizeof(buf)) {
-        }
+        (void)cpr_pc_client_done(pc->client);
         return 0;
     }
     cpr_fault_status st;

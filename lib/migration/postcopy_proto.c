@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Postcopy's return-path messages and the source's page server (postcopy.h). */
 #include <errno.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -56,7 +57,9 @@ int cpr_pc_msg_decode(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
     if (m->kind != CPR_PC_REQUEST && m->kind != CPR_PC_PAGES && m->kind != CPR_PC_DONE)
         return cpr_error_set(errp, -EPROTO, "postcopy return path: unknown message kind 0x%08x",
                              m->kind);
-    if (get32(in + 28) || (m->flags & ~CPR_PC_ZERO) || (m->flags && m->kind != CPR_PC_PAGES))
+    uint32_t allowed = m->kind == CPR_PC_PAGES ? CPR_PC_ZERO :
+                       m->kind == CPR_PC_REQUEST ? CPR_PC_URGENT : 0;
+    if (get32(in + 28) || (m->flags & ~allowed))
         return cpr_error_set(errp, -EPROTO, "postcopy return path: %s message with flags 0x%x "
                              "or reserved bits set", kind_name(m->kind), m->flags);
     if (m->kind == CPR_PC_DONE)
@@ -113,12 +116,14 @@ static int all_zero(const uint8_t *p, size_t len)
     return 1;
 }
 
-static int serve_one(struct cpr_pc_server *sv, const struct cpr_pc_msg *req, cpr_error **errp)
+/* Answers the first `count` pages of request `req` as one PAGES piece. */
+static int serve_piece(struct cpr_pc_server *sv, const struct cpr_pc_msg *req, uint32_t count,
+                       cpr_error **errp)
 {
     const uint8_t *data = sv->blocks[req->block].host + req->page * CPR_PC_PAGE;
-    size_t len = (size_t)req->count * CPR_PC_PAGE;
+    size_t len = (size_t)count * CPR_PC_PAGE;
     struct cpr_pc_msg rep = { .kind = CPR_PC_PAGES, .block = req->block, .page = req->page,
-                              .count = req->count };
+                              .count = count };
     if (all_zero(data, len))
         rep.flags = CPR_PC_ZERO;
     else
@@ -127,10 +132,8 @@ static int serve_one(struct cpr_pc_server *sv, const struct cpr_pc_msg *req, cpr
     cpr_pc_msg_encode(&rep, hdr);
     struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)data, len } };
     int ret = write_all(sv->wfd, iov, rep.flags ? 1 : 2, errp);
-    if (ret == 0) {
-        __atomic_add_fetch(&sv->requests, 1, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&sv->pages, req->count, __ATOMIC_RELAXED);
-    }
+    if (ret == 0)
+        __atomic_add_fetch(&sv->pages, count, __ATOMIC_RELAXED);
     return ret;
 }
 
@@ -146,23 +149,119 @@ static void throttle(const struct cpr_pc_server *sv, int64_t start_us)
         g_usleep((gulong)MIN(ahead_us, G_USEC_PER_SEC));
 }
 
+/* The requests read and not yet answered: a ring per priority. */
+struct pc_req {
+    struct cpr_pc_msg m; /* what is left to answer */
+    int begun;
+};
+
+struct pc_ring {
+    struct pc_req q[CPR_PC_MAX_QUEUED];
+    unsigned head, len;
+};
+
+struct pc_inbox {
+    struct pc_ring urgent, background;
+    uint8_t buf[CPR_PC_MSG_BYTES]; /* a message read in part */
+    size_t have;
+    int done;                      /* DONE read: nothing more comes */
+};
+
+static unsigned queued(const struct pc_inbox *in)
+{
+    return in->urgent.len + in->background.len;
+}
+
+static struct pc_req *ring_head(struct pc_ring *r)
+{
+    return &r->q[r->head];
+}
+
+static void ring_pop(struct pc_ring *r)
+{
+    r->head = (r->head + 1) % CPR_PC_MAX_QUEUED;
+    r->len--;
+}
+
+static void ring_push(struct pc_ring *r, const struct cpr_pc_msg *m)
+{
+    r->q[(r->head + r->len++) % CPR_PC_MAX_QUEUED] = (struct pc_req){ .m = *m };
+}
+
+static int inbox_take(struct cpr_pc_server *sv, struct pc_inbox *in, cpr_error **errp)
+{
+    struct cpr_pc_msg m;
+    in->have = 0;
+    int ret = cpr_pc_msg_decode(in->buf, sv->nblocks, sv->block_pages, &m, errp);
+    if (ret < 0)
+        return ret;
+    if (m.kind == CPR_PC_PAGES)
+        return cpr_error_set(errp, -EPROTO, "postcopy return path: the destination sent pages");
+    if (m.kind == CPR_PC_DONE)
+        in->done = 1;
+    else
+        ring_push(m.flags & CPR_PC_URGENT ? &in->urgent : &in->background, &m);
+    return 0;
+}
+
+/* Reads the requests that arrived, without waiting unless `wait` and nothing is queued: then
+ * until one message is in. Stops at DONE and when the rings are full. */
+static int inbox_fill(struct cpr_pc_server *sv, struct pc_inbox *in, cpr_error **errp)
+{
+    while (!in->done && queued(in) < CPR_PC_MAX_QUEUED) {
+        if (queued(in)) {
+            struct pollfd pfd = { .fd = sv->rfd, .events = POLLIN };
+            int n = poll(&pfd, 1, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n == 0)
+                return 0;
+        }
+        ssize_t n = read(sv->rfd, in->buf + in->have, sizeof(in->buf) - in->have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            return cpr_error_set(errp, -ECONNRESET, "postcopy: the other side closed the main "
+                                 "channel while waiting for page requests");
+        if (n < 0)
+            return cpr_error_set_errno(errp, -errno, "postcopy: main channel, waiting for page "
+                                       "requests");
+        in->have += (size_t)n;
+        int ret = in->have == sizeof(in->buf) ? inbox_take(sv, in, errp) : 0;
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+/* Answers the most pressing request: an urgent one whole, else a piece of the first other. */
+static int serve_next(struct cpr_pc_server *sv, struct pc_inbox *in, cpr_error **errp)
+{
+    struct pc_ring *r = in->urgent.len ? &in->urgent : &in->background;
+    struct pc_req *q = ring_head(r);
+    struct cpr_pc_msg *req = &q->m;
+    uint32_t count = r == &in->urgent ? req->count : MIN(req->count, CPR_PC_CHUNK_PAGES);
+    if (!q->begun)
+        __atomic_add_fetch(&sv->requests, 1, __ATOMIC_RELAXED);
+    q->begun = 1;
+    int ret = serve_piece(sv, req, count, errp);
+    req->page += count;
+    req->count -= count;
+    if (!req->count)
+        ring_pop(r);
+    return ret;
+}
+
 int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp)
 {
     int64_t start_us = g_get_monotonic_time();
-    for (;;) {
-        uint8_t buf[CPR_PC_MSG_BYTES];
-        struct cpr_pc_msg m;
-        int ret = cpr_pc_read_full(sv->rfd, buf, sizeof(buf), "waiting for page requests", errp);
-        if (ret == 0)
-            ret = cpr_pc_msg_decode(buf, sv->nblocks, sv->block_pages, &m, errp);
-        if (ret == 0 && m.kind == CPR_PC_PAGES)
-            ret = cpr_error_set(errp, -EPROTO, "postcopy return path: the destination sent pages");
-        if (ret < 0)
-            return ret;
-        if (m.kind == CPR_PC_DONE)
-            return 0;
-        if ((ret = serve_one(sv, &m, errp)) < 0)
-            return ret;
+    struct pc_inbox *in = g_new0(struct pc_inbox, 1);
+    int ret;
+    while ((ret = inbox_fill(sv, in, errp)) == 0 && queued(in)) {
+        if ((ret = serve_next(sv, in, errp)) < 0)
+            break;
         throttle(sv, start_us);
     }
+    g_free(in);
+    return ret;
 }

@@ -54,6 +54,16 @@ static json_object *ram_json(const cpr_migration_info *i)
     return ram;
 }
 
+/* The destination's blocktime, at the top level as QEMU has it: postcopy-blocktime in ms,
+ * rounded up (a stall is never reported as none); not QEMU's: the longest stall, in us. */
+static void put_blocktime(json_object *o, const cpr_migration_info *i)
+{
+    if (!i->incoming || !(i->postcopy_fault_pages || i->postcopy_pushed_pages))
+        return;
+    put_int(o, "postcopy-blocktime", (int64_t)((i->postcopy_blocktime_us + 999) / 1000));
+    put_int(o, "x-postcopy-worst-stall-us", (int64_t)i->postcopy_max_stall_us);
+}
+
 static int add_reason(const char *reason, uint32_t modes, void *opaque)
 {
     json_object_array_add(opaque, json_object_new_string(reason));
@@ -84,11 +94,13 @@ CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp)
         if (i.expected_downtime_ms >= 0)
             put_int(o, "expected-downtime", i.expected_downtime_ms);
         json_object_object_add(o, "ram", ram_json(&i));
+        put_blocktime(o, &i);
         break;
     case CPR_MIGRATION_COMPLETED:
         if (i.downtime_ms >= 0)
             put_int(o, "downtime", i.downtime_ms);
         json_object_object_add(o, "ram", ram_json(&i));
+        put_blocktime(o, &i);
         break;
     case CPR_MIGRATION_FAILED: {
         g_autofree char *desc = cpr_migrate_error_desc(ctx);

@@ -11,7 +11,8 @@ not converge), then migrate-start-postcopy: the time until the destination repor
 running (polled over QMP: a bound, not the exact start; it includes the source's wait for
 its current precopy step), the guest's own pause at the switch (its heartbeat gap,
 `last-pause-ms`), the total time, requests and pages
-fetched on faults against pages pushed in order, and the zero-corruption re-verify.
+fetched on faults against pages pushed in order, the destination's blocktime and worst single
+stall, and the zero-corruption re-verify.
 One JSON line per size on stdout.
 """
 import json
@@ -63,6 +64,8 @@ def run(binary, ram_mb):
                 "source_status": src["status"], "total_s": round(total_s, 1),
                 "postcopy_requests": ram.get("postcopy-requests"),
                 "fault_pages": ram.get("x-postcopy-fault-pages"), "pushed_pages": ram.get("x-postcopy-pushed-pages"),
+                "blocktime_ms": nin.get("postcopy-blocktime"),
+                "worst_stall_us": nin.get("x-postcopy-worst-stall-us"),
                 "guest_pause_ms": g.get("last-pause-ms"), "guest_pause_seen_ms": g.get("last-pause-seen-ms"),
                 "corruptions": g["corruptions"], "pages_verified": g["pages-verified"]}
     finally:

@@ -82,6 +82,14 @@ def test_complete(binary, wd):
     check(ram.get("postcopy-requests", 0) > 0, "the destination fetched pages after the switch")
     check(info["ram"]["postcopy-requests"] == ram["postcopy-requests"],
           "every request the destination sent was served by the source")
+    blocktime, worst = nin.get("postcopy-blocktime"), nin.get("x-postcopy-worst-stall-us")
+    log(f"postcopy: destination blocktime {blocktime} ms, worst stall {worst} us")
+    if ram.get("x-postcopy-fault-pages", 0) > 0:
+        check(blocktime >= 1 and worst >= 1 and blocktime * 1000 >= worst,
+              "the vCPUs' faults are counted as blocktime, the worst stall within it")
+    else:
+        check(blocktime == 0 and worst == 0, "no fault, no blocktime")
+    check("postcopy-blocktime" not in info, "blocktime is the destination's")
     check_after_switchover(new, hb_old, serial)
     old.shutdown()
     new.shutdown()

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Postcopy's return path between threads, as at run time: the source's page server on its own
- * thread, two destination threads (a "fault" one and a "filler" one) taking turns on the one
- * socket, a reader of the served counter meanwhile. Every answer must carry the source's bytes
- * and their CRC32C, zero runs no data; a destination that disappears, or sends a bad message,
- * fails the server naming it. In run-tsan's suites.
+ * thread, two destination threads (a "fault" one and a "filler" one) fetching through the one
+ * client at once, a reader of the served counter meanwhile. Every answer must carry the
+ * source's bytes and their CRC32C, zero runs no data; a destination that disappears, or sends
+ * a bad message, fails the server naming it. The server answers an urgent (fault) request
+ * before the background runs queued ahead of it. In run-tsan's suites.
  */
 #include <errno.h>
 #include <string.h>
@@ -26,7 +27,7 @@ typedef struct fixture {
     struct cpr_pc_block blocks[2];
     struct cpr_pc_server sv;
     int fd[2]; /* [0] the source's, [1] the destination's */
-    GMutex turn;
+    struct cpr_pc_client *client; /* the destination's, on fd[1] */
     int ret;
     cpr_error *err;
 } fixture;
@@ -45,7 +46,7 @@ static void setup(fixture *f)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, f->fd), 0);
     f->sv = (struct cpr_pc_server){ .rfd = f->fd[0], .wfd = f->fd[0], .nblocks = 2,
                                     .blocks = f->blocks, .block_pages = f->block_pages };
-    g_mutex_init(&f->turn);
+    f->client = cpr_pc_client_new(f->fd[1], 2, f->block_pages);
 }
 
 static void teardown(fixture *f)
@@ -53,45 +54,50 @@ static void teardown(fixture *f)
     close(f->fd[0]);
     if (f->fd[1] >= 0)
         close(f->fd[1]);
-    g_mutex_clear(&f->turn);
+    cpr_pc_client_free(f->client);
     cpr_error_free(f->err);
     g_free(f->ram0);
     g_free(f->ram1);
 }
 
-static void send_msg(int fd, uint32_t kind, uint32_t block, uint64_t page, uint32_t count)
+static void send_msg(int fd, uint32_t kind, uint32_t block, uint64_t page, uint32_t count,
+                     uint32_t flags)
 {
-    struct cpr_pc_msg m = { .kind = kind, .block = block, .page = page, .count = count };
+    struct cpr_pc_msg m = { .kind = kind, .block = block, .page = page, .count = count,
+                            .flags = flags };
     uint8_t buf[CPR_PC_MSG_BYTES];
     cpr_pc_msg_encode(&m, buf);
     ck_assert_int_eq(send(fd, buf, sizeof(buf), MSG_NOSIGNAL), (ssize_t)sizeof(buf));
 }
 
-/* One request and its checked answer, with the socket's turn held. */
-static void request(fixture *f, uint32_t block, uint64_t page, uint32_t count)
+/* Fetches a run through the destination's client and checks it against the source. */
+static void request(fixture *f, int urgent, uint32_t block, uint64_t page, uint32_t count)
 {
-    static uint8_t zero[CPR_PC_PAGE];
-    g_mutex_lock(&f->turn);
-    send_msg(f->fd[1], CPR_PC_REQUEST, block, page, count);
+    size_t len = (size_t)count * CPR_PC_PAGE;
+    uint8_t *got = g_malloc(len);
+    memset(got, 0x5a, len); /* a zero answer must really clear it */
+    cpr_error *err = NULL;
+    int ret = cpr_pc_client_fetch(f->client, urgent, block, page, count, got, &err);
+    ck_assert_msg(ret == 0, "%s", err ? cpr_error_message(err) : "");
+    ck_assert_int_eq(memcmp(got, f->blocks[block].host + page * CPR_PC_PAGE, len), 0);
+    g_free(got);
+}
+
+/* Reads one answer piece's header off the destination's end (and skips its data). */
+static struct cpr_pc_msg read_piece(fixture *f)
+{
     uint8_t buf[CPR_PC_MSG_BYTES];
     struct cpr_pc_msg rep;
     ck_assert_int_eq(cpr_pc_read_full(f->fd[1], buf, sizeof(buf), "answer", NULL), 0);
     ck_assert_int_eq(cpr_pc_msg_decode(buf, 2, f->block_pages, &rep, NULL), 0);
     ck_assert_uint_eq(rep.kind, CPR_PC_PAGES);
-    ck_assert(rep.block == block && rep.page == page && rep.count == count);
-    const uint8_t *want = f->blocks[block].host + page * CPR_PC_PAGE;
-    if (rep.flags & CPR_PC_ZERO) {
-        for (uint32_t i = 0; i < count; i++)
-            ck_assert_int_eq(memcmp(want + (size_t)i * CPR_PC_PAGE, zero, CPR_PC_PAGE), 0);
-    } else {
-        size_t len = (size_t)count * CPR_PC_PAGE;
-        uint8_t *got = g_malloc(len);
-        ck_assert_int_eq(cpr_pc_read_full(f->fd[1], got, len, "pages", NULL), 0);
-        ck_assert_uint_eq(cpr_crc32c(0, got, len), rep.crc);
-        ck_assert_int_eq(memcmp(got, want, len), 0);
-        g_free(got);
+    if (!(rep.flags & CPR_PC_ZERO)) {
+        uint8_t *data = g_malloc((size_t)rep.count * CPR_PC_PAGE);
+        ck_assert_int_eq(cpr_pc_read_full(f->fd[1], data, (size_t)rep.count * CPR_PC_PAGE,
+                                          "pages", NULL), 0);
+        g_free(data);
     }
-    g_mutex_unlock(&f->turn);
+    return rep;
 }
 
 static gpointer server_thread(gpointer p)
@@ -105,7 +111,7 @@ static gpointer faulter(gpointer p)
 {
     fixture *f = p;
     for (uint64_t i = 0; i < PAGES0; i += 7)
-        request(f, 0, (i * 37) % PAGES0, 1);
+        request(f, 1, 0, (i * 37) % PAGES0, 1);
     return NULL;
 }
 
@@ -113,9 +119,9 @@ static gpointer filler(gpointer p)
 {
     fixture *f = p;
     for (uint64_t page = 0; page < PAGES0; page += 16)
-        request(f, 0, page, 16);
+        request(f, 0, 0, page, 16);
     for (uint64_t page = 0; page < PAGES1; page += 32)
-        request(f, 1, page, 32);
+        request(f, 0, 1, page, 32);
     return NULL;
 }
 
@@ -132,11 +138,12 @@ START_TEST(test_two_destination_threads_get_exactly_the_source_pages)
             g_usleep(100);
     g_thread_join(a);
     g_thread_join(b);
-    send_msg(f.fd[1], CPR_PC_DONE, 0, 0, 0);
+    ck_assert_int_eq(cpr_pc_client_done(f.client), 0);
     g_thread_join(srv);
     ck_assert_msg(f.ret == 0, "%s", f.err ? cpr_error_message(f.err) : "");
     uint64_t want = (PAGES0 + 6) / 7 + PAGES0 / 16 + PAGES1 / 32;
     ck_assert_uint_eq(__atomic_load_n(&f.sv.requests, __ATOMIC_RELAXED), want);
+    ck_assert_uint_eq(cpr_pc_client_requests(f.client), want);
     teardown(&f);
 }
 END_TEST
@@ -146,7 +153,7 @@ START_TEST(test_a_vanished_destination_fails_the_server)
     fixture f;
     setup(&f);
     GThread *srv = g_thread_new("pc-server", server_thread, &f);
-    request(&f, 0, 3, 2);
+    request(&f, 0, 0, 3, 2);
     close(f.fd[1]);
     f.fd[1] = -1;
     g_thread_join(srv);
@@ -161,10 +168,60 @@ START_TEST(test_a_request_past_its_block_is_refused)
     fixture f;
     setup(&f);
     GThread *srv = g_thread_new("pc-server", server_thread, &f);
-    send_msg(f.fd[1], CPR_PC_REQUEST, 1, PAGES1 - 1, 2);
+    send_msg(f.fd[1], CPR_PC_REQUEST, 1, PAGES1 - 1, 2, 0);
     g_thread_join(srv);
     ck_assert_int_eq(f.ret, -EPROTO);
     ck_assert_ptr_nonnull(strstr(cpr_error_message(f.err), "outside block 1"));
+    teardown(&f);
+}
+END_TEST
+
+/* Three background runs, then a fault's request, all read before the server answers: the
+ * fault's pages come first, then the runs in order, in pieces of CPR_PC_CHUNK_PAGES. */
+START_TEST(test_a_fault_is_answered_before_queued_background_runs)
+{
+    fixture f;
+    setup(&f);
+    send_msg(f.fd[1], CPR_PC_REQUEST, 0, 0, 64, 0);
+    send_msg(f.fd[1], CPR_PC_REQUEST, 0, 64, 16, 0);
+    send_msg(f.fd[1], CPR_PC_REQUEST, 1, 0, 32, 0);
+    send_msg(f.fd[1], CPR_PC_REQUEST, 0, 200, 4, CPR_PC_URGENT);
+    GThread *srv = g_thread_new("pc-server", server_thread, &f);
+    static const struct { uint32_t block; uint64_t page; uint32_t count; } want[] = {
+        { 0, 200, 4 },                                     /* the fault */
+        { 0, 0, 16 }, { 0, 16, 16 }, { 0, 32, 16 }, { 0, 48, 16 }, /* run 1 in pieces */
+        { 0, 64, 16 },                                     /* run 2 */
+        { 1, 0, 16 }, { 1, 16, 16 },                       /* run 3 (zero pages) */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+        struct cpr_pc_msg rep = read_piece(&f);
+        ck_assert_msg(rep.block == want[i].block && rep.page == want[i].page &&
+                      rep.count == want[i].count, "answer %zu: block %u pages %lu+%u", i,
+                      rep.block, (unsigned long)rep.page, rep.count);
+    }
+    send_msg(f.fd[1], CPR_PC_DONE, 0, 0, 0, 0);
+    g_thread_join(srv);
+    ck_assert_msg(f.ret == 0, "%s", f.err ? cpr_error_message(f.err) : "");
+    ck_assert_uint_eq(__atomic_load_n(&f.sv.requests, __ATOMIC_RELAXED), 4);
+    ck_assert_uint_eq(__atomic_load_n(&f.sv.pages, __ATOMIC_RELAXED), 64 + 16 + 32 + 4);
+    teardown(&f);
+}
+END_TEST
+
+/* The client: a piece that answers nothing asked fails every waiter, naming it. */
+START_TEST(test_the_client_refuses_pages_nobody_asked_for)
+{
+    fixture f;
+    setup(&f);
+    struct cpr_pc_msg rep = { .kind = CPR_PC_PAGES, .block = 1, .page = 5, .count = 1,
+                              .flags = CPR_PC_ZERO };
+    uint8_t buf[CPR_PC_MSG_BYTES], page[CPR_PC_PAGE];
+    cpr_pc_msg_encode(&rep, buf);
+    ck_assert_int_eq(send(f.fd[0], buf, sizeof(buf), MSG_NOSIGNAL), (ssize_t)sizeof(buf));
+    ck_assert_cpr_fails(cpr_pc_client_fetch(f.client, 1, 1, 4, 1, page, errp_), -EPROTO,
+                        "block 1 pages 5+1, which no request awaits");
+    ck_assert_cpr_fails(cpr_pc_client_fetch(f.client, 0, 0, 0, 1, page, errp_), -EPROTO,
+                        "which no request awaits");
     teardown(&f);
 }
 END_TEST
@@ -177,6 +234,8 @@ static Suite *postcopy_proto_suite(void)
     tcase_add_test(tc, test_two_destination_threads_get_exactly_the_source_pages);
     tcase_add_test(tc, test_a_vanished_destination_fails_the_server);
     tcase_add_test(tc, test_a_request_past_its_block_is_refused);
+    tcase_add_test(tc, test_a_fault_is_answered_before_queued_background_runs);
+    tcase_add_test(tc, test_the_client_refuses_pages_nobody_asked_for);
     suite_add_tcase(s, tc);
     return s;
 }
