@@ -508,6 +508,21 @@ START_TEST(test_cancel_while_active_never_stops_the_guest)
 }
 END_TEST
 
+/* Combinations postcopy does not support yet are refused before anything starts, naming both. */
+START_TEST(test_postcopy_refuses_multifd_before_starting)
+{
+    struct mig_vm *src = running_vm();
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "postcopy-ram", 1, NULL), 0);
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "multifd", 1, NULL), 0);
+    g_autofree char *u = uri("unix", "pc.sock");
+    ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, errp_), -ENOTSUP,
+                        "postcopy-ram with capability multifd");
+    ck_assert_int_eq(src->stops, 0);
+    ck_assert(mig_vm_running(src));
+    mig_vm_free(src);
+}
+END_TEST
+
 /* cpr_ctx_free() under a running job stops the job before any state it uses goes: its last
  * steps still mark the trace (ASan saw them land in a freed trace ring). */
 START_TEST(test_context_freed_under_a_running_job_stops_the_job_first)
@@ -917,6 +932,7 @@ static Suite *migrate_suite(void)
     tcase_add_test(tc, test_continue_from_pre_switchover_completes);
     tcase_add_test(tc, test_cancel_while_active_never_stops_the_guest);
     tcase_add_test(tc, test_context_freed_under_a_running_job_stops_the_job_first);
+    tcase_add_test(tc, test_postcopy_refuses_multifd_before_starting);
     tcase_add_test(tc, test_cpr_reboot_with_ignore_shared_writes_no_ram);
     tcase_add_test(tc, test_cpr_reboot_without_ignore_shared_writes_ram);
     tcase_add_test(tc, test_snapshot_carries_the_ram_layout_in_its_ram_section);
