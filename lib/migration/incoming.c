@@ -211,8 +211,20 @@ static int in_run(cpr_job *job, cpr_error **errp)
     if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
     cpr_trace_step(job->ctx, "started");
-    if (in->pc && ret == 0 && (ret = cpr_postcopy_in_run(job, in->pc, errp)) < 0)
-        in->pc = NULL; /* kept with the context: the guest is lost, its vCPUs stay blocked */
+    if (in->pc) {
+        /* Even when the start failed: the source alone holds the missing pages, so they are
+         * fetched all the same, over main (still open), and a later `cont` finds them. */
+        cpr_error *perr = NULL;
+        int pret = cpr_postcopy_in_run(job, in->pc, &perr);
+        if (pret < 0)
+            in->pc = NULL; /* kept with the context: the guest is lost, its vCPUs stay blocked */
+        if (pret < 0 && ret == 0) {
+            ret = pret;
+            cpr_error_propagate(errp, perr);
+        } else {
+            cpr_error_free(perr); /* the start's failure is the one to tell */
+        }
+    }
     /* Closed after the start: unmapping the stream's buffer and tearing the socket down
      * (~40 us here) are not part of the guest's pause. */
     cpr_main_chan_close(&in->mc, NULL);
