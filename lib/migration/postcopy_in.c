@@ -164,7 +164,10 @@ static void stats_update(cpr_job *job, struct cpr_postcopy_in *pc)
     cpr_migration_info *i = cpr_job_stats_lock(job);
     i->postcopy_requests = cpr_pc_client_requests(pc->client);
     i->postcopy_fault_pages = st.fault_pages;
-    i->postcopy_pushed_pages = st.pages_placed - st.fault_pages - pc->resident;
+    /* A fault's pages count as fetched before they are placed (and never are, if the fetch
+     * failed): the difference can dip below zero for a moment, shown as 0, not 2^64 - n. */
+    uint64_t not_pushed = st.fault_pages + pc->resident;
+    i->postcopy_pushed_pages = st.pages_placed > not_pushed ? st.pages_placed - not_pushed : 0;
     i->postcopy_blocktime_us = st.blocked_us;
     i->postcopy_max_stall_us = st.max_stall_us;
     i->total = st.pages_total * CPR_PC_PAGE;
