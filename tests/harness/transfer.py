@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: MIT
-"""A cpr-transfer of a running cpr-vmm over UNIX sockets, as QEMU's documentation runs it."""
+"""Two cpr-vmm processes for a migration over UNIX sockets: a live pair (a running source, a
+destination listening), and a cpr-transfer run as QEMU's documentation runs it."""
 import json
 import os
 
 from .channels import unix_channel
-from .guest import check, wait_until
+from .guest import check, wait_booted, wait_heartbeat, wait_serial, wait_until
 from .process import Vmm
 
 
@@ -21,3 +22,17 @@ def cpr_transfer(binary, wd, old, args, name="new"):
     info = old.wait_migration()
     check(info["status"] == "completed", f"{old.name}: migration completed ({info.get('error-desc', '')})")
     return new, info
+
+
+def live_pair(binary, wd, args, dest_args=()):
+    """A running source VMM with `args` (booted, heartbeat and console going) and a destination
+    with the same `args` plus `dest_args`, listening with -incoming on wd/mig.sock. Returns
+    (old, new, sock)."""
+    old = Vmm(binary, wd, "old", args)
+    wait_booted(old)
+    wait_heartbeat(old)
+    wait_serial(os.path.join(wd, "serial.log"))
+    sock = os.path.join(wd, "mig.sock")
+    new = Vmm(binary, wd, "new", args + list(dest_args) + ["-incoming", f"unix:{sock}"])
+    wait_until(lambda: os.path.exists(sock), 30, "new VMM listens")
+    return old, new, sock

@@ -21,7 +21,7 @@ from harness.guest import (RAM_MB, base_args, check, check_after_switchover, log
 from harness.host import memfd_inodes
 from harness.process import Vmm
 from harness.qmp import QmpError
-from harness.transfer import cpr_transfer
+from harness.transfer import cpr_transfer, live_pair
 
 SKIP = 77
 
@@ -212,13 +212,7 @@ def test_live(binary, wd):
     serial = os.path.join(wd, "serial.log")
     rate = 2000
     args = base_args(wd, "live", ["-guest-dirty-rate", str(rate)])
-    old = Vmm(binary, wd, "old", args)
-    wait_booted(old)
-    wait_heartbeat(old)
-    wait_serial(serial)
-    sock = os.path.join(wd, "mig.sock")
-    new = Vmm(binary, wd, "new", args + ["-incoming", f"unix:{sock}"])
-    wait_until(lambda: os.path.exists(sock), 30, "new VMM listens")
+    old, new, sock = live_pair(binary, wd, args)
     check(new.status() == "inmigrate", "new VMM in inmigrate")
     old.qmp("migrate", uri=f"unix:{sock}")
     info = old.wait_migration(180)

@@ -22,6 +22,7 @@ from harness.cases import run_named_case
 from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
                            wait_heartbeat, wait_serial, wait_until)
 from harness.process import Vmm
+from harness.transfer import live_pair
 
 SKIP = 77
 PAGE = 4096
@@ -37,14 +38,8 @@ def uffd_available():
 def pair(binary, wd, rate=DIRTY_RATE, postcopy_bandwidth=0):
     serial = os.path.join(wd, "serial.log")
     args = base_args(wd, "postcopy", ["-guest-dirty-rate", str(rate)])
-    old = Vmm(binary, wd, "old", args)
-    wait_booted(old)
-    wait_heartbeat(old)
-    wait_serial(serial)
-    sock = os.path.join(wd, "mig.sock")
     # The destination's job starts with -incoming: its capability comes with it.
-    new = Vmm(binary, wd, "new", args + ["-global", "migration.postcopy-ram=on", "-incoming", f"unix:{sock}"])
-    wait_until(lambda: os.path.exists(sock), 30, "new VMM listens")
+    old, new, sock = live_pair(binary, wd, args, ["-global", "migration.postcopy-ram=on"])
     old.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
     old.qmp("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH, "downtime-limit": 50,
                                          "max-postcopy-bandwidth": postcopy_bandwidth})
