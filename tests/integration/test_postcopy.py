@@ -19,9 +19,7 @@ import sys
 import time
 
 from harness.cases import run_named_case
-from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
-                           wait_heartbeat, wait_serial, wait_until)
-from harness.process import Vmm
+from harness.guest import base_args, check, check_after_switchover, log, wait_until
 from harness.transfer import live_pair
 
 SKIP = 77
