@@ -420,6 +420,7 @@ struct mr_load {
     int fd;
     cpr_ram_block *block;
     uint8_t *host;
+    int place_fd;    /* the block's memory fd, written with pwrite; -1: read into host */
     uint64_t size;
     const struct cpr_region *r;
     const struct mr_index *ix;
@@ -436,44 +437,62 @@ static int is_zero(const uint8_t *p, size_t len)
     return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
 
-/* One step: the present pages read into RAM, the absent ones zeroed, then its chunks checked. */
-static int load_step(struct mr_load *l, uint64_t step, cpr_error **errp)
+/* Pages [p, q) are present in the file or not: a run of one kind, capped at the block's end. */
+static uint64_t run_end(const struct mr_load *l, uint64_t p, uint64_t p1, int *present)
+{
+    *present = bit_get(l->ix->bitmap, p);
+    uint64_t q = p + 1;
+    while (q < p1 && bit_get(l->ix->bitmap, q) == *present)
+        q++;
+    return q;
+}
+
+/* Reads the present pages of [p0, p1) into buf (guest RAM or a bounce buffer holding page p0
+ * at its start); absent pages in buf are zeroed, bytes past the block too. */
+static int read_step(struct mr_load *l, uint64_t p0, uint64_t p1, uint8_t *buf, cpr_error **errp)
 {
     const struct cpr_region *r = l->r;
-    uint64_t pages = r->pages_len / PAGE;
-    uint64_t p0 = step * l->step, p1 = MIN(p0 + l->step, pages);
-    for (uint64_t p = p0; p < p1;) {
-        int present = bit_get(l->ix->bitmap, p);
-        uint64_t q = p + 1;
-        while (q < p1 && bit_get(l->ix->bitmap, q) == present)
-            q++;
+    for (uint64_t p = p0, q; p < p1; p = q) {
+        int present;
+        q = run_end(l, p, p1, &present);
         uint64_t off = p * PAGE, len = MIN(q * PAGE, l->size) - off;
+        uint8_t *dst = buf + (off - p0 * PAGE);
         if (present) {
             size_t got;
-            int ret = pread_all(l->fd, l->host + off, (size_t)len, r->pages_offset + off, &got);
+            int ret = pread_all(l->fd, dst, (size_t)len, r->pages_offset + off, &got);
             if (ret < 0)
                 return cpr_error_set_errno(errp, ret, "mapped-ram: reading RAM block '%s' at file offset %" PRIu64,
-                                           l->r->name, r->pages_offset + off);
+                                           r->name, r->pages_offset + off);
             if (got < len)
                 return cpr_error_set(errp, -EBADMSG, "mapped-ram: RAM block '%s' chunk %" PRIu64 " lies beyond the "
                                      "end of the file (file offset %" PRIu64 ")", r->name,
                                      (off + got) / r->chunk_size, r->pages_offset + off + got);
+        } else if (buf != l->host) {
+            memset(dst, 0, (size_t)len);
         } else {
             /* Fresh memory reads as zero already: only what is not gets written. */
-            for (uint64_t o = off; o < off + len; o += PAGE) {
-                size_t l2 = (size_t)MIN((uint64_t)PAGE, off + len - o);
-                if (!is_zero(l->host + o, l2))
-                    memset(l->host + o, 0, l2);
+            for (uint64_t o = 0; o < len; o += PAGE) {
+                size_t l2 = (size_t)MIN((uint64_t)PAGE, len - o);
+                if (!is_zero(dst + o, l2))
+                    memset(dst + o, 0, l2);
             }
         }
-        p = q;
     }
+    if (buf != l->host && p1 * PAGE > l->size)
+        memset(buf + (l->size - p0 * PAGE), 0, (size_t)(p1 * PAGE - l->size));
+    return 0;
+}
+
+/* Checks the chunks of pages [p0, p1), whose bytes buf holds from page p0 on. */
+static int check_step(const struct mr_load *l, uint64_t p0, uint64_t p1, const uint8_t *buf, cpr_error **errp)
+{
+    const struct cpr_region *r = l->r;
     uint64_t c0 = p0 * PAGE / r->chunk_size, c1 = (p1 * PAGE + r->chunk_size - 1) / r->chunk_size;
     for (uint64_t c = c0; c < c1; c++) {
         uint64_t off = c * r->chunk_size, len = MIN((uint64_t)r->chunk_size, r->pages_len - off);
-        uint64_t in_ram = off < l->size ? MIN(len, l->size - off) : 0;
-        uint32_t crc = cpr_crc32c(0, l->host + off, (size_t)in_ram);
-        for (uint64_t pad = len - in_ram; pad;) {
+        uint64_t in_buf = buf != l->host ? len : off < l->size ? MIN(len, l->size - off) : 0;
+        uint32_t crc = cpr_crc32c(0, buf + (off - p0 * PAGE), (size_t)in_buf);
+        for (uint64_t pad = len - in_buf; pad;) {
             size_t k = (size_t)MIN(pad, (uint64_t)PAGE);
             crc = cpr_crc32c(crc, zero_page, k);
             pad -= k;
@@ -485,15 +504,58 @@ static int load_step(struct mr_load *l, uint64_t step, cpr_error **errp)
     return 0;
 }
 
+/* Places the checked pages [p0, p1) from buf into the block's fd: present runs written,
+ * absent ones punched out (they read as zero), or written as zeros where punching is not. */
+static int place_step(struct mr_load *l, uint64_t p0, uint64_t p1, const uint8_t *buf, cpr_error **errp)
+{
+    for (uint64_t p = p0, q; p < p1; p = q) {
+        int present;
+        q = run_end(l, p, p1, &present);
+        uint64_t off = p * PAGE, len = MIN(q * PAGE, l->size) - off;
+        if (!present && fallocate(l->place_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                                  (off_t)len) == 0)
+            continue;
+        int ret = pwrite_all(l->place_fd, buf + (off - p0 * PAGE), (size_t)len, off);
+        if (ret < 0)
+            return cpr_error_set_errno(errp, ret, "mapped-ram: placing RAM block '%s' pages %" PRIu64 "+%" PRIu64
+                                       " into its memory", l->r->name, p, q - p);
+    }
+    return 0;
+}
+
+/*
+ * One step of whole chunks. With the block's fd, the pages are read into a bounce buffer,
+ * checked there and only then written into guest memory: a chunk that fails its checksum
+ * never reaches the guest, and the loader touches guest memory once, from the kernel (read
+ * into the mapping and then checksummed from it, every page was touched twice, and on a host
+ * that backs memory lazily each first touch of a fresh page is the dominant cost). Without
+ * an fd (private memory, or huge pages, which pwrite cannot fill) the pages are read in place.
+ */
+static int load_step(struct mr_load *l, uint64_t step, uint8_t *bounce, cpr_error **errp)
+{
+    uint64_t pages = l->r->pages_len / PAGE;
+    uint64_t p0 = step * l->step, p1 = MIN(p0 + l->step, pages);
+    uint8_t *buf = bounce ? bounce : l->host + p0 * PAGE;
+    int ret = read_step(l, p0, p1, buf, errp);
+    if (ret == 0)
+        ret = check_step(l, p0, p1, buf, errp);
+    if (ret == 0 && bounce)
+        ret = place_step(l, p0, p1, bounce, errp);
+    return ret;
+}
+
 static gpointer load_thread(gpointer p)
 {
     struct mr_load *l = p;
+    void *bounce = NULL;
+    if (l->place_fd >= 0 && posix_memalign(&bounce, PAGE, (size_t)(l->step * PAGE)) != 0)
+        bounce = NULL; /* read in place instead */
     for (;;) {
         uint64_t step = __atomic_fetch_add(&l->next, 1, __ATOMIC_RELAXED);
         if (step >= l->steps)
             break;
         cpr_error *err = NULL;
-        int ret = load_step(l, step, &err);
+        int ret = load_step(l, step, bounce, &err);
         if (ret < 0) {
             g_mutex_lock(&l->lock);
             if (l->ret == 0) {
@@ -507,6 +569,7 @@ static gpointer load_thread(gpointer p)
             break;
         }
     }
+    free(bounce);
     return NULL;
 }
 
@@ -533,6 +596,7 @@ int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, in
                              "stream loads only from file: (or fd: of a regular file)", ix.name);
     struct mr_load l = {
         .fd = s->fd, .block = b, .host = cpr_ram_block_host(b), .size = cpr_ram_block_size(b), .r = r, .ix = &ix,
+        .place_fd = cpr_ram_block_page_size(b) == PAGE ? cpr_ram_block_fd(b) : -1,
     };
     int dfd = -1;
     if (direct_io && (dfd = open_direct(s->fd, O_RDONLY, errp)) < 0)

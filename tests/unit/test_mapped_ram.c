@@ -139,6 +139,35 @@ START_TEST(test_a_flipped_byte_is_refused_naming_the_chunk)
 }
 END_TEST
 
+/*
+ * The loader checks a chunk before it places it: a chunk that fails its checksum never
+ * reaches guest RAM, and the chunks of the same step neither (they are placed together).
+ * Loading by pread straight into RAM and checksumming it there wrote the bad bytes first
+ * (and touched every page twice); this test failed that way.
+ */
+START_TEST(test_a_chunk_that_fails_its_checksum_never_reaches_guest_ram)
+{
+    g_autofree char *d = save("snap", "2", NULL);
+    g_autofree char *p = path("snap");
+    flip(p, page_offset(p, 5, 123));
+    static const char *const n[] = { "1", "3" };
+    for (size_t k = 0; k < G_N_ELEMENTS(n); k++) {
+        struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+        ck_assert_ptr_nonnull(dst);
+        memset(dst->host, 0xa5, RAM);
+        ck_assert_int_eq(cpr_param_set(dst->ctx, "multifd-channels", n[k], NULL), 0);
+        g_autofree char *u = uri("file", "snap");
+        ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+        ck_assert_cpr_fails(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp_), -EBADMSG, "chunk 5 ");
+        for (uint64_t pg = 0; pg < 8; pg++)
+            for (uint64_t b = 0; b < 4096; b++)
+                ck_assert_msg(dst->host[pg * 4096 + b] == 0xa5, "%s threads: page %llu byte %llu was placed",
+                              n[k], (unsigned long long)pg, (unsigned long long)b);
+        mig_vm_free(dst);
+    }
+}
+END_TEST
+
 START_TEST(test_a_file_cut_short_is_refused_naming_the_chunk)
 {
     g_autofree char *d = save("snap", "2", NULL);
@@ -337,6 +366,7 @@ static Suite *mapped_ram_suite(void)
     tcase_add_test(tc, test_the_file_stays_the_size_of_ram_after_many_passes);
     tcase_add_test(tc, test_the_live_passes_are_on_disk_before_the_guest_stops);
     tcase_add_test(tc, test_a_flipped_byte_is_refused_naming_the_chunk);
+    tcase_add_test(tc, test_a_chunk_that_fails_its_checksum_never_reaches_guest_ram);
     tcase_add_test(tc, test_a_file_cut_short_is_refused_naming_the_chunk);
     tcase_add_test(tc, test_cpr_dump_prints_and_checks_the_regions);
     tcase_add_test(tc, test_direct_io_where_the_file_system_refuses_it);
