@@ -104,6 +104,15 @@ uint64_t cpr_mr_chunk_len(const struct cpr_mr_block_info *b, uint64_t chunk);
 /* Bytes per checksum chunk the writer uses (the format allows any multiple of the page). */
 #define CPR_MR_CHUNK_SIZE 4096u
 
+/*
+ * As cpr_mr_open_fd(), from the stream that is loading the file: s is a reader of a regular
+ * file inside the ram section's end record (already read and its checksums verified), just
+ * after the first index entry's kind byte. Reads the rest of the record: no second read of
+ * the file's records, so a lazy restore starts in a time that does not grow with them.
+ * -ESPIPE when s is not a file, -EBADMSG for an index that does not fit its regions.
+ */
+int cpr_mr_open_index(cpr_stream *s, cpr_mr_file **out, cpr_error **errp);
+
 typedef struct cpr_mr_save cpr_mr_save;
 
 /*
