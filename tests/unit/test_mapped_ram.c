@@ -103,6 +103,41 @@ START_TEST(test_round_trip_with_1_to_4_channels)
 }
 END_TEST
 
+/*
+ * mapped-ram with the multifd capability on as well (QEMU 9's parallel file mode: its multifd
+ * threads write the file's regions): on a file: stream the capability asks for no channel
+ * connection; the multifd-channels threads write the regions in place, so the file stays the
+ * size of RAM, and a destination with multifd on loads it.
+ */
+START_TEST(test_mapped_ram_with_the_multifd_capability_round_trips)
+{
+    struct mig_vm *src = mig_running_vm(RAM, NULL);
+    mig_vm_set_rate(src, 64);
+    mapped(src->ctx, "4");
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "multifd", 1, NULL), 0);
+    g_autofree char *u = uri("file", "snap");
+    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
+    cpr_migration_info i = query(src->ctx);
+    ck_assert_int_eq(i.status, CPR_MIGRATION_COMPLETED);
+    ck_assert_uint_ge(i.dirty_sync_count, 2);
+    g_autofree char *want = mig_vm_ram_digest(src);
+    mig_vm_free(src);
+    g_autofree char *p = path("snap");
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_uint_le((uint64_t)st.st_size, RAM + RAM / 4096 * 5 + 64 * 1024);
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(cpr_cap_set(dst->ctx, "multifd", 1, NULL), 0);
+    ck_assert_int_eq(cpr_param_set(dst->ctx, "multifd-channels", "3", NULL), 0);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    ck_assert_int_eq(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, NULL), 0);
+    g_autofree char *got = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(got, want);
+    mig_vm_free(dst);
+}
+END_TEST
+
 START_TEST(test_the_file_stays_the_size_of_ram_after_many_passes)
 {
     uint64_t passes;
@@ -363,6 +398,7 @@ static Suite *mapped_ram_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_round_trip_with_1_to_4_channels);
+    tcase_add_test(tc, test_mapped_ram_with_the_multifd_capability_round_trips);
     tcase_add_test(tc, test_the_file_stays_the_size_of_ram_after_many_passes);
     tcase_add_test(tc, test_the_live_passes_are_on_disk_before_the_guest_stops);
     tcase_add_test(tc, test_a_flipped_byte_is_refused_naming_the_chunk);
