@@ -631,13 +631,16 @@ int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, in
 struct cpr_mr_file {
     int fd;
     GArray *blocks; /* struct cpr_mr_block_info, names and arrays owned here */
+    uint8_t *record; /* the index record, when the blocks' arrays point into it (no copies) */
 };
 
-static void info_clear(struct cpr_mr_block_info *b)
+static void info_clear(struct cpr_mr_block_info *b, int arrays)
 {
     g_free((char *)b->name);
-    g_free((uint8_t *)b->bitmap);
-    g_free((uint32_t *)b->crcs);
+    if (arrays) {
+        g_free((uint8_t *)b->bitmap);
+        g_free((uint8_t *)b->crcs);
+    }
 }
 
 void cpr_mr_close(cpr_mr_file *f)
@@ -645,7 +648,8 @@ void cpr_mr_close(cpr_mr_file *f)
     if (!f)
         return;
     for (guint i = 0; i < f->blocks->len; i++)
-        info_clear(&g_array_index(f->blocks, struct cpr_mr_block_info, i));
+        info_clear(&g_array_index(f->blocks, struct cpr_mr_block_info, i), !f->record);
+    g_free(f->record);
     g_array_free(f->blocks, TRUE);
     if (f->fd >= 0)
         close(f->fd);
@@ -662,18 +666,16 @@ static int add_block(cpr_mr_file *f, cpr_stream *s, const struct mr_index *ix, c
         .name = g_strdup(ix->name), .size = r->block_size, .page_size = r->page_size, .chunk_size = r->chunk_size,
         .pages = ix->pages, .chunks = ix->chunks, .pages_offset = r->pages_offset, .pages_len = r->pages_len,
     };
-    /* A lazy restore copies these before the guest runs: a copy and a popcount, not a loop
-     * per page (5 MiB and a million pages at 4 GiB). */
+    /* A lazy restore does this before the guest runs (5 MiB and a million pages at 4 GiB):
+     * the arrays stay in the record it took, and the pages are counted by words. */
     size_t maplen = (size_t)((ix->pages + 7) / 8);
-    b.bitmap = g_memdup2(ix->bitmap, (gsize)maplen);
-    uint32_t *crcs = g_new(uint32_t, ix->chunks ? ix->chunks : 1);
-    if (G_BYTE_ORDER == G_LITTLE_ENDIAN) {
-        memcpy(crcs, ix->crcs, (size_t)(ix->chunks * 4));
+    if (f->record) {
+        b.bitmap = ix->bitmap;
+        b.crcs = ix->crcs;
     } else {
-        for (uint64_t c = 0; c < ix->chunks; c++)
-            crcs[c] = (uint32_t)cpr_le_get(ix->crcs + c * 4, 4);
+        b.bitmap = g_memdup2(ix->bitmap, (gsize)maplen);
+        b.crcs = g_memdup2(ix->crcs, (gsize)(ix->chunks * 4));
     }
-    b.crcs = crcs;
     size_t i = 0;
     for (; i + 8 <= maplen; i += 8) {
         uint64_t w;
@@ -726,6 +728,8 @@ int cpr_mr_open_index(cpr_stream *s, cpr_mr_file **out, cpr_error **errp)
     cpr_mr_file *f = file_new(s->fd, errp);
     if (!f)
         return -EBADF;
+    /* The record, its checksum verified, becomes the file's: the index is not copied. */
+    f->record = cpr_stream_take_record(s);
     int ret = read_index(f, s, 1, errp);
     if (ret < 0) {
         cpr_mr_close(f);
@@ -817,6 +821,11 @@ int cpr_mr_page_present(const struct cpr_mr_block_info *b, uint64_t page)
     return page < b->pages && bit_get(b->bitmap, page);
 }
 
+uint32_t cpr_mr_chunk_crc(const struct cpr_mr_block_info *b, uint64_t chunk)
+{
+    return (uint32_t)cpr_le_get(b->crcs + chunk * 4, 4);
+}
+
 uint64_t cpr_mr_chunk_len(const struct cpr_mr_block_info *b, uint64_t chunk)
 {
     uint64_t off = chunk * b->chunk_size;
@@ -841,9 +850,9 @@ int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, 
     if (!b)
         return -EINVAL;
     uint64_t len = cpr_mr_chunk_len(b, chunk);
-    uint32_t crc = cpr_crc32c(0, data, (size_t)len);
-    if (crc != b->crcs[chunk])
-        return chunk_mismatch(errp, b->name, chunk, b->pages_offset + chunk * b->chunk_size, len, b->crcs[chunk], crc);
+    uint32_t crc = cpr_crc32c(0, data, (size_t)len), stored = cpr_mr_chunk_crc(b, chunk);
+    if (crc != stored)
+        return chunk_mismatch(errp, b->name, chunk, b->pages_offset + chunk * b->chunk_size, len, stored, crc);
     return 0;
 }
 

@@ -13,7 +13,8 @@
  * No guest touches RAM meanwhile: the figure is the library's, with the page cache warm (the
  * file was just written) unless DIR is a disk the kernel evicted.
  *
- *   bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR]     default 1G, 3 runs, /dev/shm
+ *   bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR] [MODE]   default 1G, 3 runs, /dev/shm,
+ *                                                               both modes (MODE: copy, ondemand)
  *
  * One JSON object per line per mode (bench "lazy_restore"): min/median/max of running_ms and
  * resident_ms. Needs userfaultfd for ondemand (exit 77 and says so without it).
@@ -143,8 +144,9 @@ int main(int argc, char **argv)
     uint64_t size = argc > 1 ? bench_parse_size(argv[1]) : (1ull << 30);
     int runs = argc > 2 ? atoi(argv[2]) : 3;
     const char *dir = argc > 3 ? argv[3] : "/dev/shm";
+    const char *only = argc > 4 ? argv[4] : NULL;
     if (size == 0 || size % 4096 || runs < 1) {
-        fprintf(stderr, "usage: bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR]\n");
+        fprintf(stderr, "usage: bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR] [copy|ondemand]\n");
         return 2;
     }
     cpr_error *err = NULL;
@@ -166,6 +168,8 @@ int main(int argc, char **argv)
     cpr_ctx_free(src);
     static const char *const modes[] = { "copy", "ondemand" };
     for (int m = 0; m < 2; m++) {
+        if (only && strcmp(only, modes[m]))
+            continue;
         double *run = calloc((size_t)runs, sizeof(double)), *res = calloc((size_t)runs, sizeof(double));
         double *rd = calloc((size_t)runs, sizeof(double)), *rf = calloc((size_t)runs, sizeof(double));
         for (int r = 0; r < runs; r++) {
