@@ -701,6 +701,28 @@ int cpr_stream_skip_in(cpr_stream *s, uint64_t len, uint64_t *have, cpr_error **
 
 /* ---- reader ---- */
 
+void *cpr_stream_take_record(cpr_stream *s)
+{
+    if (s->kind != CPR_SRC_FD || !s->rec_pending || s->rlen - s->rpos < s->rec_pending)
+        return NULL;
+    /* Bytes read past the record (none: the reader reads exactly what a record needs) move. */
+    size_t tail = s->rlen - s->rpos - s->rec_pending;
+    size_t cap = MAX((size_t)READ_BUF_SIZE, tail);
+    uint8_t *nbuf = g_try_malloc(cap);
+    if (!nbuf)
+        return NULL;
+    memcpy(nbuf, s->buf + s->rpos + s->rec_pending, tail);
+    uint8_t *old = s->buf;
+    s->offset += s->rpos + s->rec_pending;
+    s->buf = nbuf;
+    s->rbuf = nbuf;
+    s->cap = cap;
+    s->rpos = 0;
+    s->rlen = tail;
+    s->rec_pending = 0;
+    return old;
+}
+
 int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
 {
     if (s->rlen - s->rpos >= n)

@@ -186,6 +186,13 @@ int64_t cpr_stream_file_offset(const cpr_stream *s);
  * reads and discards. have may be NULL.
  */
 int cpr_stream_skip_in(cpr_stream *s, uint64_t len, uint64_t *have, cpr_error **errp);
+/*
+ * Reader of an fd, inside a record: hands the buffer that holds the current record to the
+ * caller (g_free it), so that pointers into the record's payload (the view) outlive it
+ * without a copy; the stream goes on in a new buffer as if the record were consumed. NULL
+ * (and nothing changes) for other streams or outside a record.
+ */
+void *cpr_stream_take_record(cpr_stream *s);
 
 /* Reader: bytes available without reading more. */
 static inline size_t cpr_stream_avail(const cpr_stream *s)

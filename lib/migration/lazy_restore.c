@@ -168,17 +168,11 @@ static void on_event(void *opaque, int code, const char *message)
 
 /* ---- begin / abort ------------------------------------------------------------------------ */
 
-/* File offset where the stream s began: its fd's position less what it has buffered and
- * consumed. -1 when s is not a reader of a regular file. */
-static int64_t stream_start(cpr_stream *s)
+/* 1 when s reads a regular file: the pages are read from it by offset. */
+static int reads_a_file(cpr_stream *s)
 {
     struct stat st;
-    if (s->kind != CPR_SRC_FD || fstat(s->fd, &st) < 0 || !S_ISREG(st.st_mode))
-        return -1;
-    off_t pos = lseek(s->fd, 0, SEEK_CUR);
-    if (pos < 0)
-        return -1;
-    return (int64_t)pos - (int64_t)cpr_stream_avail(s) - (int64_t)cpr_stream_offset(s);
+    return s->kind == CPR_SRC_FD && fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* Drops what fresh RAM already holds (a VMM that read its mailbox page before the load, say):
@@ -223,8 +217,7 @@ static int add_block(lazy_run *run, size_t mr, cpr_ram_block *rb, cpr_error **er
 
 static int begin(lazy_state *ls, cpr_stream *s, GHashTable *sent, cpr_error **errp)
 {
-    int64_t start = stream_start(s);
-    if (start < 0)
+    if (!reads_a_file(s))
         return cpr_error_set(errp, -ESPIPE, "memory-restore-mode ondemand needs a file: stream "
                              "(it reads pages from the file as the guest touches them)");
     lazy_run *run = g_new0(lazy_run, 1);
@@ -232,7 +225,7 @@ static int begin(lazy_state *ls, cpr_stream *s, GHashTable *sent, cpr_error **er
     g_mutex_lock(&ls->lock);
     ls->run = run; /* stop() frees what exists of it on failure */
     g_mutex_unlock(&ls->lock);
-    int ret = cpr_mr_open_fd(s->fd, (uint64_t)start, &run->file, errp);
+    int ret = cpr_mr_open_index(s, &run->file, errp);
     if (ret < 0)
         return ret;
     cpr_page_source src = { .fetch = lazy_fetch, .opaque = run };
@@ -272,14 +265,11 @@ int cpr_lazy_restore_begin(cpr_ctx *ctx, cpr_stream *s, GHashTable *sent, cpr_er
     if (busy)
         return cpr_error_set(errp, -EBUSY, "ondemand restore: a lazy restore runs already on "
                              "this context");
+    /* begin() reads the rest of the record: the index, its checksum verified with it. */
     int ret = begin(ls, s, sent, errp);
-    if (ret < 0) {
+    if (ret < 0)
         stop(ls, 0);
-        return ret;
-    }
-    /* The rest of the record is the index the reader has just read and verified. */
-    const void *rest;
-    return cpr_stream_get_ptr(s, &rest, (size_t)cpr_stream_remaining(s), errp);
+    return ret;
 }
 
 void cpr_lazy_restore_abort(cpr_ctx *ctx)

@@ -420,6 +420,7 @@ struct mr_load {
     int fd;
     cpr_ram_block *block;
     uint8_t *host;
+    int place_fd;    /* the block's memory fd, written with pwrite; -1: read into host */
     uint64_t size;
     const struct cpr_region *r;
     const struct mr_index *ix;
@@ -436,44 +437,62 @@ static int is_zero(const uint8_t *p, size_t len)
     return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
 
-/* One step: the present pages read into RAM, the absent ones zeroed, then its chunks checked. */
-static int load_step(struct mr_load *l, uint64_t step, cpr_error **errp)
+/* Pages [p, q) are present in the file or not: a run of one kind, capped at the block's end. */
+static uint64_t run_end(const struct mr_load *l, uint64_t p, uint64_t p1, int *present)
+{
+    *present = bit_get(l->ix->bitmap, p);
+    uint64_t q = p + 1;
+    while (q < p1 && bit_get(l->ix->bitmap, q) == *present)
+        q++;
+    return q;
+}
+
+/* Reads the present pages of [p0, p1) into buf (guest RAM or a bounce buffer holding page p0
+ * at its start); absent pages in buf are zeroed, bytes past the block too. */
+static int read_step(struct mr_load *l, uint64_t p0, uint64_t p1, uint8_t *buf, cpr_error **errp)
 {
     const struct cpr_region *r = l->r;
-    uint64_t pages = r->pages_len / PAGE;
-    uint64_t p0 = step * l->step, p1 = MIN(p0 + l->step, pages);
-    for (uint64_t p = p0; p < p1;) {
-        int present = bit_get(l->ix->bitmap, p);
-        uint64_t q = p + 1;
-        while (q < p1 && bit_get(l->ix->bitmap, q) == present)
-            q++;
+    for (uint64_t p = p0, q; p < p1; p = q) {
+        int present;
+        q = run_end(l, p, p1, &present);
         uint64_t off = p * PAGE, len = MIN(q * PAGE, l->size) - off;
+        uint8_t *dst = buf + (off - p0 * PAGE);
         if (present) {
             size_t got;
-            int ret = pread_all(l->fd, l->host + off, (size_t)len, r->pages_offset + off, &got);
+            int ret = pread_all(l->fd, dst, (size_t)len, r->pages_offset + off, &got);
             if (ret < 0)
                 return cpr_error_set_errno(errp, ret, "mapped-ram: reading RAM block '%s' at file offset %" PRIu64,
-                                           l->r->name, r->pages_offset + off);
+                                           r->name, r->pages_offset + off);
             if (got < len)
                 return cpr_error_set(errp, -EBADMSG, "mapped-ram: RAM block '%s' chunk %" PRIu64 " lies beyond the "
                                      "end of the file (file offset %" PRIu64 ")", r->name,
                                      (off + got) / r->chunk_size, r->pages_offset + off + got);
+        } else if (buf != l->host) {
+            memset(dst, 0, (size_t)len);
         } else {
             /* Fresh memory reads as zero already: only what is not gets written. */
-            for (uint64_t o = off; o < off + len; o += PAGE) {
-                size_t l2 = (size_t)MIN((uint64_t)PAGE, off + len - o);
-                if (!is_zero(l->host + o, l2))
-                    memset(l->host + o, 0, l2);
+            for (uint64_t o = 0; o < len; o += PAGE) {
+                size_t l2 = (size_t)MIN((uint64_t)PAGE, len - o);
+                if (!is_zero(dst + o, l2))
+                    memset(dst + o, 0, l2);
             }
         }
-        p = q;
     }
+    if (buf != l->host && p1 * PAGE > l->size)
+        memset(buf + (l->size - p0 * PAGE), 0, (size_t)(p1 * PAGE - l->size));
+    return 0;
+}
+
+/* Checks the chunks of pages [p0, p1), whose bytes buf holds from page p0 on. */
+static int check_step(const struct mr_load *l, uint64_t p0, uint64_t p1, const uint8_t *buf, cpr_error **errp)
+{
+    const struct cpr_region *r = l->r;
     uint64_t c0 = p0 * PAGE / r->chunk_size, c1 = (p1 * PAGE + r->chunk_size - 1) / r->chunk_size;
     for (uint64_t c = c0; c < c1; c++) {
         uint64_t off = c * r->chunk_size, len = MIN((uint64_t)r->chunk_size, r->pages_len - off);
-        uint64_t in_ram = off < l->size ? MIN(len, l->size - off) : 0;
-        uint32_t crc = cpr_crc32c(0, l->host + off, (size_t)in_ram);
-        for (uint64_t pad = len - in_ram; pad;) {
+        uint64_t in_buf = buf != l->host ? len : off < l->size ? MIN(len, l->size - off) : 0;
+        uint32_t crc = cpr_crc32c(0, buf + (off - p0 * PAGE), (size_t)in_buf);
+        for (uint64_t pad = len - in_buf; pad;) {
             size_t k = (size_t)MIN(pad, (uint64_t)PAGE);
             crc = cpr_crc32c(crc, zero_page, k);
             pad -= k;
@@ -485,15 +504,58 @@ static int load_step(struct mr_load *l, uint64_t step, cpr_error **errp)
     return 0;
 }
 
+/* Places the checked pages [p0, p1) from buf into the block's fd: present runs written,
+ * absent ones punched out (they read as zero), or written as zeros where punching is not. */
+static int place_step(struct mr_load *l, uint64_t p0, uint64_t p1, const uint8_t *buf, cpr_error **errp)
+{
+    for (uint64_t p = p0, q; p < p1; p = q) {
+        int present;
+        q = run_end(l, p, p1, &present);
+        uint64_t off = p * PAGE, len = MIN(q * PAGE, l->size) - off;
+        if (!present && fallocate(l->place_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                                  (off_t)len) == 0)
+            continue;
+        int ret = pwrite_all(l->place_fd, buf + (off - p0 * PAGE), (size_t)len, off);
+        if (ret < 0)
+            return cpr_error_set_errno(errp, ret, "mapped-ram: placing RAM block '%s' pages %" PRIu64 "+%" PRIu64
+                                       " into its memory", l->r->name, p, q - p);
+    }
+    return 0;
+}
+
+/*
+ * One step of whole chunks. With the block's fd, the pages are read into a bounce buffer,
+ * checked there and only then written into guest memory: a chunk that fails its checksum
+ * never reaches the guest, and the loader touches guest memory once, from the kernel (read
+ * into the mapping and then checksummed from it, every page was touched twice, and on a host
+ * that backs memory lazily each first touch of a fresh page is the dominant cost). Without
+ * an fd (private memory, or huge pages, which pwrite cannot fill) the pages are read in place.
+ */
+static int load_step(struct mr_load *l, uint64_t step, uint8_t *bounce, cpr_error **errp)
+{
+    uint64_t pages = l->r->pages_len / PAGE;
+    uint64_t p0 = step * l->step, p1 = MIN(p0 + l->step, pages);
+    uint8_t *buf = bounce ? bounce : l->host + p0 * PAGE;
+    int ret = read_step(l, p0, p1, buf, errp);
+    if (ret == 0)
+        ret = check_step(l, p0, p1, buf, errp);
+    if (ret == 0 && bounce)
+        ret = place_step(l, p0, p1, bounce, errp);
+    return ret;
+}
+
 static gpointer load_thread(gpointer p)
 {
     struct mr_load *l = p;
+    void *bounce = NULL;
+    if (l->place_fd >= 0 && posix_memalign(&bounce, PAGE, (size_t)(l->step * PAGE)) != 0)
+        bounce = NULL; /* read in place instead */
     for (;;) {
         uint64_t step = __atomic_fetch_add(&l->next, 1, __ATOMIC_RELAXED);
         if (step >= l->steps)
             break;
         cpr_error *err = NULL;
-        int ret = load_step(l, step, &err);
+        int ret = load_step(l, step, bounce, &err);
         if (ret < 0) {
             g_mutex_lock(&l->lock);
             if (l->ret == 0) {
@@ -507,6 +569,7 @@ static gpointer load_thread(gpointer p)
             break;
         }
     }
+    free(bounce);
     return NULL;
 }
 
@@ -533,6 +596,7 @@ int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, in
                              "stream loads only from file: (or fd: of a regular file)", ix.name);
     struct mr_load l = {
         .fd = s->fd, .block = b, .host = cpr_ram_block_host(b), .size = cpr_ram_block_size(b), .r = r, .ix = &ix,
+        .place_fd = cpr_ram_block_page_size(b) == PAGE ? cpr_ram_block_fd(b) : -1,
     };
     int dfd = -1;
     if (direct_io && (dfd = open_direct(s->fd, O_RDONLY, errp)) < 0)
@@ -567,13 +631,16 @@ int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, in
 struct cpr_mr_file {
     int fd;
     GArray *blocks; /* struct cpr_mr_block_info, names and arrays owned here */
+    uint8_t *record; /* the index record, when the blocks' arrays point into it (no copies) */
 };
 
-static void info_clear(struct cpr_mr_block_info *b)
+static void info_clear(struct cpr_mr_block_info *b, int arrays)
 {
     g_free((char *)b->name);
-    g_free((uint8_t *)b->bitmap);
-    g_free((uint32_t *)b->crcs);
+    if (arrays) {
+        g_free((uint8_t *)b->bitmap);
+        g_free((uint8_t *)b->crcs);
+    }
 }
 
 void cpr_mr_close(cpr_mr_file *f)
@@ -581,7 +648,8 @@ void cpr_mr_close(cpr_mr_file *f)
     if (!f)
         return;
     for (guint i = 0; i < f->blocks->len; i++)
-        info_clear(&g_array_index(f->blocks, struct cpr_mr_block_info, i));
+        info_clear(&g_array_index(f->blocks, struct cpr_mr_block_info, i), !f->record);
+    g_free(f->record);
     g_array_free(f->blocks, TRUE);
     if (f->fd >= 0)
         close(f->fd);
@@ -598,23 +666,35 @@ static int add_block(cpr_mr_file *f, cpr_stream *s, const struct mr_index *ix, c
         .name = g_strdup(ix->name), .size = r->block_size, .page_size = r->page_size, .chunk_size = r->chunk_size,
         .pages = ix->pages, .chunks = ix->chunks, .pages_offset = r->pages_offset, .pages_len = r->pages_len,
     };
-    b.bitmap = g_memdup2(ix->bitmap, (gsize)((ix->pages + 7) / 8));
-    uint32_t *crcs = g_new(uint32_t, ix->chunks ? ix->chunks : 1);
-    for (uint64_t c = 0; c < ix->chunks; c++)
-        crcs[c] = (uint32_t)cpr_le_get(ix->crcs + c * 4, 4);
-    b.crcs = crcs;
-    for (uint64_t p = 0; p < ix->pages; p++)
+    /* A lazy restore does this before the guest runs (5 MiB and a million pages at 4 GiB):
+     * the arrays stay in the record it took, and the pages are counted by words. */
+    size_t maplen = (size_t)((ix->pages + 7) / 8);
+    if (f->record) {
+        b.bitmap = ix->bitmap;
+        b.crcs = ix->crcs;
+    } else {
+        b.bitmap = g_memdup2(ix->bitmap, (gsize)maplen);
+        b.crcs = g_memdup2(ix->crcs, (gsize)(ix->chunks * 4));
+    }
+    size_t i = 0;
+    for (; i + 8 <= maplen; i += 8) {
+        uint64_t w;
+        memcpy(&w, b.bitmap + i, 8);
+        b.present += (uint64_t)__builtin_popcountll(w);
+    }
+    for (uint64_t p = i * 8; p < ix->pages; p++)
         b.present += (uint64_t)bit_get(b.bitmap, p);
     g_array_append_val(f->blocks, b);
     return 0;
 }
 
-/* The ram section's end record: every mapped-ram index entry in it. */
-static int read_index(cpr_mr_file *f, cpr_stream *s, cpr_error **errp)
+/* The ram section's end record: every mapped-ram index entry in it (the first one's kind
+ * byte already read when `first_read`). */
+static int read_index(cpr_mr_file *f, cpr_stream *s, int first_read, cpr_error **errp)
 {
-    while (cpr_stream_remaining(s) > 0) {
-        uint8_t kind;
-        int ret = cpr_stream_get_u8(s, &kind, errp);
+    for (int first = first_read; first || cpr_stream_remaining(s) > 0; first = 0) {
+        uint8_t kind = CPR_RAM_ENT_MAPPED;
+        int ret = first ? 0 : cpr_stream_get_u8(s, &kind, errp);
         if (ret < 0)
             return ret;
         if (kind != CPR_RAM_ENT_MAPPED)
@@ -627,14 +707,44 @@ static int read_index(cpr_mr_file *f, cpr_stream *s, cpr_error **errp)
     return 1;
 }
 
-int cpr_mr_open_fd(int fd, uint64_t offset, cpr_mr_file **out, cpr_error **errp)
+static cpr_mr_file *file_new(int fd, cpr_error **errp)
 {
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (own < 0)
-        return cpr_error_set_errno(errp, -errno, "mapped-ram: duplicating fd %d", fd);
+    if (own < 0) {
+        cpr_error_set_errno(errp, -errno, "mapped-ram: duplicating fd %d", fd);
+        return NULL;
+    }
     cpr_mr_file *f = g_new0(cpr_mr_file, 1);
     f->fd = own;
     f->blocks = g_array_new(FALSE, TRUE, sizeof(struct cpr_mr_block_info));
+    return f;
+}
+
+int cpr_mr_open_index(cpr_stream *s, cpr_mr_file **out, cpr_error **errp)
+{
+    struct stat st;
+    if (s->kind != CPR_SRC_FD || fstat(s->fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return cpr_error_set(errp, -ESPIPE, "mapped-ram: the stream is not a file");
+    cpr_mr_file *f = file_new(s->fd, errp);
+    if (!f)
+        return -EBADF;
+    /* The record, its checksum verified, becomes the file's: the index is not copied. */
+    f->record = cpr_stream_take_record(s);
+    int ret = read_index(f, s, 1, errp);
+    if (ret < 0) {
+        cpr_mr_close(f);
+        return ret;
+    }
+    *out = f;
+    return 0;
+}
+
+int cpr_mr_open_fd(int fd, uint64_t offset, cpr_mr_file **out, cpr_error **errp)
+{
+    cpr_mr_file *f = file_new(fd, errp);
+    if (!f)
+        return -EBADF;
+    int own = f->fd;
     /* The stream reads its own open of the file: its offset must not move f->fd's. */
     char link[64];
     snprintf(link, sizeof(link), "/proc/self/fd/%d", own);
@@ -652,7 +762,7 @@ int cpr_mr_open_fd(int fd, uint64_t offset, cpr_mr_file **out, cpr_error **errp)
     struct cpr_rec rec;
     while (ret == 0 && (ret = cpr_rec_next(s, &rec, errp)) > 0) {
         if (rec.type == CPR_REC_END && !strcmp(rec.name, CPR_RAM_SECTION_NAME))
-            ret = read_index(f, s, errp);
+            ret = read_index(f, s, 0, errp);
         else
             ret = 0;
         if (ret == 1)
@@ -711,6 +821,11 @@ int cpr_mr_page_present(const struct cpr_mr_block_info *b, uint64_t page)
     return page < b->pages && bit_get(b->bitmap, page);
 }
 
+uint32_t cpr_mr_chunk_crc(const struct cpr_mr_block_info *b, uint64_t chunk)
+{
+    return (uint32_t)cpr_le_get(b->crcs + chunk * 4, 4);
+}
+
 uint64_t cpr_mr_chunk_len(const struct cpr_mr_block_info *b, uint64_t chunk)
 {
     uint64_t off = chunk * b->chunk_size;
@@ -735,9 +850,9 @@ int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, 
     if (!b)
         return -EINVAL;
     uint64_t len = cpr_mr_chunk_len(b, chunk);
-    uint32_t crc = cpr_crc32c(0, data, (size_t)len);
-    if (crc != b->crcs[chunk])
-        return chunk_mismatch(errp, b->name, chunk, b->pages_offset + chunk * b->chunk_size, len, b->crcs[chunk], crc);
+    uint32_t crc = cpr_crc32c(0, data, (size_t)len), stored = cpr_mr_chunk_crc(b, chunk);
+    if (crc != stored)
+        return chunk_mismatch(errp, b->name, chunk, b->pages_offset + chunk * b->chunk_size, len, stored, crc);
     return 0;
 }
 

@@ -43,7 +43,9 @@ struct cpr_mr_block_info {
      * bit means the page reads as zero (the file has a hole there). pages bits. */
     const uint8_t *bitmap;
     uint64_t present;       /* set bits in bitmap */
-    const uint32_t *crcs;   /* chunks entries: CRC32C of chunk K's bytes as in the file */
+    /* chunks entries of 4 bytes, little-endian: CRC32C of chunk K's bytes as in the file
+     * (cpr_mr_chunk_crc() reads one). */
+    const uint8_t *crcs;
 };
 
 /*
@@ -91,6 +93,8 @@ int cpr_mr_verify_chunk(const cpr_mr_file *f, size_t block, uint64_t chunk, cpr_
  */
 int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, const void *data,
                             cpr_error **errp);
+/* The stored CRC32C of chunk `chunk` (< b->chunks) of b. */
+uint32_t cpr_mr_chunk_crc(const struct cpr_mr_block_info *b, uint64_t chunk);
 /* Bytes in chunk `chunk` of b (chunk_size, less for the last). */
 uint64_t cpr_mr_chunk_len(const struct cpr_mr_block_info *b, uint64_t chunk);
 
@@ -103,6 +107,15 @@ uint64_t cpr_mr_chunk_len(const struct cpr_mr_block_info *b, uint64_t chunk);
 
 /* Bytes per checksum chunk the writer uses (the format allows any multiple of the page). */
 #define CPR_MR_CHUNK_SIZE 4096u
+
+/*
+ * As cpr_mr_open_fd(), from the stream that is loading the file: s is a reader of a regular
+ * file inside the ram section's end record (already read and its checksums verified), just
+ * after the first index entry's kind byte. Reads the rest of the record: no second read of
+ * the file's records, so a lazy restore starts in a time that does not grow with them.
+ * -ESPIPE when s is not a file, -EBADMSG for an index that does not fit its regions.
+ */
+int cpr_mr_open_index(cpr_stream *s, cpr_mr_file **out, cpr_error **errp);
 
 typedef struct cpr_mr_save cpr_mr_save;
 

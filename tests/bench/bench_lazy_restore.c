@@ -7,10 +7,14 @@
  *   - running: the VMM's start hook, called once the load committed (the guest would run);
  *   - resident: every page in guest RAM (copy: the same instant; ondemand: the fault
  *     server's completion, the background reader having read the file in order).
+ * The copy rows also give, in the same run, read(2) of the same file into one reused 1 MiB
+ * buffer (read_ms) and into fresh memory of the RAM's size, a new memfd mapping as a VMM's
+ * new guest RAM (read_fresh_ms): the references a copy restore is held to.
  * No guest touches RAM meanwhile: the figure is the library's, with the page cache warm (the
  * file was just written) unless DIR is a disk the kernel evicted.
  *
- *   bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR]     default 1G, 3 runs, /dev/shm
+ *   bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR] [MODE]   default 1G, 3 runs, /dev/shm,
+ *                                                               both modes (MODE: copy, ondemand)
  *
  * One JSON object per line per mode (bench "lazy_restore"): min/median/max of running_ms and
  * resident_ms. Needs userfaultfd for ondemand (exit 77 and says so without it).
@@ -19,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -107,13 +113,40 @@ static void restore(const char *uri, uint64_t size, const char *mode, double *ru
     cpr_ctx_free(ctx);
 }
 
+/* read(2) of the whole file into one reused buffer, or (size != 0) into a fresh memfd mapping. */
+static double read_ms(const char *path, uint64_t size)
+{
+    static char buf[1 << 20];
+    int fd = open(path, O_RDONLY);
+    int mfd = size ? memfd_create("bench-read", MFD_CLOEXEC) : -1;
+    char *dst = MAP_FAILED;
+    if (size && mfd >= 0 && ftruncate(mfd, (off_t)size) == 0)
+        dst = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    if (fd < 0 || (size && dst == MAP_FAILED))
+        die(path, NULL);
+    double t0 = bench_now();
+    for (uint64_t off = 0;; off += sizeof(buf)) {
+        char *to = size ? dst + MIN(off, size - sizeof(buf)) : buf;
+        if (read(fd, to, sizeof(buf)) <= 0)
+            break;
+    }
+    double t = (bench_now() - t0) * 1e3;
+    if (size) {
+        munmap(dst, size);
+        close(mfd);
+    }
+    close(fd);
+    return t;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t size = argc > 1 ? bench_parse_size(argv[1]) : (1ull << 30);
     int runs = argc > 2 ? atoi(argv[2]) : 3;
     const char *dir = argc > 3 ? argv[3] : "/dev/shm";
+    const char *only = argc > 4 ? argv[4] : NULL;
     if (size == 0 || size % 4096 || runs < 1) {
-        fprintf(stderr, "usage: bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR]\n");
+        fprintf(stderr, "usage: bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR] [copy|ondemand]\n");
         return 2;
     }
     cpr_error *err = NULL;
@@ -135,8 +168,15 @@ int main(int argc, char **argv)
     cpr_ctx_free(src);
     static const char *const modes[] = { "copy", "ondemand" };
     for (int m = 0; m < 2; m++) {
+        if (only && strcmp(only, modes[m]))
+            continue;
         double *run = calloc((size_t)runs, sizeof(double)), *res = calloc((size_t)runs, sizeof(double));
+        double *rd = calloc((size_t)runs, sizeof(double)), *rf = calloc((size_t)runs, sizeof(double));
         for (int r = 0; r < runs; r++) {
+            if (m == 0) {
+                rd[r] = read_ms(path, 0);
+                rf[r] = read_ms(path, size);
+            }
             restore(uri, size, modes[m], &run[r], &res[r]);
             fprintf(stderr, "%s run %d: running after %.2f ms, every page resident after %.2f ms\n", modes[m],
                     r + 1, run[r], res[r]);
@@ -145,7 +185,13 @@ int main(int argc, char **argv)
                "\"ram_bytes\": %llu, \"runs\": %d, \"dir\": \"%s\"", modes[m], (unsigned long long)size, runs, dir);
         print_fig("running_ms", run, runs);
         print_fig("resident_ms", res, runs);
+        if (m == 0) {
+            print_fig("read_ms", rd, runs);
+            print_fig("read_fresh_ms", rf, runs);
+        }
         printf("}\n");
+        free(rd);
+        free(rf);
         free(run);
         free(res);
     }

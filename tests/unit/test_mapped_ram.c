@@ -28,13 +28,16 @@ static void mapped(cpr_ctx *ctx, const char *channels)
     ck_assert_int_eq(cpr_param_set(ctx, "multifd-channels", channels, NULL), 0);
 }
 
-/* Saves a running VM with mapped-ram to `name`; returns its RAM digest at the stop. */
-static char *save(const char *name, const char *channels, uint64_t *passes)
+/* Saves a running VM with mapped-ram (and capability `cap` on, unless NULL) to `name`;
+ * returns its RAM digest at the stop. */
+static char *save_with(const char *name, const char *channels, const char *cap, uint64_t *passes)
 {
     struct mig_vm *src = mig_running_vm(RAM, NULL);
     /* The guest writes the lower half (mig_vm's dirty_span): the upper half stays zero pages. */
     mig_vm_set_rate(src, 64); /* dirtied while the passes run: written twice */
     mapped(src->ctx, channels);
+    if (cap)
+        ck_assert_int_eq(cpr_cap_set(src->ctx, cap, 1, NULL), 0);
     g_autofree char *u = uri("file", name);
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
     cpr_migration_info i = query(src->ctx);
@@ -46,12 +49,20 @@ static char *save(const char *name, const char *channels, uint64_t *passes)
     return digest;
 }
 
-/* Loads `name` into a new VM; returns the load's result (the error in *errp). */
-static int load(const char *name, const char *channels, char **digest, cpr_error **errp)
+static char *save(const char *name, const char *channels, uint64_t *passes)
+{
+    return save_with(name, channels, NULL, passes);
+}
+
+/* Loads `name` into a new VM (capability `cap` on, unless NULL); returns the load's result
+ * (the error in *errp). */
+static int load_with(const char *name, const char *channels, const char *cap, char **digest, cpr_error **errp)
 {
     struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
     ck_assert_ptr_nonnull(dst);
     ck_assert_int_eq(cpr_param_set(dst->ctx, "multifd-channels", channels, NULL), 0);
+    if (cap)
+        ck_assert_int_eq(cpr_cap_set(dst->ctx, cap, 1, NULL), 0);
     g_autofree char *u = uri("file", name);
     ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
     int ret = cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp);
@@ -59,6 +70,11 @@ static int load(const char *name, const char *channels, char **digest, cpr_error
         *digest = mig_vm_ram_digest(dst);
     mig_vm_free(dst);
     return ret;
+}
+
+static int load(const char *name, const char *channels, char **digest, cpr_error **errp)
+{
+    return load_with(name, channels, NULL, digest, errp);
 }
 
 /* The file offset of byte `byte` of page `page` of the snapshot's RAM block (its reader). */
@@ -103,6 +119,27 @@ START_TEST(test_round_trip_with_1_to_4_channels)
 }
 END_TEST
 
+/*
+ * mapped-ram with the multifd capability on as well (QEMU 9's parallel file mode: its multifd
+ * threads write the file's regions): on a file: stream the capability asks for no channel
+ * connection; the multifd-channels threads write the regions in place, so the file stays the
+ * size of RAM, and a destination with multifd on loads it.
+ */
+START_TEST(test_mapped_ram_with_the_multifd_capability_round_trips)
+{
+    uint64_t passes;
+    g_autofree char *want = save_with("snap", "4", "multifd", &passes);
+    ck_assert_uint_ge(passes, 2);
+    g_autofree char *p = path("snap");
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    ck_assert_uint_le((uint64_t)st.st_size, RAM + RAM / 4096 * 5 + 64 * 1024);
+    g_autofree char *got = NULL;
+    ck_assert_int_eq(load_with("snap", "3", "multifd", &got, NULL), 0);
+    ck_assert_str_eq(got, want);
+}
+END_TEST
+
 START_TEST(test_the_file_stays_the_size_of_ram_after_many_passes)
 {
     uint64_t passes;
@@ -136,6 +173,35 @@ START_TEST(test_a_flipped_byte_is_refused_naming_the_chunk)
     ck_assert_cpr_fails(cpr_mr_verify_chunk(f, 0, 5, errp_), -EBADMSG, "chunk 5 ");
     cpr_mr_close(f);
     ck_assert_cpr_fails(load("snap", "3", NULL, errp_), -EBADMSG, "'" MIG_VM_RAM_NAME "' chunk 5 ");
+}
+END_TEST
+
+/*
+ * The loader checks a chunk before it places it: a chunk that fails its checksum never
+ * reaches guest RAM, and the chunks of the same step neither (they are placed together).
+ * Loading by pread straight into RAM and checksumming it there wrote the bad bytes first
+ * (and touched every page twice); this test failed that way.
+ */
+START_TEST(test_a_chunk_that_fails_its_checksum_never_reaches_guest_ram)
+{
+    g_autofree char *d = save("snap", "2", NULL);
+    g_autofree char *p = path("snap");
+    flip(p, page_offset(p, 5, 123));
+    static const char *const n[] = { "1", "3" };
+    for (size_t k = 0; k < G_N_ELEMENTS(n); k++) {
+        struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+        ck_assert_ptr_nonnull(dst);
+        memset(dst->host, 0xa5, RAM);
+        ck_assert_int_eq(cpr_param_set(dst->ctx, "multifd-channels", n[k], NULL), 0);
+        g_autofree char *u = uri("file", "snap");
+        ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+        ck_assert_cpr_fails(cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp_), -EBADMSG, "chunk 5 ");
+        for (uint64_t pg = 0; pg < 8; pg++)
+            for (uint64_t b = 0; b < 4096; b++)
+                ck_assert_msg(dst->host[pg * 4096 + b] == 0xa5, "%s threads: page %llu byte %llu was placed",
+                              n[k], (unsigned long long)pg, (unsigned long long)b);
+        mig_vm_free(dst);
+    }
 }
 END_TEST
 
@@ -334,9 +400,11 @@ static Suite *mapped_ram_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_round_trip_with_1_to_4_channels);
+    tcase_add_test(tc, test_mapped_ram_with_the_multifd_capability_round_trips);
     tcase_add_test(tc, test_the_file_stays_the_size_of_ram_after_many_passes);
     tcase_add_test(tc, test_the_live_passes_are_on_disk_before_the_guest_stops);
     tcase_add_test(tc, test_a_flipped_byte_is_refused_naming_the_chunk);
+    tcase_add_test(tc, test_a_chunk_that_fails_its_checksum_never_reaches_guest_ram);
     tcase_add_test(tc, test_a_file_cut_short_is_refused_naming_the_chunk);
     tcase_add_test(tc, test_cpr_dump_prints_and_checks_the_regions);
     tcase_add_test(tc, test_direct_io_where_the_file_system_refuses_it);
