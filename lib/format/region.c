@@ -51,7 +51,9 @@ int cpr_region_parse(cpr_stream *s, const uint8_t *p, uint64_t len, uint64_t rec
         return cpr_error_set(errp, -EBADMSG, "%s: region record: bad block name (length %zu, payload %" PRIu64 ")",
                              where, n, len);
     g_autofree char *name = g_strndup((const char *)p + CPR_REGION_FIXED, n);
-    if (page < 512 || (page & (page - 1)) || chunk < page || chunk % page || pad >= page || size == 0 ||
+    /* A reader holds a chunk to check it: bounded by a page, or 1 MiB where pages are smaller. */
+    if (page < 512 || (page & (page - 1)) || chunk < page || chunk % page || chunk > MAX(page, 1u << 20) ||
+        pad >= page || size == 0 ||
         size > UINT64_MAX / 2 || plen != cpr_region_pages_len(size, page))
         return cpr_error_set(errp, -EBADMSG, "%s: region of block '%s': inconsistent geometry (page %u, chunk %u, "
                              "size %" PRIu64 ", pad %" PRIu64 ", pages length %" PRIu64 ")",

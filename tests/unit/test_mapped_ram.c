@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/bytes.h"
+#include "format/region.h"
 #include "migration/mapped_ram.h"
 #include "mig_fixture.h"
 #include "testutil.h"
@@ -155,6 +157,37 @@ START_TEST(test_the_file_stays_the_size_of_ram_after_many_passes)
 END_TEST
 
 /* The reader finds the block's region and names the chunk a flipped byte lands in. */
+/* A region record's payload: version 1, page, chunk, a block of 64 pages, no pad, name "b". */
+static int parse_region(uint32_t page, uint32_t chunk, cpr_error **errp)
+{
+    uint8_t p[CPR_REGION_FIXED + 1] = { 0 };
+    uint64_t size = 64ull * page;
+    cpr_le_put(p, 1, 4);
+    cpr_le_put(p + 4, page, 4);
+    cpr_le_put(p + 8, chunk, 4);
+    cpr_le_put(p + 12, size, 8);
+    cpr_le_put(p + 28, cpr_region_pages_len(size, page), 8);
+    cpr_le_put(p + 36, 1, 2);
+    p[CPR_REGION_FIXED] = 'b';
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_mem_source(p, sizeof(p), &s, NULL), 0);
+    int ret = cpr_region_parse(s, p, sizeof(p), 0, "record 3", errp);
+    cpr_stream_free(s);
+    return ret;
+}
+
+/* A reader holds a chunk in memory to check it: a chunk over max(page, 1 MiB) is refused
+ * before anything is allocated for it (format.md 7.1). */
+START_TEST(test_a_chunk_over_its_bound_is_refused)
+{
+    ck_assert_int_eq(parse_region(4096, 4096, NULL), 0);
+    ck_assert_int_eq(parse_region(4096, 1u << 20, NULL), 0);
+    ck_assert_int_eq(parse_region(2u << 20, 2u << 20, NULL), 0); /* a huge page is a chunk */
+    ck_assert_cpr_fails(parse_region(4096, 2u << 20, errp_), -EBADMSG, "chunk 2097152");
+    ck_assert_cpr_fails(parse_region(2u << 20, 4u << 20, errp_), -EBADMSG, "chunk 4194304");
+}
+END_TEST
+
 START_TEST(test_a_flipped_byte_is_refused_naming_the_chunk)
 {
     g_autofree char *d = save("snap", "2", NULL);
@@ -404,6 +437,7 @@ static Suite *mapped_ram_suite(void)
     tcase_add_test(tc, test_the_file_stays_the_size_of_ram_after_many_passes);
     tcase_add_test(tc, test_the_live_passes_are_on_disk_before_the_guest_stops);
     tcase_add_test(tc, test_a_flipped_byte_is_refused_naming_the_chunk);
+    tcase_add_test(tc, test_a_chunk_over_its_bound_is_refused);
     tcase_add_test(tc, test_a_chunk_that_fails_its_checksum_never_reaches_guest_ram);
     tcase_add_test(tc, test_a_file_cut_short_is_refused_naming_the_chunk);
     tcase_add_test(tc, test_cpr_dump_prints_and_checks_the_regions);
