@@ -573,7 +573,8 @@ static gpointer load_thread(gpointer p)
     return NULL;
 }
 
-int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, int direct_io, cpr_error **errp)
+int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, int direct_io, cpr_ram_block **loaded,
+                      cpr_error **errp)
 {
     struct mr_index ix;
     int ret = index_read(s, &ix, errp);
@@ -583,6 +584,7 @@ int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, in
     if (!b)
         return cpr_error_set(errp, -EBADMSG, "mapped-ram index for block '%s', which the block table does not send",
                              ix.name);
+    *loaded = b;
     const struct cpr_region *r = cpr_region_find(s, ix.name);
     if ((ret = index_check(&ix, r, errp)) < 0)
         return ret;

@@ -151,8 +151,10 @@ void cpr_mr_save_free(cpr_mr_save *m);
  * finds the block's region in s and reads its present pages into the block's memory with
  * `channels` threads (pread straight into guest RAM, O_DIRECT when `direct_io`), zeroing the
  * pages that are absent, and verifies every chunk: a mismatch is -EBADMSG naming the block and
- * the chunk. `sent` maps block names to the cpr_ram_block * the stream carries.
+ * the chunk. `sent` maps block names to the cpr_ram_block * the stream carries; *loaded is set
+ * to the entry's block once it is known (also when its load then fails).
  */
-int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, int direct_io, cpr_error **errp);
+int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, int direct_io, cpr_ram_block **loaded,
+                      cpr_error **errp);
 
 #endif

@@ -402,6 +402,7 @@ struct cpr_ram_load {
     int postcopy; /* the POSTCOPY entry came */
     int have_table;
     struct cpr_multifd_recv *mfd; /* the multifd channels, when this side accepts them */
+    GHashTable *indexed; /* mapped-ram copy load: cpr_ram_block * whose index entry came */
 };
 
 int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
@@ -429,7 +430,25 @@ void cpr_ram_load_free(cpr_ram_load *rl)
     g_array_free(rl->byidx, TRUE);
     g_ptr_array_free(rl->order, TRUE);
     g_hash_table_destroy(rl->discarded);
+    if (rl->indexed)
+        g_hash_table_destroy(rl->indexed);
     g_free(rl);
+}
+
+/* A mapped-ram stream loaded by copy: every block the table sends had its index entry, or its
+ * memory would stay as this side's fresh RAM held it, and the guest run on that. */
+static int mapped_complete(const cpr_ram_load *rl, cpr_error **errp)
+{
+    if (!rl || !rl->indexed)
+        return 0; /* not a mapped-ram copy load */
+    GHashTableIter it;
+    gpointer name, block;
+    g_hash_table_iter_init(&it, rl->sent);
+    while (g_hash_table_iter_next(&it, &name, &block))
+        if (!g_hash_table_contains(rl->indexed, block))
+            return cpr_error_set(errp, -EBADMSG, "mapped-ram: RAM block '%s' is sent but has no index entry",
+                                 (const char *)name);
+    return 0;
 }
 
 static int get_name(cpr_stream *s, char *buf, cpr_error **errp)
@@ -539,8 +558,14 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
             /* ondemand: pages come in when touched; the rest of the record is the index. */
             return cpr_lazy_restore_begin(rl->ctx, s, rl->sent, errp);
         if (kind == CPR_RAM_ENT_MAPPED) {
-            if ((ret = cpr_mr_load_entry(s, rl->sent, rl->channels, rl->direct_io, errp)) < 0)
+            cpr_ram_block *b = NULL;
+            if ((ret = cpr_mr_load_entry(s, rl->sent, rl->channels, rl->direct_io, &b, errp)) < 0)
                 return ret;
+            if (!rl->indexed)
+                rl->indexed = g_hash_table_new(NULL, NULL);
+            if (!g_hash_table_add(rl->indexed, b))
+                return cpr_error_set(errp, -EBADMSG, "mapped-ram: a second index entry for RAM block '%s'",
+                                     cpr_ram_block_name(b));
             continue;
         }
         if ((kind == CPR_RAM_ENT_DISCARD || kind == CPR_RAM_ENT_POSTCOPY) && !rl->allow_postcopy)
@@ -694,6 +719,8 @@ static int ram_load_done(uint32_t version, void *opaque, cpr_error **errp)
     struct cpr_mig_ram *r = opaque;
     /* Every page is in place at the last sync entry; the end packets say nothing was lost after. */
     int ret = r->mfd_in ? cpr_multifd_recv_finish(r->mfd_in, errp) : 0;
+    if (ret == 0)
+        ret = mapped_complete(r->load, errp);
     if (r->load && r->load->postcopy)
         r->postcopy_load = r->load; /* its bitmaps, for the fault server */
     else
