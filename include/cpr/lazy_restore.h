@@ -46,7 +46,8 @@ CPR_BEGIN_DECLS
 typedef struct cpr_lazy_restore_info {
     uint32_t size;
     int32_t active;           /* 1 once a lazy restore started on this context (stays 1) */
-    int32_t error;            /* 0, or the negative errno of the first failure */
+    int32_t error;            /* 0, or the negative errno of the first failure; -ECANCELED when the
+                               * incoming job failed before the guest ran (the restore ended there) */
     int32_t reserved;
     uint64_t pages_total;     /* pages of all blocks, in each block's page size */
     uint64_t pages_resident;  /* placed so far */
@@ -66,8 +67,10 @@ CPR_API int cpr_lazy_restore_query(cpr_ctx *ctx, cpr_lazy_restore_info *info, cp
 
 /*
  * Called once when every page is resident (code 0) and once on the first failure (code < 0,
- * message naming block and pages), on a library thread; it must not free the context. fn
- * NULL removes it. Returns 0, -EINVAL for a NULL ctx.
+ * message naming block and pages; -ECANCELED when the incoming job failed before the guest
+ * ran), on a library thread; it must not free the context. message is valid during the call
+ * only. fn NULL removes it; a call already under way may still finish after that. Returns 0,
+ * -EINVAL for a NULL ctx.
  */
 typedef void (*cpr_lazy_restore_fn)(void *opaque, int code, const char *message);
 CPR_API int cpr_lazy_restore_set_event_cb(cpr_ctx *ctx, cpr_lazy_restore_fn fn, void *opaque);

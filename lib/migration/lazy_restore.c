@@ -41,6 +41,7 @@ typedef struct lazy_state {
     cpr_lazy_restore_fn fn;
     void *fn_opaque;
     int active;
+    int abandoned; /* the incoming job failed before the guest ran: the restore ended there */
 } lazy_state;
 
 static void *state_new(void)
@@ -251,6 +252,7 @@ static int begin(lazy_state *ls, cpr_stream *s, GHashTable *sent, cpr_error **er
     g_mutex_lock(&ls->lock);
     ls->blocker = blocker;
     ls->active = 1;
+    ls->abandoned = 0;
     g_mutex_unlock(&ls->lock);
     return cpr_fault_server_start(run->fs, errp);
 }
@@ -275,8 +277,19 @@ int cpr_lazy_restore_begin(cpr_ctx *ctx, cpr_stream *s, GHashTable *sent, cpr_er
 void cpr_lazy_restore_abort(cpr_ctx *ctx)
 {
     lazy_state *ls = cpr_ctx_slot_get(ctx, CPR_SLOT_LAZY);
-    if (ls)
-        stop(ls, 0);
+    if (!ls)
+        return;
+    g_mutex_lock(&ls->lock);
+    int had_run = ls->run != NULL;
+    g_mutex_unlock(&ls->lock);
+    stop(ls, 0);
+    if (!had_run)
+        return;
+    /* Said, not left "active" with no pages: a VMM waiting for the end would wait forever. */
+    g_mutex_lock(&ls->lock);
+    ls->abandoned = 1;
+    g_mutex_unlock(&ls->lock);
+    on_event(ls, -ECANCELED, "lazy restore abandoned: the incoming migration failed before the guest ran");
 }
 
 /* ---- public ------------------------------------------------------------------------------- */
@@ -298,6 +311,10 @@ CPR_API int cpr_lazy_restore_query(cpr_ctx *ctx, cpr_lazy_restore_info *info, cp
     lazy_state *ls = state_of(ctx);
     g_mutex_lock(&ls->lock);
     full.active = ls->active;
+    if (ls->abandoned) {
+        full.error = -ECANCELED;
+        cpr_error_set(errp, -ECANCELED, "lazy restore abandoned: the incoming migration failed before the guest ran");
+    }
     if (ls->run && ls->run->fs) {
         cpr_fault_status st;
         cpr_fault_server_status(ls->run->fs, &st, errp);

@@ -403,6 +403,7 @@ struct cpr_ram_load {
     int have_table;
     struct cpr_multifd_recv *mfd; /* the multifd channels, when this side accepts them */
     GHashTable *indexed; /* mapped-ram copy load: cpr_ram_block * whose index entry came */
+    int ondemand;        /* memory-restore-mode ondemand: only a mapped-ram index may bring pages */
 };
 
 int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
@@ -413,6 +414,7 @@ int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
     cpr_params_snapshot(ctx, &p);
     rl->channels = (unsigned int)p.multifd_channels;
     rl->direct_io = p.direct_io;
+    rl->ondemand = p.memory_restore_ondemand;
     cpr_params_clear(&p);
     rl->sent = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     rl->byidx = g_array_new(FALSE, TRUE, sizeof(struct cpr_mfd_block));
@@ -547,6 +549,10 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                                      "which the block table does not send", name);
             continue;
         }
+        if (rl->ondemand && (kind == CPR_RAM_ENT_ZERO || kind == CPR_RAM_ENT_DATA || kind == CPR_RAM_ENT_MULTIFD_SYNC))
+            /* Refused before the guest runs, not loaded by copy behind the VMM's back. */
+            return cpr_error_set(errp, -EINVAL, "memory-restore-mode ondemand needs a mapped-ram file: this "
+                                 "stream carries its pages inline (load it with memory-restore-mode copy)");
         if (kind == CPR_RAM_ENT_MULTIFD_SYNC) {
             if (!rl->mfd)
                 return cpr_error_set(errp, -EBADMSG, "ram section: a multifd sync entry without multifd");

@@ -30,18 +30,23 @@ static int have_uffd(void)
     return 0;
 }
 
-/* Saves a running VM with mapped-ram to `name`; returns its RAM digest at the stop. */
-static char *save(const char *name, uint64_t bytes)
+/* Saves a running VM to `name`, with mapped-ram or not; returns its RAM digest at the stop. */
+static char *save_as(const char *name, uint64_t bytes, int mapped_ram)
 {
     struct mig_vm *src = mig_running_vm(bytes, NULL);
     src->dirty_span = src->pages / 2; /* the upper half stays zero pages */
-    ck_assert_int_eq(cpr_cap_set(src->ctx, "mapped-ram", 1, NULL), 0);
+    ck_assert_int_eq(cpr_cap_set(src->ctx, "mapped-ram", mapped_ram, NULL), 0);
     g_autofree char *u = uri("file", name);
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
     ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_COMPLETED);
     char *digest = mig_vm_ram_digest(src);
     mig_vm_free(src);
     return digest;
+}
+
+static char *save(const char *name, uint64_t bytes)
+{
+    return save_as(name, bytes, 1);
 }
 
 typedef struct events {
@@ -57,18 +62,25 @@ static void on_event(void *opaque, int code, const char *message)
     g_mutex_unlock(&e->lock);
 }
 
-/* A new VM loading `name` on demand; the load's result in *ret. */
-static struct mig_vm *load_ondemand(const char *name, uint64_t bytes, events *ev, int *ret,
-                                    cpr_error **errp)
+/* A new VM loading `name` on demand, its prepare hook returning fail_prepare (0: none); the
+ * load's result in *ret. */
+static struct mig_vm *load_ondemand_failing(const char *name, uint64_t bytes, events *ev, int fail_prepare,
+                                            int *ret, cpr_error **errp)
 {
     struct mig_vm *dst = mig_vm_new(bytes, NULL, 0);
     ck_assert_ptr_nonnull(dst);
+    dst->fail_prepare = fail_prepare;
     ck_assert_int_eq(cpr_param_set(dst->ctx, "memory-restore-mode", "ondemand", NULL), 0);
     ck_assert_int_eq(cpr_lazy_restore_set_event_cb(dst->ctx, on_event, ev), 0);
     g_autofree char *u = uri("file", name);
     ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
     *ret = cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp);
     return dst;
+}
+
+static struct mig_vm *load_ondemand(const char *name, uint64_t bytes, events *ev, int *ret, cpr_error **errp)
+{
+    return load_ondemand_failing(name, bytes, ev, 0, ret, errp);
 }
 
 static cpr_lazy_restore_info lazy_query(cpr_ctx *ctx, cpr_error **errp)
@@ -238,6 +250,54 @@ START_TEST(test_a_file_cut_after_the_start_never_yields_a_wrong_page)
 }
 END_TEST
 
+/* An incoming job that fails after its RAM section, before the guest ran: the lazy restore
+ * ends and says so (event and query), instead of staying "active" with no pages forever. */
+START_TEST(test_a_load_failing_before_the_guest_ran_ends_the_lazy_restore)
+{
+    if (!have_uffd())
+        return;
+    g_free(save("snap", RAM));
+    events ev = { .s = g_string_new(NULL) };
+    g_mutex_init(&ev.lock);
+    int ret;
+    struct mig_vm *dst = load_ondemand_failing("snap", RAM, &ev, -EIO, &ret, NULL);
+    ck_assert_int_lt(ret, 0);
+    cpr_error *qerr = NULL;
+    cpr_lazy_restore_info i = lazy_query(dst->ctx, &qerr);
+    ck_assert_int_eq(i.active, 1);
+    ck_assert_int_eq(i.error, -ECANCELED);
+    ck_assert_ptr_nonnull(qerr);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(qerr), "abandoned"));
+    cpr_error_free(qerr);
+    g_mutex_lock(&ev.lock);
+    ck_assert_ptr_nonnull(strstr(ev.s->str, "lazy restore abandoned"));
+    g_mutex_unlock(&ev.lock);
+    mig_vm_free(dst);
+    g_string_free(ev.s, TRUE);
+    g_mutex_clear(&ev.lock);
+}
+END_TEST
+
+/* A stream that carries its pages inline cannot be restored on demand: refused before the
+ * guest runs, not loaded by copy behind the VMM's back. */
+START_TEST(test_ondemand_refuses_a_stream_without_mapped_ram)
+{
+    g_free(save_as("plain", RAM, 0));
+    events ev = { .s = g_string_new(NULL) };
+    g_mutex_init(&ev.lock);
+    int ret;
+    cpr_error *lerr = NULL;
+    struct mig_vm *dst = load_ondemand("plain", RAM, &ev, &ret, &lerr);
+    ck_assert_int_eq(ret, -EINVAL);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(lerr), "needs a mapped-ram file"));
+    cpr_error_free(lerr);
+    ck_assert_int_eq(lazy_query(dst->ctx, NULL).active, 0);
+    mig_vm_free(dst);
+    g_string_free(ev.s, TRUE);
+    g_mutex_clear(&ev.lock);
+}
+END_TEST
+
 START_TEST(test_ondemand_needs_a_file_and_a_known_mode)
 {
     cpr_ctx *ctx;
@@ -266,6 +326,8 @@ static Suite *lazy_restore_suite(void)
     tcase_add_test(tc, test_a_corrupt_chunk_blocks_its_toucher_and_is_reported);
     tcase_add_test(tc, test_a_file_cut_after_the_start_never_yields_a_wrong_page);
     tcase_add_test(tc, test_ondemand_needs_a_file_and_a_known_mode);
+    tcase_add_test(tc, test_ondemand_refuses_a_stream_without_mapped_ram);
+    tcase_add_test(tc, test_a_load_failing_before_the_guest_ran_ends_the_lazy_restore);
     suite_add_tcase(s, tc);
     return s;
 }
