@@ -488,14 +488,22 @@ START_TEST(test_continue_from_pre_switchover_completes)
 }
 END_TEST
 
-START_TEST(test_cancel_while_active_never_stops_the_guest)
+/* A running VM whose snapshot to file:snap is under way, throttled to 1 MB/s for 4 MiB of
+ * data: it is still running when the test acts on it. */
+static struct mig_vm *throttled_snapshot(void)
 {
     struct mig_vm *src = running_vm();
-    /* 1 MB/s for 4 MiB of data: the precopy is still running when the cancel comes. */
     ck_assert_int_eq(cpr_param_set(src->ctx, "max-bandwidth", "1000000", NULL), 0);
     g_autofree char *u = uri("file", "snap");
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
     ck_assert(wait_status(src->ctx, CPR_MIGRATION_ACTIVE));
+    return src;
+}
+
+START_TEST(test_cancel_while_active_never_stops_the_guest)
+{
+    struct mig_vm *src = throttled_snapshot();
+    g_autofree char *u = uri("file", "snap");
     ck_assert_cpr_fails(cpr_migrate_uri(src->ctx, u, 0, errp_), -EBUSY, "already running");
     ck_assert_int_eq(cpr_migrate_cancel(src->ctx, NULL), 0);
     ck_assert_int_eq(cpr_migrate_wait(src->ctx, NULL), -ECANCELED);
@@ -527,11 +535,7 @@ END_TEST
  * steps still mark the trace (ASan saw them land in a freed trace ring). */
 START_TEST(test_context_freed_under_a_running_job_stops_the_job_first)
 {
-    struct mig_vm *src = running_vm();
-    ck_assert_int_eq(cpr_param_set(src->ctx, "max-bandwidth", "1000000", NULL), 0);
-    g_autofree char *u = uri("file", "snap");
-    ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, CPR_MIGRATE_DETACH, NULL), 0);
-    ck_assert(wait_status(src->ctx, CPR_MIGRATION_ACTIVE));
+    struct mig_vm *src = throttled_snapshot();
     ck_assert_int_eq(cpr_trace_mark(src->ctx, "vmm-step"), 0); /* the trace exists meanwhile */
     mig_vm_free(src); /* frees the context: cancels and joins the job first */
 }

@@ -7,15 +7,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #include "channel/scm.h"
 #include "fd_fixture.h"
 #include "testutil.h"
