@@ -117,6 +117,8 @@ struct cpr_mr_save {
     GMutex lock;
     GCond idle;
     uint64_t inflight; /* queued runs not yet written */
+    uint64_t inflight_bytes; /* their pages' bytes: bounded by MR_INFLIGHT_MAX */
+    int stopping;      /* freed before its index was written (failure, cancel): skip the rest */
     int ret;           /* a worker's first error, and its message */
     cpr_error *err;
     uint64_t bytes;    /* atomic */
@@ -178,23 +180,29 @@ static int write_run(cpr_mr_save *m, const struct mr_run *r, cpr_error **errp)
     return ret;
 }
 
+/* Bytes of runs queued but not written at most: the producer waits beyond it, so a cancel or
+ * a failure waits for this much to reach the disk, not for a whole pass, and max-bandwidth,
+ * which counts written bytes, holds the producer back too. */
+#define MR_INFLIGHT_MAX (32u << 20)
+
 static void worker(gpointer data, gpointer user)
 {
     struct mr_run *r = data;
     cpr_mr_save *m = user;
     cpr_error *err = NULL;
     g_mutex_lock(&m->lock);
-    int failed = m->ret < 0;
+    int skip = m->ret < 0 || m->stopping;
     g_mutex_unlock(&m->lock);
-    int ret = failed ? 0 : write_run(m, r, &err);
+    int ret = skip ? 0 : write_run(m, r, &err);
     g_mutex_lock(&m->lock);
     if (ret < 0 && m->ret == 0) {
         m->ret = ret;
         m->err = err;
         err = NULL;
     }
-    if (--m->inflight == 0)
-        g_cond_broadcast(&m->idle);
+    m->inflight--;
+    m->inflight_bytes -= (uint64_t)r->n * PAGE;
+    g_cond_broadcast(&m->idle); /* the barrier waits for none, the producer for room */
     g_mutex_unlock(&m->lock);
     cpr_error_free(err);
     g_free(r);
@@ -270,10 +278,15 @@ int cpr_mr_save_pages(cpr_mr_save *m, unsigned int blk, uint64_t first, uint32_t
      * orders it too, but only this edge is one that TSan (tests/run-tsan) sees. */
     struct mr_run *r = g_new(struct mr_run, 1);
     *r = (struct mr_run){ blk, first, n, zero };
+    uint64_t bytes = (uint64_t)n * PAGE;
     g_mutex_lock(&m->lock);
+    while (m->inflight_bytes && m->inflight_bytes + bytes > MR_INFLIGHT_MAX && m->ret == 0)
+        g_cond_wait(&m->idle, &m->lock);
     int ret = take_error(m, errp);
-    if (ret == 0)
+    if (ret == 0) {
         m->inflight++;
+        m->inflight_bytes += bytes;
+    }
     g_mutex_unlock(&m->lock);
     if (ret < 0) {
         g_free(r);
@@ -340,6 +353,9 @@ void cpr_mr_save_free(cpr_mr_save *m)
 {
     if (!m)
         return;
+    g_mutex_lock(&m->lock);
+    m->stopping = 1; /* a save that ends here has no index: what is still queued is moot */
+    g_mutex_unlock(&m->lock);
     if (m->pool)
         g_thread_pool_free(m->pool, FALSE, TRUE);
     for (unsigned int i = 0; i < m->nblks; i++) {
