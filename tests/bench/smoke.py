@@ -71,6 +71,8 @@ def check_output(r, accel, affinity, errors):
             if targets:
                 errors.append(f"figure row after a target line: {obj}")
             check_row(obj, errors)
+            if obj.get("native"):
+                continue  # a C bench's row (bench_exec's floor): no VMM, no accel or affinity
             if obj.get("impl") == "libcpr" and "skipped" not in obj and obj.get("accel") != accel:
                 errors.append(f"libcpr row measured on {accel} says accel {obj.get('accel')!r}: {obj}")
             if obj.get("impl") == "libcpr" and "skipped" not in obj and obj.get("affinity") != affinity:

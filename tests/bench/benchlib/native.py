@@ -34,6 +34,7 @@ def run_c_bench(report, name, path, args, timeout):
         if "target" in obj:
             targets.append(obj)
         else:
+            obj["native"] = True  # no VMM, no guest: accel and affinity do not apply
             report.emit(obj)
     if r.returncode != 0:
         report.skipped(name, "libcpr", "n/a", 0,
