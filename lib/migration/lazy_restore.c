@@ -52,7 +52,8 @@ static void *state_new(void)
 }
 
 /* Stops serving; seal: after a commit, pages that never came become inaccessible. */
-static void stop(lazy_state *ls, int seal)
+/* Ends the running restore, if any; returns 1 when there was one. */
+static int stop(lazy_state *ls, int seal)
 {
     g_mutex_lock(&ls->lock);
     lazy_run *run = ls->run;
@@ -71,6 +72,7 @@ static void stop(lazy_state *ls, int seal)
     }
     if (b)
         cpr_blocker_del(ls->ctx, b);
+    return run != NULL;
 }
 
 static void state_free(void *opaque)
@@ -84,15 +86,6 @@ static void state_free(void *opaque)
 static lazy_state *state_of(cpr_ctx *ctx)
 {
     return cpr_ctx_slot_get_or_create(ctx, CPR_SLOT_LAZY, state_new, state_free);
-}
-
-int cpr_lazy_restore_wanted(cpr_ctx *ctx)
-{
-    struct cpr_params p;
-    cpr_params_snapshot(ctx, &p);
-    int ondemand = p.memory_restore_ondemand;
-    cpr_params_clear(&p);
-    return ondemand;
 }
 
 /* ---- the page source: the file's region, verified chunk by chunk -------------------------- */
@@ -277,13 +270,7 @@ int cpr_lazy_restore_begin(cpr_ctx *ctx, cpr_stream *s, GHashTable *sent, cpr_er
 void cpr_lazy_restore_abort(cpr_ctx *ctx)
 {
     lazy_state *ls = cpr_ctx_slot_get(ctx, CPR_SLOT_LAZY);
-    if (!ls)
-        return;
-    g_mutex_lock(&ls->lock);
-    int had_run = ls->run != NULL;
-    g_mutex_unlock(&ls->lock);
-    stop(ls, 0);
-    if (!had_run)
+    if (!ls || !stop(ls, 0))
         return;
     /* Said, not left "active" with no pages: a VMM waiting for the end would wait forever. */
     g_mutex_lock(&ls->lock);

@@ -19,9 +19,6 @@
 #include <cpr/ctx.h>
 #include <cpr/stream.h>
 
-/* 1 when the context's memory-restore-mode is ondemand. */
-int cpr_lazy_restore_wanted(cpr_ctx *ctx);
-
 /*
  * At the ram section's first mapped-ram index entry of a file stream `s`: reads the file's
  * index itself (cpr_mr_open_fd), registers every block of `sent` (name -> cpr_ram_block *)

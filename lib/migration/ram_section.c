@@ -560,7 +560,7 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                 return ret;
             continue;
         }
-        if (kind == CPR_RAM_ENT_MAPPED && cpr_lazy_restore_wanted(rl->ctx))
+        if (kind == CPR_RAM_ENT_MAPPED && rl->ondemand)
             /* ondemand: pages come in when touched; the rest of the record is the index. */
             return cpr_lazy_restore_begin(rl->ctx, s, rl->sent, errp);
         if (kind == CPR_RAM_ENT_MAPPED) {

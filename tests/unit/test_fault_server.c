@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "blocked_reader.h"
+#include "handover/on_valgrind.h"
 #include "migration/fault_server.h"
 #include "testutil.h"
 

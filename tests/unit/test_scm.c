@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include "channel/scm.h"
+#include "handover/on_valgrind.h"
 #include "fd_fixture.h"
 #include "testutil.h"
 

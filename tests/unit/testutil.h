@@ -9,17 +9,6 @@
 
 #include <cpr/cpr.h>
 
-/* RUNNING_ON_VALGRIND: non-zero under valgrind (tests/run-memcheck), for the cases valgrind
- * cannot run; 0 where valgrind's header is absent. */
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-#ifndef RUNNING_ON_VALGRIND
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 /* Asserts that `call` failed with `code` and an error whose message contains `needle`. */
 #define ck_assert_cpr_fails(call, code, needle)                                          \
     do {                                                                                 \
