@@ -828,8 +828,10 @@ def lazy_refused_page(vm, what):
     check(end["status"] == "failed", f"lazy restore failed ({end})")
     check("chunk" in end.get("error-desc", ""), f"the error names the chunk: {end.get('error-desc')}")
     check(end["resident-pages"] < end["total-pages"], f"pages missing ({end['resident-pages']} of {end['total-pages']})")
-    ev = wait_until(lambda: [e for e in vm.events() if e["event"] == "LAZY_RESTORE"], 10, "LAZY_RESTORE event")
-    check(ev[0]["data"]["status"] == "failed", f"LAZY_RESTORE failed event ({ev[0]})")
+    # The event is queued to the VMM's main loop after the status the query read: read the
+    # monitor until it comes (events() alone only holds what earlier commands read).
+    ev = vm.monitor.wait_event("LAZY_RESTORE", timeout=10)
+    check(ev["data"]["status"] == "failed", f"LAZY_RESTORE failed event ({ev})")
     check(vm.guest()["corruptions"] == 0, "the guest saw no corruption")
     check(all(c == 0 for _, _, c in serial_lines(os.path.join(WD, "serial.log"))), "no corruption on the console")
     vm.kill()

@@ -335,6 +335,8 @@ def test_lazy_restore(binary, wd):
     check(done["status"] == "completed", f"lazy restore completed ({done})")
     check(done["resident-pages"] == done["total-pages"] >= g["pages-total"],
           f"every page resident ({done['resident-pages']} of {done['total-pages']}, guest {g['pages-total']})")
+    new.monitor.wait_event("LAZY_RESTORE", timeout=10)  # queued to the main loop after the status
+    new.qmp("query-status")  # reads whatever else came: a second event would show below
     evs = [e for e in new.events() if e["event"] == "LAZY_RESTORE"]
     check(len(evs) == 1 and evs[0]["data"]["status"] == "completed", f"one LAZY_RESTORE completed event ({evs})")
     new.shutdown()
