@@ -41,6 +41,20 @@ int cpr_io_wait_fd(const cpr_io_wait *w, int fd, short events, const char *what,
     }
 }
 
+int cpr_io_wait_over(const cpr_io_wait *w, int sleep_ms, const char *what, cpr_error **errp)
+{
+    struct pollfd p = { .fd = w ? w->cancel_fd : -1, .events = POLLIN };
+    int n;
+    do
+        n = poll(&p, p.fd >= 0, sleep_ms);
+    while (n < 0 && errno == EINTR);
+    if (n > 0)
+        return cpr_error_set(errp, -ECANCELED, "%s: cancelled", what);
+    if (w && w->deadline_us >= 0 && g_get_monotonic_time() >= w->deadline_us)
+        return cpr_error_set(errp, -ETIMEDOUT, "%s: timed out", what);
+    return 0;
+}
+
 int cpr_scm_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
                  const cpr_io_wait *w, cpr_error **errp)
 {

@@ -32,6 +32,14 @@ cpr_io_wait cpr_io_wait_make(int64_t timeout_ms, int cancel_fd);
 int cpr_io_wait_fd(const cpr_io_wait *w, int fd, short events, const char *what, cpr_error **errp);
 
 /*
+ * For loops that retry rather than wait on an fd: sleeps up to sleep_ms (0: only looks),
+ * waking early when w is cancelled. Returns -ECANCELED or -ETIMEDOUT (the message naming
+ * `what`) when w was cancelled or its deadline passed; else 0. w may be NULL (0 after the
+ * sleep).
+ */
+int cpr_io_wait_over(const cpr_io_wait *w, int sleep_ms, const char *what, cpr_error **errp);
+
+/*
  * Sends len bytes and nfds fds: the fds go in batches of at most CPR_SCM_MAX_FD, one batch
  * attached to each of the first bytes, the rest of the bytes after the last batch. len must be
  * at least the number of batches. Retries EINTR and short writes; never raises SIGPIPE.

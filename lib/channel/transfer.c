@@ -94,15 +94,11 @@ int cpr_unix_connect(const char *what, const char *path, const cpr_transfer_opts
             break;
         }
         /* The listener's backlog is full: a UNIX socket has no way to wait for room. */
-        struct pollfd p = { .fd = o.cancel_fd, .events = POLLIN };
-        if (poll(&p, o.cancel_fd >= 0, 10) > 0) {
-            ret = cpr_error_set(errp, -ECANCELED, "%s %s: connect cancelled", what, path);
+        char *step = g_strdup_printf("%s %s: connect", what, path);
+        ret = cpr_io_wait_over(&w, 10, step, errp);
+        g_free(step);
+        if (ret < 0)
             break;
-        }
-        if (w.deadline_us >= 0 && g_get_monotonic_time() > w.deadline_us) {
-            ret = cpr_error_set(errp, -ETIMEDOUT, "%s %s: connect timed out", what, path);
-            break;
-        }
     }
     if (ret < 0) {
         close(fd);

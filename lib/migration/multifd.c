@@ -679,19 +679,6 @@ static void bound_io(int fd, const cpr_io_wait *w)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-/* -ECANCELED or -ETIMEDOUT (naming what) when w was cancelled or its deadline passed; else 0. */
-static int wait_over(const cpr_io_wait *w, const char *what, cpr_error **errp)
-{
-    if (!w)
-        return 0;
-    struct pollfd p = { .fd = w->cancel_fd, .events = POLLIN };
-    if (w->cancel_fd >= 0 && poll(&p, 1, 0) > 0)
-        return cpr_error_set(errp, -ECANCELED, "%s: cancelled", what);
-    if (w->deadline_us >= 0 && g_get_monotonic_time() >= w->deadline_us)
-        return cpr_error_set(errp, -ETIMEDOUT, "%s: timed out", what);
-    return 0;
-}
-
 /* The TLS handshake (with tls-creds) and the hello of an accepted connection: -EPROTO when it
  * is not one of ours (the reason in errp). */
 static int take_hello(struct cpr_multifd_recv *m, const uint8_t *uuid, struct mfd_conn *c, uint32_t *idx,
@@ -743,7 +730,7 @@ static int accept_one(struct cpr_multifd_recv *m, const cpr_io_wait *w, const ui
     close(c->fd);
     *c = (struct mfd_conn){ .fd = -1 };
     /* A cancel or the deadline: the job ends (errp says which); a stranger: refused, next. */
-    ret = wait_over(w, "multifd: waiting for a channel's hello", errp);
+    ret = cpr_io_wait_over(w, 0, "multifd: waiting for a channel's hello", errp);
     if (ret < 0) {
         cpr_error_free(why);
         return ret;

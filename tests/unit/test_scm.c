@@ -195,6 +195,25 @@ START_TEST(test_wait_times_out_and_cancels)
 }
 END_TEST
 
+START_TEST(test_wait_over_says_cancelled_expired_or_neither)
+{
+    ck_assert_int_eq(cpr_io_wait_over(NULL, 0, "retry", NULL), 0);
+    cpr_io_wait w = cpr_io_wait_make(-1, -1);
+    ck_assert_int_eq(cpr_io_wait_over(&w, 1, "retry", NULL), 0);
+    w = cpr_io_wait_make(0, -1);
+    ck_assert_cpr_fails(cpr_io_wait_over(&w, 1, "retry", errp_), -ETIMEDOUT, "retry: timed out");
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    w = cpr_io_wait_make(-1, p[0]);
+    ck_assert_int_eq(cpr_io_wait_over(&w, 0, "retry", NULL), 0);
+    ck_assert_int_eq(write(p[1], "x", 1), 1);
+    /* A cancel wakes the sleep at once: a 60 s sleep would hang the suite otherwise. */
+    ck_assert_cpr_fails(cpr_io_wait_over(&w, 60000, "retry", errp_), -ECANCELED, "retry: cancelled");
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
 static Suite *scm_suite(void)
 {
     Suite *s = suite_create("scm");
@@ -208,6 +227,7 @@ static Suite *scm_suite(void)
     tcase_add_test(tc, test_recv_reports_early_close);
     tcase_add_test(tc, test_recv_treats_ctrunc_as_error_and_closes_what_arrived);
     tcase_add_test(tc, test_wait_times_out_and_cancels);
+    tcase_add_test(tc, test_wait_over_says_cancelled_expired_or_neither);
     suite_add_tcase(s, tc);
     return s;
 }
