@@ -13,20 +13,10 @@
 #include "core/ctx.h"
 #include "core/error.h"
 
-static void *registry_new(void)
-{
-    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-}
-
-static void registry_free(void *p)
-{
-    g_hash_table_destroy(p);
-}
-
 /* Caller holds ctx->lock. */
 static GHashTable *registry_locked(cpr_ctx *ctx)
 {
-    return cpr_ctx_shared_locked(ctx, CPR_SHARED_TLS_AUTHZ, registry_new, registry_free);
+    return cpr_ctx_shared_table_locked(ctx, CPR_SHARED_TLS_AUTHZ, g_free);
 }
 
 CPR_API int cpr_tls_authz_add(cpr_ctx *ctx, const char *id, const char *identity, cpr_error **errp)
@@ -34,14 +24,11 @@ CPR_API int cpr_tls_authz_add(cpr_ctx *ctx, const char *id, const char *identity
     if (!ctx || !id || !*id || !identity || !*identity)
         return cpr_error_set(errp, -EINVAL, "cpr_tls_authz_add: %s is NULL or empty",
                              !ctx ? "ctx" : !id || !*id ? "id" : "identity");
-    g_mutex_lock(&ctx->lock);
-    GHashTable *r = registry_locked(ctx);
-    int taken = g_hash_table_contains(r, id);
-    if (!taken)
-        g_hash_table_insert(r, g_strdup(id), g_strdup(identity));
-    g_mutex_unlock(&ctx->lock);
-    if (taken)
+    char *copy = g_strdup(identity);
+    if (cpr_ctx_shared_table_add(ctx, CPR_SHARED_TLS_AUTHZ, g_free, id, copy) < 0) {
+        g_free(copy);
         return cpr_error_set(errp, -EEXIST, "an authorization object with id '%s' already exists", id);
+    }
     return 0;
 }
 
@@ -49,10 +36,7 @@ CPR_API int cpr_tls_authz_del(cpr_ctx *ctx, const char *id, cpr_error **errp)
 {
     if (!ctx || !id)
         return cpr_error_set(errp, -EINVAL, "cpr_tls_authz_del: %s is NULL", ctx ? "id" : "ctx");
-    g_mutex_lock(&ctx->lock);
-    int found = g_hash_table_remove(registry_locked(ctx), id);
-    g_mutex_unlock(&ctx->lock);
-    if (!found)
+    if (cpr_ctx_shared_table_del(ctx, CPR_SHARED_TLS_AUTHZ, g_free, id) < 0)
         return cpr_error_set(errp, -ENOENT, "no authorization object with id '%s'", id);
     return 0;
 }

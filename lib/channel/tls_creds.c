@@ -154,20 +154,12 @@ CPR_API int cpr_tls_creds_new_x509(const char *dir, cpr_tls_endpoint endpoint, u
 /* ---- the registry: id -> credentials, a shared part of the context (the job's thread looks
  * them up while the owner may add or delete), under ctx->lock ---- */
 
-static void *registry_new(void)
-{
-    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)cpr_tls_creds_unref);
-}
-
-static void registry_free(void *p)
-{
-    g_hash_table_destroy(p);
-}
+#define CREDS_FREE ((GDestroyNotify)cpr_tls_creds_unref)
 
 /* Caller holds ctx->lock. */
 static GHashTable *registry_locked(cpr_ctx *ctx)
 {
-    return cpr_ctx_shared_locked(ctx, CPR_SHARED_TLS, registry_new, registry_free);
+    return cpr_ctx_shared_table_locked(ctx, CPR_SHARED_TLS, CREDS_FREE);
 }
 
 CPR_API int cpr_tls_creds_add(cpr_ctx *ctx, const char *id, cpr_tls_creds *creds, cpr_error **errp)
@@ -175,13 +167,7 @@ CPR_API int cpr_tls_creds_add(cpr_ctx *ctx, const char *id, cpr_tls_creds *creds
     if (!ctx || !creds || !id || !*id)
         return cpr_error_set(errp, -EINVAL, "cpr_tls_creds_add: %s is NULL or empty",
                              !ctx ? "ctx" : !creds ? "creds" : "id");
-    g_mutex_lock(&ctx->lock);
-    GHashTable *r = registry_locked(ctx);
-    int taken = g_hash_table_contains(r, id);
-    if (!taken)
-        g_hash_table_insert(r, g_strdup(id), creds);
-    g_mutex_unlock(&ctx->lock);
-    if (taken)
+    if (cpr_ctx_shared_table_add(ctx, CPR_SHARED_TLS, CREDS_FREE, id, creds) < 0)
         return cpr_error_set(errp, -EEXIST, "TLS credentials with id '%s' already exist", id);
     return 0;
 }
@@ -190,10 +176,7 @@ CPR_API int cpr_tls_creds_del(cpr_ctx *ctx, const char *id, cpr_error **errp)
 {
     if (!ctx || !id)
         return cpr_error_set(errp, -EINVAL, "cpr_tls_creds_del: %s is NULL", ctx ? "id" : "ctx");
-    g_mutex_lock(&ctx->lock);
-    int found = g_hash_table_remove(registry_locked(ctx), id);
-    g_mutex_unlock(&ctx->lock);
-    if (!found)
+    if (cpr_ctx_shared_table_del(ctx, CPR_SHARED_TLS, CREDS_FREE, id) < 0)
         return cpr_error_set(errp, -ENOENT, "no TLS credentials with id '%s'", id);
     return 0;
 }

@@ -84,6 +84,40 @@ GPtrArray *cpr_ctx_shared_list_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestr
     return ctx->shared[which];
 }
 
+static void table_free(void *table)
+{
+    g_hash_table_destroy(table);
+}
+
+GHashTable *cpr_ctx_shared_table_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify value_free)
+{
+    if (!ctx->shared[which]) {
+        ctx->shared[which] = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, value_free);
+        ctx->shared_free[which] = table_free;
+    }
+    return ctx->shared[which];
+}
+
+int cpr_ctx_shared_table_add(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify value_free, const char *id,
+                             void *value)
+{
+    g_mutex_lock(&ctx->lock);
+    GHashTable *t = cpr_ctx_shared_table_locked(ctx, which, value_free);
+    int taken = g_hash_table_contains(t, id);
+    if (!taken)
+        g_hash_table_insert(t, g_strdup(id), value);
+    g_mutex_unlock(&ctx->lock);
+    return taken ? -EEXIST : 0;
+}
+
+int cpr_ctx_shared_table_del(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify value_free, const char *id)
+{
+    g_mutex_lock(&ctx->lock);
+    int found = g_hash_table_remove(cpr_ctx_shared_table_locked(ctx, which, value_free), id);
+    g_mutex_unlock(&ctx->lock);
+    return found ? 0 : -ENOENT;
+}
+
 void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot)
 {
     return ctx->slot[slot];

@@ -63,6 +63,16 @@ void *cpr_ctx_shared_locked(cpr_ctx *ctx, cpr_ctx_shared which, void *(*make)(vo
  * freed with the context, and when g_ptr_array_remove() takes one out. Caller holds ctx->lock. */
 GPtrArray *cpr_ctx_shared_list_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify elem_free);
 
+/* A shared part that is a table by id (keys copied) whose values value_free frees: when the
+ * table is freed with the context, and when an entry is removed. Caller holds ctx->lock. */
+GHashTable *cpr_ctx_shared_table_locked(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify value_free);
+/* Takes ctx->lock and adds id -> value to that table: 0, or -EEXIST when id is taken (value
+ * then stays the caller's). Any thread. */
+int cpr_ctx_shared_table_add(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify value_free, const char *id,
+                             void *value);
+/* Takes ctx->lock and removes (frees) id's entry: 0, or -ENOENT when there is none. Any thread. */
+int cpr_ctx_shared_table_del(cpr_ctx *ctx, cpr_ctx_shared which, GDestroyNotify value_free, const char *id);
+
 /* Returns the module's state, or NULL when it has none yet. Owner thread only. */
 void *cpr_ctx_slot_get(cpr_ctx *ctx, cpr_ctx_slot slot);
 /* Installs the module's state and how to free it with the context. Owner thread only. */
