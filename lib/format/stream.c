@@ -633,7 +633,13 @@ int cpr_stream_skip_out(cpr_stream *s, uint64_t len, uint64_t *file_off, cpr_err
     *file_off = (uint64_t)here;
     s->offset += len;
     s->written += len;
+    s->skipped += len;
     return 0;
+}
+
+uint64_t cpr_stream_skipped_out(const cpr_stream *s)
+{
+    return s->skipped;
 }
 
 int64_t cpr_stream_file_offset(const cpr_stream *s)

@@ -93,6 +93,7 @@ struct cpr_stream {
     uint8_t *bounce;     /* fd sinks: where slices are copied before their write */
     int64_t file_pos;    /* regular files: fd position of the stream's first byte, else -1 */
     uint64_t written;    /* bytes written to the fd */
+    uint64_t skipped;    /* of offset, the regions skipped over (cpr_stream_skip_out) */
     int error;           /* sticky write error (negative errno) */
 
     /* Framing state (lib/format/record.c), both directions. */
@@ -177,6 +178,9 @@ int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp);
  * stream is not a regular file.
  */
 int cpr_stream_skip_out(cpr_stream *s, uint64_t len, uint64_t *file_off, cpr_error **errp);
+
+/* Bytes of cpr_stream_offset() that cpr_stream_skip_out() skipped: left to their writer. */
+uint64_t cpr_stream_skipped_out(const cpr_stream *s);
 /* Writer or reader on a regular file: the file offset of the next byte to write or read
  * (-1 when the stream is not a regular file, or has unread bytes buffered). */
 int64_t cpr_stream_file_offset(const cpr_stream *s);

@@ -59,7 +59,9 @@ struct save_run {
  * the stream's records (mapped-ram). */
 static uint64_t sent_bytes(const struct save_run *r)
 {
-    return cpr_stream_offset(r->s) + cpr_multifd_send_bytes(r->mfd) + cpr_mig_ram_mapped_bytes(r->ram);
+    /* mapped-ram: the regions count as the pages written into them, not as their size. */
+    return cpr_stream_offset(r->s) - cpr_stream_skipped_out(r->s) + cpr_multifd_send_bytes(r->mfd) +
+           cpr_mig_ram_mapped_bytes(r->ram);
 }
 
 /*
