@@ -417,7 +417,14 @@ def test_monitors(binary, wd):
     r = send({"execute": "object-add", "arguments": {"qom-type": "tls-creds-x509", "id": "t0",
                                                      "dir": wd, "endpoint": None}})
     check("error" in r and "'endpoint'" in r["error"]["desc"], f"object-add endpoint null: {r}")
+    # Values of the wrong JSON type are refused naming the parameter and the type, as QEMU does.
+    for args, want in (({"max-bandwidth": "100"}, "integer"), ({"mode": 1}, "string"),
+                       ({"direct-io": "on"}, "boolean"), ({"tls-creds": ["a"]}, "string")):
+        r = send({"execute": "migrate-set-parameters", "arguments": args})
+        name = next(iter(args))
+        check("error" in r and f"'{name}', expected: {want}" in r["error"]["desc"], f"{args} refused: {r}")
     r = send({"execute": "query-migrate-parameters"})
+    check(r["return"]["max-bandwidth"] != 100 and r["return"]["direct-io"] is False, f"nothing was set: {r}")
     check(isinstance(r["return"]["max-postcopy-bandwidth"], int) and
           isinstance(r["return"]["max-bandwidth"], int), f"bandwidths are integers: {r['return']}")
     # Events with timestamps: STOP, RESUME, MIGRATION.
@@ -453,6 +460,10 @@ def test_monitors(binary, wd):
     # HMP: errors are printed, the monitor goes on.
     check(vm.hmp("frobnicate").startswith("unknown command"), "HMP: unknown command")
     check(vm.hmp("migrate_set_parameter mode nope").startswith("Error: "), "HMP: error printed")
+    out = vm.hmp("migrate_set_parameter max-bandwidth lots")
+    check("'lots' is not an integer" in out, f"HMP: a non-integer named ({out.strip()})")
+    check(vm.hmp("migrate_set_parameter max-bandwidth 1000") == "", "HMP: an integer accepted")
+    check(vm.qmp("query-migrate-parameters")["max-bandwidth"] == 1000, "HMP: the integer was set")
     check("info status" in vm.hmp("help"), "HMP: help lists commands")
     check(vm.hmp("info status") == "VM status: paused (postmigrate)\n", "HMP after a QMP migrate: postmigrate")
     vm.shutdown()

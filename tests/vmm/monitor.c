@@ -144,10 +144,25 @@ static int param_is_bool(const char *name)
     return !strcmp(name, "direct-io");
 }
 
+/* The QMP type a parameter's value must have (QEMU refuses any other). */
+static json_type param_type(const char *name)
+{
+    if (param_is_int(name))
+        return json_type_int;
+    if (param_is_bool(name))
+        return json_type_boolean;
+    return !strcmp(name, "cpr-exec-command") ? json_type_array : json_type_string;
+}
+
 static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
     json_object_object_foreach(args, key, val) {
         g_autofree char *s = NULL;
+        json_type want = param_type(key);
+        if (!json_object_is_type(val, want))
+            return mon_fail(err, "GenericError", "Invalid parameter type for '%s', expected: %s", key,
+                            want == json_type_int ? "integer" : want == json_type_boolean ? "boolean" :
+                            want == json_type_array ? "array of strings" : "string");
         if (json_object_is_type(val, json_type_array)) {
             /* cpr-exec-command: a list of words; libcpr keeps a shell-style command line
              * (g_shell_parse_argv), so each word is quoted: a word with a space in it (a JSON
@@ -160,11 +175,8 @@ static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_erro
                 g_string_append(g, q);
             }
             s = g_string_free(g, FALSE);
-        } else if (json_object_is_type(val, json_type_string) || json_object_is_type(val, json_type_int) ||
-                   json_object_is_type(val, json_type_boolean)) {
-            s = g_strdup(json_object_get_string(val));
         } else {
-            return mon_fail(err, "GenericError", "Parameter '%s' expects a string, integer or boolean", key);
+            s = g_strdup(json_object_get_string(val));
         }
         cpr_error *cerr = NULL;
         if (cpr_param_set(v->ctx, key, s, &cerr) < 0)
@@ -382,6 +394,29 @@ static json_object *hmp_args_cap(char **w, int *detach, mon_error *err)
     return args;
 }
 
+/* An HMP word as the parameter's QMP type: integers in decimal, booleans on|off|true|false. */
+static json_object *hmp_param_value(const char *name, const char *word, mon_error *err)
+{
+    json_type want = param_type(name);
+    if (want == json_type_int) {
+        gint64 n;
+        if (!g_ascii_string_to_signed(word, 10, G_MININT64, G_MAXINT64, &n, NULL)) {
+            mon_fail(err, "GenericError", "migrate_set_parameter %s: '%s' is not an integer", name, word);
+            return NULL;
+        }
+        return json_object_new_int64(n);
+    }
+    if (want == json_type_boolean) {
+        int on = !strcmp(word, "on") || !strcmp(word, "true");
+        if (!on && strcmp(word, "off") && strcmp(word, "false")) {
+            mon_fail(err, "GenericError", "migrate_set_parameter %s: '%s' is not on or off", name, word);
+            return NULL;
+        }
+        return json_object_new_boolean(on);
+    }
+    return json_object_new_string(word);
+}
+
 static json_object *hmp_args_param(char **w, int *detach, mon_error *err)
 {
     if (nwords(w) < 2) {
@@ -399,7 +434,12 @@ static json_object *hmp_args_param(char **w, int *detach, mon_error *err)
         mon_fail(err, "GenericError", "migrate_set_parameter %s: takes one value", w[0]);
         return NULL;
     } else {
-        json_object_object_add(args, w[0], json_object_new_string(w[1]));
+        json_object *val = hmp_param_value(w[0], w[1], err);
+        if (!val) {
+            json_object_put(args);
+            return NULL;
+        }
+        json_object_object_add(args, w[0], val);
     }
     return args;
 }
