@@ -103,6 +103,15 @@ static void free_kv(GArray *a)
     g_array_free(a, TRUE);
 }
 
+void vmm_kv_foreach(const char *arg, const char *implied, void (*fn)(const char *key, const char *val, void *opaque),
+                    void *opaque)
+{
+    GArray *a = split_kv(arg, implied);
+    for (guint i = 0; i < a->len; i++)
+        fn(g_array_index(a, kv, i).key, g_array_index(a, kv, i).val, opaque);
+    free_kv(a);
+}
+
 static int parse_bool(const char *v, int *out)
 {
     if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true")) {

@@ -82,6 +82,10 @@ void vmm_config_clear(vmm_config *cfg);
 
 /* Parses a size with an optional K/M/G/T suffix; bare numbers are in `unit` bytes. */
 int vmm_parse_size(const char *s, uint64_t unit, uint64_t *out);
+/* Calls fn for each key=value of an option argument in QEMU's syntax ("a,b=c": the first
+ * element without '=' gets key `implied`; ",," is a comma; "x" is x=on, "nox" x=off). */
+void vmm_kv_foreach(const char *arg, const char *implied, void (*fn)(const char *key, const char *val, void *opaque),
+                    void *opaque);
 
 /* tls-creds-x509 and authz-simple objects: a new one with QEMU's defaults, one property (id,
  * dir, endpoint, verify-peer; id, identity) set from its text (-1 with *err naming it), the

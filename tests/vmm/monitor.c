@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmdline.h"
 #include "migration.h"
 #include "monitor.h"
 #include "tls_objects.h"
@@ -394,6 +395,35 @@ static json_object *hmp_args_cap(char **w, int *detach, mon_error *err)
     return args;
 }
 
+static void add_string(const char *key, const char *val, void *obj)
+{
+    json_object_object_add(obj, key, json_object_new_string(val));
+}
+
+/* object_add TYPE,id=ID,...: object-add's arguments, every property a string (object-add
+ * takes on/off for booleans too). */
+static json_object *hmp_args_object(char **w, int *detach, mon_error *err)
+{
+    if (nwords(w) != 1) {
+        mon_fail(err, "GenericError", "usage: object_add TYPE,id=ID[,PROP=VALUE...]");
+        return NULL;
+    }
+    json_object *args = json_object_new_object();
+    vmm_kv_foreach(w[0], "qom-type", add_string, args);
+    return args;
+}
+
+static json_object *hmp_args_id(char **w, int *detach, mon_error *err)
+{
+    if (nwords(w) != 1) {
+        mon_fail(err, "GenericError", "usage: object_del ID");
+        return NULL;
+    }
+    json_object *args = json_object_new_object();
+    json_object_object_add(args, "id", json_object_new_string(w[0]));
+    return args;
+}
+
 /* An HMP word as the parameter's QMP type: integers in decimal, booleans on|off|true|false. */
 static json_object *hmp_param_value(const char *name, const char *word, mon_error *err)
 {
@@ -515,8 +545,10 @@ const mon_cmd mon_commands[] = {
     {"migrate-start-postcopy", "migrate_start_postcopy", NULL,
      "switch the running migration to postcopy (capability postcopy-ram)", cmd_migrate_start_postcopy,
      NULL, NULL, 0},
-    {"object-add", NULL, NULL, "add a tls-creds-x509 or authz-simple object", vmm_cmd_object_add, NULL, NULL, 0},
-    {"object-del", NULL, NULL, "delete a tls-creds-x509 or authz-simple object", vmm_cmd_object_del, NULL, NULL, 0},
+    {"object-add", "object_add", "object_add TYPE,id=ID[,PROP=VALUE...]",
+     "add a tls-creds-x509 or authz-simple object", vmm_cmd_object_add, hmp_args_object, NULL, 0},
+    {"object-del", "object_del", "object_del ID", "delete a tls-creds-x509 or authz-simple object",
+     vmm_cmd_object_del, hmp_args_id, NULL, 0},
     {"query-migrate", "info migrate", NULL, "show migration status", cmd_query_migrate, NULL, print_migrate, 0},
     {"x-query-cpr-trace", NULL, NULL, "the pause breakdown: timestamped steps of libcpr and the VMM",
      cmd_query_cpr_trace, NULL, NULL, 0},
