@@ -7,8 +7,10 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -148,6 +150,41 @@ int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
     return cpr_main_chan_read_ack(c, no_resume, errp);
 }
 
+/* Reads exactly len bytes; < 0 on an error, the end, or CPR_MAIN_DRAIN_US without a byte. */
+static int read_exactly(struct cpr_main_chan *c, void *buf, size_t len)
+{
+    for (size_t got = 0; got < len;) {
+        ssize_t n = cpr_main_tls_recv(c->tls, c->fd, (uint8_t *)buf + got, len - got);
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* The reason that follows a 1.2 destination's NAK, made printable; NULL when there is none
+ * (a peer that sends only the byte ends its half or goes quiet: bounded by a receive timeout). */
+static char *read_nak_reason(struct cpr_main_chan *c)
+{
+    struct timeval tv = { .tv_sec = CPR_MAIN_DRAIN_US / G_USEC_PER_SEC, .tv_usec = CPR_MAIN_DRAIN_US % G_USEC_PER_SEC };
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint8_t le[2];
+    if (read_exactly(c, le, sizeof(le)) < 0)
+        return NULL;
+    size_t len = (size_t)le[0] | (size_t)le[1] << 8;
+    if (len == 0 || len > CPR_MAIN_NAK_REASON_MAX)
+        return NULL;
+    g_autofree char *raw = g_malloc(len);
+    if (read_exactly(c, raw, len) < 0)
+        return NULL;
+    /* Text from the network goes into this side's messages and logs: no control bytes. */
+    char *text = g_utf8_make_valid(raw, (gssize)len);
+    for (char *p = text; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    return text;
+}
+
 int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp)
 {
     cpr_io_wait w = cpr_io_wait_make(-1, -1);
@@ -158,9 +195,11 @@ int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
     ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
     if (n == 1 && b == CPR_MAIN_ACK)
         return 0;
-    if (n == 1 && b == CPR_MAIN_NAK)
+    if (n == 1 && b == CPR_MAIN_NAK) {
+        g_autofree char *why = read_nak_reason(c);
         return cpr_error_set(errp, -ECONNABORTED, "the destination failed before it committed "
-                             "(negative acknowledgement): this side resumes");
+                             "(negative acknowledgement%s%s): this side resumes", why ? ": " : "", why ? why : "");
+    }
     if (n == 0)
         return cpr_error_set(errp, -ECONNRESET, "the destination closed the main channel without "
                              "acknowledging the load: it failed or died, so this side resumes");
@@ -188,13 +227,30 @@ int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp)
     return 0;
 }
 
-void cpr_main_chan_refuse(struct cpr_main_chan *c)
+void cpr_main_chan_refuse(struct cpr_main_chan *c, const char *reason)
 {
     if (!c->is_socket || c->fd < 0)
         return;
-    uint8_t b = CPR_MAIN_NAK;
-    /* Best effort: a source that is gone, or a cancel's shutdown, makes these fail. */
-    if (cpr_main_tls_send(c->tls, c->fd, &b, 1, MSG_DONTWAIT) != 1) {
+    /* The byte and its reason in one send (one TLS record): the source reads them together. */
+    uint8_t msg[3 + CPR_MAIN_NAK_REASON_MAX] = { CPR_MAIN_NAK };
+    size_t len = reason ? strlen(reason) : 0;
+    if (len > CPR_MAIN_NAK_REASON_MAX) {
+        len = CPR_MAIN_NAK_REASON_MAX;
+        while (len && ((uint8_t)reason[len] & 0xc0) == 0x80) /* not inside a UTF-8 character */
+            len--;
+    }
+    msg[1] = (uint8_t)len;
+    msg[2] = (uint8_t)(len >> 8);
+    if (len)
+        memcpy(msg + 3, reason, len);
+    size_t total = len ? 3 + len : 1;
+    /* Best effort: a source that is gone, or a cancel's shutdown, makes these fail. With TLS
+     * and no session (the handshake failed) nothing is sent: the source reads through its
+     * session, where bytes in clear are a protocol error, and so a reason to stay paused; it
+     * resumes on the end of the stream instead. */
+    if (c->tls_cfg.creds && !c->tls) {
+        /* nothing to send */
+    } else if (cpr_main_tls_send(c->tls, c->fd, msg, total, MSG_DONTWAIT) != (ssize_t)total) {
         /* nothing to do: the source sees the end of the stream instead */
     }
     cpr_main_tls_end_half(c->tls, c->fd);

@@ -12,6 +12,9 @@
 #define CPR_MAIN_ACK 0x06
 /* The byte a 1.2 destination sends instead when it fails before it commits (1.0 sends none). */
 #define CPR_MAIN_NAK 0x15
+/* After the NAK, a 1.2 destination says why: a u16 LE length (1..this) and that many bytes of
+ * UTF-8 text (docs/migration.md). */
+#define CPR_MAIN_NAK_REASON_MAX 1024
 /* How long a failing destination reads what the source still sends before it closes. */
 #define CPR_MAIN_DRAIN_US (1000 * 1000)
 
@@ -59,8 +62,9 @@ int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
 /* wait_ack without ending this side's half: postcopy goes on to serve pages on the socket. */
 int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp);
-/* A destination that fails before it commits, on a socket: NAK, end its half, read to the
- * source's end for at most CPR_MAIN_DRAIN_US, so that the close does not reset. */
-void cpr_main_chan_refuse(struct cpr_main_chan *c);
+/* A destination that fails before it commits, on a socket: NAK and the reason (NULL: none;
+ * cut to CPR_MAIN_NAK_REASON_MAX bytes), end its half, read to the source's end for at most
+ * CPR_MAIN_DRAIN_US, so that the close does not reset. */
+void cpr_main_chan_refuse(struct cpr_main_chan *c, const char *reason);
 
 #endif

@@ -343,6 +343,8 @@ static void assert_prepare_failure_resumes_source(struct peer *d, struct peer *s
     assert_source_survived(sr);
     assert_in_order(get(sr, "log"), "vm:stop,status:device,vm:start,status:failed");
     ck_assert_ptr_nonnull(strstr(get(sr, "error"), "negative_acknowledgement"));
+    /* ... and says why: the destination's own error came with its NAK. */
+    ck_assert_ptr_nonnull(strstr(get(sr, "error"), "prepare_hook_failed"));
     /* No page check here: the source's guest runs again and rewrites pages while one would
      * read them (the fault matrix has the guest verify its own RAM instead). */
     assert_destination_refused(dr);
