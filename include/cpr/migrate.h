@@ -313,7 +313,8 @@ typedef struct cpr_migration_info {
     int64_t downtime_ms;      /* guest stopped by the library until the job ended */
     int64_t expected_downtime_ms;
     uint64_t transferred;     /* bytes written (outgoing) or read (incoming) on main; since
-                               * 1.2 plus the multifd channels' and the mapped-ram pages written */
+                               * 1.2, outgoing, plus the multifd channels' bytes and the
+                               * mapped-ram pages written */
     uint64_t remaining;       /* RAM bytes still dirty */
     uint64_t total;           /* RAM bytes that migrate */
     uint64_t duplicate;       /* zero pages, sent without data */

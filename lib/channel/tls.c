@@ -79,9 +79,29 @@ static void set_last_error(struct cpr_tls_session *t, const char *fmt, ...)
     va_end(ap);
 }
 
+/* GNUTLS_E_AGAIN from a receive or send timeout the caller set on this blocking socket
+ * (SO_RCVTIMEO): the wait must end. GnuTLS also says AGAIN without one; that is retried. */
+static int timed_out(const struct cpr_tls_session *t, int r)
+{
+    return r == GNUTLS_E_AGAIN && (t->sys_errno == EAGAIN || t->sys_errno == EWOULDBLOCK);
+}
+
+/* Whether to call a GnuTLS function again after r: interrupted, or not fatal and no timeout. */
+static int again(struct cpr_tls_session *t, int r)
+{
+    int retry = r == GNUTLS_E_INTERRUPTED || (r < 0 && !gnutls_error_is_fatal(r) && !timed_out(t, r));
+    if (retry)
+        t->sys_errno = 0;
+    return retry;
+}
+
 /* A failed record call as errno: the socket's own when the socket failed, else EPROTO. */
 static int record_errno(struct cpr_tls_session *t, int r)
 {
+    if (timed_out(t, r)) {
+        set_last_error(t, "timed out");
+        return EAGAIN;
+    }
     if ((r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR) && t->sys_errno) {
         set_last_error(t, "%s", strerror(t->sys_errno));
         return t->sys_errno;
@@ -118,6 +138,9 @@ static int handshake_error(struct cpr_tls_session *t, int r, const char *role, c
     if (r == GNUTLS_E_NO_CERTIFICATE_FOUND || r == GNUTLS_E_CERTIFICATE_REQUIRED)
         return cpr_error_set(errp, -EACCES, "TLS handshake (as %s): %s sent no certificate from a CA this "
                              "side trusts (its ca-cert.pem), and this side verifies its peer (verify-peer)", role, peer);
+    if (timed_out(t, r))
+        return cpr_error_set(errp, -ETIMEDOUT, "TLS handshake (as %s): %s did not go on with it in time", role,
+                             peer);
     if (r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR)
         return cpr_error_set_errno(errp, -(t->sys_errno ? t->sys_errno : EIO), "TLS handshake (as %s): the "
                                    "connection to %s failed", role, peer);
@@ -178,7 +201,7 @@ int cpr_tls_session_start(cpr_tls_creds *creds, int fd, cpr_tls_endpoint role, c
     gnutls_handshake_set_timeout(t->s, GNUTLS_INDEFINITE_TIMEOUT);
     do {
         r = gnutls_handshake(t->s);
-    } while (r < 0 && !gnutls_error_is_fatal(r));
+    } while (again(t, r));
     if (r < 0) {
         int ret = handshake_error(t, r, rname, errp);
         cpr_tls_session_free(t);
@@ -194,7 +217,7 @@ ssize_t cpr_tls_session_read(struct cpr_tls_session *t, void *buf, size_t len)
         ssize_t r = gnutls_record_recv(t->s, buf, len);
         if (r >= 0)
             return r;
-        if (r == GNUTLS_E_INTERRUPTED || r == GNUTLS_E_AGAIN)
+        if (again(t, (int)r))
             continue;
         /* A peer that closed without close_notify: its end; what it meant to send is checked
          * by the stream's own end record. */
@@ -219,7 +242,7 @@ ssize_t cpr_tls_session_writev(struct cpr_tls_session *t, const struct iovec *io
         total += iov[i].iov_len;
     }
     int r;
-    while ((r = gnutls_record_uncork(t->s, GNUTLS_RECORD_WAIT)) < 0 && !gnutls_error_is_fatal(r)) {
+    while ((r = gnutls_record_uncork(t->s, GNUTLS_RECORD_WAIT)) < 0 && again(t, r)) {
     }
     if (r < 0) {
         errno = record_errno(t, r);
@@ -236,7 +259,7 @@ const char *cpr_tls_session_last_error(const struct cpr_tls_session *t)
 int cpr_tls_session_bye(struct cpr_tls_session *t)
 {
     int r;
-    while ((r = gnutls_bye(t->s, GNUTLS_SHUT_WR)) < 0 && !gnutls_error_is_fatal(r)) {
+    while ((r = gnutls_bye(t->s, GNUTLS_SHUT_WR)) < 0 && again(t, r)) {
     }
     if (r < 0) {
         errno = record_errno(t, r);

@@ -185,15 +185,6 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     return ret;
 }
 
-/* What the source is told of a failure before the commit: this side's error, except for a
- * refused certificate, where naming the names this side admits would tell a stranger. */
-static const char *refusal_reason(int ret, cpr_error **errp)
-{
-    if (ret == -EACCES)
-        return "this destination refused the source's TLS certificate (its log says why)";
-    return errp && *errp ? cpr_error_message(*errp) : NULL;
-}
-
 /* On the job's thread: accept, load, prepare, commit (acknowledge), start. */
 static int in_run(cpr_job *job, cpr_error **errp)
 {
@@ -204,7 +195,7 @@ static int in_run(cpr_job *job, cpr_error **errp)
     if (ret < 0) {
         cpr_lazy_restore_abort(job->ctx); /* the guest never ran: its RAM is the next load's */
         /* Tell the source, which then resumes, rather than let it guess from a reset. */
-        cpr_main_chan_refuse(&in->mc, refusal_reason(ret, errp));
+        cpr_main_chan_refuse(&in->mc, errp && *errp ? cpr_error_message(*errp) : NULL);
         /* Then hang up now, not when the job is freed: a source still sending (its TLS
          * handshake ended before ours refused its certificate) would block on a full socket. */
         cpr_main_chan_close(&in->mc, NULL);

@@ -115,7 +115,10 @@ int cpr_main_chan_accept(struct cpr_main_chan *c, cpr_error **errp)
     opened(c);
     if (!c->tls_cfg.creds)
         return 0;
-    return cpr_main_tls_start(&c->tls_cfg, CPR_TLS_ENDPOINT_SERVER, NULL, c->fd, c->s, &c->tls, errp);
+    ret = cpr_main_tls_start(&c->tls_cfg, CPR_TLS_ENDPOINT_SERVER, NULL, c->fd, c->s, &c->tls, errp);
+    /* A session with a failure: the handshake passed, tls-authz did not admit the peer. */
+    c->peer_unadmitted = ret < 0 && c->tls;
+    return ret;
 }
 
 int cpr_main_chan_close(struct cpr_main_chan *c, cpr_error **errp)
@@ -150,10 +153,27 @@ int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
     return cpr_main_chan_read_ack(c, no_resume, errp);
 }
 
-/* Reads exactly len bytes; < 0 on an error, the end, or CPR_MAIN_DRAIN_US without a byte. */
-static int read_exactly(struct cpr_main_chan *c, void *buf, size_t len)
+/* Bounds each blocking read on c by what is left until deadline_us (< 0: none). TLS reads
+ * return on it too (tls.c does not retry a timeout). */
+static void bound_reads(struct cpr_main_chan *c, int64_t deadline_us)
+{
+    struct timeval tv = { 0, 0 };
+    if (deadline_us >= 0) {
+        int64_t left = MAX(deadline_us - g_get_monotonic_time(), 1);
+        tv = (struct timeval){ .tv_sec = left / G_USEC_PER_SEC, .tv_usec = left % G_USEC_PER_SEC };
+    }
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* Reads exactly len bytes by deadline_us (< 0: none); < 0 on an error, the end, or the
+ * deadline. */
+static int read_exactly(struct cpr_main_chan *c, void *buf, size_t len, int64_t deadline_us)
 {
     for (size_t got = 0; got < len;) {
+        if (deadline_us >= 0 && g_get_monotonic_time() >= deadline_us)
+            return -1;
+        if (deadline_us >= 0)
+            bound_reads(c, deadline_us);
         ssize_t n = cpr_main_tls_recv(c->tls, c->fd, (uint8_t *)buf + got, len - got);
         if (n <= 0)
             return -1;
@@ -162,27 +182,71 @@ static int read_exactly(struct cpr_main_chan *c, void *buf, size_t len)
     return 0;
 }
 
-/* The reason that follows a 1.2 destination's NAK, made printable; NULL when there is none
- * (a peer that sends only the byte ends its half or goes quiet: bounded by a receive timeout). */
+/* The reason that follows a 1.2 destination's NAK, made printable; NULL when none came within
+ * CPR_MAIN_DRAIN_US (a peer that sends only the byte, or goes quiet). */
 static char *read_nak_reason(struct cpr_main_chan *c)
 {
-    struct timeval tv = { .tv_sec = CPR_MAIN_DRAIN_US / G_USEC_PER_SEC, .tv_usec = CPR_MAIN_DRAIN_US % G_USEC_PER_SEC };
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    int64_t deadline = g_get_monotonic_time() + CPR_MAIN_DRAIN_US;
     uint8_t le[2];
-    if (read_exactly(c, le, sizeof(le)) < 0)
+    g_autofree char *raw = NULL;
+    size_t len = 0;
+    if (read_exactly(c, le, sizeof(le), deadline) == 0) {
+        len = (size_t)le[0] | (size_t)le[1] << 8;
+        raw = len && len <= CPR_MAIN_NAK_REASON_MAX ? g_malloc(len) : NULL;
+        if (raw && read_exactly(c, raw, len, deadline) < 0)
+            g_clear_pointer(&raw, g_free);
+    }
+    bound_reads(c, -1);
+    if (!raw)
         return NULL;
-    size_t len = (size_t)le[0] | (size_t)le[1] << 8;
-    if (len == 0 || len > CPR_MAIN_NAK_REASON_MAX)
-        return NULL;
-    g_autofree char *raw = g_malloc(len);
-    if (read_exactly(c, raw, len) < 0)
-        return NULL;
-    /* Text from the network goes into this side's messages and logs: no control bytes. */
-    char *text = g_utf8_make_valid(raw, (gssize)len);
-    for (char *p = text; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = ' ';
-    return text;
+    /* Text from the network goes into this side's messages and logs: no control characters
+     * (C0, DEL, C1) and no invisible format characters such as bidirectional overrides. */
+    g_autofree char *valid = g_utf8_make_valid(raw, (gssize)len);
+    GString *text = g_string_sized_new(len);
+    for (const char *p = valid; *p; p = g_utf8_next_char(p)) {
+        gunichar ch = g_utf8_get_char(p);
+        GUnicodeType type = g_unichar_type(ch);
+        if (type == G_UNICODE_CONTROL || type == G_UNICODE_FORMAT)
+            g_string_append_c(text, ' ');
+        else
+            g_string_append_unichar(text, ch);
+    }
+    return g_string_free(text, FALSE);
+}
+
+int cpr_main_chan_send_pass_ack(struct cpr_main_chan *c, uint32_t pass, cpr_error **errp)
+{
+    uint8_t msg[5] = { CPR_MAIN_PASS_ACK, (uint8_t)pass, (uint8_t)(pass >> 8), (uint8_t)(pass >> 16),
+                       (uint8_t)(pass >> 24) };
+    if (cpr_main_tls_send(c->tls, c->fd, msg, sizeof(msg), 0) != (ssize_t)sizeof(msg))
+        return cpr_error_set_errno(errp, -errno ? -errno : -EIO, "main channel: acknowledging pass %u", pass);
+    return 0;
+}
+
+int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp)
+{
+    uint8_t msg[5];
+    ssize_t n = cpr_main_tls_recv(c->tls, c->fd, msg, 1);
+    if (n == 1 && msg[0] == CPR_MAIN_NAK) {
+        g_autofree char *why = read_nak_reason(c);
+        return cpr_error_set(errp, -ECONNABORTED, "the destination failed (negative acknowledgement%s%s)",
+                             why ? ": " : "", why ? why : "");
+    }
+    if (n == 1 && msg[0] == CPR_MAIN_PASS_ACK) {
+        if (read_exactly(c, msg + 1, 4, -1) < 0)
+            return cpr_error_set(errp, -ECONNRESET, "main channel: the destination's acknowledgement of a "
+                                 "pass was cut short");
+        *pass = (uint32_t)msg[1] | (uint32_t)msg[2] << 8 | (uint32_t)msg[3] << 16 | (uint32_t)msg[4] << 24;
+        return 0;
+    }
+    if (n == 1)
+        return cpr_error_set(errp, -EPROTO, "main channel: the destination sent 0x%02x where a pass's "
+                             "acknowledgement was due", msg[0]);
+    if (n == 0)
+        return cpr_error_set(errp, -ECONNRESET, "main channel: the destination closed it before it "
+                             "acknowledged the pass");
+    return cpr_error_set_errno(errp, n < 0 ? -errno : -EIO, "main channel: reading the destination's "
+                               "acknowledgement of a pass");
 }
 
 int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp)
@@ -232,6 +296,8 @@ void cpr_main_chan_refuse(struct cpr_main_chan *c, const char *reason)
     if (!c->is_socket || c->fd < 0)
         return;
     /* The byte and its reason in one send (one TLS record): the source reads them together. */
+    if (c->peer_unadmitted) /* naming what this side admits would tell a stranger */
+        reason = "this destination refused the source's TLS certificate (tls-authz; its log says why)";
     uint8_t msg[3 + CPR_MAIN_NAK_REASON_MAX] = { CPR_MAIN_NAK };
     size_t len = reason ? strlen(reason) : 0;
     if (len > CPR_MAIN_NAK_REASON_MAX) {

@@ -10,7 +10,7 @@
 
 /* The byte a destination sends back on a socket once the stream loaded (docs/migration.md). */
 #define CPR_MAIN_ACK 0x06
-/* The byte a 1.2 destination sends instead when it fails before it commits (1.0 sends none). */
+/* The byte a 1.2 destination sends instead when it fails before it commits (1.0/1.1 send none). */
 #define CPR_MAIN_NAK 0x15
 /* After the NAK, a 1.2 destination says why: a u16 LE length (1..this) and that many bytes of
  * UTF-8 text (docs/migration.md). */
@@ -38,6 +38,7 @@ struct cpr_main_chan {
     int is_file;       /* a regular file: no process reads it now */
     struct cpr_tls_session *tls; /* TLS on the socket (tls-creds), freed after the stream */
     int keep_listener; /* incoming: accept leaves l open, for the multifd channels */
+    int peer_unadmitted; /* incoming: tls-authz refused the peer (told no more than that) */
 };
 
 /* An unopened channel that cancel reaches through `cancel` (copied). */
@@ -62,8 +63,16 @@ int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
 /* wait_ack without ending this side's half: postcopy goes on to serve pages on the socket. */
 int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp);
+/* multifd with pass acknowledgements (docs/format.md, the descriptor's flag bit 0): once a
+ * pass's sync entry is applied, the destination sends CPR_MAIN_PASS_ACK and the pass (u32 LE). */
+#define CPR_MAIN_PASS_ACK 0x11
+int cpr_main_chan_send_pass_ack(struct cpr_main_chan *c, uint32_t pass, cpr_error **errp);
+/* The source reads it: 0 with *pass; a NAK (with its reason), the end, or another byte fail.
+ * Before the final records every failure here lets the source resume: the destination cannot
+ * commit without them. */
+int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp);
 /* A destination that fails before it commits, on a socket: NAK and the reason (NULL: none;
- * cut to CPR_MAIN_NAK_REASON_MAX bytes), end its half, read to the source's end for at most
+ * cut to CPR_MAIN_NAK_REASON_MAX bytes; a peer tls-authz refused is told only that), end its half, read to the source's end for at most
  * CPR_MAIN_DRAIN_US, so that the close does not reset. */
 void cpr_main_chan_refuse(struct cpr_main_chan *c, const char *reason);
 

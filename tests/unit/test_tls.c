@@ -132,6 +132,8 @@ struct side {
     int plaintext; /* no TLS: write a plain stream's first bytes and close */
     int cut;       /* dies mid-handshake: a client sends part of a handshake record, a server
                     * reads the client's first bytes; then it closes */
+    int stall;     /* a client that sends part of a handshake record and then nothing, open */
+    int rcvtimeo_ms; /* SO_RCVTIMEO on this side's socket (a caller's bound on its reads) */
     int ret;
     char *msg;
     struct cpr_tls_session *t;
@@ -147,8 +149,17 @@ static void side_handshake(struct side *s, cpr_tls_endpoint role)
         s->ret = 0;
         return;
     }
+    static const uint8_t part[] = { 22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3 }; /* ClientHello, 512 bytes due */
+    if (s->stall) {
+        ck_assert_int_eq(send(s->fd, part, sizeof(part), MSG_NOSIGNAL), (ssize_t)sizeof(part));
+        s->ret = 0;
+        return;
+    }
+    if (s->rcvtimeo_ms) {
+        struct timeval tv = { .tv_sec = s->rcvtimeo_ms / 1000, .tv_usec = s->rcvtimeo_ms % 1000 * 1000 };
+        ck_assert_int_eq(setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    }
     if (s->cut) {
-        static const uint8_t part[] = { 22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3 }; /* ClientHello, 512 bytes due */
         char buf[64];
         if (role == CPR_TLS_ENDPOINT_CLIENT)
             ck_assert_int_eq(send(s->fd, part, sizeof(part), MSG_NOSIGNAL), (ssize_t)sizeof(part));
@@ -362,6 +373,19 @@ START_TEST(test_handshake_cut_by_the_server)
 }
 END_TEST
 
+/* A peer that stops mid-handshake and stays connected: the caller's receive timeout ends the
+ * wait (GnuTLS's "again" is not retried then), the error says the peer did not go on. */
+START_TEST(test_handshake_bounded_by_the_callers_receive_timeout)
+{
+    struct side c = { .stall = 1 };
+    struct side s = { .creds = creds(dir_a, CPR_TLS_ENDPOINT_SERVER, CPR_TLS_VERIFY_PEER), .rcvtimeo_ms = 200 };
+    handshake(&c, &s);
+    assert_refused(&s, "the client did not go on with it in time");
+    side_done(&c);
+    side_done(&s);
+}
+END_TEST
+
 START_TEST(test_handshake_cut_by_the_client)
 {
     struct side c = { .cut = 1 };
@@ -496,6 +520,7 @@ static Suite *tls_suite(void)
     tcase_add_test(tc, test_plaintext_server_refused);
     tcase_add_test(tc, test_handshake_cut_by_the_server);
     tcase_add_test(tc, test_handshake_cut_by_the_client);
+    tcase_add_test(tc, test_handshake_bounded_by_the_callers_receive_timeout);
     tcase_add_test(tc, test_endpoint_and_hostname_checked);
     tcase_add_test(tc, test_authz_admits_only_its_identity);
     suite_add_tcase(s, tc);

@@ -157,13 +157,16 @@ static json_type param_type(const char *name)
 
 static int cmd_set_params(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
-    json_object_object_foreach(args, key, val) {
-        g_autofree char *s = NULL;
-        json_type want = param_type(key);
-        if (!json_object_is_type(val, want))
-            return mon_fail(err, "GenericError", "Invalid parameter type for '%s', expected: %s", key,
+    /* Every value's type first, as QEMU does: a refused command sets nothing. */
+    json_object_object_foreach(args, name, value) {
+        json_type want = param_type(name);
+        if (!json_object_is_type(value, want))
+            return mon_fail(err, "GenericError", "Invalid parameter type for '%s', expected: %s", name,
                             want == json_type_int ? "integer" : want == json_type_boolean ? "boolean" :
                             want == json_type_array ? "array of strings" : "string");
+    }
+    json_object_object_foreach(args, key, val) {
+        g_autofree char *s = NULL;
         if (json_object_is_type(val, json_type_array)) {
             /* cpr-exec-command: a list of words; libcpr keeps a shell-style command line
              * (g_shell_parse_argv), so each word is quoted: a word with a space in it (a JSON
@@ -404,12 +407,14 @@ static void add_string(const char *key, const char *val, void *obj)
  * takes on/off for booleans too). */
 static json_object *hmp_args_object(char **w, int *detach, mon_error *err)
 {
-    if (nwords(w) != 1) {
+    if (nwords(w) < 1) {
         mon_fail(err, "GenericError", "usage: object_add TYPE,id=ID[,PROP=VALUE...]");
         return NULL;
     }
+    /* The rest of the line, as QEMU takes it: a value may hold blanks ("O=libcpr tests"). */
+    g_autofree char *line = g_strjoinv(" ", w);
     json_object *args = json_object_new_object();
-    vmm_kv_foreach(w[0], "qom-type", add_string, args);
+    vmm_kv_foreach(line, "qom-type", add_string, args);
     return args;
 }
 
