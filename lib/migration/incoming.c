@@ -98,6 +98,7 @@ static void multifd_listen(cpr_job *job, struct in_state *in)
     in->mc.keep_listener = 1;
     struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     cpr_multifd_recv_new(&cancel, in->mc.l, &in->mc.tls_cfg, &in->mfd);
+    cpr_multifd_recv_ack_to(in->mfd, &in->mc);
     cpr_mig_ram_set_multifd(cpr_job_ram(job), NULL, in->mfd);
 }
 

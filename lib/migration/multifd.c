@@ -166,6 +166,8 @@ struct cpr_multifd_send {
     uint32_t next;
     int unsynced;
     int finished;
+    struct cpr_main_chan *acks; /* the destination acknowledges passes here; NULL: not asked */
+    uint32_t acked;             /* passes acknowledged (epoch: passes synced) */
     uint8_t uuid[CPR_MFD_UUID_SIZE];
     struct cpr_chan_tls tls; /* tls.creds NULL: plain */
     const cpr_addr *addr;    /* borrowed for the TLS name check, until the threads are joined */
@@ -394,6 +396,26 @@ int cpr_multifd_send_unsynced(const struct cpr_multifd_send *m)
     return m->unsynced;
 }
 
+void cpr_multifd_send_want_acks(struct cpr_multifd_send *m, struct cpr_main_chan *mc)
+{
+    m->acks = mc;
+}
+
+int cpr_multifd_send_take_acks(struct cpr_multifd_send *m, cpr_error **errp)
+{
+    while (m && m->acks && m->acked < m->epoch) {
+        uint32_t pass;
+        int ret = cpr_main_chan_read_pass_ack(m->acks, &pass, errp);
+        if (ret < 0)
+            return ret;
+        if (pass != m->acked)
+            return cpr_error_set(errp, -EPROTO, "multifd: the destination acknowledged pass %u where pass %u "
+                                 "was due", pass, m->acked);
+        m->acked++;
+    }
+    return 0;
+}
+
 int cpr_multifd_send_put_setup(struct cpr_multifd_send *m, cpr_stream *s, cpr_error **errp)
 {
     int ret = cpr_stream_put_u32(s, CPR_MFD_VERSION, errp);
@@ -402,7 +424,7 @@ int cpr_multifd_send_put_setup(struct cpr_multifd_send *m, cpr_stream *s, cpr_er
     if (ret == 0)
         ret = cpr_stream_put_u32(s, m->n, errp);
     if (ret == 0)
-        ret = cpr_stream_put_u32(s, 0, errp); /* flags, none yet */
+        ret = cpr_stream_put_u32(s, m->acks ? CPR_MFD_SETUP_PASS_ACK : 0, errp);
     return ret;
 }
 
@@ -579,6 +601,8 @@ struct cpr_multifd_recv {
     cpr_error *err;
     uint32_t refused;
     char *why_refused; /* the first refusal's reason, when there is one to tell (TLS) */
+    struct cpr_main_chan *ack_to; /* where passes are acknowledged, when the source asks */
+    int ack;                      /* the source asked (the descriptor's flag) */
 };
 
 /* One packet: header, body, a packet of a later pass held until the loader gets there. */
@@ -740,6 +764,11 @@ static int accept_one(struct cpr_multifd_recv *m, const cpr_io_wait *w, const ui
     return 0;
 }
 
+void cpr_multifd_recv_ack_to(struct cpr_multifd_recv *m, struct cpr_main_chan *mc)
+{
+    m->ack_to = mc;
+}
+
 int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const struct cpr_mfd_block *blocks,
                            uint32_t nblocks, cpr_error **errp)
 {
@@ -754,9 +783,13 @@ int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const stru
         ret = cpr_stream_get_u32(s, &flags, errp);
     if (ret < 0)
         return ret;
-    if (version != CPR_MFD_VERSION || flags)
+    if (version != CPR_MFD_VERSION || (flags & ~CPR_MFD_SETUP_PASS_ACK))
         return cpr_error_set(errp, -EPROTO, "multifd: the source speaks version %u (flags 0x%x), this libcpr %u",
                              version, flags, CPR_MFD_VERSION);
+    m->ack = !!(flags & CPR_MFD_SETUP_PASS_ACK);
+    if (m->ack && !m->ack_to)
+        return cpr_error_set(errp, -EPROTO, "multifd: the source asks for acknowledgements of its passes and "
+                             "this side has no return path to send them on");
     if (n == 0 || n > CPR_MFD_MAX_CHANNELS)
         return cpr_error_set(errp, -EBADMSG, "multifd: %u channels out of range", n);
     if (m->ch)
@@ -836,6 +869,9 @@ int cpr_multifd_recv_sync(struct cpr_multifd_recv *m, cpr_stream *s, cpr_error *
         g_cond_broadcast(&m->cond);
     }
     g_mutex_unlock(&m->lock);
+    /* Every page of the pass is in place: the source may now count it as carried. */
+    if (ret == 0 && m->ack)
+        ret = cpr_main_chan_send_pass_ack(m->ack_to, epoch, errp);
     return ret;
 }
 

@@ -39,6 +39,14 @@ struct cpr_multifd_send;
  * then its hello, through the session. addr is borrowed until cpr_multifd_send_free(). */
 int cpr_multifd_send_open(const struct cpr_chan_cancel *cancel, const cpr_addr *addr, const struct cpr_params *p,
                           const struct cpr_chan_tls *tls, struct cpr_multifd_send **out, cpr_error **errp);
+/* Asks the destination to acknowledge each pass on main's return path (read from mc,
+ * borrowed until the set is freed): a pass ends where the destination applied it, not where
+ * its pages entered socket buffers, so the switchover decision counts the backlog. Before
+ * cpr_multifd_send_put_setup(). */
+void cpr_multifd_send_want_acks(struct cpr_multifd_send *m, struct cpr_main_chan *mc);
+/* Waits for the acknowledgement of every sync entry written so far (main flushed first); 0
+ * at once without cpr_multifd_send_want_acks(). A NAK, the end or a wrong pass fail it. */
+int cpr_multifd_send_take_acks(struct cpr_multifd_send *m, cpr_error **errp);
 /* The ram section setup's multifd descriptor, written after the block table. */
 int cpr_multifd_send_put_setup(struct cpr_multifd_send *m, cpr_stream *s, cpr_error **errp);
 /*
@@ -69,11 +77,15 @@ struct cpr_multifd_recv;
  * connection must pass the TLS handshake as server before its hello is read. */
 int cpr_multifd_recv_new(const struct cpr_chan_cancel *cancel, cpr_listener *l, const struct cpr_chan_tls *tls,
                          struct cpr_multifd_recv **out);
+/* Where this side acknowledges passes when the source asks (mc, borrowed until the
+ * receiver is freed); without it a source that asks is refused. Before the setup. */
+void cpr_multifd_recv_ack_to(struct cpr_multifd_recv *m, struct cpr_main_chan *mc);
 /* Reads the setup descriptor from s, accepts its channels (refusing, by closing, connections
  * of another migration or version) and starts their threads on these blocks (copied). */
 int cpr_multifd_recv_setup(struct cpr_multifd_recv *m, cpr_stream *s, const struct cpr_mfd_block *blocks,
                            uint32_t nblocks, cpr_error **errp);
-/* Reads a sync entry's body from s and waits until every channel applied its packets. */
+/* Reads a sync entry's body from s and waits until every channel applied its packets; then
+ * acknowledges the pass when the source asked. */
 int cpr_multifd_recv_sync(struct cpr_multifd_recv *m, cpr_stream *s, cpr_error **errp);
 /* After the stream: waits for every channel's end packet. */
 int cpr_multifd_recv_finish(struct cpr_multifd_recv *m, cpr_error **errp);

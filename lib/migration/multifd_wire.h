@@ -29,6 +29,8 @@
 
 enum { CPR_MFD_KIND_DATA = 1, CPR_MFD_KIND_END = 2 };
 #define CPR_MFD_FLAG_ZSTD 0x1u
+/* The descriptor's flags: the destination acknowledges each pass on main (docs/format.md). */
+#define CPR_MFD_SETUP_PASS_ACK 0x1u
 
 struct cpr_mfd_hello {
     uint8_t uuid[CPR_MFD_UUID_SIZE]; /* the migration's */

@@ -84,6 +84,8 @@ static int multifd_open(struct save_run *r, struct cpr_main_chan *mc, cpr_error 
     struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     int ret = cpr_multifd_send_open(&cancel, cpr_channels_get(job->channels, CPR_CHANNEL_MAIN), &job->params,
                                     &mc->tls_cfg, &r->mfd, errp);
+    if (ret == 0)
+        cpr_multifd_send_want_acks(r->mfd, mc);
     cpr_mig_ram_set_multifd(r->ram, r->mfd, NULL);
     return ret;
 }
@@ -167,12 +169,18 @@ static int others_fit(const struct save_run *r, uint64_t others, int64_t max_wai
  * when what RAM and every other progressive section have left fits in the downtime limit. */
 static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
 {
+    /* multifd: the pass is carried once the destination applied it, not once its pages sat
+     * in socket buffers (tens of MiB on a fast link): what is still buffered would otherwise
+     * be drained while the guest is stopped. */
+    int ret = cpr_multifd_send_take_acks(r->mfd, errp);
+    if (ret < 0)
+        return ret;
     int64_t now = g_get_monotonic_time();
     uint64_t bytes = sent_bytes(r) - r->pass_start_bytes;
     int64_t dt = MAX(now - r->pass_start_us, 1);
     r->bandwidth = bytes * G_USEC_PER_SEC / (uint64_t)dt;
     uint64_t threshold = r->bandwidth * r->job->params.downtime_limit_ms / 1000;
-    int ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
+    ret = cpr_job_vm_hook(r->job, CPR_VM_DIRTY_LOG_SYNC, errp);
     if (ret < 0)
         return ret;
     int64_t pages = cpr_mig_ram_sync(r->ram, 0, errp);
@@ -247,7 +255,13 @@ static int drain(struct save_run *r, cpr_error **errp)
         return (int)pages;
     cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
     ret = cpr_savevm_iterate_stopped(r->job->ctx, r->s, errp);
-    /* Before the point of no return: a multifd channel that failed fails the save here. */
+    /* Before the point of no return: a multifd channel that failed fails the save here, and
+     * so does a destination that failed to apply a pass (the acknowledgements, every one read
+     * so that main holds nothing but the final one). */
+    if (ret == 0 && r->mfd)
+        ret = cpr_stream_flush(r->s, errp);
+    if (ret == 0 && r->mfd)
+        ret = cpr_multifd_send_take_acks(r->mfd, errp);
     if (ret == 0 && r->mfd)
         ret = cpr_multifd_send_finish(r->mfd, errp);
     stats_update(r);

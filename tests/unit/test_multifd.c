@@ -246,18 +246,31 @@ static void rig_listen(struct rig *r)
     ck_assert_int_eq(cpr_listener_new(cpr_channels_get(r->chs, CPR_CHANNEL_MAIN), 0, &r->l, NULL), 0);
 }
 
-/* Opens the source's channels, passes the descriptor to the destination, which accepts them. */
-static void rig_open(struct rig *r, const struct cpr_params *p, const struct cpr_mfd_block *blocks)
+/* Opens the source's channels, passes the descriptor to the destination, which accepts them
+ * (with pass acknowledgements over ack_src -> ack_dst, the two ends of main, when given);
+ * the destination's result. */
+static int rig_open_acked(struct rig *r, const struct cpr_params *p, const struct cpr_mfd_block *blocks,
+                          struct cpr_main_chan *ack_src, struct cpr_main_chan *ack_dst, cpr_error **errp)
 {
     static const struct cpr_chan_cancel job = { -1, no_watch, no_watch, NULL };
     ck_assert_int_eq(cpr_multifd_send_open(&job, cpr_channels_get(r->chs, CPR_CHANNEL_MAIN), p, NULL, &r->ms, NULL), 0);
     ck_assert_int_eq(cpr_multifd_recv_new(&job, r->l, NULL, &r->mr), 0);
+    if (ack_src)
+        cpr_multifd_send_want_acks(r->ms, ack_src);
+    if (ack_dst)
+        cpr_multifd_recv_ack_to(r->mr, ack_dst);
     cpr_stream *w = part_writer();
     ck_assert_int_eq(cpr_multifd_send_put_setup(r->ms, w, NULL), 0);
     cpr_stream *rd = reader_of(w);
-    ck_assert_int_eq(cpr_multifd_recv_setup(r->mr, rd, blocks, 1, NULL), 0);
+    int ret = cpr_multifd_recv_setup(r->mr, rd, blocks, 1, errp);
     cpr_stream_free(rd);
     cpr_stream_free(w);
+    return ret;
+}
+
+static void rig_open(struct rig *r, const struct cpr_params *p, const struct cpr_mfd_block *blocks)
+{
+    ck_assert_int_eq(rig_open_acked(r, p, blocks, NULL, NULL, NULL), 0);
 }
 
 /* The end of a pass: the source's sync entry, read by the destination; its result. */
@@ -445,6 +458,80 @@ START_TEST(next_pass_waits_for_the_sync)
 }
 END_TEST
 
+/* Two ends of a main channel on a socket pair: what the pass acknowledgements travel on. */
+static void main_pair(struct cpr_main_chan *src, struct cpr_main_chan *dst, int sv[2])
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    *src = (struct cpr_main_chan){ .fd = sv[0], .is_socket = 1 };
+    *dst = (struct cpr_main_chan){ .fd = sv[1], .is_socket = 1 };
+}
+
+/* With acknowledgements asked for, the destination acknowledges each pass once applied, the
+ * source reads every one (main then holds nothing more); a wrong pass and a NAK fail it. */
+START_TEST(passes_are_acknowledged_on_main)
+{
+    struct rig r;
+    rig_listen(&r);
+    enum { PAGES = 64 };
+    uint8_t *src = malloc(PAGES * PAGE), *dst = calloc(PAGES, PAGE);
+    memset(src, 0x5a, PAGES * PAGE);
+    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
+    struct cpr_params p;
+    cpr_params_init(&p);
+    p.multifd_channels = 2;
+    struct cpr_main_chan ms, md;
+    int sv[2];
+    main_pair(&ms, &md, sv);
+    ck_assert_int_eq(rig_open_acked(&r, &p, blocks, &ms, &md, NULL), 0);
+    ck_assert_int_eq(cpr_multifd_send_take_acks(r.ms, NULL), 0); /* none owed yet */
+    for (int pass = 0; pass < 2; pass++) {
+        ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, 0, PAGES, 0, NULL), 0);
+        ck_assert_int_eq(rig_sync(&r, NULL), 0);
+    }
+    ck_assert_int_eq(cpr_multifd_send_take_acks(r.ms, NULL), 0);
+    ck_assert_int_eq(memcmp(src, dst, PAGES * PAGE), 0);
+    char c;
+    ck_assert_int_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), -1); /* both read, nothing else */
+    ck_assert_int_eq(errno, EAGAIN);
+    /* A third pass acknowledged as the wrong one. */
+    ck_assert_int_eq(cpr_multifd_send_pages(r.ms, 0, src, 0, 1, 0, NULL), 0);
+    cpr_stream *w = part_writer();
+    ck_assert_int_eq(cpr_multifd_send_sync(r.ms, w, NULL), 0);
+    cpr_stream_free(w);
+    ck_assert_int_eq(cpr_main_chan_send_pass_ack(&md, 7, NULL), 0);
+    ck_assert_cpr_fails(cpr_multifd_send_take_acks(r.ms, errp_), -EPROTO, "acknowledged pass 7 where pass 2 was due");
+    /* A destination that failed instead says why. */
+    static const uint8_t nak[] = { 0x15, 4, 0, 'o', 'o', 'p', 's' };
+    ck_assert_int_eq(write(sv[1], nak, sizeof(nak)), (ssize_t)sizeof(nak));
+    ck_assert_cpr_fails(cpr_multifd_send_take_acks(r.ms, errp_), -ECONNABORTED, "negative acknowledgement: oops");
+    close(sv[0]);
+    close(sv[1]);
+    rig_free(&r);
+    free(src);
+    free(dst);
+}
+END_TEST
+
+/* A source that asks for acknowledgements, to a destination with nowhere to send them. */
+START_TEST(acks_asked_without_a_return_path_refused)
+{
+    struct rig r;
+    rig_listen(&r);
+    uint8_t dst[PAGE];
+    struct cpr_mfd_block blocks[1] = { { dst, PAGE, "ram" } };
+    struct cpr_params p;
+    cpr_params_init(&p);
+    p.multifd_channels = 1;
+    struct cpr_main_chan ms, md;
+    int sv[2];
+    main_pair(&ms, &md, sv);
+    ck_assert_cpr_fails(rig_open_acked(&r, &p, blocks, &ms, NULL, errp_), -EPROTO, "no return path");
+    close(sv[0]);
+    close(sv[1]);
+    rig_free(&r);
+}
+END_TEST
+
 static Suite *multifd_suite(void)
 {
     Suite *s = suite_create("multifd");
@@ -462,6 +549,8 @@ static Suite *multifd_suite(void)
     tcase_add_test(e2e, end_to_end_refuses_a_stalled_hello);
     tcase_add_test(e2e, dead_channel_fails_the_sync);
     tcase_add_test(e2e, next_pass_waits_for_the_sync);
+    tcase_add_test(e2e, passes_are_acknowledged_on_main);
+    tcase_add_test(e2e, acks_asked_without_a_return_path_refused);
     suite_add_tcase(s, e2e);
     return s;
 }
