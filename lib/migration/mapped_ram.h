@@ -67,6 +67,8 @@ void cpr_mr_close(cpr_mr_file *f);
  * mmap(2) of [pages_offset, pages_offset + pages_len). */
 int cpr_mr_fd(const cpr_mr_file *f);
 size_t cpr_mr_block_count(const cpr_mr_file *f);
+/* The file's path as /proc names it ("fd N" when it does not), for messages; g_free() it. */
+char *cpr_mr_file_name(const cpr_mr_file *f);
 /* Block i (0 <= i < count), or NULL. Valid until cpr_mr_close(). */
 const struct cpr_mr_block_info *cpr_mr_block(const cpr_mr_file *f, size_t i);
 /* Index of the block named `name`, or -ENOENT. */
