@@ -3,13 +3,15 @@
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
 usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions machine-types chain cpr-reboot cpr-transfer cpr-exec
-                                           live snapshot mapped-ram lazy-restore corruption)
+                                           live snapshot mapped-ram lazy-restore mapped-restore
+                                           corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
 without a gap or a repeat, and that the old VMM ends in postmigrate; in the cpr modes that no
 RAM page crossed the main channel, and in cpr-transfer that the new process maps the same memfd.
 """
+import hashlib
 import json
 import os
 import sys
@@ -342,6 +344,55 @@ def test_lazy_restore(binary, wd):
     new.shutdown()
 
 
+# ---- 5d. the mapped-ram snapshot restored by mapping it copy-on-write (as Firecracker) ---------
+
+def test_mapped_restore(binary, wd):
+    """A running guest saved with mapped-ram, restored with -restore ...,memory_restore_mode=mapped:
+    its RAM is a private mapping of the file, every chunk checked before it runs; it re-verifies
+    all its RAM clean, its writes never reach the file, cpr-transfer is refused naming the block
+    and the file. The same file restored again (QMP spelling) runs the saved guest, and a
+    normal snapshot of that clone still completes."""
+    old, args, g, serial, snap = snapshot_vm(binary, wd, "maprestore")
+    old.qmp("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
+    old.qmp("migrate", uri=f"file:{snap}")
+    info = old.wait_migration()
+    check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
+    hb_old = old.guest()["heartbeat"]
+    old.qmp("quit")
+    old.wait_exit()
+    with open(snap, "rb") as f:
+        saved = hashlib.md5(f.read()).hexdigest()
+    new = Vmm(binary, wd, "new", args + ["-restore", f"source_url=file://{snap},memory_restore_mode=mapped"])
+    new.wait_status("running")
+    check(new.qmp("query-migrate-parameters").get("memory-restore-mode") == "mapped", "memory-restore-mode mapped")
+    check_after_switchover(new, hb_old, serial)
+    new.qmp("migrate-set-parameters", mode="cpr-transfer")
+    try:
+        new.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
+                                     unix_channel("cpr", os.path.join(wd, "c.sock"))])
+        why = ""
+    except QmpError as e:
+        why = e.desc
+    check("is a private mapping of the file" in why and os.path.realpath(snap) in why,
+          f"cpr-transfer refused naming the block and the file: {why}")
+    check(new.status() == "running", "the guest kept running")
+    new.qmp("quit")
+    new.wait_exit()
+    with open(snap, "rb") as f:
+        check(hashlib.md5(f.read()).hexdigest() == saved, "the guest's writes never reached the file")
+    clone = Vmm(binary, wd, "clone", args + ["-incoming", "defer"])
+    clone.qmp("migrate-set-parameters", **{"memory-restore-mode": "mapped"})
+    clone.qmp("migrate-incoming", uri=f"file:{snap}")
+    clone.wait_status("running")
+    g1 = wait_heartbeat(clone, hb_old)
+    check(g1["heartbeat"] > hb_old and g1["corruptions"] == 0,
+          f"a second restore of the file runs the saved guest on ({hb_old} -> {g1['heartbeat']})")
+    clone.qmp("migrate", uri=f"file:{os.path.join(wd, 'again.state')}")
+    info = clone.wait_migration()
+    check(info["status"] == "completed", f"a snapshot of the mapped guest completed ({info.get('error-desc', '')})")
+    clone.shutdown()
+
+
 # ---- the checks can fail: a page damaged while the VMM is down shows as a corruption ------------
 
 def test_corruption_detected(binary, wd):
@@ -559,6 +610,7 @@ TESTS = {
     "snapshot": test_snapshot,
     "mapped-ram": test_mapped_ram,
     "lazy-restore": test_lazy_restore,
+    "mapped-restore": test_mapped_restore,
 }
 
 
