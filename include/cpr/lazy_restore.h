@@ -13,9 +13,9 @@
  *             page boundaries, into blocks of the system page size: each block's memory is
  *             replaced, at the same address, by a private (MAP_PRIVATE, copy-on-write) mapping
  *             of its region of the file. Before the load goes on, every chunk's CRC32C is
- *             verified through that mapping (by multifd-channels threads), which also fills the
- *             page cache: restores of the same file share its pages, and only the pages the
- *             guest writes cost memory of their own. Pages absent from the file's bitmap read
+ *             verified (multifd-channels threads read the file's page cache, the pages the
+ *             mapping shows): restores of the same file share those pages, and only the pages
+ *             the guest writes cost memory of their own. Pages absent from the file's bitmap read
  *             as zero. The guest never writes the file. What the mapping changes for the VMM:
  *             the block has no fd and is not shared any more (cpr_ram_block_fd() is -1; its own
  *             memfd is emptied, kept open until the block is freed), and a blocker naming the

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,10 @@
 #include "handover/ram.h"
 #include "migration/map_restore.h"
 #include "migration/mapped_ram.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 
 /* Bytes one verifier step covers: whole chunks, about 1 MiB. */
 #define STEP_BYTES (1u << 20)
@@ -53,55 +58,86 @@ static int is_zero(const uint8_t *p, size_t len)
     return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
 
-/*
- * Chunk c: pages the file does not hold must read as zero. Where the file has a hole they do,
- * untouched; elsewhere (an outside writer left bytes there) they are zeroed in the private
- * mapping, which copies them out of the file. Then the chunk's bytes, as the guest will see
- * them, against its checksum.
- */
-static int verify_chunk(struct verify *v, struct hole_cache *h, uint64_t c, cpr_error **errp)
+/* Chunk c holds no page of the file's bitmap and lies in a hole of the file: it reads as zero
+ * without being read. */
+static int hole_chunk(const struct verify *v, struct hole_cache *h, uint64_t c)
 {
     const struct cpr_mr_block_info *b = v->b;
     uint64_t off = c * b->chunk_size, len = cpr_mr_chunk_len(b, c);
-    uint64_t p0 = off / b->page_size, p1 = (off + len) / b->page_size;
-    uint8_t *mem = v->host + off;
-    uint64_t absent = 0;
-    for (uint64_t p = p0; p < p1; p++)
-        absent += !cpr_mr_page_present(b, p);
-    if (absent && !in_hole(v, h, b->pages_offset + off, len)) {
-        for (uint64_t p = p0; p < p1; p++) {
-            uint8_t *page = v->host + p * b->page_size;
-            if (!cpr_mr_page_present(b, p) && !is_zero(page, b->page_size))
-                memset(page, 0, b->page_size);
+    for (uint64_t p = off / b->page_size; p < (off + len) / b->page_size; p++)
+        if (cpr_mr_page_present(b, p))
+            return 0;
+    return in_hole(v, h, b->pages_offset + off, len);
+}
+
+/*
+ * Chunk c, whose bytes in the file `data` holds: pages the bitmap does not have must read as
+ * zero, so bytes another writer left there are zeroed in the private mapping (which copies
+ * those pages out of the file) and in data; then data, what the guest will read, against the
+ * chunk's checksum.
+ */
+static int check_chunk(struct verify *v, uint64_t c, uint8_t *data, cpr_error **errp)
+{
+    const struct cpr_mr_block_info *b = v->b;
+    uint64_t off = c * b->chunk_size, len = cpr_mr_chunk_len(b, c);
+    for (uint64_t p = off / b->page_size; p < (off + len) / b->page_size; p++) {
+        uint8_t *in_data = data + (p * b->page_size - off);
+        if (!cpr_mr_page_present(b, p) && !is_zero(in_data, b->page_size)) {
+            memset(v->host + p * b->page_size, 0, b->page_size);
+            memset(in_data, 0, b->page_size);
         }
-    } else if (absent == p1 - p0) {
-        uint32_t zero = len == b->chunk_size ? v->zero_crc : cpr_crc32c(0, v->zeros, (size_t)len);
-        if (cpr_mr_chunk_crc(b, c) == zero)
-            return 0; /* a hole, its checksum that of zeros: nothing to read */
-        mem = (uint8_t *)v->zeros;   /* what the guest would read: reported as a mismatch */
     }
-    return cpr_mr_verify_chunk_mem(v->f, v->blk, c, mem, errp);
+    return cpr_mr_verify_chunk_mem(v->f, v->blk, c, data, errp);
+}
+
+/*
+ * Chunks [c0, c1), one step. They are read with pread into buf, not through the mapping: the
+ * page cache pages are the same ones the mapping shows, but populating the guest's page tables
+ * here would put a cost on the time to running that the guest's first touches otherwise spread
+ * out (as they do after a copy restore). Holes are not read.
+ */
+static int verify_step(struct verify *v, struct hole_cache *h, uint8_t *buf, uint64_t c0, uint64_t c1,
+                       cpr_error **errp)
+{
+    const struct cpr_mr_block_info *b = v->b;
+    int ret = 0;
+    for (uint64_t c = c0, d; c < c1 && ret == 0; c = d) {
+        d = c + 1;
+        if (hole_chunk(v, h, c)) {
+            uint64_t len = cpr_mr_chunk_len(b, c);
+            uint32_t zero = len == b->chunk_size ? v->zero_crc : cpr_crc32c(0, v->zeros, (size_t)len);
+            if (cpr_mr_chunk_crc(b, c) != zero) /* the guest would read zeros: a mismatch */
+                ret = cpr_mr_verify_chunk_mem(v->f, v->blk, c, v->zeros, errp);
+            continue;
+        }
+        while (d < c1 && !hole_chunk(v, h, d))
+            d++;
+        ret = cpr_mr_read_chunks(v->f, v->blk, c, d - c, buf, errp);
+        for (uint64_t e = c; e < d && ret == 0; e++)
+            ret = check_chunk(v, e, buf + (e - c) * b->chunk_size, errp);
+    }
+    return ret;
 }
 
 static gpointer verify_thread(gpointer opaque)
 {
     struct verify *v = opaque;
     struct hole_cache h = { 0, 0 };
+    uint8_t *buf = g_malloc(v->step_chunks * v->b->chunk_size);
     for (int64_t step; (step = cpr_steps_take(&v->steps)) >= 0;) {
         uint64_t c0 = (uint64_t)step * v->step_chunks, c1 = MIN(c0 + v->step_chunks, v->b->chunks);
         cpr_error *err = NULL;
-        int ret = 0;
-        for (uint64_t c = c0; c < c1 && ret == 0; c++)
-            ret = verify_chunk(v, &h, c, &err);
+        int ret = verify_step(v, &h, buf, c0, c1, &err);
         if (ret < 0) {
             cpr_steps_fail(&v->steps, ret, err);
             break;
         }
     }
+    g_free(buf);
     return NULL;
 }
 
-/* Every chunk of block i, read through the mapping at host by `channels` threads. */
+/* Every chunk of block i, mapped at host, checked by `channels` threads. */
 static int verify_block(const cpr_mr_file *f, size_t i, uint8_t *host, int seek_fd, unsigned int channels,
                         cpr_error **errp)
 {

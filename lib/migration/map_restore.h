@@ -4,10 +4,10 @@
  * (Firecracker's File memory backend; cpr/lazy_restore.h says what a VMM sees). At the ram
  * section's index the loader hands the blocks to this module instead of reading their pages:
  * each block's memory becomes a private (copy-on-write) mapping of its region of the file, at
- * the block's own address, and every chunk's CRC32C is verified through that mapping (which
- * reads the file into the page cache, where clones of the same file share it) before the load
- * goes on, so the guest never sees a byte that was not checked. Pages the file does not hold
- * read as zero.
+ * the block's own address, and every chunk's CRC32C is verified (read with pread from the page
+ * cache the mapping shows, where clones of the same file share it) before the load goes on,
+ * so the guest never sees a byte that was not checked. Pages the file does not hold read as
+ * zero.
  */
 #ifndef CPR_MIGRATION_MAP_RESTORE_H
 #define CPR_MIGRATION_MAP_RESTORE_H

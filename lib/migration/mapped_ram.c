@@ -851,19 +851,33 @@ int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, 
     return 0;
 }
 
+int cpr_mr_read_chunks(const cpr_mr_file *f, size_t block, uint64_t chunk, uint64_t n, void *buf, cpr_error **errp)
+{
+    const struct cpr_mr_block_info *b = chunk_arg(f, block, chunk, errp);
+    if (!b || n == 0 || n > b->chunks - chunk)
+        return b ? cpr_error_set(errp, -EINVAL, "mapped-ram: RAM block '%s': chunks %" PRIu64 "+%" PRIu64
+                                 " out of range", b->name, chunk, n) : -EINVAL;
+    uint64_t off = b->pages_offset + chunk * b->chunk_size;
+    uint64_t len = (n - 1) * b->chunk_size + cpr_mr_chunk_len(b, chunk + n - 1);
+    size_t got;
+    int ret = pread_all(f->fd, buf, (size_t)len, off, &got);
+    if (ret < 0)
+        return cpr_error_set_errno(errp, ret, "mapped-ram: reading RAM block '%s' chunk %" PRIu64, b->name,
+                                   chunk);
+    if (got < len)
+        return cpr_error_set(errp, -EBADMSG, "mapped-ram: RAM block '%s' chunk %" PRIu64 " (file offset %" PRIu64
+                             ", %" PRIu64 " bytes) lies beyond the end of the file", b->name,
+                             chunk + got / b->chunk_size, off + got / b->chunk_size * b->chunk_size,
+                             cpr_mr_chunk_len(b, chunk + got / b->chunk_size));
+    return 0;
+}
+
 int cpr_mr_verify_chunk(const cpr_mr_file *f, size_t block, uint64_t chunk, cpr_error **errp)
 {
     const struct cpr_mr_block_info *b = chunk_arg(f, block, chunk, errp);
     if (!b)
         return -EINVAL;
-    uint64_t len = cpr_mr_chunk_len(b, chunk), off = b->pages_offset + chunk * b->chunk_size;
-    g_autofree uint8_t *buf = g_malloc((size_t)len);
-    size_t got;
-    int ret = pread_all(f->fd, buf, (size_t)len, off, &got);
-    if (ret < 0)
-        return cpr_error_set_errno(errp, ret, "mapped-ram: reading RAM block '%s' chunk %" PRIu64, b->name, chunk);
-    if (got < len)
-        return cpr_error_set(errp, -EBADMSG, "mapped-ram: RAM block '%s' chunk %" PRIu64 " (file offset %" PRIu64
-                             ", %" PRIu64 " bytes) lies beyond the end of the file", b->name, chunk, off, len);
-    return cpr_mr_verify_chunk_mem(f, block, chunk, buf, errp);
+    g_autofree uint8_t *buf = g_malloc((size_t)cpr_mr_chunk_len(b, chunk));
+    int ret = cpr_mr_read_chunks(f, block, chunk, 1, buf, errp);
+    return ret < 0 ? ret : cpr_mr_verify_chunk_mem(f, block, chunk, buf, errp);
 }
