@@ -233,6 +233,17 @@ def test_live(binary, wd):
 
 # ---- 5. snapshot to a file, restore into a new VMM --------------------------------------------
 
+def cpr_transfer_refusal(vm, wd):
+    """Asks vm for a cpr-transfer; returns the error it refused it with ("" if it did not)."""
+    vm.qmp("migrate-set-parameters", mode="cpr-transfer")
+    try:
+        vm.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
+                                    unix_channel("cpr", os.path.join(wd, "c.sock"))])
+        return ""
+    except QmpError as e:
+        return e.desc
+
+
 def snapshot_vm(binary, wd, name):
     """A booted guest with an HMP monitor to snapshot: (vm, its args, guest info, serial, file)."""
     serial = os.path.join(wd, "serial.log")
@@ -309,12 +320,10 @@ def test_mapped_ram(binary, wd):
 
 # ---- 5c. the mapped-ram snapshot restored on demand (userfaultfd) ------------------------------
 
-def test_lazy_restore(binary, wd):
-    """A running guest saved with mapped-ram, restored with Cloud Hypervisor's spelling
-    -restore source_url=file://...,memory_restore_mode=ondemand: the guest runs before its RAM
-    is read, every page it touches arrives checked, it re-verifies all its RAM; query-migrate's
-    lazy-restore reaches completed with every page resident and a LAZY_RESTORE event."""
-    old, args, g, serial, snap = snapshot_vm(binary, wd, "lazy")
+def mapped_snapshot(binary, wd, name):
+    """A booted guest saved with mapped-ram, its VMM gone: (args, guest info, serial, file,
+    the heartbeat at the save)."""
+    old, args, g, serial, snap = snapshot_vm(binary, wd, name)
     old.qmp("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
     old.qmp("migrate", uri=f"file:{snap}")
     info = old.wait_migration()
@@ -322,6 +331,15 @@ def test_lazy_restore(binary, wd):
     hb_old = old.guest()["heartbeat"]
     old.qmp("quit")
     old.wait_exit()
+    return args, g, serial, snap, hb_old
+
+
+def test_lazy_restore(binary, wd):
+    """A running guest saved with mapped-ram, restored with Cloud Hypervisor's spelling
+    -restore source_url=file://...,memory_restore_mode=ondemand: the guest runs before its RAM
+    is read, every page it touches arrives checked, it re-verifies all its RAM; query-migrate's
+    lazy-restore reaches completed with every page resident and a LAZY_RESTORE event."""
+    args, g, serial, snap, hb_old = mapped_snapshot(binary, wd, "lazy")
     new = Vmm(binary, wd, "new", args + ["-restore", f"source_url=file://{snap},memory_restore_mode=ondemand"])
     new.wait_status("running")
     lazy = new.qmp("query-migrate").get("lazy-restore")
@@ -352,27 +370,14 @@ def test_mapped_restore(binary, wd):
     all its RAM clean, its writes never reach the file, cpr-transfer is refused naming the block
     and the file. The same file restored again (QMP spelling) runs the saved guest, and a
     normal snapshot of that clone still completes."""
-    old, args, g, serial, snap = snapshot_vm(binary, wd, "maprestore")
-    old.qmp("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
-    old.qmp("migrate", uri=f"file:{snap}")
-    info = old.wait_migration()
-    check(info["status"] == "completed", f"snapshot completed ({info.get('error-desc', '')})")
-    hb_old = old.guest()["heartbeat"]
-    old.qmp("quit")
-    old.wait_exit()
+    args, g, serial, snap, hb_old = mapped_snapshot(binary, wd, "maprestore")
     with open(snap, "rb") as f:
         saved = hashlib.md5(f.read()).hexdigest()
     new = Vmm(binary, wd, "new", args + ["-restore", f"source_url=file://{snap},memory_restore_mode=mapped"])
     new.wait_status("running")
     check(new.qmp("query-migrate-parameters").get("memory-restore-mode") == "mapped", "memory-restore-mode mapped")
     check_after_switchover(new, hb_old, serial)
-    new.qmp("migrate-set-parameters", mode="cpr-transfer")
-    try:
-        new.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
-                                     unix_channel("cpr", os.path.join(wd, "c.sock"))])
-        why = ""
-    except QmpError as e:
-        why = e.desc
+    why = cpr_transfer_refusal(new, wd)
     check("is a private mapping of the file" in why and os.path.realpath(snap) in why,
           f"cpr-transfer refused naming the block and the file: {why}")
     check(new.status() == "running", "the guest kept running")
@@ -511,13 +516,7 @@ def test_monitors(binary, wd):
     priv = Vmm(binary, wd, "private", base_args(wd, "private", [
         "-object", f"memory-backend-memfd,id=ram0,size={RAM_MB}M,share=off", "-machine", "memory-backend=ram0"]))
     wait_booted(priv)
-    priv.qmp("migrate-set-parameters", mode="cpr-transfer")
-    try:
-        priv.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
-                                      unix_channel("cpr", os.path.join(wd, "c.sock"))])
-        why = ""
-    except QmpError as e:
-        why = e.desc
+    why = cpr_transfer_refusal(priv, wd)
     check("share=on" in why, f"private RAM blocks cpr-transfer: {why}")
     check(priv.status() == "running", "the guest kept running")
     priv.shutdown()
