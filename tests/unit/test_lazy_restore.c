@@ -368,18 +368,22 @@ START_TEST(test_mapped_restore_gives_back_every_page_and_never_writes_the_file)
     g_autofree char *clone_got = mig_vm_ram_digest(clone);
     ck_assert_str_eq(clone_got, want);
     mig_vm_free(clone);
-    /* Normal migration reads through the pointer: a copy of the restored RAM, writes and all. */
+    /* Normal migration reads through the pointer: a copy of the restored RAM, writes and all,
+     * even over the very file the RAM maps (a new file renamed into place: the mapped inode is
+     * never written). */
     g_autofree char *mine = mig_vm_ram_digest(dst);
-    g_autofree char *again = uri("file", "again");
+    g_autofree char *again = uri("file", "snap");
     /* Not shared any more: x-ignore-shared writes it, instead of leaving it to a memfd that
      * no longer holds it (which it would refuse: a memfd ends with the process). */
     ck_assert_int_eq(cpr_cap_set(dst->ctx, "x-ignore-shared", 1, NULL), 0);
     ck_assert_int_eq(cpr_migrate_uri(dst->ctx, again, 0, NULL), 0);
     ck_assert_int_eq(query(dst->ctx).status, CPR_MIGRATION_COMPLETED);
     struct mig_vm *copy = mig_vm_new(RAM, NULL, 0);
-    ck_assert_int_eq(load_into(copy, "again", "copy", NULL), 0);
+    ck_assert_int_eq(load_into(copy, "snap", "copy", NULL), 0);
     g_autofree char *copied = mig_vm_ram_digest(copy);
     ck_assert_str_eq(copied, mine);
+    g_autofree char *still = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(still, mine);
     mig_vm_free(copy);
     mig_vm_free(dst);
 }
