@@ -577,8 +577,8 @@ int cpr_ram_block_map_file(cpr_ram_block *b, int fd, uint64_t offset, const char
     if (b->mapped_file)
         return cpr_error_set(errp, -EBUSY, "ram block '%s' is mapped from '%s' already", b->name, b->mapped_file);
     g_autofree char *why = g_strdup_printf("RAM block '%s' is a private mapping of the file '%s' "
-                                           "(memory-restore-mode mapped): its memfd does not hold the "
-                                           "guest's RAM, so it cannot be handed over by fd", b->name, file);
+                                           "(memory-restore-mode mapped): the guest's RAM is in no memfd "
+                                           "that could be handed over", b->name, file);
     cpr_blocker *blocker;
     int ret = cpr_blocker_add(b->ctx, CPR_MODE_BIT(CPR_MODE_CPR_TRANSFER) | CPR_MODE_BIT(CPR_MODE_CPR_EXEC), why,
                               &blocker, errp);

@@ -5,7 +5,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,10 +16,6 @@
 #include "handover/ram.h"
 #include "migration/map_restore.h"
 #include "migration/mapped_ram.h"
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
 
 /* Bytes one verifier step covers: whole chunks, about 1 MiB. */
 #define STEP_BYTES (1u << 20)
@@ -180,7 +175,7 @@ static int check_block(const struct cpr_mr_block_info *b, cpr_ram_block *rb, con
     return 0;
 }
 
-static int begin(cpr_ctx *ctx, const cpr_mr_file *f, GHashTable *sent, unsigned int channels, cpr_error **errp)
+static int begin(const cpr_mr_file *f, GHashTable *sent, unsigned int channels, cpr_error **errp)
 {
     g_autofree char *file = cpr_mr_file_name(f);
     size_t n = cpr_mr_block_count(f);
@@ -234,7 +229,7 @@ int cpr_map_restore_begin(cpr_ctx *ctx, cpr_stream *s, GHashTable *sent, unsigne
         cpr_error_prefix(errp, "memory-restore-mode mapped needs a file: stream (it maps the file's RAM regions)");
     if (ret < 0)
         return ret;
-    ret = begin(ctx, f, sent, channels, errp);
+    ret = begin(f, sent, channels, errp);
     cpr_mr_close(f); /* the mappings keep the file */
     if (ret < 0)
         cpr_map_restore_abort(ctx);
