@@ -486,6 +486,26 @@ START_TEST(test_mapped_restore_refuses_what_it_cannot_map)
     ck_assert_cpr_fails(load_into(dst, "snap", "mapped", errp_), -EINVAL, "re-attached from a preserved fd");
     ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 1);
     mig_vm_free(dst);
+    /* The same stream 100 bytes into a file: valid, but its region is off the page grid. */
+    g_autofree char *p = path("snap");
+    g_autofree char *shifted = path("shifted");
+    g_autofree char *data = NULL;
+    gsize len;
+    ck_assert(g_file_get_contents(p, &data, &len, NULL));
+    GString *sh = g_string_new_len(NULL, 0);
+    g_string_set_size(sh, 100);
+    memset(sh->str, 0, 100);
+    g_string_append_len(sh, data, (gssize)len);
+    ck_assert(g_file_set_contents(shifted, sh->str, (gssize)sh->len, NULL));
+    g_string_free(sh, TRUE);
+    g_autofree char *at100 = g_strdup_printf("file:%s,offset=100", shifted);
+    dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_int_eq(cpr_param_set(dst->ctx, "memory-restore-mode", "mapped", NULL), 0);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    ck_assert_cpr_fails(cpr_incoming_start_uri(dst->ctx, at100, CPR_INCOMING_PAUSED, errp_), -EINVAL,
+                        "not on a page boundary");
+    ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 1);
+    mig_vm_free(dst);
 }
 END_TEST
 
