@@ -9,12 +9,37 @@
  *             the device state only; guest RAM is registered with userfaultfd and each page is
  *             read from the file when first touched, while a library thread reads the rest in
  *             order. Every chunk's CRC32C is verified before any byte of it reaches guest RAM.
- * The blocks must be new memory, as a restarted VMM has (a new memfd or anonymous mapping);
- * pages it holds already (the VMM read or wrote them before the load) are dropped once the
- * block is registered, since the load replaces them. A block re-attached from a preserved fd
- * is refused.
+ *   mapped    (Firecracker's File memory backend) for a mapped-ram file whose regions lie on
+ *             page boundaries, into blocks of the system page size: each block's memory is
+ *             replaced, at the same address, by a private (MAP_PRIVATE, copy-on-write) mapping
+ *             of its region of the file. Before the load goes on, every chunk's CRC32C is
+ *             verified (multifd-channels threads read the file's page cache, the pages the
+ *             mapping shows): restores of the same file share those pages, and only the pages
+ *             the guest writes cost memory of their own. Pages absent from the file's bitmap read
+ *             as zero. The guest never writes the file. What the mapping changes for the VMM:
+ *             the block has no fd and is not shared any more (cpr_ram_block_fd() is -1; its own
+ *             memfd is emptied, kept open until the block is freed), and a blocker naming the
+ *             block and the file refuses cpr-transfer and cpr-exec, which would hand that fd
+ *             over as the guest's RAM, until the block is freed. Normal migration, snapshots
+ *             and cpr-reboot read RAM through the pointer and still work (x-ignore-shared does
+ *             not skip the block). The file must not change while the guest runs on it: a page
+ *             the guest has not written yet still reads the file, so a later write to it
+ *             reaches the guest unverified, and a truncation makes the pages past the new end
+ *             fault with SIGBUS (a KVM vCPU: EFAULT); a change while the chunks are verified is
+ *             refused (-EBUSY). Keep it read-only (permissions, a read-only mount).
+ *             Refused before anything runs (the incoming job fails, the blocks get their own,
+ *             emptied, memory back): a file that is not mapped-ram, a region not on a page
+ *             boundary, a page size other than the system's, a block re-attached from a
+ *             preserved fd, a region cut short, a chunk whose checksum fails (-EBADMSG naming
+ *             the block and the chunk), a file mmap(2) refuses (its errno, naming the file).
+ *             cpr_lazy_restore_query() and the event callback do not report a mapped restore:
+ *             it is complete when the load returns.
+ * For ondemand the blocks must be new memory, as a restarted VMM has (a new memfd or an
+ * anonymous mapping); pages it holds already (the VMM read or wrote them before the load) are
+ * dropped once the block is registered, since the load replaces them. A block re-attached from
+ * a preserved fd is refused.
  *
- * What can fail, and when:
+ * What can fail with ondemand, and when:
  *  - before the guest runs (a file that is not mapped-ram, a region missing or cut short, no
  *    userfaultfd on this host: "userfaultfd unavailable ...", needing root or read-write
  *    /dev/userfaultfd, or vm.unprivileged_userfaultfd=1): the incoming job fails as any load

@@ -32,9 +32,11 @@
  *   multifd-zstd-level (1.2) 1 to 20, default 1
  *   direct-io          (1.2) true/false (on/off): mapped-ram regions written and read with
  *                      O_DIRECT; a file system that refuses it fails the job naming the file
- *   memory-restore-mode  (1.2) copy (the default) or ondemand, on the destination: with
- *                      ondemand a mapped-ram file's guest runs before its RAM is read, pages
- *                      filled on first touch (include/cpr/lazy_restore.h)
+ *   memory-restore-mode  (1.2) copy (the default), ondemand or mapped, on the destination:
+ *                      with ondemand a mapped-ram file's guest runs before its RAM is read,
+ *                      pages filled on first touch; with mapped its RAM becomes a private
+ *                      copy-on-write mapping of the file, verified before the guest runs
+ *                      (include/cpr/lazy_restore.h)
  * Capabilities:
  *   x-ignore-shared    do not write RAM blocks that are shared (memfd or share=on), default off
  *   pause-before-switchover  after stopping the guest, wait in status pre-switchover until

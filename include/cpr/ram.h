@@ -104,9 +104,12 @@ CPR_API const char *cpr_ram_block_name(const cpr_ram_block *block);
 CPR_API void *cpr_ram_block_host(const cpr_ram_block *block);
 CPR_API uint64_t cpr_ram_block_size(const cpr_ram_block *block);
 CPR_API uint64_t cpr_ram_block_page_size(const cpr_ram_block *block);
-/* The backing fd, owned by the block; -1 for private memory. */
+/* The backing fd, owned by the block; -1 for private memory, and for a block whose memory a
+ * restore with memory-restore-mode mapped replaced by a private mapping of a file
+ * (cpr/lazy_restore.h): that fd no longer holds the guest's RAM. */
 CPR_API int cpr_ram_block_fd(const cpr_ram_block *block);
-/* 1 when the memory is shared (memfd or file): another process can map the same pages. */
+/* 1 when the memory is shared (memfd or file): another process can map the same pages. 0
+ * after a mapped restore (above). */
 CPR_API int cpr_ram_block_shared(const cpr_ram_block *block);
 /* 1 when the block was re-attached from a preserved fd rather than allocated. */
 CPR_API int cpr_ram_block_reattached(const cpr_ram_block *block);

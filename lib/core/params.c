@@ -184,17 +184,23 @@ static char *get_direct_io(const struct cpr_params *p)
     return g_strdup(p->direct_io ? "true" : "false");
 }
 
-/* Cloud Hypervisor's memory_restore_mode: copy reads RAM before the guest runs, ondemand after. */
+/* Cloud Hypervisor's memory_restore_mode: copy reads RAM before the guest runs, ondemand after;
+ * mapped is Firecracker's File memory backend: the file's RAM mapped copy-on-write. */
+static const char *const restore_modes[] = { [CPR_RESTORE_COPY] = "copy", [CPR_RESTORE_ONDEMAND] = "ondemand",
+                                             [CPR_RESTORE_MAPPED] = "mapped" };
+
 static int set_memory_restore_mode(struct cpr_params *p, const char *v)
 {
-    if (strcmp(v, "copy") && strcmp(v, "ondemand"))
-        return -EINVAL;
-    p->memory_restore_ondemand = !strcmp(v, "ondemand");
-    return 0;
+    for (size_t i = 0; i < G_N_ELEMENTS(restore_modes); i++)
+        if (!strcmp(v, restore_modes[i])) {
+            p->memory_restore_mode = (int)i;
+            return 0;
+        }
+    return -EINVAL;
 }
 static char *get_memory_restore_mode(const struct cpr_params *p)
 {
-    return g_strdup(p->memory_restore_ondemand ? "ondemand" : "copy");
+    return g_strdup(restore_modes[p->memory_restore_mode]);
 }
 
 /* A parameter is a u64 member with a maximum (set and get NULL), or a pair of functions. */
@@ -229,7 +235,7 @@ static const struct param_def {
     { "multifd-compression", "none or zstd", set_multifd_compression, get_multifd_compression, 0, 0 },
     { "multifd-zstd-level", "a zstd level, 1 to 20", set_multifd_zstd_level, get_multifd_zstd_level, 0, 0 },
     { "direct-io", "true or false", set_direct_io, get_direct_io, 0, 0 },
-    { "memory-restore-mode", "copy or ondemand", set_memory_restore_mode, get_memory_restore_mode, 0, 0 },
+    { "memory-restore-mode", "copy, ondemand or mapped", set_memory_restore_mode, get_memory_restore_mode, 0, 0 },
 };
 
 static uint64_t *u64_field(const struct param_def *def, struct cpr_params *p)

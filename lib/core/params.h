@@ -36,8 +36,12 @@ struct cpr_params {
     uint64_t multifd_zstd_level;
     int mapped_ram;             /* file streams: RAM at fixed offsets (lib/migration/mapped_ram.c) */
     int direct_io;              /* mapped-ram regions written and read with O_DIRECT */
-    int memory_restore_ondemand; /* memory-restore-mode ondemand: lazy restore (lazy_restore.c) */
+    int memory_restore_mode;    /* CPR_RESTORE_*: memory-restore-mode */
 };
+
+/* memory-restore-mode: copy; ondemand, a lazy restore by userfaultfd (lazy_restore.c); mapped,
+ * the file's regions mapped copy-on-write (map_restore.c). */
+enum { CPR_RESTORE_COPY, CPR_RESTORE_ONDEMAND, CPR_RESTORE_MAPPED };
 
 void cpr_params_init(struct cpr_params *p);
 void cpr_params_clear(struct cpr_params *p);

@@ -10,6 +10,8 @@
 
 #include <glib.h>
 
+#include <cpr/blocker.h>
+
 #include "core/ctx.h"
 #include "core/error.h"
 #include "core/slot.h"
@@ -31,8 +33,14 @@ struct cpr_ram_block {
     uint64_t size;
     uint64_t page_size;
     void *host;
-    int fd; /* -1 for private memory */
+    int fd; /* -1 for private memory, and while mapped from a file (atomic: read by any thread) */
     int reattached;
+    /* memory-restore-mode mapped (cpr_ram_block_map_file): the file the memory is a private
+     * mapping of, the block's own memory (its fd, or -1) kept until the block is freed, and
+     * the blocker of the modes that would hand that fd over as if it held the guest's RAM. */
+    char *mapped_file;
+    int own_fd;
+    cpr_blocker *map_blocker;
     uint64_t dirty_pages;
     uint64_t *dirty; /* (dirty_pages + 63) / 64 words, updated atomically */
 };
@@ -65,6 +73,12 @@ static void block_release(cpr_ram_block *b)
         munmap(b->host, b->size);
     if (b->fd >= 0)
         close(b->fd);
+    if (b->mapped_file) {
+        if (b->own_fd >= 0)
+            close(b->own_fd);
+        cpr_blocker_del(b->ctx, b->map_blocker);
+        g_free(b->mapped_file);
+    }
     g_free(b->dirty);
     g_free(b->name);
     g_free(b);
@@ -151,6 +165,7 @@ static cpr_ram_block *block_alloc(cpr_ctx *ctx, const char *name, uint64_t size,
     b->size = size;
     b->page_size = page_size;
     b->fd = -1;
+    b->own_fd = -1;
     b->dirty_pages = (size + CPR_RAM_DIRTY_PAGE_SIZE - 1) / CPR_RAM_DIRTY_PAGE_SIZE;
     b->dirty = g_new0(uint64_t, (b->dirty_pages + 63) / 64);
     return b;
@@ -418,12 +433,12 @@ CPR_API uint64_t cpr_ram_block_page_size(const cpr_ram_block *b)
 
 CPR_API int cpr_ram_block_fd(const cpr_ram_block *b)
 {
-    return b ? b->fd : -1;
+    return b ? __atomic_load_n(&b->fd, __ATOMIC_ACQUIRE) : -1;
 }
 
 CPR_API int cpr_ram_block_shared(const cpr_ram_block *b)
 {
-    return b && b->fd >= 0;
+    return cpr_ram_block_fd(b) >= 0;
 }
 
 CPR_API int cpr_ram_block_reattached(const cpr_ram_block *b)
@@ -553,4 +568,63 @@ CPR_API uint64_t cpr_ram_dirty_count(const cpr_ram_block *b)
     for (uint64_t w = 0; w < (b->dirty_pages + 63) / 64; w++)
         n += __builtin_popcountll(__atomic_load_n(&b->dirty[w], __ATOMIC_RELAXED));
     return n;
+}
+
+/* ---- memory-restore-mode mapped ---------------------------------------------------------- */
+
+int cpr_ram_block_map_file(cpr_ram_block *b, int fd, uint64_t offset, const char *file, cpr_error **errp)
+{
+    if (b->mapped_file)
+        return cpr_error_set(errp, -EBUSY, "ram block '%s' is mapped from '%s' already", b->name, b->mapped_file);
+    g_autofree char *why = g_strdup_printf("RAM block '%s' is a private mapping of the file '%s' "
+                                           "(memory-restore-mode mapped): the guest's RAM is in no memfd "
+                                           "that could be handed over", b->name, file);
+    cpr_blocker *blocker;
+    int ret = cpr_blocker_add(b->ctx, CPR_MODE_BIT(CPR_MODE_CPR_TRANSFER) | CPR_MODE_BIT(CPR_MODE_CPR_EXEC), why,
+                              &blocker, errp);
+    if (ret < 0)
+        return ret;
+    /* MAP_FIXED over the block's own range: the VMM's pointer (and a KVM memory slot on it)
+     * stays valid; the kernel drops the old pages' mappings. */
+    void *p = mmap(b->host, b->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd,
+                   (off_t)offset);
+    if (p == MAP_FAILED) {
+        ret = cpr_error_set_errno(errp, -errno, "memory-restore-mode mapped: RAM block '%s': mmap of '%s' at "
+                                  "offset %" G_GUINT64_FORMAT " failed", b->name, file, offset);
+        cpr_blocker_del(b->ctx, blocker);
+        return ret;
+    }
+    b->own_fd = b->fd;
+    b->map_blocker = blocker;
+    b->mapped_file = g_strdup(file);
+    __atomic_store_n(&b->fd, -1, __ATOMIC_RELEASE);
+    /* The block's own pages are no longer the guest's: give their memory back. */
+    if (b->own_fd >= 0)
+        (void)fallocate(b->own_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)b->size);
+    return 0;
+}
+
+int cpr_ram_block_unmap_file(cpr_ram_block *b, cpr_error **errp)
+{
+    if (!b->mapped_file)
+        return 0;
+    int shared = b->own_fd >= 0;
+    void *p = mmap(b->host, b->size, PROT_READ | PROT_WRITE,
+                   MAP_FIXED | MAP_NORESERVE | (shared ? MAP_SHARED : MAP_PRIVATE | MAP_ANONYMOUS),
+                   shared ? b->own_fd : -1, 0);
+    if (p == MAP_FAILED)
+        return cpr_error_set_errno(errp, -errno, "ram block '%s': mapping its own memory back over '%s'",
+                                   b->name, b->mapped_file);
+    __atomic_store_n(&b->fd, b->own_fd, __ATOMIC_RELEASE);
+    b->own_fd = -1;
+    cpr_blocker_del(b->ctx, b->map_blocker);
+    b->map_blocker = NULL;
+    g_free(b->mapped_file);
+    b->mapped_file = NULL;
+    return 0;
+}
+
+const char *cpr_ram_block_mapped_file(const cpr_ram_block *b)
+{
+    return b->mapped_file;
 }

@@ -22,4 +22,20 @@ int cpr_ram_incoming_close(cpr_ctx *ctx);
 /* The page size of the memory behind fd: the hugetlbfs page size, else the system page size. */
 uint64_t cpr_ram_fd_page_size(int fd);
 
+/*
+ * memory-restore-mode mapped (lib/migration/map_restore.c): replaces the block's memory, at
+ * its address, by a private copy-on-write mapping of bytes [offset, offset + size) of fd, the
+ * file `file` (named in messages). From then on the block has no fd and is not shared (its
+ * own memfd or file stays open, emptied, until the block is freed), and a blocker naming the
+ * block and the file refuses cpr-transfer and cpr-exec, which would hand that fd over as the
+ * guest's RAM. -EBUSY when mapped already; mmap's errno naming the block and the file.
+ * Called by the incoming job while the guest does not run.
+ */
+int cpr_ram_block_map_file(cpr_ram_block *b, int fd, uint64_t offset, const char *file, cpr_error **errp);
+/* Undoes it (a load that failed before the guest ran): the block's own memory mapped back at
+ * the same address (emptied: it reads as zero), its fd restored, the blocker removed. */
+int cpr_ram_block_unmap_file(cpr_ram_block *b, cpr_error **errp);
+/* The file the block is mapped from, or NULL. */
+const char *cpr_ram_block_mapped_file(const cpr_ram_block *b);
+
 #endif

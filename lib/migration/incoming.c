@@ -21,6 +21,7 @@
 #include "format/savevm.h"
 #include "handover/exec_guard.h"
 #include "migration/lazy_restore.h"
+#include "migration/map_restore.h"
 #include "migration/main_channel.h"
 #include "migration/main_tls.h"
 #include "migration/migrate.h"
@@ -195,6 +196,7 @@ static int in_run(cpr_job *job, cpr_error **errp)
         ret = commit(job, in, errp);
     if (ret < 0) {
         cpr_lazy_restore_abort(job->ctx); /* the guest never ran: its RAM is the next load's */
+        cpr_map_restore_abort(job->ctx);
         /* Tell the source, which then resumes, rather than let it guess from a reset. */
         cpr_main_chan_refuse(&in->mc, errp && *errp ? cpr_error_message(*errp) : NULL);
         /* Then hang up now, not when the job is freed: a source still sending (its TLS

@@ -19,6 +19,7 @@
 #include "core/bytes.h"
 #include "core/crc32c.h"
 #include "core/error.h"
+#include "core/steps.h"
 #include "format/record.h"
 #include "format/region.h"
 #include "format/stream.h"
@@ -441,11 +442,7 @@ struct mr_load {
     const struct cpr_region *r;
     const struct mr_index *ix;
     uint64_t step;   /* pages per step: whole chunks */
-    uint64_t steps;
-    uint64_t next;   /* atomic: the next step to take */
-    GMutex lock;
-    int ret;
-    cpr_error *err;
+    struct cpr_steps steps;
 };
 
 static int is_zero(const uint8_t *p, size_t len)
@@ -566,22 +563,11 @@ static gpointer load_thread(gpointer p)
     void *bounce = NULL;
     if (l->place_fd >= 0 && posix_memalign(&bounce, PAGE, (size_t)(l->step * PAGE)) != 0)
         bounce = NULL; /* read in place instead */
-    for (;;) {
-        uint64_t step = __atomic_fetch_add(&l->next, 1, __ATOMIC_RELAXED);
-        if (step >= l->steps)
-            break;
+    for (int64_t step; (step = cpr_steps_take(&l->steps)) >= 0;) {
         cpr_error *err = NULL;
-        int ret = load_step(l, step, bounce, &err);
+        int ret = load_step(l, (uint64_t)step, bounce, &err);
         if (ret < 0) {
-            g_mutex_lock(&l->lock);
-            if (l->ret == 0) {
-                l->ret = ret;
-                l->err = err;
-                err = NULL;
-            }
-            g_mutex_unlock(&l->lock);
-            cpr_error_free(err);
-            __atomic_store_n(&l->next, l->steps, __ATOMIC_RELAXED);
+            cpr_steps_fail(&l->steps, ret, err);
             break;
         }
     }
@@ -623,25 +609,11 @@ int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, in
         l.fd = dfd;
     uint64_t chunk_pages = r->chunk_size / PAGE;
     l.step = MAX(chunk_pages, LOAD_STEP_PAGES / chunk_pages * chunk_pages);
-    l.steps = (r->pages_len / PAGE + l.step - 1) / l.step;
-    g_mutex_init(&l.lock);
-    unsigned int n = CLAMP(channels, 1u, 255u);
-    GThread **th = g_new0(GThread *, n);
-    for (unsigned int i = 1; i < n; i++)
-        th[i] = g_thread_try_new("cpr-mr-load", load_thread, &l, NULL);
-    load_thread(&l); /* this thread is channel 0 */
-    for (unsigned int i = 1; i < n; i++)
-        if (th[i])
-            g_thread_join(th[i]);
-    g_free(th);
-    g_mutex_clear(&l.lock);
+    cpr_steps_init(&l.steps, (r->pages_len / PAGE + l.step - 1) / l.step);
+    cpr_steps_run(channels, "cpr-mr-load", load_thread, &l); /* this thread is channel 0 */
     if (dfd >= 0)
         close(dfd);
-    if (l.ret < 0) {
-        cpr_error_propagate(errp, l.err);
-        return l.ret;
-    }
-    return 0;
+    return cpr_steps_finish(&l.steps, errp);
 }
 
 /* ================================================================ reader ==== */
@@ -862,6 +834,11 @@ static const struct cpr_mr_block_info *chunk_arg(const cpr_mr_file *f, size_t bl
     return b && chunk < b->chunks ? b : NULL;
 }
 
+char *cpr_mr_file_name(const cpr_mr_file *f)
+{
+    return fd_name(f->fd);
+}
+
 int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, const void *data, cpr_error **errp)
 {
     const struct cpr_mr_block_info *b = chunk_arg(f, block, chunk, errp);
@@ -874,19 +851,33 @@ int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, 
     return 0;
 }
 
+int cpr_mr_read_chunks(const cpr_mr_file *f, size_t block, uint64_t chunk, uint64_t n, void *buf, cpr_error **errp)
+{
+    const struct cpr_mr_block_info *b = chunk_arg(f, block, chunk, errp);
+    if (!b || n == 0 || n > b->chunks - chunk)
+        return b ? cpr_error_set(errp, -EINVAL, "mapped-ram: RAM block '%s': chunks %" PRIu64 "+%" PRIu64
+                                 " out of range", b->name, chunk, n) : -EINVAL;
+    uint64_t off = b->pages_offset + chunk * b->chunk_size;
+    uint64_t len = (n - 1) * b->chunk_size + cpr_mr_chunk_len(b, chunk + n - 1);
+    size_t got;
+    int ret = pread_all(f->fd, buf, (size_t)len, off, &got);
+    if (ret < 0)
+        return cpr_error_set_errno(errp, ret, "mapped-ram: reading RAM block '%s' chunk %" PRIu64, b->name,
+                                   chunk);
+    if (got < len)
+        return cpr_error_set(errp, -EBADMSG, "mapped-ram: RAM block '%s' chunk %" PRIu64 " (file offset %" PRIu64
+                             ", %" PRIu64 " bytes) lies beyond the end of the file", b->name,
+                             chunk + got / b->chunk_size, off + got / b->chunk_size * b->chunk_size,
+                             cpr_mr_chunk_len(b, chunk + got / b->chunk_size));
+    return 0;
+}
+
 int cpr_mr_verify_chunk(const cpr_mr_file *f, size_t block, uint64_t chunk, cpr_error **errp)
 {
     const struct cpr_mr_block_info *b = chunk_arg(f, block, chunk, errp);
     if (!b)
         return -EINVAL;
-    uint64_t len = cpr_mr_chunk_len(b, chunk), off = b->pages_offset + chunk * b->chunk_size;
-    g_autofree uint8_t *buf = g_malloc((size_t)len);
-    size_t got;
-    int ret = pread_all(f->fd, buf, (size_t)len, off, &got);
-    if (ret < 0)
-        return cpr_error_set_errno(errp, ret, "mapped-ram: reading RAM block '%s' chunk %" PRIu64, b->name, chunk);
-    if (got < len)
-        return cpr_error_set(errp, -EBADMSG, "mapped-ram: RAM block '%s' chunk %" PRIu64 " (file offset %" PRIu64
-                             ", %" PRIu64 " bytes) lies beyond the end of the file", b->name, chunk, off, len);
-    return cpr_mr_verify_chunk_mem(f, block, chunk, buf, errp);
+    g_autofree uint8_t *buf = g_malloc((size_t)cpr_mr_chunk_len(b, chunk));
+    int ret = cpr_mr_read_chunks(f, block, chunk, 1, buf, errp);
+    return ret < 0 ? ret : cpr_mr_verify_chunk_mem(f, block, chunk, buf, errp);
 }

@@ -67,6 +67,8 @@ void cpr_mr_close(cpr_mr_file *f);
  * mmap(2) of [pages_offset, pages_offset + pages_len). */
 int cpr_mr_fd(const cpr_mr_file *f);
 size_t cpr_mr_block_count(const cpr_mr_file *f);
+/* The file's path as /proc names it ("fd N" when it does not), for messages; g_free() it. */
+char *cpr_mr_file_name(const cpr_mr_file *f);
 /* Block i (0 <= i < count), or NULL. Valid until cpr_mr_close(). */
 const struct cpr_mr_block_info *cpr_mr_block(const cpr_mr_file *f, size_t i);
 /* Index of the block named `name`, or -ENOENT. */
@@ -93,6 +95,12 @@ int cpr_mr_verify_chunk(const cpr_mr_file *f, size_t block, uint64_t chunk, cpr_
  */
 int cpr_mr_verify_chunk_mem(const cpr_mr_file *f, size_t block, uint64_t chunk, const void *data,
                             cpr_error **errp);
+/*
+ * Reads chunks [chunk, chunk + n) of block `block` from the file into buf (their bytes as in the
+ * file, unchecked). -EBADMSG "... chunk K ... lies beyond the end of the file" for a cut file,
+ * -EINVAL for chunks out of range, a read error naming the block and chunk. Thread safe.
+ */
+int cpr_mr_read_chunks(const cpr_mr_file *f, size_t block, uint64_t chunk, uint64_t n, void *buf, cpr_error **errp);
 /* The stored CRC32C of chunk `chunk` (< b->chunks) of b. */
 uint32_t cpr_mr_chunk_crc(const struct cpr_mr_block_info *b, uint64_t chunk);
 /* Bytes in chunk `chunk` of b (chunk_size, less for the last). */

@@ -19,6 +19,7 @@
 #include "handover/ram_identity.h"
 #include "core/params.h"
 #include "migration/lazy_restore.h"
+#include "migration/map_restore.h"
 #include "migration/mapped_ram.h"
 #include "migration/multifd.h"
 #include "migration/ram_section.h"
@@ -403,7 +404,7 @@ struct cpr_ram_load {
     int have_table;
     struct cpr_multifd_recv *mfd; /* the multifd channels, when this side accepts them */
     GHashTable *indexed; /* mapped-ram copy load: cpr_ram_block * whose index entry came */
-    int ondemand;        /* memory-restore-mode ondemand: only a mapped-ram index may bring pages */
+    int restore_mode;    /* CPR_RESTORE_*: other than copy, only a mapped-ram index may bring pages */
 };
 
 int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
@@ -414,7 +415,7 @@ int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
     cpr_params_snapshot(ctx, &p);
     rl->channels = (unsigned int)p.multifd_channels;
     rl->direct_io = p.direct_io;
-    rl->ondemand = p.memory_restore_ondemand;
+    rl->restore_mode = p.memory_restore_mode;
     cpr_params_clear(&p);
     rl->sent = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     rl->byidx = g_array_new(FALSE, TRUE, sizeof(struct cpr_mfd_block));
@@ -549,10 +550,12 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                                      "which the block table does not send", name);
             continue;
         }
-        if (rl->ondemand && (kind == CPR_RAM_ENT_ZERO || kind == CPR_RAM_ENT_DATA || kind == CPR_RAM_ENT_MULTIFD_SYNC))
+        if (rl->restore_mode != CPR_RESTORE_COPY &&
+            (kind == CPR_RAM_ENT_ZERO || kind == CPR_RAM_ENT_DATA || kind == CPR_RAM_ENT_MULTIFD_SYNC))
             /* Refused before the guest runs, not loaded by copy behind the VMM's back. */
-            return cpr_error_set(errp, -EINVAL, "memory-restore-mode ondemand needs a mapped-ram file: this "
-                                 "stream carries its pages inline (load it with memory-restore-mode copy)");
+            return cpr_error_set(errp, -EINVAL, "memory-restore-mode %s needs a mapped-ram file: this "
+                                 "stream carries its pages inline (load it with memory-restore-mode copy)",
+                                 rl->restore_mode == CPR_RESTORE_MAPPED ? "mapped" : "ondemand");
         if (kind == CPR_RAM_ENT_MULTIFD_SYNC) {
             if (!rl->mfd)
                 return cpr_error_set(errp, -EBADMSG, "ram section: a multifd sync entry without multifd");
@@ -560,9 +563,12 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
                 return ret;
             continue;
         }
-        if (kind == CPR_RAM_ENT_MAPPED && rl->ondemand)
+        if (kind == CPR_RAM_ENT_MAPPED && rl->restore_mode == CPR_RESTORE_ONDEMAND)
             /* ondemand: pages come in when touched; the rest of the record is the index. */
             return cpr_lazy_restore_begin(rl->ctx, s, rl->sent, errp);
+        if (kind == CPR_RAM_ENT_MAPPED && rl->restore_mode == CPR_RESTORE_MAPPED)
+            /* mapped: the regions become the blocks' memory, verified; the rest is the index. */
+            return cpr_map_restore_begin(rl->ctx, s, rl->sent, rl->channels, errp);
         if (kind == CPR_RAM_ENT_MAPPED) {
             cpr_ram_block *b = NULL;
             if ((ret = cpr_mr_load_entry(s, rl->sent, rl->channels, rl->direct_io, &b, errp)) < 0)

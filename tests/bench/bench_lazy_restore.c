@@ -2,11 +2,18 @@
 /*
  * Instant (lazy) restore against a copy restore of the same mapped-ram file, in one process:
  * a RAM block of non-zero pages is saved once with mapped-ram to DIR; each run then loads it
- * into a fresh context and fresh memory, in turn with memory-restore-mode copy and ondemand,
- * and measures from the start of the load (cpr_incoming_start_uri) to
+ * into a fresh context and fresh memory, in turn with memory-restore-mode copy, ondemand and
+ * mapped, and measures from the start of the load (cpr_incoming_start_uri) to
  *   - running: the VMM's start hook, called once the load committed (the guest would run);
- *   - resident: every page in guest RAM (copy: the same instant; ondemand: the fault
- *     server's completion, the background reader having read the file in order).
+ *   - resident: every page in memory (copy and mapped: the same instant, mapped's pages being
+ *     the page cache's, every chunk read and checked, the page tables filled as the guest
+ *     touches them; ondemand: the fault server's completion, the background reader having read
+ *     the file in order);
+ *   - touch_ms: then, a first read of every page as a guest would (its page tables filled);
+ *   - own_mb: guest RAM that is this restore's alone after it (the memfd's pages, the
+ *     mapping's copied-on-write pages; mapped: none until the guest writes, the page cache
+ *     being shared by every restore of the file).
+ * The mapped row gives running_vs_copy and running_vs_ondemand: its median over theirs, same run.
  * The copy rows also give, in the same run, read(2) of the same file into one reused 1 MiB
  * buffer (read_ms) and into fresh memory of the RAM's size, a new memfd mapping as a VMM's
  * new guest RAM (read_fresh_ms): the references a copy restore is held to.
@@ -14,17 +21,20 @@
  * file was just written) unless DIR is a disk the kernel evicted.
  *
  *   bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR] [MODE]   default 1G, 3 runs, /dev/shm,
- *                                                               both modes (MODE: copy, ondemand)
+ *                                                     every mode (MODE: copy, ondemand, mapped)
  *
- * One JSON object per line per mode (bench "lazy_restore"): min/median/max of running_ms and
- * resident_ms. Needs userfaultfd for ondemand (exit 77 and says so without it).
+ * One JSON object per line per mode (bench "lazy_restore"): min/median/max of running_ms,
+ * resident_ms and own_mb. Without userfaultfd ondemand is skipped, saying so (exit 77 when it
+ * was the only mode asked for).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -81,8 +91,34 @@ static void print_fig(const char *name, double *v, int n)
     printf(", \"min_%s\": %.2f, \"median_%s\": %.2f, \"max_%s\": %.2f", name, v[0], name, v[n / 2], name, v[n - 1]);
 }
 
-/* One load in `mode`; *running_ms and *resident_ms from its start. */
-static void restore(const char *uri, uint64_t size, const char *mode, double *running_ms, double *resident_ms)
+/* The guest RAM that is this block's alone, in MiB: its memfd's allocated pages, and the
+ * anonymous (copied-on-write) pages of its mapping. Page cache a mapped block reads is shared
+ * by every restore of the file and not counted. */
+static double own_mb(cpr_ram_block *b)
+{
+    double kb = 0;
+    struct stat st;
+    if (cpr_ram_block_fd(b) >= 0 && fstat(cpr_ram_block_fd(b), &st) == 0)
+        kb += (double)st.st_blocks / 2;
+    g_autofree char *smaps = NULL;
+    char start[32];
+    snprintf(start, sizeof(start), "%lx-", (unsigned long)(uintptr_t)cpr_ram_block_host(b));
+    if (!g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL))
+        return kb / 1024;
+    for (char *l = smaps; l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        if (strncmp(l, start, strlen(start)))
+            continue;
+        char *anon = strstr(l, "\nAnonymous:");
+        if (anon)
+            kb += strtod(anon + strlen("\nAnonymous:"), NULL);
+        break;
+    }
+    return kb / 1024;
+}
+
+/* One load in `mode`; *running_ms and *resident_ms from its start, *own the memory it added. */
+static void restore(const char *uri, uint64_t size, const char *mode, double *running_ms, double *resident_ms,
+                    double *touch_ms, double *own)
 {
     cpr_ram_block *b;
     cpr_error *err = NULL;
@@ -105,6 +141,16 @@ static void restore(const char *uri, uint64_t size, const char *mode, double *ru
             die("ondemand restore", err);
         *resident_ms = (double)(i.complete_us - t0_us) / 1e3;
     }
+    /* The guest's first read of every page afterwards: page tables filled (and for mapped the
+     * page cache's pages mapped) as the guest touches them. */
+    double t1 = bench_now();
+    volatile const uint8_t *ram = cpr_ram_block_host(b);
+    uint64_t sum = 0;
+    for (uint64_t off = 0; off < size; off += 4096)
+        sum += ram[off];
+    *touch_ms = (bench_now() - t1) * 1e3;
+    (void)sum;
+    *own = own_mb(b);
     /* Check a few pages: what the guest would read. */
     const uint64_t *w = cpr_ram_block_host(b);
     for (uint64_t i = 0; i < size / 8; i += size / 8 / 64)
@@ -146,13 +192,17 @@ int main(int argc, char **argv)
     const char *dir = argc > 3 ? argv[3] : "/dev/shm";
     const char *only = argc > 4 ? argv[4] : NULL;
     if (size == 0 || size % 4096 || runs < 1) {
-        fprintf(stderr, "usage: bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR] [copy|ondemand]\n");
+        fprintf(stderr, "usage: bench_lazy_restore [RAM_BYTES[K|M|G]] [RUNS] [DIR] [copy|ondemand|mapped]\n");
         return 2;
     }
     cpr_error *err = NULL;
-    if (!cpr_fault_server_available(&err)) {
-        fprintf(stderr, "bench_lazy_restore: skipped: %s\n", cpr_error_message(err));
-        return 77;
+    int have_uffd = cpr_fault_server_available(&err);
+    if (!have_uffd) {
+        fprintf(stderr, "bench_lazy_restore: ondemand skipped: %s\n", cpr_error_message(err));
+        cpr_error_free(err);
+        err = NULL;
+        if (only && !strcmp(only, "ondemand"))
+            return 77;
     }
     char path[4096], uri[4200];
     snprintf(path, sizeof(path), "%s/bench-lazy-%d.snap", dir, (int)getpid());
@@ -166,34 +216,44 @@ int main(int argc, char **argv)
     if (cpr_cap_set(src, "mapped-ram", 1, &err) < 0 || cpr_migrate_uri(src, uri, 0, &err) < 0)
         die("save", err);
     cpr_ctx_free(src);
-    static const char *const modes[] = { "copy", "ondemand" };
-    for (int m = 0; m < 2; m++) {
-        if (only && strcmp(only, modes[m]))
+    static const char *const modes[] = { "copy", "ondemand", "mapped" };
+    double median[3] = { 0, 0, 0 };
+    for (int m = 0; m < 3; m++) {
+        if ((only && strcmp(only, modes[m])) || (m == 1 && !have_uffd))
             continue;
         double *run = calloc((size_t)runs, sizeof(double)), *res = calloc((size_t)runs, sizeof(double));
         double *rd = calloc((size_t)runs, sizeof(double)), *rf = calloc((size_t)runs, sizeof(double));
+        double *own = calloc((size_t)runs, sizeof(double)), *touch = calloc((size_t)runs, sizeof(double));
         for (int r = 0; r < runs; r++) {
             if (m == 0) {
                 rd[r] = read_ms(path, 0);
                 rf[r] = read_ms(path, size);
             }
-            restore(uri, size, modes[m], &run[r], &res[r]);
-            fprintf(stderr, "%s run %d: running after %.2f ms, every page resident after %.2f ms\n", modes[m],
-                    r + 1, run[r], res[r]);
+            restore(uri, size, modes[m], &run[r], &res[r], &touch[r], &own[r]);
+            fprintf(stderr, "%s run %d: running after %.2f ms, every page resident after %.2f ms, first touch of "
+                    "every page %.2f ms, %.0f MiB of its own\n", modes[m], r + 1, run[r], res[r], touch[r], own[r]);
         }
         printf("{\"bench\": \"lazy_restore\", \"impl\": \"libcpr\", \"memory_restore_mode\": \"%s\", "
                "\"ram_bytes\": %llu, \"runs\": %d, \"dir\": \"%s\"", modes[m], (unsigned long long)size, runs, dir);
         print_fig("running_ms", run, runs);
+        median[m] = run[runs / 2];
         print_fig("resident_ms", res, runs);
+        print_fig("touch_ms", touch, runs);
+        print_fig("own_mb", own, runs);
         if (m == 0) {
             print_fig("read_ms", rd, runs);
             print_fig("read_fresh_ms", rf, runs);
         }
+        for (int o = 0; m == 2 && o < 2; o++)
+            if (median[o] > 0)
+                printf(", \"running_vs_%s\": %.3f", modes[o], median[2] / median[o]);
         printf("}\n");
         free(rd);
         free(rf);
         free(run);
         free(res);
+        free(own);
+        free(touch);
     }
     unlink(path);
     return 0;

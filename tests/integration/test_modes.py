@@ -3,13 +3,15 @@
 """Integration tests: real cpr-vmm processes migrated in each mode, driven through QMP and HMP.
 
 usage: test_modes.py CPR_VMM_BINARY TEST   (TEST: monitors versions machine-types chain cpr-reboot cpr-transfer cpr-exec
-                                           live snapshot mapped-ram lazy-restore corruption)
+                                           live snapshot mapped-ram lazy-restore mapped-restore
+                                           corruption)
 
 Each test asserts that the guest's heartbeat goes on from where it was, that the guest found no
 corruption after re-verifying all its RAM, that the serial console's numbered lines continue
 without a gap or a repeat, and that the old VMM ends in postmigrate; in the cpr modes that no
 RAM page crossed the main channel, and in cpr-transfer that the new process maps the same memfd.
 """
+import hashlib
 import json
 import os
 import sys
@@ -231,6 +233,17 @@ def test_live(binary, wd):
 
 # ---- 5. snapshot to a file, restore into a new VMM --------------------------------------------
 
+def cpr_transfer_refusal(vm, wd):
+    """Asks vm for a cpr-transfer; returns the error it refused it with ("" if it did not)."""
+    vm.qmp("migrate-set-parameters", mode="cpr-transfer")
+    try:
+        vm.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
+                                    unix_channel("cpr", os.path.join(wd, "c.sock"))])
+        return ""
+    except QmpError as e:
+        return e.desc
+
+
 def snapshot_vm(binary, wd, name):
     """A booted guest with an HMP monitor to snapshot: (vm, its args, guest info, serial, file)."""
     serial = os.path.join(wd, "serial.log")
@@ -307,12 +320,10 @@ def test_mapped_ram(binary, wd):
 
 # ---- 5c. the mapped-ram snapshot restored on demand (userfaultfd) ------------------------------
 
-def test_lazy_restore(binary, wd):
-    """A running guest saved with mapped-ram, restored with Cloud Hypervisor's spelling
-    -restore source_url=file://...,memory_restore_mode=ondemand: the guest runs before its RAM
-    is read, every page it touches arrives checked, it re-verifies all its RAM; query-migrate's
-    lazy-restore reaches completed with every page resident and a LAZY_RESTORE event."""
-    old, args, g, serial, snap = snapshot_vm(binary, wd, "lazy")
+def mapped_snapshot(binary, wd, name):
+    """A booted guest saved with mapped-ram, its VMM gone: (args, guest info, serial, file,
+    the heartbeat at the save)."""
+    old, args, g, serial, snap = snapshot_vm(binary, wd, name)
     old.qmp("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
     old.qmp("migrate", uri=f"file:{snap}")
     info = old.wait_migration()
@@ -320,6 +331,15 @@ def test_lazy_restore(binary, wd):
     hb_old = old.guest()["heartbeat"]
     old.qmp("quit")
     old.wait_exit()
+    return args, g, serial, snap, hb_old
+
+
+def test_lazy_restore(binary, wd):
+    """A running guest saved with mapped-ram, restored with Cloud Hypervisor's spelling
+    -restore source_url=file://...,memory_restore_mode=ondemand: the guest runs before its RAM
+    is read, every page it touches arrives checked, it re-verifies all its RAM; query-migrate's
+    lazy-restore reaches completed with every page resident and a LAZY_RESTORE event."""
+    args, g, serial, snap, hb_old = mapped_snapshot(binary, wd, "lazy")
     new = Vmm(binary, wd, "new", args + ["-restore", f"source_url=file://{snap},memory_restore_mode=ondemand"])
     new.wait_status("running")
     lazy = new.qmp("query-migrate").get("lazy-restore")
@@ -344,6 +364,42 @@ def test_lazy_restore(binary, wd):
     evs = [e for e in new.events() if e["event"] == "LAZY_RESTORE"]
     check(len(evs) == 1 and evs[0]["data"]["status"] == "completed", f"one LAZY_RESTORE completed event ({evs})")
     new.shutdown()
+
+
+# ---- 5d. the mapped-ram snapshot restored by mapping it copy-on-write (as Firecracker) ---------
+
+def test_mapped_restore(binary, wd):
+    """A running guest saved with mapped-ram, restored with -restore ...,memory_restore_mode=mapped:
+    its RAM is a private mapping of the file, every chunk checked before it runs; it re-verifies
+    all its RAM clean, its writes never reach the file, cpr-transfer is refused naming the block
+    and the file. The same file restored again (QMP spelling) runs the saved guest, and a
+    normal snapshot of that clone still completes."""
+    args, g, serial, snap, hb_old = mapped_snapshot(binary, wd, "maprestore")
+    with open(snap, "rb") as f:
+        saved = hashlib.md5(f.read()).hexdigest()
+    new = Vmm(binary, wd, "new", args + ["-restore", f"source_url=file://{snap},memory_restore_mode=mapped"])
+    new.wait_status("running")
+    check(new.qmp("query-migrate-parameters").get("memory-restore-mode") == "mapped", "memory-restore-mode mapped")
+    check_after_switchover(new, hb_old, serial)
+    why = cpr_transfer_refusal(new, wd)
+    check("is a private mapping of the file" in why and os.path.realpath(snap) in why,
+          f"cpr-transfer refused naming the block and the file: {why}")
+    check(new.status() == "running", "the guest kept running")
+    new.qmp("quit")
+    new.wait_exit()
+    with open(snap, "rb") as f:
+        check(hashlib.md5(f.read()).hexdigest() == saved, "the guest's writes never reached the file")
+    clone = Vmm(binary, wd, "clone", args + ["-incoming", "defer"])
+    clone.qmp("migrate-set-parameters", **{"memory-restore-mode": "mapped"})
+    clone.qmp("migrate-incoming", uri=f"file:{snap}")
+    clone.wait_status("running")
+    g1 = wait_heartbeat(clone, hb_old)
+    check(g1["heartbeat"] > hb_old and g1["corruptions"] == 0,
+          f"a second restore of the file runs the saved guest on ({hb_old} -> {g1['heartbeat']})")
+    clone.qmp("migrate", uri=f"file:{os.path.join(wd, 'again.state')}")
+    info = clone.wait_migration()
+    check(info["status"] == "completed", f"a snapshot of the mapped guest completed ({info.get('error-desc', '')})")
+    clone.shutdown()
 
 
 # ---- the checks can fail: a page damaged while the VMM is down shows as a corruption ------------
@@ -485,13 +541,7 @@ def test_monitors(binary, wd):
     priv = Vmm(binary, wd, "private", base_args(wd, "private", [
         "-object", f"memory-backend-memfd,id=ram0,size={RAM_MB}M,share=off", "-machine", "memory-backend=ram0"]))
     wait_booted(priv)
-    priv.qmp("migrate-set-parameters", mode="cpr-transfer")
-    try:
-        priv.qmp("migrate", channels=[unix_channel("main", os.path.join(wd, "m.sock")),
-                                      unix_channel("cpr", os.path.join(wd, "c.sock"))])
-        why = ""
-    except QmpError as e:
-        why = e.desc
+    why = cpr_transfer_refusal(priv, wd)
     check("share=on" in why, f"private RAM blocks cpr-transfer: {why}")
     check(priv.status() == "running", "the guest kept running")
     priv.shutdown()
@@ -584,6 +634,7 @@ TESTS = {
     "snapshot": test_snapshot,
     "mapped-ram": test_mapped_ram,
     "lazy-restore": test_lazy_restore,
+    "mapped-restore": test_mapped_restore,
 }
 
 

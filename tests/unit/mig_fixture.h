@@ -48,6 +48,18 @@ static inline char *uri(const char *scheme, const char *name)
     return g_strdup_printf("%s:%s/%s", scheme, dir, name);
 }
 
+/* main and cpr channels on UNIX sockets in the test directory, as cpr-transfer wants them. */
+static inline cpr_channels *transfer_channels(void)
+{
+    g_autofree char *json = g_strdup_printf(
+        "[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/main.sock\"}},"
+        " {\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/cpr.sock\"}}]",
+        dir, dir);
+    cpr_channels *ch;
+    ck_assert_int_eq(cpr_channels_parse_json(json, &ch, NULL), 0);
+    return ch;
+}
+
 static inline cpr_migration_info query(cpr_ctx *ctx)
 {
     cpr_migration_info i = { .size = sizeof(i) };

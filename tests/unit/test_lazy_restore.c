@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "blocked_reader.h"
+#include "handover/ram.h"
 #include "migration/fault_server.h"
 #include "migration/mapped_ram.h"
 #include "mig_fixture.h"
@@ -62,6 +63,15 @@ static void on_event(void *opaque, int code, const char *message)
     g_mutex_unlock(&e->lock);
 }
 
+/* Starts loading `name` into dst with memory-restore-mode `mode`; returns the load's result. */
+static int load_into(struct mig_vm *dst, const char *name, const char *mode, cpr_error **errp)
+{
+    ck_assert_int_eq(cpr_param_set(dst->ctx, "memory-restore-mode", mode, NULL), 0);
+    g_autofree char *u = uri("file", name);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    return cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp);
+}
+
 /* A new VM loading `name` on demand, its prepare hook returning fail_prepare (0: none); the
  * load's result in *ret. */
 static struct mig_vm *load_ondemand_failing(const char *name, uint64_t bytes, events *ev, int fail_prepare,
@@ -70,11 +80,8 @@ static struct mig_vm *load_ondemand_failing(const char *name, uint64_t bytes, ev
     struct mig_vm *dst = mig_vm_new(bytes, NULL, 0);
     ck_assert_ptr_nonnull(dst);
     dst->fail_prepare = fail_prepare;
-    ck_assert_int_eq(cpr_param_set(dst->ctx, "memory-restore-mode", "ondemand", NULL), 0);
     ck_assert_int_eq(cpr_lazy_restore_set_event_cb(dst->ctx, on_event, ev), 0);
-    g_autofree char *u = uri("file", name);
-    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
-    *ret = cpr_incoming_start_uri(dst->ctx, u, CPR_INCOMING_PAUSED, errp);
+    *ret = load_into(dst, name, "ondemand", errp);
     return dst;
 }
 
@@ -303,7 +310,7 @@ START_TEST(test_ondemand_needs_a_file_and_a_known_mode)
     cpr_ctx *ctx;
     ck_assert_int_eq(cpr_ctx_new(&ctx, 0, NULL), 0);
     ck_assert_cpr_fails(cpr_param_set(ctx, "memory-restore-mode", "lazy", errp_), -EINVAL,
-                        "copy or ondemand");
+                        "copy, ondemand or mapped");
     char *v = NULL;
     ck_assert_int_eq(cpr_param_get(ctx, "memory-restore-mode", &v, NULL), 0);
     ck_assert_str_eq(v, "copy");
@@ -313,6 +320,192 @@ START_TEST(test_ondemand_needs_a_file_and_a_known_mode)
     ck_assert_int_eq(cpr_lazy_restore_query(ctx, &i, NULL), 0);
     ck_assert_int_eq(i.active, 0);
     cpr_ctx_free(ctx);
+}
+END_TEST
+
+
+/* ---- memory-restore-mode mapped ---------------------------------------------------------- */
+
+static char *file_digest(const char *name)
+{
+    g_autofree char *p = path(name);
+    g_autofree char *data = NULL;
+    gsize len;
+    ck_assert(g_file_get_contents(p, &data, &len, NULL));
+    return g_compute_checksum_for_data(G_CHECKSUM_MD5, (const guchar *)data, len);
+}
+
+static struct mig_vm *load_mapped(const char *name, int *ret, cpr_error **errp)
+{
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    *ret = load_into(dst, name, "mapped", errp);
+    return dst;
+}
+
+START_TEST(test_mapped_restore_gives_back_every_page_and_never_writes_the_file)
+{
+    g_autofree char *want = save("snap", RAM);
+    g_autofree char *file_before = file_digest("snap");
+    int ret;
+    cpr_error *lerr = NULL;
+    struct mig_vm *dst = load_mapped("snap", &ret, &lerr);
+    ck_assert_msg(ret == 0, "load: %s", lerr ? cpr_error_message(lerr) : "");
+    /* The same address, now the file's pages: no fd to hand over, not shared. */
+    ck_assert_ptr_eq(cpr_ram_block_host(dst->ram), dst->host);
+    ck_assert_int_eq(cpr_ram_block_fd(dst->ram), -1);
+    ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 0);
+    g_autofree char *got = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(got, want);
+    /* A guest write, in a page the file holds and in one it does not, stays in this process. */
+    memset(dst->host, 0xa5, PAGE);
+    memset(dst->host + (dst->pages - 1) * PAGE, 0x5a, PAGE);
+    g_autofree char *file_after = file_digest("snap");
+    ck_assert_str_eq(file_after, file_before);
+    /* A second restore of the same file gets the saved pages, not the first one's writes. */
+    struct mig_vm *clone = load_mapped("snap", &ret, NULL);
+    ck_assert_int_eq(ret, 0);
+    g_autofree char *clone_got = mig_vm_ram_digest(clone);
+    ck_assert_str_eq(clone_got, want);
+    mig_vm_free(clone);
+    /* Normal migration reads through the pointer: a copy of the restored RAM, writes and all,
+     * even over the very file the RAM maps (a new file renamed into place: the mapped inode is
+     * never written). */
+    g_autofree char *mine = mig_vm_ram_digest(dst);
+    g_autofree char *again = uri("file", "snap");
+    /* Not shared any more: x-ignore-shared writes it, instead of leaving it to a memfd that
+     * no longer holds it (which it would refuse: a memfd ends with the process). */
+    ck_assert_int_eq(cpr_cap_set(dst->ctx, "x-ignore-shared", 1, NULL), 0);
+    ck_assert_int_eq(cpr_migrate_uri(dst->ctx, again, 0, NULL), 0);
+    ck_assert_int_eq(query(dst->ctx).status, CPR_MIGRATION_COMPLETED);
+    struct mig_vm *copy = mig_vm_new(RAM, NULL, 0);
+    ck_assert_int_eq(load_into(copy, "snap", "copy", NULL), 0);
+    g_autofree char *copied = mig_vm_ram_digest(copy);
+    ck_assert_str_eq(copied, mine);
+    g_autofree char *still = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(still, mine);
+    mig_vm_free(copy);
+    mig_vm_free(dst);
+}
+END_TEST
+
+START_TEST(test_mapped_restore_blocks_the_modes_that_pass_ram_by_fd)
+{
+    g_free(save("snap", RAM));
+    int ret;
+    struct mig_vm *dst = load_mapped("snap", &ret, NULL);
+    ck_assert_int_eq(ret, 0);
+    g_autofree char *p = path("snap");
+    char real[4096];
+    ck_assert_ptr_nonnull(realpath(p, real));
+    g_autofree char *reason = g_strdup_printf("RAM block '" MIG_VM_RAM_NAME "' is a private mapping of the file "
+                                              "'%s'", real);
+    ck_assert_cpr_fails(cpr_blockers_check(dst->ctx, CPR_MODE_CPR_TRANSFER, errp_), -EPERM, reason);
+    ck_assert_cpr_fails(cpr_blockers_check(dst->ctx, CPR_MODE_CPR_EXEC, errp_), -EPERM, reason);
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_NORMAL, NULL), 0);
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_CPR_REBOOT, NULL), 0);
+    /* A real cpr-transfer is refused with that reason before anything moves. */
+    ck_assert_int_eq(cpr_param_set(dst->ctx, "mode", "cpr-transfer", NULL), 0);
+    cpr_channels *ch = transfer_channels();
+    ck_assert_cpr_fails(cpr_migrate_channels(dst->ctx, ch, 0, errp_), -EPERM, reason);
+    cpr_channels_free(ch);
+    /* Freeing the block ends the mapping, and the blocker with it. */
+    cpr_ram_block_free(dst->ram);
+    dst->ram = NULL;
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
+    mig_vm_free(dst);
+}
+END_TEST
+
+/* A flipped byte is refused naming the chunk, before the guest could run; the block gets its
+ * own memory back and nothing is blocked. */
+START_TEST(test_mapped_restore_refuses_a_flipped_byte_before_anything_runs)
+{
+    g_free(save("snap", RAM));
+    flip("snap", 5);
+    int ret;
+    cpr_error *lerr = NULL;
+    struct mig_vm *dst = load_mapped("snap", &ret, &lerr);
+    ck_assert_int_eq(ret, -EBADMSG);
+    ck_assert_msg(strstr(cpr_error_message(lerr), "'" MIG_VM_RAM_NAME "' chunk 5 "), "message: %s",
+                  cpr_error_message(lerr));
+    cpr_error_free(lerr);
+    ck_assert_int_eq(dst->post_loads + dst->starts, 0);
+    ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 1);
+    ck_assert_ptr_eq(cpr_ram_block_host(dst->ram), dst->host);
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_CPR_TRANSFER, NULL), 0);
+    mig_vm_free(dst);
+}
+END_TEST
+
+/* The bitmap rules: a page absent from it reads as zero, whatever bytes the file holds there
+ * (another writer's, or an older file's). */
+START_TEST(test_mapped_restore_zeroes_absent_pages_the_file_has_bytes_for)
+{
+    g_autofree char *want = save("snap", RAM);
+    g_autofree char *p = path("snap");
+    cpr_mr_file *f;
+    ck_assert_int_eq(cpr_mr_open(p, 0, &f, NULL), 0);
+    const struct cpr_mr_block_info *b = cpr_mr_block(f, 0);
+    uint64_t page = b->pages - 3;
+    ck_assert_int_eq(cpr_mr_page_present(b, page), 0);
+    uint64_t at = b->pages_offset + page * PAGE;
+    cpr_mr_close(f);
+    int fd = open(p, O_RDWR | O_CLOEXEC);
+    uint8_t junk[PAGE];
+    memset(junk, 0xee, sizeof(junk));
+    ck_assert_int_eq(pwrite(fd, junk, PAGE, (off_t)at), PAGE);
+    close(fd);
+    int ret;
+    struct mig_vm *dst = load_mapped("snap", &ret, NULL);
+    ck_assert_int_eq(ret, 0);
+    g_autofree char *got = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(got, want);
+    mig_vm_free(dst);
+}
+END_TEST
+
+START_TEST(test_mapped_restore_refuses_what_it_cannot_map)
+{
+    /* A stream with its pages inline. */
+    g_free(save_as("plain", RAM, 0));
+    int ret;
+    cpr_error *lerr = NULL;
+    struct mig_vm *dst = load_mapped("plain", &ret, &lerr);
+    ck_assert_int_eq(ret, -EINVAL);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(lerr), "memory-restore-mode mapped needs a mapped-ram file"));
+    cpr_error_free(lerr);
+    mig_vm_free(dst);
+    /* A block re-attached from a preserved fd holds the guest's pages already. */
+    g_free(save("snap", RAM));
+    dst = mig_vm_new(RAM, NULL, MIG_VM_NO_RAM);
+    int fd = memfd_create("kept", MFD_CLOEXEC);
+    ck_assert_int_eq(ftruncate(fd, RAM), 0);
+    ck_assert_int_eq(cpr_ram_incoming_add(dst->ctx, MIG_VM_RAM_NAME, RAM, PAGE, fd, NULL), 0);
+    ck_assert_int_eq(mig_vm_add_ram(dst, RAM, NULL), 0);
+    ck_assert_cpr_fails(load_into(dst, "snap", "mapped", errp_), -EINVAL, "re-attached from a preserved fd");
+    ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 1);
+    mig_vm_free(dst);
+    /* The same stream 100 bytes into a file: valid, but its region is off the page grid. */
+    g_autofree char *p = path("snap");
+    g_autofree char *shifted = path("shifted");
+    g_autofree char *data = NULL;
+    gsize len;
+    ck_assert(g_file_get_contents(p, &data, &len, NULL));
+    GString *sh = g_string_new_len(NULL, 0);
+    g_string_set_size(sh, 100);
+    memset(sh->str, 0, 100);
+    g_string_append_len(sh, data, (gssize)len);
+    ck_assert(g_file_set_contents(shifted, sh->str, (gssize)sh->len, NULL));
+    g_string_free(sh, TRUE);
+    g_autofree char *at100 = g_strdup_printf("file:%s,offset=100", shifted);
+    dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_int_eq(cpr_param_set(dst->ctx, "memory-restore-mode", "mapped", NULL), 0);
+    ck_assert_int_eq(cpr_incoming_defer(dst->ctx, NULL), 0);
+    ck_assert_cpr_fails(cpr_incoming_start_uri(dst->ctx, at100, CPR_INCOMING_PAUSED, errp_), -EINVAL,
+                        "not on a page boundary");
+    ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 1);
+    mig_vm_free(dst);
 }
 END_TEST
 
@@ -329,6 +522,15 @@ static Suite *lazy_restore_suite(void)
     tcase_add_test(tc, test_ondemand_refuses_a_stream_without_mapped_ram);
     tcase_add_test(tc, test_a_load_failing_before_the_guest_ran_ends_the_lazy_restore);
     suite_add_tcase(s, tc);
+    TCase *mapped = tcase_create("mapped");
+    tcase_add_checked_fixture(mapped, setup, teardown);
+    tcase_set_timeout(mapped, 60);
+    tcase_add_test(mapped, test_mapped_restore_gives_back_every_page_and_never_writes_the_file);
+    tcase_add_test(mapped, test_mapped_restore_blocks_the_modes_that_pass_ram_by_fd);
+    tcase_add_test(mapped, test_mapped_restore_refuses_a_flipped_byte_before_anything_runs);
+    tcase_add_test(mapped, test_mapped_restore_refuses_what_it_cannot_map);
+    tcase_add_test(mapped, test_mapped_restore_zeroes_absent_pages_the_file_has_bytes_for);
+    suite_add_tcase(s, mapped);
     return s;
 }
 

@@ -614,18 +614,6 @@ START_TEST(test_snapshot_carries_the_ram_layout_in_its_ram_section)
 }
 END_TEST
 
-/* main and cpr channels on UNIX sockets in the test directory, as cpr-transfer wants them. */
-static cpr_channels *transfer_channels(void)
-{
-    g_autofree char *json = g_strdup_printf(
-        "[{\"channel-type\":\"main\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/main.sock\"}},"
-        " {\"channel-type\":\"cpr\",\"addr\":{\"transport\":\"socket\",\"type\":\"unix\",\"path\":\"%s/cpr.sock\"}}]",
-        dir, dir);
-    cpr_channels *ch;
-    ck_assert_int_eq(cpr_channels_parse_json(json, &ch, NULL), 0);
-    return ch;
-}
-
 /* Runs fn(arg) as the new VMM's start-up, and returns once it listens on its cpr socket. */
 static GThread *start_new_vmm(GThreadFunc fn, void *arg)
 {

@@ -26,9 +26,10 @@ static const char usage[] =
     "  -monitor stdio               HMP on stdin/stdout\n"
     "  -qmp unix:PATH,server=on,wait=off\n"
     "  -incoming defer|URI|JSON     repeatable: a main and a cpr channel\n"
-    "  -restore source_url=file://PATH[,memory_restore_mode=copy|ondemand]\n"
+    "  -restore source_url=file://PATH[,memory_restore_mode=copy|ondemand|mapped]\n"
     "                               Cloud Hypervisor's restore: -incoming file:PATH; ondemand\n"
-    "                               starts the guest before its RAM is read (a mapped-ram file)\n"
+    "                               starts the guest before its RAM is read (a mapped-ram file);\n"
+    "                               mapped maps the file's RAM copy-on-write (as Firecracker)\n"
     "  -global migration.NAME=VALUE a migration parameter or capability (on/off) set at start-up,\n"
     "                               before -incoming's cpr channel is read; repeatable\n"
     "  -serial file:PATH|stdio|null\n"
@@ -579,8 +580,8 @@ static int opt_restore(vmm_config *cfg, const char *arg, char **err)
         *err = g_strdup_printf("-restore %s: source_url=file://PATH is required", arg);
         goto out;
     }
-    if (strcmp(mode, "copy") && strcmp(mode, "ondemand")) {
-        *err = g_strdup_printf("-restore: memory_restore_mode=%s: copy or ondemand", mode);
+    if (strcmp(mode, "copy") && strcmp(mode, "ondemand") && strcmp(mode, "mapped")) {
+        *err = g_strdup_printf("-restore: memory_restore_mode=%s: copy, ondemand or mapped", mode);
         goto out;
     }
     g_ptr_array_add(cfg->incoming, g_strdup_printf("file:%s", url + 7));

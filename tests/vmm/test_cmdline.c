@@ -278,7 +278,11 @@ START_TEST(test_restore_is_incoming_file_with_a_mode)
     const char *tcp[] = {"cpr-vmm", "-restore", "source_url=tcp://h:1", NULL};
     expect_error(tcp, "source_url=file://PATH is required");
     const char *mode[] = {"cpr-vmm", "-restore", "source_url=file:///s,memory_restore_mode=lazy", NULL};
-    expect_error(mode, "memory_restore_mode=lazy: copy or ondemand");
+    expect_error(mode, "memory_restore_mode=lazy: copy, ondemand or mapped");
+    const char *mapped[] = {"cpr-vmm", "-restore", "source_url=file:///s,memory_restore_mode=mapped", NULL};
+    ck_assert_int_eq(parse(&cfg, &err, mapped), 0);
+    ck_assert_str_eq(cfg.globals->pdata[0], "memory-restore-mode=mapped");
+    vmm_config_clear(&cfg);
     const char *key[] = {"cpr-vmm", "-restore", "source_url=file:///s,prefault=on", NULL};
     expect_error(key, "unknown key 'prefault'");
 }

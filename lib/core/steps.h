@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private: work cut in numbered steps that several threads take in turn (the mapped-ram
+ * loader's reads, the mapped restore's checks); the first failure stops the others.
+ */
+#ifndef CPR_CORE_STEPS_H
+#define CPR_CORE_STEPS_H
+
+#include <stdint.h>
+
+#include <glib.h>
+
+#include <cpr/error.h>
+
+struct cpr_steps {
+    uint64_t steps;
+    uint64_t next; /* atomic: the next step to take */
+    GMutex lock;   /* guards ret and err */
+    int ret;
+    cpr_error *err;
+};
+
+void cpr_steps_init(struct cpr_steps *st, uint64_t steps);
+/* Ends it: returns the first failure's code (0 if none) and hands its error to errp. */
+int cpr_steps_finish(struct cpr_steps *st, cpr_error **errp);
+/* The next step's number, or -1 once every step is taken or one failed. Thread safe. */
+int64_t cpr_steps_take(struct cpr_steps *st);
+/* A step failed with ret (< 0) and err, which it takes: the first is kept, no step is handed
+ * out any more. Thread safe. */
+void cpr_steps_fail(struct cpr_steps *st, int ret, cpr_error *err);
+/* Runs fn(arg) on `threads` threads, named `name`, the caller's one of them (at most 255; when
+ * a thread cannot start, the others take its steps), and returns once all have. */
+void cpr_steps_run(unsigned int threads, const char *name, GThreadFunc fn, void *arg);
+
+#endif
