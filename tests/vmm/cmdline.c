@@ -586,6 +586,7 @@ static int opt_restore(vmm_config *cfg, const char *arg, char **err)
     }
     g_ptr_array_add(cfg->incoming, g_strdup_printf("file:%s", url + 7));
     g_ptr_array_add(cfg->globals, g_strdup_printf("memory-restore-mode=%s", mode));
+    cfg->restore = 1;
     ret = 0;
 out:
     free_kv(a);
@@ -763,6 +764,12 @@ int vmm_cmdline_parse(int argc, char **argv, vmm_config *cfg, int *exit_now, cha
         cfg->ram_size = m->size;
     } else if (!cfg->ram_size) {
         cfg->ram_size = 128ull << 20;
+    }
+    if (cfg->restore && cfg->incoming->len > 1) {
+        /* One would be ignored: -incoming defer would wait for a migrate-incoming while the
+         * -restore file sat unread, or two files would compete. */
+        *err = g_strdup("-restore names the incoming stream itself: it takes no -incoming and no second -restore");
+        return -1;
     }
     if (cfg->incoming->len > 2) {
         *err = g_strdup("-incoming given more than twice (one main and one cpr channel)");

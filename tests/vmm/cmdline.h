@@ -57,6 +57,7 @@ typedef struct vmm_config {
     int monitor_stdio;       /* -monitor stdio */
     char *qmp_path;          /* -qmp unix:PATH,server=on,wait=off */
     GPtrArray *incoming;     /* char *: each -incoming argument (defer, URI or JSON channel) */
+    int restore;             /* the incoming stream came from -restore */
     GPtrArray *globals;      /* char *: each -global migration.NAME=VALUE, as "NAME=VALUE" */
     vmm_serial_kind serial;
     char *serial_path;       /* -serial file:PATH */

@@ -279,6 +279,10 @@ START_TEST(test_restore_is_incoming_file_with_a_mode)
     expect_error(tcp, "source_url=file://PATH is required");
     const char *mode[] = {"cpr-vmm", "-restore", "source_url=file:///s,memory_restore_mode=lazy", NULL};
     expect_error(mode, "memory_restore_mode=lazy: copy, ondemand or mapped");
+    const char *with_defer[] = {"cpr-vmm", "-incoming", "defer", "-restore", "source_url=file:///s", NULL};
+    expect_error(with_defer, "-restore names the incoming stream itself");
+    const char *twice[] = {"cpr-vmm", "-restore", "source_url=file:///a", "-restore", "source_url=file:///b", NULL};
+    expect_error(twice, "no second -restore");
     const char *mapped[] = {"cpr-vmm", "-restore", "source_url=file:///s,memory_restore_mode=mapped", NULL};
     ck_assert_int_eq(parse(&cfg, &err, mapped), 0);
     ck_assert_str_eq(cfg.globals->pdata[0], "memory-restore-mode=mapped");
