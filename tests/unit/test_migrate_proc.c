@@ -285,10 +285,58 @@ START_TEST(test_cpr_transfer_between_processes_shares_the_memfd)
     ck_assert_str_eq(get(sr, "digest"), get(dr, "digest"));
     ck_assert_int_eq(num(sr, "heartbeat"), num(dr, "heartbeat"));
     ck_assert_int_eq(num(dr, "corrupt"), 0);
+    /* The commit signal: committed, then the guest's start, then the acknowledgement. */
+    assert_in_order(get(dr, "trace"), "state-loaded,prepared,committed,started,ack-sent");
+    ck_assert_ptr_null(strstr(get(sr, "trace"), "commit-signal-read"));
     g_autoptr(GHashTable) run = expect(&d, "alive");
     ck_assert_int_eq(num(run, "alive"), 1);
     ck_assert_int_eq(finish(&s), 0);
     ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
+START_TEST(test_cpr_transfer_destination_without_commit_signal)
+{
+    /* A destination that drops the commit signal, as 1.0 and 1.1 do: it acknowledges at its
+     * commit, before the start, and the source completes on that as before. */
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
+    struct peer d = spawn("dst", main_, cpr, "old-peer=1", "autostart=1", NULL);
+    wait_path("cpr.sock");
+    struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    ck_assert_int_eq(num(sr, "result"), 0);
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_int_eq(num(dr, "result"), 0);
+    ck_assert_int_eq(num(dr, "post_loads"), 1);
+    assert_in_order(get(dr, "trace"), "prepared,ack-sent,committed,started");
+    ck_assert_ptr_null(strstr(get(sr, "trace"), "commit-signal-read"));
+    g_autoptr(GHashTable) run = expect(&d, "alive");
+    ck_assert_int_eq(num(run, "alive"), 1);
+    ck_assert_int_eq(finish(&s), 0);
+    ck_assert_int_eq(finish(&d), 0);
+}
+END_TEST
+
+START_TEST(test_cpr_transfer_destination_dies_after_commit)
+{
+    /* The destination committed (its signal set) and dies in its start hook, before its
+     * acknowledgement: its guest may have run on the shared RAM, so the source must not
+     * resume. It reads the signal when main ends, and completes as on the acknowledgement. */
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
+    struct peer d = spawn("dst", main_, cpr, "die=in-start", "autostart=1", NULL);
+    wait_path("cpr.sock");
+    struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    ck_assert_int_eq(num(sr, "result"), 0);
+    ck_assert_str_eq(get(sr, "status"), "completed");
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_ptr_null(strstr(get(sr, "log"), "vm:start"));
+    assert_in_order(get(sr, "trace"), "state-written,commit-signal-read,main-closed");
+    ck_assert_int_eq(finish(&s), 0);
+    ck_assert_int_eq(finish(&d), 128 + SIGKILL);
 }
 END_TEST
 
@@ -518,6 +566,8 @@ static Suite *migrate_proc_suite(void)
     tcase_add_test(tc, test_normal_live_migration_between_processes);
     tcase_add_test(tc, test_cpr_reboot_between_processes_keeps_ram_in_its_file);
     tcase_add_test(tc, test_cpr_transfer_between_processes_shares_the_memfd);
+    tcase_add_test(tc, test_cpr_transfer_destination_without_commit_signal);
+    tcase_add_test(tc, test_cpr_transfer_destination_dies_after_commit);
     tcase_add_test(tc, test_cpr_transfer_new_process_dies_before_hangup);
     tcase_add_test(tc, test_destination_dies_after_load_before_run);
     tcase_add_test(tc, test_cpr_transfer_prepare_fails_source_resumes);
