@@ -17,6 +17,7 @@
 #include "core/ctx.h"
 #include "core/error.h"
 #include "core/sized.h"
+#include "handover/commit_signal.h"
 #include "handover/cpr_state.h"
 
 /*
@@ -159,7 +160,8 @@ int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, co
     return cpr_scm_send(sock, buf->data, buf->len, (const int *)(void *)fds->data, fds->len, w, errp);
 }
 
-CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts, cpr_error **errp)
+int cpr_transfer_send_signalled(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts, int commit_signal,
+                                cpr_error **errp)
 {
     if (!ctx || sock < 0)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_send: ctx is NULL or sock is invalid");
@@ -173,12 +175,21 @@ CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o
     ret = cpr_state_collect(ctx, CPR_MODE_CPR_TRANSFER, 0, &st, fds, errp);
     if (ret < 0)
         return ret;
+    if (commit_signal >= 0) { /* one more fd, named by the config record, not by an entry */
+        st->commit_slot = (int32_t)fds->len;
+        g_array_append_val(fds, commit_signal);
+    }
     ret = cpr_transfer_send_state(sock, st, fds, &w, errp);
     if (ret < 0)
         return ret;
     if (shutdown(sock, SHUT_WR) < 0)
         return cpr_error_set_errno(errp, -errno, "cpr channel: shutdown after sending the cpr state");
     return 0;
+}
+
+CPR_API int cpr_transfer_send(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts, cpr_error **errp)
+{
+    return cpr_transfer_send_signalled(ctx, sock, opts, -1, errp);
 }
 
 CPR_API int cpr_transfer_wait_hangup(int sock, const cpr_transfer_opts *opts, cpr_error **errp)
@@ -324,8 +335,24 @@ static void send_refusal(int sock, cpr_error **errp)
     (void)n;
 }
 
+/* The commit signal the state names, when the caller takes one: checked, and a copy of its
+ * own in *commit_signal (the install closes the original with the fds no entry names). */
+static int take_commit_signal(const cpr_state *st, const GArray *fds, int *commit_signal, cpr_error **errp)
+{
+    if (!commit_signal || st->commit_slot < 0)
+        return 0;
+    int fd = g_array_index(fds, int, st->commit_slot);
+    int ret = cpr_commit_signal_check(fd, errp);
+    if (ret < 0)
+        return ret;
+    *commit_signal = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (*commit_signal < 0)
+        return cpr_error_set_errno(errp, -errno, "cpr channel: cannot keep the commit signal");
+    return 0;
+}
+
 static int receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o, const cpr_io_wait *w,
-                   cpr_error **errp)
+                   int *commit_signal, cpr_error **errp)
 {
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
     uint8_t pre[PREAMBLE_LEN];
@@ -369,17 +396,26 @@ static int receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *o, const cpr
     if (!ret && st->mode != CPR_MODE_CPR_TRANSFER)
         ret = cpr_error_set(errp, -EPROTO, "cpr channel: the cpr state is for mode %s, not cpr-transfer",
                             cpr_mode_name(st->mode));
+    if (!ret)
+        ret = take_commit_signal(st, fds, commit_signal, errp);
     if (ret < 0) {
         g_free(cpr_fd_scan_finish(scan)); /* before the fds it reads are closed */
         cpr_scm_close_fds(fds);
         return ret;
     }
-    return cpr_state_install(ctx, st, fds, scan, errp);
+    ret = cpr_state_install(ctx, st, fds, scan, errp);
+    if (ret < 0 && commit_signal && *commit_signal >= 0) {
+        close(*commit_signal);
+        *commit_signal = -1;
+    }
+    return ret;
 }
 
-CPR_API int cpr_transfer_receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts,
-                                 cpr_error **errp)
+static int receive_signalled(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts, int *commit_signal,
+                             cpr_error **errp)
 {
+    if (commit_signal)
+        *commit_signal = -1;
     if (!ctx || sock < 0)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_receive: ctx is NULL or sock is invalid");
     cpr_transfer_opts o;
@@ -388,16 +424,30 @@ CPR_API int cpr_transfer_receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts
     if (ret < 0)
         return ret;
     cpr_error *err = NULL;
-    ret = receive(ctx, sock, &o, &w, &err);
+    ret = receive(ctx, sock, &o, &w, commit_signal, &err);
     if (ret < 0)
         send_refusal(sock, &err);
     cpr_error_propagate(errp, err);
     return ret;
 }
 
+CPR_API int cpr_transfer_receive(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts,
+                                 cpr_error **errp)
+{
+    return receive_signalled(ctx, sock, opts, NULL, errp);
+}
+
 CPR_API int cpr_transfer_incoming(cpr_ctx *ctx, const char *path, const cpr_transfer_opts *opts,
                                   cpr_error **errp)
 {
+    return cpr_transfer_incoming_signalled(ctx, path, opts, NULL, errp);
+}
+
+int cpr_transfer_incoming_signalled(cpr_ctx *ctx, const char *path, const cpr_transfer_opts *opts,
+                                    int *commit_signal, cpr_error **errp)
+{
+    if (commit_signal)
+        *commit_signal = -1;
     if (!ctx)
         return cpr_error_set(errp, -EINVAL, "cpr_transfer_incoming: ctx is NULL");
     int lfd = cpr_transfer_listen(path, errp);
@@ -409,7 +459,7 @@ CPR_API int cpr_transfer_incoming(cpr_ctx *ctx, const char *path, const cpr_tran
     close(lfd);
     if (sock < 0)
         return sock;
-    int ret = cpr_transfer_receive(ctx, sock, opts, errp);
+    int ret = receive_signalled(ctx, sock, opts, commit_signal, errp);
     if (ret < 0) {
         close(sock);
         return ret;

@@ -14,6 +14,16 @@
 int cpr_transfer_send_state(int sock, const cpr_state *st, const GArray *fds, const cpr_io_wait *w,
                             cpr_error **errp);
 
+/* cpr_transfer_send, with commit_signal (>= 0: an eventfd, handover/commit_signal.h) sent
+ * beside the state's fds and named by its config record. The public call sends none. */
+int cpr_transfer_send_signalled(cpr_ctx *ctx, int sock, const cpr_transfer_opts *opts, int commit_signal,
+                                cpr_error **errp);
+/* cpr_transfer_incoming that also takes the commit signal the old process sent: *commit_signal
+ * is then the caller's own copy of it (checked to be an eventfd), else -1 (an old process of
+ * 1.0 or 1.1 sends none). The public call takes none: the fd is closed like any unnamed one. */
+int cpr_transfer_incoming_signalled(cpr_ctx *ctx, const char *path, const cpr_transfer_opts *opts,
+                                    int *commit_signal, cpr_error **errp);
+
 /* cpr_transfer_connect and cpr_transfer_listen with the channel's name for messages ("cpr
  * channel", or the main channel's "unix socket"); the main channel's unix: listener is
  * cpr_unix_listen too, so both publish their path only once they listen. */

@@ -29,6 +29,7 @@ cpr_state *cpr_state_new(cpr_mode mode, guint reserve)
 {
     cpr_state *st = g_new0(cpr_state, 1);
     st->mode = mode;
+    st->commit_slot = -1;
     st->entries = g_array_sized_new(FALSE, TRUE, sizeof(cpr_state_entry), reserve);
     st->names = g_string_chunk_new(4096);
     return st;
@@ -343,9 +344,12 @@ int cpr_state_encode(const cpr_state *st, GByteArray *out, cpr_error **errp)
         { .name = (char *)SECTION_FDS, .version = SECTION_VERSION, .body = put_table, .body_arg = &fds },
         { .name = (char *)SECTION_RAM, .version = SECTION_VERSION, .body = put_table, .body_arg = &ram },
     };
-    g_autofree char *config = g_strdup_printf("{\"producer\":\"libcpr %d.%d.%d\",\"mode\":\"%s\"}",
+    /* Readers before 1.2 ignore the commit signal's key and close its unnamed fd. */
+    g_autofree char *signal = st->commit_slot >= 0 ? g_strdup_printf(",\"commit-signal\":%d", st->commit_slot)
+                                                   : g_strdup("");
+    g_autofree char *config = g_strdup_printf("{\"producer\":\"libcpr %d.%d.%d\",\"mode\":\"%s\"%s}",
                                               CPR_VERSION_MAJOR, CPR_VERSION_MINOR, CPR_VERSION_PATCH,
-                                              cpr_mode_name(st->mode));
+                                              cpr_mode_name(st->mode), signal);
     cpr_stream *s = NULL;
     /* An entry takes its name and 16 to 28 bytes, the framing under 1 KiB; the sink grows if
      * the names are longer than this guess. */
@@ -528,17 +532,39 @@ static int decode_table(decode_ctx *d, const struct cpr_rec_blob *blob, cpr_erro
     return 0;
 }
 
-/* The mode from the config record, which is checked as any stream's (docs/format.md 2.4). */
-static int decode_config(const char *json, cpr_mode *mode, cpr_error **errp)
+/* The commit signal's slot, when the config names one: cpr-transfer only, an fd that arrived. */
+static int decode_commit_slot(json_object *root, cpr_mode mode, size_t nslots, int32_t *slot,
+                              cpr_error **errp)
+{
+    *slot = -1;
+    if (!json_object_object_get_ex(root, "commit-signal", NULL))
+        return 0;
+    uint64_t v = 0;
+    if (cpr_json_uint(root, "commit-signal", INT32_MAX, &v) < 0)
+        return cpr_error_set(errp, -EBADMSG, "cpr state: the config record's commit-signal is not an fd slot");
+    if (mode != CPR_MODE_CPR_TRANSFER || v >= nslots)
+        return cpr_error_set(errp, -EPROTO, "cpr state: commit-signal names fd %" G_GUINT64_FORMAT
+                             ", but %zu fds arrived%s", v, mode == CPR_MODE_CPR_TRANSFER ? nslots : 0,
+                             mode == CPR_MODE_CPR_TRANSFER ? "" : " (cpr-exec has none)");
+    *slot = (int32_t)v;
+    return 0;
+}
+
+/* The mode and the commit signal from the config record, which is checked as any stream's
+ * (docs/format.md 2.4). */
+static int decode_config(const char *json, size_t nslots, cpr_mode *mode, int32_t *commit_slot,
+                         cpr_error **errp)
 {
     json_object *root = NULL;
     int ret = cpr_meta_config_json(json, strlen(json), "cpr state: the config record", &root, errp);
     if (!ret)
         ret = cpr_mode_from_name(json_object_get_string(json_object_object_get(root, "mode")), mode, errp);
-    json_object_put(root);
     if (!ret && *mode != CPR_MODE_CPR_TRANSFER && *mode != CPR_MODE_CPR_EXEC)
         ret = cpr_error_set(errp, -EBADMSG, "cpr state: mode %s is not cpr-transfer or cpr-exec",
                             cpr_mode_name(*mode));
+    if (!ret)
+        ret = decode_commit_slot(root, *mode, nslots, commit_slot, errp);
+    json_object_put(root);
     return ret;
 }
 
@@ -557,11 +583,15 @@ int cpr_state_decode(const void *buf, size_t len, uint32_t max_entries, size_t n
         return ret;
     }
     cpr_mode mode = CPR_MODE_NORMAL;
-    ret = decode_config(config, &mode, errp);
+    int32_t commit_slot = -1;
+    ret = decode_config(config, by_number ? 0 : nslots, &mode, &commit_slot, errp);
     if (ret < 0)
         return ret;
     g_autoptr(cpr_state) st = cpr_state_new(mode, 0);
+    st->commit_slot = commit_slot;
     g_autofree uint8_t *slot_used = g_new0(uint8_t, nslots + 1);
+    if (commit_slot >= 0) /* no entry may claim the signal's fd */
+        slot_used[commit_slot] = 1;
     decode_ctx d = { st, max_entries, nslots, by_number, slot_used };
     for (guint i = 0; i < blobs->len && !ret; i++)
         ret = decode_table(&d, blobs->pdata[i], errp);

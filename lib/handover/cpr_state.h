@@ -32,6 +32,9 @@ typedef struct cpr_state_entry {
 
 typedef struct cpr_state {
     cpr_mode mode;
+    /* cpr-transfer: the slot of the commit signal (handover/commit_signal.h) among the fds
+     * sent, named by the config record's "commit-signal"; -1 without one (1.0, 1.1) */
+    int32_t commit_slot;
     GArray *entries;     /* cpr_state_entry */
     GStringChunk *names; /* the entries' names, in blocks: no allocation per entry */
 } cpr_state;
@@ -62,7 +65,8 @@ int cpr_state_encode(const cpr_state *st, GByteArray *out, cpr_error **errp);
 
 /*
  * Decodes a state, trusting nothing: at most max_entries entries, names checked, slots below
- * nslots (each used once) unless by_number. Errors name the entry and byte offset.
+ * nslots (each used once, the commit signal's included) unless by_number. Errors name the
+ * entry and byte offset.
  */
 int cpr_state_decode(const void *buf, size_t len, uint32_t max_entries, size_t nslots,
                      int by_number, cpr_state **out, cpr_error **errp);

@@ -18,6 +18,7 @@
 #include "channel/transfer.h"
 #include "core/error.h"
 #include "core/trace.h"
+#include "handover/commit_signal.h"
 #include "handover/exec.h"
 #include "migration/migrate.h"
 
@@ -48,9 +49,13 @@ static int run_cpr_transfer(cpr_job *job, cpr_error **errp)
     cpr_job_watch_fd(job, sock);
     cpr_trace_step(job->ctx, "cpr-connected");
     int ret = cpr_job_set_status(job, CPR_MIGRATION_ACTIVE, errp);
+    /* The commit signal goes with the state; without an eventfd, the 1.1 protocol (no signal:
+     * the new process acknowledges before it starts) is just slower. */
+    if (ret == 0)
+        job->commit_signal = cpr_commit_signal_new(NULL);
     /* The guest runs on while the new process takes the fds and maps the RAM. */
     if (ret == 0)
-        ret = cpr_transfer_send(job->ctx, sock, &o, errp);
+        ret = cpr_transfer_send_signalled(job->ctx, sock, &o, job->commit_signal, errp);
     if (ret == 0)
         count_cpr_fds(job);
     cpr_trace_step(job->ctx, "cpr-state-sent");
@@ -61,11 +66,15 @@ static int run_cpr_transfer(cpr_job *job, cpr_error **errp)
     close(sock);
     if (ret < 0) {
         cpr_error_prefix(errp, "cpr channel");
-        return ret;
+    } else {
+        /* RAM stays in place; the VMM's own progressive sections go while the guest runs (with
+         * none, the guest stops at once). */
+        ret = cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
     }
-    /* RAM stays in place; the VMM's own progressive sections go while the guest runs (with
-     * none, the guest stops at once). */
-    return cpr_migrate_save_main(job, CPR_SAVE_LIVE_UNLESS_RAM, errp);
+    if (job->commit_signal >= 0)
+        close(job->commit_signal);
+    job->commit_signal = -1;
+    return ret;
 }
 
 static int run_cpr_exec(cpr_job *job, cpr_error **errp)
@@ -87,7 +96,7 @@ static int run_cpr_exec(cpr_job *job, cpr_error **errp)
 const cpr_job_driver cpr_driver_cpr_transfer = { .name = "cpr-transfer", .run = run_cpr_transfer };
 const cpr_job_driver cpr_driver_cpr_exec = { .name = "cpr-exec", .run = run_cpr_exec };
 
-int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp)
+int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, int *commit_signal, cpr_error **errp)
 {
     struct cpr_params p;
     cpr_params_snapshot(ctx, &p);
@@ -96,7 +105,7 @@ int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp)
     cpr_transfer_opts o;
     cpr_transfer_opts_init(&o);
     o.timeout_ms = cpr_params_wait_ms(wait_ms);
-    int sock = cpr_transfer_incoming(ctx, path, &o, errp);
+    int sock = cpr_transfer_incoming_signalled(ctx, path, &o, commit_signal, errp);
     if (sock == -ETIMEDOUT)
         cpr_error_prefix(errp, "no old process connected to the cpr channel %s within %" PRIu64
                          " ms (parameter cpr-transfer-accept-timeout)", path, wait_ms);

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/trace.h"
 #include "format/savevm.h"
+#include "handover/commit_signal.h"
 #include "handover/exec_guard.h"
 #include "migration/lazy_restore.h"
 #include "migration/map_restore.h"
@@ -53,12 +54,13 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
     if (!cpr)
         return (int)cpr_get_mode(ctx);
 
-    int sock = cpr_migrate_in_cpr_channel(ctx, cpr_addr_path(cpr), errp);
+    int commit_signal = -1;
+    int sock = cpr_migrate_in_cpr_channel(ctx, cpr_addr_path(cpr), &commit_signal, errp);
     if (sock < 0)
         return sock;
     cpr_trace_step(ctx, "cpr-state-received");
     /* Kept open: the old process waits for the hang-up, given once main listens. */
-    cpr_mig_keep_cpr_socket(ctx, sock);
+    cpr_mig_keep_cpr_socket(ctx, sock, commit_signal);
     cpr_mig_set_inmigrate(ctx);
     return CPR_MODE_CPR_TRANSFER;
 }
@@ -67,6 +69,8 @@ struct in_state {
     struct cpr_main_chan mc;
     struct cpr_multifd_recv *mfd; /* multifd on a socket: the channels, accepted on main's listener */
     struct cpr_postcopy_in *pc; /* the stream ended in postcopy */
+    int commit_signal; /* cpr-transfer from 1.2 on: the old process's commit signal, or -1 */
+    int ack_deferred;  /* committed by the signal: the acknowledgement follows the start */
 };
 
 /* Stops and joins the multifd channels' threads: nothing writes guest RAM after this. */
@@ -87,6 +91,8 @@ static void in_cleanup(cpr_job *job)
     drop_multifd(job, in);
     cpr_postcopy_in_free(in->pc);
     cpr_main_chan_close(&in->mc, NULL);
+    if (in->commit_signal >= 0)
+        close(in->commit_signal);
     g_free(in);
     job->priv = NULL;
 }
@@ -109,6 +115,7 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
     struct in_state *in = g_new0(struct in_state, 1);
     struct cpr_chan_cancel cancel = cpr_job_chan_cancel(job);
     cpr_main_chan_init(&in->mc, &cancel);
+    in->commit_signal = -1;
     job->priv = in;
     int ret = cpr_main_tls_check(job->ctx, job->params.tls_creds, 1, job->mode, job->channels, errp);
     if (ret == 0)
@@ -123,7 +130,7 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
     cpr_trace_step(job->ctx, "main-listening");
     multifd_listen(job, in);
 
-    int sock = cpr_mig_take_cpr_socket(job->ctx);
+    int sock = cpr_mig_take_cpr_socket(job->ctx, &in->commit_signal);
     if (sock >= 0) {
         /* Devices exist by now (QEMU's order): preserved fds nobody claimed are not needed. */
         cpr_fd_close_unclaimed(job->ctx);
@@ -137,12 +144,23 @@ static int in_prepare(cpr_job *job, cpr_error **errp)
     return ret;
 }
 
+static int send_ack(cpr_job *job, struct in_state *in, cpr_error **errp)
+{
+    int ret = cpr_main_chan_send_ack(&in->mc, errp);
+    if (ret == 0)
+        cpr_trace_step(job->ctx, "ack-sent");
+    return ret;
+}
+
 /*
  * The destination's point of no return. Before it, everything that can fail has run (load,
  * post_load, the VMM's prepare) and a failure lets the source resume; after it the guest is
  * this side's. On a socket the commit is the acknowledgement: until the source has it, it may
- * still resume, so it is the last step before the guest is ours. Whoever else waits for the
- * commit (a cpr-exec guardian of the previous image) is told here too, next to it.
+ * still resume, so it is the last step before the guest is ours. From 1.2, cpr-transfer
+ * commits by setting the old process's commit signal instead, which wakes nobody; the source
+ * reads it only when main ends without the acknowledgement, which then comes after the start
+ * (ack_after_start), off the guest's pause. Whoever else waits for the commit (a cpr-exec
+ * guardian of the previous image) is told here too, next to it.
  */
 static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
 {
@@ -150,17 +168,26 @@ static int commit(cpr_job *job, struct in_state *in, cpr_error **errp)
     int ret = cpr_job_point_of_no_return(job, errp);
     if (ret < 0)
         return ret;
-    if (in->mc.is_socket) {
-        ret = cpr_main_chan_send_ack(&in->mc, errp);
-        if (ret < 0) {
-            cpr_error_prefix(errp, "the source went away before the switchover");
-            return ret;
-        }
+    if (in->mc.is_socket && in->commit_signal >= 0)
+        in->ack_deferred = cpr_commit_signal_set(in->commit_signal, NULL) == 0;
+    if (in->mc.is_socket && !in->ack_deferred && (ret = send_ack(job, in, errp)) < 0) {
+        cpr_error_prefix(errp, "the source went away before the switchover");
+        return ret;
     }
     cpr_exec_commit(job->ctx); /* cpr-exec: past here the previous image is not exec'd back */
     job->committed = 1;
     cpr_trace_step(job->ctx, "committed");
     return 0;
+}
+
+/* After the start (or its failure): the source, which knows of the commit from the signal
+ * only if main ends without this byte, completes now. A source gone by then changes nothing:
+ * the guest is here. */
+static void ack_after_start(cpr_job *job, struct in_state *in)
+{
+    if (in->ack_deferred && send_ack(job, in, NULL) < 0) {
+        /* nothing to do: the source died after the commit, the guest runs here alone */
+    }
 }
 
 /* Everything before the commit: a failure here is the source's to recover from. */
@@ -214,6 +241,7 @@ static int in_run(cpr_job *job, cpr_error **errp)
     if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
     cpr_trace_step(job->ctx, "started");
+    ack_after_start(job, in);
     if (in->pc) {
         /* Even when the start failed: the source alone holds the missing pages, so they are
          * fetched all the same, over main (still open), and a later `cont` finds them. */

@@ -22,6 +22,7 @@
 #include "channel/tls.h"
 #include "core/error.h"
 #include "format/stream.h"
+#include "handover/commit_signal.h"
 #include "migration/main_channel.h"
 #include "migration/main_tls.h"
 
@@ -36,6 +37,8 @@ void cpr_main_chan_init(struct cpr_main_chan *c, const struct cpr_chan_cancel *c
     c->is_file = 0;
     c->tls = NULL;
     c->keep_listener = 0;
+    c->commit_signal = -1;
+    c->committed_by_signal = 0;
 }
 
 /* The stream is open: note its fd and let cancel reach it when it is a socket. */
@@ -52,13 +55,15 @@ static void opened(struct cpr_main_chan *c)
         cpr_stream_set_cancel_fd(c->s, c->cancel.fd);
 }
 
-/* Back to unopened, keeping the cancel and TLS. */
+/* Back to unopened, keeping the cancel, TLS and the commit signal. */
 static void reset(struct cpr_main_chan *c)
 {
     struct cpr_chan_cancel cancel = c->cancel;
     struct cpr_chan_tls tls_cfg = c->tls_cfg;
+    int commit_signal = c->commit_signal;
     cpr_main_chan_init(c, &cancel);
     c->tls_cfg = tls_cfg;
+    c->commit_signal = commit_signal;
 }
 
 void cpr_main_chan_use_tls(struct cpr_main_chan *c, cpr_ctx *ctx, const char *creds, const char *hostname)
@@ -259,6 +264,13 @@ int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
     ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
     if (n == 1 && b == CPR_MAIN_ACK)
         return 0;
+    /* A destination that sets the signal acknowledges only after it started the guest: main
+     * ending before that is a destination that died after its commit. Read only now, after
+     * main's end, so no commit can come after the look. */
+    if (c->commit_signal >= 0 && cpr_commit_signal_is_set(c->commit_signal)) {
+        c->committed_by_signal = 1;
+        return 0;
+    }
     if (n == 1 && b == CPR_MAIN_NAK) {
         g_autofree char *why = read_nak_reason(c);
         return cpr_error_set(errp, -ECONNABORTED, "the destination failed before it committed "

@@ -39,6 +39,11 @@ struct cpr_main_chan {
     struct cpr_tls_session *tls; /* TLS on the socket (tls-creds), freed after the stream */
     int keep_listener; /* incoming: accept leaves l open, for the multifd channels */
     int peer_unadmitted; /* incoming: tls-authz refused the peer (told no more than that) */
+    /* Outgoing cpr-transfer: the commit signal the destination sets at its commit (a view,
+     * kept across connect and close; -1: none), and whether the acknowledgement's wait learnt
+     * of the commit from it alone (the destination died after its commit). */
+    int commit_signal;
+    int committed_by_signal;
 };
 
 /* An unopened channel that cancel reaches through `cancel` (copied). */
@@ -58,7 +63,8 @@ int cpr_main_chan_close(struct cpr_main_chan *c, cpr_error **errp);
 /* The acknowledgement: the source ends its half and waits for it, the destination sends it.
  * wait_ack fails to resume on a NAK, a clean end of stream or a reset of a UNIX socket; on
  * anything else (a network reset) it also sets *no_resume: the destination may have committed
- * and run the guest, so the source must not. */
+ * and run the guest, so the source must not. Whatever main says, a commit signal that is set
+ * means the destination committed: 0, as for the acknowledgement. */
 int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp);
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
 /* wait_ack without ending this side's half: postcopy goes on to serve pages on the socket. */

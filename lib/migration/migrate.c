@@ -69,6 +69,8 @@ struct cpr_mig {
     /* Incoming cpr channel read early (cpr_incoming_cpr_load), kept open until the incoming
      * job hangs it up; -1 when none. */
     int cpr_sock;
+    /* The commit signal that came with it (handover/commit_signal.h), or -1. */
+    int commit_signal;
 };
 
 static void stats_reset(struct cpr_mig *mig, cpr_mode mode, int incoming)
@@ -94,6 +96,8 @@ static void mig_free(void *p)
     g_free(mig->handed_over);
     if (mig->cpr_sock >= 0)
         close(mig->cpr_sock);
+    if (mig->commit_signal >= 0)
+        close(mig->commit_signal);
     cpr_mig_ram_free(mig->ram);
     g_mutex_clear(&mig->lock);
     g_cond_clear(&mig->cond);
@@ -126,6 +130,7 @@ static struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
     mig->cancel_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     mig->runstate_override = -1;
     mig->cpr_sock = -1;
+    mig->commit_signal = -1;
     mig->watched = g_array_new(FALSE, FALSE, sizeof(int));
     stats_reset(mig, CPR_MODE_NORMAL, 0);
     mig->info.status = CPR_MIGRATION_NONE;
@@ -561,6 +566,7 @@ static cpr_job *job_new(struct cpr_mig *mig, int incoming, unsigned int flags)
     cpr_params_snapshot(mig->ctx, &job->params);
     job->mode = job->params.mode;
     job->driver = job_driver(incoming, job->mode);
+    job->commit_signal = -1;
     return job;
 }
 
@@ -934,23 +940,28 @@ void cpr_mig_set_inmigrate(cpr_ctx *ctx)
     g_mutex_unlock(&mig->lock);
 }
 
-void cpr_mig_keep_cpr_socket(cpr_ctx *ctx, int sock)
+void cpr_mig_keep_cpr_socket(cpr_ctx *ctx, int sock, int commit_signal)
 {
     struct cpr_mig *mig = cpr_mig_get(ctx);
     g_mutex_lock(&mig->lock);
-    int old = mig->cpr_sock;
+    int old = mig->cpr_sock, old_signal = mig->commit_signal;
     mig->cpr_sock = sock;
+    mig->commit_signal = commit_signal;
     g_mutex_unlock(&mig->lock);
     if (old >= 0)
         close(old);
+    if (old_signal >= 0)
+        close(old_signal);
 }
 
-int cpr_mig_take_cpr_socket(cpr_ctx *ctx)
+int cpr_mig_take_cpr_socket(cpr_ctx *ctx, int *commit_signal)
 {
     struct cpr_mig *mig = cpr_mig_get(ctx);
     g_mutex_lock(&mig->lock);
     int sock = mig->cpr_sock;
+    *commit_signal = mig->commit_signal;
     mig->cpr_sock = -1;
+    mig->commit_signal = -1;
     g_mutex_unlock(&mig->lock);
     return sock;
 }

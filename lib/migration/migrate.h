@@ -44,6 +44,9 @@ typedef struct cpr_job {
     int ram_shared;
     /* Incoming: the destination has committed (the guest is now this side's). */
     int committed;
+    /* Outgoing cpr-transfer: the commit signal sent to the new process (a view, the driver
+     * owns it), which the acknowledgement's wait reads; -1 when none. */
+    int commit_signal;
     void *priv;               /* the driver's state across prepare, run and cleanup */
 } cpr_job;
 
@@ -128,10 +131,11 @@ int cpr_mig_ram_get(cpr_ctx *ctx, struct cpr_mig_ram **out, cpr_error **errp);
 int cpr_mig_cpr_in_check(cpr_ctx *ctx, cpr_error **errp);
 /* The VM waits for its incoming state: run state inmigrate until a job loads it. */
 void cpr_mig_set_inmigrate(cpr_ctx *ctx);
-/* Keeps the cpr channel's socket (owned from now on) until the incoming job takes it. */
-void cpr_mig_keep_cpr_socket(cpr_ctx *ctx, int sock);
-/* The kept socket (the caller owns it), or -1. */
-int cpr_mig_take_cpr_socket(cpr_ctx *ctx);
+/* Keeps the cpr channel's socket and the commit signal that came with it (-1: none), both
+ * owned from now on, until the incoming job takes them. */
+void cpr_mig_keep_cpr_socket(cpr_ctx *ctx, int sock, int commit_signal);
+/* The kept socket, or -1; *commit_signal the kept signal, or -1. The caller owns both. */
+int cpr_mig_take_cpr_socket(cpr_ctx *ctx, int *commit_signal);
 
 /* A consistent copy of the statistics with the times worked out (query.c renders it). */
 void cpr_mig_info_snapshot(cpr_ctx *ctx, cpr_migration_info *out);
@@ -158,7 +162,8 @@ extern const cpr_job_driver cpr_driver_cpr_transfer; /* cpr_modes.c */
 extern const cpr_job_driver cpr_driver_cpr_exec;     /* cpr_modes.c */
 extern const cpr_job_driver cpr_driver_incoming;     /* incoming.c */
 /* Incoming cpr-transfer's early step: listens on the cpr channel at path, waits for the old
- * process up to cpr-transfer-accept-timeout and receives its state; returns the open socket. */
-int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, cpr_error **errp);
+ * process up to cpr-transfer-accept-timeout and receives its state; returns the open socket,
+ * and in *commit_signal the commit signal that came with it (-1: none). */
+int cpr_migrate_in_cpr_channel(cpr_ctx *ctx, const char *path, int *commit_signal, cpr_error **errp);
 
 #endif

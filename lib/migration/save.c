@@ -284,9 +284,12 @@ static int finish_stream(struct save_run *r, struct cpr_main_chan *mc, cpr_error
     /* A file: is synced and renamed into place by the channel's close (every mode). */
     if (mc->is_socket && r->postcopy)
         return cpr_postcopy_serve(r->job, r->ram, mc, errp);
-    if (mc->is_socket)
-        return cpr_main_chan_wait_ack(mc, &r->job->no_resume, errp);
-    return 0;
+    if (!mc->is_socket)
+        return 0;
+    ret = cpr_main_chan_wait_ack(mc, &r->job->no_resume, errp);
+    if (ret == 0 && mc->committed_by_signal)
+        cpr_trace_step(r->job->ctx, "commit-signal-read");
+    return ret;
 }
 
 int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **errp)
@@ -296,6 +299,7 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     struct cpr_main_chan mc;
     cpr_main_chan_init(&mc, &cancel);
     cpr_main_chan_use_tls(&mc, job->ctx, job->params.tls_creds, job->params.tls_hostname);
+    mc.commit_signal = job->commit_signal;
     /* Before the channel opens: a refused block leaves no file and starts no command. */
     int ret = cpr_mig_ram_check(r.ram, job->mode, job->params.x_ignore_shared, errp);
     if (ret == 0)

@@ -144,6 +144,30 @@ def thawed_after_ack(old, new):
     return "old postmigrate; new thawed and runs, guest intact"
 
 
+def thawed_after_commit(old, new):
+    """cpr-transfer: new frozen in its start hook, past its commit (the commit signal set) and
+    before its acknowledgement: the old VMM waits, guest paused, neither completed nor resumed;
+    the new one, thawed, runs the guest and acknowledges, and the old one completes."""
+    time.sleep(0.3)
+    info = old.qmp("query-migrate")
+    check(info["status"] == "device", f"old waits for the acknowledgement while the new VMM is frozen ({info['status']})")
+    check(old.status() == "finish-migrate", f"old keeps the guest paused ({old.status()})")
+    new.proc.send_signal(signal.SIGCONT)
+    new.wait_status("running")
+    info = old.wait_migration()
+    check(info["status"] == "completed", "old: completed once the new VMM acknowledged")
+    check(old.status() == "postmigrate", "old stays in postmigrate")
+    check_after_switchover(new, old.guest()["heartbeat"], os.path.join(WD, "serial.log"))
+    return "old paused while new frozen, then postmigrate; new thawed and runs, guest intact"
+
+
+def old_read_commit_signal(old):
+    """The old VMM learnt of the commit from the commit signal, main having ended without the
+    acknowledgement."""
+    steps = [s["step"] for s in old.qmp("x-query-cpr-trace")["steps"]]
+    check("commit-signal-read" in steps, f"old: the commit signal told it the new VMM committed ({steps[-6:]})")
+
+
 def boot(name, args, **kw):
     vm = Vmm(BINARY, WD, name, args, **kw)
     wait_booted(vm)
@@ -217,7 +241,7 @@ def case_transfer_new_fault(phase, action, expect):
             fault_hit(new, phase)
             wait_frozen(new)
             if phase == "start":
-                return thawed_after_ack(old, new)
+                return thawed_after_commit(old, new)
             info = old.qmp("query-migrate")
             check(info["status"] not in ("completed", "failed"), f"old waits while the new VMM is frozen ({info['status']})")
             sigkill(new)
@@ -226,10 +250,11 @@ def case_transfer_new_fault(phase, action, expect):
             new.proc.wait(30)
         if phase == "start":
             info = old.wait_migration()
-            check(info["status"] == "completed", "old: completed (the new VMM acknowledged before dying)")
+            check(info["status"] == "completed", "old: completed (the new VMM committed before dying)")
+            old_read_commit_signal(old)
             time.sleep(0.3)
             check(old.status() == "postmigrate", "old stays in postmigrate: it never runs what the new VMM took over")
-            return "old postmigrate, not resumed; new dead (guest lost with it)"
+            return "old postmigrate (commit signal read), not resumed; new dead (guest lost with it)"
         out = old_resumed(old, hb)
         return f"{out}; {not_running(new)}"
     return run
@@ -913,8 +938,9 @@ CASES = {
         ("kill new after load, before the ack", RESUMES, case_transfer_new_fault("loaded", "kill", RESUMES)),
         ("kill new in its prepare hook, before the commit", RESUMES, case_transfer_new_fault("prepare", "kill", RESUMES)),
         ("new's prepare hook fails (before the commit); cont on old", RESUMES, case_transfer_prepare_fails()),
-        ("kill new after the ack, before run", "old postmigrate, never resumes", case_transfer_new_fault("start", "kill", "")),
-        ("SIGSTOP new after the ack, then SIGCONT", NEW_RUNS, case_transfer_new_fault("start", "stop", NEW_RUNS)),
+        ("kill new after its commit, before run", "old postmigrate, never resumes", case_transfer_new_fault("start", "kill", "")),
+        ("SIGSTOP new after its commit, then SIGCONT", "old waits paused; new runs, guest intact; old postmigrate",
+         case_transfer_new_fault("start", "stop", NEW_RUNS)),
         ("main channel refused", RESUMES, case_transfer_main_refused()),
         ("kill old in the middle of device state", REFUSED, case_transfer_old_dies("save-device")),
         ("kill old as it stops the guest", REFUSED, case_transfer_old_dies("save-stop")),

@@ -31,7 +31,7 @@ OLD_TRANSFER = ["migrate-start", "cpr-connected", "cpr-state-sent", "cpr-hangup-
                 "stop-requested", "vcpus-out", "stopped", "state-written", "main-closed", "migrate-end"]
 NEW_TRANSFER = ["image-main", "cpr-state-received", "ram-registered", "machine-created",
                 "devices-created", "main-listening", "cpr-hangup-sent", "main-accepted",
-                "state-loaded", "prepared", "committed", "vcpus-in"]
+                "state-loaded", "prepared", "committed", "started", "ack-sent"]
 OLD_EXEC = ["migrate-start", "exec-guard-started", "stop-requested", "vcpus-out", "stopped",
             "state-written", "main-closed", "exec"]
 OLD_REBOOT = ["migrate-requested", "teardown-held", "migrate-start", "stop-requested", "vcpus-out",
@@ -105,7 +105,12 @@ def test_transfer(binary, wd):
     check(o["stopped"] < n["state-loaded"] < n["prepared"] < o["main-closed"],
           "the new VMM loads the state written after the stop and is prepared before the old "
           "one closes main (it waits for the acknowledgement, sent after prepare)")
-    check(n["committed"] < n["vcpus-in"], "the guest runs in the new VMM after its commit")
+    # The commit signal: the new VMM commits by setting it, starts the guest, and only then
+    # acknowledges, so the old one's wake-up and completion are off the guest's pause.
+    check(n["started"] < o["main-closed"],
+          "the old VMM reads the acknowledgement only after the new one started the guest")
+    vcpus_in = [t for t, name, _ in n_trace if name == "vcpus-in"]
+    check(len(vcpus_in) == 1 and n["committed"] < vcpus_in[0], "the guest runs in the new VMM after its commit")
 
 
 def test_exec(binary, wd):

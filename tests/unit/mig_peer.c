@@ -6,8 +6,9 @@
  *   mig_peer src key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
  *                               bw= rate= pre-switchover=1 exec=COMMAND announce=1
  *   mig_peer dst key=value...   mode= main=URI cpr=PATH ram=PATH ramsize= ignore-shared=1
- *                               exec-dst=1 die=after-cpr|post-load fail=prepare|start
+ *                               exec-dst=1 die=after-cpr|post-load|in-start fail=prepare|start
  *                               autostart=1 (the library starts the guest: no CPR_INCOMING_PAUSED)
+ *                               old-peer=1 (drops cpr-transfer's commit signal, as 1.0/1.1 do)
  *
  * src with pre-switchover=1 prints "pre-switchover" when it gets there and continues after
  * reading a line on stdin; with announce=1 it prints "active" once the job left setup. dst prints "cpr-loaded" after the early cpr state. Exit status 0
@@ -21,6 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cpr/trace.h>
+
+#include "migration/migrate.h"
 #include "mig_vm.h"
 #include "proc_util.h"
 
@@ -86,6 +90,20 @@ static int alive(struct mig_vm *vm)
     return 0;
 }
 
+/* The trace's step names, oldest first, comma-separated. */
+static char *trace_names(cpr_ctx *ctx)
+{
+    GString *out = g_string_new("");
+    int n = cpr_trace_count(ctx, NULL);
+    for (int i = 0; i < n; i++) {
+        cpr_trace_step st;
+        cpr_trace_step_init(&st);
+        if (cpr_trace_get(ctx, (size_t)i, &st, NULL) == 0)
+            g_string_append_printf(out, "%s%s", out->len ? "," : "", st.name);
+    }
+    return g_string_free(out, FALSE);
+}
+
 static void report(struct mig_vm *vm, int ret, const char *extra)
 {
     cpr_migration_info i = { .size = sizeof(i) };
@@ -93,12 +111,13 @@ static void report(struct mig_vm *vm, int ret, const char *extra)
     g_autofree char *digest = vm->ram ? mig_vm_ram_digest(vm) : g_strdup("-");
     g_autofree char *log = mig_vm_log(vm);
     g_autofree char *err = cpr_migrate_error_desc(vm->ctx);
+    g_autofree char *trace = trace_names(vm->ctx);
     g_strdelimit(log, " ", ',');
     if (err)
         g_strdelimit(err, " =", '_');
     printf("result=%d total_ms=%lld downtime_ms=%lld setup_ms=%lld status=%s runstate=%s transferred=%llu normal=%llu duplicate=%llu passes=%llu "
            "cpr_fds=%llu digest=%s heartbeat=%llu corrupt=%llu post_loads=%d ino=%llu "
-           "reattached=%d %s log=%s error=%s\n",
+           "reattached=%d %s trace=%s log=%s error=%s\n",
            ret, (long long)i.total_time_ms, (long long)i.downtime_ms, (long long)i.setup_time_ms,
            cpr_migration_status_name(i.status), cpr_runstate_name(i.runstate),
            (unsigned long long)i.transferred, (unsigned long long)i.normal,
@@ -107,7 +126,7 @@ static void report(struct mig_vm *vm, int ret, const char *extra)
            (unsigned long long)__atomic_load_n(&vm->dev.heartbeat, __ATOMIC_RELAXED),
            (unsigned long long)(vm->ram ? mig_vm_corrupt_pages(vm) : 0), vm->post_loads,
            (unsigned long long)ino_of(vm->ram), vm->ram ? cpr_ram_block_reattached(vm->ram) : 0,
-           extra, log, err ? err : "-");
+           extra, trace[0] ? trace : "-", log, err ? err : "-");
     fflush(stdout);
 }
 
@@ -177,6 +196,14 @@ static int run_dst(void)
         printf("result=%d error=cpr-load:%s\n", mode, cpr_error_message(err));
         return 0;
     }
+    if (opt("old-peer")) {
+        /* A 1.0/1.1 destination closes the commit signal on arrival, as any unnamed fd. */
+        int signal = -1;
+        int sock = cpr_mig_take_cpr_socket(vm->ctx, &signal);
+        if (signal >= 0)
+            close(signal);
+        cpr_mig_keep_cpr_socket(vm->ctx, sock, -1);
+    }
     printf("cpr-loaded mode=%s\n", cpr_mode_name((cpr_mode)mode));
     fflush(stdout);
     if (g_strcmp0(opt("die"), "after-cpr") == 0)
@@ -186,6 +213,7 @@ static int run_dst(void)
     vm->die_in_post_load = g_strcmp0(opt("die"), "post-load") == 0;
     vm->fail_prepare = g_strcmp0(opt("fail"), "prepare") == 0 ? -EIO : 0;
     vm->fail_start = g_strcmp0(opt("fail"), "start") == 0 ? -EIO : 0;
+    vm->die_in_start = g_strcmp0(opt("die"), "in-start") == 0;
     int ret = cpr_incoming_start(vm->ctx, ch, opt("autostart") ? 0 : CPR_INCOMING_PAUSED, &err);
     cpr_error_free(err);
     cpr_channels_free(ch);

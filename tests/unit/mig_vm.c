@@ -105,6 +105,8 @@ static int hook_prepare(cpr_ctx *ctx, void *opaque, cpr_error **errp)
 static int hook_start(cpr_ctx *ctx, void *opaque)
 {
     struct mig_vm *vm = opaque;
+    if (vm->die_in_start)
+        raise(SIGKILL);
     if (vm->fail_start < 0) {
         log_add(vm, "vm", "start-failed");
         return vm->fail_start;

@@ -40,6 +40,7 @@ struct mig_vm {
     int die_in_post_load; /* post_load kills the process (a destination that dies before run) */
     int fail_prepare;     /* prepare hook (1.2) returns this when negative */
     int fail_start;       /* start hook returns this when negative */
+    int die_in_start;     /* start hook kills the process (a destination that dies after its commit) */
     GString *log;         /* "status:setup status:active notify:setup ..." */
     GMutex log_lock;
     cpr_section *dev_sec;

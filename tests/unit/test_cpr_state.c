@@ -114,6 +114,51 @@ START_TEST(test_state_refuses_modes_without_fds)
 }
 END_TEST
 
+/* sample()'s entries (slots 0-2) and cpr-transfer's commit signal at `slot`, encoded. */
+static GByteArray *with_commit_signal(cpr_mode mode, int slot)
+{
+    g_autoptr(cpr_state) st = cpr_state_new(mode, 0);
+    add(st, CPR_STATE_FD, "tap", 0, 0, 0);
+    add(st, CPR_STATE_FD, "tap", 1, 0, 1);
+    add(st, CPR_STATE_RAM, "pc.ram", 0, 1ull << 32, 2);
+    st->commit_slot = slot;
+    GByteArray *b = g_byte_array_new();
+    ck_assert_int_eq(cpr_state_encode(st, b, NULL), 0);
+    return b;
+}
+
+START_TEST(test_state_carries_the_commit_signal)
+{
+    g_autoptr(GByteArray) b = with_commit_signal(CPR_MODE_CPR_TRANSFER, 3);
+    g_autoptr(cpr_state) st = NULL;
+    ck_assert_int_eq(cpr_state_decode(b->data, b->len, 100, 4, 0, &st, NULL), 0);
+    ck_assert_int_eq(st->commit_slot, 3);
+    ck_assert_uint_eq(st->entries->len, 3);
+    /* A 1.0/1.1 state has none. */
+    g_autoptr(GByteArray) old = sample(CPR_MODE_CPR_TRANSFER);
+    g_autoptr(cpr_state) st_old = NULL;
+    ck_assert_int_eq(cpr_state_decode(old->data, old->len, 100, 3, 0, &st_old, NULL), 0);
+    ck_assert_int_eq(st_old->commit_slot, -1);
+}
+END_TEST
+
+START_TEST(test_state_refuses_a_commit_signal_it_cannot_use)
+{
+    cpr_state *st = NULL;
+    g_autoptr(GByteArray) beyond = with_commit_signal(CPR_MODE_CPR_TRANSFER, 3);
+    ck_assert_cpr_fails(cpr_state_decode(beyond->data, beyond->len, 100, 3, 0, &st, errp_), -EPROTO,
+                        "commit-signal names fd 3, but 3 fds arrived");
+    /* The signal's fd is nobody's: an entry that claims it is refused. */
+    g_autoptr(GByteArray) claimed = with_commit_signal(CPR_MODE_CPR_TRANSFER, 1);
+    ck_assert_cpr_fails(cpr_state_decode(claimed->data, claimed->len, 100, 4, 0, &st, errp_), -EPROTO,
+                        "fd 'tap' id 1 reuses fd 1");
+    g_autoptr(GByteArray) exec = with_commit_signal(CPR_MODE_CPR_EXEC, 3);
+    ck_assert_cpr_fails(cpr_state_decode(exec->data, exec->len, 100, 0, 1, &st, errp_), -EPROTO,
+                        "(cpr-exec has none)");
+    ck_assert_ptr_null(st);
+}
+END_TEST
+
 /* The type each entry carries is the one its fd had when the VMM saved it: sending costs no
  * fstat per fd. An fd number reused behind the registry's back is then caught by the
  * receiver's check instead of passing another file under the saved name. */
@@ -190,6 +235,8 @@ static Suite *cpr_state_suite(void)
     tcase_add_test(tc, test_state_refuses_slots_beyond_the_fds_that_arrived);
     tcase_add_test(tc, test_state_refuses_duplicates);
     tcase_add_test(tc, test_state_refuses_modes_without_fds);
+    tcase_add_test(tc, test_state_carries_the_commit_signal);
+    tcase_add_test(tc, test_state_refuses_a_commit_signal_it_cannot_use);
     tcase_add_test(tc, test_collect_sends_the_type_each_fd_had_when_saved);
     tcase_add_test(tc, test_collect_names_an_fd_that_was_not_open_when_saved);
     suite_add_tcase(s, tc);

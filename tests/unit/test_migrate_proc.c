@@ -261,6 +261,19 @@ static struct peer transfer_dst(const char *main_, const char *cpr, const char *
     return d;
 }
 
+/* The destination's steps came in `order` (its acknowledgement among them), the source
+ * completed on that acknowledgement (not on the commit signal alone), and the guest runs. */
+static void assert_acknowledged_then_runs(struct peer *d, struct peer *s, GHashTable *sr, GHashTable *dr,
+                                          const char *order)
+{
+    assert_in_order(get(dr, "trace"), order);
+    ck_assert_ptr_null(strstr(get(sr, "trace"), "commit-signal-read"));
+    g_autoptr(GHashTable) run = expect(d, "alive");
+    ck_assert_int_eq(num(run, "alive"), 1);
+    ck_assert_int_eq(finish(s), 0);
+    ck_assert_int_eq(finish(d), 0);
+}
+
 START_TEST(test_cpr_transfer_between_processes_shares_the_memfd)
 {
     g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
@@ -285,10 +298,58 @@ START_TEST(test_cpr_transfer_between_processes_shares_the_memfd)
     ck_assert_str_eq(get(sr, "digest"), get(dr, "digest"));
     ck_assert_int_eq(num(sr, "heartbeat"), num(dr, "heartbeat"));
     ck_assert_int_eq(num(dr, "corrupt"), 0);
-    g_autoptr(GHashTable) run = expect(&d, "alive");
-    ck_assert_int_eq(num(run, "alive"), 1);
+    /* The commit signal: committed, then the guest's start, then the acknowledgement. */
+    assert_acknowledged_then_runs(&d, &s, sr, dr, "state-loaded,prepared,committed,started,ack-sent");
+}
+END_TEST
+
+/* The source past its point of no return: completed, postmigrate, its guest never resumed. */
+static void assert_source_gave_up_guest(GHashTable *sr)
+{
+    ck_assert_int_eq(num(sr, "result"), 0);
+    ck_assert_str_eq(get(sr, "status"), "completed");
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_ptr_null(strstr(get(sr, "log"), "vm:start"));
+}
+
+/* A cpr-transfer whose destination (dst_opt, e.g. "die=in-start") starts the guest itself. */
+static void autostart_transfer(const char *dst_opt, struct peer *d, struct peer *s)
+{
+    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
+    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
+    *d = spawn("dst", main_, cpr, dst_opt, "autostart=1", NULL);
+    wait_path("cpr.sock");
+    *s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+}
+
+START_TEST(test_cpr_transfer_destination_without_commit_signal)
+{
+    /* A destination that drops the commit signal, as 1.0 and 1.1 do: it acknowledges at its
+     * commit, before the start, and the source completes on that as before. */
+    struct peer d, s;
+    autostart_transfer("old-peer=1", &d, &s);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    g_autoptr(GHashTable) dr = expect(&d, "result");
+    ck_assert_int_eq(num(sr, "result"), 0);
+    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    ck_assert_int_eq(num(dr, "result"), 0);
+    ck_assert_int_eq(num(dr, "post_loads"), 1);
+    assert_acknowledged_then_runs(&d, &s, sr, dr, "prepared,ack-sent,committed,started");
+}
+END_TEST
+
+START_TEST(test_cpr_transfer_destination_dies_after_commit)
+{
+    /* The destination committed (its signal set) and dies in its start hook, before its
+     * acknowledgement: its guest may have run on the shared RAM, so the source must not
+     * resume. It reads the signal when main ends, and completes as on the acknowledgement. */
+    struct peer d, s;
+    autostart_transfer("die=in-start", &d, &s);
+    g_autoptr(GHashTable) sr = expect(&s, "result");
+    assert_source_gave_up_guest(sr);
+    assert_in_order(get(sr, "trace"), "state-written,commit-signal-read,main-closed");
     ck_assert_int_eq(finish(&s), 0);
-    ck_assert_int_eq(finish(&d), 0);
+    ck_assert_int_eq(finish(&d), 128 + SIGKILL);
 }
 END_TEST
 
@@ -380,18 +441,12 @@ START_TEST(test_start_failure_after_commit_never_resumes_source)
 {
     /* Past the commit the guest is the destination's: a start hook that fails there is
      * reported on the destination (paused, not inmigrate) and the source stays postmigrate. */
-    g_autofree char *main_ = arg("main", "unix:%s/main.sock", dir);
-    g_autofree char *cpr = arg("cpr", "%s/cpr.sock", dir);
-    struct peer d = spawn("dst", main_, cpr, "fail=start", "autostart=1", NULL);
-    wait_path("cpr.sock");
-    struct peer s = spawn("src", "mode=cpr-transfer", main_, cpr, NULL);
+    struct peer d, s;
+    autostart_transfer("fail=start", &d, &s);
     g_autoptr(GHashTable) sr = expect(&s, "result");
     g_autoptr(GHashTable) dr = expect(&d, "result");
-    ck_assert_int_eq(num(sr, "result"), 0);
-    ck_assert_str_eq(get(sr, "status"), "completed");
-    ck_assert_str_eq(get(sr, "runstate"), "postmigrate");
+    assert_source_gave_up_guest(sr);
     ck_assert_int_eq(num(sr, "alive"), 0);
-    ck_assert_ptr_null(strstr(get(sr, "log"), "vm:start"));
     ck_assert_int_lt(num(dr, "result"), 0);
     ck_assert_str_eq(get(dr, "status"), "failed");
     ck_assert_str_eq(get(dr, "runstate"), "paused");
@@ -520,6 +575,8 @@ static Suite *migrate_proc_suite(void)
     tcase_add_test(tc, test_normal_live_migration_between_processes);
     tcase_add_test(tc, test_cpr_reboot_between_processes_keeps_ram_in_its_file);
     tcase_add_test(tc, test_cpr_transfer_between_processes_shares_the_memfd);
+    tcase_add_test(tc, test_cpr_transfer_destination_without_commit_signal);
+    tcase_add_test(tc, test_cpr_transfer_destination_dies_after_commit);
     tcase_add_test(tc, test_cpr_transfer_new_process_dies_before_hangup);
     tcase_add_test(tc, test_destination_dies_after_load_before_run);
     tcase_add_test(tc, test_cpr_transfer_prepare_fails_source_resumes);

@@ -462,8 +462,8 @@ END_TEST
 static void main_pair(struct cpr_main_chan *src, struct cpr_main_chan *dst, int sv[2])
 {
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    *src = (struct cpr_main_chan){ .fd = sv[0], .is_socket = 1 };
-    *dst = (struct cpr_main_chan){ .fd = sv[1], .is_socket = 1 };
+    *src = (struct cpr_main_chan){ .fd = sv[0], .is_socket = 1, .commit_signal = -1 };
+    *dst = (struct cpr_main_chan){ .fd = sv[1], .is_socket = 1, .commit_signal = -1 };
 }
 
 /* With acknowledgements asked for, the destination acknowledges each pass once applied, the

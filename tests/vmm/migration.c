@@ -73,6 +73,10 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
         vmm_log_cpr("start", cerr);
         return r;
     }
+    /* Back to the library once a vCPU is on its way in: its acknowledgement, sent after this
+     * hook in cpr-transfer, then wakes the old VMM after the guest runs, not before. */
+    if (v->machine)
+        vmm_machine_wait_entered(v->machine, 5000000);
     vmm_pause_resumed(v);
     return 0;
 }

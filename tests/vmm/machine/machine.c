@@ -383,6 +383,21 @@ int vmm_machine_resume(vmm_machine *m, cpr_error **errp)
     return rc;
 }
 
+int vmm_machine_wait_entered(vmm_machine *m, uint64_t max_ns)
+{
+    uint64_t until = vmm_now_ns() + max_ns;
+    for (;;) {
+        pthread_mutex_lock(&m->lock);
+        int taken = !m->run_report, ndead = 0;
+        for (uint32_t i = 0; i < m->cfg.nvcpus; i++)
+            ndead += m->vcpus[i].dead;
+        pthread_mutex_unlock(&m->lock);
+        if (taken || ndead == (int)m->cfg.nvcpus || vmm_now_ns() >= until)
+            return taken;
+        spin_round(); /* a vCPU queued on this core runs now */
+    }
+}
+
 uint32_t vmm_machine_guest_version(const vmm_machine *m)
 {
     return __atomic_load_n(&m->guest_version, __ATOMIC_ACQUIRE); /* stats readers: any thread */

@@ -216,6 +216,14 @@ int vmm_machine_check_resume(vmm_machine *m, cpr_error **errp);
  */
 int vmm_machine_resume(vmm_machine *m, cpr_error **errp);
 
+/*
+ * After vmm_machine_resume(): waits, yielding the CPU, until a vCPU has taken the resume (it is
+ * about to enter the guest), every vCPU died, or max_ns passed. Returns 1 when a vCPU took it.
+ * A migration's start hook calls it so that what follows the start (the acknowledgement that
+ * wakes the old VMM) does not take a core from the vCPU on its way back in.
+ */
+int vmm_machine_wait_entered(vmm_machine *m, uint64_t max_ns);
+
 /* The guest's mailbox version (once booted or restored and checked by a resume), else 0.
  * Any thread. */
 uint32_t vmm_machine_guest_version(const vmm_machine *m);
