@@ -343,8 +343,8 @@ static int take_commit_signal(const cpr_state *st, const GArray *fds, int *commi
         return 0;
     int fd = g_array_index(fds, int, st->commit_slot);
     int ret = cpr_commit_signal_check(fd, errp);
-    if (ret < 0)
-        return ret;
+    if (ret != 0) /* not an eventfd: refused; cannot tell: commit by the acknowledgement, as 1.1 */
+        return ret < 0 ? ret : 0;
     *commit_signal = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (*commit_signal < 0)
         return cpr_error_set_errno(errp, -errno, "cpr channel: cannot keep the commit signal");

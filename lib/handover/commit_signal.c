@@ -27,10 +27,12 @@ int cpr_commit_signal_check(int fd, cpr_error **errp)
     ssize_t n = readlink(path, target, sizeof(target) - 1);
     if (n > 0)
         target[n] = '\0';
-    if (n > 0 && !strcmp(target, "anon_inode:[eventfd]"))
+    if (n <= 0)
+        return 1; /* a /proc this process cannot read: it cannot tell */
+    if (!strcmp(target, "anon_inode:[eventfd]"))
         return 0;
     return cpr_error_set(errp, -EPROTO, "cpr channel: the commit signal the old process sent (fd %d) "
-                         "is not an eventfd but %s", fd, n > 0 ? target : "unreadable");
+                         "is not an eventfd but %s", fd, target);
 }
 
 int cpr_commit_signal_set(int fd, cpr_error **errp)

@@ -13,7 +13,8 @@
 
 /* Old process: a new, unset signal (close-on-exec, non-blocking), or a negative errno. */
 int cpr_commit_signal_new(cpr_error **errp);
-/* New process: 0 when fd is an eventfd, else -EPROTO naming it. */
+/* New process: 0 when fd is an eventfd, 1 when this process cannot tell (its /proc is not
+ * readable: the signal is then not used), else -EPROTO naming what fd is. */
 int cpr_commit_signal_check(int fd, cpr_error **errp);
 /* New process, at its commit: sets the signal. 0, or a negative errno. */
 int cpr_commit_signal_set(int fd, cpr_error **errp);

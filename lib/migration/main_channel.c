@@ -254,12 +254,45 @@ int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_err
                                "acknowledgement of a pass");
 }
 
+/* Waits for main to have something (0), or, with a commit signal, for the signal and then
+ * CPR_COMMIT_ACK_GRACE_US without a byte on main (1): the destination committed and has not
+ * acknowledged; its start hook may wait on this side's completion, so waiting on would hold
+ * both sides paused. */
+static int wait_ack_or_commit(struct cpr_main_chan *c, cpr_error **errp)
+{
+    if (c->commit_signal < 0) {
+        cpr_io_wait w = cpr_io_wait_make(-1, -1);
+        int ret = cpr_io_wait_fd(&w, c->fd, POLLIN, "main channel: waiting for the destination's acknowledgement",
+                                 errp);
+        return ret < 0 ? ret : 0;
+    }
+    struct pollfd p[2] = { { .fd = c->fd, .events = POLLIN }, { .fd = c->commit_signal, .events = POLLIN } };
+    int64_t grace_end = -1;
+    for (;;) {
+        int timeout = grace_end < 0 ? -1 : (int)MAX((grace_end - g_get_monotonic_time() + 999) / 1000, 0);
+        int n = poll(p, grace_end < 0 ? 2 : 1, timeout);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return cpr_error_set_errno(errp, -errno, "main channel: waiting for the destination's acknowledgement");
+        if (p[0].revents)
+            return 0;
+        if (grace_end >= 0 && n == 0)
+            return 1;
+        if (grace_end < 0 && p[1].revents)
+            grace_end = g_get_monotonic_time() + CPR_COMMIT_ACK_GRACE_US;
+    }
+}
+
 int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp)
 {
-    cpr_io_wait w = cpr_io_wait_make(-1, -1);
-    int ret = cpr_io_wait_fd(&w, c->fd, POLLIN, "main channel: waiting for the destination's acknowledgement", errp);
+    int ret = wait_ack_or_commit(c, errp);
     if (ret < 0)
         return ret;
+    if (ret == 1) {
+        c->committed_by_signal = 1;
+        return 0;
+    }
     uint8_t b = 0;
     ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
     if (n == 1 && b == CPR_MAIN_ACK)

@@ -15,6 +15,9 @@
 /* After the NAK, a 1.2 destination says why: a u16 LE length (1..this) and that many bytes of
  * UTF-8 text (docs/migration.md). */
 #define CPR_MAIN_NAK_REASON_MAX 1024
+/* cpr-transfer with the commit signal: how long the source waits for the acknowledgement once
+ * the signal is set before it completes on the signal alone. */
+#define CPR_COMMIT_ACK_GRACE_US (1000 * 1000)
 /* How long a failing destination reads what the source still sends before it closes. */
 #define CPR_MAIN_DRAIN_US (1000 * 1000)
 
