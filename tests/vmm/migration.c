@@ -397,34 +397,30 @@ static int args_channels(json_object *args, cpr_channels **out, mon_error *err)
     return mon_fail(err, "GenericError", "One of 'uri' or 'channels' is required");
 }
 
-/* resume=true: a postcopy paused by a link cut carries on over a new connection. */
-static int migrate_resume(vmm *v, json_object *args, mon_error *err)
+/* Postcopy recovery: `migrate` resume=true (the source) or migrate-recover (the destination)
+ * on the "uri" of args. */
+static int postcopy_recovery(vmm *v, json_object *args, const char *cmd,
+                             int (*fn)(cpr_ctx *, const char *, cpr_error **), mon_error *err)
 {
     json_object *uri = json_object_object_get(args, "uri");
     if (!uri || !json_object_is_type(uri, json_type_string))
-        return mon_fail(err, "GenericError", "migrate resume=true takes a 'uri'");
+        return mon_fail(err, "GenericError", "%s takes a 'uri'", cmd);
     cpr_error *cerr = NULL;
-    if (cpr_migrate_resume(v->ctx, json_object_get_string(uri), &cerr) < 0)
+    if (fn(v->ctx, json_object_get_string(uri), &cerr) < 0)
         return mon_fail_cpr(err, cerr);
     return 0;
 }
 
 int vmm_mig_recover(vmm *v, json_object *args, mon_error *err)
 {
-    json_object *uri = json_object_object_get(args, "uri");
-    if (!uri || !json_object_is_type(uri, json_type_string))
-        return mon_fail(err, "GenericError", "migrate-recover takes a 'uri'");
-    cpr_error *cerr = NULL;
-    if (cpr_migrate_recover(v->ctx, json_object_get_string(uri), &cerr) < 0)
-        return mon_fail_cpr(err, cerr);
-    return 0;
+    return postcopy_recovery(v, args, "migrate-recover", cpr_migrate_recover, err);
 }
 
 int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err)
 {
     vmm_mig *m = v->mig;
     if (json_object_get_boolean(json_object_object_get(args, "resume")))
-        return migrate_resume(v, args, err);
+        return postcopy_recovery(v, args, "migrate resume=true", cpr_migrate_resume, err);
     /* Before anything of a running job is touched (its teardown helper, out_active). */
     if (m->out_active)
         return mon_fail(err, "GenericError", "There's a migration process in progress");
