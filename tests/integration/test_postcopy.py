@@ -136,8 +136,10 @@ def switched(old, new, sock):
 
 
 def paused(vm, who):
-    info = wait_until(lambda: (i := vm.qmp("query-migrate"))["status"] == "postcopy-paused" and i, 60,
-                      f"{who} in postcopy-paused")
+    # The VMM says so at once, as QEMU's MIGRATION event (read off the socket, not polled).
+    vm.monitor.wait_event("MIGRATION", lambda e: e["data"]["status"] == "postcopy-paused", 60)
+    info = vm.qmp("query-migrate")
+    check(info["status"] == "postcopy-paused", f"{who} in postcopy-paused ({info['status']})")
     log(f"{who} paused: {info.get('error-desc', '')}")
     return info
 

@@ -190,6 +190,10 @@ static void on_status(cpr_ctx *ctx, int status, void *opaque)
     c->v = v;
     c->status = status;
     c->when = g_get_real_time();
+    /* A paused postcopy has no switchover left to speed up, and its operator must hear of it
+     * (the MIGRATION event) and be able to act at once. */
+    if (status == CPR_MIGRATION_POSTCOPY_PAUSED)
+        release_main(v);
     vmm_call_main(v, status_on_main, c);
     if (status_final(status))
         release_main(v);
