@@ -179,6 +179,14 @@ def test_source_killed(binary, wd):
     paused(new, "destination")
     g = new.guest()
     check(g["corruptions"] == 0, "paused: the guest read no page that did not arrive")
+    # Listening for a source that never comes: a second listener is refused, the cancel ends
+    # the wait.
+    new.qmp("migrate-recover", uri=f"unix:{os.path.join(wd, 'recover.sock')}")
+    try:
+        new.qmp("migrate-recover", uri=f"unix:{os.path.join(wd, 'recover2.sock')}")
+        check(False, "a second migrate-recover is refused")
+    except Exception as e:  # noqa: BLE001 - the refusal is what is checked
+        check("under way" in str(e), f"a second migrate-recover is refused: {e}")
     new.qmp("migrate_cancel")  # the operator gives up: the source is known dead
     nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "failed" and i, 60,
                      "destination: postcopy failed")
