@@ -96,7 +96,9 @@ struct cpr_pc_server {
 };
 
 /* Serves requests, urgent ones first, until DONE (0) or a failure (the error names it: a bad
- * message, the destination gone). `requests` counts the requests whose answer started. */
+ * message, the destination gone). `requests` counts the requests whose answer started;
+ * `pages` the pages sent (both go on across calls: a recovery serves again with the same sv,
+ * on a new fd); max_bandwidth counts from this call's start. */
 int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp);
 
 /* ---- the destination's client: any number of threads fetch over the one socket ---- */

@@ -185,12 +185,13 @@ static int serve_piece(struct cpr_pc_server *sv, const struct cpr_pc_msg *req, u
     return ret;
 }
 
-/* Under max-postcopy-bandwidth: sleeps until the pages sent so far are due. */
-static void throttle(const struct cpr_pc_server *sv, int64_t start_us)
+/* Under max-postcopy-bandwidth: sleeps until the pages sent since start (when `base` had been
+ * sent before: a connection of a recovery) are due. */
+static void throttle(const struct cpr_pc_server *sv, int64_t start_us, uint64_t base)
 {
     if (!sv->max_bandwidth)
         return;
-    uint64_t bytes = __atomic_load_n(&sv->pages, __ATOMIC_RELAXED) * CPR_PC_PAGE;
+    uint64_t bytes = (__atomic_load_n(&sv->pages, __ATOMIC_RELAXED) - base) * CPR_PC_PAGE;
     int64_t due_us = start_us + (int64_t)(bytes * G_USEC_PER_SEC / sv->max_bandwidth);
     int64_t ahead_us = due_us - g_get_monotonic_time();
     if (ahead_us > 0)
@@ -304,12 +305,13 @@ static int serve_next(struct cpr_pc_server *sv, struct pc_inbox *in, cpr_error *
 int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp)
 {
     int64_t start_us = g_get_monotonic_time();
+    uint64_t base = __atomic_load_n(&sv->pages, __ATOMIC_RELAXED);
     struct pc_inbox *in = g_new0(struct pc_inbox, 1);
     int ret;
     while ((ret = inbox_fill(sv, in, errp)) == 0 && queued(in)) {
         if ((ret = serve_next(sv, in, errp)) < 0)
             break;
-        throttle(sv, start_us);
+        throttle(sv, start_us, base);
     }
     g_free(in);
     return ret;

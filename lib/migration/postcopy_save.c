@@ -53,8 +53,8 @@ static int reconnect(const cpr_addr *a, const struct cpr_pc_server *sv, int *out
 }
 
 /* The link failed with *errp: postcopy-paused until a connection to the same destination is
- * made again (0: serve on *fd, the one before closed) or the operator gives up (the link's
- * failure, in *errp). */
+ * made again (0: serve on *fd, the one before closed) or the operator gives up (the last
+ * failure, the cut's or a reconnection's, in *errp). */
 static int pause_until_resumed(cpr_job *job, struct cpr_pc_server *sv, int *fd, cpr_error **errp)
 {
     shutdown(sv->rfd, SHUT_RDWR); /* this connection is over, whatever the peer still does */
@@ -81,10 +81,9 @@ static int pause_until_resumed(cpr_job *job, struct cpr_pc_server *sv, int *fd, 
         cpr_error_free(why);
         why = err;
     }
-    if (errp && why)
-        cpr_error_propagate(errp, why);
-    else
-        cpr_error_free(why);
+    if (why)
+        code = cpr_error_code(why); /* the last failure: the cut, or the last reconnection's */
+    cpr_error_propagate(errp, why);
     return code;
 }
 
