@@ -251,8 +251,8 @@ CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp);
  * vCPUs' faults and the background fill ask again for every page still missing. The listener
  * is gone once a connection was accepted, or the job ends.
  * Errors (nothing changes): -EINVAL (ctx or uri NULL, a transport other than unix/tcp, no
- * incoming job in postcopy-paused), -EBUSY (an earlier call's listener is still in use: its
- * connection is being checked), the listener's
+ * incoming job in postcopy-paused), -EBUSY (an earlier call's listener still waits for the
+ * source or checks its connection: one listener at a time), the listener's
  * (bind: naming the address). Any thread but the library's callbacks.
  */
 CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp);
