@@ -126,10 +126,17 @@ typedef enum cpr_migration_status {
     /* Since 1.2 (capability postcopy-ram): the guest runs at the destination, which fetches
      * the pages it still misses from the source. */
     CPR_MIGRATION_POSTCOPY_ACTIVE = 9,
+    /* Since 1.2: postcopy's link was cut after the switch (either side: neither can tell a
+     * cut from the other side's death). Nothing is lost: the source keeps every page it has
+     * not sent and its guest stopped; the destination's vCPUs that touch a missing page stay
+     * blocked. Ends by cpr_migrate_recover() at the destination and cpr_migrate_resume() at
+     * the source (back to postcopy-active), or by cpr_migrate_cancel() (failed). query's
+     * error-desc says why it paused. */
+    CPR_MIGRATION_POSTCOPY_PAUSED = 10,
 } cpr_migration_status;
 
 /* "none", "setup", "active", "device", "completed", "failed", "cancelling", "cancelled",
- * "pre-switchover", "postcopy-active"; NULL when out of range. A static
+ * "pre-switchover", "postcopy-active", "postcopy-paused"; NULL when out of range. A static
  * string. */
 CPR_API const char *cpr_migration_status_name(int status);
 
@@ -193,7 +200,9 @@ CPR_API int cpr_migrate_uri(cpr_ctx *ctx, const char *uri, unsigned int flags, c
  * Cancels the running job (QMP migrate_cancel): status cancelling, then cancelled once the
  * job has undone what it did (the guest runs again if it ran before). Blocking transfers are
  * interrupted. Past a mode's point of no return the job completes instead. Returns 0, also
- * when no job runs (as QEMU does).
+ * when no job runs (as QEMU does). Since 1.2, on a job in postcopy-paused it gives the
+ * recovery up: the job ends failed as if the other side had died (the source keeps its guest
+ * stopped; at the destination the guest is lost and its vCPUs on missing pages stay blocked).
  */
 CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp);
 
@@ -232,6 +241,35 @@ CPR_API int cpr_migrate_continue(cpr_ctx *ctx, cpr_error **errp);
  * Any thread.
  */
 CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp);
+
+/*
+ * Since 1.2, postcopy recovery, the destination's half (QMP migrate-recover): listens on `uri`
+ * (unix: or tcp:) before it returns, for the source of the incoming job that is in
+ * postcopy-paused; the job accepts one connection there, which must come from that same
+ * source (its first message names its RAM block table; another is closed, the job stays
+ * paused and a new cpr_migrate_recover() is needed), and goes back to postcopy-active: the
+ * vCPUs' faults and the background fill ask again for every page still missing. The listener
+ * is gone once a connection was accepted, or the job ends.
+ * Errors (nothing changes): -EINVAL (ctx or uri NULL, a transport other than unix/tcp, no
+ * incoming job in postcopy-paused), -EBUSY (an earlier call's listener still waits for the
+ * source or checks its connection: one listener at a time), the listener's
+ * (bind: naming the address). Any thread but the library's callbacks.
+ */
+CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp);
+
+/*
+ * Since 1.2, postcopy recovery, the source's half (QMP `migrate` with resume=true, HMP
+ * `migrate -r`): the outgoing job in postcopy-paused connects to `uri` (unix: or tcp:; where
+ * the destination's cpr_migrate_recover() listens), says which migration it is, goes back to
+ * postcopy-active and serves the pages asked again. Returns once the job has the address; a
+ * connection that fails leaves the job in postcopy-paused (error-desc says why): call again.
+ * Only the same destination process can take the guest back: a new one has no paused job to
+ * recover. Errors (nothing changes): -EINVAL (ctx or uri NULL, a transport other than
+ * unix/tcp, no outgoing job in postcopy-paused), -EBUSY (an earlier call's connection is
+ * still under way).
+ * Any thread but the library's callbacks.
+ */
+CPR_API int cpr_migrate_resume(cpr_ctx *ctx, const char *uri, cpr_error **errp);
 
 /*
  * Waits for the current or last job (outgoing or incoming) to end and returns its result: 0

@@ -53,6 +53,12 @@ struct cpr_mig {
     int cancel_requested;
     int continue_requested;
     int postcopy_requested; /* cpr_migrate_start_postcopy() on the current job */
+    /* Postcopy recovery: where the paused job meets its peer again (a cpr_listener * when
+     * incoming, a cpr_addr * when outgoing) until it takes it; busy from that call until the
+     * job pauses again or ends; give_up: a cancel in postcopy-paused. */
+    void *resume_arg;
+    int resume_busy;
+    int postcopy_give_up;
     int past_no_return;
     /* Sticky: the guest went to another process with its RAM (cpr-transfer completed, ...).
      * No later job or reset clears it: this context never migrates or resumes it again. */
@@ -151,10 +157,19 @@ CPR_API const char *cpr_migration_status_name(int status)
         [CPR_MIGRATION_CANCELLED] = "cancelled",
         [CPR_MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
         [CPR_MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
+        [CPR_MIGRATION_POSTCOPY_PAUSED] = "postcopy-paused",
     };
     if (status < 0 || (size_t)status >= G_N_ELEMENTS(names))
         return NULL;
     return names[status];
+}
+
+static void resume_arg_free(int incoming, void *arg)
+{
+    if (incoming)
+        cpr_listener_free(arg);
+    else
+        cpr_addr_free(arg);
 }
 
 CPR_API const char *cpr_runstate_name(int runstate)
@@ -465,6 +480,120 @@ CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp)
                          "active (status %s)", cpr_migration_status_name(status));
 }
 
+int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg)
+{
+    struct cpr_mig *mig = job->mig;
+    *arg = NULL;
+    g_rec_mutex_lock(&mig->status_lock);
+    g_mutex_lock(&mig->lock);
+    int changed = mig->info.status != CPR_MIGRATION_POSTCOPY_PAUSED;
+    mig->info.status = CPR_MIGRATION_POSTCOPY_PAUSED;
+    mig->resume_busy = 0; /* an earlier attempt ended */
+    cpr_error_free(mig->error);
+    mig->error = NULL;
+    if (why)
+        cpr_error_set(&mig->error, cpr_error_code(why), "%s", cpr_error_message(why));
+    g_mutex_unlock(&mig->lock);
+    if (changed)
+        status_changed(mig, CPR_MIGRATION_POSTCOPY_PAUSED);
+    g_rec_mutex_unlock(&mig->status_lock);
+
+    g_mutex_lock(&mig->lock);
+    while (!mig->resume_arg && !mig->postcopy_give_up)
+        g_cond_wait(&mig->cond, &mig->lock);
+    int gave_up = mig->postcopy_give_up;
+    void *a = mig->resume_arg;
+    mig->resume_arg = NULL;
+    if (!gave_up) {
+        cpr_error_free(mig->error);
+        mig->error = NULL;
+    }
+    g_mutex_unlock(&mig->lock);
+    if (gave_up) {
+        resume_arg_free(job->incoming, a);
+        return -ECANCELED;
+    }
+    *arg = a;
+    return 0;
+}
+
+/* Hands a paused job of this direction where to meet its peer again (takes arg). */
+static int post_resume(cpr_ctx *ctx, int incoming, void *arg, const char *what, cpr_error **errp)
+{
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    cpr_job *job = mig->job_running ? mig->job : NULL;
+    int st = mig->info.status;
+    int paused = job && job->incoming == incoming && st == CPR_MIGRATION_POSTCOPY_PAUSED &&
+                 !mig->postcopy_give_up;
+    int busy = paused && (mig->resume_busy || mig->resume_arg);
+    if (paused && !busy) {
+        mig->resume_arg = arg;
+        mig->resume_busy = 1;
+        g_cond_broadcast(&mig->cond);
+    }
+    g_mutex_unlock(&mig->lock);
+    if (paused && !busy)
+        return 0;
+    resume_arg_free(incoming, arg);
+    if (busy)
+        return cpr_error_set(errp, -EBUSY, "%s: an earlier one is still under way", what);
+    return cpr_error_set(errp, -EINVAL, "%s: no %s migration in status postcopy-paused (status %s)",
+                         what, incoming ? "incoming" : "outgoing", cpr_migration_status_name(st));
+}
+
+/* The address of a recovery: unix or tcp only (the return path needs a socket). */
+static int resume_addr(const char *uri, const char *what, cpr_addr **out, cpr_error **errp)
+{
+    if (!uri)
+        return cpr_error_set(errp, -EINVAL, "%s: uri is NULL", what);
+    int ret = cpr_addr_parse_uri(uri, out, errp);
+    if (ret < 0)
+        return ret;
+    cpr_transport t = cpr_addr_transport(*out);
+    if (t != CPR_TRANSPORT_UNIX && t != CPR_TRANSPORT_TCP) {
+        cpr_addr_free(*out);
+        *out = NULL;
+        return cpr_error_set(errp, -EINVAL, "%s: '%s' is not a unix: or tcp: address", what, uri);
+    }
+    return 0;
+}
+
+CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_recover: ctx is NULL");
+    cpr_addr *a;
+    int ret = resume_addr(uri, "migrate-recover", &a, errp);
+    if (ret < 0)
+        return ret;
+    /* Checked first, so that a refused call does not replace a socket file. */
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int ok = mig->job_running && mig->job && mig->job->incoming &&
+             mig->info.status == CPR_MIGRATION_POSTCOPY_PAUSED && !mig->resume_busy;
+    g_mutex_unlock(&mig->lock);
+    cpr_listener *l = NULL;
+    if (ok && (ret = cpr_listener_new(a, CPR_LISTEN_SAME_UID, &l, errp)) < 0) {
+        cpr_addr_free(a);
+        cpr_error_prefix(errp, "migrate-recover");
+        return ret;
+    }
+    cpr_addr_free(a);
+    if (!ok)
+        return post_resume(ctx, 1, NULL, "migrate-recover", errp);
+    return post_resume(ctx, 1, l, "migrate-recover", errp);
+}
+
+CPR_API int cpr_migrate_resume(cpr_ctx *ctx, const char *uri, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_resume: ctx is NULL");
+    cpr_addr *a;
+    int ret = resume_addr(uri, "migrate resume", &a, errp);
+    return ret < 0 ? ret : post_resume(ctx, 0, a, "migrate resume", errp);
+}
+
 int cpr_job_postcopy_requested(cpr_job *job)
 {
     g_mutex_lock(&job->mig->lock);
@@ -619,6 +748,8 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     mig->cancel_requested = 0;
     mig->continue_requested = 0;
     mig->postcopy_requested = 0;
+    mig->postcopy_give_up = 0;
+    mig->resume_busy = 0;
     mig->past_no_return = 0;
     mig->result = 0;
     cpr_error_free(mig->error);
@@ -702,11 +833,15 @@ static void job_finish(cpr_job *job, int ret, cpr_error *err)
     if (job->stop_time_us)
         mig->info.downtime_ms = (mig->end_us - job->stop_time_us) / 1000;
     mig->result = ret;
+    cpr_error_free(mig->error); /* why a postcopy paused */
     mig->error = err;
+    void *resume = mig->resume_arg;
+    mig->resume_arg = NULL;
     g_array_set_size(mig->watched, 0);
     g_mutex_unlock(&mig->lock);
     status_changed(mig, status);
     g_rec_mutex_unlock(&mig->status_lock);
+    resume_arg_free(job->incoming, resume);
 
     if (!job->incoming)
         cpr_gate_leave(job->ctx, ret == 0);
@@ -774,6 +909,15 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     int st = mig->info.status;
+    if (st == CPR_MIGRATION_POSTCOPY_PAUSED && mig->job_running && mig->job) {
+        /* Postcopy recovery given up: the job ends failed, as when the other side died. */
+        mig->postcopy_give_up = 1;
+        uint64_t one = 1;
+        if (write(mig->cancel_efd, &one, sizeof(one)) < 0) {
+            /* The counter cannot overflow from one write; nothing to do. */
+        }
+        g_cond_broadcast(&mig->cond);
+    }
     int can = mig->job_running && mig->job && !mig->past_no_return && !mig->cancel_requested &&
               (st == CPR_MIGRATION_SETUP || st == CPR_MIGRATION_ACTIVE ||
                st == CPR_MIGRATION_PRE_SWITCHOVER || st == CPR_MIGRATION_DEVICE);

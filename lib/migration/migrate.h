@@ -99,6 +99,16 @@ int cpr_job_point_of_no_return(cpr_job *job, cpr_error **errp);
  */
 int cpr_job_switchover(cpr_job *job, cpr_error **errp);
 
+/*
+ * Postcopy recovery (docs/migration.md): status postcopy-paused with error-desc `why` (copied;
+ * may be NULL), then waits until cpr_migrate_recover() (incoming: *arg is a cpr_listener *) or
+ * cpr_migrate_resume() (outgoing: *arg is a cpr_addr *) says where to meet the peer again: 0,
+ * the caller owns *arg and sets the status back. -ECANCELED when the operator gave up
+ * (cpr_migrate_cancel() in postcopy-paused; it also makes cpr_job_cancel_fd() readable, so a
+ * wait for the peer that polls it ends too).
+ */
+int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg);
+
 /* 1 once cpr_migrate_start_postcopy() asked this (outgoing) job to switch to postcopy. */
 int cpr_job_postcopy_requested(cpr_job *job);
 

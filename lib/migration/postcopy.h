@@ -20,6 +20,11 @@
  * ones first, whole; the others in pieces of at most CPR_PC_CHUNK_PAGES, so that an urgent
  * request waits for at most one piece on the wire (QEMU's postcopy-preempt idea, on one
  * socket). DONE (destination -> source): every page is in place, the source may let its copy go.
+ * RESUME (source -> destination, the first message on a new connection after a link cut,
+ * docs/migration.md "Postcopy recovery"): block = the number of sent blocks, page = their pages
+ * in all, crc = CRC32C of the pages per block (u64 LE each): the destination takes the
+ * connection only when that is its own table. The destination's waiting threads then send
+ * their outstanding requests again, for what they still miss.
  */
 #ifndef CPR_MIGRATION_POSTCOPY_H
 #define CPR_MIGRATION_POSTCOPY_H
@@ -40,6 +45,7 @@ enum cpr_pc_kind {
     CPR_PC_REQUEST = 0x51525043, /* "CPRQ" */
     CPR_PC_PAGES = 0x50525043,   /* "CPRP" */
     CPR_PC_DONE = 0x44525043,    /* "CPRD" */
+    CPR_PC_RESUME = 0x53525043,  /* "CPRS" */
 };
 #define CPR_PC_ZERO 1u   /* PAGES */
 #define CPR_PC_URGENT 2u /* REQUEST */
@@ -61,6 +67,16 @@ void cpr_pc_msg_encode(const struct cpr_pc_msg *m, uint8_t out[CPR_PC_MSG_BYTES]
 int cpr_pc_msg_decode(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
                       const uint64_t *block_pages, struct cpr_pc_msg *m, cpr_error **errp);
 
+/* RESUME for this block table (source). */
+void cpr_pc_resume_encode(unsigned nblocks, const uint64_t *block_pages,
+                          uint8_t out[CPR_PC_MSG_BYTES]);
+/* Checks that `in` is a RESUME for this block table (destination): -EPROTO naming what differs. */
+int cpr_pc_resume_check(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
+                        const uint64_t *block_pages, cpr_error **errp);
+/* 1 when a failure code of the return path is the link's (an end of stream, a reset, a write
+ * that failed): the other side may still be there, so postcopy pauses; 0 for a bad message. */
+int cpr_pc_link_error(int code);
+
 /* Reads exactly len bytes (0), or fails: -ECONNRESET at an end of stream, -errno. */
 int cpr_pc_read_full(int fd, void *buf, size_t len, const char *what, cpr_error **errp);
 
@@ -80,7 +96,9 @@ struct cpr_pc_server {
 };
 
 /* Serves requests, urgent ones first, until DONE (0) or a failure (the error names it: a bad
- * message, the destination gone). `requests` counts the requests whose answer started. */
+ * message, the destination gone). `requests` counts the requests whose answer started;
+ * `pages` the pages sent (both go on across calls: a recovery serves again with the same sv,
+ * on a new fd); max_bandwidth counts from this call's start. */
 int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp);
 
 /* ---- the destination's client: any number of threads fetch over the one socket ---- */
@@ -100,6 +118,17 @@ int cpr_pc_client_fetch(struct cpr_pc_client *cl, int urgent, unsigned block, ui
 /* Sends DONE (best effort: 0 or -errno). Requests sent so far (any thread). */
 int cpr_pc_client_done(struct cpr_pc_client *cl);
 uint64_t cpr_pc_client_requests(struct cpr_pc_client *cl);
+
+/* Link cuts (any thread). A failure of the link (cpr_pc_link_error) pauses the client instead
+ * of failing it: the socket is shut down, and the fetches wait, their pages still missing,
+ * until resume or give_up. A bad message still fails it for good. */
+/* 1 while paused; *why (when given): a copy of the link's failure. */
+int cpr_pc_client_paused(struct cpr_pc_client *cl, cpr_error **why);
+/* A new connection (borrowed, as the first one): the waiting fetches send what they still
+ * miss on it. -EINVAL when not paused. */
+int cpr_pc_client_resume(struct cpr_pc_client *cl, int fd);
+/* No new connection will come: every fetch fails with the link's failure. */
+void cpr_pc_client_give_up(struct cpr_pc_client *cl);
 
 /* ---- the engine's side ---- */
 

@@ -7,12 +7,15 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <glib.h>
 
 #include <cpr/ram.h>
+#include <cpr/transport.h>
 
 #include "core/error.h"
 #include "migration/fault_server.h"
@@ -21,6 +24,8 @@
 
 /* How often the job refreshes the statistics while pages come in. */
 #define STATS_PERIOD_US (100 * 1000)
+/* How long a new connection has to say RESUME after it was accepted. */
+#define RESUME_HELLO_MS 5000
 
 struct cpr_postcopy_in {
     cpr_fault_server *fs;
@@ -28,6 +33,7 @@ struct cpr_postcopy_in {
     uint64_t *block_pages;
     uint64_t resident;     /* pages that came in precopy */
     struct cpr_pc_client *client;
+    GArray *fds;           /* int: connections taken after link cuts, closed at free */
 };
 
 /* The fault server's page source: the filler's runs go in the background... */
@@ -50,8 +56,12 @@ void cpr_postcopy_in_free(struct cpr_postcopy_in *pc)
 {
     if (!pc)
         return;
+    cpr_pc_client_give_up(pc->client); /* a fetch paused on a link cut returns */
     cpr_fault_server_free(pc->fs); /* its threads stop first: then nobody fetches */
     cpr_pc_client_free(pc->client);
+    for (guint i = 0; i < pc->fds->len; i++)
+        close(g_array_index(pc->fds, int, i));
+    g_array_free(pc->fds, TRUE);
     g_free(pc->block_pages);
     g_free(pc);
 }
@@ -142,6 +152,7 @@ int cpr_postcopy_in_prepare(cpr_job *job, int fd, struct cpr_postcopy_in **out, 
     pc->blocks = cpr_mig_ram_postcopy_blocks(ram);
     pc->block_pages = g_new0(uint64_t, pc->blocks->len ? pc->blocks->len : 1);
     pc->client = cpr_pc_client_new(fd, pc->blocks->len, pc->block_pages);
+    pc->fds = g_array_new(FALSE, FALSE, sizeof(int));
     cpr_page_source src = { .fetch = fetch, .fetch_fault = fetch_fault, .opaque = pc };
     int ret = cpr_fault_server_new(&src, 0, 0, NULL, NULL, &pc->fs, errp);
     if (ret == 0) {
@@ -184,6 +195,65 @@ int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **
     return ret;
 }
 
+/* A source on a new connection: accepted on l, it says RESUME for this block table first. */
+static int accept_source(cpr_job *job, struct cpr_postcopy_in *pc, cpr_listener *l, int *out,
+                         cpr_error **errp)
+{
+    struct pollfd p[2] = { { .fd = cpr_listener_fd(l), .events = POLLIN },
+                           { .fd = cpr_job_cancel_fd(job), .events = POLLIN } };
+    while (poll(p, 2, -1) < 0)
+        if (errno != EINTR)
+            return cpr_error_set_errno(errp, -errno, "postcopy recovery: waiting for the source");
+    if (p[1].revents)
+        return cpr_error_set(errp, -ECANCELED, "postcopy recovery: given up");
+    int fd;
+    int ret = cpr_listener_accept_fd(l, 0, &fd, errp);
+    if (ret < 0)
+        return ret;
+    uint8_t hello[CPR_PC_MSG_BYTES];
+    struct pollfd h = { .fd = fd, .events = POLLIN };
+    if (poll(&h, 1, RESUME_HELLO_MS) <= 0)
+        ret = cpr_error_set(errp, -ETIMEDOUT, "postcopy recovery: the new connection sent no "
+                            "resume message within %d ms", RESUME_HELLO_MS);
+    if (ret == 0)
+        ret = cpr_pc_read_full(fd, hello, sizeof(hello), "waiting for the source's resume", errp);
+    if (ret == 0)
+        ret = cpr_pc_resume_check(hello, pc->blocks->len, pc->block_pages, errp);
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* The link was cut: postcopy-paused until the source comes back on a listener that
+ * cpr_migrate_recover() gave (then postcopy-active again), or the operator gives up (then the
+ * fetches fail, and the guest is lost as when the source died). */
+static void recover(cpr_job *job, struct cpr_postcopy_in *pc)
+{
+    cpr_error *why = NULL;
+    cpr_pc_client_paused(pc->client, &why);
+    for (;;) {
+        void *l = NULL;
+        if (cpr_job_postcopy_pause(job, why, &l) < 0)
+            break;
+        cpr_error_free(why);
+        why = NULL;
+        int fd = -1;
+        int ret = accept_source(job, pc, l, &fd, &why);
+        cpr_listener_free(l);
+        if (ret == 0) {
+            g_array_append_val(pc->fds, fd);
+            cpr_pc_client_resume(pc->client, fd);
+            cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, NULL);
+            return;
+        }
+    }
+    cpr_error_free(why);
+    cpr_pc_client_give_up(pc->client);
+}
+
 int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp)
 {
     cpr_error *err = NULL;
@@ -192,6 +262,8 @@ int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **er
         cpr_error_free(err);
         err = NULL;
         stats_update(job, pc);
+        if (cpr_pc_client_paused(pc->client, NULL))
+            recover(job, pc);
     }
     stats_update(job, pc);
     if (ret == 0) {

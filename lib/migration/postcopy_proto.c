@@ -42,7 +42,8 @@ void cpr_pc_msg_encode(const struct cpr_pc_msg *m, uint8_t out[CPR_PC_MSG_BYTES]
 
 static const char *kind_name(uint32_t kind)
 {
-    return kind == CPR_PC_REQUEST ? "request" : kind == CPR_PC_PAGES ? "pages" : "done";
+    return kind == CPR_PC_REQUEST ? "request" : kind == CPR_PC_PAGES ? "pages" :
+           kind == CPR_PC_RESUME ? "resume" : "done";
 }
 
 int cpr_pc_msg_decode(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
@@ -54,7 +55,8 @@ int cpr_pc_msg_decode(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
     m->count = get32(in + 16);
     m->flags = get32(in + 20);
     m->crc = get32(in + 24);
-    if (m->kind != CPR_PC_REQUEST && m->kind != CPR_PC_PAGES && m->kind != CPR_PC_DONE)
+    if (m->kind != CPR_PC_REQUEST && m->kind != CPR_PC_PAGES && m->kind != CPR_PC_DONE &&
+        m->kind != CPR_PC_RESUME)
         return cpr_error_set(errp, -EPROTO, "postcopy return path: unknown message kind 0x%08x",
                              m->kind);
     uint32_t allowed = m->kind == CPR_PC_PAGES ? CPR_PC_ZERO :
@@ -62,7 +64,7 @@ int cpr_pc_msg_decode(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
     if (get32(in + 28) || (m->flags & ~allowed))
         return cpr_error_set(errp, -EPROTO, "postcopy return path: %s message with flags 0x%x "
                              "or reserved bits set", kind_name(m->kind), m->flags);
-    if (m->kind == CPR_PC_DONE)
+    if (m->kind == CPR_PC_DONE || m->kind == CPR_PC_RESUME)
         return 0;
     if (m->block >= nblocks)
         return cpr_error_set(errp, -EPROTO, "postcopy return path: %s for block %u, of %u",
@@ -73,6 +75,52 @@ int cpr_pc_msg_decode(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
                              "outside block %u (%" PRIu64 " pages)", kind_name(m->kind), m->page,
                              m->count, m->block, pages);
     return 0;
+}
+
+/* The shape of a block table: its pages per block, as CRC32C of u64 LE. */
+static uint32_t table_crc(unsigned nblocks, const uint64_t *block_pages, uint64_t *total)
+{
+    uint32_t crc = 0;
+    *total = 0;
+    for (unsigned i = 0; i < nblocks; i++) {
+        uint64_t le = GUINT64_TO_LE(block_pages[i]);
+        crc = cpr_crc32c(crc, &le, sizeof(le));
+        *total += block_pages[i];
+    }
+    return crc;
+}
+
+void cpr_pc_resume_encode(unsigned nblocks, const uint64_t *block_pages,
+                          uint8_t out[CPR_PC_MSG_BYTES])
+{
+    struct cpr_pc_msg m = { .kind = CPR_PC_RESUME, .block = nblocks };
+    m.crc = table_crc(nblocks, block_pages, &m.page);
+    cpr_pc_msg_encode(&m, out);
+}
+
+int cpr_pc_resume_check(const uint8_t in[CPR_PC_MSG_BYTES], unsigned nblocks,
+                        const uint64_t *block_pages, cpr_error **errp)
+{
+    struct cpr_pc_msg m;
+    int ret = cpr_pc_msg_decode(in, nblocks, block_pages, &m, errp);
+    if (ret < 0)
+        return ret;
+    if (m.kind != CPR_PC_RESUME)
+        return cpr_error_set(errp, -EPROTO, "postcopy recovery: the new connection began with a "
+                             "%s message, not resume", kind_name(m.kind));
+    uint64_t total;
+    uint32_t crc = table_crc(nblocks, block_pages, &total);
+    if (m.block != nblocks || m.page != total || m.crc != crc)
+        return cpr_error_set(errp, -EPROTO, "postcopy recovery: the new connection's source has "
+                             "%u RAM blocks of %" PRIu64 " pages (table CRC32C 0x%08x), this "
+                             "destination %u of %" PRIu64 " (0x%08x): not this migration's source",
+                             m.block, m.page, m.crc, nblocks, total, crc);
+    return 0;
+}
+
+int cpr_pc_link_error(int code)
+{
+    return code < 0 && code != -EPROTO && code != -EBADMSG && code != -EINVAL;
 }
 
 int cpr_pc_read_full(int fd, void *buf, size_t len, const char *what, cpr_error **errp)
@@ -137,12 +185,13 @@ static int serve_piece(struct cpr_pc_server *sv, const struct cpr_pc_msg *req, u
     return ret;
 }
 
-/* Under max-postcopy-bandwidth: sleeps until the pages sent so far are due. */
-static void throttle(const struct cpr_pc_server *sv, int64_t start_us)
+/* Under max-postcopy-bandwidth: sleeps until the pages sent since start (when `base` had been
+ * sent before: a connection of a recovery) are due. */
+static void throttle(const struct cpr_pc_server *sv, int64_t start_us, uint64_t base)
 {
     if (!sv->max_bandwidth)
         return;
-    uint64_t bytes = __atomic_load_n(&sv->pages, __ATOMIC_RELAXED) * CPR_PC_PAGE;
+    uint64_t bytes = (__atomic_load_n(&sv->pages, __ATOMIC_RELAXED) - base) * CPR_PC_PAGE;
     int64_t due_us = start_us + (int64_t)(bytes * G_USEC_PER_SEC / sv->max_bandwidth);
     int64_t ahead_us = due_us - g_get_monotonic_time();
     if (ahead_us > 0)
@@ -195,8 +244,9 @@ static int inbox_take(struct cpr_pc_server *sv, struct pc_inbox *in, cpr_error *
     int ret = cpr_pc_msg_decode(in->buf, sv->nblocks, sv->block_pages, &m, errp);
     if (ret < 0)
         return ret;
-    if (m.kind == CPR_PC_PAGES)
-        return cpr_error_set(errp, -EPROTO, "postcopy return path: the destination sent pages");
+    if (m.kind == CPR_PC_PAGES || m.kind == CPR_PC_RESUME)
+        return cpr_error_set(errp, -EPROTO, "postcopy return path: the destination sent a %s "
+                             "message", kind_name(m.kind));
     if (m.kind == CPR_PC_DONE)
         in->done = 1;
     else
@@ -255,12 +305,13 @@ static int serve_next(struct cpr_pc_server *sv, struct pc_inbox *in, cpr_error *
 int cpr_pc_serve(struct cpr_pc_server *sv, cpr_error **errp)
 {
     int64_t start_us = g_get_monotonic_time();
+    uint64_t base = __atomic_load_n(&sv->pages, __ATOMIC_RELAXED);
     struct pc_inbox *in = g_new0(struct pc_inbox, 1);
     int ret;
     while ((ret = inbox_fill(sv, in, errp)) == 0 && queued(in)) {
         if ((ret = serve_next(sv, in, errp)) < 0)
             break;
-        throttle(sv, start_us);
+        throttle(sv, start_us, base);
     }
     g_free(in);
     return ret;

@@ -91,10 +91,16 @@ CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp)
     case CPR_MIGRATION_DEVICE:
     case CPR_MIGRATION_CANCELLING:
     case CPR_MIGRATION_POSTCOPY_ACTIVE:
+    case CPR_MIGRATION_POSTCOPY_PAUSED:
         if (i.expected_downtime_ms >= 0)
             put_int(o, "expected-downtime", i.expected_downtime_ms);
         json_object_object_add(o, "ram", ram_json(&i));
         put_blocktime(o, &i);
+        if (st == CPR_MIGRATION_POSTCOPY_PAUSED) { /* why it paused */
+            g_autofree char *desc = cpr_migrate_error_desc(ctx);
+            if (desc)
+                json_object_object_add(o, "error-desc", json_object_new_string(desc));
+        }
         break;
     case CPR_MIGRATION_COMPLETED:
         if (i.downtime_ms >= 0)

@@ -2,7 +2,8 @@
 /*
  * libFuzzer harness for postcopy's return path (lib/migration/postcopy.h): the input is what
  * a destination sends the source after the switch. Each 32-byte message is decoded (a refusal
- * must say why; what decodes must encode and decode to the same message), then the whole
+ * must say why; what decodes must encode and decode to the same message) and checked as a
+ * recovery's RESUME (taken only when it is one, for this table), then the whole
  * input goes through the source's page server, over a pipe, against a small block table: it
  * must end with DONE, a named refusal or the end of the input, never read or write outside
  * a block.
@@ -35,8 +36,14 @@ static void decode_each(const uint8_t *data, size_t size, uint64_t *block_pages)
         struct cpr_pc_msg m, again;
         uint8_t buf[CPR_PC_MSG_BYTES];
         cpr_error *err = NULL;
+        /* A recovery's first message: taken only for this table, refusals explained. */
+        int resumed = cpr_pc_resume_check(data + off, 2, block_pages, &err);
+        must_explain(resumed, err);
+        err = NULL;
         int ret = cpr_pc_msg_decode(data + off, 2, block_pages, &m, &err);
         must_explain(ret, err);
+        if (resumed == 0 && m.kind != CPR_PC_RESUME)
+            abort();
         if (ret < 0)
             continue;
         cpr_pc_msg_encode(&m, buf);

@@ -24,15 +24,15 @@ def cpr_transfer(binary, wd, old, args, name="new"):
     return new, info
 
 
-def live_pair(binary, wd, args, dest_args=()):
+def live_pair(binary, wd, args, dest_args=(), hmp=False):
     """A running source VMM with `args` (booted, heartbeat and console going) and a destination
-    with the same `args` plus `dest_args`, listening with -incoming on wd/mig.sock. Returns
-    (old, new, sock)."""
-    old = Vmm(binary, wd, "old", args)
+    with the same `args` plus `dest_args`, listening with -incoming on wd/mig.sock; both with
+    an HMP on stdin when `hmp`. Returns (old, new, sock)."""
+    old = Vmm(binary, wd, "old", args, hmp=hmp)
     wait_booted(old)
     wait_heartbeat(old)
     wait_serial(os.path.join(wd, "serial.log"))
     sock = os.path.join(wd, "mig.sock")
-    new = Vmm(binary, wd, "new", args + list(dest_args) + ["-incoming", f"unix:{sock}"])
+    new = Vmm(binary, wd, "new", args + list(dest_args) + ["-incoming", f"unix:{sock}"], hmp=hmp)
     wait_until(lambda: os.path.exists(sock), 30, "new VMM listens")
     return old, new, sock

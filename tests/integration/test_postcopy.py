@@ -2,18 +2,28 @@
 # SPDX-License-Identifier: MIT
 """Postcopy (capability postcopy-ram) between two cpr-vmm processes over a UNIX socket.
 
-usage: test_postcopy.py CPR_VMM_BINARY TEST   (TEST: complete dest-killed source-killed)
+usage: test_postcopy.py CPR_VMM_BINARY TEST   (TEST: complete dest-killed source-killed recover)
 
 complete: the guest dirties pages at twice the rate the bandwidth limit carries, so precopy
 does not converge (the remaining bytes never fall to the downtime limit); migrate-start-postcopy
 switches, the destination runs the guest at once and fetches the pages it misses on demand; the
 guest then re-verifies all its RAM with zero corruptions, its heartbeat going on.
-dest-killed: the destination dies after the switch: the source reports it, keeps the guest
-paused (it never runs it again) and still holds it.
-source-killed: the source dies after the switch: the destination reports the guest lost, and
-the guest does not run on pages that never arrived (its heartbeat stops instead of going on with
-zero pages, which its re-verification would count as corruptions).
+dest-killed: the destination dies after the switch: the source, which cannot tell that from a
+cut link, goes postcopy-paused; migrate_cancel gives up: it reports it, keeps the guest paused
+(it never runs it again) and still holds it.
+source-killed: the source dies after the switch: the destination goes postcopy-paused (a cut
+link looks the same); migrate_cancel gives up and it reports the guest lost, and the guest does
+not run on pages that never arrived (its heartbeat stops instead of going on with zero pages,
+which its re-verification would count as corruptions).
+recover: the link (a relay process between the two) is killed after the switch: both sides go
+postcopy-paused, nothing is lost (the guest runs on neither side's missing pages, no
+corruption, the source's guest stays stopped); migrate-recover on the destination and
+`migrate resume=true` on the source carry on over a new connection to completion, and the guest
+re-verifies all its RAM.
 """
+import multiprocessing
+import select
+import socket
 import os
 import sys
 import time
@@ -33,22 +43,22 @@ def uffd_available():
     return os.access("/dev/userfaultfd", os.R_OK | os.W_OK)
 
 
-def pair(binary, wd, rate=DIRTY_RATE, postcopy_bandwidth=0):
+def pair(binary, wd, rate=DIRTY_RATE, postcopy_bandwidth=0, hmp=False):
     serial = os.path.join(wd, "serial.log")
     args = base_args(wd, "postcopy", ["-guest-dirty-rate", str(rate)])
     # The destination's job starts with -incoming: its capability comes with it.
-    old, new, sock = live_pair(binary, wd, args, ["-global", "migration.postcopy-ram=on"])
+    old, new, sock = live_pair(binary, wd, args, ["-global", "migration.postcopy-ram=on"], hmp=hmp)
     old.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
     old.qmp("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH, "downtime-limit": 50,
                                          "max-postcopy-bandwidth": postcopy_bandwidth})
     return old, new, sock, serial
 
 
-def precopy_then_switch(old, sock):
+def precopy_then_switch(old, sock, passes=4):
     old.qmp("migrate", uri=f"unix:{sock}")
     # Several passes: precopy does not get the dirty pages down to what the downtime limit sends.
-    info = wait_until(lambda: (i := old.qmp("query-migrate")).get("ram", {}).get("dirty-sync-count", 0) >= 4 and i,
-                      120, "four precopy passes")
+    info = wait_until(lambda: (i := old.qmp("query-migrate")).get("ram", {}).get("dirty-sync-count", 0) >= passes and i,
+                      120, f"{passes} precopy passes")
     ram = info["ram"]
     limit = BANDWIDTH * 50 // 1000
     check(info["status"] == "active" and ram["remaining"] > limit,
@@ -88,6 +98,34 @@ def test_complete(binary, wd):
     new.shutdown()
 
 
+def relay_main(listen, target, rate):
+    """Carries one connection from `listen` to the unix socket `target`, both ways, at about
+    `rate` bytes/s, until either side ends. Runs in its own process, so that killing it cuts
+    the link at once."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(listen)
+    srv.listen(1)
+    a, _ = srv.accept()
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    b.connect(target)
+    peer = {a: b, b: a}
+    while True:
+        for r in select.select([a, b], [], [])[0]:
+            data = r.recv(1 << 16)
+            if not data:
+                return
+            peer[r].sendall(data)
+            time.sleep(len(data) / rate)
+
+
+def start_relay(wd, target, rate):
+    listen = os.path.join(wd, "relay.sock")
+    p = multiprocessing.get_context("fork").Process(target=relay_main, args=(listen, target, rate), daemon=True)
+    p.start()
+    wait_until(lambda: os.path.exists(listen), 10, "relay listens")
+    return p, listen
+
+
 def switched(old, new, sock):
     """Until the destination runs the guest in postcopy-active, with pages still missing."""
     precopy_then_switch(old, sock)
@@ -97,11 +135,22 @@ def switched(old, new, sock):
                "source in postcopy-active")
 
 
+def paused(vm, who):
+    # The VMM says so at once, as QEMU's MIGRATION event (read off the socket, not polled).
+    vm.monitor.wait_event("MIGRATION", lambda e: e["data"]["status"] == "postcopy-paused", 60)
+    info = vm.qmp("query-migrate")
+    check(info["status"] == "postcopy-paused", f"{who} in postcopy-paused ({info['status']})")
+    log(f"{who} paused: {info.get('error-desc', '')}")
+    return info
+
+
 def test_dest_killed(binary, wd):
     # 1 MiB/s after the switch: pages are still missing when a side dies.
     old, new, sock, _ = pair(binary, wd, postcopy_bandwidth=1 << 20)
     switched(old, new, sock)
     new.kill()
+    paused(old, "source")
+    old.qmp("migrate_cancel")  # gives the recovery up: nothing else can take the guest
     info = old.wait_migration(60)
     err = info.get("error-desc", "")
     check(info["status"] == "failed", f"source: migration failed ({err})")
@@ -127,6 +176,18 @@ def test_source_killed(binary, wd):
     old, new, sock, _ = pair(binary, wd, postcopy_bandwidth=1 << 20)
     switched(old, new, sock)
     old.kill()
+    paused(new, "destination")
+    g = new.guest()
+    check(g["corruptions"] == 0, "paused: the guest read no page that did not arrive")
+    # Listening for a source that never comes: a second listener is refused, the cancel ends
+    # the wait.
+    new.qmp("migrate-recover", uri=f"unix:{os.path.join(wd, 'recover.sock')}")
+    try:
+        new.qmp("migrate-recover", uri=f"unix:{os.path.join(wd, 'recover2.sock')}")
+        check(False, "a second migrate-recover is refused")
+    except Exception as e:  # noqa: BLE001 - the refusal is what is checked
+        check("under way" in str(e), f"a second migrate-recover is refused: {e}")
+    new.qmp("migrate_cancel")  # the operator gives up: the source is known dead
     nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "failed" and i, 60,
                      "destination: postcopy failed")
     err = nin.get("error-desc", "")
@@ -140,7 +201,52 @@ def test_source_killed(binary, wd):
     new.kill()
 
 
-TESTS = {"complete": test_complete, "dest-killed": test_dest_killed, "source-killed": test_source_killed}
+def test_recover(binary, wd):
+    # The first link carries 16 MiB/s: pages are still missing when it goes; the new one is
+    # not limited, so the rest comes at once.
+    old, new, sock, serial = pair(binary, wd, hmp=True)
+    relay, relay_sock = start_relay(wd, sock, 2 * BANDWIDTH)
+    precopy_then_switch(old, relay_sock, passes=1)
+    wait_until(lambda: new.qmp("query-migrate").get("status") == "postcopy-active", 60,
+               "destination in postcopy-active")
+    relay.kill()  # the link is cut: both connections end at once
+    relay.join()
+    src, dst = paused(old, "source"), paused(new, "destination")
+    check(dst["ram"]["remaining"] > 0, f"pages were still missing when the link went ({dst['ram']})")
+    hb_old = old.guest()["heartbeat"]
+    g0 = new.guest()
+    time.sleep(0.5)
+    g1 = new.guest()
+    check(g1["corruptions"] == 0, "paused: the guest ran on no page that did not arrive")
+    check(old.guest()["heartbeat"] == hb_old, "paused: the source never runs the guest")
+    check(old.status() != "running", f"paused: source guest stopped ({old.status()})")
+    # Refusals that change nothing: a resume before the destination listens, a recover at the source.
+    rec = os.path.join(wd, "recover.sock")
+    for vm, cmd, args in ((new, "migrate", {"uri": f"unix:{rec}", "resume": True}),
+                          (old, "migrate-recover", {"uri": f"unix:{rec}"})):
+        try:
+            vm.qmp(cmd, **args)
+            check(False, f"{cmd} on the wrong side is refused")
+        except Exception as e:  # noqa: BLE001 - the refusal is what is checked
+            check("postcopy-paused" in str(e), f"{cmd} on the wrong side refused: {e}")
+    # HMP, as QEMU's: migrate_recover URI on the destination, migrate -r URI on the source.
+    for vm, line in ((new, f"migrate_recover unix:{rec}"), (old, f"migrate -r unix:{rec}")):
+        out = vm.hmp(line)
+        check(out.strip() == "", f"HMP {line}: accepted ({out!r})")
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"source: completed after the recovery ({info.get('error-desc', '')})")
+    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "completed" and i, 120,
+                     "destination: completed after the recovery")
+    log(f"recovered: destination {nin['ram'].get('postcopy-requests')} requests "
+        f"(guest heartbeat {g0['heartbeat']} -> {g1['heartbeat']} while paused)")
+    check(info["ram"]["postcopy-requests"] >= 1, "the source served pages after the recovery")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+    new.shutdown()
+
+
+TESTS = {"complete": test_complete, "dest-killed": test_dest_killed, "source-killed": test_source_killed,
+         "recover": test_recover}
 
 
 def main():

@@ -57,10 +57,31 @@ START_TEST(test_status_and_runstate_names_are_qemus)
     ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_NONE), "none");
     ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_DEVICE), "device");
     ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_PRE_SWITCHOVER), "pre-switchover");
+    ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_POSTCOPY_PAUSED), "postcopy-paused");
     ck_assert_ptr_null(cpr_migration_status_name(99));
     ck_assert_str_eq(cpr_runstate_name(CPR_RUNSTATE_POSTMIGRATE), "postmigrate");
     ck_assert_str_eq(cpr_runstate_name(CPR_RUNSTATE_FINISH_MIGRATE), "finish-migrate");
     ck_assert_ptr_null(cpr_runstate_name(-1));
+}
+END_TEST
+
+/* Postcopy recovery's calls refuse, changing nothing, without a paused job or on an address
+ * that is no socket (integration.postcopy.recover runs a real one). */
+START_TEST(test_recover_and_resume_need_a_paused_postcopy)
+{
+    struct mig_vm *vm = running_vm();
+    g_autofree char *u = uri("unix", "rec.sock");
+    ck_assert_cpr_fails(cpr_migrate_recover(vm->ctx, u, errp_), -EINVAL,
+                        "no incoming migration in status postcopy-paused (status none)");
+    ck_assert_int_eq(access(u + strlen("unix:"), F_OK), -1); /* nothing listened */
+    ck_assert_cpr_fails(cpr_migrate_resume(vm->ctx, u, errp_), -EINVAL,
+                        "no outgoing migration in status postcopy-paused");
+    ck_assert_cpr_fails(cpr_migrate_resume(vm->ctx, "file:/tmp/x", errp_), -EINVAL,
+                        "'file:/tmp/x' is not a unix: or tcp: address");
+    ck_assert_cpr_fails(cpr_migrate_recover(vm->ctx, NULL, errp_), -EINVAL, "uri is NULL");
+    ck_assert_int_eq(cpr_migrate_resume(NULL, u, NULL), -EINVAL);
+    ck_assert_int_eq(cpr_migrate_cancel(vm->ctx, NULL), 0);
+    mig_vm_free(vm);
 }
 END_TEST
 
@@ -910,6 +931,7 @@ static Suite *migrate_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_status_and_runstate_names_are_qemus);
     tcase_add_test(tc, test_query_json_is_empty_before_a_job_and_lists_blockers);
+    tcase_add_test(tc, test_recover_and_resume_need_a_paused_postcopy);
     tcase_add_test(tc, test_blocked_migration_changes_nothing_and_normal_only_blocker_spares_cpr_reboot);
     tcase_add_test(tc, test_channel_rules_are_checked_before_anything_starts);
     tcase_add_test(tc, test_vm_ops_need_their_size);

@@ -226,6 +226,135 @@ START_TEST(test_the_client_refuses_pages_nobody_asked_for)
 }
 END_TEST
 
+/* Recovery: a fetch's pages, fetched by two threads (the faulter, the filler). */
+static gpointer fetch_both(gpointer p)
+{
+    fixture *f = p;
+    GThread *a = g_thread_new("pc-fault", faulter, f);
+    filler(f);
+    g_thread_join(a);
+    return NULL;
+}
+
+static void wait_paused(fixture *f)
+{
+    while (!cpr_pc_client_paused(f->client, NULL))
+        g_usleep(1000);
+}
+
+/* A link cut pauses the client: its fetches wait, missing nothing; on a new connection they ask
+ * again for what they still miss and get exactly the source's pages. */
+START_TEST(test_a_cut_link_pauses_and_a_new_connection_resumes)
+{
+    fixture f;
+    setup(&f);
+    f.sv.max_bandwidth = 2 << 20; /* the fetches are under way when the link goes */
+    GThread *srv = g_thread_new("pc-server", server_thread, &f);
+    GThread *fetch = g_thread_new("pc-fetch", fetch_both, &f);
+    while (__atomic_load_n(&f.sv.pages, __ATOMIC_RELAXED) < 16)
+        g_usleep(1000);
+    shutdown(f.fd[0], SHUT_RDWR); /* the link goes, both ways */
+    g_thread_join(srv);
+    ck_assert_msg(cpr_pc_link_error(f.ret), "the server saw the link go: %d", f.ret);
+    cpr_error_free(f.err);
+    f.err = NULL;
+    wait_paused(&f);
+    cpr_error *why = NULL;
+    ck_assert_int_eq(cpr_pc_client_paused(f.client, &why), 1);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(why), "postcopy"));
+    cpr_error_free(why);
+    uint64_t before = __atomic_load_n(&f.sv.pages, __ATOMIC_RELAXED);
+    ck_assert_uint_lt(before, PAGES0 + PAGES1);
+
+    /* The new connection: the source says RESUME, the destination checks it, then resumes. */
+    int g[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g), 0);
+    uint8_t hello[CPR_PC_MSG_BYTES];
+    cpr_pc_resume_encode(2, f.block_pages, hello);
+    ck_assert_int_eq(send(g[0], hello, sizeof(hello), MSG_NOSIGNAL), (ssize_t)sizeof(hello));
+    ck_assert_int_eq(cpr_pc_read_full(g[1], hello, sizeof(hello), "resume", NULL), 0);
+    ck_assert_int_eq(cpr_pc_resume_check(hello, 2, f.block_pages, NULL), 0);
+    f.sv.rfd = f.sv.wfd = g[0];
+    f.sv.max_bandwidth = 0;
+    srv = g_thread_new("pc-server", server_thread, &f);
+    ck_assert_int_eq(cpr_pc_client_resume(f.client, g[1]), 0);
+    g_thread_join(fetch); /* request() checked every page against the source */
+    ck_assert_int_eq(cpr_pc_client_done(f.client), 0);
+    g_thread_join(srv);
+    ck_assert_msg(f.ret == 0, "%s", f.err ? cpr_error_message(f.err) : "");
+    ck_assert_int_eq(cpr_pc_client_paused(f.client, NULL), 0);
+    ck_assert_int_eq(cpr_pc_client_resume(f.client, g[1]), -EINVAL); /* not paused */
+    close(g[0]);
+    close(g[1]);
+    teardown(&f);
+}
+END_TEST
+
+static gpointer fetch_one(gpointer p)
+{
+    fixture *f = p;
+    uint8_t *page = g_malloc(CPR_PC_PAGE);
+    f->ret = cpr_pc_client_fetch(f->client, 1, 0, 3, 1, page, &f->err);
+    g_free(page);
+    return NULL;
+}
+
+/* Given up (the operator's cancel): every paused fetch fails with the link's failure. */
+START_TEST(test_giving_up_fails_the_paused_fetches)
+{
+    fixture f;
+    setup(&f);
+    GThread *t = g_thread_new("pc-fetch", fetch_one, &f);
+    uint8_t req[CPR_PC_MSG_BYTES];
+    ck_assert_int_eq(cpr_pc_read_full(f.fd[0], req, sizeof(req), "request", NULL), 0);
+    close(f.fd[0]); /* the source dies: the destination cannot tell it from a cut */
+    f.fd[0] = socket(AF_UNIX, SOCK_STREAM, 0); /* for teardown */
+    wait_paused(&f);
+    cpr_pc_client_give_up(f.client);
+    g_thread_join(t);
+    ck_assert_int_eq(f.ret, -ECONNRESET);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(f.err), "closed the main channel"));
+    ck_assert_int_eq(cpr_pc_client_resume(f.client, f.fd[1]), -EINVAL);
+    teardown(&f);
+}
+END_TEST
+
+/* A new connection is taken only from this migration's source: its block table must match. */
+START_TEST(test_resume_from_another_source_is_refused)
+{
+    uint64_t mine[2] = { PAGES0, PAGES1 }, other[2] = { PAGES0, PAGES1 - 1 }, swapped[2] = { PAGES1, PAGES0 };
+    uint8_t msg[CPR_PC_MSG_BYTES];
+    cpr_pc_resume_encode(2, mine, msg);
+    ck_assert_int_eq(cpr_pc_resume_check(msg, 2, mine, NULL), 0);
+    cpr_pc_resume_encode(2, other, msg);
+    ck_assert_cpr_fails(cpr_pc_resume_check(msg, 2, mine, errp_), -EPROTO, "not this migration's source");
+    cpr_pc_resume_encode(2, swapped, msg); /* same count and sum: the CRC tells */
+    ck_assert_cpr_fails(cpr_pc_resume_check(msg, 2, mine, errp_), -EPROTO, "not this migration's source");
+    cpr_pc_resume_encode(1, mine, msg);
+    ck_assert_cpr_fails(cpr_pc_resume_check(msg, 2, mine, errp_), -EPROTO, "1 RAM blocks");
+    struct cpr_pc_msg req = { .kind = CPR_PC_REQUEST, .block = 0, .page = 0, .count = 1 };
+    cpr_pc_msg_encode(&req, msg);
+    ck_assert_cpr_fails(cpr_pc_resume_check(msg, 2, mine, errp_), -EPROTO, "request message, not resume");
+}
+END_TEST
+
+/* The source's page server refuses a RESUME on its return path (only it sends one). */
+START_TEST(test_the_server_refuses_a_resume_from_the_destination)
+{
+    fixture f;
+    setup(&f);
+    GThread *srv = g_thread_new("pc-server", server_thread, &f);
+    uint8_t msg[CPR_PC_MSG_BYTES];
+    cpr_pc_resume_encode(2, f.block_pages, msg);
+    ck_assert_int_eq(send(f.fd[1], msg, sizeof(msg), MSG_NOSIGNAL), (ssize_t)sizeof(msg));
+    g_thread_join(srv);
+    ck_assert_int_eq(f.ret, -EPROTO);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(f.err), "resume message"));
+    ck_assert_int_eq(cpr_pc_link_error(f.ret), 0);
+    teardown(&f);
+}
+END_TEST
+
 static Suite *postcopy_proto_suite(void)
 {
     Suite *s = suite_create("postcopy_proto");
@@ -236,6 +365,10 @@ static Suite *postcopy_proto_suite(void)
     tcase_add_test(tc, test_a_request_past_its_block_is_refused);
     tcase_add_test(tc, test_a_fault_is_answered_before_queued_background_runs);
     tcase_add_test(tc, test_the_client_refuses_pages_nobody_asked_for);
+    tcase_add_test(tc, test_a_cut_link_pauses_and_a_new_connection_resumes);
+    tcase_add_test(tc, test_giving_up_fails_the_paused_fetches);
+    tcase_add_test(tc, test_resume_from_another_source_is_refused);
+    tcase_add_test(tc, test_the_server_refuses_a_resume_from_the_destination);
     suite_add_tcase(s, tc);
     return s;
 }

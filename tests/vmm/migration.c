@@ -194,6 +194,10 @@ static void on_status(cpr_ctx *ctx, int status, void *opaque)
     c->v = v;
     c->status = status;
     c->when = g_get_real_time();
+    /* A paused postcopy has no switchover left to speed up, and its operator must hear of it
+     * (the MIGRATION event) and be able to act at once. */
+    if (status == CPR_MIGRATION_POSTCOPY_PAUSED)
+        release_main(v);
     vmm_call_main(v, status_on_main, c);
     if (status_final(status))
         release_main(v);
@@ -401,9 +405,30 @@ static int args_channels(json_object *args, cpr_channels **out, mon_error *err)
     return mon_fail(err, "GenericError", "One of 'uri' or 'channels' is required");
 }
 
+/* Postcopy recovery: `migrate` resume=true (the source) or migrate-recover (the destination)
+ * on the "uri" of args. */
+static int postcopy_recovery(vmm *v, json_object *args, const char *cmd,
+                             int (*fn)(cpr_ctx *, const char *, cpr_error **), mon_error *err)
+{
+    json_object *uri = json_object_object_get(args, "uri");
+    if (!uri || !json_object_is_type(uri, json_type_string))
+        return mon_fail(err, "GenericError", "%s takes a 'uri'", cmd);
+    cpr_error *cerr = NULL;
+    if (fn(v->ctx, json_object_get_string(uri), &cerr) < 0)
+        return mon_fail_cpr(err, cerr);
+    return 0;
+}
+
+int vmm_mig_recover(vmm *v, json_object *args, mon_error *err)
+{
+    return postcopy_recovery(v, args, "migrate-recover", cpr_migrate_recover, err);
+}
+
 int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err)
 {
     vmm_mig *m = v->mig;
+    if (json_object_get_boolean(json_object_object_get(args, "resume")))
+        return postcopy_recovery(v, args, "migrate resume=true", cpr_migrate_resume, err);
     /* Before anything of a running job is touched (its teardown helper, out_active). */
     if (m->out_active)
         return mon_fail(err, "GenericError", "There's a migration process in progress");

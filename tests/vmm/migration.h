@@ -23,6 +23,9 @@ int vmm_mig_incoming_late(vmm *v, char **err);
 
 /* QMP `migrate`: args hold "uri" or "channels". Starts an outgoing migration and returns. */
 int vmm_mig_migrate(vmm *v, json_object *args, mon_error *err);
+/* QMP `migrate` with resume=true (HMP `migrate -r`) resumes a postcopy-paused migration on
+ * "uri"; QMP `migrate-recover` (HMP `migrate_recover`) listens on "uri" for it (destination). */
+int vmm_mig_recover(vmm *v, json_object *args, mon_error *err);
 /* QMP `migrate-incoming`: args hold "uri" or "channels". */
 int vmm_mig_incoming(vmm *v, json_object *args, mon_error *err);
 int vmm_mig_cancel(vmm *v, mon_error *err);

@@ -307,6 +307,11 @@ static int cmd_migrate_incoming(vmm *v, json_object *args, json_object **ret, mo
     return vmm_mig_incoming(v, args, err);
 }
 
+static int cmd_migrate_recover(vmm *v, json_object *args, json_object **ret, mon_error *err)
+{
+    return vmm_mig_recover(v, args, err);
+}
+
 static int cmd_migrate_cancel(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
     return vmm_mig_cancel(v, err);
@@ -479,14 +484,17 @@ static json_object *hmp_args_param(char **w, int *detach, mon_error *err)
     return args;
 }
 
-/* [-d] URI: the URI may also be a JSON channel list, as QMP's channels. */
+/* [-d] [-r] URI: the URI may also be a JSON channel list, as QMP's channels. -r: resume a
+ * postcopy-paused migration (QMP's resume=true; returns at once, as -d). */
 static json_object *hmp_args_uri(char **w, int *detach, mon_error *err)
 {
-    int i = 0;
+    int i = 0, resume = 0;
     for (; w[i] && w[i][0] == '-'; i++) {
         if (!strcmp(w[i], "-d"))
             *detach = 1;
-        else if (strcmp(w[i], "-r")) {
+        else if (!strcmp(w[i], "-r"))
+            resume = *detach = 1;
+        else {
             mon_fail(err, "GenericError", "unknown flag '%s'", w[i]);
             return NULL;
         }
@@ -508,6 +516,8 @@ static json_object *hmp_args_uri(char **w, int *detach, mon_error *err)
     } else {
         json_object_object_add(args, "uri", json_object_new_string(rest));
     }
+    if (resume)
+        json_object_object_add(args, "resume", json_object_new_boolean(1));
     return args;
 }
 
@@ -542,10 +552,14 @@ const mon_cmd mon_commands[] = {
      "set a migration capability", cmd_set_caps, hmp_args_cap, NULL, 0},
     {"query-migrate-capabilities", "info migrate_capabilities", NULL, "show migration capabilities",
      cmd_query_caps, NULL, print_caps, 0},
-    {"migrate", "migrate", "migrate [-d] uri", "migrate the VM (-d: do not wait for completion)",
+    {"migrate", "migrate", "migrate [-d] [-r] uri",
+     "migrate the VM (-d: do not wait for completion; -r: resume a postcopy-paused migration on uri)",
      cmd_migrate, hmp_args_uri, NULL, MON_WAIT_MIGRATION},
     {"migrate-incoming", "migrate_incoming", "migrate_incoming uri", "load the VM's incoming state",
      cmd_migrate_incoming, hmp_args_uri, NULL, MON_WAIT_INCOMING},
+    {"migrate-recover", "migrate_recover", "migrate_recover uri",
+     "listen on uri for the source of a postcopy-paused migration (destination)", cmd_migrate_recover,
+     hmp_args_uri, NULL, 0},
     {"migrate_cancel", "migrate_cancel", NULL, "cancel the current migration", cmd_migrate_cancel, NULL, NULL, 0},
     {"migrate-start-postcopy", "migrate_start_postcopy", NULL,
      "switch the running migration to postcopy (capability postcopy-ram)", cmd_migrate_start_postcopy,
