@@ -14,6 +14,7 @@ non-zero pages (one repeated byte each), so every page is sent as data, and zstd
 compressible. It has no heartbeat: pause_ms is null, total and downtime are QEMU's own.
 """
 import os
+import time
 
 from . import host
 from .qemu import QemuLauncher
@@ -78,6 +79,18 @@ class QemuHosts:
         if params:
             vm.qmp("migrate-set-parameters", **params)
 
+    @staticmethod
+    def _times(vm, info, timeout=10.0):
+        """7.2's migration thread sets "completed" a moment before it computes total-time and
+        downtime: a query in between reads 0 for them. Ask again until both are there."""
+        deadline = time.monotonic() + timeout
+        while not (info.get("total-time") and info.get("downtime")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"QEMU says completed without total-time/downtime: {info}")
+            time.sleep(0.01)
+            info = vm.qmp("query-migrate")
+        return info
+
     def run(self, hosts, port, size, variant, tls_dir, n):
         """One migration a -> b; returns the same figures as cpr-vmm's run, pause_ms None."""
         tls = (lambda end: ["-object", f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint={end},verify-peer=on"]) \
@@ -99,6 +112,7 @@ class QemuHosts:
             wire = tx_bytes(hosts) - wire if wire is not None else None
             if info["status"] != "completed":
                 raise RuntimeError(f"QEMU migration {info['status']}: {info.get('error-desc')}")
+            info = self._times(src, info)
             dst.wait_status("running", timeout=60)
             sent = info["ram"]["transferred"]
             return {"total_ms": info["total-time"], "downtime_ms": info.get("downtime", 0), "pause_ms": None,
