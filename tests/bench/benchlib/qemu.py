@@ -27,7 +27,9 @@ class QemuLauncher:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
         return out.splitlines()[0] if out else "?"
 
-    def start(self, name, size, ram_path, extra=(), dirty_rate=0):
+    def start(self, name, size, ram_path, extra=(), dirty_rate=0, wrap=()):
+        """Starts QEMU on `ram_path`; `wrap` is a command prefix that execs it in place (a
+        network namespace's, netns.TwoHosts.wrap())."""
         self.n += 1
         mib = size >> 20
         # kvm_pvm refuses MSR 0x10a (IA32_ARCH_CAPABILITIES) and 7.2 asserts on it.
@@ -35,7 +37,7 @@ class QemuLauncher:
         args = ["-accel", self.accel, "-cpu", cpu, "-smp", "1", "-m", f"{mib}M",
                 "-object", f"memory-backend-file,id=ram0,size={mib}M,mem-path={ram_path},share=on",
                 "-machine", "pc,memory-backend=ram0", "-nodefaults", "-display", "none"] + list(extra)
-        vm = Vmm(self.binary, self.workdir, f"qemu-{name}-{self.n}", args)
+        vm = Vmm(self.binary, self.workdir, f"qemu-{name}-{self.n}", args, wrap=wrap)
         vm.poll_interval = 0.002
         try:
             vm.connect()
