@@ -466,6 +466,15 @@ static void main_pair(struct cpr_main_chan *src, struct cpr_main_chan *dst, int 
     *dst = (struct cpr_main_chan){ .fd = sv[1], .is_socket = 1, .commit_signal = -1 };
 }
 
+/* multifd parameters for `channels`, and a main channel's two ends for the acknowledgements. */
+static void acked_setup(struct cpr_params *p, uint32_t channels, struct cpr_main_chan *ms, struct cpr_main_chan *md,
+                        int sv[2])
+{
+    cpr_params_init(p);
+    p->multifd_channels = channels;
+    main_pair(ms, md, sv);
+}
+
 /* With acknowledgements asked for, the destination acknowledges each pass once applied, the
  * source reads every one (main then holds nothing more); a wrong pass and a NAK fail it. */
 START_TEST(passes_are_acknowledged_on_main)
@@ -477,11 +486,9 @@ START_TEST(passes_are_acknowledged_on_main)
     memset(src, 0x5a, PAGES * PAGE);
     struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
     struct cpr_params p;
-    cpr_params_init(&p);
-    p.multifd_channels = 2;
     struct cpr_main_chan ms, md;
     int sv[2];
-    main_pair(&ms, &md, sv);
+    acked_setup(&p, 2, &ms, &md, sv);
     ck_assert_int_eq(rig_open_acked(&r, &p, blocks, &ms, &md, NULL), 0);
     ck_assert_int_eq(cpr_multifd_send_take_acks(r.ms, NULL), 0); /* none owed yet */
     for (int pass = 0; pass < 2; pass++) {
@@ -520,11 +527,9 @@ START_TEST(acks_asked_without_a_return_path_refused)
     uint8_t dst[PAGE];
     struct cpr_mfd_block blocks[1] = { { dst, PAGE, "ram" } };
     struct cpr_params p;
-    cpr_params_init(&p);
-    p.multifd_channels = 1;
     struct cpr_main_chan ms, md;
     int sv[2];
-    main_pair(&ms, &md, sv);
+    acked_setup(&p, 1, &ms, &md, sv);
     ck_assert_cpr_fails(rig_open_acked(&r, &p, blocks, &ms, NULL, errp_), -EPROTO, "no return path");
     close(sv[0]);
     close(sv[1]);
