@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "channel/scm.h"
@@ -39,6 +40,15 @@ int cpr_io_wait_fd(const cpr_io_wait *w, int fd, short events, const char *what,
         if (p[0].revents)
             return p[0].revents;
     }
+}
+
+void cpr_io_bound_socket(int fd, int64_t left_us)
+{
+    struct timeval tv = { 0, 0 };
+    if (left_us > 0)
+        tv = (struct timeval){ .tv_sec = left_us / G_USEC_PER_SEC, .tv_usec = left_us % G_USEC_PER_SEC };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 int cpr_io_wait_over(const cpr_io_wait *w, int sleep_ms, const char *what, cpr_error **errp)

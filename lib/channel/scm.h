@@ -32,6 +32,13 @@ cpr_io_wait cpr_io_wait_make(int64_t timeout_ms, int cancel_fd);
 int cpr_io_wait_fd(const cpr_io_wait *w, int fd, short events, const char *what, cpr_error **errp);
 
 /*
+ * Bounds every blocking read and write on the socket fd to left_us (SO_RCVTIMEO and
+ * SO_SNDTIMEO; <= 0: no bound). A TLS session on it returns on the bound too (tls.c does not
+ * retry a timeout).
+ */
+void cpr_io_bound_socket(int fd, int64_t left_us);
+
+/*
  * For loops that retry rather than wait on an fd: sleeps up to sleep_ms (0: only looks),
  * waking early when w is cancelled. Returns -ECANCELED or -ETIMEDOUT (the message naming
  * `what`) when w was cancelled or its deadline passed; else 0. w may be NULL (0 after the

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -20,6 +19,7 @@
 #include "channel/file_save.h"
 #include "channel/scm.h"
 #include "channel/tls.h"
+#include "core/bytes.h"
 #include "core/error.h"
 #include "format/stream.h"
 #include "handover/commit_signal.h"
@@ -158,18 +158,6 @@ int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
     return cpr_main_chan_read_ack(c, no_resume, errp);
 }
 
-/* Bounds each blocking read on c by what is left until deadline_us (< 0: none). TLS reads
- * return on it too (tls.c does not retry a timeout). */
-static void bound_reads(struct cpr_main_chan *c, int64_t deadline_us)
-{
-    struct timeval tv = { 0, 0 };
-    if (deadline_us >= 0) {
-        int64_t left = MAX(deadline_us - g_get_monotonic_time(), 1);
-        tv = (struct timeval){ .tv_sec = left / G_USEC_PER_SEC, .tv_usec = left % G_USEC_PER_SEC };
-    }
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
 /* Reads exactly len bytes by deadline_us (< 0: none); < 0 on an error, the end, or the
  * deadline. */
 static int read_exactly(struct cpr_main_chan *c, void *buf, size_t len, int64_t deadline_us)
@@ -178,7 +166,7 @@ static int read_exactly(struct cpr_main_chan *c, void *buf, size_t len, int64_t 
         if (deadline_us >= 0 && g_get_monotonic_time() >= deadline_us)
             return -1;
         if (deadline_us >= 0)
-            bound_reads(c, deadline_us);
+            cpr_io_bound_socket(c->fd, MAX(deadline_us - g_get_monotonic_time(), 1));
         ssize_t n = cpr_main_tls_recv(c->tls, c->fd, (uint8_t *)buf + got, len - got);
         if (n <= 0)
             return -1;
@@ -196,12 +184,12 @@ static char *read_nak_reason(struct cpr_main_chan *c)
     g_autofree char *raw = NULL;
     size_t len = 0;
     if (read_exactly(c, le, sizeof(le), deadline) == 0) {
-        len = (size_t)le[0] | (size_t)le[1] << 8;
+        len = (size_t)cpr_le_get(le, sizeof(le));
         raw = len && len <= CPR_MAIN_NAK_REASON_MAX ? g_malloc(len) : NULL;
         if (raw && read_exactly(c, raw, len, deadline) < 0)
             g_clear_pointer(&raw, g_free);
     }
-    bound_reads(c, -1);
+    cpr_io_bound_socket(c->fd, 0);
     if (!raw)
         return NULL;
     /* Text from the network goes into this side's messages and logs: no control characters
@@ -221,8 +209,8 @@ static char *read_nak_reason(struct cpr_main_chan *c)
 
 int cpr_main_chan_send_pass_ack(struct cpr_main_chan *c, uint32_t pass, cpr_error **errp)
 {
-    uint8_t msg[5] = { CPR_MAIN_PASS_ACK, (uint8_t)pass, (uint8_t)(pass >> 8), (uint8_t)(pass >> 16),
-                       (uint8_t)(pass >> 24) };
+    uint8_t msg[5] = { CPR_MAIN_PASS_ACK };
+    cpr_le_put(msg + 1, pass, 4);
     if (cpr_main_tls_send(c->tls, c->fd, msg, sizeof(msg), 0) != (ssize_t)sizeof(msg))
         return cpr_error_set_errno(errp, -errno ? -errno : -EIO, "main channel: acknowledging pass %u", pass);
     return 0;
@@ -241,7 +229,7 @@ int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_err
         if (read_exactly(c, msg + 1, 4, -1) < 0)
             return cpr_error_set(errp, -ECONNRESET, "main channel: the destination's acknowledgement of a "
                                  "pass was cut short");
-        *pass = (uint32_t)msg[1] | (uint32_t)msg[2] << 8 | (uint32_t)msg[3] << 16 | (uint32_t)msg[4] << 24;
+        *pass = (uint32_t)cpr_le_get(msg + 1, 4);
         return 0;
     }
     if (n == 1)
@@ -350,8 +338,7 @@ void cpr_main_chan_refuse(struct cpr_main_chan *c, const char *reason)
         while (len && ((uint8_t)reason[len] & 0xc0) == 0x80) /* not inside a UTF-8 character */
             len--;
     }
-    msg[1] = (uint8_t)len;
-    msg[2] = (uint8_t)(len >> 8);
+    cpr_le_put(msg + 1, len, 2);
     if (len)
         memcpy(msg + 3, reason, len);
     size_t total = len ? 3 + len : 1;

@@ -692,15 +692,13 @@ static void note_refusal(struct cpr_multifd_recv *m, cpr_error *err)
  * shorter (w NULL: no bound). */
 static void bound_io(int fd, const cpr_io_wait *w)
 {
-    struct timeval tv = { 0, 0 };
+    int64_t left = 0;
     if (w) {
-        int64_t left = HELLO_TIMEOUT_US;
+        left = HELLO_TIMEOUT_US;
         if (w->deadline_us >= 0)
             left = CLAMP(w->deadline_us - g_get_monotonic_time(), 1, HELLO_TIMEOUT_US);
-        tv = (struct timeval){ .tv_sec = left / G_USEC_PER_SEC, .tv_usec = left % G_USEC_PER_SEC };
     }
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    cpr_io_bound_socket(fd, left);
 }
 
 /* The TLS handshake (with tls-creds) and the hello of an accepted connection: -EPROTO when it
