@@ -58,6 +58,8 @@ struct savevm_state {
     GArray *identity;    /* struct identity_hook */
     char *machine;
     char *producer;
+    GPtrArray *flags;        /* config keys set to true in the next save's config record */
+    json_object *load_cfg;   /* the config record of the stream being loaded */
     cpr_warning_fn warn;
     void *warn_opaque;
     int busy;
@@ -80,6 +82,8 @@ static void state_free(void *p)
     g_array_free(st->identity, TRUE);
     g_free(st->machine);
     g_free(st->producer);
+    g_ptr_array_free(st->flags, TRUE);
+    json_object_put(st->load_cfg);
     g_free(st);
 }
 
@@ -90,6 +94,7 @@ static struct savevm_state *state_of(cpr_ctx *ctx)
         st = g_new0(struct savevm_state, 1);
         st->sections = g_ptr_array_new_with_free_func(section_free);
         st->identity = g_array_new(FALSE, FALSE, sizeof(struct identity_hook));
+        st->flags = g_ptr_array_new_with_free_func(g_free);
         cpr_ctx_slot_set(ctx, CPR_SLOT_SAVEVM, st, state_free);
     }
     return st;
@@ -289,7 +294,7 @@ static json_object *identity_value(cpr_ctx *ctx, const struct identity_hook *h)
     return text ? json_tokener_parse(text) : NULL;
 }
 
-static char *config_json(cpr_ctx *ctx, struct savevm_state *st, cpr_mode mode)
+static char *config_json(cpr_ctx *ctx, struct savevm_state *st, cpr_mode mode, const GPtrArray *flags)
 {
     json_object *o = json_object_new_object();
     g_autofree char *producer = st->producer ? g_strdup(st->producer)
@@ -310,6 +315,8 @@ static char *config_json(cpr_ctx *ctx, struct savevm_state *st, cpr_mode mode)
         }
         json_object_object_add(o, "identity", id);
     }
+    for (guint i = 0; i < flags->len; i++)
+        json_object_object_add(o, flags->pdata[i], json_object_new_boolean(1));
     char *text = g_strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     return text;
@@ -384,10 +391,13 @@ int cpr_savevm_begin(cpr_ctx *ctx, cpr_stream *s, cpr_mode mode, cpr_error **err
     if (!ctx || !s)
         return cpr_error_set(errp, -EINVAL, "cpr_savevm_begin: NULL argument");
     struct savevm_state *st = state_of(ctx);
+    /* The flags are this begin's, whatever it does. */
+    g_autoptr(GPtrArray) flags = st->flags;
+    st->flags = g_ptr_array_new_with_free_func(g_free);
     if (st->busy)
         return cpr_error_set(errp, -EBUSY, "a save or load of this context is already running");
     st->busy = 1;
-    g_autofree char *config = config_json(ctx, st, mode);
+    g_autofree char *config = config_json(ctx, st, mode, flags);
     g_autofree char *schema = schema_json(st);
     int ret = cpr_rec_write_stream_header(s, errp);
     if (ret >= 0)
@@ -545,14 +555,31 @@ void cpr_savevm_finish(cpr_ctx *ctx)
     st->busy = 0;
 }
 
+void cpr_savevm_set_config_flag(cpr_ctx *ctx, const char *key)
+{
+    g_ptr_array_add(state_of(ctx)->flags, g_strdup(key));
+}
+
 /* ---- load ---- */
 
+int cpr_savevm_config_flag(cpr_ctx *ctx, const char *key)
+{
+    json_object *v = NULL;
+    struct savevm_state *st = state_of(ctx);
+    return st->load_cfg && json_object_object_get_ex(st->load_cfg, key, &v) &&
+           json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
+}
+
+/* Checks the config record against this side's identity and keeps it for
+ * cpr_savevm_config_flag() until the load ends. */
 static int check_identity(cpr_ctx *ctx, struct savevm_state *st, const struct cpr_rec *r, cpr_error **errp)
 {
     json_object *cfg = NULL;
     int ret = cpr_meta_config(r, &cfg, errp);
     if (ret < 0)
         return ret;
+    json_object_put(st->load_cfg);
+    st->load_cfg = json_object_get(cfg);
     if (st->machine) {
         json_object *m = NULL;
         const char *theirs = json_object_object_get_ex(cfg, "machine", &m) && json_object_is_type(m, json_type_string)
@@ -731,6 +758,8 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
     g_hash_table_destroy(ls.skipped);
     g_ptr_array_free(ls.started, TRUE);
     cpr_schema_free(ls.schema);
+    json_object_put(st->load_cfg);
+    st->load_cfg = NULL;
     st->busy = 0;
     if (ret < 0)
         return ret;

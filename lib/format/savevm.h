@@ -38,6 +38,14 @@ void cpr_savevm_finish(cpr_ctx *ctx);
  * last iterate() reported (before the first, their pending() estimate, or 0). */
 uint64_t cpr_savevm_pending(cpr_ctx *ctx, const cpr_section *skip);
 
+/* Writes `key: true` into the config record the next cpr_savevm_begin() writes (that call
+ * forgets it, whatever it returns): a request a reader that does not know the key ignores
+ * (docs/format.md 2.4). */
+void cpr_savevm_set_config_flag(cpr_ctx *ctx, const char *key);
+/* During a load, from the config record on (a section's load callback): 1 when the stream's
+ * config has `key: true`, else 0. */
+int cpr_savevm_config_flag(cpr_ctx *ctx, const char *key);
+
 /*
  * Loads a whole stream. When config_json is not NULL it receives the stream's config record
  * (g_free) on success, so the engine can read the producer's mode.

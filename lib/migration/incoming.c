@@ -201,7 +201,9 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
         return ret;
     /* post_load and load_done run only once the whole stream checked out (savevm). */
     cpr_mig_ram_allow_postcopy(cpr_job_ram(job), job->params.postcopy_ram);
+    cpr_mig_ram_set_ack_to(cpr_job_ram(job), in->mc.is_socket ? &in->mc : NULL);
     ret = cpr_savevm_load_stream(job->ctx, in->mc.s, NULL, errp);
+    cpr_mig_ram_set_ack_to(cpr_job_ram(job), NULL); /* in->mc goes with the job */
     cpr_migration_info *i = cpr_job_stats_lock(job);
     i->transferred = cpr_stream_offset(in->mc.s);
     cpr_job_stats_unlock(job);

@@ -216,30 +216,55 @@ int cpr_main_chan_send_pass_ack(struct cpr_main_chan *c, uint32_t pass, cpr_erro
     return 0;
 }
 
-int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp)
+/* A pass's acknowledgement whose first byte (n: what its read returned) was read into *b. */
+static int pass_ack_rest(struct cpr_main_chan *c, ssize_t n, uint8_t b, uint32_t *pass, cpr_error **errp)
 {
-    uint8_t msg[5];
-    ssize_t n = cpr_main_tls_recv(c->tls, c->fd, msg, 1);
-    if (n == 1 && msg[0] == CPR_MAIN_NAK) {
+    uint8_t le[4];
+    if (n == 1 && b == CPR_MAIN_NAK) {
         g_autofree char *why = read_nak_reason(c);
         return cpr_error_set(errp, -ECONNABORTED, "the destination failed (negative acknowledgement%s%s)",
                              why ? ": " : "", why ? why : "");
     }
-    if (n == 1 && msg[0] == CPR_MAIN_PASS_ACK) {
-        if (read_exactly(c, msg + 1, 4, -1) < 0)
+    if (n == 1 && b == CPR_MAIN_PASS_ACK) {
+        if (read_exactly(c, le, sizeof(le), -1) < 0)
             return cpr_error_set(errp, -ECONNRESET, "main channel: the destination's acknowledgement of a "
                                  "pass was cut short");
-        *pass = (uint32_t)cpr_le_get(msg + 1, 4);
+        *pass = (uint32_t)cpr_le_get(le, sizeof(le));
         return 0;
     }
     if (n == 1)
         return cpr_error_set(errp, -EPROTO, "main channel: the destination sent 0x%02x where a pass's "
-                             "acknowledgement was due", msg[0]);
+                             "acknowledgement was due", b);
     if (n == 0)
         return cpr_error_set(errp, -ECONNRESET, "main channel: the destination closed it before it "
                              "acknowledged the pass");
     return cpr_error_set_errno(errp, n < 0 ? -errno : -EIO, "main channel: reading the destination's "
                                "acknowledgement of a pass");
+}
+
+int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp)
+{
+    uint8_t b = 0;
+    ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
+    return pass_ack_rest(c, n, b, pass, errp);
+}
+
+int cpr_main_chan_poll_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLIN };
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    /* Readable under TLS may be a record with no data for us (a TLS 1.3 session ticket): the
+     * short receive timeout keeps this a look, not a wait. */
+    cpr_io_bound_socket(c->fd, CPR_MAIN_LOOK_US);
+    uint8_t b = 0;
+    ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
+    int looked_only = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    cpr_io_bound_socket(c->fd, 0);
+    if (looked_only)
+        return 0;
+    int ret = pass_ack_rest(c, n, b, pass, errp);
+    return ret < 0 ? ret : 1;
 }
 
 /* Waits for main to have something (0), or, with a commit signal, for the signal and then
@@ -283,6 +308,20 @@ int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
     }
     uint8_t b = 0;
     ssize_t n = cpr_main_tls_recv(c->tls, c->fd, &b, 1);
+    if (n == 1 && b == CPR_MAIN_PASS_ACK && c->offer_due) {
+        /* The offer to acknowledge passes came after this side's last look for it. */
+        uint32_t pass;
+        c->offer_due = 0;
+        if ((ret = pass_ack_rest(c, n, b, &pass, errp)) < 0)
+            return ret;
+        if (pass != 0) {
+            *no_resume = 1; /* as any byte nobody sends: whether it committed is unknown */
+            return cpr_error_set(errp, -EPROTO, "main channel: the destination acknowledged pass %u, which "
+                                 "was never asked for: it may have committed, so the guest was left "
+                                 "paused here", pass);
+        }
+        return cpr_main_chan_read_ack(c, no_resume, errp);
+    }
     if (n == 1 && b == CPR_MAIN_ACK)
         return 0;
     /* A destination that sets the signal acknowledges only after it started the guest: main

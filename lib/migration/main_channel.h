@@ -47,6 +47,9 @@ struct cpr_main_chan {
      * of the commit from it alone (the destination died after its commit). */
     int commit_signal;
     int committed_by_signal;
+    /* Outgoing: the stream asks the destination to acknowledge passes and its offer (the
+     * acknowledgement of pass 0) has not been read yet: the final read skips it. */
+    int offer_due;
 };
 
 /* An unopened channel that cancel reaches through `cancel` (copied). */
@@ -72,14 +75,20 @@ int cpr_main_chan_wait_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **
 int cpr_main_chan_send_ack(struct cpr_main_chan *c, cpr_error **errp);
 /* wait_ack without ending this side's half: postcopy goes on to serve pages on the socket. */
 int cpr_main_chan_read_ack(struct cpr_main_chan *c, int *no_resume, cpr_error **errp);
-/* multifd with pass acknowledgements (docs/format.md, the descriptor's flag bit 0): once a
- * pass's sync entry is applied, the destination sends CPR_MAIN_PASS_ACK and the pass (u32 LE). */
+/* Pass acknowledgements (docs/migration.md, "Passes acknowledged"): once a pass's last entry
+ * is applied (multifd: its sync entry, with the descriptor's flag bit 0; a single stream: its
+ * pass-end entry), the destination sends CPR_MAIN_PASS_ACK and the pass (u32 LE). A single
+ * stream's destination first offers them, answering the config's request with pass 0. */
 #define CPR_MAIN_PASS_ACK 0x11
 int cpr_main_chan_send_pass_ack(struct cpr_main_chan *c, uint32_t pass, cpr_error **errp);
 /* The source reads it: 0 with *pass; a NAK (with its reason), the end, or another byte fail.
  * Before the final records every failure here lets the source resume: the destination cannot
  * commit without them. */
 int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp);
+/* As read_pass_ack without waiting: 1 with *pass when one came, 0 when none has (it looks for
+ * at most CPR_MAIN_LOOK_US), <0 as read_pass_ack. */
+#define CPR_MAIN_LOOK_US 2000
+int cpr_main_chan_poll_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp);
 /* A destination that fails before it commits, on a socket: NAK and the reason (NULL: none;
  * cut to CPR_MAIN_NAK_REASON_MAX bytes; a peer tls-authz refused is told only that), end its half, read to the source's end for at most
  * CPR_MAIN_DRAIN_US, so that the close does not reset. */

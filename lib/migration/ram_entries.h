@@ -23,6 +23,13 @@ enum {
     CPR_RAM_ENT_DISCARD = 6,
     /* Postcopy: no payload; ends the RAM of the stream: the source now serves pages. */
     CPR_RAM_ENT_POSTCOPY = 7,
+    /* u32 pass: a single stream's pass ends here; the destination acknowledges it on main.
+     * Only after the destination offered (the config key below). */
+    CPR_RAM_ENT_PASS_END = 8,
 };
+
+/* The config key of a source that reads pass acknowledgements on main (docs/format.md 2.4). */
+#define CPR_CONFIG_ACK_PASSES "acknowledge-passes"
+
 
 #endif

@@ -18,6 +18,8 @@
 #include "format/stream.h"
 #include "handover/ram_identity.h"
 #include "core/params.h"
+#include "format/savevm.h"
+#include "migration/main_channel.h"
 #include "migration/lazy_restore.h"
 #include "migration/map_restore.h"
 #include "migration/mapped_ram.h"
@@ -51,6 +53,8 @@ struct cpr_ram_save {
     struct cpr_ram_stats st;
     struct cpr_multifd_send *mfd; /* data pages go there, when set */
     cpr_mr_save *mapped; /* mapped-ram: pages go to the file's regions, not records */
+    int ack_passes;          /* a pass that runs out ends with a pass-end entry */
+    uint32_t acks_requested; /* pass-end entries written */
 };
 
 /* Blocks kept in place are not sent: shared memory under x-ignore-shared, and every shared
@@ -302,12 +306,18 @@ void cpr_ram_save_set_multifd(cpr_ram_save *rs, struct cpr_multifd_send *mfd)
     rs->mfd = mfd;
 }
 
-/* The pass ran out: with multifd, the sync entry that makes the destination wait for it. */
+/* The pass ran out: with multifd, the sync entry that makes the destination wait for it; a
+ * single stream the destination acknowledges: the pass-end entry. */
 static int pass_done(cpr_ram_save *rs, cpr_stream *s, cpr_error **errp)
 {
+    int ret;
+    if (rs->ack_passes) {
+        ret = cpr_stream_put_u8(s, CPR_RAM_ENT_PASS_END, errp);
+        return ret < 0 ? ret : cpr_stream_put_u32(s, ++rs->acks_requested, errp);
+    }
     if (!rs->mfd || !cpr_multifd_send_unsynced(rs->mfd))
         return 0;
-    int ret = cpr_stream_put_u8(s, CPR_RAM_ENT_MULTIFD_SYNC, errp);
+    ret = cpr_stream_put_u8(s, CPR_RAM_ENT_MULTIFD_SYNC, errp);
     return ret < 0 ? ret : cpr_multifd_send_sync(rs->mfd, s, errp);
 }
 
@@ -405,6 +415,9 @@ struct cpr_ram_load {
     struct cpr_multifd_recv *mfd; /* the multifd channels, when this side accepts them */
     GHashTable *indexed; /* mapped-ram copy load: cpr_ram_block * whose index entry came */
     int restore_mode;    /* CPR_RESTORE_*: other than copy, only a mapped-ram index may bring pages */
+    struct cpr_main_chan *ack_to; /* a socket's main channel: passes can be acknowledged there */
+    int acking;                   /* the source asked and this side offered */
+    uint32_t acked;               /* the last pass acknowledged */
 };
 
 int cpr_ram_load_new(cpr_ctx *ctx, cpr_ram_load **out)
@@ -510,7 +523,29 @@ int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
         ret = multifd_setup(rl, s, errp);
     if (ret == 0)
         rl->have_table = 1;
+    /* A source that reads acknowledgements asks in the config; the offer is pass 0's. */
+    if (ret == 0 && rl->ack_to && cpr_savevm_config_flag(rl->ctx, CPR_CONFIG_ACK_PASSES)) {
+        ret = cpr_main_chan_send_pass_ack(rl->ack_to, 0, errp);
+        rl->acking = ret == 0;
+    }
     return ret;
+}
+
+/* A pass-end entry: everything before it is in place; say so on main. */
+static int pass_end_entry(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
+{
+    uint32_t pass;
+    int ret = cpr_stream_get_u32(s, &pass, errp);
+    if (ret < 0)
+        return ret;
+    if (!rl->acking)
+        return cpr_error_set(errp, -EBADMSG, "ram section: a pass-end entry, but this destination did not "
+                             "offer to acknowledge passes");
+    if (pass != rl->acked + 1)
+        return cpr_error_set(errp, -EBADMSG, "ram section: the end of pass %u where pass %u was due", pass,
+                             rl->acked + 1);
+    rl->acked = pass;
+    return cpr_main_chan_send_pass_ack(rl->ack_to, pass, errp);
 }
 
 void cpr_ram_load_set_multifd(cpr_ram_load *rl, struct cpr_multifd_recv *mfd)
@@ -556,6 +591,11 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
             return cpr_error_set(errp, -EINVAL, "memory-restore-mode %s needs a mapped-ram file: this "
                                  "stream carries its pages inline (load it with memory-restore-mode copy)",
                                  rl->restore_mode == CPR_RESTORE_MAPPED ? "mapped" : "ondemand");
+        if (kind == CPR_RAM_ENT_PASS_END) {
+            if ((ret = pass_end_entry(rl, s, errp)) < 0)
+                return ret;
+            continue;
+        }
         if (kind == CPR_RAM_ENT_MULTIFD_SYNC) {
             if (!rl->mfd)
                 return cpr_error_set(errp, -EBADMSG, "ram section: a multifd sync entry without multifd");
@@ -644,6 +684,7 @@ struct cpr_mig_ram {
     uint64_t part_bytes;
     struct cpr_multifd_recv *mfd_in; /* the destination's multifd channels, when on */
     int mfd_out;                     /* this save's data pages go to multifd channels */
+    struct cpr_main_chan *ack_to;    /* the destination's main channel, a socket */
     int allow_postcopy;
     cpr_ram_load *postcopy_load; /* a load that ended in postcopy, kept for its bitmaps */
     void *kept;
@@ -717,6 +758,7 @@ static int ram_load(cpr_stream *s, uint32_t version, int phase, void *opaque, cp
         cpr_ram_load_free(r->load);
         cpr_ram_load_new(r->ctx, &r->load);
         cpr_ram_load_set_multifd(r->load, r->mfd_in);
+        r->load->ack_to = r->ack_to;
         r->load->allow_postcopy = r->allow_postcopy;
         cpr_mig_ram_postcopy_clear(r);
         return cpr_ram_load_setup(r->load, s, errp);
@@ -854,6 +896,22 @@ void cpr_mig_ram_set_multifd(struct cpr_mig_ram *r, struct cpr_multifd_send *out
         cpr_ram_save_set_multifd(r->save, out);
     r->mfd_out = out != NULL;
     r->mfd_in = in;
+}
+
+void cpr_mig_ram_set_ack_to(struct cpr_mig_ram *r, struct cpr_main_chan *mc)
+{
+    r->ack_to = mc;
+}
+
+void cpr_mig_ram_ack_passes(struct cpr_mig_ram *r, int on)
+{
+    if (r->save)
+        r->save->ack_passes = on;
+}
+
+uint32_t cpr_mig_ram_acks_requested(const struct cpr_mig_ram *r)
+{
+    return r->save ? r->save->acks_requested : 0;
 }
 
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r)

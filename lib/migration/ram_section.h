@@ -113,6 +113,15 @@ int cpr_mig_ram_kept(const struct cpr_mig_ram *r);
  * load; NULL for none. The caller owns both and frees them after the save or load. */
 void cpr_mig_ram_set_multifd(struct cpr_mig_ram *r, struct cpr_multifd_send *out, struct cpr_multifd_recv *in);
 
+struct cpr_main_chan;
+/* Destination: the main channel, a socket, where passes are acknowledged when the source asks
+ * (NULL: not a socket). Borrowed for the job. */
+void cpr_mig_ram_set_ack_to(struct cpr_mig_ram *r, struct cpr_main_chan *mc);
+/* Source: from now on (on) or no more (off), a pass that runs out ends with a pass-end entry,
+ * which the destination acknowledges; how many were written so far. */
+void cpr_mig_ram_ack_passes(struct cpr_mig_ram *r, int on);
+uint32_t cpr_mig_ram_acks_requested(const struct cpr_mig_ram *r);
+
 /* 1 once the live pass has run out (the engine then syncs). */
 int cpr_mig_ram_pass_ended(const struct cpr_mig_ram *r);
 

@@ -22,6 +22,7 @@
 #include "migration/migrate.h"
 #include "migration/multifd.h"
 #include "migration/postcopy.h"
+#include "migration/ram_entries.h"
 #include "migration/ram_section.h"
 #include "migration/vm_hooks.h"
 
@@ -53,6 +54,11 @@ struct save_run {
     int dirty_logging;
     struct cpr_multifd_send *mfd; /* RAM's data pages, when multifd is on */
     int postcopy; /* switched to postcopy: the dirty pages go on request (postcopy_save.c) */
+    struct cpr_main_chan *mc;
+    /* A single stream's pass acknowledgements: 0 not asked, ASKED until the destination's
+     * offer is read, then ON; the last pass acknowledged. */
+    enum { ACKS_OFF, ACKS_ASKED, ACKS_ON } acks;
+    uint32_t acked;
 };
 
 /* Bytes sent so far: the main channel's, the multifd channels', and pages written outside
@@ -87,6 +93,57 @@ static int multifd_open(struct save_run *r, struct cpr_main_chan *mc, cpr_error 
     if (ret == 0)
         cpr_multifd_send_want_acks(r->mfd, mc);
     cpr_mig_ram_set_multifd(r->ram, r->mfd, NULL);
+    return ret;
+}
+
+/*
+ * A single stream on a socket has the same backlog as multifd (docs/migration.md, "Passes
+ * acknowledged"), and a return path: ask the destination, in the config, to acknowledge
+ * passes. A 1.0/1.1 destination ignores the key and never offers; postcopy is left out, its
+ * return path carrying page requests from the switch on.
+ */
+static void acks_ask(struct save_run *r, struct cpr_main_chan *mc, enum cpr_save_live live)
+{
+    cpr_job *job = r->job;
+    if (!mc->is_socket || r->mfd || live != CPR_SAVE_LIVE || job->mode != CPR_MODE_NORMAL ||
+        job->params.postcopy_ram || !cpr_mig_ram_active(r->ram))
+        return;
+    cpr_savevm_set_config_flag(job->ctx, CPR_CONFIG_ACK_PASSES);
+    r->acks = ACKS_ASKED;
+    mc->offer_due = 1;
+}
+
+/* Each round while asked: the destination's offer, once it is there, turns the entries on. */
+static int acks_look(struct save_run *r, cpr_error **errp)
+{
+    uint32_t pass;
+    int ret = r->acks == ACKS_ASKED ? cpr_main_chan_poll_pass_ack(r->mc, &pass, errp) : 0;
+    if (ret <= 0)
+        return ret;
+    if (pass != 0)
+        return cpr_error_set(errp, -EPROTO, "main channel: the destination acknowledged pass %u before it "
+                             "offered to", pass);
+    r->acks = ACKS_ON;
+    r->mc->offer_due = 0;
+    cpr_mig_ram_ack_passes(r->ram, 1);
+    cpr_trace_step(r->job->ctx, "pass-acks-on");
+    return 0;
+}
+
+/* Waits until the destination applied every pass that ended so far. */
+static int acks_take(struct save_run *r, cpr_error **errp)
+{
+    uint32_t due = cpr_mig_ram_acks_requested(r->ram);
+    int ret = r->acked < due ? cpr_stream_flush(r->s, errp) : 0;
+    while (ret == 0 && r->acked < due) {
+        uint32_t pass;
+        if ((ret = cpr_main_chan_read_pass_ack(r->mc, &pass, errp)) < 0)
+            break;
+        if (pass != r->acked + 1)
+            ret = cpr_error_set(errp, -EPROTO, "main channel: the destination acknowledged pass %u where "
+                                "pass %u was due", pass, r->acked + 1);
+        r->acked = pass;
+    }
     return ret;
 }
 
@@ -171,8 +228,12 @@ static int pass_end(struct save_run *r, int *converged, cpr_error **errp)
 {
     /* multifd: the pass is carried once the destination applied it, not once its pages sat
      * in socket buffers (tens of MiB on a fast link): what is still buffered would otherwise
-     * be drained while the guest is stopped. */
+     * be drained while the guest is stopped. A single stream the same, when acknowledged. */
     int ret = cpr_multifd_send_take_acks(r->mfd, errp);
+    if (ret == 0)
+        ret = acks_take(r, errp);
+    if (ret == 0) /* for the next pass, when the offer came during this one */
+        ret = acks_look(r, errp);
     if (ret < 0)
         return ret;
     int64_t now = g_get_monotonic_time();
@@ -219,6 +280,8 @@ static int precopy(struct save_run *r, cpr_error **errp)
         if ((ret = cpr_job_check_cancel(r->job, errp)) < 0)
             return ret;
         uint64_t round_start = sent_bytes(r);
+        if ((ret = acks_look(r, errp)) < 0)
+            return ret;
         ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
         if (ret < 0)
             return ret;
@@ -315,7 +378,10 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
     if (job->params.mapped_ram)
         cpr_rec_announce_regions(r.s);
     int begun = 0;
+    r.mc = &mc;
     ret = multifd_open(&r, &mc, errp);
+    if (ret == 0)
+        acks_ask(&r, &mc, live);
     if (ret == 0) {
         ret = cpr_savevm_begin(job->ctx, r.s, job->mode, errp);
         begun = ret != -EBUSY;
@@ -330,6 +396,10 @@ int cpr_migrate_save_main(cpr_job *job, enum cpr_save_live live, cpr_error **err
         live = CPR_SAVE_STOP_FIRST;
     if (ret == 0 && live != CPR_SAVE_STOP_FIRST)
         ret = precopy(&r, errp);
+    /* The stopped guest's pages go unacknowledged: nothing is left to decide. */
+    cpr_mig_ram_ack_passes(r.ram, 0);
+    if (ret == 0)
+        ret = acks_take(&r, errp);
     if (ret == 0)
         ret = cpr_job_switchover(job, errp);
     if (ret == 0 && mc.is_socket && live == CPR_SAVE_LIVE && cpr_job_postcopy_requested(job)) {

@@ -27,7 +27,7 @@ static struct mig_vm *running_vm(void)
 
 /* ---- a stand-in destination on TCP ---- */
 
-enum answer { ANSWER_NAK, ANSWER_RESET };
+enum answer { ANSWER_NAK, ANSWER_RESET, ANSWER_LATE_OFFER };
 
 struct standin {
     int lfd;
@@ -35,6 +35,7 @@ struct standin {
     enum answer answer;
     uint64_t bytes; /* of the stream read */
     int saw_end;    /* the source ended its half (EOF) before the answer */
+    int asked;      /* the config asked for pass acknowledgements */
     GThread *th;
 };
 
@@ -55,9 +56,16 @@ static gpointer standin_run(gpointer p)
             s->saw_end = n == 0;
             break;
         }
+        if (s->bytes < 4096) /* the config record comes first */
+            s->asked |= memmem(buf, (size_t)n, "\"acknowledge-passes\":true", 25) != NULL;
         s->bytes += (uint64_t)n;
     }
-    if (s->answer == ANSWER_NAK) {
+    if (s->answer == ANSWER_LATE_OFFER) {
+        /* A 1.2 destination offers when it reads the start of RAM; a slow one's offer can
+         * reach the source only after the whole stream went out, right before the ACK. */
+        static const uint8_t offer_then_ack[] = { 0x11, 0, 0, 0, 0, 0x06 };
+        ck_assert_int_eq(write(c, offer_then_ack, sizeof(offer_then_ack)), (ssize_t)sizeof(offer_then_ack));
+    } else if (s->answer == ANSWER_NAK) {
         uint8_t nak = 0x15;
         ck_assert_int_eq(write(c, &nak, 1), 1);
     } else {
@@ -145,6 +153,21 @@ START_TEST(test_reset_while_waiting_for_the_ack_leaves_the_guest_paused)
     ck_assert_ptr_nonnull(strstr(desc, "left paused"));
     /* RAM was copied, not shared: whether to resume is the operator's call, not refused. */
     ck_assert_int_eq(cpr_migrate_check_resume(src->ctx, NULL), 0);
+    mig_vm_free(src);
+}
+END_TEST
+
+START_TEST(test_an_offer_to_acknowledge_passes_read_with_the_ack_completes)
+{
+    /* The source asks; the offer comes after its last look, before the ACK: it is skipped and
+     * the ACK counts. Seen failing without the skip: "a byte nobody sends", guest paused. */
+    struct mig_vm *src = running_vm();
+    struct standin s;
+    standin_start(&s, ANSWER_LATE_OFFER);
+    ck_assert_int_eq(migrate_to(src, &s, NULL), 0);
+    ck_assert_int_eq(s.asked, 1);
+    ck_assert_int_eq(query(src->ctx).status, CPR_MIGRATION_COMPLETED);
+    ck_assert(!mig_vm_running(src));
     mig_vm_free(src);
 }
 END_TEST
@@ -255,6 +278,7 @@ static Suite *migrate_commit_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_nak_after_the_stream_resumes_the_source);
     tcase_add_test(tc, test_reset_while_waiting_for_the_ack_leaves_the_guest_paused);
+    tcase_add_test(tc, test_an_offer_to_acknowledge_passes_read_with_the_ack_completes);
     tcase_add_test(tc, test_pipe_failing_after_the_whole_stream_does_not_resume);
     tcase_add_test(tc, test_cpr_transfer_refuses_main_channels_without_a_way_back);
     tcase_add_test(tc, test_prepare_is_read_only_from_callers_that_know_it);
