@@ -127,6 +127,26 @@ uint64_t cpr_ram_fd_page_size(int fd)
     return (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+int cpr_ram_block_write(const cpr_ram_block *b, uint64_t off, const void *src, size_t len)
+{
+    int fd = cpr_ram_block_fd(b);
+    if (fd < 0 || !cpr_ram_block_shared(b) || cpr_ram_block_page_size(b) != (uint64_t)sysconf(_SC_PAGESIZE)) {
+        memcpy((uint8_t *)cpr_ram_block_host(b) + off, src, len);
+        return 0;
+    }
+    while (len) {
+        ssize_t n = pwrite(fd, src, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        src = (const uint8_t *)src + n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 /* Accepts the system page size, or a huge page size this kernel offers; returns the MFD_HUGE* bits. */
 static int check_page_size(const char *name, uint64_t page_size, unsigned int *mfd_flags,
                            cpr_error **errp)

@@ -23,6 +23,18 @@ int cpr_ram_incoming_close(cpr_ctx *ctx);
 uint64_t cpr_ram_fd_page_size(int fd);
 
 /*
+ * Writes len bytes at offset off of the block's memory, as a load does (nothing else may
+ * write there meanwhile). Shared memory of small pages is written through its fd: the kernel
+ * fills the page cache without mapping a page into this process, which on a host that backs
+ * memory lazily costs several times less than a first write through the mapping (the guest
+ * maps the page on its own first touch later, a cheaper fault). Other memory (private, huge
+ * pages, which pwrite cannot fill) is written through the mapping. 0, or -errno of pwrite
+ * (-ENOSPC when the memory's file system is full, where a write through the mapping would
+ * raise SIGBUS). Any thread.
+ */
+int cpr_ram_block_write(const cpr_ram_block *b, uint64_t off, const void *src, size_t len);
+
+/*
  * memory-restore-mode mapped (lib/migration/map_restore.c): replaces the block's memory, at
  * its address, by a private copy-on-write mapping of bytes [offset, offset + size) of fd, the
  * file `file` (named in messages). From then on the block has no fd and is not shared (its

@@ -9,6 +9,7 @@
 #include "core/bytes.h"
 #include "core/crc32c.h"
 #include "core/error.h"
+#include "handover/ram.h"
 #include "migration/multifd_wire.h"
 
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
@@ -211,7 +212,11 @@ int cpr_mfd_packet_apply(const struct cpr_mfd_header *h, const uint8_t hdr[CPR_M
         uint64_t n = cpr_le_get(r + 4, 4), off = cpr_le_get(r + 8, 8) * CPR_MFD_PAGE;
         /* The last page of a block whose size is not a multiple of 4 KiB is short. */
         size_t len = (size_t)MIN(n * CPR_MFD_PAGE, b->size - off);
-        memcpy(b->host + off, src, len);
+        if (!b->block)
+            memcpy(b->host + off, src, len);
+        else if ((ret = cpr_ram_block_write(b->block, off, src, len)) < 0)
+            return cpr_error_set_errno(errp, ret, "multifd channel %u, packet %" PRIu64 ": writing into block '%s'",
+                                       h->channel, h->seq, b->name);
         src += n * CPR_MFD_PAGE;
     }
     return 0;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <cpr/error.h>
+#include <cpr/ram.h>
 
 #include "core/compress.h"
 
@@ -61,6 +62,7 @@ struct cpr_mfd_block {
     uint8_t *host;
     uint64_t size;
     const char *name;
+    const cpr_ram_block *block; /* pages are written with cpr_ram_block_write(); NULL: into host */
 };
 
 void cpr_mfd_hello_encode(const struct cpr_mfd_hello *h, uint8_t out[CPR_MFD_HELLO_SIZE]);

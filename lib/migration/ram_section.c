@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "format/stream.h"
+#include "handover/ram.h"
 #include "handover/ram_identity.h"
 #include "core/params.h"
 #include "format/savevm.h"
@@ -516,7 +517,7 @@ int cpr_ram_load_setup(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
             g_hash_table_insert(rl->sent, g_strdup(name), b);
             g_ptr_array_add(rl->order, b);
         }
-        struct cpr_mfd_block mb = { sent ? cpr_ram_block_host(b) : NULL, size, cpr_ram_block_name(b) };
+        struct cpr_mfd_block mb = { sent ? cpr_ram_block_host(b) : NULL, size, cpr_ram_block_name(b), b };
         g_array_append_val(rl->byidx, mb);
     }
     if (ret == 0 && cpr_stream_remaining(s) > 0)
@@ -662,7 +663,9 @@ int cpr_ram_load_pages(cpr_ram_load *rl, cpr_stream *s, cpr_error **errp)
         const void *src;
         if ((ret = cpr_stream_get_ptr(s, &src, (size_t)n * PAGE, errp)) < 0)
             return ret;
-        memcpy(dst, src, (size_t)len);
+        if ((ret = cpr_ram_block_write(cur, off, src, (size_t)len)) < 0)
+            return cpr_error_set_errno(errp, ret, "ram section: writing pages %" PRIu64 "+%u of block '%s'", first,
+                                       n, cpr_ram_block_name(cur));
     }
     return 0;
 }

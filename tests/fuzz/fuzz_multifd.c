@@ -28,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static uint8_t a[16 * PAGE], c[4 * PAGE];
     static uint8_t scratch[CPR_MFD_MAX_PAGES * PAGE];
     const struct cpr_mfd_block blocks[3] = {
-        { a, sizeof(a), "a" }, { NULL, 8 * PAGE, "kept" }, { c, sizeof(c) - 1000, "short" },
+        { a, sizeof(a), "a", NULL }, { NULL, 8 * PAGE, "kept", NULL }, { c, sizeof(c) - 1000, "short", NULL },
     };
     struct cpr_mfd_hello hello;
     cpr_error *err = NULL;

@@ -63,9 +63,9 @@ static void fake_ram_init(struct fake_ram *r)
 {
     r->a = calloc(64, PAGE);
     r->c = calloc(8, PAGE);
-    r->blocks[0] = (struct cpr_mfd_block){ r->a, 64 * PAGE, "pc.ram" };
-    r->blocks[1] = (struct cpr_mfd_block){ NULL, 16 * PAGE, "kept" };
-    r->blocks[2] = (struct cpr_mfd_block){ r->c, 8 * PAGE - 100, "short" }; /* last page short */
+    r->blocks[0] = (struct cpr_mfd_block){ r->a, 64 * PAGE, "pc.ram", NULL };
+    r->blocks[1] = (struct cpr_mfd_block){ NULL, 16 * PAGE, "kept", NULL };
+    r->blocks[2] = (struct cpr_mfd_block){ r->c, 8 * PAGE - 100, "short", NULL }; /* last page short */
 }
 
 static void fake_ram_free(struct fake_ram *r)
@@ -323,7 +323,7 @@ static void end_to_end(unsigned channels, int zstd, int stray)
     uint8_t *src = malloc(PAGES * PAGE), *dst = calloc(PAGES, PAGE);
     for (size_t i = 0; i < PAGES * PAGE / 8; i++)
         ((uint64_t *)src)[i] = zstd ? i / 64 : i * 0x9E3779B97F4A7C15ull;
-    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
+    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram", NULL } };
     /* The stray reaches the listener first. */
     int stray_fd = stray ? stray_connect(r.path, channels, stray == 1 ? CPR_MFD_HELLO_SIZE : 10) : -1;
     struct cpr_params p;
@@ -395,7 +395,7 @@ START_TEST(dead_channel_fails_the_sync)
     struct rig r;
     rig_listen(&r);
     uint8_t *ram = calloc(64, PAGE);
-    struct cpr_mfd_block blocks[1] = { { ram, 64 * PAGE, "ram" } };
+    struct cpr_mfd_block blocks[1] = { { ram, 64 * PAGE, "ram", NULL } };
     struct cpr_params p;
     cpr_params_init(&p);
     rig_open(&r, &p, blocks);
@@ -428,7 +428,7 @@ START_TEST(next_pass_waits_for_the_sync)
     rig_listen(&r);
     enum { PAGES = 200 };
     uint8_t *src = calloc(PAGES, PAGE), *dst = calloc(PAGES, PAGE);
-    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
+    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram", NULL } };
     struct cpr_params p;
     cpr_params_init(&p);
     p.multifd_channels = 1;
@@ -484,7 +484,7 @@ START_TEST(passes_are_acknowledged_on_main)
     enum { PAGES = 64 };
     uint8_t *src = malloc(PAGES * PAGE), *dst = calloc(PAGES, PAGE);
     memset(src, 0x5a, PAGES * PAGE);
-    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram" } };
+    struct cpr_mfd_block blocks[1] = { { dst, PAGES * PAGE, "ram", NULL } };
     struct cpr_params p;
     struct cpr_main_chan ms, md;
     int sv[2];
@@ -525,7 +525,7 @@ START_TEST(acks_asked_without_a_return_path_refused)
     struct rig r;
     rig_listen(&r);
     uint8_t dst[PAGE];
-    struct cpr_mfd_block blocks[1] = { { dst, PAGE, "ram" } };
+    struct cpr_mfd_block blocks[1] = { { dst, PAGE, "ram", NULL } };
     struct cpr_params p;
     struct cpr_main_chan ms, md;
     int sv[2];

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -72,6 +73,45 @@ START_TEST(test_private_block_has_no_fd)
     ck_assert_int_eq(cpr_ram_block_fd(b), -1);
     ck_assert_int_eq(cpr_ram_block_shared(b), 0);
     memset(cpr_ram_block_host(b), 1, 64 * 1024);
+}
+END_TEST
+
+/* Resident kB of the mapping that starts at addr, from /proc/self/smaps; -1 when not found. */
+static long mapping_rss_kb(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0;
+    long rss = -1;
+    unsigned long lo, hi;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+            in = lo == (unsigned long)addr;
+        else if (in && sscanf(line, "Rss: %ld kB", &rss) == 1)
+            break;
+    }
+    if (f)
+        fclose(f);
+    return rss;
+}
+
+START_TEST(test_block_write_fills_shared_memory_without_mapping_it)
+{
+    /* A load's write into shared memory goes through the fd: the pages are the guest's (the
+     * mapping reads them), but none was mapped into this process by the write. Seen failing
+     * with a write through the mapping: 64 kB resident. */
+    enum { N = 16 * 4096 };
+    static uint8_t src[N];
+    memset(src, 0x5a, sizeof(src));
+    cpr_ram_block *shared, *priv;
+    ck_assert_int_eq(cpr_ram_block_new(ctx, "shared", 1 * MiB, 4096, 0, &shared, NULL), 0);
+    ck_assert_int_eq(cpr_ram_block_write(shared, 64 * 4096, src, N), 0);
+    ck_assert_int_eq(mapping_rss_kb(cpr_ram_block_host(shared)), 0);
+    ck_assert_int_eq(memcmp((uint8_t *)cpr_ram_block_host(shared) + 64 * 4096, src, N), 0);
+    /* Private memory has no fd to write through: the mapping it is. */
+    ck_assert_int_eq(cpr_ram_block_new(ctx, "private", 1 * MiB, 4096, CPR_RAM_PRIVATE, &priv, NULL), 0);
+    ck_assert_int_eq(cpr_ram_block_write(priv, 4096, src, N), 0);
+    ck_assert_int_eq(memcmp((uint8_t *)cpr_ram_block_host(priv) + 4096, src, N), 0);
 }
 END_TEST
 
@@ -284,6 +324,7 @@ static Suite *ram_suite(void)
     tcase_add_test(tc, test_memfd_block_is_shared_and_mapped);
     tcase_add_test(tc, test_block_new_refuses_bad_arguments);
     tcase_add_test(tc, test_private_block_has_no_fd);
+    tcase_add_test(tc, test_block_write_fills_shared_memory_without_mapping_it);
     tcase_add_test(tc, test_file_block_keeps_contents_across_processes);
     tcase_add_test(tc, test_reattach_checks_size_and_page_size);
     tcase_add_test(tc, test_file_block_reattaches_preserved_fd_without_opening_path);
