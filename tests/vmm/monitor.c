@@ -9,6 +9,7 @@
 #include "cmdline.h"
 #include "migration.h"
 #include "monitor.h"
+#include "pause.h"
 #include "tls_objects.h"
 #include "vmm.h"
 
@@ -91,6 +92,22 @@ static int cmd_quit(vmm *v, json_object *args, json_object **ret, mon_error *err
 
 /* ---- guest ---------------------------------------------------------------------------- */
 
+/* The guest's stalls while an incoming postcopy fetched its pages (pause.h), or null. */
+static json_object *stalls_json(vmm *v)
+{
+    vmm_stall_stats st;
+    if (vmm_pause_stalls_get(v, &st) < 0)
+        return NULL;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "samples", json_object_new_uint64(st.samples));
+    json_object_object_add(o, "worst-ms", json_object_new_double((double)st.worst_ns / 1e6));
+    json_object_object_add(o, "p99-ms", json_object_new_double((double)st.p99_ns / 1e6));
+    json_object_object_add(o, "p50-ms", json_object_new_double((double)st.p50_ns / 1e6));
+    json_object_object_add(o, "dropped", json_object_new_uint64(st.dropped));
+    json_object_object_add(o, "recording", json_object_new_boolean(st.recording));
+    return o;
+}
+
 static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
     vmm_guest_report r;
@@ -110,6 +127,7 @@ static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_err
                            r.last_pause_ms < 0 ? NULL : json_object_new_double(r.last_pause_seen_ms));
     json_object_object_add(o, "last-pause-by",
                            r.last_pause_ms < 0 ? NULL : json_object_new_string(r.last_pause_by));
+    json_object_object_add(o, "postcopy-stalls", stalls_json(v));
     *ret = o;
     return 0;
 }
