@@ -465,6 +465,8 @@ uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s);
  * so a 30 ms stall is one 30 ms sample. The pause of a switchover (the record a handoff_set
  * arms for) is not a stall. `on` starts a fresh recording (no-op when on already); off takes
  * the records once more and keeps the samples. Mailbox version 1 keeps no record: no samples.
+ * _stalls_record() never blocks (any thread, even one the guest's page faults wait for): the
+ * sampler applies it at its next poll, or _stalls() does before it reads.
  */
 typedef struct vmm_stall_stats {
     uint64_t samples;  /* poll windows in which the guest recorded a gap */

@@ -61,10 +61,15 @@ struct vmm_hb_sampler {
     /* Stall recording (vmm_hb_sampler_stalls_record): each poll takes and zeroes every running
      * vCPU's pause record, the guest's worst gap since the poll before; samples in ns. */
     int stalls_on;
+    int stalls_req;            /* STALLS_*: asked by stalls_record, applied under the lock */
     uint32_t *stall_ns;
     size_t nstalls, stall_cap;
     uint64_t stall_worst_ns, stall_dropped;
 };
+
+/* stalls_record() only asks (atomically): it runs on the migration's thread while this sampler
+ * may be blocked under its lock on a guest page that has not arrived yet (postcopy). */
+enum { STALLS_NO_CHANGE, STALLS_START, STALLS_STOP };
 
 /* At 1 kHz, a quarter of an hour per vCPU (4 MiB); later samples are counted as dropped. */
 #define STALL_MAX_SAMPLES (1u << 20)
@@ -149,6 +154,22 @@ static void drain_stalls_locked(vmm_hb_sampler *s)
     }
 }
 
+/* Under s->lock: applies what stalls_record() asked. */
+static void stalls_apply_locked(vmm_hb_sampler *s)
+{
+    int req = __atomic_exchange_n(&s->stalls_req, STALLS_NO_CHANGE, __ATOMIC_ACQ_REL);
+    if (req == STALLS_START && !s->stalls_on) {
+        s->nstalls = 0;
+        s->stall_worst_ns = 0;
+        s->stall_dropped = 0;
+        s->stalls_on = 1;
+    } else if (req == STALLS_STOP && s->stalls_on) {
+        if (s->nvcpus)
+            drain_stalls_locked(s); /* up to now */
+        s->stalls_on = 0;
+    }
+}
+
 static int all_moved_locked(const vmm_hb_sampler *s)
 {
     if (s->nvcpus == 0)
@@ -169,6 +190,7 @@ static uint32_t mailbox_nvcpus(const vmm_hb_sampler *s)
 /* One poll. Under s->lock. */
 static void poll_locked(vmm_hb_sampler *s)
 {
+    stalls_apply_locked(s);
     if (s->nvcpus == 0 && (s->nvcpus = mailbox_nvcpus(s)) == 0)
         return;
     uint64_t now = vmm_now_ns();
@@ -429,16 +451,8 @@ uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s)
 
 void vmm_hb_sampler_stalls_record(vmm_hb_sampler *s, int on)
 {
-    pthread_mutex_lock(&s->lock);
-    if (on && !s->stalls_on) {
-        s->nstalls = 0;
-        s->stall_worst_ns = 0;
-        s->stall_dropped = 0;
-    }
-    if (!on && s->stalls_on && s->nvcpus)
-        drain_stalls_locked(s); /* up to now */
-    s->stalls_on = on;
-    pthread_mutex_unlock(&s->lock);
+    __atomic_store_n(&s->stalls_req, on ? STALLS_START : STALLS_STOP, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&s->cond); /* the next poll applies it */
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -458,6 +472,7 @@ int vmm_hb_sampler_stalls(vmm_hb_sampler *s, vmm_stall_stats *out)
 {
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&s->lock);
+    stalls_apply_locked(s);
     size_t n = s->nstalls;
     uint32_t *copy = n ? malloc(n * sizeof(*copy)) : NULL;
     if (copy)
