@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Postcopy between the two hosts of tests/bench/hosts (issue 22): variants "postcopy" (an idle
-guest, libcpr and, with --with-qemu, QEMU 7.2 over the same link) and "postcopy-dirty" (libcpr's
-guest dirtying twice the pages the link carries; QEMU's BIOS guest cannot dirty).
+guest, libcpr and, with --with-qemu, QEMU 7.2 over the same link), "postcopy-dirty" (libcpr's
+guest dirtying twice the pages the link carries; QEMU's BIOS guest cannot dirty) and
+"postcopy-dirty-cap" (the same with max-postcopy-bandwidth at CAP_SHARE of the link).
 
 Both implementations get capability postcopy-ram on both sides, the same downtime-limit and no
 bandwidth cap (the tbf link is the cap). Idle: migrate-start-postcopy SWITCH_AFTER_S after
@@ -30,7 +31,10 @@ SWITCH_AFTER_S = 1.0
 PASSES = 3
 BASELINE_S = 1.0
 DOWNTIME_MS = 300
-VARIANTS = ("postcopy", "postcopy-dirty")
+VARIANTS = ("postcopy", "postcopy-dirty", "postcopy-dirty-cap")
+# postcopy-dirty-cap: the same dirtying guest with max-postcopy-bandwidth at this share of the link,
+# so that the background pages do not fill the link's queue in front of the faults' replies.
+CAP_SHARE = 0.8
 FIGURES = ("start_to_running_ms", "total_ms", "downtime_ms", "pause_ms", "stall_worst_ms", "stall_p99_ms",
            "baseline_stall_worst_ms", "baseline_stall_p99_ms")
 QEMU_NO_DIRTY = "QEMU's BIOS guest cannot dirty its RAM: libcpr's dirtying guest runs alone"
@@ -79,7 +83,10 @@ def _completed(vm, timeout=900):
 def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
     """One cpr-vmm postcopy migration a -> b; returns its figures."""
     link = link_bytes_per_s(rate)
-    dirty = 2 * link // PAGE if variant == "postcopy-dirty" else 0
+    dirty = 2 * link // PAGE if variant.startswith("postcopy-dirty") else 0
+    params = {"downtime-limit": DOWNTIME_MS}
+    if variant == "postcopy-dirty-cap":
+        params["max-postcopy-bandwidth"] = int(link * CAP_SHARE)
     args = ["-accel", accel, "-smp", "1", "-guest-dirty-rate", str(dirty)]
     uri = f"tcp:{hosts.addr('b')}:{port}"
     src = Vmm(binary, wd, f"pc-src{n}", base_args(wd, f"pc{n}", args, ram_mb=size >> 20), wrap=hosts.wrap("a"))
@@ -94,7 +101,7 @@ def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
         src.qmp("x-record-stalls", record=False)
         base = src.guest()["stalls"]
         src.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
-        src.qmp("migrate-set-parameters", **{"downtime-limit": DOWNTIME_MS})
+        src.qmp("migrate-set-parameters", **params)
         src.qmp("migrate", uri=uri)
         pre = {}
         if dirty:
