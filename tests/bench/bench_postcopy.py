@@ -12,7 +12,8 @@ running (polled over QMP: a bound, not the exact start; it includes the source's
 its current precopy step), the guest's own pause at the switch (its heartbeat gap,
 `last-pause-ms`), the total time, requests and pages
 fetched on faults against pages pushed in order, the destination's blocktime and worst single
-stall, and the zero-corruption re-verify.
+stall, the guest's own worst stall and p99 (query-guest stalls: its worst gap between loop
+iterations in each ~1 ms window while pages were fetched), and the zero-corruption re-verify.
 One JSON line per size on stdout.
 """
 import json
@@ -66,6 +67,8 @@ def run(binary, ram_mb):
                 "fault_pages": ram.get("x-postcopy-fault-pages"), "pushed_pages": ram.get("x-postcopy-pushed-pages"),
                 "blocktime_ms": nin.get("postcopy-blocktime"),
                 "worst_stall_us": nin.get("x-postcopy-worst-stall-us"),
+                "guest_stall_worst_ms": (g.get("stalls") or {}).get("worst-ms"),
+                "guest_stall_p99_ms": (g.get("stalls") or {}).get("p99-ms"),
                 "guest_pause_ms": g.get("last-pause-ms"), "guest_pause_seen_ms": g.get("last-pause-seen-ms"),
                 "corruptions": g["corruptions"], "pages_verified": g["pages-verified"]}
     finally:

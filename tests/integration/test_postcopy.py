@@ -93,6 +93,11 @@ def test_complete(binary, wd):
     else:
         check(blocktime == 0 and worst == 0, "no fault, no blocktime")
     check("postcopy-blocktime" not in info, "blocktime is the destination's")
+    stalls = new.guest()["stalls"]
+    log(f"postcopy: the guest's own stalls {stalls}")
+    check(stalls is not None and not stalls["recording"] and stalls["samples"] > 0
+          and stalls["worst-ms"] >= stalls["p99-ms"] > 0,
+          "the destination recorded the guest's stalls while pages were fetched, until the end")
     check_after_switchover(new, hb_old, serial)
     old.shutdown()
     new.shutdown()

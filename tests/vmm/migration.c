@@ -190,6 +190,11 @@ static void on_status(cpr_ctx *ctx, int status, void *opaque)
     vmm *v = opaque;
     if (status == CPR_MIGRATION_ACTIVE && v->mig->in_active)
         hold_main(v);
+    /* The guest runs here while pages are fetched: record how long it stalls, until the end. */
+    if (status == CPR_MIGRATION_POSTCOPY_ACTIVE && v->mig->in_active)
+        vmm_pause_stalls_record(v, 1);
+    else if (status_final(status) && v->mig->in_active)
+        vmm_pause_stalls_record(v, 0);
     status_call *c = g_new(status_call, 1);
     c->v = v;
     c->status = status;

@@ -9,6 +9,7 @@
 #include "cmdline.h"
 #include "migration.h"
 #include "monitor.h"
+#include "pause.h"
 #include "tls_objects.h"
 #include "vmm.h"
 
@@ -91,6 +92,23 @@ static int cmd_quit(vmm *v, json_object *args, json_object **ret, mon_error *err
 
 /* ---- guest ---------------------------------------------------------------------------- */
 
+/* The guest's stalls while an incoming postcopy fetched its pages, or between x-record-stalls
+ * on and off (pause.h); null when none were recorded. */
+static json_object *stalls_json(vmm *v)
+{
+    vmm_stall_stats st;
+    if (vmm_pause_stalls_get(v, &st) < 0)
+        return NULL;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "samples", json_object_new_uint64(st.samples));
+    json_object_object_add(o, "worst-ms", json_object_new_double((double)st.worst_ns / 1e6));
+    json_object_object_add(o, "p99-ms", json_object_new_double((double)st.p99_ns / 1e6));
+    json_object_object_add(o, "p50-ms", json_object_new_double((double)st.p50_ns / 1e6));
+    json_object_object_add(o, "dropped", json_object_new_uint64(st.dropped));
+    json_object_object_add(o, "recording", json_object_new_boolean(st.recording));
+    return o;
+}
+
 static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
     vmm_guest_report r;
@@ -110,7 +128,21 @@ static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_err
                            r.last_pause_ms < 0 ? NULL : json_object_new_double(r.last_pause_seen_ms));
     json_object_object_add(o, "last-pause-by",
                            r.last_pause_ms < 0 ? NULL : json_object_new_string(r.last_pause_by));
+    json_object_object_add(o, "stalls", stalls_json(v));
     *ret = o;
+    return 0;
+}
+
+/* Records the guest's stalls from now on (record: true) or stops (false): a baseline to hold
+ * the postcopy figures against. */
+static int cmd_record_stalls(vmm *v, json_object *args, json_object **ret, mon_error *err)
+{
+    json_object *on = json_object_object_get(args, "record");
+    if (!json_object_is_type(on, json_type_boolean))
+        return mon_fail(err, "GenericError", "x-record-stalls: want {\"record\": BOOL}");
+    if (!v->sampler)
+        return mon_fail(err, "GenericError", "x-record-stalls: this VMM has no heartbeat sampler");
+    vmm_pause_stalls_record(v, json_object_get_boolean(on));
     return 0;
 }
 
@@ -544,6 +576,8 @@ const mon_cmd mon_commands[] = {
     {"cont", "cont", NULL, "resume the VM", cmd_cont, NULL, NULL, 0},
     {"quit", "quit", NULL, "quit the VMM", cmd_quit, NULL, NULL, 0},
     {"query-guest", "info guest", NULL, "guest heartbeat, pattern and pause figures", cmd_query_guest, NULL, print_guest, 0},
+    {"x-record-stalls", NULL, NULL, "record the guest's stalls (record: true) or stop (false)",
+     cmd_record_stalls, NULL, NULL, 0},
     {"migrate-set-parameters", "migrate_set_parameter", "migrate_set_parameter parameter value",
      "set a migration parameter", cmd_set_params, hmp_args_param, NULL, 0},
     {"query-migrate-parameters", "info migrate_parameters", NULL, "show migration parameters",

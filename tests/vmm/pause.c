@@ -128,3 +128,19 @@ void vmm_pause_resumed(vmm *v)
         g_thread_join(v->pause_thread);
     v->pause_thread = g_thread_new("pause-measure", measure_thread, v);
 }
+
+void vmm_pause_stalls_record(vmm *v, int on)
+{
+    if (!v->sampler)
+        return;
+    vmm_hb_sampler_stalls_record(v->sampler, on);
+    if (on)
+        __atomic_store_n(&v->stalls_recorded, 1, __ATOMIC_RELAXED);
+}
+
+int vmm_pause_stalls_get(vmm *v, vmm_stall_stats *out)
+{
+    if (!v->sampler || !__atomic_load_n(&v->stalls_recorded, __ATOMIC_RELAXED))
+        return -1;
+    return vmm_hb_sampler_stalls(v->sampler, out) < 0 ? -1 : 0;
+}

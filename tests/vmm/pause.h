@@ -27,4 +27,10 @@ void vmm_pause_before_resume(vmm *v);
 /* Right after the resume: measures the pause in the background when a handoff was set. */
 void vmm_pause_resumed(vmm *v);
 
+/* The guest's stalls (vmm_hb_sampler_stalls_record): an incoming postcopy records them from
+ * postcopy-active until the migration ends, x-record-stalls whenever asked. Never blocks. */
+void vmm_pause_stalls_record(vmm *v, int on);
+/* 0 with *out, or -1 when no stalls were ever recorded here. */
+int vmm_pause_stalls_get(vmm *v, vmm_stall_stats *out);
+
 #endif

@@ -75,6 +75,7 @@ struct vmm {
     vmm_hb_handoff in_handoff; /* loaded from the source: set at the resume, after the commit */
     int have_in_handoff;
     GThread *pause_thread;
+    int stalls_recorded;   /* an incoming postcopy recorded the guest's stalls (atomic) */
     int main_hold;         /* vmm_main_hold() depth; under lock */
     GPtrArray *held_calls; /* main_call *, queued while held; under lock */
     vmm_devices *devs;

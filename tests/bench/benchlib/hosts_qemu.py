@@ -64,7 +64,8 @@ class QemuHosts:
     def version(self):
         return self.launcher.version()
 
-    def _ram(self, size):
+    def ram(self, size):
+        """The source's RAM file of `size`, pre-filled once and reused by every run."""
         if size not in self.src_ram:
             path = os.path.join("/dev/shm", f"cpr-bench-hosts-qemu-{os.getpid()}-{size >> 20}M")
             host.prefill(path, size)
@@ -100,7 +101,7 @@ class QemuHosts:
         L = self.launcher
         src = dst = None
         try:
-            src = L.start(f"src{n}", size, self._ram(size), tls("client"), wrap=hosts.wrap("a"))
+            src = L.start(f"src{n}", size, self.ram(size), tls("client"), wrap=hosts.wrap("a"))
             dst = L.start(f"dst{n}", size, dst_ram, tls("server") + ["-incoming", "defer"], wrap=hosts.wrap("b"))
             L.ready(src)
             for vm in (src, dst):

@@ -456,6 +456,30 @@ int vmm_hb_sampler_last_window(vmm_hb_sampler *s, uint64_t *start_ns, uint64_t *
  * was descheduled): a gap measured across one is an upper bound. */
 uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s);
 
+/*
+ * Stalls: how long the guest went between two iterations of its loop, on its own clock, while
+ * recording is on (the destination of a postcopy migration, while pages are fetched). Each poll
+ * (every 1 ms between switchovers) takes every vCPU's pause record (struct vmm_guest_gap), the
+ * guest's worst gap since the previous poll, and zeroes it: a sample is the worst gap the guest
+ * saw in one poll window, and a window in which no iteration ended (a longer stall) gives none,
+ * so a 30 ms stall is one 30 ms sample. The pause of a switchover (the record a handoff_set
+ * arms for) is not a stall. `on` starts a fresh recording (no-op when on already); off takes
+ * the records once more and keeps the samples. Mailbox version 1 keeps no record: no samples.
+ * _stalls_record() never blocks (any thread, even one the guest's page faults wait for): the
+ * sampler applies it at its next poll, or _stalls() does before it reads.
+ */
+typedef struct vmm_stall_stats {
+    uint64_t samples;  /* poll windows in which the guest recorded a gap */
+    uint64_t worst_ns; /* the longest gap */
+    uint64_t p50_ns;   /* nearest-rank percentiles of the samples (saturated at ~4.3 s) */
+    uint64_t p99_ns;
+    uint64_t dropped;  /* samples beyond the sampler's store (2^20), counted in worst only */
+    int recording;
+} vmm_stall_stats;
+void vmm_hb_sampler_stalls_record(vmm_hb_sampler *s, int on);
+/* 0, or -ENOMEM. */
+int vmm_hb_sampler_stalls(vmm_hb_sampler *s, vmm_stall_stats *out);
+
 /* CLOCK_MONOTONIC in ns. */
 uint64_t vmm_now_ns(void);
 

@@ -58,7 +58,21 @@ struct vmm_hb_sampler {
     /* ...and when that record ended, on CLOCK_MONOTONIC (for traces: where the pause lies
      * against the two processes' steps). */
     uint64_t guest_end_ns[VMM_MAX_VCPUS];
+    /* Stall recording (vmm_hb_sampler_stalls_record): each poll takes and zeroes every running
+     * vCPU's pause record, the guest's worst gap since the poll before; samples in ns. */
+    int stalls_on;
+    int stalls_req;            /* STALLS_*: asked by stalls_record, applied under the lock */
+    uint32_t *stall_ns;
+    size_t nstalls, stall_cap;
+    uint64_t stall_worst_ns, stall_dropped;
 };
+
+/* stalls_record() only asks (atomically): it runs on the migration's thread while this sampler
+ * may be blocked under its lock on a guest page that has not arrived yet (postcopy). */
+enum { STALLS_NO_CHANGE, STALLS_START, STALLS_STOP };
+
+/* At 1 kHz, a quarter of an hour per vCPU (4 MiB); later samples are counted as dropped. */
+#define STALL_MAX_SAMPLES (1u << 20)
 
 /* How far a pause record's end may lie outside the two polls around it (reading order). */
 #define CLOCK_SLACK_NS 20000ull
@@ -86,7 +100,9 @@ static void take_guest_gap(vmm_hb_sampler *s, uint32_t i, uint64_t clk, uint64_t
                            uint64_t seen_ns)
 {
     uint64_t tpm = __atomic_load_n(&s->mb->hdr.ticks_per_ms, __ATOMIC_RELAXED);
-    uint64_t gap = __atomic_load_n(&s->mb->gap[i].max_gap, __ATOMIC_RELAXED);
+    /* While stalls are recorded the pause is consumed here, so that it is not also a stall. */
+    uint64_t gap = s->stalls_on ? __atomic_exchange_n(&s->mb->gap[i].max_gap, 0, __ATOMIC_RELAXED)
+                                : __atomic_load_n(&s->mb->gap[i].max_gap, __ATOMIC_RELAXED);
     uint64_t end = __atomic_load_n(&s->mb->gap[i].gap_end, __ATOMIC_RELAXED);
     uint64_t slack = tpm * CLOCK_SLACK_NS / 1000000;
     s->guest_gap_ns[i] = tpm ? (uint64_t)((double)gap * 1e6 / (double)tpm) : 0;
@@ -97,6 +113,61 @@ static void take_guest_gap(vmm_hb_sampler *s, uint32_t i, uint64_t clk, uint64_t
     s->guest_ok[i] = tpm && clk && s->last_poll_clk && gap && end <= clk + slack &&
                      end + slack >= s->last_poll_clk &&
                      s->guest_gap_ns[i] <= seen_ns + CLOCK_SLACK_NS;
+}
+
+static void stall_add_locked(vmm_hb_sampler *s, uint64_t ns)
+{
+    if (ns > s->stall_worst_ns)
+        s->stall_worst_ns = ns;
+    if (s->nstalls == s->stall_cap) {
+        size_t cap = s->stall_cap ? s->stall_cap * 2 : 4096;
+        uint32_t *p = cap <= STALL_MAX_SAMPLES ? realloc(s->stall_ns, cap * sizeof(*p)) : NULL;
+        if (!p) {
+            s->stall_dropped++;
+            return;
+        }
+        s->stall_ns = p;
+        s->stall_cap = cap;
+    }
+    s->stall_ns[s->nstalls++] = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+}
+
+/*
+ * Under s->lock: takes each vCPU's pause record, the guest's worst gap between two iterations
+ * since the last take, and zeroes it (an exchange: a gap the guest stores after it lands in the
+ * next sample). The guest compares and then stores, so a gap it compared against the record just
+ * taken and found smaller is lost: never the worst, which that record already holds. A vCPU that
+ * has not moved since a handoff_set still holds the pause in its record: left for take_guest_gap.
+ * No sample when no iteration ended since the last take (the vCPU is stalled, or stopped).
+ */
+static void drain_stalls_locked(vmm_hb_sampler *s)
+{
+    uint64_t tpm = __atomic_load_n(&s->mb->hdr.ticks_per_ms, __ATOMIC_RELAXED);
+    if (!tpm || __atomic_load_n(&s->mb->hdr.version, __ATOMIC_RELAXED) < 2)
+        return; /* version 1 keeps no record */
+    for (uint32_t i = 0; i < s->nvcpus; i++) {
+        if (s->armed == ARM_RESUME && !s->moved[i])
+            continue;
+        uint64_t t = __atomic_exchange_n(&s->mb->gap[i].max_gap, 0, __ATOMIC_RELAXED);
+        if (t)
+            stall_add_locked(s, (uint64_t)((double)t * 1e6 / (double)tpm));
+    }
+}
+
+/* Under s->lock: applies what stalls_record() asked. */
+static void stalls_apply_locked(vmm_hb_sampler *s)
+{
+    int req = __atomic_exchange_n(&s->stalls_req, STALLS_NO_CHANGE, __ATOMIC_ACQ_REL);
+    if (req == STALLS_START && !s->stalls_on) {
+        s->nstalls = 0;
+        s->stall_worst_ns = 0;
+        s->stall_dropped = 0;
+        s->stalls_on = 1;
+    } else if (req == STALLS_STOP && s->stalls_on) {
+        if (s->nvcpus)
+            drain_stalls_locked(s); /* up to now */
+        s->stalls_on = 0;
+    }
 }
 
 static int all_moved_locked(const vmm_hb_sampler *s)
@@ -119,6 +190,7 @@ static uint32_t mailbox_nvcpus(const vmm_hb_sampler *s)
 /* One poll. Under s->lock. */
 static void poll_locked(vmm_hb_sampler *s)
 {
+    stalls_apply_locked(s);
     if (s->nvcpus == 0 && (s->nvcpus = mailbox_nvcpus(s)) == 0)
         return;
     uint64_t now = vmm_now_ns();
@@ -156,6 +228,8 @@ static void poll_locked(vmm_hb_sampler *s)
         s->before_ns[i] = prev;
     }
     s->last_poll_clk = start_clk;
+    if (s->stalls_on)
+        drain_stalls_locked(s);
     if (s->armed == ARM_RESUME && all_moved_locked(s)) {
         s->armed = ARM_IDLE;
         pthread_cond_broadcast(&s->cond);
@@ -232,6 +306,7 @@ void vmm_hb_sampler_free(vmm_hb_sampler *s)
     pthread_join(s->thread, NULL);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
+    free(s->stall_ns);
     free(s);
 }
 
@@ -372,4 +447,46 @@ void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
 uint64_t vmm_hb_sampler_late_polls(vmm_hb_sampler *s)
 {
     return read_locked(s, &s->late_polls);
+}
+
+void vmm_hb_sampler_stalls_record(vmm_hb_sampler *s, int on)
+{
+    __atomic_store_n(&s->stalls_req, on ? STALLS_START : STALLS_STOP, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&s->cond); /* the next poll applies it */
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest rank: the smallest sample with at least pct% of the samples at or below it. */
+static uint64_t percentile(const uint32_t *sorted, size_t n, unsigned pct)
+{
+    size_t rank = (n * pct + 99) / 100;
+    return n ? sorted[rank ? rank - 1 : 0] : 0;
+}
+
+int vmm_hb_sampler_stalls(vmm_hb_sampler *s, vmm_stall_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&s->lock);
+    stalls_apply_locked(s);
+    size_t n = s->nstalls;
+    uint32_t *copy = n ? malloc(n * sizeof(*copy)) : NULL;
+    if (copy)
+        memcpy(copy, s->stall_ns, n * sizeof(*copy));
+    out->recording = s->stalls_on;
+    out->worst_ns = s->stall_worst_ns;
+    out->dropped = s->stall_dropped;
+    pthread_mutex_unlock(&s->lock);
+    if (n && !copy)
+        return -ENOMEM;
+    qsort(copy, n, sizeof(*copy), cmp_u32);
+    out->samples = n;
+    out->p50_ns = percentile(copy, n, 50);
+    out->p99_ns = percentile(copy, n, 99);
+    free(copy);
+    return 0;
 }

@@ -457,6 +457,55 @@ START_TEST(test_resume_refuses_a_machine_without_a_guest)
 }
 END_TEST
 
+/*
+ * A postcopy destination records the guest's stalls on its own clock: a stop it was not told of
+ * (as a vCPU waiting for a missing page) is one sample at least that long; the pause of the
+ * switchover before it (resumed through a handoff) is measured as the pause, not as a stall.
+ */
+START_TEST(test_sampler_records_stalls_but_not_the_switchover_pause)
+{
+    struct booted b;
+    boot(&b, 16 * MiB, 1, VMM_DEFAULT_RATE_PPS);
+    vmm_hb_sampler *s = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_hb_sampler_new(&s, b.ram, b.size, 10, &err), 0);
+    vmm_stall_stats st;
+    sleep_ms(20);
+    ck_assert_int_eq(vmm_hb_sampler_stalls(s, &st), 0);
+    ck_assert_uint_eq(st.samples, 0); /* not recording: nothing */
+
+    vmm_hb_sampler_stalls_record(s, 1);
+    vmm_hb_sampler_reset(s);
+    stop(b.m);
+    vmm_hb_handoff h;
+    vmm_hb_sampler_handoff_get(s, &h);
+    sleep_ms(300);
+    vmm_hb_sampler_handoff_set(s, &h);
+    resume(b.m);
+    uint64_t pause = 0;
+    ck_assert_int_eq(vmm_hb_sampler_wait_pause(s, 5000, &pause), 0);
+    ck_assert_uint_ge(pause, 300000000);
+    sleep_ms(30);
+    stop(b.m); /* a stall the sampler was not armed for */
+    sleep_ms(100);
+    resume(b.m);
+    sleep_ms(30);
+    vmm_hb_sampler_stalls_record(s, 0);
+    ck_assert_int_eq(vmm_hb_sampler_stalls(s, &st), 0);
+    printf("stalls: %llu samples, worst %.3f ms, p99 %.3f ms, p50 %.3f ms; pause %.3f ms\n",
+           (unsigned long long)st.samples, st.worst_ns / 1e6, st.p99_ns / 1e6, st.p50_ns / 1e6, pause / 1e6);
+    ck_assert_int_eq(st.recording, 0);
+    ck_assert_uint_ge(st.samples, 2);
+    ck_assert_uint_ge(st.worst_ns, 100000000);
+    ck_assert_uint_lt(st.worst_ns, pause); /* the 300 ms pause is not among them */
+    ck_assert_uint_le(st.p50_ns, st.p99_ns);
+    ck_assert_uint_le(st.p99_ns, st.worst_ns);
+    ck_assert_uint_eq(st.dropped, 0);
+    vmm_hb_sampler_free(s);
+    unboot(&b);
+}
+END_TEST
+
 START_TEST(test_a_faulting_guest_is_reported_not_hidden)
 {
     if (TEST_ACCEL != VMM_ACCEL_KVM)
@@ -887,6 +936,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_state_calls_refuse_a_running_machine);
     tcase_add_test(tc, test_resume_refuses_a_machine_without_a_guest);
     tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
+    tcase_add_test(tc, test_sampler_records_stalls_but_not_the_switchover_pause);
     tcase_add_test(tc, test_a_faulting_guest_is_reported_not_hidden);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
     tcase_add_test(tc, test_guest_of_mailbox_version_1_boots_and_moves);
