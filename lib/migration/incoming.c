@@ -216,6 +216,28 @@ static int load_and_prepare(cpr_job *job, struct in_state *in, cpr_error **errp)
     return ret;
 }
 
+/*
+ * Postcopy's pages, its pause on a cut link and its recovery run on a thread of their own from
+ * before the VMM's start hook: a hook (or anything it waits for) that touches a page still
+ * missing waits for that page, and if the link is cut meanwhile, only this thread can report
+ * postcopy-paused and take the source back (migrate-recover). Run on the job's thread, after
+ * the hook, they deadlocked with such a hook.
+ */
+struct pc_runner {
+    cpr_job *job;
+    struct cpr_postcopy_in *pc;
+    GThread *th;
+    int ret;
+    cpr_error *err;
+};
+
+static gpointer pc_runner_thread(gpointer p)
+{
+    struct pc_runner *r = p;
+    r->ret = cpr_postcopy_in_run(r->job, r->pc, &r->err);
+    return NULL;
+}
+
 /* On the job's thread: accept, load, prepare, commit (acknowledge), start. */
 static int in_run(cpr_job *job, cpr_error **errp)
 {
@@ -238,8 +260,11 @@ static int in_run(cpr_job *job, cpr_error **errp)
     }
     cpr_job_set_runstate(job, -1);
     /* Postcopy: the fault server guards the missing pages before the guest may touch them. */
+    struct pc_runner pr = { .job = job, .pc = in->pc };
     if (in->pc && (ret = cpr_postcopy_in_start(job, in->pc, errp)) < 0)
         return ret;
+    if (in->pc)
+        pr.th = g_thread_try_new("cpr-postcopy-in", pc_runner_thread, &pr, NULL);
     if (!(job->flags & CPR_INCOMING_PAUSED) && (ret = cpr_job_vm_start(job, errp)) < 0)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
     cpr_trace_step(job->ctx, "started");
@@ -247,15 +272,17 @@ static int in_run(cpr_job *job, cpr_error **errp)
     if (in->pc) {
         /* Even when the start failed: the source alone holds the missing pages, so they are
          * fetched all the same, over main (still open), and a later `cont` finds them. */
-        cpr_error *perr = NULL;
-        int pret = cpr_postcopy_in_run(job, in->pc, &perr);
-        if (pret < 0)
+        if (pr.th)
+            g_thread_join(pr.th);
+        else
+            pc_runner_thread(&pr); /* no thread: after the start, as before */
+        if (pr.ret < 0)
             in->pc = NULL; /* kept with the context: the guest is lost, its vCPUs stay blocked */
-        if (pret < 0 && ret == 0) {
-            ret = pret;
-            cpr_error_propagate(errp, perr);
+        if (pr.ret < 0 && ret == 0) {
+            ret = pr.ret;
+            cpr_error_propagate(errp, pr.err);
         } else {
-            cpr_error_free(perr); /* the start's failure is the one to tell */
+            cpr_error_free(pr.err); /* the start's failure is the one to tell */
         }
     }
     /* Closed after the start: unmapping the stream's buffer and tearing the socket down
