@@ -615,6 +615,50 @@ START_TEST(test_a_memfd_block_failing_after_its_mapping_gets_its_pages_back)
 }
 END_TEST
 
+/* The VmFlags of the mapping that starts at addr (/proc/self/smaps), or NULL. */
+static char *vm_flags_at(const void *addr)
+{
+    g_autofree char *smaps = NULL;
+    ck_assert(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+    g_autofree char *head = g_strdup_printf("\n%lx-", (unsigned long)(uintptr_t)addr);
+    const char *at = strstr(smaps, head);
+    const char *flags = at ? strstr(at, "\nVmFlags:") : NULL;
+    return flags ? g_strndup(flags + 9, strcspn(flags + 9, "\n")) : NULL;
+}
+
+static void advise_dontdump(struct mig_vm *vm)
+{
+    /* The hook point: the block is the file's mapping already when prepare runs. */
+    ck_assert_int_eq(cpr_ram_block_fd(vm->ram), -1);
+    ck_assert_int_eq(madvise(vm->host, RAM, MADV_DONTDUMP), 0);
+}
+
+/* The mapping drops the VMM's madvise(2) advice with the old memory (what the docs tell the
+ * VMM); the prepare hook, which runs after it, is where the VMM gives it again
+ * (include/cpr/lazy_restore.h), and it stays. */
+START_TEST(test_advice_given_in_the_prepare_hook_stays_on_the_mapping)
+{
+    g_free(save("snap", RAM));
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(madvise(dst->host, RAM, MADV_DONTDUMP), 0);
+    g_autofree char *given = vm_flags_at(dst->host);
+    ck_assert_msg(given && strstr(given, " dd"), "VmFlags:%s", given ? given : "(none)");
+    ck_assert_int_eq(load_into(dst, "snap", "mapped", NULL), 0);
+    g_autofree char *dropped = vm_flags_at(dst->host);
+    ck_assert_msg(dropped && !strstr(dropped, " dd"), "VmFlags:%s", dropped ? dropped : "(none)");
+    mig_vm_free(dst);
+    dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    dst->on_prepare = advise_dontdump;
+    ck_assert_int_eq(load_into(dst, "snap", "mapped", NULL), 0);
+    g_autofree char *flags = vm_flags_at(dst->host);
+    ck_assert_ptr_nonnull(flags);
+    ck_assert_msg(strstr(flags, " dd"), "VmFlags:%s", flags);
+    mig_vm_free(dst);
+}
+END_TEST
+
 static Suite *lazy_restore_suite(void)
 {
     Suite *s = suite_create("lazy_restore");
@@ -640,6 +684,7 @@ static Suite *lazy_restore_suite(void)
     tcase_add_test(mapped, test_a_cancel_stops_the_check_and_maps_nothing);
     tcase_add_test(mapped, test_a_file_backed_blocks_file_is_never_emptied);
     tcase_add_test(mapped, test_a_memfd_block_failing_after_its_mapping_gets_its_pages_back);
+    tcase_add_test(mapped, test_advice_given_in_the_prepare_hook_stays_on_the_mapping);
     suite_add_tcase(s, mapped);
     return s;
 }
