@@ -615,15 +615,23 @@ START_TEST(test_a_memfd_block_failing_after_its_mapping_gets_its_pages_back)
 }
 END_TEST
 
-/* The VmFlags of the mapping that starts at addr (/proc/self/smaps), or NULL. */
+/* The VmFlags of the mapping that holds addr (/proc/self/smaps), or NULL. */
 static char *vm_flags_at(const void *addr)
 {
-    g_autofree char *smaps = NULL;
-    ck_assert(g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
-    g_autofree char *head = g_strdup_printf("\n%lx-", (unsigned long)(uintptr_t)addr);
-    const char *at = strstr(smaps, head);
-    const char *flags = at ? strstr(at, "\nVmFlags:") : NULL;
-    return flags ? g_strndup(flags + 9, strcspn(flags + 9, "\n")) : NULL;
+    FILE *f = fopen("/proc/self/smaps", "re");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    unsigned long start, end, a = (unsigned long)(uintptr_t)addr;
+    int in = 0;
+    char *flags = NULL;
+    while (!flags && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = start <= a && a < end;
+        else if (in && !strncmp(line, "VmFlags:", 8))
+            flags = g_strndup(line + 8, strcspn(line + 8, "\n"));
+    }
+    fclose(f);
+    return flags;
 }
 
 static void advise_dontdump(struct mig_vm *vm)
