@@ -63,7 +63,8 @@ typedef struct ram_table {
 static void pending_free(void *p)
 {
     pending_block *pb = p;
-    close(pb->fd);
+    if (pb->fd >= 0) /* -1 once a block re-attached it */
+        close(pb->fd);
     g_free(pb);
 }
 
