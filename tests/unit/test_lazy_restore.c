@@ -34,8 +34,7 @@ static int have_uffd(void)
 /* Saves a running VM to `name`, with mapped-ram or not; returns its RAM digest at the stop. */
 static char *save_as(const char *name, uint64_t bytes, int mapped_ram)
 {
-    struct mig_vm *src = mig_running_vm(bytes, NULL);
-    src->dirty_span = src->pages / 2; /* the upper half stays zero pages */
+    struct mig_vm *src = mig_running_vm(bytes, NULL); /* its upper half stays zero pages (mig_vm.c) */
     ck_assert_int_eq(cpr_cap_set(src->ctx, "mapped-ram", mapped_ram, NULL), 0);
     g_autofree char *u = uri("file", name);
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
