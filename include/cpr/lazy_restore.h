@@ -10,15 +10,24 @@
  *             read from the file when first touched, while a library thread reads the rest in
  *             order. Every chunk's CRC32C is verified before any byte of it reaches guest RAM.
  *   mapped    (Firecracker's File memory backend) for a mapped-ram file whose regions lie on
- *             page boundaries, into blocks of the system page size: each block's memory is
- *             replaced, at the same address, by a private (MAP_PRIVATE, copy-on-write) mapping
- *             of its region of the file. Before the load goes on, every chunk's CRC32C is
- *             verified (multifd-channels threads read the file's page cache, the pages the
- *             mapping shows): restores of the same file share those pages, and only the pages
- *             the guest writes cost memory of their own. Pages absent from the file's bitmap read
- *             as zero. The guest never writes the file. What the mapping changes for the VMM:
- *             the block has no fd and is not shared any more (cpr_ram_block_fd() is -1; its own
- *             memfd is emptied, kept open until the block is freed), and a blocker naming the
+ *             page boundaries, into blocks of the system page size: once every chunk's CRC32C
+ *             is verified (multifd-channels threads read the file's page cache, the pages the
+ *             mapping will show), each block's memory is replaced, at the same address, by a
+ *             private (MAP_PRIVATE, copy-on-write) mapping of its region of the file:
+ *             restores of the same file share those pages, and only the pages the guest
+ *             writes cost memory of their own. Pages absent from the file's bitmap read as
+ *             zero. The guest never writes the file. The file is verified at that check only,
+ *             never again: it must stay read-only while mapped (below). A cancel
+ *             (cpr_migrate_cancel()) during the check stops it within about a MiB of reading
+ *             (-ECANCELED), nothing mapped. What the mapping changes for the VMM:
+ *             the block has no fd and is not shared any more (cpr_ram_block_fd() is -1; a
+ *             memfd the library created is emptied once the load commits, a file the VMM named
+ *             (cpr_ram_block_new_file()) keeps its contents; either stays open until the block
+ *             is freed); the kernel drops the madvise(2) advice the VMM gave the range
+ *             (MADV_HUGEPAGE, MADV_DONTDUMP, MADV_MERGEABLE, ...), which the library does not
+ *             know: give it again in the prepare hook (cpr_vm_ops.prepare, cpr/migrate.h),
+ *             which runs after the mapping and before the guest does (after cpr_savevm_load():
+ *             once it returns); and a blocker naming the
  *             block and the file refuses cpr-transfer and cpr-exec, which would hand that fd
  *             over as the guest's RAM, until the block is freed. Normal migration, snapshots
  *             and cpr-reboot read RAM through the pointer and still work (x-ignore-shared does
@@ -27,11 +36,16 @@
  *             reaches the guest unverified, and a truncation makes the pages past the new end
  *             fault with SIGBUS (a KVM vCPU: EFAULT); a change while the chunks are verified is
  *             refused (-EBUSY). Keep it read-only (permissions, a read-only mount).
- *             Refused before anything runs (the incoming job fails, the blocks get their own,
- *             emptied, memory back): a file that is not mapped-ram, a region not on a page
- *             boundary, a page size other than the system's, a block re-attached from a
- *             preserved fd, a region cut short, a chunk whose checksum fails (-EBADMSG naming
- *             the block and the chunk), a file mmap(2) refuses (its errno, naming the file).
+ *             Refused before anything runs (the incoming job fails; nothing is mapped yet, and a
+ *             failure after the mapping, before the commit, gives the blocks their own memory
+ *             back: a memfd or file as it was, private memory zeroed): a file that is not
+ *             mapped-ram, a region not on a page boundary, a page size other than the
+ *             system's, a block re-attached from a preserved fd, a block an earlier mapped
+ *             restore mapped (-EBUSY naming the block and its file: a block is mapped once;
+ *             free and re-create it to restore into it again), a region cut short, a chunk
+ *             whose checksum fails (-EBADMSG naming the block and the chunk), a file mmap(2)
+ *             refuses (its errno, naming the file). A failure never touches another
+ *             restore's mapped blocks.
  *             cpr_lazy_restore_query() and the event callback do not report a mapped restore:
  *             it is complete when the load returns.
  * For ondemand the blocks must be new memory, as a restarted VMM has (a new memfd or an

@@ -35,7 +35,10 @@
  *   memory-restore-mode  (1.2) copy (the default), ondemand or mapped, on the destination:
  *                      with ondemand a mapped-ram file's guest runs before its RAM is read,
  *                      pages filled on first touch; with mapped its RAM becomes a private
- *                      copy-on-write mapping of the file, verified before the guest runs
+ *                      copy-on-write mapping of the file, verified once, before the guest
+ *                      runs, and never again: the file must stay read-only while it is
+ *                      mapped, as Firecracker's snapshot files, and the VMM gives its
+ *                      madvise(2) advice again in its prepare hook
  *                      (include/cpr/lazy_restore.h)
  * Capabilities:
  *   x-ignore-shared    do not write RAM blocks that are shared (memfd or share=on), default off

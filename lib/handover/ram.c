@@ -35,10 +35,12 @@ struct cpr_ram_block {
     void *host;
     int fd; /* -1 for private memory, and while mapped from a file (atomic: read by any thread) */
     int reattached;
+    int memfd; /* the fd is the library's own memfd (not the VMM's file, nor a preserved fd) */
     /* memory-restore-mode mapped (cpr_ram_block_map_file): the file the memory is a private
      * mapping of, the block's own memory (its fd, or -1) kept until the block is freed, and
      * the blocker of the modes that would hand that fd over as if it held the guest's RAM. */
     char *mapped_file;
+    int map_committed; /* the restore that mapped it committed: no abort undoes it any more */
     int own_fd;
     cpr_blocker *map_blocker;
     uint64_t dirty_pages;
@@ -61,7 +63,8 @@ typedef struct ram_table {
 static void pending_free(void *p)
 {
     pending_block *pb = p;
-    close(pb->fd);
+    if (pb->fd >= 0) /* -1 once a block re-attached it */
+        close(pb->fd);
     g_free(pb);
 }
 
@@ -255,6 +258,7 @@ static int create_memory(cpr_ram_block *b, const char *path, unsigned int mfd_fl
         fd = memfd_create(mname, MFD_CLOEXEC | mfd_flags);
         if (fd < 0)
             return cpr_error_set_errno(errp, -errno, "ram block '%s': memfd_create failed", b->name);
+        b->memfd = 1;
     }
     struct stat st;
     int ret = 0;
@@ -617,11 +621,26 @@ int cpr_ram_block_map_file(cpr_ram_block *b, int fd, uint64_t offset, const char
     b->own_fd = b->fd;
     b->map_blocker = blocker;
     b->mapped_file = g_strdup(file);
+    b->map_committed = 0;
     __atomic_store_n(&b->fd, -1, __ATOMIC_RELEASE);
-    /* The block's own pages are no longer the guest's: give their memory back. */
-    if (b->own_fd >= 0)
-        (void)fallocate(b->own_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)b->size);
+    /* The block's own memory is kept as it is: an abort before the commit maps it back. */
     return 0;
+}
+
+void cpr_ram_block_map_commit(cpr_ram_block *b)
+{
+    if (!b->mapped_file || b->map_committed)
+        return;
+    b->map_committed = 1;
+    /* Its own pages are no longer the guest's: a memfd, the library's alone, gives their
+     * memory back. A file the VMM named keeps its contents: it is the VMM's. */
+    if (b->memfd && b->own_fd >= 0)
+        (void)fallocate(b->own_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)b->size);
+}
+
+int cpr_ram_block_map_uncommitted(const cpr_ram_block *b)
+{
+    return b->mapped_file && !b->map_committed;
 }
 
 int cpr_ram_block_unmap_file(cpr_ram_block *b, cpr_error **errp)

@@ -38,14 +38,22 @@ int cpr_ram_block_write(const cpr_ram_block *b, uint64_t off, const void *src, s
  * memory-restore-mode mapped (lib/migration/map_restore.c): replaces the block's memory, at
  * its address, by a private copy-on-write mapping of bytes [offset, offset + size) of fd, the
  * file `file` (named in messages). From then on the block has no fd and is not shared (its
- * own memfd or file stays open, emptied, until the block is freed), and a blocker naming the
- * block and the file refuses cpr-transfer and cpr-exec, which would hand that fd over as the
- * guest's RAM. -EBUSY when mapped already; mmap's errno naming the block and the file.
+ * own memfd or file stays open, untouched until the commit, until the block is freed), and a
+ * blocker naming the block and the file refuses cpr-transfer and cpr-exec, which would hand
+ * that fd over as the guest's RAM. The kernel drops the range's madvise(2) advice with the
+ * old mapping. -EBUSY when mapped already; mmap's errno naming the block and the file.
  * Called by the incoming job while the guest does not run.
  */
 int cpr_ram_block_map_file(cpr_ram_block *b, int fd, uint64_t offset, const char *file, cpr_error **errp);
+/* The restore that mapped it committed (the guest runs on the file now): no abort undoes the
+ * mapping any more, and a memfd of the library's gives its old pages back (a file the VMM
+ * named keeps them: it is the VMM's). Nothing when not mapped or committed already. */
+void cpr_ram_block_map_commit(cpr_ram_block *b);
+/* 1 when mapped by a restore that has not committed (an abort must undo it), else 0. */
+int cpr_ram_block_map_uncommitted(const cpr_ram_block *b);
 /* Undoes it (a load that failed before the guest ran): the block's own memory mapped back at
- * the same address (emptied: it reads as zero), its fd restored, the blocker removed. */
+ * the same address (a memfd or file as it was, private memory zeroed), its fd restored, the
+ * blocker removed. */
 int cpr_ram_block_unmap_file(cpr_ram_block *b, cpr_error **errp);
 /* The file the block is mapped from, or NULL. */
 const char *cpr_ram_block_mapped_file(const cpr_ram_block *b);

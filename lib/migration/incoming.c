@@ -269,6 +269,9 @@ static int in_run(cpr_job *job, cpr_error **errp)
         cpr_error_prefix(errp, "after the commit (the guest is here, paused; the source no longer runs it)");
     cpr_trace_step(job->ctx, "started");
     ack_after_start(job, in);
+    /* Past the commit no abort comes: a mapped restore's memfds give their pages back, after
+     * the start, outside the guest's pause. */
+    cpr_map_restore_commit(job->ctx);
     if (in->pc) {
         /* Even when the start failed: the source alone holds the missing pages, so they are
          * fetched all the same, over main (still open), and a later `cont` finds them. */

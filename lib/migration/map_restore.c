@@ -13,6 +13,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/steps.h"
+#include "format/stream.h"
 #include "handover/ram.h"
 #include "migration/map_restore.h"
 #include "migration/mapped_ram.h"
@@ -25,7 +26,8 @@ struct verify {
     const cpr_mr_file *f;
     size_t blk;
     const struct cpr_mr_block_info *b;
-    uint8_t *host;           /* the block's memory: the file's region, mapped privately */
+    GMutex junk_lock;
+    GArray *junk;            /* uint64_t: pages to zero once mapped (guarded by junk_lock) */
     int seek_fd;             /* a private open of the file for SEEK_DATA (its offset is ours) */
     uint32_t zero_crc;       /* CRC32C of a whole chunk of zeros */
     const uint8_t *zeros;    /* chunk_size zero bytes */
@@ -67,9 +69,9 @@ static int hole_chunk(const struct verify *v, struct hole_cache *h, uint64_t c)
 
 /*
  * Chunk c, whose bytes in the file `data` holds: pages the bitmap does not have must read as
- * zero, so bytes another writer left there are zeroed in the private mapping (which copies
- * those pages out of the file) and in data; then data, what the guest will read, against the
- * chunk's checksum.
+ * zero, so bytes another writer left there are zeroed in data and noted, to be zeroed in the
+ * private mapping (which copies those pages out of the file) once it exists; then data, what
+ * the guest will read, against the chunk's checksum.
  */
 static int check_chunk(struct verify *v, uint64_t c, uint8_t *data, cpr_error **errp)
 {
@@ -78,8 +80,10 @@ static int check_chunk(struct verify *v, uint64_t c, uint8_t *data, cpr_error **
     for (uint64_t p = off / b->page_size; p < (off + len) / b->page_size; p++) {
         uint8_t *in_data = data + (p * b->page_size - off);
         if (!cpr_mr_page_present(b, p) && !is_zero(in_data, b->page_size)) {
-            memset(v->host + p * b->page_size, 0, b->page_size);
             memset(in_data, 0, b->page_size);
+            g_mutex_lock(&v->junk_lock);
+            g_array_append_val(v->junk, p);
+            g_mutex_unlock(&v->junk_lock);
         }
     }
     return cpr_mr_verify_chunk_mem(v->f, v->blk, c, data, errp);
@@ -132,20 +136,45 @@ static gpointer verify_thread(gpointer opaque)
     return NULL;
 }
 
-/* Every chunk of block i, mapped at host, checked by `channels` threads. */
-static int verify_block(const cpr_mr_file *f, size_t i, uint8_t *host, int seek_fd, unsigned int channels,
+/* How the checks run: threads, the file (for messages), the job's cancel (-1: none). */
+struct verify_opts {
+    unsigned int channels;
+    const char *file;
+    int cancel_fd;
+};
+
+/* Every chunk of block i, checked by o->channels threads before anything is mapped; the pages
+ * to zero once it is go to junk. A cancel stops it within a step. */
+static int verify_block(const cpr_mr_file *f, size_t i, int seek_fd, const struct verify_opts *o, GArray *junk,
                         cpr_error **errp)
 {
     const struct cpr_mr_block_info *b = cpr_mr_block(f, i);
     g_autofree uint8_t *zeros = g_malloc0(b->chunk_size);
+    g_autofree char *what = g_strdup_printf("RAM block '%s' of '%s' was checked (memory-restore-mode mapped): "
+                                            "nothing was mapped", b->name, o->file);
     struct verify v = {
-        .f = f, .blk = i, .b = b, .host = host, .seek_fd = seek_fd, .zeros = zeros,
+        .f = f, .blk = i, .b = b, .junk = junk, .seek_fd = seek_fd, .zeros = zeros,
         .zero_crc = cpr_crc32c(0, zeros, b->chunk_size),
         .step_chunks = MAX(1u, STEP_BYTES / b->chunk_size),
     };
+    g_mutex_init(&v.junk_lock);
     cpr_steps_init(&v.steps, (b->chunks + v.step_chunks - 1) / v.step_chunks);
-    cpr_steps_run((unsigned int)MIN((uint64_t)channels, v.steps.steps), "cpr-map-verify", verify_thread, &v);
+    cpr_steps_watch_cancel(&v.steps, o->cancel_fd, what);
+    cpr_steps_run((unsigned int)MIN((uint64_t)o->channels, v.steps.steps), "cpr-map-verify", verify_thread, &v);
+    g_mutex_clear(&v.junk_lock);
     return cpr_steps_finish(&v.steps, errp);
+}
+
+/* Block i, checked, becomes its region of the file; the junk pages read zero. */
+static int map_block(const cpr_mr_file *f, size_t i, cpr_ram_block *rb, const char *file, GArray *junk,
+                     cpr_error **errp)
+{
+    const struct cpr_mr_block_info *b = cpr_mr_block(f, i);
+    int ret = cpr_ram_block_map_file(rb, cpr_mr_fd(f), b->pages_offset, file, errp);
+    uint8_t *host = cpr_ram_block_host(rb);
+    for (guint k = 0; ret == 0 && k < junk->len; k++)
+        memset(host + g_array_index(junk, uint64_t, k) * b->page_size, 0, b->page_size);
+    return ret;
 }
 
 /* The checks that refuse a block before anything is mapped. */
@@ -153,6 +182,12 @@ static int check_block(const struct cpr_mr_block_info *b, cpr_ram_block *rb, con
                        cpr_error **errp)
 {
     uint64_t sys = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (cpr_ram_block_mapped_file(rb))
+        /* Re-mapping it would leave an abort nothing to give back but the earlier file. */
+        return cpr_error_set(errp, -EBUSY, "mapped restore: RAM block '%s' is mapped from '%s' by an earlier "
+                             "restore already (memory-restore-mode mapped restores a block once: free it and "
+                             "create it again, or load with memory-restore-mode copy)", b->name,
+                             cpr_ram_block_mapped_file(rb));
     if (cpr_ram_block_reattached(rb))
         return cpr_error_set(errp, -EINVAL, "mapped restore: RAM block '%s' was re-attached from a preserved "
                              "fd and holds the guest's pages already (mapped replaces fresh memory only)", b->name);
@@ -175,9 +210,11 @@ static int check_block(const struct cpr_mr_block_info *b, cpr_ram_block *rb, con
     return 0;
 }
 
-static int begin(const cpr_mr_file *f, GHashTable *sent, unsigned int channels, cpr_error **errp)
+/* Every block checked, then mapped: a check that fails or is cancelled leaves every block's
+ * memory as it was. */
+static int begin(const cpr_mr_file *f, GHashTable *sent, const struct verify_opts *o, cpr_error **errp)
 {
-    g_autofree char *file = cpr_mr_file_name(f);
+    const char *file = o->file;
     size_t n = cpr_mr_block_count(f);
     struct stat st;
     if (fstat(cpr_mr_fd(f), &st) < 0)
@@ -200,13 +237,11 @@ static int begin(const cpr_mr_file *f, GHashTable *sent, unsigned int channels, 
     int seek_fd = open(link, O_RDONLY | O_CLOEXEC);
     if (seek_fd < 0)
         return cpr_error_set_errno(errp, -errno, "mapped restore: reopening '%s'", file);
+    GPtrArray *junk = g_ptr_array_new_with_free_func((GDestroyNotify)g_array_unref);
     int ret = 0;
     for (size_t i = 0; i < n && ret == 0; i++) {
-        const struct cpr_mr_block_info *b = cpr_mr_block(f, i);
-        cpr_ram_block *rb = g_hash_table_lookup(sent, b->name);
-        ret = cpr_ram_block_map_file(rb, cpr_mr_fd(f), b->pages_offset, file, errp);
-        if (ret == 0)
-            ret = verify_block(f, i, cpr_ram_block_host(rb), seek_fd, channels, errp);
+        g_ptr_array_add(junk, g_array_new(FALSE, FALSE, sizeof(uint64_t)));
+        ret = verify_block(f, i, seek_fd, o, junk->pdata[i], errp);
     }
     close(seek_fd);
     /* A write while the chunks were checked could have reached pages checked before it. */
@@ -216,6 +251,9 @@ static int begin(const cpr_mr_file *f, GHashTable *sent, unsigned int channels, 
          after.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
         ret = cpr_error_set(errp, -EBUSY, "mapped restore: '%s' was written while its chunks were verified: "
                             "a mapped file must not change while it is restored or its guest runs", file);
+    for (size_t i = 0; i < n && ret == 0; i++)
+        ret = map_block(f, i, g_hash_table_lookup(sent, cpr_mr_block(f, i)->name), file, junk->pdata[i], errp);
+    g_ptr_array_unref(junk);
     return ret;
 }
 
@@ -229,7 +267,9 @@ int cpr_map_restore_begin(cpr_ctx *ctx, cpr_stream *s, GHashTable *sent, unsigne
         cpr_error_prefix(errp, "memory-restore-mode mapped needs a file: stream (it maps the file's RAM regions)");
     if (ret < 0)
         return ret;
-    ret = begin(f, sent, channels, errp);
+    g_autofree char *file = cpr_mr_file_name(f);
+    struct verify_opts o = { .channels = channels, .file = file, .cancel_fd = s->cancel_fd };
+    ret = begin(f, sent, &o, errp);
     cpr_mr_close(f); /* the mappings keep the file */
     if (ret < 0)
         cpr_map_restore_abort(ctx);
@@ -239,7 +279,8 @@ int cpr_map_restore_begin(cpr_ctx *ctx, cpr_stream *s, GHashTable *sent, unsigne
 static int unmap_one(cpr_ram_block *b, void *opaque)
 {
     cpr_error *err = NULL;
-    if (cpr_ram_block_mapped_file(b) && cpr_ram_block_unmap_file(b, &err) < 0) {
+    /* Only this restore's: a block an earlier, committed restore mapped is the guest's RAM. */
+    if (cpr_ram_block_map_uncommitted(b) && cpr_ram_block_unmap_file(b, &err) < 0) {
         /* Left mapped, blocker and all: still the file's bytes, never a wrong page. */
         fprintf(stderr, "libcpr: warning: %s\n", cpr_error_message(err));
         cpr_error_free(err);
@@ -250,4 +291,15 @@ static int unmap_one(cpr_ram_block *b, void *opaque)
 void cpr_map_restore_abort(cpr_ctx *ctx)
 {
     cpr_ram_block_foreach(ctx, unmap_one, NULL);
+}
+
+static int commit_one(cpr_ram_block *b, void *opaque)
+{
+    cpr_ram_block_map_commit(b);
+    return 0;
+}
+
+void cpr_map_restore_commit(cpr_ctx *ctx)
+{
+    cpr_ram_block_foreach(ctx, commit_one, NULL);
 }

@@ -12,6 +12,7 @@
 #include "core/params.h"
 #include "format/savevm.h"
 #include "format/stream.h"
+#include "migration/map_restore.h"
 #include "migration/migrate.h"
 #include "migration/ram_section.h"
 
@@ -78,7 +79,13 @@ CPR_API int cpr_savevm_load(cpr_ctx *ctx, cpr_stream *s, cpr_error **errp)
     int ret = ctx ? ram_section(ctx, &ram, errp) : 0;
     if (ret < 0)
         return ret;
-    return cpr_savevm_load_stream(ctx, s, NULL, errp);
+    ret = cpr_savevm_load_stream(ctx, s, NULL, errp);
+    /* The caller's guest is stopped: a load that returns is its commit, a failure its abort. */
+    if (ret == 0)
+        cpr_map_restore_commit(ctx);
+    else
+        cpr_map_restore_abort(ctx);
+    return ret;
 }
 
 CPR_API int cpr_savevm_load_from_fd(cpr_ctx *ctx, int fd, cpr_error **errp)

@@ -396,6 +396,9 @@ def test_mapped_restore(binary, wd):
     g1 = wait_heartbeat(clone, hb_old)
     check(g1["heartbeat"] > hb_old and g1["corruptions"] == 0,
           f"a second restore of the file runs the saved guest on ({hb_old} -> {g1['heartbeat']})")
+    # The incoming job ends after the start (the stream's close, a mapped restore's commit):
+    # "running" comes first, and a new migration is refused until the job is over.
+    check(clone.wait_migration()["status"] == "completed", "the clone's incoming job completed")
     clone.qmp("migrate", uri=f"file:{os.path.join(wd, 'again.state')}")
     info = clone.wait_migration()
     check(info["status"] == "completed", f"a snapshot of the mapped guest completed ({info.get('error-desc', '')})")

@@ -99,6 +99,8 @@ static int hook_prepare(cpr_ctx *ctx, void *opaque, cpr_error **errp)
 {
     struct mig_vm *vm = opaque;
     log_add(vm, "vm", "prepare");
+    if (vm->on_prepare)
+        vm->on_prepare(vm);
     return vm->fail_prepare < 0 ? vm->fail_prepare : 0;
 }
 

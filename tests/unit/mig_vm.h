@@ -39,6 +39,7 @@ struct mig_vm {
     int fail_flush;       /* flush hook returns this when negative */
     int die_in_post_load; /* post_load kills the process (a destination that dies before run) */
     int fail_prepare;     /* prepare hook (1.2) returns this when negative */
+    void (*on_prepare)(struct mig_vm *vm); /* called by the prepare hook when set */
     int fail_start;       /* start hook returns this when negative */
     int die_in_start;     /* start hook kills the process (a destination that dies after its commit) */
     GString *log;         /* "status:setup status:active notify:setup ..." */

@@ -34,8 +34,7 @@ static int have_uffd(void)
 /* Saves a running VM to `name`, with mapped-ram or not; returns its RAM digest at the stop. */
 static char *save_as(const char *name, uint64_t bytes, int mapped_ram)
 {
-    struct mig_vm *src = mig_running_vm(bytes, NULL);
-    src->dirty_span = src->pages / 2; /* the upper half stays zero pages */
+    struct mig_vm *src = mig_running_vm(bytes, NULL); /* its upper half stays zero pages (mig_vm.c) */
     ck_assert_int_eq(cpr_cap_set(src->ctx, "mapped-ram", mapped_ram, NULL), 0);
     g_autofree char *u = uri("file", name);
     ck_assert_int_eq(cpr_migrate_uri(src->ctx, u, 0, NULL), 0);
@@ -509,6 +508,164 @@ START_TEST(test_mapped_restore_refuses_what_it_cannot_map)
 }
 END_TEST
 
+/* A block an earlier restore mapped is the guest's RAM: a second mapped restore into it is
+ * refused naming it, and neither that refusal nor a failing copy load unmaps the first's. */
+START_TEST(test_a_second_mapped_restore_leaves_the_first_alone)
+{
+    g_free(save("snap", RAM));
+    int ret;
+    struct mig_vm *dst = load_mapped("snap", &ret, NULL);
+    ck_assert_int_eq(ret, 0);
+    memset(dst->host, 0xa5, PAGE); /* the guest ran and wrote */
+    g_autofree char *mine = mig_vm_ram_digest(dst);
+    cpr_error *lerr = NULL;
+    ck_assert_int_eq(load_into(dst, "snap", "mapped", &lerr), -EBUSY);
+    ck_assert_int_eq(cpr_ram_block_fd(dst->ram), -1);
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_CPR_TRANSFER, NULL), -EPERM);
+    g_autofree char *after = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(after, mine);
+    ck_assert_msg(strstr(cpr_error_message(lerr), "RAM block '" MIG_VM_RAM_NAME "' is mapped from "),
+                  "message: %s", cpr_error_message(lerr));
+    cpr_error_free(lerr);
+    /* A copy load failing before its commit (the VMM's prepare hook) keeps the mapping too. */
+    dst->fail_prepare = -EIO;
+    ck_assert_int_eq(load_into(dst, "snap", "copy", NULL), -EIO);
+    ck_assert_int_eq(cpr_ram_block_fd(dst->ram), -1);
+    ck_assert_int_eq(cpr_blockers_check(dst->ctx, CPR_MODE_CPR_TRANSFER, NULL), -EPERM);
+    mig_vm_free(dst);
+}
+END_TEST
+
+static void cancel_when_active(cpr_ctx *ctx, int status, void *opaque)
+{
+    if (status == CPR_MIGRATION_ACTIVE)
+        ck_assert_int_eq(cpr_migrate_cancel(ctx, NULL), 0);
+}
+
+/* A cancel while the chunks are checked (here: pending from the job's start, which a file
+ * stream's reads never notice) stops the check with the cancel's error; the block's memory,
+ * the VMM's until the commit, is left as it was. */
+START_TEST(test_a_cancel_stops_the_check_and_maps_nothing)
+{
+    g_free(save("snap", RAM));
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    mig_vm_fill(dst);
+    g_autofree char *before = mig_vm_ram_digest(dst);
+    ck_assert_int_eq(cpr_migrate_set_status_cb(dst->ctx, cancel_when_active, NULL, NULL), 0);
+    cpr_error *lerr = NULL;
+    ck_assert_int_eq(load_into(dst, "snap", "mapped", &lerr), -ECANCELED);
+    ck_assert_msg(strstr(cpr_error_message(lerr), "migration cancelled while RAM block '" MIG_VM_RAM_NAME "'"),
+                  "message: %s", cpr_error_message(lerr));
+    cpr_error_free(lerr);
+    ck_assert_int_eq(query(dst->ctx).status, CPR_MIGRATION_CANCELLED);
+    ck_assert_int_eq(dst->post_loads + dst->starts, 0);
+    ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 1);
+    g_autofree char *after = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(after, before);
+    mig_vm_free(dst);
+}
+END_TEST
+
+/* A file-backed block's file (the VMM's) survives a refused check, and keeps its contents
+ * after a restore too: only the library's own memfds are emptied. */
+START_TEST(test_a_file_backed_blocks_file_is_never_emptied)
+{
+    g_free(save("snap", RAM));
+    flip("snap", 5);
+    g_autofree char *ram_path = path("guest.ram");
+    struct mig_vm *dst = mig_vm_new(RAM, ram_path, 0);
+    ck_assert_ptr_nonnull(dst);
+    mig_vm_fill(dst);
+    g_autofree char *ram_before = file_digest("guest.ram");
+    ck_assert_int_eq(load_into(dst, "snap", "mapped", NULL), -EBADMSG);
+    g_autofree char *ram_after = file_digest("guest.ram");
+    ck_assert_str_eq(ram_after, ram_before);
+    mig_vm_free(dst);
+    /* A good file: the restore commits, the VMM's file still holds what it held. */
+    g_autofree char *want = save("good", RAM);
+    dst = mig_vm_new(RAM, ram_path, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(load_into(dst, "good", "mapped", NULL), 0);
+    g_autofree char *got = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(got, want);
+    g_autofree char *ram_kept = file_digest("guest.ram");
+    ck_assert_str_eq(ram_kept, ram_before);
+    mig_vm_free(dst);
+}
+END_TEST
+
+/* A memfd block mapped, then the VMM's prepare hook fails: the memfd's own pages come back as
+ * they were (they are given back only at the commit). */
+START_TEST(test_a_memfd_block_failing_after_its_mapping_gets_its_pages_back)
+{
+    g_free(save("good", RAM));
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    memset(dst->host, 0x3c, RAM);
+    g_autofree char *mem_before = mig_vm_ram_digest(dst);
+    dst->fail_prepare = -EIO;
+    ck_assert_int_eq(load_into(dst, "good", "mapped", NULL), -EIO);
+    ck_assert_int_eq(cpr_ram_block_shared(dst->ram), 1);
+    ck_assert_ptr_eq(cpr_ram_block_host(dst->ram), dst->host);
+    g_autofree char *mem_after = mig_vm_ram_digest(dst);
+    ck_assert_str_eq(mem_after, mem_before);
+    mig_vm_free(dst);
+}
+END_TEST
+
+/* The VmFlags of the mapping that holds addr (/proc/self/smaps), or NULL. */
+static char *vm_flags_at(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "re");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    unsigned long start, end, a = (unsigned long)(uintptr_t)addr;
+    int in = 0;
+    char *flags = NULL;
+    while (!flags && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' '))
+            in = start <= a && a < end;
+        else if (in && !strncmp(line, "VmFlags:", 8))
+            flags = g_strndup(line + 8, strcspn(line + 8, "\n"));
+    }
+    fclose(f);
+    return flags;
+}
+
+static void advise_dontdump(struct mig_vm *vm)
+{
+    /* The hook point: the block is the file's mapping already when prepare runs. */
+    ck_assert_int_eq(cpr_ram_block_fd(vm->ram), -1);
+    ck_assert_int_eq(madvise(vm->host, RAM, MADV_DONTDUMP), 0);
+}
+
+/* The mapping drops the VMM's madvise(2) advice with the old memory (what the docs tell the
+ * VMM); the prepare hook, which runs after it, is where the VMM gives it again
+ * (include/cpr/lazy_restore.h), and it stays. */
+START_TEST(test_advice_given_in_the_prepare_hook_stays_on_the_mapping)
+{
+    g_free(save("snap", RAM));
+    struct mig_vm *dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    ck_assert_int_eq(madvise(dst->host, RAM, MADV_DONTDUMP), 0);
+    g_autofree char *given = vm_flags_at(dst->host);
+    ck_assert_msg(given && strstr(given, " dd"), "VmFlags:%s", given ? given : "(none)");
+    ck_assert_int_eq(load_into(dst, "snap", "mapped", NULL), 0);
+    g_autofree char *dropped = vm_flags_at(dst->host);
+    ck_assert_msg(dropped && !strstr(dropped, " dd"), "VmFlags:%s", dropped ? dropped : "(none)");
+    mig_vm_free(dst);
+    dst = mig_vm_new(RAM, NULL, 0);
+    ck_assert_ptr_nonnull(dst);
+    dst->on_prepare = advise_dontdump;
+    ck_assert_int_eq(load_into(dst, "snap", "mapped", NULL), 0);
+    g_autofree char *flags = vm_flags_at(dst->host);
+    ck_assert_ptr_nonnull(flags);
+    ck_assert_msg(strstr(flags, " dd"), "VmFlags:%s", flags);
+    mig_vm_free(dst);
+}
+END_TEST
+
 static Suite *lazy_restore_suite(void)
 {
     Suite *s = suite_create("lazy_restore");
@@ -530,6 +687,11 @@ static Suite *lazy_restore_suite(void)
     tcase_add_test(mapped, test_mapped_restore_refuses_a_flipped_byte_before_anything_runs);
     tcase_add_test(mapped, test_mapped_restore_refuses_what_it_cannot_map);
     tcase_add_test(mapped, test_mapped_restore_zeroes_absent_pages_the_file_has_bytes_for);
+    tcase_add_test(mapped, test_a_second_mapped_restore_leaves_the_first_alone);
+    tcase_add_test(mapped, test_a_cancel_stops_the_check_and_maps_nothing);
+    tcase_add_test(mapped, test_a_file_backed_blocks_file_is_never_emptied);
+    tcase_add_test(mapped, test_a_memfd_block_failing_after_its_mapping_gets_its_pages_back);
+    tcase_add_test(mapped, test_advice_given_in_the_prepare_hook_stays_on_the_mapping);
     suite_add_tcase(s, mapped);
     return s;
 }
