@@ -133,10 +133,15 @@ typedef enum cpr_migration_status {
      * the source (back to postcopy-active), or by cpr_migrate_cancel() (failed). query's
      * error-desc says why it paused. */
     CPR_MIGRATION_POSTCOPY_PAUSED = 10,
+    /* Since 1.2: a paused postcopy re-establishes its channel, from cpr_migrate_recover() (at
+     * the destination) or cpr_migrate_resume() (at the source) until the new connection is
+     * taken and the transfer goes on (postcopy-active), or fails (postcopy-paused again). The
+     * guest stays where it was in postcopy-paused. */
+    CPR_MIGRATION_POSTCOPY_RECOVER = 11,
 } cpr_migration_status;
 
 /* "none", "setup", "active", "device", "completed", "failed", "cancelling", "cancelled",
- * "pre-switchover", "postcopy-active", "postcopy-paused"; NULL when out of range. A static
+ * "pre-switchover", "postcopy-active", "postcopy-paused", "postcopy-recover"; NULL when out of range. A static
  * string. */
 CPR_API const char *cpr_migration_status_name(int status);
 
@@ -270,6 +275,19 @@ CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp)
  * Any thread but the library's callbacks.
  */
 CPR_API int cpr_migrate_resume(cpr_ctx *ctx, const char *uri, cpr_error **errp);
+
+/*
+ * Since 1.2, QMP migrate-pause (HMP migrate_pause), on either side of a job in
+ * postcopy-active: breaks its migration channel on purpose, as a cut link would. Both sides go
+ * postcopy-paused (this one with error-desc naming migrate-pause, the other on the channel's
+ * end); nothing is lost: the source keeps every page it has not sent, the destination's vCPUs
+ * that touch a missing page stay blocked. cpr_migrate_recover() and cpr_migrate_resume() carry
+ * on, as after a cut. Returns once the channel is shut down; the status changes on the job's
+ * thread (the MIGRATION status callback says when).
+ * Errors (nothing changes): -EINVAL (ctx NULL; no job in postcopy-active, naming the status).
+ * Any thread but the library's callbacks.
+ */
+CPR_API int cpr_migrate_pause(cpr_ctx *ctx, cpr_error **errp);
 
 /*
  * Waits for the current or last job (outgoing or incoming) to end and returns its result: 0

@@ -59,6 +59,12 @@ struct cpr_mig {
     void *resume_arg;
     int resume_busy;
     int postcopy_give_up;
+    /* migrate-pause: how to cut the job's channel while postcopy-active (called under lock,
+     * registered by the job, whose channel it keeps stable while postcopy-active); requested
+     * until the job paused, so that its error-desc says why. */
+    void (*cut)(void *opaque);
+    void *cut_opaque;
+    int pause_requested;
     int past_no_return;
     /* Sticky: the guest went to another process with its RAM (cpr-transfer completed, ...).
      * No later job or reset clears it: this context never migrates or resumes it again. */
@@ -158,6 +164,7 @@ CPR_API const char *cpr_migration_status_name(int status)
         [CPR_MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
         [CPR_MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
         [CPR_MIGRATION_POSTCOPY_PAUSED] = "postcopy-paused",
+        [CPR_MIGRATION_POSTCOPY_RECOVER] = "postcopy-recover",
     };
     if (status < 0 || (size_t)status >= G_N_ELEMENTS(names))
         return NULL;
@@ -491,8 +498,12 @@ int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg)
     mig->resume_busy = 0; /* an earlier attempt ended */
     cpr_error_free(mig->error);
     mig->error = NULL;
-    if (why)
+    if (mig->pause_requested)
+        cpr_error_set(&mig->error, -ECONNABORTED, "migrate-pause: the migration channel was "
+                      "broken on request");
+    else if (why)
         cpr_error_set(&mig->error, cpr_error_code(why), "%s", cpr_error_message(why));
+    mig->pause_requested = 0;
     g_mutex_unlock(&mig->lock);
     if (changed)
         status_changed(mig, CPR_MIGRATION_POSTCOPY_PAUSED);
@@ -517,22 +528,80 @@ int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg)
     return 0;
 }
 
-/* Hands a paused job of this direction where to meet its peer again (takes arg). */
+static int postcopy_stopped(int st)
+{
+    return st == CPR_MIGRATION_POSTCOPY_PAUSED || st == CPR_MIGRATION_POSTCOPY_RECOVER;
+}
+
+int cpr_job_postcopy_resumed(cpr_job *job, cpr_error **errp)
+{
+    struct cpr_mig *mig = job->mig;
+    g_rec_mutex_lock(&mig->status_lock);
+    g_mutex_lock(&mig->lock);
+    int gave_up = mig->postcopy_give_up;
+    if (!gave_up)
+        mig->info.status = CPR_MIGRATION_POSTCOPY_ACTIVE;
+    g_mutex_unlock(&mig->lock);
+    if (!gave_up)
+        status_changed(mig, CPR_MIGRATION_POSTCOPY_ACTIVE);
+    g_rec_mutex_unlock(&mig->status_lock);
+    return gave_up ? cpr_error_set(errp, -ECANCELED, "postcopy recovery: given up") : 0;
+}
+
+void cpr_job_set_cut(cpr_job *job, void (*cut)(void *opaque), void *opaque)
+{
+    g_mutex_lock(&job->mig->lock);
+    job->mig->cut = cut;
+    job->mig->cut_opaque = opaque;
+    g_mutex_unlock(&job->mig->lock);
+}
+
+CPR_API int cpr_migrate_pause(cpr_ctx *ctx, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_pause: ctx is NULL");
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int st = mig->info.status;
+    int active = mig->job_running && mig->job && st == CPR_MIGRATION_POSTCOPY_ACTIVE;
+    int ok = active && mig->cut;
+    if (ok) {
+        mig->pause_requested = 1;
+        mig->cut(mig->cut_opaque);
+    }
+    g_mutex_unlock(&mig->lock);
+    if (ok)
+        return 0;
+    if (active) /* the source, before the destination acknowledged the switch */
+        return cpr_error_set(errp, -EBUSY, "migrate-pause: the switch to postcopy is still under "
+                             "way (status postcopy-active): try again once the destination "
+                             "runs the guest");
+    return cpr_error_set(errp, -EINVAL, "migrate-pause: no migration in status postcopy-active "
+                         "(status %s)", cpr_migration_status_name(st));
+}
+
+/* Hands a paused job of this direction where to meet its peer again (takes arg): it goes
+ * postcopy-recover until the new connection is taken or fails. */
 static int post_resume(cpr_ctx *ctx, int incoming, void *arg, const char *what, cpr_error **errp)
 {
     struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     cpr_job *job = mig->job_running ? mig->job : NULL;
     int st = mig->info.status;
-    int paused = job && job->incoming == incoming && st == CPR_MIGRATION_POSTCOPY_PAUSED &&
+    int paused = job && job->incoming == incoming && postcopy_stopped(st) &&
                  !mig->postcopy_give_up;
     int busy = paused && (mig->resume_busy || mig->resume_arg);
     if (paused && !busy) {
         mig->resume_arg = arg;
         mig->resume_busy = 1;
+        mig->info.status = CPR_MIGRATION_POSTCOPY_RECOVER;
         g_cond_broadcast(&mig->cond);
     }
     g_mutex_unlock(&mig->lock);
+    if (paused && !busy)
+        status_changed(mig, CPR_MIGRATION_POSTCOPY_RECOVER);
+    g_rec_mutex_unlock(&mig->status_lock);
     if (paused && !busy)
         return 0;
     resume_arg_free(incoming, arg);
@@ -571,7 +640,7 @@ CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp)
     struct cpr_mig *mig = cpr_mig_get(ctx);
     g_mutex_lock(&mig->lock);
     int ok = mig->job_running && mig->job && mig->job->incoming &&
-             mig->info.status == CPR_MIGRATION_POSTCOPY_PAUSED && !mig->resume_busy;
+             postcopy_stopped(mig->info.status) && !mig->resume_busy;
     g_mutex_unlock(&mig->lock);
     cpr_listener *l = NULL;
     if (ok && (ret = cpr_listener_new(a, CPR_LISTEN_SAME_UID, &l, errp)) < 0) {
@@ -640,6 +709,7 @@ static void job_release(struct cpr_mig *mig)
 {
     g_mutex_lock(&mig->lock);
     mig->job_running = 0;
+    mig->cut = NULL; /* its channel goes with the job */
     g_cond_broadcast(&mig->cond);
     g_mutex_unlock(&mig->lock);
 }
@@ -750,6 +820,7 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     mig->postcopy_requested = 0;
     mig->postcopy_give_up = 0;
     mig->resume_busy = 0;
+    mig->pause_requested = 0;
     mig->past_no_return = 0;
     mig->result = 0;
     cpr_error_free(mig->error);
@@ -909,7 +980,7 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     int st = mig->info.status;
-    if (st == CPR_MIGRATION_POSTCOPY_PAUSED && mig->job_running && mig->job) {
+    if (postcopy_stopped(st) && mig->job_running && mig->job) {
         /* Postcopy recovery given up: the job ends failed, as when the other side died. */
         mig->postcopy_give_up = 1;
         uint64_t one = 1;

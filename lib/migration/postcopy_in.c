@@ -186,8 +186,16 @@ static void stats_update(cpr_job *job, struct cpr_postcopy_in *pc)
     cpr_job_stats_unlock(job);
 }
 
+/* migrate-pause (cpr_job_set_cut): the client pauses as on a cut link. */
+static void cut(void *opaque)
+{
+    struct cpr_postcopy_in *pc = opaque;
+    cpr_pc_client_cut(pc->client);
+}
+
 int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp)
 {
+    cpr_job_set_cut(job, cut, pc);
     int ret = cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, errp);
     if (ret == 0)
         ret = cpr_fault_server_start(pc->fs, errp);
@@ -245,9 +253,10 @@ static void recover(cpr_job *job, struct cpr_postcopy_in *pc)
         cpr_listener_free(l);
         if (ret == 0) {
             g_array_append_val(pc->fds, fd);
+            /* The client first: a migrate-pause from postcopy-active on must find it running. */
             cpr_pc_client_resume(pc->client, fd);
-            cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, NULL);
-            return;
+            if (cpr_job_postcopy_resumed(job, &why) == 0)
+                return;
         }
     }
     cpr_error_free(why);
@@ -265,6 +274,7 @@ int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **er
         if (cpr_pc_client_paused(pc->client, NULL))
             recover(job, pc);
     }
+    cpr_job_set_cut(job, NULL, NULL); /* pc may be kept or freed from here */
     stats_update(job, pc);
     if (ret == 0) {
         /* Best effort: the guest is whole here; a source that missed it fails and stays
