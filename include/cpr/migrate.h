@@ -141,8 +141,8 @@ typedef enum cpr_migration_status {
 } cpr_migration_status;
 
 /* "none", "setup", "active", "device", "completed", "failed", "cancelling", "cancelled",
- * "pre-switchover", "postcopy-active", "postcopy-paused", "postcopy-recover"; NULL when out of range. A static
- * string. */
+ * "pre-switchover", "postcopy-active", "postcopy-paused", "postcopy-recover"; NULL when out
+ * of range. A static string. */
 CPR_API const char *cpr_migration_status_name(int status);
 
 /* The run state a VMM reports (query-status, `info status`), with QEMU's RunState names. */
@@ -205,9 +205,10 @@ CPR_API int cpr_migrate_uri(cpr_ctx *ctx, const char *uri, unsigned int flags, c
  * Cancels the running job (QMP migrate_cancel): status cancelling, then cancelled once the
  * job has undone what it did (the guest runs again if it ran before). Blocking transfers are
  * interrupted. Past a mode's point of no return the job completes instead. Returns 0, also
- * when no job runs (as QEMU does). Since 1.2, on a job in postcopy-paused it gives the
- * recovery up: the job ends failed as if the other side had died (the source keeps its guest
- * stopped; at the destination the guest is lost and its vCPUs on missing pages stay blocked).
+ * when no job runs (as QEMU does). Since 1.2, on a job in postcopy-paused (or
+ * postcopy-recover) it gives the recovery up: the job ends failed as if the other side had
+ * died (the source keeps its guest stopped; at the destination the guest is lost and its vCPUs
+ * on missing pages stay blocked).
  */
 CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp);
 
@@ -256,9 +257,9 @@ CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp);
  * vCPUs' faults and the background fill ask again for every page still missing. The listener
  * is gone once a connection was accepted, or the job ends.
  * Errors (nothing changes): -EINVAL (ctx or uri NULL, a transport other than unix/tcp, no
- * incoming job in postcopy-paused), -EBUSY (an earlier call's listener still waits for the
- * source or checks its connection: one listener at a time), the listener's
- * (bind: naming the address). Any thread but the library's callbacks.
+ * incoming job in postcopy-paused), -EBUSY (in postcopy-recover: an earlier call's listener
+ * still waits for the source or checks its connection: one listener at a time), the
+ * listener's (bind: naming the address). Any thread but the library's callbacks.
  */
 CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp);
 
@@ -266,7 +267,8 @@ CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp)
  * Since 1.2, postcopy recovery, the source's half (QMP `migrate` with resume=true, HMP
  * `migrate -r`): the outgoing job in postcopy-paused connects to `uri` (unix: or tcp:; where
  * the destination's cpr_migrate_recover() listens), says which migration it is, goes back to
- * postcopy-active and serves the pages asked again. Returns once the job has the address; a
+ * postcopy-active and serves the pages asked again. Both calls set postcopy-recover before they
+ * return, until the new connection is taken. Returns once the job has the address; a
  * connection that fails leaves the job in postcopy-paused (error-desc says why): call again.
  * Only the same destination process can take the guest back: a new one has no paused job to
  * recover. Errors (nothing changes): -EINVAL (ctx or uri NULL, a transport other than
