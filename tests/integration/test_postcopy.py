@@ -213,6 +213,19 @@ def test_source_killed(binary, wd):
     new.kill()
 
 
+def recovered(old, new, hb_old, serial, what):
+    """Both sides complete after a recovery, and the guest re-verifies all its RAM."""
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"source: completed after the recovery ({info.get('error-desc', '')})")
+    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "completed" and i, 120,
+                     "destination: completed after the recovery")
+    log(f"recovered ({what}): destination {nin['ram'].get('postcopy-requests')} requests")
+    check(info["ram"]["postcopy-requests"] >= 1, "the source served pages after the recovery")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+    new.shutdown()
+
+
 def test_recover(binary, wd):
     # The first link carries 16 MiB/s: pages are still missing when it goes; the new one is
     # not limited, so the rest comes at once.
@@ -245,16 +258,7 @@ def test_recover(binary, wd):
     for vm, line in ((new, f"migrate_recover unix:{rec}"), (old, f"migrate -r unix:{rec}")):
         out = vm.hmp(line)
         check(out.strip() == "", f"HMP {line}: accepted ({out!r})")
-    info = old.wait_migration(180)
-    check(info["status"] == "completed", f"source: completed after the recovery ({info.get('error-desc', '')})")
-    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "completed" and i, 120,
-                     "destination: completed after the recovery")
-    log(f"recovered: destination {nin['ram'].get('postcopy-requests')} requests "
-        f"(guest heartbeat {g0['heartbeat']} -> {g1['heartbeat']} while paused)")
-    check(info["ram"]["postcopy-requests"] >= 1, "the source served pages after the recovery")
-    check_after_switchover(new, hb_old, serial)
-    old.shutdown()
-    new.shutdown()
+    recovered(old, new, hb_old, serial, f"guest heartbeat {g0['heartbeat']} -> {g1['heartbeat']} while paused")
 
 
 def status_event(vm, status, since=0):
@@ -316,16 +320,7 @@ def test_pause(binary, wd, side):
     for v in (old, new):
         status_event(v, "postcopy-recover", n_old if v is old else n_new)
         status_event(v, "postcopy-active", n_old if v is old else n_new)
-    info = old.wait_migration(180)
-    check(info["status"] == "completed", f"source: completed after the recovery ({info.get('error-desc', '')})")
-    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "completed" and i, 120,
-                     "destination: completed after the recovery")
-    log(f"recovered over TCP: destination {nin['ram'].get('postcopy-requests')} requests "
-        f"(guest heartbeat {g0['heartbeat']} at the pause)")
-    check(info["ram"]["postcopy-requests"] >= 1, "the source served pages after the recovery")
-    check_after_switchover(new, hb_old, serial)
-    old.shutdown()
-    new.shutdown()
+    recovered(old, new, hb_old, serial, f"over TCP, guest heartbeat {g0['heartbeat']} at the pause")
 
 
 TESTS = {"complete": test_complete, "dest-killed": test_dest_killed, "source-killed": test_source_killed,
