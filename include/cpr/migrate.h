@@ -284,10 +284,13 @@ CPR_API int cpr_migrate_resume(cpr_ctx *ctx, const char *uri, cpr_error **errp);
  * postcopy-paused (this one with error-desc naming migrate-pause, the other on the channel's
  * end); nothing is lost: the source keeps every page it has not sent, the destination's vCPUs
  * that touch a missing page stay blocked. cpr_migrate_recover() and cpr_migrate_resume() carry
- * on, as after a cut. Returns once the channel is shut down; the status changes on the job's
- * thread (the MIGRATION status callback says when).
- * Errors (nothing changes): -EINVAL (ctx NULL; no job in postcopy-active, naming the status).
- * Any thread but the library's callbacks.
+ * on, as after a cut. In postcopy-recover it ends the recovery under way (a connection taken
+ * meanwhile is shut down): postcopy-paused again. Returns once the channel is shut down (or
+ * the recovery told); the status changes on the job's thread (the MIGRATION status callback
+ * says when).
+ * Errors (nothing changes): -EINVAL (ctx NULL; no job in postcopy-active or postcopy-recover,
+ * naming the status), -EBUSY (a source whose destination has not yet acknowledged the switch:
+ * try again). Any thread but the library's callbacks.
  */
 CPR_API int cpr_migrate_pause(cpr_ctx *ctx, cpr_error **errp);
 

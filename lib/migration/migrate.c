@@ -70,6 +70,7 @@ struct cpr_mig {
      * No later job or reset clears it: this context never migrates or resumes it again. */
     char *handed_over; /* why, or NULL */
     int cancel_efd;        /* eventfd, readable after a cancel */
+    int pause_efd;         /* eventfd, readable after a migrate-pause in postcopy-recover */
     GArray *watched;       /* int fds that cancel shuts down */
     int runstate_override; /* cpr_runstate, or -1 for "ask is_running" */
 
@@ -103,6 +104,8 @@ static void mig_free(void *p)
     struct cpr_mig *mig = p;
     if (mig->cancel_efd >= 0)
         close(mig->cancel_efd);
+    if (mig->pause_efd >= 0)
+        close(mig->pause_efd);
     g_array_free(mig->watched, TRUE);
     cpr_error_free(mig->error);
     g_free(mig->handed_over);
@@ -140,6 +143,7 @@ static struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
     g_rec_mutex_init(&mig->status_lock);
     /* Made with the state, so that a job's fd count before and after is the same. */
     mig->cancel_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    mig->pause_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     mig->runstate_override = -1;
     mig->cpr_sock = -1;
     mig->commit_signal = -1;
@@ -331,6 +335,26 @@ int cpr_job_check_cancel(cpr_job *job, cpr_error **errp)
     return cancelled ? cpr_error_set(errp, -ECANCELED, "migration cancelled") : 0;
 }
 
+static void efd_drain(int fd)
+{
+    uint64_t drain;
+    while (fd >= 0 && read(fd, &drain, sizeof(drain)) > 0) {
+    }
+}
+
+static void efd_signal(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+        /* The counter cannot overflow from one write; nothing to do. */
+    }
+}
+
+int cpr_job_pause_fd(cpr_job *job)
+{
+    return job->mig->pause_efd;
+}
+
 int cpr_job_cancel_fd(cpr_job *job)
 {
     return job->mig->cancel_efd;
@@ -504,6 +528,7 @@ int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg)
     else if (why)
         cpr_error_set(&mig->error, cpr_error_code(why), "%s", cpr_error_message(why));
     mig->pause_requested = 0;
+    efd_drain(mig->pause_efd);
     g_mutex_unlock(&mig->lock);
     if (changed)
         status_changed(mig, CPR_MIGRATION_POSTCOPY_PAUSED);
@@ -538,14 +563,16 @@ int cpr_job_postcopy_resumed(cpr_job *job, cpr_error **errp)
     struct cpr_mig *mig = job->mig;
     g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
-    int gave_up = mig->postcopy_give_up;
-    if (!gave_up)
+    int gave_up = mig->postcopy_give_up, paused = mig->pause_requested;
+    if (!gave_up && !paused)
         mig->info.status = CPR_MIGRATION_POSTCOPY_ACTIVE;
     g_mutex_unlock(&mig->lock);
-    if (!gave_up)
+    if (!gave_up && !paused)
         status_changed(mig, CPR_MIGRATION_POSTCOPY_ACTIVE);
     g_rec_mutex_unlock(&mig->status_lock);
-    return gave_up ? cpr_error_set(errp, -ECANCELED, "postcopy recovery: given up") : 0;
+    if (gave_up)
+        return cpr_error_set(errp, -ECANCELED, "postcopy recovery: given up");
+    return paused ? cpr_error_set(errp, -ECONNABORTED, "postcopy recovery: migrate-pause") : 0;
 }
 
 void cpr_job_set_cut(cpr_job *job, void (*cut)(void *opaque), void *opaque)
@@ -563,12 +590,18 @@ CPR_API int cpr_migrate_pause(cpr_ctx *ctx, cpr_error **errp)
     struct cpr_mig *mig = cpr_mig_get(ctx);
     g_mutex_lock(&mig->lock);
     int st = mig->info.status;
-    int active = mig->job_running && mig->job && st == CPR_MIGRATION_POSTCOPY_ACTIVE;
-    int ok = active && mig->cut;
-    if (ok) {
+    int running = mig->job_running && mig->job;
+    int active = running && st == CPR_MIGRATION_POSTCOPY_ACTIVE;
+    /* In postcopy-recover the attempt under way ends: its wait for the peer wakes on
+     * cpr_job_pause_fd(), a connection it took is dropped (cpr_job_postcopy_resumed). */
+    int recovering = running && st == CPR_MIGRATION_POSTCOPY_RECOVER && !mig->postcopy_give_up;
+    int ok = (active && mig->cut) || recovering;
+    if (ok)
         mig->pause_requested = 1;
+    if (ok && active)
         mig->cut(mig->cut_opaque);
-    }
+    if (recovering)
+        efd_signal(mig->pause_efd);
     g_mutex_unlock(&mig->lock);
     if (ok)
         return 0;
@@ -577,7 +610,7 @@ CPR_API int cpr_migrate_pause(cpr_ctx *ctx, cpr_error **errp)
                              "way (status postcopy-active): try again once the destination "
                              "runs the guest");
     return cpr_error_set(errp, -EINVAL, "migrate-pause: no migration in status postcopy-active "
-                         "(status %s)", cpr_migration_status_name(st));
+                         "or postcopy-recover (status %s)", cpr_migration_status_name(st));
 }
 
 /* Hands a paused job of this direction where to meet its peer again (takes arg): it goes
@@ -809,9 +842,8 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
         if (mig->cancel_efd < 0)
             return cpr_error_set_errno(errp, -errno, "eventfd for migration cancel");
     }
-    uint64_t drain;
-    while (read(mig->cancel_efd, &drain, sizeof(drain)) > 0) {
-    }
+    efd_drain(mig->cancel_efd);
+    efd_drain(mig->pause_efd);
     g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     mig->job = job;
@@ -983,10 +1015,7 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     if (postcopy_stopped(st) && mig->job_running && mig->job) {
         /* Postcopy recovery given up: the job ends failed, as when the other side died. */
         mig->postcopy_give_up = 1;
-        uint64_t one = 1;
-        if (write(mig->cancel_efd, &one, sizeof(one)) < 0) {
-            /* The counter cannot overflow from one write; nothing to do. */
-        }
+        efd_signal(mig->cancel_efd);
         g_cond_broadcast(&mig->cond);
     }
     int can = mig->job_running && mig->job && !mig->past_no_return && !mig->cancel_requested &&
@@ -995,10 +1024,7 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     if (can) {
         mig->cancel_requested = 1;
         mig->info.status = CPR_MIGRATION_CANCELLING;
-        uint64_t one = 1;
-        if (write(mig->cancel_efd, &one, sizeof(one)) < 0) {
-            /* The counter cannot overflow from one write; nothing to do. */
-        }
+        efd_signal(mig->cancel_efd);
         /* Unblock a transfer stuck on a peer that does not read. */
         for (guint i = 0; i < mig->watched->len; i++)
             shutdown(g_array_index(mig->watched, int, i), SHUT_RDWR);

@@ -80,6 +80,9 @@ int cpr_job_check_cancel(cpr_job *job, cpr_error **errp);
 
 /* An fd that polls readable once a cancel is requested (never read it). */
 int cpr_job_cancel_fd(cpr_job *job);
+/* Readable after a migrate-pause in postcopy-recover, until the job pauses again: a wait for
+ * the recovery's peer polls it too. */
+int cpr_job_pause_fd(cpr_job *job);
 
 /* Registers an fd that cancel shuts down (shutdown(2)) so that a blocked transfer on it
  * returns; unregister before closing it. */
@@ -110,7 +113,8 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp);
 int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg);
 
 /* The job took the new connection of a recovery: postcopy-active again (0), or -ECANCELED
- * when the operator gave up meanwhile (the caller drops the connection and pauses again). */
+ * when the operator gave up meanwhile, -ECONNABORTED on a migrate-pause meanwhile (either way
+ * the caller breaks the connection and pauses again). */
 int cpr_job_postcopy_resumed(cpr_job *job, cpr_error **errp);
 
 /* What cpr_migrate_pause() calls, under the engine's lock, to break the job's channel while

@@ -207,13 +207,16 @@ int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **
 static int accept_source(cpr_job *job, struct cpr_postcopy_in *pc, cpr_listener *l, int *out,
                          cpr_error **errp)
 {
-    struct pollfd p[2] = { { .fd = cpr_listener_fd(l), .events = POLLIN },
-                           { .fd = cpr_job_cancel_fd(job), .events = POLLIN } };
-    while (poll(p, 2, -1) < 0)
+    struct pollfd p[3] = { { .fd = cpr_listener_fd(l), .events = POLLIN },
+                           { .fd = cpr_job_cancel_fd(job), .events = POLLIN },
+                           { .fd = cpr_job_pause_fd(job), .events = POLLIN } };
+    while (poll(p, 3, -1) < 0)
         if (errno != EINTR)
             return cpr_error_set_errno(errp, -errno, "postcopy recovery: waiting for the source");
     if (p[1].revents)
         return cpr_error_set(errp, -ECANCELED, "postcopy recovery: given up");
+    if (p[2].revents)
+        return cpr_error_set(errp, -ECONNABORTED, "postcopy recovery: migrate-pause");
     int fd;
     int ret = cpr_listener_accept_fd(l, 0, &fd, errp);
     if (ret < 0)
@@ -257,6 +260,7 @@ static void recover(cpr_job *job, struct cpr_postcopy_in *pc)
             cpr_pc_client_resume(pc->client, fd);
             if (cpr_job_postcopy_resumed(job, &why) == 0)
                 return;
+            cpr_pc_client_cut(pc->client); /* given up or paused meanwhile */
         }
     }
     cpr_error_free(why);

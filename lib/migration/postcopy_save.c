@@ -87,6 +87,7 @@ static int pause_until_resumed(cpr_job *job, struct cpr_pc_server *sv, int *fd, 
                 cpr_error_free(why);
                 return 0;
             }
+            shutdown(nfd, SHUT_RDWR); /* given up or paused meanwhile: the peer hears it */
         }
         cpr_error_free(why);
         why = err;

@@ -25,6 +25,7 @@ pause-source, pause-dest: migrate-pause on that side (QMP at the source, HMP mig
 destination) breaks the channel after the switch: both sides go postcopy-paused, the pausing one
 saying migrate-pause did it, nothing lost; a second migrate-pause is refused naming the status.
 The recovery goes over TCP (loopback): migrate-recover puts the destination in postcopy-recover
+(pause-dest: a migrate-pause there ends it, paused again, and a second migrate-recover follows)
 until the source's `migrate resume=true` connects, both go postcopy-active again, complete, and
 the guest re-verifies all its RAM with its heartbeat continuous.
 """
@@ -316,6 +317,16 @@ def test_pause(binary, wd, side):
     status_event(new, "postcopy-recover", n_new)
     check(new.qmp("query-migrate")["status"] == "postcopy-recover",
           "the destination recovers until its source connects")
+    if vm is new:
+        # As QEMU's, migrate-pause also ends a recovery under way: paused again, then recovered.
+        new.hmp("migrate_pause")
+        info = status_event(new, "postcopy-paused", n_new) and new.qmp("query-migrate")
+        check(info["status"] == "postcopy-paused" and "migrate-pause" in info.get("error-desc", ""),
+              f"migrate-pause in postcopy-recover: paused again ({info.get('error-desc')})")
+        uri = f"tcp:127.0.0.1:{free_port()}"
+        n_new = len(new.monitor.events)
+        new.qmp("migrate-recover", uri=uri)
+        status_event(new, "postcopy-recover", n_new)
     old.qmp("migrate", uri=uri, resume=True)
     for v in (old, new):
         status_event(v, "postcopy-recover", n_old if v is old else n_new)

@@ -86,7 +86,8 @@ START_TEST(test_recover_and_resume_need_a_paused_postcopy)
     ck_assert_int_eq(cpr_migrate_cancel(vm->ctx, NULL), 0);
     /* migrate-pause: only a postcopy-active job (integration.postcopy.pause-* pause real ones). */
     ck_assert_cpr_fails(cpr_migrate_pause(vm->ctx, errp_), -EINVAL,
-                        "migrate-pause: no migration in status postcopy-active (status none)");
+                        "migrate-pause: no migration in status postcopy-active or "
+                        "postcopy-recover (status none)");
     ck_assert_int_eq(cpr_migrate_pause(NULL, NULL), -EINVAL);
     mig_vm_free(vm);
 }
