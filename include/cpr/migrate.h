@@ -133,11 +133,16 @@ typedef enum cpr_migration_status {
      * the source (back to postcopy-active), or by cpr_migrate_cancel() (failed). query's
      * error-desc says why it paused. */
     CPR_MIGRATION_POSTCOPY_PAUSED = 10,
+    /* Since 1.2: a paused postcopy re-establishes its channel, from cpr_migrate_recover() (at
+     * the destination) or cpr_migrate_resume() (at the source) until the new connection is
+     * taken and the transfer goes on (postcopy-active), or fails (postcopy-paused again). The
+     * guest stays where it was in postcopy-paused. */
+    CPR_MIGRATION_POSTCOPY_RECOVER = 11,
 } cpr_migration_status;
 
 /* "none", "setup", "active", "device", "completed", "failed", "cancelling", "cancelled",
- * "pre-switchover", "postcopy-active", "postcopy-paused"; NULL when out of range. A static
- * string. */
+ * "pre-switchover", "postcopy-active", "postcopy-paused", "postcopy-recover"; NULL when out
+ * of range. A static string. */
 CPR_API const char *cpr_migration_status_name(int status);
 
 /* The run state a VMM reports (query-status, `info status`), with QEMU's RunState names. */
@@ -200,9 +205,10 @@ CPR_API int cpr_migrate_uri(cpr_ctx *ctx, const char *uri, unsigned int flags, c
  * Cancels the running job (QMP migrate_cancel): status cancelling, then cancelled once the
  * job has undone what it did (the guest runs again if it ran before). Blocking transfers are
  * interrupted. Past a mode's point of no return the job completes instead. Returns 0, also
- * when no job runs (as QEMU does). Since 1.2, on a job in postcopy-paused it gives the
- * recovery up: the job ends failed as if the other side had died (the source keeps its guest
- * stopped; at the destination the guest is lost and its vCPUs on missing pages stay blocked).
+ * when no job runs (as QEMU does). Since 1.2, on a job in postcopy-paused (or
+ * postcopy-recover) it gives the recovery up: the job ends failed as if the other side had
+ * died (the source keeps its guest stopped; at the destination the guest is lost and its vCPUs
+ * on missing pages stay blocked).
  */
 CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp);
 
@@ -251,9 +257,9 @@ CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp);
  * vCPUs' faults and the background fill ask again for every page still missing. The listener
  * is gone once a connection was accepted, or the job ends.
  * Errors (nothing changes): -EINVAL (ctx or uri NULL, a transport other than unix/tcp, no
- * incoming job in postcopy-paused), -EBUSY (an earlier call's listener still waits for the
- * source or checks its connection: one listener at a time), the listener's
- * (bind: naming the address). Any thread but the library's callbacks.
+ * incoming job in postcopy-paused), -EBUSY (in postcopy-recover: an earlier call's listener
+ * still waits for the source or checks its connection: one listener at a time), the
+ * listener's (bind: naming the address). Any thread but the library's callbacks.
  */
 CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp);
 
@@ -261,7 +267,8 @@ CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp)
  * Since 1.2, postcopy recovery, the source's half (QMP `migrate` with resume=true, HMP
  * `migrate -r`): the outgoing job in postcopy-paused connects to `uri` (unix: or tcp:; where
  * the destination's cpr_migrate_recover() listens), says which migration it is, goes back to
- * postcopy-active and serves the pages asked again. Returns once the job has the address; a
+ * postcopy-active and serves the pages asked again. Both calls set postcopy-recover before they
+ * return, until the new connection is taken. Returns once the job has the address; a
  * connection that fails leaves the job in postcopy-paused (error-desc says why): call again.
  * Only the same destination process can take the guest back: a new one has no paused job to
  * recover. Errors (nothing changes): -EINVAL (ctx or uri NULL, a transport other than
@@ -270,6 +277,22 @@ CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp)
  * Any thread but the library's callbacks.
  */
 CPR_API int cpr_migrate_resume(cpr_ctx *ctx, const char *uri, cpr_error **errp);
+
+/*
+ * Since 1.2, QMP migrate-pause (HMP migrate_pause), on either side of a job in
+ * postcopy-active: breaks its migration channel on purpose, as a cut link would. Both sides go
+ * postcopy-paused (this one with error-desc naming migrate-pause, the other on the channel's
+ * end); nothing is lost: the source keeps every page it has not sent, the destination's vCPUs
+ * that touch a missing page stay blocked. cpr_migrate_recover() and cpr_migrate_resume() carry
+ * on, as after a cut. In postcopy-recover it ends the recovery under way (a connection taken
+ * meanwhile is shut down): postcopy-paused again. Returns once the channel is shut down (or
+ * the recovery told); the status changes on the job's thread (the MIGRATION status callback
+ * says when).
+ * Errors (nothing changes): -EINVAL (ctx NULL; no job in postcopy-active or postcopy-recover,
+ * naming the status), -EBUSY (a source whose destination has not yet acknowledged the switch:
+ * try again). Any thread but the library's callbacks.
+ */
+CPR_API int cpr_migrate_pause(cpr_ctx *ctx, cpr_error **errp);
 
 /*
  * Waits for the current or last job (outgoing or incoming) to end and returns its result: 0

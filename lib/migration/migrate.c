@@ -59,11 +59,18 @@ struct cpr_mig {
     void *resume_arg;
     int resume_busy;
     int postcopy_give_up;
+    /* migrate-pause: how to cut the job's channel while postcopy-active (called under lock,
+     * registered by the job, whose channel it keeps stable while postcopy-active); requested
+     * until the job paused, so that its error-desc says why. */
+    void (*cut)(void *opaque);
+    void *cut_opaque;
+    int pause_requested;
     int past_no_return;
     /* Sticky: the guest went to another process with its RAM (cpr-transfer completed, ...).
      * No later job or reset clears it: this context never migrates or resumes it again. */
     char *handed_over; /* why, or NULL */
     int cancel_efd;        /* eventfd, readable after a cancel */
+    int pause_efd;         /* eventfd, readable after a migrate-pause in postcopy-recover */
     GArray *watched;       /* int fds that cancel shuts down */
     int runstate_override; /* cpr_runstate, or -1 for "ask is_running" */
 
@@ -97,6 +104,8 @@ static void mig_free(void *p)
     struct cpr_mig *mig = p;
     if (mig->cancel_efd >= 0)
         close(mig->cancel_efd);
+    if (mig->pause_efd >= 0)
+        close(mig->pause_efd);
     g_array_free(mig->watched, TRUE);
     cpr_error_free(mig->error);
     g_free(mig->handed_over);
@@ -134,6 +143,7 @@ static struct cpr_mig *cpr_mig_get(cpr_ctx *ctx)
     g_rec_mutex_init(&mig->status_lock);
     /* Made with the state, so that a job's fd count before and after is the same. */
     mig->cancel_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    mig->pause_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     mig->runstate_override = -1;
     mig->cpr_sock = -1;
     mig->commit_signal = -1;
@@ -158,6 +168,7 @@ CPR_API const char *cpr_migration_status_name(int status)
         [CPR_MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
         [CPR_MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
         [CPR_MIGRATION_POSTCOPY_PAUSED] = "postcopy-paused",
+        [CPR_MIGRATION_POSTCOPY_RECOVER] = "postcopy-recover",
     };
     if (status < 0 || (size_t)status >= G_N_ELEMENTS(names))
         return NULL;
@@ -322,6 +333,26 @@ int cpr_job_check_cancel(cpr_job *job, cpr_error **errp)
     int cancelled = job->mig->cancel_requested;
     g_mutex_unlock(&job->mig->lock);
     return cancelled ? cpr_error_set(errp, -ECANCELED, "migration cancelled") : 0;
+}
+
+static void efd_drain(int fd)
+{
+    uint64_t drain;
+    while (fd >= 0 && read(fd, &drain, sizeof(drain)) > 0) {
+    }
+}
+
+static void efd_signal(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+        /* The counter cannot overflow from one write; nothing to do. */
+    }
+}
+
+int cpr_job_pause_fd(cpr_job *job)
+{
+    return job->mig->pause_efd;
 }
 
 int cpr_job_cancel_fd(cpr_job *job)
@@ -491,8 +522,13 @@ int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg)
     mig->resume_busy = 0; /* an earlier attempt ended */
     cpr_error_free(mig->error);
     mig->error = NULL;
-    if (why)
+    if (mig->pause_requested)
+        cpr_error_set(&mig->error, -ECONNABORTED, "migrate-pause: the migration channel was "
+                      "broken on request");
+    else if (why)
         cpr_error_set(&mig->error, cpr_error_code(why), "%s", cpr_error_message(why));
+    mig->pause_requested = 0;
+    efd_drain(mig->pause_efd);
     g_mutex_unlock(&mig->lock);
     if (changed)
         status_changed(mig, CPR_MIGRATION_POSTCOPY_PAUSED);
@@ -517,22 +553,88 @@ int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg)
     return 0;
 }
 
-/* Hands a paused job of this direction where to meet its peer again (takes arg). */
+static int postcopy_stopped(int st)
+{
+    return st == CPR_MIGRATION_POSTCOPY_PAUSED || st == CPR_MIGRATION_POSTCOPY_RECOVER;
+}
+
+int cpr_job_postcopy_resumed(cpr_job *job, cpr_error **errp)
+{
+    struct cpr_mig *mig = job->mig;
+    g_rec_mutex_lock(&mig->status_lock);
+    g_mutex_lock(&mig->lock);
+    int gave_up = mig->postcopy_give_up, paused = mig->pause_requested;
+    if (!gave_up && !paused)
+        mig->info.status = CPR_MIGRATION_POSTCOPY_ACTIVE;
+    g_mutex_unlock(&mig->lock);
+    if (!gave_up && !paused)
+        status_changed(mig, CPR_MIGRATION_POSTCOPY_ACTIVE);
+    g_rec_mutex_unlock(&mig->status_lock);
+    if (gave_up)
+        return cpr_error_set(errp, -ECANCELED, "postcopy recovery: given up");
+    return paused ? cpr_error_set(errp, -ECONNABORTED, "postcopy recovery: migrate-pause") : 0;
+}
+
+void cpr_job_set_cut(cpr_job *job, void (*cut)(void *opaque), void *opaque)
+{
+    g_mutex_lock(&job->mig->lock);
+    job->mig->cut = cut;
+    job->mig->cut_opaque = opaque;
+    g_mutex_unlock(&job->mig->lock);
+}
+
+CPR_API int cpr_migrate_pause(cpr_ctx *ctx, cpr_error **errp)
+{
+    if (!ctx)
+        return cpr_error_set(errp, -EINVAL, "cpr_migrate_pause: ctx is NULL");
+    struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_mutex_lock(&mig->lock);
+    int st = mig->info.status;
+    int running = mig->job_running && mig->job;
+    int active = running && st == CPR_MIGRATION_POSTCOPY_ACTIVE;
+    /* In postcopy-recover the attempt under way ends: its wait for the peer wakes on
+     * cpr_job_pause_fd(), a connection it took is dropped (cpr_job_postcopy_resumed). */
+    int recovering = running && st == CPR_MIGRATION_POSTCOPY_RECOVER && !mig->postcopy_give_up;
+    int ok = (active && mig->cut) || recovering;
+    if (ok)
+        mig->pause_requested = 1;
+    if (ok && active)
+        mig->cut(mig->cut_opaque);
+    if (recovering)
+        efd_signal(mig->pause_efd);
+    g_mutex_unlock(&mig->lock);
+    if (ok)
+        return 0;
+    if (active) /* the source, before the destination acknowledged the switch */
+        return cpr_error_set(errp, -EBUSY, "migrate-pause: the switch to postcopy is still under "
+                             "way (status postcopy-active): try again once the destination "
+                             "runs the guest");
+    return cpr_error_set(errp, -EINVAL, "migrate-pause: no migration in status postcopy-active "
+                         "or postcopy-recover (status %s)", cpr_migration_status_name(st));
+}
+
+/* Hands a paused job of this direction where to meet its peer again (takes arg): it goes
+ * postcopy-recover until the new connection is taken or fails. */
 static int post_resume(cpr_ctx *ctx, int incoming, void *arg, const char *what, cpr_error **errp)
 {
     struct cpr_mig *mig = cpr_mig_get(ctx);
+    g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     cpr_job *job = mig->job_running ? mig->job : NULL;
     int st = mig->info.status;
-    int paused = job && job->incoming == incoming && st == CPR_MIGRATION_POSTCOPY_PAUSED &&
+    int paused = job && job->incoming == incoming && postcopy_stopped(st) &&
                  !mig->postcopy_give_up;
     int busy = paused && (mig->resume_busy || mig->resume_arg);
     if (paused && !busy) {
         mig->resume_arg = arg;
         mig->resume_busy = 1;
+        mig->info.status = CPR_MIGRATION_POSTCOPY_RECOVER;
         g_cond_broadcast(&mig->cond);
     }
     g_mutex_unlock(&mig->lock);
+    if (paused && !busy)
+        status_changed(mig, CPR_MIGRATION_POSTCOPY_RECOVER);
+    g_rec_mutex_unlock(&mig->status_lock);
     if (paused && !busy)
         return 0;
     resume_arg_free(incoming, arg);
@@ -571,7 +673,7 @@ CPR_API int cpr_migrate_recover(cpr_ctx *ctx, const char *uri, cpr_error **errp)
     struct cpr_mig *mig = cpr_mig_get(ctx);
     g_mutex_lock(&mig->lock);
     int ok = mig->job_running && mig->job && mig->job->incoming &&
-             mig->info.status == CPR_MIGRATION_POSTCOPY_PAUSED && !mig->resume_busy;
+             postcopy_stopped(mig->info.status) && !mig->resume_busy;
     g_mutex_unlock(&mig->lock);
     cpr_listener *l = NULL;
     if (ok && (ret = cpr_listener_new(a, CPR_LISTEN_SAME_UID, &l, errp)) < 0) {
@@ -640,6 +742,7 @@ static void job_release(struct cpr_mig *mig)
 {
     g_mutex_lock(&mig->lock);
     mig->job_running = 0;
+    mig->cut = NULL; /* its channel goes with the job */
     g_cond_broadcast(&mig->cond);
     g_mutex_unlock(&mig->lock);
 }
@@ -739,9 +842,8 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
         if (mig->cancel_efd < 0)
             return cpr_error_set_errno(errp, -errno, "eventfd for migration cancel");
     }
-    uint64_t drain;
-    while (read(mig->cancel_efd, &drain, sizeof(drain)) > 0) {
-    }
+    efd_drain(mig->cancel_efd);
+    efd_drain(mig->pause_efd);
     g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     mig->job = job;
@@ -750,6 +852,7 @@ static int job_begin(struct cpr_mig *mig, cpr_job *job, cpr_error **errp)
     mig->postcopy_requested = 0;
     mig->postcopy_give_up = 0;
     mig->resume_busy = 0;
+    mig->pause_requested = 0;
     mig->past_no_return = 0;
     mig->result = 0;
     cpr_error_free(mig->error);
@@ -909,13 +1012,10 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     g_rec_mutex_lock(&mig->status_lock);
     g_mutex_lock(&mig->lock);
     int st = mig->info.status;
-    if (st == CPR_MIGRATION_POSTCOPY_PAUSED && mig->job_running && mig->job) {
+    if (postcopy_stopped(st) && mig->job_running && mig->job) {
         /* Postcopy recovery given up: the job ends failed, as when the other side died. */
         mig->postcopy_give_up = 1;
-        uint64_t one = 1;
-        if (write(mig->cancel_efd, &one, sizeof(one)) < 0) {
-            /* The counter cannot overflow from one write; nothing to do. */
-        }
+        efd_signal(mig->cancel_efd);
         g_cond_broadcast(&mig->cond);
     }
     int can = mig->job_running && mig->job && !mig->past_no_return && !mig->cancel_requested &&
@@ -924,10 +1024,7 @@ CPR_API int cpr_migrate_cancel(cpr_ctx *ctx, cpr_error **errp)
     if (can) {
         mig->cancel_requested = 1;
         mig->info.status = CPR_MIGRATION_CANCELLING;
-        uint64_t one = 1;
-        if (write(mig->cancel_efd, &one, sizeof(one)) < 0) {
-            /* The counter cannot overflow from one write; nothing to do. */
-        }
+        efd_signal(mig->cancel_efd);
         /* Unblock a transfer stuck on a peer that does not read. */
         for (guint i = 0; i < mig->watched->len; i++)
             shutdown(g_array_index(mig->watched, int, i), SHUT_RDWR);

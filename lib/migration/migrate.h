@@ -80,6 +80,9 @@ int cpr_job_check_cancel(cpr_job *job, cpr_error **errp);
 
 /* An fd that polls readable once a cancel is requested (never read it). */
 int cpr_job_cancel_fd(cpr_job *job);
+/* Readable after a migrate-pause in postcopy-recover, until the job pauses again: a wait for
+ * the recovery's peer polls it too. */
+int cpr_job_pause_fd(cpr_job *job);
 
 /* Registers an fd that cancel shuts down (shutdown(2)) so that a blocked transfer on it
  * returns; unregister before closing it. */
@@ -108,6 +111,17 @@ int cpr_job_switchover(cpr_job *job, cpr_error **errp);
  * wait for the peer that polls it ends too).
  */
 int cpr_job_postcopy_pause(cpr_job *job, const cpr_error *why, void **arg);
+
+/* The job took the new connection of a recovery: postcopy-active again (0), or -ECANCELED
+ * when the operator gave up meanwhile, -ECONNABORTED on a migrate-pause meanwhile (either way
+ * the caller breaks the connection and pauses again). */
+int cpr_job_postcopy_resumed(cpr_job *job, cpr_error **errp);
+
+/* What cpr_migrate_pause() calls, under the engine's lock, to break the job's channel while
+ * postcopy-active (NULL: none). `cut` must be quick and take no lock of the engine's; the
+ * channel it breaks must stay the same while postcopy-active (replace it only while paused or
+ * recovering). Cleared when the job ends; clear it before freeing `opaque` earlier. */
+void cpr_job_set_cut(cpr_job *job, void (*cut)(void *opaque), void *opaque);
 
 /* 1 once cpr_migrate_start_postcopy() asked this (outgoing) job to switch to postcopy. */
 int cpr_job_postcopy_requested(cpr_job *job);

@@ -124,6 +124,8 @@ uint64_t cpr_pc_client_requests(struct cpr_pc_client *cl);
  * until resume or give_up. A bad message still fails it for good. */
 /* 1 while paused; *why (when given): a copy of the link's failure. */
 int cpr_pc_client_paused(struct cpr_pc_client *cl, cpr_error **why);
+/* Pauses as a link failure would (migrate-pause); nothing when paused or failed already. */
+void cpr_pc_client_cut(struct cpr_pc_client *cl);
 /* A new connection (borrowed, as the first one): the waiting fetches send what they still
  * miss on it. -EINVAL when not paused. */
 int cpr_pc_client_resume(struct cpr_pc_client *cl, int fd);

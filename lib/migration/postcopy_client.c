@@ -205,6 +205,15 @@ int cpr_pc_client_paused(struct cpr_pc_client *cl, cpr_error **why)
     return paused;
 }
 
+void cpr_pc_client_cut(struct cpr_pc_client *cl)
+{
+    cpr_error *err = NULL;
+    cpr_error_set(&err, -ECONNABORTED, "postcopy: the return path was broken on request");
+    g_mutex_lock(&cl->lock);
+    link_lost(cl, cl->gen, err);
+    g_mutex_unlock(&cl->lock);
+}
+
 int cpr_pc_client_resume(struct cpr_pc_client *cl, int fd)
 {
     g_mutex_lock(&cl->lock);

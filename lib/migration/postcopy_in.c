@@ -186,8 +186,16 @@ static void stats_update(cpr_job *job, struct cpr_postcopy_in *pc)
     cpr_job_stats_unlock(job);
 }
 
+/* migrate-pause (cpr_job_set_cut): the client pauses as on a cut link. */
+static void cut(void *opaque)
+{
+    struct cpr_postcopy_in *pc = opaque;
+    cpr_pc_client_cut(pc->client);
+}
+
 int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **errp)
 {
+    cpr_job_set_cut(job, cut, pc);
     int ret = cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, errp);
     if (ret == 0)
         ret = cpr_fault_server_start(pc->fs, errp);
@@ -199,13 +207,16 @@ int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **
 static int accept_source(cpr_job *job, struct cpr_postcopy_in *pc, cpr_listener *l, int *out,
                          cpr_error **errp)
 {
-    struct pollfd p[2] = { { .fd = cpr_listener_fd(l), .events = POLLIN },
-                           { .fd = cpr_job_cancel_fd(job), .events = POLLIN } };
-    while (poll(p, 2, -1) < 0)
+    struct pollfd p[3] = { { .fd = cpr_listener_fd(l), .events = POLLIN },
+                           { .fd = cpr_job_cancel_fd(job), .events = POLLIN },
+                           { .fd = cpr_job_pause_fd(job), .events = POLLIN } };
+    while (poll(p, 3, -1) < 0)
         if (errno != EINTR)
             return cpr_error_set_errno(errp, -errno, "postcopy recovery: waiting for the source");
     if (p[1].revents)
         return cpr_error_set(errp, -ECANCELED, "postcopy recovery: given up");
+    if (p[2].revents)
+        return cpr_error_set(errp, -ECONNABORTED, "postcopy recovery: migrate-pause");
     int fd;
     int ret = cpr_listener_accept_fd(l, 0, &fd, errp);
     if (ret < 0)
@@ -245,9 +256,11 @@ static void recover(cpr_job *job, struct cpr_postcopy_in *pc)
         cpr_listener_free(l);
         if (ret == 0) {
             g_array_append_val(pc->fds, fd);
+            /* The client first: a migrate-pause from postcopy-active on must find it running. */
             cpr_pc_client_resume(pc->client, fd);
-            cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, NULL);
-            return;
+            if (cpr_job_postcopy_resumed(job, &why) == 0)
+                return;
+            cpr_pc_client_cut(pc->client); /* given up or paused meanwhile */
         }
     }
     cpr_error_free(why);
@@ -265,6 +278,7 @@ int cpr_postcopy_in_run(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **er
         if (cpr_pc_client_paused(pc->client, NULL))
             recover(job, pc);
     }
+    cpr_job_set_cut(job, NULL, NULL); /* pc may be kept or freed from here */
     stats_update(job, pc);
     if (ret == 0) {
         /* Best effort: the guest is whole here; a source that missed it fails and stays

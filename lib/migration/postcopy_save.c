@@ -25,6 +25,13 @@
 #include "migration/postcopy.h"
 #include "migration/ram_section.h"
 
+/* migrate-pause: the connection served ends as if the link were cut (cpr_job_set_cut). */
+static void cut(void *opaque)
+{
+    const struct cpr_pc_server *sv = opaque;
+    shutdown(sv->rfd, SHUT_RDWR);
+}
+
 static void stats_update(cpr_job *job, const struct cpr_pc_server *sv)
 {
     cpr_migration_info *i = cpr_job_stats_lock(job);
@@ -72,11 +79,15 @@ static int pause_until_resumed(cpr_job *job, struct cpr_pc_server *sv, int *fd, 
         int ret = reconnect(a, sv, &nfd, &err);
         cpr_addr_free(a);
         if (ret == 0) {
-            cpr_error_free(why);
+            /* Replaced before postcopy-active, while no migrate-pause can cut it. */
             if (*fd >= 0)
                 close(*fd);
             *fd = sv->rfd = sv->wfd = nfd;
-            return cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, errp);
+            if ((ret = cpr_job_postcopy_resumed(job, &err)) == 0) {
+                cpr_error_free(why);
+                return 0;
+            }
+            shutdown(nfd, SHUT_RDWR); /* given up or paused meanwhile: the peer hears it */
         }
         cpr_error_free(why);
         why = err;
@@ -114,6 +125,7 @@ int cpr_postcopy_serve(cpr_job *job, struct cpr_mig_ram *ram, struct cpr_main_ch
         .max_bandwidth = job->params.max_postcopy_bandwidth,
     };
     int fd = -1; /* a connection of a recovery, owned here */
+    cpr_job_set_cut(job, cut, &sv);
     ret = cpr_pc_serve(&sv, errp);
     while (ret < 0 && cpr_pc_link_error(ret)) {
         stats_update(job, &sv);
@@ -121,6 +133,7 @@ int cpr_postcopy_serve(cpr_job *job, struct cpr_mig_ram *ram, struct cpr_main_ch
             break;
         ret = cpr_pc_serve(&sv, errp);
     }
+    cpr_job_set_cut(job, NULL, NULL);
     if (fd >= 0)
         close(fd);
     stats_update(job, &sv);

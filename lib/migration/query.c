@@ -92,6 +92,7 @@ CPR_API int cpr_migrate_query_json(cpr_ctx *ctx, char **out, cpr_error **errp)
     case CPR_MIGRATION_CANCELLING:
     case CPR_MIGRATION_POSTCOPY_ACTIVE:
     case CPR_MIGRATION_POSTCOPY_PAUSED:
+    case CPR_MIGRATION_POSTCOPY_RECOVER:
         if (i.expected_downtime_ms >= 0)
             put_int(o, "expected-downtime", i.expected_downtime_ms);
         json_object_object_add(o, "ram", ram_json(&i));

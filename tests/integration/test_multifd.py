@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 
+from harness.channels import free_port
 from harness.guest import (base_args, check, check_after_switchover, log, wait_booted,
                            wait_heartbeat, wait_serial, wait_until)
 from harness.process import Vmm, shutdown_all
@@ -122,14 +123,6 @@ def case_compressibility(wd):
             f"({100 * sent[pct] / ram:.1f} %)")
     check(sent[0] > 0.9 * ram, f"an incompressible guest sends about all its RAM: {sent[0]} of {ram}")
     check(sent[90] < 0.3 * ram, f"a 90 % compressible guest sends a fraction: {sent[90]} of {ram}")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Proxy:

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 """Postcopy (capability postcopy-ram) between two cpr-vmm processes over a UNIX socket.
 
-usage: test_postcopy.py CPR_VMM_BINARY TEST   (TEST: complete dest-killed source-killed recover)
+usage: test_postcopy.py CPR_VMM_BINARY TEST
+       (TEST: complete dest-killed source-killed recover pause-source pause-dest)
 
 complete: the guest dirties pages at twice the rate the bandwidth limit carries, so precopy
 does not converge (the remaining bytes never fall to the downtime limit); migrate-start-postcopy
@@ -20,6 +21,13 @@ postcopy-paused, nothing is lost (the guest runs on neither side's missing pages
 corruption, the source's guest stays stopped); migrate-recover on the destination and
 `migrate resume=true` on the source carry on over a new connection to completion, and the guest
 re-verifies all its RAM.
+pause-source, pause-dest: migrate-pause on that side (QMP at the source, HMP migrate_pause at the
+destination) breaks the channel after the switch: both sides go postcopy-paused, the pausing one
+saying migrate-pause did it, nothing lost; a second migrate-pause is refused naming the status.
+The recovery goes over TCP (loopback): migrate-recover puts the destination in postcopy-recover
+(pause-dest: a migrate-pause there ends it, paused again, and a second migrate-recover follows)
+until the source's `migrate resume=true` connects, both go postcopy-active again, complete, and
+the guest re-verifies all its RAM with its heartbeat continuous.
 """
 import multiprocessing
 import select
@@ -29,6 +37,7 @@ import sys
 import time
 
 from harness.cases import run_named_case
+from harness.channels import free_port
 from harness.guest import base_args, check, check_after_switchover, log, wait_until
 from harness.transfer import live_pair
 
@@ -116,10 +125,14 @@ def relay_main(listen, target, rate):
     peer = {a: b, b: a}
     while True:
         for r in select.select([a, b], [], [])[0]:
-            data = r.recv(1 << 16)
+            try:
+                data = r.recv(1 << 16)
+                if data:
+                    peer[r].sendall(data)
+            except OSError:  # a side broke the link (migrate-pause): the relay ends with it
+                data = b""
             if not data:
                 return
-            peer[r].sendall(data)
             time.sleep(len(data) / rate)
 
 
@@ -206,6 +219,19 @@ def test_source_killed(binary, wd):
     new.kill()
 
 
+def recovered(old, new, hb_old, serial, what):
+    """Both sides complete after a recovery, and the guest re-verifies all its RAM."""
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"source: completed after the recovery ({info.get('error-desc', '')})")
+    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "completed" and i, 120,
+                     "destination: completed after the recovery")
+    log(f"recovered ({what}): destination {nin['ram'].get('postcopy-requests')} requests")
+    check(info["ram"]["postcopy-requests"] >= 1, "the source served pages after the recovery")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+    new.shutdown()
+
+
 def test_recover(binary, wd):
     # The first link carries 16 MiB/s: pages are still missing when it goes; the new one is
     # not limited, so the rest comes at once.
@@ -238,20 +264,84 @@ def test_recover(binary, wd):
     for vm, line in ((new, f"migrate_recover unix:{rec}"), (old, f"migrate -r unix:{rec}")):
         out = vm.hmp(line)
         check(out.strip() == "", f"HMP {line}: accepted ({out!r})")
-    info = old.wait_migration(180)
-    check(info["status"] == "completed", f"source: completed after the recovery ({info.get('error-desc', '')})")
-    nin = wait_until(lambda: (i := new.qmp("query-migrate"))["status"] == "completed" and i, 120,
-                     "destination: completed after the recovery")
-    log(f"recovered: destination {nin['ram'].get('postcopy-requests')} requests "
-        f"(guest heartbeat {g0['heartbeat']} -> {g1['heartbeat']} while paused)")
-    check(info["ram"]["postcopy-requests"] >= 1, "the source served pages after the recovery")
-    check_after_switchover(new, hb_old, serial)
-    old.shutdown()
-    new.shutdown()
+    recovered(old, new, hb_old, serial, f"guest heartbeat {g0['heartbeat']} -> {g1['heartbeat']} while paused")
+
+
+def status_event(vm, status, since=0):
+    return vm.monitor.wait_event("MIGRATION", lambda e: e["data"]["status"] == status, 60, since)
+
+
+def refused(fn, words, what):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - the refusal is what is checked
+        check(all(w in str(e) for w in words), f"{what} refused: {e}")
+        return
+    check(False, f"{what} is refused")
+
+
+def pause(vm, hmp):
+    """migrate-pause; False while the source waits for the destination's acknowledgement of
+    the switch (a postcopy-active source with no page channel yet: try again)."""
+    try:
+        out = vm.hmp("migrate_pause") if hmp else vm.qmp("migrate-pause")
+    except Exception as e:  # noqa: BLE001 - "try again" is the one refusal expected here
+        if "still under way" in str(e):
+            return False
+        raise
+    if hmp:
+        check(out.strip() == "", f"HMP migrate_pause accepted ({out!r})")
+    return True
+
+
+def test_pause(binary, wd, side):
+    # The first link carries 16 MiB/s: pages are still missing at the pause; the recovery's
+    # TCP connection is not limited, so the rest comes at once.
+    old, new, sock, serial = pair(binary, wd, hmp=True)
+    relay, relay_sock = start_relay(wd, sock, 2 * BANDWIDTH)
+    precopy_then_switch(old, relay_sock, passes=1)
+    # Queried: cpr-vmm holds its events back from the switch until the job pauses or ends.
+    wait_until(lambda: new.qmp("query-migrate").get("status") == "postcopy-active", 60,
+               "destination in postcopy-active")
+    vm = old if side == "source" else new
+    wait_until(lambda: pause(vm, hmp=vm is new), 60, f"migrate-pause on the {side}")
+    src, dst = paused(old, "source"), paused(new, "destination")
+    check("migrate-pause" in (src if vm is old else dst).get("error-desc", ""),
+          f"the {side} says migrate-pause broke the channel")
+    check(dst["ram"]["remaining"] > 0, f"pages were still missing at the pause ({dst['ram']})")
+    relay.join()  # the relay ends with the connection it carried
+    hb_old = old.guest()["heartbeat"]
+    g0 = new.guest()
+    refused(lambda: vm.qmp("migrate-pause"), ("migrate-pause", "status postcopy-paused"),
+            "migrate-pause in postcopy-paused")
+    check(new.guest()["corruptions"] == 0, "paused: the guest ran on no page that did not arrive")
+    check(old.guest()["heartbeat"] == hb_old, "paused: the source never runs the guest")
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    n_old, n_new = len(old.monitor.events), len(new.monitor.events)
+    new.qmp("migrate-recover", uri=uri)
+    status_event(new, "postcopy-recover", n_new)
+    check(new.qmp("query-migrate")["status"] == "postcopy-recover",
+          "the destination recovers until its source connects")
+    if vm is new:
+        # As QEMU's, migrate-pause also ends a recovery under way: paused again, then recovered.
+        new.hmp("migrate_pause")
+        info = status_event(new, "postcopy-paused", n_new) and new.qmp("query-migrate")
+        check(info["status"] == "postcopy-paused" and "migrate-pause" in info.get("error-desc", ""),
+              f"migrate-pause in postcopy-recover: paused again ({info.get('error-desc')})")
+        uri = f"tcp:127.0.0.1:{free_port()}"
+        n_new = len(new.monitor.events)
+        new.qmp("migrate-recover", uri=uri)
+        status_event(new, "postcopy-recover", n_new)
+    old.qmp("migrate", uri=uri, resume=True)
+    for v in (old, new):
+        status_event(v, "postcopy-recover", n_old if v is old else n_new)
+        status_event(v, "postcopy-active", n_old if v is old else n_new)
+    recovered(old, new, hb_old, serial, f"over TCP, guest heartbeat {g0['heartbeat']} at the pause")
 
 
 TESTS = {"complete": test_complete, "dest-killed": test_dest_killed, "source-killed": test_source_killed,
-         "recover": test_recover}
+         "recover": test_recover, "pause-source": lambda b, w: test_pause(b, w, "source"),
+         "pause-dest": lambda b, w: test_pause(b, w, "destination")}
 
 
 def main():

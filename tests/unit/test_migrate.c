@@ -58,6 +58,9 @@ START_TEST(test_status_and_runstate_names_are_qemus)
     ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_DEVICE), "device");
     ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_PRE_SWITCHOVER), "pre-switchover");
     ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_POSTCOPY_PAUSED), "postcopy-paused");
+    ck_assert_int_eq(CPR_MIGRATION_POSTCOPY_RECOVER, 11); /* appended, never renumbered */
+    ck_assert_str_eq(cpr_migration_status_name(CPR_MIGRATION_POSTCOPY_RECOVER), "postcopy-recover");
+    ck_assert_ptr_null(cpr_migration_status_name(12));
     ck_assert_ptr_null(cpr_migration_status_name(99));
     ck_assert_str_eq(cpr_runstate_name(CPR_RUNSTATE_POSTMIGRATE), "postmigrate");
     ck_assert_str_eq(cpr_runstate_name(CPR_RUNSTATE_FINISH_MIGRATE), "finish-migrate");
@@ -81,6 +84,11 @@ START_TEST(test_recover_and_resume_need_a_paused_postcopy)
     ck_assert_cpr_fails(cpr_migrate_recover(vm->ctx, NULL, errp_), -EINVAL, "uri is NULL");
     ck_assert_int_eq(cpr_migrate_resume(NULL, u, NULL), -EINVAL);
     ck_assert_int_eq(cpr_migrate_cancel(vm->ctx, NULL), 0);
+    /* migrate-pause: only a postcopy-active job (integration.postcopy.pause-* pause real ones). */
+    ck_assert_cpr_fails(cpr_migrate_pause(vm->ctx, errp_), -EINVAL,
+                        "migrate-pause: no migration in status postcopy-active or "
+                        "postcopy-recover (status none)");
+    ck_assert_int_eq(cpr_migrate_pause(NULL, NULL), -EINVAL);
     mig_vm_free(vm);
 }
 END_TEST

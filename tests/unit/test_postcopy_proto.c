@@ -319,6 +319,39 @@ START_TEST(test_giving_up_fails_the_paused_fetches)
 }
 END_TEST
 
+/* migrate-pause's cut, with no fetch under way (nobody reads the socket): the client pauses
+ * all the same, the source sees the channel end, a later fetch waits without asking until a new
+ * connection comes; a second cut while paused changes nothing. */
+START_TEST(test_a_cut_on_request_pauses_an_idle_client)
+{
+    fixture f;
+    setup(&f);
+    cpr_pc_client_cut(f.client);
+    ck_assert_int_eq(cpr_pc_client_paused(f.client, NULL), 1);
+    uint8_t buf[CPR_PC_MSG_BYTES];
+    ck_assert_int_eq(cpr_pc_read_full(f.fd[0], buf, sizeof(buf), "request", NULL), -ECONNRESET);
+    cpr_pc_client_cut(f.client);
+    cpr_error *why = NULL;
+    ck_assert_int_eq(cpr_pc_client_paused(f.client, &why), 1);
+    ck_assert_ptr_nonnull(strstr(cpr_error_message(why), "broken on request"));
+    cpr_error_free(why);
+    GThread *t = g_thread_new("pc-fetch", fetch_one, &f);
+    int g[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g), 0);
+    f.sv.rfd = f.sv.wfd = g[0];
+    ck_assert_int_eq(cpr_pc_client_resume(f.client, g[1]), 0);
+    GThread *srv = g_thread_new("pc-server", server_thread, &f);
+    g_thread_join(t); /* asked on the new connection only, and got its page */
+    ck_assert_msg(f.ret == 0, "%s", f.err ? cpr_error_message(f.err) : "");
+    ck_assert_int_eq(cpr_pc_client_done(f.client), 0);
+    g_thread_join(srv);
+    ck_assert_msg(f.ret == 0, "%s", f.err ? cpr_error_message(f.err) : "");
+    close(g[0]);
+    close(g[1]);
+    teardown(&f);
+}
+END_TEST
+
 /* A new connection is taken only from this migration's source: its block table must match. */
 START_TEST(test_resume_from_another_source_is_refused)
 {
@@ -367,6 +400,7 @@ static Suite *postcopy_proto_suite(void)
     tcase_add_test(tc, test_the_client_refuses_pages_nobody_asked_for);
     tcase_add_test(tc, test_a_cut_link_pauses_and_a_new_connection_resumes);
     tcase_add_test(tc, test_giving_up_fails_the_paused_fetches);
+    tcase_add_test(tc, test_a_cut_on_request_pauses_an_idle_client);
     tcase_add_test(tc, test_resume_from_another_source_is_refused);
     tcase_add_test(tc, test_the_server_refuses_a_resume_from_the_destination);
     suite_add_tcase(s, tc);

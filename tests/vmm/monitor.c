@@ -344,6 +344,12 @@ static int cmd_migrate_recover(vmm *v, json_object *args, json_object **ret, mon
     return vmm_mig_recover(v, args, err);
 }
 
+static int cmd_migrate_pause(vmm *v, json_object *args, json_object **ret, mon_error *err)
+{
+    cpr_error *cerr = NULL;
+    return cpr_migrate_pause(v->ctx, &cerr) < 0 ? mon_fail_cpr(err, cerr) : 0;
+}
+
 static int cmd_migrate_cancel(vmm *v, json_object *args, json_object **ret, mon_error *err)
 {
     return vmm_mig_cancel(v, err);
@@ -594,6 +600,9 @@ const mon_cmd mon_commands[] = {
     {"migrate-recover", "migrate_recover", "migrate_recover uri",
      "listen on uri for the source of a postcopy-paused migration (destination)", cmd_migrate_recover,
      hmp_args_uri, NULL, 0},
+    {"migrate-pause", "migrate_pause", NULL,
+     "break a postcopy-active migration's channel: both sides postcopy-paused (either side)",
+     cmd_migrate_pause, NULL, NULL, 0},
     {"migrate_cancel", "migrate_cancel", NULL, "cancel the current migration", cmd_migrate_cancel, NULL, NULL, 0},
     {"migrate-start-postcopy", "migrate_start_postcopy", NULL,
      "switch the running migration to postcopy (capability postcopy-ram)", cmd_migrate_start_postcopy,
