@@ -297,22 +297,6 @@ START_TEST(test_writer_refuses_a_count_field_absent_by_version)
 }
 END_TEST
 
-/* Writes w's stream (ended here) to a new file; its path (g_free, g_unlink). */
-static char *stream_file(cpr_stream *w)
-{
-    const void *data;
-    size_t len;
-    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &len, NULL), 0);
-    char *path = g_strdup("/tmp/cpr-prefetch-XXXXXX");
-    int fd = g_mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, data, len), (ssize_t)len);
-    close(fd);
-    cpr_stream_free(w);
-    return path;
-}
-
 static int has_step(cpr_ctx *ctx, const char *name)
 {
     int n = cpr_trace_count(ctx, NULL);
@@ -333,7 +317,7 @@ START_TEST(test_a_prefetched_schema_is_only_taken_for_the_same_bytes)
 {
     cpr_stream *f = mem_stream_start(CONFIG, DEV_SCHEMA("full"));
     put_dev(f, 1, 0, no_subs, 1);
-    g_autofree char *path = stream_file(f);
+    g_autofree char *path = mem_stream_to_file(f, "cpr-prefetch-");
     struct dev obj = { 0, 0 };
     cpr_ctx *ctx = dev_ctx(&obj);
     cpr_schema_prefetch_start(ctx, path, 0);
@@ -352,7 +336,7 @@ START_TEST(test_a_prefetched_schema_still_checks_the_records)
 {
     cpr_stream *f = mem_stream_start(CONFIG, DEV_PROGRESSIVE);
     put_dev(f, 1, 0, no_subs, 1);
-    g_autofree char *path = stream_file(f);
+    g_autofree char *path = mem_stream_to_file(f, "cpr-prefetch-");
     struct dev obj = { 0, 0 };
     cpr_ctx *ctx = dev_ctx(&obj);
     cpr_schema_prefetch_start(ctx, path, 0);
@@ -369,7 +353,7 @@ START_TEST(test_a_prefetched_schema_still_checks_the_records)
 
     f = mem_stream_start(CONFIG, DEV_SCHEMA("full"));
     put_dev(f, 2, 0, no_subs, 1);
-    g_autofree char *good = stream_file(f);
+    g_autofree char *good = mem_stream_to_file(f, "cpr-prefetch-");
     ctx = dev_ctx(&obj);
     cpr_schema_prefetch_start(ctx, good, 0);
     fd = open(good, O_RDONLY | O_CLOEXEC);
