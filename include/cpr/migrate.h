@@ -313,7 +313,9 @@ CPR_API int cpr_migrate_wait(cpr_ctx *ctx, cpr_error **errp);
  * old image's rollback guardian first; the incoming job's commit (the stream loaded, right
  * before start) dismisses it, a failed incoming job or the process's end before that makes it
  * exec the previous image back (docs/cpr-channel.md, "Rollback"): load with
- * cpr_incoming_start*() after it.
+ * cpr_incoming_start*() after it. Since 1.2, when `channels` has a main channel that is a
+ * file, cpr-exec also starts checking that file's schema record on a library thread, beside
+ * the VMM's set-up; the load uses the result only for the same bytes (docs/migration.md).
  * Returns the mode the process was started for: CPR_MODE_CPR_TRANSFER or CPR_MODE_CPR_EXEC
  * when cpr state was loaded (and sets the `mode` parameter to it), otherwise the `mode`
  * parameter unchanged. Errors: the channel's, or a corrupt cpr state (-EBADMSG).

@@ -21,6 +21,7 @@ typedef enum cpr_ctx_slot {
     CPR_SLOT_RAM,
     CPR_SLOT_EXEC, /* cpr-exec rollback: the new image's commit socket */
     CPR_SLOT_TRACE, /* the pause breakdown's steps (trace.c) */
+    CPR_SLOT_SCHEMA_PREFETCH, /* after TRACE, so joined before it: its thread marks a step */
     CPR_SLOT_LAZY, /* lazy restore: freed while the RAM it fills is still mapped */
     /* Last, so freed first: freeing it stops and joins a job still running, whose thread
      * uses every slot above (trace steps, lazy restore, cpr-exec's commit). */

@@ -10,9 +10,11 @@
 #include "core/ctx.h"
 #include "core/error.h"
 #include "core/sized.h"
+#include "core/trace.h"
 #include "format/meta.h"
 #include "format/record.h"
 #include "format/region.h"
+#include "format/schema_prefetch.h"
 #include "format/savevm.h"
 #include "format/stream.h"
 #include "format/vmstate.h"
@@ -739,7 +741,12 @@ int cpr_savevm_load_stream(cpr_ctx *ctx, cpr_stream *s, char **config_json, cpr_
         case CPR_REC_SCHEMA:
             /* The loader decodes by its own descriptions; the schema must still be valid and
              * agree with the records (docs/format.md 4, 2.8), as for any reader. */
-            ret = cpr_meta_schema(&r, s->limit[CPR_STREAM_LIMIT_STRING], &ls.schema, errp);
+            /* cpr-exec: checked already, beside the VMM's set-up, if these very bytes were read
+             * ahead (format/schema_prefetch.h). */
+            ls.schema = cpr_schema_prefetch_take(ctx, r.payload, r.len, s->limit[CPR_STREAM_LIMIT_STRING]);
+            if (!ls.schema)
+                ret = cpr_meta_schema(&r, s->limit[CPR_STREAM_LIMIT_STRING], &ls.schema, errp);
+            cpr_trace_step(ctx, "schema-checked");
             break;
         case CPR_REC_REGION:
             break; /* mapped-ram: the stream keeps it for the ram section's index */

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/trace.h"
 #include "format/savevm.h"
+#include "format/schema_prefetch.h"
 #include "handover/commit_signal.h"
 #include "handover/exec_guard.h"
 #include "migration/lazy_restore.h"
@@ -48,6 +49,11 @@ CPR_API int cpr_incoming_cpr_load(cpr_ctx *ctx, const cpr_channels *channels, cp
         return ret;
     if (ret == 1) {
         cpr_trace_step(ctx, "cpr-state-adopted");
+        /* The state file is whole (the old image wrote it before the exec): its schema is
+         * checked beside the VMM's machine and device creation, not in the load. */
+        const cpr_addr *main = channels ? cpr_channels_get(channels, CPR_CHANNEL_MAIN) : NULL;
+        if (main && cpr_addr_transport(main) == CPR_TRANSPORT_FILE)
+            cpr_schema_prefetch_start(ctx, cpr_addr_path(main), cpr_addr_offset(main));
         cpr_mig_set_inmigrate(ctx);
         return CPR_MODE_CPR_EXEC;
     }

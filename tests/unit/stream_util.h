@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <glib.h>
+
 #include "format/record.h"
 #include "format/stream.h"
 
@@ -35,6 +37,23 @@ static inline cpr_stream *mem_stream_start(const char *cfg, const char *schema)
     if (schema)
         ck_assert_int_eq(cpr_rec_write(w, CPR_REC_SCHEMA, schema, strlen(schema), NULL), 0);
     return w;
+}
+
+/* Ends memory sink w's stream, writes it to a new file /tmp/<prefix>XXXXXX and frees w: the
+ * file's path (g_free; the caller unlinks it). */
+static inline char *mem_stream_to_file(cpr_stream *w, const char *prefix)
+{
+    const void *data;
+    size_t n;
+    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
+    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &n, NULL), 0);
+    char *path = g_strdup_printf("/tmp/%sXXXXXX", prefix);
+    int fd = g_mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, data, n), (ssize_t)n);
+    close(fd);
+    cpr_stream_free(w);
+    return path;
 }
 
 /* Writes the stream header, an empty config and the (empty) START record of section "ram"

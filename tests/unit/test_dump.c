@@ -172,17 +172,7 @@ static char *write_dev_stream(const char *fields, const char *subs, const void *
     ck_assert_int_eq(cpr_stream_put_u32(w, 0x11223344, NULL), 0);
     ck_assert_int_eq(cpr_stream_put_bytes(w, rest, len, NULL), 0);
     ck_assert_int_eq(cpr_rec_end(w, NULL), 0);
-    ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
-    const void *data;
-    size_t n;
-    ck_assert_int_eq(cpr_stream_mem_data(w, &data, &n, NULL), 0);
-    char *path = g_strdup("/tmp/cpr-dump-XXXXXX");
-    int fd = g_mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, data, n), (ssize_t)n);
-    close(fd);
-    cpr_stream_free(w);
-    return path;
+    return mem_stream_to_file(w, "cpr-dump-");
 }
 
 /* --check decodes by the schema (docs/format.md 3.2, 2.8): a subsection the schema does not

@@ -3,6 +3,12 @@
  * record: what every reader refuses, and what the writer leaves out. */
 #include <errno.h>
 
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include <cpr/trace.h>
+
+#include "format/schema_prefetch.h"
 #include "stream_util.h"
 #include "testutil.h"
 
@@ -13,6 +19,10 @@
     "\"fields\":[{\"name\":\"reg\",\"type\":\"u32\",\"size\":4,\"count\":1}],\"subsections\":[{\"name\":"     \
     "\"dev/irq\",\"version\":1,\"min_version\":1,\"required\":false,\"fields\":[{\"name\":\"level\","         \
     "\"type\":\"u32\",\"size\":4,\"count\":1}],\"subsections\":[]}]}]}"
+
+/* A valid schema in which "dev" is progressive: a full record of it disagrees. */
+#define DEV_PROGRESSIVE \
+    "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"progressive\",\"version\":1,\"min_version\":1}]}"
 
 struct dev {
     uint32_t reg, level;
@@ -167,9 +177,7 @@ START_TEST(test_the_schema_must_agree_with_the_records)
     cpr_stream *w = mem_stream_start(CONFIG, DEV_SCHEMA("progressive"));
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "a progressive section has no fields");
 
-    static const char *progressive =
-        "{\"schema\":1,\"sections\":[{\"name\":\"dev\",\"kind\":\"progressive\",\"version\":1,\"min_version\":1}]}";
-    w = mem_stream_start(CONFIG, progressive);
+    w = mem_stream_start(CONFIG, DEV_PROGRESSIVE);
     put_dev(w, 1, 0, no_subs, 1);
     ck_assert_cpr_fails(finish_and_load(w, NULL, errp_), -EBADMSG, "section 'dev' is progressive in the stream's schema");
 
@@ -289,6 +297,77 @@ START_TEST(test_writer_refuses_a_count_field_absent_by_version)
 }
 END_TEST
 
+static int has_step(cpr_ctx *ctx, const char *name)
+{
+    int n = cpr_trace_count(ctx, NULL);
+    cpr_trace_step st;
+    for (int i = 0; i < n; i++) {
+        cpr_trace_step_init(&st);
+        if (cpr_trace_get(ctx, (size_t)i, &st, NULL) == 0 && strcmp(st.name, name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* cpr-exec reads the schema ahead (format/schema_prefetch.h): a schema checked from the file
+ * stands in for the loaded one only when its bytes are the loaded ones. Here the file's schema
+ * is valid and the loaded stream's says "dev" is progressive: the load must still refuse it
+ * (it loads, wrongly, if the prefetched schema were taken whatever the bytes). */
+START_TEST(test_a_prefetched_schema_is_only_taken_for_the_same_bytes)
+{
+    cpr_stream *f = mem_stream_start(CONFIG, DEV_SCHEMA("full"));
+    put_dev(f, 1, 0, no_subs, 1);
+    g_autofree char *path = mem_stream_to_file(f, "cpr-prefetch-");
+    struct dev obj = { 0, 0 };
+    cpr_ctx *ctx = dev_ctx(&obj);
+    cpr_schema_prefetch_start(ctx, path, 0);
+    cpr_stream *w = mem_stream_start(CONFIG, DEV_PROGRESSIVE);
+    put_dev(w, 1, 0, no_subs, 1);
+    ck_assert_cpr_fails(finish_and_load(w, ctx, errp_), -EBADMSG, "section 'dev' is progressive in the stream's schema");
+    ck_assert(has_step(ctx, "schema-prefetched")); /* it was read ahead, and not taken */
+    cpr_ctx_free(ctx);
+    g_unlink(path);
+}
+END_TEST
+
+/* The same bytes: the load takes the schema read ahead, and the records are still checked
+ * against it (a record the schema does not allow is refused). */
+START_TEST(test_a_prefetched_schema_still_checks_the_records)
+{
+    cpr_stream *f = mem_stream_start(CONFIG, DEV_PROGRESSIVE);
+    put_dev(f, 1, 0, no_subs, 1);
+    g_autofree char *path = mem_stream_to_file(f, "cpr-prefetch-");
+    struct dev obj = { 0, 0 };
+    cpr_ctx *ctx = dev_ctx(&obj);
+    cpr_schema_prefetch_start(ctx, path, 0);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cpr_stream *r;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &r, NULL), 0);
+    ck_assert_cpr_fails(cpr_savevm_load(ctx, r, errp_), -EBADMSG, "section 'dev' is progressive in the stream's schema");
+    cpr_stream_free(r);
+    ck_assert(has_step(ctx, "schema-prefetched"));
+    ck_assert(has_step(ctx, "schema-checked"));
+    /* Taken once: a second load of the same file checks its schema itself, and loads. */
+    cpr_ctx_free(ctx);
+    g_unlink(path);
+
+    f = mem_stream_start(CONFIG, DEV_SCHEMA("full"));
+    put_dev(f, 2, 0, no_subs, 1);
+    g_autofree char *good = mem_stream_to_file(f, "cpr-prefetch-");
+    ctx = dev_ctx(&obj);
+    cpr_schema_prefetch_start(ctx, good, 0);
+    fd = open(good, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &r, NULL), 0);
+    cpr_error *err = NULL;
+    int ret = cpr_savevm_load(ctx, r, &err);
+    ck_assert_msg(ret == 0, "%s", err ? cpr_error_message(err) : "");
+    ck_assert_uint_eq(obj.reg, 7);
+    cpr_stream_free(r);
+    cpr_ctx_free(ctx);
+    g_unlink(good);
+}
+END_TEST
+
 static Suite *format_rules_suite(void)
 {
     Suite *s = suite_create("format_rules");
@@ -303,6 +382,8 @@ static Suite *format_rules_suite(void)
     tcase_add_test(tc, test_schema_fields_are_checked);
     tcase_add_test(tc, test_nested_since_follows_the_section_version);
     tcase_add_test(tc, test_writer_refuses_a_count_field_absent_by_version);
+    tcase_add_test(tc, test_a_prefetched_schema_is_only_taken_for_the_same_bytes);
+    tcase_add_test(tc, test_a_prefetched_schema_still_checks_the_records);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -397,6 +397,18 @@ static gboolean on_signal(gpointer p)
     return G_SOURCE_CONTINUE;
 }
 
+static int create_monitors(vmm *v, char **err)
+{
+    if (v->cfg->qmp_path) {
+        v->qmp = qmp_server_new(v, v->cfg->qmp_path, err);
+        if (!v->qmp)
+            return -1;
+    }
+    if (v->cfg->monitor_stdio)
+        v->hmp = hmp_new(v);
+    return 0;
+}
+
 static int run(vmm *v, char **err)
 {
     cpr_error *cerr = NULL;
@@ -423,22 +435,17 @@ static int run(vmm *v, char **err)
     /* Every preserved fd a device wanted is claimed by now; the rest are of no use. */
     cpr_fd_close_unclaimed(v->ctx);
 
-    if (v->cfg->qmp_path) {
-        v->qmp = qmp_server_new(v, v->cfg->qmp_path, err);
-        if (!v->qmp)
-            return -1;
-    }
-    if (v->cfg->monitor_stdio)
-        v->hmp = hmp_new(v);
-
-    if (v->cfg->incoming->len) {
-        if (vmm_mig_incoming_late(v, err) < 0)
-            return -1;
-    } else if (!v->cfg->start_paused) {
-        if (vmm_machine_unpause(v, &cerr) < 0) {
-            return vmm_fail_cpr(err, "boot", cerr);
-        }
-    }
+    /* A guest coming in: its job first, the monitors while it loads (on another core). The
+     * monitors only ever run on this thread, whose loop starts after both, and the job's
+     * events reach them through that loop, so no event is lost to the order. */
+    int incoming = v->cfg->incoming->len > 0;
+    if (incoming && vmm_mig_incoming_late(v, err) < 0)
+        return -1;
+    if (create_monitors(v, err) < 0)
+        return -1;
+    cpr_trace_mark(v->ctx, "monitors-created");
+    if (!incoming && !v->cfg->start_paused && vmm_machine_unpause(v, &cerr) < 0)
+        return vmm_fail_cpr(err, "boot", cerr);
     g_main_loop_run(v->loop);
     return 0;
 }

@@ -34,6 +34,7 @@ class Ctx:
         self.launchers = {}      # impl -> launcher
         self.absent = {}         # impl -> reason
         self.memcpy = None
+        self.modes = None        # the cpr suite's modes (None: all)
 
     def shm(self, name):
         return os.path.join(self.shm_dir, f"cpr-bench-{os.getpid()}-{name}")
@@ -280,6 +281,8 @@ def live_suite(ctx, size):
 def cpr_suite(ctx, size):
     for mode, fn, figs in (("cpr-transfer", cprvmm.cpr_transfer, ("pause_ms", "blackout_ms", "total_ms", "bytes")),
                            ("cpr-exec", cprvmm.cpr_exec, ("pause_ms", "blackout_ms", "total_ms", "file_bytes"))):
+        if ctx.modes is not None and mode not in ctx.modes:
+            continue
         extra = {"variant": "memfd", "pause_source": "guest heartbeat"}
         if "libcpr" in ctx.absent:
             ctx.report.skipped(mode, "libcpr", mode, size, ctx.absent["libcpr"], extra)
