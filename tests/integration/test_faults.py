@@ -856,7 +856,7 @@ def lazy_refused_page(vm, what):
     check(end["resident-pages"] < end["total-pages"], f"pages missing ({end['resident-pages']} of {end['total-pages']})")
     # The event is queued to the VMM's main loop after the status the query read: read the
     # monitor until it comes (events() alone only holds what earlier commands read).
-    ev = vm.monitor.wait_event("LAZY_RESTORE", timeout=10)
+    ev = vm.monitor.wait_event("LAZY_RESTORE", timeout=60)
     check(ev["data"]["status"] == "failed", f"LAZY_RESTORE failed event ({ev})")
     check(vm.guest()["corruptions"] == 0, "the guest saw no corruption")
     check(all(c == 0 for _, _, c in serial_lines(os.path.join(WD, "serial.log"))), "no corruption on the console")

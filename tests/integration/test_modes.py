@@ -355,7 +355,7 @@ def test_lazy_restore(binary, wd):
     check(done["status"] == "completed", f"lazy restore completed ({done})")
     check(done["resident-pages"] == done["total-pages"] >= g["pages-total"],
           f"every page resident ({done['resident-pages']} of {done['total-pages']}, guest {g['pages-total']})")
-    new.monitor.wait_event("LAZY_RESTORE", timeout=10)  # queued to the main loop after the status
+    new.monitor.wait_event("LAZY_RESTORE", timeout=60)  # queued to the main loop after the status
     try:  # a second one would come right after the first
         new.monitor.wait_event("LAZY_RESTORE", since=new.events().index(
             new.monitor.find_event("LAZY_RESTORE")) + 1, timeout=1)
