@@ -42,6 +42,21 @@ int cpr_io_wait_fd(const cpr_io_wait *w, int fd, short events, const char *what,
     }
 }
 
+int cpr_io_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        buf = (const uint8_t *)buf + n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 void cpr_io_bound_socket(int fd, int64_t left_us)
 {
     struct timeval tv = { 0, 0 };

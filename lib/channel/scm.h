@@ -38,6 +38,10 @@ int cpr_io_wait_fd(const cpr_io_wait *w, int fd, short events, const char *what,
  */
 void cpr_io_bound_socket(int fd, int64_t left_us);
 
+/* pwrite(2) of all len bytes at off, retrying short writes and EINTR: 0, or -errno (-EIO for
+ * a write of 0 bytes). Any thread. */
+int cpr_io_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
 /*
  * For loops that retry rather than wait on an fd: sleeps up to sleep_ms (0: only looks),
  * waking early when w is cancelled. Returns -ECANCELED or -ETIMEDOUT (the message naming

@@ -12,6 +12,7 @@
 
 #include <cpr/blocker.h>
 
+#include "channel/scm.h"
 #include "core/ctx.h"
 #include "core/error.h"
 #include "core/slot.h"
@@ -137,17 +138,7 @@ int cpr_ram_block_write(const cpr_ram_block *b, uint64_t off, const void *src, s
         memcpy((uint8_t *)cpr_ram_block_host(b) + off, src, len);
         return 0;
     }
-    while (len) {
-        ssize_t n = pwrite(fd, src, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        src = (const uint8_t *)src + n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
+    return cpr_io_pwrite_all(fd, src, len, off);
 }
 
 /* Accepts the system page size, or a huge page size this kernel offers; returns the MFD_HUGE* bits. */

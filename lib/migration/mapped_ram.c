@@ -18,6 +18,7 @@
 
 #include "core/bytes.h"
 #include "core/crc32c.h"
+#include "channel/scm.h"
 #include "core/error.h"
 #include "core/steps.h"
 #include "format/record.h"
@@ -63,21 +64,6 @@ static int open_direct(int fd, int flags, cpr_error **errp)
         return cpr_error_set(errp, -EINVAL, "direct-io: the file system of '%s' refuses O_DIRECT (%s): "
                              "set direct-io off, or save to a file system that supports it", name, strerror(e));
     return cpr_error_set_errno(errp, -e, "direct-io: opening '%s' with O_DIRECT", name);
-}
-
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pwrite(fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        buf = (const uint8_t *)buf + n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
 }
 
 /* Reads len bytes; *got receives how many the file had (fewer at its end). */
@@ -137,7 +123,7 @@ static int write_pages(cpr_mr_save *m, struct mr_blk *b, uint64_t p, uint64_t n,
                        cpr_error **errp)
 {
     uint64_t off = b->region->pages_offset + p * PAGE;
-    int ret = pwrite_all(m->fd, src, (size_t)(n * PAGE), off);
+    int ret = cpr_io_pwrite_all(m->fd, src, (size_t)(n * PAGE), off);
     if (ret < 0) {
         g_autofree char *file = fd_name(m->fd);
         return cpr_error_set_errno(errp, ret, "mapped-ram: writing RAM block '%s' pages %" PRIu64 "+%" PRIu64
@@ -528,7 +514,7 @@ static int place_step(struct mr_load *l, uint64_t p0, uint64_t p1, const uint8_t
         if (!present && fallocate(l->place_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
                                   (off_t)len) == 0)
             continue;
-        int ret = pwrite_all(l->place_fd, buf + (off - p0 * PAGE), (size_t)len, off);
+        int ret = cpr_io_pwrite_all(l->place_fd, buf + (off - p0 * PAGE), (size_t)len, off);
         if (ret < 0)
             return cpr_error_set_errno(errp, ret, "mapped-ram: placing RAM block '%s' pages %" PRIu64 "+%" PRIu64
                                        " into its memory", l->r->name, p, q - p);
