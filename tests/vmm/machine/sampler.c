@@ -483,7 +483,8 @@ int vmm_hb_sampler_stalls(vmm_hb_sampler *s, vmm_stall_stats *out)
     pthread_mutex_unlock(&s->lock);
     if (n && !copy)
         return -ENOMEM;
-    qsort(copy, n, sizeof(*copy), cmp_u32);
+    if (n) /* qsort's base must not be NULL, even for no element */
+        qsort(copy, n, sizeof(*copy), cmp_u32);
     out->samples = n;
     out->p50_ns = percentile(copy, n, 50);
     out->p99_ns = percentile(copy, n, 99);
