@@ -13,6 +13,7 @@
 
 #include "core/ctx.h"
 #include "core/error.h"
+#include "channel/scm.h"
 #include "core/trace.h"
 #include "handover/cpr_state.h"
 #include "handover/exec.h"
@@ -43,15 +44,9 @@ static int state_memfd(cpr_error **errp)
 
 static int state_fill(int fd, const GByteArray *buf, cpr_error **errp)
 {
-    size_t off = 0;
-    while (off < buf->len) {
-        ssize_t n = pwrite(fd, buf->data + off, buf->len - off, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return cpr_error_set_errno(errp, -errno, "cpr-exec: writing the cpr state");
-        off += (size_t)n;
-    }
+    int ret = cpr_io_pwrite_all(fd, buf->data, buf->len, 0);
+    if (ret < 0)
+        return cpr_error_set_errno(errp, ret, "cpr-exec: writing the cpr state");
     /* Sealed: the previous image, rolled back, reads exactly what it wrote. */
     fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
     return 0;

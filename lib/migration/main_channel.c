@@ -249,6 +249,22 @@ int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_err
     return pass_ack_rest(c, n, b, pass, errp);
 }
 
+int cpr_main_chan_take_pass_acks(struct cpr_main_chan *c, const char *who, uint32_t *next, uint32_t end,
+                                 cpr_error **errp)
+{
+    while (*next < end) {
+        uint32_t pass;
+        int ret = cpr_main_chan_read_pass_ack(c, &pass, errp);
+        if (ret < 0)
+            return ret;
+        if (pass != *next)
+            return cpr_error_set(errp, -EPROTO, "%s: the destination acknowledged pass %u where pass %u was "
+                                 "due", who, pass, *next);
+        (*next)++;
+    }
+    return 0;
+}
+
 int cpr_main_chan_poll_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp)
 {
     struct pollfd p = { .fd = c->fd, .events = POLLIN };

@@ -85,6 +85,10 @@ int cpr_main_chan_send_pass_ack(struct cpr_main_chan *c, uint32_t pass, cpr_erro
  * Before the final records every failure here lets the source resume: the destination cannot
  * commit without them. */
 int cpr_main_chan_read_pass_ack(struct cpr_main_chan *c, uint32_t *pass, cpr_error **errp);
+/* Reads acknowledgements until *next reaches end, each one the pass *next names, then the
+ * next (*next counts up as they come); who names the stream in the error on another pass. */
+int cpr_main_chan_take_pass_acks(struct cpr_main_chan *c, const char *who, uint32_t *next, uint32_t end,
+                                 cpr_error **errp);
 /* As read_pass_ack without waiting: 1 with *pass when one came, 0 when none has (it looks for
  * at most CPR_MAIN_LOOK_US), <0 as read_pass_ack. */
 #define CPR_MAIN_LOOK_US 2000

@@ -403,17 +403,7 @@ void cpr_multifd_send_want_acks(struct cpr_multifd_send *m, struct cpr_main_chan
 
 int cpr_multifd_send_take_acks(struct cpr_multifd_send *m, cpr_error **errp)
 {
-    while (m && m->acks && m->acked < m->epoch) {
-        uint32_t pass;
-        int ret = cpr_main_chan_read_pass_ack(m->acks, &pass, errp);
-        if (ret < 0)
-            return ret;
-        if (pass != m->acked)
-            return cpr_error_set(errp, -EPROTO, "multifd: the destination acknowledged pass %u where pass %u "
-                                 "was due", pass, m->acked);
-        m->acked++;
-    }
-    return 0;
+    return m && m->acks ? cpr_main_chan_take_pass_acks(m->acks, "multifd", &m->acked, m->epoch, errp) : 0;
 }
 
 int cpr_multifd_send_put_setup(struct cpr_multifd_send *m, cpr_stream *s, cpr_error **errp)

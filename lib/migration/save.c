@@ -56,9 +56,9 @@ struct save_run {
     int postcopy; /* switched to postcopy: the dirty pages go on request (postcopy_save.c) */
     struct cpr_main_chan *mc;
     /* A single stream's pass acknowledgements: 0 not asked, ASKED until the destination's
-     * offer is read, then ON; the last pass acknowledged. */
+     * offer is read, then ON; the pass whose acknowledgement comes next (they count from 1). */
     enum { ACKS_OFF, ACKS_ASKED, ACKS_ON } acks;
-    uint32_t acked;
+    uint32_t ack_next;
 };
 
 /* Bytes sent so far: the main channel's, the multifd channels', and pages written outside
@@ -124,6 +124,7 @@ static int acks_look(struct save_run *r, cpr_error **errp)
         return cpr_error_set(errp, -EPROTO, "main channel: the destination acknowledged pass %u before it "
                              "offered to", pass);
     r->acks = ACKS_ON;
+    r->ack_next = 1;
     r->mc->offer_due = 0;
     cpr_mig_ram_ack_passes(r->ram, 1);
     cpr_trace_step(r->job->ctx, "pass-acks-on");
@@ -134,17 +135,10 @@ static int acks_look(struct save_run *r, cpr_error **errp)
 static int acks_take(struct save_run *r, cpr_error **errp)
 {
     uint32_t due = cpr_mig_ram_acks_requested(r->ram);
-    int ret = r->acked < due ? cpr_stream_flush(r->s, errp) : 0;
-    while (ret == 0 && r->acked < due) {
-        uint32_t pass;
-        if ((ret = cpr_main_chan_read_pass_ack(r->mc, &pass, errp)) < 0)
-            break;
-        if (pass != r->acked + 1)
-            ret = cpr_error_set(errp, -EPROTO, "main channel: the destination acknowledged pass %u where "
-                                "pass %u was due", pass, r->acked + 1);
-        r->acked = pass;
-    }
-    return ret;
+    if (r->acks != ACKS_ON || r->ack_next > due)
+        return 0;
+    int ret = cpr_stream_flush(r->s, errp);
+    return ret < 0 ? ret : cpr_main_chan_take_pass_acks(r->mc, "main channel", &r->ack_next, due + 1, errp);
 }
 
 /* What the progressive sections other than RAM (the VMM's own: a disk, say) have left. */
