@@ -448,11 +448,12 @@ int cpr_rec_next(cpr_stream *s, struct cpr_rec *rec, cpr_error **errp)
             return cpr_error_set(errp, -EMSGSIZE, REC_FMT ": payload of %" U64 " bytes exceeds the record limit of %" U64,
                                  REC_ARGS(&r), (guint64)r.len, (guint64)s->limit[CPR_STREAM_LIMIT_RECORD]);
         size_t total = CPR_RECORD_HEADER_SIZE + (size_t)r.len + CPR_RECORD_TRAILER_SIZE;
-        ret = cpr_stream_need(s, total, errp);
+        size_t have = 0;
+        ret = cpr_stream_need_record(s, total, &have, errp);
         if (ret == -ENODATA)
             return cpr_error_set(errp, -EBADMSG,
                                  "stream truncated: " REC_FMT " needs %zu bytes, stream ends after %zu",
-                                 REC_ARGS(&r), total, cpr_stream_avail(s));
+                                 REC_ARGS(&r), total, have);
         if (ret < 0)
             return ret;
         h = s->rbuf + s->rpos;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -20,6 +21,7 @@
 
 #include "channel/child.h"
 #include "channel/file_save.h"
+#include "channel/scm.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "format/stream.h"
@@ -250,6 +252,8 @@ CPR_API void cpr_stream_free(cpr_stream *s)
     g_free(s->command);
     if (s->kind != CPR_SINK_MEMBUF)
         g_free(s->buf);
+    if (s->staged)
+        munmap(s->staged, s->staged_len);
     if (s->segs)
         g_array_free(s->segs, TRUE);
     free(s->bounce);
@@ -707,32 +711,144 @@ int cpr_stream_skip_in(cpr_stream *s, uint64_t len, uint64_t *have, cpr_error **
 
 /* ---- reader ---- */
 
-void *cpr_stream_take_record(cpr_stream *s)
+/* The staged record is behind the reader (or the stream ends): back to the read buffer, with
+ * whatever of the mapping was not consumed. */
+static int stage_drop(cpr_stream *s, cpr_error **errp)
+{
+    size_t tail = s->rlen - s->rpos;
+    if (tail > s->cap) {
+        uint8_t *nbuf = g_try_realloc(s->buf, tail);
+        if (!nbuf)
+            return cpr_error_set(errp, -ENOMEM, "stream: cannot grow the read buffer to %zu bytes", tail);
+        s->buf = nbuf;
+        s->cap = tail;
+    }
+    memcpy(s->buf, s->rbuf + s->rpos, tail);
+    munmap(s->staged, s->staged_len);
+    s->staged = NULL;
+    s->offset += s->rpos;
+    s->rbuf = s->buf;
+    s->rpos = 0;
+    s->rlen = tail;
+    s->view = NULL;
+    return 0;
+}
+
+/* Bytes of the stream go through the read buffer into memfd mfd, n of them or up to the end
+ * (*got says how many): 0, -ENODATA at the end, <0 on an error. */
+static int stage_copy(cpr_stream *s, int mfd, size_t n, size_t *got, cpr_error **errp)
+{
+    int ret = 0;
+    while (ret == 0 && *got < n) {
+        size_t step = MIN(n - *got, (size_t)READ_BUF_SIZE);
+        ret = cpr_stream_need(s, step, errp);
+        if (ret == -ENODATA)
+            step = cpr_stream_avail(s);
+        else if (ret < 0)
+            return ret;
+        int w = cpr_io_pwrite_all(mfd, s->rbuf + s->rpos, step, *got);
+        if (w < 0)
+            return cpr_error_set_errno(errp, w, "stream: staging a record of %zu bytes in a memfd", n);
+        cpr_stream_consume(s, step);
+        *got += step;
+    }
+    return ret;
+}
+
+int cpr_stream_need_record(cpr_stream *s, size_t n, size_t *have, cpr_error **errp)
+{
+    int mfd = -1;
+    if (s->kind == CPR_SRC_FD && !s->staged && n > READ_BUF_SIZE && s->rlen - s->rpos < n)
+        mfd = memfd_create("cpr-record", MFD_CLOEXEC);
+    if (mfd < 0 || ftruncate(mfd, (off_t)n) < 0) { /* no memfd: the heap, as any read */
+        if (mfd >= 0)
+            close(mfd);
+        int ret = cpr_stream_need(s, n, errp);
+        *have = cpr_stream_avail(s);
+        return ret;
+    }
+    uint64_t start = s->offset + s->rpos;
+    size_t got = 0;
+    int ret = stage_copy(s, mfd, n, &got, errp);
+    void *map = MAP_FAILED;
+    if (ret == 0) {
+        /* Populated now: the record's checksum reads all of it next. */
+        map = mmap(NULL, n, PROT_READ, MAP_SHARED | MAP_POPULATE, mfd, 0);
+        if (map == MAP_FAILED)
+            ret = cpr_error_set_errno(errp, -errno, "stream: mapping a staged record of %zu bytes", n);
+    }
+    close(mfd);
+    *have = got;
+    if (ret < 0)
+        return ret;
+    /* The reader never reads past what it needs: the buffer is empty, and the record's first
+     * byte is at `start`. */
+    s->offset = start;
+    s->rpos = s->rlen = 0;
+    s->staged = map;
+    s->staged_len = n;
+    s->rbuf = map;
+    s->rlen = n;
+    s->view = NULL;
+    return 0;
+}
+
+int cpr_stream_take_record(cpr_stream *s, struct cpr_taken_record *out)
 {
     if (s->kind != CPR_SRC_FD || !s->rec_pending || s->rlen - s->rpos < s->rec_pending)
-        return NULL;
+        return -ENOENT;
     /* Bytes read past the record (none: the reader reads exactly what a record needs) move. */
     size_t tail = s->rlen - s->rpos - s->rec_pending;
     size_t cap = MAX((size_t)READ_BUF_SIZE, tail);
-    uint8_t *nbuf = g_try_malloc(cap);
-    if (!nbuf)
-        return NULL;
-    memcpy(nbuf, s->buf + s->rpos + s->rec_pending, tail);
-    uint8_t *old = s->buf;
+    if (s->staged) {
+        /* The mapping is the record's; the read buffer, free, takes what follows. */
+        if (tail > s->cap) {
+            uint8_t *nbuf = g_try_realloc(s->buf, tail);
+            if (!nbuf)
+                return -ENOMEM;
+            s->buf = nbuf;
+            s->cap = tail;
+        }
+        memcpy(s->buf, s->rbuf + s->rpos + s->rec_pending, tail);
+        *out = (struct cpr_taken_record){ .mem = s->staged, .map_len = s->staged_len };
+        s->staged = NULL;
+    } else {
+        uint8_t *nbuf = g_try_malloc(cap);
+        if (!nbuf)
+            return -ENOMEM;
+        memcpy(nbuf, s->buf + s->rpos + s->rec_pending, tail);
+        *out = (struct cpr_taken_record){ .mem = s->buf };
+        s->buf = nbuf;
+        s->cap = cap;
+    }
     s->offset += s->rpos + s->rec_pending;
-    s->buf = nbuf;
-    s->rbuf = nbuf;
-    s->cap = cap;
+    s->rbuf = s->buf;
     s->rpos = 0;
     s->rlen = tail;
     s->rec_pending = 0;
-    return old;
+    return 0;
+}
+
+void cpr_taken_record_free(struct cpr_taken_record *t)
+{
+    if (t->map_len)
+        munmap(t->mem, t->map_len);
+    else
+        g_free(t->mem);
+    *t = (struct cpr_taken_record){ 0 };
 }
 
 int cpr_stream_need(cpr_stream *s, size_t n, cpr_error **errp)
 {
     if (s->rlen - s->rpos >= n)
         return 0;
+    if (s->staged) {
+        int ret = stage_drop(s, errp);
+        if (ret < 0)
+            return ret;
+        if (s->rlen - s->rpos >= n)
+            return 0;
+    }
     if (s->kind != CPR_SRC_FD || s->eof)
         return -ENODATA;
     /* Move the unread tail to the front; the view into the old record dies here. */

@@ -607,7 +607,7 @@ int cpr_mr_load_entry(cpr_stream *s, GHashTable *sent, unsigned int channels, in
 struct cpr_mr_file {
     int fd;
     GArray *blocks; /* struct cpr_mr_block_info, names and arrays owned here */
-    uint8_t *record; /* the index record, when the blocks' arrays point into it (no copies) */
+    struct cpr_taken_record record; /* the index record, when the blocks' arrays point into it (no copies) */
 };
 
 static void info_clear(struct cpr_mr_block_info *b, int arrays)
@@ -624,8 +624,8 @@ void cpr_mr_close(cpr_mr_file *f)
     if (!f)
         return;
     for (guint i = 0; i < f->blocks->len; i++)
-        info_clear(&g_array_index(f->blocks, struct cpr_mr_block_info, i), !f->record);
-    g_free(f->record);
+        info_clear(&g_array_index(f->blocks, struct cpr_mr_block_info, i), !f->record.mem);
+    cpr_taken_record_free(&f->record);
     g_array_free(f->blocks, TRUE);
     if (f->fd >= 0)
         close(f->fd);
@@ -645,7 +645,7 @@ static int add_block(cpr_mr_file *f, cpr_stream *s, const struct mr_index *ix, c
     /* A lazy restore does this before the guest runs (5 MiB and a million pages at 4 GiB):
      * the arrays stay in the record it took, and the pages are counted by words. */
     size_t maplen = (size_t)((ix->pages + 7) / 8);
-    if (f->record) {
+    if (f->record.mem) {
         b.bitmap = ix->bitmap;
         b.crcs = ix->crcs;
     } else {
@@ -705,7 +705,7 @@ int cpr_mr_open_index(cpr_stream *s, cpr_mr_file **out, cpr_error **errp)
     if (!f)
         return -EBADF;
     /* The record, its checksum verified, becomes the file's: the index is not copied. */
-    f->record = cpr_stream_take_record(s);
+    cpr_stream_take_record(s, &f->record);
     int ret = read_index(f, s, 1, errp);
     if (ret < 0) {
         cpr_mr_close(f);

@@ -186,14 +186,12 @@ START_TEST(test_fd_reader_stops_right_after_the_end_record)
 }
 END_TEST
 
-START_TEST(test_fd_reader_grows_for_records_larger_than_its_buffer)
+/* A file of three FULL records "big" (instance i: n - 1000 i bytes of big[]) between the
+ * config and the end; the fd at offset 0. */
+static int big_records_file(const uint8_t *big, size_t n)
 {
     int fd = tmpfile_fd();
-    size_t n = (3u << 20) + 123;
-    g_autofree uint8_t *big = g_malloc(n);
-    for (size_t i = 0; i < n; i++)
-        big[i] = (uint8_t)(i * 7);
-    cpr_stream *w, *s;
+    cpr_stream *w;
     ck_assert_int_eq(cpr_stream_new_fd_writer(fd, 0, &w, NULL), 0);
     ck_assert_int_eq(cpr_rec_write_stream_header(w, NULL), 0);
     ck_assert_int_eq(cpr_rec_write(w, CPR_REC_CONFIG, "{}", 2, NULL), 0);
@@ -205,13 +203,39 @@ START_TEST(test_fd_reader_grows_for_records_larger_than_its_buffer)
     ck_assert_int_eq(cpr_rec_write_eos(w, NULL), 0);
     cpr_stream_free(w);
     lseek(fd, 0, SEEK_SET);
-    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
+    return fd;
+}
+
+static uint8_t *big_pattern(size_t n)
+{
+    uint8_t *big = g_malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (uint8_t)(i * 7);
+    return big;
+}
+
+/* Records larger than the read buffer are staged in a memfd: the buffer does not grow, the
+ * offsets and payloads are those of the file, and the next record reads from the buffer. */
+START_TEST(test_fd_reader_stages_records_larger_than_its_buffer)
+{
+    size_t n = (3u << 20) + 123;
+    g_autofree uint8_t *big = big_pattern(n);
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(big_records_file(big, n), CPR_STREAM_OWN_FD, &s, NULL), 0);
     ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
     struct cpr_rec r;
     int got = 0, ret;
+    uint64_t next = 0;
     while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
-        if (r.type != CPR_REC_FULL)
+        if (next)
+            ck_assert_uint_eq(r.offset, next);
+        next = r.offset + CPR_RECORD_HEADER_SIZE + r.len + CPR_RECORD_TRAILER_SIZE;
+        if (r.type != CPR_REC_FULL) {
+            ck_assert_ptr_null(s->staged);
             continue;
+        }
+        ck_assert_ptr_nonnull(s->staged);
+        ck_assert_uint_le(s->cap, 1u << 20);
         const void *p;
         size_t len = n - r.instance * 1000;
         ck_assert_uint_eq(cpr_stream_remaining(s), len);
@@ -221,6 +245,56 @@ START_TEST(test_fd_reader_grows_for_records_larger_than_its_buffer)
     }
     ck_assert_int_eq(ret, 0);
     ck_assert_int_eq(got, 3);
+    ck_assert_ptr_null(s->staged);
+    cpr_stream_free(s);
+}
+END_TEST
+
+/* A staged record taken outlives the stream, which reads on from its buffer; a staged record
+ * cut short names the bytes there were. */
+START_TEST(test_staged_record_taken_and_staged_record_cut_short)
+{
+    size_t n = (2u << 20) + 5;
+    g_autofree uint8_t *big = big_pattern(n);
+    int fd = big_records_file(big, n);
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(dup(fd), CPR_STREAM_OWN_FD, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    struct cpr_rec r;
+    do
+        ck_assert_int_eq(cpr_rec_next(s, &r, NULL), 1);
+    while (r.type != CPR_REC_FULL);
+    const void *p;
+    ck_assert_int_eq(cpr_stream_get_ptr(s, &p, n, NULL), 0);
+    struct cpr_taken_record t;
+    ck_assert_int_eq(cpr_stream_take_record(s, &t), 0);
+    ck_assert_uint_ge(t.map_len, n);
+    ck_assert_ptr_null(s->staged);
+    ck_assert_int_eq(cpr_rec_next(s, &r, NULL), 1);
+    ck_assert_uint_eq(r.instance, 1);
+    cpr_stream_free(s);
+    ck_assert_int_eq(memcmp(p, big, n), 0);
+    cpr_taken_record_free(&t);
+
+    /* Cut inside the second record: the error counts the bytes staged before the end. */
+    off_t second;
+    lseek(fd, 0, SEEK_SET); /* dup: one offset */
+    ck_assert_int_eq(cpr_stream_new_fd_reader(dup(fd), CPR_STREAM_OWN_FD, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    do
+        ck_assert_int_eq(cpr_rec_next(s, &r, NULL), 1);
+    while (r.type != CPR_REC_FULL);
+    second = (off_t)(r.offset + CPR_RECORD_HEADER_SIZE + r.len + CPR_RECORD_TRAILER_SIZE);
+    cpr_stream_free(s);
+    ck_assert_int_eq(ftruncate(fd, second + (off_t)(1u << 20) + 77), 0);
+    lseek(fd, 0, SEEK_SET);
+    ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    do
+        ck_assert_int_eq(cpr_rec_next(s, &r, NULL), 1);
+    while (r.type != CPR_REC_FULL);
+    ck_assert_cpr_fails(cpr_rec_next(s, &r, errp_), -EBADMSG, "stream ends after 1048653");
+    ck_assert_ptr_null(s->staged);
     cpr_stream_free(s);
 }
 END_TEST
@@ -596,7 +670,8 @@ static Suite *stream_suite(void)
     tcase_add_test(tc, test_every_corrupt_byte_and_every_truncation_fails_cleanly);
     tcase_add_test(tc, test_checksum_error_names_record_and_offset);
     tcase_add_test(tc, test_fd_reader_stops_right_after_the_end_record);
-    tcase_add_test(tc, test_fd_reader_grows_for_records_larger_than_its_buffer);
+    tcase_add_test(tc, test_fd_reader_stages_records_larger_than_its_buffer);
+    tcase_add_test(tc, test_staged_record_taken_and_staged_record_cut_short);
     tcase_add_test(tc, test_huge_claimed_record_allocates_nothing_and_fails);
     tcase_add_test(tc, test_lying_length_below_limit_grows_buffer_only_with_data);
     tcase_add_test(tc, test_unknown_major_version_is_refused);
