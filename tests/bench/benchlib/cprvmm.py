@@ -81,6 +81,17 @@ class CprVmmLauncher:
     def load_uri(self, path):
         return f"file:{path}"
 
+    # mapped-ram snapshots: one thread per core of these machines
+    MAPPED_CHANNELS = 2
+
+    def mapped_ram(self, vm, save):
+        """The mapped-ram layout (the saver's capability; the file says so to the loader) and
+        its multifd-channels threads, on either side."""
+        if save:
+            vm.qmp("migrate-set-capabilities",
+                   capabilities=[{"capability": "mapped-ram", "state": True}])
+        vm.qmp("migrate-set-parameters", **{"multifd-channels": self.MAPPED_CHANNELS})
+
     def restart_params(self, vm):
         vm.qmp("migrate-set-capabilities",
                capabilities=[{"capability": "x-ignore-shared", "state": True}])

@@ -48,11 +48,14 @@ def resume_time(vm, since=0, timeout=60.0):
 
 
 def snapshot(L, size, ram_path, path, via="file", name="snap"):
-    """Snapshot of a running guest to `path`: live precopy into a file, as `migrate` does.
+    """Snapshot of a running guest to `path`: live precopy into a file, as `migrate` does
+    (via "mapped": with the mapped-ram capability and L.MAPPED_CHANNELS multifd-channels).
     Returns total_ms, gbps (RAM bytes over total time) and the file's size."""
     vm = L.start(name, size, ram_path=ram_path)
     try:
         L.ready(vm)
+        if via == "mapped":
+            L.mapped_ram(vm, save=True)
         unlink(path)
         if not path.startswith("/dev/shm"):
             os.sync()  # write-back of earlier runs must not land in this one
@@ -79,10 +82,12 @@ def snapshot(L, size, ram_path, path, via="file", name="snap"):
         vm.shutdown(QUIT_TIMEOUT)
 
 
-def restore(L, size, ram_path, path, name="restore"):
+def restore(L, size, ram_path, path, name="restore", via="file"):
     """A new VMM loads a snapshot file and runs: time from migrate-incoming to RESUME."""
     vm = L.start(name, size, ram_path=ram_path, extra=["-incoming", "defer"])
     try:
+        if via == "mapped":
+            L.mapped_ram(vm, save=False)
         nbytes = os.path.getsize(path)
         t0 = time.time()
         vm.qmp("migrate-incoming", uri=L.load_uri(path))

@@ -97,6 +97,37 @@ VMM_BENCHES = ("cpr-transfer", "cpr-exec", "restart", "snapshot", "restore", "li
 C_TARGETS = ("fd_pass_10000_ms", "save into memory >= 0.6x memcpy")
 
 
+def _mapped_targets(report, sizes):
+    """Issue 20's targets for the mapped-ram snapshot of a running guest, worst size: >= 0.9x
+    write(2), >= 2x QEMU's fd:, file <= RAM + 1 %, pause <= 50 ms on disk."""
+    out = []
+    for kind in ("shm", "disk"):
+        ratios, vs_qemu, sizes_ok, pauses = [], [], [], []
+        for s in sizes:
+            q = dict(bench="snapshot", impl="libcpr", ram_bytes=s, variant=f"mapped:{kind}")
+            ratios.append(_median(report, "ratio_write", **q))
+            ours, theirs = _median(report, "gbps", **q), _median(report, "gbps", bench="snapshot", impl="qemu",
+                                                                 ram_bytes=s, variant=f"fd:{kind}")
+            vs_qemu.append(ours / theirs if ours and theirs else None)
+            fb = _median(report, "file_bytes", **q)
+            sizes_ok.append(fb / s if fb else None)
+            pauses.append(_median(report, "downtime_ms", **q))
+        for label, vals, pick, limit, ok in (
+                (f"mapped-ram snapshot to a {kind} file >= 0.9x plain write(2)", ratios, min, 0.9,
+                 lambda v: v >= 0.9),
+                (f"mapped-ram snapshot to a {kind} file >= 2x QEMU's fd: snapshot", vs_qemu, min, 2.0,
+                 lambda v: v >= 2.0),
+                (f"mapped-ram snapshot file on {kind} <= RAM + 1 %", sizes_ok, max, 1.01,
+                 lambda v: v <= 1.01)):
+            worst = pick(vals) if vals and None not in vals else None
+            out.append(_row(label, worst, limit, worst is not None and ok(worst), sizes))
+        if kind == "disk":
+            worst = max(pauses) if pauses and None not in pauses else None
+            out.append(_row("mapped-ram snapshot to a disk file: guest pause <= 50 ms", worst, 50,
+                            worst is not None and worst <= 50, sizes))
+    return out
+
+
 def evaluate(report, sizes, c_targets):
     out = []
     out += _flat_pause(report, "cpr-transfer", sizes)
@@ -116,6 +147,8 @@ def evaluate(report, sizes, c_targets):
     worst = max(ratios) if rsizes and len(ratios) == len(rsizes) else None
     out.append(_row("cpr-reboot guest pause <= 0.25x QEMU x-ignore-shared restart", worst, 0.25,
                     worst is not None and worst <= 0.25, rsizes, **extra))
+
+    out += _mapped_targets(report, sizes)
 
     # Snapshot >= 0.9x write(2) of the same bytes to the same kind of file, and >= 1.5x QEMU fd:.
     for kind in ("shm", "disk"):
