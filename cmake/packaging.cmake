@@ -17,8 +17,15 @@ install(EXPORT libcprTargets NAMESPACE libcpr:: DESTINATION ${CPR_CMAKE_DIR})
 
 # The config file resolves the static archive's glib/json-c only when it is installed.
 set(CPR_CONFIG_HAS_STATIC ${CPR_BUILD_STATIC})
-# The optional libraries (GnuTLS, zstd) are needed by the archive only when it was built with them.
-foreach(dep GNUTLS ZSTD)
+# GnuTLS is opened with dlopen when TLS is first used, not linked (lib/channel/gnutls_lib.c):
+# the archive needs only the loader for it.
+if(GNUTLS_FOUND)
+  set(CPR_PC_GNUTLS " -ldl")
+else()
+  set(CPR_PC_GNUTLS "")
+endif()
+# zstd is needed by the archive only when it was built with it.
+foreach(dep ZSTD)
   string(TOLOWER ${dep} lib)
   if(${dep}_FOUND)
     set(CPR_CONFIG_HAS_${dep} TRUE)

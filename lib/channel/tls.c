@@ -12,11 +12,7 @@
 
 #include <glib.h>
 
-#ifdef CPR_HAVE_GNUTLS
-#include <gnutls/gnutls.h>
-#include <gnutls/x509.h>
-#endif
-
+#include "channel/gnutls_lib.h"
 #include "channel/tls.h"
 #include "core/error.h"
 #include "format/stream.h"
@@ -25,6 +21,7 @@
 
 struct cpr_tls_session {
     gnutls_session_t s;
+    const struct cpr_gnutls *g; /* the creds' GnuTLS entry points */
     cpr_tls_creds *creds; /* a reference: GnuTLS uses them for the session's life */
     int fd;
     int sys_errno;        /* errno of the last failed send or recv */
@@ -89,7 +86,7 @@ static int timed_out(const struct cpr_tls_session *t, int r)
 /* Whether to call a GnuTLS function again after r: interrupted, or not fatal and no timeout. */
 static int again(struct cpr_tls_session *t, int r)
 {
-    int retry = r == GNUTLS_E_INTERRUPTED || (r < 0 && !gnutls_error_is_fatal(r) && !timed_out(t, r));
+    int retry = r == GNUTLS_E_INTERRUPTED || (r < 0 && !t->g->error_is_fatal(r) && !timed_out(t, r));
     if (retry)
         t->sys_errno = 0;
     return retry;
@@ -106,7 +103,7 @@ static int record_errno(struct cpr_tls_session *t, int r)
         set_last_error(t, "%s", strerror(t->sys_errno));
         return t->sys_errno;
     }
-    set_last_error(t, "TLS: %s", gnutls_strerror(r));
+    set_last_error(t, "TLS: %s", t->g->strerror(r));
     return EPROTO;
 }
 
@@ -114,13 +111,13 @@ static int record_errno(struct cpr_tls_session *t, int r)
  * certificate issuer is unknown. The name in the certificate does not match the expected."). */
 static char *verify_detail(struct cpr_tls_session *t)
 {
-    unsigned int status = gnutls_session_get_verify_cert_status(t->s);
+    unsigned int status = t->g->session_get_verify_cert_status(t->s);
     gnutls_datum_t out = { NULL, 0 };
-    gnutls_certificate_type_t type = gnutls_certificate_type_get(t->s);
-    if (gnutls_certificate_verification_status_print(status, type, &out, 0) < 0)
+    gnutls_certificate_type_t type = t->g->certificate_type_get(t->s);
+    if (t->g->certificate_verification_status_print(status, type, &out, 0) < 0)
         return g_strdup_printf("verification status 0x%x", status);
     char *s = g_strdup((const char *)out.data);
-    gnutls_free(out.data);
+    t->g->free_(out.data);
     return s;
 }
 
@@ -134,7 +131,7 @@ static int handshake_error(struct cpr_tls_session *t, int r, const char *role, c
     }
     if (r == GNUTLS_E_FATAL_ALERT_RECEIVED)
         return cpr_error_set(errp, -EACCES, "TLS handshake (as %s): %s refused it (alert: %s); does it trust "
-                             "our certificate's CA?", role, peer, gnutls_alert_get_name(gnutls_alert_get(t->s)));
+                             "our certificate's CA?", role, peer, t->g->alert_get_name(t->g->alert_get(t->s)));
     if (r == GNUTLS_E_NO_CERTIFICATE_FOUND || r == GNUTLS_E_CERTIFICATE_REQUIRED)
         return cpr_error_set(errp, -EACCES, "TLS handshake (as %s): %s sent no certificate from a CA this "
                              "side trusts (its ca-cert.pem), and this side verifies its peer (verify-peer)", role, peer);
@@ -153,8 +150,8 @@ static int handshake_error(struct cpr_tls_session *t, int r, const char *role, c
         r == GNUTLS_E_UNEXPECTED_PACKET || r == GNUTLS_E_PREMATURE_TERMINATION ||
         r == GNUTLS_E_RECORD_OVERFLOW)
         return cpr_error_set(errp, -EPROTO, "TLS handshake (as %s): %s did not answer in TLS (%s): does it use "
-                             "TLS too (tls-creds)?", role, peer, gnutls_strerror(r));
-    return cpr_error_set(errp, -EPROTO, "TLS handshake (as %s) with %s failed: %s", role, peer, gnutls_strerror(r));
+                             "TLS too (tls-creds)?", role, peer, t->g->strerror(r));
+    return cpr_error_set(errp, -EPROTO, "TLS handshake (as %s) with %s failed: %s", role, peer, t->g->strerror(r));
 }
 
 int cpr_tls_session_start(cpr_tls_creds *creds, int fd, cpr_tls_endpoint role, const char *hostname,
@@ -173,34 +170,35 @@ int cpr_tls_session_start(cpr_tls_creds *creds, int fd, cpr_tls_endpoint role, c
     struct cpr_tls_session *t = g_new0(struct cpr_tls_session, 1);
     t->fd = fd;
     t->creds = cpr_tls_creds_ref(creds);
-    int r = gnutls_init(&t->s, client ? GNUTLS_CLIENT : GNUTLS_SERVER);
+    t->g = cpr_tls_creds_lib(creds);
+    int r = t->g->init(&t->s, client ? GNUTLS_CLIENT : GNUTLS_SERVER);
     if (r < 0) {
         t->s = NULL;
         cpr_tls_session_free(t);
-        return cpr_error_set(errp, -ENOMEM, "TLS: %s", gnutls_strerror(r));
+        return cpr_error_set(errp, -ENOMEM, "TLS: %s", t->g->strerror(r));
     }
-    if ((r = gnutls_set_default_priority(t->s)) == 0)
-        r = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, cpr_tls_creds_gnutls(creds));
+    if ((r = t->g->set_default_priority(t->s)) == 0)
+        r = t->g->credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, cpr_tls_creds_gnutls(creds));
     if (r == 0 && client && hostname && *hostname && !g_hostname_is_ip_address(hostname))
-        r = gnutls_server_name_set(t->s, GNUTLS_NAME_DNS, hostname, strlen(hostname));
+        r = t->g->server_name_set(t->s, GNUTLS_NAME_DNS, hostname, strlen(hostname));
     if (r < 0) {
         cpr_tls_session_free(t);
-        return cpr_error_set(errp, -EPROTO, "TLS: setting up the session: %s", gnutls_strerror(r));
+        return cpr_error_set(errp, -EPROTO, "TLS: setting up the session: %s", t->g->strerror(r));
     }
     if (verify) {
         /* The handshake fails on a certificate that does not verify (for a client, also one
          * not issued to hostname); a verifying server requires one. */
         if (!client)
-            gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
-        gnutls_session_set_verify_cert(t->s, client ? hostname : NULL, 0);
+            t->g->certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
+        t->g->session_set_verify_cert(t->s, client ? hostname : NULL, 0);
     }
-    gnutls_transport_set_ptr(t->s, t);
-    gnutls_transport_set_push_function(t->s, push);
-    gnutls_transport_set_pull_function(t->s, pull);
-    gnutls_transport_set_pull_timeout_function(t->s, pull_timeout);
-    gnutls_handshake_set_timeout(t->s, GNUTLS_INDEFINITE_TIMEOUT);
+    t->g->transport_set_ptr(t->s, t);
+    t->g->transport_set_push_function(t->s, push);
+    t->g->transport_set_pull_function(t->s, pull);
+    t->g->transport_set_pull_timeout_function(t->s, pull_timeout);
+    t->g->handshake_set_timeout(t->s, GNUTLS_INDEFINITE_TIMEOUT);
     do {
-        r = gnutls_handshake(t->s);
+        r = t->g->handshake(t->s);
     } while (again(t, r));
     if (r < 0) {
         int ret = handshake_error(t, r, rname, errp);
@@ -214,7 +212,7 @@ int cpr_tls_session_start(cpr_tls_creds *creds, int fd, cpr_tls_endpoint role, c
 ssize_t cpr_tls_session_read(struct cpr_tls_session *t, void *buf, size_t len)
 {
     for (;;) {
-        ssize_t r = gnutls_record_recv(t->s, buf, len);
+        ssize_t r = t->g->record_recv(t->s, buf, len);
         if (r >= 0)
             return r;
         if (again(t, (int)r))
@@ -232,9 +230,9 @@ ssize_t cpr_tls_session_writev(struct cpr_tls_session *t, const struct iovec *io
 {
     /* Corked, the pieces of one writev (record headers, pages) fill whole TLS records. */
     size_t total = 0;
-    gnutls_record_cork(t->s);
+    t->g->record_cork(t->s);
     for (int i = 0; i < cnt; i++) {
-        ssize_t r = gnutls_record_send(t->s, iov[i].iov_base, iov[i].iov_len);
+        ssize_t r = t->g->record_send(t->s, iov[i].iov_base, iov[i].iov_len);
         if (r < 0) {
             errno = record_errno(t, (int)r);
             return -1;
@@ -242,7 +240,7 @@ ssize_t cpr_tls_session_writev(struct cpr_tls_session *t, const struct iovec *io
         total += iov[i].iov_len;
     }
     int r;
-    while ((r = gnutls_record_uncork(t->s, GNUTLS_RECORD_WAIT)) < 0 && again(t, r)) {
+    while ((r = t->g->record_uncork(t->s, GNUTLS_RECORD_WAIT)) < 0 && again(t, r)) {
     }
     if (r < 0) {
         errno = record_errno(t, r);
@@ -259,7 +257,7 @@ const char *cpr_tls_session_last_error(const struct cpr_tls_session *t)
 int cpr_tls_session_bye(struct cpr_tls_session *t)
 {
     int r;
-    while ((r = gnutls_bye(t->s, GNUTLS_SHUT_WR)) < 0 && again(t, r)) {
+    while ((r = t->g->bye(t->s, GNUTLS_SHUT_WR)) < 0 && again(t, r)) {
     }
     if (r < 0) {
         errno = record_errno(t, r);
@@ -273,7 +271,7 @@ void cpr_tls_session_free(struct cpr_tls_session *t)
     if (!t)
         return;
     if (t->s)
-        gnutls_deinit(t->s);
+        t->g->deinit(t->s);
     cpr_tls_creds_unref(t->creds);
     g_free(t->last_error);
     g_free(t);
@@ -282,16 +280,16 @@ void cpr_tls_session_free(struct cpr_tls_session *t)
 char *cpr_tls_session_peer_dn(struct cpr_tls_session *t)
 {
     unsigned int n = 0;
-    const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->s, &n);
+    const gnutls_datum_t *certs = t->g->certificate_get_peers(t->s, &n);
     gnutls_x509_crt_t crt;
-    if (!certs || !n || gnutls_x509_crt_init(&crt) < 0)
+    if (!certs || !n || t->g->x509_crt_init(&crt) < 0)
         return NULL;
     char *dn = NULL;
     gnutls_datum_t out = { NULL, 0 };
-    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 && gnutls_x509_crt_get_dn2(crt, &out) == 0)
+    if (t->g->x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 && t->g->x509_crt_get_dn2(crt, &out) == 0)
         dn = g_strndup((const char *)out.data, out.size);
-    gnutls_free(out.data);
-    gnutls_x509_crt_deinit(crt);
+    t->g->free_(out.data);
+    t->g->x509_crt_deinit(crt);
     return dn;
 }
 

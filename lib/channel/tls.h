@@ -43,6 +43,11 @@ cpr_tls_endpoint cpr_tls_creds_endpoint(const cpr_tls_creds *creds);
 int cpr_tls_creds_verify_peer(const cpr_tls_creds *creds);
 /* The GnuTLS certificate credentials (gnutls_certificate_credentials_t), as void *. */
 void *cpr_tls_creds_gnutls(const cpr_tls_creds *creds);
+#ifdef CPR_HAVE_GNUTLS
+/* The GnuTLS entry points the credentials loaded (channel/gnutls_lib.h), for their sessions. */
+struct cpr_gnutls;
+const struct cpr_gnutls *cpr_tls_creds_lib(const cpr_tls_creds *creds);
+#endif
 
 /* ---- sessions (tls.c) ---- */
 

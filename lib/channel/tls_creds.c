@@ -10,10 +10,7 @@
 
 #include <glib.h>
 
-#ifdef CPR_HAVE_GNUTLS
-#include <gnutls/gnutls.h>
-#endif
-
+#include "channel/gnutls_lib.h"
 #include "channel/tls.h"
 #include "core/error.h"
 #include "core/ctx.h"
@@ -23,6 +20,7 @@ struct cpr_tls_creds {
     cpr_tls_endpoint endpoint;
     int verify_peer;
 #ifdef CPR_HAVE_GNUTLS
+    struct cpr_gnutls *g;
     gnutls_certificate_credentials_t cred;
 #endif
 };
@@ -47,7 +45,9 @@ void cpr_tls_creds_unref(cpr_tls_creds *creds)
     if (!creds || !g_atomic_int_dec_and_test(&creds->refs))
         return;
 #ifdef CPR_HAVE_GNUTLS
-    gnutls_certificate_free_credentials(creds->cred);
+    if (creds->cred)
+        creds->g->certificate_free_credentials(creds->cred);
+    cpr_gnutls_close(creds->g);
 #endif
     g_free(creds);
 }
@@ -73,6 +73,11 @@ void *cpr_tls_creds_gnutls(const cpr_tls_creds *creds)
     return creds->cred;
 }
 
+const struct cpr_gnutls *cpr_tls_creds_lib(const cpr_tls_creds *creds)
+{
+    return creds->g;
+}
+
 /* dir/name when it exists and is readable, else NULL with the reason. */
 static char *creds_file(const char *dir, const char *name, int required, int *err, cpr_error **errp)
 {
@@ -93,10 +98,10 @@ static int load_x509(cpr_tls_creds *c, const char *dir, cpr_error **errp)
     g_autofree char *ca = creds_file(dir, "ca-cert.pem", 1, &err, errp);
     if (!ca)
         return err;
-    r = gnutls_certificate_set_x509_trust_file(c->cred, ca, GNUTLS_X509_FMT_PEM);
+    r = c->g->certificate_set_x509_trust_file(c->cred, ca, GNUTLS_X509_FMT_PEM);
     if (r <= 0)
         return cpr_error_set(errp, -EBADMSG, "TLS credentials: %s: %s", ca,
-                             r < 0 ? gnutls_strerror(r) : "no certificate in it");
+                             r < 0 ? c->g->strerror(r) : "no certificate in it");
     int server = c->endpoint == CPR_TLS_ENDPOINT_SERVER;
     const char *cert_name = server ? "server-cert.pem" : "client-cert.pem";
     const char *key_name = server ? "server-key.pem" : "client-key.pem";
@@ -107,9 +112,9 @@ static int load_x509(cpr_tls_creds *c, const char *dir, cpr_error **errp)
     g_autofree char *key = creds_file(dir, key_name, 1, &err, errp);
     if (!key)
         return err;
-    r = gnutls_certificate_set_x509_key_file(c->cred, cert, key, GNUTLS_X509_FMT_PEM);
+    r = c->g->certificate_set_x509_key_file(c->cred, cert, key, GNUTLS_X509_FMT_PEM);
     if (r < 0)
-        return cpr_error_set(errp, -EBADMSG, "TLS credentials: %s with %s: %s", cert, key, gnutls_strerror(r));
+        return cpr_error_set(errp, -EBADMSG, "TLS credentials: %s with %s: %s", cert, key, c->g->strerror(r));
     return 0;
 }
 #else
@@ -130,14 +135,20 @@ CPR_API int cpr_tls_creds_new_x509(const char *dir, cpr_tls_endpoint endpoint, u
     if (flags & ~CPR_TLS_VERIFY_PEER)
         return cpr_error_set(errp, -EINVAL, "cpr_tls_creds_new_x509: unknown flags 0x%x", flags);
 #ifdef CPR_HAVE_GNUTLS
+    struct cpr_gnutls *g;
+    int r = cpr_gnutls_open(&g, errp);
+    if (r < 0)
+        return r;
     cpr_tls_creds *c = g_new0(cpr_tls_creds, 1);
     c->refs = 1;
     c->endpoint = endpoint;
     c->verify_peer = !!(flags & CPR_TLS_VERIFY_PEER);
-    int r = gnutls_certificate_allocate_credentials(&c->cred);
+    c->g = g;
+    r = g->certificate_allocate_credentials(&c->cred);
     if (r < 0) {
-        g_free(c);
-        return cpr_error_set(errp, -ENOMEM, "TLS credentials: %s", gnutls_strerror(r));
+        c->cred = NULL;
+        cpr_tls_creds_unref(c);
+        return cpr_error_set(errp, -ENOMEM, "TLS credentials: %s", g->strerror(r));
     }
     r = load_x509(c, dir, errp);
     if (r < 0) {

@@ -145,9 +145,16 @@ def refused(src, dst, what, needle, dst_needle=None):
     return err
 
 
+def gnutls_mapped(vm):
+    """Whether the VMM's process has GnuTLS loaded (libcpr opens it with its first credentials)."""
+    with open(f"/proc/{vm.pid}/maps") as f:
+        return "libgnutls" in f.read()
+
+
 def test_tls(binary, certs_tool, wd, hosts):
     dirs = make_certs(certs_tool, wd)
     src, serial = start_source(binary, wd, hosts, creds(dirs["good"], "client"), hmp=True)
+    check(gnutls_mapped(src), "the source, given TLS credentials, has loaded GnuTLS")
     out = src.hmp("migrate_set_parameter tls-creds tls0")
     check("rror" not in out, f"HMP migrate_set_parameter tls-creds tls0 ({out.strip()})")
     params = src.qmp("query-migrate-parameters")
@@ -163,6 +170,7 @@ def test_tls(binary, certs_tool, wd, hosts):
     src.qmp("migrate-set-parameters", **{"tls-hostname": ""})
 
     dst = start_dest(binary, wd, hosts, "dst-plain")
+    check(not gnutls_mapped(dst), "a VMM without TLS credentials never loads GnuTLS")
     refused(src, dst, "destination without TLS", "did not answer in TLS")
 
     src.qmp("migrate-set-parameters", **{"tls-creds": ""})
