@@ -51,7 +51,7 @@ VARIANTS = ("postcopy", "postcopy-dirty", "postcopy-dirty-cap", "precopy-dirty")
 # so that the background pages do not fill the link's queue in front of the faults' replies.
 CAP_SHARE = 0.8
 FIGURES = ("start_to_running_ms", "total_ms", "downtime_ms", "pause_ms", "stall_worst_ms", "stall_p99_ms",
-           "baseline_stall_worst_ms", "baseline_stall_p99_ms")
+           "baseline_stall_worst_ms", "baseline_stall_p99_ms", "dirty_ratio_link", "fault_mean_ms")
 QEMU_NO_DIRTY = "QEMU's BIOS guest cannot dirty its RAM: libcpr's dirtying guest runs alone"
 
 
