@@ -120,6 +120,7 @@ static int cmd_query_guest(vmm *v, json_object *args, json_object **ret, mon_err
     json_object_object_add(o, "pages-filled", json_object_new_uint64(s.pages_filled));
     json_object_object_add(o, "pages-verified", json_object_new_uint64(s.pages_verified));
     json_object_object_add(o, "corruptions", json_object_new_uint64(s.corruptions));
+    json_object_object_add(o, "rewrites", json_object_new_uint64(s.rewrites));
     json_object_object_add(o, "backend", json_object_new_string(r.backend));
     json_object_object_add(o, "machine", json_object_new_string(r.machine));
     json_object_object_add(o, "last-pause-ms",

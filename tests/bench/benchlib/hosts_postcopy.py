@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
 """Postcopy between the two hosts of tests/bench/hosts (issue 22): variants "postcopy" (an idle
 guest, libcpr and, with --with-qemu, QEMU 7.2 over the same link), "postcopy-dirty" (libcpr's
-guest dirtying twice the pages the link carries; QEMU's BIOS guest cannot dirty) and
-"postcopy-dirty-cap" (the same with max-postcopy-bandwidth at CAP_SHARE of the link).
+guest dirtying twice the pages the link carries; QEMU's BIOS guest cannot dirty),
+"postcopy-dirty-cap" (the same with max-postcopy-bandwidth at CAP_SHARE of the link) and
+"precopy-dirty" (the same guest, precopy alone: PRECOPY_SHOWN passes whose remaining bytes are
+recorded, then migrate_cancel; the guest must go on running on the source, unharmed).
 
 Both implementations get capability postcopy-ram on both sides, the same downtime-limit and no
 bandwidth cap (the tbf link is the cap). Idle: migrate-start-postcopy SWITCH_AFTER_S after
@@ -14,9 +16,19 @@ to the destination's RESUME event (its own timestamp; the same measure for both)
 downtime_ms, as each source reports them in query-migrate; and for libcpr: pause_ms (the guest's
 heartbeat gap across the switch, last-pause-ms), stall_worst_ms / stall_p99_ms / stall_samples
 (the guest's own worst gap between loop iterations in each ~1 ms window while pages were
-fetched, query-guest stalls), the same on the source for BASELINE_S before the migration
+fetched, query-guest stalls), the destination's fault wait (fault_blocktime_ms, its
+postcopy-blocktime; fault_worst_ms, one fault's longest wait; fault_mean_ms, blocktime over
+requests), the same on the source for BASELINE_S before the migration
 (baseline_stall_worst_ms, baseline_stall_p99_ms: what the guest's loop costs anyway), fault_pages
 against pushed_pages, and the re-verify.
+
+A dirtying guest's rate is its own count of page rewrites (query-guest rewrites) over the
+precopy passes, on the source with the migration's dirty logging on: guest_dirty_pages_per_s, and
+dirty_ratio_link = that over the link's page rate (the claim "2x the link" is this ratio). The
+engine's dirty-pages-rate (dirty_pages_per_s) counts distinct pages per pass over the pass's
+length: a guest that rewrites its whole RAM several times a pass shows there as RAM / pass time,
+about the link's rate, whatever it really writes. postcopy_dirty_pages_per_s is the guest's rate
+from the last watched pass to the destination's completion (its faults included).
 """
 import os
 import time
@@ -29,15 +41,23 @@ from . import host
 PAGE = 4096
 SWITCH_AFTER_S = 1.0
 PASSES = 3
+# precopy-dirty: passes shown not to converge before the migration is cancelled (the engine's own
+# cap, 64 passes, would then stop the guest for as long as the whole RAM takes).
+PRECOPY_SHOWN = 6
 BASELINE_S = 1.0
 DOWNTIME_MS = 300
-VARIANTS = ("postcopy", "postcopy-dirty", "postcopy-dirty-cap")
+VARIANTS = ("postcopy", "postcopy-dirty", "postcopy-dirty-cap", "precopy-dirty")
 # postcopy-dirty-cap: the same dirtying guest with max-postcopy-bandwidth at this share of the link,
 # so that the background pages do not fill the link's queue in front of the faults' replies.
 CAP_SHARE = 0.8
 FIGURES = ("start_to_running_ms", "total_ms", "downtime_ms", "pause_ms", "stall_worst_ms", "stall_p99_ms",
-           "baseline_stall_worst_ms", "baseline_stall_p99_ms")
+           "baseline_stall_worst_ms", "baseline_stall_p99_ms", "dirty_ratio_link", "fault_mean_ms")
 QEMU_NO_DIRTY = "QEMU's BIOS guest cannot dirty its RAM: libcpr's dirtying guest runs alone"
+
+
+def dirtying(variant):
+    """Whether the variant's guest dirties twice the link's page rate (shaped links only)."""
+    return variant.endswith("-dirty") or "-dirty-" in variant
 
 
 def link_bytes_per_s(rate):
@@ -80,18 +100,56 @@ def _completed(vm, timeout=900):
     return info
 
 
+def _watch_passes(src, passes):
+    """Polls the source's query-migrate until `passes` dirty syncs; returns its last "ram" and,
+    per pass, [sync count, remaining bytes, s since the first look]."""
+    seen, t0, info = [], time.monotonic(), {}
+    deadline = t0 + 600
+    while not seen or seen[-1][0] < passes:
+        info = src.qmp("query-migrate")
+        if info.get("status") not in ("setup", "active"):
+            raise RuntimeError(f"precopy ended early: {info.get('status')} {info.get('error-desc', '')}")
+        ram = info.get("ram", {})
+        count = ram.get("dirty-sync-count", 0)
+        if count and (not seen or count > seen[-1][0]):
+            seen.append([count, ram.get("remaining"), round(time.monotonic() - t0, 3)])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{passes} precopy passes not reached in 600 s")
+        time.sleep(0.01)
+    return info.get("ram", {}), seen
+
+
+def _precopy_cancel(src, r):
+    """precopy-dirty's end: cancel, then the guest must still run on the source, unharmed."""
+    t = time.monotonic()
+    src.qmp("migrate_cancel")
+    info = wait_until(lambda: (i := src.qmp("query-migrate"))["status"] in ("cancelled", "failed", "completed")
+                      and i, 120, "precopy cancelled")
+    if info["status"] != "cancelled":
+        raise RuntimeError(f"precopy-dirty: migrate_cancel ended in {info['status']}")
+    src.wait_status("running")
+    g = wait_heartbeat(src, src.guest()["heartbeat"])
+    if g["corruptions"]:
+        raise RuntimeError(f"{g['corruptions']} corruptions on the source after the cancel")
+    r.update({"cancel_ms": (time.monotonic() - t) * 1000, "corruptions": g["corruptions"]})
+    return r
+
+
 def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
-    """One cpr-vmm postcopy migration a -> b; returns its figures."""
+    """One cpr-vmm postcopy migration a -> b (precopy-dirty: precopy alone, cancelled after
+    PRECOPY_SHOWN passes); returns its figures."""
     link = link_bytes_per_s(rate)
-    dirty = 2 * link // PAGE if variant.startswith("postcopy-dirty") else 0
+    dirty = 2 * link // PAGE if dirtying(variant) else 0
+    postcopy = variant.startswith("postcopy")
     params = {"downtime-limit": DOWNTIME_MS}
     if variant == "postcopy-dirty-cap":
         params["max-postcopy-bandwidth"] = int(link * CAP_SHARE)
     args = ["-accel", accel, "-smp", "1", "-guest-dirty-rate", str(dirty)]
     uri = f"tcp:{hosts.addr('b')}:{port}"
     src = Vmm(binary, wd, f"pc-src{n}", base_args(wd, f"pc{n}", args, ram_mb=size >> 20), wrap=hosts.wrap("a"))
-    dst = Vmm(binary, wd, f"pc-dst{n}", base_args(wd, f"pc{n}", args + [
-        "-global", "migration.postcopy-ram=on", "-incoming", uri], ram_mb=size >> 20), wrap=hosts.wrap("b"))
+    dst = Vmm(binary, wd, f"pc-dst{n}", base_args(wd, f"pc{n}", args + (
+        ["-global", "migration.postcopy-ram=on"] if postcopy else []) + ["-incoming", uri], ram_mb=size >> 20),
+        wrap=hosts.wrap("b"))
     try:
         wait_booted(src, timeout=600)
         wait_heartbeat(src)
@@ -100,20 +158,35 @@ def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
         time.sleep(BASELINE_S)
         src.qmp("x-record-stalls", record=False)
         base = src.guest()["stalls"]
-        src.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
+        if postcopy:
+            src.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
         src.qmp("migrate-set-parameters", **params)
+        g0, t0 = src.guest(), time.monotonic()
         src.qmp("migrate", uri=uri)
-        pre = {}
+        pre, per_pass, dr = {}, [], {}
         if dirty:
-            pre = wait_until(lambda: (i := src.qmp("query-migrate")).get("ram", {}).get("dirty-sync-count", 0)
-                             >= PASSES and i, 600, f"{PASSES} precopy passes")["ram"]
+            pre, per_pass = _watch_passes(src, PASSES if postcopy else PRECOPY_SHOWN)
+            g1, t1 = src.guest(), time.monotonic()
+            rw = (g1["rewrites"] - g0["rewrites"]) / (t1 - t0)
+            dr = {"dirty_pages_per_s_asked": dirty, "guest_dirty_pages_per_s": round(rw),
+                  "dirty_ratio_link": round(rw * PAGE / link, 3), "dirty_pages_per_s": pre.get("dirty-pages-rate"),
+                  "precopy_passes": pre.get("dirty-sync-count"), "precopy_remaining_bytes": pre.get("remaining"),
+                  "precopy_remaining_per_pass": [p[1] for p in per_pass],
+                  "precopy_pass_end_s": [p[2] for p in per_pass],
+                  "downtime_limit_carries_bytes": link * DOWNTIME_MS // 1000}
         else:
             time.sleep(SWITCH_AFTER_S)
+        if not postcopy:
+            return _precopy_cancel(src, dict(dr, total_ms=(time.monotonic() - t0) * 1000,
+                                             converged=False, baseline_stall_worst_ms=base["worst-ms"],
+                                             baseline_stall_p99_ms=base["p99-ms"]))
         switch_ms = _start_postcopy(src, dst)
         info = _completed(src)
         nin = wait_until(lambda: (i := dst.qmp("query-migrate"))["status"] == "completed" and i, 600,
                          "destination completed")
         g = wait_heartbeat(dst, dst.guest()["heartbeat"])
+        if dirty:
+            dr["postcopy_dirty_pages_per_s"] = round((g["rewrites"] - g1["rewrites"]) / (time.monotonic() - t1))
         if g["corruptions"]:
             raise RuntimeError(f"{g['corruptions']} corruptions after the migration")
         stalls = g.get("stalls") or {}
@@ -124,11 +197,12 @@ def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
              "stall_samples": stalls.get("samples"), "baseline_stall_worst_ms": base["worst-ms"],
              "baseline_stall_p99_ms": base["p99-ms"], "postcopy_requests": ram.get("postcopy-requests"),
              "fault_pages": ram.get("x-postcopy-fault-pages"), "pushed_pages": ram.get("x-postcopy-pushed-pages"),
-             "corruptions": g["corruptions"]}
-        if dirty:
-            r.update({"dirty_pages_per_s_asked": dirty, "dirty_pages_per_s": pre.get("dirty-pages-rate"),
-                      "precopy_passes": pre.get("dirty-sync-count"), "precopy_remaining_bytes": pre.get("remaining"),
-                      "downtime_limit_carries_bytes": link * DOWNTIME_MS // 1000})
+             "corruptions": g["corruptions"], "fault_blocktime_ms": nin.get("postcopy-blocktime"),
+             "fault_worst_ms": (nin["x-postcopy-worst-stall-us"] / 1000
+                                if nin.get("x-postcopy-worst-stall-us") is not None else None)}
+        if r["fault_blocktime_ms"] is not None and r["postcopy_requests"]:
+            r["fault_mean_ms"] = round(r["fault_blocktime_ms"] / r["postcopy_requests"], 2)
+        r.update(dr)
         return r
     finally:
         for vm in (src, dst):
