@@ -259,8 +259,13 @@ int main(int argc, char **argv)
         print_line("load-shm-file", size, runs, "load", summarize(load_g, runs), mc.median);
     }
     double ratio = save_mem.median / mc.median;
-    printf("{\"bench\": \"savevm\", \"impl\": \"libcpr\", \"target\": \"save into memory >= 0.6x memcpy\", "
-           "\"ratio_median\": %.3f, \"limit\": 0.6, \"pass\": %s}\n", ratio, ratio >= 0.6 ? "true" : "false");
+    /* Issue 7's target, and issue 20's stricter one. */
+    for (int i = 0; i < 2; i++) {
+        double limit = i ? 0.8 : 0.6;
+        printf("{\"bench\": \"savevm\", \"impl\": \"libcpr\", \"target\": \"save into memory >= %.1fx memcpy\", "
+               "\"ratio_median\": %.3f, \"limit\": %.1f, \"pass\": %s}\n", limit, ratio, limit,
+               ratio >= limit ? "true" : "false");
+    }
     cpr_ctx_free(ctx);
     munmap(ram.base, size);
     free(memcpy_g);
