@@ -18,6 +18,7 @@
 #include <cpr/transport.h>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "migration/fault_server.h"
 #include "migration/postcopy.h"
 #include "migration/ram_section.h"
@@ -159,6 +160,8 @@ int cpr_postcopy_in_prepare(cpr_job *job, int fd, struct cpr_postcopy_in **out, 
         cpr_fault_server_set_label(pc->fs, "postcopy");
         ret = guard_blocks(pc, ram, errp);
     }
+    if (ret == 0)
+        cpr_trace_step(job->ctx, "uffd-registered");
     if (ret < 0) {
         cpr_error_prefix(errp, "postcopy cannot start here, so the source resumes");
         cpr_postcopy_in_free(pc);
@@ -199,6 +202,8 @@ int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **
     int ret = cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, errp);
     if (ret == 0)
         ret = cpr_fault_server_start(pc->fs, errp);
+    if (ret == 0)
+        cpr_trace_step(job->ctx, "fault-server-started");
     stats_update(job, pc);
     return ret;
 }

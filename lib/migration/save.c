@@ -300,8 +300,12 @@ static int precopy(struct save_run *r, cpr_error **errp)
             stats_update(r);
             round_start = UINT64_MAX; /* the sync may have given RAM more to send: no pause */
         }
-        if (converged || cpr_job_postcopy_requested(r->job))
+        if (converged)
             return 0;
+        if (cpr_job_postcopy_requested(r->job)) {
+            cpr_trace_step(r->job->ctx, "precopy-left");
+            return 0;
+        }
         if (sent_bytes(r) == round_start)
             idle_wait(r);
     }
@@ -316,8 +320,11 @@ static int drain(struct save_run *r, cpr_error **errp)
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
         return (int)pages;
+    cpr_trace_step(r->job->ctx, "dirty-synced");
     cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
     ret = cpr_savevm_iterate_stopped(r->job->ctx, r->s, errp);
+    if (ret == 0)
+        cpr_trace_step(r->job->ctx, "ram-drained");
     /* Before the point of no return: a multifd channel that failed fails the save here, and
      * so does a destination that failed to apply a pass (the acknowledgements, every one read
      * so that main holds nothing but the final one). */

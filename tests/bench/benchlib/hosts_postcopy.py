@@ -16,15 +16,17 @@ heartbeat gap across the switch, last-pause-ms), stall_worst_ms / stall_p99_ms /
 (the guest's own worst gap between loop iterations in each ~1 ms window while pages were
 fetched, query-guest stalls), the same on the source for BASELINE_S before the migration
 (baseline_stall_worst_ms, baseline_stall_p99_ms: what the guest's loop costs anyway), fault_pages
-against pushed_pages, and the re-verify.
+against pushed_pages, the re-verify, and the switch's breakdown (steps: both sides' trace steps
+in ms from the source's stop-requested; the row has their medians, steps_median_ms).
 """
 import os
+import sys
 import time
 
 from harness.guest import base_args, wait_booted, wait_heartbeat, wait_until
 from harness.process import Vmm
 
-from . import host
+from . import breakdown, host
 
 PAGE = 4096
 SWITCH_AFTER_S = 1.0
@@ -60,11 +62,19 @@ def _resume_after(vm, since, t0):
 
 
 def _start_postcopy(src, dst):
-    """migrate-start-postcopy on src; ms until dst's guest runs."""
+    """migrate-start-postcopy on src; ms until dst's guest runs, and the bench's step."""
     since = len(dst.monitor.events)
+    step = breakdown.bench_step("start-postcopy-sent")
     t0 = time.time()
     src.qmp("migrate-start-postcopy")
-    return _resume_after(dst, since, t0)
+    return _resume_after(dst, since, t0), step
+
+
+def _switch_steps(src, dst, sent):
+    """The switch's breakdown (docs/migration.md, "Pause breakdown"): {step: ms from the source's
+    stop-requested}, both processes' steps and the bench's migrate-start-postcopy."""
+    return breakdown.offsets(breakdown.label(breakdown.last_migration(breakdown.query(src)), "old"),
+                             breakdown.label(breakdown.query(dst), "new"), [sent])
 
 
 def _completed(vm, timeout=900):
@@ -109,8 +119,10 @@ def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
                              >= PASSES and i, 600, f"{PASSES} precopy passes")["ram"]
         else:
             time.sleep(SWITCH_AFTER_S)
-        switch_ms = _start_postcopy(src, dst)
+        switch_ms, sent = _start_postcopy(src, dst)
         info = _completed(src)
+        steps = _switch_steps(src, dst, sent)
+        print(f"hosts: postcopy switch, ms: {breakdown.line(steps)}", file=sys.stderr, flush=True)
         nin = wait_until(lambda: (i := dst.qmp("query-migrate"))["status"] == "completed" and i, 600,
                          "destination completed")
         g = wait_heartbeat(dst, dst.guest()["heartbeat"])
@@ -124,7 +136,7 @@ def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
              "stall_samples": stalls.get("samples"), "baseline_stall_worst_ms": base["worst-ms"],
              "baseline_stall_p99_ms": base["p99-ms"], "postcopy_requests": ram.get("postcopy-requests"),
              "fault_pages": ram.get("x-postcopy-fault-pages"), "pushed_pages": ram.get("x-postcopy-pushed-pages"),
-             "corruptions": g["corruptions"]}
+             "corruptions": g["corruptions"], "steps": steps}
         if dirty:
             r.update({"dirty_pages_per_s_asked": dirty, "dirty_pages_per_s": pre.get("dirty-pages-rate"),
                       "precopy_passes": pre.get("dirty-sync-count"), "precopy_remaining_bytes": pre.get("remaining"),
@@ -151,7 +163,7 @@ def qemu_run(qh, hosts, port, size, n):
         dst.qmp("migrate-incoming", uri=uri)
         src.qmp("migrate", uri=uri)
         time.sleep(SWITCH_AFTER_S)
-        switch_ms = _start_postcopy(src, dst)
+        switch_ms, _ = _start_postcopy(src, dst)
         info = _completed(src)
         dst.wait_status("running", timeout=60)
         return {"start_to_running_ms": switch_ms, "total_ms": info["total-time"],
