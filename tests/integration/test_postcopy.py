@@ -154,12 +154,15 @@ def start_relay(wd, target, rate):
 
 
 def switched(old, new, sock):
-    """Until the destination runs the guest in postcopy-active, with pages still missing."""
+    """Until the destination runs the guest in postcopy-active, with pages still missing. Both
+    sides say so as the status changes (the MIGRATION event), not once the job ends or pauses."""
     precopy_then_switch(old, sock)
-    wait_until(lambda: new.qmp("query-migrate").get("status") == "postcopy-active", 60,
-               "destination in postcopy-active")
-    wait_until(lambda: old.qmp("query-migrate").get("status") == "postcopy-active", 60,
-               "source in postcopy-active")
+    for vm, who in ((new, "destination"), (old, "source")):
+        vm.monitor.wait_event("MIGRATION", lambda e: e["data"]["status"] == "postcopy-active", 60)
+        check(vm.qmp("query-migrate")["status"] == "postcopy-active",
+              f"{who}: the postcopy-active event while the job goes on")
+    missing = new.qmp("query-migrate")["ram"]["remaining"]
+    check(missing > 0, f"pages still missing at the destination ({missing} bytes)")
 
 
 def paused(vm, who):
@@ -309,9 +312,7 @@ def test_pause(binary, wd, side):
     old, new, sock, serial = pair(binary, wd, hmp=True)
     relay, relay_sock = start_relay(wd, sock, 2 * BANDWIDTH)
     precopy_then_switch(old, relay_sock, passes=1)
-    # Queried: cpr-vmm holds its events back from the switch until the job pauses or ends.
-    wait_until(lambda: new.qmp("query-migrate").get("status") == "postcopy-active", 60,
-               "destination in postcopy-active")
+    new.monitor.wait_event("MIGRATION", lambda e: e["data"]["status"] == "postcopy-active", 60)
     vm = old if side == "source" else new
     wait_until(lambda: pause(vm, hmp=vm is new), 60, f"migrate-pause on the {side}")
     src, dst = paused(old, "source"), paused(new, "destination")
