@@ -504,6 +504,8 @@ CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp)
     int cap = job && job->params.postcopy_ram;
     g_mutex_unlock(&mig->lock);
     if (ok)
+        cpr_trace_step(ctx, "postcopy-requested");
+    if (ok)
         return 0;
     if (job && !job->incoming && !cap)
         return cpr_error_set(errp, -EINVAL, "migrate-start-postcopy: capability postcopy-ram is off");

@@ -18,6 +18,7 @@
 #include <cpr/transport.h>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "migration/fault_server.h"
 #include "migration/postcopy.h"
 #include "migration/ram_section.h"
@@ -119,7 +120,8 @@ static int mark_resident(struct cpr_postcopy_in *pc, unsigned bi, const uint64_t
     return ret;
 }
 
-static int guard_blocks(struct cpr_postcopy_in *pc, struct cpr_mig_ram *ram, cpr_error **errp)
+static int guard_blocks(cpr_job *job, struct cpr_postcopy_in *pc, struct cpr_mig_ram *ram,
+                        cpr_error **errp)
 {
     int ret = 0;
     for (unsigned i = 0; ret == 0 && i < pc->blocks->len; i++) {
@@ -132,13 +134,17 @@ static int guard_blocks(struct cpr_postcopy_in *pc, struct cpr_mig_ram *ram, cpr
         ret = cpr_fault_server_add_block(pc->fs, cpr_ram_block_name(b), cpr_ram_block_host(b),
                                          size, CPR_PC_PAGE, errp);
     }
-    /* Registered first: from here a touch of a discarded page waits for the source. */
-    for (unsigned i = 0; ret == 0 && i < pc->blocks->len; i++) {
-        const uint64_t *map = cpr_mig_ram_postcopy_discarded(ram, i);
-        ret = discard(g_ptr_array_index(pc->blocks, i), map, pc->block_pages[i], errp);
-        if (ret == 0)
-            ret = mark_resident(pc, i, map, errp);
-    }
+    if (ret == 0)
+        cpr_trace_step(job->ctx, "uffd-blocks-added");
+    /* Registered first: from here a touch of a discarded page waits for the source. Every
+     * block's discards before any mincore(): the residency read must not see them. */
+    for (unsigned i = 0; ret == 0 && i < pc->blocks->len; i++)
+        ret = discard(g_ptr_array_index(pc->blocks, i), cpr_mig_ram_postcopy_discarded(ram, i),
+                      pc->block_pages[i], errp);
+    if (ret == 0)
+        cpr_trace_step(job->ctx, "pages-discarded");
+    for (unsigned i = 0; ret == 0 && i < pc->blocks->len; i++)
+        ret = mark_resident(pc, i, cpr_mig_ram_postcopy_discarded(ram, i), errp);
     return ret;
 }
 
@@ -157,8 +163,10 @@ int cpr_postcopy_in_prepare(cpr_job *job, int fd, struct cpr_postcopy_in **out, 
     int ret = cpr_fault_server_new(&src, 0, 0, NULL, NULL, &pc->fs, errp);
     if (ret == 0) {
         cpr_fault_server_set_label(pc->fs, "postcopy");
-        ret = guard_blocks(pc, ram, errp);
+        ret = guard_blocks(job, pc, ram, errp);
     }
+    if (ret == 0)
+        cpr_trace_step(job->ctx, "uffd-registered");
     if (ret < 0) {
         cpr_error_prefix(errp, "postcopy cannot start here, so the source resumes");
         cpr_postcopy_in_free(pc);
@@ -199,6 +207,8 @@ int cpr_postcopy_in_start(cpr_job *job, struct cpr_postcopy_in *pc, cpr_error **
     int ret = cpr_job_set_status(job, CPR_MIGRATION_POSTCOPY_ACTIVE, errp);
     if (ret == 0)
         ret = cpr_fault_server_start(pc->fs, errp);
+    if (ret == 0)
+        cpr_trace_step(job->ctx, "fault-server-started");
     stats_update(job, pc);
     return ret;
 }

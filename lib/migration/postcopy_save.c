@@ -21,6 +21,7 @@
 #include <cpr/transport.h>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "migration/main_channel.h"
 #include "migration/postcopy.h"
 #include "migration/ram_section.h"
@@ -107,6 +108,7 @@ int cpr_postcopy_serve(cpr_job *job, struct cpr_mig_ram *ram, struct cpr_main_ch
     if (ret < 0)
         return ret;
     job->no_resume = 1; /* the destination runs the guest from now on */
+    cpr_trace_step(job->ctx, "postcopy-acked");
     /* Even once this job ended (failed): the guest ran there, this copy is stale. */
     cpr_job_hand_over(job, "the guest switched to postcopy and ran at the destination: "
                            "this side's copy is stale");

@@ -5,7 +5,9 @@
  * acknowledgement on sockets.
  */
 #include <errno.h>
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -41,6 +43,13 @@
 #define CPR_IDLE_ROUND_MS 10
 /* The shortest stretch of a pass whose bandwidth the engine trusts (QEMU's window too). */
 #define CPR_BANDWIDTH_WINDOW_US (100 * 1000)
+/* postcopy-ram: what may stand between migrate-start-postcopy and the device state on the wire
+ * (docs/migration.md, "The postcopy switch"): RAM parts of CPR_PC_PART_BYTES, and in the socket
+ * at most CPR_PC_QUEUE_MS of the link's bandwidth, never less than CPR_PC_QUEUE_MIN (enough to
+ * keep a fast link with a short round trip busy). */
+#define CPR_PC_PART_BYTES (256u << 10)
+#define CPR_PC_QUEUE_MS 5
+#define CPR_PC_QUEUE_MIN (1u << 20)
 
 struct save_run {
     cpr_job *job;
@@ -59,6 +68,7 @@ struct save_run {
      * offer is read, then ON; the pass whose acknowledgement comes next (they count from 1). */
     enum { ACKS_OFF, ACKS_ASKED, ACKS_ON } acks;
     uint32_t ack_next;
+    int queue_bound; /* postcopy-ram on a socket: queue_wait() bounds the bytes queued */
 };
 
 /* Bytes sent so far: the main channel's, the multifd channels', and pages written outside
@@ -188,6 +198,41 @@ static void throttle(struct save_run *r)
     poll(&p, 1, (int)MIN(ahead_us / 1000, 1000));
 }
 
+/* The bytes the link carries in CPR_PC_QUEUE_MS, at what it carried since the pass began (or
+ * the last pass's rate while this one is too short to tell). */
+static uint64_t queue_cap(const struct save_run *r)
+{
+    int64_t dt = g_get_monotonic_time() - r->pass_start_us;
+    uint64_t bw = r->bandwidth;
+    if (dt >= CPR_BANDWIDTH_WINDOW_US)
+        bw = (sent_bytes(r) - r->pass_start_bytes) * G_USEC_PER_SEC / (uint64_t)dt;
+    return MAX(CPR_PC_QUEUE_MIN, bw * CPR_PC_QUEUE_MS / 1000);
+}
+
+/*
+ * postcopy-ram: before the next round, waits until the socket holds no more than queue_cap()
+ * bytes the destination has not acknowledged (SIOCOUTQ), or until migrate-start-postcopy. A
+ * full socket buffer (tens of MiB on a fast link) would otherwise stand between the switch and
+ * the device state, the guest stopped all the while. Any socket that does not say (a TLS
+ * session's is the same socket; a non-TCP one may refuse): no bound.
+ */
+static int queue_wait(struct save_run *r, cpr_error **errp)
+{
+    if (!r->queue_bound)
+        return 0;
+    int ret = cpr_stream_flush(r->s, errp);
+    uint64_t cap = queue_cap(r);
+    while (ret == 0 && !cpr_job_postcopy_requested(r->job)) {
+        int queued;
+        if (ioctl(r->mc->fd, SIOCOUTQ, &queued) < 0 || queued < 0 || (uint64_t)queued <= cap)
+            break;
+        struct pollfd p = { .fd = cpr_job_cancel_fd(r->job), .events = POLLIN };
+        poll(&p, 1, 1);
+        ret = cpr_job_check_cancel(r->job, errp);
+    }
+    return ret;
+}
+
 /* After a round that sent nothing: wait CPR_IDLE_ROUND_MS, less when a cancel comes. */
 static void idle_wait(struct save_run *r)
 {
@@ -268,6 +313,11 @@ static int precopy(struct save_run *r, cpr_error **errp)
     uint64_t limit = r->job->params.max_bandwidth;
     if (limit)
         cpr_mig_ram_set_part_bytes(r->ram, CLAMP(limit / 20, 64u << 10, CPR_MIG_RAM_PART_BYTES));
+    r->queue_bound = r->mc->is_socket && r->job->params.postcopy_ram;
+    if (r->queue_bound)
+        cpr_mig_ram_set_part_bytes(r->ram, MIN(CPR_PC_PART_BYTES, limit ? CLAMP(limit / 20, 64u << 10,
+                                                                                 CPR_PC_PART_BYTES)
+                                                                       : CPR_PC_PART_BYTES));
     r->pass_start_us = r->throttle_start_us = g_get_monotonic_time();
     r->pass_start_bytes = r->throttle_start_bytes = sent_bytes(r);
     for (;;) {
@@ -276,6 +326,10 @@ static int precopy(struct save_run *r, cpr_error **errp)
         uint64_t round_start = sent_bytes(r);
         if ((ret = acks_look(r, errp)) < 0)
             return ret;
+        if ((ret = queue_wait(r, errp)) < 0)
+            return ret;
+        if (cpr_job_postcopy_requested(r->job))
+            break;
         ret = cpr_savevm_iterate(r->job->ctx, r->s, errp);
         if (ret < 0)
             return ret;
@@ -294,11 +348,15 @@ static int precopy(struct save_run *r, cpr_error **errp)
             stats_update(r);
             round_start = UINT64_MAX; /* the sync may have given RAM more to send: no pause */
         }
-        if (converged || cpr_job_postcopy_requested(r->job))
+        if (converged)
             return 0;
+        if (cpr_job_postcopy_requested(r->job))
+            break;
         if (sent_bytes(r) == round_start)
             idle_wait(r);
     }
+    cpr_trace_step(r->job->ctx, "precopy-left");
+    return 0;
 }
 
 /* After the stop: the last dirty pages and every progressive section's remainder, in parts. */
@@ -310,8 +368,11 @@ static int drain(struct save_run *r, cpr_error **errp)
     int64_t pages = cpr_mig_ram_sync(r->ram, 1, errp);
     if (pages < 0)
         return (int)pages;
+    cpr_trace_step(r->job->ctx, "dirty-synced");
     cpr_mig_ram_set_part_bytes(r->ram, CPR_MIG_RAM_PART_BYTES);
     ret = cpr_savevm_iterate_stopped(r->job->ctx, r->s, errp);
+    if (ret == 0)
+        cpr_trace_step(r->job->ctx, "ram-drained");
     /* Before the point of no return: a multifd channel that failed fails the save here, and
      * so does a destination that failed to apply a pass (the acknowledgements, every one read
      * so that main holds nothing but the final one). */

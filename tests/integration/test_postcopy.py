@@ -3,7 +3,7 @@
 """Postcopy (capability postcopy-ram) between two cpr-vmm processes over a UNIX socket.
 
 usage: test_postcopy.py CPR_VMM_BINARY TEST
-       (TEST: complete dest-killed source-killed recover pause-source pause-dest)
+       (TEST: complete dest-killed source-killed recover pause-source pause-dest full-socket)
 
 complete: the guest dirties pages at twice the rate the bandwidth limit carries, so precopy
 does not converge (the remaining bytes never fall to the downtime limit); migrate-start-postcopy
@@ -28,9 +28,16 @@ The recovery goes over TCP (loopback): migrate-recover puts the destination in p
 (pause-dest: a migrate-pause there ends it, paused again, and a second migrate-recover follows)
 until the source's `migrate resume=true` connects, both go postcopy-active again, complete, and
 the guest re-verifies all its RAM with its heartbeat continuous.
+full-socket: over TCP (loopback), the destination is stopped (SIGSTOP) in precopy until the
+source sends nothing more (its socket and the destination's are full); migrate-start-postcopy
+must still stop the guest at the source at once (status postcopy-active there): precopy bounds
+the bytes it queues in the socket, so it is never stuck in a write behind them
+(docs/migration.md, "The postcopy switch"). Then the destination goes on (SIGCONT), runs the
+guest, and it re-verifies all its RAM.
 """
 import multiprocessing
 import select
+import signal
 import socket
 import os
 import sys
@@ -38,7 +45,9 @@ import time
 
 from harness.cases import run_named_case
 from harness.channels import free_port
-from harness.guest import base_args, check, check_after_switchover, log, wait_until
+from harness.guest import (base_args, check, check_after_switchover, log, wait_booted, wait_heartbeat,
+                           wait_serial, wait_until)
+from harness.process import Vmm
 from harness.transfer import live_pair
 
 SKIP = 77
@@ -152,12 +161,15 @@ def start_relay(wd, target, rate):
 
 
 def switched(old, new, sock):
-    """Until the destination runs the guest in postcopy-active, with pages still missing."""
+    """Until the destination runs the guest in postcopy-active, with pages still missing. Both
+    sides say so as the status changes (the MIGRATION event), not once the job ends or pauses."""
     precopy_then_switch(old, sock)
-    wait_until(lambda: new.qmp("query-migrate").get("status") == "postcopy-active", 60,
-               "destination in postcopy-active")
-    wait_until(lambda: old.qmp("query-migrate").get("status") == "postcopy-active", 60,
-               "source in postcopy-active")
+    for vm, who in ((new, "destination"), (old, "source")):
+        vm.monitor.wait_event("MIGRATION", lambda e: e["data"]["status"] == "postcopy-active", 60)
+        check(vm.qmp("query-migrate")["status"] == "postcopy-active",
+              f"{who}: the postcopy-active event while the job goes on")
+    missing = new.qmp("query-migrate")["ram"]["remaining"]
+    check(missing > 0, f"pages still missing at the destination ({missing} bytes)")
 
 
 def paused(vm, who):
@@ -307,9 +319,7 @@ def test_pause(binary, wd, side):
     old, new, sock, serial = pair(binary, wd, hmp=True)
     relay, relay_sock = start_relay(wd, sock, 2 * BANDWIDTH)
     precopy_then_switch(old, relay_sock, passes=1)
-    # Queried: cpr-vmm holds its events back from the switch until the job pauses or ends.
-    wait_until(lambda: new.qmp("query-migrate").get("status") == "postcopy-active", 60,
-               "destination in postcopy-active")
+    new.monitor.wait_event("MIGRATION", lambda e: e["data"]["status"] == "postcopy-active", 60)
     vm = old if side == "source" else new
     wait_until(lambda: pause(vm, hmp=vm is new), 60, f"migrate-pause on the {side}")
     src, dst = paused(old, "source"), paused(new, "destination")
@@ -346,9 +356,50 @@ def test_pause(binary, wd, side):
     recovered(old, new, hb_old, serial, f"over TCP, guest heartbeat {g0['heartbeat']} at the pause")
 
 
+def test_full_socket(binary, wd):
+    serial = os.path.join(wd, "serial.log")
+    args = base_args(wd, "postcopy", ["-guest-dirty-rate", str(DIRTY_RATE)])
+    old = Vmm(binary, wd, "old", args)
+    wait_booted(old)
+    wait_heartbeat(old)
+    wait_serial(serial)
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    new = Vmm(binary, wd, "new", args + ["-global", "migration.postcopy-ram=on", "-incoming", uri])
+    wait_until(lambda: new.status() == "inmigrate", 30, "TCP destination listens")
+    old.qmp("migrate-set-capabilities", capabilities=[{"capability": "postcopy-ram", "state": True}])
+    old.qmp("migrate-set-parameters", **{"max-bandwidth": 4 * BANDWIDTH, "downtime-limit": 50})
+    old.qmp("migrate", uri=uri)
+    wait_until(lambda: old.qmp("query-migrate").get("ram", {}).get("dirty-sync-count", 0) >= 1, 120,
+               "a first precopy pass")
+    os.kill(new.pid, signal.SIGSTOP)
+    try:
+        # Until the source puts nothing more in the stream for a second: every buffer is full.
+        last = [None]
+
+        def stuck():
+            t = old.qmp("query-migrate")["ram"]["transferred"]
+            same, last[0] = t == last[0], t
+            return same
+        wait_until(lambda: stuck() or time.sleep(1), 120, "the source's sending stalls")
+        old.qmp("migrate-start-postcopy")
+        wait_until(lambda: old.qmp("query-migrate")["status"] == "postcopy-active", 60,
+                   "the source stopped the guest for postcopy with the destination's socket full")
+        check(old.status() != "running", f"the source's guest is stopped ({old.status()})")
+    finally:
+        os.kill(new.pid, signal.SIGCONT)
+    hb_old = old.guest()["heartbeat"]
+    info = old.wait_migration(180)
+    check(info["status"] == "completed", f"source: postcopy completed ({info.get('error-desc', '')})")
+    new.wait_status("running")
+    wait_until(lambda: new.qmp("query-migrate")["status"] == "completed", 120, "destination: completed")
+    check_after_switchover(new, hb_old, serial)
+    old.shutdown()
+    new.shutdown()
+
+
 TESTS = {"complete": test_complete, "dest-killed": test_dest_killed, "source-killed": test_source_killed,
          "recover": test_recover, "pause-source": lambda b, w: test_pause(b, w, "source"),
-         "pause-dest": lambda b, w: test_pause(b, w, "destination")}
+         "pause-dest": lambda b, w: test_pause(b, w, "destination"), "full-socket": test_full_socket}
 
 
 def main():

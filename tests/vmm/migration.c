@@ -21,6 +21,7 @@ struct vmm_mig {
     int in_active;          /* an incoming job has not reached a final status */
     int incoming_started;   /* migrate-incoming (or a non-deferred -incoming) ran */
     int holding;            /* the main loop is held for the switchover (vmm_main_hold) */
+    int postcopy_in;        /* an incoming job went postcopy-active: the start lets main go */
     char *last_error;
     int last_status;
 };
@@ -78,6 +79,10 @@ static int hook_start(cpr_ctx *ctx, void *opaque)
     if (v->machine)
         vmm_machine_wait_entered(v->machine, 5000000);
     vmm_pause_resumed(v);
+    /* Postcopy: the guest's switch is over once it runs here, though the job goes on while
+     * pages come: its events (postcopy-active) and the monitor are due now, not at its end. */
+    if (__atomic_exchange_n(&v->mig->postcopy_in, 0, __ATOMIC_ACQ_REL))
+        release_main(v);
     return 0;
 }
 
@@ -191,19 +196,26 @@ static void on_status(cpr_ctx *ctx, int status, void *opaque)
     if (status == CPR_MIGRATION_ACTIVE && v->mig->in_active)
         hold_main(v);
     /* The guest runs here while pages are fetched: record how long it stalls, until the end. */
-    if (status == CPR_MIGRATION_POSTCOPY_ACTIVE && v->mig->in_active)
+    if (status == CPR_MIGRATION_POSTCOPY_ACTIVE && v->mig->in_active) {
         vmm_pause_stalls_record(v, 1);
-    else if (status_final(status) && v->mig->in_active)
+        __atomic_store_n(&v->mig->postcopy_in, 1, __ATOMIC_RELEASE);
+    } else if (status_final(status) && v->mig->in_active)
         vmm_pause_stalls_record(v, 0);
     status_call *c = g_new(status_call, 1);
     c->v = v;
     c->status = status;
     c->when = g_get_real_time();
+    if (status_final(status))
+        __atomic_store_n(&v->mig->postcopy_in, 0, __ATOMIC_RELEASE);
     /* A paused postcopy has no switchover left to speed up, and its operator must hear of it
      * (the MIGRATION event) and be able to act at once. */
     if (status == CPR_MIGRATION_POSTCOPY_PAUSED)
         release_main(v);
     vmm_call_main(v, status_on_main, c);
+    /* The source's guest is stopped for good at postcopy-active, and the job may go on for
+     * long (every page the destination fetches): the operator hears of it now. */
+    if (status == CPR_MIGRATION_POSTCOPY_ACTIVE && v->mig->out_active)
+        release_main(v);
     if (status_final(status))
         release_main(v);
 }

@@ -20,7 +20,8 @@ fetched, query-guest stalls), the destination's fault wait (fault_blocktime_ms, 
 postcopy-blocktime; fault_worst_ms, one fault's longest wait; fault_mean_ms, blocktime over
 requests), the same on the source for BASELINE_S before the migration
 (baseline_stall_worst_ms, baseline_stall_p99_ms: what the guest's loop costs anyway), fault_pages
-against pushed_pages, and the re-verify.
+against pushed_pages, the re-verify, and the switch's breakdown (steps: both sides' trace steps
+in ms from the source's stop-requested; the row has their medians, steps_median_ms).
 
 A dirtying guest's rate is its own count of page rewrites (query-guest rewrites) over the
 precopy passes, on the source with the migration's dirty logging on: guest_dirty_pages_per_s, and
@@ -31,12 +32,13 @@ about the link's rate, whatever it really writes. postcopy_dirty_pages_per_s is 
 from the last watched pass to the destination's completion (its faults included).
 """
 import os
+import sys
 import time
 
 from harness.guest import base_args, wait_booted, wait_heartbeat, wait_until
 from harness.process import Vmm
 
-from . import host
+from . import breakdown, host
 
 PAGE = 4096
 SWITCH_AFTER_S = 1.0
@@ -80,11 +82,19 @@ def _resume_after(vm, since, t0):
 
 
 def _start_postcopy(src, dst):
-    """migrate-start-postcopy on src; ms until dst's guest runs."""
+    """migrate-start-postcopy on src; ms until dst's guest runs, and the bench's step."""
     since = len(dst.monitor.events)
+    step = breakdown.bench_step("start-postcopy-sent")
     t0 = time.time()
     src.qmp("migrate-start-postcopy")
-    return _resume_after(dst, since, t0)
+    return _resume_after(dst, since, t0), step
+
+
+def _switch_steps(src, dst, sent):
+    """The switch's breakdown (docs/migration.md, "Pause breakdown"): {step: ms from the source's
+    stop-requested}, both processes' steps and the bench's migrate-start-postcopy."""
+    return breakdown.offsets(breakdown.label(breakdown.last_migration(breakdown.query(src)), "old"),
+                             breakdown.label(breakdown.query(dst), "new"), [sent])
 
 
 def _completed(vm, timeout=900):
@@ -180,8 +190,10 @@ def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
             return _precopy_cancel(src, dict(dr, total_ms=(time.monotonic() - t0) * 1000,
                                              converged=False, baseline_stall_worst_ms=base["worst-ms"],
                                              baseline_stall_p99_ms=base["p99-ms"]))
-        switch_ms = _start_postcopy(src, dst)
+        switch_ms, sent = _start_postcopy(src, dst)
         info = _completed(src)
+        steps = _switch_steps(src, dst, sent)
+        print(f"hosts: postcopy switch, ms: {breakdown.line(steps)}", file=sys.stderr, flush=True)
         nin = wait_until(lambda: (i := dst.qmp("query-migrate"))["status"] == "completed" and i, 600,
                          "destination completed")
         g = wait_heartbeat(dst, dst.guest()["heartbeat"])
@@ -197,7 +209,7 @@ def libcpr_run(binary, wd, hosts, port, size, variant, rate, n, accel):
              "stall_samples": stalls.get("samples"), "baseline_stall_worst_ms": base["worst-ms"],
              "baseline_stall_p99_ms": base["p99-ms"], "postcopy_requests": ram.get("postcopy-requests"),
              "fault_pages": ram.get("x-postcopy-fault-pages"), "pushed_pages": ram.get("x-postcopy-pushed-pages"),
-             "corruptions": g["corruptions"], "fault_blocktime_ms": nin.get("postcopy-blocktime"),
+             "corruptions": g["corruptions"], "steps": steps, "fault_blocktime_ms": nin.get("postcopy-blocktime"),
              "fault_worst_ms": (nin["x-postcopy-worst-stall-us"] / 1000
                                 if nin.get("x-postcopy-worst-stall-us") is not None else None)}
         if r["fault_blocktime_ms"] is not None and r["postcopy_requests"]:
@@ -225,7 +237,7 @@ def qemu_run(qh, hosts, port, size, n):
         dst.qmp("migrate-incoming", uri=uri)
         src.qmp("migrate", uri=uri)
         time.sleep(SWITCH_AFTER_S)
-        switch_ms = _start_postcopy(src, dst)
+        switch_ms, _ = _start_postcopy(src, dst)
         info = _completed(src)
         dst.wait_status("running", timeout=60)
         return {"start_to_running_ms": switch_ms, "total_ms": info["total-time"],

@@ -187,6 +187,20 @@ static uint32_t mailbox_nvcpus(const vmm_hb_sampler *s)
     return vmm_guest_read_stats(s->mb, s->ram_size, &st) == 0 ? st.nvcpus : 0;
 }
 
+/*
+ * Reads a byte of each mailbox page, outside s->lock: on a postcopy destination a page that has
+ * not arrived blocks its reader until the fault server places it, and the lock must not be held
+ * meanwhile (query-guest, on the VMM's main loop, takes it). A placed page stays, so the locked
+ * poll that follows reads present pages; what is left is a page discarded between the two,
+ * which only happens before the guest runs there (docs/migration.md, "Postcopy").
+ */
+static void touch_mailbox(const vmm_hb_sampler *s)
+{
+    const uint8_t *p = (const uint8_t *)s->mb;
+    for (size_t off = 0; off < sizeof(struct vmm_mailbox) && off < s->ram_size; off += VMM_PAGE_SIZE)
+        (void)__atomic_load_n(p + off, __ATOMIC_RELAXED);
+}
+
 /* One poll. Under s->lock. */
 static void poll_locked(vmm_hb_sampler *s)
 {
@@ -245,6 +259,11 @@ static void *sampler_thread(void *arg)
     pthread_setname_np(pthread_self(), "hb-sampler");
     pthread_mutex_lock(&s->lock);
     while (!s->quit) {
+        pthread_mutex_unlock(&s->lock);
+        touch_mailbox(s);
+        pthread_mutex_lock(&s->lock);
+        if (s->quit)
+            break;
         poll_locked(s);
         uint64_t until = vmm_now_ns() + (uint64_t)(s->armed ? s->interval_us : IDLE_INTERVAL_US) * 1000;
         struct timespec ts = { (time_t)(until / 1000000000u), (long)(until % 1000000000u) };
@@ -312,6 +331,7 @@ void vmm_hb_sampler_free(vmm_hb_sampler *s)
 
 void vmm_hb_sampler_reset(vmm_hb_sampler *s)
 {
+    touch_mailbox(s);
     pthread_mutex_lock(&s->lock);
     /* A poll now bounds the last change before a stop that follows from below. */
     /* No fine polling during the stop: a poller waking every 10 us next to the running vCPU made
@@ -402,6 +422,7 @@ int vmm_hb_sampler_wait_pause(vmm_hb_sampler *s, uint32_t timeout_ms, uint64_t *
 
 void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
 {
+    touch_mailbox(s);
     pthread_mutex_lock(&s->lock);
     poll_locked(s);
     /* The guest is stopped: the next move of each vCPU ends the pause. Whoever resumes it arms
@@ -423,6 +444,7 @@ void vmm_hb_sampler_handoff_get(vmm_hb_sampler *s, vmm_hb_handoff *h)
 
 void vmm_hb_sampler_handoff_set(vmm_hb_sampler *s, const vmm_hb_handoff *h)
 {
+    touch_mailbox(s);
     pthread_mutex_lock(&s->lock);
     arm_locked(s, ARM_RESUME);
     if (s->nvcpus == 0)

@@ -13,7 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -455,6 +459,68 @@ START_TEST(test_resume_refuses_a_machine_without_a_guest)
     ck_assert(strstr(cpr_error_message(err), "no guest mailbox") != NULL);
     cpr_error_free(err);
     unboot(&b);
+}
+END_TEST
+
+struct stalls_call {
+    vmm_hb_sampler *s;
+    vmm_stall_stats st;
+    int done;
+};
+
+static void *stalls_thread(void *p)
+{
+    struct stalls_call *c = p;
+    vmm_hb_sampler_stalls(c->s, &c->st);
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/*
+ * A postcopy destination's sampler that reads a mailbox page not arrived yet blocks on it, but
+ * not holding its lock: a query of its figures (query-guest, on the VMM's main loop) answers
+ * meanwhile. The page is held missing with userfaultfd until the query answered (or 10 s).
+ */
+START_TEST(test_sampler_blocked_on_a_missing_page_does_not_hold_its_lock)
+{
+    size_t size = 2 * VMM_PAGE_SIZE;
+    uint8_t *ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(ram, MAP_FAILED);
+    memset(ram, 0, size); /* no mailbox: the sampler keeps reading page 0 for one */
+    vmm_hb_sampler *s = NULL;
+    cpr_error *err = NULL;
+    ck_assert_int_eq(vmm_hb_sampler_new(&s, ram, size, 10, &err), 0);
+    int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (uffd < 0) {
+        printf("skipped: userfaultfd: %s\n", strerror(errno));
+        vmm_hb_sampler_free(s);
+        munmap(ram, size);
+        return;
+    }
+    struct uffdio_api api = { .api = UFFD_API };
+    ck_assert_int_eq(ioctl(uffd, UFFDIO_API, &api), 0);
+    struct uffdio_register reg = { .range = { (uintptr_t)ram, size }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+    ck_assert_int_eq(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
+    ck_assert_int_eq(madvise(ram, size, MADV_DONTNEED), 0); /* missing from now on */
+    struct pollfd p = { .fd = uffd, .events = POLLIN };
+    ck_assert_int_eq(poll(&p, 1, 10000), 1); /* the sampler waits for page 0 */
+    struct uffd_msg msg;
+    ck_assert_int_eq(read(uffd, &msg, sizeof(msg)), (ssize_t)sizeof(msg));
+    ck_assert_uint_eq(msg.event, UFFD_EVENT_PAGEFAULT);
+    ck_assert_uint_eq(msg.arg.pagefault.address & ~(uint64_t)(VMM_PAGE_SIZE - 1), (uintptr_t)ram);
+    struct stalls_call c = { .s = s };
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, stalls_thread, &c), 0);
+    for (int i = 0; i < 10000 && !__atomic_load_n(&c.done, __ATOMIC_ACQUIRE); i++)
+        sleep_ms(1);
+    int answered = __atomic_load_n(&c.done, __ATOMIC_ACQUIRE);
+    struct uffdio_zeropage zp = { .range = { (uintptr_t)ram, size } };
+    ck_assert_int_eq(ioctl(uffd, UFFDIO_ZEROPAGE, &zp), 0); /* the page arrives */
+    pthread_join(th, NULL);
+    vmm_hb_sampler_free(s);
+    close(uffd);
+    munmap(ram, size);
+    ck_assert_msg(answered, "the sampler's figures were not readable while it waited for a missing page");
 }
 END_TEST
 
@@ -978,6 +1044,7 @@ static Suite *machine_suite(void)
     tcase_add_test(tc, test_sampler_starts_watching_when_the_guest_arrives);
     tcase_add_test(tc, test_sampler_records_stalls_but_not_the_switchover_pause);
     tcase_add_test(tc, test_a_faulting_guest_is_reported_not_hidden);
+    tcase_add_test(tc, test_sampler_blocked_on_a_missing_page_does_not_hold_its_lock);
     tcase_add_test(tc, test_restore_into_second_machine_continues_guest);
     tcase_add_test(tc, test_guest_of_mailbox_version_1_boots_and_moves);
     tcase_add_test(tc, test_old_machine_resumes_after_a_failed_handoff);
