@@ -60,6 +60,8 @@ int cpr_region_parse(cpr_stream *s, const uint8_t *p, uint64_t len, uint64_t rec
                              where, name, page, chunk, size, pad, plen);
     if (cpr_region_find(s, name))
         return cpr_error_set(errp, -EBADMSG, "%s: a second region for block '%s'", where, name);
+    /* RAM travels in regions from here on: large records are one-offs (the index). */
+    cpr_stream_stage_large_records(s);
     struct cpr_region *r = cpr_region_add(s, name);
     r->block_size = size;
     r->page_size = page;

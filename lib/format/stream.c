@@ -755,10 +755,15 @@ static int stage_copy(cpr_stream *s, int mfd, size_t n, size_t *got, cpr_error *
     return ret;
 }
 
+void cpr_stream_stage_large_records(cpr_stream *s)
+{
+    s->stage_large = 1;
+}
+
 int cpr_stream_need_record(cpr_stream *s, size_t n, size_t *have, cpr_error **errp)
 {
     int mfd = -1;
-    if (s->kind == CPR_SRC_FD && !s->staged && n > READ_BUF_SIZE && s->rlen - s->rpos < n)
+    if (s->kind == CPR_SRC_FD && s->stage_large && !s->staged && n > s->cap && s->rlen - s->rpos < n)
         mfd = memfd_create("cpr-record", MFD_CLOEXEC);
     if (mfd < 0 || ftruncate(mfd, (off_t)n) < 0) { /* no memfd: the heap, as any read */
         if (mfd >= 0)

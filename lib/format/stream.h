@@ -118,6 +118,7 @@ struct cpr_stream {
      * read-only mapping of a memfd of staged_len bytes (cpr_stream_need_record). */
     uint8_t *staged;
     size_t staged_len;
+    int stage_large; /* records larger than buf are staged: set by the first region record */
     const uint8_t *rbuf;
     size_t rpos, rlen;
     int eof;
@@ -196,14 +197,19 @@ int64_t cpr_stream_file_offset(const cpr_stream *s);
 int cpr_stream_skip_in(cpr_stream *s, uint64_t len, uint64_t *have, cpr_error **errp);
 /*
  * As cpr_stream_need(s, n), for a whole record of n bytes: 0 when they are buffered, -ENODATA
- * with *have (the bytes there are) when the stream ends first, <0 on a read error. From an fd,
- * a record larger than the read buffer is not read into a heap buffer grown to its size: its
- * bytes go through the buffer into a memfd, mapped read-only as the record's buffer until it
- * is consumed. Fresh heap pages are what a large read pays most for where first touches are
+ * with *have (the bytes there are) when the stream ends first, <0 on a read error. From an fd
+ * with stage_large set, a record larger than the read buffer is not read into a heap buffer
+ * grown to its size: its bytes go through the buffer into a memfd, mapped read-only as the
+ * record's buffer until it is consumed. That is for one-off large records, a mapped-ram
+ * stream's index above all (its RAM is in regions, so the first region record sets
+ * stage_large): fresh heap pages are what such a read pays most for where first touches are
  * dear (a kvm-pvm guest: 5 MiB, 25-40 ms, staged 4-8 ms), and the record, once taken, is a
- * copy no one else can truncate.
+ * copy no one else can truncate. A stream of RAM records keeps growing its buffer once and
+ * reusing it, warm, for every record.
  */
 int cpr_stream_need_record(cpr_stream *s, size_t n, size_t *have, cpr_error **errp);
+/* Sets stage_large on reader s (cpr_stream_need_record). */
+void cpr_stream_stage_large_records(cpr_stream *s);
 
 /* A record taken from its stream: heap memory (map_len 0) or a mapping of map_len bytes. */
 struct cpr_taken_record {

@@ -214,14 +214,43 @@ static uint8_t *big_pattern(size_t n)
     return big;
 }
 
-/* Records larger than the read buffer are staged in a memfd: the buffer does not grow, the
- * offsets and payloads are those of the file, and the next record reads from the buffer. */
+/* A stream of large records (RAM parts) grows its read buffer once and reuses it. */
+START_TEST(test_fd_reader_grows_for_records_larger_than_its_buffer)
+{
+    size_t n = (3u << 20) + 123;
+    g_autofree uint8_t *big = big_pattern(n);
+    cpr_stream *s;
+    ck_assert_int_eq(cpr_stream_new_fd_reader(big_records_file(big, n), CPR_STREAM_OWN_FD, &s, NULL), 0);
+    ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
+    struct cpr_rec r;
+    int got = 0, ret;
+    while ((ret = cpr_rec_next(s, &r, NULL)) > 0) {
+        if (r.type != CPR_REC_FULL)
+            continue;
+        ck_assert_ptr_null(s->staged);
+        const void *p;
+        size_t len = n - r.instance * 1000;
+        ck_assert_int_eq(cpr_stream_get_ptr(s, &p, len, NULL), 0);
+        ck_assert_int_eq(memcmp(p, big, len), 0);
+        got++;
+    }
+    ck_assert_int_eq(ret, 0);
+    ck_assert_int_eq(got, 3);
+    ck_assert_uint_ge(s->cap, n);
+    cpr_stream_free(s);
+}
+END_TEST
+
+/* With stage_large (a mapped-ram stream's, set by its first region record), records larger
+ * than the read buffer are staged in a memfd: the buffer does not grow, the offsets and
+ * payloads are those of the file, and the next record reads from the buffer. */
 START_TEST(test_fd_reader_stages_records_larger_than_its_buffer)
 {
     size_t n = (3u << 20) + 123;
     g_autofree uint8_t *big = big_pattern(n);
     cpr_stream *s;
     ck_assert_int_eq(cpr_stream_new_fd_reader(big_records_file(big, n), CPR_STREAM_OWN_FD, &s, NULL), 0);
+    cpr_stream_stage_large_records(s);
     ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
     struct cpr_rec r;
     int got = 0, ret;
@@ -259,6 +288,7 @@ START_TEST(test_staged_record_taken_and_staged_record_cut_short)
     int fd = big_records_file(big, n);
     cpr_stream *s;
     ck_assert_int_eq(cpr_stream_new_fd_reader(dup(fd), CPR_STREAM_OWN_FD, &s, NULL), 0);
+    cpr_stream_stage_large_records(s);
     ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
     struct cpr_rec r;
     do
@@ -289,6 +319,7 @@ START_TEST(test_staged_record_taken_and_staged_record_cut_short)
     ck_assert_int_eq(ftruncate(fd, second + (off_t)(1u << 20) + 77), 0);
     lseek(fd, 0, SEEK_SET);
     ck_assert_int_eq(cpr_stream_new_fd_reader(fd, CPR_STREAM_OWN_FD, &s, NULL), 0);
+    cpr_stream_stage_large_records(s);
     ck_assert_int_eq(cpr_rec_read_stream_header(s, NULL, NULL), 0);
     do
         ck_assert_int_eq(cpr_rec_next(s, &r, NULL), 1);
@@ -670,6 +701,7 @@ static Suite *stream_suite(void)
     tcase_add_test(tc, test_every_corrupt_byte_and_every_truncation_fails_cleanly);
     tcase_add_test(tc, test_checksum_error_names_record_and_offset);
     tcase_add_test(tc, test_fd_reader_stops_right_after_the_end_record);
+    tcase_add_test(tc, test_fd_reader_grows_for_records_larger_than_its_buffer);
     tcase_add_test(tc, test_fd_reader_stages_records_larger_than_its_buffer);
     tcase_add_test(tc, test_staged_record_taken_and_staged_record_cut_short);
     tcase_add_test(tc, test_huge_claimed_record_allocates_nothing_and_fails);
