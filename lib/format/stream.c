@@ -711,19 +711,28 @@ int cpr_stream_skip_in(cpr_stream *s, uint64_t len, uint64_t *have, cpr_error **
 
 /* ---- reader ---- */
 
+/* The read buffer takes over the `tail` unread bytes at `from` (none, in practice: the reader
+ * never reads past the record it needs), growing if it must. */
+static int buf_take_tail(cpr_stream *s, const uint8_t *from, size_t tail)
+{
+    if (tail > s->cap) {
+        uint8_t *nbuf = g_try_realloc(s->buf, tail);
+        if (!nbuf)
+            return -ENOMEM;
+        s->buf = nbuf;
+        s->cap = tail;
+    }
+    memmove(s->buf, from, tail);
+    return 0;
+}
+
 /* The staged record is behind the reader (or the stream ends): back to the read buffer, with
  * whatever of the mapping was not consumed. */
 static int stage_drop(cpr_stream *s, cpr_error **errp)
 {
     size_t tail = s->rlen - s->rpos;
-    if (tail > s->cap) {
-        uint8_t *nbuf = g_try_realloc(s->buf, tail);
-        if (!nbuf)
-            return cpr_error_set(errp, -ENOMEM, "stream: cannot grow the read buffer to %zu bytes", tail);
-        s->buf = nbuf;
-        s->cap = tail;
-    }
-    memcpy(s->buf, s->rbuf + s->rpos, tail);
+    if (buf_take_tail(s, s->rbuf + s->rpos, tail) < 0)
+        return cpr_error_set(errp, -ENOMEM, "stream: cannot grow the read buffer to %zu bytes", tail);
     munmap(s->staged, s->staged_len);
     s->staged = NULL;
     s->offset += s->rpos;
@@ -763,7 +772,7 @@ void cpr_stream_stage_large_records(cpr_stream *s)
 int cpr_stream_need_record(cpr_stream *s, size_t n, size_t *have, cpr_error **errp)
 {
     int mfd = -1;
-    if (s->kind == CPR_SRC_FD && s->stage_large && !s->staged && n > s->cap && s->rlen - s->rpos < n)
+    if (s->kind == CPR_SRC_FD && s->stage_large && !s->staged && n > s->cap) /* so not all buffered */
         mfd = memfd_create("cpr-record", MFD_CLOEXEC);
     if (mfd < 0 || ftruncate(mfd, (off_t)n) < 0) { /* no memfd: the heap, as any read */
         if (mfd >= 0)
@@ -789,10 +798,10 @@ int cpr_stream_need_record(cpr_stream *s, size_t n, size_t *have, cpr_error **er
     /* The reader never reads past what it needs: the buffer is empty, and the record's first
      * byte is at `start`. */
     s->offset = start;
-    s->rpos = s->rlen = 0;
     s->staged = map;
     s->staged_len = n;
     s->rbuf = map;
+    s->rpos = 0;
     s->rlen = n;
     s->view = NULL;
     return 0;
@@ -807,14 +816,8 @@ int cpr_stream_take_record(cpr_stream *s, struct cpr_taken_record *out)
     size_t cap = MAX((size_t)READ_BUF_SIZE, tail);
     if (s->staged) {
         /* The mapping is the record's; the read buffer, free, takes what follows. */
-        if (tail > s->cap) {
-            uint8_t *nbuf = g_try_realloc(s->buf, tail);
-            if (!nbuf)
-                return -ENOMEM;
-            s->buf = nbuf;
-            s->cap = tail;
-        }
-        memcpy(s->buf, s->rbuf + s->rpos + s->rec_pending, tail);
+        if (buf_take_tail(s, s->rbuf + s->rpos + s->rec_pending, tail) < 0)
+            return -ENOMEM;
         *out = (struct cpr_taken_record){ .mem = s->staged, .map_len = s->staged_len };
         s->staged = NULL;
     } else {

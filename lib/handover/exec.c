@@ -11,9 +11,9 @@
 #include <cpr/exec.h>
 #include <cpr/teardown.h>
 
+#include "channel/scm.h"
 #include "core/ctx.h"
 #include "core/error.h"
-#include "channel/scm.h"
 #include "core/trace.h"
 #include "handover/cpr_state.h"
 #include "handover/exec.h"

@@ -161,26 +161,21 @@ static int write_run(cpr_mr_save *m, const struct mr_run *r, uint8_t *buf, cpr_e
         return 0;
     }
     /* The pages go through the thread's buffer, each copied with its checksum: the file gets
-     * exactly the bytes the checksum covers, even while the guest writes the page. */
-    uint64_t full_end = MIN(end, b->size / PAGE);
+     * exactly the bytes the checksum covers, even while the guest writes the page. A short
+     * last page is zero-padded, as the region is. */
     int ret = 0;
-    for (uint64_t p = r->first; ret == 0 && p < full_end;) {
-        uint64_t k = MIN(full_end - p, (uint64_t)(MR_BOUNCE / PAGE));
+    for (uint64_t p = r->first; ret == 0 && p < end;) {
+        uint64_t k = MIN(end - p, (uint64_t)(MR_BOUNCE / PAGE));
         for (uint64_t i = 0; i < k; i++) {
-            b->crcs[p + i] = cpr_crc32c_copy(0, buf + i * PAGE, b->host + (p + i) * PAGE, PAGE);
+            uint8_t *dst = buf + i * PAGE;
+            size_t len = (size_t)MIN((uint64_t)PAGE, b->size - (p + i) * PAGE);
+            memset(dst + len, 0, PAGE - len);
+            uint32_t crc = cpr_crc32c_copy(0, dst, b->host + (p + i) * PAGE, len);
+            b->crcs[p + i] = cpr_crc32c(crc, dst + len, PAGE - len);
             __atomic_fetch_or(&b->present[(p + i) / 64], UINT64_C(1) << ((p + i) % 64), __ATOMIC_RELAXED);
         }
         ret = write_pages(m, b, p, k, buf, errp);
         p += k;
-    }
-    /* A short last page, zero-padded as the region is. */
-    if (ret == 0 && end > full_end) {
-        uint8_t tail[PAGE] __attribute__((aligned(PAGE))) = { 0 };
-        uint64_t p = full_end;
-        memcpy(tail, b->host + p * PAGE, (size_t)(b->size - p * PAGE));
-        b->crcs[p] = cpr_crc32c(0, tail, PAGE);
-        __atomic_fetch_or(&b->present[p / 64], UINT64_C(1) << (p % 64), __ATOMIC_RELAXED);
-        ret = write_pages(m, b, p, 1, tail, errp);
     }
     return ret;
 }

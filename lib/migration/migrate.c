@@ -503,10 +503,10 @@ CPR_API int cpr_migrate_start_postcopy(cpr_ctx *ctx, cpr_error **errp)
         mig->postcopy_requested = 1;
     int cap = job && job->params.postcopy_ram;
     g_mutex_unlock(&mig->lock);
-    if (ok)
+    if (ok) {
         cpr_trace_step(ctx, "postcopy-requested");
-    if (ok)
         return 0;
+    }
     if (job && !job->incoming && !cap)
         return cpr_error_set(errp, -EINVAL, "migrate-start-postcopy: capability postcopy-ram is off");
     return cpr_error_set(errp, -EINVAL, "migrate-start-postcopy: no outgoing migration in status "
